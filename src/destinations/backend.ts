@@ -1,0 +1,81 @@
+/**
+ * Destinations: where repository bytes live.
+ *
+ * A backend stores named files of a few kinds, exactly as restic lays out a repository:
+ * `config` at the root, `keys/<id>`, `data/<first two hex digits of id>/<id>`, `index/<id>`,
+ * `snapshots/<id>` and `locks/<id>`. The engine only speaks this interface; local disk and
+ * S3-compatible storage implement it, and one conformance suite (test/destinations) runs
+ * against every implementation.
+ *
+ * Every write is atomic: a reader sees either no file or the whole file, never a prefix.
+ */
+
+/** The kinds of file in a restic repository. */
+export type FileType = 'config' | 'keys' | 'data' | 'index' | 'snapshots' | 'locks';
+
+export const FILE_TYPES: readonly FileType[] = ['config', 'keys', 'data', 'index', 'snapshots', 'locks'];
+
+/** Names one file: its kind and its name (a 64-hex-digit id; ignored for `config`). */
+export interface Handle {
+  type: FileType;
+  name: string;
+}
+
+export interface FileInfo {
+  name: string;
+  size: number;
+}
+
+export interface CallOptions {
+  signal?: AbortSignal;
+}
+
+export interface LoadOptions extends CallOptions {
+  /** First byte to read; defaults to 0. */
+  offset?: number;
+  /** How many bytes to read from offset; defaults to the rest of the file. */
+  length?: number;
+}
+
+/** The one storage interface the engine uses. */
+export interface Backend {
+  /** Human-readable location, e.g. `/srv/repo` or `s3:http://host:9000/bucket/prefix`. */
+  readonly location: string;
+  /** Writes the whole file atomically; replaces an existing file of the same handle. */
+  save(h: Handle, data: Uint8Array, opts?: CallOptions): Promise<void>;
+  /** Reads the file, or a byte range of it. Throws BackendNotFoundError when it does not exist. */
+  load(h: Handle, opts?: LoadOptions): Promise<Buffer>;
+  /** Size of the file, or null when it does not exist. */
+  stat(h: Handle, opts?: CallOptions): Promise<FileInfo | null>;
+  /** Every file of one kind (for `data`, across all subdirectories), in no particular order. */
+  list(type: FileType, opts?: CallOptions): AsyncIterable<FileInfo>;
+  /** Deletes the file; deleting a missing file is not an error. */
+  remove(h: Handle, opts?: CallOptions): Promise<void>;
+  /** Releases connections and handles. */
+  close(): Promise<void>;
+}
+
+/** The file does not exist in the backend. */
+export class BackendNotFoundError extends Error {
+  readonly code = 'BACKEND_NOT_FOUND';
+  constructor(readonly handle: Handle, options?: { cause?: unknown }) {
+    super(`${handle.type}/${handle.name} does not exist`, options);
+    this.name = 'BackendNotFoundError';
+  }
+}
+
+/**
+ * The backend could not be reached or refused the credentials. `kind` lets callers tell a
+ * wrong key, a missing bucket and an unreachable endpoint apart.
+ */
+export class BackendAccessError extends Error {
+  readonly code = 'BACKEND_ACCESS';
+  constructor(
+    readonly kind: 'UNREACHABLE' | 'AUTH' | 'NO_BUCKET' | 'IO',
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'BackendAccessError';
+  }
+}
