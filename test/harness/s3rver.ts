@@ -12,20 +12,23 @@
  * object file, so unlike real S3 an interrupted single PUT can leave a partial object behind.
  * AbortMultipartUpload is not implemented (405 MethodNotAllowed).
  */
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 
 /** The only credentials s3rver knows. */
 export const S3RVER_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } as const;
 
 export interface StartedS3rver {
-  /** e.g. `http://127.0.0.1:43121` */
+  /** e.g. `http://127.0.0.1:43121` (`https://` with `tls`) */
   endpoint: string;
+  /** With `tls`: the self-signed certificate (PEM) to trust. */
+  ca?: string;
   port: number;
   /** Where s3rver keeps its files: `<directory>/<bucket>/<key>._S3rver_object`. */
   directory: string;
@@ -49,14 +52,27 @@ process.stdin.on('end', () => {
 });
 `;
 
+export interface S3rverOptions {
+  buckets?: string[];
+  /**
+   * Serve HTTPS with a fresh self-signed certificate for 127.0.0.1. Needed for restic: over
+   * plain HTTP its minio-go client sends `aws-chunked` (streaming SigV4) bodies, which s3rver
+   * stores verbatim, chunk signatures and all.
+   */
+  tls?: boolean;
+}
+
 /** Starts s3rver with the given buckets; `stop()` closes it and deletes its directory. */
-export async function startS3rver(opts: { buckets?: string[] } = {}): Promise<StartedS3rver> {
+export async function startS3rver(opts: S3rverOptions = {}): Promise<StartedS3rver> {
   const directory = await mkdtemp(join(tmpdir(), 'bp-s3rver-'));
+  const tls = opts.tls ? await selfSignedCertificate(directory) : undefined;
   const options = {
+    ...tls,
+    // The store lives one level down so the certificate files are not mistaken for a bucket.
+    directory: join(directory, 'store'),
     address: '127.0.0.1',
     port: 0,
     silent: true,
-    directory,
     // Path-style only: virtual-host buckets would need DNS for <bucket>.127.0.0.1.
     vhostBuckets: false,
     configureBuckets: (opts.buckets ?? []).map((name) => ({ name })),
@@ -77,9 +93,10 @@ export async function startS3rver(opts: { buckets?: string[] } = {}): Promise<St
   const { port } = JSON.parse(first) as { port: number };
   let stopping: Promise<void> | undefined;
   return {
-    endpoint: `http://127.0.0.1:${port}`,
+    endpoint: `${tls ? 'https' : 'http'}://127.0.0.1:${port}`,
+    ca: tls?.cert,
     port,
-    directory,
+    directory: options.directory,
     stop() {
       stopping ??= (async () => {
         child.stdin.end();
@@ -89,4 +106,15 @@ export async function startS3rver(opts: { buckets?: string[] } = {}): Promise<St
       return stopping;
     },
   };
+}
+
+async function selfSignedCertificate(directory: string): Promise<{ key: string; cert: string }> {
+  const keyPath = join(directory, 'key.pem');
+  const certPath = join(directory, 'cert.pem');
+  await promisify(execFile)('openssl', [
+    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1',
+    '-keyout', keyPath, '-out', certPath,
+    '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
+  ]);
+  return { key: await readFile(keyPath, 'utf8'), cert: await readFile(certPath, 'utf8') };
 }
