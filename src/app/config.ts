@@ -1,0 +1,42 @@
+import path from 'node:path';
+import { z } from 'zod';
+
+const intFromEnv = (def: number) => z.coerce.number().int().positive().default(def);
+
+/** Every environment variable Backplane reads, parsed once at start-up. The README's table mirrors it. */
+export const configSchema = z.object({
+  DATABASE_URL: z.string().url().optional(),
+  HOST: z.string().default('127.0.0.1'),
+  PORT: z.coerce.number().int().min(0).max(65535).default(4000),
+  /** Public base URL, used in signed download links. Defaults to http://HOST:PORT. */
+  PUBLIC_URL: z.string().url().optional(),
+  /** 32 bytes, base64 or hex, encrypting secrets at rest; the embedded default generates a key file. */
+  BACKPLANE_SECRET_KEY: z.string().optional(),
+  /** Where the embedded PostgreSQL, the local destination and the key file live. */
+  BACKPLANE_HOME: z.string().default('.backplane'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Largest accepted request body. */
+  BODY_LIMIT_BYTES: intFromEnv(1_000_000),
+  /** Most operations in one batched request. */
+  BATCH_LIMIT: intFromEnv(10),
+  MAX_DEPTH: intFromEnv(12),
+  MAX_ALIASES: intFromEnv(30),
+  MAX_COST: intFromEnv(5000),
+  MAX_TOKENS: intFromEnv(2000),
+  /** Worker concurrency (jobs of one environment still run one at a time). */
+  WORKER_CONCURRENCY: intFromEnv(2),
+  /** How long an in-flight request may take to finish on shutdown. */
+  SHUTDOWN_GRACE_MS: intFromEnv(10_000),
+});
+
+export type Config = z.infer<typeof configSchema> & { home: string };
+
+/** Parses the environment; throws a readable error naming each bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = configSchema.safeParse(env);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new Error(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  return { ...parsed.data, home: path.resolve(parsed.data.BACKPLANE_HOME) };
+}

@@ -1,0 +1,70 @@
+/**
+ * The one catalog of error codes a caller can act on. GraphQL exposes each class as a type
+ * implementing `Error { message, code }`; services and jobs throw them; the codes never change
+ * meaning once released.
+ */
+export const ErrorCode = {
+  VALIDATION_FAILED: 'VALIDATION_FAILED',
+  PROJECT_NOT_FOUND: 'PROJECT_NOT_FOUND',
+  ENVIRONMENT_NOT_FOUND: 'ENVIRONMENT_NOT_FOUND',
+  API_KEY_NOT_FOUND: 'API_KEY_NOT_FOUND',
+  DESTINATION_NOT_FOUND: 'DESTINATION_NOT_FOUND',
+  SNAPSHOT_NOT_FOUND: 'SNAPSHOT_NOT_FOUND',
+  OPERATION_NOT_FOUND: 'OPERATION_NOT_FOUND',
+  NODE_NOT_FOUND: 'NODE_NOT_FOUND',
+  NAME_TAKEN: 'NAME_TAKEN',
+  PROJECT_NOT_EMPTY: 'PROJECT_NOT_EMPTY',
+  OPERATION_RUNNING: 'OPERATION_RUNNING',
+  SNAPSHOT_PINNED: 'SNAPSHOT_PINNED',
+  MAX_PINNED: 'MAX_PINNED',
+  IDEMPOTENCY_KEY_REUSED: 'IDEMPOTENCY_KEY_REUSED',
+  API_KEY_REVOKED: 'API_KEY_REVOKED',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** Base of every expected failure. */
+export abstract class AppError extends Error {
+  abstract readonly code: ErrorCode;
+}
+
+export class NotFoundError extends AppError {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'NotFoundError';
+  }
+
+  static project = () => new NotFoundError(ErrorCode.PROJECT_NOT_FOUND, 'Project not found');
+  static environment = () => new NotFoundError(ErrorCode.ENVIRONMENT_NOT_FOUND, 'Environment not found');
+  static apiKey = () => new NotFoundError(ErrorCode.API_KEY_NOT_FOUND, 'API key not found');
+}
+
+export interface FieldIssue {
+  /** Path of the offending field, e.g. ["input", "name"]. */
+  path: string[];
+  message: string;
+}
+
+export class ValidationError extends AppError {
+  readonly code = ErrorCode.VALIDATION_FAILED;
+  constructor(readonly fields: FieldIssue[]) {
+    super(fields.length === 1 ? `${fields[0].path.join('.')}: ${fields[0].message}` : `Invalid input (${fields.length} problems)`);
+    this.name = 'ValidationError';
+  }
+
+  static field(path: string[], message: string): ValidationError {
+    return new ValidationError([{ path, message }]);
+  }
+}
+
+export class ConflictError extends AppError {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ConflictError';
+  }
+}

@@ -1,0 +1,59 @@
+import { z } from 'zod';
+import { ValidationError } from './errors.ts';
+
+/**
+ * Input rules shared by every caller (GraphQL, jobs, the CLI, the embedded bootstrap). Services
+ * parse their input with `parseInput` before any side effect; failures carry field paths as the
+ * caller sent them (`["input", "name"]`).
+ */
+export function parseInput<S extends z.ZodType>(schema: S, input: unknown, root: string[] = ['input']): z.infer<S> {
+  const result = schema.safeParse(input);
+  if (result.success) return result.data;
+  throw new ValidationError(
+    result.error.issues.map((i) => ({ path: [...root, ...i.path.map(String)], message: i.message })),
+  );
+}
+
+const trimmed = (min: number, max: number) => z.string().trim().min(min, `must be at least ${min} character(s)`).max(max, `must be at most ${max} characters`);
+
+/** Names people type: letters, digits, spaces, `-`, `_`, `.`; no control characters. */
+export const name = trimmed(1, 64).regex(/^[\p{L}\p{N}][\p{L}\p{N} _.-]*$/u, 'may contain letters, digits, spaces, "-", "_" and "." and must start with a letter or digit');
+
+export const description = trimmed(0, 500);
+
+/** A PostgreSQL connection URL naming a database. */
+export const databaseUrl = z
+  .string()
+  .trim()
+  .max(2000, 'must be at most 2000 characters')
+  .superRefine((v, ctx) => {
+    let u: URL;
+    try {
+      u = new URL(v);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'is not a valid URL' });
+      return;
+    }
+    if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') {
+      ctx.addIssue({ code: 'custom', message: 'must be a postgres:// or postgresql:// URL' });
+    } else if (!u.hostname) {
+      ctx.addIssue({ code: 'custom', message: 'must name a host' });
+    } else if (u.pathname.length <= 1) {
+      ctx.addIssue({ code: 'custom', message: 'must name a database (postgres://user:pass@host/dbname)' });
+    }
+  });
+
+/** The database a URL points at. */
+export function databaseNameOf(url: string): string {
+  return decodeURIComponent(new URL(url).pathname.slice(1));
+}
+
+/** An absolute directory path on the worker's machine. */
+export const filesPath = z
+  .string()
+  .trim()
+  .min(1, 'must not be empty')
+  .max(1024, 'must be at most 1024 characters')
+  .refine((v) => v.startsWith('/'), 'must be an absolute path')
+  .refine((v) => !v.split('/').includes('..'), 'must not contain ".." segments')
+  .refine((v) => !v.includes('\0'), 'must not contain NUL characters');

@@ -1,0 +1,154 @@
+/**
+ * Events: small JSON messages that cross processes through PostgreSQL LISTEN/NOTIFY.
+ *
+ * A topic names a kind of event; a key routes it (an environment id, an operation id, an
+ * organization id). Payloads carry ids and small state only — NOTIFY caps them at 8000 bytes, and
+ * subscribers re-read what they show through the normal, authorized services. Each process holds
+ * one LISTEN connection and fans messages out to its local subscribers.
+ */
+import pg from 'pg';
+import type { Logger } from '../app/logger.ts';
+
+/** The typed topic map: topic name → payload. */
+export interface Topics {
+  environmentActivity: {
+    kind: 'ENVIRONMENT_UPDATED' | 'ENVIRONMENT_DELETED' | 'SNAPSHOT' | 'RESTORE' | 'OPERATION';
+    environmentId: string;
+    /** The entity the event is about (environment, snapshot, restore log, operation). */
+    subjectId: string;
+  };
+  operation: { operationId: string; status: string };
+  alertCreated: { organizationId: string; alertId: string };
+}
+export type Topic = keyof Topics;
+
+export const CHANNEL = 'backplane_events';
+
+interface Envelope {
+  t: Topic;
+  k: string;
+  p: unknown;
+}
+
+/** Something that can run a parameterised SQL statement: a pool, a client, or a Prisma transaction adapter. */
+export type SqlRunner = (sql: string, params: unknown[]) => Promise<unknown>;
+
+export interface EventBus {
+  /** Publishes now (outside any transaction). */
+  publish<T extends Topic>(topic: T, key: string, payload: Topics[T]): Promise<void>;
+  /** Events of one topic and key, from the moment of the call, until the signal aborts or return() is called. */
+  subscribe<T extends Topic>(topic: T, key: string, signal?: AbortSignal): AsyncIterableIterator<Topics[T]>;
+  /** Stops listening and ends every subscription. */
+  close(): Promise<void>;
+}
+
+/** SQL and parameters that publish an event; run it inside a transaction to publish only on commit. */
+export function notifyStatement<T extends Topic>(topic: T, key: string, payload: Topics[T]): [string, unknown[]] {
+  const body = JSON.stringify({ t: topic, k: key, p: payload } satisfies Envelope);
+  return ['SELECT pg_notify($1, $2)', [CHANNEL, body]];
+}
+
+type Listener = (payload: unknown) => void;
+
+/** Starts the process's LISTEN connection; resolves once it is listening. */
+export async function createEventBus(databaseUrl: string, logger: Logger): Promise<EventBus> {
+  const listeners = new Map<string, Set<Listener>>();
+  const closers = new Set<() => void>();
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
+  let closed = false;
+  let client: pg.Client | null = null;
+
+  const dispatch = (raw: string | undefined) => {
+    if (!raw) return;
+    let env: Envelope;
+    try {
+      env = JSON.parse(raw) as Envelope;
+    } catch (err) {
+      logger.warn({ err }, 'ignoring malformed event');
+      return;
+    }
+    for (const l of listeners.get(`${env.t}:${env.k}`) ?? []) l(env.p);
+  };
+
+  const connect = async (): Promise<void> => {
+    const c = new pg.Client({ connectionString: databaseUrl });
+    c.on('notification', (msg) => dispatch(msg.payload));
+    c.on('error', (err) => {
+      if (closed) return;
+      logger.error({ err }, 'event listener connection lost; reconnecting');
+      client = null;
+      void reconnect();
+    });
+    await c.connect();
+    await c.query(`LISTEN ${CHANNEL}`);
+    client = c;
+  };
+
+  const reconnect = async (): Promise<void> => {
+    for (let delay = 200; !closed; delay = Math.min(delay * 2, 5000)) {
+      try {
+        await connect();
+        return;
+      } catch (err) {
+        logger.warn({ err, delay }, 'event listener reconnect failed');
+        await new Promise((r) => setTimeout(r, delay).unref());
+      }
+    }
+  };
+
+  await connect();
+
+  return {
+    async publish(topic, key, payload) {
+      const [sql, params] = notifyStatement(topic, key, payload);
+      await pool.query(sql, params);
+    },
+
+    subscribe<T extends Topic>(topic: T, key: string, signal?: AbortSignal): AsyncIterableIterator<Topics[T]> {
+      const id = `${topic}:${key}`;
+      const queue: Topics[T][] = [];
+      let wake: (() => void) | null = null;
+      let done = false;
+      const listener: Listener = (p) => {
+        queue.push(p as Topics[T]);
+        wake?.();
+      };
+      const finish = () => {
+        if (done) return;
+        done = true;
+        listeners.get(id)?.delete(listener);
+        wake?.();
+      };
+      if (!listeners.has(id)) listeners.set(id, new Set());
+      listeners.get(id)!.add(listener);
+      signal?.addEventListener('abort', finish, { once: true });
+      closers.add(finish);
+
+      const iterator: AsyncIterableIterator<Topics[T]> = {
+        async next() {
+          while (queue.length === 0 && !done) await new Promise<void>((r) => (wake = r));
+          wake = null;
+          if (queue.length > 0) return { value: queue.shift()!, done: false };
+          closers.delete(finish);
+          return { value: undefined, done: true };
+        },
+        async return() {
+          finish();
+          closers.delete(finish);
+          return { value: undefined, done: true };
+        },
+        [Symbol.asyncIterator]() {
+          return iterator;
+        },
+      };
+      return iterator;
+    },
+
+    async close() {
+      closed = true;
+      for (const f of [...closers]) f();
+      await client?.end().catch(() => undefined);
+      await pool.end();
+    },
+  };
+}

@@ -1,0 +1,11 @@
+// The schema is the sum of its domain modules; importing one registers its types and fields.
+import { builder } from './builder.ts';
+import './scalars.ts';
+import './errors.ts';
+import './node.ts';
+import './viewer.ts';
+import './project.ts';
+import './environment.ts';
+import './api-key.ts';
+
+export const schema = builder.toSchema({ sortSchema: true });

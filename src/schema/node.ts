@@ -1,0 +1,47 @@
+import { brandWithType } from '@pothos/core';
+import { GraphQLError } from 'graphql';
+import { builder, type Context } from './builder.ts';
+import { tryDecodeId } from './ids.ts';
+
+type Loader = (ctx: Context, id: string) => Promise<object | null>;
+const loaders = new Map<string, Loader>();
+
+/**
+ * Each domain module registers how to load its node types for `node(id)`, through its
+ * authorized service read: an id of another organization or project resolves to null, exactly
+ * like an id that never existed.
+ */
+export function registerNodeLoader(typename: string, load: Loader): void {
+  loaders.set(typename, load);
+}
+
+async function loadNode(ctx: Context, globalId: string): Promise<object | null> {
+  const decoded = tryDecodeId(globalId);
+  const load = decoded && loaders.get(decoded.typename);
+  if (!decoded || !load) return null;
+  const obj = await load(ctx, decoded.id);
+  if (obj) brandWithType(obj, decoded.typename as never);
+  return obj;
+}
+
+builder.queryFields((t) => ({
+  node: t.field({
+    type: builder.nodeInterfaceRef(),
+    nullable: true,
+    description: 'Any object by its global id; null when it does not exist or is not visible to this key.',
+    authScopes: { read: true },
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, { id }, ctx) => loadNode(ctx, String(id)) as never,
+  }),
+  nodes: t.field({
+    type: [builder.nodeInterfaceRef()],
+    nullable: { list: false, items: true },
+    description: 'Several objects by global id, in the order asked; null for each one not found.',
+    authScopes: { read: true },
+    args: { ids: t.arg.idList({ required: true }) },
+    resolve: async (_root, { ids }, ctx) => {
+      if (ids.length > 100) throw new GraphQLError('nodes takes at most 100 ids', { extensions: { code: 'BAD_USER_INPUT' } });
+      return Promise.all(ids.map((id) => loadNode(ctx, String(id)))) as never;
+    },
+  }),
+}));

@@ -1,0 +1,127 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { z } from 'zod';
+import type { Db } from '../db/client.ts';
+import { ConflictError, ErrorCode, NotFoundError, ValidationError } from '../domain/errors.ts';
+import { expandScopes, SCOPES, scopeFromDb, scopeToDb, type Scope } from '../domain/scopes.ts';
+import { name, parseInput } from '../domain/validation.ts';
+import type { Deps } from './deps.ts';
+import { canSeeProject, type Viewer } from './viewer.ts';
+
+/**
+ * API keys look like `bp_<prefix>_<secret>`. The prefix finds the row; only a SHA-256 of the
+ * secret is stored (the secret has 256 bits of entropy, so a slow hash adds nothing).
+ */
+const KEY_RE = /^bp_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$/;
+
+const hashSecret = (secret: string) => createHash('sha256').update(secret).digest('hex');
+
+/** The caller sent a credential that is not a valid, live key. */
+export class AuthenticationError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'AuthenticationError';
+  }
+}
+
+/** Reads `Bearer <key>` (or the bare key); null when nothing was sent. */
+export function bearerToken(header: string | null | undefined): string | null {
+  if (!header) return null;
+  const m = /^Bearer\s+(.+)$/i.exec(header.trim());
+  return (m ? m[1] : header).trim() || null;
+}
+
+/** The viewer for a key; throws AuthenticationError for a malformed, unknown, revoked or expired key. */
+export async function authenticate(db: Db, token: string, now: Date): Promise<Viewer> {
+  const m = KEY_RE.exec(token);
+  if (!m) throw new AuthenticationError('Malformed API key');
+  const key = await db.apiKey.findUnique({ where: { prefix: m[1] }, include: { projects: { select: { projectId: true } } } });
+  const expected = Buffer.from(key?.secretHash ?? '0'.repeat(64), 'hex');
+  const actual = Buffer.from(hashSecret(m[2]), 'hex');
+  if (!key || !timingSafeEqual(expected, actual)) throw new AuthenticationError('Unknown API key');
+  if (key.revokedAt) throw new AuthenticationError('API key has been revoked');
+  if (key.expiresAt && key.expiresAt <= now) throw new AuthenticationError('API key has expired');
+  if (!key.lastUsedAt || now.getTime() - key.lastUsedAt.getTime() > 60_000) {
+    // Best effort and throttled: a busy key must not turn every read into a write.
+    void db.apiKey.update({ where: { id: key.id }, data: { lastUsedAt: now } }).catch(() => undefined);
+  }
+  return {
+    organizationId: key.organizationId,
+    apiKeyId: key.id,
+    scopes: expandScopes(key.scopes.map((s) => scopeFromDb[s])),
+    projectIds: key.projects.length ? key.projects.map((p) => p.projectId) : null,
+  };
+}
+
+export interface IssuedKey {
+  id: string;
+  /** The whole key; shown once. */
+  secret: string;
+}
+
+/** Creates a key without authorization checks: for the bootstrap and for createApiKey after its checks. */
+export async function issueApiKey(
+  db: Db,
+  input: { organizationId: string; name: string; scopes: Scope[]; projectIds?: string[]; expiresAt?: Date | null },
+): Promise<IssuedKey> {
+  const prefix = randomBytes(6).toString('hex');
+  const secret = randomBytes(32).toString('base64url');
+  const row = await db.apiKey.create({
+    data: {
+      organizationId: input.organizationId,
+      name: input.name,
+      prefix,
+      secretHash: hashSecret(secret),
+      scopes: input.scopes.map((s) => scopeToDb[s]),
+      expiresAt: input.expiresAt ?? null,
+      projects: input.projectIds?.length ? { create: input.projectIds.map((projectId) => ({ projectId })) } : undefined,
+    },
+  });
+  return { id: row.id, secret: `bp_${prefix}_${secret}` };
+}
+
+const createApiKeyInput = z.object({
+  name,
+  scopes: z.array(z.enum(SCOPES)).min(1, 'must list at least one scope').max(3),
+  projectIds: z.array(z.string()).max(100).optional(),
+  expiresAt: z.date().nullish(),
+});
+
+/**
+ * Creates a key for the viewer's organization. A key never grants more than its creator holds:
+ * no wider scope, and a creator limited to some projects may only create keys limited to those.
+ */
+export async function createApiKey(deps: Deps, viewer: Viewer, raw: z.input<typeof createApiKeyInput>): Promise<IssuedKey> {
+  const input = parseInput(createApiKeyInput, raw);
+  input.scopes.forEach((s, i) => {
+    if (!viewer.scopes.has(s)) throw ValidationError.field(['input', 'scopes', String(i)], `you cannot grant "${s}", which your own key lacks`);
+  });
+  if (input.expiresAt && input.expiresAt <= deps.clock.now()) throw ValidationError.field(['input', 'expiresAt'], 'must be in the future');
+  const projectIds = [...new Set(input.projectIds ?? [])];
+  if (viewer.projectIds && projectIds.length === 0) {
+    throw ValidationError.field(['input', 'projectIds'], 'your key is limited to some projects; list the projects the new key may use');
+  }
+  if (projectIds.length) {
+    const found = await deps.db.project.count({ where: { id: { in: projectIds }, organizationId: viewer.organizationId } });
+    if (found !== projectIds.length || !projectIds.every((id) => canSeeProject(viewer, id))) throw NotFoundError.project();
+  }
+  return issueApiKey(deps.db, { organizationId: viewer.organizationId, name: input.name, scopes: input.scopes, projectIds, expiresAt: input.expiresAt });
+}
+
+/** Revokes a key of the viewer's organization; revoking twice is a conflict, not a silent success. */
+export async function revokeApiKey(deps: Deps, viewer: Viewer, id: string): Promise<string> {
+  const key = await deps.db.apiKey.findFirst({ where: { id, organizationId: viewer.organizationId }, include: { projects: true } });
+  // A project-limited key may only manage keys limited to its own projects.
+  const visible = key && (viewer.projectIds === null || (key.projects.length > 0 && key.projects.every((p) => canSeeProject(viewer, p.projectId))));
+  if (!key || !visible) throw NotFoundError.apiKey();
+  if (key.revokedAt) throw new ConflictError(ErrorCode.API_KEY_REVOKED, 'API key is already revoked');
+  await deps.db.apiKey.update({ where: { id }, data: { revokedAt: deps.clock.now() } });
+  return id;
+}
+
+/** Prisma `where` for the keys a viewer may list. */
+export function apiKeyWhere(viewer: Viewer) {
+  return {
+    organizationId: viewer.organizationId,
+    ...(viewer.projectIds ? { projects: { some: {}, every: { projectId: { in: [...viewer.projectIds] } } } } : {}),
+  };
+}

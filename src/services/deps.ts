@@ -1,0 +1,20 @@
+import type { Db } from '../db/client.ts';
+import type { Logger } from '../app/logger.ts';
+import type { SecretBox } from '../app/secrets.ts';
+import type { EventBus } from '../events/bus.ts';
+
+/** Time, injected so tests control it. */
+export interface Clock {
+  now(): Date;
+}
+
+export const systemClock: Clock = { now: () => new Date() };
+
+/** What every service function receives first. */
+export interface Deps {
+  db: Db;
+  events: EventBus;
+  secrets: SecretBox;
+  clock: Clock;
+  logger: Logger;
+}

@@ -1,0 +1,98 @@
+import { z } from 'zod';
+import { NotFoundError } from '../domain/errors.ts';
+import { databaseNameOf, databaseUrl, filesPath, name, parseInput } from '../domain/validation.ts';
+import { notifyStatement } from '../events/bus.ts';
+import { redactUrl } from '../app/secrets.ts';
+import type { Deps } from './deps.ts';
+import { nameTakenOr } from './prisma-errors.ts';
+import { getProject } from './projects.ts';
+import { inProjectWhere, type Viewer } from './viewer.ts';
+
+export const ENVIRONMENT_TYPES = ['PRODUCTION', 'STAGING', 'DEVELOPMENT', 'PREVIEW', 'OTHER'] as const;
+
+const createEnvironmentInput = z.object({
+  projectId: z.string(),
+  name,
+  type: z.enum(ENVIRONMENT_TYPES).default('DEVELOPMENT'),
+  databaseUrl,
+  filesPath: filesPath.nullish(),
+});
+
+const updateEnvironmentInput = z
+  .object({
+    name: name.optional(),
+    type: z.enum(ENVIRONMENT_TYPES).optional(),
+    databaseUrl: databaseUrl.optional(),
+    filesPath: filesPath.nullish(),
+  })
+  .refine((v) => Object.values(v).some((x) => x !== undefined), { message: 'nothing to update', path: [] });
+
+/** Reads one environment the viewer may see, or ENVIRONMENT_NOT_FOUND. */
+export async function getEnvironment(deps: Deps, viewer: Viewer, id: string) {
+  const env = await deps.db.environment.findFirst({ where: { id, ...inProjectWhere(viewer) } });
+  if (!env) throw NotFoundError.environment();
+  return env;
+}
+
+/** The database URL in clear, for the worker's pg_dump/pg_restore only; never for the API. */
+export async function environmentDatabaseUrl(deps: Deps, environmentId: string): Promise<string> {
+  const env = await deps.db.environment.findUniqueOrThrow({ where: { id: environmentId } });
+  return deps.secrets.open(env.databaseUrlEncrypted);
+}
+
+function secretFields(deps: Deps, url: string) {
+  return { databaseUrlEncrypted: deps.secrets.seal(url), databaseUrlRedacted: redactUrl(url), databaseName: databaseNameOf(url) };
+}
+
+export async function createEnvironment(deps: Deps, viewer: Viewer, raw: z.input<typeof createEnvironmentInput>): Promise<string> {
+  const input = parseInput(createEnvironmentInput, raw);
+  const project = await getProject(deps, viewer, input.projectId);
+  try {
+    const env = await deps.db.environment.create({
+      data: {
+        organizationId: project.organizationId,
+        projectId: project.id,
+        name: input.name,
+        type: input.type,
+        filesPath: input.filesPath ?? null,
+        ...secretFields(deps, input.databaseUrl),
+        settings: { create: {} },
+      },
+    });
+    return env.id;
+  } catch (err) {
+    nameTakenOr(err, 'environment in this project');
+  }
+}
+
+export async function updateEnvironment(deps: Deps, viewer: Viewer, id: string, raw: z.input<typeof updateEnvironmentInput>): Promise<string> {
+  const input = parseInput(updateEnvironmentInput, raw);
+  await getEnvironment(deps, viewer, id);
+  try {
+    await deps.db.$transaction(async (tx) => {
+      await tx.environment.update({
+        where: { id },
+        data: {
+          ...(input.name !== undefined ? { name: input.name } : {}),
+          ...(input.type !== undefined ? { type: input.type } : {}),
+          ...(input.filesPath !== undefined ? { filesPath: input.filesPath } : {}),
+          ...(input.databaseUrl !== undefined ? secretFields(deps, input.databaseUrl) : {}),
+        },
+      });
+      // Published with the commit: a subscriber never hears of a change that was rolled back.
+      await tx.$executeRawUnsafe(...notifyStatement('environmentActivity', id, { kind: 'ENVIRONMENT_UPDATED', environmentId: id, subjectId: id }));
+    });
+  } catch (err) {
+    nameTakenOr(err, 'environment in this project');
+  }
+  return id;
+}
+
+export async function deleteEnvironment(deps: Deps, viewer: Viewer, id: string): Promise<string> {
+  await getEnvironment(deps, viewer, id);
+  await deps.db.$transaction(async (tx) => {
+    await tx.environment.delete({ where: { id } });
+    await tx.$executeRawUnsafe(...notifyStatement('environmentActivity', id, { kind: 'ENVIRONMENT_DELETED', environmentId: id, subjectId: id }));
+  });
+  return id;
+}

@@ -1,0 +1,34 @@
+import type { Scope } from '../domain/scopes.ts';
+
+/**
+ * Who is calling: an API key of one organization, its scopes (expanded: admin ⊇ write ⊇ read)
+ * and, when the key is limited, the projects it may see. Every service read filters through
+ * the helpers below, so a forgotten check shows up as "not found", never as a leak.
+ */
+export interface Viewer {
+  organizationId: string;
+  apiKeyId: string;
+  scopes: ReadonlySet<Scope>;
+  /** null: every project of the organization. */
+  projectIds: readonly string[] | null;
+}
+
+export function canSeeProject(viewer: Viewer, projectId: string): boolean {
+  return viewer.projectIds === null || viewer.projectIds.includes(projectId);
+}
+
+/** Prisma `where` for projects visible to the viewer. */
+export function projectWhere(viewer: Viewer) {
+  return {
+    organizationId: viewer.organizationId,
+    ...(viewer.projectIds ? { id: { in: [...viewer.projectIds] } } : {}),
+  };
+}
+
+/** Prisma `where` for rows that belong to a project (environments, snapshots…) visible to the viewer. */
+export function inProjectWhere(viewer: Viewer) {
+  return {
+    organizationId: viewer.organizationId,
+    ...(viewer.projectIds ? { projectId: { in: [...viewer.projectIds] } } : {}),
+  };
+}
