@@ -1,0 +1,46 @@
+/**
+ * The storage engine's public surface. Everything outside src/engine imports from here.
+ *
+ * Words: a *repository* (restic format version 2) holds *blobs* (chunks of file content and
+ * serialized directories, called *trees*) inside *packs*, found through the *index*; a
+ * *snapshot* names one root tree. See each module's opening comment for its part.
+ */
+export { Repository, type InitOptions, type OpenOptions, type RepoConfig, type WriteStats } from './repository.ts';
+export { DEFAULT_KDF_PARAMS, type KdfParams } from './kdf.ts';
+export { DEFAULT_CHUNKER_PARAMS, chunkerName, type ChunkerParams } from './chunker.ts';
+export type { Id } from './ids.ts';
+export type { Node, NodeType, Tree } from './tree.ts';
+export { unixPermissions, parseTime, formatTime } from './tree.ts';
+export {
+  listSnapshots,
+  loadSnapshot,
+  findSnapshot,
+  forgetSnapshots,
+  type Snapshot,
+  type SnapshotJson,
+  type SnapshotFilter,
+} from './snapshot.ts';
+export {
+  backup,
+  InvalidSourceError,
+  type BackupOptions,
+  type BackupProgress,
+  type BackupResult,
+  type BackupSource,
+  type StreamSource,
+} from './archiver.ts';
+export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult } from './restorer.ts';
+export { resolvePath, walk, fileStream, type WalkEntry } from './walker.ts';
+export { Lock, withLock, removeStaleLocks, isStale, STALE_LOCK_MS, type LockJson } from './lock.ts';
+export {
+  EngineError,
+  WrongPasswordError,
+  RepositoryNotFoundError,
+  RepositoryExistsError,
+  UnsupportedFormatError,
+  IntegrityError,
+  NotFoundInRepositoryError,
+  RepositoryLockedError,
+  UnsafePathError,
+  AbortedError,
+} from './errors.ts';

@@ -1,0 +1,33 @@
+/**
+ * Blob codec: turns a plaintext blob into the bytes stored in a pack and back. Compression is
+ * kept only when it saves space (a version 2 pack may hold both kinds), so incompressible data
+ * costs no decompression on restore. Shared by the main thread and the encoder workers.
+ */
+import { decrypt, encrypt, type Key } from './crypto.ts';
+import { compress, decompress } from './compress.ts';
+import { IntegrityError } from './errors.ts';
+import { hashId, type Id } from './ids.ts';
+import type { BlobType, EncodedBlob } from './pack.ts';
+
+/** Compresses (when worthwhile) and encrypts a blob whose id is already known. */
+export function encodeBlob(key: Key, type: BlobType, id: Id, plain: Uint8Array): EncodedBlob {
+  const packed = plain.length >= 64 ? compress(plain) : null;
+  if (packed && packed.length < plain.length) {
+    return { id, type, data: encrypt(key, packed), uncompressedLength: plain.length };
+  }
+  return { id, type, data: encrypt(key, plain) };
+}
+
+/** Decrypts, decompresses and verifies a stored blob; throws IntegrityError naming the blob. */
+export function decodeBlob(key: Key, id: Id, stored: Uint8Array, uncompressedLength: number | undefined, where = ''): Buffer {
+  let plain: Buffer;
+  try {
+    plain = decrypt(key, stored);
+    if (uncompressedLength !== undefined) plain = decompress(plain, uncompressedLength);
+  } catch (cause) {
+    throw new IntegrityError(`blob ${id}${where}: ${(cause as Error).message}`, { cause });
+  }
+  const got = hashId(plain);
+  if (got !== id) throw new IntegrityError(`blob ${id}${where}: content hash is ${got}`);
+  return plain;
+}

@@ -1,0 +1,150 @@
+/**
+ * Locks: restic-compatible repository locks. A *lock* is an unpacked JSON file in `locks/`
+ * (`time`, `exclusive`, `hostname`, `username`, `pid`, `uid`, `gid`). Backups and restores
+ * take shared (non-exclusive) locks; prune takes an exclusive one, which conflicts with every
+ * other lock. A lock not refreshed for 30 minutes, or held by a dead process on this host, is
+ * *stale* and ignored (and may be removed). Holders refresh their lock every 5 minutes by
+ * writing a new file and deleting the old one, as restic does.
+ */
+import { hostname as osHostname, userInfo } from 'node:os';
+import { RepositoryLockedError } from './errors.ts';
+import type { Id } from './ids.ts';
+import type { Repository } from './repository.ts';
+import { formatTime, parseTime } from './tree.ts';
+
+/** A lock file's JSON. */
+export interface LockJson {
+  time: string;
+  exclusive: boolean;
+  hostname: string;
+  username: string;
+  pid: number;
+  uid?: number;
+  gid?: number;
+}
+
+/** Locks older than this without a refresh are stale. */
+export const STALE_LOCK_MS = 30 * 60 * 1000;
+/** How often a held lock is rewritten. */
+export const REFRESH_LOCK_MS = 5 * 60 * 1000;
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** True when a lock no longer counts: too old, or its process on this host is gone. */
+export function isStale(lock: LockJson, now = Date.now()): boolean {
+  const t = Number(parseTime(lock.time) / 1_000_000n);
+  if (now - t > STALE_LOCK_MS) return true;
+  if (lock.hostname === osHostname() && !processAlive(lock.pid)) return true;
+  return false;
+}
+
+/** A held lock. release() it when done. */
+export class Lock {
+  private timer: NodeJS.Timeout | null = null;
+  private released = false;
+
+  private constructor(private readonly repo: Repository, private id: Id, private readonly json: LockJson) {}
+
+  /**
+   * Takes a lock: writes our lock file, then looks for conflicting live locks and backs out
+   * (throwing RepositoryLockedError) if there are any.
+   */
+  static async acquire(repo: Repository, exclusive: boolean, signal?: AbortSignal): Promise<Lock> {
+    let username = '';
+    let uid: number | undefined;
+    let gid: number | undefined;
+    try {
+      const u = userInfo();
+      username = u.username;
+      uid = u.uid;
+      gid = u.gid;
+    } catch {
+      // no passwd entry
+    }
+    const json: LockJson = { time: nowTime(), exclusive, hostname: osHostname(), username, pid: process.pid, uid, gid };
+    const id = await repo.saveJson('locks', json, signal);
+    const lock = new Lock(repo, id, json);
+    try {
+      for (const other of await repo.listIds('locks', signal)) {
+        if (other === id) continue;
+        let o: LockJson;
+        try {
+          o = await repo.loadJson<LockJson>('locks', other, signal);
+        } catch {
+          continue; // removed meanwhile, or unreadable: not a live lock
+        }
+        if (isStale(o)) continue;
+        if (exclusive || o.exclusive) {
+          throw new RepositoryLockedError(
+            `repository is already locked ${o.exclusive ? 'exclusively' : ''} by PID ${o.pid} on ${o.hostname} by ${o.username} (since ${o.time})`.replace('  ', ' '),
+          );
+        }
+      }
+    } catch (err) {
+      await repo.backend.remove({ type: 'locks', name: id }).catch(() => {});
+      throw err;
+    }
+    lock.timer = setInterval(() => void lock.refresh().catch(() => {}), REFRESH_LOCK_MS);
+    lock.timer.unref();
+    return lock;
+  }
+
+  /** Rewrites the lock with the current time. */
+  async refresh(): Promise<void> {
+    if (this.released) return;
+    const json = { ...this.json, time: nowTime() };
+    const newId = await this.repo.saveJson('locks', json);
+    const old = this.id;
+    this.id = newId;
+    await this.repo.backend.remove({ type: 'locks', name: old });
+  }
+
+  /** Removes the lock file. */
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.repo.backend.remove({ type: 'locks', name: this.id });
+  }
+}
+
+function nowTime(): string {
+  return formatTime(BigInt(Date.now()) * 1_000_000n);
+}
+
+/** Runs fn while holding a lock. */
+export async function withLock<T>(repo: Repository, exclusive: boolean, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  const lock = await Lock.acquire(repo, exclusive, signal);
+  try {
+    return await fn();
+  } finally {
+    await lock.release();
+  }
+}
+
+/** Removes stale lock files (restic's `unlock`); with `all`, removes every lock. Returns how many. */
+export async function removeStaleLocks(repo: Repository, all = false): Promise<number> {
+  let n = 0;
+  for (const id of await repo.listIds('locks')) {
+    let stale = all;
+    if (!stale) {
+      try {
+        stale = isStale(await repo.loadJson<LockJson>('locks', id));
+      } catch {
+        stale = true;
+      }
+    }
+    if (stale) {
+      await repo.backend.remove({ type: 'locks', name: id });
+      n++;
+    }
+  }
+  return n;
+}

@@ -1,0 +1,189 @@
+/**
+ * Packs: a *blob* is one chunk of file content (`data`) or one serialized directory (`tree`),
+ * stored encrypted (and, in version 2, usually zstd-compressed first). A *pack* is a file in
+ * `data/` holding many blobs back to back, followed by an encrypted *header* listing them and
+ * the header's length as a 4-byte little-endian integer:
+ *
+ *     blob_1 || … || blob_n || encrypt(entry_1 || … || entry_n) || uint32le(len(encrypted header))
+ *
+ * A header entry is `type (1) || length (4, LE) || id (32)` for an uncompressed blob (type 0
+ * data, 1 tree) and `type (1) || length (4) || uncompressed length (4) || id (32)` for a
+ * compressed one (type 2 data, 3 tree). `length` is the stored (encrypted) size.
+ */
+import type { Backend } from '../destinations/backend.ts';
+import { CRYPTO_OVERHEAD, decrypt, encrypt, type Key } from './crypto.ts';
+import { IntegrityError } from './errors.ts';
+import { hashId, type Id } from './ids.ts';
+
+/** The two kinds of blob. */
+export type BlobType = 'data' | 'tree';
+
+/** Where one blob lives inside a pack, as the index and the pack header record it. */
+export interface PackedBlobInfo {
+  id: Id;
+  type: BlobType;
+  /** Byte offset of the encrypted blob inside the pack. */
+  offset: number;
+  /** Stored (encrypted, maybe compressed) length. */
+  length: number;
+  /** Plaintext length when the blob is compressed; absent when it is stored uncompressed. */
+  uncompressedLength?: number;
+}
+
+/** A blob ready to be written into a pack. */
+export interface EncodedBlob {
+  id: Id;
+  type: BlobType;
+  /** Encrypted bytes as they go into the pack. */
+  data: Buffer;
+  uncompressedLength?: number;
+}
+
+/** Target pack size: restic writes packs of about 16 MiB. */
+export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
+
+const ENTRY_PLAIN = 37;
+const ENTRY_COMPRESSED = 41;
+/** restic refuses headers larger than this; so do we. */
+const MAX_HEADER_SIZE = 16 * 1024 * 1024 + CRYPTO_OVERHEAD;
+
+function entryType(type: BlobType, compressed: boolean): number {
+  return (type === 'data' ? 0 : 1) + (compressed ? 2 : 0);
+}
+
+/** Serializes header entries (plaintext). */
+export function encodeHeader(blobs: PackedBlobInfo[]): Buffer {
+  let size = 0;
+  for (const b of blobs) size += b.uncompressedLength === undefined ? ENTRY_PLAIN : ENTRY_COMPRESSED;
+  const out = Buffer.alloc(size);
+  let p = 0;
+  for (const b of blobs) {
+    const compressed = b.uncompressedLength !== undefined;
+    out[p++] = entryType(b.type, compressed);
+    out.writeUInt32LE(b.length, p);
+    p += 4;
+    if (compressed) {
+      out.writeUInt32LE(b.uncompressedLength!, p);
+      p += 4;
+    }
+    out.write(b.id, p, 'hex');
+    p += 32;
+  }
+  return out;
+}
+
+/** Parses header entries, computing each blob's offset from the lengths before it. */
+export function decodeHeader(plain: Buffer): PackedBlobInfo[] {
+  const out: PackedBlobInfo[] = [];
+  let p = 0;
+  let offset = 0;
+  while (p < plain.length) {
+    const t = plain[p];
+    if (t > 3) throw new IntegrityError(`pack header: unknown entry type ${t}`);
+    const compressed = t >= 2;
+    const need = compressed ? ENTRY_COMPRESSED : ENTRY_PLAIN;
+    if (p + need > plain.length) throw new IntegrityError('pack header: truncated entry');
+    const length = plain.readUInt32LE(p + 1);
+    const uncompressedLength = compressed ? plain.readUInt32LE(p + 5) : undefined;
+    const id = plain.toString('hex', p + need - 32, p + need);
+    const info: PackedBlobInfo = { id, type: t % 2 === 0 ? 'data' : 'tree', offset, length };
+    if (compressed) info.uncompressedLength = uncompressedLength;
+    out.push(info);
+    offset += length;
+    p += need;
+  }
+  return out;
+}
+
+/** The size a pack holding these blobs must have: blobs, encrypted header, length field. */
+export function expectedPackSize(blobs: PackedBlobInfo[]): number {
+  let size = 4 + CRYPTO_OVERHEAD;
+  for (const b of blobs) size += b.length + (b.uncompressedLength === undefined ? ENTRY_PLAIN : ENTRY_COMPRESSED);
+  return size;
+}
+
+/** A finished pack, ready to save. */
+export interface FinishedPack {
+  id: Id;
+  bytes: Buffer;
+  blobs: PackedBlobInfo[];
+}
+
+/** Collects blobs for one pack. Not safe to reuse after finish(). */
+export class PackWriter {
+  private readonly parts: Buffer[] = [];
+  private readonly blobs: PackedBlobInfo[] = [];
+  private offset = 0;
+
+  /** Appends one encoded blob. */
+  add(blob: EncodedBlob): void {
+    const info: PackedBlobInfo = { id: blob.id, type: blob.type, offset: this.offset, length: blob.data.length };
+    if (blob.uncompressedLength !== undefined) info.uncompressedLength = blob.uncompressedLength;
+    this.blobs.push(info);
+    this.parts.push(blob.data);
+    this.offset += blob.data.length;
+  }
+
+  /** Bytes of blob data so far. */
+  get size(): number {
+    return this.offset;
+  }
+
+  /** Number of blobs so far. */
+  get count(): number {
+    return this.blobs.length;
+  }
+
+  /** Encrypts the header, assembles the pack and checks the header reads back. */
+  finish(key: Key): FinishedPack {
+    const header = encrypt(key, encodeHeader(this.blobs));
+    const len = Buffer.alloc(4);
+    len.writeUInt32LE(header.length, 0);
+    const bytes = Buffer.concat([...this.parts, header, len]);
+    // Verify what we wrote: a header that does not decode would make the whole pack useless.
+    const back = decodeHeader(decrypt(key, header));
+    if (back.length !== this.blobs.length || back.some((b, i) => b.id !== this.blobs[i].id || b.offset !== this.blobs[i].offset)) {
+      throw new IntegrityError('pack header does not read back as written');
+    }
+    return { id: hashId(bytes), bytes, blobs: this.blobs.slice() };
+  }
+}
+
+/** Parses the header of a whole pack held in memory. */
+export function parsePack(key: Key, bytes: Buffer): PackedBlobInfo[] {
+  if (bytes.length < 4 + CRYPTO_OVERHEAD) throw new IntegrityError('pack too short');
+  const hlen = bytes.readUInt32LE(bytes.length - 4);
+  if (hlen < CRYPTO_OVERHEAD || hlen > bytes.length - 4 || hlen > MAX_HEADER_SIZE) {
+    throw new IntegrityError(`pack header length ${hlen} invalid`);
+  }
+  const headerEnd = bytes.length - 4;
+  const blobs = decodeHeader(decrypt(key, bytes.subarray(headerEnd - hlen, headerEnd)));
+  const dataEnd = headerEnd - hlen;
+  for (const b of blobs) {
+    if (b.offset + b.length > dataEnd) throw new IntegrityError('pack header points past the blob area');
+  }
+  return blobs;
+}
+
+/** Reads only the header of a pack in a backend (two small range reads). */
+export async function readPackHeader(backend: Backend, key: Key, id: Id, signal?: AbortSignal): Promise<PackedBlobInfo[]> {
+  const st = await backend.stat({ type: 'data', name: id }, { signal });
+  if (!st) throw new IntegrityError(`pack ${id} does not exist`);
+  if (st.size < 4 + CRYPTO_OVERHEAD) throw new IntegrityError(`pack ${id} too short`);
+  // Most headers are small; read a generous tail in one request and only fall back when needed.
+  const eager = Math.min(st.size, 64 * 1024);
+  let tail = await backend.load({ type: 'data', name: id }, { offset: st.size - eager, length: eager, signal });
+  const hlen = tail.readUInt32LE(tail.length - 4);
+  if (hlen < CRYPTO_OVERHEAD || hlen > st.size - 4 || hlen > MAX_HEADER_SIZE) {
+    throw new IntegrityError(`pack ${id}: header length ${hlen} invalid`);
+  }
+  if (hlen + 4 > tail.length) {
+    tail = await backend.load({ type: 'data', name: id }, { offset: st.size - 4 - hlen, length: hlen + 4, signal });
+  }
+  const header = tail.subarray(tail.length - 4 - hlen, tail.length - 4);
+  try {
+    return decodeHeader(decrypt(key, header));
+  } catch (cause) {
+    throw new IntegrityError(`pack ${id}: header unreadable`, { cause });
+  }
+}
