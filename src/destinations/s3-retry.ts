@@ -147,6 +147,11 @@ export async function withRetries<T>(ctx: RetryContext, attempt: (n: number) => 
 }
 
 function toAccessError(kind: FailureClass, err: unknown, ctx: RetryContext, attempts: number): unknown {
+  // The SDK keeps the whole raw HTTP response (sockets and all) on its errors; hidden from
+  // enumeration so a logged cause stays readable.
+  if (err && typeof err === 'object' && '$response' in err) {
+    Object.defineProperty(err, '$response', { enumerable: false });
+  }
   const detail = describeError(err);
   const tries = attempts > 1 ? ` after ${attempts} attempts` : '';
   switch (kind) {
