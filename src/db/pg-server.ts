@@ -222,9 +222,10 @@ function runBinary(bins: PgBinaries, name: string, args: string[], runAs: RunAs)
 }
 
 /** Makes `dir` exist and belong to the user PostgreSQL runs as, mode 0700 as initdb requires. */
-async function prepareDataDir(dir: string, runAs: RunAs): Promise<void> {
+async function prepareDataDir(dir: string, runAs: RunAs, logger?: PgLogger): Promise<void> {
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
   if (runAs.uid !== undefined) {
+    await ensureSearchable(path.dirname(path.resolve(dir)), runAs, logger);
     const st = await fs.stat(dir);
     if (st.uid !== runAs.uid) {
       // Hand over the whole tree: a cluster initialised by another user is otherwise unusable.
@@ -232,6 +233,23 @@ async function prepareDataDir(dir: string, runAs: RunAs): Promise<void> {
     }
   }
   await fs.chmod(dir, 0o700);
+}
+
+/**
+ * As root, the server runs as another user, who must be able to pass through every parent of
+ * the data directory (a project under /root or in a mkdtemp folder is 0700). We add only the
+ * search bit for others, which lets nobody list those directories.
+ */
+async function ensureSearchable(dir: string, runAs: RunAs, logger?: PgLogger): Promise<void> {
+  for (let d = dir; ; d = path.dirname(d)) {
+    const st = await fs.stat(d);
+    const bit = st.uid === runAs.uid ? 0o100 : st.gid === runAs.gid ? 0o010 : 0o001;
+    if ((st.mode & bit) === 0) {
+      logger?.warn({ dir: d, uid: runAs.uid }, 'making directory searchable for the PostgreSQL user');
+      await fs.chmod(d, (st.mode & 0o7777) | bit);
+    }
+    if (path.dirname(d) === d) break;
+  }
 }
 
 async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
@@ -252,7 +270,7 @@ export function isInitialised(dataDir: string): boolean {
 export async function initCluster(o: PgClusterOptions): Promise<boolean> {
   if (isInitialised(o.dataDir)) return false;
   const runAs = await pgRunAs();
-  await prepareDataDir(o.dataDir, runAs);
+  await prepareDataDir(o.dataDir, runAs, o.logger);
   const entries = await fs.readdir(o.dataDir);
   if (entries.length > 0) {
     throw new Error(`cannot initialise PostgreSQL in ${o.dataDir}: it is not empty but holds no cluster (no PG_VERSION)`);
@@ -394,7 +412,7 @@ export async function startCluster(o: PgClusterOptions): Promise<PgCluster> {
   const user = o.user ?? DEFAULT_USER;
   const runAs = await pgRunAs();
   await initCluster(o);
-  await prepareDataDir(o.dataDir, runAs);
+  await prepareDataDir(o.dataDir, runAs, o.logger);
   const running = await recoverStaleState(o.dataDir, o.logger);
   let port = o.port;
   if (running) {
