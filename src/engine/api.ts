@@ -44,3 +44,7 @@ export {
   UnsafePathError,
   AbortedError,
 } from './errors.ts';
+export { check, type CheckOptions, type CheckProblem, type CheckResult } from './check.ts';
+export { prune, usedBlobs, type PruneOptions, type PruneResult } from './prune.ts';
+export { copySnapshot, type CopyOptions, type CopyResult } from './copy.ts';
+export { tarStream } from './tar.ts';

@@ -83,6 +83,12 @@ export class MasterIndex {
     }
   }
 
+  /** Forgets everything (before reloading after maintenance). */
+  clear(): void {
+    this.blobs.clear();
+    this.packSet.clear();
+  }
+
   /** Location of a blob, or undefined. */
   lookup(type: BlobType, id: Id): IndexEntry | undefined {
     return this.blobs.get(key(type, id));

@@ -209,6 +209,12 @@ export class Repository {
     });
   }
 
+  /** Drops the in-memory index and reads all index files again (after prune or copy). */
+  async reloadIndex(signal?: AbortSignal): Promise<void> {
+    this.index.clear();
+    await this.loadIndex(signal);
+  }
+
   /** Every index file with its packs, for maintenance (prune, check). */
   async loadIndexFiles(signal?: AbortSignal): Promise<{ id: Id; packs: PackList[]; supersedes: Id[] }[]> {
     const ids = await this.listIds('index', signal);

@@ -1,0 +1,55 @@
+import { describe, expect, it } from 'vitest';
+import { Chunker, DEFAULT_CHUNKER_PARAMS, chunkerName, parseChunkerName, type ChunkerParams } from '../../src/engine/chunker.ts';
+import { hashId } from '../../src/engine/ids.ts';
+import { seededBytes } from './helpers.ts';
+
+function chunkAll(data: Buffer, params: ChunkerParams, pieceSize: number): Buffer[] {
+  const c = new Chunker(params);
+  const out: Buffer[] = [];
+  for (let off = 0; off < data.length; off += pieceSize) out.push(...c.push(data.subarray(off, off + pieceSize)));
+  const last = c.finish();
+  if (last) out.push(last);
+  return out;
+}
+
+describe('FastCDC chunker', () => {
+  const data = seededBytes('chunker', 24 * 1024 * 1024);
+
+  it('names its default parameters', () => {
+    expect(chunkerName(DEFAULT_CHUNKER_PARAMS)).toBe('fastcdc-v1-512k-1m-8m');
+    expect(parseChunkerName('fastcdc-v1-512k-1m-8m')).toEqual(DEFAULT_CHUNKER_PARAMS);
+  });
+
+  it('cuts within the limits, near the average, and reassembles the input', () => {
+    const chunks = chunkAll(data, DEFAULT_CHUNKER_PARAMS, 1 << 20);
+    expect(Buffer.concat(chunks).equals(data)).toBe(true);
+    for (const c of chunks.slice(0, -1)) {
+      expect(c.length).toBeGreaterThanOrEqual(DEFAULT_CHUNKER_PARAMS.min);
+      expect(c.length).toBeLessThanOrEqual(DEFAULT_CHUNKER_PARAMS.max);
+    }
+    const avg = data.length / chunks.length;
+    expect(avg).toBeGreaterThan(700 * 1024);
+    expect(avg).toBeLessThan(1600 * 1024);
+  });
+
+  it('does not depend on how the input is split into pieces', () => {
+    const a = chunkAll(data, DEFAULT_CHUNKER_PARAMS, 1 << 20).map((c) => hashId(c));
+    const b = chunkAll(data, DEFAULT_CHUNKER_PARAMS, 65_537).map((c) => hashId(c));
+    expect(b).toEqual(a);
+  });
+
+  it('keeps most later chunks after inserting bytes near the start', () => {
+    const before = chunkAll(data, DEFAULT_CHUNKER_PARAMS, 1 << 20).map((c) => hashId(c));
+    const edited = Buffer.concat([data.subarray(0, 1000), Buffer.from('inserted bytes!'), data.subarray(1000)]);
+    const after = new Set(chunkAll(edited, DEFAULT_CHUNKER_PARAMS, 1 << 20).map((c) => hashId(c)));
+    const kept = before.filter((id) => after.has(id)).length;
+    expect(kept).toBeGreaterThanOrEqual(before.length - 2);
+  });
+
+  it('cuts at max on data without any boundary', () => {
+    const zeros = Buffer.alloc(20 * 1024 * 1024);
+    const chunks = chunkAll(zeros, DEFAULT_CHUNKER_PARAMS, 1 << 20);
+    expect(Buffer.concat(chunks).length).toBe(zeros.length);
+    expect(chunks[0].length).toBeLessThanOrEqual(DEFAULT_CHUNKER_PARAMS.max);
+  });
+});

@@ -1,0 +1,72 @@
+import { describe, expect, it } from 'vitest';
+import { poly1305 } from '@noble/ciphers/_poly1305.js';
+import { decrypt, encrypt, newRandomKey } from '../../src/engine/crypto.ts';
+import { IntegrityError } from '../../src/engine/errors.ts';
+import { compressUnpacked, decompressUnpacked } from '../../src/engine/compress.ts';
+import { decodeHeader, encodeHeader } from '../../src/engine/pack.ts';
+import { formatTime, goModeFromUnix, goQuote, goUnquote, parseTime, unixPermissions } from '../../src/engine/tree.ts';
+
+describe('crypto', () => {
+  it('uses Poly1305 as RFC 8439 specifies (test vector 2.5.2)', () => {
+    const key = Buffer.from('85d6be7857556d337f4452fe42d506a80103808afb0db2fd4abff6af4149f51b', 'hex');
+    const tag = poly1305(Buffer.from('Cryptographic Forum Research Group'), key);
+    expect(Buffer.from(tag).toString('hex')).toBe('a8061dc1305136c6c22b8baf0c0127a9');
+  });
+
+  it('round-trips and adds 32 bytes', () => {
+    const key = newRandomKey();
+    const plain = Buffer.from('some plaintext');
+    const ct = encrypt(key, plain);
+    expect(ct.length).toBe(plain.length + 32);
+    expect(decrypt(key, ct).equals(plain)).toBe(true);
+  });
+
+  it('rejects a flipped bit and a wrong key', () => {
+    const key = newRandomKey();
+    const ct = encrypt(key, Buffer.from('some plaintext'));
+    const bad = Buffer.from(ct);
+    bad[20] ^= 1;
+    expect(() => decrypt(key, bad)).toThrow(IntegrityError);
+    expect(() => decrypt(newRandomKey(), ct)).toThrow(IntegrityError);
+  });
+});
+
+describe('format details', () => {
+  it('stores unpacked files as version byte 2 + zstd and reads plain JSON too', () => {
+    const enc = compressUnpacked(Buffer.from('{"a":1}'));
+    expect(enc[0]).toBe(2);
+    expect(decompressUnpacked(enc).toString()).toBe('{"a":1}');
+    expect(decompressUnpacked(Buffer.from('{"b":2}')).toString()).toBe('{"b":2}');
+  });
+
+  it('encodes pack header entries with restic sizes (37 plain, 41 compressed)', () => {
+    const id = 'ab'.repeat(32);
+    const h = encodeHeader([
+      { id, type: 'data', offset: 0, length: 100 },
+      { id, type: 'tree', offset: 100, length: 50, uncompressedLength: 80 },
+    ]);
+    expect(h.length).toBe(37 + 41);
+    expect(h[0]).toBe(0);
+    expect(h[37]).toBe(3);
+    expect(decodeHeader(h)).toEqual([
+      { id, type: 'data', offset: 0, length: 100 },
+      { id, type: 'tree', offset: 100, length: 50, uncompressedLength: 80 },
+    ]);
+  });
+
+  it('writes Go file modes and RFC 3339 nanosecond times', () => {
+    expect(goModeFromUnix(0o040755)).toBe(2147484141);
+    expect(goModeFromUnix(0o120777)).toBe(134218239);
+    expect(unixPermissions(goModeFromUnix(0o104755))).toBe(0o4755);
+    expect(formatTime(1_600_000_000_123_456_789n)).toBe('2020-09-13T12:26:40.123456789Z');
+    expect(formatTime(1_600_000_000_000_000_000n)).toBe('2020-09-13T12:26:40Z');
+    expect(parseTime('2020-09-13T14:26:40.1234+02:00')).toBe(1_600_000_000_123_400_000n);
+  });
+
+  it('quotes names the way Go strconv.Quote does', () => {
+    expect(goQuote('plain name.txt')).toBe('plain name.txt');
+    expect(goQuote('ünï ✓')).toBe('ünï ✓');
+    expect(goQuote('a"b\\c\nd\x01')).toBe('a\\"b\\\\c\\nd\\x01');
+    for (const s of ['a"b\\c\nd\x01', 'x\u00a0y', 'tab\there']) expect(goUnquote(goQuote(s))).toBe(s);
+  });
+});
