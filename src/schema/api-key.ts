@@ -36,7 +36,7 @@ export const ApiKey = builder.prismaNode('ApiKey', {
 registerNodeLoader('ApiKey', async (ctx, id) => {
   const viewer = viewerOf(ctx);
   if (!viewer.scopes.has('admin')) return null;
-  return ctx.deps.db.apiKey.findFirst({ where: { id, ...apiKeyWhere(viewer) } });
+  return ctx.deps.db.apiKey.findFirst({ where: apiKeyWhere(viewer, { id }) });
 });
 
 builder.queryFields((t) => ({

@@ -52,14 +52,13 @@ builder.queryFields((t) => ({
       } catch {
         return null;
       }
-      return ctx.deps.db.environment.findFirst({ ...query, where: { id: envId, ...inProjectWhere(viewerOf(ctx)) } });
+      return ctx.deps.db.environment.findFirst({ ...query, where: inProjectWhere(viewerOf(ctx), { id: envId }) });
     },
   }),
 }));
 
 function environmentListWhere(ctx: Parameters<typeof viewerOf>[0], projectGlobalId: string | number | null | undefined) {
-  const base = inProjectWhere(viewerOf(ctx));
-  if (projectGlobalId == null) return base;
+  if (projectGlobalId == null) return inProjectWhere(viewerOf(ctx));
   // An unknown or malformed project id filters to nothing rather than failing the list.
   let projectId = '';
   try {
@@ -67,7 +66,7 @@ function environmentListWhere(ctx: Parameters<typeof viewerOf>[0], projectGlobal
   } catch {
     projectId = '';
   }
-  return { AND: [base, { projectId }] };
+  return inProjectWhere(viewerOf(ctx), { projectId });
 }
 
 const CreateEnvironmentInput = builder.inputType('CreateEnvironmentInput', {
@@ -159,7 +158,7 @@ export const EnvironmentActivityEvent = builder.objectRef<ActivityShape>('Enviro
       type: 'Environment',
       nullable: true,
       description: 'The environment as it is now; null once deleted.',
-      resolve: (query, e, _args, ctx) => ctx.deps.db.environment.findFirst({ ...query, where: { id: e.environmentId, ...inProjectWhere(viewerOf(ctx)) } }),
+      resolve: (query, e, _args, ctx) => ctx.deps.db.environment.findFirst({ ...query, where: inProjectWhere(viewerOf(ctx), { id: e.environmentId }) }),
     }),
   }),
 });

@@ -48,7 +48,7 @@ builder.queryFields((t) => ({
       } catch {
         return null;
       }
-      return ctx.deps.db.project.findFirst({ ...query, where: { id: projectId, ...projectWhere(viewerOf(ctx)) } });
+      return ctx.deps.db.project.findFirst({ ...query, where: projectWhere(viewerOf(ctx), { id: projectId }) });
     },
   }),
 }));

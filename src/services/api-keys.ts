@@ -119,9 +119,10 @@ export async function revokeApiKey(deps: Deps, viewer: Viewer, id: string): Prom
 }
 
 /** Prisma `where` for the keys a viewer may list. */
-export function apiKeyWhere(viewer: Viewer) {
-  return {
+export function apiKeyWhere<W extends object>(viewer: Viewer, where?: W) {
+  const visible = {
     organizationId: viewer.organizationId,
     ...(viewer.projectIds ? { projects: { some: {}, every: { projectId: { in: [...viewer.projectIds] } } } } : {}),
   };
+  return { AND: [visible, where ?? {}] };
 }

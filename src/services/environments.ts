@@ -29,7 +29,7 @@ const updateEnvironmentInput = z
 
 /** Reads one environment the viewer may see, or ENVIRONMENT_NOT_FOUND. */
 export async function getEnvironment(deps: Deps, viewer: Viewer, id: string) {
-  const env = await deps.db.environment.findFirst({ where: { id, ...inProjectWhere(viewer) } });
+  const env = await deps.db.environment.findFirst({ where: inProjectWhere(viewer, { id }) });
   if (!env) throw NotFoundError.environment();
   return env;
 }

@@ -12,7 +12,7 @@ const updateProjectInput = z
 
 /** Reads one project the viewer may see, or PROJECT_NOT_FOUND. */
 export async function getProject(deps: Deps, viewer: Viewer, id: string) {
-  const project = await deps.db.project.findFirst({ where: { id, ...projectWhere(viewer) } });
+  const project = await deps.db.project.findFirst({ where: projectWhere(viewer, { id }) });
   if (!project) throw NotFoundError.project();
   return project;
 }

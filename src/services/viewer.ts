@@ -17,18 +17,17 @@ export function canSeeProject(viewer: Viewer, projectId: string): boolean {
   return viewer.projectIds === null || viewer.projectIds.includes(projectId);
 }
 
-/** Prisma `where` for projects visible to the viewer. */
-export function projectWhere(viewer: Viewer) {
-  return {
-    organizationId: viewer.organizationId,
-    ...(viewer.projectIds ? { id: { in: [...viewer.projectIds] } } : {}),
-  };
+/**
+ * Prisma `where` for projects visible to the viewer, narrowed by `where`. The two are joined with
+ * AND, never spread together, so a caller's `id` cannot replace the viewer's project filter.
+ */
+export function projectWhere<W extends object>(viewer: Viewer, where?: W) {
+  const visible = { organizationId: viewer.organizationId, ...(viewer.projectIds ? { id: { in: [...viewer.projectIds] } } : {}) };
+  return { AND: [visible, where ?? {}] };
 }
 
-/** Prisma `where` for rows that belong to a project (environments, snapshots…) visible to the viewer. */
-export function inProjectWhere(viewer: Viewer) {
-  return {
-    organizationId: viewer.organizationId,
-    ...(viewer.projectIds ? { projectId: { in: [...viewer.projectIds] } } : {}),
-  };
+/** Prisma `where` for rows of a project (environments, snapshots…) visible to the viewer, narrowed by `where`. */
+export function inProjectWhere<W extends object>(viewer: Viewer, where?: W) {
+  const visible = { organizationId: viewer.organizationId, ...(viewer.projectIds ? { projectId: { in: [...viewer.projectIds] } } : {}) };
+  return { AND: [visible, where ?? {}] };
 }

@@ -1,0 +1,30 @@
+/** A few process counters in Prometheus' text format; enough to graph traffic and latency. */
+export function createMetrics() {
+  const counts = new Map<string, number>();
+  const buckets = [5, 10, 25, 50, 100, 250, 500, 1000, 5000];
+  const hist = new Map<string, { le: number[]; sum: number; count: number }>();
+  return {
+    observe(route: string, status: number, ms: number) {
+      const k = `route="${route}",status="${status}"`;
+      counts.set(k, (counts.get(k) ?? 0) + 1);
+      const h = hist.get(route) ?? { le: buckets.map(() => 0), sum: 0, count: 0 };
+      buckets.forEach((b, i) => ms <= b && h.le[i]++);
+      h.sum += ms;
+      h.count++;
+      hist.set(route, h);
+    },
+    render(): string {
+      const lines = ['# TYPE backplane_http_requests_total counter'];
+      for (const [k, v] of counts) lines.push(`backplane_http_requests_total{${k}} ${v}`);
+      lines.push('# TYPE backplane_http_request_duration_ms histogram');
+      for (const [route, h] of hist) {
+        buckets.forEach((b, i) => lines.push(`backplane_http_request_duration_ms_bucket{route="${route}",le="${b}"} ${h.le[i]}`));
+        lines.push(`backplane_http_request_duration_ms_bucket{route="${route}",le="+Inf"} ${h.count}`);
+        lines.push(`backplane_http_request_duration_ms_sum{route="${route}"} ${h.sum}`, `backplane_http_request_duration_ms_count{route="${route}"} ${h.count}`);
+      }
+      const mem = process.memoryUsage();
+      lines.push('# TYPE backplane_process_resident_bytes gauge', `backplane_process_resident_bytes ${mem.rss}`);
+      return lines.join('\n') + '\n';
+    },
+  };
+}

@@ -1,0 +1,29 @@
+import { createDb, type Db } from '../db/client.ts';
+import { createEventBus, type EventBus } from '../events/bus.ts';
+import { systemClock, type Deps } from '../services/deps.ts';
+import type { Config } from './config.ts';
+import type { Logger } from './logger.ts';
+import { createSecretBox, resolveSecretKey } from './secrets.ts';
+
+/** The long-lived things a process holds: database client, event bus, secrets. */
+export interface Runtime {
+  deps: Deps;
+  db: Db;
+  events: EventBus;
+  close(): Promise<void>;
+}
+
+export async function createRuntime(config: Config, databaseUrl: string, logger: Logger): Promise<Runtime> {
+  const db = createDb(databaseUrl);
+  const events = await createEventBus(databaseUrl, logger);
+  const secrets = createSecretBox(resolveSecretKey(config.BACKPLANE_SECRET_KEY, config.home));
+  return {
+    db,
+    events,
+    deps: { db, events, secrets, clock: systemClock, logger },
+    async close() {
+      await events.close();
+      await db.$disconnect();
+    },
+  };
+}
