@@ -322,7 +322,9 @@ export class S3Backend implements Backend {
           cause: err,
         });
       }
-      throw err;
+      // Keys limited to object operations may not HEAD the bucket; the object HEAD that led
+      // here was allowed, so the credentials work and the answer stays "no such file".
+      if (!(err instanceof BackendAccessError && err.kind === 'AUTH')) throw err;
     }
     this.bucketChecked = true;
   }
