@@ -80,6 +80,26 @@ describe('S3 layout and uploads', () => {
     expect(sha256(await b.load(h))).toBe(sha256(big));
   });
 
+  it('sends a Content-MD5 that S3 would accept with every upload to a non-AWS endpoint', async () => {
+    const p = await proxy({ every: 0, checkContentMd5: true });
+    const b = backend({ endpoint: p.endpoint });
+    await b.save({ type: 'keys', name: fileId() }, randomBytes(1000));
+    await b.save({ type: 'data', name: fileId() }, randomBytes(3 * MiB));
+    expect(p.digests).toEqual({ matched: 4, refused: 0 });
+  });
+
+  it('does not retry an upload S3 refuses as corrupt', async () => {
+    // A proxy that checks digests against bodies it corrupts on the way stands in for a
+    // corrupting network; S3 answers that with 400 BadDigest, which no retry can fix.
+    const p = await proxy({ every: 0, checkContentMd5: true, corruptBodies: true });
+    const b = backend({ endpoint: p.endpoint });
+    const h = { type: 'keys' as const, name: fileId() };
+    const err = await b.save(h, randomBytes(1000)).catch((e: unknown) => e);
+    expect(err).toMatchObject({ kind: 'IO', message: expect.stringMatching(/BadDigest/) });
+    expect(p.digests).toEqual({ matched: 0, refused: 1 });
+    expect(await backend({ prefix: b.prefix }).stat(h)).toBeNull();
+  });
+
   it('lists past 1,000 keys by paging', async () => {
     const p = await proxy({ every: 0 });
     const b = backend({ endpoint: p.endpoint });

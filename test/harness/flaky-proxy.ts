@@ -9,8 +9,12 @@
  *   done but the client cannot know (a lost response).
  * - `truncate`: forward and send the headers and half the body, then close.
  * - `{ status, code }`: answer with an S3 XML error, e.g. 503 SlowDown, without forwarding.
+ *
+ * With `checkContentMd5` it also does what S3 does and s3rver does not: a body whose
+ * Content-MD5 header does not match is refused with 400 BadDigest.
  */
-import { createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
+import { createHash } from 'node:crypto';
+import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 export type FlakyFailure = 'drop' | 'drop-after' | 'truncate' | { status: number; code: string };
@@ -36,6 +40,10 @@ export interface FlakyProxyOptions {
   match?: (req: { method: string; url: string }) => boolean;
   /** Called for each request before it is handled, e.g. to abort a client at a known point. */
   onRequest?: (req: ProxiedRequest) => void;
+  /** Verify Content-MD5 headers against the bodies, as S3 does (default false). */
+  checkContentMd5?: boolean;
+  /** With `checkContentMd5`: flip a bit of every body first, as a faulty network might. */
+  corruptBodies?: boolean;
 }
 
 export interface FlakyProxy {
@@ -44,6 +52,8 @@ export interface FlakyProxy {
   readonly requests: ProxiedRequest[];
   /** Requests that were failed on purpose. */
   readonly failed: ProxiedRequest[];
+  /** With `checkContentMd5`: bodies whose Content-MD5 matched, and those refused. */
+  readonly digests: { matched: number; refused: number };
   /** Changes how often requests fail from now on (the counter keeps running). */
   setEvery(every: number): void;
   stop(): Promise<void>;
@@ -68,8 +78,20 @@ export async function startFlakyProxy(opts: FlakyProxyOptions): Promise<FlakyPro
   let matched = 0;
   const requests: ProxiedRequest[] = [];
   const failed: ProxiedRequest[] = [];
+  const digests = { matched: 0, refused: 0 };
 
-  const forward = (req: IncomingMessage, onResponse: (res: IncomingMessage) => void, onError: () => void) => {
+  const sendError = (res: ServerResponse, status: number, code: string) => {
+    const body = s3ErrorXml(code);
+    res.writeHead(status, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  };
+
+  const forward = (
+    req: IncomingMessage,
+    onResponse: (res: IncomingMessage) => void,
+    onError: () => void,
+    onBadDigest: () => void,
+  ) => {
     const upstream = httpRequest(
       {
         host: target.hostname,
@@ -81,7 +103,25 @@ export async function startFlakyProxy(opts: FlakyProxyOptions): Promise<FlakyPro
       onResponse,
     );
     upstream.on('error', onError);
-    req.pipe(upstream);
+    const md5 = req.headers['content-md5'];
+    if (!opts.checkContentMd5 || typeof md5 !== 'string') {
+      req.pipe(upstream);
+      return;
+    }
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      if (opts.corruptBodies && body.length > 0) body[0] ^= 0x01;
+      if (createHash('md5').update(body).digest('base64') === md5) {
+        digests.matched++;
+        upstream.end(body);
+      } else {
+        digests.refused++;
+        upstream.destroy();
+        onBadDigest();
+      }
+    });
   };
 
   const server: Server = createServer((req, res) => {
@@ -102,11 +142,7 @@ export async function startFlakyProxy(opts: FlakyProxyOptions): Promise<FlakyPro
     if (typeof failure === 'object') {
       // Read the body first so the client is not cut off mid-upload, which would be a drop.
       req.resume();
-      req.on('end', () => {
-        const body = s3ErrorXml(failure.code);
-        res.writeHead(failure.status, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) });
-        res.end(body);
-      });
+      req.on('end', () => sendError(res, failure.status, failure.code));
       return;
     }
     forward(
@@ -136,6 +172,7 @@ export async function startFlakyProxy(opts: FlakyProxyOptions): Promise<FlakyPro
         up.pipe(res);
       },
       kill,
+      () => sendError(res, 400, 'BadDigest'),
     );
   });
 
@@ -145,6 +182,7 @@ export async function startFlakyProxy(opts: FlakyProxyOptions): Promise<FlakyPro
     endpoint: `http://127.0.0.1:${port}`,
     requests,
     failed,
+    digests,
     setEvery(n: number) {
       every = n;
     },
