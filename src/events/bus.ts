@@ -42,10 +42,25 @@ export interface EventBus {
   close(): Promise<void>;
 }
 
-/** SQL and parameters that publish an event; run it inside a transaction to publish only on commit. */
+/** SQL and parameters that publish an event. */
 export function notifyStatement<T extends Topic>(topic: T, key: string, payload: Topics[T]): [string, unknown[]] {
   const body = JSON.stringify({ t: topic, k: key, p: payload } satisfies Envelope);
-  return ['SELECT pg_notify($1, $2)', [CHANNEL, body]];
+  // Wrapped so the statement returns a plain row: drivers cannot decode pg_notify's void result.
+  return ['SELECT count(*)::int AS sent FROM (SELECT pg_notify($1, $2)) AS n', [CHANNEL, body]];
+}
+
+/**
+ * Publishes from inside a Prisma transaction: PostgreSQL delivers NOTIFY only on commit, so a
+ * subscriber never hears of a change that was rolled back.
+ */
+export async function publishInTransaction<T extends Topic>(
+  tx: { $queryRawUnsafe(sql: string, ...values: unknown[]): Promise<unknown> },
+  topic: T,
+  key: string,
+  payload: Topics[T],
+): Promise<void> {
+  const [sql, params] = notifyStatement(topic, key, payload);
+  await tx.$queryRawUnsafe(sql, ...params);
 }
 
 type Listener = (payload: unknown) => void;

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { NotFoundError } from '../domain/errors.ts';
 import { databaseNameOf, databaseUrl, filesPath, name, parseInput } from '../domain/validation.ts';
-import { notifyStatement } from '../events/bus.ts';
+import { publishInTransaction } from '../events/bus.ts';
 import { redactUrl } from '../app/secrets.ts';
 import type { Deps } from './deps.ts';
 import { nameTakenOr } from './prisma-errors.ts';
@@ -79,8 +79,7 @@ export async function updateEnvironment(deps: Deps, viewer: Viewer, id: string, 
           ...(input.databaseUrl !== undefined ? secretFields(deps, input.databaseUrl) : {}),
         },
       });
-      // Published with the commit: a subscriber never hears of a change that was rolled back.
-      await tx.$executeRawUnsafe(...notifyStatement('environmentActivity', id, { kind: 'ENVIRONMENT_UPDATED', environmentId: id, subjectId: id }));
+      await publishInTransaction(tx, 'environmentActivity', id, { kind: 'ENVIRONMENT_UPDATED', environmentId: id, subjectId: id });
     });
   } catch (err) {
     nameTakenOr(err, 'environment in this project');
@@ -92,7 +91,7 @@ export async function deleteEnvironment(deps: Deps, viewer: Viewer, id: string):
   await getEnvironment(deps, viewer, id);
   await deps.db.$transaction(async (tx) => {
     await tx.environment.delete({ where: { id } });
-    await tx.$executeRawUnsafe(...notifyStatement('environmentActivity', id, { kind: 'ENVIRONMENT_DELETED', environmentId: id, subjectId: id }));
+    await publishInTransaction(tx, 'environmentActivity', id, { kind: 'ENVIRONMENT_DELETED', environmentId: id, subjectId: id });
   });
   return id;
 }

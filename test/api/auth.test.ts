@@ -73,7 +73,8 @@ describe('authentication', () => {
 
   it('stores keys hashed: the secret appears nowhere in the database', async () => {
     const rows = await app.runtime.db.apiKey.findMany();
-    const secretPart = admin.split('_')[2];
+    const secretPart = admin.slice('bp_'.length + 12 + 1);
+    expect(secretPart).toHaveLength(43);
     expect(JSON.stringify(rows, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))).not.toContain(secretPart);
   });
 });

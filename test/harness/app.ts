@@ -35,7 +35,7 @@ export interface TestApp {
 
 /** Environment for a Backplane process pointed at `databaseUrl`. */
 export function testEnv(databaseUrl: string, secretKey: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  return { ...process.env, DATABASE_URL: databaseUrl, BACKPLANE_SECRET_KEY: secretKey, LOG_LEVEL: 'silent', ...extra };
+  return { ...process.env, DATABASE_URL: databaseUrl, BACKPLANE_SECRET_KEY: secretKey, LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent', ...extra };
 }
 
 export async function startTestApp(opts: { databaseUrl?: string; secretKey?: string; env?: Record<string, string> } = {}): Promise<TestApp> {
