@@ -93,7 +93,7 @@ interface Disposable {
  * every connection the engine opens so we can close the pools it does not close itself.
  */
 function engineAdapter(databaseUrl: string) {
-  const base = new PrismaPg({ connectionString: databaseUrl });
+  const base = new PrismaPg({ connectionString: databaseUrl, max: 1 });
   const opened: Disposable[] = [];
   const fit = <T extends object>(adapter: T): T => {
     const io = (adapter as { performIO?: (q: unknown) => Promise<{ fields: { dataTypeID: number }[] }> }).performIO;
@@ -236,6 +236,41 @@ export async function applyMigrations(databaseUrl: string, options: ApplyMigrati
     throw new Error(`applying migrations from ${migrationsDir} to ${redactUrl(databaseUrl)} failed: ${errorText(err)}`, {
       cause: err,
     });
+  }
+}
+
+/** Where a database stands against the migrations directory. */
+export interface MigrationStatus {
+  /** Migrations in the directory the database has not applied yet, in order. */
+  pending: string[];
+  /** Migrations recorded as failed; deploys stop until they are resolved. */
+  failed: string[];
+  /** Applied migrations whose script changed since (checksum mismatch). */
+  edited: string[];
+  /** Applied migrations that are not in the directory (the database is ahead of this code). */
+  unknown: string[];
+}
+
+/**
+ * Compares the database's `_prisma_migrations` with the migrations directory, changing nothing
+ * (what `prisma migrate status` reports). Useful for readiness checks and `backplane migrate`.
+ */
+export async function migrationStatus(databaseUrl: string, options: ApplyMigrationsOptions = {}): Promise<MigrationStatus> {
+  const migrationsDir = path.resolve(options.migrationsDir ?? DEFAULT_MIGRATIONS_DIR);
+  const migrationsList = await readMigrationsDir(migrationsDir);
+  try {
+    const out = await withEngine(databaseUrl, undefined, options.logger, (engine) =>
+      engine.diagnoseMigrationHistory({ migrationsList, optInToShadowDatabase: false, filters: NO_FILTER }),
+    );
+    const h = out.history;
+    return {
+      pending: h && h.diagnostic !== 'migrationsDirectoryIsBehind' ? h.unappliedMigrationNames : [],
+      failed: out.failedMigrationNames,
+      edited: out.editedMigrationNames,
+      unknown: h && h.diagnostic !== 'databaseIsBehind' ? h.unpersistedMigrationNames : [],
+    };
+  } catch (err) {
+    throw new Error(`reading the migration status of ${redactUrl(databaseUrl)} failed: ${errorText(err)}`, { cause: err });
   }
 }
 

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { applyMigrations, DEFAULT_MIGRATIONS_DIR, diffToSchema, readMigrationsDir } from '../../src/db/migrate.ts';
+import { applyMigrations, DEFAULT_MIGRATIONS_DIR, diffToSchema, migrationStatus, readMigrationsDir } from '../../src/db/migrate.ts';
 import { createScratchDatabase, freshDatabase } from '../harness/database.ts';
 
 async function query<T extends pg.QueryResultRow>(url: string, sql: string): Promise<T[]> {
@@ -122,6 +122,23 @@ describe('applyMigrations', () => {
     await expect(applyMigrations(url.toString(), { migrationsDir: path.join(tmp, 'migrations') })).rejects.toThrow(
       /:\*\*\*@.*no_such_database.*does not exist/,
     );
+  });
+});
+
+describe('migrationStatus', () => {
+  it('lists pending, then nothing, then an edited migration, without changing the database', async () => {
+    const url = await createScratchDatabase('status');
+    const dir = path.join(tmp, 'status');
+    await fs.cp(path.join(tmp, 'migrations'), dir, { recursive: true });
+    const none = { pending: [], failed: [], edited: [], unknown: [] };
+    expect(await migrationStatus(url, { migrationsDir: dir })).toEqual({ ...none, pending: ['20250101000000_widget', '20250102000000_touch'] });
+    expect(await query(url, `SELECT to_regclass('widget') AS t`)).toEqual([{ t: null }]);
+
+    await applyMigrations(url, { migrationsDir: dir });
+    expect(await migrationStatus(url, { migrationsDir: dir })).toEqual(none);
+
+    await fs.appendFile(path.join(dir, '20250101000000_widget', 'migration.sql'), '-- edited afterwards\n');
+    expect(await migrationStatus(url, { migrationsDir: dir })).toEqual({ ...none, edited: ['20250101000000_widget'] });
   });
 });
 
