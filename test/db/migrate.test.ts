@@ -101,6 +101,15 @@ describe('applyMigrations', () => {
     expect(await applyMigrations(url, { migrationsDir: dir })).toEqual(['20250102000000_touch']);
   });
 
+  it('applies each migration once when several processes deploy at the same time', async () => {
+    const url = await createScratchDatabase('migrate_race');
+    const dir = path.join(tmp, 'migrations');
+    const results = await Promise.all([1, 2, 3, 4].map(() => applyMigrations(url, { migrationsDir: dir })));
+    expect(results.flat().sort()).toEqual(['20250101000000_widget', '20250102000000_touch']);
+    const rows = await query(url, 'SELECT migration_name FROM _prisma_migrations');
+    expect(rows).toHaveLength(2);
+  });
+
   it('fails with context, recording the failed migration, when a script does not apply', async () => {
     const url = await createScratchDatabase('migrate_bad');
     const dir = path.join(tmp, 'bad');
