@@ -73,6 +73,8 @@ export interface BackupResult {
   /** Stored bytes of new blobs (compressed and encrypted). */
   bytesAdded: number;
   blobsAdded: number;
+  /** Of blobsAdded, the data (file content) blobs; 0 when nothing new was read. */
+  dataBlobsAdded: number;
   packsAdded: number;
   durationMs: number;
 }
@@ -421,6 +423,7 @@ export async function backup(repo: Repository, sources: Record<string, BackupSou
       bytesProcessed: archiver.counters.bytesDone,
       bytesAdded: after.bytesAdded - before.bytesAdded,
       blobsAdded: after.blobsAdded - before.blobsAdded,
+      dataBlobsAdded: after.dataBlobsAdded - before.dataBlobsAdded,
       packsAdded: after.packsAdded - before.packsAdded,
       durationMs: Date.now() - started,
     };

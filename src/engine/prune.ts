@@ -65,6 +65,7 @@ const MAX_PACKS_PER_INDEX = 2000;
 export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<PruneResult> {
   return withLock(repo, true, async () => {
     const { signal } = opts;
+    await repo.flush(); // nothing of ours may be pending while we decide what is unreferenced
     await repo.reloadIndex(signal);
     const used = await usedBlobs(repo, signal);
     opts.onProgress?.({ phase: 'mark', done: 1, total: 1 });

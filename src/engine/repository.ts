@@ -78,6 +78,8 @@ const INDEX_EVERY_PACKS = 64;
 /** Statistics of what one writer session added. */
 export interface WriteStats {
   blobsAdded: number;
+  /** Of blobsAdded, how many were data (file content) blobs. */
+  dataBlobsAdded: number;
   packsAdded: number;
   /** Stored (compressed, encrypted) bytes of new blobs. */
   bytesAdded: number;
@@ -97,7 +99,7 @@ export class Repository {
   private readonly uploads = new Set<Promise<void>>();
   private unindexed: PackList[] = [];
   private writeError: unknown = null;
-  private readonly stats: WriteStats = { blobsAdded: 0, packsAdded: 0, bytesAdded: 0 };
+  private readonly stats: WriteStats = { blobsAdded: 0, dataBlobsAdded: 0, packsAdded: 0, bytesAdded: 0 };
 
   private constructor(
     readonly backend: Backend,
@@ -300,6 +302,7 @@ export class Repository {
     }
     w.add(blob);
     this.stats.blobsAdded++;
+    if (blob.type === 'data') this.stats.dataBlobsAdded++;
     this.stats.bytesAdded += blob.data.length;
     if (w.size >= this.packSize) {
       this.writers.delete(blob.type);
@@ -343,15 +346,14 @@ export class Repository {
 
   /**
    * Drops the open packs without saving them and waits for running uploads. Packs already
-   * uploaded stay unindexed until the next flush (or forever, until prune).
+   * uploaded and not yet indexed stay unreferenced; prune removes them.
    */
   async discardWrites(): Promise<void> {
-    for (const [type, w] of [...this.writers]) {
-      this.writers.delete(type);
-      void w;
-    }
+    this.writers.clear();
     while (this.uploads.size > 0) await Promise.race(this.uploads);
     this.pendingBlobs.clear();
+    this.unindexed = [];
+    this.writeError = null;
   }
 
   private async writeIndex(): Promise<void> {

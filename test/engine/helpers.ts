@@ -112,6 +112,7 @@ export async function restic(repoDir: string, args: string[]): Promise<string> {
   const { stdout } = await run('restic', ['-r', repoDir, '--no-cache', ...args], {
     env: { ...process.env, RESTIC_PASSWORD: PASSWORD },
     maxBuffer: 64 * 1024 * 1024,
+    timeout: 90_000, // fail rather than hang if restic ever blocks
   });
   return stdout;
 }

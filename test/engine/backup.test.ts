@@ -1,0 +1,146 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { Readable } from 'node:stream';
+import { join } from 'node:path';
+import { readFile, stat, utimes, writeFile, open } from 'node:fs/promises';
+import { LocalBackend } from '../../src/destinations/local.ts';
+import {
+  AbortedError,
+  Repository,
+  WrongPasswordError,
+  RepositoryNotFoundError,
+  backup,
+  check,
+  fileStream,
+  listSnapshots,
+  prune,
+  resolvePath,
+  restore,
+  walk,
+} from '../../src/engine/api.ts';
+import { PASSWORD, cleanupTempDirs, describeTree, makeFixtureTree, newRepo, restic, seededBytes, tempDir } from './helpers.ts';
+
+afterAll(cleanupTempDirs);
+
+async function countFiles(repo: Repository, type: 'data' | 'index' | 'snapshots' | 'locks'): Promise<number> {
+  return (await repo.listIds(type)).length;
+}
+
+describe('backup', () => {
+  it('builds the virtual root, deduplicates, and restores with our own reader', async () => {
+    const { repo } = await newRepo();
+    const files = await tempDir();
+    await makeFixtureTree(files);
+    const dump = seededBytes('dump', 500 * 1024);
+    const progress: number[] = [];
+    const r1 = await backup(repo, { '/db/app.dump': Readable.from([dump]), '/files': files }, {
+      tags: ['backplane'],
+      onProgress: (p) => progress.push(p.bytesDone),
+    });
+    expect(progress.length).toBeGreaterThan(3);
+    expect(progress[progress.length - 1]).toBe(r1.bytesProcessed);
+    expect(r1.bytesAdded).toBeGreaterThan(0);
+
+    const sn = (await listSnapshots(repo))[0];
+    const names: string[] = [];
+    for await (const e of walk(repo, sn.tree)) names.push(e.path);
+    expect(names).toContain('db/app.dump');
+    expect(names).toContain('files/sub dir/deeper/deep.bin');
+    expect(names).toContain('files/ünïcødé ✓/ファイル.txt');
+
+    const dumpNode = await resolvePath(repo, sn, '/db/app.dump');
+    const chunks: Buffer[] = [];
+    for await (const c of fileStream(repo, dumpNode)) chunks.push(c as Buffer);
+    expect(Buffer.concat(chunks).equals(dump)).toBe(true);
+
+    // Same data again, no parent: every blob is known, so no data pack is written.
+    const packsBefore = await countFiles(repo, 'data');
+    const r2 = await backup(repo, { '/db/app.dump': Readable.from([dump]), '/files': files });
+    expect(r2.dataBlobsAdded).toBe(0);
+    // Only trees may change (the synthetic /db directory carries the backup time, atimes move).
+    expect(r2.bytesAdded).toBeLessThan(16 * 1024);
+    expect(await countFiles(repo, 'data')).toBeLessThanOrEqual(packsBefore + 1);
+
+    const target = await tempDir();
+    await restore(repo, r1.snapshotId, target, { path: '/files' });
+    expect(await describeTree(target)).toEqual(await describeTree(files));
+    const target2 = await tempDir();
+    await restore(repo, 'latest', target2, { path: '/db/app.dump' });
+    expect((await readFile(join(target2, 'app.dump'))).equals(dump)).toBe(true);
+    expect(await countFiles(repo, 'locks')).toBe(0);
+  });
+
+  it('with a parent, does not read files whose size, mtime and inode are unchanged', async () => {
+    const { repo } = await newRepo();
+    const files = await tempDir();
+    await makeFixtureTree(files);
+    // Whole seconds, so that putting the mtime back below restores it exactly.
+    const when = new Date('2022-01-01T00:00:00Z');
+    await utimes(join(files, 'random.bin'), when, when);
+    const first = await backup(repo, { '/files': files });
+    // Rewrite content in place (same inode, same size) and put the mtime back.
+    const p = join(files, 'random.bin');
+    const st = await stat(p);
+    const fh = await open(p, 'r+');
+    await fh.write(Buffer.alloc(st.size, 0x41), 0, st.size, 0);
+    await fh.close();
+    await utimes(p, when, when);
+
+    const withParent = await backup(repo, { '/files': files }, { parent: first.snapshotId });
+    expect(withParent.parent).toBe(first.snapshotId);
+    const t1 = await tempDir();
+    await restore(repo, withParent.snapshotId, t1, { path: '/files' });
+    expect((await readFile(join(t1, 'random.bin'))).equals(seededBytes('random', st.size))).toBe(true);
+
+    const without = await backup(repo, { '/files': files });
+    const t2 = await tempDir();
+    await restore(repo, without.snapshotId, t2, { path: '/files' });
+    expect((await readFile(join(t2, 'random.bin'))).equals(Buffer.alloc(st.size, 0x41))).toBe(true);
+  });
+
+  it('an aborted backup leaves a valid repository without a snapshot; prune cleans up', async () => {
+    const { repo, dir } = await newRepo({ packSize: 128 * 1024 });
+    const ac = new AbortController();
+    async function* endless() {
+      for (let i = 0; ; i++) yield seededBytes(`s${i}`, 64 * 1024);
+    }
+    const err = await backup(repo, { '/db/big.dump': Readable.from(endless()) }, {
+      signal: ac.signal,
+      onProgress: (p) => {
+        if (p.bytesDone > 3 * 1024 * 1024) ac.abort();
+      },
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AbortedError);
+    expect(await countFiles(repo, 'snapshots')).toBe(0);
+    expect(await countFiles(repo, 'locks')).toBe(0);
+    expect(await countFiles(repo, 'data')).toBeGreaterThan(0);
+    await restic(dir, ["check"]);
+    const res = await check(repo);
+    expect(res.ok).toBe(true);
+    const pr = await prune(repo);
+    expect(pr.packsUnindexedDeleted + pr.packsDeleted).toBeGreaterThan(0);
+    expect(await countFiles(repo, 'data')).toBe(0);
+    await restic(dir, ['check', '--read-data']);
+  });
+
+  it('refuses a wrong password and a missing repository with typed errors', async () => {
+    const { dir } = await newRepo();
+    await expect(Repository.open(new LocalBackend(dir), 'not the password')).rejects.toBeInstanceOf(WrongPasswordError);
+    const empty = await tempDir();
+    await expect(Repository.open(new LocalBackend(empty), PASSWORD)).rejects.toBeInstanceOf(RepositoryNotFoundError);
+    const repo = await Repository.open(new LocalBackend(dir), PASSWORD);
+    expect(repo.config.version).toBe(2);
+    expect(repo.config.backplane_chunker).toBe('fastcdc-v1-16k-64k-256k');
+  });
+
+  it('stores empty files and empty streams', async () => {
+    const { repo, dir } = await newRepo();
+    const files = await tempDir();
+    await writeFile(join(files, 'empty'), '');
+    const r = await backup(repo, { '/files': files, '/db/empty.dump': Readable.from([]) });
+    await restic(dir, ['check', '--read-data']);
+    const target = await tempDir();
+    await restore(repo, r.snapshotId, target);
+    expect((await stat(join(target, 'files', 'empty'))).size).toBe(0);
+    expect((await stat(join(target, 'db', 'empty.dump'))).size).toBe(0);
+  });
+});
