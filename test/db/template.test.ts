@@ -20,6 +20,18 @@ describe('harness databases', () => {
     expect(await dbB.organization.count()).toBe(0);
   });
 
+  it('freshDatabase has graphile-worker installed, so jobs can be added in SQL', async () => {
+    const client = new pg.Client({ connectionString: await freshDatabase('jobs') });
+    await client.connect();
+    try {
+      await client.query(`SELECT graphile_worker.add_job('noop', '{}'::json)`);
+      const { rows } = await client.query(`SELECT count(*)::int AS n FROM graphile_worker.jobs`);
+      expect(rows).toEqual([{ n: 1 }]);
+    } finally {
+      await client.end();
+    }
+  });
+
   it('createScratchDatabase gives an empty database', async () => {
     const client = new pg.Client({ connectionString: await createScratchDatabase('env') });
     await client.connect();

@@ -1,8 +1,9 @@
 /**
  * The disposable PostgreSQL behind the `api` test project: one cluster per test run, and one
- * template database with the migrations applied that every test file copies (CREATE DATABASE …
+ * template database with our migrations and graphile-worker's schema that every test file copies (CREATE DATABASE …
  * TEMPLATE is a file copy, far faster than migrating each time).
  */
+import { Logger, runMigrations as installWorkerSchema } from 'graphile-worker';
 import pg from 'pg';
 import { applyMigrations } from '../../src/db/migrate.ts';
 import { createDatabase, startScratchPostgres, type ScratchPostgres } from '../../src/db/pg-server.ts';
@@ -28,6 +29,9 @@ export async function startTestPostgres(options: { migrationsDir?: string } = {}
   try {
     await createDatabase(server.adminUrl, TEMPLATE_DATABASE);
     const appliedMigrations = await applyMigrations(server.url(TEMPLATE_DATABASE), { migrationsDir: options.migrationsDir });
+    // graphile-worker's own schema too, so services can enqueue (add_job) in every test database
+    // without each file installing it.
+    await installWorkerSchema({ connectionString: server.url(TEMPLATE_DATABASE), logger: new Logger(() => () => {}) });
     // A template must have no connections while it is copied; forbidding them makes a stray
     // connection fail loudly instead of making some CREATE DATABASE fail at random.
     const admin = new pg.Client({ connectionString: server.adminUrl });
