@@ -1,11 +1,6 @@
 // Writes schema.graphql from the Pothos schema; `--check` exits non-zero when the committed file drifts.
 import { readFileSync, writeFileSync } from 'node:fs';
-import { lexicographicSortSchema, printSchema } from 'graphql';
-import { schema } from '../src/schema/index.ts';
-
-export function printedSchema(): string {
-  return printSchema(lexicographicSortSchema(schema)) + '\n';
-}
+import { printedSchema } from '../src/schema/print.ts';
 
 const file = new URL('../schema.graphql', import.meta.url);
 if (process.argv.includes('--check')) {

@@ -83,7 +83,7 @@ const codeRequestErrors: Plugin = {
  */
 export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }): App {
   const { config, deps, logger } = opts;
-  const metrics = createMetrics();
+  const metrics = createMetrics({ backplane_event_subscribers: () => deps.events.subscriberCount() });
 
   async function viewerFor(authorization: string | null | undefined): Promise<Viewer | null> {
     const token = bearerToken(authorization);

@@ -1,5 +1,5 @@
 /** A few process counters in Prometheus' text format; enough to graph traffic and latency. */
-export function createMetrics() {
+export function createMetrics(gauges: Record<string, () => number> = {}) {
   const counts = new Map<string, number>();
   const buckets = [5, 10, 25, 50, 100, 250, 500, 1000, 5000];
   const hist = new Map<string, { le: number[]; sum: number; count: number }>();
@@ -22,6 +22,7 @@ export function createMetrics() {
         lines.push(`backplane_http_request_duration_ms_bucket{route="${route}",le="+Inf"} ${h.count}`);
         lines.push(`backplane_http_request_duration_ms_sum{route="${route}"} ${h.sum}`, `backplane_http_request_duration_ms_count{route="${route}"} ${h.count}`);
       }
+      for (const [name, read] of Object.entries(gauges)) lines.push(`# TYPE ${name} gauge`, `${name} ${read()}`);
       const mem = process.memoryUsage();
       lines.push('# TYPE backplane_process_resident_bytes gauge', `backplane_process_resident_bytes ${mem.rss}`);
       return lines.join('\n') + '\n';

@@ -284,8 +284,12 @@ export class S3Backend implements Backend {
         const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: range }), {
           abortSignal: signal,
         });
-        const bytes = await res.Body!.transformToByteArray();
-        return view(bytes);
+        const bytes = view(await res.Body!.transformToByteArray());
+        // A server that ignores Range answers 200 with the whole object; cut the range out.
+        if (range && !res.ContentRange) {
+          return bytes.subarray(offset, length === undefined ? undefined : offset + length);
+        }
+        return bytes;
       } catch (err) {
         // Like a file read at or past its end: nothing there, not an error.
         if ((err as { name?: string }).name === 'InvalidRange') return Buffer.alloc(0);
@@ -327,6 +331,20 @@ export class S3Backend implements Backend {
       if (!(err instanceof BackendAccessError && err.kind === 'AUTH')) throw err;
     }
     this.bucketChecked = true;
+  }
+
+  /**
+   * Checks that the endpoint answers, the bucket exists and the credentials may list it (which
+   * restic needs too). Throws BackendAccessError UNREACHABLE, NO_BUCKET or AUTH otherwise.
+   */
+  async checkAccess(opts?: CallOptions): Promise<void> {
+    const signal = opts?.signal;
+    await withRetries(this.ctx('check access', signal), () =>
+      this.client.send(
+        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix ? `${this.prefix}/` : undefined, MaxKeys: 1 }),
+        { abortSignal: signal },
+      ),
+    ).catch((err) => this.rethrow(err, { type: 'config', name: 'config' }));
   }
 
   async *list(type: FileType, opts?: CallOptions): AsyncIterable<FileInfo> {

@@ -38,6 +38,8 @@ export interface EventBus {
   publish<T extends Topic>(topic: T, key: string, payload: Topics[T]): Promise<void>;
   /** Events of one topic and key, from the moment of the call, until the signal aborts or return() is called. */
   subscribe<T extends Topic>(topic: T, key: string, signal?: AbortSignal): AsyncIterableIterator<Topics[T]>;
+  /** Live local subscriptions (for /metrics, and for tests to know a subscriber is in place). */
+  subscriberCount(): number;
   /** Stops listening and ends every subscription. */
   close(): Promise<void>;
 }
@@ -131,7 +133,9 @@ export async function createEventBus(databaseUrl: string, logger: Logger): Promi
       const finish = () => {
         if (done) return;
         done = true;
-        listeners.get(id)?.delete(listener);
+        const set = listeners.get(id);
+        set?.delete(listener);
+        if (set?.size === 0) listeners.delete(id);
         wake?.();
       };
       if (!listeners.has(id)) listeners.set(id, new Set());
@@ -157,6 +161,12 @@ export async function createEventBus(databaseUrl: string, logger: Logger): Promi
         },
       };
       return iterator;
+    },
+
+    subscriberCount() {
+      let n = 0;
+      for (const set of listeners.values()) n += set.size;
+      return n;
     },
 
     async close() {

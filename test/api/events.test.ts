@@ -1,0 +1,91 @@
+import { randomBytes } from 'node:crypto';
+import { print } from 'graphql';
+import { createClient } from 'graphql-ws';
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EnvironmentActivityDocument, UpdateEnvironmentDocument } from '../generated/graphql.ts';
+import { testEnv } from '../harness/app.ts';
+import { freshDatabase } from '../harness/database.ts';
+import { createSecretBox, gid, makeApiKey, makeEnvironment, makeOrganization, makeProject } from '../harness/factories.ts';
+import { startServerProcess, until, type ServerProcess } from '../harness/process.ts';
+import { createDb, type Db } from '../../src/db/client.ts';
+
+let a: ServerProcess;
+let b: ServerProcess;
+let db: Db;
+let key: string;
+let envId: string;
+let foreignKey: string;
+
+beforeAll(async () => {
+  const url = await freshDatabase('events');
+  const secret = randomBytes(32).toString('hex');
+  db = createDb(url, { max: 2 });
+  const org = await makeOrganization(db);
+  const project = await makeProject(db, org.id);
+  envId = (await makeEnvironment(db, createSecretBox(Buffer.from(secret, 'hex')), project)).id;
+  key = (await makeApiKey(db, org.id, { scopes: ['admin'] })).secret;
+  foreignKey = (await makeApiKey(db, (await makeOrganization(db)).id, { scopes: ['admin'] })).secret;
+  [a, b] = await Promise.all([startServerProcess(testEnv(url, secret)), startServerProcess(testEnv(url, secret))]);
+});
+afterAll(async () => {
+  await Promise.all([a?.stop(), b?.stop()]);
+  await db?.$disconnect();
+});
+
+async function rename(name: string) {
+  const res = await fetch(b.url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+    body: JSON.stringify({ query: print(UpdateEnvironmentDocument), variables: { input: { id: gid('Environment', envId), name } } }),
+  });
+  expect(res.status).toBe(200);
+}
+
+describe('environmentActivity across processes', () => {
+  it('delivers an update made through one server to a graphql-ws subscriber on another', async () => {
+    const client = createClient({ url: a.url.replace('http', 'ws'), webSocketImpl: WebSocket, connectionParams: { Authorization: `Bearer ${key}` }, retryAttempts: 0 });
+    const events = client.iterate({ query: print(EnvironmentActivityDocument), variables: { environmentId: gid('Environment', envId) } });
+    const first = events.next();
+    await until(() => a.metric('backplane_event_subscribers'), (n) => n >= 1, 'the subscription to be in place');
+    await rename('renamed-over-ws');
+    const { value } = await first;
+    expect(value).toEqual({ data: { environmentActivity: { kind: 'ENVIRONMENT_UPDATED', environmentId: gid('Environment', envId), environment: { id: gid('Environment', envId), name: 'renamed-over-ws' } } } });
+    await events.return?.();
+    await client.dispose();
+  });
+
+  it('delivers the same event over SSE', async () => {
+    const ac = new AbortController();
+    const res = await fetch(a.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'text/event-stream', authorization: `Bearer ${key}` },
+      body: JSON.stringify({ query: print(EnvironmentActivityDocument), variables: { environmentId: gid('Environment', envId) } }),
+      signal: ac.signal,
+    });
+    expect(res.headers.get('content-type')).toMatch(/text\/event-stream/);
+    const reader = res.body!.getReader();
+    await until(() => a.metric('backplane_event_subscribers'), (n) => n >= 1, 'the SSE subscription to be in place');
+    await rename('renamed-over-sse');
+    let text = '';
+    while (!text.includes('renamed-over-sse')) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    ac.abort();
+    const data = text.split('\n').find((l) => l.startsWith('data:') && l.includes('renamed-over-sse'));
+    expect(JSON.parse(data!.slice(5))).toMatchObject({ data: { environmentActivity: { kind: 'ENVIRONMENT_UPDATED', environment: { name: 'renamed-over-sse' } } } });
+  });
+
+  it('refuses a subscriber without a key at connection_init, and one from another organization', async () => {
+    const anon = createClient({ url: a.url.replace('http', 'ws'), webSocketImpl: WebSocket, retryAttempts: 0 });
+    await expect(anon.iterate({ query: print(EnvironmentActivityDocument), variables: { environmentId: gid('Environment', envId) } }).next()).rejects.toBeDefined();
+    await anon.dispose();
+
+    const foreign = createClient({ url: a.url.replace('http', 'ws'), webSocketImpl: WebSocket, connectionParams: { Authorization: `Bearer ${foreignKey}` }, retryAttempts: 0 });
+    const it = foreign.iterate({ query: print(EnvironmentActivityDocument), variables: { environmentId: gid('Environment', envId) } });
+    await expect(it.next()).rejects.toMatchObject([{ extensions: { code: 'ENVIRONMENT_NOT_FOUND' } }]);
+    await foreign.dispose();
+  });
+});

@@ -1,0 +1,67 @@
+/**
+ * Backplane as a separate OS process (`backplane serve`), for tests that cross process
+ * boundaries: events over LISTEN/NOTIFY, shutdown on signals.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+export interface ServerProcess {
+  url: string;
+  child: ChildProcess;
+  /** Fetches /metrics and returns one metric's value. */
+  metric(name: string): Promise<number>;
+  stop(): Promise<number | null>;
+}
+
+export async function startServerProcess(env: NodeJS.ProcessEnv): Promise<ServerProcess> {
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin/backplane.js'), 'serve'], {
+    cwd: ROOT,
+    env: { ...env, PORT: '0', LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  const port = await new Promise<number>((resolve, reject) => {
+    const lines = readline.createInterface({ input: child.stdout! });
+    lines.on('line', (line) => {
+      try {
+        const rec = JSON.parse(line) as { msg?: string; port?: number };
+        if (rec.msg === 'listening' && rec.port) resolve(rec.port);
+      } catch {
+        // not a log line
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`server exited with ${code} before listening:\n${stderr}`)));
+  });
+  const base = `http://127.0.0.1:${port}`;
+  return {
+    url: `${base}/graphql`,
+    child,
+    async metric(name) {
+      const text = await (await fetch(`${base}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+      return line ? Number(line.split(' ')[1]) : NaN;
+    },
+    stop() {
+      return new Promise((resolve) => {
+        if (child.exitCode !== null) return resolve(child.exitCode);
+        child.once('exit', (code) => resolve(code));
+        child.kill('SIGTERM');
+      });
+    },
+  };
+}
+
+/** Resolves once `read()` returns a value satisfying `ok`, checking after each of the server's own answers. */
+export async function until<T>(read: () => Promise<T>, ok: (v: T) => boolean, what: string, attempts = 200): Promise<T> {
+  for (let i = 0; i < attempts; i++) {
+    const v = await read();
+    if (ok(v)) return v;
+    await new Promise((r) => setImmediate(r));
+  }
+  throw new Error(`gave up waiting for ${what}`);
+}
