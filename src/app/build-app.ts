@@ -105,7 +105,7 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
     logging: false,
     maskedErrors: {
       maskError(error, message) {
-        // Structural check: under test runners graphql may be loaded twice, defeating instanceof.
+        // An error that carries a code was raised on purpose (auth, limits, input): show it as is.
         const e = error as { extensions?: { code?: unknown }; originalError?: unknown };
         if (e.extensions?.code) return error as Error;
         if (e.originalError === undefined && error instanceof Error && error.name === 'GraphQLError') return error;
