@@ -100,6 +100,16 @@ describe('S3 layout and uploads', () => {
     expect(await backend({ prefix: b.prefix }).stat(h)).toBeNull();
   });
 
+  it('cuts the range out itself when the server ignores Range', async () => {
+    const p = await proxy({ every: 0, ignoreRange: true });
+    const b = backend({ endpoint: p.endpoint });
+    const data = randomBytes(5000);
+    const h = { type: 'data' as const, name: fileId() };
+    await b.save(h, data);
+    expect(await b.load(h, { offset: 100, length: 50 })).toEqual(data.subarray(100, 150));
+    expect(await b.load(h, { offset: 4990 })).toEqual(data.subarray(4990));
+  });
+
   it('lists past 1,000 keys by paging', async () => {
     const p = await proxy({ every: 0 });
     const b = backend({ endpoint: p.endpoint });
@@ -231,6 +241,13 @@ describe('S3 access errors', () => {
     await new Promise((resolve) => server.close(resolve));
     return port;
   }
+
+  it('checks access up front: endpoint, bucket, credentials', async () => {
+    await backend().checkAccess();
+    expect(await kindOf(backend({ bucket: 'no-such-bucket' }).checkAccess())).toBe('NO_BUCKET');
+    expect(await kindOf(backend({ credentials: { accessKeyId: 'x', secretAccessKey: 'y' } }).checkAccess())).toBe('AUTH');
+    expect(await kindOf(backend({ endpoint: `http://127.0.0.1:${await closedPort()}` }).checkAccess())).toBe('UNREACHABLE');
+  });
 
   it('reports an unknown access key as AUTH', async () => {
     const b = backend({ credentials: { accessKeyId: 'NOT-A-KEY', secretAccessKey: 'S3RVER' } });

@@ -44,6 +44,8 @@ export interface FlakyProxyOptions {
   checkContentMd5?: boolean;
   /** With `checkContentMd5`: flip a bit of every body first, as a faulty network might. */
   corruptBodies?: boolean;
+  /** Drop `Range` headers, like servers that always answer with the whole object. */
+  ignoreRange?: boolean;
 }
 
 export interface FlakyProxy {
@@ -65,6 +67,11 @@ export const DEFAULT_FAILURES: FlakyFailure[] = [
   { status: 503, code: 'SlowDown' },
   'drop-after',
 ];
+
+function withoutRange(headers: IncomingMessage['headers']): IncomingMessage['headers'] {
+  const { range: _dropped, ...rest } = headers;
+  return rest;
+}
 
 function s3ErrorXml(code: string): string {
   return `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>injected by flaky-proxy</Message><RequestId>flaky</RequestId></Error>`;
@@ -98,7 +105,7 @@ export async function startFlakyProxy(opts: FlakyProxyOptions): Promise<FlakyPro
         port: target.port,
         method: req.method,
         path: req.url,
-        headers: req.headers,
+        headers: opts.ignoreRange ? withoutRange(req.headers) : req.headers,
       },
       onResponse,
     );
