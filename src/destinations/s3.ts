@@ -12,6 +12,7 @@
 import { createHash } from 'node:crypto';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
+import { rootCertificates } from 'node:tls';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -127,7 +128,8 @@ export class S3Backend implements Backend {
         connectionTimeout: opts.connectTimeoutMs ?? 5_000,
         socketTimeout: opts.socketTimeoutMs ?? 60_000,
         httpAgent: new HttpAgent(agentOptions),
-        httpsAgent: new HttpsAgent({ ...agentOptions, ca: opts.ca }),
+        // Node's `ca` replaces the system roots; keep them so a private CA is an addition.
+        httpsAgent: new HttpsAgent({ ...agentOptions, ca: opts.ca ? [...rootCertificates, opts.ca] : undefined }),
       },
     });
   }
