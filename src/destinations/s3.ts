@@ -37,7 +37,7 @@ import {
   type Handle,
   type LoadOptions,
 } from './backend.ts';
-import { formatS3Location, normalizePrefix, type S3Connection } from './s3-config.ts';
+import { formatS3Location, normalizePrefix, parseS3Location, type S3Connection } from './s3-config.ts';
 import { classifyFailure, DEFAULT_RETRY_POLICY, withRetries, type RetryContext, type RetryPolicy } from './s3-retry.ts';
 
 export { parseS3Location, s3ConnectionFor, r2Endpoint, b2Endpoint, awsEndpoint } from './s3-config.ts';
@@ -402,4 +402,27 @@ export class S3Backend implements Backend {
     }
     throw err;
   }
+}
+
+/**
+ * An S3Backend for a restic-style location (`s3:https://host/bucket/prefix`), with credentials
+ * from the environment variables restic reads: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+ * AWS_SESSION_TOKEN, and AWS_DEFAULT_REGION (or AWS_REGION; default us-east-1).
+ */
+export function s3BackendFromLocation(
+  location: string,
+  env: Record<string, string | undefined> = process.env,
+  extra: Partial<S3BackendOptions> = {},
+): S3Backend {
+  const accessKeyId = env.AWS_ACCESS_KEY_ID;
+  const secretAccessKey = env.AWS_SECRET_ACCESS_KEY;
+  if (!accessKeyId || !secretAccessKey) {
+    throw new TypeError(`${location} needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY`);
+  }
+  const connection = parseS3Location(location, env.AWS_DEFAULT_REGION || env.AWS_REGION || 'us-east-1');
+  return new S3Backend({
+    ...connection,
+    credentials: { accessKeyId, secretAccessKey, sessionToken: env.AWS_SESSION_TOKEN || undefined },
+    ...extra,
+  });
 }

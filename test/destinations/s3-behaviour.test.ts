@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BackendAccessError, type Handle } from '../../src/destinations/backend.ts';
-import { S3Backend, type S3BackendOptions } from '../../src/destinations/s3.ts';
+import { S3Backend, s3BackendFromLocation, type S3BackendOptions } from '../../src/destinations/s3.ts';
 import { startFlakyProxy, type FlakyProxy, type ProxiedRequest } from '../harness/flaky-proxy.ts';
 import { S3RVER_CREDENTIALS, startS3rver, type StartedS3rver } from '../harness/s3rver.ts';
 import { fileId, listAll, sha256 } from './conformance.ts';
@@ -63,6 +63,21 @@ describe('S3 layout and uploads', () => {
     expect(b.key({ type: 'keys', name: id })).toBe(`some/prefix/keys/${id}`);
     expect(backend({ prefix: '' }).key({ type: 'index', name: id })).toBe(`index/${id}`);
     expect(b.location).toBe(`s3:${s3.endpoint}/${BUCKET}/some/prefix`);
+  });
+
+  it('opens a restic-style location with credentials from restic\'s environment variables', async () => {
+    const location = `s3:${s3.endpoint}/${BUCKET}/from-location/${randomBytes(4).toString('hex')}`;
+    expect(() => s3BackendFromLocation(location, {})).toThrow(/AWS_ACCESS_KEY_ID/);
+    const b = s3BackendFromLocation(location, {
+      AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey,
+    });
+    open.push(b);
+    expect(b.location).toBe(location);
+    const h = { type: 'keys' as const, name: fileId() };
+    await b.save(h, Buffer.from('key file'));
+    expect((await b.load(h)).toString()).toBe('key file');
+    expect(b.key(h)).toBe(`${location.split(`/${BUCKET}/`)[1]}/keys/${h.name}`);
   });
 
   it('saves small files with one PutObject and large ones in parts, completed once', async () => {
