@@ -158,7 +158,7 @@ describe('S3 retries through a flaky proxy', () => {
 
     // Every failure mode was met, and a direct look (no proxy) sees exactly what was saved.
     const modes = new Set(p.failed.map((r) => JSON.stringify(r.failure)));
-    expect(modes.size).toBe(4);
+    expect(modes.size).toBe(5);
     const direct = backend({ prefix: b.prefix });
     expect(await listAll(direct, 'data')).toEqual(
       new Map(files.slice(1).filter((f) => f.h.type === 'data').map((f) => [f.h.name, f.data.length])),

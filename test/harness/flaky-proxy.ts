@@ -7,7 +7,8 @@
  * - `drop`: close the connection before forwarding; the server never sees the request.
  * - `drop-after`: forward, let the server finish, then close without answering; the work is
  *   done but the client cannot know (a lost response).
- * - `truncate`: forward and send the headers and half the body, then close.
+ * - `truncate`: forward and send the headers and half the body, then close (an empty answer
+ *   is lost whole).
  * - `{ status, code }`: answer with an S3 XML error, e.g. 503 SlowDown, without forwarding.
  *
  * With `checkContentMd5` it also does what S3 does and s3rver does not: a body whose
@@ -34,7 +35,7 @@ export interface FlakyProxyOptions {
   target: string;
   /** Fail every n-th matching request (1 = all of them; 0 = none, only record). */
   every: number;
-  /** Failure modes, used in turn (default: drop, 500 InternalError, 503 SlowDown, drop-after). */
+  /** Failure modes, used in turn (default: drop, 500 InternalError, 503 SlowDown, drop-after, truncate). */
   failures?: FlakyFailure[];
   /** Which requests count towards `every` (default: all). */
   match?: (req: { method: string; url: string }) => boolean;
@@ -66,6 +67,7 @@ export const DEFAULT_FAILURES: FlakyFailure[] = [
   { status: 500, code: 'InternalError' },
   { status: 503, code: 'SlowDown' },
   'drop-after',
+  'truncate',
 ];
 
 function withoutRange(headers: IncomingMessage['headers']): IncomingMessage['headers'] {
@@ -160,22 +162,21 @@ export async function startFlakyProxy(opts: FlakyProxyOptions): Promise<FlakyPro
           up.on('end', kill);
           return;
         }
-        res.writeHead(up.statusCode ?? 502, up.headers);
         if (failure === 'truncate') {
-          const total = Number(up.headers['content-length'] ?? 0);
-          let sent = 0;
-          up.on('data', (chunk: Buffer) => {
-            const room = Math.floor(total / 2) - sent;
-            if (room > 0) res.write(chunk.subarray(0, room));
-            sent += Math.min(room, chunk.length);
-            if (sent >= Math.floor(total / 2)) {
-              up.destroy();
-              // Let the written half reach the client before the connection goes.
-              res.socket?.end(() => kill());
-            }
+          const chunks: Buffer[] = [];
+          up.on('data', (c: Buffer) => chunks.push(c));
+          up.on('end', () => {
+            const body = Buffer.concat(chunks);
+            // Nothing to cut in an empty answer: lose it whole instead.
+            if (body.length < 2) return kill();
+            res.writeHead(up.statusCode ?? 502, up.headers);
+            res.write(body.subarray(0, Math.floor(body.length / 2)));
+            // Let the written half reach the client before the connection goes.
+            res.socket?.end(() => kill());
           });
           return;
         }
+        res.writeHead(up.statusCode ?? 502, up.headers);
         up.pipe(res);
       },
       kill,
