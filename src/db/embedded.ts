@@ -12,15 +12,14 @@ import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
+import { defaultPgBinaries, type PgBinaries } from './pg-binaries.ts';
 import {
   createDatabase as createDb,
-  defaultPgBinaries,
   freePort,
   isInitialised,
   portInUse,
   randomPassword,
   startCluster,
-  type PgBinaries,
   type PgLogger,
 } from './pg-server.ts';
 

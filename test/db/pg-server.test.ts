@@ -3,7 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { embeddedPackageDir, embeddedPgBinaries, startScratchPostgres } from '../../src/db/pg-server.ts';
+import { embeddedPackageDir, embeddedPgBinaries } from '../../src/db/pg-binaries.ts';
+import { startScratchPostgres } from '../../src/db/pg-server.ts';
 
 let tmp: string;
 beforeAll(async () => {
