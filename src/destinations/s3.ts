@@ -179,9 +179,17 @@ export class S3Backend implements Backend {
 
   private async saveMultipart(h: Handle, key: string, data: Uint8Array, signal?: AbortSignal): Promise<void> {
     const name = `${h.type}/${h.name}`;
+    // AWS's documented flow: an upload started with CRC32 gets each part's CRC32 (the SDK
+    // computes it) and lists them again at completion. Elsewhere each part carries Content-MD5.
+    const checksumAlgorithm = this.sendMd5 ? undefined : 'CRC32';
     const created = await withRetries(this.ctx(`start multipart upload of ${name}`, signal), () =>
       this.client.send(
-        new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ContentType: 'application/octet-stream' }),
+        new CreateMultipartUploadCommand({
+          Bucket: this.bucket,
+          Key: key,
+          ContentType: 'application/octet-stream',
+          ChecksumAlgorithm: checksumAlgorithm,
+        }),
         { abortSignal: signal },
       ),
     ).catch((err) => this.rethrow(err, h));
@@ -211,11 +219,12 @@ export class S3Backend implements Backend {
                 Body: body,
                 ContentLength: body.byteLength,
                 ContentMD5: contentMd5,
+                ChecksumAlgorithm: checksumAlgorithm,
               }),
               { abortSignal: partSignal },
             ),
           );
-          parts[i] = { PartNumber: i + 1, ETag: res.ETag };
+          parts[i] = { PartNumber: i + 1, ETag: res.ETag, ChecksumCRC32: res.ChecksumCRC32 };
         }
       };
       const workers = Array.from({ length: Math.min(this.partConcurrency, count) }, () =>

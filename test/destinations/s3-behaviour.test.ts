@@ -103,6 +103,28 @@ describe('S3 layout and uploads', () => {
     expect(p.digests).toEqual({ matched: 4, refused: 0 });
   });
 
+  it('sends CRC32 checksums the AWS way when asked to', async () => {
+    const p = await proxy({ every: 0 });
+    const b = backend({ endpoint: p.endpoint, checksums: 'WHEN_SUPPORTED' });
+    const small = randomBytes(1000);
+    const big = randomBytes(2 * MiB + 5);
+    const hs = { type: 'keys' as const, name: fileId() };
+    const hb = { type: 'data' as const, name: fileId() };
+    await b.save(hs, small);
+    await b.save(hb, big);
+    expect(sha256(await b.load(hs))).toBe(sha256(small));
+    expect(sha256(await b.load(hb))).toBe(sha256(big));
+    const uploads = p.requests.filter((r) => r.method === 'PUT');
+    expect(uploads).toHaveLength(4);
+    // Plain bodies with a CRC32 header: no aws-chunked encoding, which many servers store raw.
+    for (const r of uploads) {
+      expect(r.headers['x-amz-checksum-crc32']).toMatch(/^[A-Za-z0-9+/]{6}==$/);
+      expect(r.headers['content-encoding'] ?? '').not.toMatch(/aws-chunked/);
+      expect(r.headers['content-md5']).toBeUndefined();
+    }
+    expect(p.requests.find(isCreateUpload)?.headers['x-amz-checksum-algorithm']).toBe('CRC32');
+  });
+
   it('does not retry an upload S3 refuses as corrupt', async () => {
     // A proxy that checks digests against bodies it corrupts on the way stands in for a
     // corrupting network; S3 answers that with 400 BadDigest, which no retry can fix.

@@ -26,6 +26,7 @@ export interface ProxiedRequest {
   seq: number;
   method: string;
   url: string;
+  headers: IncomingMessage['headers'];
   /** The failure injected into this request, if any. */
   failure?: FlakyFailure;
 }
@@ -134,7 +135,12 @@ export async function startFlakyProxy(opts: FlakyProxyOptions): Promise<FlakyPro
   };
 
   const server: Server = createServer((req, res) => {
-    const info: ProxiedRequest = { seq: requests.length + 1, method: req.method ?? 'GET', url: req.url ?? '/' };
+    const info: ProxiedRequest = {
+      seq: requests.length + 1,
+      method: req.method ?? 'GET',
+      url: req.url ?? '/',
+      headers: req.headers,
+    };
     requests.push(info);
     if (every > 0 && (opts.match?.(info) ?? true)) {
       matched++;
