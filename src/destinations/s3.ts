@@ -119,6 +119,8 @@ export class S3Backend implements Backend {
       endpoint: opts.endpoint || undefined,
       region: opts.region,
       forcePathStyle: opts.forcePathStyle ?? false,
+      // AWS answers a wrong region with a redirect naming the right one; follow it.
+      followRegionRedirects: true,
       credentials: opts.credentials,
       // Our retry loop (s3-retry.ts) owns retries; see why there.
       maxAttempts: 1,
