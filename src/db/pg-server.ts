@@ -49,6 +49,8 @@ export interface PgCluster {
   user: string;
   password: string;
   dataDir: string;
+  /** Whether the server was already running (left by a crashed or another process) and we only connected. */
+  adopted: boolean;
   /** Connection URL for a database on this cluster. */
   url(database?: string): string;
   /** Fast shutdown (`pg_ctl stop -m fast`); resolves once the server has exited. */
@@ -363,6 +365,7 @@ export async function startCluster(o: PgClusterOptions): Promise<PgCluster> {
     user,
     password: o.password,
     dataDir: o.dataDir,
+    adopted: running !== undefined,
     url: (database = 'postgres') => pgUrl({ user, password: o.password, port, database }),
     stop: () => stopCluster(o.dataDir, o.binaries),
   };

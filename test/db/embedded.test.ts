@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -112,5 +113,34 @@ describe('embedded PostgreSQL', () => {
     expect(await postmasterPid(dataDir)).toBe(pid);
     expect(second.port).toBe(first.port);
     expect(await query<{ ok: number }>(second.adminUrl, 'SELECT 1 AS ok')).toEqual([{ ok: 1 }]);
+  });
+
+  it('leaves running a server that another live process started, and takes over once that process is gone', async () => {
+    const first = await start();
+    const pid = await postmasterPid(dataDir);
+    started.splice(0);
+    // Stand-in for the `backplane start` that owns the server while, say, `backplane migrate` runs.
+    const owner = spawn('sleep', ['300'], { stdio: 'ignore' });
+    const ownerExited = new Promise((resolve) => owner.once('exit', resolve));
+    try {
+      const stateFile = path.join(stateDir, 'embedded.json');
+      const state = JSON.parse(await fs.readFile(stateFile, 'utf8'));
+      expect(state.ownerPid).toBe(process.pid);
+      await fs.writeFile(stateFile, JSON.stringify({ ...state, ownerPid: owner.pid }));
+
+      const guest = await startEmbeddedPostgres({ stateDir });
+      await guest.stop();
+      expect(await postmasterPid(dataDir)).toBe(pid);
+      expect(await query<{ ok: number }>(first.adminUrl, 'SELECT 1 AS ok')).toEqual([{ ok: 1 }]);
+    } finally {
+      owner.kill();
+      await ownerExited;
+    }
+
+    const heir = await start();
+    expect(await postmasterPid(dataDir)).toBe(pid);
+    await heir.stop();
+    expect(existsSync(path.join(dataDir, 'postmaster.pid'))).toBe(false);
+    expect(JSON.parse(await fs.readFile(path.join(stateDir, 'embedded.json'), 'utf8')).ownerPid).toBeUndefined();
   });
 });
