@@ -100,7 +100,20 @@ function entryFor(node: Node, name: string): Entry {
   return { ...base, typeflag: '0', size: node.size ?? 0, linkname: '' };
 }
 
-async function* tarChunks(repo: Repository, snapshot: string | Snapshot, path: string, signal?: AbortSignal): AsyncGenerator<Buffer> {
+/** Options of tarStream(). */
+export interface TarOptions {
+  /** Only these absolute snapshot paths (and what is below them), e.g. ['/db']; names stay relative to `path`. */
+  only?: string[];
+}
+
+function selected(only: string[] | undefined, rel: string): boolean {
+  if (!only) return true;
+  const abs = '/' + rel;
+  // A directory on the way to a selected path is kept too, so the archive has its parents.
+  return only.some((o) => abs === o || abs.startsWith(o + '/') || o.startsWith(abs + '/'));
+}
+
+async function* tarChunks(repo: Repository, snapshot: string | Snapshot, path: string, signal?: AbortSignal, opts: TarOptions = {}): AsyncGenerator<Buffer> {
   const sn = typeof snapshot === 'string' ? await findSnapshot(repo, snapshot, undefined, signal) : snapshot;
   const top = await resolvePath(repo, sn, path, signal);
   const emit = async function* (node: Node, name: string): AsyncGenerator<Buffer> {
@@ -121,7 +134,12 @@ async function* tarChunks(repo: Repository, snapshot: string | Snapshot, path: s
     }
   };
   if (top.type === 'dir') {
-    if (top.subtree) for await (const { path: p, node } of walk(repo, top.subtree, '', signal)) yield* emit(node, p);
+    const base = path.replace(/\/+$/, '');
+    if (top.subtree) {
+      for await (const { path: p, node } of walk(repo, top.subtree, '', signal)) {
+        if (selected(opts.only, base ? `${base.slice(1)}/${p}` : p)) yield* emit(node, p);
+      }
+    }
   } else {
     yield* emit(top, top.name);
   }
@@ -129,6 +147,6 @@ async function* tarChunks(repo: Repository, snapshot: string | Snapshot, path: s
 }
 
 /** A Readable tar of a snapshot (or of `path` inside it). */
-export function tarStream(repo: Repository, snapshot: string | Snapshot, path = '/', signal?: AbortSignal): Readable {
-  return Readable.from(tarChunks(repo, snapshot, path, signal), { objectMode: false });
+export function tarStream(repo: Repository, snapshot: string | Snapshot, path = '/', signal?: AbortSignal, opts: TarOptions = {}): Readable {
+  return Readable.from(tarChunks(repo, snapshot, path, signal, opts), { objectMode: false });
 }
