@@ -1,8 +1,18 @@
 /**
  * The explicit list of graphile-worker tasks. Each task lives in its own file, zod-parses its
- * payload (ids only) and calls a service; task names are snake_case `<domain>_<verb>`.
- * Snapshot, restore and schedule tasks are added by their issues.
+ * payload (ids only) and calls one service; names are snake_case `<domain>_<verb>`.
  */
 import type { TaskList } from 'graphile-worker';
+import type { Deps } from '../src/services/deps.ts';
+import type { TaskName } from '../src/services/jobs.ts';
+import { snapshotCreate } from './snapshot-create.ts';
+import { snapshotDelete } from './snapshot-delete.ts';
+import { snapshotRestore } from './snapshot-restore.ts';
 
-export const taskList: TaskList = {};
+export function taskList(deps: Deps): TaskList & Record<TaskName, unknown> {
+  return {
+    snapshot_create: snapshotCreate(deps),
+    snapshot_restore: snapshotRestore(deps),
+    snapshot_delete: snapshotDelete(deps),
+  };
+}

@@ -14,6 +14,7 @@ import type { EventBus } from '../events/bus.ts';
 import type { Context } from '../schema/builder.ts';
 import { schema } from '../schema/index.ts';
 import { AuthenticationError, authenticate, bearerToken } from '../services/api-keys.ts';
+import { openDownload, verifyDownloadToken } from '../services/downloads.ts';
 import type { Deps } from '../services/deps.ts';
 import type { Viewer } from '../services/viewer.ts';
 import type { Config } from './config.ts';
@@ -28,7 +29,7 @@ export interface App {
   readonly server: http.Server;
 }
 
-type AppConfig = Pick<Config, 'BODY_LIMIT_BYTES' | 'BATCH_LIMIT' | 'MAX_DEPTH' | 'MAX_ALIASES' | 'MAX_COST' | 'MAX_TOKENS' | 'SHUTDOWN_GRACE_MS'>;
+type AppConfig = Pick<Config, 'PUBLIC_URL' | 'BODY_LIMIT_BYTES' | 'BATCH_LIMIT' | 'MAX_DEPTH' | 'MAX_ALIASES' | 'MAX_COST' | 'MAX_TOKENS' | 'SHUTDOWN_GRACE_MS'>;
 
 class PayloadTooLargeError extends Error {}
 
@@ -123,6 +124,8 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
     context: async ({ request, requestId, viewer }) => ({
       deps,
       requestId: requestId ?? randomUUID(),
+      idempotencyKey: request.headers.get('idempotency-key') ?? undefined,
+      baseUrl: config.PUBLIC_URL?.replace(/\/$/, '') ?? new URL(request.url).origin,
       // graphql-ws authenticates once at connection_init and passes the viewer in.
       viewer: viewer !== undefined ? viewer : await viewerFor(request.headers.get('authorization')),
     }),
@@ -169,6 +172,24 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
     }
   }
 
+  /** Streams a signed download; an altered or expired link gets 403 and reveals nothing. */
+  async function serveDownload(req: http.IncomingMessage, res: http.ServerResponse, token: string) {
+    const payload = req.method === 'GET' ? verifyDownloadToken(deps, decodeURIComponent(token)) : null;
+    if (!payload) {
+      res.writeHead(403, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'This download link is invalid or has expired' }));
+      return;
+    }
+    const ac = new AbortController();
+    res.on('close', () => ac.abort());
+    const { stream, filename } = await openDownload(deps, payload, ac.signal);
+    res.writeHead(200, { 'content-type': 'application/zstd', 'content-disposition': `attachment; filename="${filename}"`, 'cache-control': 'no-store' });
+    stream.on('error', (err) => {
+      logger.error({ err }, 'download stream failed');
+      res.destroy(err);
+    });
+    stream.pipe(res);
+  }
+
   async function ready(db: Db): Promise<boolean> {
     try {
       await db.$queryRawUnsafe('SELECT 1');
@@ -201,6 +222,8 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
       }, fail);
     } else if (path === '/metrics') {
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(metrics.render());
+    } else if (path.startsWith('/downloads/')) {
+      serveDownload(req, res, path.slice('/downloads/'.length)).catch(fail);
     } else if (path === '/graphql') {
       handleGraphql(req, res, requestId).catch(fail);
     } else {

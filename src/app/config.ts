@@ -25,6 +25,8 @@ export const configSchema = z.object({
   MAX_TOKENS: intFromEnv(2000),
   /** Worker concurrency (jobs of one environment still run one at a time). */
   WORKER_CONCURRENCY: intFromEnv(2),
+  /** A RUNNING operation without a heartbeat for this long is taken back from its (dead) worker. */
+  OPERATION_STALE_MS: intFromEnv(60_000),
   /** How long an in-flight request may take to finish on shutdown. */
   SHUTDOWN_GRACE_MS: intFromEnv(10_000),
 });

@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 
@@ -10,6 +10,8 @@ import path from 'node:path';
 export interface SecretBox {
   seal(plaintext: string): string;
   open(sealed: string): string;
+  /** HMAC-SHA256 (base64url) of data under a key derived from the master key for `purpose`. */
+  sign(purpose: string, data: string): string;
 }
 
 export function createSecretBox(key: Buffer): SecretBox {
@@ -27,6 +29,11 @@ export function createSecretBox(key: Buffer): SecretBox {
       const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(nonce, 'base64'));
       decipher.setAuthTag(Buffer.from(tag, 'base64'));
       return Buffer.concat([decipher.update(Buffer.from(ct, 'base64')), decipher.final()]).toString('utf8');
+    },
+    sign(purpose, data) {
+      // A separate key per purpose: a signature made for one use never verifies for another.
+      const k = Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), `backplane:${purpose}`, 32));
+      return createHmac('sha256', k).update(data).digest('base64url');
     },
   };
 }

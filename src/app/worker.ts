@@ -1,5 +1,7 @@
 import { Logger as WorkerLogger, run, type Runner } from 'graphile-worker';
 import { taskList } from '../../jobs/index.ts';
+import type { Deps } from '../services/deps.ts';
+import { recoverStaleOperations } from '../services/operations.ts';
 import type { Logger } from './logger.ts';
 
 /** graphile-worker's log lines, as our structured JSON logs. */
@@ -10,18 +12,41 @@ function workerLogger(logger: Logger): WorkerLogger {
   });
 }
 
-/** Starts graphile-worker on the shared PostgreSQL; jobs of one environment share a named queue. */
-export async function startWorker(opts: { databaseUrl: string; concurrency: number; logger: Logger }): Promise<Runner> {
+export interface Worker {
+  runner: Runner;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts graphile-worker on the shared PostgreSQL (jobs of one environment share a named queue),
+ * and a sweeper that recovers operations whose worker died.
+ */
+export async function startWorker(opts: { deps: Deps; databaseUrl: string; concurrency: number; logger: Logger; staleAfterMs?: number }): Promise<Worker> {
   const runner = await run({
     connectionString: opts.databaseUrl,
     concurrency: opts.concurrency,
-    taskList,
+    taskList: taskList(opts.deps),
     // Schedules are our own jobs (one pending job per schedule), not graphile-worker's crontab.
     parsedCronItems: [],
     // Our process owns signal handling so the API and worker stop in one order.
     noHandleSignals: true,
     logger: workerLogger(opts.logger),
   });
+  const staleMs = opts.staleAfterMs ?? 60_000;
+  const sweep = () =>
+    recoverStaleOperations(opts.deps, staleMs).then(
+      (r) => (r.requeued.length || r.failed.length) && opts.logger.warn(r, 'recovered operations of a stopped worker'),
+      (err) => opts.logger.error({ err }, 'stale operation sweep failed'),
+    );
+  await sweep();
+  const timer = setInterval(sweep, Math.max(1000, staleMs / 2));
+  timer.unref();
   opts.logger.info({ concurrency: opts.concurrency }, 'worker started');
-  return runner;
+  return {
+    runner,
+    async stop() {
+      clearInterval(timer);
+      await runner.stop();
+    },
+  };
 }

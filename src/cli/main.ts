@@ -4,13 +4,12 @@
  * engine's own command line).
  */
 import { parseArgs } from 'node:util';
-import type { Runner } from 'graphile-worker';
 import { buildApp, type App } from '../app/build-app.ts';
 import { ensureDemo } from '../app/bootstrap.ts';
 import { loadConfig, type Config } from '../app/config.ts';
 import { createLogger, type Logger } from '../app/logger.ts';
 import { createRuntime, type Runtime } from '../app/runtime.ts';
-import { startWorker } from '../app/worker.ts';
+import { startWorker, type Worker } from '../app/worker.ts';
 import { createDb } from '../db/client.ts';
 import { applyMigrations } from '../db/migrate.ts';
 import { SCOPES, type Scope } from '../domain/scopes.ts';
@@ -65,7 +64,7 @@ async function serveCommand(config: Config, logger: Logger, opts: { worker: bool
   const database = await openDatabase(config, logger);
   let runtime: Runtime | undefined;
   let app: App | undefined;
-  let worker: Runner | undefined;
+  let worker: Worker | undefined;
   const stop = async () => {
     await app?.stop();
     await worker?.stop();
@@ -76,7 +75,7 @@ async function serveCommand(config: Config, logger: Logger, opts: { worker: bool
     if (!config.DATABASE_URL) await applyMigrations(database.url, { logger });
     runtime = await createRuntime(config, database.url, logger);
     const demo = opts.demo && database.urlFor ? await ensureDemo(runtime.deps, { home: config.home, databaseUrlFor: database.urlFor }) : null;
-    if (opts.worker) worker = await startWorker({ databaseUrl: database.url, concurrency: config.WORKER_CONCURRENCY, logger });
+    if (opts.worker) worker = await startWorker({ deps: runtime.deps, databaseUrl: database.url, concurrency: config.WORKER_CONCURRENCY, logger, staleAfterMs: config.OPERATION_STALE_MS });
     let port: number | undefined;
     if (opts.api) {
       app = buildApp({ config, deps: runtime.deps, logger });

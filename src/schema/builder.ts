@@ -15,6 +15,10 @@ export interface Context {
   deps: Deps;
   viewer: Viewer | null;
   requestId: string;
+  /** The Idempotency-Key header, used by mutations that start work when the input has no key. */
+  idempotencyKey?: string;
+  /** Origin for links the API hands out (downloads): PUBLIC_URL, or the request's own origin. */
+  baseUrl?: string;
 }
 
 /**

@@ -7,5 +7,8 @@ import './viewer.ts';
 import './project.ts';
 import './environment.ts';
 import './api-key.ts';
+import './operation.ts';
+import './snapshot.ts';
+import './restore.ts';
 
 export const schema = builder.toSchema({ sortSchema: true });

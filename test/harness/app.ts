@@ -16,7 +16,11 @@ import { buildApp, type App } from '../../src/app/build-app.ts';
 import { loadConfig } from '../../src/app/config.ts';
 import { createLogger } from '../../src/app/logger.ts';
 import { createRuntime, type Runtime } from '../../src/app/runtime.ts';
+import { startWorker, type Worker } from '../../src/app/worker.ts';
 import { freshDatabase } from './database.ts';
+
+// Repositories made by tests use a cheap scrypt cost; restic reads them the same.
+process.env.BACKPLANE_REPO_KDF ??= 'fast';
 
 export interface TestApp {
   url: string;
@@ -30,12 +34,14 @@ export interface TestApp {
   post(body: unknown, opts?: { key?: string; headers?: Record<string, string> }): Promise<Response>;
   /** A graphql-ws client authenticated with the key. */
   ws(key?: string): Client;
+  /** Starts a job worker in this process on the app's database (stopped with the app). */
+  startWorker(opts?: { staleAfterMs?: number }): Promise<Worker>;
   stop(): Promise<void>;
 }
 
 /** Environment for a Backplane process pointed at `databaseUrl`. */
 export function testEnv(databaseUrl: string, secretKey: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  return { ...process.env, DATABASE_URL: databaseUrl, BACKPLANE_SECRET_KEY: secretKey, LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent', ...extra };
+  return { ...process.env, BACKPLANE_REPO_KDF: 'fast', DATABASE_URL: databaseUrl, BACKPLANE_SECRET_KEY: secretKey, LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent', ...extra };
 }
 
 export async function startTestApp(opts: { databaseUrl?: string; secretKey?: string; env?: Record<string, string> } = {}): Promise<TestApp> {
@@ -49,6 +55,7 @@ export async function startTestApp(opts: { databaseUrl?: string; secretKey?: str
   const url = `http://127.0.0.1:${port}/graphql`;
   const wsUrl = `ws://127.0.0.1:${port}/graphql`;
   const clients: Client[] = [];
+  const workers: Worker[] = [];
 
   const post = (body: unknown, o: { key?: string; headers?: Record<string, string> } = {}) =>
     fetch(url, {
@@ -79,8 +86,14 @@ export async function startTestApp(opts: { databaseUrl?: string; secretKey?: str
       clients.push(client);
       return client;
     },
+    async startWorker(o = {}) {
+      const w = await startWorker({ deps: runtime.deps, databaseUrl, concurrency: 2, logger, staleAfterMs: o.staleAfterMs });
+      workers.push(w);
+      return w;
+    },
     async stop() {
       await Promise.all(clients.map((c) => c.dispose()));
+      await Promise.all(workers.map((w) => w.stop()));
       await app.stop();
       await runtime.close();
     },

@@ -1,0 +1,118 @@
+import { GraphQLError } from 'graphql';
+import { OperationStatus, OperationType } from '../generated/prisma/enums.ts';
+import { cancelOperation, getOperation, isTerminal } from '../services/operations.ts';
+import { builder } from './builder.ts';
+import { allErrors } from './errors.ts';
+import { parseId } from './ids.ts';
+import { registerNodeLoader } from './node.ts';
+import { viewerOf } from './viewer-of.ts';
+
+export const OperationTypeEnum = builder.enumType(OperationType, { name: 'OperationType' });
+export const OperationStatusEnum = builder.enumType(OperationStatus, { name: 'OperationStatus' });
+
+export const Operation = builder.prismaNode('Operation', {
+  id: { field: 'id' },
+  findUnique: (id) => ({ id }),
+  description: 'A long-running action: a snapshot, a restore, a delete…',
+  fields: (t) => ({
+    type: t.expose('type', { type: OperationTypeEnum }),
+    status: t.expose('status', { type: OperationStatusEnum }),
+    phase: t.exposeString('phase', { nullable: true, description: 'queued, preparing, dumping, uploading, copying, safety-snapshot, restoring, swapping, forgetting, pruning, finalizing, done' }),
+    bytesDone: t.expose('bytesDone', { type: 'BigInt' }),
+    bytesTotal: t.expose('bytesTotal', { type: 'BigInt', nullable: true }),
+    percent: t.float({
+      nullable: true,
+      description: '0–100 when the total is known',
+      select: { bytesDone: true, bytesTotal: true, status: true },
+      resolve: (o) => {
+        if (o.status === 'SUCCEEDED') return 100;
+        if (!o.bytesTotal || o.bytesTotal === 0n) return null;
+        return Math.min(100, Math.round((Number(o.bytesDone) / Number(o.bytesTotal)) * 1000) / 10);
+      },
+    }),
+    message: t.exposeString('message', { nullable: true }),
+    error: t.exposeString('error', { nullable: true }),
+    cancelRequested: t.boolean({ select: { cancelRequestedAt: true }, resolve: (o) => o.cancelRequestedAt !== null }),
+    environment: t.relation('environment', { nullable: true }),
+    snapshot: t.relation('snapshot', { nullable: true }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    startedAt: t.expose('startedAt', { type: 'DateTime', nullable: true }),
+    finishedAt: t.expose('finishedAt', { type: 'DateTime', nullable: true }),
+  }),
+});
+
+registerNodeLoader('Operation', (ctx, id) => getOperation(ctx.deps, viewerOf(ctx), id).catch(() => null));
+
+builder.queryFields((t) => ({
+  operation: t.prismaField({
+    type: 'Operation',
+    nullable: true,
+    authScopes: { read: true },
+    args: { id: t.arg.id({ required: true }) },
+    resolve: async (query, _root, { id }, ctx) => {
+      let opId: string;
+      try {
+        opId = parseId(String(id), 'Operation', ['id']);
+        await getOperation(ctx.deps, viewerOf(ctx), opId);
+      } catch {
+        return null;
+      }
+      return ctx.deps.db.operation.findUnique({ ...query, where: { id: opId } });
+    },
+  }),
+}));
+
+const CancelOperationInput = builder.inputType('CancelOperationInput', { fields: (t) => ({ id: t.id({ required: true }) }) });
+
+export const OperationPayload = builder.objectRef<{ operationId: string }>('OperationPayload').implement({
+  fields: (t) => ({
+    operation: t.prismaField({ type: 'Operation', resolve: (query, p, _a, ctx) => ctx.deps.db.operation.findUniqueOrThrow({ ...query, where: { id: p.operationId } }) }),
+  }),
+});
+
+builder.mutationFields((t) => ({
+  cancelOperation: t.field({
+    type: OperationPayload,
+    authScopes: { write: true },
+    description: 'Stops a queued or running snapshot or restore; the environment is left as it was.',
+    errors: { types: allErrors, directResult: true, union: { name: 'CancelOperationResult' } },
+    args: { input: t.arg({ type: CancelOperationInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => ({
+      operationId: await cancelOperation(ctx.deps, viewerOf(ctx), parseId(String(input.id), 'Operation', ['input', 'id'])),
+    }),
+  }),
+}));
+
+builder.subscriptionFields((t) => ({
+  operation: t.field({
+    type: Operation,
+    authScopes: { read: true },
+    description: 'The operation now, then after every change, until it ends.',
+    args: { id: t.arg.id({ required: true }) },
+    subscribe: async function* (_root, { id }, ctx) {
+      let opId: string;
+      try {
+        opId = parseId(String(id), 'Operation', ['id']);
+      } catch (err) {
+        throw new GraphQLError((err as Error).message, { extensions: { code: 'BAD_USER_INPUT' } });
+      }
+      // Listen first, then read: a change between the two is seen either way.
+      const events = ctx.deps.events.subscribe('operation', opId);
+      try {
+        let op = await getOperation(ctx.deps, viewerOf(ctx), opId).catch(() => {
+          throw new GraphQLError('Operation not found', { extensions: { code: 'OPERATION_NOT_FOUND' } });
+        });
+        yield op;
+        while (!isTerminal(op.status)) {
+          const next = await events.next();
+          if (next.done) return;
+          op = await ctx.deps.db.operation.findUniqueOrThrow({ where: { id: opId } });
+          yield op;
+        }
+      } finally {
+        await events.return?.();
+      }
+    },
+    resolve: (op) => op,
+  }),
+}));

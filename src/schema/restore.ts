@@ -1,0 +1,99 @@
+import { RestoreStrategy } from '../generated/prisma/enums.ts';
+import { restoreSnapshot } from '../services/restores.ts';
+import { inProjectWhere } from '../services/viewer.ts';
+import { builder } from './builder.ts';
+import { allErrors } from './errors.ts';
+import { parseId } from './ids.ts';
+import { registerNodeLoader } from './node.ts';
+import { OperationStatusEnum } from './operation.ts';
+import { SnapshotIncludeEnum } from './snapshot.ts';
+import { viewerOf } from './viewer-of.ts';
+
+const RestoreStrategyEnum = builder.enumType(RestoreStrategy, {
+  name: 'RestoreStrategy',
+  description: 'SWAP: restore beside the live database, then swap names in one short step (needs CREATEDB). IN_PLACE: pg_restore --clean in one transaction.',
+});
+
+builder.prismaNode('RestoreLog', {
+  id: { field: 'id' },
+  findUnique: (id) => ({ id }),
+  description: 'One restore: what went where, and how it ended',
+  fields: (t) => ({
+    snapshot: t.relation('snapshot'),
+    sourceEnvironment: t.relation('sourceEnvironment'),
+    targetEnvironment: t.relation('targetEnvironment'),
+    operation: t.relation('operation'),
+    safetySnapshot: t.relation('safetySnapshot', { nullable: true, description: 'The snapshot of the target taken just before' }),
+    strategy: t.expose('strategy', { type: RestoreStrategyEnum }),
+    includes: t.expose('includes', { type: [SnapshotIncludeEnum] }),
+    status: t.expose('status', { type: OperationStatusEnum }),
+    error: t.exposeString('error', { nullable: true }),
+    previousDatabaseName: t.exposeString('previousDatabaseName', { nullable: true, description: 'Where the replaced database was kept (SWAP)' }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    completedAt: t.expose('completedAt', { type: 'DateTime', nullable: true }),
+  }),
+});
+
+registerNodeLoader('RestoreLog', async (ctx, id) => {
+  const viewer = viewerOf(ctx);
+  return ctx.deps.db.restoreLog.findFirst({
+    where: { id, organizationId: viewer.organizationId, ...(viewer.projectIds ? { targetEnvironment: { projectId: { in: [...viewer.projectIds] } } } : {}) },
+  });
+});
+
+const RestoreRole = builder.enumType('RestoreRole', { values: ['SOURCE', 'TARGET', 'ANY'] as const });
+
+builder.prismaObjectFields('Environment', (t) => ({
+  restoreLogs: t.prismaConnection({
+    type: 'RestoreLog',
+    cursor: 'id',
+    description: 'Restores from or into this environment, newest first',
+    args: { role: t.arg({ type: RestoreRole, defaultValue: 'ANY' }) },
+    totalCount: (env, args, ctx) => ctx.deps.db.restoreLog.count({ where: restoreWhere(env.id, args.role ?? 'ANY') }),
+    resolve: (query, env, args, ctx) => ctx.deps.db.restoreLog.findMany({ ...query, where: restoreWhere(env.id, args.role ?? 'ANY'), orderBy: { id: 'desc' } }),
+  }),
+}));
+
+function restoreWhere(environmentId: string, role: 'SOURCE' | 'TARGET' | 'ANY') {
+  if (role === 'SOURCE') return { sourceEnvironmentId: environmentId };
+  if (role === 'TARGET') return { targetEnvironmentId: environmentId };
+  return { OR: [{ sourceEnvironmentId: environmentId }, { targetEnvironmentId: environmentId }] };
+}
+
+const RestoreSnapshotInput = builder.inputType('RestoreSnapshotInput', {
+  fields: (t) => ({
+    snapshotId: t.id({ required: true }),
+    targetEnvironmentId: t.id({ description: 'Default: the snapshot’s own environment' }),
+    includes: t.field({ type: [SnapshotIncludeEnum], description: 'Default: what the snapshot holds' }),
+    createSafetySnapshot: t.boolean({ defaultValue: true }),
+    strategy: t.field({ type: RestoreStrategyEnum, defaultValue: 'SWAP' }),
+    idempotencyKey: t.string(),
+  }),
+});
+
+const RestorePayload = builder.objectRef<{ operationId: string; restoreLogId: string }>('RestorePayload').implement({
+  fields: (t) => ({
+    operation: t.prismaField({ type: 'Operation', resolve: (q, p, _a, ctx) => ctx.deps.db.operation.findUniqueOrThrow({ ...q, where: { id: p.operationId } }) }),
+    restoreLog: t.prismaField({ type: 'RestoreLog', resolve: (q, p, _a, ctx) => ctx.deps.db.restoreLog.findUniqueOrThrow({ ...q, where: { id: p.restoreLogId } }) }),
+  }),
+});
+
+builder.mutationFields((t) => ({
+  restoreSnapshot: t.field({
+    type: RestorePayload,
+    authScopes: { write: true },
+    description: 'Restores a snapshot atomically into its environment or another one; a safety snapshot of the target is taken first.',
+    errors: { types: allErrors, directResult: true, union: { name: 'RestoreSnapshotResult' } },
+    args: { input: t.arg({ type: RestoreSnapshotInput, required: true }) },
+    resolve: (_root, { input }, ctx) =>
+      restoreSnapshot(ctx.deps, viewerOf(ctx), {
+        snapshotId: parseId(String(input.snapshotId), 'Snapshot', ['input', 'snapshotId']),
+        targetEnvironmentId: input.targetEnvironmentId ? parseId(String(input.targetEnvironmentId), 'Environment', ['input', 'targetEnvironmentId']) : null,
+        includes: input.includes ?? null,
+        createSafetySnapshot: input.createSafetySnapshot ?? true,
+        strategy: input.strategy ?? 'SWAP',
+        idempotencyKey: input.idempotencyKey ?? ctx.idempotencyKey ?? null,
+      }),
+  }),
+}));
+

@@ -1,0 +1,262 @@
+import { CopyStatus, DestinationProvider, SnapshotInclude, SnapshotKind, SnapshotStatus } from '../generated/prisma/enums.ts';
+import type { Prisma } from '../generated/prisma/client.ts';
+import { createDownload, DOWNLOAD_VARIANTS } from '../services/downloads.ts';
+import { deleteSnapshot, estimateSnapshotSize, pinSnapshot, unpinSnapshot } from '../services/snapshot-lifecycle.ts';
+import { createSnapshot, getSnapshot } from '../services/snapshots.ts';
+import { inProjectWhere } from '../services/viewer.ts';
+import { builder } from './builder.ts';
+import { EnvironmentTypeEnum } from './environment.ts';
+import { ValidationError } from '../domain/errors.ts';
+import { allErrors } from './errors.ts';
+import { parseId } from './ids.ts';
+import { registerNodeLoader } from './node.ts';
+import { OperationPayload } from './operation.ts';
+import { viewerOf } from './viewer-of.ts';
+
+export const SnapshotKindEnum = builder.enumType(SnapshotKind, { name: 'SnapshotKind' });
+export const SnapshotIncludeEnum = builder.enumType(SnapshotInclude, { name: 'SnapshotInclude' });
+export const SnapshotStatusEnum = builder.enumType(SnapshotStatus, { name: 'SnapshotStatus' });
+const CopyStatusEnum = builder.enumType(CopyStatus, { name: 'CopyStatus' });
+const DestinationProviderEnum = builder.enumType(DestinationProvider, { name: 'DestinationProvider' });
+const DownloadVariantEnum = builder.enumType('DownloadVariant', { values: DOWNLOAD_VARIANTS });
+
+builder.prismaNode('Destination', {
+  id: { field: 'id' },
+  findUnique: (id) => ({ id }),
+  description: 'Where snapshots are stored',
+  fields: (t) => ({
+    name: t.exposeString('name'),
+    provider: t.expose('provider', { type: DestinationProviderEnum }),
+  }),
+});
+
+builder.prismaObject('SnapshotCopy', {
+  description: 'A snapshot as stored on one destination',
+  fields: (t) => ({
+    destination: t.relation('destination'),
+    status: t.expose('status', { type: CopyStatusEnum }),
+    sizeBytes: t.expose('sizeBytes', { type: 'BigInt' }),
+    addedBytes: t.expose('addedBytes', { type: 'BigInt' }),
+    error: t.exposeString('error', { nullable: true }),
+    completedAt: t.expose('completedAt', { type: 'DateTime', nullable: true }),
+  }),
+});
+
+const Download = builder.objectRef<{ url: string; expiresAt: Date; sizeBytes: bigint }>('Download').implement({
+  description: 'A short-lived signed link to a tar.zst of the snapshot',
+  fields: (t) => ({
+    url: t.exposeString('url'),
+    expiresAt: t.expose('expiresAt', { type: 'DateTime' }),
+    sizeBytes: t.expose('sizeBytes', { type: 'BigInt', description: 'Logical size before compression' }),
+  }),
+});
+
+export const Snapshot = builder.prismaNode('Snapshot', {
+  id: { field: 'id' },
+  findUnique: (id) => ({ id }),
+  fields: (t) => ({
+    kind: t.expose('kind', { type: SnapshotKindEnum }),
+    includes: t.expose('includes', { type: [SnapshotIncludeEnum] }),
+    label: t.exposeString('label', { nullable: true }),
+    status: t.expose('status', { type: SnapshotStatusEnum }),
+    error: t.exposeString('error', { nullable: true }),
+    sizeBytes: t.expose('sizeBytes', { type: 'BigInt', description: 'Logical size of everything captured' }),
+    addedBytes: t.expose('addedBytes', { type: 'BigInt', description: 'New, unique bytes this snapshot added (after dedup and compression)' }),
+    fileCount: t.exposeInt('fileCount'),
+    databaseSizeBytes: t.expose('databaseSizeBytes', { type: 'BigInt', nullable: true }),
+    durationMs: t.exposeInt('durationMs', { nullable: true }),
+    metadata: t.expose('metadata', { type: 'JSON', nullable: true, description: 'What code the data belonged to: appVersion, deploymentId…' }),
+    pinned: t.exposeBoolean('pinned'),
+    pinLabel: t.exposeString('pinLabel', { nullable: true }),
+    pinnedAt: t.expose('pinnedAt', { type: 'DateTime', nullable: true }),
+    expiresAt: t.expose('expiresAt', { type: 'DateTime', nullable: true }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    completedAt: t.expose('completedAt', { type: 'DateTime', nullable: true }),
+    environment: t.relation('environment'),
+    copies: t.relation('copies', { query: { orderBy: { createdAt: 'asc' } } }),
+    restoreLogs: t.relatedConnection('restoreLogs', { cursor: 'id', totalCount: true, query: { orderBy: { id: 'desc' } }, description: 'Restores of this snapshot, newest first' }),
+    download: t.field({
+      type: Download,
+      authScopes: { read: true },
+      args: {
+        variant: t.arg({ type: DownloadVariantEnum, defaultValue: 'DATABASE_AND_FILES' }),
+        ttlSeconds: t.arg.int({ defaultValue: 900, description: '60 to 86400' }),
+      },
+      select: { id: true },
+      resolve: (s, args, ctx) => createDownload(ctx.deps, viewerOf(ctx), s.id, { variant: args.variant ?? 'DATABASE_AND_FILES', ttlSeconds: args.ttlSeconds ?? 900, baseUrl: ctx.baseUrl }),
+    }),
+  }),
+});
+
+registerNodeLoader('Snapshot', (ctx, id) => getSnapshot(ctx.deps, viewerOf(ctx), id).catch(() => null));
+
+export const SnapshotFilter = builder.inputType('SnapshotFilter', {
+  fields: (t) => ({
+    kinds: t.field({ type: [SnapshotKindEnum] }),
+    statuses: t.field({ type: [SnapshotStatusEnum] }),
+    pinned: t.boolean(),
+    labelContains: t.string(),
+    environmentTypes: t.field({ type: [EnvironmentTypeEnum] }),
+    createdAfter: t.field({ type: 'DateTime' }),
+    createdBefore: t.field({ type: 'DateTime' }),
+  }),
+});
+
+type Filter = typeof SnapshotFilter.$inferInput;
+
+/** Prisma `where` for a snapshot filter; DELETED snapshots are listed only when asked for. */
+export function snapshotFilterWhere(f: Filter | null | undefined): Prisma.SnapshotWhereInput {
+  return {
+    status: f?.statuses?.length ? { in: f.statuses } : { not: 'DELETED' },
+    ...(f?.kinds?.length ? { kind: { in: f.kinds } } : {}),
+    ...(f?.pinned != null ? { pinned: f.pinned } : {}),
+    ...(f?.labelContains ? { label: { contains: f.labelContains, mode: 'insensitive' } } : {}),
+    ...(f?.environmentTypes?.length ? { environment: { type: { in: f.environmentTypes } } } : {}),
+    ...(f?.createdAfter || f?.createdBefore ? { createdAt: { ...(f.createdAfter ? { gte: f.createdAfter } : {}), ...(f.createdBefore ? { lt: f.createdBefore } : {}) } } : {}),
+  };
+}
+
+builder.prismaObjectFields('Environment', (t) => ({
+  snapshots: t.prismaConnection({
+    type: 'Snapshot',
+    cursor: 'id',
+    description: 'Snapshots of this environment, newest first. Cursors stay valid while new snapshots arrive.',
+    args: { filter: t.arg({ type: SnapshotFilter }) },
+    totalCount: (env, args, ctx) => ctx.deps.db.snapshot.count({ where: inProjectWhere(viewerOf(ctx), { AND: [{ environmentId: env.id }, snapshotFilterWhere(args.filter)] }) }),
+    resolve: (query, env, args, ctx) =>
+      ctx.deps.db.snapshot.findMany({ ...query, where: inProjectWhere(viewerOf(ctx), { AND: [{ environmentId: env.id }, snapshotFilterWhere(args.filter)] }), orderBy: { id: 'desc' } }),
+  }),
+}));
+
+builder.prismaObjectFields('Project', (t) => ({
+  snapshots: t.prismaConnection({
+    type: 'Snapshot',
+    cursor: 'id',
+    description: 'Snapshots of every environment of this project, newest first.',
+    args: { filter: t.arg({ type: SnapshotFilter }) },
+    totalCount: (p, args, ctx) => ctx.deps.db.snapshot.count({ where: inProjectWhere(viewerOf(ctx), { AND: [{ projectId: p.id }, snapshotFilterWhere(args.filter)] }) }),
+    resolve: (query, p, args, ctx) =>
+      ctx.deps.db.snapshot.findMany({ ...query, where: inProjectWhere(viewerOf(ctx), { AND: [{ projectId: p.id }, snapshotFilterWhere(args.filter)] }), orderBy: { id: 'desc' } }),
+  }),
+}));
+
+const SizeEstimate = builder.objectRef<{ databaseBytes: bigint; filesBytes: bigint; fileCount: number }>('SnapshotSizeEstimate').implement({
+  fields: (t) => ({
+    databaseBytes: t.expose('databaseBytes', { type: 'BigInt' }),
+    filesBytes: t.expose('filesBytes', { type: 'BigInt' }),
+    fileCount: t.exposeInt('fileCount'),
+  }),
+});
+
+builder.queryFields((t) => ({
+  snapshot: t.prismaField({
+    type: 'Snapshot',
+    nullable: true,
+    authScopes: { read: true },
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (query, _root, { id }, ctx) => {
+      let snapshotId: string;
+      try {
+        snapshotId = parseId(String(id), 'Snapshot', ['id']);
+      } catch {
+        return null;
+      }
+      return ctx.deps.db.snapshot.findFirst({ ...query, where: inProjectWhere(viewerOf(ctx), { id: snapshotId }) });
+    },
+  }),
+  estimateSnapshotSize: t.field({
+    type: SizeEstimate,
+    authScopes: { read: true },
+    description: 'Database bytes, files bytes and file count of an environment now, without taking a snapshot.',
+    errors: { types: allErrors, directResult: true, union: { name: 'EstimateSnapshotSizeResult' } },
+    args: { environmentId: t.arg.id({ required: true }) },
+    resolve: (_root, { environmentId }, ctx) => estimateSnapshotSize(ctx.deps, viewerOf(ctx), parseId(String(environmentId), 'Environment', ['environmentId'])),
+  }),
+}));
+
+const SnapshotMetadataInput = builder.inputType('SnapshotMetadataInput', {
+  description: 'Identifies the code the data belonged to',
+  fields: (t) => ({
+    appVersion: t.string(),
+    deploymentId: t.string(),
+    gitCommit: t.string(),
+  }),
+});
+
+const CreateSnapshotInput = builder.inputType('CreateSnapshotInput', {
+  fields: (t) => ({
+    environmentId: t.id({ required: true }),
+    includes: t.field({ type: [SnapshotIncludeEnum], description: 'Default: [DB, FILES]' }),
+    label: t.string(),
+    kind: t.field({ type: SnapshotKindEnum, description: 'MANUAL (default) or PRE_DEPLOY' }),
+    metadata: t.field({ type: SnapshotMetadataInput }),
+    idempotencyKey: t.string({ description: 'Same key and input: the same operation back. Also read from the Idempotency-Key header.' }),
+  }),
+});
+
+const SnapshotOperationPayload = builder.objectRef<{ operationId: string; snapshotId: string }>('SnapshotOperationPayload').implement({
+  fields: (t) => ({
+    operation: t.prismaField({ type: 'Operation', resolve: (q, p, _a, ctx) => ctx.deps.db.operation.findUniqueOrThrow({ ...q, where: { id: p.operationId } }) }),
+    snapshot: t.prismaField({ type: 'Snapshot', resolve: (q, p, _a, ctx) => ctx.deps.db.snapshot.findUniqueOrThrow({ ...q, where: { id: p.snapshotId } }) }),
+  }),
+});
+
+const SnapshotIdInput = builder.inputType('SnapshotIdInput', { fields: (t) => ({ id: t.id({ required: true }) }) });
+const PinSnapshotInput = builder.inputType('PinSnapshotInput', { fields: (t) => ({ id: t.id({ required: true }), label: t.string() }) });
+
+const SnapshotPayload = builder.objectRef<{ snapshotId: string }>('SnapshotPayload').implement({
+  fields: (t) => ({
+    snapshot: t.prismaField({ type: 'Snapshot', resolve: (q, p, _a, ctx) => ctx.deps.db.snapshot.findUniqueOrThrow({ ...q, where: { id: p.snapshotId } }) }),
+  }),
+});
+
+builder.mutationFields((t) => ({
+  createSnapshot: t.field({
+    type: SnapshotOperationPayload,
+    authScopes: { write: true },
+    description: 'Starts a snapshot; returns at once with the operation to watch and the snapshot in CREATING.',
+    errors: { types: allErrors, directResult: true, union: { name: 'CreateSnapshotResult' } },
+    args: { input: t.arg({ type: CreateSnapshotInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => {
+      const environmentId = parseId(String(input.environmentId), 'Environment', ['input', 'environmentId']);
+      const metadata = input.metadata ? Object.fromEntries(Object.entries(input.metadata).filter(([, v]) => v != null)) : undefined;
+      if (input.kind === 'SCHEDULED' || input.kind === 'SAFETY') {
+        throw ValidationError.field(['input', 'kind'], 'only MANUAL or PRE_DEPLOY snapshots can be requested');
+      }
+      return createSnapshot(ctx.deps, viewerOf(ctx), {
+        environmentId,
+        includes: input.includes ?? undefined,
+        label: input.label,
+        kind: input.kind ?? undefined,
+        metadata: metadata as Record<string, string> | undefined,
+        idempotencyKey: input.idempotencyKey ?? ctx.idempotencyKey ?? undefined,
+      });
+    },
+  }),
+  deleteSnapshot: t.field({
+    type: OperationPayload,
+    authScopes: { write: true },
+    description: 'Deletes a snapshot from every destination (a job); pinned snapshots are refused.',
+    errors: { types: allErrors, directResult: true, union: { name: 'DeleteSnapshotResult' } },
+    args: { input: t.arg({ type: SnapshotIdInput, required: true }) },
+    resolve: (_root, { input }, ctx) => deleteSnapshot(ctx.deps, viewerOf(ctx), parseId(String(input.id), 'Snapshot', ['input', 'id'])),
+  }),
+  pinSnapshot: t.field({
+    type: SnapshotPayload,
+    authScopes: { write: true },
+    errors: { types: allErrors, directResult: true, union: { name: 'PinSnapshotResult' } },
+    args: { input: t.arg({ type: PinSnapshotInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => ({
+      snapshotId: await pinSnapshot(ctx.deps, viewerOf(ctx), parseId(String(input.id), 'Snapshot', ['input', 'id']), { label: input.label }),
+    }),
+  }),
+  unpinSnapshot: t.field({
+    type: SnapshotPayload,
+    authScopes: { write: true },
+    errors: { types: allErrors, directResult: true, union: { name: 'UnpinSnapshotResult' } },
+    args: { input: t.arg({ type: SnapshotIdInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => ({
+      snapshotId: await unpinSnapshot(ctx.deps, viewerOf(ctx), parseId(String(input.id), 'Snapshot', ['input', 'id'])),
+    }),
+  }),
+}));

@@ -1,0 +1,85 @@
+import { timingSafeEqual } from 'node:crypto';
+import { PassThrough, Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { CompressStream } from 'zstd-napi';
+import { ConflictError, ErrorCode, ValidationError } from '../domain/errors.ts';
+import { tarStream } from '../engine/api.ts';
+import type { Deps } from './deps.ts';
+import { openRepository } from './repositories.ts';
+import { getSnapshot } from './snapshots.ts';
+import type { Viewer } from './viewer.ts';
+
+/**
+ * Downloads: a signed, short-lived URL (`/downloads/<token>`) served by Backplane itself, which
+ * streams a tar.zst of the snapshot straight from the repository — never whole in memory.
+ * The token is `<payload>.<hmac>`; the payload names the snapshot, the variant and the expiry.
+ */
+
+export const DOWNLOAD_VARIANTS = ['DATABASE_AND_FILES', 'DATABASE_ONLY', 'FILES_ONLY'] as const;
+export type DownloadVariant = (typeof DOWNLOAD_VARIANTS)[number];
+
+interface TokenPayload {
+  s: string;
+  v: DownloadVariant;
+  /** Expiry, seconds since the epoch. */
+  e: number;
+}
+
+export async function createDownload(
+  deps: Deps,
+  viewer: Viewer,
+  snapshotId: string,
+  opts: { variant: DownloadVariant; ttlSeconds: number; baseUrl?: string },
+): Promise<{ url: string; expiresAt: Date; sizeBytes: bigint }> {
+  if (!Number.isInteger(opts.ttlSeconds) || opts.ttlSeconds < 60 || opts.ttlSeconds > 86_400) {
+    throw ValidationError.field(['ttlSeconds'], 'must be between 60 and 86400 seconds');
+  }
+  const snapshot = await getSnapshot(deps, viewer, snapshotId);
+  if (snapshot.status !== 'READY') throw new ConflictError(ErrorCode.SNAPSHOT_NOT_READY, 'Only a ready snapshot can be downloaded');
+  const needs = opts.variant === 'DATABASE_ONLY' ? 'DB' : opts.variant === 'FILES_ONLY' ? 'FILES' : null;
+  if (needs && !snapshot.includes.includes(needs)) throw ValidationError.field(['variant'], `this snapshot holds no ${needs === 'DB' ? 'database' : 'files'}`);
+  const expiresAt = new Date(deps.clock.now().getTime() + opts.ttlSeconds * 1000);
+  const payload = Buffer.from(JSON.stringify({ s: snapshot.id, v: opts.variant, e: Math.floor(expiresAt.getTime() / 1000) } satisfies TokenPayload)).toString('base64url');
+  const token = `${payload}.${deps.secrets.sign('download', payload)}`;
+  return { url: `${opts.baseUrl ?? ''}/downloads/${token}`, expiresAt, sizeBytes: snapshot.sizeBytes };
+}
+
+/** The token's payload when its signature is right and it has not expired; otherwise null. */
+export function verifyDownloadToken(deps: Deps, token: string): TokenPayload | null {
+  const [payload, sig] = token.split('.');
+  if (!payload || !sig) return null;
+  const expected = Buffer.from(deps.secrets.sign('download', payload));
+  const given = Buffer.from(sig);
+  if (expected.length !== given.length || !timingSafeEqual(expected, given)) return null;
+  try {
+    const p = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as TokenPayload;
+    if (typeof p.e !== 'number' || p.e * 1000 <= deps.clock.now().getTime()) return null;
+    return p;
+  } catch {
+    return null;
+  }
+}
+
+/** The tar.zst stream of a verified download, reading from the first copy that opens. */
+export async function openDownload(deps: Deps, p: TokenPayload, signal: AbortSignal): Promise<{ stream: Readable; filename: string }> {
+  const snapshot = await deps.db.snapshot.findUniqueOrThrow({ where: { id: p.s }, include: { environment: true } });
+  const copies = await deps.db.snapshotCopy.findMany({ where: { snapshotId: p.s, status: 'READY', repoSnapshotId: { not: null } }, orderBy: { createdAt: 'asc' } });
+  let lastError: unknown = new Error('no readable copy');
+  for (const copy of copies) {
+    try {
+      const opened = await openRepository(deps, copy.destinationId, signal);
+      const paths = p.v === 'DATABASE_ONLY' ? ['/db'] : p.v === 'FILES_ONLY' ? ['/files'] : snapshot.includes.map((i) => (i === 'DB' ? '/db' : '/files'));
+      const tar = tarStream(opened.repo, copy.repoSnapshotId!, '/', signal, { only: paths });
+      const out = new PassThrough();
+      void pipeline(tar, new CompressStream(), out, { signal })
+        .catch((err) => out.destroy(err))
+        .finally(() => void opened.close());
+      const stamp = snapshot.createdAt.toISOString().replace(/[:.]/g, '-');
+      return { stream: out, filename: `${snapshot.environment.name}-${stamp}.tar.zst` };
+    } catch (err) {
+      if (signal.aborted) throw err;
+      lastError = err;
+    }
+  }
+  throw lastError;
+}

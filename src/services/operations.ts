@@ -1,0 +1,200 @@
+import { ConflictError, ErrorCode, NotFoundError } from '../domain/errors.ts';
+import { publishInTransaction } from '../events/bus.ts';
+import type { Operation, OperationStatus } from '../generated/prisma/client.ts';
+import type { Deps } from './deps.ts';
+import { operationJobKey, removeJob } from './jobs.ts';
+import { inProjectWhere, type Viewer } from './viewer.ts';
+
+/**
+ * Operations: every long-running action (snapshot, restore, delete…) as a row a UI can watch.
+ * Workers move it QUEUED → RUNNING → SUCCEEDED | FAILED | CANCELLED, report phase and bytes at most
+ * a few times a second, and publish each change on the `operation` topic.
+ */
+
+export const TERMINAL: readonly OperationStatus[] = ['SUCCEEDED', 'FAILED', 'CANCELLED'];
+export const isTerminal = (s: OperationStatus) => TERMINAL.includes(s);
+
+/** Reads an operation the viewer may see (through its environment's project). */
+export async function getOperation(deps: Deps, viewer: Viewer, id: string): Promise<Operation> {
+  const op = await deps.db.operation.findFirst({
+    where: { id, organizationId: viewer.organizationId, ...(viewer.projectIds ? { environment: { projectId: { in: [...viewer.projectIds] } } } : {}) },
+  });
+  if (!op) throw new NotFoundError(ErrorCode.OPERATION_NOT_FOUND, 'Operation not found');
+  return op;
+}
+
+/** Publishes an operation's new state to its watchers and its environment's activity stream. */
+async function announce(deps: Deps, op: Pick<Operation, 'id' | 'status' | 'environmentId'>, withActivity: boolean): Promise<void> {
+  await deps.events.publish('operation', op.id, { operationId: op.id, status: op.status });
+  if (withActivity && op.environmentId) {
+    await deps.events.publish('environmentActivity', op.environmentId, { kind: 'OPERATION', environmentId: op.environmentId, subjectId: op.id });
+  }
+}
+
+/**
+ * Claims an operation for a run. Returns null when there is nothing to do (already finished, or
+ * cancelled while queued); a retry after a crash finds it RUNNING and takes it again.
+ */
+export async function beginOperation(deps: Deps, id: string): Promise<Operation | null> {
+  const op = await deps.db.operation.findUnique({ where: { id } });
+  if (!op || isTerminal(op.status)) return null;
+  const now = deps.clock.now();
+  const updated = await deps.db.operation.update({
+    where: { id },
+    data: { status: 'RUNNING', startedAt: op.startedAt ?? now, heartbeatAt: now, attempts: { increment: 1 }, error: null },
+  });
+  await announce(deps, updated, true);
+  return updated;
+}
+
+export interface Progress {
+  phase?: string;
+  bytesDone?: number | bigint;
+  bytesTotal?: number | bigint | null;
+  message?: string;
+}
+
+/** Throttled progress: at most one write and event per interval, and always the last one on flush. */
+export function progressReporter(deps: Deps, operationId: string, intervalMs = 250) {
+  let pending: Progress | null = null;
+  let last = 0;
+  let writing: Promise<void> = Promise.resolve();
+  const write = (p: Progress) => {
+    writing = writing.then(async () => {
+      const op = await deps.db.operation.update({
+        where: { id: operationId },
+        data: {
+          ...(p.phase !== undefined ? { phase: p.phase } : {}),
+          ...(p.bytesDone !== undefined ? { bytesDone: BigInt(p.bytesDone) } : {}),
+          ...(p.bytesTotal !== undefined ? { bytesTotal: p.bytesTotal === null ? null : BigInt(p.bytesTotal) } : {}),
+          ...(p.message !== undefined ? { message: p.message } : {}),
+          heartbeatAt: deps.clock.now(),
+        },
+      });
+      await announce(deps, op, false);
+    }).catch((err) => deps.logger.warn({ err, operationId }, 'progress update failed'));
+  };
+  return {
+    report(p: Progress) {
+      pending = { ...pending, ...p };
+      const now = Date.now();
+      if (p.phase !== undefined || now - last >= intervalMs) {
+        last = now;
+        const next = pending;
+        pending = null;
+        write(next);
+      }
+    },
+    async flush() {
+      if (pending) write(pending);
+      pending = null;
+      await writing;
+    },
+  };
+}
+
+/** Records the end of an operation and tells everyone watching. */
+export async function finishOperation(deps: Deps, id: string, status: 'SUCCEEDED' | 'FAILED' | 'CANCELLED', error?: string): Promise<Operation> {
+  const op = await deps.db.operation.update({
+    where: { id },
+    data: { status, error: error ?? null, finishedAt: deps.clock.now(), ...(status === 'SUCCEEDED' ? { phase: 'done' } : {}) },
+  });
+  await announce(deps, op, true);
+  return op;
+}
+
+/**
+ * Cancels an operation. A queued one is cancelled at once (its job removed); a running one is
+ * asked to stop: its worker hears the request and aborts, then records CANCELLED itself.
+ */
+export async function cancelOperation(deps: Deps, viewer: Viewer, id: string): Promise<string> {
+  const op = await getOperation(deps, viewer, id);
+  if (isTerminal(op.status)) throw new ConflictError(ErrorCode.OPERATION_FINISHED, `Operation already ${op.status.toLowerCase()}`);
+  const now = deps.clock.now();
+  await deps.db.$transaction(async (tx) => {
+    const claimed = await tx.operation.updateMany({ where: { id, status: 'QUEUED' }, data: { status: 'CANCELLED', cancelRequestedAt: now, finishedAt: now, error: 'Cancelled before it started' } });
+    if (claimed.count === 1) {
+      await removeJob(tx, operationJobKey(id));
+      await cancelledBeforeStart(tx, op);
+    } else {
+      await tx.operation.update({ where: { id }, data: { cancelRequestedAt: now } });
+    }
+    await publishInTransaction(tx, 'operation', id, { operationId: id, status: claimed.count === 1 ? 'CANCELLED' : 'CANCELLING' });
+  });
+  return id;
+}
+
+/** What an operation that will never run leaves behind: its snapshot is marked failed, never half-visible. */
+async function cancelledBeforeStart(tx: Parameters<Parameters<Deps['db']['$transaction']>[0]>[0], op: Operation): Promise<void> {
+  if (op.type === 'SNAPSHOT' && op.snapshotId) {
+    await tx.snapshot.update({ where: { id: op.snapshotId }, data: { status: 'FAILED', error: 'Cancelled before it started' } });
+    await tx.snapshotCopy.updateMany({ where: { snapshotId: op.snapshotId }, data: { status: 'FAILED', error: 'Cancelled' } });
+  }
+  if (op.type === 'RESTORE') {
+    await tx.restoreLog.updateMany({ where: { operationId: op.id }, data: { status: 'FAILED', error: 'It never completed' } });
+  }
+}
+
+/** Aborts when a cancel is requested for the operation (checked now, then on every event). */
+export function watchCancellation(deps: Deps, operationId: string): { signal: AbortSignal; stop(): void } {
+  const ac = new AbortController();
+  const events = deps.events.subscribe('operation', operationId);
+  void (async () => {
+    const op = await deps.db.operation.findUnique({ where: { id: operationId } });
+    if (op?.cancelRequestedAt) ac.abort(new CancelledError());
+    for await (const e of events) {
+      if (e.status === 'CANCELLING') ac.abort(new CancelledError());
+    }
+  })().catch(() => undefined);
+  return { signal: ac.signal, stop: () => void events.return?.() };
+}
+
+/** The reason an operation's signal aborts when a person cancelled it. */
+export class CancelledError extends Error {
+  constructor() {
+    super('Cancelled');
+    this.name = 'CancelledError';
+  }
+}
+
+/** The reason an operation's signal aborts when it ran past the environment's timeoutSeconds. */
+export class TimedOutError extends Error {
+  constructor(seconds: number) {
+    super(`Timed out after ${seconds} s`);
+    this.name = 'TimedOutError';
+  }
+}
+
+
+/**
+ * Finds operations whose worker stopped sending heartbeats (killed, machine lost) and makes them
+ * runnable again: the job's lock is released so graphile-worker retries it, or, when it has no
+ * attempts left, the operation is marked FAILED. Nothing stays RUNNING forever.
+ */
+export async function recoverStaleOperations(deps: Deps, staleMs: number): Promise<{ requeued: string[]; failed: string[] }> {
+  const cutoff = new Date(deps.clock.now().getTime() - staleMs);
+  const stale = await deps.db.operation.findMany({ where: { status: 'RUNNING', OR: [{ heartbeatAt: { lt: cutoff } }, { heartbeatAt: null }] } });
+  const requeued: string[] = [];
+  const failed: string[] = [];
+  for (const op of stale) {
+    const [job] = await deps.db.$queryRawUnsafe<{ locked_by: string | null; attempts: number; max_attempts: number }[]>(
+      'SELECT locked_by, attempts, max_attempts FROM graphile_worker.jobs WHERE key = $1',
+      operationJobKey(op.id),
+    );
+    if (job && job.attempts < job.max_attempts) {
+      if (job.locked_by) {
+        await deps.db.$queryRawUnsafe('SELECT count(*)::int AS n FROM (SELECT graphile_worker.force_unlock_workers(ARRAY[$1]::text[])) AS u', job.locked_by);
+      }
+      await deps.db.operation.update({ where: { id: op.id }, data: { status: 'QUEUED', phase: 'queued', message: 'The worker running this stopped; it will run again' } });
+      requeued.push(op.id);
+    } else {
+      await deps.db.$transaction(async (tx) => {
+        await cancelledBeforeStart(tx, op);
+        await tx.operation.update({ where: { id: op.id }, data: { status: 'FAILED', error: 'The worker running this stopped responding', finishedAt: deps.clock.now() } });
+      });
+      failed.push(op.id);
+    }
+    await announce(deps, { id: op.id, status: job && job.attempts < job.max_attempts ? 'QUEUED' : 'FAILED', environmentId: op.environmentId }, true);
+  }
+  return { requeued, failed };
+}

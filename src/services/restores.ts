@@ -1,0 +1,235 @@
+import { z } from 'zod';
+import { ConflictError, ErrorCode, NotFoundError, ValidationError } from '../domain/errors.ts';
+import { parseInput } from '../domain/validation.ts';
+import { fileStream, findSnapshot, resolvePath, restore as restoreFiles, type Repository } from '../engine/api.ts';
+import { publishInTransaction } from '../events/bus.ts';
+import { canCreateDatabase, prepareDatabase, type PreparedDatabase } from '../sources/postgres.ts';
+import { prepareDirectory } from '../sources/files.ts';
+import { raiseAlert } from './alerts.ts';
+import type { Deps } from './deps.ts';
+import { environmentDatabaseUrl, getEnvironment } from './environments.ts';
+import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
+import { enqueueJob, operationJobKey } from './jobs.ts';
+import { beginOperation, CancelledError, finishOperation, progressReporter } from './operations.ts';
+import { openRepository, type OpenedRepository } from './repositories.ts';
+import { getSnapshot, INCLUDES, messageOf, runSnapshot, underLimits } from './snapshots.ts';
+import type { Viewer } from './viewer.ts';
+
+/**
+ * Restores: a snapshot of one environment back into it, or into another environment of the same
+ * organization. The job first takes a SAFETY snapshot of the target (unless asked not to), then
+ * prepares the database and the files beside the live ones, and swaps both in one short step. A
+ * failure before the swap leaves the target untouched; a files swap that fails after the database
+ * swap puts the database back.
+ */
+
+export const restoreSnapshotInput = z.object({
+  snapshotId: z.string(),
+  targetEnvironmentId: z.string().nullish(),
+  includes: z.array(z.enum(INCLUDES)).min(1, 'must include DB, FILES or both').nullish(),
+  createSafetySnapshot: z.boolean().default(true),
+  strategy: z.enum(['SWAP', 'IN_PLACE']).default('SWAP'),
+  idempotencyKey: idempotencyKey.nullish(),
+});
+
+export async function restoreSnapshot(
+  deps: Deps,
+  viewer: Viewer,
+  raw: z.input<typeof restoreSnapshotInput>,
+): Promise<{ operationId: string; restoreLogId: string }> {
+  const input = parseInput(restoreSnapshotInput, raw);
+  const snapshot = await getSnapshot(deps, viewer, input.snapshotId);
+  if (snapshot.status !== 'READY') throw new ConflictError(ErrorCode.SNAPSHOT_NOT_READY, `Snapshot is ${snapshot.status.toLowerCase()}, not ready`);
+  const target = await getEnvironment(deps, viewer, input.targetEnvironmentId ?? snapshot.environmentId);
+  const includes = [...new Set(input.includes ?? snapshot.includes)];
+  const missing = includes.filter((i) => !snapshot.includes.includes(i));
+  if (missing.length) throw ValidationError.field(['input', 'includes'], `the snapshot does not contain ${missing.join(' and ')}`);
+  if (includes.includes('FILES') && !target.filesPath) throw ValidationError.field(['input', 'includes'], 'the target environment has no files path');
+
+  const hash = input.idempotencyKey ? inputHash({ ...input, idempotencyKey: undefined, targetEnvironmentId: target.id, includes: [...includes].sort() }) : null;
+  if (input.idempotencyKey) {
+    const earlier = await replayed(deps, viewer.organizationId, 'restoreSnapshot', input.idempotencyKey, hash!);
+    if (earlier) return restoreOfOperation(deps, earlier);
+  }
+  const running = await deps.db.operation.findFirst({ where: { environmentId: target.id, type: 'RESTORE', status: { in: ['QUEUED', 'RUNNING'] } } });
+  if (running) throw new ConflictError(ErrorCode.RESTORE_RUNNING, 'A restore into this environment is already queued or running');
+
+  return deps.db.$transaction(async (tx) => {
+    const op = await tx.operation.create({
+      data: { organizationId: target.organizationId, environmentId: target.id, type: 'RESTORE', snapshotId: snapshot.id, phase: 'queued', input: { includes, strategy: input.strategy, createSafetySnapshot: input.createSafetySnapshot } },
+    });
+    const log = await tx.restoreLog.create({
+      data: {
+        organizationId: target.organizationId,
+        snapshotId: snapshot.id,
+        sourceEnvironmentId: snapshot.environmentId,
+        targetEnvironmentId: target.id,
+        operationId: op.id,
+        strategy: input.strategy,
+        includes,
+      },
+    });
+    if (input.idempotencyKey) {
+      await remember(tx, deps, { organizationId: viewer.organizationId, mutation: 'restoreSnapshot', key: input.idempotencyKey, hash: hash!, operationId: op.id });
+    }
+    await enqueueJob(tx, 'snapshot_restore', { operationId: op.id }, { queueName: target.id, jobKey: operationJobKey(op.id), maxAttempts: 1 });
+    await publishInTransaction(tx, 'environmentActivity', target.id, { kind: 'RESTORE', environmentId: target.id, subjectId: log.id });
+    return { operationId: op.id, restoreLogId: log.id };
+  });
+}
+
+async function restoreOfOperation(deps: Deps, operationId: string) {
+  const log = await deps.db.restoreLog.findFirstOrThrow({ where: { operationId } });
+  return { operationId, restoreLogId: log.id };
+}
+
+/** Reads the snapshot's copies in order and opens the first destination that answers. */
+async function openReadableCopy(deps: Deps, snapshotId: string, signal: AbortSignal): Promise<{ opened: OpenedRepository; repoSnapshotId: string }> {
+  const copies = await deps.db.snapshotCopy.findMany({ where: { snapshotId, status: 'READY', repoSnapshotId: { not: null } }, orderBy: { createdAt: 'asc' } });
+  let lastError: unknown = new Error('the snapshot has no readable copy');
+  for (const copy of copies) {
+    try {
+      const opened = await openRepository(deps, copy.destinationId, signal);
+      return { opened, repoSnapshotId: copy.repoSnapshotId! };
+    } catch (err) {
+      if (signal.aborted) throw err;
+      lastError = err;
+      deps.logger.warn({ err, destinationId: copy.destinationId }, 'destination unreadable; trying the next copy');
+    }
+  }
+  throw lastError;
+}
+
+/** The dump file inside a snapshot: the one file under /db. */
+async function dumpNode(repo: Repository, repoSnapshotId: string, signal: AbortSignal) {
+  const sn = await findSnapshot(repo, repoSnapshotId, undefined, signal);
+  const db = await resolvePath(repo, sn, '/db', signal);
+  const tree = await repo.loadTree(db.subtree!, signal);
+  const file = tree.nodes.find((n) => n.type === 'file' && n.name.endsWith('.dump'));
+  if (!file) throw new NotFoundError(ErrorCode.SNAPSHOT_NOT_FOUND, 'The snapshot holds no database dump');
+  return { sn, file };
+}
+
+/** Commits `first`; when that fails, rolls back both, leaving the target as it was. */
+async function commitOrRollback(first: { commit(): Promise<unknown>; rollback(): Promise<void> } | null, other: { rollback(): Promise<void> } | null): Promise<void> {
+  try {
+    await first?.commit();
+  } catch (err) {
+    await first?.rollback().catch(() => undefined);
+    await other?.rollback().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** The job. A restore is never retried automatically: a person decides after a failure. */
+export async function runRestore(deps: Deps, operationId: string, jobSignal?: AbortSignal): Promise<void> {
+  const op = await beginOperation(deps, operationId);
+  if (!op) return;
+  const log = await deps.db.restoreLog.findFirstOrThrow({ where: { operationId }, include: { targetEnvironment: { include: { settings: true } } } });
+  const target = log.targetEnvironment;
+  const progress = progressReporter(deps, operationId);
+  const restoreId = log.id.replace(/-/g, '').slice(-12);
+  let opened: OpenedRepository | undefined;
+  try {
+    await underLimits(deps, operationId, target.settings?.timeoutSeconds ?? 3600, jobSignal, async (signal) => {
+      const opInput = op.input as { createSafetySnapshot?: boolean; strategy?: 'SWAP' | 'IN_PLACE' };
+      if (opInput.createSafetySnapshot !== false) {
+        progress.report({ phase: 'safety-snapshot' });
+        const safetyId = await takeSafetySnapshot(deps, log.targetEnvironmentId, log.includes, signal);
+        await deps.db.restoreLog.update({ where: { id: log.id }, data: { safetySnapshotId: safetyId } });
+      }
+      await deps.db.restoreLog.update({ where: { id: log.id }, data: { status: 'RUNNING' } });
+      progress.report({ phase: 'restoring', bytesDone: 0 });
+      const source = await openReadableCopy(deps, log.snapshotId, signal);
+      opened = source.opened;
+      const repo = source.opened.repo;
+      const snapshotRow = await deps.db.snapshot.findUniqueOrThrow({ where: { id: log.snapshotId } });
+      const total = Number(snapshotRow.sizeBytes);
+      let filesDone = 0;
+      let dbDone = 0;
+      const report = () => progress.report({ bytesDone: filesDone + dbDone, bytesTotal: total || null });
+
+      const files = log.includes.includes('FILES')
+        ? await prepareDirectory(target.filesPath!, restoreId, async (dir: string) => {
+            await restoreFiles(repo, source.repoSnapshotId, dir, { path: '/files', signal, onProgress: (p) => ((filesDone = p.bytesDone), report()) });
+          }, { signal })
+        : null;
+      let db: PreparedDatabase | null = null;
+      try {
+        if (log.includes.includes('DB')) {
+          const url = await environmentDatabaseUrl(deps, target.id);
+          const { file } = await dumpNode(repo, source.repoSnapshotId, signal);
+          const dump = fileStream(repo, file, signal);
+          dump.on('data', (c: Buffer) => ((dbDone += c.length), report()));
+          const strategy = opInput.strategy === 'IN_PLACE' || !(await canCreateDatabase(url)) ? 'IN_PLACE' : 'SWAP';
+          db = await prepareDatabase(url, dump, { strategy, restoreId, signal });
+        }
+      } catch (err) {
+        await files?.rollback().catch((e: unknown) => deps.logger.error({ err: e }, 'files rollback failed'));
+        throw err;
+      }
+      // Both sides are ready beside the live ones; now the short step. What can be undone commits first.
+      progress.report({ phase: 'swapping' });
+      if (db?.canUndo) {
+        await commitOrRollback(db, files);
+        try {
+          await files?.commit();
+        } catch (err) {
+          await db.undo();
+          throw err;
+        }
+      } else {
+        await commitOrRollback(files, db);
+        try {
+          await db?.commit();
+        } catch (err) {
+          await files?.undo();
+          throw err;
+        }
+      }
+      if (db?.previousName) await deps.db.restoreLog.update({ where: { id: log.id }, data: { previousDatabaseName: db.previousName } });
+    });
+    await progress.flush();
+    await deps.db.restoreLog.update({ where: { id: log.id }, data: { status: 'SUCCEEDED', completedAt: deps.clock.now() } });
+    await finishOperation(deps, operationId, 'SUCCEEDED');
+  } catch (err) {
+    await progress.flush();
+    const cancelled = err instanceof CancelledError;
+    const message = messageOf(err);
+    await deps.db.restoreLog.update({ where: { id: log.id }, data: { status: cancelled ? 'CANCELLED' : 'FAILED', error: message, completedAt: deps.clock.now() } });
+    await finishOperation(deps, operationId, cancelled ? 'CANCELLED' : 'FAILED', message);
+    if (!cancelled) {
+      await raiseAlert(deps, { organizationId: target.organizationId, environmentId: target.id, operationId, type: 'RESTORE_FAILED', severity: 'CRITICAL', message: `Restore into ${target.name} failed: ${message}` });
+    }
+  } finally {
+    await opened?.close().catch(() => undefined);
+    await deps.events.publish('environmentActivity', target.id, { kind: 'RESTORE', environmentId: target.id, subjectId: log.id });
+  }
+}
+
+/** Takes a SAFETY snapshot of the target inside the restore job (the environment's queue is already ours). */
+async function takeSafetySnapshot(deps: Deps, environmentId: string, includes: ('DB' | 'FILES')[], signal: AbortSignal): Promise<string> {
+  const env = await deps.db.environment.findUniqueOrThrow({ where: { id: environmentId }, include: { settings: true, destinations: true } });
+  const days = env.settings?.safetyRetentionDays ?? 7;
+  const { snapshotId, operationId } = await deps.db.$transaction(async (tx) => {
+    const snapshot = await tx.snapshot.create({
+      data: {
+        organizationId: env.organizationId,
+        projectId: env.projectId,
+        environmentId: env.id,
+        kind: 'SAFETY',
+        includes,
+        label: 'Before restore',
+        expiresAt: new Date(deps.clock.now().getTime() + days * 86_400_000),
+        copies: { create: env.destinations.map((d) => ({ destinationId: d.destinationId })) },
+      },
+    });
+    const op = await tx.operation.create({ data: { organizationId: env.organizationId, environmentId: env.id, type: 'SNAPSHOT', snapshotId: snapshot.id, phase: 'queued' } });
+    return { snapshotId: snapshot.id, operationId: op.id };
+  });
+  await runSnapshot(deps, operationId, signal);
+  const done = await deps.db.snapshot.findUniqueOrThrow({ where: { id: snapshotId } });
+  if (done.status !== 'READY') throw new Error(`the safety snapshot failed, so the target was left untouched: ${done.error ?? done.status}`);
+  return snapshotId;
+}
+

@@ -1,0 +1,265 @@
+import { z } from 'zod';
+import { ConflictError, ErrorCode, NotFoundError, ValidationError } from '../domain/errors.ts';
+import { parseInput } from '../domain/validation.ts';
+import { backup, copySnapshot, forgetSnapshots, type BackupSource } from '../engine/api.ts';
+import { publishInTransaction } from '../events/bus.ts';
+import type { Snapshot } from '../generated/prisma/client.ts';
+import { databaseSize, startDump } from '../sources/postgres.ts';
+import { raiseAlert } from './alerts.ts';
+import type { Deps } from './deps.ts';
+import { environmentDatabaseUrl, getEnvironment } from './environments.ts';
+import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
+import { enqueueJob, operationJobKey } from './jobs.ts';
+import { beginOperation, CancelledError, finishOperation, progressReporter, TimedOutError, watchCancellation } from './operations.ts';
+import { openRepository, type OpenedRepository } from './repositories.ts';
+import { inProjectWhere, type Viewer } from './viewer.ts';
+
+/**
+ * Snapshots: the API records a Snapshot (CREATING), one SnapshotCopy per destination and an
+ * Operation, and enqueues `snapshot_create` in the same transaction, on the environment's named
+ * queue so one environment runs one job at a time. The job streams pg_dump and the files folder
+ * into the first destination's repository, copies the result to the others, and only then marks
+ * the snapshot READY. Whatever stops it midway leaves no snapshot file in any repository.
+ */
+
+export const INCLUDES = ['DB', 'FILES'] as const;
+export type Include = (typeof INCLUDES)[number];
+
+const metadata = z
+  .record(z.string().regex(/^[A-Za-z][A-Za-z0-9_]{0,39}$/, 'keys are identifiers of at most 40 characters'), z.string().max(500, 'values are at most 500 characters'))
+  .refine((m) => Object.keys(m).length <= 20, 'at most 20 entries');
+
+export const createSnapshotInput = z.object({
+  environmentId: z.string(),
+  includes: z.array(z.enum(INCLUDES)).min(1, 'must include DB, FILES or both').default(['DB', 'FILES']),
+  label: z.string().trim().max(200, 'must be at most 200 characters').nullish(),
+  kind: z.enum(['MANUAL', 'PRE_DEPLOY']).default('MANUAL'),
+  metadata: metadata.nullish(),
+  idempotencyKey: idempotencyKey.nullish(),
+});
+
+/** Tags written into every repository snapshot, so the repository alone tells what it holds. */
+export function snapshotTags(s: Pick<Snapshot, 'environmentId' | 'kind' | 'id'>): string[] {
+  return ['backplane', `env:${s.environmentId}`, `kind:${s.kind.toLowerCase()}`, `snapshot:${s.id}`];
+}
+
+/** Records a snapshot and enqueues its job; the same idempotency key with the same input returns the first operation. */
+export async function createSnapshot(
+  deps: Deps,
+  viewer: Viewer,
+  raw: z.input<typeof createSnapshotInput>,
+  opts: { kind?: 'SCHEDULED' | 'SAFETY'; scheduleId?: string } = {},
+): Promise<{ operationId: string; snapshotId: string }> {
+  const input = parseInput(createSnapshotInput, raw);
+  const env = await getEnvironment(deps, viewer, input.environmentId);
+  const includes = [...new Set(input.includes)];
+  if (includes.includes('FILES') && !env.filesPath) {
+    throw ValidationError.field(['input', 'includes'], 'this environment has no files path; include DB only, or set filesPath first');
+  }
+  const hash = input.idempotencyKey ? inputHash({ ...input, idempotencyKey: undefined, includes: [...includes].sort() }) : null;
+  if (input.idempotencyKey) {
+    const earlier = await replayed(deps, viewer.organizationId, 'createSnapshot', input.idempotencyKey, hash!);
+    if (earlier) return snapshotOfOperation(deps, earlier);
+  }
+  const destinations = await deps.db.environmentDestination.findMany({ where: { environmentId: env.id }, orderBy: { createdAt: 'asc' } });
+  if (destinations.length === 0) throw new ConflictError(ErrorCode.NO_DESTINATION, 'This environment has no destination to store snapshots in');
+
+  try {
+    return await deps.db.$transaction(async (tx) => {
+      const snapshot = await tx.snapshot.create({
+        data: {
+          organizationId: env.organizationId,
+          projectId: env.projectId,
+          environmentId: env.id,
+          kind: opts.kind ?? input.kind,
+          includes,
+          label: input.label ?? null,
+          metadata: input.metadata ?? undefined,
+          scheduleId: opts.scheduleId ?? null,
+          copies: { create: destinations.map((d) => ({ destinationId: d.destinationId })) },
+        },
+      });
+      const op = await tx.operation.create({
+        data: { organizationId: env.organizationId, environmentId: env.id, type: 'SNAPSHOT', snapshotId: snapshot.id, phase: 'queued', input: { includes } },
+      });
+      if (input.idempotencyKey) {
+        await remember(tx, deps, { organizationId: viewer.organizationId, mutation: 'createSnapshot', key: input.idempotencyKey, hash: hash!, operationId: op.id });
+      }
+      await enqueueJob(tx, 'snapshot_create', { operationId: op.id }, { queueName: env.id, jobKey: operationJobKey(op.id), maxAttempts: 3 });
+      await publishInTransaction(tx, 'environmentActivity', env.id, { kind: 'SNAPSHOT', environmentId: env.id, subjectId: snapshot.id });
+      return { operationId: op.id, snapshotId: snapshot.id };
+    });
+  } catch (err) {
+    // Two requests with one new key raced: the loser answers with the winner's operation.
+    if (input.idempotencyKey && (err as { code?: string }).code === 'P2002') {
+      const earlier = await replayed(deps, viewer.organizationId, 'createSnapshot', input.idempotencyKey, hash!);
+      if (earlier) return snapshotOfOperation(deps, earlier);
+    }
+    throw err;
+  }
+}
+
+async function snapshotOfOperation(deps: Deps, operationId: string) {
+  const op = await deps.db.operation.findUniqueOrThrow({ where: { id: operationId } });
+  return { operationId, snapshotId: op.snapshotId! };
+}
+
+/** Reads a snapshot the viewer may see. */
+export async function getSnapshot(deps: Deps, viewer: Viewer, id: string) {
+  const s = await deps.db.snapshot.findFirst({ where: inProjectWhere(viewer, { id }) });
+  if (!s) throw new NotFoundError(ErrorCode.SNAPSHOT_NOT_FOUND, 'Snapshot not found');
+  return s;
+}
+
+/** Runs an abortable piece of work under the operation's cancel request and the environment's timeout. */
+export async function underLimits<T>(
+  deps: Deps,
+  operationId: string,
+  timeoutSeconds: number,
+  jobSignal: AbortSignal | undefined,
+  work: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
+  const cancel = watchCancellation(deps, operationId);
+  const timeout = new AbortController();
+  const timer = setTimeout(() => timeout.abort(new TimedOutError(timeoutSeconds)), timeoutSeconds * 1000);
+  const heartbeat = setInterval(() => {
+    void deps.db.operation.update({ where: { id: operationId }, data: { heartbeatAt: deps.clock.now() } }).catch(() => undefined);
+  }, 5000);
+  const signals = [cancel.signal, timeout.signal, ...(jobSignal ? [jobSignal] : [])];
+  const signal = AbortSignal.any(signals);
+  try {
+    return await work(signal);
+  } catch (err) {
+    // Report why it stopped, not the generic abort error of whichever layer noticed first.
+    const reason = signals.find((s) => s.aborted)?.reason;
+    throw reason instanceof Error ? reason : err;
+  } finally {
+    clearTimeout(timer);
+    clearInterval(heartbeat);
+    cancel.stop();
+  }
+}
+
+/** The job: captures the snapshot into every destination. Throws only for what a retry can fix. */
+export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: AbortSignal): Promise<void> {
+  const op = await beginOperation(deps, operationId);
+  if (!op || !op.snapshotId) return;
+  const snapshot = await deps.db.snapshot.findUniqueOrThrow({
+    where: { id: op.snapshotId },
+    include: { copies: { orderBy: { createdAt: 'asc' } }, environment: { include: { settings: true } } },
+  });
+  const env = snapshot.environment;
+  const timeoutSeconds = env.settings?.timeoutSeconds ?? 3600;
+  const progress = progressReporter(deps, operationId);
+  const written: { opened: OpenedRepository; repoSnapshotId: string }[] = [];
+  const opened: OpenedRepository[] = [];
+  const started = Date.now();
+  try {
+    await underLimits(deps, operationId, timeoutSeconds, jobSignal, async (signal) => {
+      const [first, ...others] = snapshot.copies;
+      progress.report({ phase: 'preparing', bytesDone: 0 });
+      const includesDb = snapshot.includes.includes('DB');
+      const databaseUrl = includesDb ? await environmentDatabaseUrl(deps, env.id) : null;
+      const dbBytes = databaseUrl ? await databaseSize(databaseUrl) : null;
+
+      const primary = await openRepository(deps, first.destinationId, signal);
+      opened.push(primary);
+      await deps.db.snapshotCopy.update({ where: { id: first.id }, data: { status: 'UPLOADING' } });
+      const sources: Record<string, BackupSource> = {};
+      const dump = databaseUrl ? startDump(databaseUrl, { signal }) : null;
+      if (dump) sources[`/db/${env.databaseName}.dump`] = { stream: dump.stream, size: dbBytes === null ? undefined : Number(dbBytes) };
+      if (snapshot.includes.includes('FILES') && env.filesPath) sources['/files'] = env.filesPath;
+      const parent = await parentSnapshot(deps, env.id, first.destinationId, snapshot.id);
+      progress.report({ phase: includesDb ? 'dumping' : 'uploading' });
+      const [result] = await Promise.all([
+        backup(primary.repo, sources, {
+          tags: snapshotTags(snapshot),
+          parent: parent ?? undefined,
+          signal,
+          onProgress: (p) => progress.report({ bytesDone: p.bytesDone, bytesTotal: p.bytesTotal ?? null }),
+        }),
+        // pg_dump's exit status decides: a dump that ended early must not pass for a whole one.
+        dump?.done,
+      ]);
+      written.push({ opened: primary, repoSnapshotId: result.snapshotId });
+      await deps.db.snapshotCopy.update({
+        where: { id: first.id },
+        data: { status: 'READY', repoSnapshotId: result.snapshotId, sizeBytes: BigInt(result.bytesProcessed), addedBytes: BigInt(result.bytesAdded), completedAt: deps.clock.now() },
+      });
+
+      for (const copy of others) {
+        progress.report({ phase: 'copying' });
+        try {
+          const target = await openRepository(deps, copy.destinationId, signal);
+          opened.push(target);
+          await deps.db.snapshotCopy.update({ where: { id: copy.id }, data: { status: 'UPLOADING' } });
+          const copied = await copySnapshot(primary.repo, target.repo, result.snapshotId, { signal });
+          written.push({ opened: target, repoSnapshotId: copied.snapshotId });
+          await deps.db.snapshotCopy.update({
+            where: { id: copy.id },
+            data: { status: 'READY', repoSnapshotId: copied.snapshotId, sizeBytes: BigInt(result.bytesProcessed), addedBytes: BigInt(copied.bytesCopied), completedAt: deps.clock.now() },
+          });
+        } catch (err) {
+          if (signal.aborted) throw err;
+          // One destination failing does not lose the snapshot the others hold.
+          await deps.db.snapshotCopy.update({ where: { id: copy.id }, data: { status: 'FAILED', error: messageOf(err) } });
+          await raiseAlert(deps, { organizationId: env.organizationId, environmentId: env.id, operationId, type: 'COPY_FAILED', severity: 'WARNING', message: `Snapshot copy to a destination failed: ${messageOf(err)}` });
+        }
+      }
+
+      progress.report({ phase: 'finalizing', bytesDone: result.bytesProcessed, bytesTotal: result.bytesProcessed });
+      await progress.flush();
+      await deps.db.snapshot.update({
+        where: { id: snapshot.id },
+        data: {
+          status: 'READY',
+          sizeBytes: BigInt(result.bytesProcessed),
+          addedBytes: BigInt(result.bytesAdded),
+          fileCount: result.files,
+          databaseSizeBytes: dbBytes,
+          durationMs: Date.now() - started,
+          completedAt: deps.clock.now(),
+        },
+      });
+    });
+    await finishOperation(deps, operationId, 'SUCCEEDED');
+    await deps.events.publish('environmentActivity', env.id, { kind: 'SNAPSHOT', environmentId: env.id, subjectId: snapshot.id });
+  } catch (err) {
+    await progress.flush();
+    // Nothing half-visible: forget whatever this run managed to write before it stopped.
+    for (const w of written) await forgetSnapshots(w.opened.repo, [w.repoSnapshotId]).catch((e) => deps.logger.error({ err: e }, 'could not forget a partial snapshot'));
+    const shuttingDown = jobSignal?.aborted && !(err instanceof CancelledError) && !(err instanceof TimedOutError);
+    if (shuttingDown) {
+      // The worker is stopping: put the operation back so the retry starts clean.
+      await deps.db.operation.update({ where: { id: operationId }, data: { status: 'QUEUED', phase: 'queued', bytesDone: 0 } });
+      await deps.db.snapshotCopy.updateMany({ where: { snapshotId: snapshot.id }, data: { status: 'PENDING', repoSnapshotId: null } });
+      throw err;
+    }
+    const cancelled = err instanceof CancelledError;
+    const message = messageOf(err);
+    await deps.db.snapshot.update({ where: { id: snapshot.id }, data: { status: 'FAILED', error: message, durationMs: Date.now() - started } });
+    await deps.db.snapshotCopy.updateMany({ where: { snapshotId: snapshot.id, status: { not: 'FAILED' } }, data: { status: 'FAILED', repoSnapshotId: null, error: message } });
+    await finishOperation(deps, operationId, cancelled ? 'CANCELLED' : 'FAILED', message);
+    if (!cancelled) {
+      await raiseAlert(deps, { organizationId: env.organizationId, environmentId: env.id, operationId, type: 'SNAPSHOT_FAILED', severity: 'CRITICAL', message: `Snapshot of ${env.name} failed: ${message}` });
+    }
+    await deps.events.publish('environmentActivity', env.id, { kind: 'SNAPSHOT', environmentId: env.id, subjectId: snapshot.id });
+  } finally {
+    for (const o of opened) await o.close().catch(() => undefined);
+  }
+}
+
+/** The newest READY copy of this environment on the destination: its unchanged files are not read again. */
+async function parentSnapshot(deps: Deps, environmentId: string, destinationId: string, exceptSnapshotId: string): Promise<string | null> {
+  const copy = await deps.db.snapshotCopy.findFirst({
+    where: { destinationId, status: 'READY', repoSnapshotId: { not: null }, snapshot: { environmentId, status: 'READY', id: { not: exceptSnapshotId } } },
+    orderBy: { createdAt: 'desc' },
+  });
+  return copy?.repoSnapshotId ?? null;
+}
+
+/** A readable one-line reason for an operation's error field. */
+export function messageOf(err: unknown): string {
+  const msg = err instanceof Error ? err.message : String(err);
+  return msg.split('\n').slice(0, 3).join(' ').slice(0, 1000);
+}
