@@ -256,14 +256,19 @@ function processAlive(pid: number): boolean {
   }
 }
 
-/** Processes whose working directory is `dataDir`: every postgres process of that cluster chdirs there. */
+/**
+ * The postgres processes of the cluster in `dataDir`: every one of them chdirs there. (A shell
+ * someone left in that directory is not one of them, hence the name check.)
+ */
 async function clusterProcesses(dataDir: string): Promise<number[]> {
   const real = await fs.realpath(dataDir);
   const pids: number[] = [];
   for (const name of await fs.readdir('/proc').catch(() => [] as string[])) {
     if (!/^\d+$/.test(name)) continue;
     const cwd = await fs.readlink(`/proc/${name}/cwd`).catch(() => undefined);
-    if (cwd === real) pids.push(Number(name));
+    if (cwd !== real) continue;
+    const comm = await fs.readFile(`/proc/${name}/comm`, 'utf8').catch(() => '');
+    if (comm.trim() === 'postgres') pids.push(Number(name));
   }
   return pids;
 }
@@ -295,13 +300,16 @@ async function recoverStaleState(dataDir: string, logger?: PgLogger): Promise<Pi
     await fs.rm(path.join(dataDir, 'postmaster.pid'), { force: true });
   }
   if (ours.size > 0) {
-    // The postmaster is gone; SIGQUIT is PostgreSQL's own "exit now" for its children.
+    // The postmaster is gone; SIGQUIT is PostgreSQL's own "exit now" for its children, and
+    // SIGCONT lets a stopped one act on it.
     logger?.warn({ dataDir, pids: [...ours] }, 'stopping processes orphaned by a crashed postmaster');
     for (const pid of ours) {
-      try {
-        process.kill(pid, 'SIGQUIT');
-      } catch {
-        // Already gone.
+      for (const signal of ['SIGQUIT', 'SIGCONT'] as const) {
+        try {
+          process.kill(pid, signal);
+        } catch {
+          // Already gone.
+        }
       }
     }
     await waitFor(async () => (await clusterProcesses(dataDir)).length === 0, 15_000, 'orphaned postgres processes to exit');

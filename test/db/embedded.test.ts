@@ -75,20 +75,24 @@ describe('embedded PostgreSQL', () => {
     expect((await fs.stat(path.join(dataDir, 'PG_VERSION'))).mtimeMs).toBe(version.mtimeMs);
   });
 
-  it('starts after its postmaster was killed with SIGKILL', async () => {
+  it('starts after its postmaster was killed with SIGKILL, even with a backend left behind', async () => {
     const first = await start();
     const url = await first.createDatabase('crash');
     await query(url, `CREATE TABLE t (v int); INSERT INTO t VALUES (1)`);
-    // Hold a backend open so the killed postmaster leaves an orphan behind, the hard case.
+    // The hard case: a backend that outlives its postmaster keeps the shared memory attached,
+    // and PostgreSQL refuses to start while it does. A stopped backend cannot notice the death.
     const client = new pg.Client({ connectionString: url });
     client.on('error', () => {});
     await client.connect();
+    const backend = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+    process.kill(backend, 'SIGSTOP');
     const pid = await postmasterPid(dataDir);
     process.kill(pid, 'SIGKILL');
     started.splice(0);
 
     const second = await start();
     expect(running(pid)).toBe(false);
+    expect(running(backend)).toBe(false);
     expect(await postmasterPid(dataDir)).not.toBe(pid);
     expect(await query(second.url('crash'), 'SELECT v FROM t')).toEqual([{ v: 1 }]);
     await client.end().catch(() => {});
