@@ -11,7 +11,7 @@ import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { bindMigrationAwareSqlAdapterFactory } from '@prisma/driver-adapter-utils';
 import type {
@@ -57,7 +57,7 @@ function loadEngineModule(): Promise<WasmModule> {
   wasmModule ??= (async () => {
     const require = createRequire(import.meta.url);
     const dir = path.dirname(require.resolve('@prisma/schema-engine-wasm/schema_engine_bg'));
-    const glue = (await import(path.join(dir, 'schema_engine_bg.js'))) as WasmModule & {
+    const glue = (await import(pathToFileURL(path.join(dir, 'schema_engine_bg.js')).href)) as WasmModule & {
       __wbg_set_wasm(exports: WebAssembly.Exports): void;
     };
     const bytes = await fs.readFile(path.join(dir, 'schema_engine_bg.wasm'));
@@ -160,13 +160,19 @@ async function withEngine<T>(
     );
     return await fn(engine);
   } catch (err) {
-    if (lastPanic && err instanceof Error && err.name === 'RuntimeError') {
-      err.message = `${err.message}: ${lastPanic}`;
+    if (err instanceof Error && err.name === 'RuntimeError') {
+      // A Rust panic leaves the instance unusable; the next call instantiates afresh.
+      wasmModule = undefined;
+      if (lastPanic) err.message = `${err.message}: ${lastPanic}`;
       lastPanic = undefined;
     }
     throw err;
   } finally {
-    engine?.free();
+    try {
+      engine?.free();
+    } catch {
+      // Freeing an engine that panicked can fail too; its instance is dropped anyway.
+    }
     await adapter.close();
   }
 }
