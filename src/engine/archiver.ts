@@ -127,7 +127,7 @@ interface Counters {
   bytesDone: number;
 }
 
-const MAX_FILES_IN_PARALLEL = 4;
+const MAX_FILES_IN_PARALLEL = 2;
 
 class Archiver {
   private readonly inflight = new Set<Promise<void>>();
@@ -146,7 +146,7 @@ class Archiver {
     private readonly opts: BackupOptions,
     time: Date,
   ) {
-    this.maxInflight = Math.max(2, (opts.encoderThreads ?? defaultEncoderThreads()) * 2 + 1);
+    this.maxInflight = Math.max(2, (opts.encoderThreads ?? defaultEncoderThreads()) + 2);
     this.nowTime = formatTime(BigInt(time.getTime()) * 1_000_000n);
   }
 

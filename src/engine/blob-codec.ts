@@ -3,19 +3,17 @@
  * kept only when it saves space (a version 2 pack may hold both kinds), so incompressible data
  * costs no decompression on restore. Shared by the main thread and the encoder workers.
  */
-import { decrypt, encrypt, type Key } from './crypto.ts';
-import { compress, decompress } from './compress.ts';
+import { decrypt, type Key } from './crypto.ts';
+import { decompress } from './compress.ts';
+import { encodeBlobRaw } from './seal-core.mjs';
 import { IntegrityError } from './errors.ts';
 import { hashId, type Id } from './ids.ts';
 import type { BlobType, EncodedBlob } from './pack.ts';
 
 /** Compresses (when worthwhile) and encrypts a blob whose id is already known. */
 export function encodeBlob(key: Key, type: BlobType, id: Id, plain: Uint8Array): EncodedBlob {
-  const packed = plain.length >= 64 ? compress(plain) : null;
-  if (packed && packed.length < plain.length) {
-    return { id, type, data: encrypt(key, packed), uncompressedLength: plain.length };
-  }
-  return { id, type, data: encrypt(key, plain) };
+  const { data, uncompressedLength } = encodeBlobRaw(key.encrypt, key.macK, key.macR, plain);
+  return uncompressedLength === undefined ? { id, type, data } : { id, type, data, uncompressedLength };
 }
 
 /** Decrypts, decompresses and verifies a stored blob; throws IntegrityError naming the blob. */

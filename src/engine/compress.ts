@@ -6,9 +6,9 @@
  */
 import { compress as zstdCompress, decompress as zstdDecompress } from 'zstd-napi';
 import { IntegrityError } from './errors.ts';
+import { ZSTD_LEVEL } from './seal-core.mjs';
 
-/** zstd level for blobs and files; restic's "auto" mode is zstd's fastest default level too. */
-export const ZSTD_LEVEL = 3;
+export { ZSTD_LEVEL };
 
 /** Compresses one buffer into one zstd frame. */
 export function compress(data: Uint8Array): Buffer {

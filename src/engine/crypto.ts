@@ -5,8 +5,8 @@
  * bytes with the one-time key `r || AES-128_k(IV)`. The *master key* encrypts everything in the
  * repository; a *user key* derived from the password (kdf.ts) only encrypts the master key.
  */
-import { createCipheriv, createDecipheriv, randomBytes, timingSafeEqual } from 'node:crypto';
-import { poly1305 } from '@noble/ciphers/_poly1305.js';
+import { createDecipheriv, randomBytes, timingSafeEqual } from 'node:crypto';
+import { macRaw, sealRaw } from './seal-core.mjs';
 import { IntegrityError } from './errors.ts';
 
 /** Bytes added to every plaintext: IV and MAC. */
@@ -76,26 +76,9 @@ export function keyFromBytes(b: Uint8Array): Key {
   return { encrypt: buf.subarray(0, 32), macK: buf.subarray(32, 48), macR: buf.subarray(48, 64) };
 }
 
-function mac(key: Key, iv: Uint8Array, ciphertext: Uint8Array): Uint8Array {
-  const s = createCipheriv('aes-128-ecb', key.macK, null).update(iv);
-  const polyKey = new Uint8Array(32);
-  polyKey.set(key.macR, 0);
-  polyKey.set(s, 16);
-  return poly1305(ciphertext, polyKey);
-}
-
 /** Encrypts and authenticates plaintext; the result is `plaintext.length + 32` bytes. */
 export function encrypt(key: Key, plaintext: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(plaintext.length + CRYPTO_OVERHEAD);
-  const iv = randomBytes(IV_SIZE);
-  iv.copy(out, 0);
-  const c = createCipheriv('aes-256-ctr', key.encrypt, iv);
-  const body = c.update(plaintext);
-  body.copy(out, IV_SIZE);
-  c.final();
-  const m = mac(key, iv, out.subarray(IV_SIZE, IV_SIZE + plaintext.length));
-  out.set(m, IV_SIZE + plaintext.length);
-  return out;
+  return sealRaw(key.encrypt, key.macK, key.macR, plaintext);
 }
 
 /** Verifies the MAC and decrypts; throws IntegrityError when the MAC does not match. */
@@ -104,7 +87,7 @@ export function decrypt(key: Key, ciphertext: Uint8Array): Buffer {
   const iv = ciphertext.subarray(0, IV_SIZE);
   const body = ciphertext.subarray(IV_SIZE, ciphertext.length - MAC_SIZE);
   const want = ciphertext.subarray(ciphertext.length - MAC_SIZE);
-  const got = mac(key, iv, body);
+  const got = macRaw(key.macK, key.macR, iv, body);
   if (!timingSafeEqual(got, want)) throw new IntegrityError('ciphertext verification failed (MAC mismatch)');
   const d = createDecipheriv('aes-256-ctr', key.encrypt, iv);
   const out = d.update(body);

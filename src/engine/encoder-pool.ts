@@ -8,7 +8,20 @@ import { availableParallelism } from 'node:os';
 import { keyToBytes, type Key } from './crypto.ts';
 import { encodeBlob } from './blob-codec.ts';
 import type { BlobType, EncodedBlob } from './pack.ts';
-import type { EncodeRequest, EncodeResponse } from './blob-worker.ts';
+
+/** A request to a worker (see blob-worker.mjs). */
+interface EncodeRequest {
+  seq: number;
+  plain: Uint8Array;
+}
+
+/** A worker's answer. */
+interface EncodeResponse {
+  seq: number;
+  data?: Uint8Array;
+  uncompressedLength?: number;
+  error?: string;
+}
 
 interface Job {
   resolve: (b: EncodedBlob) => void;
@@ -31,7 +44,7 @@ export class EncoderPool {
   private failed: Error | null = null;
 
   constructor(private readonly key: Key, size = defaultEncoderThreads()) {
-    const url = new URL('./blob-worker-boot.mjs', import.meta.url);
+    const url = new URL('./blob-worker.mjs', import.meta.url);
     for (let i = 0; i < size; i++) {
       const w = new Worker(url, { workerData: { key: keyToBytes(key) } });
       w.on('message', (m: EncodeResponse) => this.onMessage(m));
@@ -81,7 +94,7 @@ export class EncoderPool {
       this.jobs.set(seq, { resolve, reject, id, type, worker: w });
       // Only busy workers keep the process alive; an idle pool never blocks exit.
       if (this.load[w]++ === 0) this.workers[w].ref();
-      const req: EncodeRequest = { seq, id, type, plain: copy };
+      const req: EncodeRequest = { seq, plain: copy };
       this.workers[w].postMessage(req, [copy.buffer]);
     });
   }

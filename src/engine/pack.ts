@@ -109,18 +109,34 @@ export interface FinishedPack {
   blobs: PackedBlobInfo[];
 }
 
-/** Collects blobs for one pack. Not safe to reuse after finish(). */
+/**
+ * Collects blobs for one pack, copying them into one growing buffer so that finishing the pack
+ * needs no second full-size copy. Not reusable after finish().
+ */
 export class PackWriter {
-  private readonly parts: Buffer[] = [];
+  private buf: Buffer;
   private readonly blobs: PackedBlobInfo[] = [];
   private offset = 0;
+
+  /** sizeHint: the expected pack size, to allocate once in the common case. */
+  constructor(sizeHint = DEFAULT_PACK_SIZE) {
+    this.buf = Buffer.allocUnsafe(sizeHint + 1024 * 1024);
+  }
+
+  private reserve(n: number): void {
+    if (this.offset + n <= this.buf.length) return;
+    const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.offset + n));
+    this.buf.copy(grown, 0, 0, this.offset);
+    this.buf = grown;
+  }
 
   /** Appends one encoded blob. */
   add(blob: EncodedBlob): void {
     const info: PackedBlobInfo = { id: blob.id, type: blob.type, offset: this.offset, length: blob.data.length };
     if (blob.uncompressedLength !== undefined) info.uncompressedLength = blob.uncompressedLength;
     this.blobs.push(info);
-    this.parts.push(blob.data);
+    this.reserve(blob.data.length);
+    blob.data.copy(this.buf, this.offset);
     this.offset += blob.data.length;
   }
 
@@ -137,11 +153,12 @@ export class PackWriter {
   /** Encrypts the header, assembles the pack and checks the header reads back. */
   finish(key: Key): FinishedPack {
     const header = encrypt(key, encodeHeader(this.blobs));
-    const len = Buffer.alloc(4);
-    len.writeUInt32LE(header.length, 0);
-    const bytes = Buffer.concat([...this.parts, header, len]);
+    this.reserve(header.length + 4);
+    header.copy(this.buf, this.offset);
+    this.buf.writeUInt32LE(header.length, this.offset + header.length);
+    const bytes = this.buf.subarray(0, this.offset + header.length + 4);
     // Verify what we wrote: a header that does not decode would make the whole pack useless.
-    const back = decodeHeader(decrypt(key, header));
+    const back = decodeHeader(decrypt(key, bytes.subarray(this.offset, this.offset + header.length)));
     if (back.length !== this.blobs.length || back.some((b, i) => b.id !== this.blobs[i].id || b.offset !== this.blobs[i].offset)) {
       throw new IntegrityError('pack header does not read back as written');
     }

@@ -297,7 +297,8 @@ export class Repository {
     this.throwIfWriteFailed();
     let w = this.writers.get(blob.type);
     if (!w) {
-      w = new PackWriter();
+      // Tree packs stay small in practice; do not reserve a full pack for them.
+      w = new PackWriter(blob.type === 'data' ? this.packSize : Math.min(this.packSize, 1024 * 1024));
       this.writers.set(blob.type, w);
     }
     w.add(blob);

@@ -1,0 +1,10 @@
+/** Types for seal-core.mjs (see there). */
+export declare const ZSTD_LEVEL: number;
+export declare function macRaw(macK: Uint8Array, macR: Uint8Array, iv: Uint8Array, ciphertext: Uint8Array): Uint8Array;
+export declare function sealRaw(encKey: Uint8Array, macK: Uint8Array, macR: Uint8Array, plaintext: Uint8Array): Buffer;
+export declare function encodeBlobRaw(
+  encKey: Uint8Array,
+  macK: Uint8Array,
+  macR: Uint8Array,
+  plain: Uint8Array,
+): { data: Buffer; uncompressedLength: number | undefined };
