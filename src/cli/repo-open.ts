@@ -23,6 +23,9 @@ export async function openBackend(location: string, values: Values, env: NodeJS.
   if (location.startsWith('s3:')) {
     const cacert = str(values, 'cacert');
     const ca = cacert ? await readFile(cacert) : undefined;
+    // The SDK prints a multi-line notice about the Node versions its future releases will need;
+    // it tells a CLI user nothing actionable and breaks the one-line-on-failure contract.
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     try {
       return s3BackendFromLocation(location, env, ca ? { ca } : {});
     } catch (err) {
