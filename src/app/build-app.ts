@@ -124,10 +124,11 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
     context: async ({ request, requestId, viewer }) => ({
       deps,
       requestId: requestId ?? randomUUID(),
-      idempotencyKey: request.headers.get('idempotency-key') ?? undefined,
-      baseUrl: config.PUBLIC_URL?.replace(/\/$/, '') ?? new URL(request.url).origin,
+      // graphql-ws operations come without a fetch Request: no headers, no origin of their own.
+      idempotencyKey: request?.headers.get('idempotency-key') ?? undefined,
+      baseUrl: config.PUBLIC_URL?.replace(/\/$/, '') ?? (request ? new URL(request.url).origin : undefined),
       // graphql-ws authenticates once at connection_init and passes the viewer in.
-      viewer: viewer !== undefined ? viewer : await viewerFor(request.headers.get('authorization')),
+      viewer: viewer !== undefined ? viewer : await viewerFor(request?.headers.get('authorization')),
     }),
   });
 

@@ -1,3 +1,4 @@
+import { pipeline, Transform } from 'node:stream';
 import { z } from 'zod';
 import { ConflictError, ErrorCode, NotFoundError, ValidationError } from '../domain/errors.ts';
 import { parseInput } from '../domain/validation.ts';
@@ -159,8 +160,16 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
         if (log.includes.includes('DB')) {
           const url = await environmentDatabaseUrl(deps, target.id);
           const { file } = await dumpNode(repo, source.repoSnapshotId, signal);
-          const dump = fileStream(repo, file, signal);
-          dump.on('data', (c: Buffer) => ((dbDone += c.length), report()));
+          // Counts bytes on their way to pg_restore (a 'data' listener would drain the stream instead).
+          const counter = new Transform({
+            transform(chunk: Buffer, _enc, done) {
+              dbDone += chunk.length;
+              report();
+              done(null, chunk);
+            },
+          });
+          // pipeline, not pipe: a read error must reach pg_restore's side as an error, not as a quiet end.
+          const dump = pipeline(fileStream(repo, file, signal), counter, () => undefined);
           const strategy = opInput.strategy === 'IN_PLACE' || !(await canCreateDatabase(url)) ? 'IN_PLACE' : 'SWAP';
           db = await prepareDatabase(url, dump, { strategy, restoreId, signal });
         }

@@ -1,0 +1,127 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EnvironmentSnapshotsDocument, RestoreLogDocument, RestoreSnapshotDocument } from '../generated/graphql.ts';
+import { startTestApp, type TestApp } from '../harness/app.ts';
+import { gid, makeApiKey, makeOrganization } from '../harness/factories.ts';
+import { databaseDigest, filesDigest, makeLiveEnvironment, repositoryPassword, sql, type LiveEnvironment } from '../harness/live-environment.ts';
+import { follow, restic, startRestore, takeSnapshot } from '../harness/snapshot-helpers.ts';
+
+let app: TestApp;
+let key: string;
+let orgId: string;
+let prod: LiveEnvironment;
+
+beforeAll(async () => {
+  app = await startTestApp();
+  await app.startWorker();
+  const org = await makeOrganization(app.runtime.db);
+  orgId = org.id;
+  key = (await makeApiKey(app.runtime.db, org.id, { scopes: ['backups:write'] })).secret;
+  prod = await makeLiveEnvironment(app, { organizationId: org.id, name: 'production' });
+});
+afterAll(() => app?.stop());
+
+/** Changes the environment after a snapshot: rows, a sequence, a new file, a changed file, a deleted file. */
+async function mutate(env: LiveEnvironment) {
+  await sql(env.databaseUrl, "UPDATE customers SET name = 'changed' WHERE id <= 10; DELETE FROM orders WHERE id > 900; INSERT INTO customers (name, email) VALUES ('new', 'new@example.com')");
+  await fs.writeFile(path.join(env.filesPath, 'README.md'), 'overwritten\n');
+  await fs.writeFile(path.join(env.filesPath, 'new-file.txt'), 'added after the snapshot\n');
+  await fs.rm(path.join(env.filesPath, 'uploads', 'script.sh'));
+}
+
+describe('restoreSnapshot', () => {
+  it('SWAP: after success the database and files equal the snapshot; a safety snapshot is linked; the old database is kept', async () => {
+    const dbBefore = await databaseDigest(prod.databaseUrl);
+    const filesBefore = await filesDigest(prod.filesPath);
+    const { snapshotId } = await takeSnapshot(app, key, prod.id, { label: 'good state' });
+    await mutate(prod);
+    const mutated = await databaseDigest(prod.databaseUrl);
+    expect(mutated).not.toEqual(dbBefore);
+
+    const { operationId, restoreLogId } = await startRestore(app, key, { snapshotId });
+    const states = await follow(app, key, operationId);
+    expect(states.at(-1), states.at(-1)?.error ?? '').toMatchObject({ status: 'SUCCEEDED' });
+    expect(states.map((s) => s.phase)).toEqual(expect.arrayContaining(['swapping']));
+
+    expect(await databaseDigest(prod.databaseUrl)).toEqual(dbBefore);
+    expect(await filesDigest(prod.filesPath)).toEqual(filesBefore);
+
+    const log = (await app.gql(RestoreLogDocument, { id: restoreLogId }, { key })).data?.node as Record<string, unknown> & { safetySnapshot: { kind: string; status: string }; previousDatabaseName: string };
+    expect(log).toMatchObject({ status: 'SUCCEEDED', strategy: 'SWAP', includes: ['DB', 'FILES'], safetySnapshot: { kind: 'SAFETY', status: 'READY' } });
+    expect(log.previousDatabaseName).toMatch(/__bp_pre_/);
+    // The database kept aside is the mutated one.
+    const kept = new URL(prod.databaseUrl);
+    kept.pathname = `/${log.previousDatabaseName}`;
+    expect(await databaseDigest(kept.toString())).toEqual(mutated);
+
+    const password = await repositoryPassword(app, prod.destinationId);
+    await restic(prod.repositoryPath, password, 'check');
+  });
+
+  it('a restore that fails midway leaves the target exactly as it was', async () => {
+    const { snapshotId } = await takeSnapshot(app, key, prod.id);
+    await mutate(prod);
+    await sql(prod.databaseUrl, "INSERT INTO customers (name, email) VALUES ('only-after', 'after@example.com')");
+    const dbBefore = await databaseDigest(prod.databaseUrl);
+    const filesBefore = await filesDigest(prod.filesPath);
+    // Break the repository under the restore: every data pack loses a byte in the middle.
+    const dataDir = path.join(prod.repositoryPath, 'data');
+    for (const sub of await fs.readdir(dataDir)) {
+      for (const f of await fs.readdir(path.join(dataDir, sub))) {
+        const p = path.join(dataDir, sub, f);
+        const buf = await fs.readFile(p);
+        buf[Math.floor(buf.length / 2)] ^= 0xff;
+        await fs.writeFile(p, buf);
+      }
+    }
+    const { operationId, restoreLogId } = await startRestore(app, key, { snapshotId, createSafetySnapshot: false });
+    const states = await follow(app, key, operationId);
+    expect(states.at(-1)).toMatchObject({ status: 'FAILED' });
+    expect(states.at(-1)?.error).toBeTruthy();
+    expect(await databaseDigest(prod.databaseUrl)).toEqual(dbBefore);
+    expect(await filesDigest(prod.filesPath)).toEqual(filesBefore);
+    const siblings = await fs.readdir(path.dirname(prod.filesPath));
+    expect(siblings.filter((n) => n.includes('bp_restore'))).toEqual([]);
+    const dbs = await sql(prod.databaseUrl, "SELECT datname FROM pg_database WHERE datname LIKE '%bp_restore%'");
+    expect(dbs.rows).toEqual([]);
+    const log = (await app.gql(RestoreLogDocument, { id: restoreLogId }, { key })).data?.node;
+    expect(log).toMatchObject({ status: 'FAILED' });
+    const alerts = await app.runtime.db.alert.findMany({ where: { environmentId: prod.id, type: 'RESTORE_FAILED' } });
+    expect(alerts).toHaveLength(1);
+  });
+});
+
+describe('restore into another environment', () => {
+  it('restores production into staging; lists show the restore on both sides', async () => {
+    const prodEnv = await makeLiveEnvironment(app, { organizationId: orgId, name: 'prod-2', rows: 300 });
+    const staging = await makeLiveEnvironment(app, { organizationId: orgId, projectId: prodEnv.projectId, name: 'staging', rows: 20, destinationId: prodEnv.destinationId });
+    const { snapshotId } = await takeSnapshot(app, key, prodEnv.id);
+    const { operationId } = await startRestore(app, key, { snapshotId, targetEnvironmentId: gid('Environment', staging.id), strategy: 'IN_PLACE' });
+    const states = await follow(app, key, operationId);
+    expect(states.at(-1)).toMatchObject({ status: 'SUCCEEDED' });
+    expect(await databaseDigest(staging.databaseUrl)).toEqual(await databaseDigest(prodEnv.databaseUrl));
+    expect(await filesDigest(staging.filesPath)).toEqual(await filesDigest(prodEnv.filesPath));
+
+    const stagingView = await app.gql(EnvironmentSnapshotsDocument, { id: gid('Environment', staging.id) }, { key });
+    expect(stagingView.data?.environment?.restoreLogs.edges[0].node).toMatchObject({ status: 'SUCCEEDED', sourceEnvironment: { id: gid('Environment', prodEnv.id) } });
+    const prodView = await app.gql(EnvironmentSnapshotsDocument, { id: gid('Environment', prodEnv.id) }, { key });
+    expect(prodView.data?.environment?.restoreLogs.totalCount).toBe(1);
+  });
+
+  it('refuses an environment of another organization, and a second restore while one is queued', async () => {
+    const other = await makeOrganization(app.runtime.db);
+    const foreign = await makeLiveEnvironment(app, { organizationId: other.id, rows: 5 });
+    const { snapshotId } = await takeSnapshot(app, key, prod.id, { includes: ['DB'] });
+    const before = await app.runtime.db.restoreLog.count();
+    const res = await app.gql(RestoreSnapshotDocument, { input: { snapshotId, targetEnvironmentId: gid('Environment', foreign.id) } }, { key });
+    expect(res.data?.restoreSnapshot).toMatchObject({ __typename: 'NotFoundError', code: 'ENVIRONMENT_NOT_FOUND' });
+    expect(await app.runtime.db.restoreLog.count()).toBe(before);
+
+    const first = await startRestore(app, key, { snapshotId, createSafetySnapshot: false });
+    const second = await app.gql(RestoreSnapshotDocument, { input: { snapshotId, createSafetySnapshot: false } }, { key });
+    expect(second.data?.restoreSnapshot).toMatchObject({ __typename: 'ConflictError', code: 'RESTORE_RUNNING' });
+    expect(await app.runtime.db.restoreLog.count()).toBe(before + 1);
+    expect((await follow(app, key, first.operationId)).at(-1)?.status).toBe('SUCCEEDED');
+  });
+});

@@ -1,0 +1,79 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  CreateSnapshotDocument,
+  EstimateSnapshotSizeDocument,
+  OperationDocument,
+  SnapshotDocument,
+} from '../generated/graphql.ts';
+import { startTestApp, type TestApp } from '../harness/app.ts';
+import { gid, makeApiKey, makeOrganization } from '../harness/factories.ts';
+import { makeLiveEnvironment, repositoryPassword, type LiveEnvironment } from '../harness/live-environment.ts';
+import { follow, restic } from '../harness/snapshot-helpers.ts';
+
+let app: TestApp;
+let key: string;
+let env: LiveEnvironment;
+
+beforeAll(async () => {
+  app = await startTestApp();
+  await app.startWorker();
+  const org = await makeOrganization(app.runtime.db);
+  key = (await makeApiKey(app.runtime.db, org.id, { scopes: ['backups:write'] })).secret;
+  env = await makeLiveEnvironment(app, { organizationId: org.id });
+});
+afterAll(() => app?.stop());
+
+describe('createSnapshot', () => {
+  it('returns at once with a CREATING snapshot, streams progress, and ends READY with sizes; restic agrees', async () => {
+    const res = await app.gql(CreateSnapshotDocument, { input: { environmentId: gid('Environment', env.id), label: 'first', metadata: { appVersion: '1.2.3', deploymentId: 'dep-42' } } }, { key });
+    if (res.data?.createSnapshot.__typename !== 'SnapshotOperationPayload') throw new Error(JSON.stringify(res));
+    const { operation, snapshot } = res.data.createSnapshot;
+    expect(snapshot.status).toBe('CREATING');
+    expect(['QUEUED', 'RUNNING']).toContain(operation.status);
+    expect(snapshot.includes).toEqual(['DB', 'FILES']);
+
+    const states = await follow(app, key, operation.id);
+    expect(states.at(-1)).toMatchObject({ status: 'SUCCEEDED', percent: 100 });
+    expect(states.some((s) => s.status === 'RUNNING')).toBe(true);
+
+    const after = (await app.gql(SnapshotDocument, { id: snapshot.id }, { key })).data!.snapshot!;
+    expect(after).toMatchObject({ status: 'READY', label: 'first', metadata: { appVersion: '1.2.3', deploymentId: 'dep-42' } });
+    expect(Number(after.sizeBytes)).toBeGreaterThan(300_000);
+    expect(Number(after.addedBytes)).toBeGreaterThan(0);
+    expect(after.fileCount).toBeGreaterThanOrEqual(5);
+    expect(Number(after.databaseSizeBytes)).toBeGreaterThan(0);
+    expect(after.copies).toEqual([expect.objectContaining({ status: 'READY' })]);
+
+    const password = await repositoryPassword(app, env.destinationId);
+    const listed = JSON.parse(await restic(env.repositoryPath, password, 'snapshots', '--json')) as { tags: string[]; paths: string[] }[];
+    expect(listed).toHaveLength(1);
+    expect(listed[0].tags).toEqual(expect.arrayContaining(['backplane', `env:${env.id}`, 'kind:manual']));
+    await restic(env.repositoryPath, password, 'check', '--read-data');
+    const ls = await restic(env.repositoryPath, password, 'ls', 'latest');
+    expect(ls).toMatch(/\/db\/env_\w+\.dump/);
+    expect(ls).toContain('/files/uploads/photo ü.jpg');
+  });
+
+  it('estimates the size without taking a snapshot', async () => {
+    const before = await app.runtime.db.snapshot.count();
+    const res = await app.gql(EstimateSnapshotSizeDocument, { environmentId: gid('Environment', env.id) }, { key });
+    expect(res.data?.estimateSnapshotSize).toMatchObject({ __typename: 'SnapshotSizeEstimate', fileCount: 4 });
+    if (res.data?.estimateSnapshotSize.__typename === 'SnapshotSizeEstimate') {
+      expect(Number(res.data.estimateSnapshotSize.databaseBytes)).toBeGreaterThan(1000);
+      expect(Number(res.data.estimateSnapshotSize.filesBytes)).toBeGreaterThan(300_000);
+    }
+    expect(await app.runtime.db.snapshot.count()).toBe(before);
+  });
+
+  it('a late subscriber gets the current state first', async () => {
+    const res = await app.gql(CreateSnapshotDocument, { input: { environmentId: gid('Environment', env.id), includes: ['DB'] } }, { key });
+    if (res.data?.createSnapshot.__typename !== 'SnapshotOperationPayload') throw new Error(JSON.stringify(res));
+    const opId = res.data.createSnapshot.operation.id;
+    await follow(app, key, opId);
+    const late = await follow(app, key, opId);
+    expect(late).toHaveLength(1);
+    expect(late[0].status).toBe('SUCCEEDED');
+    const op = await app.gql(OperationDocument, { id: opId }, { key });
+    expect(op.data?.operation?.status).toBe('SUCCEEDED');
+  });
+});
