@@ -14,7 +14,7 @@ import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { Chunker } from './chunker.ts';
-import { EncoderPool, defaultEncoderThreads } from './encoder-pool.ts';
+import { CodecPool, defaultCodecThreads } from './codec-pool.ts';
 import { AbortedError, EngineError, throwIfAborted } from './errors.ts';
 import { hashId, type Id } from './ids.ts';
 import { withLock } from './lock.ts';
@@ -56,7 +56,7 @@ export interface BackupOptions {
   signal?: AbortSignal;
   onProgress?: (p: BackupProgress) => void;
   /** Encoder worker threads; 0 encodes on the main thread. */
-  encoderThreads?: number;
+  codecThreads?: number;
   /** Take a shared repository lock for the duration (default true). */
   lock?: boolean;
 }
@@ -142,11 +142,11 @@ class Archiver {
 
   constructor(
     private readonly repo: Repository,
-    private readonly pool: EncoderPool,
+    private readonly pool: CodecPool,
     private readonly opts: BackupOptions,
     time: Date,
   ) {
-    this.maxInflight = Math.max(2, (opts.encoderThreads ?? defaultEncoderThreads()) + 2);
+    this.maxInflight = Math.max(2, (opts.codecThreads ?? defaultCodecThreads()) + 2);
     this.nowTime = formatTime(BigInt(time.getTime()) * 1_000_000n);
   }
 
@@ -388,7 +388,7 @@ export async function backup(repo: Repository, sources: Record<string, BackupSou
       parentId = parent.id;
       parentTree = await repo.loadTree(parent.tree, opts.signal);
     }
-    const pool = new EncoderPool(repo.key, opts.encoderThreads ?? defaultEncoderThreads());
+    const pool = new CodecPool(repo.key, opts.codecThreads ?? defaultCodecThreads());
     const archiver = new Archiver(repo, pool, opts, time);
     void scanSize(root, opts.signal).then((t) => archiver.setTotal(t), () => {});
     let treeId: Id;

@@ -3,11 +3,10 @@
  * kept only when it saves space (a version 2 pack may hold both kinds), so incompressible data
  * costs no decompression on restore. Shared by the main thread and the encoder workers.
  */
-import { decrypt, type Key } from './crypto.ts';
-import { decompress } from './compress.ts';
-import { encodeBlobRaw } from './seal-core.mjs';
+import type { Key } from './crypto.ts';
+import { decodeBlobRaw, encodeBlobRaw } from './seal-core.mjs';
 import { IntegrityError } from './errors.ts';
-import { hashId, type Id } from './ids.ts';
+import type { Id } from './ids.ts';
 import type { BlobType, EncodedBlob } from './pack.ts';
 
 /** Compresses (when worthwhile) and encrypts a blob whose id is already known. */
@@ -18,14 +17,7 @@ export function encodeBlob(key: Key, type: BlobType, id: Id, plain: Uint8Array):
 
 /** Decrypts, decompresses and verifies a stored blob; throws IntegrityError naming the blob. */
 export function decodeBlob(key: Key, id: Id, stored: Uint8Array, uncompressedLength: number | undefined, where = ''): Buffer {
-  let plain: Buffer;
-  try {
-    plain = decrypt(key, stored);
-    if (uncompressedLength !== undefined) plain = decompress(plain, uncompressedLength);
-  } catch (cause) {
-    throw new IntegrityError(`blob ${id}${where}: ${(cause as Error).message}`, { cause });
-  }
-  const got = hashId(plain);
-  if (got !== id) throw new IntegrityError(`blob ${id}${where}: content hash is ${got}`);
-  return plain;
+  const r = decodeBlobRaw(key.encrypt, key.macK, key.macR, id, stored, uncompressedLength);
+  if (r.error !== undefined) throw new IntegrityError(`blob ${id}${where}: ${r.error}`);
+  return r.plain;
 }

@@ -5,14 +5,12 @@
  * bytes with the one-time key `r || AES-128_k(IV)`. The *master key* encrypts everything in the
  * repository; a *user key* derived from the password (kdf.ts) only encrypts the master key.
  */
-import { createDecipheriv, randomBytes, timingSafeEqual } from 'node:crypto';
-import { macRaw, sealRaw } from './seal-core.mjs';
+import { randomBytes } from 'node:crypto';
+import { openRaw, sealRaw } from './seal-core.mjs';
 import { IntegrityError } from './errors.ts';
 
 /** Bytes added to every plaintext: IV and MAC. */
 export const CRYPTO_OVERHEAD = 32;
-const IV_SIZE = 16;
-const MAC_SIZE = 16;
 
 /** An encryption key and its MAC key, as restic's `crypto.Key`. */
 export interface Key {
@@ -84,13 +82,7 @@ export function encrypt(key: Key, plaintext: Uint8Array): Buffer {
 /** Verifies the MAC and decrypts; throws IntegrityError when the MAC does not match. */
 export function decrypt(key: Key, ciphertext: Uint8Array): Buffer {
   if (ciphertext.length < CRYPTO_OVERHEAD) throw new IntegrityError('ciphertext too short');
-  const iv = ciphertext.subarray(0, IV_SIZE);
-  const body = ciphertext.subarray(IV_SIZE, ciphertext.length - MAC_SIZE);
-  const want = ciphertext.subarray(ciphertext.length - MAC_SIZE);
-  const got = macRaw(key.macK, key.macR, iv, body);
-  if (!timingSafeEqual(got, want)) throw new IntegrityError('ciphertext verification failed (MAC mismatch)');
-  const d = createDecipheriv('aes-256-ctr', key.encrypt, iv);
-  const out = d.update(body);
-  d.final();
-  return out;
+  const plain = openRaw(key.encrypt, key.macK, key.macR, ciphertext);
+  if (!plain) throw new IntegrityError('ciphertext verification failed (MAC mismatch)');
+  return plain;
 }

@@ -8,3 +8,12 @@ export declare function encodeBlobRaw(
   macR: Uint8Array,
   plain: Uint8Array,
 ): { data: Buffer; uncompressedLength: number | undefined };
+export declare function openRaw(encKey: Uint8Array, macK: Uint8Array, macR: Uint8Array, ciphertext: Uint8Array): Buffer | null;
+export declare function decodeBlobRaw(
+  encKey: Uint8Array,
+  macK: Uint8Array,
+  macR: Uint8Array,
+  id: string,
+  stored: Uint8Array,
+  uncompressedLength: number | undefined,
+): { plain: Buffer; error?: undefined } | { plain?: undefined; error: string };

@@ -4,9 +4,9 @@
  * authenticated encryption: IV (16) || AES-256-CTR(plaintext) || Poly1305-AES MAC (16), the MAC
  * over the encrypted bytes with the one-time key r || AES-128_k(IV).
  */
-import { createCipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { poly1305 } from '@noble/ciphers/_poly1305.js';
-import { compress } from 'zstd-napi';
+import { compress, decompress } from 'zstd-napi';
 
 /** zstd level for blobs and unpacked files: zstd's default, as restic's "auto" mode uses. */
 export const ZSTD_LEVEL = 3;
@@ -44,4 +44,37 @@ export function encodeBlobRaw(encKey, macK, macR, plain) {
     return { data: sealRaw(encKey, macK, macR, packed), uncompressedLength: plain.length };
   }
   return { data: sealRaw(encKey, macK, macR, plain), uncompressedLength: undefined };
+}
+
+/** Verifies the MAC and decrypts; returns null when the MAC does not match. */
+export function openRaw(encKey, macK, macR, ciphertext) {
+  if (ciphertext.length < 32) return null;
+  const iv = ciphertext.subarray(0, 16);
+  const body = ciphertext.subarray(16, ciphertext.length - 16);
+  const tag = macRaw(macK, macR, iv, body);
+  if (!timingSafeEqual(tag, ciphertext.subarray(ciphertext.length - 16))) return null;
+  const d = createDecipheriv('aes-256-ctr', encKey, iv);
+  const out = d.update(body);
+  d.final();
+  return out;
+}
+
+/**
+ * Opens a stored blob: MAC, decryption, decompression (when uncompressedLength is given) and
+ * the content hash against the expected id. Returns the plaintext or a reason it is not valid.
+ */
+export function decodeBlobRaw(encKey, macK, macR, id, stored, uncompressedLength) {
+  let plain = openRaw(encKey, macK, macR, stored);
+  if (!plain) return { error: 'ciphertext verification failed (MAC mismatch)' };
+  if (uncompressedLength !== undefined && uncompressedLength !== null) {
+    try {
+      plain = decompress(plain);
+    } catch (err) {
+      return { error: `zstd decompression failed: ${err instanceof Error ? err.message : String(err)}` };
+    }
+    if (plain.length !== uncompressedLength) return { error: `decompressed ${plain.length} bytes, expected ${uncompressedLength}` };
+  }
+  const got = createHash('sha256').update(plain).digest('hex');
+  if (got !== id) return { error: `content hash is ${got}` };
+  return { plain };
 }

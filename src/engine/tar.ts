@@ -9,6 +9,7 @@ import type { Repository } from './repository.ts';
 import { findSnapshot, type Snapshot } from './snapshot.ts';
 import { parseTime, unixPermissions, type Node } from './tree.ts';
 import { fileBlobs, resolvePath, walk } from './walker.ts';
+import { CodecPool } from './codec-pool.ts';
 
 const BLOCK = 512;
 const MAX_OCTAL_SIZE = 8 ** 11 - 1;
@@ -116,6 +117,8 @@ function selected(only: string[] | undefined, rel: string): boolean {
 async function* tarChunks(repo: Repository, snapshot: string | Snapshot, path: string, signal?: AbortSignal, opts: TarOptions = {}): AsyncGenerator<Buffer> {
   const sn = typeof snapshot === 'string' ? await findSnapshot(repo, snapshot, undefined, signal) : snapshot;
   const top = await resolvePath(repo, sn, path, signal);
+  // One decoder thread: the consumer of a tar stream (HTTP, a pipe) is usually the limit.
+  const pool = new CodecPool(repo.key, 1);
   const emit = async function* (node: Node, name: string): AsyncGenerator<Buffer> {
     if (node.type !== 'file' && node.type !== 'dir' && node.type !== 'symlink') return;
     throwIfAborted(signal);
@@ -123,7 +126,7 @@ async function* tarChunks(repo: Repository, snapshot: string | Snapshot, path: s
     yield* entryHeaders(e);
     if (node.type === 'file') {
       let written = 0;
-      for await (const buf of fileBlobs(repo, node, signal)) {
+      for await (const buf of fileBlobs(repo, node, signal, pool)) {
         // The header promised node.size bytes; never write more than that.
         const part = buf.subarray(0, Math.max(0, e.size - written));
         written += part.length;

@@ -8,6 +8,7 @@ import type { Id } from './ids.ts';
 import type { Repository } from './repository.ts';
 import type { Snapshot } from './snapshot.ts';
 import type { Node } from './tree.ts';
+import { CodecPool } from './codec-pool.ts';
 
 /** Blobs fetched ahead while streaming a file. */
 const READ_AHEAD = 4;
@@ -52,14 +53,21 @@ export async function* walk(repo: Repository, treeId: Id, prefix = '', signal?: 
   }
 }
 
-/** Yields a file's blobs in order, loading a few ahead. */
-export async function* fileBlobs(repo: Repository, node: Node, signal?: AbortSignal): AsyncGenerator<Buffer> {
+/** Loads one data blob, decoding it in the pool's threads when a pool is given. */
+export async function loadDataBlob(repo: Repository, id: Id, pool?: CodecPool, signal?: AbortSignal): Promise<Buffer> {
+  if (!pool) return repo.loadBlob('data', id, signal);
+  const { entry, bytes } = await repo.loadRawBlob('data', id, signal);
+  return pool.decode(id, bytes, entry.uncompressedLength, ` in pack ${entry.packId}`);
+}
+
+/** Yields a file's blobs in order, loading (and decoding) a few ahead. */
+export async function* fileBlobs(repo: Repository, node: Node, signal?: AbortSignal, pool?: CodecPool): AsyncGenerator<Buffer> {
   const ids = node.content ?? [];
   const queue: Promise<Buffer>[] = [];
   let next = 0;
   const fill = () => {
     while (queue.length < READ_AHEAD && next < ids.length) {
-      const p = repo.loadBlob('data', ids[next++], signal);
+      const p = loadDataBlob(repo, ids[next++], pool, signal);
       p.catch(() => {}); // handled when awaited; avoid unhandled rejections for read-ahead
       queue.push(p);
     }
@@ -75,5 +83,14 @@ export async function* fileBlobs(repo: Repository, node: Node, signal?: AbortSig
 /** A Readable of one file's content. */
 export function fileStream(repo: Repository, node: Node, signal?: AbortSignal): Readable {
   if (node.type !== 'file') throw new NotFoundInRepositoryError(`${node.name} is not a file`);
-  return Readable.from(fileBlobs(repo, node, signal), { objectMode: false });
+  // Large files are decoded in worker threads; the pool lives as long as the stream.
+  const pool = (node.content?.length ?? 0) > 4 ? new CodecPool(repo.key, 1) : undefined;
+  async function* gen(): AsyncGenerator<Buffer> {
+    try {
+      yield* fileBlobs(repo, node, signal, pool);
+    } finally {
+      await pool?.close();
+    }
+  }
+  return Readable.from(gen(), { objectMode: false });
 }

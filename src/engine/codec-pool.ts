@@ -1,0 +1,129 @@
+/**
+ * Codec pool: a few worker threads (blob-worker.mjs) that turn data chunks into stored blob
+ * bytes (zstd, AES-CTR, Poly1305) and stored bytes back into verified plaintext, so reading,
+ * chunking, hashing and file I/O on the main thread overlap with the expensive byte work.
+ * With no workers (size 0) it does the same work inline.
+ */
+import { Worker } from 'node:worker_threads';
+import { availableParallelism } from 'node:os';
+import { keyToBytes, type Key } from './crypto.ts';
+import { decodeBlob, encodeBlob } from './blob-codec.ts';
+import { IntegrityError } from './errors.ts';
+import type { Id } from './ids.ts';
+import type { BlobType, EncodedBlob } from './pack.ts';
+
+/** A worker's answer (see blob-worker.mjs). */
+interface WorkerResponse {
+  seq: number;
+  data?: Uint8Array;
+  uncompressedLength?: number;
+  error?: string;
+}
+
+interface Job {
+  worker: number;
+  resolve: (r: WorkerResponse) => void;
+  reject: (e: Error) => void;
+}
+
+/** Default worker count: one per core, at most four. */
+export function defaultCodecThreads(): number {
+  return Math.max(1, Math.min(4, availableParallelism()));
+}
+
+function asBuffer(u: Uint8Array): Buffer {
+  return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+}
+
+/** An ArrayBuffer holding exactly these bytes that may be transferred (copied when shared). */
+function ownedCopy(u: Uint8Array, mayTakeOver: boolean): Uint8Array {
+  if (mayTakeOver && u.byteOffset === 0 && u.byteLength === u.buffer.byteLength && u.buffer instanceof ArrayBuffer) return u;
+  const copy = new Uint8Array(u.byteLength);
+  copy.set(u);
+  return copy;
+}
+
+/** A pool of codec threads. Call close() when done. */
+export class CodecPool {
+  private readonly workers: Worker[] = [];
+  private readonly load: number[] = [];
+  private readonly jobs = new Map<number, Job>();
+  private seq = 0;
+  private failed: Error | null = null;
+
+  constructor(private readonly key: Key, size = defaultCodecThreads()) {
+    const url = new URL('./blob-worker.mjs', import.meta.url);
+    for (let i = 0; i < size; i++) {
+      const w = new Worker(url, { workerData: { key: keyToBytes(key) } });
+      w.on('message', (m: WorkerResponse) => this.onMessage(m));
+      w.on('error', (err) => this.fail(err));
+      w.on('exit', (code) => {
+        if (code !== 0) this.fail(new Error(`codec worker exited with code ${code}`));
+      });
+      w.unref();
+      this.workers.push(w);
+      this.load.push(0);
+    }
+  }
+
+  private fail(err: Error): void {
+    this.failed ??= err;
+    for (const j of this.jobs.values()) j.reject(err);
+    this.jobs.clear();
+  }
+
+  private onMessage(m: WorkerResponse): void {
+    const job = this.jobs.get(m.seq);
+    if (!job) return;
+    this.jobs.delete(m.seq);
+    if (--this.load[job.worker] === 0) this.workers[job.worker]?.unref();
+    job.resolve(m);
+  }
+
+  private post(msg: Record<string, unknown>, transfer: ArrayBuffer[]): Promise<WorkerResponse> {
+    if (this.failed) return Promise.reject(this.failed);
+    let w = 0;
+    for (let i = 1; i < this.load.length; i++) if (this.load[i] < this.load[w]) w = i;
+    const seq = ++this.seq;
+    return new Promise<WorkerResponse>((resolve, reject) => {
+      this.jobs.set(seq, { worker: w, resolve, reject });
+      // Only busy workers keep the process alive; an idle pool never blocks exit.
+      if (this.load[w]++ === 0) this.workers[w].ref();
+      this.workers[w].postMessage({ ...msg, seq }, transfer);
+    });
+  }
+
+  /** Number of jobs not yet answered. */
+  get inFlight(): number {
+    return this.jobs.size;
+  }
+
+  /** Encodes one blob. The plaintext is copied, so the caller may reuse it. */
+  async encode(type: BlobType, id: Id, plain: Uint8Array): Promise<EncodedBlob> {
+    if (this.workers.length === 0) return encodeBlob(this.key, type, id, plain);
+    const copy = ownedCopy(plain, false);
+    const m = await this.post({ op: 'encode', plain: copy }, [copy.buffer as ArrayBuffer]);
+    if (m.error || !m.data) throw new Error(m.error ?? 'codec worker returned nothing');
+    const blob: EncodedBlob = { id, type, data: asBuffer(m.data) };
+    if (m.uncompressedLength !== undefined && m.uncompressedLength !== null) blob.uncompressedLength = m.uncompressedLength;
+    return blob;
+  }
+
+  /**
+   * Decrypts, decompresses and verifies a stored blob; throws IntegrityError naming the blob.
+   * Takes ownership of `stored` (it may be transferred to a worker).
+   */
+  async decode(id: Id, stored: Buffer, uncompressedLength: number | undefined, where = ''): Promise<Buffer> {
+    if (this.workers.length === 0) return decodeBlob(this.key, id, stored, uncompressedLength, where);
+    const owned = ownedCopy(stored, true);
+    const m = await this.post({ op: 'decode', id, stored: owned, uncompressedLength }, [owned.buffer as ArrayBuffer]);
+    if (m.error || !m.data) throw new IntegrityError(`blob ${id}${where}: ${m.error ?? 'codec worker returned nothing'}`);
+    return asBuffer(m.data);
+  }
+
+  /** Stops the workers. */
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.terminate()));
+    this.workers.length = 0;
+  }
+}
