@@ -8,7 +8,7 @@
  * PostgreSQL refuses to run as root, so when we are root every binary runs as the `postgres`
  * user (falling back to `nobody`) and the data directory is handed to that user.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
@@ -447,6 +447,27 @@ export async function dropDatabase(adminUrl: string, name: string): Promise<void
   }
 }
 
+/**
+ * A detached shell that outlives us: once this process is gone without calling stop() (test
+ * runner killed, Ctrl-C during a script), it shuts the server down (SIGQUIT, immediate
+ * shutdown) and deletes its directory, so killed runs do not leave servers behind.
+ */
+function startWatchdog(root: string, dataDir: string): ChildProcess {
+  const script = [
+    'while kill -0 "$WATCH" 2>/dev/null; do sleep 1; done',
+    'PM=$(head -n 1 "$DATA/postmaster.pid" 2>/dev/null)',
+    'if [ -n "$PM" ]; then kill -QUIT "$PM" 2>/dev/null; i=0; while [ $i -lt 50 ] && [ -e "$DATA/postmaster.pid" ]; do sleep 0.2; i=$((i+1)); done; fi',
+    'rm -rf "$ROOT"',
+  ].join('\n');
+  const child = spawn('/bin/sh', ['-c', script], {
+    detached: true,
+    stdio: 'ignore',
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', WATCH: String(process.pid), DATA: dataDir, ROOT: root },
+  });
+  child.unref();
+  return child;
+}
+
 /** Options for a throwaway cluster. */
 export interface ScratchPostgresOptions {
   binaries?: PgBinaries;
@@ -478,10 +499,12 @@ export async function startScratchPostgres(o: ScratchPostgresOptions = {}): Prom
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
       const cluster = await startCluster({ dataDir, port: await freePort(), password, binaries, settings, logger: o.logger });
+      const watchdog = startWatchdog(root, dataDir);
       return {
         ...cluster,
         adminUrl: cluster.url('postgres'),
         stop: async () => {
+          watchdog.kill();
           try {
             await cluster.stop();
           } finally {
