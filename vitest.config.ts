@@ -27,7 +27,7 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'api',
-          include: ['test/api/**/*.test.ts', 'test/services/**/*.test.ts', 'test/db/**/*.test.ts', 'test/jobs/**/*.test.ts'],
+          include: ['test/api/**/*.test.ts', 'test/services/**/*.test.ts', 'test/db/**/*.test.ts', 'test/jobs/**/*.test.ts', 'test/sources/**/*.test.ts'],
           globalSetup: ['test/harness/global-setup.ts'],
           testTimeout: 60_000,
           hookTimeout: 120_000,
