@@ -5,7 +5,7 @@
  * over the encrypted bytes with the one-time key r || AES-128_k(IV).
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { poly1305 } from '@noble/ciphers/_poly1305.js';
+import { poly1305 } from './poly1305.mjs';
 import { compress, decompress } from 'zstd-napi';
 
 /** zstd level for blobs and unpacked files: zstd's default, as restic's "auto" mode uses. */

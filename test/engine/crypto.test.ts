@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { poly1305 } from '@noble/ciphers/_poly1305.js';
+import { randomBytes } from 'node:crypto';
+import { poly1305 as noblePoly1305 } from '@noble/ciphers/_poly1305.js';
+import { poly1305 } from '../../src/engine/poly1305.mjs';
 import { decrypt, encrypt, newRandomKey } from '../../src/engine/crypto.ts';
 import { IntegrityError } from '../../src/engine/errors.ts';
 import { compressUnpacked, decompressUnpacked } from '../../src/engine/compress.ts';
@@ -11,6 +13,18 @@ describe('crypto', () => {
     const key = Buffer.from('85d6be7857556d337f4452fe42d506a80103808afb0db2fd4abff6af4149f51b', 'hex');
     const tag = poly1305(Buffer.from('Cryptographic Forum Research Group'), key);
     expect(Buffer.from(tag).toString('hex')).toBe('a8061dc1305136c6c22b8baf0c0127a9');
+  });
+
+  it('computes the same Poly1305 tags as @noble/ciphers, edge cases included', () => {
+    for (let i = 0; i < 3000; i++) {
+      const len = i < 100 ? i : (i * 7919) % 5000;
+      const msg = randomBytes(len);
+      const key = randomBytes(32);
+      if (i % 3 === 0) msg.fill(0xff); // maximal limbs, exercises every carry
+      if (i % 5 === 0) key.fill(0xff, 0, 16); // maximal r after clamping
+      if (i % 11 === 0) key.fill(0xff, 16);
+      expect(Buffer.from(poly1305(msg, key)).toString('hex')).toBe(Buffer.from(noblePoly1305(msg, key)).toString('hex'));
+    }
   });
 
   it('round-trips and adds 32 bytes', () => {
