@@ -169,11 +169,11 @@ class Archiver {
     if (this.failure) throw this.failure;
   }
 
-  /** Hashes a chunk and queues it for encoding unless the repository has it. */
-  private async saveChunk(chunk: Buffer): Promise<Id> {
+  /** Hashes a chunk (given as slices) and queues it for encoding unless the repository has it. */
+  private async saveChunk(chunk: Buffer[]): Promise<Id> {
     this.check();
-    const id = hashId(chunk);
-    this.counters.bytesDone += chunk.length;
+    const id = hashId(...chunk);
+    for (const part of chunk) this.counters.bytesDone += part.length;
     this.progress();
     if (this.repo.knowsBlob('data', id)) return id;
     this.repo.reserveBlob('data', id);
@@ -199,9 +199,9 @@ class Archiver {
       this.check();
       const buf = typeof piece === 'string' ? Buffer.from(piece) : piece;
       size += buf.length;
-      for (const c of chunker.push(buf)) content.push(await this.saveChunk(c));
+      for (const c of chunker.pushParts(buf)) content.push(await this.saveChunk(c));
     }
-    const last = chunker.finish();
+    const last = chunker.finishParts();
     if (last) content.push(await this.saveChunk(last));
     return { content, size };
   }

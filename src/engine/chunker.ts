@@ -68,6 +68,23 @@ function topMask(bits: number): number {
   return (~0 << (32 - bits)) | 0;
 }
 
+/** The hash at the end of the last scan() that found no cut (a scratch register). */
+let scanHash = 0;
+
+/**
+ * Rolls the gear hash over buf[start, end) from hash h; returns the index just after the first
+ * position whose hash has all `mask` bits clear, or -1 (leaving the hash in scanHash). Kept a
+ * small standalone function because V8 optimizes it far better than the same loop in push().
+ */
+function scan(buf: Uint8Array, start: number, end: number, mask: number, h: number, gear: Int32Array): number {
+  for (let i = start; i < end; i++) {
+    h = ((h << 1) + gear[buf[i]]) | 0;
+    if ((h & mask) === 0) return i + 1;
+  }
+  scanHash = h;
+  return -1;
+}
+
 /**
  * Splits a byte stream into chunks. Feed data with push(), which returns the chunks completed so
  * far; call finish() at the end for the last, short chunk.
@@ -89,7 +106,15 @@ export class Chunker {
 
   /** Adds data; returns the chunks that end inside it. The data buffer must not be reused. */
   push(buf: Buffer): Buffer[] {
-    const out: Buffer[] = [];
+    return this.pushParts(buf).map((parts) => (parts.length === 1 ? parts[0] : Buffer.concat(parts)));
+  }
+
+  /**
+   * Like push(), but returns each chunk as the list of input slices it spans, saving a copy
+   * for callers that hash and copy the parts anyway.
+   */
+  pushParts(buf: Buffer): Buffer[][] {
+    const out: Buffer[][] = [];
     const { min, avg, max } = this.params;
     const maskS = this.maskS;
     const maskL = this.maskL;
@@ -108,21 +133,27 @@ export class Chunker {
       }
       let cut = -1;
       const endS = Math.min(len, avg - base);
-      for (; i < endS; i++) {
-        h = ((h << 1) + gear[buf[i]]) | 0;
-        if ((h & maskS) === 0) { cut = i + 1; break; }
+      if (i < endS) {
+        cut = scan(buf, i, endS, maskS, h, gear);
+        if (cut < 0) {
+          h = scanHash;
+          i = endS;
+        }
       }
       if (cut < 0) {
         const endL = Math.min(len, max - base);
-        for (; i < endL; i++) {
-          h = ((h << 1) + gear[buf[i]]) | 0;
-          if ((h & maskL) === 0) { cut = i + 1; break; }
+        if (i < endL) {
+          cut = scan(buf, i, endL, maskL, h, gear);
+          if (cut < 0) {
+            h = scanHash;
+            i = endL;
+          }
         }
         if (cut < 0 && i === max - base) cut = i;
       }
       if (cut < 0) break;
       const piece = buf.subarray(start, cut);
-      out.push(this.pending.length === 0 ? piece : Buffer.concat([...this.pending, piece]));
+      out.push(this.pending.length === 0 ? [piece] : [...this.pending, piece]);
       this.pending = [];
       this.size = 0;
       h = 0;
@@ -139,8 +170,14 @@ export class Chunker {
 
   /** Returns the final chunk (bytes since the last cut), or null when there are none. */
   finish(): Buffer | null {
+    const parts = this.finishParts();
+    return parts && (parts.length === 1 ? parts[0] : Buffer.concat(parts));
+  }
+
+  /** Like finish(), as slices. */
+  finishParts(): Buffer[] | null {
     if (this.size === 0) return null;
-    const last = Buffer.concat(this.pending);
+    const last = this.pending;
     this.pending = [];
     this.size = 0;
     this.hash = 0;

@@ -43,6 +43,18 @@ function ownedCopy(u: Uint8Array, mayTakeOver: boolean): Uint8Array {
   return copy;
 }
 
+function joinParts(parts: Uint8Array[]): Uint8Array {
+  let n = 0;
+  for (const p of parts) n += p.length;
+  const out = new Uint8Array(n);
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}
+
 /** A pool of codec threads. Call close() when done. */
 export class CodecPool {
   private readonly workers: Worker[] = [];
@@ -98,10 +110,18 @@ export class CodecPool {
     return this.jobs.size;
   }
 
-  /** Encodes one blob. The plaintext is copied, so the caller may reuse it. */
-  async encode(type: BlobType, id: Id, plain: Uint8Array): Promise<EncodedBlob> {
+  /**
+   * Encodes one blob, given whole or as slices to be joined. The plaintext is copied, so the
+   * caller may reuse it.
+   */
+  async encode(type: BlobType, id: Id, plain: Uint8Array | Uint8Array[]): Promise<EncodedBlob> {
+    let fresh = false;
+    if (Array.isArray(plain)) {
+      fresh = plain.length > 1;
+      plain = plain.length === 1 ? plain[0] : joinParts(plain);
+    }
     if (this.workers.length === 0) return encodeBlob(this.key, type, id, plain);
-    const copy = ownedCopy(plain, false);
+    const copy = ownedCopy(plain, fresh);
     const m = await this.post({ op: 'encode', plain: copy }, [copy.buffer as ArrayBuffer]);
     if (m.error || !m.data) throw new Error(m.error ?? 'codec worker returned nothing');
     const blob: EncodedBlob = { id, type, data: asBuffer(m.data) };
