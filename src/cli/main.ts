@@ -4,6 +4,7 @@
  * engine's own command line).
  */
 import { parseArgs } from 'node:util';
+import { runMigrations as runWorkerMigrations } from 'graphile-worker';
 import { buildApp, type App } from '../app/build-app.ts';
 import { ensureDemo } from '../app/bootstrap.ts';
 import { loadConfig, type Config } from '../app/config.ts';
@@ -72,7 +73,10 @@ async function serveCommand(config: Config, logger: Logger, opts: { worker: bool
     await database.stop();
   };
   try {
-    if (!config.DATABASE_URL) await applyMigrations(database.url, { logger });
+    if (!config.DATABASE_URL) {
+      await applyMigrations(database.url, { logger });
+      await runWorkerMigrations({ connectionString: database.url });
+    }
     runtime = await createRuntime(config, database.url, logger);
     const demo = opts.demo && database.urlFor ? await ensureDemo(runtime.deps, { home: config.home, databaseUrlFor: database.urlFor }) : null;
     if (opts.worker) worker = await startWorker({ deps: runtime.deps, databaseUrl: database.url, concurrency: config.WORKER_CONCURRENCY, logger, staleAfterMs: config.OPERATION_STALE_MS });
@@ -106,6 +110,8 @@ async function migrateCommand(config: Config, logger: Logger) {
   const database = await openDatabase(config, logger);
   try {
     const applied = await applyMigrations(database.url, { logger });
+    // The job queue's own schema, so API processes can enqueue before any worker has started.
+    await runWorkerMigrations({ connectionString: database.url });
     process.stdout.write(applied.length ? `applied ${applied.length} migration(s): ${applied.join(', ')}\n` : 'database is up to date\n');
   } finally {
     await database.stop();
