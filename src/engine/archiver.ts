@@ -241,7 +241,8 @@ class Archiver {
         nodes.push(await this.saveStream(name, entry.src, childPath));
       } else {
         const node = await this.saveDiskEntry(entry.path, name, parentTree, childPath);
-        if (node) nodes.push(node);
+        if (!node) throw new InvalidSourceError(`source ${entry.path} (for ${childPath}) does not exist`);
+        nodes.push(node);
       }
     }
     return this.repo.saveTree({ nodes });

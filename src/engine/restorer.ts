@@ -16,7 +16,7 @@ import { withLock } from './lock.ts';
 import type { Repository } from './repository.ts';
 import { findSnapshot, type Snapshot } from './snapshot.ts';
 import { parseTime, unixPermissions, type Node } from './tree.ts';
-import { fileBlobs, resolvePath } from './walker.ts';
+import { fileBlobs, resolvePath, walk } from './walker.ts';
 import { CodecPool, defaultCodecThreads } from './codec-pool.ts';
 
 /** Files written at the same time within one directory (overlaps small-file latency). */
@@ -69,8 +69,10 @@ class Restorer {
 
   constructor(private readonly repo: Repository, private readonly opts: RestoreOptions, private readonly pool: CodecPool) {}
 
+  bytesTotal: number | undefined;
+
   private progress(path?: string): void {
-    this.opts.onProgress?.({ bytesDone: this.result.bytes, filesDone: this.result.files, currentPath: path });
+    this.opts.onProgress?.({ bytesDone: this.result.bytes, bytesTotal: this.bytesTotal, filesDone: this.result.files, currentPath: path });
   }
 
   /** Makes sure `path` is a real directory (creating it when missing). */
@@ -171,6 +173,16 @@ class Restorer {
   }
 }
 
+/** Sum of file sizes at and below a node (one extra pass over the trees, for progress). */
+async function totalSize(repo: Repository, node: Node, signal?: AbortSignal): Promise<number> {
+  if (node.type === 'file') return node.size ?? 0;
+  let total = 0;
+  if (node.type === 'dir' && node.subtree) {
+    for await (const e of walk(repo, node.subtree, '', signal)) if (e.node.type === 'file') total += e.node.size ?? 0;
+  }
+  return total;
+}
+
 /**
  * Restores a snapshot (`latest`, an id or a unique prefix, or a loaded Snapshot) into target.
  * The target is created when missing; existing files in the way are overwritten.
@@ -184,6 +196,7 @@ export async function restore(repo: Repository, snapshot: string | Snapshot, tar
     if (!st.isDirectory()) throw new UnsafePathError(`restore target ${target} is not a directory`);
     const pool = new CodecPool(repo.key, opts.codecThreads ?? defaultCodecThreads());
     const r = new Restorer(repo, opts, pool);
+    if (opts.onProgress) r.bytesTotal = await totalSize(repo, node, opts.signal);
     try {
       if (node.type === 'dir') {
         if (node.subtree) await r.restoreTree(node.subtree, target);

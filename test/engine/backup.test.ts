@@ -5,6 +5,7 @@ import { readFile, stat, utimes, writeFile, open } from 'node:fs/promises';
 import { LocalBackend } from '../../src/destinations/local.ts';
 import {
   AbortedError,
+  InvalidSourceError,
   Repository,
   WrongPasswordError,
   RepositoryNotFoundError,
@@ -64,7 +65,9 @@ describe('backup', () => {
     await restore(repo, r1.snapshotId, target, { path: '/files' });
     expect(await describeTree(target)).toEqual(await describeTree(files));
     const target2 = await tempDir();
-    await restore(repo, 'latest', target2, { path: '/db/app.dump' });
+    const seen: { bytesDone: number; bytesTotal?: number }[] = [];
+    await restore(repo, 'latest', target2, { path: '/db/app.dump', onProgress: (p) => seen.push(p) });
+    expect(seen[seen.length - 1]).toMatchObject({ bytesDone: dump.length, bytesTotal: dump.length });
     expect((await readFile(join(target2, 'app.dump'))).equals(dump)).toBe(true);
     expect(await countFiles(repo, 'locks')).toBe(0);
   });
@@ -130,6 +133,14 @@ describe('backup', () => {
     const repo = await Repository.open(new LocalBackend(dir), PASSWORD);
     expect(repo.config.version).toBe(2);
     expect(repo.config.backplane_chunker).toBe('fastcdc-v1-16k-64k-256k');
+  });
+
+  it('rejects a source path that does not exist and bad virtual paths', async () => {
+    const { repo } = await newRepo();
+    await expect(backup(repo, { '/files': '/does/not/exist' })).rejects.toBeInstanceOf(InvalidSourceError);
+    await expect(backup(repo, { 'relative': '/tmp' })).rejects.toBeInstanceOf(InvalidSourceError);
+    await expect(backup(repo, { '/a/../b': '/tmp' })).rejects.toBeInstanceOf(InvalidSourceError);
+    expect(await countFiles(repo, 'snapshots')).toBe(0);
   });
 
   it('stores empty files and empty streams', async () => {
