@@ -26,11 +26,12 @@ export const MAX_IDENTIFIER_BYTES = 63;
 const RESTORE_INFIX = '__bp_restore_';
 const PREVIOUS_INFIX = '__bp_pre_';
 
-/** How often the swap retries when a backend is still on its way out after being terminated. */
-const SWAP_ATTEMPTS = 20;
-const SWAP_RETRY_MS = 250;
-/** How long pg_terminate_backend waits for each terminated backend to exit. */
-const TERMINATE_WAIT_MS = 5_000;
+/** Swap attempts; each can wait PostgreSQL's 5 s for sessions that will not go. */
+const SWAP_ATTEMPTS = 3;
+/** How often sessions of the target are terminated while the rename waits for them to go. */
+const SWEEP_INTERVAL_MS = 100;
+/** How long pg_terminate_backend waits for an abandoned IN_PLACE session to roll back. */
+const TERMINATE_WAIT_MS = 10_000;
 
 // ---------------------------------------------------------------------------------------------
 // Dump
@@ -236,8 +237,9 @@ export interface PreparedDatabase {
    */
   readonly canUndo: boolean;
   /**
-   * SWAP: disallows new connections to the target, terminates the open ones, and renames target
-   * → previous and temp → target in one transaction. IN_PLACE: commits the restore transaction.
+   * SWAP: terminates the target's sessions and renames target → previous and temp → target in
+   * one transaction; new sessions wait meanwhile and then reach the restored database.
+   * IN_PLACE: commits the restore transaction.
    * On failure nothing has changed (and rollback() is still due). Returns the previous
    * database's name (SWAP) or null (IN_PLACE).
    */
@@ -527,47 +529,66 @@ async function prepareSwap(databaseUrl: string, target: PgTarget, dump: Readable
 }
 
 /**
- * The one short step of a SWAP: `live` becomes `outgoing` and `incoming` becomes `live`.
- * Connections to `live` are refused first (ALLOW_CONNECTIONS false, committed, so a client cannot
- * slip in between terminate and rename), then terminated; both renames and the restored
- * ALLOW_CONNECTIONS flags are one transaction, so `live` is never missing. A backend that has not
- * finished exiting makes the rename fail with 55006; that is retried.
+ * The one short step of a SWAP: `live` becomes `outgoing` and `incoming` becomes `live`, in one
+ * transaction, so `live` is never missing and a crash changes nothing.
+ *
+ * Why no client can slip in: ALTER DATABASE RENAME takes an exclusive lock on the database
+ * before it checks that no one else is connected, and a new connection waits for that lock
+ * (then finds the name gone and fails cleanly; its retry reaches the restored database). While
+ * the rename waits for the sessions already there, a second connection terminates them. A
+ * session we may not terminate makes the rename fail with 55006 after PostgreSQL's 5 s wait;
+ * that is retried a few times, then reported, with nothing changed.
  */
 async function swapNames(
   databaseUrl: string,
   n: { live: string; incoming: string; outgoing: string; allowConnections: boolean },
 ): Promise<void> {
-  await withAdmin(databaseUrl, [n.live, n.incoming, n.outgoing], async (c) => {
-    const live = c.escapeIdentifier(n.live);
-    const incoming = c.escapeIdentifier(n.incoming);
-    const outgoing = c.escapeIdentifier(n.outgoing);
-    if (n.allowConnections) await c.query(`ALTER DATABASE ${live} WITH ALLOW_CONNECTIONS false`);
-    try {
-      for (let attempt = 1; ; attempt++) {
-        await c.query(
-          `SELECT pg_terminate_backend(pid, ${TERMINATE_WAIT_MS}) FROM pg_stat_activity
-            WHERE datname = ANY($1) AND pid <> pg_backend_pid()`,
-          [[n.live, n.incoming]],
+  const avoid = [n.live, n.incoming, n.outgoing];
+  await withAdmin(databaseUrl, avoid, (killer) =>
+    withAdmin(databaseUrl, avoid, async (c) => {
+      const live = c.escapeIdentifier(n.live);
+      const incoming = c.escapeIdentifier(n.incoming);
+      const outgoing = c.escapeIdentifier(n.outgoing);
+      const swapperPid = (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+      const terminate = () =>
+        killer.query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE datname = ANY($1) AND pid <> pg_backend_pid() AND pid <> $2`,
+          [[n.live, n.incoming], swapperPid],
         );
+      for (let attempt = 1; ; attempt++) {
+        await terminate();
+        let renaming = true;
+        // Sessions that connected after the terminate above and before the rename's lock.
+        const sweeping = (async () => {
+          while (renaming) {
+            await new Promise((r) => setTimeout(r, SWEEP_INTERVAL_MS));
+            if (renaming) await terminate().catch(() => {});
+          }
+        })();
         try {
           await c.query('BEGIN');
           await c.query(`ALTER DATABASE ${live} RENAME TO ${outgoing}`);
           await c.query(`ALTER DATABASE ${incoming} RENAME TO ${live}`);
-          await c.query(`ALTER DATABASE ${live} WITH ALLOW_CONNECTIONS ${n.allowConnections}`);
-          await c.query(`ALTER DATABASE ${outgoing} WITH ALLOW_CONNECTIONS ${n.allowConnections}`);
+          if (!n.allowConnections) await c.query(`ALTER DATABASE ${live} WITH ALLOW_CONNECTIONS false`);
           await c.query('COMMIT');
           return;
         } catch (err) {
           await c.query('ROLLBACK').catch(() => {});
-          if ((err as { code?: string }).code !== '55006' || attempt >= SWAP_ATTEMPTS) throw err;
+          if ((err as { code?: string }).code !== '55006' || attempt >= SWAP_ATTEMPTS) {
+            throw new SourceError(
+              'DATABASE_SWAP_FAILED',
+              `could not swap database ${JSON.stringify(n.live)} with ${JSON.stringify(n.incoming)}: ${(err as Error).message}`,
+              { cause: err },
+            );
+          }
+        } finally {
+          renaming = false;
+          await sweeping;
         }
-        await new Promise((r) => setTimeout(r, SWAP_RETRY_MS));
       }
-    } catch (err) {
-      if (n.allowConnections) await c.query(`ALTER DATABASE ${live} WITH ALLOW_CONNECTIONS true`).catch(() => {});
-      throw new SourceError('DATABASE_SWAP_FAILED', `could not swap database ${JSON.stringify(n.live)} with ${JSON.stringify(n.incoming)}: ${(err as Error).message}`, { cause: err });
-    }
-  });
+    }),
+  );
 }
 
 /**

@@ -243,6 +243,54 @@ describe('restoreDatabase SWAP', () => {
     expect(await databasesLike(result.previousDatabaseName!)).toEqual([]);
   });
 
+  it('swaps while an application keeps reconnecting to the target', async () => {
+    const url = await seeded('src_swap_busy');
+    const before = await contents(url);
+    const dump = await dumpBytes(url);
+    await query(url, MUTATE);
+    // Eight pooled connections that stay open and reconnect the moment they are cut, as an
+    // application's pool does: they race the swap for the database.
+    let stop = false;
+    let served = 0;
+    let sawRestored = false;
+    const open = new Set<pg.Client>();
+    let firstServed!: () => void;
+    const serving = new Promise<void>((resolve) => (firstServed = resolve));
+    const app = Promise.all(
+      Array.from({ length: 8 }, async () => {
+        while (!stop) {
+          const c = new pg.Client({ connectionString: url });
+          c.on('error', () => {});
+          const closed = new Promise<void>((resolve) => c.once('end', resolve));
+          try {
+            await c.connect();
+            open.add(c);
+            const rows = (await c.query<{ n: number }>('SELECT count(*)::int AS n FROM customers')).rows;
+            served++;
+            firstServed();
+            if (rows[0].n === before.customers.length) sawRestored = true;
+            await closed;
+          } catch {
+            // the name moved under a connection attempt: reconnect
+          } finally {
+            open.delete(c);
+            await c.end().catch(() => {});
+          }
+        }
+      }),
+    );
+    await serving;
+    const result = await restoreDatabase(url, Readable.from([dump]), { strategy: 'SWAP', restoreId: 'busy1' });
+    const servedAtSwap = served;
+    while (!sawRestored) await new Promise((r) => setImmediate(r));
+    stop = true;
+    await Promise.all([...open].map((c) => c.end().catch(() => {})));
+    await app;
+    expect(servedAtSwap).toBeGreaterThan(0);
+    expect(result.previousDatabaseName).toBe(`${nameOf(url)}__bp_pre_busy1`);
+    expect(await contents(url)).toEqual(before);
+  });
+
   it('keeps the database\'s owner, ACL, settings and comment, and drops the previous one with keepPrevious: false', async () => {
     const url = await seeded('src_swap_props');
     const name = nameOf(url);
