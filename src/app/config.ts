@@ -27,6 +27,8 @@ export const configSchema = z.object({
   WORKER_CONCURRENCY: intFromEnv(2),
   /** A RUNNING operation without a heartbeat for this long is taken back from its (dead) worker. */
   OPERATION_STALE_MS: intFromEnv(60_000),
+  /** How often a running operation writes its heartbeat. */
+  OPERATION_HEARTBEAT_MS: intFromEnv(5_000),
   /** How long an in-flight request may take to finish on shutdown. */
   SHUTDOWN_GRACE_MS: intFromEnv(10_000),
 });

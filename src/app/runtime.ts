@@ -20,7 +20,7 @@ export async function createRuntime(config: Config, databaseUrl: string, logger:
   return {
     db,
     events,
-    deps: { db, events, secrets, clock: systemClock, logger },
+    deps: { db, events, secrets, clock: systemClock, logger, heartbeatMs: config.OPERATION_HEARTBEAT_MS },
     async close() {
       await events.close();
       await db.$disconnect();

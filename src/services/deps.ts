@@ -17,4 +17,6 @@ export interface Deps {
   secrets: SecretBox;
   clock: Clock;
   logger: Logger;
+  /** How often a running operation proves it is alive (default 5 s); keep it well under OPERATION_STALE_MS. */
+  heartbeatMs?: number;
 }

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { ConflictError, ErrorCode, NotFoundError, ValidationError } from '../domain/errors.ts';
 import { parseInput } from '../domain/validation.ts';
-import { backup, copySnapshot, forgetSnapshots, type BackupSource } from '../engine/api.ts';
+import { backup, copySnapshot, forgetSnapshots, listSnapshots, type BackupSource } from '../engine/api.ts';
 import { publishInTransaction } from '../events/bus.ts';
 import type { Snapshot } from '../generated/prisma/client.ts';
 import { databaseSize, startDump } from '../sources/postgres.ts';
@@ -124,7 +124,7 @@ export async function underLimits<T>(
   const timer = setTimeout(() => timeout.abort(new TimedOutError(timeoutSeconds)), timeoutSeconds * 1000);
   const heartbeat = setInterval(() => {
     void deps.db.operation.update({ where: { id: operationId }, data: { heartbeatAt: deps.clock.now() } }).catch(() => undefined);
-  }, 5000);
+  }, deps.heartbeatMs ?? 5000);
   const signals = [cancel.signal, timeout.signal, ...(jobSignal ? [jobSignal] : [])];
   const signal = AbortSignal.any(signals);
   try {
@@ -164,6 +164,11 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
 
       const primary = await openRepository(deps, first.destinationId, signal);
       opened.push(primary);
+      if (op.attempts > 1) {
+        // A worker died after writing this snapshot's file but before recording it: a retry must not leave two.
+        const orphans = (await listSnapshots(primary.repo, signal)).filter((sn) => sn.tags?.includes(`snapshot:${snapshot.id}`));
+        await forgetSnapshots(primary.repo, orphans.map((sn) => sn.id), signal);
+      }
       await deps.db.snapshotCopy.update({ where: { id: first.id }, data: { status: 'UPLOADING' } });
       const sources: Record<string, BackupSource> = {};
       const dump = databaseUrl ? startDump(databaseUrl, { signal }) : null;

@@ -17,8 +17,9 @@ export interface ServerProcess {
   stop(): Promise<number | null>;
 }
 
-export async function startServerProcess(env: NodeJS.ProcessEnv): Promise<ServerProcess> {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin/backplane.js'), 'serve'], {
+export async function startServerProcess(env: NodeJS.ProcessEnv, command: 'serve' | 'worker' = 'serve'): Promise<ServerProcess> {
+  const ready = command === 'serve' ? 'listening' : 'worker started';
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin/backplane.js'), command], {
     cwd: ROOT,
     env: { ...env, PORT: '0', LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -30,7 +31,7 @@ export async function startServerProcess(env: NodeJS.ProcessEnv): Promise<Server
     lines.on('line', (line) => {
       try {
         const rec = JSON.parse(line) as { msg?: string; port?: number };
-        if (rec.msg === 'listening' && rec.port) resolve(rec.port);
+        if (rec.msg === ready) resolve(rec.port ?? 0);
       } catch {
         // not a log line
       }
@@ -48,7 +49,7 @@ export async function startServerProcess(env: NodeJS.ProcessEnv): Promise<Server
     },
     stop() {
       return new Promise((resolve) => {
-        if (child.exitCode !== null) return resolve(child.exitCode);
+        if (child.exitCode !== null || child.signalCode !== null) return resolve(child.exitCode);
         child.once('exit', (code) => resolve(code));
         child.kill('SIGTERM');
       });
