@@ -9,8 +9,7 @@
  * size, mtime and inode are unchanged reuses the parent's blob list without being read.
  * An abort leaves no snapshot; packs uploaded before it are harmless and prune removes them.
  */
-import { createReadStream } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { lstat, open, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { Chunker } from './chunker.ts';
@@ -128,6 +127,9 @@ interface Counters {
 }
 
 const MAX_FILES_IN_PARALLEL = 2;
+/** Read size for files; read buffers are recycled, so this is also their size. */
+const READ_SIZE = 1024 * 1024;
+const MAX_FREE_BUFFERS = 8;
 
 class Archiver {
   private readonly inflight = new Set<Promise<void>>();
@@ -203,6 +205,52 @@ class Archiver {
     }
     const last = chunker.finishParts();
     if (last) content.push(await this.saveChunk(last));
+    return { content, size };
+  }
+
+  private readonly freeBuffers: Buffer[] = [];
+
+  private recycle(buf: Buffer): void {
+    if (this.freeBuffers.length < MAX_FREE_BUFFERS) this.freeBuffers.push(buf);
+  }
+
+  /**
+   * Chunks a file read into recycled buffers: a buffer goes back to the free list as soon as
+   * the chunker no longer refers to it, which keeps garbage (and so process memory) low.
+   */
+  private async saveFileContent(path: string): Promise<{ content: Id[]; size: number }> {
+    const fh = await open(path, 'r');
+    const chunker = new Chunker(this.repo.chunkerParams);
+    const content: Id[] = [];
+    let size = 0;
+    let held: Buffer[] = [];
+    try {
+      for (;;) {
+        this.check();
+        const buf = this.freeBuffers.pop() ?? Buffer.allocUnsafeSlow(READ_SIZE);
+        const { bytesRead } = await fh.read(buf, 0, READ_SIZE, null);
+        if (bytesRead === 0) {
+          this.recycle(buf);
+          break;
+        }
+        held.push(buf);
+        size += bytesRead;
+        // saveChunk hashes and copies a chunk before it returns, so only pending bytes pin memory.
+        for (const c of chunker.pushParts(buf.subarray(0, bytesRead))) content.push(await this.saveChunk(c));
+        const pinned = new Set(chunker.pendingMemory());
+        const keep: Buffer[] = [];
+        for (const b of held) {
+          if (pinned.has(b.buffer)) keep.push(b);
+          else this.recycle(b);
+        }
+        held = keep;
+      }
+      const last = chunker.finishParts();
+      if (last) content.push(await this.saveChunk(last));
+    } finally {
+      for (const b of held) this.recycle(b);
+      await fh.close();
+    }
     return { content, size };
   }
 
@@ -316,14 +364,9 @@ class Archiver {
       return old.content;
     }
     this.currentPath = vpath;
-    const stream = createReadStream(path, { highWaterMark: 1024 * 1024 });
-    try {
-      const { content, size } = await this.saveContent(stream);
-      node.size = size; // the file may have changed while we read it; record what we stored
-      return content;
-    } finally {
-      stream.destroy();
-    }
+    const { content, size } = await this.saveFileContent(path);
+    node.size = size; // the file may have changed while we read it; record what we stored
+    return content;
   }
 
   private async saveDiskDir(path: string, parentTree: Tree | null, vpath: string): Promise<Id> {

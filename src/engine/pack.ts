@@ -107,6 +107,8 @@ export interface FinishedPack {
   id: Id;
   bytes: Buffer;
   blobs: PackedBlobInfo[];
+  /** The whole buffer behind `bytes`, which may be reused for another pack once saved. */
+  buffer: Buffer;
 }
 
 /**
@@ -118,9 +120,13 @@ export class PackWriter {
   private readonly blobs: PackedBlobInfo[] = [];
   private offset = 0;
 
-  /** sizeHint: the expected pack size, to allocate once in the common case. */
-  constructor(sizeHint = DEFAULT_PACK_SIZE) {
-    this.buf = Buffer.allocUnsafe(sizeHint + 1024 * 1024);
+  /**
+   * sizeHint: the expected pack size, to allocate once in the common case; reuse: a spare
+   * buffer from an earlier pack, used when it is large enough.
+   */
+  constructor(sizeHint = DEFAULT_PACK_SIZE, reuse?: Buffer) {
+    const want = sizeHint + 1024 * 1024;
+    this.buf = reuse && reuse.length >= want ? reuse : Buffer.allocUnsafe(want);
   }
 
   private reserve(n: number): void {
@@ -162,7 +168,7 @@ export class PackWriter {
     if (back.length !== this.blobs.length || back.some((b, i) => b.id !== this.blobs[i].id || b.offset !== this.blobs[i].offset)) {
       throw new IntegrityError('pack header does not read back as written');
     }
-    return { id: hashId(bytes), bytes, blobs: this.blobs.slice() };
+    return { id: hashId(bytes), bytes, blobs: this.blobs.slice(), buffer: this.buf };
   }
 }
 
