@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { Chunker, DEFAULT_CHUNKER_PARAMS, chunkerName, parseChunkerName, type ChunkerParams } from '../../src/engine/chunker.ts';
+import { createHash } from 'node:crypto';
+import { Chunker, DEFAULT_CHUNKER_PARAMS, GEAR, chunkerName, parseChunkerName, type ChunkerParams } from '../../src/engine/chunker.ts';
 import { hashId } from '../../src/engine/ids.ts';
 import { seededBytes } from './helpers.ts';
 
@@ -18,6 +19,14 @@ describe('FastCDC chunker', () => {
   it('names its default parameters', () => {
     expect(chunkerName(DEFAULT_CHUNKER_PARAMS)).toBe('fastcdc-v1-512k-1m-8m');
     expect(parseChunkerName('fastcdc-v1-512k-1m-8m')).toEqual(DEFAULT_CHUNKER_PARAMS);
+  });
+
+  // Golden values: fastcdc-v1 must cut the same bytes forever, or dedup against old snapshots
+  // silently stops working. If this fails, the change needs a new chunker name, not new values.
+  it('keeps fastcdc-v1 boundaries fixed (golden vector)', () => {
+    expect(createHash('sha256').update(Buffer.from(GEAR.buffer)).digest('hex')).toBe('40e812accbfae16b759e27ad89876c22d8225f56431094c6489c97408f9a16dd');
+    const sizes = chunkAll(seededBytes('golden', 12 * 1024 * 1024), DEFAULT_CHUNKER_PARAMS, 1 << 20).map((c) => c.length);
+    expect(sizes).toEqual([1617064, 1210367, 924750, 1052661, 876261, 1113100, 2297455, 1262941, 1160870, 1067443]);
   });
 
   it('cuts within the limits, near the average, and reassembles the input', () => {

@@ -33,6 +33,24 @@ describe('restic reads what we write', () => {
   });
 });
 
+describe('default parameters', () => {
+  it('restic accepts 512K/1M/8M chunks in 16 MiB packs and we restore restic-checked data', async () => {
+    const dir = join(await tempDir(), 'repo');
+    const repo = await Repository.init(new LocalBackend(dir, { fsync: false }), PASSWORD, { kdf: TEST_KDF });
+    expect(repo.config.backplane_chunker).toBe('fastcdc-v1-512k-1m-8m');
+    const big = Buffer.concat([seededBytes('big', 24 * 1024 * 1024), Buffer.alloc(12 * 1024 * 1024, 7)]);
+    async function* pieces() {
+      for (let off = 0; off < big.length; off += 300_000) yield big.subarray(off, off + 300_000);
+    }
+    const r = await backup(repo, { '/db/big.dump': Readable.from(pieces()) }, { tags: ['default-params'] });
+    expect(r.dataBlobsAdded).toBeGreaterThan(20);
+    await restic(dir, ['check', '--read-data']);
+    const target = await tempDir();
+    await restic(dir, ['restore', 'latest', '--target', target]);
+    expect((await readFile(join(target, 'db', 'big.dump'))).equals(big)).toBe(true);
+  });
+});
+
 describe('we read what restic writes', () => {
   it('lists and restores a repository made by restic init + backup', async () => {
     const base = await tempDir();
@@ -52,4 +70,3 @@ describe('we read what restic writes', () => {
   });
 });
 
-void TEST_KDF;
