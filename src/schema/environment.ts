@@ -141,7 +141,7 @@ const ActivityKind = builder.enumType('EnvironmentActivityKind', {
   values: ['ENVIRONMENT_UPDATED', 'ENVIRONMENT_DELETED', 'SNAPSHOT', 'RESTORE', 'OPERATION'] as const,
 });
 
-interface ActivityShape {
+export interface ActivityShape {
   kind: 'ENVIRONMENT_UPDATED' | 'ENVIRONMENT_DELETED' | 'SNAPSHOT' | 'RESTORE' | 'OPERATION';
   environmentId: string;
   subjectId: string;

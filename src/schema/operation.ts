@@ -2,6 +2,7 @@ import { GraphQLError } from 'graphql';
 import { OperationStatus, OperationType } from '../generated/prisma/enums.ts';
 import { cancelOperation, getOperation, isTerminal } from '../services/operations.ts';
 import { builder } from './builder.ts';
+import { EnvironmentActivityEvent } from './environment.ts';
 import { allErrors } from './errors.ts';
 import { parseId } from './ids.ts';
 import { registerNodeLoader } from './node.ts';
@@ -114,5 +115,18 @@ builder.subscriptionFields((t) => ({
       }
     },
     resolve: (op) => op,
+  }),
+}));
+
+builder.objectFields(EnvironmentActivityEvent, (t) => ({
+  operation: t.prismaField({
+    type: 'Operation',
+    nullable: true,
+    description: 'For OPERATION events: the operation as it is now',
+    resolve: async (query, e, _a, ctx) => {
+      if (e.kind !== 'OPERATION') return null;
+      const visible = await getOperation(ctx.deps, viewerOf(ctx), e.subjectId).catch(() => null);
+      return visible ? ctx.deps.db.operation.findUnique({ ...query, where: { id: e.subjectId } }) : null;
+    },
   }),
 }));

@@ -2,6 +2,7 @@ import { RestoreStrategy } from '../generated/prisma/enums.ts';
 import { restoreSnapshot } from '../services/restores.ts';
 import { inProjectWhere } from '../services/viewer.ts';
 import { builder } from './builder.ts';
+import { EnvironmentActivityEvent } from './environment.ts';
 import { allErrors } from './errors.ts';
 import { parseId } from './ids.ts';
 import { registerNodeLoader } from './node.ts';
@@ -97,3 +98,13 @@ builder.mutationFields((t) => ({
   }),
 }));
 
+
+builder.objectFields(EnvironmentActivityEvent, (t) => ({
+  restoreLog: t.prismaField({
+    type: 'RestoreLog',
+    nullable: true,
+    description: 'For RESTORE events: the restore as it is now',
+    resolve: (query, e, _a, ctx) =>
+      e.kind === 'RESTORE' ? ctx.deps.db.restoreLog.findFirst({ ...query, where: { id: e.subjectId, organizationId: viewerOf(ctx).organizationId } }) : null,
+  }),
+}));

@@ -5,7 +5,7 @@ import { deleteSnapshot, estimateSnapshotSize, pinSnapshot, unpinSnapshot } from
 import { createSnapshot, getSnapshot } from '../services/snapshots.ts';
 import { inProjectWhere } from '../services/viewer.ts';
 import { builder } from './builder.ts';
-import { EnvironmentTypeEnum } from './environment.ts';
+import { EnvironmentActivityEvent, EnvironmentTypeEnum } from './environment.ts';
 import { ValidationError } from '../domain/errors.ts';
 import { allErrors } from './errors.ts';
 import { parseId } from './ids.ts';
@@ -258,5 +258,14 @@ builder.mutationFields((t) => ({
     resolve: async (_root, { input }, ctx) => ({
       snapshotId: await unpinSnapshot(ctx.deps, viewerOf(ctx), parseId(String(input.id), 'Snapshot', ['input', 'id'])),
     }),
+  }),
+}));
+
+builder.objectFields(EnvironmentActivityEvent, (t) => ({
+  snapshot: t.prismaField({
+    type: 'Snapshot',
+    nullable: true,
+    description: 'For SNAPSHOT events: the snapshot as it is now',
+    resolve: (query, e, _a, ctx) => (e.kind === 'SNAPSHOT' ? ctx.deps.db.snapshot.findFirst({ ...query, where: inProjectWhere(viewerOf(ctx), { id: e.subjectId }) }) : null),
   }),
 }));

@@ -3,8 +3,11 @@ import {
   CreateSnapshotDocument,
   EstimateSnapshotSizeDocument,
   OperationDocument,
+  SnapshotActivityDocument,
   SnapshotDocument,
 } from '../generated/graphql.ts';
+import { print } from 'graphql';
+import { until } from '../harness/process.ts';
 import { startTestApp, type TestApp } from '../harness/app.ts';
 import { gid, makeApiKey, makeOrganization } from '../harness/factories.ts';
 import { makeLiveEnvironment, repositoryPassword, type LiveEnvironment } from '../harness/live-environment.ts';
@@ -75,5 +78,25 @@ describe('createSnapshot', () => {
     expect(late[0].status).toBe('SUCCEEDED');
     const op = await app.gql(OperationDocument, { id: opId }, { key });
     expect(op.data?.operation?.status).toBe('SUCCEEDED');
+  });
+
+  it('environmentActivity carries the snapshot and its operation as they progress', async () => {
+    const client = app.ws(key);
+    const events = client.iterate({ query: print(SnapshotActivityDocument), variables: { environmentId: gid('Environment', env.id) } });
+    const seen: { kind: string; snapshot?: { status: string } | null; operation?: { status: string } | null }[] = [];
+    const collected = (async () => {
+      for await (const r of events) {
+        const e = (r.data as { environmentActivity: (typeof seen)[number] }).environmentActivity;
+        seen.push(e);
+        if (e.kind === 'SNAPSHOT' && e.snapshot?.status === 'READY') return;
+      }
+    })();
+    await until(async () => app.runtime.events.subscriberCount(), (n) => n >= 1, 'the activity subscription');
+    const res = await app.gql(CreateSnapshotDocument, { input: { environmentId: gid('Environment', env.id), includes: ['DB'] } }, { key });
+    expect(res.data?.createSnapshot.__typename).toBe('SnapshotOperationPayload');
+    await collected;
+    expect(seen[0]).toMatchObject({ kind: 'SNAPSHOT', snapshot: { status: expect.stringMatching(/CREATING|READY/) } });
+    expect(seen.some((e) => e.kind === 'OPERATION' && e.operation?.status === 'RUNNING')).toBe(true);
+    expect(seen.at(-1)).toMatchObject({ kind: 'SNAPSHOT', snapshot: { status: 'READY' } });
   });
 });
