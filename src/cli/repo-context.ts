@@ -4,7 +4,7 @@
  */
 import type { Readable, Writable } from 'node:stream';
 import type { Repository, Snapshot } from '../engine/api.ts';
-import type { OptionSpecs, Values } from './repo-args.ts';
+import { UsageError, type OptionSpecs, type Values } from './repo-args.ts';
 import type { ProgressLine } from './repo-progress.ts';
 
 /** One invocation of a command. */
@@ -36,6 +36,15 @@ export interface Command {
   options: OptionSpecs;
   /** Does the work; returns the exit code (0 ok, 1 failure). Throws UsageError for exit 2. */
   run(ctx: CommandContext): Promise<number>;
+}
+
+/**
+ * Checks a snapshot argument: `latest` or a hex id prefix. The engine takes any string as a
+ * prefix, and the empty one matches every snapshot: `forget ""` must not remove the only one.
+ */
+export function snapshotRef(ref: string): string {
+  if (ref !== 'latest' && !/^[0-9a-f]{1,64}$/.test(ref)) throw new UsageError(`${JSON.stringify(ref)} is not a snapshot: give an id, an id prefix or latest`);
+  return ref;
 }
 
 /** A snapshot as `snapshots --json` prints it: restic's field names plus `short_id`. */

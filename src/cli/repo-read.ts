@@ -19,7 +19,7 @@ import {
   type Snapshot,
 } from '../engine/api.ts';
 import { str, strs, UsageError } from './repo-args.ts';
-import { snapshotJson, type Command, type CommandContext } from './repo-context.ts';
+import { snapshotJson, snapshotRef, type Command, type CommandContext } from './repo-context.ts';
 import { formatBytes, formatDuration, formatRate, ofTotal } from './repo-progress.ts';
 
 /** Names of a snapshot path, without empty and `.` parts (`/a//b/.` → [a, b]). */
@@ -39,7 +39,7 @@ function shortTime(time: string): string {
 async function snapshotArg(ctx: CommandContext, repo: Repository, what: string): Promise<Snapshot> {
   const ref = ctx.positionals[0];
   if (!ref) throw new UsageError(`${what} needs a snapshot (id, prefix or latest)`);
-  return findSnapshot(repo, ref, undefined, ctx.signal);
+  return findSnapshot(repo, snapshotRef(ref), undefined, ctx.signal);
 }
 
 export const snapshotsCommand: Command = {

@@ -18,7 +18,7 @@ import {
   type Snapshot,
 } from '../engine/api.ts';
 import { int, str, strs, UsageError } from './repo-args.ts';
-import type { Command, CommandContext } from './repo-context.ts';
+import { snapshotRef, type Command, type CommandContext } from './repo-context.ts';
 import { kdfParams, openBackend, repoLocation, repoPassword } from './repo-open.ts';
 import { formatBytes, formatDuration, formatRate, ofTotal } from './repo-progress.ts';
 
@@ -96,11 +96,15 @@ export const backupCommand: Command = {
       const vpath = stdinPath(stdinName);
       if (vpath in sources) throw new UsageError(`${vpath} is given twice`);
       sources[vpath] = { stream: ctx.stdin };
+      // The archiver checks the signal between pieces of a stream; a producer that has gone
+      // quiet (pg_dump waiting on a lock) would never deliver the next piece, so end it here.
+      ctx.signal.addEventListener('abort', () => ctx.stdin.destroy(), { once: true });
     }
     const hostname = str(ctx.values, 'host') ?? osHostname();
     const tags = tagList(ctx);
     const repo = await ctx.open();
     let parent = str(ctx.values, 'parent');
+    if (parent !== undefined) snapshotRef(parent);
     if (!parent && !ctx.values.force) {
       const paths = Object.keys(sources);
       const candidates = (await listSnapshots(repo, ctx.signal)).filter((s) => s.hostname === hostname && sameStrings(s.paths, paths));
@@ -143,6 +147,7 @@ export const forgetCommand: Command = {
   },
   async run(ctx) {
     const keepLast = int(ctx.values, 'keep-last');
+    ctx.positionals.forEach(snapshotRef);
     if (ctx.positionals.length === 0 && keepLast === undefined) throw new UsageError('forget needs snapshot ids or --keep-last N');
     if (keepLast === 0) throw new UsageError('--keep-last 0 would remove every snapshot; forget them by id instead');
     const dryRun = ctx.values['dry-run'] === true;

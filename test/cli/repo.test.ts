@@ -229,6 +229,9 @@ describe('backplane repo failures', () => {
       [['restore', 'latest'], /^backplane: restore needs --target DIR/],
       [['forget', '--keep-last', 'x'], /^backplane: --keep-last wants a non-negative integer/],
       [['dump', 'latest', '/x', '--archive', 'zip'], /^backplane: unknown --archive "zip"/],
+      // The engine reads "" as a prefix of every id: with one snapshot it would be forgotten.
+      [['forget', ''], /^backplane: "" is not a snapshot/],
+      [['ls', 'not-hex'], /^backplane: "not-hex" is not a snapshot/],
     ];
     for (const [args, message] of cases) {
       const r = await repoCli(args, { env });
