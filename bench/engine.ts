@@ -1,0 +1,298 @@
+/**
+ * Engine benchmark (`npm run bench:engine`; not a test): Backplane's storage engine against
+ * restic and borg on the same data, each tool a child process under `/usr/bin/time -v` so that
+ * wall time and peak RSS are measured the same way for all three.
+ *
+ * Steps per tool, in a fresh repository each:
+ *   files-first      first backup of the files tree
+ *   files-unchanged  the same tree again (parent / files cache)
+ *   files-1pct       after 1% of the files changed
+ *   stream-first     a pg_dump-like stream on stdin
+ *   stream-next      the next day's dump (1% of its sections changed)
+ *
+ * Settings: BENCH_SIZE_MB (default 1024), BENCH_TOOLS (default `backplane,restic,borg`),
+ * BENCH_KEEP=1 keeps the repositories under bench/work. Results: a table on stdout and
+ * bench/results/engine.json.
+ */
+import { execFile, spawn } from 'node:child_process';
+import { createReadStream } from 'node:fs';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { availableParallelism, cpus, totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { changeOnePercent, ensureDataset, treeSize, type DatasetInfo } from './dataset.ts';
+
+const run = promisify(execFile);
+const BENCH = dirname(fileURLToPath(import.meta.url));
+const ROOT = join(BENCH, '..');
+const WORK = join(BENCH, 'work');
+const PASSWORD = 'bench password';
+/** No single step may run longer than this; keeps a broken tool from hanging the run. */
+const STEP_TIMEOUT_MS = 30 * 60 * 1000;
+
+type Step = 'files-first' | 'files-unchanged' | 'files-1pct' | 'stream-first' | 'stream-next';
+const STEPS: Step[] = ['files-first', 'files-unchanged', 'files-1pct', 'stream-first', 'stream-next'];
+
+interface Measurement {
+  tool: string;
+  step: Step;
+  /** Logical bytes the step covered (the tree or the stream). */
+  bytesIn: number;
+  wallSeconds: number;
+  /** bytesIn / wall time, in MB/s (10^6 bytes). */
+  throughputMBs: number;
+  /** Growth of the repository directory in this step: measured the same way for every tool. */
+  bytesAdded: number;
+  /**
+   * New bytes as the tool reports them: backplane's bytesAdded and borg's deduplicated_size are
+   * stored (compressed) bytes; restic 0.14's data_added is before compression.
+   */
+  toolReportedAdded: number;
+  /** Apparent size of the repository directory after the step. */
+  repoBytes: number;
+  peakRssMB: number;
+  userSeconds: number;
+  systemSeconds: number;
+}
+
+/** How to drive one tool. */
+interface Tool {
+  name: string;
+  version: string;
+  init(repo: string): Promise<void>;
+  /** argv (program first) and env for a backup of a directory or of stdin. */
+  backup(repo: string, src: { dir: string } | { stdinName: string }, label: string): { argv: string[]; env: NodeJS.ProcessEnv };
+  /** Bytes added, from the tool's own output. */
+  added(stdout: string): number;
+}
+
+const ENV_BASE: NodeJS.ProcessEnv = { ...process.env, LC_ALL: 'C' };
+
+const backplane: Tool = {
+  name: 'backplane',
+  version: 'working tree',
+  async init(repo) {
+    await run(process.execPath, ['--import', 'tsx', join(BENCH, 'ours.ts'), 'init', '--repo', repo], { cwd: ROOT, env: this.backup(repo, { dir: '' }, '').env });
+  },
+  backup(repo, src, _label) {
+    const args = 'dir' in src ? [src.dir] : ['--stdin-filename', src.stdinName];
+    return {
+      argv: [process.execPath, '--import', 'tsx', join(BENCH, 'ours.ts'), 'backup', '--repo', repo, '--json', '--host', 'bench', ...args],
+      env: { ...ENV_BASE, BACKPLANE_REPO_PASSWORD: PASSWORD },
+    };
+  },
+  added(stdout) {
+    return (JSON.parse(stdout) as { bytesAdded: number }).bytesAdded;
+  },
+};
+
+const restic: Tool = {
+  name: 'restic',
+  version: '',
+  async init(repo) {
+    await run('restic', ['-r', repo, 'init', '--repository-version', '2'], { env: this.backup(repo, { dir: '' }, '').env });
+  },
+  backup(repo, src, _label) {
+    const args = 'dir' in src ? [src.dir] : ['--stdin', '--stdin-filename', src.stdinName];
+    return {
+      // Compression stays at restic's default (auto); the cache lives under bench/work.
+      argv: ['restic', '-r', repo, 'backup', '--json', '--host', 'bench', ...args],
+      env: { ...ENV_BASE, RESTIC_PASSWORD: PASSWORD, RESTIC_CACHE_DIR: join(WORK, 'restic-cache') },
+    };
+  },
+  added(stdout) {
+    const summary = stdout
+      .split('\n')
+      .filter((l) => l.includes('"summary"'))
+      .map((l) => JSON.parse(l) as { data_added: number })
+      .at(-1);
+    if (!summary) throw new Error('restic printed no summary');
+    return summary.data_added;
+  },
+};
+
+const borg: Tool = {
+  name: 'borg',
+  version: '',
+  async init(repo) {
+    await run('borg', ['init', '--encryption=repokey-blake2', repo], { env: this.backup(repo, { dir: '' }, '').env });
+  },
+  backup(repo, src, label) {
+    const args = 'dir' in src ? [`${repo}::${label}`, src.dir] : ['--stdin-name', src.stdinName, `${repo}::${label}`, '-'];
+    return {
+      argv: ['borg', 'create', '--json', '--compression', 'zstd,3', ...args],
+      env: { ...ENV_BASE, BORG_PASSPHRASE: PASSWORD, BORG_BASE_DIR: join(WORK, 'borg-base') },
+    };
+  },
+  added(stdout) {
+    return (JSON.parse(stdout) as { archive: { stats: { deduplicated_size: number } } }).archive.stats.deduplicated_size;
+  },
+};
+
+/** Runs argv under /usr/bin/time -v; stdin from a file through a real pipe when given. */
+async function timed(argv: string[], env: NodeJS.ProcessEnv, stdinFile?: string): Promise<{ stdout: string; wallSeconds: number; peakRssMB: number; user: number; sys: number }> {
+  const timeFile = join(WORK, 'time.txt');
+  const started = process.hrtime.bigint();
+  const child = spawn('/usr/bin/time', ['-v', '-o', timeFile, ...argv], { cwd: ROOT, env, stdio: [stdinFile ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d) => (stdout += d));
+  child.stderr!.on('data', (d) => (stderr += d));
+  if (stdinFile) createReadStream(stdinFile, { highWaterMark: 1024 * 1024 }).pipe(child.stdin!);
+  const timer = setTimeout(() => child.kill('SIGKILL'), STEP_TIMEOUT_MS);
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  clearTimeout(timer);
+  const wallSeconds = Number(process.hrtime.bigint() - started) / 1e9;
+  if (code !== 0) throw new Error(`${argv.slice(0, 3).join(' ')}… exited with ${code}:\n${stderr.slice(-2000)}`);
+  const t = await readFile(timeFile, 'utf8');
+  const field = (name: string) => Number(new RegExp(`${name}[^:]*: ([\\d.]+)`).exec(t)?.[1] ?? NaN);
+  return { stdout, wallSeconds, peakRssMB: field('Maximum resident set size') / 1024, user: field('User time'), sys: field('System time') };
+}
+
+async function benchTool(tool: Tool, data: DatasetInfo, log: (s: string) => void): Promise<Measurement[]> {
+  const repo = join(WORK, `${tool.name}-repo`);
+  await rm(repo, { recursive: true, force: true });
+  await rm(join(WORK, 'restic-cache'), { recursive: true, force: true });
+  await rm(join(WORK, 'borg-base'), { recursive: true, force: true });
+  await mkdir(WORK, { recursive: true });
+  await tool.init(repo);
+  let repoBytes = await treeSize(repo);
+  const out: Measurement[] = [];
+  for (const step of STEPS) {
+    let undo: (() => Promise<void>) | undefined;
+    if (step === 'files-1pct') {
+      const change = await changeOnePercent(data.filesDir, 'bench');
+      undo = change.undo;
+    }
+    const stream = step === 'stream-first' ? data.dumpV1 : step === 'stream-next' ? data.dumpV2 : undefined;
+    const bytesIn = stream ? (step === 'stream-first' ? data.dumpBytes : (await stat(data.dumpV2)).size) : data.filesBytes;
+    const { argv, env } = tool.backup(repo, stream ? { stdinName: 'db/app.dump' } : { dir: data.filesDir }, step);
+    try {
+      const t = await timed(argv, env, stream);
+      const before = repoBytes;
+      repoBytes = await treeSize(repo);
+      const m: Measurement = {
+        tool: tool.name,
+        step,
+        bytesIn,
+        wallSeconds: round(t.wallSeconds, 2),
+        throughputMBs: round(bytesIn / 1e6 / t.wallSeconds, 1),
+        bytesAdded: repoBytes - before,
+        toolReportedAdded: tool.added(t.stdout),
+        repoBytes,
+        peakRssMB: round(t.peakRssMB, 1),
+        userSeconds: t.user,
+        systemSeconds: t.sys,
+      };
+      out.push(m);
+      log(`  ${tool.name.padEnd(9)} ${step.padEnd(15)} ${m.wallSeconds.toFixed(1).padStart(7)} s ${m.throughputMBs.toFixed(1).padStart(7)} MB/s  +${(m.bytesAdded / 1e6).toFixed(1)} MB  peak ${m.peakRssMB.toFixed(0)} MB`);
+    } finally {
+      await undo?.();
+    }
+  }
+  if (!process.env.BENCH_KEEP) await rm(repo, { recursive: true, force: true });
+  return out;
+}
+
+function round(n: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(n * f) / f;
+}
+
+function table(results: Measurement[]): string {
+  const head = ['tool', 'step', 'wall s', 'MB/s', 'added MB', 'repo MB', 'peak RSS MB', 'cpu s'];
+  const rows = results.map((m) => [
+    m.tool,
+    m.step,
+    m.wallSeconds.toFixed(1),
+    m.throughputMBs.toFixed(1),
+    (m.bytesAdded / 1e6).toFixed(1),
+    (m.repoBytes / 1e6).toFixed(1),
+    m.peakRssMB.toFixed(0),
+    (m.userSeconds + m.systemSeconds).toFixed(1),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const fmt = (r: string[]) => r.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  return [fmt(head), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(fmt)].join('\n');
+}
+
+interface Ratio {
+  tool: string;
+  step: Step;
+  /** tool / restic; below 1 is faster or smaller than restic. */
+  wallTime: number;
+  bytesAdded: number;
+  repoBytes: number;
+  peakRss: number;
+}
+
+function ratios(results: Measurement[]): Ratio[] {
+  const out: Ratio[] = [];
+  for (const m of results) {
+    if (m.tool === 'restic') continue;
+    const r = results.find((x) => x.tool === 'restic' && x.step === m.step);
+    if (!r) continue;
+    const q = (a: number, b: number) => (b > 0 ? round(a / b, 2) : NaN);
+    out.push({ tool: m.tool, step: m.step, wallTime: q(m.wallSeconds, r.wallSeconds), bytesAdded: q(m.bytesAdded, r.bytesAdded), repoBytes: q(m.repoBytes, r.repoBytes), peakRss: q(m.peakRssMB, r.peakRssMB) });
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  const sizeMb = Number(process.env.BENCH_SIZE_MB ?? 1024);
+  if (!(sizeMb >= 16)) throw new Error('BENCH_SIZE_MB must be at least 16');
+  const wanted = (process.env.BENCH_TOOLS ?? 'backplane,restic,borg').split(',');
+  const log = (s: string) => process.stderr.write(s + '\n');
+  const versions = {
+    node: process.version,
+    restic: (await run('restic', ['version']).catch(() => ({ stdout: '' }))).stdout.trim(),
+    borg: (await run('borg', ['--version']).catch(() => ({ stdout: '' }))).stdout.trim(),
+  };
+  restic.version = versions.restic;
+  borg.version = versions.borg;
+  const tools = [backplane, restic, borg].filter((t) => wanted.includes(t.name) && (t === backplane || t.version));
+
+  log(`data set: ${sizeMb} MB under bench/data`);
+  const data = await ensureDataset(join(BENCH, 'data'), sizeMb, log);
+  log(`  files: ${data.smallFiles + data.largeFiles} (${(data.filesBytes / 1e6).toFixed(0)} MB), stream ${(data.dumpBytes / 1e6).toFixed(0)} MB`);
+
+  const results: Measurement[] = [];
+  for (const tool of tools) {
+    log(`${tool.name}:`);
+    results.push(...(await benchTool(tool, data, log)));
+  }
+
+  const r = ratios(results);
+  process.stdout.write(`\n${table(results)}\n\nratios to restic (tool / restic; < 1 is faster or smaller):\n`);
+  for (const x of r) {
+    process.stdout.write(`  ${x.tool.padEnd(9)} ${x.step.padEnd(15)} time ${x.wallTime.toFixed(2)}  added ${x.bytesAdded.toFixed(2)}  repo ${x.repoBytes.toFixed(2)}  peak RSS ${x.peakRss.toFixed(2)}\n`);
+  }
+  const report = {
+    benchmark: 'engine',
+    date: new Date().toISOString(),
+    sizeMb,
+    note:
+      'MB = 10^6 bytes. bytesAdded is the growth of the repository directory in the step (toolReportedAdded: what the tool says; restic 0.14 reports data_added before compression). ' +
+      'repoBytes is the apparent size of the repository directory (restic cache and borg cache/security dirs not counted). ' +
+      'Backplane runs bench/ours.ts (the repo CLI code without the API server imports of src/cli/main.ts). Page cache warm for all tools.',
+    machine: { cpus: availableParallelism(), cpuModel: cpus()[0]?.model, memoryGB: round(totalmem() / 2 ** 30, 1) },
+    versions,
+    settings: {
+      backplane: 'repository v2, FastCDC 512K/1M/8M, zstd per blob (engine default level), scrypt default',
+      restic: 'repository v2, compression auto (default)',
+      borg: 'repokey-blake2, compression zstd,3',
+    },
+    dataset: { smallFiles: data.smallFiles, largeFiles: data.largeFiles, filesBytes: data.filesBytes, streamBytes: data.dumpBytes },
+    results,
+    ratiosToRestic: r,
+  };
+  await mkdir(join(BENCH, 'results'), { recursive: true });
+  await writeFile(join(BENCH, 'results', 'engine.json'), JSON.stringify(report, null, 2) + '\n');
+  log(`\nwrote bench/results/engine.json`);
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench: ${(err as Error).stack ?? err}\n`);
+  process.exit(1);
+});
