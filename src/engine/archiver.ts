@@ -472,5 +472,5 @@ export async function backup(repo: Repository, sources: Record<string, BackupSou
       durationMs: Date.now() - started,
     };
   };
-  return opts.lock === false ? run() : withLock(repo, false, run, opts.signal);
+  return repo.serializeWrites(() => (opts.lock === false ? run() : withLock(repo, false, run, opts.signal)));
 }

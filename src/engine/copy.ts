@@ -28,7 +28,7 @@ export interface CopyResult {
 /** Copies a snapshot (`latest`, id, prefix or loaded Snapshot) from src into dst. */
 export async function copySnapshot(src: Repository, dst: Repository, snapshot: string | Snapshot, opts: CopyOptions = {}): Promise<CopyResult> {
   const { signal } = opts;
-  return withLock(src, false, () =>
+  return dst.serializeWrites(() => withLock(src, false, () =>
     withLock(dst, false, async () => {
       const sn = typeof snapshot === 'string' ? await findSnapshot(src, snapshot, undefined, signal) : snapshot;
       let blobsCopied = 0;
@@ -68,5 +68,5 @@ export async function copySnapshot(src: Repository, dst: Repository, snapshot: s
       const snapshotId = await saveSnapshot(dst, copy, signal);
       return { snapshotId, blobsCopied, bytesCopied };
     }, signal),
-  signal);
+  signal));
 }

@@ -63,7 +63,7 @@ const MAX_PACKS_PER_INDEX = 2000;
 
 /** Removes unreferenced data. Takes an exclusive lock. */
 export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<PruneResult> {
-  return withLock(repo, true, async () => {
+  return repo.serializeWrites(() => withLock(repo, true, async () => {
     const { signal } = opts;
     await repo.flush(); // nothing of ours may be pending while we decide what is unreferenced
     await repo.reloadIndex(signal);
@@ -146,5 +146,5 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
     }
     await repo.reloadIndex(signal);
     return result;
-  }, opts.signal);
+  }, opts.signal));
 }

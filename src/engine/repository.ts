@@ -368,6 +368,19 @@ export class Repository {
     await this.saveJson('index', indexToJson(packs));
   }
 
+  private writeQueue: Promise<unknown> = Promise.resolve();
+
+  /**
+   * Runs fn after every earlier writer on this object has finished. Writers share the open
+   * packs (and one writer's abort discards them), so backups, copies and prunes through one
+   * Repository object take turns; separate objects (or processes) may write concurrently.
+   */
+  serializeWrites<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.writeQueue.then(fn, fn);
+    this.writeQueue = run.catch(() => {});
+    return run;
+  }
+
   /** What this object has written so far. */
   writeStats(): WriteStats {
     return { ...this.stats };

@@ -125,6 +125,26 @@ describe('backup', () => {
     await restic(dir, ['check', '--read-data']);
   });
 
+  it('concurrent backups through one Repository take turns; an abort does not hurt the other', async () => {
+    const { repo, dir } = await newRepo({ packSize: 128 * 1024 });
+    const ac = new AbortController();
+    async function* endless() {
+      for (let i = 0; ; i++) yield seededBytes(`c${i}`, 64 * 1024);
+    }
+    const doomed = backup(repo, { '/db/x.dump': Readable.from(endless()) }, {
+      signal: ac.signal,
+      onProgress: (p) => {
+        if (p.bytesDone > 2 * 1024 * 1024) ac.abort();
+      },
+    });
+    const good = backup(repo, { '/db/y.dump': Readable.from([seededBytes('good', 900 * 1024)]) });
+    await expect(doomed).rejects.toBeInstanceOf(AbortedError);
+    const r = await good;
+    expect((await listSnapshots(repo)).map((s) => s.id)).toEqual([r.snapshotId]);
+    expect((await check(repo, { readData: true })).errors).toEqual([]);
+    await restic(dir, ['check', '--read-data']);
+  });
+
   it('refuses a wrong password and a missing repository with typed errors', async () => {
     const { dir } = await newRepo();
     await expect(Repository.open(new LocalBackend(dir), 'not the password')).rejects.toBeInstanceOf(WrongPasswordError);
