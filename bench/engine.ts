@@ -244,7 +244,10 @@ async function main(): Promise<void> {
   if (!(sizeMb >= 16)) throw new Error('BENCH_SIZE_MB must be at least 16');
   const wanted = (process.env.BENCH_TOOLS ?? 'backplane,restic,borg').split(',');
   const log = (s: string) => process.stderr.write(s + '\n');
+  const head = (await run('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT }).catch(() => ({ stdout: '?' }))).stdout.trim();
+  const engineDirty = (await run('git', ['status', '--porcelain', '--', 'src/engine'], { cwd: ROOT }).catch(() => ({ stdout: '' }))).stdout.trim() !== '';
   const versions = {
+    backplane: `${head}${engineDirty ? ' + uncommitted src/engine changes' : ''}`,
     node: process.version,
     restic: (await run('restic', ['version']).catch(() => ({ stdout: '' }))).stdout.trim(),
     borg: (await run('borg', ['--version']).catch(() => ({ stdout: '' }))).stdout.trim(),
