@@ -33,12 +33,27 @@ describe('progress line', () => {
     ok(await repoCli(['init'], { env }));
   });
 
+  /** Runs `backplane repo <args>` on a pseudo-terminal; returns what the terminal showed. */
+  const onTerminal = async (args: string[]) => {
+    const command = [process.execPath, BIN, 'repo', ...args].map(sh).join(' ');
+    return (await run('script', ['-qec', command, '/dev/null'], { env: { ...process.env, ...env, BACKPLANE_REPO_KDF: TEST_KDF } })).stdout;
+  };
+
   it.skipIf(!hasScript)('backup on a terminal redraws one line in place, then erases it', async () => {
-    const command = [process.execPath, BIN, 'repo', 'backup', src].map(sh).join(' ');
-    const { stdout } = await run('script', ['-qec', command, '/dev/null'], { env: { ...process.env, ...env, BACKPLANE_REPO_KDF: TEST_KDF } });
+    const stdout = await onTerminal(['backup', src]);
     expect(stdout).toMatch(/\r\x1b\[2K\[0:\d\d\] [\d.]+% [\d.]+ \S+ \/ 8\.00 MiB/);
     // The line is erased before the result, so the summary starts on a clean line.
     expect(stdout).toMatch(/\r\x1b\[2Ksnapshot [0-9a-f]{8} saved/);
+  });
+
+  it.skipIf(!hasScript)('restore and check --read-data show progress against a known total', async () => {
+    const target = await tempDir('bp-cli-progress-restore-');
+    const restored = await onTerminal(['restore', 'latest', '--target', target]);
+    expect(restored).toMatch(/\r\x1b\[2K\[0:\d\d\] [\d.]+% [\d.]+ \S+ \/ 8\.00 MiB/);
+    expect(restored).toMatch(/\r\x1b\[2Krestored snapshot [0-9a-f]{8}/);
+    const checked = await onTerminal(['check', '--read-data']);
+    expect(checked).toMatch(/\r\x1b\[2K\[0:\d\d\] read \d+\/\d+ packs/);
+    expect(checked).toContain('no errors were found');
   });
 
   it('backup with stderr piped prints no control characters', async () => {
