@@ -432,7 +432,7 @@ export async function backup(repo: Repository, sources: Record<string, BackupSou
       parentId = parent.id;
       parentTree = await repo.loadTree(parent.tree, opts.signal);
     }
-    const pool = new CodecPool(repo.key, opts.codecThreads ?? defaultCodecThreads());
+    const pool = new CodecPool(repo.key, opts.codecThreads ?? defaultCodecThreads(), repo.compression);
     const archiver = new Archiver(repo, pool, opts, time);
     void scanSize(root, opts.signal).then((t) => archiver.setTotal(t), () => {});
     let treeId: Id;

@@ -10,8 +10,8 @@ import type { Id } from './ids.ts';
 import type { BlobType, EncodedBlob } from './pack.ts';
 
 /** Compresses (when worthwhile) and encrypts a blob whose id is already known. */
-export function encodeBlob(key: Key, type: BlobType, id: Id, plain: Uint8Array): EncodedBlob {
-  const { data, uncompressedLength } = encodeBlobRaw(key.encrypt, key.macK, key.macR, plain);
+export function encodeBlob(key: Key, type: BlobType, id: Id, plain: Uint8Array, allowCompression = true): EncodedBlob {
+  const { data, uncompressedLength } = encodeBlobRaw(key.encrypt, key.macK, key.macR, plain, allowCompression);
   return uncompressedLength === undefined ? { id, type, data } : { id, type, data, uncompressedLength };
 }
 

@@ -41,7 +41,7 @@ parentPort.on('message', (msg) => {
         sinceGc += msg.stored.length + data.length;
       }
     } else {
-      const enc = encodeBlobRaw(encKey, macK, macR, msg.plain);
+      const enc = encodeBlobRaw(encKey, macK, macR, msg.plain, workerData.compression);
       const data = transferable(enc.data);
       parentPort.postMessage({ seq: msg.seq, data, uncompressedLength: enc.uncompressedLength }, [data.buffer]);
       sinceGc += msg.plain.length + data.length;

@@ -63,10 +63,11 @@ export class CodecPool {
   private seq = 0;
   private failed: Error | null = null;
 
-  constructor(private readonly key: Key, size = defaultCodecThreads()) {
+  /** compression: false for version 1 repositories, which cannot hold compressed blobs. */
+  constructor(private readonly key: Key, size = defaultCodecThreads(), private readonly compression = true) {
     const url = new URL('./blob-worker.mjs', import.meta.url);
     for (let i = 0; i < size; i++) {
-      const w = new Worker(url, { workerData: { key: keyToBytes(key) } });
+      const w = new Worker(url, { workerData: { key: keyToBytes(key), compression } });
       w.on('message', (m: WorkerResponse) => this.onMessage(m));
       w.on('error', (err) => this.fail(err));
       w.on('exit', (code) => {
@@ -120,7 +121,7 @@ export class CodecPool {
       fresh = plain.length > 1;
       plain = plain.length === 1 ? plain[0] : joinParts(plain);
     }
-    if (this.workers.length === 0) return encodeBlob(this.key, type, id, plain);
+    if (this.workers.length === 0) return encodeBlob(this.key, type, id, plain, this.compression);
     const copy = ownedCopy(plain, fresh);
     const m = await this.post({ op: 'encode', plain: copy }, [copy.buffer as ArrayBuffer]);
     if (m.error || !m.data) throw new Error(m.error ?? 'codec worker returned nothing');

@@ -227,6 +227,11 @@ export class Repository {
 
   // --- blobs -------------------------------------------------------------------------------
 
+  /** Whether blobs may be compressed: only from format version 2 on. */
+  get compression(): boolean {
+    return this.config.version >= 2;
+  }
+
   /** Location of a blob, or undefined when no index lists it. */
   lookupBlob(type: BlobType, id: Id): IndexEntry | undefined {
     return this.index.lookup(type, id);
@@ -277,7 +282,7 @@ export class Repository {
   async saveBlob(type: BlobType, plain: Uint8Array, id: Id = hashId(plain)): Promise<{ id: Id; added: boolean }> {
     if (this.knowsBlob(type, id)) return { id, added: false };
     this.reserveBlob(type, id);
-    await this.addEncodedBlob(encodeBlob(this.key, type, id, plain));
+    await this.addEncodedBlob(encodeBlob(this.key, type, id, plain, this.compression));
     return { id, added: true };
   }
 

@@ -7,6 +7,7 @@ export declare function encodeBlobRaw(
   macK: Uint8Array,
   macR: Uint8Array,
   plain: Uint8Array,
+  allowCompression?: boolean,
 ): { data: Buffer; uncompressedLength: number | undefined };
 export declare function openRaw(encKey: Uint8Array, macK: Uint8Array, macR: Uint8Array, ciphertext: Uint8Array): Buffer | null;
 export declare function decodeBlobRaw(

@@ -35,11 +35,12 @@ export function sealRaw(encKey, macK, macR, plaintext) {
 }
 
 /**
- * Compresses a blob when that saves space, then seals it. Returns the stored bytes and, when
- * compressed, the plaintext length (which the pack header records).
+ * Compresses a blob when allowed (repository version 2) and when that saves space, then seals
+ * it. Returns the stored bytes and, when compressed, the plaintext length (which the pack
+ * header records).
  */
-export function encodeBlobRaw(encKey, macK, macR, plain) {
-  const packed = plain.length >= 64 ? compress(plain, { compressionLevel: ZSTD_LEVEL }) : null;
+export function encodeBlobRaw(encKey, macK, macR, plain, allowCompression = true) {
+  const packed = allowCompression && plain.length >= 64 ? compress(plain, { compressionLevel: ZSTD_LEVEL }) : null;
   if (packed && packed.length < plain.length) {
     return { data: sealRaw(encKey, macK, macR, packed), uncompressedLength: plain.length };
   }

@@ -68,5 +68,19 @@ describe('we read what restic writes', () => {
     await restore(repo, 'latest', target, { path: files });
     expect(await describeTree(target)).toEqual(await describeTree(files));
   });
-});
 
+  it('backs up into a restic version 1 repository without compression', async () => {
+    const base = await tempDir();
+    const dir = join(base, 'repo');
+    const files = join(base, 'src');
+    await makeFixtureTree(files);
+    await restic(dir, ['init', '--repository-version', '1']);
+    const repo = await Repository.open(new LocalBackend(dir), PASSWORD);
+    expect(repo.config.version).toBe(1);
+    await backup(repo, { '/files': files }, { codecThreads: 1 });
+    await restic(dir, ['check', '--read-data']);
+    const target = await tempDir();
+    await restic(dir, ['restore', 'latest', '--target', target]);
+    expect(await describeTree(join(target, 'files'))).toEqual(await describeTree(files));
+  });
+});
