@@ -12,7 +12,7 @@ import type { Id } from './ids.ts';
 import { withLock } from './lock.ts';
 import { indexToJson, type PackList } from './master-index.ts';
 import { expectedPackSize, parsePack, type BlobType, type PackedBlobInfo } from './pack.ts';
-import type { Repository } from './repository.ts';
+import { INDEX_MAX_BLOBS, type Repository } from './repository.ts';
 import { listSnapshots } from './snapshot.ts';
 
 /** Options for prune(). */
@@ -59,7 +59,6 @@ export async function usedBlobs(repo: Repository, signal?: AbortSignal): Promise
 }
 
 const key = (t: BlobType, id: Id) => (t === 'data' ? 'd' : 't') + id;
-const MAX_PACKS_PER_INDEX = 2000;
 
 /** Removes unreferenced data. Takes an exclusive lock. */
 export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<PruneResult> {
@@ -134,9 +133,18 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
     result.bytesFreed -= repo.writeStats().bytesAdded - before.bytesAdded;
 
     const oldIndexIds = indexFiles.map((f) => f.id);
-    for (let i = 0; i < keep.length; i += MAX_PACKS_PER_INDEX) {
-      await repo.saveJson('index', indexToJson(keep.slice(i, i + MAX_PACKS_PER_INDEX), oldIndexIds), signal);
+    let part: PackList[] = [];
+    let partBlobs = 0;
+    for (const p of keep) {
+      part.push(p);
+      partBlobs += p.blobs.length;
+      if (partBlobs >= INDEX_MAX_BLOBS) {
+        await repo.saveJson('index', indexToJson(part, oldIndexIds), signal);
+        part = [];
+        partBlobs = 0;
+      }
     }
+    if (part.length > 0) await repo.saveJson('index', indexToJson(part, oldIndexIds), signal);
     let deleted = 0;
     const toDelete = [...remove, ...unindexed];
     for (const id of oldIndexIds) await repo.backend.remove({ type: 'index', name: id }, { signal });

@@ -74,6 +74,8 @@ export interface OpenOptions {
 const CHUNKER_POLYNOMIAL = '3da3358b4dc173';
 /** Write a partial index file after this many new packs, so a long backup's work is indexed. */
 const INDEX_EVERY_PACKS = 64;
+/** ... or after this many new blobs: restic keeps index files below about 50 000 blobs. */
+export const INDEX_MAX_BLOBS = 50_000;
 
 /** Statistics of what one writer session added. */
 export interface WriteStats {
@@ -100,6 +102,7 @@ export class Repository {
   /** Buffers of saved data packs, reused for the next ones instead of allocating 17 MiB each. */
   private readonly spareBuffers: Buffer[] = [];
   private unindexed: PackList[] = [];
+  private unindexedBlobs = 0;
   private writeError: unknown = null;
   private readonly stats: WriteStats = { blobsAdded: 0, dataBlobsAdded: 0, packsAdded: 0, bytesAdded: 0 };
 
@@ -326,6 +329,7 @@ export class Repository {
       .then(() => {
         this.index.addPack(pack.id, pack.blobs);
         this.unindexed.push({ packId: pack.id, blobs: pack.blobs });
+        this.unindexedBlobs += pack.blobs.length;
         for (const b of pack.blobs) this.pendingBlobs.delete(b.type[0] + b.id);
         this.stats.packsAdded++;
         // The backend is done with the bytes once save() resolves.
@@ -336,7 +340,7 @@ export class Repository {
       })
       .finally(() => this.uploads.delete(p));
     this.uploads.add(p);
-    if (this.unindexed.length >= INDEX_EVERY_PACKS) await this.writeIndex();
+    if (this.unindexed.length >= INDEX_EVERY_PACKS || this.unindexedBlobs >= INDEX_MAX_BLOBS) await this.writeIndex();
   }
 
   private throwIfWriteFailed(): void {
@@ -363,6 +367,7 @@ export class Repository {
     while (this.uploads.size > 0) await Promise.race(this.uploads);
     this.pendingBlobs.clear();
     this.unindexed = [];
+    this.unindexedBlobs = 0;
     this.writeError = null;
   }
 
@@ -370,6 +375,7 @@ export class Repository {
     if (this.unindexed.length === 0) return;
     const packs = this.unindexed;
     this.unindexed = [];
+    this.unindexedBlobs = 0;
     await this.saveJson('index', indexToJson(packs));
   }
 
