@@ -1,0 +1,348 @@
+/**
+ * Snapshot benchmark (`npm run bench:snapshot`; not a test): a whole environment (PostgreSQL
+ * database plus files folder) through Backplane's real service path, against the raw tools on
+ * the same data in the same run.
+ *
+ * Steps:
+ *   raw-snapshot      pg_dump -Fc -Z0 | zstd -3 > file, then tar of the files | zstd -3 > file
+ *   ours-snapshot-1   createSnapshot over GraphQL, run by the worker of `backplane start`, LOCAL destination
+ *   ours-snapshot-2   the same after UPDATE of a random 1% of every table's rows
+ *   raw-restore       zstd -d | pg_restore into a fresh database (one job, like ours), zstd -d | tar -x
+ *   ours-restore      restoreSnapshot (SWAP, no safety snapshot) of snapshot 1: database and files
+ *   ours-restore-db   the same, database only (against raw pg_restore alone)
+ * While each of our steps runs, simple GraphQL queries go to the same server at BENCH_QPS per
+ * second (open loop); p50/p95/p99 are reported per step, and once with the server idle.
+ *
+ * Our side runs as a `backplane start` child process per step (API and worker in one process,
+ * as `npm start` runs it); peak memory is measured the same way for it and for the raw pipelines
+ * (see snapshot-measure.ts).
+ *
+ * Settings: BENCH_DB_MB (default 1024), BENCH_FILES_MB (default 100), BENCH_QPS (default 20),
+ * BENCH_KEEP=1 keeps bench/work/snapshot-*. Results: a table on stdout and
+ * bench/results/snapshot.json.
+ */
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { decodeGlobalID, encodeGlobalID } from '@pothos/plugin-relay';
+import { Logger, runMigrations as installWorkerSchema } from 'graphile-worker';
+import pg from 'pg';
+import { createSecretBox, redactUrl } from '../src/app/secrets.ts';
+import { createDb } from '../src/db/client.ts';
+import { applyMigrations } from '../src/db/migrate.ts';
+import { createDatabase, startScratchPostgres, type ScratchPostgres } from '../src/db/pg-server.ts';
+import { issueApiKey } from '../src/services/api-keys.ts';
+import { changeOnePercent, databaseBytes, generateDatabase, generateFiles, sql, treeBytes } from './snapshot-data.ts';
+import { runPipeline, startLoad, type CommandResult, type LatencySummary } from './snapshot-measure.ts';
+import { gql, startServer, type ServerProcess } from './snapshot-server.ts';
+
+const BENCH = path.dirname(fileURLToPath(import.meta.url));
+const DB_MB = Number(process.env.BENCH_DB_MB ?? 1024);
+const FILES_MB = Number(process.env.BENCH_FILES_MB ?? 100);
+const QPS = Number(process.env.BENCH_QPS ?? 20);
+const KEEP = process.env.BENCH_KEEP === '1';
+const MB = 1e6;
+
+const log = (msg: string) => process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${msg}\n`);
+
+interface StepResult {
+  step: string;
+  /** Logical bytes the step covered: database size (pg_database_size) plus file bytes, or part of it. */
+  bytesIn: number;
+  wallSeconds: number;
+  /** bytesIn / wall time, MB/s (10^6 bytes). */
+  throughputMBs: number;
+  /** Peak sum of VmRSS over the process tree (server + pg_dump/pg_restore, or the pipeline's stages), MiB. */
+  peakTreeMB: number;
+  /** Ours: VmHWM of the server process. Raw: the sum of every stage's own max RSS. MiB. */
+  peakMainMB: number;
+  /**
+   * CPU seconds (user + system) of our server process and its pg_dump/pg_restore, or of the
+   * pipeline's stages; PostgreSQL's own backends are not counted on either side. Less sensitive
+   * than wall time to other load on the machine.
+   */
+  cpuSeconds: number;
+  /** Ours: RSS of the server process when it became ready, before the step (MiB). */
+  serverReadyMB?: number;
+  /** Bytes written: repository growth for ours, compressed output for raw. */
+  bytesOut?: number;
+  /** Ours: the job's own time (operation startedAt → finishedAt), without queueing and polling. */
+  jobSeconds?: number;
+  latency?: LatencySummary;
+  notes?: string;
+}
+
+async function dirBytes(dir: string): Promise<number> {
+  try {
+    return await treeBytes(dir);
+  } catch {
+    return 0;
+  }
+}
+
+function machineInfo() {
+  const v = (cmd: string, args: string[]) => {
+    try {
+      return execFileSync(cmd, args, { encoding: 'utf8' }).split('\n')[0].trim();
+    } catch {
+      return 'unknown';
+    }
+  };
+  return {
+    cpu: os.cpus()[0]?.model ?? 'unknown',
+    cpus: os.availableParallelism(),
+    memoryGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
+    kernel: os.release(),
+    node: process.version,
+    pgDump: v('pg_dump', ['--version']),
+    zstd: v('zstd', ['--version']),
+  };
+}
+
+/** Waits for an operation to end, polling the catalog directly (not the API under measurement). */
+async function waitForOperation(catalog: pg.Client, operationId: string): Promise<{ status: string; error: string | null; jobSeconds: number }> {
+  for (;;) {
+    const r = await catalog.query<{ status: string; error: string | null; startedAt: Date | null; finishedAt: Date | null }>(
+      'SELECT status, error, "startedAt", "finishedAt" FROM operations WHERE id = $1',
+      [operationId],
+    );
+    const op = r.rows[0];
+    if (op && ['SUCCEEDED', 'FAILED', 'CANCELLED'].includes(op.status)) {
+      const jobSeconds = op.startedAt && op.finishedAt ? (op.finishedAt.getTime() - op.startedAt.getTime()) / 1000 : NaN;
+      return { status: op.status, error: op.error, jobSeconds };
+    }
+    await new Promise((res) => setTimeout(res, 100));
+  }
+}
+
+const CREATE_SNAPSHOT = `mutation($input: CreateSnapshotInput!) { createSnapshot(input: $input) {
+  __typename ... on SnapshotOperationPayload { operation { id } snapshot { id } } ... on Error { code message } } }`;
+const RESTORE_SNAPSHOT = `mutation($input: RestoreSnapshotInput!) { restoreSnapshot(input: $input) {
+  __typename ... on RestorePayload { operation { id } } ... on Error { code message } } }`;
+
+async function main() {
+  const started = new Date();
+  // Other work on the machine skews wall times and latencies; the report says how busy it was.
+  const loadAtStart = os.loadavg().map((x) => Math.round(x * 100) / 100);
+  await fs.mkdir(path.join(BENCH, 'work'), { recursive: true });
+  const work = await fs.mkdtemp(path.join(BENCH, 'work', 'snapshot-'));
+  let server: ScratchPostgres | undefined;
+  let running: ServerProcess | undefined;
+  const catalog = { client: undefined as pg.Client | undefined };
+  try {
+    log(`work dir ${work}; database ${DB_MB} MiB, files ${FILES_MB} MiB, ${QPS} queries/s`);
+    server = await startScratchPostgres({ tmpRoot: work });
+    const catalogUrl = server.url('backplane');
+    await createDatabase(server.adminUrl, 'backplane');
+    await applyMigrations(catalogUrl);
+    await installWorkerSchema({ connectionString: catalogUrl, logger: new Logger(() => () => {}) });
+
+    // --- data
+    log('generating the environment database');
+    await createDatabase(server.adminUrl, 'shop');
+    const envUrl = server.url('shop');
+    let t = performance.now();
+    const generated = await generateDatabase(envUrl, DB_MB, log);
+    log(`  ${(generated.bytes / 2 ** 20).toFixed(0)} MiB in ${((performance.now() - t) / 1000).toFixed(0)} s, rows ${JSON.stringify(generated.rows)}`);
+    const filesPath = path.join(work, 'files');
+    await fs.mkdir(filesPath);
+    const files = await generateFiles(filesPath, FILES_MB);
+    log(`  files: ${files.files} files, ${(files.bytes / 2 ** 20).toFixed(0)} MiB`);
+    const dbBytes = generated.bytes;
+    const totalBytes = dbBytes + files.bytes;
+
+    // --- the catalog: organization, project, environment, LOCAL destination, admin key
+    const secretKey = randomBytes(32).toString('hex');
+    const secrets = createSecretBox(Buffer.from(secretKey, 'hex'));
+    const db = createDb(catalogUrl);
+    const repoPath = path.join(work, 'repository');
+    const org = await db.organization.create({ data: { name: 'Bench' } });
+    const project = await db.project.create({ data: { organizationId: org.id, name: 'Shop' } });
+    const env = await db.environment.create({
+      data: {
+        organizationId: org.id,
+        projectId: project.id,
+        name: 'production',
+        type: 'PRODUCTION',
+        databaseUrlEncrypted: secrets.seal(envUrl),
+        databaseUrlRedacted: redactUrl(envUrl),
+        databaseName: 'shop',
+        filesPath,
+        settings: { create: { timeoutSeconds: 6 * 3600 } },
+      },
+    });
+    const dest = await db.destination.create({ data: { organizationId: org.id, name: 'local', provider: 'LOCAL', config: { path: repoPath } } });
+    await db.environmentDestination.create({ data: { environmentId: env.id, destinationId: dest.id } });
+    const key = (await issueApiKey(db, { organizationId: org.id, name: 'bench', scopes: ['admin'] })).secret;
+    await db.$disconnect();
+    catalog.client = new pg.Client({ connectionString: catalogUrl });
+    await catalog.client.connect();
+
+    const results: StepResult[] = [];
+    const step = (r: Omit<StepResult, 'throughputMBs'>): StepResult => {
+      const full = { ...r, throughputMBs: Math.round((r.bytesIn / MB / r.wallSeconds) * 10) / 10 };
+      results.push(full);
+      log(`  ${r.step}: ${r.wallSeconds.toFixed(1)} s, ${full.throughputMBs} MB/s, peak ${r.peakTreeMB.toFixed(0)} MiB${r.latency ? `, GraphQL p99 ${r.latency.p99Ms} ms` : ''}`);
+      return full;
+    };
+    const raw = path.join(work, 'raw');
+    await fs.mkdir(raw);
+    const pgEnv = { ...process.env, PGHOST: '127.0.0.1', PGPORT: String(server.port), PGUSER: server.user, PGPASSWORD: server.password };
+
+    // --- raw snapshot: the same bytes through the stock tools
+    log('raw snapshot');
+    const rawDump = await runPipeline([['pg_dump', '--format=custom', '--compress=0', '--no-password', '--dbname=shop'], ['zstd', '-3', '-q', '-c']], { workDir: raw, env: pgEnv, stdoutFile: path.join(raw, 'shop.dump.zst') });
+    const rawTar = await runPipeline([['tar', '-C', filesPath, '-cf', '-', '.'], ['zstd', '-3', '-q', '-c']], { workDir: raw, stdoutFile: path.join(raw, 'files.tar.zst') });
+    const combine = (a: CommandResult, b: CommandResult) => ({
+      wallSeconds: a.wallSeconds + b.wallSeconds,
+      cpuSeconds: a.cpuSeconds + b.cpuSeconds,
+      peakTreeMB: Math.max(a.peakTreeMB, b.peakTreeMB),
+      peakMainMB: Math.max(a.sumStageMaxMB, b.sumStageMaxMB),
+    });
+    step({ step: 'raw-snapshot-db', bytesIn: dbBytes, wallSeconds: rawDump.wallSeconds, cpuSeconds: rawDump.cpuSeconds, peakTreeMB: rawDump.peakTreeMB, peakMainMB: rawDump.sumStageMaxMB, bytesOut: (await fs.stat(path.join(raw, 'shop.dump.zst'))).size });
+    step({ step: 'raw-snapshot-files', bytesIn: files.bytes, wallSeconds: rawTar.wallSeconds, cpuSeconds: rawTar.cpuSeconds, peakTreeMB: rawTar.peakTreeMB, peakMainMB: rawTar.sumStageMaxMB, bytesOut: (await fs.stat(path.join(raw, 'files.tar.zst'))).size });
+    const rawSnapshot = step({ step: 'raw-snapshot', bytesIn: totalBytes, ...combine(rawDump, rawTar), bytesOut: (await dirBytes(raw)) });
+
+    // --- ours: one server process per step
+    const logFile = path.join(work, 'server.log');
+    const ours = async (name: string, bytesIn: number, start: (url: string) => Promise<string>, opts: { idle?: boolean } = {}) => {
+      log(name);
+      running = await startServer({ databaseUrl: catalogUrl, secretKey, logFile });
+      let idle: LatencySummary | undefined;
+      if (opts.idle) {
+        // Warm the server's code paths first; then what the queries cost on an idle server.
+        await startLoad(running.url, key, QPS).stop();
+        const warm = startLoad(running.url, key, 50);
+        await new Promise((r) => setTimeout(r, 1000));
+        await warm.stop();
+        const cpuIdle0 = running.cpuSeconds();
+        const load = startLoad(running.url, key, QPS);
+        await new Promise((r) => setTimeout(r, 5000));
+        idle = await load.stop();
+        // What the probe queries themselves cost the server, to tell apart from the snapshot's CPU.
+        idle.serverCpuMsPerRequest = Math.round(((running.cpuSeconds() - cpuIdle0) * 1000 / idle.requests) * 10) / 10;
+        log(`  idle GraphQL: p50 ${idle.p50Ms} ms, p99 ${idle.p99Ms} ms, ${idle.serverCpuMsPerRequest} ms of server CPU per request`);
+      }
+      const repoBefore = await dirBytes(repoPath);
+      const load = startLoad(running.url, key, QPS);
+      const cpu0 = running.cpuSeconds();
+      const t0 = performance.now();
+      const operationId = await start(running.url);
+      const op = await waitForOperation(catalog.client!, operationId);
+      const wallSeconds = (performance.now() - t0) / 1000;
+      const cpuSeconds = running.cpuSeconds() - cpu0;
+      const latency = await load.stop();
+      const peakMainMB = running.hwmMB();
+      const peakTreeMB = running.peakTreeMB();
+      const serverReadyMB = Math.round(running.readyMB);
+      await running.stop();
+      running = undefined;
+      if (op.status !== 'SUCCEEDED') throw new Error(`${name}: operation ${op.status}: ${op.error}`);
+      const r = step({ step: name, bytesIn, wallSeconds, cpuSeconds, serverReadyMB, jobSeconds: op.jobSeconds, peakTreeMB, peakMainMB, bytesOut: (await dirBytes(repoPath)) - repoBefore, latency });
+      return { result: r, idle };
+    };
+
+    const envGid = encodeGlobalID('Environment', env.id);
+    let firstSnapshotGid = '';
+    const snapshot = async (url: string) => {
+      const d = await gql<{ createSnapshot: { __typename: string; operation?: { id: string }; snapshot?: { id: string }; message?: string } }>(url, key, CREATE_SNAPSHOT, { input: { environmentId: envGid, includes: ['DB', 'FILES'] } });
+      if (!d.createSnapshot.operation) throw new Error(`createSnapshot: ${JSON.stringify(d.createSnapshot)}`);
+      firstSnapshotGid ||= d.createSnapshot.snapshot!.id;
+      return decodeGlobalID(d.createSnapshot.operation.id).id;
+    };
+    const first = await ours('ours-snapshot-1', totalBytes, snapshot, { idle: true });
+
+    const changed = await changeOnePercent(envUrl);
+    const dbBytes2 = await databaseBytes(envUrl);
+    log(`updated ${changed} rows (1%); database now ${(dbBytes2 / 2 ** 20).toFixed(0)} MiB`);
+    const second = await ours('ours-snapshot-2', dbBytes2 + files.bytes, snapshot);
+    second.result.notes = `after UPDATE of ${changed} rows (a random 1% of each table); files unchanged`;
+
+    // --- raw restore: a fresh database, one pg_restore job fed from a pipe like ours, no --no-owner (superuser, as ours decides)
+    log('raw restore');
+    await createDatabase(server.adminUrl, 'shop_raw_restore');
+    const rawRestoreDb = await runPipeline([['zstd', '-d', '-q', '-c'], ['pg_restore', '--exit-on-error', '--no-password', '--dbname=shop_raw_restore']], { workDir: raw, env: pgEnv, stdinFile: path.join(raw, 'shop.dump.zst') });
+    const extractDir = path.join(work, 'raw-extract');
+    await fs.mkdir(extractDir);
+    const rawRestoreFiles = await runPipeline([['zstd', '-d', '-q', '-c'], ['tar', '-C', extractDir, '-xf', '-']], { workDir: raw, stdinFile: path.join(raw, 'files.tar.zst') });
+    const rawRestoreDbStep = step({ step: 'raw-restore-db', bytesIn: dbBytes, wallSeconds: rawRestoreDb.wallSeconds, cpuSeconds: rawRestoreDb.cpuSeconds, peakTreeMB: rawRestoreDb.peakTreeMB, peakMainMB: rawRestoreDb.sumStageMaxMB });
+    step({ step: 'raw-restore-files', bytesIn: files.bytes, wallSeconds: rawRestoreFiles.wallSeconds, cpuSeconds: rawRestoreFiles.cpuSeconds, peakTreeMB: rawRestoreFiles.peakTreeMB, peakMainMB: rawRestoreFiles.sumStageMaxMB });
+    const rawRestore = step({ step: 'raw-restore', bytesIn: totalBytes, ...combine(rawRestoreDb, rawRestoreFiles) });
+    await fs.rm(extractDir, { recursive: true, force: true });
+
+    const restore = (includes: string[]) => async (url: string) => {
+      const d = await gql<{ restoreSnapshot: { __typename: string; operation?: { id: string } } }>(url, key, RESTORE_SNAPSHOT, { input: { snapshotId: firstSnapshotGid, includes, strategy: 'SWAP', createSafetySnapshot: false } });
+      if (!d.restoreSnapshot.operation) throw new Error(`restoreSnapshot: ${JSON.stringify(d.restoreSnapshot)}`);
+      return decodeGlobalID(d.restoreSnapshot.operation.id).id;
+    };
+    const oursRestore = await ours('ours-restore', totalBytes, restore(['DB', 'FILES']));
+    const restoredRows = Number((await sql(envUrl, 'SELECT count(*) AS n FROM orders')).rows[0].n);
+    if (restoredRows !== generated.rows.orders) throw new Error(`restored database has ${restoredRows} orders, expected ${generated.rows.orders}`);
+    const oursRestoreDb = await ours('ours-restore-db', dbBytes, restore(['DB']));
+
+    // --- report
+    const r2 = (x: number) => Math.round(x * 100) / 100;
+    const ratios = {
+      snapshotThroughputOursOverRaw: r2(first.result.throughputMBs / rawSnapshot.throughputMBs),
+      restoreTimeOursOverRaw: r2(oursRestore.result.wallSeconds / rawRestore.wallSeconds),
+      restoreDbTimeOursOverRaw: r2(oursRestoreDb.result.wallSeconds / rawRestoreDbStep.wallSeconds),
+      graphqlP99DuringSnapshotMs: first.result.latency!.p99Ms,
+      peakMemoryOursOverRawSnapshot: r2(first.result.peakTreeMB / rawSnapshot.peakTreeMB),
+    };
+    const targets = { snapshotThroughputOursOverRaw: '>= 0.8', restoreTimeOursOverRaw: '<= 1.1', graphqlP99DuringSnapshotMs: '< 50' };
+    printTable(results, first.idle!, ratios);
+
+    const report = {
+      benchmark: 'snapshot',
+      date: started.toISOString(),
+      durationSeconds: Math.round((Date.now() - started.getTime()) / 1000),
+      machine: { ...machineInfo(), loadAverageAtStart: loadAtStart, loadAverageAtEnd: os.loadavg().map((x) => Math.round(x * 100) / 100) },
+      settings: { BENCH_DB_MB: DB_MB, BENCH_FILES_MB: FILES_MB, BENCH_QPS: QPS, probeQuery: '{ viewer { scopes } environments(first: 5) { totalCount } }', destination: 'LOCAL', server: 'backplane start (API and worker in one process), one process per step', scratchPostgres: 'fsync=off, synchronous_commit=off' },
+      sizes: { databaseBytes: dbBytes, databaseBytesAfterUpdate: dbBytes2, rows: generated.rows, filesBytes: files.bytes, fileCount: files.files, totalBytes },
+      units: { throughput: 'MB/s, 10^6 bytes of database size (pg_database_size) + file bytes per second of wall time', memory: 'MiB' },
+      steps: results,
+      latencyIdle: first.idle,
+      ratios,
+      targets,
+    };
+    const out = path.join(BENCH, 'results', 'snapshot.json');
+    await fs.mkdir(path.dirname(out), { recursive: true });
+    await fs.writeFile(out, `${JSON.stringify(report, null, 2)}\n`);
+    log(`wrote ${path.relative(process.cwd(), out)}`);
+  } finally {
+    const r = running as ServerProcess | undefined;
+    await r?.stop().catch(() => undefined);
+    await catalog.client?.end().catch(() => undefined);
+    await server?.stop().catch(() => undefined);
+    if (!KEEP) await fs.rm(work, { recursive: true, force: true });
+  }
+}
+
+function printTable(results: StepResult[], idle: LatencySummary, ratios: Record<string, number>) {
+  const head = ['step', 'MB in', 'wall s', 'job s', 'cpu s', 'MB/s', 'peak tree MiB', 'peak main MiB', 'MB out', 'GraphQL p50/p95/p99 ms'];
+  const rows = results.map((r) => [
+    r.step,
+    (r.bytesIn / MB).toFixed(0),
+    r.wallSeconds.toFixed(1),
+    r.jobSeconds === undefined ? '' : r.jobSeconds.toFixed(1),
+    r.cpuSeconds.toFixed(1),
+    r.throughputMBs.toFixed(1),
+    r.peakTreeMB.toFixed(0),
+    r.peakMainMB.toFixed(0),
+    r.bytesOut === undefined ? '' : (r.bytesOut / MB).toFixed(0),
+    r.latency ? `${r.latency.p50Ms}/${r.latency.p95Ms}/${r.latency.p99Ms}${r.latency.errors ? ` (${r.latency.errors} err)` : ''}` : '',
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const fmt = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  process.stdout.write(`\n${fmt(head)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n${rows.map(fmt).join('\n')}\n\n`);
+  process.stdout.write(`GraphQL on an idle server: p50 ${idle.p50Ms} ms, p95 ${idle.p95Ms} ms, p99 ${idle.p99Ms} ms\n`);
+  process.stdout.write(`snapshot throughput ours/raw ${ratios.snapshotThroughputOursOverRaw} (aim >= 0.8)\n`);
+  process.stdout.write(`restore time ours/raw ${ratios.restoreTimeOursOverRaw} (aim <= 1.1); database only ${ratios.restoreDbTimeOursOverRaw}\n`);
+  process.stdout.write(`GraphQL p99 during the first snapshot ${ratios.graphqlP99DuringSnapshotMs} ms (aim < 50)\n`);
+  process.stdout.write(`peak memory ours/raw (snapshot, process trees) ${ratios.peakMemoryOursOverRawSnapshot}\n\n`);
+}
+
+await main();
