@@ -5,14 +5,18 @@
 import type { TaskList } from 'graphile-worker';
 import type { Deps } from '../src/services/deps.ts';
 import type { TaskName } from '../src/services/jobs.ts';
+import { snapshotCopy } from './snapshot-copy.ts';
 import { snapshotCreate } from './snapshot-create.ts';
 import { snapshotDelete } from './snapshot-delete.ts';
 import { snapshotRestore } from './snapshot-restore.ts';
+import { snapshotVerify } from './snapshot-verify.ts';
 
 export function taskList(deps: Deps): TaskList & Record<TaskName, unknown> {
   return {
     snapshot_create: snapshotCreate(deps),
     snapshot_restore: snapshotRestore(deps),
     snapshot_delete: snapshotDelete(deps),
+    snapshot_copy: snapshotCopy(deps),
+    snapshot_verify: snapshotVerify(deps),
   };
 }

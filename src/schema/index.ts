@@ -10,5 +10,6 @@ import './api-key.ts';
 import './operation.ts';
 import './snapshot.ts';
 import './restore.ts';
+import './destination.ts';
 
 export const schema = builder.toSchema({ sortSchema: true });

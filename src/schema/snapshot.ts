@@ -1,4 +1,4 @@
-import { CopyStatus, DestinationProvider, SnapshotInclude, SnapshotKind, SnapshotStatus } from '../generated/prisma/enums.ts';
+import { CopyStatus, SnapshotInclude, SnapshotKind, SnapshotStatus } from '../generated/prisma/enums.ts';
 import type { Prisma } from '../generated/prisma/client.ts';
 import { createDownload, DOWNLOAD_VARIANTS } from '../services/downloads.ts';
 import { deleteSnapshot, estimateSnapshotSize, pinSnapshot, unpinSnapshot } from '../services/snapshot-lifecycle.ts';
@@ -17,18 +17,7 @@ export const SnapshotKindEnum = builder.enumType(SnapshotKind, { name: 'Snapshot
 export const SnapshotIncludeEnum = builder.enumType(SnapshotInclude, { name: 'SnapshotInclude' });
 export const SnapshotStatusEnum = builder.enumType(SnapshotStatus, { name: 'SnapshotStatus' });
 const CopyStatusEnum = builder.enumType(CopyStatus, { name: 'CopyStatus' });
-const DestinationProviderEnum = builder.enumType(DestinationProvider, { name: 'DestinationProvider' });
 const DownloadVariantEnum = builder.enumType('DownloadVariant', { values: DOWNLOAD_VARIANTS });
-
-builder.prismaNode('Destination', {
-  id: { field: 'id' },
-  findUnique: (id) => ({ id }),
-  description: 'Where snapshots are stored',
-  fields: (t) => ({
-    name: t.exposeString('name'),
-    provider: t.expose('provider', { type: DestinationProviderEnum }),
-  }),
-});
 
 builder.prismaObject('SnapshotCopy', {
   description: 'A snapshot as stored on one destination',

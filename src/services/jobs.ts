@@ -18,7 +18,7 @@ export interface EnqueueOptions {
 }
 
 /** Every task name, so a typo is a type error rather than a job nobody runs. */
-export type TaskName = 'snapshot_create' | 'snapshot_restore' | 'snapshot_delete';
+export type TaskName = 'snapshot_create' | 'snapshot_restore' | 'snapshot_delete' | 'snapshot_copy' | 'snapshot_verify';
 
 export async function enqueueJob(tx: SqlTx, task: TaskName, payload: Record<string, unknown>, opts: EnqueueOptions = {}): Promise<void> {
   await tx.$queryRawUnsafe(

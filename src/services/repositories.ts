@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Backend } from '../destinations/backend.ts';
 import { LocalBackend } from '../destinations/local.ts';
-import { S3Backend, s3ConnectionFor, type S3ProviderSettings } from '../destinations/s3.ts';
+import { S3Backend, s3ConnectionFor, type S3BackendOptions, type S3ProviderSettings } from '../destinations/s3.ts';
 import { DEFAULT_KDF_PARAMS, Repository, RepositoryNotFoundError, type KdfParams } from '../engine/api.ts';
 import type { Destination } from '../generated/prisma/client.ts';
 import type { Deps } from './deps.ts';
@@ -18,14 +18,16 @@ function kdfParams(): KdfParams {
 }
 
 /** The storage backend a destination row describes. */
-export function backendFor(deps: Deps, destination: Destination): Backend {
+export function backendFor(deps: Deps, destination: Destination, extra: Partial<S3BackendOptions> = {}): Backend {
   const config = destination.config as Record<string, unknown>;
   if (destination.provider === 'LOCAL') return new LocalBackend(String(config.path));
   const credentials = destination.credentialsEncrypted
     ? (JSON.parse(deps.secrets.open(destination.credentialsEncrypted)) as { accessKeyId: string; secretAccessKey: string })
     : { accessKeyId: '', secretAccessKey: '' };
   const connection = s3ConnectionFor({ ...(config as unknown as S3ProviderSettings), provider: destination.provider });
-  return new S3Backend({ ...connection, credentials });
+  // A self-hosted endpoint (MINIO, CUSTOM) may use a private CA, kept in the config as PEM.
+  const ca = typeof config.caCertificate === 'string' ? config.caCertificate : undefined;
+  return new S3Backend({ ...connection, credentials, ca, ...extra });
 }
 
 /** The destination's repository password, generated (and stored sealed) on first use. */

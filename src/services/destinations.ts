@@ -1,0 +1,302 @@
+import { z } from 'zod';
+import { ConflictError, ErrorCode, NotFoundError, ValidationError } from '../domain/errors.ts';
+import { filesPath, name, parseInput } from '../domain/validation.ts';
+import { probeBackend, type ProbeResult } from '../destinations/probe.ts';
+import { formatS3Location, s3ConnectionFor, type S3ProviderSettings } from '../destinations/s3-config.ts';
+import type { Destination, Prisma } from '../generated/prisma/client.ts';
+import { raiseAlert } from './alerts.ts';
+import type { Deps } from './deps.ts';
+import { getEnvironment } from './environments.ts';
+import { nameTakenOr } from './prisma-errors.ts';
+import { backendFor } from './repositories.ts';
+import type { Viewer } from './viewer.ts';
+
+/**
+ * Destinations: where an organization's repositories live. A destination is a LOCAL directory or
+ * a bucket (and key prefix) of an S3-compatible provider. Non-secret settings go in `config`;
+ * credentials are sealed (`credentialsEncrypted`) and shown only redacted. Each destination
+ * holds one restic repository, created on first use with a generated password that the API
+ * reveals only to admins, and records every reveal as an AuditEvent.
+ */
+
+export const PROVIDERS = ['LOCAL', 'S3', 'R2', 'B2', 'MINIO', 'CUSTOM'] as const;
+export type Provider = (typeof PROVIDERS)[number];
+
+const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/i;
+const label = (what: string) => z.string().trim().regex(LABEL, `must be a ${what}: letters, digits and dashes`);
+// S3 bucket names (DNS-compatible): 3–63 of a-z, 0-9, '.', '-'.
+const bucket = z.string().trim().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be 3–63 lowercase letters, digits, "." or "-"');
+const prefix = z
+  .string()
+  .trim()
+  .max(512, 'must be at most 512 characters')
+  .transform((v) => v.replace(/^\/+|\/+$/g, ''))
+  .refine((v) => !v.split('/').some((s) => s === '..' || s === '.'), 'must not contain "." or ".." segments');
+const endpoint = z
+  .string()
+  .trim()
+  .max(2000)
+  .superRefine((v, ctx) => {
+    let u: URL;
+    try {
+      u = new URL(v);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'is not a valid URL' });
+      return;
+    }
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') ctx.addIssue({ code: 'custom', message: 'must be an http:// or https:// URL' });
+    else if (u.pathname !== '/' || u.search || u.hash || u.username) ctx.addIssue({ code: 'custom', message: 'must be scheme, host and port only (no path, query or credentials)' });
+  })
+  .transform((v) => new URL(v).origin);
+const caCertificate = z.string().trim().max(20_000).refine((v) => v.includes('-----BEGIN CERTIFICATE-----'), 'must be a PEM certificate');
+const secret = z.string().min(1, 'must not be empty').max(512, 'must be at most 512 characters');
+
+const credentials = { accessKeyId: secret, secretAccessKey: secret };
+
+const s3Common = { bucket, prefix: prefix.optional(), ...credentials };
+const shapes = {
+  LOCAL: { provider: z.literal('LOCAL'), path: filesPath },
+  S3: { provider: z.literal('S3'), ...s3Common, region: label('region'), endpoint: endpoint.optional() },
+  R2: { provider: z.literal('R2'), ...s3Common, accountId: label('Cloudflare account id'), jurisdiction: z.enum(['default', 'eu', 'fedramp']).optional() },
+  B2: { provider: z.literal('B2'), ...s3Common, region: label('region') },
+  MINIO: { provider: z.literal('MINIO'), ...s3Common, endpoint, region: label('region').optional(), caCertificate: caCertificate.optional() },
+  CUSTOM: { provider: z.literal('CUSTOM'), ...s3Common, endpoint, region: label('region').optional(), caCertificate: caCertificate.optional() },
+};
+
+/** Settings per provider; each branch is strict, so a field that does not apply is an error. */
+export const destinationSettings = z.discriminatedUnion('provider', [
+  z.strictObject(shapes.LOCAL),
+  z.strictObject(shapes.S3),
+  z.strictObject(shapes.R2),
+  z.strictObject(shapes.B2),
+  z.strictObject(shapes.MINIO),
+  z.strictObject(shapes.CUSTOM),
+]);
+export type DestinationSettings = z.infer<typeof destinationSettings>;
+
+const createDestinationInput = z.discriminatedUnion('provider', [
+  z.strictObject({ name, ...shapes.LOCAL }),
+  z.strictObject({ name, ...shapes.S3 }),
+  z.strictObject({ name, ...shapes.R2 }),
+  z.strictObject({ name, ...shapes.B2 }),
+  z.strictObject({ name, ...shapes.MINIO }),
+  z.strictObject({ name, ...shapes.CUSTOM }),
+]);
+
+/** Everything but the provider may change; credentials only as a pair. */
+const updateDestinationInput = z
+  .object({
+    name: name.optional(),
+    path: z.string().optional(),
+    bucket: z.string().optional(),
+    prefix: z.string().optional(),
+    region: z.string().optional(),
+    endpoint: z.string().optional(),
+    accountId: z.string().optional(),
+    jurisdiction: z.string().optional(),
+    caCertificate: z.string().optional(),
+    accessKeyId: z.string().optional(),
+    secretAccessKey: z.string().optional(),
+  })
+  .refine((v) => Object.values(v).some((x) => x !== undefined), { message: 'nothing to update', path: [] })
+  .refine((v) => (v.accessKeyId === undefined) === (v.secretAccessKey === undefined), { message: 'give accessKeyId and secretAccessKey together', path: ['secretAccessKey'] });
+
+/** Fields that say where the repository is: changing them points at another repository. */
+const LOCATION_FIELDS = ['path', 'bucket', 'prefix', 'endpoint', 'accountId', 'jurisdiction'] as const;
+
+/** Prisma `where` for destinations the viewer may see: the organization's, or for a key limited to projects, those its environments use. */
+export function destinationWhere(viewer: Viewer, where?: Prisma.DestinationWhereInput): Prisma.DestinationWhereInput {
+  const visible: Prisma.DestinationWhereInput = {
+    organizationId: viewer.organizationId,
+    ...(viewer.projectIds ? { environments: { some: { environment: { projectId: { in: [...viewer.projectIds] } } } } } : {}),
+  };
+  return { AND: [visible, where ?? {}] };
+}
+
+/** Reads one destination the viewer may see, or DESTINATION_NOT_FOUND. */
+export async function getDestination(deps: Deps, viewer: Viewer, id: string): Promise<Destination> {
+  const d = await deps.db.destination.findFirst({ where: destinationWhere(viewer, { id }) });
+  if (!d) throw new NotFoundError(ErrorCode.DESTINATION_NOT_FOUND, 'Destination not found');
+  return d;
+}
+
+function mask(value: string): string {
+  return value.length <= 4 ? '****' : `****${value.slice(-4)}`;
+}
+
+/** Splits validated settings into the row's config, sealed credentials and their redacted form. */
+function rowFields(deps: Deps, s: DestinationSettings) {
+  if (s.provider === 'LOCAL') return { config: { path: s.path }, credentialsEncrypted: null, credentialsRedacted: undefined };
+  const { provider: _p, accessKeyId, secretAccessKey, ...config } = s;
+  // Resolving now turns settings the backend cannot use into a validation error, not a job failure.
+  try {
+    s3ConnectionFor({ ...(config as S3ProviderSettings), provider: s.provider });
+  } catch (err) {
+    throw ValidationError.field(['input'], (err as Error).message);
+  }
+  return {
+    config,
+    credentialsEncrypted: deps.secrets.seal(JSON.stringify({ accessKeyId, secretAccessKey })),
+    credentialsRedacted: { accessKeyId: mask(accessKeyId), secretAccessKey: '********' },
+  };
+}
+
+export async function createDestination(deps: Deps, viewer: Viewer, raw: unknown): Promise<string> {
+  const input = parseInput(createDestinationInput, raw);
+  const { name: destinationName, ...settings } = input;
+  const fields = rowFields(deps, settings as DestinationSettings);
+  try {
+    const d = await deps.db.destination.create({
+      data: {
+        organizationId: viewer.organizationId,
+        name: destinationName,
+        provider: settings.provider,
+        config: fields.config as Prisma.InputJsonValue,
+        credentialsEncrypted: fields.credentialsEncrypted,
+        credentialsRedacted: fields.credentialsRedacted,
+      },
+    });
+    return d.id;
+  } catch (err) {
+    nameTakenOr(err, 'destination');
+  }
+}
+
+export async function updateDestination(deps: Deps, viewer: Viewer, id: string, raw: z.input<typeof updateDestinationInput>): Promise<string> {
+  const input = parseInput(updateDestinationInput, raw);
+  const current = await getDestination(deps, viewer, id);
+  const { name: newName, accessKeyId, secretAccessKey, ...changes } = input;
+  const config = current.config as Record<string, unknown>;
+  const moved = LOCATION_FIELDS.some((f) => changes[f] !== undefined && changes[f] !== config[f]);
+  if (moved && (await holdsSnapshots(deps, id))) {
+    throw new ConflictError(ErrorCode.DESTINATION_IN_USE, 'This destination holds snapshots; its location cannot change (create another destination instead)');
+  }
+  let data: Prisma.DestinationUpdateInput = {};
+  const settingsChanged = Object.values(changes).some((v) => v !== undefined) || accessKeyId !== undefined;
+  if (settingsChanged) {
+    const creds =
+      accessKeyId !== undefined
+        ? { accessKeyId, secretAccessKey }
+        : current.credentialsEncrypted
+          ? (JSON.parse(deps.secrets.open(current.credentialsEncrypted)) as Record<string, string>)
+          : {};
+    const defined = Object.fromEntries(Object.entries(changes).filter(([, v]) => v !== undefined));
+    const settings = parseInput(destinationSettings, { ...config, ...defined, ...creds, provider: current.provider });
+    const fields = rowFields(deps, settings);
+    data = {
+      config: fields.config as Prisma.InputJsonValue,
+      credentialsEncrypted: fields.credentialsEncrypted,
+      credentialsRedacted: fields.credentialsRedacted,
+      // New settings have not been tested yet.
+      status: 'UNKNOWN',
+      lastError: null,
+      ...(moved ? { repositoryId: null } : {}),
+    };
+  }
+  try {
+    await deps.db.destination.update({ where: { id }, data: { ...data, ...(newName !== undefined ? { name: newName } : {}) } });
+  } catch (err) {
+    nameTakenOr(err, 'destination');
+  }
+  return id;
+}
+
+/** Copies that still name data in the destination (or are being written there). */
+async function holdsSnapshots(deps: Deps, destinationId: string): Promise<boolean> {
+  const n = await deps.db.snapshotCopy.count({ where: { destinationId, status: { in: ['PENDING', 'UPLOADING', 'READY', 'DELETING'] } } });
+  return n > 0;
+}
+
+/**
+ * Deletes a destination. One that still holds snapshots is refused unless `detach`: then the
+ * catalog forgets it (its copies, packs and blob cache) and the bucket or directory is left
+ * exactly as it is, still readable with restic and the repository password. Snapshots whose
+ * only copy was there are marked DELETED: Backplane can no longer reach their data.
+ */
+export async function deleteDestination(deps: Deps, viewer: Viewer, id: string, opts: { detach?: boolean } = {}): Promise<string> {
+  await getDestination(deps, viewer, id);
+  const writing = await deps.db.snapshotCopy.count({ where: { destinationId: id, status: { in: ['PENDING', 'UPLOADING', 'DELETING'] } } });
+  if (writing > 0) throw new ConflictError(ErrorCode.DESTINATION_IN_USE, 'A snapshot is being written to or deleted from this destination; try again when it is done');
+  const ready = await deps.db.snapshotCopy.count({ where: { destinationId: id, status: 'READY' } });
+  if (ready > 0 && !opts.detach) {
+    throw new ConflictError(ErrorCode.DESTINATION_IN_USE, `This destination holds ${ready} snapshot(s); delete them first, or detach it (its data stays where it is)`);
+  }
+  await deps.db.$transaction(async (tx) => {
+    const affected = await tx.snapshotCopy.findMany({ where: { destinationId: id }, select: { snapshotId: true } });
+    await tx.snapshotCopy.deleteMany({ where: { destinationId: id } });
+    const orphaned = await tx.snapshot.findMany({
+      where: { id: { in: affected.map((a) => a.snapshotId) }, status: 'READY', copies: { none: { status: 'READY' } } },
+      select: { id: true },
+    });
+    if (orphaned.length) {
+      await tx.snapshot.updateMany({ where: { id: { in: orphaned.map((o) => o.id) } }, data: { status: 'DELETED', error: 'Its destination was detached; the data is still there, readable with restic' } });
+    }
+    await tx.destination.delete({ where: { id } });
+  });
+  return id;
+}
+
+/** Replaces an environment's destinations; the first one listed receives each snapshot first. */
+export async function setEnvironmentDestinations(deps: Deps, viewer: Viewer, environmentId: string, destinationIds: string[]): Promise<string> {
+  const env = await getEnvironment(deps, viewer, environmentId);
+  const ids = [...new Set(destinationIds)];
+  if (ids.length !== destinationIds.length) throw ValidationError.field(['input', 'destinationIds'], 'lists a destination twice');
+  if (ids.length > 10) throw ValidationError.field(['input', 'destinationIds'], 'at most 10 destinations');
+  const found = await deps.db.destination.findMany({ where: destinationWhere(viewer, { id: { in: ids } }), select: { id: true } });
+  const missing = ids.findIndex((id) => !found.some((f) => f.id === id));
+  if (missing >= 0) throw new NotFoundError(ErrorCode.DESTINATION_NOT_FOUND, `Destination ${missing + 1} of the list was not found`);
+  const base = deps.clock.now().getTime();
+  await deps.db.$transaction(async (tx) => {
+    await tx.environmentDestination.deleteMany({ where: { environmentId: env.id } });
+    // Order is kept through createdAt, which is how snapshots pick their first destination.
+    for (const [i, destinationId] of ids.entries()) {
+      await tx.environmentDestination.create({ data: { environmentId: env.id, destinationId, createdAt: new Date(base + i) } });
+    }
+  });
+  return env.id;
+}
+
+/** The repository location as restic spells it (`-r`): a directory, or `s3:<endpoint>/<bucket>/<prefix>`. */
+export function resticLocation(d: Pick<Destination, 'provider' | 'config'>): string {
+  const config = d.config as Record<string, unknown>;
+  if (d.provider === 'LOCAL') return String(config.path);
+  return formatS3Location(s3ConnectionFor({ ...(config as unknown as S3ProviderSettings), provider: d.provider }));
+}
+
+/** Probes a destination and records what it found; a failure raises DESTINATION_UNREACHABLE. */
+export async function testDestination(deps: Deps, viewer: Viewer, id: string, signal?: AbortSignal): Promise<ProbeResult> {
+  const d = await getDestination(deps, viewer, id);
+  const backend = backendFor(deps, d);
+  let result: ProbeResult;
+  try {
+    result = await probeBackend(backend, signal);
+  } finally {
+    await backend.close().catch(() => undefined);
+  }
+  await recordHealth(deps, d, result.ok ? null : result.error ?? 'failed');
+  return result;
+}
+
+/** Records a destination's health; turning unhealthy raises one DESTINATION_UNREACHABLE alert. */
+export async function recordHealth(deps: Deps, d: Destination, error: string | null): Promise<void> {
+  await deps.db.destination.update({
+    where: { id: d.id },
+    data: { status: error ? 'UNREACHABLE' : 'HEALTHY', lastCheckedAt: deps.clock.now(), lastError: error },
+  });
+  if (error && d.status !== 'UNREACHABLE') {
+    await raiseAlert(deps, { organizationId: d.organizationId, type: 'DESTINATION_UNREACHABLE', severity: 'CRITICAL', message: `Destination ${d.name} cannot be used: ${error}` });
+  }
+}
+
+/**
+ * The repository password, for disaster recovery with the stock restic command. Admin only
+ * (the resolver checks the scope) and recorded as an AuditEvent with the key that asked.
+ */
+export async function revealRepositoryPassword(deps: Deps, viewer: Viewer, id: string): Promise<{ password: string; repository: string; repositoryId: string | null }> {
+  const d = await getDestination(deps, viewer, id);
+  if (!d.repositoryPasswordEncrypted) {
+    throw new ConflictError(ErrorCode.DESTINATION_NO_REPOSITORY, 'Nothing has been stored here yet: the repository and its password are created with the first snapshot');
+  }
+  await deps.db.auditEvent.create({ data: { organizationId: viewer.organizationId, apiKeyId: viewer.apiKeyId, action: 'destination.reveal_repository_password', targetId: d.id } });
+  return { password: deps.secrets.open(d.repositoryPasswordEncrypted), repository: resticLocation(d), repositoryId: d.repositoryId };
+}
