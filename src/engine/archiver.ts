@@ -424,6 +424,7 @@ export async function backup(repo: Repository, sources: Record<string, BackupSou
     const started = Date.now();
     const time = opts.time ?? new Date();
     throwIfAborted(opts.signal);
+    await repo.refreshIndex(opts.signal);
     const before = repo.writeStats();
     let parentTree: Tree | null = null;
     let parentId: Id | undefined;

@@ -30,6 +30,8 @@ export async function copySnapshot(src: Repository, dst: Repository, snapshot: s
   const { signal } = opts;
   return dst.serializeWrites(() => withLock(src, false, () =>
     withLock(dst, false, async () => {
+      await src.refreshIndex(signal);
+      await dst.refreshIndex(signal);
       const sn = typeof snapshot === 'string' ? await findSnapshot(src, snapshot, undefined, signal) : snapshot;
       let blobsCopied = 0;
       let bytesCopied = 0;

@@ -207,19 +207,46 @@ export class Repository {
 
   // --- index -------------------------------------------------------------------------------
 
+  /** Index files whose content is in the master index. */
+  private readonly loadedIndexIds = new Set<Id>();
+
   /** Reads every index file into the master index. */
   async loadIndex(signal?: AbortSignal): Promise<void> {
     const ids = await this.listIds('index', signal);
     await mapLimit(ids, 8, async (id) => {
       const { packs } = indexFromJson(await this.loadJson('index', id, signal));
       for (const p of packs) this.index.addPack(p.packId, p.blobs);
+      this.loadedIndexIds.add(id);
     });
   }
 
   /** Drops the in-memory index and reads all index files again (after prune or copy). */
   async reloadIndex(signal?: AbortSignal): Promise<void> {
     this.index.clear();
+    this.loadedIndexIds.clear();
     await this.loadIndex(signal);
+  }
+
+  /**
+   * Brings the master index up to date with the repository when another process changed it
+   * (a backup added index files, a prune replaced them). Cheap when nothing changed: one list.
+   * Backups call it after taking their lock, so they never dedup against pruned blobs.
+   */
+  async refreshIndex(signal?: AbortSignal): Promise<void> {
+    const ids = await this.listIds('index', signal);
+    const same = ids.length === this.loadedIndexIds.size && ids.every((id) => this.loadedIndexIds.has(id));
+    if (same) return;
+    const present = new Set(ids);
+    if ([...this.loadedIndexIds].every((id) => present.has(id))) {
+      // Only additions: load just the new files.
+      await mapLimit(ids.filter((id) => !this.loadedIndexIds.has(id)), 8, async (id) => {
+        const { packs } = indexFromJson(await this.loadJson('index', id, signal));
+        for (const p of packs) this.index.addPack(p.packId, p.blobs);
+        this.loadedIndexIds.add(id);
+      });
+      return;
+    }
+    await this.reloadIndex(signal);
   }
 
   /** Every index file with its packs, for maintenance (prune, check). */
@@ -376,7 +403,7 @@ export class Repository {
     const packs = this.unindexed;
     this.unindexed = [];
     this.unindexedBlobs = 0;
-    await this.saveJson('index', indexToJson(packs));
+    this.loadedIndexIds.add(await this.saveJson('index', indexToJson(packs)));
   }
 
   private writeQueue: Promise<unknown> = Promise.resolve();

@@ -189,6 +189,7 @@ async function totalSize(repo: Repository, node: Node, signal?: AbortSignal): Pr
  */
 export async function restore(repo: Repository, snapshot: string | Snapshot, target: string, opts: RestoreOptions = {}): Promise<RestoreResult> {
   const run = async (): Promise<RestoreResult> => {
+    await repo.refreshIndex(opts.signal);
     const sn = typeof snapshot === 'string' ? await findSnapshot(repo, snapshot, undefined, opts.signal) : snapshot;
     const node = await resolvePath(repo, sn, opts.path ?? '/', opts.signal);
     await mkdir(target, { recursive: true });

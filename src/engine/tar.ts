@@ -115,6 +115,7 @@ function selected(only: string[] | undefined, rel: string): boolean {
 }
 
 async function* tarChunks(repo: Repository, snapshot: string | Snapshot, path: string, signal?: AbortSignal, opts: TarOptions = {}): AsyncGenerator<Buffer> {
+  await repo.refreshIndex(signal);
   const sn = typeof snapshot === 'string' ? await findSnapshot(repo, snapshot, undefined, signal) : snapshot;
   const top = await resolvePath(repo, sn, path, signal);
   // One decoder thread: the consumer of a tar stream (HTTP, a pipe) is usually the limit.
