@@ -27,6 +27,8 @@ const run = promisify(execFile);
 const BENCH = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(BENCH, '..');
 const WORK = join(BENCH, 'work');
+/** `backplane repo` without the server modules src/cli/main.ts loads first (see that file). */
+const OURS = join(ROOT, 'src/cli/repo-entry.ts');
 const PASSWORD = 'bench password';
 /** No single step may run longer than this; keeps a broken tool from hanging the run. */
 const STEP_TIMEOUT_MS = 30 * 60 * 1000;
@@ -73,12 +75,12 @@ const backplane: Tool = {
   name: 'backplane',
   version: 'working tree',
   async init(repo) {
-    await run(process.execPath, ['--import', 'tsx', join(BENCH, 'ours.ts'), 'init', '--repo', repo], { cwd: ROOT, env: this.backup(repo, { dir: '' }, '').env });
+    await run(process.execPath, ['--import', 'tsx', OURS, 'init', '--repo', repo], { cwd: ROOT, env: this.backup(repo, { dir: '' }, '').env });
   },
   backup(repo, src, _label) {
     const args = 'dir' in src ? [src.dir] : ['--stdin-filename', src.stdinName];
     return {
-      argv: [process.execPath, '--import', 'tsx', join(BENCH, 'ours.ts'), 'backup', '--repo', repo, '--json', '--host', 'bench', ...args],
+      argv: [process.execPath, '--import', 'tsx', OURS, 'backup', '--repo', repo, '--json', '--host', 'bench', ...args],
       env: { ...ENV_BASE, BACKPLANE_REPO_PASSWORD: PASSWORD },
     };
   },
@@ -278,7 +280,7 @@ async function main(): Promise<void> {
     note:
       'MB = 10^6 bytes. bytesAdded is the growth of the repository directory in the step (toolReportedAdded: what the tool says; restic 0.14 reports data_added before compression). ' +
       'repoBytes is the apparent size of the repository directory (restic cache and borg cache/security dirs not counted). ' +
-      'Backplane runs bench/ours.ts (the repo CLI code without the API server imports of src/cli/main.ts). Page cache warm for all tools.',
+      'Backplane runs src/cli/repo-entry.ts (the repo CLI code without the API server imports of src/cli/main.ts). Page cache warm for all tools.',
     machine: { cpus: availableParallelism(), cpuModel: cpus()[0]?.model, memoryGB: round(totalmem() / 2 ** 30, 1) },
     versions,
     settings: {

@@ -197,6 +197,9 @@ async function totalSize(repo: Repository, nodes: Node[], signal: AbortSignal): 
   return total;
 }
 
+/** 128 + SIGPIPE, the status a shell shows for a writer whose reader closed the pipe. */
+const EXIT_PIPE_CLOSED = 141;
+
 export const dumpCommand: Command = {
   usage: 'dump [options] <snapshot> <path>',
   summary: 'write one file of a snapshot to stdout, or a directory as a tar archive',
@@ -208,7 +211,7 @@ export const dumpCommand: Command = {
     const repo = await ctx.open();
     const sn = await snapshotArg(ctx, repo, 'dump');
     const path = absolute(pathParts(ctx.positionals[1]));
-    await withLock(
+    return withLock(
       repo,
       false,
       async () => {
@@ -216,10 +219,14 @@ export const dumpCommand: Command = {
         const asTar = archive === 'tar' || node.type === 'dir';
         if (!asTar && node.type !== 'file') throw new Error(`${path} is a ${node.type}, not a file; use --archive tar`);
         await pipeline(asTar ? tarStream(repo, sn, path, ctx.signal) : fileStream(repo, node, ctx.signal), ctx.stdout);
+        return 0;
       },
       ctx.signal,
-    );
-    return 0;
+    ).catch((err: NodeJS.ErrnoException) => {
+      // The reader went away (`dump … | head`): what a tool killed by SIGPIPE would do, quietly.
+      if (err.code === 'EPIPE') return EXIT_PIPE_CLOSED;
+      throw err;
+    });
   },
 };
 

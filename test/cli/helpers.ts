@@ -1,6 +1,9 @@
 /**
- * Runs the real `backplane repo` command as a child process (through bin/backplane.js, as a
- * user would) and collects its exit code, stdout (as bytes: dump writes binary) and stderr.
+ * Runs the real `backplane repo` command as a child process and collects its exit code, stdout
+ * (as bytes: dump writes binary) and stderr. By default through src/cli/repo-entry.ts, the
+ * command without the server modules that bin/backplane.js loads first (so a half-finished
+ * schema elsewhere does not fail these tests, and each run starts in a second, not three);
+ * `viaBin` goes through bin/backplane.js exactly as a user would.
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -9,6 +12,8 @@ import { fileURLToPath } from 'node:url';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = path.join(ROOT, 'bin/backplane.js');
+/** argv that starts `backplane repo` (append the command and its arguments). */
+export const REPO_ARGV: readonly string[] = [process.execPath, '--import', 'tsx', path.join(ROOT, 'src/cli/repo-entry.ts')];
 
 export const PASSWORD = 'cli test password';
 /** Cheap scrypt for new keys (see kdfParams in src/cli/repo-open.ts); the key file records it. */
@@ -28,11 +33,14 @@ export interface CliOptions {
   env?: NodeJS.ProcessEnv;
   /** Bytes piped to stdin (stdin is /dev/null otherwise). */
   input?: Buffer;
+  /** Run through bin/backplane.js (`backplane repo …`) instead of the repo entry point. */
+  viaBin?: boolean;
 }
 
 /** Runs `backplane repo <args…>` and waits for it to exit. */
 export async function repoCli(args: string[], opts: CliOptions = {}): Promise<CliResult> {
-  const child = spawn(process.execPath, [BIN, 'repo', ...args], {
+  const [program, ...prefix] = opts.viaBin ? [process.execPath, BIN, 'repo'] : REPO_ARGV;
+  const child = spawn(program, [...prefix, ...args], {
     cwd: ROOT,
     env: { ...process.env, BACKPLANE_REPO_KDF: TEST_KDF, ...opts.env },
     stdio: [opts.input ? 'pipe' : 'ignore', 'pipe', 'pipe'],

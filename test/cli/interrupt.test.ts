@@ -9,7 +9,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupTempDirs, seededBytes, tempDir } from '../engine/helpers.ts';
-import { BIN, ok, PASSWORD, repoCli, ROOT, TEST_KDF } from './helpers.ts';
+import { ok, PASSWORD, REPO_ARGV, repoCli, ROOT, TEST_KDF } from './helpers.ts';
 
 afterAll(cleanupTempDirs);
 
@@ -33,7 +33,8 @@ describe('interrupting a backup', () => {
         if ((await readdir(locks)).some(isId)) resolve();
       });
     });
-    const child = spawn(process.execPath, [BIN, 'repo', 'backup', '--stdin-filename', 'db/app.dump'], {
+    const [program, ...prefix] = REPO_ARGV;
+    const child = spawn(program, [...prefix, 'backup', '--stdin-filename', 'db/app.dump'], {
       cwd: ROOT,
       env: { ...process.env, ...env, BACKPLANE_REPO_KDF: TEST_KDF },
       stdio: ['pipe', 'pipe', 'pipe'],

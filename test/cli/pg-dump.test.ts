@@ -10,7 +10,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase, startScratchPostgres, type ScratchPostgres } from '../../src/db/pg-server.ts';
 import { cleanupTempDirs, tempDir } from '../engine/helpers.ts';
-import { BIN, ok, PASSWORD, repoCli, ROOT, TEST_KDF } from './helpers.ts';
+import { ok, PASSWORD, REPO_ARGV, repoCli, ROOT, TEST_KDF } from './helpers.ts';
 
 const run = promisify(execFile);
 const hasPgDump = await run('pg_dump', ['--version']).then(
@@ -50,7 +50,7 @@ describe.skipIf(!hasPgDump)('pg_dump piped through backplane repo', () => {
   });
 
   it('backs up pg_dump -Fc from a pipe and restores it with pg_restore', async () => {
-    const cli = `${JSON.stringify(process.execPath)} ${JSON.stringify(BIN)} repo`;
+    const cli = REPO_ARGV.map((a) => JSON.stringify(a)).join(' ');
     const sh = (script: string, extra: NodeJS.ProcessEnv) => run('bash', ['-o', 'pipefail', '-c', script], { cwd: ROOT, env: { ...env, ...extra }, maxBuffer: 16 * 1024 * 1024 });
 
     const backedUp = await sh(`pg_dump -Fc -Z0 "$SRC" | ${cli} backup --stdin-filename db/app.dump --tag db --json`, { SRC: server.url('app') });

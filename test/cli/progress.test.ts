@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupTempDirs, seededBytes, tempDir } from '../engine/helpers.ts';
-import { BIN, ok, PASSWORD, repoCli, TEST_KDF } from './helpers.ts';
+import { ok, PASSWORD, REPO_ARGV, repoCli, TEST_KDF } from './helpers.ts';
 
 const run = promisify(execFile);
 const hasScript = await run('script', ['--version']).then(
@@ -35,7 +35,7 @@ describe('progress line', () => {
 
   /** Runs `backplane repo <args>` on a pseudo-terminal; returns what the terminal showed. */
   const onTerminal = async (args: string[]) => {
-    const command = [process.execPath, BIN, 'repo', ...args].map(sh).join(' ');
+    const command = [...REPO_ARGV, ...args].map(sh).join(' ');
     return (await run('script', ['-qec', command, '/dev/null'], { env: { ...process.env, ...env, BACKPLANE_REPO_KDF: TEST_KDF } })).stdout;
   };
 

@@ -3,13 +3,14 @@
  * with restic reading what it wrote. One repository is shared by the steps of the main flow,
  * so they run in order.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupTempDirs, describeTree, makeFixtureTree, seededBytes, tempDir } from '../engine/helpers.ts';
-import { ok, PASSWORD, repoCli, type CliOptions } from './helpers.ts';
+import { ok, PASSWORD, REPO_ARGV, repoCli, TEST_KDF, type CliOptions } from './helpers.ts';
 
 const run = promisify(execFile);
 const hasRestic = await run('restic', ['version']).then(
@@ -113,6 +114,21 @@ describe('backplane repo on a local repository', () => {
     const strip = (t: Record<string, string>) =>
       Object.fromEntries(Object.entries(t).filter(([, v]) => !v.startsWith('dir')).map(([k, v]) => [k, v.startsWith('file') ? v.split(' ').filter((_, i) => i !== 2).join(' ') : v]));
     expect(strip(got)).toEqual(strip(want));
+  });
+
+  it('dump into a reader that stops early ends quietly, as a tool killed by SIGPIPE would', async () => {
+    const [program, ...prefix] = REPO_ARGV;
+    const child = spawn(program, [...prefix, 'dump', 'latest', '/db/app.dump'], {
+      env: { ...process.env, ...env, BACKPLANE_REPO_KDF: TEST_KDF },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    // The dump is larger than a pipe buffer, so closing after the first piece leaves it writing.
+    child.stdout.once('data', () => child.stdout.destroy());
+    const [code] = await once(child, 'close');
+    expect(code).toBe(141);
+    expect(stderr).toBe('');
   });
 
   it('restore writes the snapshot back with the same bytes, modes and times', async () => {
@@ -259,6 +275,22 @@ describe('backplane repo failures', () => {
     const backupHelp = ok(await repoCli(['backup', '--help']));
     expect(backupHelp.text).toMatch(/^usage: backplane repo backup/);
     expect(backupHelp.text).toContain('--stdin-filename NAME');
+  });
+});
+
+describe('backplane repo through bin/backplane.js', () => {
+  it('is dispatched by the top-level command, with its exit codes', async () => {
+    const help = ok(await repoCli(['--help'], { viaBin: true }));
+    expect(help.text).toMatch(/^usage: backplane repo <command>/);
+    const unknown = await repoCli(['frobnicate'], { viaBin: true });
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toBe('backplane: unknown command "frobnicate" (see backplane repo --help)\n');
+    const repoDir = join(await tempDir('bp-cli-bin-'), 'repo');
+    const env = { BACKPLANE_REPO: repoDir, BACKPLANE_REPO_PASSWORD: PASSWORD };
+    ok(await repoCli(['init'], { env, viaBin: true }));
+    const wrong = await repoCli(['snapshots'], { env: { ...env, BACKPLANE_REPO_PASSWORD: 'nope' }, viaBin: true });
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toBe('backplane: wrong password or no key found\n');
   });
 });
 
