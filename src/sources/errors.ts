@@ -16,6 +16,7 @@ export type SourceErrorCode =
   | 'DATABASE_SETTINGS_NOT_COPIED'
   | 'UNDO_NOT_POSSIBLE'
   | 'DIRECTORY_SWAP_FAILED'
+  | 'NOT_A_RESTORE_DATABASE'
   | 'INVALID_HANDLE_STATE';
 
 /** A deliberate failure of a dump, restore or swap. */

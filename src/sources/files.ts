@@ -9,7 +9,7 @@
  * cannot be renamed: restore into a directory inside the mount instead.
  */
 import type { Stats } from 'node:fs';
-import { chmod, lchown, lstat, mkdir, opendir, rename, rm, stat } from 'node:fs/promises';
+import { chmod, lchown, lstat, mkdir, opendir, realpath, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { restoreSuffix } from './names.ts';
 import { AbortedError, SourceError } from './errors.ts';
@@ -45,7 +45,7 @@ export async function scanFiles(dir: string): Promise<{ bytes: bigint; fileCount
   return { bytes, fileCount };
 }
 
-/** The sibling paths a restore of `target` uses. */
+/** The sibling paths a restore of directory `target` uses (prepareDirectory first resolves symlinks). */
 export function restoreDirectoryPaths(target: string, restoreId: string): { temp: string; previous: string } {
   const suffix = restoreSuffix(restoreId);
   const resolved = path.resolve(target);
@@ -54,6 +54,7 @@ export function restoreDirectoryPaths(target: string, restoreId: string): { temp
 
 /** A directory restore whose contents are in place beside the target, waiting for commit. */
 export interface PreparedDirectory {
+  /** The directory replaced: the target with symlinks resolved. */
   readonly target: string;
   /** Where the restored contents wait until commit. */
   readonly tempPath: string;
@@ -78,6 +79,20 @@ async function lstatOrNull(p: string): Promise<Stats | null> {
   }
 }
 
+/**
+ * The directory a restore really replaces. A files path is often a symlink (/srv/files →
+ * /data/files): renaming the link would put a real directory in its place on another
+ * filesystem, so the swap happens beside the directory the link points to, and the link stays.
+ */
+async function realTarget(target: string): Promise<string> {
+  try {
+    return await realpath(target);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return path.resolve(target);
+    throw err;
+  }
+}
+
 function stateError(message: string): SourceError {
   return new SourceError('INVALID_HANDLE_STATE', message);
 }
@@ -95,7 +110,7 @@ export async function prepareDirectory(
   fill: (tempDir: string) => Promise<void>,
   opts: { signal?: AbortSignal } = {},
 ): Promise<PreparedDirectory> {
-  const resolved = path.resolve(target);
+  const resolved = await realTarget(target);
   const { temp, previous } = restoreDirectoryPaths(resolved, restoreId);
   const aborted = () => (opts.signal?.aborted ? new AbortedError({ cause: opts.signal.reason }) : null);
   const early = aborted();

@@ -177,8 +177,15 @@ async function withAdmin<T>(databaseUrl: string, avoid: string[], fn: (client: p
   throw new Error(`no administrative database to connect to (tried ${candidates.join(', ')})`, { cause: lastError });
 }
 
-/** Drops database `name` on the URL's server, ending its connections (for expired `__bp_pre_` databases). */
+/**
+ * Drops database `name` on the URL's server, ending its connections (for expired `__bp_pre_`
+ * databases). Only names a restore made are accepted: a bug upstream must not be able to drop
+ * an environment's live database through this.
+ */
 export async function dropDatabase(databaseUrl: string, name: string): Promise<void> {
+  if (!name.includes(PREVIOUS_INFIX) && !name.includes(RESTORE_INFIX)) {
+    throw new SourceError('NOT_A_RESTORE_DATABASE', `refusing to drop ${JSON.stringify(name)}: not a database made by a restore`);
+  }
   await withAdmin(databaseUrl, [name], (c) => c.query(`DROP DATABASE IF EXISTS ${c.escapeIdentifier(name)} WITH (FORCE)`));
 }
 
@@ -284,9 +291,10 @@ async function readTarget(c: pg.Client, name: string): Promise<TargetInfo> {
     `ENCODING ${q((await c.query<{ e: string }>('SELECT pg_encoding_to_char($1::int) AS e', [d.encoding])).rows[0].e)}`,
     `LC_COLLATE ${q(d.datcollate)}`,
     `LC_CTYPE ${q(d.datctype)}`,
-    `TABLESPACE ${c.escapeIdentifier(spc)}`,
     `CONNECTION LIMIT ${Number(d.datconnlimit)}`,
   ];
+  // Naming pg_default explicitly needs CREATE on it, which plain roles lack; it is the default anyway.
+  if (spc !== 'pg_default') options.push(`TABLESPACE ${c.escapeIdentifier(spc)}`);
   const provider = d.datlocprovider as string | undefined;
   const locale = (d.datlocale ?? d.daticulocale) as string | null | undefined;
   if (provider === 'i') {
@@ -401,6 +409,8 @@ async function runRestore(
   const all = [tool, ...extraTools];
   const onAbort = () => all.forEach((t) => t.kill());
   signal?.addEventListener('abort', onAbort, { once: true });
+  // Aborted while the temp database was being made: the listener above will never fire.
+  if (signal?.aborted) onAbort();
   try {
     const fed = feed(dump, tool.child.stdin!);
     let dumpError: Error | null = null;

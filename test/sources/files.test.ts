@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, writeFile, chmod } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, writeFile, chmod } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -130,6 +130,18 @@ describe('swapDirectory', () => {
     // Not left with the private mode the temp dir is filled under.
     expect((await stat(target)).mode & 0o777).toBe(0o755);
     expect(await siblings()).toEqual([]);
+  });
+
+  it('swaps the directory a symlinked target points to and keeps the link', async () => {
+    const real = path.join(root, 'data', 'files');
+    await mkdir(real, { recursive: true });
+    await writeFile(path.join(real, 'a.txt'), 'old a');
+    await symlink(real, target);
+    const result = await swapDirectory(target, 'r7', fillNew);
+    expect((await lstat(target)).isSymbolicLink()).toBe(true);
+    expect(await tree(target)).toEqual({ 'a.txt': 'new a', img: '<dir>', 'img/logo.png': 'new logo' });
+    expect(result.previousPath).toBe(`${real}.bp_pre_r7`);
+    expect(await tree(result.previousPath!)).toEqual({ 'a.txt': 'old a' });
   });
 
   it('keeps the temp dir private while it is being filled', async () => {

@@ -262,8 +262,10 @@ describe('restoreDatabase SWAP', () => {
           const c = new pg.Client({ connectionString: url });
           c.on('error', () => {});
           const closed = new Promise<void>((resolve) => c.once('end', resolve));
+          let connected = false;
           try {
             await c.connect();
+            connected = true;
             open.add(c);
             const rows = (await c.query<{ n: number }>('SELECT count(*)::int AS n FROM customers')).rows;
             served++;
@@ -274,7 +276,8 @@ describe('restoreDatabase SWAP', () => {
             // the name moved under a connection attempt: reconnect
           } finally {
             open.delete(c);
-            await c.end().catch(() => {});
+            // end() of a client whose connect failed never settles; that socket is gone anyway.
+            if (connected) await c.end().catch(() => {});
           }
         }
       }),
@@ -363,6 +366,51 @@ describe('restoreDatabase SWAP', () => {
     await expect(restoring).rejects.toBeInstanceOf(AbortedError);
     expect(running(tools[0].pid)).toBe(false);
     expect(await contents(url)).toEqual(mutated);
+    expect(await databasesLike(`${nameOf(url)}__bp_%`)).toEqual([]);
+  });
+
+  it('works for a non-superuser that owns the database and may create databases', async () => {
+    const role = `bp_owner_${randomBytes(4).toString('hex')}`;
+    await query(adminUrl(), `CREATE ROLE ${role} LOGIN CREATEDB PASSWORD 'owner pw'`);
+    const url = await createScratchDatabase('src_swap_role');
+    await query(adminUrl(), `ALTER DATABASE "${nameOf(url)}" OWNER TO ${role}`);
+    const u = new URL(url);
+    u.username = role;
+    u.password = 'owner pw';
+    const roleUrl = u.toString();
+    await query(roleUrl, SEED);
+    const before = await contents(roleUrl);
+    const dump = await dumpBytes(roleUrl);
+    await query(roleUrl, MUTATE);
+    const held = new pg.Client({ connectionString: roleUrl });
+    held.on('error', () => {});
+    await held.connect();
+    expect(await canCreateDatabase(roleUrl)).toBe(true);
+    const result = await restoreDatabase(roleUrl, Readable.from([dump]), { strategy: 'SWAP', restoreId: 'role2' });
+    await held.end().catch(() => {});
+    expect(await contents(roleUrl)).toEqual(before);
+    const owners = await query(adminUrl(), `SELECT datname, pg_get_userbyid(datdba) AS owner FROM pg_database WHERE datname = ANY($1) ORDER BY 1`, [[nameOf(url), result.previousDatabaseName]]);
+    expect(owners.map((r) => r.owner)).toEqual([role, role]);
+    expect(await query(roleUrl, `SELECT DISTINCT pg_get_userbyid(relowner) AS owner FROM pg_class WHERE relnamespace = 'public'::regnamespace`)).toEqual([{ owner: role }]);
+  });
+
+  it('dropDatabase refuses a database no restore made', async () => {
+    const url = await seeded('src_drop_guard');
+    await expect(dropDatabase(url, nameOf(url))).rejects.toMatchObject({ code: 'NOT_A_RESTORE_DATABASE' });
+    expect(await databasesLike(nameOf(url))).toEqual([nameOf(url)]);
+  });
+
+  it('does not start pg_restore when aborted before the restore began', async () => {
+    const url = await seeded('src_swap_early');
+    const dump = await dumpBytes(url);
+    const controller = new AbortController();
+    const restoring = restoreDatabase(url, Readable.from([dump]), {
+      strategy: 'SWAP',
+      restoreId: 'early1',
+      signal: controller.signal,
+      onPhase: (p) => p === 'restoring' && controller.abort(),
+    });
+    await expect(restoring).rejects.toBeInstanceOf(AbortedError);
     expect(await databasesLike(`${nameOf(url)}__bp_%`)).toEqual([]);
   });
 
