@@ -10,6 +10,7 @@ import { useServer } from 'graphql-ws/use/ws';
 import { createYoga, type Plugin } from 'graphql-yoga';
 import { WebSocketServer } from 'ws';
 import type { Db } from '../db/client.ts';
+import { AppError, ValidationError } from '../domain/errors.ts';
 import type { EventBus } from '../events/bus.ts';
 import type { Context } from '../schema/builder.ts';
 import { schema } from '../schema/index.ts';
@@ -110,6 +111,11 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
         const e = error as { extensions?: { code?: unknown }; originalError?: unknown };
         if (e.extensions?.code) return error as Error;
         if (e.originalError === undefined && error instanceof Error && error.name === 'GraphQLError') return error;
+        // A domain error on a field without a typed result still reaches the caller with its code.
+        if (e.originalError instanceof AppError) {
+          const fields = e.originalError instanceof ValidationError ? { fields: e.originalError.fields } : {};
+          return new GraphQLError(e.originalError.message, { extensions: { code: e.originalError.code, ...fields } });
+        }
         logger.error({ err: e.originalError ?? error }, 'unexpected error in a resolver');
         return new GraphQLError(message, { extensions: { code: 'INTERNAL_SERVER_ERROR' } });
       },

@@ -67,6 +67,7 @@ export const Snapshot = builder.prismaNode('Snapshot', {
     download: t.field({
       type: Download,
       authScopes: { read: true },
+      errors: { types: allErrors, directResult: true, union: { name: 'SnapshotDownloadResult' } },
       args: {
         variant: t.arg({ type: DownloadVariantEnum, defaultValue: 'DATABASE_AND_FILES' }),
         ttlSeconds: t.arg.int({ defaultValue: 900, description: '60 to 86400' }),

@@ -40,7 +40,7 @@ describe('download', () => {
   it('streams a tar.zst that unpacks to the dump and the files; the dump restores to the same data', async () => {
     const { snapshotId } = await takeSnapshot(app, key, env.id);
     const res = await app.gql(SnapshotDownloadDocument, { id: snapshotId, ttlSeconds: 120 }, { key });
-    const dl = res.data!.snapshot!.download;
+    const dl = downloadOf(res.data!.snapshot!.download);
     expect(dl.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/downloads\//);
     expect(new Date(dl.expiresAt).getTime()).toBeGreaterThan(Date.now() + 100_000);
     const body = await fetch(dl.url);
@@ -58,7 +58,7 @@ describe('download', () => {
     await exec('pg_restore', ['--no-owner', '-d', target, path.join(dir, 'out', 'db', dump)]);
     expect(await databaseDigest(target)).toEqual(await databaseDigest(env.databaseUrl));
 
-    const dbOnly = (await app.gql(SnapshotDownloadDocument, { id: snapshotId, variant: 'DATABASE_ONLY' }, { key })).data!.snapshot!.download;
+    const dbOnly = downloadOf((await app.gql(SnapshotDownloadDocument, { id: snapshotId, variant: 'DATABASE_ONLY' }, { key })).data!.snapshot!.download);
     const list = await listTar(dbOnly.url, dir);
     expect(list.every((n) => n.startsWith('db'))).toBe(true);
     expect(list.some((n) => n.endsWith('.dump'))).toBe(true);
@@ -66,7 +66,7 @@ describe('download', () => {
 
   it('an altered or expired link gets 403', async () => {
     const { snapshotId } = await takeSnapshot(app, key, env.id, { includes: ['DB'] });
-    const dl = (await app.gql(SnapshotDownloadDocument, { id: snapshotId }, { key })).data!.snapshot!.download;
+    const dl = downloadOf((await app.gql(SnapshotDownloadDocument, { id: snapshotId }, { key })).data!.snapshot!.download);
     const [base, token] = dl.url.split('/downloads/');
     const [payload, sig] = token.split('.');
     const forged = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(payload, 'base64url').toString()), e: 4_000_000_000 })).toString('base64url');
@@ -77,7 +77,20 @@ describe('download', () => {
     expect((await fetch(`${base}/downloads/${expired}`)).status).toBe(403);
     expect((await fetch(dl.url)).status).toBe(200);
   });
+
+  it('refuses a bad lifetime and a variant the snapshot does not hold, with typed errors', async () => {
+    const { snapshotId } = await takeSnapshot(app, key, env.id, { includes: ['DB'] });
+    const short = await app.gql(SnapshotDownloadDocument, { id: snapshotId, ttlSeconds: 5 }, { key });
+    expect(short.data?.snapshot?.download).toMatchObject({ __typename: 'ValidationError', fields: [{ path: ['ttlSeconds'] }] });
+    const files = await app.gql(SnapshotDownloadDocument, { id: snapshotId, variant: 'FILES_ONLY' }, { key });
+    expect(files.data?.snapshot?.download).toMatchObject({ __typename: 'ValidationError', fields: [{ path: ['variant'] }] });
+  });
 });
+
+function downloadOf(d: { __typename: string } & Record<string, unknown>): { url: string; expiresAt: string; sizeBytes: string } {
+  if (d.__typename !== 'Download') throw new Error(JSON.stringify(d));
+  return d as never;
+}
 
 async function listTar(url: string, dir: string): Promise<string[]> {
   const file = path.join(dir, `l${Date.now()}.tar.zst`);
