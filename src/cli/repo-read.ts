@@ -149,24 +149,27 @@ export const restoreCommand: Command = {
     const started = Date.now();
     const plan: { parts: string[]; node: Node }[] = [];
     for (const parts of includes) plan.push({ parts, node: await resolvePath(repo, sn, absolute(parts), ctx.signal) });
-    let bytesTotal: number | undefined;
-    if (ctx.progress.active) bytesTotal = await totalSize(repo, plan.map((p) => p.node), ctx.signal);
     const sum = { files: 0, dirs: 0, symlinks: 0, bytes: 0 };
     await withLock(
       repo,
       false,
       async () => {
-        for (const { parts, node } of plan) {
+        for (const [i, { parts, node }] of plan.entries()) {
           const base = { ...sum };
           const dest = join(target, ...(node.type === 'dir' ? parts : parts.slice(0, -1)));
+          const step = plan.length > 1 ? `${i + 1}/${plan.length} ` : '';
           const r = await restore(repo, sn, dest, {
             path: absolute(parts),
             lock: false,
             signal: ctx.signal,
-            onProgress: (p) =>
-              ctx.progress.update(
-                (ms) => `[${formatDuration(ms)}] ${ofTotal(base.bytes + p.bytesDone, bytesTotal)}  ${base.files + p.filesDone} files  ${formatRate(base.bytes + p.bytesDone, ms)}  ${p.currentPath ?? ''}`,
-              ),
+            // Only when drawn: the engine walks the whole tree first to know the total.
+            onProgress: ctx.progress.active
+              ? (p) =>
+                  ctx.progress.update(
+                    (ms) =>
+                      `[${formatDuration(ms)}] ${step}${ofTotal(p.bytesDone, p.bytesTotal)}  ${base.files + p.filesDone} files  ${formatRate(base.bytes + p.bytesDone, ms)}  ${p.currentPath ?? ''}`,
+                  )
+              : undefined,
           });
           sum.files += r.files;
           sum.dirs += r.dirs;
@@ -185,17 +188,6 @@ export const restoreCommand: Command = {
     return 0;
   },
 };
-
-async function totalSize(repo: Repository, nodes: Node[], signal: AbortSignal): Promise<number> {
-  let total = 0;
-  for (const node of nodes) {
-    if (node.type === 'file') total += node.size ?? 0;
-    else if (node.type === 'dir' && node.subtree) {
-      for await (const e of walk(repo, node.subtree, '', signal)) if (e.node.type === 'file') total += e.node.size ?? 0;
-    }
-  }
-  return total;
-}
 
 /** 128 + SIGPIPE, the status a shell shows for a writer whose reader closed the pipe. */
 const EXIT_PIPE_CLOSED = 141;
