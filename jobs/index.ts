@@ -5,11 +5,17 @@
 import type { TaskList } from 'graphile-worker';
 import type { Deps } from '../src/services/deps.ts';
 import type { TaskName } from '../src/services/jobs.ts';
+import { retentionApply } from './retention-apply.ts';
+import { retentionSweep } from './retention-sweep.ts';
+import { scheduleFire } from './schedule-fire.ts';
+import { scheduleRetry } from './schedule-retry.ts';
+import { scheduleWatch } from './schedule-watch.ts';
 import { snapshotCopy } from './snapshot-copy.ts';
 import { snapshotCreate } from './snapshot-create.ts';
 import { snapshotDelete } from './snapshot-delete.ts';
 import { snapshotRestore } from './snapshot-restore.ts';
 import { snapshotVerify } from './snapshot-verify.ts';
+import { webhookDeliver } from './webhook-deliver.ts';
 
 export function taskList(deps: Deps): TaskList & Record<TaskName, unknown> {
   return {
@@ -18,5 +24,11 @@ export function taskList(deps: Deps): TaskList & Record<TaskName, unknown> {
     snapshot_delete: snapshotDelete(deps),
     snapshot_copy: snapshotCopy(deps),
     snapshot_verify: snapshotVerify(deps),
+    schedule_fire: scheduleFire(deps),
+    schedule_retry: scheduleRetry(deps),
+    schedule_watch: scheduleWatch(deps),
+    retention_apply: retentionApply(deps),
+    retention_sweep: retentionSweep(deps),
+    webhook_deliver: webhookDeliver(deps),
   };
 }

@@ -2,6 +2,7 @@ import { Logger as WorkerLogger, run, type Runner } from 'graphile-worker';
 import { taskList } from '../../jobs/index.ts';
 import type { Deps } from '../services/deps.ts';
 import { recoverStaleOperations } from '../services/operations.ts';
+import { reconcileSchedules } from '../services/schedules.ts';
 import type { Logger } from './logger.ts';
 
 /** graphile-worker's log lines, as our structured JSON logs. */
@@ -39,6 +40,8 @@ export async function startWorker(opts: { deps: Deps; databaseUrl: string; concu
       (err) => opts.logger.error({ err }, 'stale operation sweep failed'),
     );
   await sweep();
+  // Schedules' pending jobs back in place; runs missed while nothing ran are due now (once each).
+  await reconcileSchedules(opts.deps);
   const timer = setInterval(sweep, Math.max(1000, staleMs / 2));
   timer.unref();
   opts.logger.info({ concurrency: opts.concurrency }, 'worker started');

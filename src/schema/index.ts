@@ -11,5 +11,8 @@ import './operation.ts';
 import './snapshot.ts';
 import './restore.ts';
 import './destination.ts';
+import './schedule.ts';
+import './settings.ts';
+import './alert.ts';
 
 export const schema = builder.toSchema({ sortSchema: true });

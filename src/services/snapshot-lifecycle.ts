@@ -19,7 +19,13 @@ import type { Viewer } from './viewer.ts';
  */
 
 export async function deleteSnapshot(deps: Deps, viewer: Viewer, id: string): Promise<{ operationId: string }> {
-  const snapshot = await getSnapshot(deps, viewer, id);
+  await getSnapshot(deps, viewer, id);
+  return requestSnapshotDeletion(deps, id);
+}
+
+/** Marks a snapshot DELETING and enqueues its delete job; for callers that already authorized (the API above, retention). */
+export async function requestSnapshotDeletion(deps: Deps, id: string): Promise<{ operationId: string }> {
+  const snapshot = await deps.db.snapshot.findUniqueOrThrow({ where: { id } });
   if (snapshot.pinned) throw new ConflictError(ErrorCode.SNAPSHOT_PINNED, 'Snapshot is pinned; unpin it before deleting');
   if (snapshot.status === 'CREATING') throw new ConflictError(ErrorCode.SNAPSHOT_NOT_READY, 'Snapshot is still being created; cancel its operation instead');
   if (snapshot.status === 'DELETING' || snapshot.status === 'DELETED') throw new ConflictError(ErrorCode.SNAPSHOT_NOT_READY, `Snapshot is already ${snapshot.status.toLowerCase()}`);

@@ -12,6 +12,8 @@ import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts'
 import { enqueueJob, operationJobKey } from './jobs.ts';
 import { beginOperation, CancelledError, finishOperation, progressReporter, TimedOutError, watchCancellation } from './operations.ts';
 import { openRepository, type OpenedRepository } from './repositories.ts';
+import { enqueueRetention } from './retention.ts';
+import { afterScheduledSnapshotFailed } from './schedules.ts';
 import { inProjectWhere, type Viewer } from './viewer.ts';
 
 /**
@@ -48,7 +50,7 @@ export async function createSnapshot(
   deps: Deps,
   viewer: Viewer,
   raw: z.input<typeof createSnapshotInput>,
-  opts: { kind?: 'SCHEDULED' | 'SAFETY'; scheduleId?: string } = {},
+  opts: { kind?: 'SCHEDULED' | 'SAFETY'; scheduleId?: string; destinationIds?: string[] } = {},
 ): Promise<{ operationId: string; snapshotId: string }> {
   const input = parseInput(createSnapshotInput, raw);
   const env = await getEnvironment(deps, viewer, input.environmentId);
@@ -61,7 +63,10 @@ export async function createSnapshot(
     const earlier = await replayed(deps, viewer.organizationId, 'createSnapshot', input.idempotencyKey, hash!);
     if (earlier) return snapshotOfOperation(deps, earlier);
   }
-  const destinations = await deps.db.environmentDestination.findMany({ where: { environmentId: env.id }, orderBy: { createdAt: 'asc' } });
+  // A schedule may name its own destinations; otherwise the environment's defaults.
+  const destinations = opts.destinationIds?.length
+    ? opts.destinationIds.map((destinationId) => ({ destinationId }))
+    : await deps.db.environmentDestination.findMany({ where: { environmentId: env.id }, orderBy: { createdAt: 'asc' } });
   if (destinations.length === 0) throw new ConflictError(ErrorCode.NO_DESTINATION, 'This environment has no destination to store snapshots in');
 
   try {
@@ -229,6 +234,7 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
     });
     await finishOperation(deps, operationId, 'SUCCEEDED');
     await deps.events.publish('environmentActivity', env.id, { kind: 'SNAPSHOT', environmentId: env.id, subjectId: snapshot.id });
+    if (snapshot.kind === 'SCHEDULED') await enqueueRetention(deps.db, env.id);
   } catch (err) {
     await progress.flush();
     // Nothing half-visible: forget whatever this run managed to write before it stopped.
@@ -247,6 +253,7 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
     await finishOperation(deps, operationId, cancelled ? 'CANCELLED' : 'FAILED', message);
     if (!cancelled) {
       await raiseAlert(deps, { organizationId: env.organizationId, environmentId: env.id, operationId, type: 'SNAPSHOT_FAILED', severity: 'CRITICAL', message: `Snapshot of ${env.name} failed: ${message}` });
+      if (snapshot.kind === 'SCHEDULED') await afterScheduledSnapshotFailed(deps, snapshot.id);
     }
     await deps.events.publish('environmentActivity', env.id, { kind: 'SNAPSHOT', environmentId: env.id, subjectId: snapshot.id });
   } finally {

@@ -1,0 +1,242 @@
+import { previewRetention, RETENTION_RULES, type RetentionPolicy } from '../services/retention.ts';
+import { CRON_PRESETS, deleteSchedule, getSchedule, runScheduleNow, SCHEDULE_KINDS, setSchedulePaused, upsertSchedule } from '../services/schedules.ts';
+import { inProjectWhere } from '../services/viewer.ts';
+import { builder } from './builder.ts';
+import { allErrors } from './errors.ts';
+import { encodeGlobalID, parseId, parseIds } from './ids.ts';
+import { registerNodeLoader } from './node.ts';
+import { DeletePayload } from './project.ts';
+import { viewerOf } from './viewer-of.ts';
+
+export const ScheduleKindEnum = builder.enumType('ScheduleKind', {
+  values: SCHEDULE_KINDS,
+  description: 'DB: database-only snapshots (dbCron); FULL: database and files (fullCron)',
+});
+const RetentionRuleEnum = builder.enumType('RetentionRule', { values: RETENTION_RULES, description: 'Why retention keeps or deletes a snapshot' });
+const RetentionActionEnum = builder.enumType('RetentionAction', { values: ['KEEP', 'DELETE'] as const });
+
+const RetentionPolicyType = builder.objectRef<RetentionPolicy>('RetentionPolicy').implement({
+  description: 'Grandfather-father-son counts (the newest snapshot of each of the last N hours, days, ISO weeks, months) and an age limit',
+  fields: (t) => ({
+    hourly: t.int({ nullable: true, resolve: (p) => p.hourly ?? null }),
+    daily: t.int({ nullable: true, resolve: (p) => p.daily ?? null }),
+    weekly: t.int({ nullable: true, resolve: (p) => p.weekly ?? null }),
+    monthly: t.int({ nullable: true, resolve: (p) => p.monthly ?? null }),
+    maxAgeDays: t.int({ nullable: true, resolve: (p) => p.maxAgeDays ?? null }),
+  }),
+});
+
+export const RetentionPolicyInput = builder.inputType('RetentionPolicyInput', {
+  fields: (t) => ({
+    hourly: t.int(),
+    daily: t.int(),
+    weekly: t.int(),
+    monthly: t.int(),
+    maxAgeDays: t.int({ description: 'Delete snapshots of this kind older than this, whatever the counts say' }),
+  }),
+});
+
+const policyOf = (p: typeof RetentionPolicyInput.$inferInput | null | undefined): RetentionPolicy | undefined => (p ? { ...p } : undefined);
+
+export const Schedule = builder.prismaNode('Schedule', {
+  id: { field: 'id' },
+  findUnique: (id) => ({ id }),
+  description: "An environment's automatic snapshots: two five-field crons in one IANA timezone, with GFS retention for each",
+  fields: (t) => ({
+    environment: t.relation('environment'),
+    dbCron: t.exposeString('dbCron', { nullable: true, description: 'Database-only snapshots (minute hour day-of-month month day-of-week)' }),
+    fullCron: t.exposeString('fullCron', { nullable: true, description: 'Database and files snapshots' }),
+    timezone: t.exposeString('timezone'),
+    enabled: t.exposeBoolean('enabled'),
+    paused: t.exposeBoolean('paused'),
+    dbRetention: t.field({ type: RetentionPolicyType, select: { dbRetention: true }, resolve: (s) => (s.dbRetention ?? {}) as RetentionPolicy }),
+    fullRetention: t.field({ type: RetentionPolicyType, select: { fullRetention: true }, resolve: (s) => (s.fullRetention ?? {}) as RetentionPolicy }),
+    nextDbRunAt: t.expose('nextDbRunAt', { type: 'DateTime', nullable: true }),
+    nextFullRunAt: t.expose('nextFullRunAt', { type: 'DateTime', nullable: true }),
+    lastDbRunAt: t.expose('lastDbRunAt', { type: 'DateTime', nullable: true }),
+    lastFullRunAt: t.expose('lastFullRunAt', { type: 'DateTime', nullable: true }),
+    destinations: t.prismaField({
+      type: ['Destination'],
+      description: "Where scheduled snapshots go; empty: the environment's default destinations",
+      select: { id: true },
+      resolve: (query, s, _a, ctx) => ctx.deps.db.destination.findMany({ ...query, where: { schedules: { some: { scheduleId: s.id } } }, orderBy: { createdAt: 'asc' } }),
+    }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
+  }),
+});
+
+registerNodeLoader('Schedule', async (ctx, id) => {
+  const s = await ctx.deps.db.schedule.findUnique({ where: { id } });
+  if (!s) return null;
+  return (await ctx.deps.db.environment.count({ where: inProjectWhere(viewerOf(ctx), { id: s.environmentId }) })) ? s : null;
+});
+
+builder.prismaObjectFields('Environment', (t) => ({
+  schedule: t.relation('schedule', { nullable: true, description: 'Automatic snapshots; null when there is no schedule' }),
+}));
+
+const CronPreset = builder.objectRef<(typeof CRON_PRESETS)[number]>('CronPreset').implement({
+  fields: (t) => ({
+    name: t.exposeString('name'),
+    cron: t.exposeString('cron'),
+    description: t.exposeString('description'),
+  }),
+});
+
+const RetentionDecision = builder.objectRef<{ snapshotId: string; action: 'KEEP' | 'DELETE'; rule: (typeof RETENTION_RULES)[number] }>('RetentionDecision').implement({
+  fields: (t) => ({
+    snapshot: t.prismaField({ type: 'Snapshot', resolve: (q, d, _a, ctx) => ctx.deps.db.snapshot.findUniqueOrThrow({ ...q, where: { id: d.snapshotId } }) }),
+    action: t.field({ type: RetentionActionEnum, resolve: (d) => d.action }),
+    rule: t.field({ type: RetentionRuleEnum, resolve: (d) => d.rule }),
+  }),
+});
+
+const RetentionPreview = builder.objectRef<{ decisions: { snapshotId: string; action: 'KEEP' | 'DELETE'; rule: (typeof RETENTION_RULES)[number] }[] }>('RetentionPreview').implement({
+  description: "What retention would do now, newest snapshot first; applying the same policy deletes exactly `delete`",
+  fields: (t) => ({
+    keep: t.field({ type: [RetentionDecision], resolve: (p) => p.decisions.filter((d) => d.action === 'KEEP') }),
+    delete: t.field({ type: [RetentionDecision], resolve: (p) => p.decisions.filter((d) => d.action === 'DELETE') }),
+  }),
+});
+
+const PreviewRetentionInput = builder.inputType('PreviewRetentionInput', {
+  description: "Parts to try instead of the environment's current policy; parts left out stay as they are",
+  fields: (t) => ({
+    db: t.field({ type: RetentionPolicyInput }),
+    full: t.field({ type: RetentionPolicyInput }),
+    retentionDays: t.int({ description: 'Age limit of manual and pre-deploy snapshots' }),
+  }),
+});
+
+builder.queryFields((t) => ({
+  schedule: t.prismaField({
+    type: 'Schedule',
+    nullable: true,
+    authScopes: { read: true },
+    description: "An environment's schedule; null when it has none or the environment is not visible",
+    args: { environmentId: t.arg.id({ required: true }) },
+    resolve: async (query, _root, { environmentId }, ctx) => {
+      let envId: string;
+      try {
+        envId = parseId(String(environmentId), 'Environment', ['environmentId']);
+      } catch {
+        return null;
+      }
+      const s = await getSchedule(ctx.deps, viewerOf(ctx), envId).catch(() => null);
+      return s ? ctx.deps.db.schedule.findUnique({ ...query, where: { id: s.id } }) : null;
+    },
+  }),
+  cronPresets: t.field({
+    type: [CronPreset],
+    authScopes: { read: true },
+    description: 'Common schedules with their cron expressions',
+    resolve: () => [...CRON_PRESETS],
+  }),
+  previewRetention: t.field({
+    type: RetentionPreview,
+    authScopes: { read: true },
+    errors: { types: allErrors, directResult: true, union: { name: 'PreviewRetentionResult' } },
+    args: { environmentId: t.arg.id({ required: true }), policy: t.arg({ type: PreviewRetentionInput }) },
+    resolve: async (_root, { environmentId, policy }, ctx) => {
+      const envId = parseId(String(environmentId), 'Environment', ['environmentId']);
+      const decisions = await previewRetention(ctx.deps, viewerOf(ctx), envId, {
+        db: policyOf(policy?.db),
+        full: policyOf(policy?.full),
+        ...(policy && 'retentionDays' in policy ? { retentionDays: policy.retentionDays } : {}),
+      });
+      return { decisions };
+    },
+  }),
+}));
+
+const UpsertScheduleInput = builder.inputType('UpsertScheduleInput', {
+  description: 'Fields left out keep their value; dbCron or fullCron null turns that kind off',
+  fields: (t) => ({
+    environmentId: t.id({ required: true }),
+    dbCron: t.string({ description: 'Five fields: minute hour day-of-month month day-of-week' }),
+    fullCron: t.string({ description: 'Five fields: minute hour day-of-month month day-of-week' }),
+    timezone: t.string({ description: 'IANA name, e.g. Europe/Berlin (default UTC)' }),
+    destinationIds: t.idList({ description: "Empty: the environment's default destinations" }),
+    enabled: t.boolean(),
+    paused: t.boolean(),
+    dbRetention: t.field({ type: RetentionPolicyInput }),
+    fullRetention: t.field({ type: RetentionPolicyInput }),
+  }),
+});
+
+const ScheduleEnvironmentInput = builder.inputType('ScheduleEnvironmentInput', { fields: (t) => ({ environmentId: t.id({ required: true }) }) });
+const RunScheduleNowInput = builder.inputType('RunScheduleNowInput', {
+  fields: (t) => ({ environmentId: t.id({ required: true }), kind: t.field({ type: ScheduleKindEnum, required: true }) }),
+});
+
+const SchedulePayload = builder.objectRef<{ scheduleId: string }>('SchedulePayload').implement({
+  fields: (t) => ({
+    schedule: t.prismaField({ type: 'Schedule', resolve: (q, p, _a, ctx) => ctx.deps.db.schedule.findUniqueOrThrow({ ...q, where: { id: p.scheduleId } }) }),
+  }),
+});
+
+const ScheduleRunPayload = builder.objectRef<{ operationId: string; snapshotId: string }>('ScheduleRunPayload').implement({
+  fields: (t) => ({
+    operation: t.prismaField({ type: 'Operation', resolve: (q, p, _a, ctx) => ctx.deps.db.operation.findUniqueOrThrow({ ...q, where: { id: p.operationId } }) }),
+    snapshot: t.prismaField({ type: 'Snapshot', resolve: (q, p, _a, ctx) => ctx.deps.db.snapshot.findUniqueOrThrow({ ...q, where: { id: p.snapshotId } }) }),
+  }),
+});
+
+const envIdOf = (input: { environmentId: string | number }) => parseId(String(input.environmentId), 'Environment', ['input', 'environmentId']);
+
+builder.mutationFields((t) => ({
+  upsertSchedule: t.field({
+    type: SchedulePayload,
+    authScopes: { write: true },
+    description: "Creates or changes an environment's schedule; the next runs are planned at once",
+    errors: { types: allErrors, directResult: true, union: { name: 'UpsertScheduleResult' } },
+    args: { input: t.arg({ type: UpsertScheduleInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => ({
+      scheduleId: await upsertSchedule(ctx.deps, viewerOf(ctx), {
+        environmentId: envIdOf(input),
+        dbCron: input.dbCron,
+        fullCron: input.fullCron,
+        timezone: input.timezone ?? undefined,
+        destinationIds: input.destinationIds ? parseIds(input.destinationIds.map(String), 'Destination', ['input', 'destinationIds']) : undefined,
+        enabled: input.enabled ?? undefined,
+        paused: input.paused ?? undefined,
+        dbRetention: policyOf(input.dbRetention),
+        fullRetention: policyOf(input.fullRetention),
+      }),
+    }),
+  }),
+  deleteSchedule: t.field({
+    type: DeletePayload,
+    authScopes: { write: true },
+    errors: { types: allErrors, directResult: true, union: { name: 'DeleteScheduleResult' } },
+    args: { input: t.arg({ type: ScheduleEnvironmentInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => {
+      const id = await deleteSchedule(ctx.deps, viewerOf(ctx), envIdOf(input));
+      return { deletedId: encodeGlobalID('Schedule', id) };
+    },
+  }),
+  pauseSchedule: t.field({
+    type: SchedulePayload,
+    authScopes: { write: true },
+    errors: { types: allErrors, directResult: true, union: { name: 'PauseScheduleResult' } },
+    args: { input: t.arg({ type: ScheduleEnvironmentInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => ({ scheduleId: await setSchedulePaused(ctx.deps, viewerOf(ctx), envIdOf(input), true) }),
+  }),
+  resumeSchedule: t.field({
+    type: SchedulePayload,
+    authScopes: { write: true },
+    description: 'Plans the next runs from now; runs skipped while paused are not made up',
+    errors: { types: allErrors, directResult: true, union: { name: 'ResumeScheduleResult' } },
+    args: { input: t.arg({ type: ScheduleEnvironmentInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => ({ scheduleId: await setSchedulePaused(ctx.deps, viewerOf(ctx), envIdOf(input), false) }),
+  }),
+  runScheduleNow: t.field({
+    type: ScheduleRunPayload,
+    authScopes: { write: true },
+    description: 'Takes one scheduled snapshot of the kind now; the planned runs stay as they are',
+    errors: { types: allErrors, directResult: true, union: { name: 'RunScheduleNowResult' } },
+    args: { input: t.arg({ type: RunScheduleNowInput, required: true }) },
+    resolve: (_root, { input }, ctx) => runScheduleNow(ctx.deps, viewerOf(ctx), envIdOf(input), input.kind),
+  }),
+}));
