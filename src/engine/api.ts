@@ -4,6 +4,19 @@
  * Words: a *repository* (restic format version 2) holds *blobs* (chunks of file content and
  * serialized directories, called *trees*) inside *packs*, found through the *index*; a
  * *snapshot* names one root tree. See each module's opening comment for its part.
+ *
+ * Typical use:
+ *
+ *     const repo = await Repository.open(backend, password);        // or Repository.init(...)
+ *     const r = await backup(repo, { '/db/app.dump': dumpStream, '/files': '/srv/env/files' },
+ *                            { tags: ['backplane', 'env:42'], parent, signal, onProgress });
+ *     await restore(repo, r.snapshotId, '/srv/env/.files-restore', { path: '/files' });
+ *     tarStream(repo, 'latest', '/files')                            // Readable tar
+ *     await forgetSnapshots(repo, [id]); await prune(repo); await check(repo, { readData: true });
+ *
+ * Operations take repository locks themselves (shared, or exclusive for prune), refresh the
+ * index when another process changed it, and accept an AbortSignal. Deliberate failures are
+ * EngineError subclasses with a stable `code`.
  */
 export { Repository, type InitOptions, type OpenOptions, type RepoConfig, type WriteStats } from './repository.ts';
 export { DEFAULT_KDF_PARAMS, type KdfParams } from './kdf.ts';
