@@ -1,9 +1,9 @@
 import type { Task } from 'graphile-worker';
 import type { Deps } from '../src/services/deps.ts';
-import { checkStaleness, ensurePeriodic } from '../src/services/schedules.ts';
+import { checkStaleness, schedulePeriodic } from '../src/services/schedules.ts';
 
 /** Hourly: staleness alerts for environments without a recent successful snapshot; then queues itself again. */
 export const scheduleWatch = (deps: Deps): Task => async () => {
   await checkStaleness(deps);
-  await ensurePeriodic(deps, 'schedule_watch', 'schedule:watch', new Date(deps.clock.now().getTime() + 3_600_000));
+  await schedulePeriodic(deps, 'schedule_watch', 'schedule:watch', new Date(Date.now() + 3_600_000));
 };

@@ -345,8 +345,14 @@ export async function reconcileSchedules(deps: Deps): Promise<void> {
       }
     });
   }
-  await ensurePeriodic(deps, 'retention_sweep', 'retention:sweep', new Date(now.getTime() + 60_000));
-  await ensurePeriodic(deps, 'schedule_watch', 'schedule:watch', new Date(now.getTime() + 60_000));
+  // graphile-worker's own time: these are "soon after start", whatever the injected clock says.
+  await ensurePeriodic(deps, 'retention_sweep', 'retention:sweep', new Date(Date.now() + 60_000));
+  await ensurePeriodic(deps, 'schedule_watch', 'schedule:watch', new Date(Date.now() + 60_000));
+}
+
+/** Queues the next run of a periodic job from inside its current run (replaces any pending one). */
+export async function schedulePeriodic(deps: Deps, task: 'retention_sweep' | 'schedule_watch', jobKey: string, runAt: Date): Promise<void> {
+  await enqueueJob(deps.db, task, {}, { jobKey, runAt, maxAttempts: 3 });
 }
 
 /** Queues a periodic job unless one is already pending (a restart does not push it back). */

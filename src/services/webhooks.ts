@@ -117,7 +117,7 @@ export async function deliverWebhook(deps: Deps, deliveryId: string): Promise<vo
     await tx.webhookDelivery.update({ where: { id: d.id }, data: { status: error ? 'FAILED' : 'SUCCEEDED', responseStatus, error } });
     if (error && d.attempt < MAX_ATTEMPTS && d.webhook.enabled) {
       const next = await tx.webhookDelivery.create({ data: { webhookId: d.webhookId, alertId: d.alertId, attempt: d.attempt + 1 } });
-      const runAt = new Date(deps.clock.now().getTime() + BASE_BACKOFF_MS * 2 ** (d.attempt - 1));
+      const runAt = new Date(Date.now() + BASE_BACKOFF_MS * 2 ** (d.attempt - 1));
       await enqueueJob(tx, 'webhook_deliver', { deliveryId: next.id }, { jobKey: `webhook:${next.id}`, runAt, maxAttempts: 1 });
     }
   });
