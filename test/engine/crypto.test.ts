@@ -27,6 +27,24 @@ describe('crypto', () => {
     }
   });
 
+  it('handles the RFC 8439 A.3 edge cases where h wraps around p', () => {
+    const hex = (h: string) => Buffer.from(h.replace(/ /g, ''), 'hex');
+    const r = (first: string) => hex(first.replace(/ /g, '').padEnd(32, '0'));
+    const ff16 = 'ff'.repeat(16);
+    const cases: [Buffer, Buffer][] = [
+      [Buffer.concat([r('02'), Buffer.alloc(16)]), hex(ff16)],
+      [Buffer.concat([r('02'), hex(ff16)]), hex('02'.padEnd(32, '0'))],
+      [Buffer.concat([r('01'), Buffer.alloc(16)]), hex(ff16 + 'f0' + 'ff'.repeat(15) + '11'.padEnd(32, '0'))],
+      [Buffer.concat([r('01'), Buffer.alloc(16)]), hex(ff16 + 'fb' + 'fe'.repeat(15) + '01'.repeat(16))],
+      [Buffer.concat([r('02'), Buffer.alloc(16)]), hex('fd' + 'ff'.repeat(15))],
+      [Buffer.concat([r('0100000000000000 04'), Buffer.alloc(16)]), hex('e33594d7505e43b9 0000000000000000 3394d7505e4379cd 0100000000000000 ' + '00'.repeat(16) + '01'.padEnd(32, '0'))],
+    ];
+    for (const [key, msg] of cases) {
+      expect(Buffer.from(poly1305(msg, key)).toString('hex')).toBe(Buffer.from(noblePoly1305(msg, key)).toString('hex'));
+    }
+    expect(Buffer.from(poly1305(cases[0][1], cases[0][0])).toString('hex')).toBe('03'.padEnd(32, '0'));
+  });
+
   it('round-trips and adds 32 bytes', () => {
     const key = newRandomKey();
     const plain = Buffer.from('some plaintext');
