@@ -98,6 +98,9 @@ describe('we read what restic writes', () => {
     const target = await tempDir();
     await restore(repo, 'latest', target, { path: files });
     expect(await describeTree(target)).toEqual(await describeTree(files));
+    const res = await check(repo, { readData: true });
+    expect(res.errors).toEqual([]);
+    expect(res.packsRead).toBeGreaterThan(0);
   });
 
   it('backs up into a restic version 1 repository without compression', async () => {
