@@ -1,6 +1,11 @@
 /** How a restore's id appears in the names of the databases and directories it makes. */
 import { createHash } from 'node:crypto';
 
+/** Infix of the database or directory a restore fills before the swap. */
+export const RESTORE_INFIX = '__bp_restore_';
+/** Infix of the database a SWAP restore moves the old target to. */
+export const PREVIOUS_INFIX = '__bp_pre_';
+
 /** Cuts a UTF-8 string to at most `maxBytes` bytes without splitting a character. */
 export function truncateBytes(text: string, maxBytes: number): string {
   let out = '';
