@@ -17,7 +17,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { availableParallelism, cpus, totalmem } from 'node:os';
+import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -258,6 +258,7 @@ async function main(): Promise<void> {
   borg.version = versions.borg;
   const tools = [backplane, restic, borg].filter((t) => wanted.includes(t.name) && (t === backplane || t.version));
 
+  const loadBefore = loadavg()[0];
   log(`data set: ${sizeMb} MB under bench/data`);
   const data = await ensureDataset(join(BENCH, 'data'), sizeMb, log);
   log(`  files: ${data.smallFiles + data.largeFiles} (${(data.filesBytes / 1e6).toFixed(0)} MB), stream ${(data.dumpBytes / 1e6).toFixed(0)} MB`);
@@ -281,7 +282,13 @@ async function main(): Promise<void> {
       'MB = 10^6 bytes. bytesAdded is the growth of the repository directory in the step (toolReportedAdded: what the tool says; restic 0.14 reports data_added before compression). ' +
       'repoBytes is the apparent size of the repository directory (restic cache and borg cache/security dirs not counted). ' +
       'Backplane runs src/cli/repo-entry.ts (the repo CLI code without the API server imports of src/cli/main.ts). Page cache warm for all tools.',
-    machine: { cpus: availableParallelism(), cpuModel: cpus()[0]?.model, memoryGB: round(totalmem() / 2 ** 30, 1) },
+    // Other work on the machine stretches wall times (CPU seconds much less): record how busy it was.
+    machine: {
+      cpus: availableParallelism(),
+      cpuModel: cpus()[0]?.model,
+      memoryGB: round(totalmem() / 2 ** 30, 1),
+      loadAverage1m: { start: round(loadBefore, 2), end: round(loadavg()[0], 2) },
+    },
     versions,
     settings: {
       backplane: 'repository v2, FastCDC 512K/1M/8M, zstd per blob (engine default level), scrypt default',
