@@ -10,8 +10,9 @@ import type { Snapshot } from './snapshot.ts';
 import type { Node } from './tree.ts';
 import { CodecPool } from './codec-pool.ts';
 
-/** Blobs fetched ahead while streaming a file. */
+/** Blobs fetched ahead while streaming a file, bounded by count and by plaintext bytes. */
 const READ_AHEAD = 4;
+const READ_AHEAD_BYTES = 12 * 1024 * 1024;
 
 /** Splits a snapshot path into names; `/` and `` are the root. */
 export function splitPath(path: string): string[] {
@@ -63,18 +64,26 @@ export async function loadDataBlob(repo: Repository, id: Id, pool?: CodecPool, s
 /** Yields a file's blobs in order, loading (and decoding) a few ahead. */
 export async function* fileBlobs(repo: Repository, node: Node, signal?: AbortSignal, pool?: CodecPool): AsyncGenerator<Buffer> {
   const ids = node.content ?? [];
-  const queue: Promise<Buffer>[] = [];
+  const queue: { p: Promise<Buffer>; size: number }[] = [];
+  let queued = 0;
   let next = 0;
   const fill = () => {
     while (queue.length < READ_AHEAD && next < ids.length) {
+      const entry = repo.lookupBlob('data', ids[next]);
+      const size = entry ? (entry.uncompressedLength ?? entry.length) : 0;
+      // Always keep one blob in flight; beyond that, stay under the byte budget (chunks reach 8 MiB).
+      if (queue.length > 0 && queued + size > READ_AHEAD_BYTES) break;
       const p = loadDataBlob(repo, ids[next++], pool, signal);
       p.catch(() => {}); // handled when awaited; avoid unhandled rejections for read-ahead
-      queue.push(p);
+      queue.push({ p, size });
+      queued += size;
     }
   };
   fill();
   while (queue.length > 0) {
-    const buf = await queue.shift()!;
+    const head = queue.shift()!;
+    const buf = await head.p;
+    queued -= head.size;
     fill();
     yield buf;
   }
