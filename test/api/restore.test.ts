@@ -2,10 +2,10 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EnvironmentSnapshotsDocument, RestoreLogDocument, RestoreSnapshotDocument } from '../generated/graphql.ts';
-import { startTestApp, type TestApp } from '../harness/app.ts';
-import { gid, makeApiKey, makeOrganization } from '../harness/factories.ts';
+import type { TestApp } from '../harness/app.ts';
+import { gid, makeOrganization } from '../harness/factories.ts';
 import { databaseDigest, filesDigest, makeLiveEnvironment, repositoryPassword, sql, type LiveEnvironment } from '../harness/live-environment.ts';
-import { follow, restic, startRestore, takeSnapshot } from '../harness/snapshot-helpers.ts';
+import { follow, restic, startRestore, takeSnapshot, startSnapshotSuite } from '../harness/snapshot-helpers.ts';
 
 let app: TestApp;
 let key: string;
@@ -13,12 +13,7 @@ let orgId: string;
 let prod: LiveEnvironment;
 
 beforeAll(async () => {
-  app = await startTestApp();
-  await app.startWorker();
-  const org = await makeOrganization(app.runtime.db);
-  orgId = org.id;
-  key = (await makeApiKey(app.runtime.db, org.id, { scopes: ['backups:write'] })).secret;
-  prod = await makeLiveEnvironment(app, { organizationId: org.id, name: 'production' });
+  ({ app, key, orgId, env: prod } = await startSnapshotSuite({ envName: 'production' }));
 });
 afterAll(() => app?.stop());
 

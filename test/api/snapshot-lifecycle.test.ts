@@ -8,10 +8,10 @@ import {
   SnapshotDocument,
   UnpinSnapshotDocument,
 } from '../generated/graphql.ts';
-import { startTestApp, type TestApp } from '../harness/app.ts';
-import { gid, makeApiKey, makeOrganization } from '../harness/factories.ts';
-import { makeLiveEnvironment, repositoryPassword, sql, type LiveEnvironment } from '../harness/live-environment.ts';
-import { follow, restic, startSnapshot, takeSnapshot } from '../harness/snapshot-helpers.ts';
+import type { TestApp } from '../harness/app.ts';
+import { gid } from '../harness/factories.ts';
+import { repositoryPassword, sql, type LiveEnvironment } from '../harness/live-environment.ts';
+import { follow, restic, startSnapshot, takeSnapshot, startSnapshotSuite } from '../harness/snapshot-helpers.ts';
 import { until } from '../harness/process.ts';
 
 let app: TestApp;
@@ -19,11 +19,7 @@ let key: string;
 let env: LiveEnvironment;
 
 beforeAll(async () => {
-  app = await startTestApp();
-  await app.startWorker();
-  const org = await makeOrganization(app.runtime.db);
-  key = (await makeApiKey(app.runtime.db, org.id, { scopes: ['backups:write'] })).secret;
-  env = await makeLiveEnvironment(app, { organizationId: org.id });
+  ({ app, key, env } = await startSnapshotSuite());
 });
 afterAll(() => app?.stop());
 

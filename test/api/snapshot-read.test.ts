@@ -13,11 +13,11 @@ import {
   SnapshotDownloadDocument,
   WatchOperationDocument,
 } from '../generated/graphql.ts';
-import { startTestApp, type TestApp } from '../harness/app.ts';
+import type { TestApp } from '../harness/app.ts';
 import { createScratchDatabase } from '../harness/database.ts';
 import { gid, makeApiKey, makeEnvironment, makeOrganization } from '../harness/factories.ts';
 import { databaseDigest, filesDigest, makeLiveEnvironment, type LiveEnvironment } from '../harness/live-environment.ts';
-import { startSnapshot, takeSnapshot } from '../harness/snapshot-helpers.ts';
+import { startSnapshot, takeSnapshot, startSnapshotSuite } from '../harness/snapshot-helpers.ts';
 
 const exec = promisify(execFile);
 
@@ -27,12 +27,7 @@ let orgId: string;
 let env: LiveEnvironment;
 
 beforeAll(async () => {
-  app = await startTestApp();
-  await app.startWorker();
-  const org = await makeOrganization(app.runtime.db);
-  orgId = org.id;
-  key = (await makeApiKey(app.runtime.db, org.id, { scopes: ['backups:write'] })).secret;
-  env = await makeLiveEnvironment(app, { organizationId: org.id });
+  ({ app, key, orgId, env } = await startSnapshotSuite());
 });
 afterAll(() => app?.stop());
 

@@ -8,21 +8,17 @@ import {
 } from '../generated/graphql.ts';
 import { print } from 'graphql';
 import { until } from '../harness/process.ts';
-import { startTestApp, type TestApp } from '../harness/app.ts';
-import { gid, makeApiKey, makeOrganization } from '../harness/factories.ts';
-import { makeLiveEnvironment, repositoryPassword, type LiveEnvironment } from '../harness/live-environment.ts';
-import { follow, restic } from '../harness/snapshot-helpers.ts';
+import type { TestApp } from '../harness/app.ts';
+import { gid } from '../harness/factories.ts';
+import { repositoryPassword, type LiveEnvironment } from '../harness/live-environment.ts';
+import { follow, restic, startSnapshotSuite } from '../harness/snapshot-helpers.ts';
 
 let app: TestApp;
 let key: string;
 let env: LiveEnvironment;
 
 beforeAll(async () => {
-  app = await startTestApp();
-  await app.startWorker();
-  const org = await makeOrganization(app.runtime.db);
-  key = (await makeApiKey(app.runtime.db, org.id, { scopes: ['backups:write'] })).secret;
-  env = await makeLiveEnvironment(app, { organizationId: org.id });
+  ({ app, key, env } = await startSnapshotSuite());
 });
 afterAll(() => app?.stop());
 

@@ -55,3 +55,16 @@ export async function restic(repo: string, password: string, ...args: string[]):
   const { stdout } = await exec('restic', ['-r', repo, '--no-cache', ...args], { env: { ...process.env, RESTIC_PASSWORD: password }, maxBuffer: 64 << 20 });
   return stdout;
 }
+
+/** What most snapshot test files start from: a server with a worker, an organization, a write key and a live environment. */
+export async function startSnapshotSuite(opts: { envName?: string } = {}) {
+  const { startTestApp } = await import('./app.ts');
+  const { makeApiKey, makeOrganization } = await import('./factories.ts');
+  const { makeLiveEnvironment } = await import('./live-environment.ts');
+  const app = await startTestApp();
+  await app.startWorker();
+  const org = await makeOrganization(app.runtime.db);
+  const key = (await makeApiKey(app.runtime.db, org.id, { scopes: ['backups:write'] })).secret;
+  const env = await makeLiveEnvironment(app, { organizationId: org.id, name: opts.envName });
+  return { app, key, orgId: org.id, env };
+}
