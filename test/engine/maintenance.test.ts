@@ -148,5 +148,11 @@ describe('tar', () => {
     const { stdout } = await run('tar', ['-tf', out]);
     expect(stdout).toContain('x'.repeat(120) + '.long');
     expect(stdout).toContain('ünïcødé ✓/ファイル.txt');
+
+    const one = join(await tempDir(), 'one.tar');
+    await pipeline(tarStream(repo, s.snapshotId, '/files/sub dir/deeper/deep.bin'), createWriteStream(one));
+    const t2 = await tempDir();
+    await run('tar', ['-xpf', one, '-C', t2]);
+    expect(await describeTree(t2)).toEqual({ 'deep.bin': (await describeTree(join(files, 'sub dir', 'deeper')))['deep.bin'] });
   });
 });
