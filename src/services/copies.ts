@@ -45,17 +45,18 @@ export async function enqueueCopy(
   tx: SqlTx & Pick<Deps['db'], 'operation' | 'snapshotCopy'>,
   snapshot: { id: string; organizationId: string; environmentId: string },
   destinationId: string,
-  runAt?: Date,
+  opts: { runAt?: Date; retry?: boolean } = {},
 ): Promise<string> {
   await tx.snapshotCopy.upsert({
     where: { snapshotId_destinationId: { snapshotId: snapshot.id, destinationId } },
     create: { snapshotId: snapshot.id, destinationId },
-    update: { status: 'PENDING', error: null, repoSnapshotId: null },
+    // A retry planned for later leaves the copy FAILED, with its reason, until it starts.
+    update: opts.retry ? {} : { status: 'PENDING', error: null, repoSnapshotId: null },
   });
   const op = await tx.operation.create({
     data: { organizationId: snapshot.organizationId, environmentId: snapshot.environmentId, type: 'COPY_SNAPSHOT', snapshotId: snapshot.id, phase: 'queued', input: { destinationId } },
   });
-  await enqueueJob(tx, 'snapshot_copy', { operationId: op.id }, { queueName: snapshot.environmentId, jobKey: operationJobKey(op.id), maxAttempts: 3, runAt });
+  await enqueueJob(tx, 'snapshot_copy', { operationId: op.id }, { queueName: snapshot.environmentId, jobKey: operationJobKey(op.id), maxAttempts: 3, runAt: opts.runAt });
   return op.id;
 }
 
@@ -128,10 +129,10 @@ export async function runCopySnapshot(deps: Deps, operationId: string, jobSignal
     const cancelled = err instanceof CancelledError;
     const message = messageOf(err);
     await deps.db.snapshotCopy.update({ where: { id: copy.id }, data: { status: 'FAILED', repoSnapshotId: null, error: message } });
-    await finishOperation(deps, operationId, cancelled ? 'CANCELLED' : 'FAILED', message);
     if (!cancelled) {
       await raiseAlert(deps, { organizationId: snapshot.organizationId, environmentId: snapshot.environmentId, operationId, type: 'COPY_FAILED', severity: 'WARNING', message: `Copy of a snapshot of ${snapshot.environment.name} failed: ${message}` });
     }
+    await finishOperation(deps, operationId, cancelled ? 'CANCELLED' : 'FAILED', message);
   } finally {
     for (const o of opened) await o.close().catch(() => undefined);
     await deps.events.publish('environmentActivity', snapshot.environmentId, { kind: 'SNAPSHOT', environmentId: snapshot.environmentId, subjectId: snapshot.id });

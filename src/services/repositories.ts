@@ -61,6 +61,9 @@ export async function openRepository(deps: Deps, destinationId: string, signal?:
       repo = await Repository.open(backend, password, { signal });
     } catch (err) {
       if (!(err instanceof RepositoryNotFoundError)) throw err;
+      // A repository that existed and is gone (bucket emptied, directory moved) is an error to
+      // report, never a reason to start an empty one in its place.
+      if (destination.repositoryId) throw err;
       repo = await Repository.init(backend, password, { kdf: kdfParams(), open: { signal } });
     }
     if (!destination.repositoryId) {

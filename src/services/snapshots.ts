@@ -12,6 +12,8 @@ import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts'
 import { enqueueJob, operationJobKey } from './jobs.ts';
 import { beginOperation, CancelledError, finishOperation, progressReporter, TimedOutError, watchCancellation } from './operations.ts';
 import { openRepository, type OpenedRepository } from './repositories.ts';
+import { enqueueCopy } from './copies.ts';
+import { BackendAccessError } from '../destinations/backend.ts';
 import { enqueueRetention } from './retention.ts';
 import { afterScheduledSnapshotFailed } from './schedules.ts';
 import { inProjectWhere, type Viewer } from './viewer.ts';
@@ -161,43 +163,76 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
   const started = Date.now();
   try {
     await underLimits(deps, operationId, timeoutSeconds, jobSignal, async (signal) => {
-      const [first, ...others] = snapshot.copies;
       progress.report({ phase: 'preparing', bytesDone: 0 });
       const includesDb = snapshot.includes.includes('DB');
       const databaseUrl = includesDb ? await environmentDatabaseUrl(deps, env.id) : null;
       const dbBytes = databaseUrl ? await databaseSize(databaseUrl) : null;
+      const copyFailed = async (copy: { id: string; destinationId: string }, err: unknown) => {
+        // One destination failing does not lose the snapshot the others hold.
+        await deps.db.snapshotCopy.update({ where: { id: copy.id }, data: { status: 'FAILED', repoSnapshotId: null, error: messageOf(err) } });
+        await raiseAlert(deps, { organizationId: env.organizationId, environmentId: env.id, operationId, type: 'COPY_FAILED', severity: 'WARNING', message: `Snapshot copy to a destination failed: ${messageOf(err)}` });
+      };
 
-      const primary = await openRepository(deps, first.destinationId, signal);
-      opened.push(primary);
-      if (op.attempts > 1) {
-        // A worker died after writing this snapshot's file but before recording it: a retry must not leave two.
-        const orphans = (await listSnapshots(primary.repo, signal)).filter((sn) => sn.tags?.includes(`snapshot:${snapshot.id}`));
-        await forgetSnapshots(primary.repo, orphans.map((sn) => sn.id), signal);
+      // The data is captured into the first destination that works, in the environment's order;
+      // when one cannot be opened or fails under the upload, the next one is tried with a fresh dump.
+      const order = (await deps.db.environmentDestination.findMany({ where: { environmentId: env.id }, orderBy: { createdAt: 'asc' } })).map((d) => d.destinationId);
+      const rank = (destinationId: string) => (order.includes(destinationId) ? order.indexOf(destinationId) : order.length);
+      snapshot.copies.sort((a, b) => rank(a.destinationId) - rank(b.destinationId));
+      let primary: OpenedRepository | null = null;
+      let result: Awaited<ReturnType<typeof backup>> | null = null;
+      let primaryIndex = -1;
+      for (const [i, copy] of snapshot.copies.entries()) {
+        const attempt = new AbortController();
+        const attemptSignal = AbortSignal.any([signal, attempt.signal]);
+        let dump: ReturnType<typeof startDump> | null = null;
+        let opening = true;
+        try {
+          const candidate = await openRepository(deps, copy.destinationId, signal);
+          opened.push(candidate);
+          opening = false;
+          if (op.attempts > 1) {
+            // A worker died after writing this snapshot's file but before recording it: a retry must not leave two.
+            const orphans = (await listSnapshots(candidate.repo, signal)).filter((sn) => sn.tags?.includes(`snapshot:${snapshot.id}`));
+            await forgetSnapshots(candidate.repo, orphans.map((sn) => sn.id), signal);
+          }
+          await deps.db.snapshotCopy.update({ where: { id: copy.id }, data: { status: 'UPLOADING' } });
+          const sources: Record<string, BackupSource> = {};
+          dump = databaseUrl ? startDump(databaseUrl, { signal: attemptSignal }) : null;
+          if (dump) sources[`/db/${env.databaseName}.dump`] = { stream: dump.stream, size: dbBytes === null ? undefined : Number(dbBytes) };
+          if (snapshot.includes.includes('FILES') && env.filesPath) sources['/files'] = env.filesPath;
+          const parent = await parentSnapshot(deps, env.id, copy.destinationId, snapshot.id);
+          progress.report({ phase: includesDb ? 'dumping' : 'uploading' });
+          const [captured] = await Promise.all([
+            backup(candidate.repo, sources, {
+              tags: snapshotTags(snapshot),
+              parent: parent ?? undefined,
+              signal: attemptSignal,
+              onProgress: (p) => progress.report({ bytesDone: p.bytesDone, bytesTotal: p.bytesTotal ?? null }),
+            }),
+            // pg_dump's exit status decides: a dump that ended early must not pass for a whole one.
+            dump?.done,
+          ]);
+          written.push({ opened: candidate, repoSnapshotId: captured.snapshotId });
+          await deps.db.snapshotCopy.update({
+            where: { id: copy.id },
+            data: { status: 'READY', repoSnapshotId: captured.snapshotId, sizeBytes: BigInt(captured.bytesProcessed), addedBytes: BigInt(captured.bytesAdded), completedAt: deps.clock.now() },
+          });
+          primary = candidate;
+          result = captured;
+          primaryIndex = i;
+          break;
+        } catch (err) {
+          attempt.abort(err);
+          await dump?.done.catch(() => undefined);
+          // Only a destination's fault moves on to the next one; a failing source fails the snapshot.
+          const destinationFault = !signal.aborted && (opening || err instanceof BackendAccessError);
+          if (!destinationFault || i === snapshot.copies.length - 1) throw err;
+          await copyFailed(copy, err);
+        }
       }
-      await deps.db.snapshotCopy.update({ where: { id: first.id }, data: { status: 'UPLOADING' } });
-      const sources: Record<string, BackupSource> = {};
-      const dump = databaseUrl ? startDump(databaseUrl, { signal }) : null;
-      if (dump) sources[`/db/${env.databaseName}.dump`] = { stream: dump.stream, size: dbBytes === null ? undefined : Number(dbBytes) };
-      if (snapshot.includes.includes('FILES') && env.filesPath) sources['/files'] = env.filesPath;
-      const parent = await parentSnapshot(deps, env.id, first.destinationId, snapshot.id);
-      progress.report({ phase: includesDb ? 'dumping' : 'uploading' });
-      const [result] = await Promise.all([
-        backup(primary.repo, sources, {
-          tags: snapshotTags(snapshot),
-          parent: parent ?? undefined,
-          signal,
-          onProgress: (p) => progress.report({ bytesDone: p.bytesDone, bytesTotal: p.bytesTotal ?? null }),
-        }),
-        // pg_dump's exit status decides: a dump that ended early must not pass for a whole one.
-        dump?.done,
-      ]);
-      written.push({ opened: primary, repoSnapshotId: result.snapshotId });
-      await deps.db.snapshotCopy.update({
-        where: { id: first.id },
-        data: { status: 'READY', repoSnapshotId: result.snapshotId, sizeBytes: BigInt(result.bytesProcessed), addedBytes: BigInt(result.bytesAdded), completedAt: deps.clock.now() },
-      });
+      if (!primary || !result) throw new Error('no destination could store the snapshot');
 
-      for (const copy of others) {
+      for (const copy of snapshot.copies.slice(primaryIndex + 1)) {
         progress.report({ phase: 'copying' });
         try {
           const target = await openRepository(deps, copy.destinationId, signal);
@@ -211,10 +246,21 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
           });
         } catch (err) {
           if (signal.aborted) throw err;
-          // One destination failing does not lose the snapshot the others hold.
-          await deps.db.snapshotCopy.update({ where: { id: copy.id }, data: { status: 'FAILED', error: messageOf(err) } });
-          await raiseAlert(deps, { organizationId: env.organizationId, environmentId: env.id, operationId, type: 'COPY_FAILED', severity: 'WARNING', message: `Snapshot copy to a destination failed: ${messageOf(err)}` });
+          await copyFailed(copy, err);
         }
+      }
+
+      // Some destinations failed, at least one holds the snapshot: the failure policy decides.
+      const failedCopies = await deps.db.snapshotCopy.findMany({ where: { snapshotId: snapshot.id, status: 'FAILED' } });
+      const policy = env.settings?.failurePolicy ?? 'ALERT_ONLY';
+      if (failedCopies.length > 0 && policy === 'PAUSE_SCHEDULE') {
+        throw new Error(`${failedCopies.length} of ${snapshot.copies.length} destinations failed and the failure policy (PAUSE_SCHEDULE) wants the snapshot on every one: ${failedCopies[0].error}`);
+      }
+      if (failedCopies.length > 0 && policy === 'RETRY') {
+        const runAt = new Date(deps.clock.now().getTime() + (env.settings?.retryBackoffSeconds ?? 60) * 1000);
+        await deps.db.$transaction(async (tx) => {
+          for (const c of failedCopies) await enqueueCopy(tx, snapshot, c.destinationId, { runAt, retry: true });
+        });
       }
 
       progress.report({ phase: 'finalizing', bytesDone: result.bytesProcessed, bytesTotal: result.bytesProcessed });

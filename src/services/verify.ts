@@ -182,8 +182,9 @@ export async function runVerifySnapshot(deps: Deps, operationId: string, jobSign
     await deps.db.operation.update({ where: { id: operationId }, data: { message: lines.join('\n').slice(0, 4000) } });
     if (failures.length) {
       const message = failures.join('\n').slice(0, 1000);
-      await finishOperation(deps, operationId, 'FAILED', message);
+      // The alert first: whoever watches the operation end finds it already raised.
       await raiseAlert(deps, { organizationId: snapshot.organizationId, environmentId: snapshot.environmentId, operationId, type: 'VERIFICATION_FAILED', severity: 'CRITICAL', message: `Verification of a snapshot of ${snapshot.environment.name} failed: ${message}` });
+      await finishOperation(deps, operationId, 'FAILED', message);
     } else {
       await finishOperation(deps, operationId, 'SUCCEEDED');
     }
@@ -195,9 +196,9 @@ export async function runVerifySnapshot(deps: Deps, operationId: string, jobSign
       throw err;
     }
     const cancelled = err instanceof CancelledError;
-    await finishOperation(deps, operationId, cancelled ? 'CANCELLED' : 'FAILED', messageOf(err));
     if (!cancelled) {
       await raiseAlert(deps, { organizationId: snapshot.organizationId, environmentId: snapshot.environmentId, operationId, type: 'VERIFICATION_FAILED', severity: 'CRITICAL', message: `Verification of a snapshot of ${snapshot.environment.name} failed: ${messageOf(err)}` });
     }
+    await finishOperation(deps, operationId, cancelled ? 'CANCELLED' : 'FAILED', messageOf(err));
   }
 }
