@@ -241,14 +241,17 @@ async function swapNames(
       const incoming = c.escapeIdentifier(n.incoming);
       const outgoing = c.escapeIdentifier(n.outgoing);
       const swapperPid = (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+      // Only sessions this role may signal (PostgreSQL's own rule): asking for another would be
+      // an error that hides the useful one, "being accessed by other users", from the rename.
       const terminate = () =>
         killer.query(
-          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-            WHERE datname = ANY($1) AND pid <> pg_backend_pid() AND pid <> $2`,
+          `SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid
+            WHERE a.datname = ANY($1) AND a.pid <> pg_backend_pid() AND a.pid <> $2
+              AND (pg_has_role(a.usesysid, 'MEMBER') OR (pg_has_role('pg_signal_backend', 'MEMBER') AND NOT r.rolsuper))`,
           [[n.live, n.incoming], swapperPid],
         );
       for (let attempt = 1; ; attempt++) {
-        await terminate();
+        await terminate().catch(() => {});
         let renaming = true;
         // Sessions that connected after the terminate above and before the rename's lock.
         const sweeping = (async () => {

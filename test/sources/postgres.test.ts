@@ -394,6 +394,38 @@ describe('restoreDatabase SWAP', () => {
     expect(await query(roleUrl, `SELECT DISTINCT pg_get_userbyid(relowner) AS owner FROM pg_class WHERE relnamespace = 'public'::regnamespace`)).toEqual([{ owner: role }]);
   });
 
+  it('fails cleanly, changing nothing, when a session it may not end stays on the target', async () => {
+    const owner = `bp_owner_${randomBytes(4).toString('hex')}`;
+    const other = `bp_other_${randomBytes(4).toString('hex')}`;
+    await query(adminUrl(), `CREATE ROLE ${owner} LOGIN CREATEDB PASSWORD 'owner pw'; CREATE ROLE ${other} LOGIN PASSWORD 'other pw'`);
+    const url = await createScratchDatabase('src_swap_stuck');
+    await query(adminUrl(), `ALTER DATABASE "${nameOf(url)}" OWNER TO ${owner}`);
+    const as = (user: string, pw: string) => {
+      const u = new URL(url);
+      u.username = user;
+      u.password = pw;
+      return u.toString();
+    };
+    const ownerUrl = as(owner, 'owner pw');
+    await query(ownerUrl, SEED);
+    const dump = await dumpBytes(ownerUrl);
+    await query(ownerUrl, MUTATE);
+    const mutated = await contents(ownerUrl);
+    const stranger = new pg.Client({ connectionString: as(other, 'other pw') });
+    stranger.on('error', () => {});
+    await stranger.connect();
+    try {
+      const err = await restoreDatabase(ownerUrl, Readable.from([dump]), { strategy: 'SWAP', restoreId: 'stuck1' }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: 'DATABASE_SWAP_FAILED' });
+      expect((err as Error).message).toMatch(/other users/);
+      expect((await stranger.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+    } finally {
+      await stranger.end();
+    }
+    expect(await contents(ownerUrl)).toEqual(mutated);
+    expect(await databasesLike(`${nameOf(url)}__bp_%`)).toEqual([]);
+  });
+
   it('dropDatabase refuses a database no restore made', async () => {
     const url = await seeded('src_drop_guard');
     await expect(dropDatabase(url, nameOf(url))).rejects.toMatchObject({ code: 'NOT_A_RESTORE_DATABASE' });
