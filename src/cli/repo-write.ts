@@ -3,7 +3,7 @@
  */
 import { lstat } from 'node:fs/promises';
 import { hostname as osHostname } from 'node:os';
-import { posix, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import {
   Repository,
   backup,

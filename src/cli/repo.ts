@@ -46,7 +46,7 @@ function generalHelp(): string {
   ].join('\n');
 }
 
-function commandHelp(name: string, c: Command): string {
+function commandHelp(c: Command): string {
   const parts = [`usage: backplane repo ${c.usage}`, '', c.summary + '.'];
   if (c.description) parts.push('', c.description);
   if (Object.keys(c.options).length) parts.push('', 'options:', formatOptions(c.options));
@@ -88,7 +88,7 @@ export async function repoMain(argv: string[], io: RepoIo = { stdin: process.std
   if (name === undefined || name === 'help') {
     const topic = name === 'help' ? splitCommand(rest).command : undefined;
     if (topic && COMMANDS[topic]) {
-      io.stdout.write(commandHelp(topic, COMMANDS[topic]));
+      io.stdout.write(commandHelp(COMMANDS[topic]));
       return 0;
     }
     if (name === 'help' || rest.includes('--help') || rest.includes('-h')) {
@@ -108,7 +108,7 @@ export async function repoMain(argv: string[], io: RepoIo = { stdin: process.std
     return fail(err, 2);
   }
   if (parsed.values.help) {
-    io.stdout.write(commandHelp(name, command));
+    io.stdout.write(commandHelp(command));
     return 0;
   }
 
