@@ -33,7 +33,6 @@ export function restoreDatabaseNames(database: string, restoreId: string): { tem
 
 interface TargetInfo {
   owner: string;
-  ownerIsMember: boolean;
   allowConnections: boolean;
   createOptions: string;
   aclStatements: string[];
@@ -44,8 +43,8 @@ interface TargetInfo {
 
 /** Everything about the target database itself that pg_dump (without --create) does not carry. */
 async function readTarget(c: pg.Client, name: string): Promise<TargetInfo> {
-  const { rows } = await c.query<{ d: Record<string, unknown>; owner: string; member: boolean; spc: string; comment: string | null; superuser: boolean }>(
-    `SELECT to_jsonb(d) AS d, pg_get_userbyid(d.datdba) AS owner, pg_has_role(current_user, d.datdba, 'MEMBER') AS member,
+  const { rows } = await c.query<{ d: Record<string, unknown>; owner: string; spc: string; comment: string | null; superuser: boolean }>(
+    `SELECT to_jsonb(d) AS d, pg_get_userbyid(d.datdba) AS owner,
             t.spcname AS spc, shobj_description(d.oid, 'pg_database') AS comment,
             (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser
        FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace
@@ -53,7 +52,7 @@ async function readTarget(c: pg.Client, name: string): Promise<TargetInfo> {
     [name],
   );
   if (!rows[0]) throw new SourceError('DATABASE_NOT_FOUND', `database ${JSON.stringify(name)} does not exist`);
-  const { d, owner, member, spc, comment, superuser } = rows[0];
+  const { d, owner, spc, comment, superuser } = rows[0];
   const q = (v: unknown) => c.escapeLiteral(String(v));
   // to_jsonb reads the columns by name, so the same code follows pg_database across versions
   // (datlocprovider since 15, daticulocale renamed datlocale in 17, daticurules since 16).
@@ -100,7 +99,6 @@ async function readTarget(c: pg.Client, name: string): Promise<TargetInfo> {
   );
   return {
     owner,
-    ownerIsMember: member,
     allowConnections: d.datallowconn === true,
     createOptions: options.join(' '),
     aclStatements,
