@@ -5,7 +5,7 @@
  * indexed pack is read in full: its file hash, its header against the index, and every blob's
  * MAC and content hash. Problems name the pack and blob concerned.
  */
-import { decodeBlob } from './blob-codec.ts';
+import { CodecPool } from './codec-pool.ts';
 import { throwIfAborted } from './errors.ts';
 import { hashId, type Id } from './ids.ts';
 import { withLock } from './lock.ts';
@@ -131,28 +131,52 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
     let packsRead = 0;
     if (opts.readData) {
       const packs = [...indexed].filter(([id]) => existing.has(id));
-      for (const [packId, blobs] of packs) {
-        throwIfAborted(signal);
-        const bytes = await repo.backend.load({ type: 'data', name: packId }, { signal });
-        packsRead++;
-        opts.onProgress?.({ packsDone: packsRead, packsTotal: packs.length });
-        if (hashId(bytes) !== packId) errors.push({ kind: 'pack-hash', packId, message: `pack ${packId}: content hash does not match its name` });
-        try {
-          const header = parsePack(repo.key, bytes);
-          const same =
-            header.length === blobs.length &&
-            header.every((h) => blobs.some((b) => b.id === h.id && b.type === h.type && b.offset === h.offset && b.length === h.length));
-          if (!same) errors.push({ kind: 'pack-header', packId, message: `pack ${packId}: header does not match the index` });
-        } catch (err) {
-          errors.push({ kind: 'pack-header', packId, message: `pack ${packId}: header unreadable: ${(err as Error).message}` });
-        }
-        for (const b of blobs) {
-          try {
-            decodeBlob(repo.key, b.id, bytes.subarray(b.offset, b.offset + b.length), b.uncompressedLength);
-          } catch (err) {
-            errors.push({ kind: 'blob-corrupt', packId, blobId: b.id, message: `pack ${packId}, ${b.type} blob ${b.id}: ${(err as Error).message}` });
+      const load = (packId: Id) => repo.backend.load({ type: 'data', name: packId }, { signal }).then(
+        (bytes) => ({ bytes, err: null }),
+        (err: unknown) => ({ bytes: null, err }),
+      );
+      // Blobs are verified in the codec threads while the next pack is being read.
+      const pool = new CodecPool(repo.key);
+      try {
+        let pending = packs.length > 0 ? load(packs[0][0]) : null;
+        for (let i = 0; i < packs.length; i++) {
+          throwIfAborted(signal);
+          const [packId, blobs] = packs[i];
+          const { bytes, err } = await pending!;
+          pending = i + 1 < packs.length ? load(packs[i + 1][0]) : null;
+          packsRead++;
+          opts.onProgress?.({ packsDone: packsRead, packsTotal: packs.length });
+          if (!bytes) {
+            errors.push({ kind: 'pack-missing', packId, message: `pack ${packId} cannot be read: ${(err as Error).message}` });
+            continue;
           }
+          if (hashId(bytes) !== packId) errors.push({ kind: 'pack-hash', packId, message: `pack ${packId}: content hash does not match its name` });
+          try {
+            const header = parsePack(repo.key, bytes);
+            const want = new Map(blobs.map((b) => [`${b.type}:${b.id}:${b.offset}:${b.length}`, b]));
+            const same = header.length === blobs.length && header.every((h) => want.has(`${h.type}:${h.id}:${h.offset}:${h.length}`));
+            if (!same) errors.push({ kind: 'pack-header', packId, message: `pack ${packId}: header does not match the index` });
+          } catch (e) {
+            errors.push({ kind: 'pack-header', packId, message: `pack ${packId}: header unreadable: ${(e as Error).message}` });
+          }
+          await Promise.all(
+            blobs.map((b) => {
+              if (b.offset + b.length > bytes.length) {
+                errors.push({ kind: 'blob-corrupt', packId, blobId: b.id, message: `pack ${packId}, ${b.type} blob ${b.id}: lies past the end of the pack` });
+                return undefined;
+              }
+              const stored = Buffer.from(bytes.subarray(b.offset, b.offset + b.length));
+              return pool.decode(b.id, stored, b.uncompressedLength).then(
+                () => undefined,
+                (e: unknown) => {
+                  errors.push({ kind: 'blob-corrupt', packId, blobId: b.id, message: `pack ${packId}, ${b.type} blob ${b.id}: ${(e as Error).message}` });
+                },
+              );
+            }),
+          );
         }
+      } finally {
+        await pool.close();
       }
     }
     return { ok: errors.length === 0, errors, warnings, snapshots: snapshots.length, trees: seenTrees.size, packs: indexed.size, packsRead };
