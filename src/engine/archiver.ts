@@ -357,7 +357,9 @@ class Archiver {
   private async saveDiskFile(path: string, node: Node, parentTree: Tree | null, vpath: string): Promise<Id[]> {
     const old = parentTree?.nodes.find((n) => n.name === node.name);
     if (
+      // Inode numbers only identify a file within one device, so the device must match too.
       old && old.type === 'file' && old.content && (old.size ?? 0) === node.size && old.inode === node.inode &&
+      (old.device_id ?? 0) === (node.device_id ?? 0) &&
       parseTime(old.mtime) === parseTime(node.mtime) && old.content.every((id) => this.repo.knowsBlob('data', id))
     ) {
       this.counters.bytesDone += node.size ?? 0;
