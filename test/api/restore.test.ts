@@ -1,7 +1,9 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EnvironmentSnapshotsDocument, RestoreLogDocument, RestoreSnapshotDocument } from '../generated/graphql.ts';
+import pg from 'pg';
+import { CancelOperationDocument, EnvironmentSnapshotsDocument, RestoreLogDocument, RestoreSnapshotDocument } from '../generated/graphql.ts';
+import { until } from '../harness/process.ts';
 import type { TestApp } from '../harness/app.ts';
 import { gid, makeOrganization } from '../harness/factories.ts';
 import { databaseDigest, filesDigest, makeLiveEnvironment, repositoryPassword, sql, type LiveEnvironment } from '../harness/live-environment.ts';
@@ -19,7 +21,7 @@ afterAll(() => app?.stop());
 
 /** Changes the environment after a snapshot: rows, a sequence, a new file, a changed file, a deleted file. */
 async function mutate(env: LiveEnvironment) {
-  await sql(env.databaseUrl, "UPDATE customers SET name = 'changed' WHERE id <= 10; DELETE FROM orders WHERE id > 900; INSERT INTO customers (name, email) VALUES ('new', 'new@example.com')");
+  await sql(env.databaseUrl, "UPDATE customers SET name = 'changed' WHERE id <= 10; DELETE FROM orders WHERE id > 900; INSERT INTO customers (name, email) VALUES ('new', 'new-' || gen_random_uuid() || '@example.com')");
   await fs.writeFile(path.join(env.filesPath, 'README.md'), 'overwritten\n');
   await fs.writeFile(path.join(env.filesPath, 'new-file.txt'), 'added after the snapshot\n');
   await fs.rm(path.join(env.filesPath, 'uploads', 'script.sh'));
@@ -86,6 +88,56 @@ describe('restoreSnapshot', () => {
     expect(alerts).toHaveLength(1);
   });
 });
+
+describe('cancelling a restore', () => {
+  it('while the safety snapshot runs, and while pg_restore runs: CANCELLED, the target exactly as before', async () => {
+    // Its own environment: the failure test above corrupts the shared one's repository.
+    const prod = await makeLiveEnvironment(app, { organizationId: orgId, name: 'cancel-me' });
+    const { snapshotId } = await takeSnapshot(app, key, prod.id);
+    await mutate(prod);
+    const dbBefore = await databaseDigest(prod.databaseUrl);
+    const filesBefore = await filesDigest(prod.filesPath);
+    for (const [input, phase] of [
+      [{ snapshotId }, 'safety-snapshot'],
+      [{ snapshotId, createSafetySnapshot: false, strategy: 'IN_PLACE' }, 'restoring'],
+    ] as const) {
+      // A held lock makes pg_dump (safety snapshot) or pg_restore --clean (IN_PLACE) wait.
+      const lock = new pg.Client({ connectionString: prod.databaseUrl });
+      await lock.connect();
+      await lock.query('BEGIN; LOCK TABLE customers IN ACCESS EXCLUSIVE MODE');
+      let released = false;
+      const release = async () => {
+        if (released) return;
+        released = true;
+        await lock.query('ROLLBACK');
+        await lock.end();
+      };
+      try {
+        const r = await startRestore(app, key, input);
+        await follow(app, key, r.operationId, (st) => st.phase === phase);
+        await until(() => busyTools(prod.databaseUrl), (n) => n > 0, `${phase} to reach the database`);
+        const res = await app.gql(CancelOperationDocument, { input: { id: r.operationId } }, { key });
+        expect(res.data?.cancelOperation.__typename).toBe('OperationPayload');
+        // A backend waiting for a lock notices its client is gone only once it gets the lock.
+        await release();
+        expect((await follow(app, key, r.operationId)).at(-1)?.status, phase).toBe('CANCELLED');
+        const log = (await app.gql(RestoreLogDocument, { id: r.restoreLogId }, { key })).data?.node;
+        expect(log).toMatchObject({ status: 'CANCELLED' });
+      } finally {
+        await release();
+      }
+      expect(await busyTools(prod.databaseUrl)).toBe(0);
+      expect(await databaseDigest(prod.databaseUrl)).toEqual(dbBefore);
+      expect(await filesDigest(prod.filesPath)).toEqual(filesBefore);
+    }
+  });
+});
+
+/** Connections our pg_dump / pg_restore hold to the database. */
+async function busyTools(url: string): Promise<number> {
+  const r = await sql(url, "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'backplane-%' AND datname = current_database()");
+  return r.rows[0].n;
+}
 
 describe('restore into another environment', () => {
   it('restores production into staging; lists show the restore on both sides', async () => {
