@@ -7,6 +7,7 @@
  *   files-first      first backup of the files tree
  *   files-unchanged  the same tree again (parent / files cache)
  *   files-1pct       after 1% of the files changed
+ *   files-restore    restore that last files snapshot into an empty directory
  *   stream-first     a pg_dump-like stream on stdin
  *   stream-next      the next day's dump (1% of its sections changed)
  *
@@ -33,8 +34,8 @@ const PASSWORD = 'bench password';
 /** No single step may run longer than this; keeps a broken tool from hanging the run. */
 const STEP_TIMEOUT_MS = 30 * 60 * 1000;
 
-type Step = 'files-first' | 'files-unchanged' | 'files-1pct' | 'stream-first' | 'stream-next';
-const STEPS: Step[] = ['files-first', 'files-unchanged', 'files-1pct', 'stream-first', 'stream-next'];
+type Step = 'files-first' | 'files-unchanged' | 'files-1pct' | 'files-restore' | 'stream-first' | 'stream-next';
+const STEPS: Step[] = ['files-first', 'files-unchanged', 'files-1pct', 'files-restore', 'stream-first', 'stream-next'];
 
 interface Measurement {
   tool: string;
@@ -67,6 +68,8 @@ interface Tool {
   backup(repo: string, src: { dir: string } | { stdinName: string }, label: string): { argv: string[]; env: NodeJS.ProcessEnv };
   /** Bytes added, from the tool's own output. */
   added(stdout: string): number;
+  /** argv, env and working directory that restore the newest files snapshot (named `files-1pct`) into target. */
+  restore(repo: string, target: string): { argv: string[]; env: NodeJS.ProcessEnv; cwd?: string };
 }
 
 const ENV_BASE: NodeJS.ProcessEnv = { ...process.env, LC_ALL: 'C' };
@@ -86,6 +89,10 @@ const backplane: Tool = {
   },
   added(stdout) {
     return (JSON.parse(stdout) as { bytesAdded: number }).bytesAdded;
+  },
+  restore(repo, target) {
+    const { env } = this.backup(repo, { dir: '' }, '');
+    return { argv: [process.execPath, '--import', 'tsx', OURS, 'restore', '--repo', repo, 'latest', '--target', target, '--json'], env };
   },
 };
 
@@ -112,6 +119,10 @@ const restic: Tool = {
     if (!summary) throw new Error('restic printed no summary');
     return summary.data_added;
   },
+  restore(repo, target) {
+    const { env } = this.backup(repo, { dir: '' }, '');
+    return { argv: ['restic', '-r', repo, 'restore', 'latest', '--target', target], env };
+  },
 };
 
 const borg: Tool = {
@@ -130,13 +141,18 @@ const borg: Tool = {
   added(stdout) {
     return (JSON.parse(stdout) as { archive: { stats: { deduplicated_size: number } } }).archive.stats.deduplicated_size;
   },
+  restore(repo, target) {
+    // borg extracts into the working directory.
+    const { env } = this.backup(repo, { dir: '' }, '');
+    return { argv: ['borg', 'extract', `${repo}::files-1pct`], env, cwd: target };
+  },
 };
 
 /** Runs argv under /usr/bin/time -v; stdin from a file through a real pipe when given. */
-async function timed(argv: string[], env: NodeJS.ProcessEnv, stdinFile?: string): Promise<{ stdout: string; wallSeconds: number; peakRssMB: number; user: number; sys: number }> {
+async function timed(argv: string[], env: NodeJS.ProcessEnv, stdinFile?: string, cwd = ROOT): Promise<{ stdout: string; wallSeconds: number; peakRssMB: number; user: number; sys: number }> {
   const timeFile = join(WORK, 'time.txt');
   const started = process.hrtime.bigint();
-  const child = spawn('/usr/bin/time', ['-v', '-o', timeFile, ...argv], { cwd: ROOT, env, stdio: [stdinFile ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+  const child = spawn('/usr/bin/time', ['-v', '-o', timeFile, ...argv], { cwd, env, stdio: [stdinFile ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (d) => (stdout += d));
@@ -162,6 +178,10 @@ async function benchTool(tool: Tool, data: DatasetInfo, log: (s: string) => void
   let repoBytes = await treeSize(repo);
   const out: Measurement[] = [];
   for (const step of STEPS) {
+    if (step === 'files-restore') {
+      out.push(await benchRestore(tool, repo, repoBytes, data, log));
+      continue;
+    }
     let undo: (() => Promise<void>) | undefined;
     if (step === 'files-1pct') {
       const change = await changeOnePercent(data.filesDir, 'bench');
@@ -195,6 +215,36 @@ async function benchTool(tool: Tool, data: DatasetInfo, log: (s: string) => void
   }
   if (!process.env.BENCH_KEEP) await rm(repo, { recursive: true, force: true });
   return out;
+}
+
+async function benchRestore(tool: Tool, repo: string, repoBytes: number, data: DatasetInfo, log: (s: string) => void): Promise<Measurement> {
+  const target = join(WORK, `${tool.name}-restore`);
+  await rm(target, { recursive: true, force: true });
+  await mkdir(target, { recursive: true });
+  try {
+    const { argv, env, cwd } = tool.restore(repo, target);
+    const t = await timed(argv, env, undefined, cwd);
+    // Changed files kept their sizes, so a complete restore has exactly the data set's bytes.
+    const restored = await treeSize(target);
+    if (restored !== data.filesBytes) log(`  warning: ${tool.name} restored ${restored} bytes, expected ${data.filesBytes}`);
+    const m: Measurement = {
+      tool: tool.name,
+      step: 'files-restore',
+      bytesIn: restored,
+      wallSeconds: round(t.wallSeconds, 2),
+      throughputMBs: round(restored / 1e6 / t.wallSeconds, 1),
+      bytesAdded: 0,
+      toolReportedAdded: 0,
+      repoBytes,
+      peakRssMB: round(t.peakRssMB, 1),
+      userSeconds: t.user,
+      systemSeconds: t.sys,
+    };
+    log(`  ${tool.name.padEnd(9)} files-restore   ${m.wallSeconds.toFixed(1).padStart(7)} s ${m.throughputMBs.toFixed(1).padStart(7)} MB/s  peak ${m.peakRssMB.toFixed(0)} MB`);
+    return m;
+  } finally {
+    await rm(target, { recursive: true, force: true });
+  }
 }
 
 function round(n: number, digits: number): number {
@@ -272,7 +322,8 @@ async function main(): Promise<void> {
   const r = ratios(results);
   process.stdout.write(`\n${table(results)}\n\nratios to restic (tool / restic; < 1 is faster or smaller):\n`);
   for (const x of r) {
-    process.stdout.write(`  ${x.tool.padEnd(9)} ${x.step.padEnd(15)} time ${x.wallTime.toFixed(2)}  added ${x.bytesAdded.toFixed(2)}  repo ${x.repoBytes.toFixed(2)}  peak RSS ${x.peakRss.toFixed(2)}\n`);
+    const f = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : '   -');
+    process.stdout.write(`  ${x.tool.padEnd(9)} ${x.step.padEnd(15)} time ${f(x.wallTime)}  added ${f(x.bytesAdded)}  repo ${f(x.repoBytes)}  peak RSS ${f(x.peakRss)}\n`);
   }
   const report = {
     benchmark: 'engine',
