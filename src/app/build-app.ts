@@ -7,6 +7,7 @@ import { maxDepthPlugin } from '@escape.tech/graphql-armor-max-depth';
 import { maxTokensPlugin } from '@escape.tech/graphql-armor-max-tokens';
 import { GraphQLError, type ExecutionArgs } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
+import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { createYoga, type Plugin } from 'graphql-yoga';
 import { WebSocketServer } from 'ws';
 import type { Db } from '../db/client.ts';
@@ -102,6 +103,8 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
     schema,
     graphqlEndpoint: '/graphql',
     landingPage: false,
+    // GraphiQL served from this process, not a CDN: a self-hosted control plane must work offline.
+    renderGraphiQL,
     graphiql: { title: 'Backplane', defaultQuery: '# Add the header  Authorization: Bearer <your key>  below, then:\n{ viewer { scopes organization { name } } projects(first: 10) { totalCount edges { node { id name } } } }\n', subscriptionsProtocol: 'WS' },
     batching: { limit: config.BATCH_LIMIT },
     logging: false,

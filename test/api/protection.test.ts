@@ -134,3 +134,13 @@ function rawRequest(url: string, first: string, then: (sock: net.Socket) => void
     sock.setTimeout(20_000, () => sock.destroy());
   });
 }
+
+describe('GraphiQL', () => {
+  it('is served by Backplane itself, with no assets from a CDN', async () => {
+    const res = await fetch(app.url, { headers: { accept: 'text/html' } });
+    expect(res.status).toBe(200);
+    const html = await res.text();
+    expect(html).toContain('Backplane');
+    expect(html).not.toMatch(/unpkg\.com|jsdelivr|cdnjs/);
+  });
+});
