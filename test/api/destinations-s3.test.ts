@@ -12,12 +12,14 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   CreateDestinationDocument,
+  DeleteSnapshotDocument,
   RevealRepositoryPasswordDocument,
   SetEnvironmentDestinationsDocument,
   SnapshotCopiesDocument,
   VerifySnapshotDocument,
   type CreateDestinationInput,
 } from '../generated/graphql.ts';
+import { S3Backend } from '../../src/destinations/s3.ts';
 import { startTestApp, type TestApp } from '../harness/app.ts';
 import { createScratchDatabase } from '../harness/database.ts';
 import { gid, makeApiKey, makeOrganization } from '../harness/factories.ts';
@@ -171,6 +173,58 @@ describe('S3 through a server that fails some requests', () => {
     expect(await databaseDigest(env.databaseUrl)).toEqual(dbBefore);
     expect(await filesDigest(env.filesPath)).toEqual(filesBefore);
   });
+});
+
+describe('S3 listings past 1,000 keys', () => {
+  let s3: StartedS3rver;
+  let proxy: FlakyProxy;
+  beforeAll(async () => {
+    s3 = await startS3rver({ buckets: ['many'] });
+    // Only listings fail here (every other page request): the paging is what is under test.
+    proxy = await startFlakyProxy({ target: s3.endpoint, every: 2, match: (r) => r.method === 'GET' && r.url.includes('list-type=2') });
+  });
+  afterAll(async () => {
+    await proxy?.stop();
+    await s3?.stop();
+  });
+
+  it('the delete job prunes a repository of 1,100+ packs through a flaky server: every leftover pack found and removed, the rest intact', async () => {
+    const env = await makeLiveEnvironment(app, { organizationId: orgId, rows: 100 });
+    const destination = await createDestination({ name: 'many', provider: 'CUSTOM', endpoint: proxy.endpoint, bucket: 'many', prefix: 'repo', ...S3RVER_CREDENTIALS });
+    await useOnly(env, destination);
+    const first = await takeSnapshot(app, key, env.id);
+    await fs.writeFile(path.join(env.filesPath, 'second.txt'), 'only in the second snapshot\n');
+    const second = await takeSnapshot(app, key, env.id);
+    const filesSecond = await filesDigest(env.filesPath);
+
+    // Leftovers of interrupted uploads: packs no index names, enough to need two listing pages.
+    const direct = new S3Backend({ endpoint: s3.endpoint, region: 'us-east-1', bucket: 'many', prefix: 'repo', forcePathStyle: true, credentials: S3RVER_CREDENTIALS });
+    const junk = Array.from({ length: 1100 }, () => randomBytes(32).toString('hex'));
+    try {
+      let next = 0;
+      await Promise.all(Array.from({ length: 16 }, async () => {
+        while (next < junk.length) await direct.save({ type: 'data', name: junk[next++] }, randomBytes(64));
+      }));
+    } finally {
+      await direct.close();
+    }
+    const packsBefore = (await listObjects(s3.directory, 'many', 'repo')).filter((k) => k.startsWith('data/'));
+    expect(packsBefore.length).toBeGreaterThan(1100);
+
+    const del = await app.gql(DeleteSnapshotDocument, { input: { id: first.snapshotId } }, { key });
+    if (del.data?.deleteSnapshot.__typename !== 'OperationPayload') throw new Error(JSON.stringify(del));
+    const states = await follow(app, key, del.data.deleteSnapshot.operation.id);
+    expect(states.at(-1), states.at(-1)?.error ?? '').toMatchObject({ status: 'SUCCEEDED' });
+    const packsAfter = new Set((await listObjects(s3.directory, 'many', 'repo')).filter((k) => k.startsWith('data/')).map((k) => k.split('/').at(-1)));
+    expect(junk.filter((j) => packsAfter.has(j))).toEqual([]);
+    expect(proxy.requests.filter((r) => r.method === 'GET' && r.url.includes('continuation-token')).length).toBeGreaterThan(0);
+    expect(proxy.failed.length).toBeGreaterThan(0);
+
+    await fs.rm(path.join(env.filesPath, 'second.txt'));
+    const { operationId } = await startRestore(app, key, { snapshotId: second.snapshotId, createSafetySnapshot: false, includes: ['FILES'] });
+    expect((await follow(app, key, operationId)).at(-1)).toMatchObject({ status: 'SUCCEEDED' });
+    expect(await filesDigest(env.filesPath)).toEqual(filesSecond);
+  }, 180_000);
 });
 
 async function password(destinationGid: string): Promise<string> {
