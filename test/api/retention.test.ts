@@ -164,7 +164,11 @@ describe('GFS per kind, pins, the newest, age limits and expiry', () => {
     const ops = await app.runtime.db.operation.findMany({ where: { environmentId: envId, type: 'DELETE_SNAPSHOT' } });
     expect(ops).toHaveLength(expected.length);
     expect(ops.every((o) => o.status === 'SUCCEEDED')).toBe(true);
-    const alert = await app.runtime.db.alert.findFirstOrThrow({ where: { environmentId: envId, type: 'RETENTION_DELETED' }, include: { operation: true } });
+    const alert = (await waitFor(
+      () => app.runtime.db.alert.findFirst({ where: { environmentId: envId, type: 'RETENTION_DELETED' }, include: { operation: true } }),
+      (a) => a?.operation?.status === 'SUCCEEDED',
+      'the retention alert',
+    ))!;
     expect(alert).toMatchObject({ severity: 'INFO', operation: { type: 'RETENTION', status: 'SUCCEEDED' } });
     expect(alert.message).toContain(`deleted ${expected.length} snapshot(s)`);
     // Nothing left to delete: the next run changes nothing and raises nothing.

@@ -197,7 +197,7 @@ describe('firing (workers running)', () => {
     const snaps = await scheduledSnapshots(row.id);
     expect(snaps).toHaveLength(1);
     expect(snaps[0]).toMatchObject({ kind: 'SCHEDULED', includes: ['DB'], status: 'READY' });
-    const alerts = await app.runtime.db.alert.findMany({ where: { environmentId: env.id, type: 'SCHEDULE_MISSED' } });
+    const alerts = await waitFor(() => app.runtime.db.alert.findMany({ where: { environmentId: env.id, type: 'SCHEDULE_MISSED' } }), (a) => a.length > 0, 'the missed-run alert');
     expect(alerts).toHaveLength(1);
     expect(alerts[0]).toMatchObject({ severity: 'WARNING', operationId: snaps[0].operations[0].id });
     expect(alerts[0].message).toContain('2031-05-01 11:00 (UTC) and 4 later runs did not run on time');

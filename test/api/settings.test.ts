@@ -155,59 +155,59 @@ describe('each setting has its effect', () => {
 });
 
 describe('failurePolicy', () => {
-  let broken: { id: string };
-  let scheduleId: string;
-
-  beforeAll(async () => {
-    // The same server, a database that does not exist: every snapshot fails at once.
+  /** An environment on the same server whose database does not exist: every snapshot fails at once. */
+  async function brokenEnvironment(settings: Record<string, unknown>) {
     const url = new URL(env.databaseUrl);
     url.pathname = '/no_such_database';
-    broken = await makeEnvironment(app.runtime.db, app.runtime.deps.secrets, { id: env.projectId, organizationId: orgId }, { databaseUrl: url.toString(), filesPath: null });
+    const broken = await makeEnvironment(app.runtime.db, app.runtime.deps.secrets, { id: env.projectId, organizationId: orgId }, { databaseUrl: url.toString(), filesPath: null });
     await app.runtime.db.environmentDestination.create({ data: { environmentId: broken.id, destinationId: env.destinationId } });
     const up = await app.gql(UpsertScheduleDocument, { input: { environmentId: gid('Environment', broken.id), dbCron: '0 2 * * *' } }, { key });
     if (up.data?.upsertSchedule.__typename !== 'SchedulePayload') throw new Error(JSON.stringify(up));
-    scheduleId = (await app.runtime.db.schedule.findUniqueOrThrow({ where: { environmentId: broken.id } })).id;
-  });
-
-  async function failOnce(): Promise<string> {
-    const res = await app.gql(RunScheduleNowDocument, { input: { environmentId: gid('Environment', broken.id), kind: 'DB' } }, { key });
-    if (res.data?.runScheduleNow.__typename !== 'ScheduleRunPayload') throw new Error(JSON.stringify(res));
-    expect((await follow(app, key, res.data.runScheduleNow.operation.id)).at(-1)?.status).toBe('FAILED');
-    return res.data.runScheduleNow.snapshot.id;
+    const res = await update(broken.id, settings);
+    expect(res.data?.updateEnvironmentSettings.__typename).toBe('EnvironmentSettingsPayload');
+    const scheduleId = (await app.runtime.db.schedule.findUniqueOrThrow({ where: { environmentId: broken.id } })).id;
+    const failOnce = async (): Promise<string> => {
+      const run = await app.gql(RunScheduleNowDocument, { input: { environmentId: gid('Environment', broken.id), kind: 'DB' } }, { key });
+      if (run.data?.runScheduleNow.__typename !== 'ScheduleRunPayload') throw new Error(JSON.stringify(run));
+      expect((await follow(app, key, run.data.runScheduleNow.operation.id)).at(-1)?.status).toBe('FAILED');
+      return run.data.runScheduleNow.snapshot.id;
+    };
+    const failedSnapshots = () => app.runtime.db.snapshot.findMany({ where: { environmentId: broken.id, status: 'FAILED' }, orderBy: { createdAt: 'asc' } });
+    return { broken, scheduleId, failOnce, failedSnapshots };
   }
-  const failedSnapshots = () => app.runtime.db.snapshot.findMany({ where: { environmentId: broken.id, status: 'FAILED' }, orderBy: { createdAt: 'asc' } });
 
   it('ALERT_ONLY: an alert, nothing else', async () => {
+    const { broken, scheduleId, failOnce, failedSnapshots } = await brokenEnvironment({ failurePolicy: 'ALERT_ONLY' });
     await failOnce();
+    // The alert follows the operation's end.
+    await waitFor(() => app.runtime.db.alert.count({ where: { environmentId: broken.id, type: 'SNAPSHOT_FAILED' } }), (n) => n === 1, 'the failure alert');
     const [snap] = await failedSnapshots();
-    expect(await app.runtime.db.alert.count({ where: { environmentId: broken.id, type: 'SNAPSHOT_FAILED' } })).toBe(1);
     expect(await jobsWithKey(app, `schedule-retry:${snap.id}`)).toHaveLength(0);
     expect((await app.runtime.db.schedule.findUniqueOrThrow({ where: { id: scheduleId } })).paused).toBe(false);
   });
 
   it('RETRY: retryCount more attempts with doubling backoff, then it stops', async () => {
-    await update(broken.id, { failurePolicy: 'RETRY', retryCount: 2, retryBackoffSeconds: 1 });
-    const before = (await failedSnapshots()).length;
+    const { broken, failOnce, failedSnapshots } = await brokenEnvironment({ failurePolicy: 'RETRY', retryCount: 2, retryBackoffSeconds: 1 });
     await failOnce();
-    const all = await waitFor(failedSnapshots, (s) => s.length === before + 3, 'two retries', 60_000);
-    const attempts = all.slice(before).map((s) => (s.metadata as Record<string, string>).attempt);
-    expect(attempts).toEqual(['1', '2', '3']);
+    const all = await waitFor(failedSnapshots, (s) => s.length === 3, 'two retries', 60_000);
+    expect(all.map((s) => (s.metadata as Record<string, string>).attempt)).toEqual(['1', '2', '3']);
     // The second retry waited twice as long as the first.
-    const gaps = all.slice(before).map((s) => s.createdAt.getTime());
-    expect(gaps[2] - gaps[1]).toBeGreaterThanOrEqual(2000);
-    expect(gaps[1] - gaps[0]).toBeGreaterThanOrEqual(1000);
+    const created = all.map((s) => s.createdAt.getTime());
+    expect(created[2] - created[1]).toBeGreaterThanOrEqual(2000);
+    expect(created[1] - created[0]).toBeGreaterThanOrEqual(1000);
+    await waitFor(() => app.runtime.db.alert.count({ where: { environmentId: broken.id, type: 'SNAPSHOT_FAILED' } }), (n) => n === 3, 'the third failure alert');
     await waitFor(() => app.runtime.db.operation.count({ where: { environmentId: broken.id, status: { in: ['QUEUED', 'RUNNING'] } } }), (n) => n === 0, 'the last attempt to end');
     expect(await jobsWithKey(app, `schedule-retry:${all.at(-1)!.id}`)).toHaveLength(0);
-    expect(await app.runtime.db.snapshot.count({ where: { environmentId: broken.id } })).toBe(before + 3);
+    expect(await app.runtime.db.snapshot.count({ where: { environmentId: broken.id } })).toBe(3);
   });
 
   it('PAUSE_SCHEDULE: the schedule is paused, with an alert saying so', async () => {
-    await update(broken.id, { failurePolicy: 'PAUSE_SCHEDULE' });
+    const { broken, scheduleId, failOnce } = await brokenEnvironment({ failurePolicy: 'PAUSE_SCHEDULE' });
     await failOnce();
     const s = await waitFor(() => app.runtime.db.schedule.findUniqueOrThrow({ where: { id: scheduleId } }), (x) => x.paused, 'the schedule to pause');
     expect(s.nextDbRunAt).toBeNull();
     expect(await jobsWithKey(app, `schedule:${scheduleId}:db`)).toHaveLength(0);
-    const alert = await app.runtime.db.alert.findFirst({ where: { environmentId: broken.id, message: { contains: 'paused' } } });
+    const alert = await waitFor(() => app.runtime.db.alert.findFirst({ where: { environmentId: broken.id, message: { contains: 'paused' } } }), (a) => !!a, 'the pause alert');
     expect(alert).toMatchObject({ type: 'SNAPSHOT_FAILED', severity: 'CRITICAL' });
   });
 });
