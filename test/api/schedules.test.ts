@@ -1,4 +1,9 @@
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { decodeGlobalID } from '@pothos/plugin-relay';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fireSchedule } from '../../src/services/schedules.ts';
 import {
   CronPresetsDocument,
   DeleteScheduleDocument,
@@ -261,5 +266,39 @@ describe('firing (workers running)', () => {
     const october = await walk('30 2 * * *', '2031-10-24T12:00:00Z', 4);
     expect(october).toEqual(['2031-10-25 02:30:00', '2031-10-26 02:30:00', '2031-10-27 02:30:00', '2031-10-28 02:30:00']);
     expect(await app.runtime.db.alert.count({ where: { environmentId: env.id, type: 'SCHEDULE_MISSED' } })).toBe(1);
+  });
+
+  it('one planned run fired twice at once (a retried or duplicated job) takes one snapshot', async () => {
+    clock.set('2032-02-01T00:00:00Z');
+    await upsert({ dbCron: '0 4 * * *', fullCron: null, timezone: 'UTC' });
+    const row = await scheduleRow();
+    clock.set('2032-02-01T04:00:00Z');
+    await Promise.all([fireSchedule(app.runtime.deps, row.id, 'DB'), fireSchedule(app.runtime.deps, row.id, 'DB'), fireSchedule(app.runtime.deps, row.id, 'DB')]);
+    expect(await scheduledSnapshots(row.id)).toHaveLength(1);
+    expect(iso((await scheduleRow()).nextDbRunAt)).toBe('2032-02-02T04:00:00.000Z');
+    expect(await jobsWithKey(app, `schedule:${row.id}:db`)).toHaveLength(1);
+    await waitForSnapshotsToFinish(row.id);
+    await removeSchedule();
+  });
+
+  it("a schedule's own destinations receive its snapshots; without them, the environment's defaults do", async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'bp-sched-dest-'));
+    const own = await app.runtime.db.destination.create({ data: { organizationId: orgId, name: 'schedule only', provider: 'LOCAL', config: { path: path.join(dir, 'repo') } } });
+    const res = await upsert({ dbCron: '0 5 * * *', destinationIds: [gid('Destination', own.id)] });
+    if (res.__typename !== 'SchedulePayload') throw new Error(JSON.stringify(res));
+    expect(res.schedule.destinations).toEqual([{ id: gid('Destination', own.id), name: 'schedule only' }]);
+    const copiesOf = async () => {
+      const r = await app.gql(RunScheduleNowDocument, { input: { environmentId: envGid(), kind: 'DB' } }, { key });
+      if (r.data?.runScheduleNow.__typename !== 'ScheduleRunPayload') throw new Error(JSON.stringify(r));
+      expect((await follow(app, key, r.data.runScheduleNow.operation.id)).at(-1)?.status).toBe('SUCCEEDED');
+      const copies = await app.runtime.db.snapshotCopy.findMany({ where: { snapshotId: decodeGlobalID(r.data.runScheduleNow.snapshot.id).id } });
+      return copies.map((c) => [c.destinationId, c.status]);
+    };
+    expect(await copiesOf()).toEqual([[own.id, 'READY']]);
+    const cleared = await upsert({ destinationIds: [] });
+    if (cleared.__typename !== 'SchedulePayload') throw new Error(JSON.stringify(cleared));
+    expect(cleared.schedule.destinations).toEqual([]);
+    expect(await copiesOf()).toEqual([[env.destinationId, 'READY']]);
+    await removeSchedule();
   });
 });
