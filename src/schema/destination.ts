@@ -105,7 +105,7 @@ builder.queryFields((t) => ({
   destinations: t.prismaConnection({
     type: 'Destination',
     cursor: 'id',
-    authScopes: { read: true },
+    authScopes: { admin: true },
     description: 'Destinations of the organization, oldest first (for a key limited to projects: those its environments use).',
     totalCount: (_c, _a, ctx) => ctx.deps.db.destination.count({ where: destinationWhere(viewerOf(ctx)) }),
     resolve: (query, _root, _args, ctx) => ctx.deps.db.destination.findMany({ ...query, where: destinationWhere(viewerOf(ctx)), orderBy: { id: 'asc' } }),
@@ -113,7 +113,7 @@ builder.queryFields((t) => ({
   destination: t.prismaField({
     type: 'Destination',
     nullable: true,
-    authScopes: { read: true },
+    authScopes: { admin: true },
     args: { id: t.arg.id({ required: true }) },
     resolve: (query, _root, { id }, ctx) => {
       let destinationId: string;

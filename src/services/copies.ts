@@ -3,7 +3,7 @@ import { copySnapshot as copyInRepository, forgetSnapshots, listSnapshots } from
 import { publishInTransaction } from '../events/bus.ts';
 import { raiseAlert } from './alerts.ts';
 import type { Deps } from './deps.ts';
-import { getDestination } from './destinations.ts';
+import { getDestination, recordUse } from './destinations.ts';
 import { enqueueJob, operationJobKey, type SqlTx } from './jobs.ts';
 import { beginOperation, CancelledError, finishOperation, progressReporter, TimedOutError } from './operations.ts';
 import { openRepository, type OpenedRepository } from './repositories.ts';
@@ -112,6 +112,7 @@ export async function runCopySnapshot(deps: Deps, operationId: string, jobSignal
         data: { status: 'READY', repoSnapshotId: result.snapshotId, sizeBytes: snapshot.sizeBytes, addedBytes: BigInt(result.bytesCopied), error: null, completedAt: deps.clock.now() },
       });
       await deps.db.operation.update({ where: { id: operationId }, data: { bytesDone: BigInt(result.bytesCopied), message: `${result.blobsCopied} blobs, ${result.bytesCopied} bytes sent` } });
+      await recordUse(deps, destinationId);
     });
     await finishOperation(deps, operationId, 'SUCCEEDED');
   } catch (err) {
@@ -128,6 +129,7 @@ export async function runCopySnapshot(deps: Deps, operationId: string, jobSignal
     }
     const cancelled = err instanceof CancelledError;
     const message = messageOf(err);
+    await recordUse(deps, destinationId, err);
     await deps.db.snapshotCopy.update({ where: { id: copy.id }, data: { status: 'FAILED', repoSnapshotId: null, error: message } });
     if (!cancelled) {
       await raiseAlert(deps, { organizationId: snapshot.organizationId, environmentId: snapshot.environmentId, operationId, type: 'COPY_FAILED', severity: 'WARNING', message: `Copy of a snapshot of ${snapshot.environment.name} failed: ${message}` });

@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import { ConflictError, ErrorCode, NotFoundError, ValidationError } from '../domain/errors.ts';
 import { filesPath, name, parseInput } from '../domain/validation.ts';
-import { probeBackend, type ProbeResult } from '../destinations/probe.ts';
+import { BackendAccessError } from '../destinations/backend.ts';
+import { explainAccessError, probeBackend, type ProbeResult } from '../destinations/probe.ts';
 import { formatS3Location, s3ConnectionFor, type S3ProviderSettings } from '../destinations/s3-config.ts';
 import type { Destination, Prisma } from '../generated/prisma/client.ts';
 import { raiseAlert } from './alerts.ts';
@@ -287,6 +288,20 @@ export async function recordHealth(deps: Deps, d: Destination, error: string | n
   if (error && d.status !== 'UNREACHABLE') {
     await raiseAlert(deps, { organizationId: d.organizationId, type: 'DESTINATION_UNREACHABLE', severity: 'CRITICAL', message: `Destination ${d.name} cannot be used: ${error}` });
   }
+}
+
+/**
+ * Health from use: a job that could not reach a destination (or was refused) marks it as a failed
+ * test would; one that worked marks it HEALTHY again. Other failures say nothing about health.
+ */
+export async function recordUse(deps: Deps, destinationId: string, err?: unknown): Promise<void> {
+  if (err === undefined) {
+    await deps.db.destination.updateMany({ where: { id: destinationId, status: { not: 'HEALTHY' } }, data: { status: 'HEALTHY', lastError: null, lastCheckedAt: deps.clock.now() } });
+    return;
+  }
+  if (!(err instanceof BackendAccessError) || err.kind === 'IO') return;
+  const d = await deps.db.destination.findUnique({ where: { id: destinationId } });
+  if (d) await recordHealth(deps, d, explainAccessError(err).message);
 }
 
 /**

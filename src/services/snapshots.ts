@@ -13,6 +13,7 @@ import { enqueueJob, operationJobKey } from './jobs.ts';
 import { beginOperation, CancelledError, finishOperation, progressReporter, TimedOutError, watchCancellation } from './operations.ts';
 import { openRepository, type OpenedRepository } from './repositories.ts';
 import { enqueueCopy } from './copies.ts';
+import { recordUse } from './destinations.ts';
 import { BackendAccessError } from '../destinations/backend.ts';
 import { enqueueRetention } from './retention.ts';
 import { afterScheduledSnapshotFailed } from './schedules.ts';
@@ -171,6 +172,7 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
         // One destination failing does not lose the snapshot the others hold.
         await deps.db.snapshotCopy.update({ where: { id: copy.id }, data: { status: 'FAILED', repoSnapshotId: null, error: messageOf(err) } });
         await raiseAlert(deps, { organizationId: env.organizationId, environmentId: env.id, operationId, type: 'COPY_FAILED', severity: 'WARNING', message: `Snapshot copy to a destination failed: ${messageOf(err)}` });
+        await recordUse(deps, copy.destinationId, err);
       };
 
       // The data is captured into the first destination that works, in the environment's order;
@@ -217,6 +219,7 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
             where: { id: copy.id },
             data: { status: 'READY', repoSnapshotId: captured.snapshotId, sizeBytes: BigInt(captured.bytesProcessed), addedBytes: BigInt(captured.bytesAdded), completedAt: deps.clock.now() },
           });
+          await recordUse(deps, copy.destinationId);
           primary = candidate;
           result = captured;
           primaryIndex = i;
@@ -244,6 +247,7 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
             where: { id: copy.id },
             data: { status: 'READY', repoSnapshotId: copied.snapshotId, sizeBytes: BigInt(result.bytesProcessed), addedBytes: BigInt(copied.bytesCopied), completedAt: deps.clock.now() },
           });
+          await recordUse(deps, copy.destinationId);
         } catch (err) {
           if (signal.aborted) throw err;
           await copyFailed(copy, err);

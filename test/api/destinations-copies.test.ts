@@ -127,6 +127,11 @@ describe('a snapshot on several destinations', () => {
       expect(s.copies.map((c) => c.status)).toEqual(['FAILED', 'READY']);
       expect(s.copies[0].error).toMatch(/cannot reach/);
       expect(await app.runtime.db.alert.count({ where: { environmentId: env.id, type: 'COPY_FAILED' } })).toBe(alertsBefore + 1);
+      // Its health is known from use, as a test would have found it.
+      const d = await app.runtime.db.destination.findUniqueOrThrow({ where: { id: raw(remote) } });
+      expect(d).toMatchObject({ status: 'UNREACHABLE' });
+      expect(d.lastError).toMatch(/Nothing answers at the endpoint/);
+      expect(await app.runtime.db.alert.count({ where: { organizationId: orgId, type: 'DESTINATION_UNREACHABLE' } })).toBe(1);
     } finally {
       await reachable(remote, true);
     }
@@ -168,6 +173,7 @@ describe('a snapshot on several destinations', () => {
     const states = await follow(app, key, gid('Operation', op.id));
     expect(states.at(-1), states.at(-1)?.error ?? '').toMatchObject({ status: 'SUCCEEDED' });
     expect((await copies(snapshotId, [remote, local])).copies.map((c) => c.status)).toEqual(['READY', 'READY']);
+    expect(await app.runtime.db.destination.findUniqueOrThrow({ where: { id: raw(remote) } })).toMatchObject({ status: 'HEALTHY', lastError: null });
   });
 });
 

@@ -89,10 +89,10 @@ describe('destinations: create, read, update, delete', () => {
     expect(JSON.stringify(row.config)).not.toContain('wJalr');
     expect(JSON.parse(app.runtime.deps.secrets.open(row.credentialsEncrypted!))).toEqual({ accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' });
 
-    const list = await app.gql(DestinationsDocument, { first: 50 }, { key: writer });
+    const list = await app.gql(DestinationsDocument, { first: 50 }, { key: admin });
     expect(list.data?.destinations.totalCount).toBe(7);
     expect(JSON.stringify(list)).not.toContain('wJalr');
-    const one = await app.gql(DestinationDocument, { id: aws.id }, { key: writer });
+    const one = await app.gql(DestinationDocument, { id: aws.id }, { key: admin });
     expect(one.data?.destination).toMatchObject({ name: 'aws', region: 'eu-central-1' });
   });
 
@@ -117,9 +117,11 @@ describe('destinations: create, read, update, delete', () => {
     expect(await create({ name: 'disk', provider: 'LOCAL', path: '/x' })).toMatchObject({ __typename: 'ConflictError', code: 'NAME_TAKEN' });
   });
 
-  it('needs admin to change destinations; others see FORBIDDEN', async () => {
+  it('needs admin to list or change destinations; others see FORBIDDEN', async () => {
     const r = await app.gql(CreateDestinationDocument, { input: { name: 'w', provider: 'LOCAL', path: '/w' } }, { key: writer });
     expect(r.errors?.[0].extensions?.code).toBe('FORBIDDEN');
+    const list = await app.gql(DestinationsDocument, { first: 5 }, { key: writer });
+    expect(list.errors?.[0].extensions?.code).toBe('FORBIDDEN');
   });
 
   it('updates settings and credentials; the location of a destination with snapshots cannot move', async () => {
