@@ -5,6 +5,7 @@
 import type { TaskList } from 'graphile-worker';
 import type { Deps } from '../src/services/deps.ts';
 import type { TaskName } from '../src/services/jobs.ts';
+import { destinationVerify } from './destination-verify.ts';
 import { retentionApply } from './retention-apply.ts';
 import { retentionSweep } from './retention-sweep.ts';
 import { scheduleFire } from './schedule-fire.ts';
@@ -24,6 +25,7 @@ export function taskList(deps: Deps): TaskList & Record<TaskName, unknown> {
     snapshot_delete: snapshotDelete(deps),
     snapshot_copy: snapshotCopy(deps),
     snapshot_verify: snapshotVerify(deps),
+    destination_verify: destinationVerify(deps),
     schedule_fire: scheduleFire(deps),
     schedule_retry: scheduleRetry(deps),
     schedule_watch: scheduleWatch(deps),

@@ -74,6 +74,7 @@ builder.prismaNode('Destination', {
       select: { credentialsRedacted: true },
       resolve: (d) => (d.credentialsRedacted as { accessKeyId: string; secretAccessKey: string } | null) ?? null,
     }),
+    verifyCron: t.exposeString('verifyCron', { nullable: true, description: 'When the newest snapshot of each environment here is verified (reading the data), 5-field cron in UTC' }),
     repositoryId: t.exposeString('repositoryId', { nullable: true, description: 'The id in the repository config, once the first snapshot created it' }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
@@ -138,6 +139,7 @@ const settingsFields = (t: Parameters<Parameters<typeof builder.inputType>[1]['f
   caCertificate: t.string({ description: 'MINIO and CUSTOM: PEM of a private CA to trust' }),
   accessKeyId: t.string({ description: 'Stored encrypted' }),
   secretAccessKey: t.string({ description: 'Stored encrypted; never returned' }),
+  verifyCron: t.string({ description: 'Scheduled verification, 5-field cron in UTC, e.g. "0 3 * * 0"; "" removes it' }),
 });
 
 const CreateDestinationInput = builder.inputType('CreateDestinationInput', {

@@ -10,6 +10,7 @@ import type { Deps } from './deps.ts';
 import { getEnvironment } from './environments.ts';
 import { nameTakenOr } from './prisma-errors.ts';
 import { backendFor } from './repositories.ts';
+import { nextVerifyRun, scheduleDestinationVerify } from './verify.ts';
 import type { Viewer } from './viewer.ts';
 
 /**
@@ -75,13 +76,28 @@ export const destinationSettings = z.discriminatedUnion('provider', [
 ]);
 export type DestinationSettings = z.infer<typeof destinationSettings>;
 
+/** A 5-field cron expression, in UTC. */
+const verifyCron = z
+  .string()
+  .trim()
+  .max(100, 'must be at most 100 characters')
+  .refine((v) => {
+    try {
+      nextVerifyRun(v, new Date());
+      return true;
+    } catch {
+      return false;
+    }
+  }, 'must be a 5-field cron expression, e.g. "0 3 * * 0"');
+
+const common = { name, verifyCron: verifyCron.optional() };
 const createDestinationInput = z.discriminatedUnion('provider', [
-  z.strictObject({ name, ...shapes.LOCAL }),
-  z.strictObject({ name, ...shapes.S3 }),
-  z.strictObject({ name, ...shapes.R2 }),
-  z.strictObject({ name, ...shapes.B2 }),
-  z.strictObject({ name, ...shapes.MINIO }),
-  z.strictObject({ name, ...shapes.CUSTOM }),
+  z.strictObject({ ...common, ...shapes.LOCAL }),
+  z.strictObject({ ...common, ...shapes.S3 }),
+  z.strictObject({ ...common, ...shapes.R2 }),
+  z.strictObject({ ...common, ...shapes.B2 }),
+  z.strictObject({ ...common, ...shapes.MINIO }),
+  z.strictObject({ ...common, ...shapes.CUSTOM }),
 ]);
 
 /** Everything but the provider may change; credentials only as a pair. */
@@ -98,6 +114,8 @@ const updateDestinationInput = z
     caCertificate: z.string().optional(),
     accessKeyId: z.string().optional(),
     secretAccessKey: z.string().optional(),
+    /** '' removes the schedule. */
+    verifyCron: z.union([z.literal(''), verifyCron]).optional(),
   })
   .refine((v) => Object.values(v).some((x) => x !== undefined), { message: 'nothing to update', path: [] })
   .refine((v) => (v.accessKeyId === undefined) === (v.secretAccessKey === undefined), { message: 'give accessKeyId and secretAccessKey together', path: ['secretAccessKey'] });
@@ -144,20 +162,24 @@ function rowFields(deps: Deps, s: DestinationSettings) {
 
 export async function createDestination(deps: Deps, viewer: Viewer, raw: unknown): Promise<string> {
   const input = parseInput(createDestinationInput, raw);
-  const { name: destinationName, ...settings } = input;
+  const { name: destinationName, verifyCron: cron, ...settings } = input;
   const fields = rowFields(deps, settings as DestinationSettings);
   try {
-    const d = await deps.db.destination.create({
-      data: {
-        organizationId: viewer.organizationId,
-        name: destinationName,
-        provider: settings.provider,
-        config: fields.config as Prisma.InputJsonValue,
-        credentialsEncrypted: fields.credentialsEncrypted,
-        credentialsRedacted: fields.credentialsRedacted,
-      },
+    return await deps.db.$transaction(async (tx) => {
+      const d = await tx.destination.create({
+        data: {
+          organizationId: viewer.organizationId,
+          name: destinationName,
+          provider: settings.provider,
+          config: fields.config as Prisma.InputJsonValue,
+          credentialsEncrypted: fields.credentialsEncrypted,
+          credentialsRedacted: fields.credentialsRedacted,
+          verifyCron: cron || null,
+        },
+      });
+      if (cron) await scheduleDestinationVerify(deps, tx, d.id, cron);
+      return d.id;
     });
-    return d.id;
   } catch (err) {
     nameTakenOr(err, 'destination');
   }
@@ -166,7 +188,7 @@ export async function createDestination(deps: Deps, viewer: Viewer, raw: unknown
 export async function updateDestination(deps: Deps, viewer: Viewer, id: string, raw: z.input<typeof updateDestinationInput>): Promise<string> {
   const input = parseInput(updateDestinationInput, raw);
   const current = await getDestination(deps, viewer, id);
-  const { name: newName, accessKeyId, secretAccessKey, ...changes } = input;
+  const { name: newName, accessKeyId, secretAccessKey, verifyCron: cron, ...changes } = input;
   const config = current.config as Record<string, unknown>;
   const moved = LOCATION_FIELDS.some((f) => changes[f] !== undefined && changes[f] !== config[f]);
   if (moved && (await holdsSnapshots(deps, id))) {
@@ -195,7 +217,10 @@ export async function updateDestination(deps: Deps, viewer: Viewer, id: string, 
     };
   }
   try {
-    await deps.db.destination.update({ where: { id }, data: { ...data, ...(newName !== undefined ? { name: newName } : {}) } });
+    await deps.db.$transaction(async (tx) => {
+      await tx.destination.update({ where: { id }, data: { ...data, ...(newName !== undefined ? { name: newName } : {}), ...(cron !== undefined ? { verifyCron: cron || null } : {}) } });
+      if (cron !== undefined) await scheduleDestinationVerify(deps, tx, id, cron || null);
+    });
   } catch (err) {
     nameTakenOr(err, 'destination');
   }

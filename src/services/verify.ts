@@ -1,3 +1,4 @@
+import { Cron } from 'croner';
 import { z } from 'zod';
 import { BackendAccessError } from '../destinations/backend.ts';
 import { ConflictError, ErrorCode } from '../domain/errors.ts';
@@ -7,7 +8,7 @@ import { publishInTransaction } from '../events/bus.ts';
 import { raiseAlert } from './alerts.ts';
 import type { Deps } from './deps.ts';
 import { recordHealth } from './destinations.ts';
-import { enqueueJob, operationJobKey } from './jobs.ts';
+import { enqueueJob, operationJobKey, removeJob, type SqlTx } from './jobs.ts';
 import { beginOperation, CancelledError, finishOperation, progressReporter, TimedOutError } from './operations.ts';
 import { openRepository, type OpenedRepository } from './repositories.ts';
 import { getSnapshot, messageOf, underLimits } from './snapshots.ts';
@@ -132,9 +133,14 @@ export async function verifyRepositorySnapshot(
 export async function runVerifySnapshot(deps: Deps, operationId: string, jobSignal?: AbortSignal): Promise<void> {
   const op = await beginOperation(deps, operationId);
   if (!op?.snapshotId) return;
-  const readData = Boolean((op.input as { readData?: boolean } | null)?.readData);
+  const input = (op.input ?? {}) as { readData?: boolean; destinationId?: string };
+  const readData = Boolean(input.readData);
   const snapshot = await deps.db.snapshot.findUniqueOrThrow({ where: { id: op.snapshotId }, include: { environment: { include: { settings: true } } } });
-  const copies = await deps.db.snapshotCopy.findMany({ where: { snapshotId: snapshot.id, status: 'READY', repoSnapshotId: { not: null } }, include: { destination: true }, orderBy: { createdAt: 'asc' } });
+  const copies = await deps.db.snapshotCopy.findMany({
+    where: { snapshotId: snapshot.id, status: 'READY', repoSnapshotId: { not: null }, ...(input.destinationId ? { destinationId: input.destinationId } : {}) },
+    include: { destination: true },
+    orderBy: { createdAt: 'asc' },
+  });
   const progress = progressReporter(deps, operationId);
   const lines: string[] = [];
   const failures: string[] = [];
@@ -201,4 +207,53 @@ export async function runVerifySnapshot(deps: Deps, operationId: string, jobSign
     }
     await finishOperation(deps, operationId, cancelled ? 'CANCELLED' : 'FAILED', messageOf(err));
   }
+}
+
+// ---------------------------------------------------------------- scheduled verification
+
+/** The job key of a destination's next scheduled verification: one pending job per destination. */
+export const verifyJobKey = (destinationId: string) => `destination-verify:${destinationId}`;
+
+/** When a 5-field cron expression (UTC) next fires after `after`, or null if never. */
+export function nextVerifyRun(expression: string, after: Date): Date | null {
+  return new Cron(expression, { timezone: 'UTC', mode: '5-part', paused: true }).nextRun(after);
+}
+
+/** Plans (or, with no cron, cancels) a destination's next scheduled verification. */
+export async function scheduleDestinationVerify(deps: Deps, tx: SqlTx, destinationId: string, verifyCron: string | null): Promise<void> {
+  const runAt = verifyCron ? nextVerifyRun(verifyCron, deps.clock.now()) : null;
+  if (!runAt) {
+    await removeJob(tx, verifyJobKey(destinationId));
+    return;
+  }
+  await enqueueJob(tx, 'destination_verify', { destinationId }, { jobKey: verifyJobKey(destinationId), runAt, maxAttempts: 3 });
+}
+
+/**
+ * The scheduled job: verifies, reading the data, the newest ready snapshot of each environment
+ * on the destination (one VERIFY_SNAPSHOT operation each, on the environment's queue), then
+ * plans the next run.
+ */
+export async function runDestinationVerify(deps: Deps, destinationId: string): Promise<string[]> {
+  const d = await deps.db.destination.findUnique({ where: { id: destinationId } });
+  if (!d?.verifyCron) return [];
+  const copies = await deps.db.snapshotCopy.findMany({
+    where: { destinationId, status: 'READY', repoSnapshotId: { not: null }, snapshot: { status: 'READY' } },
+    include: { snapshot: true },
+    orderBy: { createdAt: 'desc' },
+  });
+  const newest = new Map<string, (typeof copies)[number]['snapshot']>();
+  for (const c of copies) if (!newest.has(c.snapshot.environmentId)) newest.set(c.snapshot.environmentId, c.snapshot);
+  return deps.db.$transaction(async (tx) => {
+    const ops: string[] = [];
+    for (const snapshot of newest.values()) {
+      const op = await tx.operation.create({
+        data: { organizationId: snapshot.organizationId, environmentId: snapshot.environmentId, type: 'VERIFY_SNAPSHOT', snapshotId: snapshot.id, phase: 'queued', message: `Scheduled verification of ${d.name}`, input: { readData: true, destinationId } },
+      });
+      await enqueueJob(tx, 'snapshot_verify', { operationId: op.id }, { queueName: snapshot.environmentId, jobKey: operationJobKey(op.id), maxAttempts: 3 });
+      ops.push(op.id);
+    }
+    await scheduleDestinationVerify(deps, tx, destinationId, d.verifyCron);
+    return ops;
+  });
 }

@@ -16,8 +16,10 @@ import {
   SetEnvironmentDestinationsDocument,
   SnapshotCopiesDocument,
   SnapshotDownloadDocument,
+  UpdateDestinationDocument,
   VerifySnapshotDocument,
 } from '../generated/graphql.ts';
+import { runDestinationVerify } from '../../src/services/verify.ts';
 import { startTestApp, type TestApp } from '../harness/app.ts';
 import { gid, makeApiKey, makeOrganization } from '../harness/factories.ts';
 import { databaseDigest, filesDigest, makeLiveEnvironment, repositoryPassword, sql, type LiveEnvironment } from '../harness/live-environment.ts';
@@ -247,5 +249,40 @@ describe('verifySnapshot', () => {
     const s = await copies(snapshotId);
     expect(s.copies[0]).toMatchObject({ status: 'FAILED' });
     expect(s.copies[0].error).toMatch(/Verification failed/);
+  });
+});
+
+describe('scheduled verification (verifyCron)', () => {
+  it('plans one job per destination at the next cron time; the run verifies the newest snapshot of each environment there, then plans the next', async () => {
+    const env = await makeLiveEnvironment(app, { organizationId: orgId, rows: 50 });
+    const other = await makeLiveEnvironment(app, { organizationId: orgId, rows: 50, projectId: env.projectId, destinationId: env.destinationId });
+    await takeSnapshot(app, key, env.id, { includes: ['DB'] });
+    const newest = await takeSnapshot(app, key, env.id, { includes: ['DB'] });
+    const otherSnap = await takeSnapshot(app, key, other.id, { includes: ['DB'] });
+    const id = gid('Destination', env.destinationId);
+    const job = async () =>
+      (await app.runtime.db.$queryRawUnsafe<{ task_identifier: string; run_at: Date }[]>('SELECT task_identifier, run_at FROM graphile_worker.jobs WHERE key = $1', `destination-verify:${env.destinationId}`))[0];
+
+    const bad = await app.gql(UpdateDestinationDocument, { input: { id, verifyCron: 'every sunday' } }, { key });
+    expect(bad.data?.updateDestination).toMatchObject({ __typename: 'ValidationError' });
+    const set = await app.gql(UpdateDestinationDocument, { input: { id, verifyCron: '0 3 * * 0' } }, { key });
+    expect(set.data?.updateDestination).toMatchObject({ destination: { verifyCron: '0 3 * * 0' } });
+    const planned = await job();
+    expect(planned.task_identifier).toBe('destination_verify');
+    expect(planned.run_at.getUTCDay()).toBe(0);
+    expect([planned.run_at.getUTCHours(), planned.run_at.getUTCMinutes()]).toEqual([3, 0]);
+    expect(planned.run_at.getTime()).toBeGreaterThan(Date.now());
+
+    // What the job does when its time comes.
+    const ops = await runDestinationVerify(app.runtime.deps, env.destinationId);
+    expect(ops).toHaveLength(2);
+    const verified = await app.runtime.db.operation.findMany({ where: { id: { in: ops } } });
+    expect(verified.map((o) => o.snapshotId).sort()).toEqual([raw(newest.snapshotId), raw(otherSnap.snapshotId)].sort());
+    for (const opId of ops) expect((await follow(app, key, gid('Operation', opId))).at(-1)).toMatchObject({ status: 'SUCCEEDED' });
+    expect((await job()).run_at.getTime()).toBe(planned.run_at.getTime());
+
+    const cleared = await app.gql(UpdateDestinationDocument, { input: { id, verifyCron: '' } }, { key });
+    expect(cleared.data?.updateDestination).toMatchObject({ destination: { verifyCron: null } });
+    expect(await job()).toBeUndefined();
   });
 });
