@@ -38,8 +38,8 @@ export interface EventBus {
   publish<T extends Topic>(topic: T, key: string, payload: Topics[T]): Promise<void>;
   /** Events of one topic and key, from the moment of the call, until the signal aborts or return() is called. */
   subscribe<T extends Topic>(topic: T, key: string, signal?: AbortSignal): AsyncIterableIterator<Topics[T]>;
-  /** Live local subscriptions (for /metrics, and for tests to know a subscriber is in place). */
-  subscriberCount(): number;
+  /** Live local subscriptions, of one topic or all (for /metrics, and for tests to know a subscriber is in place). */
+  subscriberCount(topic?: Topic): number;
   /** Stops listening and ends every subscription. */
   close(): Promise<void>;
 }
@@ -163,9 +163,9 @@ export async function createEventBus(databaseUrl: string, logger: Logger): Promi
       return iterator;
     },
 
-    subscriberCount() {
+    subscriberCount(topic?: Topic) {
       let n = 0;
-      for (const set of listeners.values()) n += set.size;
+      for (const [id, set] of listeners) if (!topic || id.startsWith(`${topic}:`)) n += set.size;
       return n;
     },
 

@@ -87,7 +87,7 @@ describe('createSnapshot', () => {
         if (e.kind === 'SNAPSHOT' && e.snapshot?.status === 'READY') return;
       }
     })();
-    await until(async () => app.runtime.events.subscriberCount(), (n) => n >= 1, 'the activity subscription');
+    await until(async () => app.runtime.events.subscriberCount('environmentActivity'), (n) => n >= 1, 'the activity subscription');
     const res = await app.gql(CreateSnapshotDocument, { input: { environmentId: gid('Environment', env.id), includes: ['DB'] } }, { key });
     expect(res.data?.createSnapshot.__typename).toBe('SnapshotOperationPayload');
     await collected;
