@@ -57,12 +57,16 @@ export async function startServerProcess(env: NodeJS.ProcessEnv, command: 'serve
   };
 }
 
-/** Resolves once `read()` returns a value satisfying `ok`, checking after each of the server's own answers. */
-export async function until<T>(read: () => Promise<T>, ok: (v: T) => boolean, what: string, attempts = 200): Promise<T> {
-  for (let i = 0; i < attempts; i++) {
+/**
+ * Resolves once `read()` returns a value satisfying `ok`: a condition to wait on (a subscriber in
+ * place, a process connected), polled briefly, never a fixed sleep standing in for it.
+ */
+export async function until<T>(read: () => Promise<T>, ok: (v: T) => boolean, what: string, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
     const v = await read();
     if (ok(v)) return v;
-    await new Promise((r) => setImmediate(r));
+    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
   }
-  throw new Error(`gave up waiting for ${what}`);
 }
