@@ -42,17 +42,13 @@ export async function openReadableCopy(
 
 /** Records a copy operation and enqueues its job (inside the caller's transaction). */
 export async function enqueueCopy(
-  tx: SqlTx & Pick<Deps['db'], 'operation' | 'snapshotCopy'>,
+  tx: SqlTx & Pick<Deps['db'], 'operation'>,
   snapshot: { id: string; organizationId: string; environmentId: string },
   destinationId: string,
-  opts: { runAt?: Date; retry?: boolean } = {},
+  opts: { runAt?: Date } = {},
 ): Promise<string> {
-  await tx.snapshotCopy.upsert({
-    where: { snapshotId_destinationId: { snapshotId: snapshot.id, destinationId } },
-    create: { snapshotId: snapshot.id, destinationId },
-    // A retry planned for later leaves the copy FAILED, with its reason, until it starts.
-    update: opts.retry ? {} : { status: 'PENDING', error: null, repoSnapshotId: null },
-  });
+  // The SnapshotCopy row is made (or, after a failure, reused) when the job starts: a copy
+  // cancelled while queued leaves nothing behind, and a FAILED copy keeps its reason until then.
   const op = await tx.operation.create({
     data: { organizationId: snapshot.organizationId, environmentId: snapshot.environmentId, type: 'COPY_SNAPSHOT', snapshotId: snapshot.id, phase: 'queued', input: { destinationId } },
   });
@@ -84,7 +80,15 @@ export async function runCopySnapshot(deps: Deps, operationId: string, jobSignal
   if (!op?.snapshotId) return;
   const destinationId = String((op.input as { destinationId?: string } | null)?.destinationId ?? '');
   const snapshot = await deps.db.snapshot.findUniqueOrThrow({ where: { id: op.snapshotId }, include: { environment: { include: { settings: true } } } });
-  const copy = await deps.db.snapshotCopy.findUniqueOrThrow({ where: { snapshotId_destinationId: { snapshotId: snapshot.id, destinationId } } });
+  if (!(await deps.db.destination.findUnique({ where: { id: destinationId } }))) {
+    await finishOperation(deps, operationId, 'FAILED', 'The destination was deleted');
+    return;
+  }
+  const copy = await deps.db.snapshotCopy.upsert({
+    where: { snapshotId_destinationId: { snapshotId: snapshot.id, destinationId } },
+    create: { snapshotId: snapshot.id, destinationId },
+    update: {},
+  });
   const progress = progressReporter(deps, operationId);
   const opened: OpenedRepository[] = [];
   let written: { target: OpenedRepository; id: string } | null = null;

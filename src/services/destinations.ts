@@ -242,7 +242,12 @@ async function holdsSnapshots(deps: Deps, destinationId: string): Promise<boolea
 export async function deleteDestination(deps: Deps, viewer: Viewer, id: string, opts: { detach?: boolean } = {}): Promise<string> {
   await getDestination(deps, viewer, id);
   // Work under way on a snapshot with a copy here (not leftover PENDING rows of a cancelled job).
-  const busy = await deps.db.operation.count({ where: { status: { in: ['QUEUED', 'RUNNING'] }, snapshot: { copies: { some: { destinationId: id } } } } });
+  const busy = await deps.db.operation.count({
+    where: {
+      status: { in: ['QUEUED', 'RUNNING'] },
+      OR: [{ snapshot: { copies: { some: { destinationId: id } } } }, { type: 'COPY_SNAPSHOT', input: { path: ['destinationId'], equals: id } }],
+    },
+  });
   if (busy > 0) throw new ConflictError(ErrorCode.DESTINATION_IN_USE, 'A snapshot on this destination is being written, copied, verified, restored or deleted; try again when it is done');
   const ready = await deps.db.snapshotCopy.count({ where: { destinationId: id, status: { in: ['READY', 'DELETING'] } } });
   if (ready > 0 && !opts.detach) {

@@ -263,7 +263,7 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
       if (failedCopies.length > 0 && policy === 'RETRY') {
         const runAt = new Date(deps.clock.now().getTime() + (env.settings?.retryBackoffSeconds ?? 60) * 1000);
         await deps.db.$transaction(async (tx) => {
-          for (const c of failedCopies) await enqueueCopy(tx, snapshot, c.destinationId, { runAt, retry: true });
+          for (const c of failedCopies) await enqueueCopy(tx, snapshot, c.destinationId, { runAt });
         });
       }
 

@@ -9,7 +9,9 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { decodeGlobalID } from '@pothos/plugin-relay';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
 import {
+  CancelOperationDocument,
   CopySnapshotDocument,
   CreateDestinationDocument,
   OperationMessageDocument,
@@ -213,6 +215,39 @@ describe('copySnapshot', () => {
     const msg = (await app.gql(OperationMessageDocument, { id: v.data.verifySnapshot.operation.id }, { key })).data?.operation?.message ?? '';
     expect(msg.split('\n')).toHaveLength(2);
     expect(msg).toMatch(/later: ok \(\d+ trees, \d+ data blobs, \d+ bytes read\)/);
+  });
+});
+
+describe('a copy cancelled while queued', () => {
+  it('leaves no copy row behind, and another copy can be asked for', async () => {
+    const env = await makeLiveEnvironment(app, { organizationId: orgId, rows: 20 });
+    const extra = await s3Destination('cancelled');
+    const { snapshotId } = await takeSnapshot(app, key, env.id, { includes: ['DB'] });
+    const askCopy = async () => {
+      const res = await app.gql(CopySnapshotDocument, { input: { snapshotId, destinationId: extra } }, { key });
+      if (res.data?.copySnapshot.__typename !== 'OperationPayload') throw new Error(JSON.stringify(res));
+      return res.data.copySnapshot.operation.id;
+    };
+    // The environment's queue is held by a snapshot whose pg_dump waits on a table lock.
+    const lock = new pg.Client({ connectionString: env.databaseUrl });
+    await lock.connect();
+    await lock.query('BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE');
+    let again: string;
+    let blocker: { operationId: string };
+    try {
+      blocker = await startSnapshot(app, key, env.id, { includes: ['DB'] });
+      const queued = await askCopy();
+      const cancelled = await app.gql(CancelOperationDocument, { input: { id: queued } }, { key });
+      expect(cancelled.data?.cancelOperation).toMatchObject({ operation: { status: 'CANCELLED' } });
+      expect(await app.runtime.db.snapshotCopy.count({ where: { snapshotId: raw(snapshotId), destinationId: raw(extra) } })).toBe(0);
+      again = await askCopy();
+    } finally {
+      await lock.query('ROLLBACK');
+      await lock.end();
+    }
+    expect((await follow(app, key, again)).at(-1)).toMatchObject({ status: 'SUCCEEDED' });
+    expect((await follow(app, key, blocker.operationId)).at(-1)).toMatchObject({ status: 'SUCCEEDED' });
+    expect((await copies(snapshotId)).copies.find((c) => c.destination.id === extra)).toMatchObject({ status: 'READY' });
   });
 });
 
