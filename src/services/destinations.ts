@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { ConflictError, ErrorCode, NotFoundError, ValidationError } from '../domain/errors.ts';
-import { filesPath, name, parseInput } from '../domain/validation.ts';
+import { parseInput } from '../domain/validation.ts';
 import { BackendAccessError } from '../destinations/backend.ts';
 import { explainAccessError, probeBackend, type ProbeResult } from '../destinations/probe.ts';
 import { formatS3Location, s3ConnectionFor, type S3ProviderSettings } from '../destinations/s3-config.ts';
@@ -9,8 +9,9 @@ import { raiseAlert } from './alerts.ts';
 import type { Deps } from './deps.ts';
 import { getEnvironment } from './environments.ts';
 import { nameTakenOr } from './prisma-errors.ts';
+import { createDestinationInput, destinationSettings, LOCATION_FIELDS, updateDestinationInput, type DestinationSettings } from './destination-settings.ts';
 import { backendFor } from './repositories.ts';
-import { nextVerifyRun, scheduleDestinationVerify } from './verify.ts';
+import { scheduleDestinationVerify } from './verify.ts';
 import type { Viewer } from './viewer.ts';
 
 /**
@@ -20,108 +21,6 @@ import type { Viewer } from './viewer.ts';
  * holds one restic repository, created on first use with a generated password that the API
  * reveals only to admins, and records every reveal as an AuditEvent.
  */
-
-export const PROVIDERS = ['LOCAL', 'S3', 'R2', 'B2', 'MINIO', 'CUSTOM'] as const;
-export type Provider = (typeof PROVIDERS)[number];
-
-const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/i;
-const label = (what: string) => z.string().trim().regex(LABEL, `must be a ${what}: letters, digits and dashes`);
-// S3 bucket names (DNS-compatible): 3–63 of a-z, 0-9, '.', '-'.
-const bucket = z.string().trim().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be 3–63 lowercase letters, digits, "." or "-"');
-const prefix = z
-  .string()
-  .trim()
-  .max(512, 'must be at most 512 characters')
-  .transform((v) => v.replace(/^\/+|\/+$/g, ''))
-  .refine((v) => !v.split('/').some((s) => s === '..' || s === '.'), 'must not contain "." or ".." segments');
-const endpoint = z
-  .string()
-  .trim()
-  .max(2000)
-  .superRefine((v, ctx) => {
-    let u: URL;
-    try {
-      u = new URL(v);
-    } catch {
-      ctx.addIssue({ code: 'custom', message: 'is not a valid URL' });
-      return;
-    }
-    if (u.protocol !== 'http:' && u.protocol !== 'https:') ctx.addIssue({ code: 'custom', message: 'must be an http:// or https:// URL' });
-    else if (u.pathname !== '/' || u.search || u.hash || u.username) ctx.addIssue({ code: 'custom', message: 'must be scheme, host and port only (no path, query or credentials)' });
-  })
-  .transform((v) => new URL(v).origin);
-const caCertificate = z.string().trim().max(20_000).refine((v) => v.includes('-----BEGIN CERTIFICATE-----'), 'must be a PEM certificate');
-const secret = z.string().min(1, 'must not be empty').max(512, 'must be at most 512 characters');
-
-const credentials = { accessKeyId: secret, secretAccessKey: secret };
-
-const s3Common = { bucket, prefix: prefix.optional(), ...credentials };
-const shapes = {
-  LOCAL: { provider: z.literal('LOCAL'), path: filesPath },
-  S3: { provider: z.literal('S3'), ...s3Common, region: label('region'), endpoint: endpoint.optional() },
-  R2: { provider: z.literal('R2'), ...s3Common, accountId: label('Cloudflare account id'), jurisdiction: z.enum(['default', 'eu', 'fedramp']).optional() },
-  B2: { provider: z.literal('B2'), ...s3Common, region: label('region') },
-  MINIO: { provider: z.literal('MINIO'), ...s3Common, endpoint, region: label('region').optional(), caCertificate: caCertificate.optional() },
-  CUSTOM: { provider: z.literal('CUSTOM'), ...s3Common, endpoint, region: label('region').optional(), caCertificate: caCertificate.optional() },
-};
-
-/** Settings per provider; each branch is strict, so a field that does not apply is an error. */
-export const destinationSettings = z.discriminatedUnion('provider', [
-  z.strictObject(shapes.LOCAL),
-  z.strictObject(shapes.S3),
-  z.strictObject(shapes.R2),
-  z.strictObject(shapes.B2),
-  z.strictObject(shapes.MINIO),
-  z.strictObject(shapes.CUSTOM),
-]);
-export type DestinationSettings = z.infer<typeof destinationSettings>;
-
-/** A 5-field cron expression, in UTC. */
-const verifyCron = z
-  .string()
-  .trim()
-  .max(100, 'must be at most 100 characters')
-  .refine((v) => {
-    try {
-      nextVerifyRun(v, new Date());
-      return true;
-    } catch {
-      return false;
-    }
-  }, 'must be a 5-field cron expression, e.g. "0 3 * * 0"');
-
-const common = { name, verifyCron: verifyCron.optional() };
-const createDestinationInput = z.discriminatedUnion('provider', [
-  z.strictObject({ ...common, ...shapes.LOCAL }),
-  z.strictObject({ ...common, ...shapes.S3 }),
-  z.strictObject({ ...common, ...shapes.R2 }),
-  z.strictObject({ ...common, ...shapes.B2 }),
-  z.strictObject({ ...common, ...shapes.MINIO }),
-  z.strictObject({ ...common, ...shapes.CUSTOM }),
-]);
-
-/** Everything but the provider may change; credentials only as a pair. */
-const updateDestinationInput = z
-  .object({
-    name: name.optional(),
-    path: z.string().optional(),
-    bucket: z.string().optional(),
-    prefix: z.string().optional(),
-    region: z.string().optional(),
-    endpoint: z.string().optional(),
-    accountId: z.string().optional(),
-    jurisdiction: z.string().optional(),
-    caCertificate: z.string().optional(),
-    accessKeyId: z.string().optional(),
-    secretAccessKey: z.string().optional(),
-    /** '' removes the schedule. */
-    verifyCron: z.union([z.literal(''), verifyCron]).optional(),
-  })
-  .refine((v) => Object.values(v).some((x) => x !== undefined), { message: 'nothing to update', path: [] })
-  .refine((v) => (v.accessKeyId === undefined) === (v.secretAccessKey === undefined), { message: 'give accessKeyId and secretAccessKey together', path: ['secretAccessKey'] });
-
-/** Fields that say where the repository is: changing them points at another repository. */
-const LOCATION_FIELDS = ['path', 'bucket', 'prefix', 'endpoint', 'accountId', 'jurisdiction'] as const;
 
 /** Prisma `where` for destinations the viewer may see: the organization's, or for a key limited to projects, those its environments use. */
 export function destinationWhere(viewer: Viewer, where?: Prisma.DestinationWhereInput): Prisma.DestinationWhereInput {

@@ -1,4 +1,3 @@
-import { Cron } from 'croner';
 import { z } from 'zod';
 import { BackendAccessError } from '../destinations/backend.ts';
 import { ConflictError, ErrorCode } from '../domain/errors.ts';
@@ -7,6 +6,7 @@ import { loadSnapshot, withLock, type Id, type Repository } from '../engine/api.
 import { publishInTransaction } from '../events/bus.ts';
 import { raiseAlert } from './alerts.ts';
 import type { Deps } from './deps.ts';
+import { nextVerifyRun } from './destination-settings.ts';
 import { recordHealth } from './destinations.ts';
 import { enqueueJob, operationJobKey, removeJob, type SqlTx } from './jobs.ts';
 import { beginOperation, CancelledError, finishOperation, progressReporter, TimedOutError } from './operations.ts';
@@ -213,11 +213,6 @@ export async function runVerifySnapshot(deps: Deps, operationId: string, jobSign
 
 /** The job key of a destination's next scheduled verification: one pending job per destination. */
 export const verifyJobKey = (destinationId: string) => `destination-verify:${destinationId}`;
-
-/** When a 5-field cron expression (UTC) next fires after `after`, or null if never. */
-export function nextVerifyRun(expression: string, after: Date): Date | null {
-  return new Cron(expression, { timezone: 'UTC', mode: '5-part', paused: true }).nextRun(after);
-}
 
 /** Plans (or, with no cron, cancels) a destination's next scheduled verification. */
 export async function scheduleDestinationVerify(deps: Deps, tx: SqlTx, destinationId: string, verifyCron: string | null): Promise<void> {
