@@ -25,6 +25,7 @@ import { runDestinationVerify } from '../../src/services/verify.ts';
 import { startTestApp, type TestApp } from '../harness/app.ts';
 import { gid, makeApiKey, makeOrganization } from '../harness/factories.ts';
 import { databaseDigest, filesDigest, makeLiveEnvironment, repositoryPassword, sql, type LiveEnvironment } from '../harness/live-environment.ts';
+import { startFlakyProxy } from '../harness/flaky-proxy.ts';
 import { S3RVER_CREDENTIALS, startS3rver, type StartedS3rver } from '../harness/s3rver.ts';
 import { follow, restic, startRestore, startSnapshot, takeSnapshot } from '../harness/snapshot-helpers.ts';
 
@@ -178,6 +179,39 @@ describe('a snapshot on several destinations', () => {
     expect(states.at(-1), states.at(-1)?.error ?? '').toMatchObject({ status: 'SUCCEEDED' });
     expect((await copies(snapshotId, [remote, local])).copies.map((c) => c.status)).toEqual(['READY', 'READY']);
     expect(await app.runtime.db.destination.findUniqueOrThrow({ where: { id: raw(remote) } })).toMatchObject({ status: 'HEALTHY', lastError: null });
+  });
+});
+
+describe('a destination failing mid-upload', () => {
+  it('the capture starts again, with a fresh dump, on the next destination', async () => {
+    const s3b = await startS3rver({ buckets: ['refusing'] });
+    // Every pack upload is refused; everything else (config, keys, locks, listings) works.
+    const proxy = await startFlakyProxy({ target: s3b.endpoint, every: 1, failures: [{ status: 503, code: 'SlowDown' }], match: (r) => r.method === 'PUT' && r.url.includes('/data/') });
+    try {
+      const env = await makeLiveEnvironment(app, { organizationId: orgId, rows: 100 });
+      const res = await app.gql(CreateDestinationDocument, { input: { name: 'refusing', provider: 'CUSTOM', endpoint: proxy.endpoint, bucket: 'refusing', ...S3RVER_CREDENTIALS } }, { key });
+      if (res.data?.createDestination.__typename !== 'DestinationPayload') throw new Error(JSON.stringify(res));
+      const refusing = res.data.createDestination.destination.id;
+      const local = gid('Destination', env.destinationId);
+      await setDestinations(env, [refusing, local]);
+      const dbBefore = await databaseDigest(env.databaseUrl);
+      const { snapshotId } = await takeSnapshot(app, key, env.id);
+      expect(proxy.failed.length).toBeGreaterThan(0);
+      const s = await copies(snapshotId, [refusing, local]);
+      expect(s.status).toBe('READY');
+      expect(s.copies.map((c) => c.status)).toEqual(['FAILED', 'READY']);
+      expect(s.copies[0].error).toMatch(/SlowDown|503/);
+      // The local copy is whole: restic reads the dump back.
+      const password = await repositoryPassword(app, env.destinationId);
+      expect(await restic(env.repositoryPath, password, 'check', '--read-data')).toMatch(/no errors were found/);
+      await sql(env.databaseUrl, "UPDATE customers SET name = 'x'");
+      const { operationId } = await startRestore(app, key, { snapshotId, createSafetySnapshot: false, includes: ['DB'] });
+      expect((await follow(app, key, operationId)).at(-1)).toMatchObject({ status: 'SUCCEEDED' });
+      expect(await databaseDigest(env.databaseUrl)).toEqual(dbBefore);
+    } finally {
+      await proxy.stop();
+      await s3b.stop();
+    }
   });
 });
 
