@@ -159,9 +159,17 @@ const DestinationIdInput = builder.inputType('DestinationIdInput', { fields: (t)
 const SetEnvironmentDestinationsInput = builder.inputType('SetEnvironmentDestinationsInput', {
   fields: (t) => ({ environmentId: t.id({ required: true }), destinationIds: t.idList({ required: true, description: 'In order: the first receives each snapshot first' }) }),
 });
-const CopySnapshotInput = builder.inputType('CopySnapshotInput', { fields: (t) => ({ snapshotId: t.id({ required: true }), destinationId: t.id({ required: true }) }) });
+const idempotencyKeyField = (t: Parameters<Parameters<typeof builder.inputType>[1]['fields']>[0]) =>
+  t.string({ description: 'Same key and input: the same operation back. Also read from the Idempotency-Key header.' });
+const CopySnapshotInput = builder.inputType('CopySnapshotInput', {
+  fields: (t) => ({ snapshotId: t.id({ required: true }), destinationId: t.id({ required: true }), idempotencyKey: idempotencyKeyField(t) }),
+});
 const VerifySnapshotInput = builder.inputType('VerifySnapshotInput', {
-  fields: (t) => ({ snapshotId: t.id({ required: true }), readData: t.boolean({ defaultValue: false, description: 'Also read and check every data blob (reads the whole snapshot)' }) }),
+  fields: (t) => ({
+    snapshotId: t.id({ required: true }),
+    readData: t.boolean({ defaultValue: false, description: 'Also read and check every data blob (reads the whole snapshot)' }),
+    idempotencyKey: idempotencyKeyField(t),
+  }),
 });
 
 const DestinationPayload = builder.objectRef<{ destinationId: string }>('DestinationPayload').implement({
@@ -286,7 +294,9 @@ builder.mutationFields((t) => ({
     errors: { types: allErrors, directResult: true, union: { name: 'CopySnapshotResult' } },
     args: { input: t.arg({ type: CopySnapshotInput, required: true }) },
     resolve: (_root, { input }, ctx) =>
-      copySnapshot(ctx.deps, viewerOf(ctx), parseId(String(input.snapshotId), 'Snapshot', ['input', 'snapshotId']), parseId(String(input.destinationId), 'Destination', ['input', 'destinationId'])),
+      copySnapshot(ctx.deps, viewerOf(ctx), parseId(String(input.snapshotId), 'Snapshot', ['input', 'snapshotId']), parseId(String(input.destinationId), 'Destination', ['input', 'destinationId']), {
+        idempotencyKey: input.idempotencyKey ?? ctx.idempotencyKey ?? null,
+      }),
   }),
   verifySnapshot: t.field({
     type: OperationPayload,
@@ -295,7 +305,11 @@ builder.mutationFields((t) => ({
     errors: { types: allErrors, directResult: true, union: { name: 'VerifySnapshotResult' } },
     args: { input: t.arg({ type: VerifySnapshotInput, required: true }) },
     resolve: (_root, { input }, ctx) =>
-      verifySnapshot(ctx.deps, viewerOf(ctx), { snapshotId: parseId(String(input.snapshotId), 'Snapshot', ['input', 'snapshotId']), readData: input.readData ?? false }),
+      verifySnapshot(ctx.deps, viewerOf(ctx), {
+        snapshotId: parseId(String(input.snapshotId), 'Snapshot', ['input', 'snapshotId']),
+        readData: input.readData ?? false,
+        idempotencyKey: input.idempotencyKey ?? ctx.idempotencyKey ?? null,
+      }),
   }),
 }));
 

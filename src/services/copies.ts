@@ -1,9 +1,11 @@
 import { ConflictError, ErrorCode } from '../domain/errors.ts';
+import { parseInput } from '../domain/validation.ts';
 import { copySnapshot as copyInRepository, forgetSnapshots, listSnapshots } from '../engine/api.ts';
 import { publishInTransaction } from '../events/bus.ts';
 import { raiseAlert } from './alerts.ts';
 import type { Deps } from './deps.ts';
 import { getDestination, recordUse } from './destinations.ts';
+import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
 import { enqueueJob, operationJobKey, type SqlTx } from './jobs.ts';
 import { beginOperation, CancelledError, finishOperation, progressReporter, TimedOutError } from './operations.ts';
 import { openRepository, type OpenedRepository } from './repositories.ts';
@@ -57,9 +59,15 @@ export async function enqueueCopy(
 }
 
 /** Adds a copy of a READY snapshot to another destination of the organization. */
-export async function copySnapshot(deps: Deps, viewer: Viewer, snapshotId: string, destinationId: string): Promise<{ operationId: string }> {
+export async function copySnapshot(deps: Deps, viewer: Viewer, snapshotId: string, destinationId: string, opts: { idempotencyKey?: string | null } = {}): Promise<{ operationId: string }> {
+  const key = opts.idempotencyKey ? parseInput(idempotencyKey, opts.idempotencyKey, ['input', 'idempotencyKey']) : null;
   const snapshot = await getSnapshot(deps, viewer, snapshotId);
   await getDestination(deps, viewer, destinationId);
+  const hash = key ? inputHash({ snapshotId, destinationId }) : null;
+  if (key) {
+    const earlier = await replayed(deps, viewer.organizationId, 'copySnapshot', key, hash!);
+    if (earlier) return { operationId: earlier };
+  }
   if (snapshot.status !== 'READY') throw new ConflictError(ErrorCode.SNAPSHOT_NOT_READY, `Snapshot is ${snapshot.status.toLowerCase()}, not ready`);
   const existing = await deps.db.snapshotCopy.findUnique({ where: { snapshotId_destinationId: { snapshotId, destinationId } } });
   if (existing?.status === 'READY') throw new ConflictError(ErrorCode.COPY_EXISTS, 'The snapshot is already on this destination');
@@ -67,11 +75,21 @@ export async function copySnapshot(deps: Deps, viewer: Viewer, snapshotId: strin
     where: { snapshotId, type: 'COPY_SNAPSHOT', status: { in: ['QUEUED', 'RUNNING'] }, input: { path: ['destinationId'], equals: destinationId } },
   });
   if (running) throw new ConflictError(ErrorCode.COPY_EXISTS, 'A copy to this destination is already under way');
-  return deps.db.$transaction(async (tx) => {
-    const operationId = await enqueueCopy(tx, snapshot, destinationId);
-    await publishInTransaction(tx, 'environmentActivity', snapshot.environmentId, { kind: 'SNAPSHOT', environmentId: snapshot.environmentId, subjectId: snapshot.id });
-    return { operationId };
-  });
+  try {
+    return await deps.db.$transaction(async (tx) => {
+      const operationId = await enqueueCopy(tx, snapshot, destinationId);
+      if (key) await remember(tx, deps, { organizationId: viewer.organizationId, mutation: 'copySnapshot', key, hash: hash!, operationId });
+      await publishInTransaction(tx, 'environmentActivity', snapshot.environmentId, { kind: 'SNAPSHOT', environmentId: snapshot.environmentId, subjectId: snapshot.id });
+      return { operationId };
+    });
+  } catch (err) {
+    // Two requests with one new key raced: the loser answers with the winner's operation.
+    if (key && (err as { code?: string }).code === 'P2002') {
+      const earlier = await replayed(deps, viewer.organizationId, 'copySnapshot', key, hash!);
+      if (earlier) return { operationId: earlier };
+    }
+    throw err;
+  }
 }
 
 /** The copy job. Throws (so graphile-worker retries) only when the worker is shutting down. */

@@ -8,6 +8,7 @@ import { raiseAlert } from './alerts.ts';
 import type { Deps } from './deps.ts';
 import { nextVerifyRun } from './destination-settings.ts';
 import { recordHealth } from './destinations.ts';
+import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
 import { enqueueJob, operationJobKey, removeJob, type SqlTx } from './jobs.ts';
 import { beginOperation, CancelledError, finishOperation, progressReporter, TimedOutError } from './operations.ts';
 import { openRepository, type OpenedRepository } from './repositories.ts';
@@ -25,20 +26,35 @@ import type { Viewer } from './viewer.ts';
  * any problem raises a VERIFICATION_FAILED alert and fails the operation.
  */
 
-const verifyInput = z.object({ snapshotId: z.string(), readData: z.boolean().default(false) });
+const verifyInput = z.object({ snapshotId: z.string(), readData: z.boolean().default(false), idempotencyKey: idempotencyKey.nullish() });
 
 export async function verifySnapshot(deps: Deps, viewer: Viewer, raw: z.input<typeof verifyInput>): Promise<{ operationId: string }> {
   const input = parseInput(verifyInput, raw);
   const snapshot = await getSnapshot(deps, viewer, input.snapshotId);
+  const key = input.idempotencyKey ?? null;
+  const hash = key ? inputHash({ snapshotId: input.snapshotId, readData: input.readData }) : null;
+  if (key) {
+    const earlier = await replayed(deps, viewer.organizationId, 'verifySnapshot', key, hash!);
+    if (earlier) return { operationId: earlier };
+  }
   if (snapshot.status !== 'READY') throw new ConflictError(ErrorCode.SNAPSHOT_NOT_READY, `Snapshot is ${snapshot.status.toLowerCase()}, not ready`);
-  return deps.db.$transaction(async (tx) => {
-    const op = await tx.operation.create({
-      data: { organizationId: snapshot.organizationId, environmentId: snapshot.environmentId, type: 'VERIFY_SNAPSHOT', snapshotId: snapshot.id, phase: 'queued', input: { readData: input.readData } },
+  try {
+    return await deps.db.$transaction(async (tx) => {
+      const op = await tx.operation.create({
+        data: { organizationId: snapshot.organizationId, environmentId: snapshot.environmentId, type: 'VERIFY_SNAPSHOT', snapshotId: snapshot.id, phase: 'queued', input: { readData: input.readData } },
+      });
+      if (key) await remember(tx, deps, { organizationId: viewer.organizationId, mutation: 'verifySnapshot', key, hash: hash!, operationId: op.id });
+      await enqueueJob(tx, 'snapshot_verify', { operationId: op.id }, { queueName: snapshot.environmentId, jobKey: operationJobKey(op.id), maxAttempts: 3 });
+      await publishInTransaction(tx, 'environmentActivity', snapshot.environmentId, { kind: 'OPERATION', environmentId: snapshot.environmentId, subjectId: op.id });
+      return { operationId: op.id };
     });
-    await enqueueJob(tx, 'snapshot_verify', { operationId: op.id }, { queueName: snapshot.environmentId, jobKey: operationJobKey(op.id), maxAttempts: 3 });
-    await publishInTransaction(tx, 'environmentActivity', snapshot.environmentId, { kind: 'OPERATION', environmentId: snapshot.environmentId, subjectId: op.id });
-    return { operationId: op.id };
-  });
+  } catch (err) {
+    if (key && (err as { code?: string }).code === 'P2002') {
+      const earlier = await replayed(deps, viewer.organizationId, 'verifySnapshot', key, hash!);
+      if (earlier) return { operationId: earlier };
+    }
+    throw err;
+  }
 }
 
 /** What verifying one copy found. */

@@ -221,7 +221,7 @@ describe('copySnapshot', () => {
     await fs.writeFile(path.join(env.filesPath, 'large.bin'), randomBytes(6 * 1024 * 1024));
     const extra = await s3Destination('later');
     const copy = async (snapshotId: string) => {
-      const res = await app.gql(CopySnapshotDocument, { input: { snapshotId, destinationId: extra } }, { key });
+      const res = await app.gql(CopySnapshotDocument, { input: { snapshotId, destinationId: extra, idempotencyKey: `copy-${snapshotId}` } }, { key });
       if (res.data?.copySnapshot.__typename !== 'OperationPayload') throw new Error(JSON.stringify(res));
       const states = await follow(app, key, res.data.copySnapshot.operation.id);
       expect(states.at(-1), states.at(-1)?.error ?? '').toMatchObject({ status: 'SUCCEEDED' });
@@ -240,6 +240,11 @@ describe('copySnapshot', () => {
 
     const again = await app.gql(CopySnapshotDocument, { input: { snapshotId: first.snapshotId, destinationId: extra } }, { key });
     expect(again.data?.copySnapshot).toMatchObject({ __typename: 'ConflictError', code: 'COPY_EXISTS' });
+    // The same idempotency key answers with the first operation, even now that the copy exists.
+    const replay = await app.gql(CopySnapshotDocument, { input: { snapshotId: first.snapshotId, destinationId: extra, idempotencyKey: `copy-${first.snapshotId}` } }, { key });
+    expect(replay.data?.copySnapshot).toMatchObject({ __typename: 'OperationPayload', operation: { type: 'COPY_SNAPSHOT', status: 'SUCCEEDED' } });
+    const reused = await app.gql(CopySnapshotDocument, { input: { snapshotId: second.snapshotId, destinationId: extra, idempotencyKey: `copy-${first.snapshotId}` } }, { key });
+    expect(reused.data?.copySnapshot).toMatchObject({ __typename: 'ConflictError', code: 'IDEMPOTENCY_KEY_REUSED' });
 
     // Both copies of the second snapshot verify, with every data blob read.
     const v = await app.gql(VerifySnapshotDocument, { input: { snapshotId: second.snapshotId, readData: true } }, { key });
