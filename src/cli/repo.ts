@@ -41,7 +41,8 @@ function generalHelp(): string {
     formatOptions(GLOBAL_OPTIONS),
     '',
     'environment: BACKPLANE_REPO, BACKPLANE_REPO_PASSWORD; for s3: repositories AWS_ACCESS_KEY_ID,',
-    'AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION. `backplane repo <command> --help` for more.',
+    'AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION; BACKPLANE_DEBUG=1 prints stack traces on failure.',
+    '`backplane repo <command> --help` for more.',
     '',
   ].join('\n');
 }
