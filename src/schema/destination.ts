@@ -1,5 +1,4 @@
 import { DestinationProvider, DestinationStatus } from '../generated/prisma/enums.ts';
-import { copySnapshot } from '../services/copies.ts';
 import {
   createDestination,
   deleteDestination,
@@ -11,14 +10,12 @@ import {
   testDestination,
   updateDestination,
 } from '../services/destinations.ts';
-import { verifySnapshot } from '../services/verify.ts';
 import { inProjectWhere } from '../services/viewer.ts';
 import type { ProbeResult } from '../destinations/probe.ts';
 import { builder } from './builder.ts';
 import { allErrors } from './errors.ts';
 import { parseId, parseIds } from './ids.ts';
 import { registerNodeLoader } from './node.ts';
-import { OperationPayload } from './operation.ts';
 import { DeletePayload } from './project.ts';
 import { viewerOf } from './viewer-of.ts';
 
@@ -159,18 +156,6 @@ const DestinationIdInput = builder.inputType('DestinationIdInput', { fields: (t)
 const SetEnvironmentDestinationsInput = builder.inputType('SetEnvironmentDestinationsInput', {
   fields: (t) => ({ environmentId: t.id({ required: true }), destinationIds: t.idList({ required: true, description: 'In order: the first receives each snapshot first' }) }),
 });
-const idempotencyKeyField = (t: Parameters<Parameters<typeof builder.inputType>[1]['fields']>[0]) =>
-  t.string({ description: 'Same key and input: the same operation back. Also read from the Idempotency-Key header.' });
-const CopySnapshotInput = builder.inputType('CopySnapshotInput', {
-  fields: (t) => ({ snapshotId: t.id({ required: true }), destinationId: t.id({ required: true }), idempotencyKey: idempotencyKeyField(t) }),
-});
-const VerifySnapshotInput = builder.inputType('VerifySnapshotInput', {
-  fields: (t) => ({
-    snapshotId: t.id({ required: true }),
-    readData: t.boolean({ defaultValue: false, description: 'Also read and check every data blob (reads the whole snapshot)' }),
-    idempotencyKey: idempotencyKeyField(t),
-  }),
-});
 
 const DestinationPayload = builder.objectRef<{ destinationId: string }>('DestinationPayload').implement({
   fields: (t) => ({
@@ -286,30 +271,6 @@ builder.mutationFields((t) => ({
       const destinationId = parseId(String(input.id), 'Destination', ['input', 'id']);
       return { ...(await revealRepositoryPassword(ctx.deps, viewerOf(ctx), destinationId)), destinationId };
     },
-  }),
-  copySnapshot: t.field({
-    type: OperationPayload,
-    authScopes: { write: true },
-    description: 'Adds a copy of a ready snapshot to another destination (a job); only blobs it lacks are sent.',
-    errors: { types: allErrors, directResult: true, union: { name: 'CopySnapshotResult' } },
-    args: { input: t.arg({ type: CopySnapshotInput, required: true }) },
-    resolve: (_root, { input }, ctx) =>
-      copySnapshot(ctx.deps, viewerOf(ctx), parseId(String(input.snapshotId), 'Snapshot', ['input', 'snapshotId']), parseId(String(input.destinationId), 'Destination', ['input', 'destinationId']), {
-        idempotencyKey: input.idempotencyKey ?? ctx.idempotencyKey ?? null,
-      }),
-  }),
-  verifySnapshot: t.field({
-    type: OperationPayload,
-    authScopes: { write: true },
-    description: "Checks a snapshot's trees and blobs on every destination that holds it (a job); problems raise a VERIFICATION_FAILED alert.",
-    errors: { types: allErrors, directResult: true, union: { name: 'VerifySnapshotResult' } },
-    args: { input: t.arg({ type: VerifySnapshotInput, required: true }) },
-    resolve: (_root, { input }, ctx) =>
-      verifySnapshot(ctx.deps, viewerOf(ctx), {
-        snapshotId: parseId(String(input.snapshotId), 'Snapshot', ['input', 'snapshotId']),
-        readData: input.readData ?? false,
-        idempotencyKey: input.idempotencyKey ?? ctx.idempotencyKey ?? null,
-      }),
   }),
 }));
 

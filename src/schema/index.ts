@@ -11,6 +11,7 @@ import './operation.ts';
 import './snapshot.ts';
 import './restore.ts';
 import './destination.ts';
+import './snapshot-copies.ts';
 import './schedule.ts';
 import './settings.ts';
 import './alert.ts';
