@@ -1,0 +1,170 @@
+/**
+ * The control-plane commands: start (everything in one process, embedded PostgreSQL when no
+ * DATABASE_URL), serve (API only), worker (jobs only), migrate and api-key.
+ */
+import { parseArgs } from 'node:util';
+import { runMigrations as runWorkerMigrations } from 'graphile-worker';
+import { buildApp, type App } from '../app/build-app.ts';
+import { ensureDemo } from '../app/bootstrap.ts';
+import { loadConfig, type Config } from '../app/config.ts';
+import { createLogger, type Logger } from '../app/logger.ts';
+import { createRuntime, type Runtime } from '../app/runtime.ts';
+import { startWorker, type Worker } from '../app/worker.ts';
+import { createDb } from '../db/client.ts';
+import { applyMigrations } from '../db/migrate.ts';
+import { SCOPES, type Scope } from '../domain/scopes.ts';
+import { issueApiKey } from '../services/api-keys.ts';
+
+export const USAGE = `usage: backplane <command>
+
+  start      API and worker in one process; embedded PostgreSQL under BACKPLANE_HOME when DATABASE_URL is unset
+  serve      the API only (HTTP and WebSocket on PORT); needs DATABASE_URL
+  worker     the job worker only; needs DATABASE_URL
+  migrate    apply prisma/migrations to DATABASE_URL (or to the embedded database)
+  api-key    create an API key: backplane api-key create [--name NAME] [--scope admin|backups:write|backups:read]
+  repo       work with a repository directly: backplane repo --help
+`;
+
+interface Database {
+  url: string;
+  /** URL of another database on the same server (the embedded default creates the demo database). */
+  urlFor?: (db: string) => string;
+  stop(): Promise<void>;
+}
+
+/** DATABASE_URL when set; otherwise the embedded PostgreSQL under BACKPLANE_HOME, started on demand. */
+async function openDatabase(config: Config, logger: Logger): Promise<Database> {
+  if (config.DATABASE_URL) return { url: config.DATABASE_URL, stop: async () => undefined };
+  const { startEmbeddedPostgres } = await import('../db/embedded.ts');
+  const pg = await startEmbeddedPostgres({ stateDir: config.home, logger });
+  const url = await pg.createDatabase('backplane');
+  return { url, urlFor: (db) => pg.url(db), stop: () => pg.stop() };
+}
+
+/** Runs `stop` once on SIGINT/SIGTERM; a second signal exits at once. */
+function onShutdown(logger: Logger, stop: () => Promise<void>): void {
+  let stopping = false;
+  const handler = (signal: string) => {
+    if (stopping) process.exit(130);
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    stop().then(
+      () => process.exit(0),
+      (err) => {
+        logger.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => handler('SIGINT'));
+  process.on('SIGTERM', () => handler('SIGTERM'));
+}
+
+async function serveCommand(config: Config, logger: Logger, opts: { worker: boolean; api: boolean; demo: boolean }) {
+  const database = await openDatabase(config, logger);
+  let runtime: Runtime | undefined;
+  let app: App | undefined;
+  let worker: Worker | undefined;
+  const stop = async () => {
+    await app?.stop();
+    await worker?.stop();
+    await runtime?.close();
+    await database.stop();
+  };
+  try {
+    if (!config.DATABASE_URL) {
+      await applyMigrations(database.url, { logger });
+      await runWorkerMigrations({ connectionString: database.url });
+    }
+    runtime = await createRuntime(config, database.url, logger);
+    const demo = opts.demo && database.urlFor ? await ensureDemo(runtime.deps, { home: config.home, databaseUrlFor: database.urlFor }) : null;
+    if (opts.worker) worker = await startWorker({ deps: runtime.deps, databaseUrl: database.url, concurrency: config.WORKER_CONCURRENCY, logger, staleAfterMs: config.OPERATION_STALE_MS });
+    let port: number | undefined;
+    if (opts.api) {
+      app = buildApp({ config, deps: runtime.deps, logger });
+      port = await app.start(config.PORT, config.HOST);
+      logger.info({ port, host: config.HOST }, 'listening');
+    }
+    onShutdown(logger, stop);
+    if (demo && port !== undefined) printBanner(config, port, demo);
+  } catch (err) {
+    await stop().catch(() => undefined);
+    throw err;
+  }
+}
+
+function printBanner(config: Config, port: number, demo: { created: boolean; adminKey?: string }) {
+  const url = `http://${config.HOST === '0.0.0.0' ? 'localhost' : config.HOST}:${port}/graphql`;
+  const lines = ['', `  Backplane is running.`, `  GraphiQL:  ${url}`];
+  if (demo.adminKey) {
+    lines.push(`  Admin API key (shown once, keep it):`, `    ${demo.adminKey}`, `  In GraphiQL, add the header  {"Authorization": "Bearer ${demo.adminKey}"}`);
+  } else {
+    lines.push(`  Reusing ${config.home}. Need a key again?  npx backplane api-key create --name me --scope admin`);
+  }
+  lines.push(`  Stop with Ctrl-C.`, '');
+  process.stderr.write(lines.join('\n') + '\n');
+}
+
+async function migrateCommand(config: Config, logger: Logger) {
+  const database = await openDatabase(config, logger);
+  try {
+    const applied = await applyMigrations(database.url, { logger });
+    // The job queue's own schema, so API processes can enqueue before any worker has started.
+    await runWorkerMigrations({ connectionString: database.url });
+    process.stdout.write(applied.length ? `applied ${applied.length} migration(s): ${applied.join(', ')}\n` : 'database is up to date\n');
+  } finally {
+    await database.stop();
+  }
+}
+
+async function apiKeyCommand(config: Config, logger: Logger, argv: string[]) {
+  const { positionals, values } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { name: { type: 'string', default: 'cli' }, scope: { type: 'string', multiple: true }, organization: { type: 'string' } },
+  });
+  if (positionals[0] !== 'create') throw new UsageError('usage: backplane api-key create [--name NAME] [--scope SCOPE]... [--organization ID]');
+  const scopes = (values.scope ?? ['admin']) as Scope[];
+  for (const s of scopes) if (!SCOPES.includes(s)) throw new UsageError(`unknown scope "${s}"; one of ${SCOPES.join(', ')}`);
+  const database = await openDatabase(config, logger);
+  const db = createDb(database.url, { max: 1 });
+  try {
+    const org = values.organization
+      ? await db.organization.findUnique({ where: { id: values.organization } })
+      : await db.organization.findFirst({ orderBy: { createdAt: 'asc' } });
+    if (!org) throw new UsageError('no organization found: run `backplane start` once first');
+    const key = await issueApiKey(db, { organizationId: org.id, name: values.name!, scopes });
+    process.stdout.write(key.secret + '\n');
+  } finally {
+    await db.$disconnect();
+    await database.stop();
+  }
+}
+
+/** Bad arguments: exit code 2 with the message alone. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+/** Runs one control-plane command; throws UsageError for bad arguments. */
+export async function serverMain(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  const config = loadConfig();
+  const logger = createLogger(config.LOG_LEVEL);
+  switch (command) {
+    case 'start':
+      return serveCommand(config, logger, { api: true, worker: true, demo: true });
+    case 'serve':
+      if (!config.DATABASE_URL) throw new UsageError('serve needs DATABASE_URL (or use `backplane start` for the embedded default)');
+      return serveCommand(config, logger, { api: true, worker: false, demo: false });
+    case 'worker':
+      if (!config.DATABASE_URL) throw new UsageError('worker needs DATABASE_URL (or use `backplane start` for the embedded default)');
+      return serveCommand(config, logger, { api: false, worker: true, demo: false });
+    case 'migrate':
+      return migrateCommand(config, logger);
+    case 'api-key':
+      return apiKeyCommand(config, logger, rest);
+    default:
+      throw new UsageError(`unknown command "${command}"\n\n${USAGE}`);
+  }
+}
