@@ -164,7 +164,7 @@ describe('a snapshot on several destinations', () => {
   });
 
   it('RETRY: the snapshot is READY and the failed copy is tried again later, by a copy operation', async () => {
-    await app.runtime.db.environmentSettings.update({ where: { environmentId: env.id }, data: { failurePolicy: 'RETRY', retryBackoffSeconds: 3 } });
+    await app.runtime.db.environmentSettings.update({ where: { environmentId: env.id }, data: { failurePolicy: 'RETRY', retryBackoffSeconds: 6 } });
     await reachable(remote, false);
     let snapshotId: string;
     try {
