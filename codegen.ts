@@ -5,6 +5,8 @@ import type { CodegenConfig } from '@graphql-codegen/cli';
 const config: CodegenConfig = {
   schema: 'schema.graphql',
   documents: ['test/operations/**/*.graphql'],
+  // ESM imports with extensions, as the rest of the project writes them.
+  emitLegacyCommonJSImports: false,
   generates: {
     'test/generated/': {
       preset: 'client',
