@@ -9,7 +9,8 @@
  * size, mtime and inode are unchanged reuses the parent's blob list without being read.
  * An abort leaves no snapshot; packs uploaded before it are harmless and prune removes them.
  */
-import { lstat, open, readdir, readlink } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { lstat, open, readdir, readlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { Chunker } from './chunker.ts';
@@ -131,6 +132,26 @@ const MAX_FILES_IN_PARALLEL = 2;
 const READ_SIZE = 1024 * 1024;
 const MAX_FREE_BUFFERS = 8;
 
+/** Linux only; 0 elsewhere. */
+const O_NOATIME = fsConstants.O_NOATIME ?? 0;
+
+/**
+ * Opens a file for reading without updating its access time, as restic does (its PR #2816):
+ * otherwise the first backup's reads change every file's atime, and the next backup, though
+ * nothing changed, stores a new node, so a new tree, for every directory. O_NOATIME is refused
+ * (EPERM) for files the user neither owns nor has CAP_FOWNER for; those are opened normally.
+ */
+async function openForReading(path: string): Promise<FileHandle> {
+  if (O_NOATIME) {
+    try {
+      return await open(path, fsConstants.O_RDONLY | O_NOATIME);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
+    }
+  }
+  return open(path, 'r');
+}
+
 class Archiver {
   private readonly inflight = new Set<Promise<void>>();
   private readonly maxInflight: number;
@@ -219,7 +240,7 @@ class Archiver {
    * the chunker no longer refers to it, which keeps garbage (and so process memory) low.
    */
   private async saveFileContent(path: string): Promise<{ content: Id[]; size: number }> {
-    const fh = await open(path, 'r');
+    const fh = await openForReading(path);
     const chunker = new Chunker(this.repo.chunkerParams);
     const content: Id[] = [];
     let size = 0;
@@ -259,9 +280,16 @@ class Archiver {
     while (this.inflight.size > 0) await Promise.race(this.inflight);
   }
 
-  private synthDir(name: string, subtree: Id): Node {
+  /**
+   * A directory node for a path between the virtual root and a source. It takes the parent
+   * snapshot's times when the parent had it, so that an unchanged backup stores the same trees
+   * all the way up to the root instead of new ones stamped with each snapshot's time.
+   */
+  private synthDir(name: string, subtree: Id, parentTree: Tree | null): Node {
+    const old = parentTree?.nodes.find((n) => n.name === name && n.type === 'dir');
+    const mtime = old?.mtime ?? this.nowTime;
     return {
-      name, type: 'dir', mode: goModeFromUnix(0o040755), mtime: this.nowTime, atime: this.nowTime, ctime: this.nowTime,
+      name, type: 'dir', mode: goModeFromUnix(0o040755), mtime, atime: old?.atime ?? mtime, ctime: old?.ctime ?? mtime,
       uid: this.uid, gid: this.gid, content: null, subtree,
     };
   }
@@ -283,7 +311,7 @@ class Archiver {
       const childPath = `${vpath === '/' ? '' : vpath}/${name}`;
       if (entry.kind === 'vdir') {
         const id = await this.saveVirtual(entry, await this.parentSubtree(parentTree, name), childPath);
-        nodes.push(this.synthDir(name, id));
+        nodes.push(this.synthDir(name, id, parentTree));
         this.counters.dirs++;
       } else if (entry.kind === 'stream') {
         nodes.push(await this.saveStream(name, entry.src, childPath));
@@ -336,6 +364,10 @@ class Archiver {
       node.type = 'dir';
       const sub = await this.parentSubtree(parentTree, name);
       node.subtree = await this.saveDiskDir(path, sub, vpath);
+      // Reading a directory updates its atime (no O_NOATIME for readdir in Node): record the
+      // time after our own read, which the next backup then finds unchanged.
+      const after = await lstat(path, { bigint: true }).catch(() => null);
+      if (after && after.ino === st.ino) node.atime = formatTime(after.atimeNs);
       this.counters.dirs++;
     } else if (st.isFile()) {
       node.size = Number(st.size);
@@ -372,16 +404,15 @@ class Archiver {
   }
 
   private async saveDiskDir(path: string, parentTree: Tree | null, vpath: string): Promise<Id> {
-    const names = (await readdir(path)).sort();
+    // The entries' types come with the names (d_type; Node stats entries whose type is unknown).
+    const entries = (await readdir(path, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const names = entries.map((e) => e.name);
     const nodes: (Node | null)[] = new Array(names.length).fill(null);
     // Small files go a few at a time to overlap their I/O; subdirectories one at a time so the
     // number of open files stays bounded however deep the tree is.
     const fileIdx: number[] = [];
     const dirIdx: number[] = [];
-    for (let i = 0; i < names.length; i++) {
-      const st = await lstat(join(path, names[i])).catch(() => null);
-      (st?.isDirectory() ? dirIdx : fileIdx).push(i);
-    }
+    for (let i = 0; i < entries.length; i++) (entries[i].isDirectory() ? dirIdx : fileIdx).push(i);
     let next = 0;
     const worker = async () => {
       while (next < fileIdx.length) {
