@@ -5,7 +5,7 @@ import { CompressStream } from 'zstd-napi';
 import { ConflictError, ErrorCode, ValidationError } from '../domain/errors.ts';
 import { tarStream } from '../engine/api.ts';
 import type { Deps } from './deps.ts';
-import { openRepository } from './repositories.ts';
+import { openReadableCopy } from './copies.ts';
 import { getSnapshot } from './snapshots.ts';
 import type { Viewer } from './viewer.ts';
 
@@ -63,23 +63,13 @@ export function verifyDownloadToken(deps: Deps, token: string): TokenPayload | n
 /** The tar.zst stream of a verified download, reading from the first copy that opens. */
 export async function openDownload(deps: Deps, p: TokenPayload, signal: AbortSignal): Promise<{ stream: Readable; filename: string }> {
   const snapshot = await deps.db.snapshot.findUniqueOrThrow({ where: { id: p.s }, include: { environment: true } });
-  const copies = await deps.db.snapshotCopy.findMany({ where: { snapshotId: p.s, status: 'READY', repoSnapshotId: { not: null } }, orderBy: { createdAt: 'asc' } });
-  let lastError: unknown = new Error('no readable copy');
-  for (const copy of copies) {
-    try {
-      const opened = await openRepository(deps, copy.destinationId, signal);
-      const paths = p.v === 'DATABASE_ONLY' ? ['/db'] : p.v === 'FILES_ONLY' ? ['/files'] : snapshot.includes.map((i) => (i === 'DB' ? '/db' : '/files'));
-      const tar = tarStream(opened.repo, copy.repoSnapshotId!, '/', signal, { only: paths });
-      const out = new PassThrough();
-      void pipeline(tar, new CompressStream(), out, { signal })
-        .catch((err) => out.destroy(err))
-        .finally(() => void opened.close());
-      const stamp = snapshot.createdAt.toISOString().replace(/[:.]/g, '-');
-      return { stream: out, filename: `${snapshot.environment.name}-${stamp}.tar.zst` };
-    } catch (err) {
-      if (signal.aborted) throw err;
-      lastError = err;
-    }
-  }
-  throw lastError;
+  const { opened, repoSnapshotId } = await openReadableCopy(deps, p.s, signal);
+  const paths = p.v === 'DATABASE_ONLY' ? ['/db'] : p.v === 'FILES_ONLY' ? ['/files'] : snapshot.includes.map((i) => (i === 'DB' ? '/db' : '/files'));
+  const tar = tarStream(opened.repo, repoSnapshotId, '/', signal, { only: paths });
+  const out = new PassThrough();
+  void pipeline(tar, new CompressStream(), out, { signal })
+    .catch((err) => out.destroy(err))
+    .finally(() => void opened.close());
+  const stamp = snapshot.createdAt.toISOString().replace(/[:.]/g, '-');
+  return { stream: out, filename: `${snapshot.environment.name}-${stamp}.tar.zst` };
 }

@@ -12,7 +12,8 @@ import { environmentDatabaseUrl, getEnvironment } from './environments.ts';
 import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
 import { enqueueJob, operationJobKey } from './jobs.ts';
 import { beginOperation, CancelledError, finishOperation, progressReporter } from './operations.ts';
-import { openRepository, type OpenedRepository } from './repositories.ts';
+import { openReadableCopy } from './copies.ts';
+import type { OpenedRepository } from './repositories.ts';
 import { getSnapshot, INCLUDES, messageOf, runSnapshot, underLimits } from './snapshots.ts';
 import type { Viewer } from './viewer.ts';
 
@@ -82,23 +83,6 @@ export async function restoreSnapshot(
 async function restoreOfOperation(deps: Deps, operationId: string) {
   const log = await deps.db.restoreLog.findFirstOrThrow({ where: { operationId } });
   return { operationId, restoreLogId: log.id };
-}
-
-/** Reads the snapshot's copies in order and opens the first destination that answers. */
-async function openReadableCopy(deps: Deps, snapshotId: string, signal: AbortSignal): Promise<{ opened: OpenedRepository; repoSnapshotId: string }> {
-  const copies = await deps.db.snapshotCopy.findMany({ where: { snapshotId, status: 'READY', repoSnapshotId: { not: null } }, orderBy: { createdAt: 'asc' } });
-  let lastError: unknown = new Error('the snapshot has no readable copy');
-  for (const copy of copies) {
-    try {
-      const opened = await openRepository(deps, copy.destinationId, signal);
-      return { opened, repoSnapshotId: copy.repoSnapshotId! };
-    } catch (err) {
-      if (signal.aborted) throw err;
-      lastError = err;
-      deps.logger.warn({ err, destinationId: copy.destinationId }, 'destination unreadable; trying the next copy');
-    }
-  }
-  throw lastError;
 }
 
 /** The dump file inside a snapshot: the one file under /db. */
