@@ -62,11 +62,18 @@ export class CodecPool {
   private readonly jobs = new Map<number, Job>();
   private seq = 0;
   private failed: Error | null = null;
+  private closed = false;
 
-  /** compression: false for version 1 repositories, which cannot hold compressed blobs. */
-  constructor(private readonly key: Key, size = defaultCodecThreads(), private readonly compression = true) {
+  /**
+   * compression: false for version 1 repositories, which cannot hold compressed blobs. The
+   * threads start with the first job, so a backup with nothing new to encode starts none.
+   */
+  constructor(private readonly key: Key, private readonly size = defaultCodecThreads(), private readonly compression = true) {}
+
+  private start(): void {
     const url = new URL('./blob-worker.mjs', import.meta.url);
-    for (let i = 0; i < size; i++) {
+    const { key, compression } = this;
+    for (let i = 0; i < this.size; i++) {
       const w = new Worker(url, { workerData: { key: keyToBytes(key), compression } });
       w.on('message', (m: WorkerResponse) => this.onMessage(m));
       w.on('error', (err) => this.fail(err));
@@ -95,6 +102,8 @@ export class CodecPool {
 
   private post(msg: Record<string, unknown>, transfer: ArrayBuffer[]): Promise<WorkerResponse> {
     if (this.failed) return Promise.reject(this.failed);
+    if (this.closed) return Promise.reject(new Error('codec pool is closed'));
+    if (this.workers.length === 0) this.start();
     let w = 0;
     for (let i = 1; i < this.load.length; i++) if (this.load[i] < this.load[w]) w = i;
     const seq = ++this.seq;
@@ -121,7 +130,7 @@ export class CodecPool {
       fresh = plain.length > 1;
       plain = plain.length === 1 ? plain[0] : joinParts(plain);
     }
-    if (this.workers.length === 0) return encodeBlob(this.key, type, id, plain, this.compression);
+    if (this.size === 0) return encodeBlob(this.key, type, id, plain, this.compression);
     const copy = ownedCopy(plain, fresh);
     const m = await this.post({ op: 'encode', plain: copy }, [copy.buffer as ArrayBuffer]);
     if (m.error || !m.data) throw new Error(m.error ?? 'codec worker returned nothing');
@@ -135,7 +144,7 @@ export class CodecPool {
    * Takes ownership of `stored` (it may be transferred to a worker).
    */
   async decode(id: Id, stored: Buffer, uncompressedLength: number | undefined, where = ''): Promise<Buffer> {
-    if (this.workers.length === 0) return decodeBlob(this.key, id, stored, uncompressedLength, where);
+    if (this.size === 0) return decodeBlob(this.key, id, stored, uncompressedLength, where);
     const owned = ownedCopy(stored, true);
     const m = await this.post({ op: 'decode', id, stored: owned, uncompressedLength }, [owned.buffer as ArrayBuffer]);
     if (m.error || !m.data) throw new IntegrityError(`blob ${id}${where}: ${m.error ?? 'codec worker returned nothing'}`);
@@ -144,6 +153,7 @@ export class CodecPool {
 
   /** Stops the workers. */
   async close(): Promise<void> {
+    this.closed = true;
     await Promise.all(this.workers.map((w) => w.terminate()));
     this.workers.length = 0;
   }
