@@ -196,5 +196,26 @@ export async function recoverStaleOperations(deps: Deps, staleMs: number): Promi
     }
     await announce(deps, { id: op.id, status: job && job.attempts < job.max_attempts ? 'QUEUED' : 'FAILED', environmentId: op.environmentId }, true);
   }
+  await releaseFinishedLocks(deps, cutoff);
   return { requeued, failed };
+}
+
+/**
+ * A worker stopped between finishing an operation and telling graphile-worker so leaves the job
+ * locked, and with it the environment's whole queue, for graphile-worker's four-hour lock
+ * timeout. Releasing it is safe: the job runs again, finds its operation finished, and ends.
+ */
+async function releaseFinishedLocks(deps: Deps, cutoff: Date): Promise<void> {
+  const locked = await deps.db.$queryRawUnsafe<{ key: string; locked_by: string }[]>(
+    "SELECT key, locked_by FROM graphile_worker.jobs WHERE key LIKE 'op:%' AND locked_by IS NOT NULL AND locked_at < $1",
+    cutoff,
+  );
+  if (!locked.length) return;
+  const ops = await deps.db.operation.findMany({ where: { id: { in: locked.map((j) => j.key.slice(3)) }, status: { in: [...TERMINAL] } }, select: { id: true } });
+  const finished = new Set(ops.map((o) => `op:${o.id}`));
+  const workers = [...new Set(locked.filter((j) => finished.has(j.key)).map((j) => j.locked_by))];
+  if (workers.length) {
+    await deps.db.$queryRawUnsafe('SELECT count(*)::int AS n FROM (SELECT graphile_worker.force_unlock_workers($1::text[])) AS u', workers);
+    deps.logger.warn({ workers }, 'released job locks left by stopped workers');
+  }
 }
