@@ -253,7 +253,7 @@ class Archiver {
    * Chunks a file read into recycled buffers: a buffer goes back to the free list as soon as
    * the chunker no longer refers to it, which keeps garbage (and so process memory) low.
    */
-  private async saveFileContent(path: string): Promise<{ content: Id[]; size: number }> {
+  private async saveFileContent(path: string, statSize: number): Promise<{ content: Id[]; size: number }> {
     const fh = await openForReading(path);
     const chunker = new Chunker(this.repo.chunkerParams);
     const content: Id[] = [];
@@ -279,6 +279,10 @@ class Archiver {
           else this.recycle(b);
         }
         held = keep;
+        // A short read of a regular file is its end: skip the read that would return 0, one of
+        // the four thread-pool round trips a small file costs. A file that grew since lstat is
+        // read on to its end as before.
+        if (bytesRead < READ_SIZE && size >= statSize) break;
       }
       const last = chunker.finishParts();
       if (last) content.push(await this.saveChunk(last));
@@ -407,7 +411,7 @@ class Archiver {
       return old.content;
     }
     this.currentPath = vpath;
-    const { content, size } = await this.saveFileContent(path);
+    const { content, size } = await this.saveFileContent(path, node.size ?? 0);
     node.size = size; // the file may have changed while we read it; record what we stored
     return content;
   }
