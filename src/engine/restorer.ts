@@ -60,8 +60,16 @@ export function checkName(name: string): void {
 
 const isRoot = process.getuid?.() === 0;
 
+/**
+ * Seconds for utimes, which takes a double: near 2^31 s its step is ~0.24 µs, so rounding could
+ * carry a time just below a millisecond (or second) boundary over it. The middle of the time's
+ * microsecond stays inside that microsecond, whichever way the double rounds.
+ */
 function secondsOf(time: string): number {
-  return Number(parseTime(time)) / 1e9;
+  const ns = parseTime(time);
+  const sec = ns / 1_000_000_000n - (ns < 0n && ns % 1_000_000_000n !== 0n ? 1n : 0n);
+  const us = (ns - sec * 1_000_000_000n) / 1000n;
+  return Number(sec) + (Number(us) + 0.5) / 1e6;
 }
 
 class Restorer {
