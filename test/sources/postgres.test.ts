@@ -273,7 +273,9 @@ describe('restoreDatabase SWAP', () => {
             if (rows[0].n === before.customers.length) sawRestored = true;
             await closed;
           } catch {
-            // the name moved under a connection attempt: reconnect
+            // The name moved under a connection attempt: reconnect after a short pause, as pools do
+            // (a tight loop starves the swap itself on a loaded two-core machine).
+            await new Promise((r) => setTimeout(r, 10));
           } finally {
             open.delete(c);
             // end() of a client whose connect failed never settles; that socket is gone anyway.
