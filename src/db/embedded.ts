@@ -22,6 +22,7 @@ import {
   randomPassword,
   startCluster,
   type PgLogger,
+  processAlive,
 } from './pg-server.ts';
 
 /** Options for {@link startEmbeddedPostgres}. */
@@ -149,14 +150,6 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions = {
   };
 }
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** Whether `stateDir` already holds an embedded cluster (it has been started before). */
 export function hasEmbeddedCluster(stateDir = '.backplane', dataDir = path.join(stateDir, 'pg')): boolean {

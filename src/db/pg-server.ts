@@ -247,7 +247,8 @@ async function readPidFile(dataDir: string): Promise<PidFile | undefined> {
   return { pid: Number(lines[0]), port: Number(lines[3]) };
 }
 
-function processAlive(pid: number): boolean {
+/** Whether a process with this pid exists (EPERM: it exists but belongs to another user). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
