@@ -6,9 +6,10 @@
  * *stale* and ignored (and may be removed). Holders refresh their lock every 5 minutes by
  * writing a new file and deleting the old one, as restic does.
  */
-import { hostname as osHostname, userInfo } from 'node:os';
+import { hostname as osHostname } from 'node:os';
 import { RepositoryLockedError } from './errors.ts';
 import type { Id } from './ids.ts';
+import { currentOwner } from './owner.ts';
 import type { Repository } from './repository.ts';
 import { formatTime, parseTime } from './tree.ts';
 
@@ -57,17 +58,7 @@ export class Lock {
    * (throwing RepositoryLockedError) if there are any.
    */
   static async acquire(repo: Repository, exclusive: boolean, signal?: AbortSignal): Promise<Lock> {
-    let username = '';
-    let uid: number | undefined;
-    let gid: number | undefined;
-    try {
-      const u = userInfo();
-      username = u.username;
-      uid = u.uid;
-      gid = u.gid;
-    } catch {
-      // no passwd entry
-    }
+    const { username, uid, gid } = currentOwner();
     const json: LockJson = { time: nowTime(), exclusive, hostname: osHostname(), username, pid: process.pid, uid, gid };
     const id = await repo.saveJson('locks', json, signal);
     const lock = new Lock(repo, id, json);

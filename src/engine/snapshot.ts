@@ -3,8 +3,9 @@
  * backup, when it was taken, of which paths, by which host, with which tags, and its parent.
  * A snapshot's id is the id of its file.
  */
-import { hostname as osHostname, userInfo } from 'node:os';
+import { hostname as osHostname } from 'node:os';
 import type { Id } from './ids.ts';
+import { currentOwner } from './owner.ts';
 import { NotFoundInRepositoryError } from './errors.ts';
 import { mapLimit, type Repository } from './repository.ts';
 import { parseTime } from './tree.ts';
@@ -32,17 +33,7 @@ export interface Snapshot extends SnapshotJson {
 
 /** Fills in host, user and time for a new snapshot. */
 export function newSnapshotJson(tree: Id, paths: string[], opts: { time: string; tags?: string[]; parent?: Id; hostname?: string }): SnapshotJson {
-  let username = '';
-  let uid: number | undefined;
-  let gid: number | undefined;
-  try {
-    const u = userInfo();
-    username = u.username;
-    uid = u.uid;
-    gid = u.gid;
-  } catch {
-    // no passwd entry: leave empty
-  }
+  const { username, uid, gid } = currentOwner();
   const sn: SnapshotJson = { time: opts.time, tree, paths, hostname: opts.hostname ?? osHostname(), username };
   if (opts.parent) sn.parent = opts.parent;
   if (uid) sn.uid = uid;
