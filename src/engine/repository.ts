@@ -24,7 +24,7 @@ import {
   UnsupportedFormatError,
   WrongPasswordError,
 } from './errors.ts';
-import { DEFAULT_PACK_SIZE, PackWriter, type BlobType, type EncodedBlob, type FinishedPack, type PackedBlobInfo } from './pack.ts';
+import { DEFAULT_PACK_SIZE, PackWriter, type BlobType, type EncodedBlob, type FinishedPack } from './pack.ts';
 import { MasterIndex, indexFromJson, indexToJson, type IndexEntry, type PackList } from './master-index.ts';
 import { decodeBlob, encodeBlob } from './blob-codec.ts';
 import { decodeTree, encodeTree, formatTime, type Tree } from './tree.ts';

@@ -34,7 +34,7 @@ export const Alert = builder.prismaNode('Alert', {
 
 registerNodeLoader('Alert', (ctx, id) => getAlert(ctx.deps, viewerOf(ctx), id).catch(() => null));
 
-const Webhook = builder.prismaNode('Webhook', {
+builder.prismaNode('Webhook', {
   id: { field: 'id' },
   findUnique: (id) => ({ id }),
   description: 'A URL that receives every alert of the organization as a signed POST',

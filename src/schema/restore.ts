@@ -1,6 +1,5 @@
 import { RestoreStrategy } from '../generated/prisma/enums.ts';
 import { restoreSnapshot } from '../services/restores.ts';
-import { inProjectWhere } from '../services/viewer.ts';
 import { builder } from './builder.ts';
 import { EnvironmentActivityEvent } from './environment.ts';
 import { allErrors } from './errors.ts';

@@ -3,7 +3,7 @@ import { publishInTransaction } from '../events/bus.ts';
 import type { Operation, OperationStatus } from '../generated/prisma/client.ts';
 import type { Deps } from './deps.ts';
 import { operationJobKey, removeJob } from './jobs.ts';
-import { inProjectWhere, type Viewer } from './viewer.ts';
+import type { Viewer } from './viewer.ts';
 
 /**
  * Operations: every long-running action (snapshot, restore, delete…) as a row a UI can watch.
