@@ -21,27 +21,35 @@ export const name = trimmed(1, 64).regex(/^[\p{L}\p{N}][\p{L}\p{N} _.-]*$/u, 'ma
 
 export const description = trimmed(0, 500);
 
+/**
+ * A URL field: parsed once, then `problem` names what is wrong with it (or returns null). Every URL
+ * input goes through here so "is not a valid URL" reads the same everywhere.
+ */
+export function urlField(problem: (u: URL) => string | null, max = 2000) {
+  return z
+    .string()
+    .trim()
+    .max(max, `must be at most ${max} characters`)
+    .superRefine((v, ctx) => {
+      let u: URL;
+      try {
+        u = new URL(v);
+      } catch {
+        ctx.addIssue({ code: 'custom', message: 'is not a valid URL' });
+        return;
+      }
+      const message = problem(u);
+      if (message) ctx.addIssue({ code: 'custom', message });
+    });
+}
+
 /** A PostgreSQL connection URL naming a database. */
-export const databaseUrl = z
-  .string()
-  .trim()
-  .max(2000, 'must be at most 2000 characters')
-  .superRefine((v, ctx) => {
-    let u: URL;
-    try {
-      u = new URL(v);
-    } catch {
-      ctx.addIssue({ code: 'custom', message: 'is not a valid URL' });
-      return;
-    }
-    if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') {
-      ctx.addIssue({ code: 'custom', message: 'must be a postgres:// or postgresql:// URL' });
-    } else if (!u.hostname) {
-      ctx.addIssue({ code: 'custom', message: 'must name a host' });
-    } else if (u.pathname.length <= 1) {
-      ctx.addIssue({ code: 'custom', message: 'must name a database (postgres://user:pass@host/dbname)' });
-    }
-  });
+export const databaseUrl = urlField((u) => {
+  if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') return 'must be a postgres:// or postgresql:// URL';
+  if (!u.hostname) return 'must name a host';
+  if (u.pathname.length <= 1) return 'must name a database (postgres://user:pass@host/dbname)';
+  return null;
+});
 
 /** The database a URL points at. */
 export function databaseNameOf(url: string): string {

@@ -1,6 +1,6 @@
 import { Cron } from 'croner';
 import { z } from 'zod';
-import { filesPath, name } from '../domain/validation.ts';
+import { filesPath, name, urlField } from '../domain/validation.ts';
 
 /**
  * What a destination may be told, per provider (zod): each provider's branch is strict, so a
@@ -20,21 +20,11 @@ const prefix = z
   .max(512, 'must be at most 512 characters')
   .transform((v) => v.replace(/^\/+|\/+$/g, ''))
   .refine((v) => !v.split('/').some((s) => s === '..' || s === '.'), 'must not contain "." or ".." segments');
-const endpoint = z
-  .string()
-  .trim()
-  .max(2000)
-  .superRefine((v, ctx) => {
-    let u: URL;
-    try {
-      u = new URL(v);
-    } catch {
-      ctx.addIssue({ code: 'custom', message: 'is not a valid URL' });
-      return;
-    }
-    if (u.protocol !== 'http:' && u.protocol !== 'https:') ctx.addIssue({ code: 'custom', message: 'must be an http:// or https:// URL' });
-    else if (u.pathname !== '/' || u.search || u.hash || u.username) ctx.addIssue({ code: 'custom', message: 'must be scheme, host and port only (no path, query or credentials)' });
-  })
+const endpoint = urlField((u) => {
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return 'must be an http:// or https:// URL';
+  if (u.pathname !== '/' || u.search || u.hash || u.username) return 'must be scheme, host and port only (no path, query or credentials)';
+  return null;
+})
   .transform((v) => new URL(v).origin);
 const caCertificate = z.string().trim().max(20_000).refine((v) => v.includes('-----BEGIN CERTIFICATE-----'), 'must be a PEM certificate');
 const secret = z.string().min(1, 'must not be empty').max(512, 'must be at most 512 characters');
