@@ -25,18 +25,23 @@ afterAll(cleanupTempDirs);
 
 describe('forget and prune', () => {
   it('removes what only forgotten snapshots used, repacking shared packs', async () => {
-    const { repo, dir } = await newRepo({ packSize: 256 * 1024 });
+    // Packs larger than any one backup: each backup writes exactly one data pack, whatever order its
+    // files finish in, so which blobs share a pack is fixed (a's pack mixes kept and forgotten data).
+    const { repo, dir } = await newRepo({ packSize: 8 * 1024 * 1024 });
     const a = await tempDir();
+    const a2 = await tempDir();
     const b = await tempDir();
     await writeFile(join(a, 'only-a.bin'), seededBytes('a', 600 * 1024));
     await writeFile(join(a, 'shared.bin'), seededBytes('shared', 300 * 1024));
+    await writeFile(join(a2, 'only-a2.bin'), seededBytes('a2', 200 * 1024));
     await writeFile(join(b, 'only-b.bin'), seededBytes('b', 400 * 1024));
     await writeFile(join(b, 'shared.bin'), seededBytes('shared', 300 * 1024));
     const sa = await backup(repo, { '/files': a });
+    const sa2 = await backup(repo, { '/files': a2 });
     const sb = await backup(repo, { '/files': b });
     const before = (await repo.listIds('data')).length;
 
-    await forgetSnapshots(repo, [sa.snapshotId]);
+    await forgetSnapshots(repo, [sa.snapshotId, sa2.snapshotId]);
     const res = await prune(repo);
     expect(res.blobsRemoved).toBeGreaterThan(0);
     expect(res.packsRepacked).toBeGreaterThan(0);
