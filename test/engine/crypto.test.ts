@@ -27,6 +27,33 @@ describe('crypto', () => {
     }
   });
 
+  it('agrees with @noble/ciphers across the 64 KiB pieces of long messages and on any byte offset', () => {
+    const hexOf = (tag: Uint8Array) => Buffer.from(tag).toString('hex');
+    const lengths = [65536, 131072].flatMap((b) => [-17, -16, -15, -1, 0, 1, 15, 16, 17].map((d) => b + d));
+    lengths.push(3 * 1024 * 1024 + 5, 8 * 1024 * 1024);
+    for (const [i, len] of lengths.entries()) {
+      const msg = randomBytes(len);
+      if (i % 2 === 0) msg.fill(0xff);
+      const key = i % 3 === 0 ? Buffer.alloc(32, 0xff) : randomBytes(32);
+      expect(hexOf(poly1305(msg, key))).toBe(hexOf(noblePoly1305(msg, key)));
+    }
+    // All key bits set (r clamps to its maximum, s is 2^128 - 1), maximal messages of lengths 0..80.
+    const ffKey = Buffer.alloc(32, 0xff);
+    for (let len = 0; len <= 80; len++) {
+      const msg = Buffer.alloc(len, 0xff);
+      expect(hexOf(poly1305(msg, ffKey))).toBe(hexOf(noblePoly1305(msg, ffKey)));
+    }
+    // Views at odd offsets into larger buffers, and no state carried over from one call to the next.
+    const big = randomBytes(70000);
+    const key = big.subarray(3, 35);
+    const msg = big.subarray(101, 101 + 66001);
+    const first = hexOf(poly1305(msg, key));
+    expect(first).toBe(hexOf(noblePoly1305(Uint8Array.from(msg), Uint8Array.from(key))));
+    poly1305(randomBytes(1000), randomBytes(32));
+    expect(hexOf(poly1305(msg, key))).toBe(first);
+    expect(() => poly1305(msg, key.subarray(0, 31))).toThrow(RangeError);
+  });
+
   it('handles the RFC 8439 A.3 edge cases where h wraps around p', () => {
     const hex = (h: string) => Buffer.from(h.replace(/ /g, ''), 'hex');
     const r = (first: string) => hex(first.replace(/ /g, '').padEnd(32, '0'));
