@@ -4,18 +4,21 @@
  * between become synthetic directories, so `{ '/db/app.dump': stream, '/files': '/srv/files' }`
  * yields the tree `/db/app.dump` and `/files/…`.
  *
- * Content is cut by the chunker and hashed on the main thread; chunks the repository lacks are
- * encoded by the encoder pool and appended to packs. With a parent snapshot, a file whose
- * size, mtime and inode are unchanged reuses the parent's blob list without being read.
+ * Files on disk are scanned in batches by the codec threads (scan-core.mjs): they lstat, read,
+ * chunk, hash and seal, and the main thread keeps the blobs the repository lacks, appends them
+ * to packs and builds the trees. Streams are chunked and hashed on the main thread and sealed
+ * by the threads. With a parent snapshot, a file whose size, mtime, inode and device are
+ * unchanged reuses the parent's blob list without being read.
  * An abort leaves no snapshot; packs uploaded before it are harmless and prune removes them.
  */
-import { constants as fsConstants } from 'node:fs';
 import type { BigIntStats } from 'node:fs';
-import { lstat, open, readdir, readlink, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { lstat, readdir } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { Chunker } from './chunker.ts';
 import { CodecPool, defaultCodecThreads } from './codec-pool.ts';
+import { statFields } from './scan-core.mjs';
+import type { ScanMessage, ScanParent, ScanStat } from './scan-core.mjs';
 import { AbortedError, EngineError, throwIfAborted } from './errors.ts';
 import { hashId, type Id } from './ids.ts';
 import { withLock } from './lock.ts';
@@ -128,13 +131,10 @@ interface Counters {
   bytesDone: number;
 }
 
-const MAX_FILES_IN_PARALLEL = 2;
-/** Read size for files; read buffers are recycled, so this is also their size. */
-const READ_SIZE = 1024 * 1024;
-const MAX_FREE_BUFFERS = 8;
-
-/** lstat calls kept in flight ahead of the files being saved. */
-const STAT_AHEAD = 32;
+/** Names per scan batch: enough to amortize a message, few enough to spread over threads. */
+const SCAN_BATCH_NAMES = 64;
+/** Scan batches in flight on all threads together; bounds the walk's bookkeeping. */
+const SCAN_BATCHES_IN_FLIGHT = 8;
 
 /** lstat with nanosecond times; null when the entry is gone. */
 async function lstatOrNull(path: string): Promise<BigIntStats | null> {
@@ -146,24 +146,14 @@ async function lstatOrNull(path: string): Promise<BigIntStats | null> {
   }
 }
 
-/** Linux only; 0 elsewhere. */
-const O_NOATIME = fsConstants.O_NOATIME ?? 0;
+/** An error a thread reported for one entry, as the fs call would have thrown it. */
+function entryError(path: string, e: { code?: string; message: string }): Error {
+  return Object.assign(new Error(`${path}: ${e.message}`), { code: e.code, path });
+}
 
-/**
- * Opens a file for reading without updating its access time, as restic does (its PR #2816):
- * otherwise the first backup's reads change every file's atime, and the next backup, though
- * nothing changed, stores a new node, so a new tree, for every directory. O_NOATIME is refused
- * (EPERM) for files the user neither owns nor has CAP_FOWNER for; those are opened normally.
- */
-async function openForReading(path: string): Promise<FileHandle> {
-  if (O_NOATIME) {
-    try {
-      return await open(path, fsConstants.O_RDONLY | O_NOATIME);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
-    }
-  }
-  return open(path, 'r');
+/** The parent snapshot's nodes by name. */
+function nodesByName(tree: Tree | null): Map<string, Node> {
+  return new Map((tree?.nodes ?? []).map((n) => [n.name, n]));
 }
 
 class Archiver {
@@ -243,59 +233,13 @@ class Archiver {
     return { content, size };
   }
 
-  private readonly freeBuffers: Buffer[] = [];
+  /** File batches being scanned. */
+  private readonly scans = new Set<Promise<void>>();
 
-  private recycle(buf: Buffer): void {
-    if (this.freeBuffers.length < MAX_FREE_BUFFERS) this.freeBuffers.push(buf);
-  }
-
-  /**
-   * Chunks a file read into recycled buffers: a buffer goes back to the free list as soon as
-   * the chunker no longer refers to it, which keeps garbage (and so process memory) low.
-   */
-  private async saveFileContent(path: string, statSize: number): Promise<{ content: Id[]; size: number }> {
-    const fh = await openForReading(path);
-    const chunker = new Chunker(this.repo.chunkerParams);
-    const content: Id[] = [];
-    let size = 0;
-    let held: Buffer[] = [];
-    try {
-      for (;;) {
-        this.check();
-        const buf = this.freeBuffers.pop() ?? Buffer.allocUnsafeSlow(READ_SIZE);
-        const { bytesRead } = await fh.read(buf, 0, READ_SIZE, null);
-        if (bytesRead === 0) {
-          this.recycle(buf);
-          break;
-        }
-        held.push(buf);
-        size += bytesRead;
-        // saveChunk hashes and copies a chunk before it returns, so only pending bytes pin memory.
-        for (const c of chunker.pushParts(buf.subarray(0, bytesRead))) content.push(await this.saveChunk(c));
-        const pinned = new Set(chunker.pendingMemory());
-        const keep: Buffer[] = [];
-        for (const b of held) {
-          if (pinned.has(b.buffer)) keep.push(b);
-          else this.recycle(b);
-        }
-        held = keep;
-        // A short read of a regular file is its end: skip the read that would return 0, one of
-        // the four thread-pool round trips a small file costs. A file that grew since lstat is
-        // read on to its end as before.
-        if (bytesRead < READ_SIZE && size >= statSize) break;
-      }
-      const last = chunker.finishParts();
-      if (last) content.push(await this.saveChunk(last));
-    } finally {
-      for (const b of held) this.recycle(b);
-      await fh.close();
-    }
-    return { content, size };
-  }
-
-  /** Waits for every queued chunk to be encoded and added to a pack. */
+  /** Waits for every queued chunk and file batch to be encoded and added to a pack (or fail). */
   async drain(): Promise<void> {
     while (this.inflight.size > 0) await Promise.race(this.inflight);
+    await Promise.allSettled([...this.scans]);
   }
 
   /**
@@ -355,134 +299,223 @@ class Archiver {
     return node;
   }
 
-  /** Saves one file-system entry (any type) under the given name; null for vanished entries. */
-  private async saveDiskEntry(path: string, name: string, parentTree: Tree | null, vpath: string, stat?: Promise<BigIntStats | null>): Promise<Node | null> {
-    this.check();
-    const st = await (stat ?? lstatOrNull(path));
-    if (!st) return null; // vanished since readdir
+  /** A tree node for an entry with the given lstat (content and subtree still to be filled in). */
+  private nodeFromStat(name: string, st: ScanStat): Node {
     const node: Node = {
       name,
       type: 'file',
-      mode: goModeFromUnix(Number(st.mode)),
+      mode: goModeFromUnix(st.mode),
       mtime: formatTime(st.mtimeNs),
       atime: formatTime(st.atimeNs),
       ctime: formatTime(st.ctimeNs),
-      uid: Number(st.uid),
-      gid: Number(st.gid),
-      inode: Number(st.ino),
-      device_id: Number(st.dev),
+      uid: st.uid,
+      gid: st.gid,
+      inode: st.ino,
+      device_id: st.dev,
       content: null,
     };
-    if (st.isDirectory()) {
+    if (st.kind === 'file') {
+      node.size = st.size;
+      node.links = st.nlink;
+    } else if (st.kind === 'symlink') {
+      node.type = 'symlink';
+      node.links = st.nlink;
+    } else if (st.kind === 'dir') {
       node.type = 'dir';
-      const sub = await this.parentSubtree(parentTree, name);
-      node.subtree = await this.saveDiskDir(path, sub, vpath);
+    } else {
+      node.type = st.kind;
+      if (st.kind === 'chardev' || st.kind === 'dev') node.device = st.rdev;
+    }
+    return node;
+  }
+
+  /**
+   * Saves one file-system entry (any type) under the given name; null for vanished entries.
+   * Directories are walked here; everything else goes through a thread's scan.
+   */
+  private async saveDiskEntry(path: string, name: string, parentTree: Tree | null, vpath: string): Promise<Node | null> {
+    return (await this.walkEntry(path, name, parentTree, vpath))();
+  }
+
+  /**
+   * Walks one entry: for a directory, reads it and queues its files and subdirectories, and
+   * resolves once that is done with a function that finishes the node (waits for the scans
+   * and saves the tree). So the walk moves on to the next directory while the threads still
+   * scan this one's files; the scan slots bound how far it runs ahead.
+   */
+  private async walkEntry(path: string, name: string, parentTree: Tree | null, vpath: string): Promise<() => Promise<Node | null>> {
+    this.check();
+    const st = await lstatOrNull(path);
+    if (!st) return async () => null; // vanished since readdir
+    if (!st.isDirectory()) {
+      const parent = parentTree?.nodes.find((n) => n.name === name) ?? null;
+      const scanned = this.scanFiles(dirname(path), [basename(path)], [parent], [name], `${vpath.slice(0, -name.length)}`);
+      scanned.catch(() => {}); // awaited by the caller's finish
+      return async () => (await scanned)[0];
+    }
+    const node = this.nodeFromStat(name, statFields(st));
+    const sub = await this.parentSubtree(parentTree, name);
+    const finishDir = await this.walkDir(path, sub, vpath);
+    return async () => {
+      node.subtree = await finishDir();
       // Reading a directory updates its atime (no O_NOATIME for readdir in Node): record the
       // time after our own read, which the next backup then finds unchanged.
       const after = await lstat(path, { bigint: true }).catch(() => null);
       if (after && after.ino === st.ino) node.atime = formatTime(after.atimeNs);
       this.counters.dirs++;
-    } else if (st.isFile()) {
-      node.size = Number(st.size);
-      node.links = Number(st.nlink);
-      node.content = await this.saveDiskFile(path, node, parentTree, vpath);
-      this.counters.files++;
-      this.progress();
-    } else if (st.isSymbolicLink()) {
-      node.type = 'symlink';
-      node.links = Number(st.nlink);
-      node.linktarget = await readlink(path);
-    } else {
-      node.type = st.isFIFO() ? 'fifo' : st.isSocket() ? 'socket' : st.isCharacterDevice() ? 'chardev' : 'dev';
-      if (node.type === 'chardev' || node.type === 'dev') node.device = Number(st.rdev);
-    }
-    return node;
+      return node;
+    };
   }
 
-  private async saveDiskFile(path: string, node: Node, parentTree: Tree | null, vpath: string): Promise<Id[]> {
-    const old = parentTree?.nodes.find((n) => n.name === node.name);
-    if (
-      // Inode numbers only identify a file within one device, so the device must match too.
-      old && old.type === 'file' && old.content && (old.size ?? 0) === node.size && old.inode === node.inode &&
-      (old.device_id ?? 0) === (node.device_id ?? 0) &&
-      parseTime(old.mtime) === parseTime(node.mtime) && old.content.every((id) => this.repo.knowsBlob('data', id))
-    ) {
-      this.counters.bytesDone += node.size ?? 0;
-      return old.content;
-    }
-    this.currentPath = vpath;
-    const { content, size } = await this.saveFileContent(path, node.size ?? 0);
-    node.size = size; // the file may have changed while we read it; record what we stored
-    return content;
+  private batchesInFlight = 0;
+  private readonly batchWaiters: (() => void)[] = [];
+
+  private async takeScanSlot(): Promise<void> {
+    while (this.batchesInFlight >= SCAN_BATCHES_IN_FLIGHT) await new Promise<void>((r) => this.batchWaiters.push(r));
+    this.batchesInFlight++;
   }
 
-  private async saveDiskDir(path: string, parentTree: Tree | null, vpath: string): Promise<Id> {
-    // The entries' types come with the names (d_type; Node stats entries whose type is unknown).
+  /**
+   * Has a thread scan names in dir and returns their nodes (named nodeNames, default the same),
+   * null for vanished ones. Blobs the repository lacks go into packs as they arrive. A file whose
+   * parent node matches but whose blobs the index lacks is scanned again without the parent.
+   */
+  private async scanFiles(dir: string, names: string[], parents: (Node | null)[], nodeNames: string[] = names, vdir = '', slotTaken = false): Promise<(Node | null)[]> {
+    if (!slotTaken) await this.takeScanSlot();
+    const nodes: (Node | null)[] = new Array(names.length).fill(null);
+    const again: number[] = [];
+    const asDir: number[] = [];
+    let packing: Promise<void> = Promise.resolve();
+    let failure: unknown = null;
+    try {
+      const scanParents = parents.map((p): ScanParent | null =>
+        p && p.type === 'file' && p.content && p.inode !== undefined
+          ? { size: p.size ?? 0, ino: p.inode, dev: p.device_id ?? 0, mtimeNs: parseTime(p.mtime) }
+          : null,
+      );
+      const scanned = this.pool.scan({ dir, names, parents: scanParents, params: this.repo.chunkerParams }, (m: ScanMessage, release) => {
+        if (m.type === 'blob') {
+          this.counters.bytesDone += m.plainLength;
+          const bytes = m.data.length;
+          if (failure || this.repo.knowsBlob('data', m.id)) {
+            release(bytes);
+            return;
+          }
+          this.repo.reserveBlob('data', m.id);
+          const blob = { id: m.id, type: 'data' as const, data: Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength), uncompressedLength: m.uncompressedLength };
+          if (blob.uncompressedLength === undefined || blob.uncompressedLength === null) delete blob.uncompressedLength;
+          packing = packing
+            .then(() => (failure ? undefined : this.repo.addEncodedBlob(blob)))
+            .catch((err) => {
+              failure ??= err;
+            })
+            .finally(() => release(bytes));
+          this.progress();
+          return;
+        }
+        const i = m.index;
+        if (m.gone) return;
+        if (m.error) {
+          failure ??= entryError(join(dir, names[i]), m.error);
+          return;
+        }
+        const st = m.stat!;
+        if (st.kind === 'dir') {
+          asDir.push(i); // replaced by a directory since readdir
+          return;
+        }
+        const node = this.nodeFromStat(nodeNames[i], st);
+        if (st.kind === 'symlink') node.linktarget = m.linktarget;
+        if (st.kind === 'file') {
+          if (m.unchanged) {
+            const old = parents[i]!;
+            if (!old.content!.every((id) => this.repo.knowsBlob('data', id))) {
+              again.push(i);
+              return;
+            }
+            node.content = old.content;
+            this.counters.bytesDone += node.size ?? 0;
+          } else {
+            node.content = m.content ?? [];
+            node.size = m.size; // the file may have changed while it was read; record what was stored
+          }
+          this.counters.files++;
+          this.currentPath = `${vdir}${nodeNames[i]}`;
+          this.progress();
+        }
+        nodes[i] = node;
+      });
+      // Blobs already handed over are packed (or dropped) even when the scan fails.
+      await scanned.finally(() => packing);
+    } finally {
+      this.batchesInFlight--;
+      this.batchWaiters.shift()?.();
+    }
+    if (failure) throw failure;
+    if (again.length > 0) {
+      const redone = await this.scanFiles(dir, again.map((i) => names[i]), again.map(() => null), again.map((i) => nodeNames[i]), vdir);
+      again.forEach((i, k) => (nodes[i] = redone[k]));
+    }
+    for (const i of asDir) nodes[i] = await this.saveDiskEntry(join(dir, names[i]), nodeNames[i], null, `${vdir}${nodeNames[i]}`);
+    return nodes;
+  }
+
+  /** Reads a directory and queues its entries; the function returned saves its tree. */
+  private async walkDir(path: string, parentTree: Tree | null, vpath: string): Promise<() => Promise<Id>> {
+    // The entries' types come with the names (d_type), so only directories are statted here.
     const entries = (await readdir(path, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const names = entries.map((e) => e.name);
     const nodes: (Node | null)[] = new Array(names.length).fill(null);
-    // Small files go a few at a time to overlap their I/O; subdirectories one at a time so the
-    // number of open files stays bounded however deep the tree is.
     const fileIdx: number[] = [];
     const dirIdx: number[] = [];
     for (let i = 0; i < entries.length; i++) (entries[i].isDirectory() ? dirIdx : fileIdx).push(i);
-    // One lstat at a time costs a thread-pool round trip each (~30 µs, more than the unchanged
-    // file's other work); a window of them in flight costs a fifth of that.
-    const stats = new Map<number, Promise<BigIntStats | null>>();
-    let statted = 0;
-    const statAhead = (upTo: number) => {
-      for (; statted < Math.min(upTo, fileIdx.length); statted++) {
-        const i = fileIdx[statted];
-        const p = lstatOrNull(join(path, names[i]));
-        p.catch(() => {}); // rethrown where awaited
-        stats.set(i, p);
-      }
+    const old = nodesByName(parentTree);
+    const pending: Promise<void>[] = [];
+    const track = (p: Promise<void>) => {
+      p.catch((err) => {
+        this.failure ??= err;
+      });
+      pending.push(p);
+      this.scans.add(p);
+      void p.finally(() => this.scans.delete(p)).catch(() => {});
     };
-    let next = 0;
-    const worker = async () => {
-      while (next < fileIdx.length) {
-        const k = next++;
-        statAhead(k + STAT_AHEAD);
-        const i = fileIdx[k];
-        const st = stats.get(i);
-        stats.delete(i);
-        nodes[i] = await this.saveDiskEntry(join(path, names[i]), names[i], parentTree, `${vpath}/${names[i]}`, st);
-      }
+    // File batches go to the threads first and run while the subdirectories are walked.
+    for (let b = 0; b < fileIdx.length; b += SCAN_BATCH_NAMES) {
+      this.check();
+      const idx = fileIdx.slice(b, b + SCAN_BATCH_NAMES);
+      const batchNames = idx.map((i) => names[i]);
+      await this.takeScanSlot();
+      track(
+        this.scanFiles(path, batchNames, batchNames.map((n) => old.get(n) ?? null), batchNames, `${vpath}/`, true).then((res) =>
+          res.forEach((node, k) => (nodes[idx[k]] = node)),
+        ),
+      );
+    }
+    for (const i of dirIdx) {
+      const finish = await this.walkEntry(join(path, names[i]), names[i], parentTree, `${vpath}/${names[i]}`);
+      track(finish().then((node) => void (nodes[i] = node)));
+    }
+    return async () => {
+      await Promise.all(pending);
+      return this.repo.saveTree({ nodes: nodes.filter((n): n is Node => n !== null) });
     };
-    await Promise.all(Array.from({ length: Math.min(MAX_FILES_IN_PARALLEL, fileIdx.length) }, worker));
-    for (const i of dirIdx) nodes[i] = await this.saveDiskEntry(join(path, names[i]), names[i], parentTree, `${vpath}/${names[i]}`);
-    return this.repo.saveTree({ nodes: nodes.filter((n): n is Node => n !== null) });
   }
 }
 
-/** Sums the sizes of regular files under the disk sources (for progress). */
-async function scanSize(root: VEntry, signal?: AbortSignal): Promise<number | undefined> {
-  let total = 0;
+/** Sums the sizes of regular files under the disk sources and the declared stream sizes (for progress). */
+async function scanSize(root: VEntry, pool: CodecPool): Promise<number | undefined> {
+  const paths: string[] = [];
+  let streams = 0;
   let known = true;
-  // Directories come typed from readdir; only regular files are statted, a window at a time.
-  const walkDir = async (path: string): Promise<void> => {
-    if (signal?.aborted) return;
-    const entries = await readdir(path, { withFileTypes: true }).catch(() => []);
-    const files = entries.filter((e) => !e.isDirectory());
-    for (let i = 0; i < files.length; i += STAT_AHEAD) {
-      const sts = await Promise.all(files.slice(i, i + STAT_AHEAD).map((e) => lstat(join(path, e.name)).catch(() => null)));
-      for (const st of sts) if (st?.isFile()) total += st.size;
-    }
-    for (const e of entries) if (e.isDirectory()) await walkDir(join(path, e.name));
-  };
-  const walk = async (path: string): Promise<void> => {
-    const st = await lstat(path).catch(() => null);
-    if (st?.isFile()) total += st.size;
-    else if (st?.isDirectory()) await walkDir(path);
-  };
-  const visit = async (e: VEntry): Promise<void> => {
-    if (e.kind === 'vdir') for (const c of e.children.values()) await visit(c);
-    else if (e.kind === 'disk') await walk(e.path);
-    else if (e.src.size !== undefined) total += e.src.size;
+  const visit = (e: VEntry): void => {
+    if (e.kind === 'vdir') for (const c of e.children.values()) visit(c);
+    else if (e.kind === 'disk') paths.push(e.path);
+    else if (e.src.size !== undefined) streams += e.src.size;
     else known = false;
   };
-  await visit(root);
-  return known ? total : undefined;
+  visit(root);
+  if (!known) return undefined;
+  return streams + (paths.length > 0 ? await pool.diskUsage(paths) : 0);
 }
 
 /**
@@ -506,7 +539,7 @@ export async function backup(repo: Repository, sources: Record<string, BackupSou
     }
     const pool = new CodecPool(repo.key, opts.codecThreads ?? defaultCodecThreads(), repo.compression);
     const archiver = new Archiver(repo, pool, opts, time);
-    void scanSize(root, opts.signal).then((t) => archiver.setTotal(t), () => {});
+    void scanSize(root, pool).then((t) => archiver.setTotal(t), () => {});
     let treeId: Id;
     try {
       treeId = await archiver.saveVirtual(root, parentTree, '/');
@@ -514,6 +547,7 @@ export async function backup(repo: Repository, sources: Record<string, BackupSou
       throwIfAborted(opts.signal);
       await repo.flush();
     } catch (err) {
+      await pool.close(); // ends running scans at once
       await archiver.drain();
       await repo.discardWrites();
       if (opts.signal?.aborted) throw err instanceof AbortedError ? err : new AbortedError({ cause: err });

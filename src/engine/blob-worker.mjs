@@ -1,15 +1,24 @@
 /**
- * Encoder worker: compresses and encrypts data blobs off the main thread. Receives the master
- * key once (workerData: 64 bytes, encryption key || k || r), then messages:
+ * Codec thread: the byte work of backups and restores, off the main thread. Receives the
+ * master key once (workerData.key: 64 bytes, encryption key || k || r), then messages:
  *   `{ seq, op: 'encode', plain }` → `{ seq, data, uncompressedLength }`
  *   `{ seq, op: 'decode', id, stored, uncompressedLength }` → `{ seq, data }` (verified plaintext)
- * or `{ seq, error }`, transferring buffers instead of copying them. Also used for restores.
+ *   `{ seq, op: 'scan', job }` → `{ seq, type: 'batch', items }` with the messages of
+ *     scan-core.mjs in order (a few hundred or about a MiB of blobs per batch), then
+ *     `{ seq, type: 'done' }`
+ *   `{ seq, op: 'du', paths }` → `{ seq, total }` (scan-core.mjs diskUsage)
+ * or `{ seq, error }`, transferring buffers instead of copying them.
+ *
+ * Scans hand sealed blobs to the main thread as fast as they read files; `workerData.owed`
+ * (a shared counter of bytes handed over and not yet packed) makes the thread wait while the
+ * main thread is more than workerData.owedLimit bytes behind, which bounds memory.
  * Plain JavaScript, so the thread starts fast and small whatever loader the main thread uses.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { decodeBlobRaw, encodeBlobRaw } from './seal-core.mjs';
+import { Scanner, diskUsage } from './scan-core.mjs';
 
 const keyBytes = Buffer.from(workerData.key);
 const encKey = keyBytes.subarray(0, 32);
@@ -21,8 +30,60 @@ const macR = keyBytes.subarray(48, 64);
 // the process within its memory budget; a full GC of this tiny heap takes about a millisecond.
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc');
-const GC_EVERY_BYTES = 4 * 1024 * 1024;
+const GC_EVERY_BYTES = 8 * 1024 * 1024;
 let sinceGc = 0;
+
+function collect(bytes) {
+  sinceGc += bytes;
+  if (sinceGc >= GC_EVERY_BYTES) {
+    sinceGc = 0;
+    gc();
+  }
+}
+
+const owed = workerData.owed ? new Int32Array(workerData.owed) : null;
+const owedLimit = workerData.owedLimit ?? Infinity;
+
+/** Scan messages not yet posted: one postMessage per batch costs far less than one each. */
+const BATCH_BYTES = 1024 * 1024;
+const BATCH_ITEMS = 256;
+let batch = [];
+let batchTransfer = [];
+let batchBytes = 0;
+let batchSeq = 0;
+
+function flush() {
+  if (batch.length === 0) return;
+  parentPort.postMessage({ seq: batchSeq, type: 'batch', items: batch }, batchTransfer);
+  batch = [];
+  batchTransfer = [];
+  batchBytes = 0;
+}
+
+function emit(m, transfer) {
+  batch.push(m);
+  if (transfer) {
+    batchTransfer.push(...transfer);
+    batchBytes += m.data.length;
+  }
+  if (batchBytes >= BATCH_BYTES || batch.length >= BATCH_ITEMS) flush();
+}
+
+/** Blocks this thread until the main thread has taken all but owedLimit bytes. */
+function credit(n) {
+  if (owed) {
+    for (;;) {
+      const cur = Atomics.load(owed, 0);
+      if (cur === 0 || cur + n <= owedLimit) break;
+      flush(); // what the main thread is waiting for may be in the unsent batch
+      Atomics.wait(owed, 0, cur, 1000);
+    }
+    Atomics.add(owed, 0, n);
+  }
+  collect(n);
+}
+
+const scanner = new Scanner(encKey, macK, macR, workerData.compression, credit);
 
 /** Large Buffers own their ArrayBuffer; small ones may live in Node's shared pool. */
 function transferable(buf) {
@@ -31,26 +92,32 @@ function transferable(buf) {
 
 parentPort.on('message', (msg) => {
   try {
-    if (msg.op === 'decode') {
+    if (msg.op === 'scan') {
+      batchSeq = msg.seq;
+      try {
+        scanner.scanBatch(msg.job, emit);
+      } finally {
+        flush();
+      }
+      parentPort.postMessage({ seq: msg.seq, type: 'done' });
+    } else if (msg.op === 'du') {
+      parentPort.postMessage({ seq: msg.seq, total: diskUsage(msg.paths) });
+    } else if (msg.op === 'decode') {
       const r = decodeBlobRaw(encKey, macK, macR, msg.id, msg.stored, msg.uncompressedLength);
       if (r.error !== undefined) {
         parentPort.postMessage({ seq: msg.seq, error: r.error });
       } else {
         const data = transferable(r.plain);
         parentPort.postMessage({ seq: msg.seq, data }, [data.buffer]);
-        sinceGc += msg.stored.length + data.length;
+        collect(msg.stored.length + data.length);
       }
     } else {
       const enc = encodeBlobRaw(encKey, macK, macR, msg.plain, workerData.compression);
       const data = transferable(enc.data);
       parentPort.postMessage({ seq: msg.seq, data, uncompressedLength: enc.uncompressedLength }, [data.buffer]);
-      sinceGc += msg.plain.length + data.length;
+      collect(msg.plain.length + data.length);
     }
   } catch (err) {
     parentPort.postMessage({ seq: msg.seq, error: err instanceof Error ? err.message : String(err) });
-  }
-  if (sinceGc >= GC_EVERY_BYTES) {
-    sinceGc = 0;
-    gc();
   }
 });

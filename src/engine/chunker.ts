@@ -7,7 +7,9 @@
  * The algorithm is named `fastcdc-v1-<min>-<avg>-<max>` in the repository config; the gear table
  * comes from a fixed seed and must never change for a given name.
  */
-import { createHash } from 'node:crypto';
+import { GEAR, masksFor } from './chunker-core.mjs';
+
+export { GEAR };
 
 /** Chunk size limits in bytes. avg must be a power of two. */
 export interface ChunkerParams {
@@ -18,18 +20,6 @@ export interface ChunkerParams {
 
 /** The default: 512 KiB minimum, 1 MiB average, 8 MiB maximum. */
 export const DEFAULT_CHUNKER_PARAMS: ChunkerParams = { min: 512 * 1024, avg: 1024 * 1024, max: 8 * 1024 * 1024 };
-
-const GEAR_SEED = 'backplane-fastcdc-v1-gear';
-
-/** The gear table: 256 pseudo-random 32-bit values derived from a fixed seed. */
-export const GEAR: Int32Array = (() => {
-  const t = new Int32Array(256);
-  for (let i = 0; i < 256; i++) {
-    const d = createHash('sha256').update(`${GEAR_SEED}:${i}`).digest();
-    t[i] = d.readInt32LE(0);
-  }
-  return t;
-})();
 
 function sizeName(n: number): string {
   if (n % (1024 * 1024) === 0) return `${n / (1024 * 1024)}m`;
@@ -63,11 +53,6 @@ function validateParams(p: ChunkerParams): void {
   }
 }
 
-/** A mask of the top `bits` bits of a 32-bit word; the top bits mix the most recent bytes. */
-function topMask(bits: number): number {
-  return (~0 << (32 - bits)) | 0;
-}
-
 /** The hash at the end of the last scan() that found no cut (a scratch register). */
 let scanHash = 0;
 
@@ -98,10 +83,7 @@ export class Chunker {
 
   constructor(private readonly params: ChunkerParams = DEFAULT_CHUNKER_PARAMS) {
     validateParams(params);
-    const bits = Math.log2(params.avg);
-    // Normalized chunking, level 2: harder to cut before the average, easier after it.
-    this.maskS = topMask(bits + 2);
-    this.maskL = topMask(bits - 2);
+    ({ maskS: this.maskS, maskL: this.maskL } = masksFor(params.avg));
   }
 
   /** Adds data; returns the chunks that end inside it. The data buffer must not be reused. */

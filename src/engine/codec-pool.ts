@@ -1,13 +1,16 @@
 /**
  * Codec pool: a few worker threads (blob-worker.mjs) that turn data chunks into stored blob
- * bytes (zstd, AES-CTR, Poly1305) and stored bytes back into verified plaintext, so reading,
- * chunking, hashing and file I/O on the main thread overlap with the expensive byte work.
- * With no workers (size 0) it does the same work inline.
+ * bytes (zstd, AES-CTR, Poly1305) and stored bytes back into verified plaintext, and that scan
+ * batches of files for backups (scan-core.mjs: lstat, read, chunk, hash, seal), so the main
+ * thread only walks directories and writes packs. With no workers (size 0) it does the same
+ * work inline.
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { keyToBytes, type Key } from './crypto.ts';
 import { decodeBlob, encodeBlob } from './blob-codec.ts';
+import { Scanner, diskUsage } from './scan-core.mjs';
+import type { ScanJob, ScanMessage } from './scan-core.mjs';
 import { IntegrityError } from './errors.ts';
 import type { Id } from './ids.ts';
 import type { BlobType, EncodedBlob } from './pack.ts';
@@ -15,6 +18,11 @@ import type { BlobType, EncodedBlob } from './pack.ts';
 /** A worker's answer (see blob-worker.mjs). */
 interface WorkerResponse {
   seq: number;
+  /** Set on scan messages: 'batch' carries scan-core.mjs messages in items, 'done' ends a scan. */
+  type?: 'batch' | 'done';
+  items?: ScanMessage[];
+  /** Answer to 'du'. */
+  total?: number;
   data?: Uint8Array;
   uncompressedLength?: number;
   error?: string;
@@ -24,7 +32,15 @@ interface Job {
   worker: number;
   resolve: (r: WorkerResponse) => void;
   reject: (e: Error) => void;
+  /** For scans: receives every message before 'done'. */
+  onScan?: (m: ScanMessage, release: (bytes: number) => void) => void;
 }
+
+/**
+ * How far a scanning thread may run ahead of the main thread, in sealed bytes handed over and
+ * not yet packed. Bounds memory whatever the sizes of the files.
+ */
+const OWED_LIMIT = 8 * 1024 * 1024;
 
 /** Default worker count: one per core, at most four. */
 export function defaultCodecThreads(): number {
@@ -58,6 +74,7 @@ function joinParts(parts: Uint8Array[]): Uint8Array {
 /** A pool of codec threads. Call close() when done. */
 export class CodecPool {
   private readonly workers: Worker[] = [];
+  private readonly owed: Int32Array[] = [];
   private readonly load: number[] = [];
   private readonly jobs = new Map<number, Job>();
   private seq = 0;
@@ -74,7 +91,9 @@ export class CodecPool {
     const url = new URL('./blob-worker.mjs', import.meta.url);
     const { key, compression } = this;
     for (let i = 0; i < this.size; i++) {
-      const w = new Worker(url, { workerData: { key: keyToBytes(key), compression } });
+      const owed = new SharedArrayBuffer(4);
+      const w = new Worker(url, { workerData: { key: keyToBytes(key), compression, owed, owedLimit: OWED_LIMIT } });
+      this.owed.push(new Int32Array(owed));
       w.on('message', (m: WorkerResponse) => this.onMessage(m));
       w.on('error', (err) => this.fail(err));
       w.on('exit', (code) => {
@@ -95,12 +114,21 @@ export class CodecPool {
   private onMessage(m: WorkerResponse): void {
     const job = this.jobs.get(m.seq);
     if (!job) return;
+    if (job.onScan && m.type === 'batch') {
+      const owed = this.owed[job.worker];
+      const release = (bytes: number) => {
+        Atomics.sub(owed, 0, bytes);
+        Atomics.notify(owed, 0);
+      };
+      for (const item of m.items!) job.onScan(item, release);
+      return;
+    }
     this.jobs.delete(m.seq);
     if (--this.load[job.worker] === 0) this.workers[job.worker]?.unref();
     job.resolve(m);
   }
 
-  private post(msg: Record<string, unknown>, transfer: ArrayBuffer[]): Promise<WorkerResponse> {
+  private post(msg: Record<string, unknown>, transfer: ArrayBuffer[], onScan?: Job['onScan']): Promise<WorkerResponse> {
     if (this.failed) return Promise.reject(this.failed);
     if (this.closed) return Promise.reject(new Error('codec pool is closed'));
     if (this.workers.length === 0) this.start();
@@ -108,7 +136,7 @@ export class CodecPool {
     for (let i = 1; i < this.load.length; i++) if (this.load[i] < this.load[w]) w = i;
     const seq = ++this.seq;
     return new Promise<WorkerResponse>((resolve, reject) => {
-      this.jobs.set(seq, { worker: w, resolve, reject });
+      this.jobs.set(seq, { worker: w, resolve, reject, onScan });
       // Only busy workers keep the process alive; an idle pool never blocks exit.
       if (this.load[w]++ === 0) this.workers[w].ref();
       this.workers[w].postMessage({ ...msg, seq }, transfer);
@@ -151,10 +179,36 @@ export class CodecPool {
     return asBuffer(m.data);
   }
 
+  private inlineScanner: Scanner | null = null;
+
+  /**
+   * Scans a batch of directory entries (see scan-core.mjs) on the least busy thread. onMessage
+   * gets every blob and entry in order; it must call release(data.length) for every blob once
+   * its bytes are packed or dropped, or the thread stops reading. Resolves after the last one.
+   */
+  async scan(job: ScanJob, onMessage: (m: ScanMessage, release: (bytes: number) => void) => void): Promise<void> {
+    if (this.size === 0) {
+      this.inlineScanner ??= new Scanner(this.key.encrypt, this.key.macK, this.key.macR, this.compression);
+      this.inlineScanner.scanBatch(job, (m) => onMessage(m, () => {}));
+      return;
+    }
+    const m = await this.post({ op: 'scan', job }, [], onMessage);
+    if (m.error) throw new Error(m.error);
+  }
+
+  /** Total size of the regular files under the given paths, counted on a thread. */
+  async diskUsage(paths: string[]): Promise<number> {
+    if (this.size === 0) return diskUsage(paths);
+    const m = await this.post({ op: 'du', paths }, []);
+    if (m.error || m.total === undefined) throw new Error(m.error ?? 'codec worker returned no total');
+    return m.total;
+  }
+
   /** Stops the workers. */
   async close(): Promise<void> {
     this.closed = true;
     await Promise.all(this.workers.map((w) => w.terminate()));
     this.workers.length = 0;
+    this.fail(new Error('codec pool is closed')); // jobs still waiting never get an answer
   }
 }

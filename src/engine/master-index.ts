@@ -83,6 +83,18 @@ export class MasterIndex {
     }
   }
 
+  /**
+   * Forgets a pack that no index file will list (a backup that wrote it was discarded). Blobs
+   * located in it are dropped, not moved to another copy: the next index load finds those.
+   */
+  removePack(packId: Id, blobs: PackedBlobInfo[]): void {
+    this.packSet.delete(packId);
+    for (const b of blobs) {
+      const k = key(b.type, b.id);
+      if (this.blobs.get(k)?.packId === packId) this.blobs.delete(k);
+    }
+  }
+
   /** Forgets everything (before reloading after maintenance). */
   clear(): void {
     this.blobs.clear();

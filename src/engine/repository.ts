@@ -360,7 +360,7 @@ export class Repository {
         for (const b of pack.blobs) this.pendingBlobs.delete(b.type[0] + b.id);
         this.stats.packsAdded++;
         // The backend is done with the bytes once save() resolves.
-        if (pack.buffer.length >= this.packSize && this.spareBuffers.length < 2) this.spareBuffers.push(pack.buffer);
+        if (pack.buffer.length >= this.packSize && this.spareBuffers.length < 1) this.spareBuffers.push(pack.buffer);
       })
       .catch((err) => {
         this.writeError ??= err;
@@ -393,6 +393,8 @@ export class Repository {
     this.writers.clear();
     while (this.uploads.size > 0) await Promise.race(this.uploads);
     this.pendingBlobs.clear();
+    // Their blobs must not count as stored: no index file will ever list these packs.
+    for (const p of this.unindexed) this.index.removePack(p.packId, p.blobs);
     this.unindexed = [];
     this.unindexedBlobs = 0;
     this.writeError = null;

@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { Readable } from 'node:stream';
 import { join } from 'node:path';
-import { readFile, stat, utimes, writeFile, open } from 'node:fs/promises';
+import { mkdir, readFile, stat, utimes, writeFile, open } from 'node:fs/promises';
 import { LocalBackend } from '../../src/destinations/local.ts';
 import {
   AbortedError,
@@ -161,6 +161,48 @@ describe('backup', () => {
     await expect(backup(repo, { 'relative': '/tmp' })).rejects.toBeInstanceOf(InvalidSourceError);
     await expect(backup(repo, { '/a/../b': '/tmp' })).rejects.toBeInstanceOf(InvalidSourceError);
     expect(await countFiles(repo, 'snapshots')).toBe(0);
+  });
+
+  it('cuts a file on disk exactly as the same bytes piped in, however the reads fall', async () => {
+    const { repo, dir } = await newRepo();
+    const files = await tempDir();
+    // Several times the scan threads' read buffer (two maximum chunks of the test chunker).
+    const content = seededBytes('both ways', 5 * 1024 * 1024 + 321);
+    await writeFile(join(files, 'big.bin'), content);
+    const r = await backup(repo, { '/files': files, '/db/big.dump': Readable.from([content]) });
+    expect(r.dataBlobsAdded).toBeGreaterThan(10);
+    const sn = (await listSnapshots(repo))[0];
+    const fromDisk = await resolvePath(repo, sn, '/files/big.bin');
+    const fromStream = await resolvePath(repo, sn, '/db/big.dump');
+    expect(fromDisk.content).toEqual(fromStream.content);
+    expect(fromDisk.size).toBe(content.length);
+    await restic(dir, ['check', '--read-data']);
+  });
+
+  it('an aborted backup of a directory tree leaves a valid repository without a snapshot', async () => {
+    const { repo, dir } = await newRepo({ packSize: 128 * 1024 });
+    const files = await tempDir();
+    for (let d = 0; d < 8; d++) {
+      await mkdir(join(files, `d${d}`));
+      for (let f = 0; f < 40; f++) await writeFile(join(files, `d${d}`, `f${f}`), seededBytes(`abort ${d} ${f}`, 40 * 1024));
+    }
+    const ac = new AbortController();
+    const err = await backup(repo, { '/files': files }, {
+      signal: ac.signal,
+      onProgress: (p) => {
+        if (p.bytesDone > 2 * 1024 * 1024) ac.abort();
+      },
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AbortedError);
+    expect(await countFiles(repo, 'snapshots')).toBe(0);
+    expect(await countFiles(repo, 'locks')).toBe(0);
+    await restic(dir, ['check', '--read-data']);
+    // Nothing reserved by the aborted run keeps the next one from storing its blobs.
+    const r = await backup(repo, { '/files': files });
+    const target = await tempDir();
+    await restore(repo, r.snapshotId, target);
+    expect((await readFile(join(target, 'files', 'd7', 'f39'))).equals(seededBytes('abort 7 39', 40 * 1024))).toBe(true);
+    await restic(dir, ['check', '--read-data']);
   });
 
   it('stores empty files and empty streams', async () => {

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { Chunker, DEFAULT_CHUNKER_PARAMS, GEAR, chunkerName, parseChunkerName, type ChunkerParams } from '../../src/engine/chunker.ts';
 import { hashId } from '../../src/engine/ids.ts';
+import { findCut, masksFor } from '../../src/engine/chunker-core.mjs';
 import { seededBytes } from './helpers.ts';
 
 function chunkAll(data: Buffer, params: ChunkerParams, pieceSize: number): Buffer[] {
@@ -60,5 +61,28 @@ describe('FastCDC chunker', () => {
     const chunks = chunkAll(zeros, DEFAULT_CHUNKER_PARAMS, 1 << 20);
     expect(Buffer.concat(chunks).length).toBe(zeros.length);
     expect(chunks[0].length).toBeLessThanOrEqual(DEFAULT_CHUNKER_PARAMS.max);
+  });
+
+  // The scan threads cut files with findCut over one buffer; streams use the Chunker. Both
+  // must cut the same bytes identically, or a file and the same bytes piped in would not
+  // deduplicate (nor would snapshots taken before and after the scan threads existed).
+  it('cuts identically through findCut, the scan threads\' cut finder', () => {
+    const small = { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 };
+    const inputs = [data.subarray(0, 6 * 1024 * 1024), Buffer.alloc(3 * 1024 * 1024 + 7), Buffer.from('a'.repeat(100_000) + 'b'.repeat(90_001))];
+    for (const params of [DEFAULT_CHUNKER_PARAMS, small]) {
+      for (const input of inputs) {
+        const expected = chunkAll(input, params, 65_536).map((c) => c.length);
+        const masks = masksFor(params.avg);
+        const got: number[] = [];
+        for (let pos = 0; pos < input.length; ) {
+          const cut = findCut(input, pos, input.length, params, masks, true);
+          got.push(cut - pos);
+          pos = cut;
+        }
+        expect(got).toEqual(expected);
+        // Without eof, an undecidable tail is left for later: -1, never a wrong cut.
+        expect(findCut(input, 0, Math.min(input.length, params.min), params, masks, false)).toBe(-1);
+      }
+    }
   });
 });

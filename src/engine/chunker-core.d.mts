@@ -1,0 +1,12 @@
+/** Types for chunker-core.mjs (see there). */
+export declare const GEAR: Int32Array;
+export declare function topMask(bits: number): number;
+export declare function masksFor(avg: number): { maskS: number; maskL: number };
+export declare function findCut(
+  buf: Uint8Array,
+  start: number,
+  end: number,
+  params: { min: number; avg: number; max: number },
+  masks: { maskS: number; maskL: number },
+  eof: boolean,
+): number;

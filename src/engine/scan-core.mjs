@@ -1,0 +1,200 @@
+/**
+ * Scan core: what a codec thread does with a batch of directory entries during a backup. For
+ * each name it lstats the entry; a regular file that differs from the parent snapshot's (or
+ * has none) is read with synchronous reads into a reused buffer, cut by FastCDC, and every
+ * chunk hashed, compressed and sealed right there. The main thread only walks directories,
+ * keeps the blobs the repository lacks and builds trees: it makes no per-file system calls and
+ * sends one message per batch instead of one per chunk. Plain JavaScript, shared by the
+ * threads and the inline (no thread) mode.
+ *
+ * Output, through emit(message, transferList), in entry order:
+ *   { type: 'blob', index, id, data, uncompressedLength, plainLength }  one per chunk read
+ *   { type: 'entry', index, stat, content?, size?, unchanged?, linktarget? }
+ *   { type: 'entry', index, gone: true }                                  vanished since readdir
+ *   { type: 'entry', index, error: { code, message } }
+ * Chunks are sealed before the main thread knows whether the repository has them (it drops
+ * those it has); only new or changed files are read, so the waste is small.
+ */
+import { closeSync, constants, lstatSync, openSync, readSync, readdirSync, readlinkSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { findCut, masksFor } from './chunker-core.mjs';
+import { encodeBlobRaw } from './seal-core.mjs';
+
+/** Linux only; 0 elsewhere. */
+const O_NOATIME = constants.O_NOATIME ?? 0;
+
+/**
+ * Opens without updating the access time, as restic does, so that reading a file does not
+ * change its metadata for the next backup; falls back for files we do not own (EPERM).
+ */
+function openForReading(path) {
+  if (O_NOATIME) {
+    try {
+      return openSync(path, constants.O_RDONLY | O_NOATIME);
+    } catch (err) {
+      if (err.code !== 'EPERM') throw err;
+    }
+  }
+  return openSync(path, constants.O_RDONLY);
+}
+
+function kindOf(st) {
+  if (st.isFile()) return 'file';
+  if (st.isDirectory()) return 'dir';
+  if (st.isSymbolicLink()) return 'symlink';
+  if (st.isFIFO()) return 'fifo';
+  if (st.isSocket()) return 'socket';
+  if (st.isCharacterDevice()) return 'chardev';
+  return 'dev';
+}
+
+/** The lstat fields a tree node records (times in nanoseconds, as bigints). */
+export function statFields(st) {
+  return {
+    kind: kindOf(st),
+    mode: Number(st.mode),
+    mtimeNs: st.mtimeNs,
+    atimeNs: st.atimeNs,
+    ctimeNs: st.ctimeNs,
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    ino: Number(st.ino),
+    dev: Number(st.dev),
+    nlink: Number(st.nlink),
+    size: Number(st.size),
+    rdev: Number(st.rdev),
+  };
+}
+
+/** A buffer that owns its whole ArrayBuffer, so it can be transferred between threads. */
+function transferable(buf) {
+  return buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength ? buf : Uint8Array.from(buf);
+}
+
+/**
+ * Per-thread state: the key (encKey, macK, macR), whether blobs may be compressed, and
+ * `credit(n)`, called before n bytes are handed to the main thread (the threads block there
+ * when the main thread falls behind).
+ */
+export class Scanner {
+  constructor(encKey, macK, macR, compression, credit = () => {}) {
+    this.encKey = encKey;
+    this.macK = macK;
+    this.macR = macR;
+    this.compression = compression;
+    this.credit = credit;
+    /** Read buffer, two maximum chunks long: a chunk always fits after the unconsumed rest. */
+    this.scratch = null;
+  }
+
+  /**
+   * Processes one batch: `{ dir, names, parents, params }` where parents[i] is null or the
+   * parent snapshot's { size, ino, dev, mtimeNs } for names[i], and params the chunker's.
+   */
+  scanBatch(job, emit) {
+    const masks = masksFor(job.params.avg);
+    for (let index = 0; index < job.names.length; index++) {
+      const path = join(job.dir, job.names[index]);
+      try {
+        const st = lstatSync(path, { bigint: true, throwIfNoEntry: false });
+        if (!st) {
+          emit({ type: 'entry', index, gone: true });
+          continue;
+        }
+        const stat = statFields(st);
+        if (stat.kind === 'symlink') {
+          emit({ type: 'entry', index, stat, linktarget: readlinkSync(path) });
+        } else if (stat.kind !== 'file') {
+          emit({ type: 'entry', index, stat });
+        } else {
+          const old = job.parents[index];
+          if (old && old.size === stat.size && old.ino === stat.ino && old.dev === stat.dev && old.mtimeNs === stat.mtimeNs) {
+            emit({ type: 'entry', index, stat, unchanged: true });
+          } else {
+            const { content, size } = this.readFile(path, stat.size, job.params, masks, index, emit);
+            emit({ type: 'entry', index, stat, content, size });
+          }
+        }
+      } catch (err) {
+        if (err.code === 'ENOENT') emit({ type: 'entry', index, gone: true });
+        else emit({ type: 'entry', index, error: { code: err.code, message: err.message } });
+      }
+    }
+  }
+
+  /** Reads, chunks and seals one file; returns its blob ids and the bytes read. */
+  readFile(path, statSize, params, masks, index, emit) {
+    const fd = openForReading(path);
+    try {
+      const buf = (this.scratch ??= Buffer.allocUnsafeSlow(2 * params.max));
+      const content = [];
+      let filled = 0;
+      let pos = 0;
+      let size = 0;
+      let eof = false;
+      for (;;) {
+        while (!eof && filled < buf.length) {
+          const want = buf.length - filled;
+          const n = readSync(fd, buf, filled, want, null);
+          filled += n;
+          size += n;
+          // A short read at the size lstat gave is the end: skip the read that would return 0.
+          if (n === 0 || (n < want && size >= statSize)) eof = true;
+        }
+        for (;;) {
+          const cut = findCut(buf, pos, filled, params, masks, eof);
+          if (cut <= pos) break;
+          content.push(this.emitChunk(buf.subarray(pos, cut), index, emit));
+          pos = cut;
+        }
+        if (eof) break;
+        buf.copyWithin(0, pos, filled);
+        filled -= pos;
+        pos = 0;
+      }
+      return { content, size };
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  emitChunk(chunk, index, emit) {
+    const id = createHash('sha256').update(chunk).digest('hex');
+    const enc = encodeBlobRaw(this.encKey, this.macK, this.macR, chunk, this.compression);
+    const data = transferable(enc.data);
+    this.credit(data.length);
+    emit({ type: 'blob', index, id, data, uncompressedLength: enc.uncompressedLength, plainLength: chunk.length }, [data.buffer]);
+    return id;
+  }
+}
+
+/**
+ * Sums the sizes of the regular files under the given paths (files or directories), for a
+ * backup's progress total. Unreadable entries count as empty.
+ */
+export function diskUsage(paths) {
+  let total = 0;
+  const walk = (path) => {
+    let entries;
+    try {
+      entries = readdirSync(path, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = join(path, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile()) {
+        const st = lstatSync(p, { throwIfNoEntry: false });
+        if (st?.isFile()) total += st.size;
+      }
+    }
+  };
+  for (const path of paths) {
+    const st = lstatSync(path, { throwIfNoEntry: false });
+    if (st?.isFile()) total += st.size;
+    else if (st?.isDirectory()) walk(path);
+  }
+  return total;
+}
