@@ -28,8 +28,8 @@ const run = promisify(execFile);
 const BENCH = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(BENCH, '..');
 const WORK = join(BENCH, 'work');
-/** `backplane repo` without the server modules src/cli/main.ts loads first (see that file). */
-const OURS = join(ROOT, 'src/cli/repo-entry.ts');
+/** `backplane repo` as built by `npm run build` (the bench script builds first), without the server modules. */
+const OURS = join(ROOT, 'dist/repo.mjs');
 const PASSWORD = 'bench password';
 /** No single step may run longer than this; keeps a broken tool from hanging the run. */
 const STEP_TIMEOUT_MS = 30 * 60 * 1000;
@@ -78,12 +78,12 @@ const backplane: Tool = {
   name: 'backplane',
   version: 'working tree',
   async init(repo) {
-    await run(process.execPath, ['--import', 'tsx', OURS, 'init', '--repo', repo], { cwd: ROOT, env: this.backup(repo, { dir: '' }, '').env });
+    await run(process.execPath, [OURS, 'init', '--repo', repo], { cwd: ROOT, env: this.backup(repo, { dir: '' }, '').env });
   },
   backup(repo, src, _label) {
     const args = 'dir' in src ? [src.dir] : ['--stdin-filename', src.stdinName];
     return {
-      argv: [process.execPath, '--import', 'tsx', OURS, 'backup', '--repo', repo, '--json', '--host', 'bench', ...args],
+      argv: [process.execPath, OURS, 'backup', '--repo', repo, '--json', '--host', 'bench', ...args],
       env: { ...ENV_BASE, BACKPLANE_REPO_PASSWORD: PASSWORD },
     };
   },
@@ -92,7 +92,7 @@ const backplane: Tool = {
   },
   restore(repo, target) {
     const { env } = this.backup(repo, { dir: '' }, '');
-    return { argv: [process.execPath, '--import', 'tsx', OURS, 'restore', '--repo', repo, 'latest', '--target', target, '--json'], env };
+    return { argv: [process.execPath, OURS, 'restore', '--repo', repo, 'latest', '--target', target, '--json'], env };
   },
 };
 
@@ -332,7 +332,7 @@ async function main(): Promise<void> {
     note:
       'MB = 10^6 bytes. bytesAdded is the growth of the repository directory in the step (toolReportedAdded: what the tool says; restic 0.14 reports data_added before compression). ' +
       'repoBytes is the apparent size of the repository directory (restic cache and borg cache/security dirs not counted). ' +
-      'Backplane runs src/cli/repo-entry.ts (the repo CLI code without the API server imports of src/cli/main.ts). Page cache warm for all tools.',
+      'Backplane runs dist/repo.mjs (npm run build: the repo CLI bundled by esbuild, without the API server modules). Page cache warm for all tools.',
     // Other work on the machine stretches wall times (CPU seconds much less): record how busy it was.
     machine: {
       cpus: availableParallelism(),

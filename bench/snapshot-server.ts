@@ -18,7 +18,7 @@ export interface ServerProcess {
   url: string;
   /** Peak sum of VmRSS over the server and its children (pg_dump, pg_restore) since start, MiB. */
   peakTreeMB(): number;
-  /** VmRSS of the server once it answered /readyz (tsx, Prisma, GraphQL schema loaded), MiB. */
+  /** VmRSS of the server once it answered /readyz (Prisma and the GraphQL schema loaded), MiB. */
   readyMB: number;
   /** VmHWM of the server process now, MiB. */
   hwmMB(): number;

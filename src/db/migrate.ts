@@ -21,8 +21,12 @@ import type {
   SchemaFilter,
 } from '@prisma/schema-engine-wasm';
 
-/** The repository root (this file is src/db/migrate.ts). */
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+/** The project root: the nearest directory above this module with prisma/ (src/db/ or dist/). */
+const ROOT = (() => {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, 'prisma', 'schema.prisma')) && path.dirname(dir) !== dir) dir = path.dirname(dir);
+  return dir;
+})();
 
 /** Default location of the committed migrations. */
 export const DEFAULT_MIGRATIONS_DIR = path.join(ROOT, 'prisma', 'migrations');
