@@ -7,7 +7,6 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Backend } from '../destinations/backend.ts';
 import { LocalBackend } from '../destinations/local.ts';
-import { s3BackendFromLocation } from '../destinations/s3.ts';
 import { DEFAULT_KDF_PARAMS, type KdfParams } from '../engine/api.ts';
 import { str, UsageError, type Values } from './repo-args.ts';
 
@@ -26,6 +25,8 @@ export async function openBackend(location: string, values: Values, env: NodeJS.
     // The SDK prints a multi-line notice about the Node versions its future releases will need;
     // it tells a CLI user nothing actionable and breaks the one-line-on-failure contract.
     process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+    // Loaded only here: the AWS SDK takes ~100 ms to load, which local repositories never need.
+    const { s3BackendFromLocation } = await import('../destinations/s3.ts');
     try {
       return s3BackendFromLocation(location, env, ca ? { ca } : {});
     } catch (err) {

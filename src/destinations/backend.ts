@@ -30,6 +30,15 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
+export interface SaveOptions extends CallOptions {
+  /**
+   * Called once the backend no longer reads `data` (the local backend: after writing it, before
+   * the fsync), so the caller can reuse the buffer early. Backends that do not call it are done
+   * with the data when save() settles.
+   */
+  dataConsumed?: () => void;
+}
+
 export interface LoadOptions extends CallOptions {
   /** First byte to read; defaults to 0. */
   offset?: number;
@@ -42,7 +51,7 @@ export interface Backend {
   /** Human-readable location, e.g. `/srv/repo` or `s3:http://host:9000/bucket/prefix`. */
   readonly location: string;
   /** Writes the whole file atomically; replaces an existing file of the same handle. */
-  save(h: Handle, data: Uint8Array, opts?: CallOptions): Promise<void>;
+  save(h: Handle, data: Uint8Array, opts?: SaveOptions): Promise<void>;
   /** Reads the file, or a byte range of it. Throws BackendNotFoundError when it does not exist. */
   load(h: Handle, opts?: LoadOptions): Promise<Buffer>;
   /** Size of the file, or null when it does not exist. */

@@ -15,6 +15,7 @@ import {
   FILE_TYPES,
   type Backend,
   type CallOptions,
+  type SaveOptions,
   type FileInfo,
   type FileType,
   type Handle,
@@ -67,7 +68,7 @@ export class LocalBackend implements Backend {
     return join(this.root, h.type, h.name);
   }
 
-  async save(h: Handle, data: Uint8Array, opts?: CallOptions): Promise<void> {
+  async save(h: Handle, data: Uint8Array, opts?: SaveOptions): Promise<void> {
     opts?.signal?.throwIfAborted();
     const final = this.path(h);
     const dir = join(final, '..');
@@ -84,6 +85,7 @@ export class LocalBackend implements Backend {
         const { bytesWritten } = await fh.write(data, off, data.length - off);
         off += bytesWritten;
       }
+      opts?.dataConsumed?.();
       if (this.fsync) await fh.sync();
       await fh.close();
       fh = undefined;

@@ -22,6 +22,7 @@ import type { ScanMessage, ScanParent, ScanStat } from './scan-core.mjs';
 import { AbortedError, EngineError, throwIfAborted } from './errors.ts';
 import { hashId, type Id } from './ids.ts';
 import { withLock } from './lock.ts';
+import type { EncodedBlob } from './pack.ts';
 import type { Repository } from './repository.ts';
 import { findSnapshot, newSnapshotJson, saveSnapshot } from './snapshot.ts';
 import { formatTime, goModeFromUnix, parseTime, type Node, type Tree } from './tree.ts';
@@ -385,7 +386,6 @@ class Archiver {
     const nodes: (Node | null)[] = new Array(names.length).fill(null);
     const again: number[] = [];
     const asDir: number[] = [];
-    let packing: Promise<void> = Promise.resolve();
     let failure: unknown = null;
     try {
       const scanParents = parents.map((p): ScanParent | null =>
@@ -393,26 +393,17 @@ class Archiver {
           ? { size: p.size ?? 0, ino: p.inode, dev: p.device_id ?? 0, mtimeNs: parseTime(p.mtime) }
           : null,
       );
-      const scanned = this.pool.scan({ dir, names, parents: scanParents, params: this.repo.chunkerParams }, (m: ScanMessage, release) => {
-        if (m.type === 'blob') {
-          this.counters.bytesDone += m.plainLength;
-          const bytes = m.data.length;
-          if (failure || this.repo.knowsBlob('data', m.id)) {
-            release(bytes);
-            return;
-          }
-          this.repo.reserveBlob('data', m.id);
-          const blob = { id: m.id, type: 'data' as const, data: Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength), uncompressedLength: m.uncompressedLength };
-          if (blob.uncompressedLength === undefined || blob.uncompressedLength === null) delete blob.uncompressedLength;
-          packing = packing
-            .then(() => (failure ? undefined : this.repo.addEncodedBlob(blob)))
-            .catch((err) => {
-              failure ??= err;
-            })
-            .finally(() => release(bytes));
-          this.progress();
-          return;
-        }
+      const onBlob = (m: ScanMessage & { type: 'blob' }, data: Buffer): Promise<void> | void => {
+        this.counters.bytesDone += m.plainLength;
+        this.progress();
+        if (failure || this.repo.knowsBlob('data', m.id)) return;
+        this.repo.reserveBlob('data', m.id);
+        const blob: EncodedBlob = { id: m.id, type: 'data', data };
+        if (m.uncompressedLength !== undefined && m.uncompressedLength !== null) blob.uncompressedLength = m.uncompressedLength;
+        // The pack copies the bytes at once; the promise waits only for room among the uploads.
+        return this.repo.addEncodedBlob(blob);
+      };
+      const onEntry = (m: ScanMessage & { type: 'entry' }): void => {
         const i = m.index;
         if (m.gone) return;
         if (m.error) {
@@ -444,9 +435,10 @@ class Archiver {
           this.progress();
         }
         nodes[i] = node;
-      });
-      // Blobs already handed over are packed (or dropped) even when the scan fails.
-      await scanned.finally(() => packing);
+      };
+      await this.pool.scan({ dir, names, parents: scanParents, params: this.repo.chunkerParams }, { onBlob, onEntry });
+    } catch (err) {
+      failure ??= err;
     } finally {
       this.batchesInFlight--;
       this.batchWaiters.shift()?.();

@@ -9,9 +9,10 @@
  *   `{ seq, op: 'du', paths }` → `{ seq, total }` (scan-core.mjs diskUsage)
  * or `{ seq, error }`, transferring buffers instead of copying them.
  *
- * Scans hand sealed blobs to the main thread as fast as they read files; `workerData.owed`
- * (a shared counter of bytes handed over and not yet packed) makes the thread wait while the
- * main thread is more than workerData.owedLimit bytes behind, which bounds memory.
+ * Scans write sealed blobs into a ring (workerData.ring, a SharedArrayBuffer) and send only
+ * where they are; the main thread copies them into packs and gives the space back through
+ * workerData.owed (bytes of the ring in use). A thread waits when the ring is full, which
+ * bounds memory, and no buffer is allocated, transferred and collected per blob.
  * Plain JavaScript, so the thread starts fast and small whatever loader the main thread uses.
  */
 import { parentPort, workerData } from 'node:worker_threads';
@@ -42,7 +43,9 @@ function collect(bytes) {
 }
 
 const owed = workerData.owed ? new Int32Array(workerData.owed) : null;
-const owedLimit = workerData.owedLimit ?? Infinity;
+const ring = workerData.ring ? Buffer.from(workerData.ring) : null;
+/** Where the next slot starts; everything before it back to the oldest unreturned slot is in use. */
+let head = 0;
 
 /** Scan messages not yet posted: one postMessage per batch costs far less than one each. */
 const BATCH_BYTES = 1024 * 1024;
@@ -62,28 +65,34 @@ function flush() {
 
 function emit(m, transfer) {
   batch.push(m);
-  if (transfer) {
-    batchTransfer.push(...transfer);
-    batchBytes += m.data.length;
-  }
+  if (transfer) batchTransfer.push(...transfer);
+  batchBytes += m.len ?? 0;
   if (batchBytes >= BATCH_BYTES || batch.length >= BATCH_ITEMS) flush();
 }
 
-/** Blocks this thread until the main thread has taken all but owedLimit bytes. */
-function credit(n) {
-  if (owed) {
-    for (;;) {
-      const cur = Atomics.load(owed, 0);
-      if (cur === 0 || cur + n <= owedLimit) break;
-      flush(); // what the main thread is waiting for may be in the unsent batch
-      Atomics.wait(owed, 0, cur, 1000);
+/**
+ * A ring slot of n bytes: `{ view, off, cost }`, cost counting the unused end of the ring when
+ * the slot wraps to its start. The main thread returns slots in the order they were given.
+ */
+function ringSlot(n) {
+  if (!ring || n > ring.length) return { view: Buffer.allocUnsafeSlow(n) };
+  for (;;) {
+    const used = Atomics.load(owed, 0);
+    if (used === 0) head = 0; // all returned: start over at the front
+    const start = head + n <= ring.length ? head : 0;
+    const cost = n + (start === 0 && head !== 0 ? ring.length - head : 0);
+    if (used + cost <= ring.length) {
+      Atomics.add(owed, 0, cost);
+      head = start + n;
+      collect(n);
+      return { view: ring.subarray(start, start + n), off: start, cost };
     }
-    Atomics.add(owed, 0, n);
+    flush(); // the slots the main thread would return may still be in the unsent batch
+    Atomics.wait(owed, 0, used, 1000);
   }
-  collect(n);
 }
 
-const scanner = new Scanner(encKey, macK, macR, workerData.compression, credit);
+const scanner = new Scanner(encKey, macK, macR, workerData.compression, ringSlot);
 
 /** Large Buffers own their ArrayBuffer; small ones may live in Node's shared pool. */
 function transferable(buf) {

@@ -32,15 +32,22 @@ interface Job {
   worker: number;
   resolve: (r: WorkerResponse) => void;
   reject: (e: Error) => void;
-  /** For scans: receives every message before 'done'. */
-  onScan?: (m: ScanMessage, release: (bytes: number) => void) => void;
+  scan?: ScanHandlers & { error?: unknown };
+}
+
+/** What a scan's caller does with its results (see scan()). */
+export interface ScanHandlers {
+  /** A new blob's stored bytes, valid until the promise returned settles. Called in order. */
+  onBlob: (m: ScanMessage & { type: 'blob' }, data: Buffer) => Promise<void> | void;
+  onEntry: (m: ScanMessage & { type: 'entry' }) => void;
 }
 
 /**
- * How far a scanning thread may run ahead of the main thread, in sealed bytes handed over and
- * not yet packed. Bounds memory whatever the sizes of the files.
+ * Size of each scanning thread's ring of sealed blobs (see blob-worker.mjs): how far it may run
+ * ahead of the main thread, so it bounds memory whatever the sizes of the files. Holds a
+ * blob of the default chunker's maximum size; larger ones travel in buffers of their own.
  */
-const OWED_LIMIT = 8 * 1024 * 1024;
+const RING_BYTES = 9 * 1024 * 1024;
 
 /** Default worker count: one per core, at most four. */
 export function defaultCodecThreads(): number {
@@ -75,6 +82,9 @@ function joinParts(parts: Uint8Array[]): Uint8Array {
 export class CodecPool {
   private readonly workers: Worker[] = [];
   private readonly owed: Int32Array[] = [];
+  private readonly rings: Buffer[] = [];
+  /** Per thread: the scan blobs being handled, in order (ring slots go back in that order). */
+  private readonly chains: Promise<void>[] = [];
   private readonly load: number[] = [];
   private readonly jobs = new Map<number, Job>();
   private seq = 0;
@@ -85,15 +95,24 @@ export class CodecPool {
    * compression: false for version 1 repositories, which cannot hold compressed blobs. The
    * threads start with the first job, so a backup with nothing new to encode starts none.
    */
-  constructor(private readonly key: Key, private readonly size = defaultCodecThreads(), private readonly compression = true) {}
+  constructor(
+    private readonly key: Key,
+    private readonly size = defaultCodecThreads(),
+    private readonly compression = true,
+    /** Each scanning thread's ring (tests make it small to exercise wrapping and waiting). */
+    private readonly ringBytes = RING_BYTES,
+  ) {}
 
   private start(): void {
     const url = new URL('./blob-worker.mjs', import.meta.url);
     const { key, compression } = this;
     for (let i = 0; i < this.size; i++) {
       const owed = new SharedArrayBuffer(4);
-      const w = new Worker(url, { workerData: { key: keyToBytes(key), compression, owed, owedLimit: OWED_LIMIT } });
+      const ring = new SharedArrayBuffer(this.ringBytes);
+      const w = new Worker(url, { workerData: { key: keyToBytes(key), compression, owed, ring } });
       this.owed.push(new Int32Array(owed));
+      this.rings.push(Buffer.from(ring));
+      this.chains.push(Promise.resolve());
       w.on('message', (m: WorkerResponse) => this.onMessage(m));
       w.on('error', (err) => this.fail(err));
       w.on('exit', (code) => {
@@ -114,21 +133,56 @@ export class CodecPool {
   private onMessage(m: WorkerResponse): void {
     const job = this.jobs.get(m.seq);
     if (!job) return;
-    if (job.onScan && m.type === 'batch') {
-      const owed = this.owed[job.worker];
-      const release = (bytes: number) => {
-        Atomics.sub(owed, 0, bytes);
-        Atomics.notify(owed, 0);
-      };
-      for (const item of m.items!) job.onScan(item, release);
+    if (job.scan && m.type === 'batch') {
+      for (const item of m.items!) {
+        if (item.type === 'entry') {
+          job.scan.onEntry(item);
+          continue;
+        }
+        this.chainBlob(job.worker, job.scan, item);
+      }
       return;
     }
-    this.jobs.delete(m.seq);
-    if (--this.load[job.worker] === 0) this.workers[job.worker]?.unref();
-    job.resolve(m);
+    if (job.scan && m.type === 'done') {
+      // Resolve only once every blob of the scan has been handled.
+      const scan = job.scan;
+      this.chains[job.worker] = this.chains[job.worker].then(() => {
+        if (scan.error) m.error = scan.error instanceof Error ? scan.error.message : String(scan.error);
+        this.finishJob(m);
+      });
+      return;
+    }
+    this.finishJob(m);
   }
 
-  private post(msg: Record<string, unknown>, transfer: ArrayBuffer[], onScan?: Job['onScan']): Promise<WorkerResponse> {
+  private finishJob(m: WorkerResponse): void {
+    const job = this.jobs.get(m.seq);
+    if (!job) return;
+    this.jobs.delete(m.seq);
+    if (--this.load[job.worker] === 0) this.workers[job.worker]?.unref();
+    if (job.scan?.error) job.reject(job.scan.error instanceof Error ? job.scan.error : new Error(String(job.scan.error)));
+    else job.resolve(m);
+  }
+
+  /** Queues a scanned blob behind the thread's others; its ring slot goes back once handled. */
+  private chainBlob(worker: number, scan: Job['scan'] & object, item: ScanMessage & { type: 'blob' }): void {
+    const ring = this.rings[worker];
+    const owed = this.owed[worker];
+    const data = item.data ? asBuffer(item.data) : ring.subarray(item.off!, item.off! + item.len);
+    this.chains[worker] = this.chains[worker]
+      .then(() => (scan.error ? undefined : scan.onBlob(item, data)))
+      .catch((err: unknown) => {
+        scan.error ??= err;
+      })
+      .then(() => {
+        if (item.cost !== undefined) {
+          Atomics.sub(owed, 0, item.cost);
+          Atomics.notify(owed, 0);
+        }
+      });
+  }
+
+  private post(msg: Record<string, unknown>, transfer: ArrayBuffer[], scan?: Job['scan']): Promise<WorkerResponse> {
     if (this.failed) return Promise.reject(this.failed);
     if (this.closed) return Promise.reject(new Error('codec pool is closed'));
     if (this.workers.length === 0) this.start();
@@ -136,7 +190,7 @@ export class CodecPool {
     for (let i = 1; i < this.load.length; i++) if (this.load[i] < this.load[w]) w = i;
     const seq = ++this.seq;
     return new Promise<WorkerResponse>((resolve, reject) => {
-      this.jobs.set(seq, { worker: w, resolve, reject, onScan });
+      this.jobs.set(seq, { worker: w, resolve, reject, scan });
       // Only busy workers keep the process alive; an idle pool never blocks exit.
       if (this.load[w]++ === 0) this.workers[w].ref();
       this.workers[w].postMessage({ ...msg, seq }, transfer);
@@ -182,17 +236,22 @@ export class CodecPool {
   private inlineScanner: Scanner | null = null;
 
   /**
-   * Scans a batch of directory entries (see scan-core.mjs) on the least busy thread. onMessage
-   * gets every blob and entry in order; it must call release(data.length) for every blob once
-   * its bytes are packed or dropped, or the thread stops reading. Resolves after the last one.
+   * Scans a batch of directory entries (see scan-core.mjs) on the least busy thread. Entries
+   * and blobs come in order; the blobs' handlers run one after another per thread, and the ring
+   * slot of a blob is reused once its handler settles. Resolves after the last handler; rejects
+   * with the first handler error.
    */
-  async scan(job: ScanJob, onMessage: (m: ScanMessage, release: (bytes: number) => void) => void): Promise<void> {
+  async scan(job: ScanJob, handlers: ScanHandlers): Promise<void> {
     if (this.size === 0) {
       this.inlineScanner ??= new Scanner(this.key.encrypt, this.key.macK, this.key.macR, this.compression);
-      this.inlineScanner.scanBatch(job, (m) => onMessage(m, () => {}));
-      return;
+      let chain: Promise<void> = Promise.resolve();
+      this.inlineScanner.scanBatch(job, (m) => {
+        if (m.type === 'entry') handlers.onEntry(m);
+        else chain = chain.then(() => handlers.onBlob(m, asBuffer(m.data!)));
+      });
+      return chain;
     }
-    const m = await this.post({ op: 'scan', job }, [], onMessage);
+    const m = await this.post({ op: 'scan', job }, [], { ...handlers });
     if (m.error) throw new Error(m.error);
   }
 
@@ -209,6 +268,7 @@ export class CodecPool {
     this.closed = true;
     await Promise.all(this.workers.map((w) => w.terminate()));
     this.workers.length = 0;
+    await Promise.all(this.chains); // handlers still running finish before the pool is gone
     this.fail(new Error('codec pool is closed')); // jobs still waiting never get an answer
   }
 }

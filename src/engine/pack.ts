@@ -156,6 +156,11 @@ export class PackWriter {
     return this.blobs.length;
   }
 
+  /** True when a blob of n bytes fits the buffer together with the header (no reallocation). */
+  fits(n: number): boolean {
+    return this.offset + n + 4 + CRYPTO_OVERHEAD + (this.blobs.length + 1) * ENTRY_COMPRESSED <= this.buf.length;
+  }
+
   /** Encrypts the header, assembles the pack and checks the header reads back. */
   finish(key: Key): FinishedPack {
     const header = encrypt(key, encodeHeader(this.blobs));

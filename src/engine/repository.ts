@@ -332,6 +332,14 @@ export class Repository {
    */
   async addEncodedBlob(blob: EncodedBlob): Promise<void> {
     this.throwIfWriteFailed();
+    // A blob that would overflow the open pack's buffer goes into the next pack: growing the
+    // buffer would copy it and double it (and the doubled one would be reused, and kept).
+    for (;;) {
+      const open = this.writers.get(blob.type);
+      if (!open || open.count === 0 || open.fits(blob.data.length)) break;
+      this.writers.delete(blob.type);
+      await this.startUpload(open.finish(this.key));
+    }
     let w = this.writers.get(blob.type);
     if (!w) {
       // Tree packs stay small in practice; do not reserve a full pack for them.
@@ -351,16 +359,23 @@ export class Repository {
   private async startUpload(pack: FinishedPack): Promise<void> {
     while (this.uploads.size >= this.uploadConcurrency) await Promise.race(this.uploads);
     this.throwIfWriteFailed();
+    let recycled = false;
+    // The backend is done with the bytes when it says so (the local one before its fsync), or
+    // else when save() resolves: from then on the buffer can take the next pack.
+    const recycle = () => {
+      if (recycled) return;
+      recycled = true;
+      if (pack.buffer.length >= this.packSize && this.spareBuffers.length <= this.uploadConcurrency) this.spareBuffers.push(pack.buffer);
+    };
     const p = this.backend
-      .save({ type: 'data', name: pack.id }, pack.bytes)
+      .save({ type: 'data', name: pack.id }, pack.bytes, { dataConsumed: recycle })
       .then(() => {
         this.index.addPack(pack.id, pack.blobs);
         this.unindexed.push({ packId: pack.id, blobs: pack.blobs });
         this.unindexedBlobs += pack.blobs.length;
         for (const b of pack.blobs) this.pendingBlobs.delete(b.type[0] + b.id);
         this.stats.packsAdded++;
-        // The backend is done with the bytes once save() resolves.
-        if (pack.buffer.length >= this.packSize && this.spareBuffers.length < 1) this.spareBuffers.push(pack.buffer);
+        recycle();
       })
       .catch((err) => {
         this.writeError ??= err;

@@ -32,7 +32,18 @@ export interface ScanJob {
 }
 
 export type ScanMessage =
-  | { type: 'blob'; index: number; id: string; data: Uint8Array; uncompressedLength: number | undefined; plainLength: number }
+  | {
+      type: 'blob';
+      index: number;
+      id: string;
+      len: number;
+      uncompressedLength: number | undefined;
+      plainLength: number;
+      /** The stored bytes, or their place in the thread's ring (off, taking cost bytes). */
+      data?: Uint8Array;
+      off?: number;
+      cost?: number;
+    }
   | {
       type: 'entry';
       index: number;
@@ -46,7 +57,13 @@ export type ScanMessage =
     };
 
 export declare class Scanner {
-  constructor(encKey: Uint8Array, macK: Uint8Array, macR: Uint8Array, compression: boolean, credit?: (bytes: number) => void);
+  constructor(
+    encKey: Uint8Array,
+    macK: Uint8Array,
+    macR: Uint8Array,
+    compression: boolean,
+    alloc?: (n: number) => { view: Uint8Array; off?: number; cost?: number },
+  );
   scanBatch(job: ScanJob, emit: (m: ScanMessage, transfer?: ArrayBuffer[]) => void): void;
 }
 

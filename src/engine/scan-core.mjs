@@ -8,7 +8,9 @@
  * threads and the inline (no thread) mode.
  *
  * Output, through emit(message, transferList), in entry order:
- *   { type: 'blob', index, id, data, uncompressedLength, plainLength }  one per chunk read
+ *   { type: 'blob', index, id, len, uncompressedLength, plainLength, data | off, cost }
+ *       one per chunk read: the stored bytes in `data`, or at `off` in the thread's ring
+ *       (see blob-worker.mjs), taking `cost` bytes of it
  *   { type: 'entry', index, stat, content?, size?, unchanged?, linktarget? }
  *   { type: 'entry', index, gone: true }                                  vanished since readdir
  *   { type: 'entry', index, error: { code, message } }
@@ -19,7 +21,10 @@ import { closeSync, constants, lstatSync, openSync, readSync, readdirSync, readl
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { findCut, masksFor } from './chunker-core.mjs';
-import { encodeBlobRaw } from './seal-core.mjs';
+import { encodeBlobInto } from './seal-core.mjs';
+
+/** Room beyond a maximum chunk in the read buffer (see Scanner.scratch). */
+const READ_AHEAD = 2 * 1024 * 1024;
 
 /** Linux only; 0 elsewhere. */
 const O_NOATIME = constants.O_NOATIME ?? 0;
@@ -67,24 +72,27 @@ export function statFields(st) {
   };
 }
 
-/** A buffer that owns its whole ArrayBuffer, so it can be transferred between threads. */
-function transferable(buf) {
-  return buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength ? buf : Uint8Array.from(buf);
-}
+/** Memory of its own for each blob (no ring). */
+const freshSlot = (n) => ({ view: Buffer.allocUnsafeSlow(n) });
 
 /**
  * Per-thread state: the key (encKey, macK, macR), whether blobs may be compressed, and
- * `credit(n)`, called before n bytes are handed to the main thread (the threads block there
- * when the main thread falls behind).
+ * `alloc(n)`, which returns where the next blob's n stored bytes go: `{ view }` for memory of
+ * its own (sent as `data`), or `{ view, off, cost }` for a slot of a shared ring. alloc may
+ * block until the main thread has made room.
  */
 export class Scanner {
-  constructor(encKey, macK, macR, compression, credit = () => {}) {
+  constructor(encKey, macK, macR, compression, alloc = freshSlot) {
     this.encKey = encKey;
     this.macK = macK;
     this.macR = macR;
     this.compression = compression;
-    this.credit = credit;
-    /** Read buffer, two maximum chunks long: a chunk always fits after the unconsumed rest. */
+    this.alloc = alloc;
+    /**
+     * Read buffer: a maximum chunk plus 2 MiB, so every refill after the unconsumed rest (always
+     * shorter than a maximum chunk) reads at least 2 MiB. The chunk that straddles a refill is
+     * scanned again from its start, a small price for half the memory of two maximum chunks.
+     */
     this.scratch = null;
   }
 
@@ -127,7 +135,8 @@ export class Scanner {
   readFile(path, statSize, params, masks, index, emit) {
     const fd = openForReading(path);
     try {
-      const buf = (this.scratch ??= Buffer.allocUnsafeSlow(2 * params.max));
+      if (!this.scratch || this.scratch.length < params.max + READ_AHEAD) this.scratch = Buffer.allocUnsafeSlow(params.max + READ_AHEAD);
+      const buf = this.scratch;
       const content = [];
       let filled = 0;
       let pos = 0;
@@ -161,10 +170,16 @@ export class Scanner {
 
   emitChunk(chunk, index, emit) {
     const id = createHash('sha256').update(chunk).digest('hex');
-    const enc = encodeBlobRaw(this.encKey, this.macK, this.macR, chunk, this.compression);
-    const data = transferable(enc.data);
-    this.credit(data.length);
-    emit({ type: 'blob', index, id, data, uncompressedLength: enc.uncompressedLength, plainLength: chunk.length }, [data.buffer]);
+    const { slot, uncompressedLength } = encodeBlobInto(this.encKey, this.macK, this.macR, chunk, this.compression, this.alloc);
+    const m = { type: 'blob', index, id, len: slot.view.length, uncompressedLength, plainLength: chunk.length };
+    if (slot.off === undefined) {
+      m.data = slot.view;
+      emit(m, [slot.view.buffer]);
+    } else {
+      m.off = slot.off;
+      m.cost = slot.cost;
+      emit(m);
+    }
     return id;
   }
 }

@@ -18,3 +18,12 @@ export declare function decodeBlobRaw(
   stored: Uint8Array,
   uncompressedLength: number | undefined,
 ): { plain: Buffer; error?: undefined } | { plain?: undefined; error: string };
+export declare function sealInto(encKey: Uint8Array, macK: Uint8Array, macR: Uint8Array, payload: Uint8Array, target: Uint8Array): void;
+export declare function encodeBlobInto<S extends { view: Uint8Array }>(
+  encKey: Uint8Array,
+  macK: Uint8Array,
+  macR: Uint8Array,
+  plain: Uint8Array,
+  allowCompression: boolean,
+  alloc: (n: number) => S,
+): { slot: S; uncompressedLength: number | undefined };

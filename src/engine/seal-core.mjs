@@ -6,7 +6,8 @@
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { poly1305 } from './poly1305.mjs';
-import { compress, decompress } from 'zstd-napi';
+import { decompress } from 'zstd-napi';
+import zstd from 'zstd-napi/binding.js';
 
 /** zstd level for blobs and unpacked files: zstd's default, as restic's "auto" mode uses. */
 export const ZSTD_LEVEL = 3;
@@ -33,18 +34,67 @@ function nextIv() {
   return ivPool.subarray(ivUsed - 16, ivUsed);
 }
 
+const CIPHER_PIECE = 64 * 1024;
+
+/** Seals payload into target (payload.length + 32 bytes): IV || AES-256-CTR(payload) || MAC. */
+export function sealInto(encKey, macK, macR, payload, target) {
+  const iv = nextIv();
+  target.set(iv, 0);
+  const c = createCipheriv('aes-256-ctr', encKey, iv);
+  // CTR output has the input's length. In pieces, every temporary buffer has the same small
+  // size, which the C heap reuses, instead of one per blob of every size up to 8 MiB.
+  for (let off = 0; off < payload.length; off += CIPHER_PIECE) {
+    target.set(c.update(payload.subarray(off, off + CIPHER_PIECE)), 16 + off);
+  }
+  c.final();
+  target.set(macRaw(macK, macR, iv, target.subarray(16, 16 + payload.length)), 16 + payload.length);
+}
+
 /** Encrypts and authenticates; the result has 32 bytes more than the plaintext. */
 export function sealRaw(encKey, macK, macR, plaintext) {
   // Its own ArrayBuffer (never Node's shared pool), so threads can transfer it as is.
   const out = Buffer.allocUnsafeSlow(plaintext.length + 32);
-  const iv = nextIv();
-  iv.copy(out, 0);
-  const c = createCipheriv('aes-256-ctr', encKey, iv);
-  const body = c.update(plaintext);
-  body.copy(out, 16);
-  c.final();
-  out.set(macRaw(macK, macR, iv, out.subarray(16, 16 + plaintext.length)), 16 + plaintext.length);
+  sealInto(encKey, macK, macR, plaintext, out);
   return out;
+}
+
+/**
+ * This thread's zstd context and output buffer, reused for every blob: a fresh context and
+ * a fresh compressBound-sized buffer per blob cost time and, across threads, left the C heap
+ * fragmented (peak memory grew by tens of MiB per thread).
+ */
+let cctx = null;
+let cdest = null;
+
+/** Compresses into the reused buffer; the result is valid until the next call. */
+function compressReused(plain) {
+  if (!cctx) {
+    cctx = new zstd.CCtx();
+    cctx.setParameter(zstd.CParameter.compressionLevel, ZSTD_LEVEL);
+  }
+  const bound = zstd.compressBound(plain.length);
+  if (!cdest || cdest.length < bound) cdest = Buffer.allocUnsafeSlow(Math.max(bound, 64 * 1024));
+  return cdest.subarray(0, cctx.compress2(cdest, plain));
+}
+
+/**
+ * Compresses a blob when allowed and worthwhile and seals it into memory from alloc(n), which
+ * returns `{ view }` (n bytes; e.g. a slot of a ring shared with the main thread) plus whatever
+ * the caller needs to find it again. Returns that slot and, when compressed, the plaintext length.
+ */
+export function encodeBlobInto(encKey, macK, macR, plain, allowCompression, alloc) {
+  let payload = plain;
+  let uncompressedLength;
+  if (allowCompression && plain.length >= 64) {
+    const packed = compressReused(plain);
+    if (packed.length < plain.length) {
+      payload = packed;
+      uncompressedLength = plain.length;
+    }
+  }
+  const slot = alloc(payload.length + 32);
+  sealInto(encKey, macK, macR, payload, slot.view);
+  return { slot, uncompressedLength };
 }
 
 /**
@@ -53,11 +103,8 @@ export function sealRaw(encKey, macK, macR, plaintext) {
  * header records).
  */
 export function encodeBlobRaw(encKey, macK, macR, plain, allowCompression = true) {
-  const packed = allowCompression && plain.length >= 64 ? compress(plain, { compressionLevel: ZSTD_LEVEL }) : null;
-  if (packed && packed.length < plain.length) {
-    return { data: sealRaw(encKey, macK, macR, packed), uncompressedLength: plain.length };
-  }
-  return { data: sealRaw(encKey, macK, macR, plain), uncompressedLength: undefined };
+  const { slot, uncompressedLength } = encodeBlobInto(encKey, macK, macR, plain, allowCompression, (n) => ({ view: Buffer.allocUnsafeSlow(n) }));
+  return { data: slot.view, uncompressedLength };
 }
 
 /** Verifies the MAC and decrypts; returns null when the MAC does not match. */
