@@ -306,9 +306,9 @@ class Archiver {
       name,
       type: 'file',
       mode: goModeFromUnix(st.mode),
-      mtime: formatTime(st.mtimeNs),
-      atime: formatTime(st.atimeNs),
-      ctime: formatTime(st.ctimeNs),
+      mtime: st.mtime,
+      atime: st.atime,
+      ctime: st.ctime,
       uid: st.uid,
       gid: st.gid,
       inode: st.ino,
@@ -344,7 +344,13 @@ class Archiver {
    * and saves the tree). So the walk moves on to the next directory while the threads still
    * scan this one's files; the scan slots bound how far it runs ahead.
    */
-  private async walkEntry(path: string, name: string, parentTree: Tree | null, vpath: string): Promise<() => Promise<Node | null>> {
+  private async walkEntry(
+    path: string,
+    name: string,
+    parentTree: Tree | null,
+    vpath: string,
+    parentSubtree?: Promise<Tree | null>,
+  ): Promise<() => Promise<Node | null>> {
     this.check();
     const st = await lstatOrNull(path);
     if (!st) return async () => null; // vanished since readdir
@@ -355,7 +361,7 @@ class Archiver {
       return async () => (await scanned)[0];
     }
     const node = this.nodeFromStat(name, statFields(st));
-    const sub = await this.parentSubtree(parentTree, name);
+    const sub = await (parentSubtree ?? this.parentSubtree(parentTree, name));
     const finishDir = await this.walkDir(path, sub, vpath);
     return async () => {
       node.subtree = await finishDir();
@@ -483,8 +489,10 @@ class Archiver {
         ),
       );
     }
-    for (const i of dirIdx) {
-      const finish = await this.walkEntry(join(path, names[i]), names[i], parentTree, `${vpath}/${names[i]}`);
+    // The parent snapshot's trees of all subdirectories load at once, not one per step of the walk.
+    const subtrees = dirIdx.map((i) => this.parentSubtree(parentTree, names[i]));
+    for (const [k, i] of dirIdx.entries()) {
+      const finish = await this.walkEntry(join(path, names[i]), names[i], parentTree, `${vpath}/${names[i]}`, subtrees[k]);
       track(finish().then((node) => void (nodes[i] = node)));
     }
     return async () => {

@@ -4,9 +4,10 @@
 export interface ScanStat {
   kind: 'file' | 'dir' | 'symlink' | 'fifo' | 'socket' | 'chardev' | 'dev';
   mode: number;
-  mtimeNs: bigint;
-  atimeNs: bigint;
-  ctimeNs: bigint;
+  /** RFC 3339, as trees store them (formatTime). */
+  mtime: string;
+  atime: string;
+  ctime: string;
   uid: number;
   gid: number;
   ino: number;

@@ -22,6 +22,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { findCut, masksFor } from './chunker-core.mjs';
 import { encodeBlobInto } from './seal-core.mjs';
+import { formatTime } from './time.mjs';
 
 /** Room beyond a maximum chunk in the read buffer (see Scanner.scratch). */
 const READ_AHEAD = 2 * 1024 * 1024;
@@ -54,14 +55,14 @@ function kindOf(st) {
   return 'dev';
 }
 
-/** The lstat fields a tree node records (times in nanoseconds, as bigints). */
+/** The lstat fields a tree node records, times formatted as trees store them. */
 export function statFields(st) {
   return {
     kind: kindOf(st),
     mode: Number(st.mode),
-    mtimeNs: st.mtimeNs,
-    atimeNs: st.atimeNs,
-    ctimeNs: st.ctimeNs,
+    mtime: formatTime(st.mtimeNs),
+    atime: formatTime(st.atimeNs),
+    ctime: formatTime(st.ctimeNs),
     uid: Number(st.uid),
     gid: Number(st.gid),
     ino: Number(st.ino),
@@ -117,7 +118,7 @@ export class Scanner {
           emit({ type: 'entry', index, stat });
         } else {
           const old = job.parents[index];
-          if (old && old.size === stat.size && old.ino === stat.ino && old.dev === stat.dev && old.mtimeNs === stat.mtimeNs) {
+          if (old && old.size === stat.size && old.ino === stat.ino && old.dev === stat.dev && old.mtimeNs === st.mtimeNs) {
             emit({ type: 'entry', index, stat, unchanged: true });
           } else {
             const { content, size } = this.readFile(path, stat.size, job.params, masks, index, emit);

@@ -7,6 +7,7 @@
  * reads our trees and we read restic's. Node names are stored Go-quoted (strconv.Quote without
  * the quotes), as restic does, so that any byte string survives JSON.
  */
+import { formatTime } from './time.mjs';
 import type { Id } from './ids.ts';
 
 /** Node types restic knows. */
@@ -82,18 +83,7 @@ export function unixPermissions(goMode: number | undefined): number {
   return p;
 }
 
-/** Formats nanoseconds since the epoch as Go's RFC3339Nano in UTC. */
-export function formatTime(ns: bigint): string {
-  let sec = ns / 1_000_000_000n;
-  let frac = ns % 1_000_000_000n;
-  if (frac < 0n) {
-    frac += 1_000_000_000n;
-    sec -= 1n;
-  }
-  const iso = new Date(Number(sec) * 1000).toISOString().slice(0, 19);
-  const f = frac === 0n ? '' : '.' + frac.toString().padStart(9, '0').replace(/0+$/, '');
-  return `${iso}${f}Z`;
-}
+export { formatTime };
 
 const TIME_RE = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})$/;
 
