@@ -134,33 +134,53 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
       let dbDone = 0;
       const report = () => progress.report({ bytesDone: filesDone + dbDone, bytesTotal: total || null });
 
-      const files = log.includes.includes('FILES')
-        ? await prepareDirectory(target.filesPath!, restoreId, async (dir: string) => {
-            await restoreFiles(repo, source.repoSnapshotId, dir, { path: '/files', signal, onProgress: (p) => ((filesDone = p.bytesDone), report()) });
-          }, { signal })
-        : null;
-      let db: PreparedDatabase | null = null;
-      try {
-        if (log.includes.includes('DB')) {
-          const url = await environmentDatabaseUrl(deps, target.id);
-          const { file } = await dumpNode(repo, source.repoSnapshotId, signal);
-          // Counts bytes on their way to pg_restore (a 'data' listener would drain the stream instead).
-          const counter = new Transform({
-            transform(chunk: Buffer, _enc, done) {
-              dbDone += chunk.length;
-              report();
-              done(null, chunk);
-            },
-          });
-          // pipeline, not pipe: a read error must reach pg_restore's side as an error, not as a quiet end.
-          const dump = pipeline(fileStream(repo, file, signal), counter, () => undefined);
-          const strategy = opInput.strategy === 'IN_PLACE' || !(await canCreateDatabase(url)) ? 'IN_PLACE' : 'SWAP';
-          db = await prepareDatabase(url, dump, { strategy, restoreId, signal });
-        }
-      } catch (err) {
-        await files?.rollback().catch((e: unknown) => deps.logger.error({ err: e }, 'files rollback failed'));
-        throw err;
+      // The files and the database are prepared beside the live ones at the same time: they
+      // are independent until the swap, and the database side mostly waits for PostgreSQL.
+      // The first side to fail stops the other.
+      const sides = new AbortController();
+      const sideSignal = AbortSignal.any([signal, sides.signal]);
+      let firstFailure: { reason: unknown } | null = null;
+      const failFast = <T>(p: Promise<T>): Promise<T> =>
+        p.catch((err: unknown) => {
+          firstFailure ??= { reason: err };
+          sides.abort(err);
+          throw err;
+        });
+      const preparingFiles = log.includes.includes('FILES')
+        ? failFast(
+            prepareDirectory(target.filesPath!, restoreId, async (dir: string) => {
+              await restoreFiles(repo, source.repoSnapshotId, dir, { path: '/files', signal: sideSignal, onProgress: (p) => ((filesDone = p.bytesDone), report()) });
+            }, { signal: sideSignal }),
+          )
+        : Promise.resolve(null);
+      const preparingDb = log.includes.includes('DB')
+        ? failFast((async (): Promise<PreparedDatabase> => {
+            const url = await environmentDatabaseUrl(deps, target.id);
+            const { file } = await dumpNode(repo, source.repoSnapshotId, sideSignal);
+            // Counts bytes on their way to pg_restore (a 'data' listener would drain the stream instead).
+            const counter = new Transform({
+              transform(chunk: Buffer, _enc, done) {
+                dbDone += chunk.length;
+                report();
+                done(null, chunk);
+              },
+            });
+            // pipeline, not pipe: a read error must reach pg_restore's side as an error, not as a quiet end.
+            const dump = pipeline(fileStream(repo, file, sideSignal), counter, () => undefined);
+            const strategy = opInput.strategy === 'IN_PLACE' || !(await canCreateDatabase(url)) ? 'IN_PLACE' : 'SWAP';
+            return prepareDatabase(url, dump, { strategy, restoreId, signal: sideSignal });
+          })())
+        : Promise.resolve(null);
+      const [filesResult, dbResult] = await Promise.allSettled([preparingFiles, preparingDb]);
+      if (filesResult.status === 'rejected' || dbResult.status === 'rejected') {
+        // Whichever side got ready is dropped again; the live target was never touched.
+        if (filesResult.status === 'fulfilled') await filesResult.value?.rollback().catch((e: unknown) => deps.logger.error({ err: e }, 'files rollback failed'));
+        if (dbResult.status === 'fulfilled') await dbResult.value?.rollback().catch((e: unknown) => deps.logger.error({ err: e }, 'database rollback failed'));
+        // The first failure is the cause; the other side's is usually just our abort.
+        throw (firstFailure as { reason: unknown } | null)?.reason ?? (filesResult.status === 'rejected' ? filesResult.reason : (dbResult as PromiseRejectedResult).reason);
       }
+      const files = filesResult.value;
+      const db = dbResult.value;
       // Both sides are ready beside the live ones; now the short step. What can be undone commits first.
       progress.report({ phase: 'swapping' });
       if (db?.canUndo) {
