@@ -350,25 +350,29 @@ class Archiver {
     parentTree: Tree | null,
     vpath: string,
     parentSubtree?: Promise<Tree | null>,
+    knownDir = false,
   ): Promise<() => Promise<Node | null>> {
     this.check();
-    const st = await lstatOrNull(path);
-    if (!st) return async () => null; // vanished since readdir
-    if (!st.isDirectory()) {
-      const parent = parentTree?.nodes.find((n) => n.name === name) ?? null;
-      const scanned = this.scanFiles(dirname(path), [basename(path)], [parent], [name], `${vpath.slice(0, -name.length)}`);
-      scanned.catch(() => {}); // awaited by the caller's finish
-      return async () => (await scanned)[0];
+    // readdir's entry types say which entries are directories; anything else is statted here.
+    if (!knownDir) {
+      const st = await lstatOrNull(path);
+      if (!st) return async () => null; // vanished since readdir
+      if (!st.isDirectory()) {
+        const parent = parentTree?.nodes.find((n) => n.name === name) ?? null;
+        const scanned = this.scanFiles(dirname(path), [basename(path)], [parent], [name], `${vpath.slice(0, -name.length)}`);
+        scanned.catch(() => {}); // awaited by the caller's finish
+        return async () => (await scanned)[0];
+      }
     }
-    const node = this.nodeFromStat(name, statFields(st));
     const sub = await (parentSubtree ?? this.parentSubtree(parentTree, name));
-    const finishDir = await this.walkDir(path, sub, vpath);
+    const walked = await this.walkDir(path, sub, vpath);
+    if (walked === 'gone') return async () => null;
+    if (walked === 'not a directory') return this.walkEntry(path, name, parentTree, vpath); // replaced since readdir
+    // The lstat taken after reading the directory: reading may have updated its atime, and the
+    // next backup should find the time it records unchanged.
+    const node = this.nodeFromStat(name, statFields(walked.stat));
     return async () => {
-      node.subtree = await finishDir();
-      // Reading a directory updates its atime (no O_NOATIME for readdir in Node): record the
-      // time after our own read, which the next backup then finds unchanged.
-      const after = await lstat(path, { bigint: true }).catch(() => null);
-      if (after && after.ino === st.ino) node.atime = formatTime(after.atimeNs);
+      node.subtree = await walked.finish();
       this.counters.dirs++;
       return node;
     };
@@ -458,10 +462,29 @@ class Archiver {
     return nodes;
   }
 
-  /** Reads a directory and queues its entries; the function returned saves its tree. */
-  private async walkDir(path: string, parentTree: Tree | null, vpath: string): Promise<() => Promise<Id>> {
+  /**
+   * Reads a directory and queues its entries; returns its lstat (taken after the read) and a
+   * function that saves its tree.
+   */
+  private async walkDir(
+    path: string,
+    parentTree: Tree | null,
+    vpath: string,
+  ): Promise<{ stat: BigIntStats; finish: () => Promise<Id> } | 'gone' | 'not a directory'> {
+    let listed;
+    try {
+      listed = await readdir(path, { withFileTypes: true });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return 'gone';
+      if (code === 'ENOTDIR') return 'not a directory';
+      throw err;
+    }
+    const dirStat = await lstatOrNull(path);
+    if (!dirStat) return 'gone';
+    if (!dirStat.isDirectory()) return 'not a directory';
     // The entries' types come with the names (d_type), so only directories are statted here.
-    const entries = (await readdir(path, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const entries = listed.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const names = entries.map((e) => e.name);
     const nodes: (Node | null)[] = new Array(names.length).fill(null);
     const fileIdx: number[] = [];
@@ -492,12 +515,15 @@ class Archiver {
     // The parent snapshot's trees of all subdirectories load at once, not one per step of the walk.
     const subtrees = dirIdx.map((i) => this.parentSubtree(parentTree, names[i]));
     for (const [k, i] of dirIdx.entries()) {
-      const finish = await this.walkEntry(join(path, names[i]), names[i], parentTree, `${vpath}/${names[i]}`, subtrees[k]);
+      const finish = await this.walkEntry(join(path, names[i]), names[i], parentTree, `${vpath}/${names[i]}`, subtrees[k], true);
       track(finish().then((node) => void (nodes[i] = node)));
     }
-    return async () => {
-      await Promise.all(pending);
-      return this.repo.saveTree({ nodes: nodes.filter((n): n is Node => n !== null) });
+    return {
+      stat: dirStat,
+      finish: async () => {
+        await Promise.all(pending);
+        return this.repo.saveTree({ nodes: nodes.filter((n): n is Node => n !== null) });
+      },
     };
   }
 }

@@ -62,24 +62,26 @@ export function indexFromJson(j: unknown): { packs: PackList[]; supersedes: Id[]
   return { packs, supersedes: obj.supersedes ?? [] };
 }
 
-function key(type: BlobType, id: Id): string {
-  return (type === 'data' ? 'd' : 't') + id;
-}
-
 /** In-memory union of index files: blob → location. */
 export class MasterIndex {
-  private readonly blobs = new Map<string, IndexEntry>();
+  /** One map per blob type, keyed by id: no key string is built per lookup. */
+  private readonly data = new Map<Id, IndexEntry>();
+  private readonly trees = new Map<Id, IndexEntry>();
   private readonly packSet = new Set<Id>();
+
+  private mapOf(type: BlobType): Map<Id, IndexEntry> {
+    return type === 'data' ? this.data : this.trees;
+  }
 
   /** Adds every blob of a pack. The first location seen for a blob wins. */
   addPack(packId: Id, blobs: PackedBlobInfo[]): void {
     this.packSet.add(packId);
     for (const b of blobs) {
-      const k = key(b.type, b.id);
-      if (this.blobs.has(k)) continue;
+      const m = this.mapOf(b.type);
+      if (m.has(b.id)) continue;
       const e: IndexEntry = { packId, type: b.type, offset: b.offset, length: b.length };
       if (b.uncompressedLength !== undefined) e.uncompressedLength = b.uncompressedLength;
-      this.blobs.set(k, e);
+      m.set(b.id, e);
     }
   }
 
@@ -90,25 +92,26 @@ export class MasterIndex {
   removePack(packId: Id, blobs: PackedBlobInfo[]): void {
     this.packSet.delete(packId);
     for (const b of blobs) {
-      const k = key(b.type, b.id);
-      if (this.blobs.get(k)?.packId === packId) this.blobs.delete(k);
+      const m = this.mapOf(b.type);
+      if (m.get(b.id)?.packId === packId) m.delete(b.id);
     }
   }
 
   /** Forgets everything (before reloading after maintenance). */
   clear(): void {
-    this.blobs.clear();
+    this.data.clear();
+    this.trees.clear();
     this.packSet.clear();
   }
 
   /** Location of a blob, or undefined. */
   lookup(type: BlobType, id: Id): IndexEntry | undefined {
-    return this.blobs.get(key(type, id));
+    return this.mapOf(type).get(id);
   }
 
   /** True when the blob is indexed. */
   has(type: BlobType, id: Id): boolean {
-    return this.blobs.has(key(type, id));
+    return this.mapOf(type).has(id);
   }
 
   /** True when some index file lists the pack. */
@@ -123,11 +126,11 @@ export class MasterIndex {
 
   /** Number of distinct blobs. */
   get size(): number {
-    return this.blobs.size;
+    return this.data.size + this.trees.size;
   }
 
   /** Every blob with its location. */
   *entries(): IterableIterator<{ id: Id } & IndexEntry> {
-    for (const [k, e] of this.blobs) yield { id: k.slice(1), ...e };
+    for (const m of [this.data, this.trees]) for (const [id, e] of m) yield { id, ...e };
   }
 }
