@@ -89,6 +89,29 @@ describe('restoreSnapshot', () => {
   });
 });
 
+describe('one side of a restore failing', () => {
+  // Files and database are prepared at the same time: when the files side cannot even start
+  // (its target lies under a regular file), the database side is stopped and dropped again.
+  it('stops and drops the other side; the target database is as before', async () => {
+    const env = await makeLiveEnvironment(app, { organizationId: orgId, name: 'half-fails' });
+    const { snapshotId } = await takeSnapshot(app, key, env.id);
+    await sql(env.databaseUrl, "INSERT INTO customers (name, email) VALUES ('after', 'after-half@example.com')");
+    const dbBefore = await databaseDigest(env.databaseUrl);
+    const blocker = path.join(path.dirname(env.filesPath), 'not-a-directory');
+    await fs.writeFile(blocker, 'a file where a directory is expected\n');
+    await app.runtime.db.environment.update({ where: { id: env.id }, data: { filesPath: path.join(blocker, 'files') } });
+
+    const { operationId } = await startRestore(app, key, { snapshotId, createSafetySnapshot: false });
+    const states = await follow(app, key, operationId);
+    expect(states.at(-1)).toMatchObject({ status: 'FAILED' });
+    // The cause is reported, not the abort it caused on the database side.
+    expect(states.at(-1)?.error ?? '').toMatch(/not-a-directory|ENOTDIR|not a directory/i);
+    expect(await databaseDigest(env.databaseUrl)).toEqual(dbBefore);
+    const dbs = await sql(env.databaseUrl, "SELECT datname FROM pg_database WHERE datname LIKE '%bp_restore%'");
+    expect(dbs.rows).toEqual([]);
+  });
+});
+
 describe('cancelling a restore', () => {
   it('while the safety snapshot runs, and while pg_restore runs: CANCELLED, the target exactly as before', async () => {
     // Its own environment: the failure test above corrupts the shared one's repository.
