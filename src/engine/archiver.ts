@@ -257,8 +257,8 @@ class Archiver {
     };
   }
 
-  private async parentSubtree(parentTree: Tree | null, name: string): Promise<Tree | null> {
-    const pn = parentTree?.nodes.find((n) => n.name === name);
+  /** The parent snapshot's tree of a directory, given its node there (if any). */
+  private async parentSubtree(pn: Node | undefined): Promise<Tree | null> {
     if (!pn || pn.type !== 'dir' || !pn.subtree) return null;
     try {
       return await this.repo.loadTree(pn.subtree, this.opts.signal);
@@ -273,7 +273,7 @@ class Archiver {
     for (const [name, entry] of dir.children) {
       const childPath = `${vpath === '/' ? '' : vpath}/${name}`;
       if (entry.kind === 'vdir') {
-        const id = await this.saveVirtual(entry, await this.parentSubtree(parentTree, name), childPath);
+        const id = await this.saveVirtual(entry, await this.parentSubtree(parentTree?.nodes.find((n) => n.name === name)), childPath);
         nodes.push(this.synthDir(name, id, parentTree));
         this.counters.dirs++;
       } else if (entry.kind === 'stream') {
@@ -364,7 +364,7 @@ class Archiver {
         return async () => (await scanned)[0];
       }
     }
-    const sub = await (parentSubtree ?? this.parentSubtree(parentTree, name));
+    const sub = await (parentSubtree ?? this.parentSubtree(parentTree?.nodes.find((n) => n.name === name)));
     const walked = await this.walkDir(path, sub, vpath);
     if (walked === 'gone') return async () => null;
     if (walked === 'not a directory') return this.walkEntry(path, name, parentTree, vpath); // replaced since readdir
@@ -513,7 +513,7 @@ class Archiver {
       );
     }
     // The parent snapshot's trees of all subdirectories load at once, not one per step of the walk.
-    const subtrees = dirIdx.map((i) => this.parentSubtree(parentTree, names[i]));
+    const subtrees = dirIdx.map((i) => this.parentSubtree(old.get(names[i])));
     for (const [k, i] of dirIdx.entries()) {
       const finish = await this.walkEntry(join(path, names[i]), names[i], parentTree, `${vpath}/${names[i]}`, subtrees[k], true);
       track(finish().then((node) => void (nodes[i] = node)));

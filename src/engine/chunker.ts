@@ -150,11 +150,6 @@ export class Chunker {
     return out;
   }
 
-  /** The memory the chunker still refers to (the bytes since the last cut), for buffer reuse. */
-  pendingMemory(): ArrayBufferLike[] {
-    return this.pending.map((p) => p.buffer);
-  }
-
   /** Returns the final chunk (bytes since the last cut), or null when there are none. */
   finish(): Buffer | null {
     const parts = this.finishParts();

@@ -144,12 +144,9 @@ export class CodecPool {
       return;
     }
     if (job.scan && m.type === 'done') {
-      // Resolve only once every blob of the scan has been handled.
-      const scan = job.scan;
-      this.chains[job.worker] = this.chains[job.worker].then(() => {
-        if (scan.error) m.error = scan.error instanceof Error ? scan.error.message : String(scan.error);
-        this.finishJob(m);
-      });
+      // Settle only once every blob of the scan has been handled (finishJob rejects with the
+      // first handler error).
+      this.chains[job.worker] = this.chains[job.worker].then(() => this.finishJob(m));
       return;
     }
     this.finishJob(m);

@@ -21,7 +21,7 @@ import { closeSync, constants, lstatSync, openSync, readSync, readdirSync, readl
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { findCut, masksFor } from './chunker-core.mjs';
-import { encodeBlobInto } from './seal-core.mjs';
+import { encodeBlobInto, freshSlot } from './seal-core.mjs';
 import { formatTime } from './time.mjs';
 
 /** Room beyond a maximum chunk in the read buffer (see Scanner.scratch). */
@@ -72,9 +72,6 @@ export function statFields(st) {
     rdev: Number(st.rdev),
   };
 }
-
-/** Memory of its own for each blob (no ring). */
-const freshSlot = (n) => ({ view: Buffer.allocUnsafeSlow(n) });
 
 /**
  * Per-thread state: the key (encKey, macK, macR), whether blobs may be compressed, and

@@ -18,6 +18,7 @@ export declare function decodeBlobRaw(
   stored: Uint8Array,
   uncompressedLength: number | undefined,
 ): { plain: Buffer; error?: undefined } | { plain?: undefined; error: string };
+export declare const freshSlot: (n: number) => { view: Buffer };
 export declare function sealInto(encKey: Uint8Array, macK: Uint8Array, macR: Uint8Array, payload: Uint8Array, target: Uint8Array): void;
 export declare function encodeBlobInto<S extends { view: Uint8Array }>(
   encKey: Uint8Array,

@@ -77,6 +77,9 @@ function compressReused(plain) {
   return cdest.subarray(0, cctx.compress2(cdest, plain));
 }
 
+/** Memory of its own for a sealed blob: never Node's shared pool, so it can be transferred. */
+export const freshSlot = (n) => ({ view: Buffer.allocUnsafeSlow(n) });
+
 /**
  * Compresses a blob when allowed and worthwhile and seals it into memory from alloc(n), which
  * returns `{ view }` (n bytes; e.g. a slot of a ring shared with the main thread) plus whatever
@@ -103,7 +106,7 @@ export function encodeBlobInto(encKey, macK, macR, plain, allowCompression, allo
  * header records).
  */
 export function encodeBlobRaw(encKey, macK, macR, plain, allowCompression = true) {
-  const { slot, uncompressedLength } = encodeBlobInto(encKey, macK, macR, plain, allowCompression, (n) => ({ view: Buffer.allocUnsafeSlow(n) }));
+  const { slot, uncompressedLength } = encodeBlobInto(encKey, macK, macR, plain, allowCompression, freshSlot);
   return { data: slot.view, uncompressedLength };
 }
 

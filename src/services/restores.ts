@@ -139,10 +139,10 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
       // The first side to fail stops the other.
       const sides = new AbortController();
       const sideSignal = AbortSignal.any([signal, sides.signal]);
-      let firstFailure: { reason: unknown } | null = null;
+      const failures: unknown[] = [];
       const failFast = <T>(p: Promise<T>): Promise<T> =>
         p.catch((err: unknown) => {
-          firstFailure ??= { reason: err };
+          failures.push(err);
           sides.abort(err);
           throw err;
         });
@@ -177,7 +177,7 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
         if (filesResult.status === 'fulfilled') await filesResult.value?.rollback().catch((e: unknown) => deps.logger.error({ err: e }, 'files rollback failed'));
         if (dbResult.status === 'fulfilled') await dbResult.value?.rollback().catch((e: unknown) => deps.logger.error({ err: e }, 'database rollback failed'));
         // The first failure is the cause; the other side's is usually just our abort.
-        throw (firstFailure as { reason: unknown } | null)?.reason ?? (filesResult.status === 'rejected' ? filesResult.reason : (dbResult as PromiseRejectedResult).reason);
+        throw failures[0];
       }
       const files = filesResult.value;
       const db = dbResult.value;

@@ -22,6 +22,17 @@ import { PASSWORD, cleanupTempDirs, describeTree, makeFixtureTree, newRepo, rest
 
 afterAll(cleanupTempDirs);
 
+/** Backup options that abort the backup once it has processed more than `bytes`. */
+function abortingAfter(bytes: number): { signal: AbortSignal; onProgress: (p: { bytesDone: number }) => void } {
+  const ac = new AbortController();
+  return {
+    signal: ac.signal,
+    onProgress: (p) => {
+      if (p.bytesDone > bytes) ac.abort();
+    },
+  };
+}
+
 async function countFiles(repo: Repository, type: 'data' | 'index' | 'snapshots' | 'locks'): Promise<number> {
   return (await repo.listIds(type)).length;
 }
@@ -102,16 +113,10 @@ describe('backup', () => {
 
   it('an aborted backup leaves a valid repository without a snapshot; prune cleans up', async () => {
     const { repo, dir } = await newRepo({ packSize: 128 * 1024 });
-    const ac = new AbortController();
     async function* endless() {
       for (let i = 0; ; i++) yield seededBytes(`s${i}`, 64 * 1024);
     }
-    const err = await backup(repo, { '/db/big.dump': Readable.from(endless()) }, {
-      signal: ac.signal,
-      onProgress: (p) => {
-        if (p.bytesDone > 3 * 1024 * 1024) ac.abort();
-      },
-    }).catch((e: unknown) => e);
+    const err = await backup(repo, { '/db/big.dump': Readable.from(endless()) }, abortingAfter(3 * 1024 * 1024)).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(AbortedError);
     expect(await countFiles(repo, 'snapshots')).toBe(0);
     expect(await countFiles(repo, 'locks')).toBe(0);
@@ -127,16 +132,10 @@ describe('backup', () => {
 
   it('concurrent backups through one Repository take turns; an abort does not hurt the other', async () => {
     const { repo, dir } = await newRepo({ packSize: 128 * 1024 });
-    const ac = new AbortController();
     async function* endless() {
       for (let i = 0; ; i++) yield seededBytes(`c${i}`, 64 * 1024);
     }
-    const doomed = backup(repo, { '/db/x.dump': Readable.from(endless()) }, {
-      signal: ac.signal,
-      onProgress: (p) => {
-        if (p.bytesDone > 2 * 1024 * 1024) ac.abort();
-      },
-    });
+    const doomed = backup(repo, { '/db/x.dump': Readable.from(endless()) }, abortingAfter(2 * 1024 * 1024));
     const good = backup(repo, { '/db/y.dump': Readable.from([seededBytes('good', 900 * 1024)]) });
     await expect(doomed).rejects.toBeInstanceOf(AbortedError);
     const r = await good;
@@ -186,13 +185,7 @@ describe('backup', () => {
       await mkdir(join(files, `d${d}`));
       for (let f = 0; f < 40; f++) await writeFile(join(files, `d${d}`, `f${f}`), seededBytes(`abort ${d} ${f}`, 40 * 1024));
     }
-    const ac = new AbortController();
-    const err = await backup(repo, { '/files': files }, {
-      signal: ac.signal,
-      onProgress: (p) => {
-        if (p.bytesDone > 2 * 1024 * 1024) ac.abort();
-      },
-    }).catch((e: unknown) => e);
+    const err = await backup(repo, { '/files': files }, abortingAfter(2 * 1024 * 1024)).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(AbortedError);
     expect(await countFiles(repo, 'snapshots')).toBe(0);
     expect(await countFiles(repo, 'locks')).toBe(0);
