@@ -6,8 +6,9 @@
  *
  * Files on disk are scanned in batches by the codec threads (scan-core.mjs): they lstat, read,
  * chunk, hash and seal, and the main thread keeps the blobs the repository lacks, appends them
- * to packs and builds the trees. Streams are chunked and hashed on the main thread and sealed
- * by the threads. With a parent snapshot, a file whose size, mtime, inode and device are
+ * to packs and builds the trees. A stream's bytes are copied to one codec thread, which chunks
+ * and hashes them, asks the main thread which chunks the repository lacks and seals only those
+ * (codec-pool.ts stream()). With a parent snapshot, a file whose size, mtime, inode and device are
  * unchanged reuses the parent's blob list without being read.
  * An abort leaves no snapshot; packs uploaded before it are harmless and prune removes them.
  */
@@ -15,7 +16,6 @@ import type { BigIntStats } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { Chunker } from './chunker.ts';
 import { CodecPool, defaultCodecThreads } from './codec-pool.ts';
 import { statFields } from './scan-core.mjs';
 import type { ScanMessage, ScanParent, ScanStat } from './scan-core.mjs';
@@ -158,8 +158,6 @@ function nodesByName(tree: Tree | null): Map<string, Node> {
 }
 
 class Archiver {
-  private readonly inflight = new Set<Promise<void>>();
-  private readonly maxInflight: number;
   private failure: unknown = null;
   readonly counters: Counters = { files: 0, dirs: 0, bytesDone: 0 };
   private bytesTotal: number | undefined;
@@ -174,7 +172,6 @@ class Archiver {
     private readonly opts: BackupOptions,
     time: Date,
   ) {
-    this.maxInflight = Math.max(2, (opts.codecThreads ?? defaultCodecThreads()) + 2);
     this.nowTime = formatTime(BigInt(time.getTime()) * 1_000_000n);
   }
 
@@ -197,40 +194,37 @@ class Archiver {
     if (this.failure) throw this.failure;
   }
 
-  /** Hashes a chunk (given as slices) and queues it for encoding unless the repository has it. */
-  private async saveChunk(chunk: Buffer[]): Promise<Id> {
-    this.check();
-    const id = hashId(...chunk);
-    for (const part of chunk) this.counters.bytesDone += part.length;
-    this.progress();
-    if (this.repo.knowsBlob('data', id)) return id;
-    this.repo.reserveBlob('data', id);
-    while (this.inflight.size >= this.maxInflight) await Promise.race(this.inflight);
-    this.check();
-    const p: Promise<void> = this.pool
-      .encode('data', id, chunk)
-      .then((enc) => this.repo.addEncodedBlob(enc))
-      .catch((err) => {
-        this.failure ??= err;
-      })
-      .finally(() => this.inflight.delete(p));
-    this.inflight.add(p);
-    return id;
+  /** Adds a sealed data blob a thread sent (its bytes are copied into a pack at once). */
+  private storeBlob(m: ScanMessage & { type: 'blob' }, data: Buffer): Promise<void> {
+    const blob: EncodedBlob = { id: m.id, type: 'data', data };
+    if (m.uncompressedLength !== undefined && m.uncompressedLength !== null) blob.uncompressedLength = m.uncompressedLength;
+    // The promise waits only for room among the uploads.
+    return this.repo.addEncodedBlob(blob);
   }
 
-  /** Chunks a stream into data blobs; returns their ids and the byte count. */
+  /**
+   * Chunks a stream into data blobs on a codec thread; returns their ids and the byte count.
+   * Only chunks the repository lacks are sealed.
+   */
   private async saveContent(stream: AsyncIterable<Buffer | string>): Promise<{ content: Id[]; size: number }> {
-    const chunker = new Chunker(this.repo.chunkerParams);
     const content: Id[] = [];
-    let size = 0;
-    for await (const piece of stream) {
-      this.check();
-      const buf = typeof piece === 'string' ? Buffer.from(piece) : piece;
-      size += buf.length;
-      for (const c of chunker.pushParts(buf)) content.push(await this.saveChunk(c));
-    }
-    const last = chunker.finishParts();
-    if (last) content.push(await this.saveChunk(last));
+    const checked = async function* (this: Archiver): AsyncGenerator<Buffer | string> {
+      for await (const piece of stream) {
+        this.check();
+        yield piece;
+      }
+    }.call(this);
+    const size = await this.pool.stream(checked, this.repo.chunkerParams, {
+      onChunk: (m) => {
+        content.push(m.id);
+        this.counters.bytesDone += m.len;
+        this.progress();
+        if (this.failure || this.repo.knowsBlob('data', m.id)) return false;
+        this.repo.reserveBlob('data', m.id);
+        return true;
+      },
+      onBlob: (m, data) => this.storeBlob(m, data),
+    });
     return { content, size };
   }
 
@@ -239,7 +233,6 @@ class Archiver {
 
   /** Waits for every queued chunk and file batch to be encoded and added to a pack (or fail). */
   async drain(): Promise<void> {
-    while (this.inflight.size > 0) await Promise.race(this.inflight);
     await Promise.allSettled([...this.scans]);
   }
 
@@ -408,10 +401,7 @@ class Archiver {
         this.progress();
         if (failure || this.repo.knowsBlob('data', m.id)) return;
         this.repo.reserveBlob('data', m.id);
-        const blob: EncodedBlob = { id: m.id, type: 'data', data };
-        if (m.uncompressedLength !== undefined && m.uncompressedLength !== null) blob.uncompressedLength = m.uncompressedLength;
-        // The pack copies the bytes at once; the promise waits only for room among the uploads.
-        return this.repo.addEncodedBlob(blob);
+        return this.storeBlob(m, data);
       };
       const onEntry = (m: ScanMessage & { type: 'entry' }): void => {
         const i = m.index;

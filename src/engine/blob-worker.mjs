@@ -6,6 +6,12 @@
  *   `{ seq, op: 'scan', job }` → `{ seq, type: 'batch', items }` with the messages of
  *     scan-core.mjs in order (a few hundred or about a MiB of blobs per batch), then
  *     `{ seq, type: 'done' }`
+ *   `{ seq, op: 'stream', input, cut, ctl, params }` → batches of `{ type: 'chunk', k, id, len,
+ *     off }` and `{ type: 'blob', index: k, … }` messages, then `{ seq, type: 'done', size }`
+ *     (see streamJob below)
+ *   `{ seq, op: 'sealShared', cut, off, len, id, k, ctl }` → a batch with the sealed blob,
+ *     then `{ seq, type: 'done' }`: seals chunk k of another thread's stream from its cutting
+ *     buffer and answers k there (sealSharedJob below)
  *   `{ seq, op: 'du', paths }` → `{ seq, total }` (scan-core.mjs diskUsage)
  * or `{ seq, error }`, transferring buffers instead of copying them.
  *
@@ -19,7 +25,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { decodeBlobRaw, encodeBlobRaw } from './seal-core.mjs';
-import { Scanner, diskUsage } from './scan-core.mjs';
+import { MAX_UNANSWERED, Scanner, diskUsage } from './scan-core.mjs';
+import { STREAM } from './stream-ctl.mjs';
 
 const keyBytes = Buffer.from(workerData.key);
 const encKey = keyBytes.subarray(0, 32);
@@ -94,6 +101,95 @@ function ringSlot(n) {
 
 const scanner = new Scanner(encKey, macK, macR, workerData.compression, ringSlot);
 
+/** Sets chunk k's answer cell and wakes the stream's thread. */
+function answer(ctl, k, value) {
+  Atomics.store(ctl, STREAM.ANSWERS + (k % STREAM.ANSWER_CELLS), value);
+  Atomics.add(ctl, STREAM.WAKE, 1);
+  Atomics.notify(ctl, STREAM.WAKE);
+}
+
+/**
+ * Chunks a stream the main thread copies into `input`, a shared ring, through `cut`, a shared
+ * cutting buffer, and seals the chunks it is told to. `ctl` (Int32Array over a
+ * SharedArrayBuffer, layout in stream-ctl.mjs) holds the bytes waiting in the ring, the
+ * stream's state (open, ended, aborted), a wake-up counter bumped after every change, and one
+ * answer cell per unanswered chunk: k + 1 to seal chunk k here, -(k + 1) when there is nothing
+ * to do (the repository has it, or another thread has sealed it: sealSharedJob).
+ */
+function streamJob(msg) {
+  const input = Buffer.from(msg.input);
+  const ctl = new Int32Array(msg.ctl);
+  let readPos = 0;
+  /** Blocks until ready() returns something other than undefined, or throws once aborted. */
+  const waitFor = (ready) => {
+    for (;;) {
+      const gen = Atomics.load(ctl, STREAM.WAKE);
+      if (Atomics.load(ctl, STREAM.STATE) === STREAM.ABORTED) throw new Error('stream aborted');
+      const r = ready();
+      if (r !== undefined) return r;
+      flush(); // the main thread may be waiting for what is in the batch
+      Atomics.wait(ctl, STREAM.WAKE, gen, 1000);
+    }
+  };
+  const read = (buf, off, want, idle) => {
+    let used = 0;
+    waitFor(() => {
+      // The state first: the main thread adds the last bytes before it marks the end.
+      const ended = Atomics.load(ctl, STREAM.STATE) === STREAM.ENDED;
+      used = Atomics.load(ctl, STREAM.USED);
+      if (used > 0 || ended) return true;
+      idle();
+      return undefined;
+    });
+    if (used === 0) return 0;
+    const n = Math.min(used, want, input.length - readPos);
+    input.copy(buf, off, readPos, readPos + n);
+    readPos = (readPos + n) % input.length;
+    Atomics.sub(ctl, STREAM.USED, n);
+    Atomics.notify(ctl, STREAM.USED);
+    return n;
+  };
+  const announce = (k, id, len, off) => {
+    emit({ type: 'chunk', k, id, len, off });
+    flush();
+  };
+  const decide = (k, wait) => {
+    const cell = STREAM.ANSWERS + (k % STREAM.ANSWER_CELLS);
+    const answer = () => {
+      const v = Atomics.load(ctl, cell);
+      return v === k + 1 ? true : v === -(k + 1) ? false : undefined;
+    };
+    return wait ? waitFor(answer) : answer();
+  };
+  batchSeq = msg.seq;
+  let size;
+  try {
+    size = scanner.readStream(Buffer.from(msg.cut), read, msg.params, announce, decide, emit);
+  } finally {
+    flush();
+  }
+  parentPort.postMessage({ seq: msg.seq, type: 'done', size });
+}
+
+/**
+ * Seals chunk k of a stream another thread is cutting, reading it from that thread's cutting
+ * buffer, then tells that thread the bytes are no longer needed (whether or not sealing
+ * worked: a failure reaches the main thread through this job's error).
+ */
+function sealSharedJob(msg) {
+  batchSeq = msg.seq;
+  const ctl = new Int32Array(msg.ctl);
+  try {
+    scanner.sealChunk(Buffer.from(msg.cut, msg.off, msg.len), { type: 'blob', index: msg.k, id: msg.id }, emit);
+  } finally {
+    answer(ctl, msg.k, -(msg.k + 1));
+    flush();
+  }
+  parentPort.postMessage({ seq: msg.seq, type: 'done' });
+}
+
+if (STREAM.ANSWER_CELLS <= MAX_UNANSWERED) throw new Error('stream answer cells must outnumber unanswered chunks');
+
 /** Large Buffers own their ArrayBuffer; small ones may live in Node's shared pool. */
 function transferable(buf) {
   return buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength ? buf : Uint8Array.from(buf);
@@ -109,6 +205,10 @@ parentPort.on('message', (msg) => {
         flush();
       }
       parentPort.postMessage({ seq: msg.seq, type: 'done' });
+    } else if (msg.op === 'stream') {
+      streamJob(msg);
+    } else if (msg.op === 'sealShared') {
+      sealSharedJob(msg);
     } else if (msg.op === 'du') {
       parentPort.postMessage({ seq: msg.seq, total: diskUsage(msg.paths) });
     } else if (msg.op === 'decode') {

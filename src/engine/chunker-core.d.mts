@@ -9,4 +9,15 @@ export declare function findCut(
   params: { min: number; avg: number; max: number },
   masks: { maskS: number; maskL: number },
   eof: boolean,
+  resume?: { rel: number; h: number },
+): number;
+export declare const READ_AHEAD: number;
+export declare function cutBufferSize(params: { max: number }): number;
+export declare function cutChunks(
+  buf: Buffer,
+  read: (buf: Buffer, off: number, want: number) => number,
+  knownSize: number,
+  params: { min: number; avg: number; max: number },
+  onChunk: (chunk: Buffer) => void,
+  beforeMove: () => void,
 ): number;

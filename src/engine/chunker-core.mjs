@@ -1,8 +1,9 @@
 /**
- * Chunker core: FastCDC's gear table and a stateless cut finder, in plain JavaScript so the
- * file reader threads (scan-core.mjs) use exactly the bytes-to-boundaries rule the streaming
- * Chunker (chunker.ts) uses. Both must cut identically: the golden vector test pins the table
- * and the boundaries.
+ * Chunker core: FastCDC (Xia et al., 2016) with normalized chunking, in plain JavaScript for
+ * the codec threads (scan-core.mjs), which cut files and streams. A rolling "gear" hash over the
+ * last 32 bytes is tested against a mask, so inserting bytes early in a file moves only the
+ * chunks around the edit. The golden vector test pins the table and the boundaries: they must
+ * never change for a given chunker name (chunker.ts).
  */
 import { createHash } from 'node:crypto';
 
@@ -34,8 +35,12 @@ export function masksFor(avg) {
  * index just after the chunk, or -1 when the bytes given are too few to decide and more may
  * follow (eof false). At eof, the rest is the last chunk. Hashing starts at `min` bytes into
  * the chunk with a zero hash, as FastCDC skips the first `min` bytes.
+ *
+ * `resume` (optional, `{ rel: -1, h: 0 }` to start) carries the hash across calls for the same
+ * chunk: after a -1 it holds how far the chunk was hashed, so the next call with more bytes
+ * goes on from there instead of hashing the chunk again from its start.
  */
-export function findCut(buf, start, end, params, masks, eof) {
+export function findCut(buf, start, end, params, masks, eof, resume) {
   const { min, avg, max } = params;
   const n = end - start;
   if (n <= min) return eof ? end : -1;
@@ -44,16 +49,86 @@ export function findCut(buf, start, end, params, masks, eof) {
   const maskL = masks.maskL;
   let h = 0;
   let i = start + min;
+  if (resume && resume.rel > 0) {
+    i = start + resume.rel;
+    h = resume.h;
+  }
+  let cut = -1;
   const endS = Math.min(end, start + avg);
   for (; i < endS; i++) {
     h = ((h << 1) + gear[buf[i]]) | 0;
-    if ((h & maskS) === 0) return i + 1;
+    if ((h & maskS) === 0) {
+      cut = i + 1;
+      break;
+    }
   }
-  const endL = Math.min(end, start + max);
-  for (; i < endL; i++) {
-    h = ((h << 1) + gear[buf[i]]) | 0;
-    if ((h & maskL) === 0) return i + 1;
+  if (cut < 0) {
+    const endL = Math.min(end, start + max);
+    for (; i < endL; i++) {
+      h = ((h << 1) + gear[buf[i]]) | 0;
+      if ((h & maskL) === 0) {
+        cut = i + 1;
+        break;
+      }
+    }
+    if (cut < 0 && i === start + max) cut = i;
   }
-  if (i === start + max) return i;
-  return eof ? end : -1;
+  if (cut < 0 && eof) cut = end;
+  if (resume) {
+    resume.rel = cut < 0 ? i - start : -1;
+    resume.h = h;
+  }
+  return cut;
+}
+
+/** Room beyond a maximum chunk in a cutting buffer: each refill reads at least this much. */
+export const READ_AHEAD = 2 * 1024 * 1024;
+
+/** The buffer size cutChunks() needs for these parameters. */
+export function cutBufferSize(params) {
+  return params.max + READ_AHEAD;
+}
+
+/**
+ * Cuts everything read() delivers into chunks, through `buf` (at least cutBufferSize bytes).
+ * read(buf, off, want) stores up to `want` bytes at buf[off] and returns how many, 0 at the
+ * end; a short read once `knownSize` bytes have come also ends it (a file's size from lstat;
+ * Infinity for a stream). onChunk(view) gets each chunk in order, a view into buf that stays
+ * valid until beforeMove() is called, just before the bytes after the last chunk are moved to
+ * the front. Returns the number of bytes read.
+ */
+export function cutChunks(buf, read, knownSize, params, onChunk, beforeMove) {
+  const masks = masksFor(params.avg);
+  const resume = { rel: -1, h: 0 };
+  let filled = 0;
+  let pos = 0;
+  let size = 0;
+  let eof = false;
+  for (;;) {
+    // At least READ_AHEAD new bytes per pass (or up to the end), so a chunk takes few passes.
+    const target = Math.min(buf.length, filled + READ_AHEAD);
+    while (!eof && filled < target) {
+      const want = buf.length - filled;
+      const n = read(buf, filled, want);
+      filled += n;
+      size += n;
+      // A short read at the size lstat gave is the end: skip the read that would return 0.
+      if (n === 0 || (n < want && size >= knownSize)) eof = true;
+    }
+    for (;;) {
+      const cut = findCut(buf, pos, filled, params, masks, eof, resume);
+      if (cut <= pos) break;
+      onChunk(buf.subarray(pos, cut));
+      pos = cut;
+    }
+    if (eof) return size;
+    // The bytes after the last cut are less than a maximum chunk, so moving them to the front
+    // leaves at least READ_AHEAD free.
+    if (buf.length - filled < READ_AHEAD) {
+      beforeMove();
+      buf.copyWithin(0, pos, filled);
+      filled -= pos;
+      pos = 0;
+    }
+  }
 }

@@ -1,9 +1,10 @@
 /**
  * Codec pool: a few worker threads (blob-worker.mjs) that turn data chunks into stored blob
- * bytes (zstd, AES-CTR, Poly1305) and stored bytes back into verified plaintext, and that scan
- * batches of files for backups (scan-core.mjs: lstat, read, chunk, hash, seal), so the main
- * thread only walks directories and writes packs. With no workers (size 0) it does the same
- * work inline.
+ * bytes (zstd, AES-CTR, Poly1305) and stored bytes back into verified plaintext, that scan
+ * batches of files for backups (scan-core.mjs: lstat, read, chunk, hash, seal), and that chunk,
+ * hash and seal streams, so the main thread only walks directories, copies stream bytes and
+ * writes packs. With no workers (size 0) it encodes, decodes and scans inline; streams need a
+ * thread.
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
@@ -11,6 +12,8 @@ import { keyToBytes, type Key } from './crypto.ts';
 import { decodeBlob, encodeBlob } from './blob-codec.ts';
 import { Scanner, diskUsage } from './scan-core.mjs';
 import type { ScanJob, ScanMessage } from './scan-core.mjs';
+import { STREAM, STREAM_CTL_BYTES } from './stream-ctl.mjs';
+import { cutBufferSize } from './chunker-core.mjs';
 import { IntegrityError } from './errors.ts';
 import type { Id } from './ids.ts';
 import type { BlobType, EncodedBlob } from './pack.ts';
@@ -18,9 +21,11 @@ import type { BlobType, EncodedBlob } from './pack.ts';
 /** A worker's answer (see blob-worker.mjs). */
 interface WorkerResponse {
   seq: number;
-  /** Set on scan messages: 'batch' carries scan-core.mjs messages in items, 'done' ends a scan. */
+  /** Set on scan and stream messages: 'batch' carries scan-core.mjs messages in items, 'done' ends the job. */
   type?: 'batch' | 'done';
-  items?: ScanMessage[];
+  items?: (ScanMessage | StreamChunk)[];
+  /** A stream's byte count, on its 'done'. */
+  size?: number;
   /** Answer to 'du'. */
   total?: number;
   data?: Uint8Array;
@@ -32,7 +37,33 @@ interface Job {
   worker: number;
   resolve: (r: WorkerResponse) => void;
   reject: (e: Error) => void;
-  scan?: ScanHandlers & { error?: unknown };
+  items?: ItemHandlers;
+}
+
+/** How a scan or stream job's messages are handled: blobs in order, chained; the rest at once. */
+interface ItemHandlers {
+  onBlob: ScanHandlers['onBlob'];
+  onItem: (m: ScanMessage | StreamChunk) => void;
+  error?: unknown;
+}
+
+/** A stream chunk's id, announced by its thread before it is sealed (see stream()). */
+export interface StreamChunk {
+  type: 'chunk';
+  /** The chunk's number in the stream, from 0. */
+  k: number;
+  id: Id;
+  len: number;
+  /** Where the chunk lies in the cutting thread's buffer. */
+  off: number;
+}
+
+/** What a stream's caller does with its chunks (see stream()). */
+export interface StreamHandlers {
+  /** Called in order for every chunk; true to have it sealed and sent to onBlob. */
+  onChunk: (m: StreamChunk) => boolean;
+  /** A stored chunk's sealed bytes (index is the chunk's number), as for scans. */
+  onBlob: ScanHandlers['onBlob'];
 }
 
 /** What a scan's caller does with its results (see scan()). */
@@ -133,17 +164,14 @@ export class CodecPool {
   private onMessage(m: WorkerResponse): void {
     const job = this.jobs.get(m.seq);
     if (!job) return;
-    if (job.scan && m.type === 'batch') {
+    if (job.items && m.type === 'batch') {
       for (const item of m.items!) {
-        if (item.type === 'entry') {
-          job.scan.onEntry(item);
-          continue;
-        }
-        this.chainBlob(job.worker, job.scan, item);
+        if (item.type === 'blob') this.chainBlob(job.worker, job.items, item);
+        else job.items.onItem(item);
       }
       return;
     }
-    if (job.scan && m.type === 'done') {
+    if (job.items && m.type === 'done') {
       // Settle only once every blob of the scan has been handled (finishJob rejects with the
       // first handler error).
       this.chains[job.worker] = this.chains[job.worker].then(() => this.finishJob(m));
@@ -157,12 +185,12 @@ export class CodecPool {
     if (!job) return;
     this.jobs.delete(m.seq);
     if (--this.load[job.worker] === 0) this.workers[job.worker]?.unref();
-    if (job.scan?.error) job.reject(job.scan.error instanceof Error ? job.scan.error : new Error(String(job.scan.error)));
+    if (job.items?.error) job.reject(job.items.error instanceof Error ? job.items.error : new Error(String(job.items.error)));
     else job.resolve(m);
   }
 
   /** Queues a scanned blob behind the thread's others; its ring slot goes back once handled. */
-  private chainBlob(worker: number, scan: Job['scan'] & object, item: ScanMessage & { type: 'blob' }): void {
+  private chainBlob(worker: number, scan: ItemHandlers, item: ScanMessage & { type: 'blob' }): void {
     const ring = this.rings[worker];
     const owed = this.owed[worker];
     const data = item.data ? asBuffer(item.data) : ring.subarray(item.off!, item.off! + item.len);
@@ -179,15 +207,21 @@ export class CodecPool {
       });
   }
 
-  private post(msg: Record<string, unknown>, transfer: ArrayBuffer[], scan?: Job['scan']): Promise<WorkerResponse> {
+  /** The least busy thread, other than `not` (when there is another). Starts the threads. */
+  private pick(not = -1): number {
+    if (this.workers.length === 0) this.start();
+    let w = -1;
+    for (let i = 0; i < this.load.length; i++) if (i !== not && (w < 0 || this.load[i] < this.load[w])) w = i;
+    return w < 0 ? 0 : w;
+  }
+
+  private post(msg: Record<string, unknown>, transfer: ArrayBuffer[], items?: ItemHandlers, worker?: number): Promise<WorkerResponse> {
     if (this.failed) return Promise.reject(this.failed);
     if (this.closed) return Promise.reject(new Error('codec pool is closed'));
-    if (this.workers.length === 0) this.start();
-    let w = 0;
-    for (let i = 1; i < this.load.length; i++) if (this.load[i] < this.load[w]) w = i;
+    const w = worker ?? this.pick();
     const seq = ++this.seq;
     return new Promise<WorkerResponse>((resolve, reject) => {
-      this.jobs.set(seq, { worker: w, resolve, reject, scan });
+      this.jobs.set(seq, { worker: w, resolve, reject, items });
       // Only busy workers keep the process alive; an idle pool never blocks exit.
       if (this.load[w]++ === 0) this.workers[w].ref();
       this.workers[w].postMessage({ ...msg, seq }, transfer);
@@ -248,8 +282,113 @@ export class CodecPool {
       });
       return chain;
     }
-    const m = await this.post({ op: 'scan', job }, [], { ...handlers });
+    const m = await this.post({ op: 'scan', job }, [], { onBlob: handlers.onBlob, onItem: (item) => handlers.onEntry(item as ScanMessage & { type: 'entry' }) });
     if (m.error) throw new Error(m.error);
+  }
+
+  /**
+   * Chunks, hashes and seals a stream; returns its byte count once the last stored chunk has
+   * been handled. The main thread only copies the bytes into a ring shared with one thread,
+   * which cuts and hashes them and announces each chunk's id; onChunk decides whether it is
+   * stored, so a chunk the repository has costs no compression or encryption. A chunk to store
+   * is sealed by another thread straight from the cutting thread's buffer while that one has
+   * room for it, else by the cutting thread itself, so sealing is spread over the threads.
+   * Throws the source's error, or the first handler error; either way the threads stop.
+   */
+  async stream(source: AsyncIterable<Buffer | string>, params: ScanJob['params'], handlers: StreamHandlers): Promise<number> {
+    if (this.failed) throw this.failed;
+    if (this.size === 0) throw new Error('streams need a codec thread');
+    const ctl = new Int32Array(new SharedArrayBuffer(STREAM_CTL_BYTES));
+    const ring = new SharedArrayBuffer(STREAM.INPUT_BYTES);
+    const cut = new SharedArrayBuffer(cutBufferSize(params) + STREAM.CUT_SLACK);
+    const input = Buffer.from(ring);
+    const wake = (): void => {
+      Atomics.add(ctl, STREAM.WAKE, 1);
+      Atomics.notify(ctl, STREAM.WAKE);
+    };
+    const cutter = this.pick();
+    // Chunks handed to other threads at a time: enough to keep them busy, few enough that the
+    // cutting thread seals the rest itself instead of waiting for them.
+    const maxLent = 2 * (this.size - 1);
+    const lent = new Set<Promise<void>>();
+    const lend = (m: StreamChunk): void => {
+      const sealing = this.post({ op: 'sealShared', cut, off: m.off, len: m.len, id: m.id, k: m.k, ctl: ctl.buffer }, [], { onBlob: handlers.onBlob, onItem: () => {} }, this.pick(cutter))
+        .then(
+          (r) => {
+            if (r.error) items.error ??= new Error(r.error);
+          },
+          (err: unknown) => {
+            items.error ??= err;
+          },
+        )
+        .finally(() => lent.delete(sealing));
+      lent.add(sealing);
+    };
+    const items: ItemHandlers = {
+      onBlob: handlers.onBlob,
+      onItem: (item) => {
+        const m = item as StreamChunk;
+        let store = false;
+        try {
+          store = !items.error && handlers.onChunk(m);
+        } catch (err) {
+          items.error ??= err;
+        }
+        if (store && lent.size < maxLent) lend(m);
+        else {
+          Atomics.store(ctl, STREAM.ANSWERS + (m.k % STREAM.ANSWER_CELLS), store ? m.k + 1 : -(m.k + 1));
+          wake();
+        }
+      },
+    };
+    let ended = false;
+    const done = this.post({ op: 'stream', input: ring, cut, ctl: ctl.buffer, params }, [], items, cutter);
+    done.then(
+      () => (ended = true),
+      () => (ended = true),
+    );
+    let at = 0;
+    try {
+      for await (const piece of source) {
+        const buf = typeof piece === 'string' ? Buffer.from(piece) : piece;
+        for (let off = 0; off < buf.length; ) {
+          if (ended) return await this.streamEndedEarly(done);
+          if (items.error) throw items.error; // stop reading: nothing more would be stored
+          const used = Atomics.load(ctl, STREAM.USED);
+          if (used === input.length) {
+            await Atomics.waitAsync(ctl, STREAM.USED, used, 100).value;
+            continue;
+          }
+          const n = Math.min(input.length - used, buf.length - off, input.length - at);
+          buf.copy(input, at, off, off + n);
+          at = (at + n) % input.length;
+          off += n;
+          Atomics.add(ctl, STREAM.USED, n);
+          wake();
+        }
+      }
+      Atomics.store(ctl, STREAM.STATE, STREAM.ENDED);
+      wake();
+    } catch (err) {
+      Atomics.store(ctl, STREAM.STATE, STREAM.ABORTED);
+      wake();
+      await done.catch(() => {});
+      await Promise.all(lent);
+      throw err;
+    }
+    const m = await done;
+    // Every lent chunk has been sealed by now (the cutting thread waited for them), but their
+    // blobs' handlers may still be running.
+    await Promise.all(lent);
+    if (m.error) throw new Error(m.error);
+    if (items.error) throw items.error;
+    return m.size!;
+  }
+
+  /** The thread gave up before the stream ended: its error, or a handler's. */
+  private async streamEndedEarly(done: Promise<WorkerResponse>): Promise<never> {
+    const m = await done;
+    throw new Error(m.error ?? 'the stream thread stopped before the end of the stream');
   }
 
   /** Total size of the regular files under the given paths, counted on a thread. */

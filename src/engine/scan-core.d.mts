@@ -68,6 +68,9 @@ export declare class Scanner {
   scanBatch(job: ScanJob, emit: (m: ScanMessage, transfer?: ArrayBuffer[]) => void): void;
 }
 
+/** Most stream chunks a thread holds unanswered. */
+export declare const MAX_UNANSWERED: number;
+
 /** The fields of a bigint lstat result that a tree node records. */
 export declare function statFields(st: import('node:fs').BigIntStats): ScanStat;
 

@@ -20,12 +20,15 @@
 import { closeSync, constants, lstatSync, openSync, readSync, readdirSync, readlinkSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { findCut, masksFor } from './chunker-core.mjs';
+import { cutBufferSize, cutChunks } from './chunker-core.mjs';
 import { encodeBlobInto, freshSlot } from './seal-core.mjs';
 import { formatTime } from './time.mjs';
 
-/** Room beyond a maximum chunk in the read buffer (see Scanner.scratch). */
-const READ_AHEAD = 2 * 1024 * 1024;
+/**
+ * Most stream chunks waiting for the main thread's answer (see readStream); the answers'
+ * cells in blob-worker.mjs must outnumber them.
+ */
+export const MAX_UNANSWERED = 256;
 
 /** Linux only; 0 elsewhere. */
 const O_NOATIME = constants.O_NOATIME ?? 0;
@@ -86,11 +89,6 @@ export class Scanner {
     this.macR = macR;
     this.compression = compression;
     this.alloc = alloc;
-    /**
-     * Read buffer: a maximum chunk plus 2 MiB, so every refill after the unconsumed rest (always
-     * shorter than a maximum chunk) reads at least 2 MiB. The chunk that straddles a refill is
-     * scanned again from its start, a small price for half the memory of two maximum chunks.
-     */
     this.scratch = null;
   }
 
@@ -99,7 +97,6 @@ export class Scanner {
    * parent snapshot's { size, ino, dev, mtimeNs } for names[i], and params the chunker's.
    */
   scanBatch(job, emit) {
-    const masks = masksFor(job.params.avg);
     for (let index = 0; index < job.names.length; index++) {
       const path = join(job.dir, job.names[index]);
       try {
@@ -118,7 +115,7 @@ export class Scanner {
           if (old && old.size === stat.size && old.ino === stat.ino && old.dev === stat.dev && old.mtimeNs === st.mtimeNs) {
             emit({ type: 'entry', index, stat, unchanged: true });
           } else {
-            const { content, size } = this.readFile(path, stat.size, job.params, masks, index, emit);
+            const { content, size } = this.readFile(path, stat.size, job.params, index, emit);
             emit({ type: 'entry', index, stat, content, size });
           }
         }
@@ -129,47 +126,72 @@ export class Scanner {
     }
   }
 
+  /** The cutting buffer, kept for the thread's lifetime (a maximum chunk plus READ_AHEAD). */
+  buffer(params) {
+    const n = cutBufferSize(params);
+    if (!this.scratch || this.scratch.length < n) this.scratch = Buffer.allocUnsafeSlow(n);
+    return this.scratch;
+  }
+
   /** Reads, chunks and seals one file; returns its blob ids and the bytes read. */
-  readFile(path, statSize, params, masks, index, emit) {
+  readFile(path, statSize, params, index, emit) {
     const fd = openForReading(path);
     try {
-      if (!this.scratch || this.scratch.length < params.max + READ_AHEAD) this.scratch = Buffer.allocUnsafeSlow(params.max + READ_AHEAD);
-      const buf = this.scratch;
       const content = [];
-      let filled = 0;
-      let pos = 0;
-      let size = 0;
-      let eof = false;
-      for (;;) {
-        while (!eof && filled < buf.length) {
-          const want = buf.length - filled;
-          const n = readSync(fd, buf, filled, want, null);
-          filled += n;
-          size += n;
-          // A short read at the size lstat gave is the end: skip the read that would return 0.
-          if (n === 0 || (n < want && size >= statSize)) eof = true;
-        }
-        for (;;) {
-          const cut = findCut(buf, pos, filled, params, masks, eof);
-          if (cut <= pos) break;
-          content.push(this.emitChunk(buf.subarray(pos, cut), index, emit));
-          pos = cut;
-        }
-        if (eof) break;
-        buf.copyWithin(0, pos, filled);
-        filled -= pos;
-        pos = 0;
-      }
+      const read = (buf, off, want) => readSync(fd, buf, off, want, null);
+      const onChunk = (chunk) => {
+        const id = createHash('sha256').update(chunk).digest('hex');
+        this.sealChunk(chunk, { type: 'blob', index, id }, emit);
+        content.push(id);
+      };
+      const size = cutChunks(this.buffer(params), read, statSize, params, onChunk, () => {});
       return { content, size };
     } finally {
       closeSync(fd);
     }
   }
 
-  emitChunk(chunk, index, emit) {
-    const id = createHash('sha256').update(chunk).digest('hex');
+  /**
+   * Cuts a stream into chunks, through `buf` (at least cutBufferSize bytes; shared memory, so
+   * that other threads may seal chunks straight from it), and seals the ones it is told to,
+   * never speculatively: each chunk's id goes to the main thread at once (announce(k, id, len,
+   * off), k counting from 0, off its place in buf) and the chunk stays in buf until answered.
+   * decide(k, wait) returns true (seal it here), false (nothing to do: the repository has it,
+   * or another thread sealed it) or, unless wait, undefined while unanswered. Answers may come
+   * in any order; hashing goes on while they travel. read(buf, off, want, idle) delivers the
+   * bytes as cutChunks() describes and calls idle() before it blocks, which seals what has been
+   * answered meanwhile. Returns the stream's size.
+   */
+  readStream(buf, read, params, announce, decide, emit) {
+    let pending = [];
+    let k = 0;
+    const settle = (wait) => {
+      const left = [];
+      for (const p of pending) {
+        const store = decide(p.k, wait);
+        if (store === undefined) left.push(p);
+        else if (store) this.sealChunk(p.chunk, { type: 'blob', index: p.k, id: p.id }, emit);
+      }
+      pending = left;
+    };
+    const onChunk = (chunk) => {
+      const id = createHash('sha256').update(chunk).digest('hex');
+      announce(k, id, chunk.length, chunk.byteOffset - buf.byteOffset);
+      pending.push({ chunk, k: k++, id });
+      settle(pending.length >= MAX_UNANSWERED);
+    };
+    const idle = () => settle(false);
+    const size = cutChunks(buf, (b, off, want) => read(b, off, want, idle), Infinity, params, onChunk, () => settle(true));
+    settle(true);
+    return size;
+  }
+
+  /** Seals a chunk and emits message m with where its stored bytes are. */
+  sealChunk(chunk, m, emit) {
     const { slot, uncompressedLength } = encodeBlobInto(this.encKey, this.macK, this.macR, chunk, this.compression, this.alloc);
-    const m = { type: 'blob', index, id, len: slot.view.length, uncompressedLength, plainLength: chunk.length };
+    m.len = slot.view.length;
+    m.uncompressedLength = uncompressedLength;
+    m.plainLength = chunk.length;
     if (slot.off === undefined) {
       m.data = slot.view;
       emit(m, [slot.view.buffer]);
@@ -178,7 +200,6 @@ export class Scanner {
       m.cost = slot.cost;
       emit(m);
     }
-    return id;
   }
 }
 

@@ -6,6 +6,7 @@ import { CodecPool } from '../../src/engine/codec-pool.ts';
 import { decodeBlob } from '../../src/engine/blob-codec.ts';
 import { newRandomKey } from '../../src/engine/crypto.ts';
 import { hashId } from '../../src/engine/ids.ts';
+import { findCut, masksFor } from '../../src/engine/chunker-core.mjs';
 import { cleanupTempDirs, seededBytes, tempDir } from './helpers.ts';
 
 afterAll(cleanupTempDirs);
@@ -67,6 +68,88 @@ describe('codec pool scans', () => {
     try {
       const err = await pool
         .scan({ dir, names: ['a'], parents: [null], params: PARAMS }, { onBlob: () => Promise.reject(new Error('disk full')), onEntry: () => {} })
+        .catch((e: unknown) => e);
+      expect((err as Error).message).toMatch(/disk full/);
+    } finally {
+      await pool.close();
+    }
+  });
+});
+
+/** The chunks findCut gives over the whole input: what a stream must be cut into. */
+function expectedChunks(data: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  for (let pos = 0; pos < data.length; ) {
+    const cut = findCut(data, pos, data.length, PARAMS, masksFor(PARAMS.avg), true);
+    out.push(data.subarray(pos, cut));
+    pos = cut;
+  }
+  return out;
+}
+
+/** data in pieces of uneven sizes, as a pipe delivers them. */
+async function* pieces(data: Buffer): AsyncGenerator<Buffer> {
+  for (let off = 0, i = 0; off < data.length; i++) {
+    const n = 1000 + ((i * 7919) % 150_000);
+    yield data.subarray(off, off + n);
+    off += n;
+  }
+}
+
+describe('codec pool streams', () => {
+  // More than twice the shared input ring, so the copy wraps around it; the caller keeps every
+  // other chunk, and the thread must seal exactly those (no speculative sealing).
+  it('cuts a stream as findCut does and seals only the chunks the caller keeps', async () => {
+    const data = Buffer.concat([seededBytes('stream', 9 * 1024 * 1024), Buffer.from('tail '.repeat(50_000))]);
+    const expected = expectedChunks(data);
+    const key = newRandomKey();
+    const pool = new CodecPool(key, 2, true, 96 * 1024);
+    try {
+      const announced: string[] = [];
+      const sealed = new Map<number, Buffer>();
+      let slow = 0;
+      const size = await pool.stream(pieces(data), PARAMS, {
+        onChunk: (m) => {
+          expect(m.k).toBe(announced.length);
+          announced.push(m.id);
+          return m.k % 2 === 0;
+        },
+        onBlob: async (m, stored) => {
+          if (slow++ % 3 === 0) await nextTurn();
+          sealed.set(m.index, decodeBlob(key, m.id, stored, m.uncompressedLength ?? undefined));
+        },
+      });
+      expect(size).toBe(data.length);
+      expect(announced).toEqual(expected.map((c) => hashId(c)));
+      // Sealed by either thread, so in any order.
+      expect([...sealed.keys()].sort((a, b) => a - b)).toEqual(expected.map((_, k) => k).filter((k) => k % 2 === 0));
+      for (const [k, plain] of sealed) expect(plain.equals(expected[k])).toBe(true);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('stops on a failing source with its error, and the thread goes on with the next job', async () => {
+    const pool = new CodecPool(newRandomKey(), 1);
+    try {
+      async function* failing(): AsyncGenerator<Buffer> {
+        yield* pieces(seededBytes('before the failure', 3 * 1024 * 1024));
+        throw new Error('pg_dump exited with code 1');
+      }
+      const handlers = { onChunk: () => true, onBlob: () => {} };
+      await expect(pool.stream(failing(), PARAMS, handlers)).rejects.toThrow('pg_dump exited with code 1');
+      const data = seededBytes('after', 500 * 1024);
+      expect(await pool.stream(pieces(data), PARAMS, handlers)).toBe(data.length);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('stops when a blob handler fails and hands the failure to the caller', async () => {
+    const pool = new CodecPool(newRandomKey(), 1);
+    try {
+      const err = await pool
+        .stream(pieces(seededBytes('handler fails', 6 * 1024 * 1024)), PARAMS, { onChunk: () => true, onBlob: () => Promise.reject(new Error('disk full')) })
         .catch((e: unknown) => e);
       expect((err as Error).message).toMatch(/disk full/);
     } finally {
