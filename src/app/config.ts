@@ -29,6 +29,12 @@ export const configSchema = z.object({
   OPERATION_STALE_MS: intFromEnv(60_000),
   /** How often a running operation writes its heartbeat. */
   OPERATION_HEARTBEAT_MS: intFromEnv(5_000),
+  /**
+   * Niceness (0-19) of the threads that compress, encrypt and hash for jobs: they run at this
+   * lower CPU priority, so API requests (of this process or another on the machine) are
+   * answered promptly while a snapshot keeps the cores busy. 0 leaves them at normal priority.
+   */
+  JOB_NICE: z.coerce.number().int().min(0).max(19).default(10),
   /** How long an in-flight request may take to finish on shutdown. */
   SHUTDOWN_GRACE_MS: intFromEnv(10_000),
 });

@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import { runMigrations as runWorkerMigrations } from 'graphile-worker';
 import { buildApp, type App } from '../app/build-app.ts';
 import { ensureDemo } from '../app/bootstrap.ts';
+import { setBackgroundNice } from '../engine/priority.ts';
 import { loadConfig, type Config } from '../app/config.ts';
 import { createLogger, type Logger } from '../app/logger.ts';
 import { createRuntime, type Runtime } from '../app/runtime.ts';
@@ -78,6 +79,7 @@ async function serveCommand(config: Config, logger: Logger, opts: { worker: bool
     }
     runtime = await createRuntime(config, database.url, logger);
     const demo = opts.demo && database.urlFor ? await ensureDemo(runtime.deps, { home: config.home, databaseUrlFor: database.urlFor }) : null;
+    if (opts.worker) setBackgroundNice(config.JOB_NICE);
     if (opts.worker) worker = await startWorker({ deps: runtime.deps, databaseUrl: database.url, concurrency: config.WORKER_CONCURRENCY, logger, staleAfterMs: config.OPERATION_STALE_MS });
     let port: number | undefined;
     if (opts.api) {

@@ -22,11 +22,23 @@
  * Plain JavaScript, so the thread starts fast and small whatever loader the main thread uses.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import { readlinkSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { decodeBlobRaw, encodeBlobRaw } from './seal-core.mjs';
 import { MAX_UNANSWERED, Scanner, diskUsage } from './scan-core.mjs';
 import { STREAM } from './stream-ctl.mjs';
+
+// Background priority (engine/priority.ts). Linux gives each thread its own niceness, set
+// through its thread id; elsewhere, or when not permitted, the thread keeps normal priority.
+if (workerData.nice) {
+  try {
+    setPriority(Number(readlinkSync('/proc/thread-self').split('/').pop()), workerData.nice);
+  } catch {
+    // run at normal priority
+  }
+}
 
 const keyBytes = Buffer.from(workerData.key);
 const encKey = keyBytes.subarray(0, 32);

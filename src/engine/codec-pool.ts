@@ -14,6 +14,7 @@ import { Scanner, diskUsage } from './scan-core.mjs';
 import type { ScanJob, ScanMessage } from './scan-core.mjs';
 import { STREAM, STREAM_CTL_BYTES } from './stream-ctl.mjs';
 import { cutBufferSize } from './chunker-core.mjs';
+import { backgroundNice } from './priority.ts';
 import { IntegrityError } from './errors.ts';
 import type { Id } from './ids.ts';
 import type { BlobType, EncodedBlob } from './pack.ts';
@@ -140,7 +141,7 @@ export class CodecPool {
     for (let i = 0; i < this.size; i++) {
       const owed = new SharedArrayBuffer(4);
       const ring = new SharedArrayBuffer(this.ringBytes);
-      const w = new Worker(url, { workerData: { key: keyToBytes(key), compression, owed, ring } });
+      const w = new Worker(url, { workerData: { key: keyToBytes(key), compression, owed, ring, nice: backgroundNice() } });
       this.owed.push(new Int32Array(owed));
       this.rings.push(Buffer.from(ring));
       this.chains.push(Promise.resolve());

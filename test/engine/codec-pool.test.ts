@@ -1,4 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
+import { readdirSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
@@ -7,6 +8,7 @@ import { decodeBlob } from '../../src/engine/blob-codec.ts';
 import { newRandomKey } from '../../src/engine/crypto.ts';
 import { hashId } from '../../src/engine/ids.ts';
 import { findCut, masksFor } from '../../src/engine/chunker-core.mjs';
+import { setBackgroundNice } from '../../src/engine/priority.ts';
 import { cleanupTempDirs, seededBytes, tempDir } from './helpers.ts';
 
 afterAll(cleanupTempDirs);
@@ -155,5 +157,35 @@ describe('codec pool streams', () => {
     } finally {
       await pool.close();
     }
+  });
+});
+
+/** This process's threads' niceness values (Linux: field 19 of /proc/self/task/<tid>/stat). */
+function threadNiceness(): number[] {
+  return readdirSync('/proc/self/task').map((tid) => {
+    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+  });
+}
+
+describe('codec pool priority', () => {
+  it.runIf(process.platform === 'linux')('runs its threads at the background niceness and leaves the rest of the process alone', async () => {
+    const before = threadNiceness().filter((n) => n === 7).length;
+    setBackgroundNice(7);
+    const pool = new CodecPool(newRandomKey(), 2);
+    try {
+      await Promise.all([1, 2, 3, 4].map((i) => pool.encode('data', hashId(Buffer.from(`b${i}`)), Buffer.from(`b${i}`))));
+      const after = threadNiceness();
+      expect(after.filter((n) => n === 7).length - before).toBe(2);
+      expect(after.filter((n) => n === 0).length).toBeGreaterThan(0); // the main thread among them
+    } finally {
+      setBackgroundNice(0);
+      await pool.close();
+    }
+  });
+
+  it('refuses a niceness outside 0-19', () => {
+    expect(() => setBackgroundNice(20)).toThrow(RangeError);
+    expect(() => setBackgroundNice(-1)).toThrow(RangeError);
   });
 });
