@@ -6,7 +6,6 @@
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { poly1305 } from './poly1305.mjs';
-import { decompress } from 'zstd-napi';
 import zstd from 'zstd-napi/binding.js';
 
 /** zstd level for blobs and unpacked files: zstd's default, as restic's "auto" mode uses. */
@@ -110,6 +109,9 @@ export function encodeBlobRaw(encKey, macK, macR, plain, allowCompression = true
   return { data: slot.view, uncompressedLength };
 }
 
+/** This thread's zstd decompression context, reused for every blob (a fresh one per blob costs). */
+let dctx = null;
+
 /** Verifies the MAC and decrypts; returns null when the MAC does not match. */
 export function openRaw(encKey, macK, macR, ciphertext) {
   if (ciphertext.length < 32) return null;
@@ -131,12 +133,18 @@ export function decodeBlobRaw(encKey, macK, macR, id, stored, uncompressedLength
   let plain = openRaw(encKey, macK, macR, stored);
   if (!plain) return { error: 'ciphertext verification failed (MAC mismatch)' };
   if (uncompressedLength !== undefined && uncompressedLength !== null) {
+    // Straight into a buffer of the recorded size: a frame that would not fit fails here
+    // instead of allocating whatever it claims.
+    const out = Buffer.allocUnsafeSlow(uncompressedLength);
+    let n;
     try {
-      plain = decompress(plain);
+      dctx ??= new zstd.DCtx();
+      n = dctx.decompress(out, plain);
     } catch (err) {
       return { error: `zstd decompression failed: ${err instanceof Error ? err.message : String(err)}` };
     }
-    if (plain.length !== uncompressedLength) return { error: `decompressed ${plain.length} bytes, expected ${uncompressedLength}` };
+    if (n !== uncompressedLength) return { error: `decompressed ${n} bytes, expected ${uncompressedLength}` };
+    plain = out;
   }
   const got = createHash('sha256').update(plain).digest('hex');
   if (got !== id) return { error: `content hash is ${got}` };

@@ -4,7 +4,8 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { CodecPool } from '../../src/engine/codec-pool.ts';
-import { decodeBlob } from '../../src/engine/blob-codec.ts';
+import { decodeBlob, encodeBlob } from '../../src/engine/blob-codec.ts';
+import { IntegrityError } from '../../src/engine/errors.ts';
 import { newRandomKey } from '../../src/engine/crypto.ts';
 import { hashId } from '../../src/engine/ids.ts';
 import { findCut, masksFor } from '../../src/engine/chunker-core.mjs';
@@ -187,5 +188,29 @@ describe('codec pool priority', () => {
   it('refuses a niceness outside 0-19', () => {
     expect(() => setBackgroundNice(20)).toThrow(RangeError);
     expect(() => setBackgroundNice(-1)).toThrow(RangeError);
+  });
+});
+
+describe('blob decoding', () => {
+  // The pack header records each compressed blob's plaintext length; decompression writes into
+  // exactly that much room, so a header that lies fails instead of allocating what the frame says.
+  it('refuses a compressed blob whose recorded length is wrong, in the pool and inline', async () => {
+    const key = newRandomKey();
+    const plain = Buffer.from('compressible '.repeat(10_000));
+    const id = hashId(plain);
+    const blob = encodeBlob(key, 'data', id, plain);
+    expect(blob.uncompressedLength).toBe(plain.length);
+    expect(decodeBlob(key, id, blob.data, plain.length).equals(plain)).toBe(true);
+    for (const wrong of [plain.length - 1, plain.length + 1]) {
+      expect(() => decodeBlob(key, id, blob.data, wrong)).toThrow(IntegrityError);
+    }
+    const pool = new CodecPool(key, 1);
+    try {
+      expect((await pool.decode(id, Buffer.from(blob.data), plain.length)).equals(plain)).toBe(true);
+      await expect(pool.decode(id, Buffer.from(blob.data), plain.length - 1)).rejects.toThrow(/zstd decompression failed/);
+      await expect(pool.decode(id, Buffer.from(blob.data), plain.length + 1)).rejects.toThrow(/decompressed \d+ bytes, expected/);
+    } finally {
+      await pool.close();
+    }
   });
 });
