@@ -15,7 +15,10 @@
  *   { type: 'entry', index, gone: true }                                  vanished since readdir
  *   { type: 'entry', index, error: { code, message } }
  * Chunks are sealed before the main thread knows whether the repository has them (it drops
- * those it has); only new or changed files are read, so the waste is small.
+ * those it has); only new or changed files are read, so the waste is small. Streams are cut
+ * here too (readStream), but a stream is read whole every time, so its chunks are sealed only
+ * once the main thread has said the repository lacks them; their blob messages carry the
+ * chunk's number in the stream as `index`.
  */
 import { closeSync, constants, lstatSync, openSync, readSync, readdirSync, readlinkSync } from 'node:fs';
 import { createHash } from 'node:crypto';
