@@ -125,6 +125,10 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
       }
       await deps.db.restoreLog.update({ where: { id: log.id }, data: { status: 'RUNNING' } });
       progress.report({ phase: 'restoring', bytesDone: 0 });
+      // How long each side took, for the log: which one a slow restore waited for.
+      const started = Date.now();
+      const timings: Record<string, number> = {};
+      const timed = <T>(name: string, p: Promise<T>): Promise<T> => p.finally(() => (timings[name] = Date.now() - started));
       const source = await openReadableCopy(deps, log.snapshotId, signal);
       opened = source.opened;
       const repo = source.opened.repo;
@@ -171,7 +175,7 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
             return prepareDatabase(url, dump, { strategy, restoreId, signal: sideSignal });
           })())
         : Promise.resolve(null);
-      const [filesResult, dbResult] = await Promise.allSettled([preparingFiles, preparingDb]);
+      const [filesResult, dbResult] = await Promise.allSettled([timed('filesReadyMs', preparingFiles), timed('databaseReadyMs', preparingDb)]);
       if (filesResult.status === 'rejected' || dbResult.status === 'rejected') {
         // Whichever side got ready is dropped again; the live target was never touched.
         if (filesResult.status === 'fulfilled') await filesResult.value?.rollback().catch((e: unknown) => deps.logger.error({ err: e }, 'files rollback failed'));
@@ -200,6 +204,8 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
           throw err;
         }
       }
+      timings.swappedMs = Date.now() - started;
+      deps.logger.info({ operationId, ...timings }, 'restore swapped in');
       if (db?.previousName) await deps.db.restoreLog.update({ where: { id: log.id }, data: { previousDatabaseName: db.previousName } });
     });
     await progress.flush();
