@@ -214,6 +214,11 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
             // pg_dump's exit status decides: a dump that ended early must not pass for a whole one.
             dump?.done,
           ]);
+          // Where a slow snapshot's time went: the backup itself against the rest of the job.
+          deps.logger.info(
+            { operationId, destinationId: copy.destinationId, sinceStartMs: Date.now() - started, backupMs: captured.durationMs, bytesProcessed: captured.bytesProcessed, bytesAdded: captured.bytesAdded },
+            'snapshot captured',
+          );
           written.push({ opened: candidate, repoSnapshotId: captured.snapshotId });
           await deps.db.snapshotCopy.update({
             where: { id: copy.id },
