@@ -20,7 +20,7 @@ import { CodecPool, defaultCodecThreads } from './codec-pool.ts';
 import { statFields } from './scan-core.mjs';
 import type { ScanMessage, ScanParent, ScanStat } from './scan-core.mjs';
 import { AbortedError, EngineError, throwIfAborted } from './errors.ts';
-import { hashId, type Id } from './ids.ts';
+import type { Id } from './ids.ts';
 import { withLock } from './lock.ts';
 import type { EncodedBlob } from './pack.ts';
 import type { Repository } from './repository.ts';
@@ -231,7 +231,7 @@ class Archiver {
   /** File batches being scanned. */
   private readonly scans = new Set<Promise<void>>();
 
-  /** Waits for every queued chunk and file batch to be encoded and added to a pack (or fail). */
+  /** Waits for every file batch and directory still being saved (streams are awaited where saved). */
   async drain(): Promise<void> {
     await Promise.allSettled([...this.scans]);
   }
@@ -352,6 +352,7 @@ class Archiver {
       if (!st) return async () => null; // vanished since readdir
       if (!st.isDirectory()) {
         const parent = parentTree?.nodes.find((n) => n.name === name) ?? null;
+        await this.takeScanSlot();
         const scanned = this.scanFiles(dirname(path), [basename(path)], [parent], [name], `${vpath.slice(0, -name.length)}`);
         scanned.catch(() => {}); // awaited by the caller's finish
         return async () => (await scanned)[0];
@@ -380,12 +381,12 @@ class Archiver {
   }
 
   /**
-   * Has a thread scan names in dir and returns their nodes (named nodeNames, default the same),
-   * null for vanished ones. Blobs the repository lacks go into packs as they arrive. A file whose
-   * parent node matches but whose blobs the index lacks is scanned again without the parent.
+   * Has a thread scan names in dir and returns their nodes (named nodeNames), null for vanished
+   * ones. The caller has taken a scan slot (takeScanSlot); it is given back once the thread is
+   * done. Blobs the repository lacks go into packs as they arrive. A file whose parent node
+   * matches but whose blobs the index lacks is scanned again without the parent.
    */
-  private async scanFiles(dir: string, names: string[], parents: (Node | null)[], nodeNames: string[] = names, vdir = '', slotTaken = false): Promise<(Node | null)[]> {
-    if (!slotTaken) await this.takeScanSlot();
+  private async scanFiles(dir: string, names: string[], parents: (Node | null)[], nodeNames: string[], vdir: string): Promise<(Node | null)[]> {
     const nodes: (Node | null)[] = new Array(names.length).fill(null);
     const again: number[] = [];
     const asDir: number[] = [];
@@ -445,6 +446,7 @@ class Archiver {
     }
     if (failure) throw failure;
     if (again.length > 0) {
+      await this.takeScanSlot();
       const redone = await this.scanFiles(dir, again.map((i) => names[i]), again.map(() => null), again.map((i) => nodeNames[i]), vdir);
       again.forEach((i, k) => (nodes[i] = redone[k]));
     }
@@ -497,7 +499,7 @@ class Archiver {
       const batchNames = idx.map((i) => names[i]);
       await this.takeScanSlot();
       track(
-        this.scanFiles(path, batchNames, batchNames.map((n) => old.get(n) ?? null), batchNames, `${vpath}/`, true).then((res) =>
+        this.scanFiles(path, batchNames, batchNames.map((n) => old.get(n) ?? null), batchNames, `${vpath}/`).then((res) =>
           res.forEach((node, k) => (nodes[idx[k]] = node)),
         ),
       );

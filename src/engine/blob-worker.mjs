@@ -1,7 +1,6 @@
 /**
  * Codec thread: the byte work of backups and restores, off the main thread. Receives the
  * master key once (workerData.key: 64 bytes, encryption key || k || r), then messages:
- *   `{ seq, op: 'encode', plain }` → `{ seq, data, uncompressedLength }`
  *   `{ seq, op: 'decode', id, stored, uncompressedLength }` → `{ seq, data }` (verified plaintext)
  *   `{ seq, op: 'scan', job }` → `{ seq, type: 'batch', items }` with the messages of
  *     scan-core.mjs in order (a few hundred or about a MiB of blobs per batch), then
@@ -26,9 +25,9 @@ import { readlinkSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { decodeBlobRaw, encodeBlobRaw } from './seal-core.mjs';
+import { decodeBlobRaw } from './seal-core.mjs';
 import { MAX_UNANSWERED, Scanner, diskUsage } from './scan-core.mjs';
-import { STREAM } from './stream-ctl.mjs';
+import { STREAM, answerChunk, chunkAnswer } from './stream-ctl.mjs';
 
 // Background priority (engine/priority.ts). Linux gives each thread its own niceness, set
 // through its thread id; elsewhere, or when not permitted, the thread keeps normal priority.
@@ -113,20 +112,13 @@ function ringSlot(n) {
 
 const scanner = new Scanner(encKey, macK, macR, workerData.compression, ringSlot);
 
-/** Sets chunk k's answer cell and wakes the stream's thread. */
-function answer(ctl, k, value) {
-  Atomics.store(ctl, STREAM.ANSWERS + (k % STREAM.ANSWER_CELLS), value);
-  Atomics.add(ctl, STREAM.WAKE, 1);
-  Atomics.notify(ctl, STREAM.WAKE);
-}
-
 /**
  * Chunks a stream the main thread copies into `input`, a shared ring, through `cut`, a shared
  * cutting buffer, and seals the chunks it is told to. `ctl` (Int32Array over a
  * SharedArrayBuffer, layout in stream-ctl.mjs) holds the bytes waiting in the ring, the
  * stream's state (open, ended, aborted), a wake-up counter bumped after every change, and one
- * answer cell per unanswered chunk: k + 1 to seal chunk k here, -(k + 1) when there is nothing
- * to do (the repository has it, or another thread has sealed it: sealSharedJob).
+ * answer cell per unanswered chunk (answerChunk): seal it here, or nothing to do (the
+ * repository has it, or another thread has sealed it: sealSharedJob).
  */
 function streamJob(msg) {
   const input = Buffer.from(msg.input);
@@ -165,14 +157,7 @@ function streamJob(msg) {
     emit({ type: 'chunk', k, id, len, off });
     flush();
   };
-  const decide = (k, wait) => {
-    const cell = STREAM.ANSWERS + (k % STREAM.ANSWER_CELLS);
-    const answer = () => {
-      const v = Atomics.load(ctl, cell);
-      return v === k + 1 ? true : v === -(k + 1) ? false : undefined;
-    };
-    return wait ? waitFor(answer) : answer();
-  };
+  const decide = (k, wait) => (wait ? waitFor(() => chunkAnswer(ctl, k)) : chunkAnswer(ctl, k));
   batchSeq = msg.seq;
   let size;
   try {
@@ -194,7 +179,7 @@ function sealSharedJob(msg) {
   try {
     scanner.sealChunk(Buffer.from(msg.cut, msg.off, msg.len), { type: 'blob', index: msg.k, id: msg.id }, emit);
   } finally {
-    answer(ctl, msg.k, -(msg.k + 1));
+    answerChunk(ctl, msg.k, false);
     flush();
   }
   parentPort.postMessage({ seq: msg.seq, type: 'done' });
@@ -233,10 +218,7 @@ parentPort.on('message', (msg) => {
         collect(msg.stored.length + data.length);
       }
     } else {
-      const enc = encodeBlobRaw(encKey, macK, macR, msg.plain, workerData.compression);
-      const data = transferable(enc.data);
-      parentPort.postMessage({ seq: msg.seq, data, uncompressedLength: enc.uncompressedLength }, [data.buffer]);
-      collect(msg.plain.length + data.length);
+      throw new Error(`unknown codec operation ${String(msg.op)}`);
     }
   } catch (err) {
     parentPort.postMessage({ seq: msg.seq, error: err instanceof Error ? err.message : String(err) });

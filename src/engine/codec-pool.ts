@@ -1,23 +1,18 @@
 /**
- * Codec pool: a few worker threads (blob-worker.mjs) that turn data chunks into stored blob
- * bytes (zstd, AES-CTR, Poly1305) and stored bytes back into verified plaintext, that scan
- * batches of files for backups (scan-core.mjs: lstat, read, chunk, hash, seal), and that chunk,
- * hash and seal streams, so the main thread only walks directories, copies stream bytes and
- * writes packs. With no workers (size 0) it encodes, decodes and scans inline; streams need a
- * thread.
+ * Codec pool: a few worker threads (blob-worker.mjs) that turn stored blob bytes back into
+ * verified plaintext, that scan batches of files for backups (scan-core.mjs: lstat, read,
+ * chunk, hash, seal), and that chunk, hash and seal streams, so the main thread only walks
+ * directories, copies stream bytes and writes packs.
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { keyToBytes, type Key } from './crypto.ts';
-import { decodeBlob, encodeBlob } from './blob-codec.ts';
-import { Scanner, diskUsage } from './scan-core.mjs';
 import type { ScanJob, ScanMessage } from './scan-core.mjs';
-import { STREAM, STREAM_CTL_BYTES } from './stream-ctl.mjs';
+import { STREAM, STREAM_CTL_BYTES, answerChunk, wakeStream } from './stream-ctl.mjs';
 import { cutBufferSize } from './chunker-core.mjs';
 import { backgroundNice } from './priority.ts';
 import { IntegrityError } from './errors.ts';
 import type { Id } from './ids.ts';
-import type { BlobType, EncodedBlob } from './pack.ts';
 
 /** A worker's answer (see blob-worker.mjs). */
 interface WorkerResponse {
@@ -91,23 +86,11 @@ function asBuffer(u: Uint8Array): Buffer {
 }
 
 /** An ArrayBuffer holding exactly these bytes that may be transferred (copied when shared). */
-function ownedCopy(u: Uint8Array, mayTakeOver: boolean): Uint8Array {
-  if (mayTakeOver && u.byteOffset === 0 && u.byteLength === u.buffer.byteLength && u.buffer instanceof ArrayBuffer) return u;
+function ownedCopy(u: Uint8Array): Uint8Array {
+  if (u.byteOffset === 0 && u.byteLength === u.buffer.byteLength && u.buffer instanceof ArrayBuffer) return u;
   const copy = new Uint8Array(u.byteLength);
   copy.set(u);
   return copy;
-}
-
-function joinParts(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
 }
 
 /** A pool of codec threads. Call close() when done. */
@@ -124,8 +107,9 @@ export class CodecPool {
   private closed = false;
 
   /**
-   * compression: false for version 1 repositories, which cannot hold compressed blobs. The
-   * threads start with the first job, so a backup with nothing new to encode starts none.
+   * size: threads, at least 1. compression: false for version 1 repositories, which cannot
+   * hold compressed blobs. The threads start with the first job, so a backup with nothing new
+   * to encode starts none.
    */
   constructor(
     private readonly key: Key,
@@ -133,7 +117,9 @@ export class CodecPool {
     private readonly compression = true,
     /** Each scanning thread's ring (tests make it small to exercise wrapping and waiting). */
     private readonly ringBytes = RING_BYTES,
-  ) {}
+  ) {
+    if (!Number.isInteger(size) || size < 1) throw new RangeError(`a codec pool needs at least one thread, not ${size}`);
+  }
 
   private start(): void {
     const url = new URL('./blob-worker.mjs', import.meta.url);
@@ -235,37 +221,15 @@ export class CodecPool {
   }
 
   /**
-   * Encodes one blob, given whole or as slices to be joined. The plaintext is copied, so the
-   * caller may reuse it.
-   */
-  async encode(type: BlobType, id: Id, plain: Uint8Array | Uint8Array[]): Promise<EncodedBlob> {
-    let fresh = false;
-    if (Array.isArray(plain)) {
-      fresh = plain.length > 1;
-      plain = plain.length === 1 ? plain[0] : joinParts(plain);
-    }
-    if (this.size === 0) return encodeBlob(this.key, type, id, plain, this.compression);
-    const copy = ownedCopy(plain, fresh);
-    const m = await this.post({ op: 'encode', plain: copy }, [copy.buffer as ArrayBuffer]);
-    if (m.error || !m.data) throw new Error(m.error ?? 'codec worker returned nothing');
-    const blob: EncodedBlob = { id, type, data: asBuffer(m.data) };
-    if (m.uncompressedLength !== undefined && m.uncompressedLength !== null) blob.uncompressedLength = m.uncompressedLength;
-    return blob;
-  }
-
-  /**
    * Decrypts, decompresses and verifies a stored blob; throws IntegrityError naming the blob.
    * Takes ownership of `stored` (it may be transferred to a worker).
    */
   async decode(id: Id, stored: Buffer, uncompressedLength: number | undefined, where = ''): Promise<Buffer> {
-    if (this.size === 0) return decodeBlob(this.key, id, stored, uncompressedLength, where);
-    const owned = ownedCopy(stored, true);
+    const owned = ownedCopy(stored);
     const m = await this.post({ op: 'decode', id, stored: owned, uncompressedLength }, [owned.buffer as ArrayBuffer]);
     if (m.error || !m.data) throw new IntegrityError(`blob ${id}${where}: ${m.error ?? 'codec worker returned nothing'}`);
     return asBuffer(m.data);
   }
-
-  private inlineScanner: Scanner | null = null;
 
   /**
    * Scans a batch of directory entries (see scan-core.mjs) on the least busy thread. Entries
@@ -274,15 +238,6 @@ export class CodecPool {
    * with the first handler error.
    */
   async scan(job: ScanJob, handlers: ScanHandlers): Promise<void> {
-    if (this.size === 0) {
-      this.inlineScanner ??= new Scanner(this.key.encrypt, this.key.macK, this.key.macR, this.compression);
-      let chain: Promise<void> = Promise.resolve();
-      this.inlineScanner.scanBatch(job, (m) => {
-        if (m.type === 'entry') handlers.onEntry(m);
-        else chain = chain.then(() => handlers.onBlob(m, asBuffer(m.data!)));
-      });
-      return chain;
-    }
     const m = await this.post({ op: 'scan', job }, [], { onBlob: handlers.onBlob, onItem: (item) => handlers.onEntry(item as ScanMessage & { type: 'entry' }) });
     if (m.error) throw new Error(m.error);
   }
@@ -298,15 +253,10 @@ export class CodecPool {
    */
   async stream(source: AsyncIterable<Buffer | string>, params: ScanJob['params'], handlers: StreamHandlers): Promise<number> {
     if (this.failed) throw this.failed;
-    if (this.size === 0) throw new Error('streams need a codec thread');
     const ctl = new Int32Array(new SharedArrayBuffer(STREAM_CTL_BYTES));
     const ring = new SharedArrayBuffer(STREAM.INPUT_BYTES);
     const cut = new SharedArrayBuffer(cutBufferSize(params) + STREAM.CUT_SLACK);
     const input = Buffer.from(ring);
-    const wake = (): void => {
-      Atomics.add(ctl, STREAM.WAKE, 1);
-      Atomics.notify(ctl, STREAM.WAKE);
-    };
     const cutter = this.pick();
     // Chunks handed to other threads at a time: enough to keep them busy, few enough that the
     // cutting thread seals the rest itself instead of waiting for them.
@@ -336,10 +286,7 @@ export class CodecPool {
           items.error ??= err;
         }
         if (store && lent.size < maxLent) lend(m);
-        else {
-          Atomics.store(ctl, STREAM.ANSWERS + (m.k % STREAM.ANSWER_CELLS), store ? m.k + 1 : -(m.k + 1));
-          wake();
-        }
+        else answerChunk(ctl, m.k, store);
       },
     };
     let ended = false;
@@ -365,14 +312,14 @@ export class CodecPool {
           at = (at + n) % input.length;
           off += n;
           Atomics.add(ctl, STREAM.USED, n);
-          wake();
+          wakeStream(ctl);
         }
       }
       Atomics.store(ctl, STREAM.STATE, STREAM.ENDED);
-      wake();
+      wakeStream(ctl);
     } catch (err) {
       Atomics.store(ctl, STREAM.STATE, STREAM.ABORTED);
-      wake();
+      wakeStream(ctl);
       await done.catch(() => {});
       await Promise.all(lent);
       throw err;
@@ -394,7 +341,6 @@ export class CodecPool {
 
   /** Total size of the regular files under the given paths, counted on a thread. */
   async diskUsage(paths: string[]): Promise<number> {
-    if (this.size === 0) return diskUsage(paths);
     const m = await this.post({ op: 'du', paths }, []);
     if (m.error || m.total === undefined) throw new Error(m.error ?? 'codec worker returned no total');
     return m.total;

@@ -63,7 +63,7 @@ export declare class Scanner {
     macK: Uint8Array,
     macR: Uint8Array,
     compression: boolean,
-    alloc?: (n: number) => { view: Uint8Array; off?: number; cost?: number },
+    alloc: (n: number) => { view: Uint8Array; off?: number; cost?: number },
   );
   scanBatch(job: ScanJob, emit: (m: ScanMessage, transfer?: ArrayBuffer[]) => void): void;
 }

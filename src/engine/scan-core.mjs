@@ -4,8 +4,8 @@
  * has none) is read with synchronous reads into a reused buffer, cut by FastCDC, and every
  * chunk hashed, compressed and sealed right there. The main thread only walks directories,
  * keeps the blobs the repository lacks and builds trees: it makes no per-file system calls and
- * sends one message per batch instead of one per chunk. Plain JavaScript, shared by the
- * threads and the inline (no thread) mode.
+ * sends one message per batch instead of one per chunk. Plain JavaScript, so the threads
+ * start without a TypeScript loader.
  *
  * Output, through emit(message, transferList), in entry order:
  *   { type: 'blob', index, id, len, uncompressedLength, plainLength, data | off, cost }
@@ -24,7 +24,7 @@ import { closeSync, constants, lstatSync, openSync, readSync, readdirSync, readl
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { cutBufferSize, cutChunks } from './chunker-core.mjs';
-import { encodeBlobInto, freshSlot } from './seal-core.mjs';
+import { encodeBlobInto } from './seal-core.mjs';
 import { formatTime } from './time.mjs';
 
 /**
@@ -79,6 +79,11 @@ export function statFields(st) {
   };
 }
 
+/** A chunk's blob id: its SHA-256, in hex. */
+function chunkId(chunk) {
+  return createHash('sha256').update(chunk).digest('hex');
+}
+
 /**
  * Per-thread state: the key (encKey, macK, macR), whether blobs may be compressed, and
  * `alloc(n)`, which returns where the next blob's n stored bytes go: `{ view }` for memory of
@@ -86,7 +91,7 @@ export function statFields(st) {
  * block until the main thread has made room.
  */
 export class Scanner {
-  constructor(encKey, macK, macR, compression, alloc = freshSlot) {
+  constructor(encKey, macK, macR, compression, alloc) {
     this.encKey = encKey;
     this.macK = macK;
     this.macR = macR;
@@ -143,7 +148,7 @@ export class Scanner {
       const content = [];
       const read = (buf, off, want) => readSync(fd, buf, off, want, null);
       const onChunk = (chunk) => {
-        const id = createHash('sha256').update(chunk).digest('hex');
+        const id = chunkId(chunk);
         this.sealChunk(chunk, { type: 'blob', index, id }, emit);
         content.push(id);
       };
@@ -178,7 +183,7 @@ export class Scanner {
       pending = left;
     };
     const onChunk = (chunk) => {
-      const id = createHash('sha256').update(chunk).digest('hex');
+      const id = chunkId(chunk);
       announce(k, id, chunk.length, chunk.byteOffset - buf.byteOffset);
       pending.push({ chunk, k: k++, id });
       settle(pending.length >= MAX_UNANSWERED);

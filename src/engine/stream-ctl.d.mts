@@ -12,3 +12,6 @@ export declare const STREAM: {
   readonly CUT_SLACK: number;
 };
 export declare const STREAM_CTL_BYTES: number;
+export declare function wakeStream(ctl: Int32Array): void;
+export declare function answerChunk(ctl: Int32Array, k: number, seal: boolean): void;
+export declare function chunkAnswer(ctl: Int32Array, k: number): boolean | undefined;

@@ -27,3 +27,24 @@ export const STREAM = Object.freeze({
 
 /** Bytes of the control words. */
 export const STREAM_CTL_BYTES = 4 * (STREAM.ANSWERS + STREAM.ANSWER_CELLS);
+
+/** Wakes the stream's thread after a change it may wait for. */
+export function wakeStream(ctl) {
+  Atomics.add(ctl, STREAM.WAKE, 1);
+  Atomics.notify(ctl, STREAM.WAKE);
+}
+
+/**
+ * Answers chunk k: seal it on the cutting thread (true), or nothing to do there (false: the
+ * repository has it, or another thread sealed it). The cell holds k + 1 or -(k + 1).
+ */
+export function answerChunk(ctl, k, seal) {
+  Atomics.store(ctl, STREAM.ANSWERS + (k % STREAM.ANSWER_CELLS), seal ? k + 1 : -(k + 1));
+  wakeStream(ctl);
+}
+
+/** Chunk k's answer (see answerChunk), or undefined while there is none. */
+export function chunkAnswer(ctl, k) {
+  const v = Atomics.load(ctl, STREAM.ANSWERS + (k % STREAM.ANSWER_CELLS));
+  return v === k + 1 ? true : v === -(k + 1) ? false : undefined;
+}

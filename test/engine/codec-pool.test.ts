@@ -175,7 +175,7 @@ describe('codec pool priority', () => {
     setBackgroundNice(7);
     const pool = new CodecPool(newRandomKey(), 2);
     try {
-      await Promise.all([1, 2, 3, 4].map((i) => pool.encode('data', hashId(Buffer.from(`b${i}`)), Buffer.from(`b${i}`))));
+      await pool.diskUsage([]); // the first job starts every thread
       const after = threadNiceness();
       expect(after.filter((n) => n === 7).length - before).toBe(2);
       expect(after.filter((n) => n === 0).length).toBeGreaterThan(0); // the main thread among them
@@ -183,6 +183,10 @@ describe('codec pool priority', () => {
       setBackgroundNice(0);
       await pool.close();
     }
+  });
+
+  it('refuses a pool without threads', () => {
+    expect(() => new CodecPool(newRandomKey(), 0)).toThrow(RangeError);
   });
 
   it('refuses a niceness outside 0-19', () => {
