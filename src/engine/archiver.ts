@@ -60,7 +60,7 @@ export interface BackupOptions {
   parent?: Id;
   signal?: AbortSignal;
   onProgress?: (p: BackupProgress) => void;
-  /** Encoder worker threads; 0 encodes on the main thread. */
+  /** Codec threads, at least 1 (default: one per core, at most four). */
   codecThreads?: number;
   /** Take a shared repository lock for the duration (default true). */
   lock?: boolean;

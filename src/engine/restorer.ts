@@ -38,7 +38,7 @@ export interface RestoreOptions {
   onProgress?: (p: RestoreProgress) => void;
   /** Take a shared repository lock (default true). */
   lock?: boolean;
-  /** Decoder worker threads; 0 decodes on the main thread. */
+  /** Codec threads, at least 1 (default: one per core, at most four). */
   codecThreads?: number;
 }
 
