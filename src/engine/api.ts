@@ -41,6 +41,7 @@ export {
   type BackupResult,
   type BackupSource,
   type StreamSource,
+  type PipeSource,
 } from './archiver.ts';
 export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult } from './restorer.ts';
 export { resolvePath, walk, fileStream, type WalkEntry } from './walker.ts';

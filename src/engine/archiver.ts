@@ -16,7 +16,7 @@ import type { BigIntStats } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { CodecPool, defaultCodecThreads } from './codec-pool.ts';
+import { CodecPool, defaultCodecThreads, type StreamFd } from './codec-pool.ts';
 import { statFields } from './scan-core.mjs';
 import type { ScanMessage, ScanParent, ScanStat } from './scan-core.mjs';
 import { AbortedError, EngineError, throwIfAborted } from './errors.ts';
@@ -27,16 +27,29 @@ import type { Repository } from './repository.ts';
 import { findSnapshot, newSnapshotJson, saveSnapshot } from './snapshot.ts';
 import { formatTime, goModeFromUnix, parseTime, type Node, type Tree } from './tree.ts';
 
-/** A stream stored as one file, with optional metadata. */
-export interface StreamSource {
-  stream: Readable;
+/**
+ * A pipe's read end, read by a codec thread itself so that its bytes never pass through the
+ * main thread (e.g. pg_dump's output).
+ */
+export interface PipeSource {
+  /** Hands over the blocking read descriptor, which the reader closes; null once taken or closed. */
+  take(): number | null;
+  /**
+   * Settles once the writer has finished: rejects when what came through the pipe is not the
+   * whole stream (the writer failed), and then the backup fails rather than store it.
+   */
+  complete: Promise<void>;
+}
+
+/** A stream stored as one file, with optional metadata: a Readable, or a pipe (PipeSource). */
+export type StreamSource = ({ stream: Readable } | { pipe: PipeSource }) & {
   /** Expected size, for progress only. */
   size?: number;
   /** Unix permission bits; default 0o600. */
   mode?: number;
   /** Default: the snapshot time. */
   mtime?: Date;
-}
+};
 
 /** What one virtual path holds: a path on disk, a stream, or a stream with metadata. */
 export type BackupSource = string | Readable | StreamSource;
@@ -206,15 +219,24 @@ class Archiver {
    * Chunks a stream into data blobs on a codec thread; returns their ids and the byte count.
    * Only chunks the repository lacks are sealed.
    */
-  private async saveContent(stream: AsyncIterable<Buffer | string>): Promise<{ content: Id[]; size: number }> {
+  private async saveContent(src: StreamSource): Promise<{ content: Id[]; size: number }> {
     const content: Id[] = [];
-    const checked = async function* (this: Archiver): AsyncGenerator<Buffer | string> {
-      for await (const piece of stream) {
-        this.check();
-        yield piece;
-      }
-    }.call(this);
-    const size = await this.pool.stream(checked, this.repo.chunkerParams, {
+    let source: AsyncIterable<Buffer | string> | StreamFd;
+    if ('pipe' in src) {
+      const fd = src.pipe.take();
+      if (fd === null) throw new InvalidSourceError('the pipe was closed or read before the backup reached it');
+      src.pipe.complete.catch(() => {}); // awaited below, once the pipe is read: not unhandled meanwhile
+      source = { fd };
+    } else {
+      const stream = src.stream;
+      source = async function* (this: Archiver): AsyncGenerator<Buffer | string> {
+        for await (const piece of stream) {
+          this.check();
+          yield piece;
+        }
+      }.call(this);
+    }
+    const size = await this.pool.stream(source, this.repo.chunkerParams, {
       onChunk: (m) => {
         content.push(m.id);
         this.counters.bytesDone += m.len;
@@ -224,7 +246,9 @@ class Archiver {
         return true;
       },
       onBlob: (m, data) => this.storeBlob(m, data),
-    });
+    }, this.opts.signal);
+    // A pipe's end of file also comes when its writer fails: only the writer can tell.
+    if ('pipe' in src) await src.pipe.complete;
     return { content, size };
   }
 
@@ -282,7 +306,7 @@ class Archiver {
 
   private async saveStream(name: string, src: StreamSource, vpath: string): Promise<Node> {
     this.currentPath = vpath;
-    const { content, size } = await this.saveContent(src.stream);
+    const { content, size } = await this.saveContent(src);
     const mtime = src.mtime ? formatTime(BigInt(src.mtime.getTime()) * 1_000_000n) : this.nowTime;
     this.counters.files++;
     this.progress();

@@ -5,7 +5,7 @@
  *   `{ seq, op: 'scan', job }` → `{ seq, type: 'batch', items }` with the messages of
  *     scan-core.mjs in order (a few hundred or about a MiB of blobs per batch), then
  *     `{ seq, type: 'done' }`
- *   `{ seq, op: 'stream', input, cut, ctl, params }` → batches of `{ type: 'chunk', k, id, len,
+ *   `{ seq, op: 'stream', input | fd, cut, ctl, params }` → batches of `{ type: 'chunk', k, id, len,
  *     off }` and `{ type: 'blob', index: k, … }` messages, then `{ seq, type: 'done', size }`
  *     (see streamJob below)
  *   `{ seq, op: 'sealShared', cut, off, len, id, k, ctl }` → a batch with the sealed blob,
@@ -21,7 +21,7 @@
  * Plain JavaScript, so the thread starts fast and small whatever loader the main thread uses.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { readlinkSync } from 'node:fs';
+import { readSync, readlinkSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -113,7 +113,8 @@ function ringSlot(n) {
 const scanner = new Scanner(encKey, macK, macR, workerData.compression, ringSlot);
 
 /**
- * Chunks a stream the main thread copies into `input`, a shared ring, through `cut`, a shared
+ * Chunks a stream the main thread copies into `input`, a shared ring (or that the thread reads
+ * itself from `fd`, a pipe's blocking read end, which the main thread closes), through `cut`, a shared
  * cutting buffer, and seals the chunks it is told to. `ctl` (Int32Array over a
  * SharedArrayBuffer, layout in stream-ctl.mjs) holds the bytes waiting in the ring, the
  * stream's state (open, ended, aborted), a wake-up counter bumped after every change, and one
@@ -121,7 +122,7 @@ const scanner = new Scanner(encKey, macK, macR, workerData.compression, ringSlot
  * repository has it, or another thread has sealed it: sealSharedJob).
  */
 function streamJob(msg) {
-  const input = Buffer.from(msg.input);
+  const input = msg.input ? Buffer.from(msg.input) : null;
   const ctl = new Int32Array(msg.ctl);
   let readPos = 0;
   /** Blocks until ready() returns something other than undefined, or throws once aborted. */
@@ -135,7 +136,7 @@ function streamJob(msg) {
       Atomics.wait(ctl, STREAM.WAKE, gen, 1000);
     }
   };
-  const read = (buf, off, want, idle) => {
+  const fromRing = (buf, off, want, idle) => {
     let used = 0;
     waitFor(() => {
       // The state first: the main thread adds the last bytes before it marks the end.
@@ -153,6 +154,13 @@ function streamJob(msg) {
     Atomics.notify(ctl, STREAM.USED);
     return n;
   };
+  // Straight from a pipe (msg.fd, blocking): the bytes never pass through the main thread.
+  // Answered chunks are sealed as new ones are cut, so a read never waits for sealing.
+  const fromFd = (buf, off, want) => {
+    const n = readSync(msg.fd, buf, off, want, null);
+    if (Atomics.load(ctl, STREAM.STATE) === STREAM.ABORTED) throw new Error('stream aborted');
+    return n;
+  };
   const announce = (k, id, len, off) => {
     emit({ type: 'chunk', k, id, len, off });
     flush();
@@ -161,7 +169,7 @@ function streamJob(msg) {
   batchSeq = msg.seq;
   let size;
   try {
-    size = scanner.readStream(Buffer.from(msg.cut), read, msg.params, announce, decide, emit);
+    size = scanner.readStream(Buffer.from(msg.cut), msg.fd === undefined ? fromRing : fromFd, msg.params, announce, decide, emit);
   } finally {
     flush();
   }

@@ -2,8 +2,9 @@
  * Codec pool: a few worker threads (blob-worker.mjs) that turn stored blob bytes back into
  * verified plaintext, that scan batches of files for backups (scan-core.mjs: lstat, read,
  * chunk, hash, seal), and that chunk, hash and seal streams, so the main thread only walks
- * directories, copies stream bytes and writes packs.
+ * directories, copies stream bytes (none, for a pipe) and writes packs.
  */
+import { closeSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { keyToBytes, type Key } from './crypto.ts';
@@ -60,6 +61,11 @@ export interface StreamHandlers {
   onChunk: (m: StreamChunk) => boolean;
   /** A stored chunk's sealed bytes (index is the chunk's number), as for scans. */
   onBlob: ScanHandlers['onBlob'];
+}
+
+/** A pipe's read end, blocking, for stream(): a codec thread reads it to the end; stream() closes it. */
+export interface StreamFd {
+  fd: number;
 }
 
 /** What a scan's caller does with its results (see scan()). */
@@ -244,99 +250,131 @@ export class CodecPool {
 
   /**
    * Chunks, hashes and seals a stream; returns its byte count once the last stored chunk has
-   * been handled. The main thread only copies the bytes into a ring shared with one thread,
-   * which cuts and hashes them and announces each chunk's id; onChunk decides whether it is
-   * stored, so a chunk the repository has costs no compression or encryption. A chunk to store
-   * is sealed by another thread straight from the cutting thread's buffer while that one has
-   * room for it, else by the cutting thread itself, so sealing is spread over the threads.
-   * Throws the source's error, or the first handler error; either way the threads stop.
+   * been handled. One thread cuts and hashes the bytes and announces each chunk's id; onChunk
+   * decides whether it is stored, so a chunk the repository has costs no compression or
+   * encryption. A chunk to store is sealed by another thread straight from the cutting
+   * thread's buffer while that one has room for it, else by the cutting thread itself, so
+   * sealing is spread over the threads.
+   *
+   * The source is either an async iterable, whose pieces the main thread copies into a ring
+   * shared with the cutting thread, or a pipe's read end ({ fd }, blocking), which the cutting
+   * thread reads itself, so no byte passes through the main thread; it is closed at the end.
+   * A pipe's reads end only with the writer, so whoever aborts must also stop the writer.
+   *
+   * Throws the source's error, or the first handler error, or the signal's reason; either way
+   * the threads stop.
    */
-  async stream(source: AsyncIterable<Buffer | string>, params: ScanJob['params'], handlers: StreamHandlers): Promise<number> {
-    if (this.failed) throw this.failed;
+  async stream(source: AsyncIterable<Buffer | string> | StreamFd, params: ScanJob['params'], handlers: StreamHandlers, signal?: AbortSignal): Promise<number> {
+    const fd = 'fd' in source ? source.fd : undefined;
+    if (this.failed || this.closed) {
+      if (fd !== undefined) closeSync(fd);
+      throw this.failed ?? new Error('codec pool is closed');
+    }
     const ctl = new Int32Array(new SharedArrayBuffer(STREAM_CTL_BYTES));
-    const ring = new SharedArrayBuffer(STREAM.INPUT_BYTES);
+    const ring = fd === undefined ? new SharedArrayBuffer(STREAM.INPUT_BYTES) : undefined;
     const cut = new SharedArrayBuffer(cutBufferSize(params) + STREAM.CUT_SLACK);
-    const input = Buffer.from(ring);
     const cutter = this.pick();
+    const abort = (): void => {
+      Atomics.store(ctl, STREAM.STATE, STREAM.ABORTED);
+      wakeStream(ctl);
+    };
+    const onBlob: StreamHandlers['onBlob'] = async (m, data) => {
+      try {
+        await handlers.onBlob(m, data);
+      } catch (err) {
+        abort(); // nothing more would be stored
+        throw err;
+      }
+    };
     // Chunks handed to other threads at a time: enough to keep them busy, few enough that the
     // cutting thread seals the rest itself instead of waiting for them.
     const maxLent = 2 * (this.size - 1);
     const lent = new Set<Promise<void>>();
     const lend = (m: StreamChunk): void => {
-      const sealing = this.post({ op: 'sealShared', cut, off: m.off, len: m.len, id: m.id, k: m.k, ctl: ctl.buffer }, [], { onBlob: handlers.onBlob, onItem: () => {} }, this.pick(cutter))
+      const sealing = this.post({ op: 'sealShared', cut, off: m.off, len: m.len, id: m.id, k: m.k, ctl: ctl.buffer }, [], { onBlob, onItem: () => {} }, this.pick(cutter))
         .then(
           (r) => {
-            if (r.error) items.error ??= new Error(r.error);
+            if (r.error) failed(new Error(r.error));
           },
-          (err: unknown) => {
-            items.error ??= err;
-          },
+          (err: unknown) => failed(err),
         )
         .finally(() => lent.delete(sealing));
       lent.add(sealing);
     };
+    const failed = (err: unknown): void => {
+      items.error ??= err;
+      abort();
+    };
     const items: ItemHandlers = {
-      onBlob: handlers.onBlob,
+      onBlob,
       onItem: (item) => {
         const m = item as StreamChunk;
         let store = false;
         try {
           store = !items.error && handlers.onChunk(m);
         } catch (err) {
-          items.error ??= err;
+          failed(err);
         }
         if (store && lent.size < maxLent) lend(m);
         else answerChunk(ctl, m.k, store);
       },
     };
+    const onAbort = (): void => failed(signal!.reason);
+    if (signal?.aborted) onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const done = this.post({ op: 'stream', ...(fd === undefined ? { input: ring } : { fd }), cut, ctl: ctl.buffer, params }, [], items, cutter);
+    try {
+      if (fd === undefined) await this.pump(source as AsyncIterable<Buffer | string>, Buffer.from(ring!), ctl, done, items);
+      const m = await done;
+      // Every lent chunk has been sealed by now (the cutting thread waited for them), but their
+      // blobs' handlers may still be running.
+      await Promise.all(lent);
+      if (items.error) throw items.error;
+      if (m.error) throw new Error(m.error);
+      return m.size!;
+    } catch (err) {
+      abort();
+      await done.catch(() => {});
+      await Promise.all(lent);
+      throw items.error ?? err;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      // Here, not on the thread, which never opened it (Node warns about that); the job is over.
+      if (fd !== undefined) closeSync(fd);
+    }
+  }
+
+  /** Copies an iterable stream into the cutting thread's input ring (see stream()). */
+  private async pump(source: AsyncIterable<Buffer | string>, input: Buffer, ctl: Int32Array, done: Promise<WorkerResponse>, items: ItemHandlers): Promise<void> {
     let ended = false;
-    const done = this.post({ op: 'stream', input: ring, cut, ctl: ctl.buffer, params }, [], items, cutter);
     done.then(
       () => (ended = true),
       () => (ended = true),
     );
     let at = 0;
-    try {
-      for await (const piece of source) {
-        const buf = typeof piece === 'string' ? Buffer.from(piece) : piece;
-        for (let off = 0; off < buf.length; ) {
-          if (ended) return await this.streamEndedEarly(done);
-          if (items.error) throw items.error; // stop reading: nothing more would be stored
-          const used = Atomics.load(ctl, STREAM.USED);
-          if (used === input.length) {
-            await Atomics.waitAsync(ctl, STREAM.USED, used, 100).value;
-            continue;
-          }
-          const n = Math.min(input.length - used, buf.length - off, input.length - at);
-          buf.copy(input, at, off, off + n);
-          at = (at + n) % input.length;
-          off += n;
-          Atomics.add(ctl, STREAM.USED, n);
-          wakeStream(ctl);
+    for await (const piece of source) {
+      const buf = typeof piece === 'string' ? Buffer.from(piece) : piece;
+      for (let off = 0; off < buf.length; ) {
+        if (items.error) throw items.error; // stop reading: nothing more would be stored
+        if (ended) {
+          const m = await done;
+          throw new Error(m.error ?? 'the stream thread stopped before the end of the stream');
         }
+        const used = Atomics.load(ctl, STREAM.USED);
+        if (used === input.length) {
+          await Atomics.waitAsync(ctl, STREAM.USED, used, 100).value;
+          continue;
+        }
+        const n = Math.min(input.length - used, buf.length - off, input.length - at);
+        buf.copy(input, at, off, off + n);
+        at = (at + n) % input.length;
+        off += n;
+        Atomics.add(ctl, STREAM.USED, n);
+        wakeStream(ctl);
       }
-      Atomics.store(ctl, STREAM.STATE, STREAM.ENDED);
-      wakeStream(ctl);
-    } catch (err) {
-      Atomics.store(ctl, STREAM.STATE, STREAM.ABORTED);
-      wakeStream(ctl);
-      await done.catch(() => {});
-      await Promise.all(lent);
-      throw err;
     }
-    const m = await done;
-    // Every lent chunk has been sealed by now (the cutting thread waited for them), but their
-    // blobs' handlers may still be running.
-    await Promise.all(lent);
-    if (m.error) throw new Error(m.error);
-    if (items.error) throw items.error;
-    return m.size!;
-  }
-
-  /** The thread gave up before the stream ended: its error, or a handler's. */
-  private async streamEndedEarly(done: Promise<WorkerResponse>): Promise<never> {
-    const m = await done;
-    throw new Error(m.error ?? 'the stream thread stopped before the end of the stream');
+    Atomics.store(ctl, STREAM.STATE, STREAM.ENDED);
+    wakeStream(ctl);
   }
 
   /** Total size of the regular files under the given paths, counted on a thread. */

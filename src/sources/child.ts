@@ -26,11 +26,14 @@ export interface Tool {
   kill(): void;
 }
 
-/** Starts `command` with pipes for stdin/stdout as asked and stderr captured. */
+/**
+ * Starts `command` with pipes for stdin/stdout as asked (or stdout into a descriptor of ours,
+ * which the child gets a copy of) and stderr captured.
+ */
 export function startTool(
   command: string,
   args: string[],
-  opts: { env: NodeJS.ProcessEnv; stdin: 'pipe' | 'ignore'; stdout: 'pipe' | 'ignore' },
+  opts: { env: NodeJS.ProcessEnv; stdin: 'pipe' | 'ignore'; stdout: 'pipe' | 'ignore' | number },
 ): Tool {
   const child = spawn(command, args, { env: opts.env, stdio: [opts.stdin, opts.stdout, 'pipe'] });
   let tail = '';

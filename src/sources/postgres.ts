@@ -13,13 +13,15 @@
  */
 import type { Readable } from 'node:stream';
 import { PassThrough } from 'node:stream';
-import { startTool } from './child.ts';
+import { closeSync } from 'node:fs';
+import { startTool, type Tool } from './child.ts';
 import { pgTarget, toolEnv } from './connection.ts';
 import { AbortedError, SourceError } from './errors.ts';
 import { withClient } from './pg-admin.ts';
 import { abortError, type PrepareDatabaseOptions, type PreparedDatabase } from './restore-common.ts';
 import { prepareInPlace } from './restore-in-place.ts';
 import { prepareSwap } from './restore-swap.ts';
+import { openPipe, PipeReader } from './pipe.ts';
 
 export { dropDatabase } from './pg-admin.ts';
 export { MAX_IDENTIFIER_BYTES, restoreDatabaseNames } from './restore-swap.ts';
@@ -41,6 +43,9 @@ export interface Dump {
   args: readonly string[];
 }
 
+/** pg_dump's arguments: custom format, uncompressed (see startDump); no connection details. */
+const DUMP_ARGS: readonly string[] = ['--format=custom', '--compress=0', '--no-password'];
+
 /**
  * Starts `pg_dump -Fc -Z0` of the database at `databaseUrl`, streaming to `stream`.
  * Uncompressed because the engine compresses each chunk itself and compression would defeat
@@ -48,7 +53,7 @@ export interface Dump {
  */
 export function startDump(databaseUrl: string, opts: { signal?: AbortSignal } = {}): Dump {
   const target = pgTarget(databaseUrl);
-  const args = ['--format=custom', '--compress=0', '--no-password'];
+  const args = DUMP_ARGS;
   const stream = new PassThrough({ highWaterMark: 1 << 20 });
   if (opts.signal?.aborted) {
     stream.destroy();
@@ -56,7 +61,7 @@ export function startDump(databaseUrl: string, opts: { signal?: AbortSignal } = 
     done.catch(() => {});
     return { stream, done, pid: undefined, args };
   }
-  const tool = startTool('pg_dump', args, { env: toolEnv(target, { PGAPPNAME: 'backplane-dump' }), stdin: 'ignore', stdout: 'pipe' });
+  const tool = startTool('pg_dump', [...args], { env: toolEnv(target, { PGAPPNAME: 'backplane-dump' }), stdin: 'ignore', stdout: 'pipe' });
   const stdout = tool.child.stdout!;
   let settled = false;
   let consumerClosed = false;
@@ -97,6 +102,52 @@ export function startDump(databaseUrl: string, opts: { signal?: AbortSignal } = 
   // The caller may only watch the stream; its failure must not become an unhandled rejection.
   done.catch(() => {});
   return { stream, done, pid: tool.child.pid, args };
+}
+
+/** A running pg_dump writing into a pipe (see startDumpToPipe). */
+export interface PipedDump {
+  /** The pipe's read end; its `complete` is `done`. */
+  pipe: PipeReader;
+  /** Resolves when pg_dump exited 0; rejects with PgToolError or AbortedError. */
+  done: Promise<void>;
+  pid: number | undefined;
+  args: readonly string[];
+}
+
+/**
+ * Starts `pg_dump -Fc -Z0` like startDump, but writing into a pipe whose read end (dump.pipe) a
+ * codec thread reads itself, so the dump never passes through the main thread. The reader sees
+ * the end of the pipe also when pg_dump fails; only `done` tells the two apart. Returns null
+ * where such a pipe cannot be made (then use startDump). Call dump.pipe.close() once the backup
+ * is over, whatever its outcome.
+ */
+export function startDumpToPipe(databaseUrl: string, opts: { signal?: AbortSignal } = {}): PipedDump | null {
+  const ends = openPipe();
+  if (!ends) return null;
+  const target = pgTarget(databaseUrl);
+  let tool: Tool;
+  try {
+    tool = startTool('pg_dump', [...DUMP_ARGS], { env: toolEnv(target, { PGAPPNAME: 'backplane-dump' }), stdin: 'ignore', stdout: ends.writeFd });
+  } catch (err) {
+    closeSync(ends.readFd);
+    throw err;
+  } finally {
+    closeSync(ends.writeFd); // pg_dump holds its own copy: the pipe ends when pg_dump exits
+  }
+  const onAbort = () => tool.kill();
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  if (opts.signal?.aborted) tool.kill();
+  const done = (async () => {
+    try {
+      const exit = await tool.exited;
+      const failure = opts.signal?.aborted ? new AbortedError({ cause: opts.signal.reason }) : tool.failure(exit);
+      if (failure) throw failure;
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
+    }
+  })();
+  done.catch(() => {}); // the caller may learn of a failure through the pipe's reader first
+  return { pipe: new PipeReader(ends.readFd, done), done, pid: tool.child.pid, args: DUMP_ARGS };
 }
 
 /** Size on disk of the database the URL names (pg_database_size). */

@@ -1,5 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { readdirSync, readFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, fstatSync, readdirSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
@@ -10,7 +11,10 @@ import { newRandomKey } from '../../src/engine/crypto.ts';
 import { hashId } from '../../src/engine/ids.ts';
 import { findCut, masksFor } from '../../src/engine/chunker-core.mjs';
 import { setBackgroundNice } from '../../src/engine/priority.ts';
-import { cleanupTempDirs, seededBytes, tempDir } from './helpers.ts';
+import { backup } from '../../src/engine/archiver.ts';
+import { listSnapshots } from '../../src/engine/snapshot.ts';
+import { openPipe, PipeReader } from '../../src/sources/pipe.ts';
+import { cleanupTempDirs, newRepo, seededBytes, tempDir } from './helpers.ts';
 
 afterAll(cleanupTempDirs);
 
@@ -157,6 +161,95 @@ describe('codec pool streams', () => {
       expect((err as Error).message).toMatch(/disk full/);
     } finally {
       await pool.close();
+    }
+  });
+});
+
+/** A process writing `file` into a new pipe, then exiting with `exitCode`; returns the read end. */
+function pipeFrom(file: string, exitCode = 0): { fd: number; writer: ChildProcess; exited: Promise<number | null> } {
+  const ends = openPipe();
+  if (!ends) throw new Error('this platform makes no pipes');
+  const writer = spawn('sh', ['-c', `cat "$1" || exit $?; exit ${exitCode}`, 'sh', file], { stdio: ['ignore', ends.writeFd, 'ignore'] });
+  closeSync(ends.writeFd);
+  const exited = new Promise<number | null>((resolve) => writer.once('exit', (code) => resolve(code)));
+  return { fd: ends.readFd, writer, exited };
+}
+
+describe('codec pool streams from a pipe', () => {
+  // The cutting thread reads the pipe itself: the same cuts, the same ids, and still only the
+  // chunks the caller keeps are sealed.
+  it('cuts a pipe as findCut does, seals only the chunks the caller keeps, and closes the pipe', async () => {
+    const data = Buffer.concat([seededBytes('pipe', 5 * 1024 * 1024), Buffer.from('tail '.repeat(50_000))]);
+    const file = join(await tempDir(), 'data');
+    await writeFile(file, data);
+    const expected = expectedChunks(data);
+    const key = newRandomKey();
+    const pool = new CodecPool(key, 2);
+    try {
+      const { fd, exited } = pipeFrom(file);
+      const announced: string[] = [];
+      const sealed = new Map<number, Buffer>();
+      const size = await pool.stream({ fd }, PARAMS, {
+        onChunk: (m) => {
+          announced.push(m.id);
+          return m.k % 3 === 0;
+        },
+        onBlob: (m, stored) => {
+          sealed.set(m.index, decodeBlob(key, m.id, stored, m.uncompressedLength ?? undefined));
+        },
+      });
+      expect(await exited).toBe(0);
+      expect(size).toBe(data.length);
+      expect(announced).toEqual(expected.map((c) => hashId(c)));
+      expect([...sealed.keys()].sort((a, b) => a - b)).toEqual(expected.map((_, k) => k).filter((k) => k % 3 === 0));
+      for (const [k, plain] of sealed) expect(plain.equals(expected[k])).toBe(true);
+      expect(() => fstatSync(fd)).toThrow(/EBADF/);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  // The writer is still writing when the handler fails: the thread stops reading and the read
+  // end is closed, so the writer gets a broken pipe instead of waiting forever.
+  it('stops when a blob handler fails, and the writer sees the pipe closed', async () => {
+    const file = join(await tempDir(), 'big');
+    await writeFile(file, seededBytes('pipe, handler fails', 40 * 1024 * 1024));
+    const pool = new CodecPool(newRandomKey(), 1);
+    try {
+      const { fd, exited } = pipeFrom(file);
+      const err = await pool.stream({ fd }, PARAMS, { onChunk: () => true, onBlob: () => Promise.reject(new Error('disk full')) }).catch((e: unknown) => e);
+      expect((err as Error).message).toBe('disk full');
+      expect(await exited).not.toBe(0); // cat: write error (broken pipe)
+    } finally {
+      await pool.close();
+    }
+  });
+});
+
+describe('backups of a pipe', () => {
+  // End of file is all a reader sees when its writer dies midway: the backup must wait for the
+  // writer's verdict and then store nothing.
+  it('fails, storing no snapshot, when the writer fails after writing part of the stream', async () => {
+    const file = join(await tempDir(), 'part');
+    await writeFile(file, seededBytes('part of a dump', 3 * 1024 * 1024));
+    const { repo } = await newRepo();
+    try {
+      const { fd, exited } = pipeFrom(file, 3);
+      const complete = exited.then((code) => {
+        if (code !== 0) throw new Error(`the writer exited with code ${code}`);
+      });
+      const pipe = new PipeReader(fd, complete);
+      await expect(backup(repo, { '/db/app.dump': { pipe } })).rejects.toThrow('the writer exited with code 3');
+      expect(pipe.take()).toBeNull(); // the backup took the read end (and the pool closed it)
+      expect(await listSnapshots(repo)).toEqual([]);
+
+      const whole = pipeFrom(file);
+      const ok = new PipeReader(whole.fd, whole.exited.then(() => undefined));
+      const r = await backup(repo, { '/db/app.dump': { pipe: ok } });
+      expect(r.bytesProcessed).toBe(3 * 1024 * 1024);
+      expect((await listSnapshots(repo)).map((sn) => sn.id)).toEqual([r.snapshotId]);
+    } finally {
+      await repo.close();
     }
   });
 });

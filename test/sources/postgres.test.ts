@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { closeSync, readdirSync, readFileSync, readSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { PassThrough, Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
@@ -15,7 +16,10 @@ import {
   restoreDatabase,
   restoreDatabaseNames,
   startDump,
+  startDumpToPipe,
 } from '../../src/sources/postgres.ts';
+import { backup, fileStream, listSnapshots, loadSnapshot, resolvePath } from '../../src/engine/api.ts';
+import { newRepo } from '../engine/helpers.ts';
 import { siblingUrl } from '../../src/sources/connection.ts';
 import { adminUrl, createScratchDatabase, databaseUrl } from '../harness/database.ts';
 
@@ -182,6 +186,72 @@ describe('startDump', () => {
     dump.stream.destroy();
     await expect(dump.done).rejects.toMatchObject({ code: 'DUMP_STREAM_CLOSED' });
     expect(running(dump.pid!)).toBe(false);
+  });
+});
+
+/** Temporary directories a pipe was made in (pipe.ts removes each at once). */
+function pipeDirs(): string[] {
+  return readdirSync(tmpdir()).filter((n) => n.startsWith('backplane-pipe-'));
+}
+
+describe('startDumpToPipe', () => {
+  it('carries the dump through a pipe that a backup reads on a codec thread, leaving no FIFO behind', async () => {
+    const url = await seeded('src_pipe');
+    const before = pipeDirs();
+    const { repo } = await newRepo();
+    const dump = startDumpToPipe(url);
+    if (!dump) throw new Error('Linux makes pipes');
+    try {
+      expect(pipeDirs()).toEqual(before);
+      const cmdline = readFileSync(`/proc/${dump.pid}/cmdline`, 'utf8').split('\0');
+      expect(cmdline).toContain('--format=custom');
+      expect(cmdline.join(' ')).not.toContain(password());
+      const [r] = await Promise.all([backup(repo, { '/db/app.dump': { pipe: dump.pipe } }), dump.done]);
+      const node = await resolvePath(repo, await loadSnapshot(repo, r.snapshotId), '/db/app.dump');
+      const chunks: Buffer[] = [];
+      for await (const c of fileStream(repo, node)) chunks.push(c as Buffer);
+      const bytes = Buffer.concat(chunks);
+      expect(bytes.length).toBe(r.bytesProcessed);
+      expect(bytes.subarray(0, 5).toString()).toBe('PGDMP');
+      expect(bytes.includes(Buffer.from('Zoë Ångström'))).toBe(true);
+      expect(dump.pipe.take()).toBeNull(); // the backup took the read end
+    } finally {
+      dump.pipe.close();
+      await repo.close();
+    }
+  });
+
+  it("fails the backup with pg_dump's own error, storing no snapshot, when pg_dump cannot dump", async () => {
+    const { repo } = await newRepo();
+    const dump = startDumpToPipe(databaseUrl(`missing_${randomBytes(4).toString('hex')}`))!;
+    try {
+      const err = await backup(repo, { '/db/app.dump': { pipe: dump.pipe } }).then(() => null, (e: unknown) => e);
+      expect(err).toBeInstanceOf(PgToolError);
+      expect((err as Error).message).toMatch(/does not exist/);
+      await expect(dump.done).rejects.toBe(err);
+      expect(await listSnapshots(repo)).toEqual([]);
+    } finally {
+      dump.pipe.close();
+      await repo.close();
+    }
+  });
+
+  it('kills pg_dump on abort, midway through the dump', async () => {
+    const url = await bigDatabase('src_pipe_abort');
+    const controller = new AbortController();
+    const dump = startDumpToPipe(url, { signal: controller.signal })!;
+    const fd = dump.pipe.take()!;
+    try {
+      // The first bytes are there; the rest does not fit in the pipe, so pg_dump is still busy.
+      expect(readSync(fd, Buffer.alloc(1), 0, 1, null)).toBe(1);
+      expect(running(dump.pid!)).toBe(true);
+      controller.abort();
+      await expect(dump.done).rejects.toBeInstanceOf(AbortedError);
+      expect(running(dump.pid!)).toBe(false);
+    } finally {
+      closeSync(fd);
+    }
+    dump.pipe.close(); // taken already: nothing left to close
   });
 });
 

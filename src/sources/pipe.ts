@@ -1,0 +1,73 @@
+/**
+ * Pipes whose read end a codec thread reads with blocking reads (the engine's PipeSource), so a
+ * child process's output reaches the engine without passing through the main thread.
+ *
+ * Node has no pipe(2), so a FIFO in a private temporary directory stands in for one. It is
+ * opened read-write first, which on Linux never blocks and lets the read-only and write-only
+ * opens that follow return at once; then the read-write end and the FIFO's name go away, and
+ * what is left behaves as an anonymous pipe. Elsewhere openPipe() returns null and callers use
+ * streams.
+ */
+import { execFileSync } from 'node:child_process';
+import { closeSync, constants, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { PipeSource } from '../engine/api.ts';
+
+/** Both ends of a new pipe, blocking; the caller closes them. Null where pipes are not made this way. */
+export function openPipe(): { readFd: number; writeFd: number } | null {
+  if (process.platform !== 'linux') return null;
+  const dir = mkdtempSync(path.join(tmpdir(), 'backplane-pipe-'));
+  try {
+    const fifo = path.join(dir, 'fifo');
+    try {
+      execFileSync('mkfifo', ['-m', '600', fifo], { stdio: 'ignore' });
+    } catch {
+      return null; // no mkfifo here
+    }
+    const both = openSync(fifo, constants.O_RDWR);
+    try {
+      const readFd = openSync(fifo, constants.O_RDONLY);
+      try {
+        return { readFd, writeFd: openSync(fifo, constants.O_WRONLY) };
+      } catch (err) {
+        closeSync(readFd);
+        throw err;
+      }
+    } finally {
+      closeSync(both);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * A pipe's read end handed to one reader: take() gives the descriptor away once (the reader
+ * closes it); close() closes it unless it was taken. Call close() when the reader's work is over
+ * either way, so a read end nobody took does not leak.
+ */
+export class PipeReader implements PipeSource {
+  #fd: number | null;
+
+  constructor(
+    fd: number,
+    /** Settles when the writer is done (see PipeSource). */
+    readonly complete: Promise<void>,
+  ) {
+    this.#fd = fd;
+    // Its reader awaits it once the pipe is read; a writer may fail well before that.
+    complete.catch(() => {});
+  }
+
+  take(): number | null {
+    const fd = this.#fd;
+    this.#fd = null;
+    return fd;
+  }
+
+  close(): void {
+    const fd = this.take();
+    if (fd !== null) closeSync(fd);
+  }
+}
