@@ -39,6 +39,8 @@ export interface PipeSource {
    * whole stream (the writer failed), and then the backup fails rather than store it.
    */
   complete: Promise<void>;
+  /** Stops the writer, so that a read waiting for it returns; called when the backup fails. */
+  cancel(): void;
 }
 
 /** A stream stored as one file, with optional metadata: a Readable, or a pipe (PipeSource). */
@@ -222,11 +224,15 @@ class Archiver {
   private async saveContent(src: StreamSource): Promise<{ content: Id[]; size: number }> {
     const content: Id[] = [];
     let source: AsyncIterable<Buffer | string> | StreamFd;
+    // A Readable is checked between its pieces (below); a pipe is read on a thread, which the
+    // backup's abort or failure must stop, and its writer with it.
+    let pipeSignal: AbortSignal | undefined;
     if ('pipe' in src) {
+      pipeSignal = this.opts.signal ? AbortSignal.any([this.opts.signal, this.stop.signal]) : this.stop.signal;
       const fd = src.pipe.take();
       if (fd === null) throw new InvalidSourceError('the pipe was closed or read before the backup reached it');
       src.pipe.complete.catch(() => {}); // awaited below, once the pipe is read: not unhandled meanwhile
-      source = { fd };
+      source = { fd, cancel: () => src.pipe.cancel() };
     } else {
       const stream = src.stream;
       source = async function* (this: Archiver): AsyncGenerator<Buffer | string> {
@@ -246,7 +252,7 @@ class Archiver {
         return true;
       },
       onBlob: (m, data) => this.storeBlob(m, data),
-    }, this.opts.signal);
+    }, pipeSignal);
     // A pipe's end of file also comes when its writer fails: only the writer can tell.
     if ('pipe' in src) await src.pipe.complete;
     return { content, size };
@@ -284,24 +290,46 @@ class Archiver {
     }
   }
 
-  /** Saves a virtual directory; returns its tree id. */
+  /**
+   * Saves a virtual directory; returns its tree id. Its entries are saved side by side, so a
+   * dump streaming in and a directory being scanned keep different threads busy. The first
+   * failure stops the rest (see stopAll), and all have settled before it is thrown.
+   */
   async saveVirtual(dir: VEntry & { kind: 'vdir' }, parentTree: Tree | null, vpath: string): Promise<Id> {
+    const saves = [...dir.children].map(([name, entry]) =>
+      this.saveVirtualEntry(name, entry, parentTree, `${vpath === '/' ? '' : vpath}/${name}`).catch((err: unknown) => {
+        this.stopAll(err);
+        throw err;
+      }),
+    );
+    const settled = await Promise.allSettled(saves);
     const nodes: Node[] = [];
-    for (const [name, entry] of dir.children) {
-      const childPath = `${vpath === '/' ? '' : vpath}/${name}`;
-      if (entry.kind === 'vdir') {
-        const id = await this.saveVirtual(entry, await this.parentSubtree(parentTree?.nodes.find((n) => n.name === name)), childPath);
-        nodes.push(this.synthDir(name, id, parentTree));
-        this.counters.dirs++;
-      } else if (entry.kind === 'stream') {
-        nodes.push(await this.saveStream(name, entry.src, childPath));
-      } else {
-        const node = await this.saveDiskEntry(entry.path, name, parentTree, childPath);
-        if (!node) throw new InvalidSourceError(`source ${entry.path} (for ${childPath}) does not exist`);
-        nodes.push(node);
-      }
+    for (const r of settled) {
+      if (r.status === 'rejected') throw this.failure ?? r.reason;
+      nodes.push(r.value);
     }
     return this.repo.saveTree({ nodes });
+  }
+
+  private async saveVirtualEntry(name: string, entry: VEntry, parentTree: Tree | null, childPath: string): Promise<Node> {
+    if (entry.kind === 'vdir') {
+      const id = await this.saveVirtual(entry, await this.parentSubtree(parentTree?.nodes.find((n) => n.name === name)), childPath);
+      this.counters.dirs++;
+      return this.synthDir(name, id, parentTree);
+    }
+    if (entry.kind === 'stream') return this.saveStream(name, entry.src, childPath);
+    const node = await this.saveDiskEntry(entry.path, name, parentTree, childPath);
+    if (!node) throw new InvalidSourceError(`source ${entry.path} (for ${childPath}) does not exist`);
+    return node;
+  }
+
+  /** Aborted when the backup fails: stops streams (and the writers of pipes) still running. */
+  private readonly stop = new AbortController();
+
+  /** Makes every part of the backup still running give up: the first failure is the backup's. */
+  stopAll(err: unknown): void {
+    this.failure ??= err;
+    this.stop.abort(err);
   }
 
   private async saveStream(name: string, src: StreamSource, vpath: string): Promise<Node> {
@@ -589,6 +617,7 @@ export async function backup(repo: Repository, sources: Record<string, BackupSou
       throwIfAborted(opts.signal);
       await repo.flush();
     } catch (err) {
+      archiver.stopAll(err); // a pipe's writer first: its reading thread ends only with it
       await pool.close(); // ends running scans at once
       await archiver.drain();
       await repo.discardWrites();

@@ -66,6 +66,8 @@ export interface StreamHandlers {
 /** A pipe's read end, blocking, for stream(): a codec thread reads it to the end; stream() closes it. */
 export interface StreamFd {
   fd: number;
+  /** Stops the writer when the stream fails, so that a read waiting for it returns. */
+  cancel?: () => void;
 }
 
 /** What a scan's caller does with its results (see scan()). */
@@ -277,6 +279,7 @@ export class CodecPool {
     const abort = (): void => {
       Atomics.store(ctl, STREAM.STATE, STREAM.ABORTED);
       wakeStream(ctl);
+      if ('fd' in source) source.cancel?.();
     };
     const onBlob: StreamHandlers['onBlob'] = async (m, data) => {
       try {

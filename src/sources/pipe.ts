@@ -54,6 +54,8 @@ export class PipeReader implements PipeSource {
     fd: number,
     /** Settles when the writer is done (see PipeSource). */
     readonly complete: Promise<void>,
+    /** Stops the writer (see PipeSource). */
+    private readonly stopWriter: () => void = () => {},
   ) {
     this.#fd = fd;
     // Its reader awaits it once the pipe is read; a writer may fail well before that.
@@ -64,6 +66,10 @@ export class PipeReader implements PipeSource {
     const fd = this.#fd;
     this.#fd = null;
     return fd;
+  }
+
+  cancel(): void {
+    this.stopWriter();
   }
 
   close(): void {

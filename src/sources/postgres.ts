@@ -147,7 +147,7 @@ export function startDumpToPipe(databaseUrl: string, opts: { signal?: AbortSigna
     }
   })();
   done.catch(() => {}); // the caller may learn of a failure through the pipe's reader first
-  return { pipe: new PipeReader(ends.readFd, done), done, pid: tool.child.pid, args: DUMP_ARGS };
+  return { pipe: new PipeReader(ends.readFd, done, () => tool.kill()), done, pid: tool.child.pid, args: DUMP_ARGS };
 }
 
 /** Size on disk of the database the URL names (pg_database_size). */

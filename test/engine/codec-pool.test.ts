@@ -11,7 +11,7 @@ import { newRandomKey } from '../../src/engine/crypto.ts';
 import { hashId } from '../../src/engine/ids.ts';
 import { findCut, masksFor } from '../../src/engine/chunker-core.mjs';
 import { setBackgroundNice } from '../../src/engine/priority.ts';
-import { backup } from '../../src/engine/archiver.ts';
+import { backup, InvalidSourceError } from '../../src/engine/archiver.ts';
 import { listSnapshots } from '../../src/engine/snapshot.ts';
 import { openPipe, PipeReader } from '../../src/sources/pipe.ts';
 import { cleanupTempDirs, newRepo, seededBytes, tempDir } from './helpers.ts';
@@ -165,11 +165,14 @@ describe('codec pool streams', () => {
   });
 });
 
-/** A process writing `file` into a new pipe, then exiting with `exitCode`; returns the read end. */
-function pipeFrom(file: string, exitCode = 0): { fd: number; writer: ChildProcess; exited: Promise<number | null> } {
+/**
+ * A process writing `file` into a new pipe, then running `then` (by default exiting 0), with
+ * the pipe still its stdout; returns the read end.
+ */
+function pipeFrom(file: string, then = 'exit 0'): { fd: number; writer: ChildProcess; exited: Promise<number | null> } {
   const ends = openPipe();
   if (!ends) throw new Error('this platform makes no pipes');
-  const writer = spawn('sh', ['-c', `cat "$1" || exit $?; exit ${exitCode}`, 'sh', file], { stdio: ['ignore', ends.writeFd, 'ignore'] });
+  const writer = spawn('sh', ['-c', `cat "$1" || exit $?; ${then}`, 'sh', file], { stdio: ['ignore', ends.writeFd, 'ignore'] });
   closeSync(ends.writeFd);
   const exited = new Promise<number | null>((resolve) => writer.once('exit', (code) => resolve(code)));
   return { fd: ends.readFd, writer, exited };
@@ -234,7 +237,7 @@ describe('backups of a pipe', () => {
     await writeFile(file, seededBytes('part of a dump', 3 * 1024 * 1024));
     const { repo } = await newRepo();
     try {
-      const { fd, exited } = pipeFrom(file, 3);
+      const { fd, exited } = pipeFrom(file, 'exit 3');
       const complete = exited.then((code) => {
         if (code !== 0) throw new Error(`the writer exited with code ${code}`);
       });
@@ -248,6 +251,23 @@ describe('backups of a pipe', () => {
       const r = await backup(repo, { '/db/app.dump': { pipe: ok } });
       expect(r.bytesProcessed).toBe(3 * 1024 * 1024);
       expect((await listSnapshots(repo)).map((sn) => sn.id)).toEqual([r.snapshotId]);
+    } finally {
+      await repo.close();
+    }
+  });
+
+  // The stream and the directory are saved side by side; when the directory fails, the pipe's
+  // writer, which has gone quiet without closing it, is stopped, or its reader would wait forever.
+  it('stops the writer of a quiet pipe when another source fails', async () => {
+    const { repo } = await newRepo();
+    try {
+      // Writes nothing and keeps the pipe open: the reading thread waits in read() whenever it starts.
+      const { fd, writer, exited } = pipeFrom('/dev/null', 'exec sleep 600');
+      const pipe = new PipeReader(fd, exited.then(() => undefined), () => writer.kill());
+      const missing = join(await tempDir(), 'missing');
+      await expect(backup(repo, { '/db/app.dump': { pipe }, '/files': missing })).rejects.toBeInstanceOf(InvalidSourceError);
+      expect(await exited).toBeNull(); // killed
+      expect(await listSnapshots(repo)).toEqual([]);
     } finally {
       await repo.close();
     }
