@@ -95,9 +95,16 @@ describe('health and operations', () => {
     expect(generated.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
   });
 
-  it('exposes metrics', async () => {
+  it('exposes metrics, event loop delay included', async () => {
+    // The app shares this process's event loop: hold it for 80 ms, and the longest delay shows it.
+    const until = performance.now() + 80;
+    while (performance.now() < until);
+    await new Promise((resolve) => setImmediate(resolve));
     const text = await (await fetch(app.url.replace('/graphql', '/metrics'))).text();
     expect(text).toContain('backplane_http_requests_total{route="/graphql"');
+    const max = Number(/^backplane_event_loop_delay_seconds\{quantile="1"\} (\S+)$/m.exec(text)?.[1]);
+    expect(max).toBeGreaterThanOrEqual(0.07);
+    expect(max).toBeLessThan(60);
   });
 
   it('graceful shutdown lets an in-flight request finish', async () => {
