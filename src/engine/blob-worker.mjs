@@ -12,6 +12,8 @@
  *     then `{ seq, type: 'done' }`: seals chunk k of another thread's stream from its cutting
  *     buffer and answers k there (sealSharedJob below)
  *   `{ seq, op: 'du', paths }` → `{ seq, total }` (scan-core.mjs diskUsage)
+ *   `{ seq, op: 'decodeWrite', id, stored, uncompressedLength, fd, failed }` → `{ seq, size }`:
+ *     decodes and writes the plaintext into a pipe (decodeWriteJob below)
  * or `{ seq, error }`, transferring buffers instead of copying them.
  *
  * Scans write sealed blobs into a ring (workerData.ring, a SharedArrayBuffer) and send only
@@ -21,7 +23,7 @@
  * Plain JavaScript, so the thread starts fast and small whatever loader the main thread uses.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { readSync, readlinkSync } from 'node:fs';
+import { readSync, readlinkSync, writeSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -193,6 +195,36 @@ function sealSharedJob(msg) {
   parentPort.postMessage({ seq: msg.seq, type: 'done' });
 }
 
+/**
+ * Decodes a blob and writes its plaintext into msg.fd (a pipe's blocking write end) whole, then
+ * answers `{ seq, size }`. The blobs of one file come in order on one thread and share
+ * msg.failed (an Int32Array cell): once one fails, the rest write nothing, so the reader never
+ * gets bytes after a hole. A decoding failure answers `{ seq, error }`, a write failure
+ * `{ seq, error, writeFailed: true }`.
+ */
+function decodeWriteJob(msg) {
+  const failed = new Int32Array(msg.failed);
+  if (Atomics.load(failed, 0) !== 0) {
+    parentPort.postMessage({ seq: msg.seq, error: 'an earlier blob of the file failed', writeFailed: true });
+    return;
+  }
+  const r = decodeBlobRaw(encKey, macK, macR, msg.id, msg.stored, msg.uncompressedLength);
+  if (r.error !== undefined) {
+    Atomics.store(failed, 0, 1);
+    parentPort.postMessage({ seq: msg.seq, error: r.error });
+    return;
+  }
+  try {
+    for (let off = 0; off < r.plain.length; ) off += writeSync(msg.fd, r.plain, off, r.plain.length - off);
+  } catch (err) {
+    Atomics.store(failed, 0, 1);
+    parentPort.postMessage({ seq: msg.seq, error: err instanceof Error ? err.message : String(err), writeFailed: true });
+    return;
+  }
+  collect(msg.stored.length + r.plain.length);
+  parentPort.postMessage({ seq: msg.seq, size: r.plain.length });
+}
+
 if (STREAM.ANSWER_CELLS <= MAX_UNANSWERED) throw new Error('stream answer cells must outnumber unanswered chunks');
 
 /** Large Buffers own their ArrayBuffer; small ones may live in Node's shared pool. */
@@ -216,6 +248,8 @@ parentPort.on('message', (msg) => {
       sealSharedJob(msg);
     } else if (msg.op === 'du') {
       parentPort.postMessage({ seq: msg.seq, total: diskUsage(msg.paths) });
+    } else if (msg.op === 'decodeWrite') {
+      decodeWriteJob(msg);
     } else if (msg.op === 'decode') {
       const r = decodeBlobRaw(encKey, macK, macR, msg.id, msg.stored, msg.uncompressedLength);
       if (r.error !== undefined) {

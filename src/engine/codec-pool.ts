@@ -28,6 +28,8 @@ interface WorkerResponse {
   data?: Uint8Array;
   uncompressedLength?: number;
   error?: string;
+  /** On a decodeWrite's error: writing failed, not decoding. */
+  writeFailed?: boolean;
 }
 
 interface Job {
@@ -237,6 +239,21 @@ export class CodecPool {
     const m = await this.post({ op: 'decode', id, stored: owned, uncompressedLength }, [owned.buffer as ArrayBuffer]);
     if (m.error || !m.data) throw new IntegrityError(`blob ${id}${where}: ${m.error ?? 'codec worker returned nothing'}`);
     return asBuffer(m.data);
+  }
+
+  /**
+   * Decodes a stored blob like decode() and writes the plaintext into `fd`, a pipe's blocking
+   * write end, on the thread; returns the plaintext's length. Blobs of one file must go to a
+   * pool of one thread, in order, sharing `failed` (an Int32Array over a SharedArrayBuffer):
+   * after one fails, the later ones write nothing. Throws IntegrityError for a bad blob, a plain
+   * Error when writing failed (the reader went away).
+   */
+  async decodeInto(id: Id, stored: Buffer, uncompressedLength: number | undefined, fd: number, failed: Int32Array, where = ''): Promise<number> {
+    const owned = ownedCopy(stored);
+    const m = await this.post({ op: 'decodeWrite', id, stored: owned, uncompressedLength, fd, failed: failed.buffer }, [owned.buffer as ArrayBuffer]);
+    if (m.writeFailed) throw new Error(`writing blob ${id}${where}: ${m.error}`);
+    if (m.error || m.size === undefined) throw new IntegrityError(`blob ${id}${where}: ${m.error ?? 'codec worker returned nothing'}`);
+    return m.size;
   }
 
   /**

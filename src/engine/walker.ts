@@ -89,6 +89,49 @@ export async function* fileBlobs(repo: Repository, node: Node, signal?: AbortSig
   }
 }
 
+/**
+ * Writes one file's content into `fd`, a pipe's blocking write end (the caller closes it), for
+ * a reader such as pg_restore: a codec thread decodes each blob and writes it itself, so the
+ * plaintext never reaches this thread. Loads a few blobs ahead; onBytes hears each blob's length
+ * once written. Rejects with the first error; nothing after a failed blob is written.
+ */
+export async function writeFileInto(repo: Repository, node: Node, fd: number, opts: { signal?: AbortSignal; onBytes?: (n: number) => void } = {}): Promise<void> {
+  if (node.type !== 'file') throw new NotFoundInRepositoryError(`${node.name} is not a file`);
+  const ids = node.content ?? [];
+  const pool = new CodecPool(repo.key, 1);
+  const failed = new Int32Array(new SharedArrayBuffer(4));
+  const loads: Promise<{ entry: { packId: Id; uncompressedLength?: number | null }; bytes: Buffer }>[] = [];
+  const writes: Promise<void>[] = [];
+  let next = 0;
+  const fill = () => {
+    while (loads.length < READ_AHEAD && next < ids.length) {
+      const p = repo.loadRawBlob('data', ids[next++], opts.signal);
+      p.catch(() => {}); // handled when awaited
+      loads.push(p);
+    }
+  };
+  let done = false;
+  try {
+    fill();
+    for (let k = 0; k < ids.length; k++) {
+      const { entry, bytes } = await loads.shift()!;
+      fill();
+      throwIfAborted(opts.signal);
+      const w = pool.decodeInto(ids[k], bytes, entry.uncompressedLength ?? undefined, fd, failed, ` in pack ${entry.packId}`).then((n) => opts.onBytes?.(n));
+      w.catch(() => {}); // handled below
+      writes.push(w);
+      // A few blobs queued on the thread keep it writing while this thread loads the next.
+      if (writes.length >= READ_AHEAD) await writes.shift();
+    }
+    for (const w of writes) await w;
+    done = true;
+  } finally {
+    // After a failure the thread's queued jobs write nothing.
+    if (!done) Atomics.store(failed, 0, 1);
+    await pool.close();
+  }
+}
+
 /** A Readable of one file's content. */
 export function fileStream(repo: Repository, node: Node, signal?: AbortSignal): Readable {
   if (node.type !== 'file') throw new NotFoundInRepositoryError(`${node.name} is not a file`);

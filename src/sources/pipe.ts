@@ -14,9 +14,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { PipeSource } from '../engine/api.ts';
 
+/** Whether openPipe() can work here. */
+export function pipesAvailable(): boolean {
+  return process.platform === 'linux';
+}
+
 /** Both ends of a new pipe, blocking; the caller closes them. Null where pipes are not made this way. */
 export function openPipe(): { readFd: number; writeFd: number } | null {
-  if (process.platform !== 'linux') return null;
+  if (!pipesAvailable()) return null;
   const dir = mkdtempSync(path.join(tmpdir(), 'backplane-pipe-'));
   try {
     const fifo = path.join(dir, 'fifo');
