@@ -201,7 +201,7 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
           const sources: Record<string, BackupSource> = {};
           // Through a pipe a codec thread reads, where the platform allows: the dump's bytes never
           // reach the event loop that answers the API.
-          dump = databaseUrl ? (startDumpToPipe(databaseUrl, { signal: attemptSignal }) ?? startDump(databaseUrl, { signal: attemptSignal })) : null;
+          dump = databaseUrl ? ((await startDumpToPipe(databaseUrl, { signal: attemptSignal })) ?? startDump(databaseUrl, { signal: attemptSignal })) : null;
           const dbSize = dbBytes === null ? undefined : Number(dbBytes);
           if (dump) sources[`/db/${env.databaseName}.dump`] = 'pipe' in dump ? { pipe: dump.pipe, size: dbSize } : { stream: dump.stream, size: dbSize };
           if (snapshot.includes.includes('FILES') && env.filesPath) sources['/files'] = env.filesPath;

@@ -8,25 +8,32 @@
  * what is left behaves as an anonymous pipe. Elsewhere openPipe() returns null and callers use
  * streams.
  */
-import { execFileSync } from 'node:child_process';
-import { closeSync, constants, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { closeSync, constants, openSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import type { PipeSource } from '../engine/api.ts';
+
+const run = promisify(execFile);
 
 /** Whether openPipe() can work here. */
 export function pipesAvailable(): boolean {
   return process.platform === 'linux';
 }
 
-/** Both ends of a new pipe, blocking; the caller closes them. Null where pipes are not made this way. */
-export function openPipe(): { readFd: number; writeFd: number } | null {
+/**
+ * Both ends of a new pipe, blocking; the caller closes them. Null where pipes are not made this
+ * way. Asynchronous because starting mkfifo takes tens of milliseconds, too long to block on.
+ */
+export async function openPipe(): Promise<{ readFd: number; writeFd: number } | null> {
   if (!pipesAvailable()) return null;
-  const dir = mkdtempSync(path.join(tmpdir(), 'backplane-pipe-'));
+  const dir = await mkdtemp(path.join(tmpdir(), 'backplane-pipe-'));
   try {
     const fifo = path.join(dir, 'fifo');
     try {
-      execFileSync('mkfifo', ['-m', '600', fifo], { stdio: 'ignore' });
+      await run('mkfifo', ['-m', '600', fifo]);
     } catch {
       return null; // no mkfifo here
     }
@@ -43,7 +50,7 @@ export function openPipe(): { readFd: number; writeFd: number } | null {
       closeSync(both);
     }
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    await rm(dir, { recursive: true, force: true });
   }
 }
 

@@ -121,8 +121,8 @@ export interface PipedDump {
  * where such a pipe cannot be made (then use startDump). Call dump.pipe.close() once the backup
  * is over, whatever its outcome.
  */
-export function startDumpToPipe(databaseUrl: string, opts: { signal?: AbortSignal } = {}): PipedDump | null {
-  const ends = openPipe();
+export async function startDumpToPipe(databaseUrl: string, opts: { signal?: AbortSignal } = {}): Promise<PipedDump | null> {
+  const ends = await openPipe();
   if (!ends) return null;
   const target = pgTarget(databaseUrl);
   let tool: Tool;
@@ -183,7 +183,7 @@ export async function prepareDatabase(databaseUrl: string, dump: DumpInput, opts
     if (!('writeInto' in dump)) dump.destroy();
     throw aborted;
   }
-  const feed = new DumpFeed(dump);
+  const feed = await DumpFeed.create(dump);
   const target = pgTarget(databaseUrl);
   return (opts.strategy ?? 'SWAP') === 'SWAP' ? prepareSwap(databaseUrl, target, feed, opts) : prepareInPlace(databaseUrl, target, feed, opts);
 }

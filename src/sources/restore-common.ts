@@ -90,18 +90,28 @@ export class DumpFeed {
   private readFd: number | null = null;
   private writeFd: number | null = null;
 
-  constructor(private readonly dump: DumpInput) {
-    if (isWriter(dump)) {
-      const ends = openPipe();
-      if (!ends) throw new Error('this platform cannot make a pipe for a dump writer; pass a stream');
+  static async create(dump: DumpInput): Promise<DumpFeed> {
+    if (!isWriter(dump)) {
+      // The dump may fail while the temp database is still being made; feed() finds the
+      // error in dump.errored, and until then it must not be an uncaught 'error' event.
+      dump.on('error', () => {});
+      return new DumpFeed(dump, null);
+    }
+    const ends = await openPipe();
+    if (!ends) throw new Error('this platform cannot make a pipe for a dump writer; pass a stream');
+    return new DumpFeed(dump, ends);
+  }
+
+  private constructor(
+    private readonly dump: DumpInput,
+    ends: { readFd: number; writeFd: number } | null,
+  ) {
+    if (ends) {
       this.readFd = ends.readFd;
       this.writeFd = ends.writeFd;
       this.stdin = ends.readFd;
     } else {
       this.stdin = 'pipe';
-      // The dump may fail while the temp database is still being made; feed() finds the
-      // error in dump.errored, and until then it must not be an uncaught 'error' event.
-      dump.on('error', () => {});
     }
   }
 

@@ -173,8 +173,8 @@ describe('codec pool streams', () => {
  * A process writing `file` into a new pipe, then running `then` (by default exiting 0), with
  * the pipe still its stdout; returns the read end.
  */
-function pipeFrom(file: string, then = 'exit 0'): { fd: number; writer: ChildProcess; exited: Promise<number | null> } {
-  const ends = openPipe();
+async function pipeFrom(file: string, then = 'exit 0'): Promise<{ fd: number; writer: ChildProcess; exited: Promise<number | null> }> {
+  const ends = await openPipe();
   if (!ends) throw new Error('this platform makes no pipes');
   const writer = spawn('sh', ['-c', `cat "$1" || exit $?; ${then}`, 'sh', file], { stdio: ['ignore', ends.writeFd, 'ignore'] });
   closeSync(ends.writeFd);
@@ -193,7 +193,7 @@ describe('codec pool streams from a pipe', () => {
     const key = newRandomKey();
     const pool = new CodecPool(key, 2);
     try {
-      const { fd, exited } = pipeFrom(file);
+      const { fd, exited } = await pipeFrom(file);
       const announced: string[] = [];
       const sealed = new Map<number, Buffer>();
       const size = await pool.stream({ fd }, PARAMS, {
@@ -223,7 +223,7 @@ describe('codec pool streams from a pipe', () => {
     await writeFile(file, seededBytes('pipe, handler fails', 40 * 1024 * 1024));
     const pool = new CodecPool(newRandomKey(), 1);
     try {
-      const { fd, exited } = pipeFrom(file);
+      const { fd, exited } = await pipeFrom(file);
       const err = await pool.stream({ fd }, PARAMS, { onChunk: () => true, onBlob: () => Promise.reject(new Error('disk full')) }).catch((e: unknown) => e);
       expect((err as Error).message).toBe('disk full');
       expect(await exited).not.toBe(0); // cat: write error (broken pipe)
@@ -241,7 +241,7 @@ describe('backups of a pipe', () => {
     await writeFile(file, seededBytes('part of a dump', 3 * 1024 * 1024));
     const { repo } = await newRepo();
     try {
-      const { fd, exited } = pipeFrom(file, 'exit 3');
+      const { fd, exited } = await pipeFrom(file, 'exit 3');
       const complete = exited.then((code) => {
         if (code !== 0) throw new Error(`the writer exited with code ${code}`);
       });
@@ -250,7 +250,7 @@ describe('backups of a pipe', () => {
       expect(pipe.take()).toBeNull(); // the backup took the read end (and the pool closed it)
       expect(await listSnapshots(repo)).toEqual([]);
 
-      const whole = pipeFrom(file);
+      const whole = await pipeFrom(file);
       const ok = new PipeReader(whole.fd, whole.exited.then(() => undefined));
       const r = await backup(repo, { '/db/app.dump': { pipe: ok } });
       expect(r.bytesProcessed).toBe(3 * 1024 * 1024);
@@ -266,7 +266,7 @@ describe('backups of a pipe', () => {
     const { repo } = await newRepo();
     try {
       // Writes nothing and keeps the pipe open: the reading thread waits in read() whenever it starts.
-      const { fd, writer, exited } = pipeFrom('/dev/null', 'exec sleep 600');
+      const { fd, writer, exited } = await pipeFrom('/dev/null', 'exec sleep 600');
       const pipe = new PipeReader(fd, exited.then(() => undefined), () => writer.kill());
       const missing = join(await tempDir(), 'missing');
       await expect(backup(repo, { '/db/app.dump': { pipe }, '/files': missing })).rejects.toBeInstanceOf(InvalidSourceError);
@@ -281,7 +281,7 @@ describe('backups of a pipe', () => {
 describe('files written into a pipe', () => {
   /** Runs writeFileInto against a reader on this thread; what came through, and the writer's error. */
   async function throughPipe(repo: Repository, node: Node): Promise<{ bytes: Buffer; error: unknown }> {
-    const ends = openPipe()!;
+    const ends = (await openPipe())!;
     const chunks: Buffer[] = [];
     const reading = (async () => {
       for await (const c of createReadStream('', { fd: ends.readFd })) chunks.push(c as Buffer);

@@ -199,7 +199,7 @@ describe('startDumpToPipe', () => {
     const url = await seeded('src_pipe');
     const before = pipeDirs();
     const { repo } = await newRepo();
-    const dump = startDumpToPipe(url);
+    const dump = await startDumpToPipe(url);
     if (!dump) throw new Error('Linux makes pipes');
     try {
       expect(pipeDirs()).toEqual(before);
@@ -223,7 +223,7 @@ describe('startDumpToPipe', () => {
 
   it("fails the backup with pg_dump's own error, storing no snapshot, when pg_dump cannot dump", async () => {
     const { repo } = await newRepo();
-    const dump = startDumpToPipe(databaseUrl(`missing_${randomBytes(4).toString('hex')}`))!;
+    const dump = (await startDumpToPipe(databaseUrl(`missing_${randomBytes(4).toString('hex')}`)))!;
     try {
       const err = await backup(repo, { '/db/app.dump': { pipe: dump.pipe } }).then(() => null, (e: unknown) => e);
       expect(err).toBeInstanceOf(PgToolError);
@@ -239,7 +239,7 @@ describe('startDumpToPipe', () => {
   it('kills pg_dump on abort, midway through the dump', async () => {
     const url = await bigDatabase('src_pipe_abort');
     const controller = new AbortController();
-    const dump = startDumpToPipe(url, { signal: controller.signal })!;
+    const dump = (await startDumpToPipe(url, { signal: controller.signal }))!;
     const fd = dump.pipe.take()!;
     try {
       // The first bytes are there; the rest does not fit in the pipe, so pg_dump is still busy.
