@@ -89,19 +89,47 @@ export async function* fileBlobs(repo: Repository, node: Node, signal?: AbortSig
   }
 }
 
+/** Blobs decoded ahead of the pipe while writing a file into one (see writeFileInto). */
+const DECODED_AHEAD = 3;
+
 /**
  * Writes one file's content into `fd`, a pipe's blocking write end (the caller closes it), for
- * a reader such as pg_restore: a codec thread decodes each blob and writes it itself, so the
- * plaintext never reaches this thread. Loads a few blobs ahead; onBytes hears each blob's length
- * once written. Rejects with the first error; nothing after a failed blob is written.
+ * a reader such as pg_restore. The plaintext never reaches this thread: one codec thread
+ * decodes the blobs into shared slots while another writes the slots into the pipe in order,
+ * so the reader is fed while the next blob is decoded (a pipe holds only 64 KiB). Both run at
+ * normal priority, like the reader they feed. Loads a few blobs ahead; onBytes hears each
+ * blob's length once written. Rejects with the first error; nothing after a failed blob is
+ * written.
  */
 export async function writeFileInto(repo: Repository, node: Node, fd: number, opts: { signal?: AbortSignal; onBytes?: (n: number) => void } = {}): Promise<void> {
   if (node.type !== 'file') throw new NotFoundInRepositoryError(`${node.name} is not a file`);
   const ids = node.content ?? [];
-  const pool = new CodecPool(repo.key, 1);
+  const pool = new CodecPool(repo.key, 2, repo.compression, undefined, 0);
+  const DECODER = 0;
+  const WRITER = 1;
   const failed = new Int32Array(new SharedArrayBuffer(4));
+  const slotBytes = repo.chunkerParams.max;
+  const free: SharedArrayBuffer[] = [];
+  let made = 0;
+  const waiting: (() => void)[] = [];
+  const takeSlot = async (size: number): Promise<SharedArrayBuffer> => {
+    if (size > slotBytes) return new SharedArrayBuffer(size); // a blob beyond this chunker's maximum: its own slot
+    for (;;) {
+      const slot = free.pop();
+      if (slot) return slot;
+      if (made < DECODED_AHEAD) {
+        made++;
+        return new SharedArrayBuffer(slotBytes);
+      }
+      await new Promise<void>((resolve) => waiting.push(resolve));
+    }
+  };
+  const giveSlot = (slot: SharedArrayBuffer) => {
+    if (slot.byteLength !== slotBytes) return;
+    free.push(slot);
+    waiting.shift()?.();
+  };
   const loads: Promise<{ entry: { packId: Id; uncompressedLength?: number | null }; bytes: Buffer }>[] = [];
-  const writes: Promise<void>[] = [];
   let next = 0;
   const fill = () => {
     while (loads.length < READ_AHEAD && next < ids.length) {
@@ -110,6 +138,8 @@ export async function writeFileInto(repo: Repository, node: Node, fd: number, op
       loads.push(p);
     }
   };
+  let writing: Promise<void> = Promise.resolve();
+  let broken: unknown = null;
   let done = false;
   try {
     fill();
@@ -117,16 +147,26 @@ export async function writeFileInto(repo: Repository, node: Node, fd: number, op
       const { entry, bytes } = await loads.shift()!;
       fill();
       throwIfAborted(opts.signal);
-      const w = pool.decodeInto(ids[k], bytes, entry.uncompressedLength ?? undefined, fd, failed, ` in pack ${entry.packId}`).then((n) => opts.onBytes?.(n));
-      w.catch(() => {}); // handled below
-      writes.push(w);
-      // A few blobs queued on the thread keep it writing while this thread loads the next.
-      if (writes.length >= READ_AHEAD) await writes.shift();
+      if (broken) throw broken;
+      const slot = await takeSlot(entry.uncompressedLength ?? bytes.length); // stored bytes exceed their plaintext
+      const decoded = pool.decodeShared(ids[k], bytes, entry.uncompressedLength ?? undefined, slot, DECODER, ` in pack ${entry.packId}`);
+      decoded.catch(() => {}); // awaited in the chain
+      const before = writing;
+      // Writes go in order: blob k's after blob k-1's, and none after a failure.
+      writing = (async () => {
+        const n = await decoded;
+        await before;
+        await pool.writeShared(slot, n, fd, failed, WRITER);
+        opts.onBytes?.(n);
+      })().finally(() => giveSlot(slot));
+      writing.catch((err: unknown) => {
+        broken ??= err;
+      });
     }
-    for (const w of writes) await w;
+    await writing;
     done = true;
   } finally {
-    // After a failure the thread's queued jobs write nothing.
+    // After a failure the writer's queued jobs write nothing.
     if (!done) Atomics.store(failed, 0, 1);
     await pool.close();
   }
