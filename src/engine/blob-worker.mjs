@@ -12,9 +12,6 @@
  *     then `{ seq, type: 'done' }`: seals chunk k of another thread's stream from its cutting
  *     buffer and answers k there (sealSharedJob below)
  *   `{ seq, op: 'du', paths }` → `{ seq, total }` (scan-core.mjs diskUsage)
- *   `{ seq, op: 'decodeShared', id, stored, uncompressedLength, slot }` → `{ seq, size }` and
- *   `{ seq, op: 'writeShared', slot, len, fd, failed }` → `{ seq, size }`: a blob decoded into
- *     shared memory, and shared memory written into a pipe (decodeSharedJob below)
  * or `{ seq, error }`, transferring buffers instead of copying them.
  *
  * Scans write sealed blobs into a ring (workerData.ring, a SharedArrayBuffer) and send only
@@ -24,7 +21,7 @@
  * Plain JavaScript, so the thread starts fast and small whatever loader the main thread uses.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { readSync, readlinkSync, writeSync } from 'node:fs';
+import { readSync, readlinkSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -196,46 +193,6 @@ function sealSharedJob(msg) {
   parentPort.postMessage({ seq: msg.seq, type: 'done' });
 }
 
-/**
- * A restore's two halves of feeding a pipe (see walker.ts writeFileInto): one thread decodes
- * blobs into shared slots while another writes the slots into the pipe, so the reader is fed
- * while the next blob is being decoded. decodeShared answers `{ seq, size }` or `{ seq, error }`;
- * writeShared writes `len` bytes of the slot whole and answers `{ seq, size }`, or `{ seq, error,
- * writeFailed: true }`. The blobs of one file share msg.failed (an Int32Array cell): once a write
- * failed or was refused, none follows, so the reader never gets bytes after a hole.
- */
-function decodeSharedJob(msg) {
-  const r = decodeBlobRaw(encKey, macK, macR, msg.id, msg.stored, msg.uncompressedLength);
-  if (r.error !== undefined) {
-    parentPort.postMessage({ seq: msg.seq, error: r.error });
-    return;
-  }
-  if (r.plain.length > msg.slot.byteLength) {
-    parentPort.postMessage({ seq: msg.seq, error: `plaintext of ${r.plain.length} bytes exceeds its slot` });
-    return;
-  }
-  Buffer.from(msg.slot).set(r.plain);
-  collect(msg.stored.length + r.plain.length);
-  parentPort.postMessage({ seq: msg.seq, size: r.plain.length });
-}
-
-function writeSharedJob(msg) {
-  const failed = new Int32Array(msg.failed);
-  if (Atomics.load(failed, 0) !== 0) {
-    parentPort.postMessage({ seq: msg.seq, error: 'an earlier blob of the file failed', writeFailed: true });
-    return;
-  }
-  const bytes = Buffer.from(msg.slot, 0, msg.len);
-  try {
-    for (let off = 0; off < bytes.length; ) off += writeSync(msg.fd, bytes, off, bytes.length - off);
-  } catch (err) {
-    Atomics.store(failed, 0, 1);
-    parentPort.postMessage({ seq: msg.seq, error: err instanceof Error ? err.message : String(err), writeFailed: true });
-    return;
-  }
-  parentPort.postMessage({ seq: msg.seq, size: bytes.length });
-}
-
 if (STREAM.ANSWER_CELLS <= MAX_UNANSWERED) throw new Error('stream answer cells must outnumber unanswered chunks');
 
 /** Large Buffers own their ArrayBuffer; small ones may live in Node's shared pool. */
@@ -259,10 +216,6 @@ parentPort.on('message', (msg) => {
       sealSharedJob(msg);
     } else if (msg.op === 'du') {
       parentPort.postMessage({ seq: msg.seq, total: diskUsage(msg.paths) });
-    } else if (msg.op === 'decodeShared') {
-      decodeSharedJob(msg);
-    } else if (msg.op === 'writeShared') {
-      writeSharedJob(msg);
     } else if (msg.op === 'decode') {
       const r = decodeBlobRaw(encKey, macK, macR, msg.id, msg.stored, msg.uncompressedLength);
       if (r.error !== undefined) {

@@ -28,8 +28,6 @@ interface WorkerResponse {
   data?: Uint8Array;
   uncompressedLength?: number;
   error?: string;
-  /** On a decodeWrite's error: writing failed, not decoding. */
-  writeFailed?: boolean;
 }
 
 interface Job {
@@ -127,8 +125,6 @@ export class CodecPool {
     private readonly compression = true,
     /** Each scanning thread's ring (tests make it small to exercise wrapping and waiting). */
     private readonly ringBytes = RING_BYTES,
-    /** The threads' niceness; default backgroundNice(). */
-    private readonly nice = backgroundNice(),
   ) {
     if (!Number.isInteger(size) || size < 1) throw new RangeError(`a codec pool needs at least one thread, not ${size}`);
   }
@@ -139,7 +135,7 @@ export class CodecPool {
     for (let i = 0; i < this.size; i++) {
       const owed = new SharedArrayBuffer(4);
       const ring = new SharedArrayBuffer(this.ringBytes);
-      const w = new Worker(url, { workerData: { key: keyToBytes(key), compression, owed, ring, nice: this.nice } });
+      const w = new Worker(url, { workerData: { key: keyToBytes(key), compression, owed, ring, nice: backgroundNice() } });
       this.owed.push(new Int32Array(owed));
       this.rings.push(Buffer.from(ring));
       this.chains.push(Promise.resolve());
@@ -241,33 +237,6 @@ export class CodecPool {
     const m = await this.post({ op: 'decode', id, stored: owned, uncompressedLength }, [owned.buffer as ArrayBuffer]);
     if (m.error || !m.data) throw new IntegrityError(`blob ${id}${where}: ${m.error ?? 'codec worker returned nothing'}`);
     return asBuffer(m.data);
-  }
-
-  /**
-   * Decodes a stored blob like decode() into `slot` (shared memory) on thread `thread`; returns
-   * the plaintext's length. Throws IntegrityError for a bad blob.
-   */
-  async decodeShared(id: Id, stored: Buffer, uncompressedLength: number | undefined, slot: SharedArrayBuffer, thread: number, where = ''): Promise<number> {
-    const owned = ownedCopy(stored);
-    const m = await this.post({ op: 'decodeShared', id, stored: owned, uncompressedLength, slot }, [owned.buffer as ArrayBuffer], undefined, this.thread(thread));
-    if (m.error || m.size === undefined) throw new IntegrityError(`blob ${id}${where}: ${m.error ?? 'codec worker returned nothing'}`);
-    return m.size;
-  }
-
-  /**
-   * Writes `len` bytes of `slot` whole into `fd`, a pipe's blocking write end, on thread
-   * `thread` (one thread per file, so writes keep their order). Writes nothing once `failed`
-   * (shared by the file's blobs) is set; a failed write sets it.
-   */
-  async writeShared(slot: SharedArrayBuffer, len: number, fd: number, failed: Int32Array, thread: number): Promise<void> {
-    const m = await this.post({ op: 'writeShared', slot, len, fd, failed: failed.buffer }, [], undefined, this.thread(thread));
-    if (m.error) throw new Error(`writing to the pipe: ${m.error}`);
-  }
-
-  /** Thread i of the pool (starting the threads). */
-  private thread(i: number): number {
-    if (this.workers.length === 0) this.start();
-    return i % this.size;
   }
 
   /**

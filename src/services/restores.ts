@@ -2,10 +2,9 @@ import { pipeline, Transform } from 'node:stream';
 import { z } from 'zod';
 import { ConflictError, ErrorCode, NotFoundError, ValidationError } from '../domain/errors.ts';
 import { parseInput } from '../domain/validation.ts';
-import { fileStream, findSnapshot, resolvePath, restore as restoreFiles, writeFileInto, type Repository } from '../engine/api.ts';
+import { fileStream, findSnapshot, resolvePath, restore as restoreFiles, type Repository } from '../engine/api.ts';
 import { publishInTransaction } from '../events/bus.ts';
-import { canCreateDatabase, prepareDatabase, type DumpInput, type PreparedDatabase } from '../sources/postgres.ts';
-import { pipesAvailable } from '../sources/pipe.ts';
+import { canCreateDatabase, prepareDatabase, type PreparedDatabase } from '../sources/postgres.ts';
 import { prepareDirectory } from '../sources/files.ts';
 import { raiseAlert } from './alerts.ts';
 import type { Deps } from './deps.ts';
@@ -162,26 +161,16 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
         ? failFast((async (): Promise<PreparedDatabase> => {
             const url = await environmentDatabaseUrl(deps, target.id);
             const { file } = await dumpNode(repo, source.repoSnapshotId, sideSignal);
-            const counted = (n: number) => {
-              dbDone += n;
-              report();
-            };
-            let dump: DumpInput;
-            if (pipesAvailable()) {
-              // A codec thread decodes the dump straight into pg_restore's stdin: the bytes never
-              // reach this event loop, whose pauses would otherwise leave pg_restore waiting.
-              dump = { writeInto: (fd) => writeFileInto(repo, file, fd, { signal: sideSignal, onBytes: counted }) };
-            } else {
-              // Counts bytes on their way to pg_restore (a 'data' listener would drain the stream instead).
-              const counter = new Transform({
-                transform(chunk: Buffer, _enc, done) {
-                  counted(chunk.length);
-                  done(null, chunk);
-                },
-              });
-              // pipeline, not pipe: a read error must reach pg_restore's side as an error, not as a quiet end.
-              dump = pipeline(fileStream(repo, file, sideSignal), counter, () => undefined);
-            }
+            // Counts bytes on their way to pg_restore (a 'data' listener would drain the stream instead).
+            const counter = new Transform({
+              transform(chunk: Buffer, _enc, done) {
+                dbDone += chunk.length;
+                report();
+                done(null, chunk);
+              },
+            });
+            // pipeline, not pipe: a read error must reach pg_restore's side as an error, not as a quiet end.
+            const dump = pipeline(fileStream(repo, file, sideSignal), counter, () => undefined);
             const strategy = opInput.strategy === 'IN_PLACE' || !(await canCreateDatabase(url)) ? 'IN_PLACE' : 'SWAP';
             return prepareDatabase(url, dump, { strategy, restoreId, signal: sideSignal });
           })())

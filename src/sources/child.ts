@@ -27,13 +27,13 @@ export interface Tool {
 }
 
 /**
- * Starts `command` with pipes for stdin/stdout as asked (or either on a descriptor of ours,
+ * Starts `command` with pipes for stdin/stdout as asked (or stdout into a descriptor of ours,
  * which the child gets a copy of) and stderr captured.
  */
 export function startTool(
   command: string,
   args: string[],
-  opts: { env: NodeJS.ProcessEnv; stdin: 'pipe' | 'ignore' | number; stdout: 'pipe' | 'ignore' | number },
+  opts: { env: NodeJS.ProcessEnv; stdin: 'pipe' | 'ignore'; stdout: 'pipe' | 'ignore' | number },
 ): Tool {
   const child = spawn(command, args, { env: opts.env, stdio: [opts.stdin, opts.stdout, 'pipe'] });
   let tail = '';

@@ -18,17 +18,12 @@ import type { PipeSource } from '../engine/api.ts';
 
 const run = promisify(execFile);
 
-/** Whether openPipe() can work here. */
-export function pipesAvailable(): boolean {
-  return process.platform === 'linux';
-}
-
 /**
  * Both ends of a new pipe, blocking; the caller closes them. Null where pipes are not made this
  * way. Asynchronous because starting mkfifo takes tens of milliseconds, too long to block on.
  */
 export async function openPipe(): Promise<{ readFd: number; writeFd: number } | null> {
-  if (!pipesAvailable()) return null;
+  if (process.platform !== 'linux') return null;
   const dir = await mkdtemp(path.join(tmpdir(), 'backplane-pipe-'));
   try {
     const fifo = path.join(dir, 'fifo');

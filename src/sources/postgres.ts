@@ -18,14 +18,14 @@ import { startTool, type Tool } from './child.ts';
 import { pgTarget, toolEnv } from './connection.ts';
 import { AbortedError, SourceError } from './errors.ts';
 import { withClient } from './pg-admin.ts';
-import { abortError, DumpFeed, type DumpInput, type PrepareDatabaseOptions, type PreparedDatabase } from './restore-common.ts';
+import { abortError, type PrepareDatabaseOptions, type PreparedDatabase } from './restore-common.ts';
 import { prepareInPlace } from './restore-in-place.ts';
 import { prepareSwap } from './restore-swap.ts';
 import { openPipe, PipeReader } from './pipe.ts';
 
 export { dropDatabase } from './pg-admin.ts';
 export { MAX_IDENTIFIER_BYTES, restoreDatabaseNames } from './restore-swap.ts';
-export type { DumpInput, DumpWriter, PrepareDatabaseOptions, PreparedDatabase } from './restore-common.ts';
+export type { PrepareDatabaseOptions, PreparedDatabase } from './restore-common.ts';
 
 /** A running pg_dump. */
 export interface Dump {
@@ -177,15 +177,17 @@ export async function canCreateDatabase(databaseUrl: string): Promise<boolean> {
  * Restores `dump` (pg_dump custom format) for the database at `databaseUrl` up to the point
  * where only commit() is left. If it throws, everything it did is undone.
  */
-export async function prepareDatabase(databaseUrl: string, dump: DumpInput, opts: PrepareDatabaseOptions): Promise<PreparedDatabase> {
+export async function prepareDatabase(databaseUrl: string, dump: Readable, opts: PrepareDatabaseOptions): Promise<PreparedDatabase> {
   const aborted = abortError(opts.signal);
   if (aborted) {
-    if (!('writeInto' in dump)) dump.destroy();
+    dump.destroy();
     throw aborted;
   }
-  const feed = await DumpFeed.create(dump);
+  // The dump may fail while the temp database is still being made; feed() finds the error in
+  // dump.errored, and until then it must not be an uncaught 'error' event.
+  dump.on('error', () => {});
   const target = pgTarget(databaseUrl);
-  return (opts.strategy ?? 'SWAP') === 'SWAP' ? prepareSwap(databaseUrl, target, feed, opts) : prepareInPlace(databaseUrl, target, feed, opts);
+  return (opts.strategy ?? 'SWAP') === 'SWAP' ? prepareSwap(databaseUrl, target, dump, opts) : prepareInPlace(databaseUrl, target, dump, opts);
 }
 
 /** Options of restoreDatabase(). */
@@ -199,7 +201,7 @@ export interface RestoreDatabaseOptions extends PrepareDatabaseOptions {
  * database is exactly as it was. Returns the name the old database now has (SWAP with
  * keepPrevious), else null.
  */
-export async function restoreDatabase(databaseUrl: string, dump: DumpInput, opts: RestoreDatabaseOptions): Promise<{ previousDatabaseName: string | null }> {
+export async function restoreDatabase(databaseUrl: string, dump: Readable, opts: RestoreDatabaseOptions): Promise<{ previousDatabaseName: string | null }> {
   const prepared = await prepareDatabase(databaseUrl, dump, opts);
   try {
     const aborted = abortError(opts.signal);

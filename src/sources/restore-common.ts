@@ -3,9 +3,7 @@
  * prepared-restore handle, and feeding a dump stream to a client tool.
  */
 import type { Readable, Writable } from 'node:stream';
-import { closeSync } from 'node:fs';
 import type { Tool } from './child.ts';
-import { openPipe } from './pipe.ts';
 import { AbortedError, SourceError } from './errors.ts';
 
 /** Options of prepareDatabase(). */
@@ -65,84 +63,6 @@ export function conninfoQuote(value: string): string {
   return `'${value.replace(/[\\']/g, (c) => `\\${c}`)}'`;
 }
 
-/**
- * A dump that writes itself into a pipe (e.g. a codec thread decoding a snapshot's file), so
- * its bytes never pass through the event loop.
- */
-export interface DumpWriter {
-  /** Writes the whole dump into `fd`, a pipe's blocking write end (the caller closes it); rejects with why not. */
-  writeInto(fd: number): Promise<void>;
-}
-
-/** A dump to restore: a stream, or a writer into a pipe. */
-export type DumpInput = Readable | DumpWriter;
-
-function isWriter(dump: DumpInput): dump is DumpWriter {
-  return typeof (dump as DumpWriter).writeInto === 'function';
-}
-
-/**
- * How a tool that reads the dump on its stdin is fed: a stream through the stdin pipe Node
- * makes, a writer through a pipe of our own (give the tool `stdin`, then call started()).
- */
-export class DumpFeed {
-  readonly stdin: 'pipe' | number;
-  private readFd: number | null = null;
-  private writeFd: number | null = null;
-
-  static async create(dump: DumpInput): Promise<DumpFeed> {
-    if (!isWriter(dump)) {
-      // The dump may fail while the temp database is still being made; feed() finds the
-      // error in dump.errored, and until then it must not be an uncaught 'error' event.
-      dump.on('error', () => {});
-      return new DumpFeed(dump, null);
-    }
-    const ends = await openPipe();
-    if (!ends) throw new Error('this platform cannot make a pipe for a dump writer; pass a stream');
-    return new DumpFeed(dump, ends);
-  }
-
-  private constructor(
-    private readonly dump: DumpInput,
-    ends: { readFd: number; writeFd: number } | null,
-  ) {
-    if (ends) {
-      this.readFd = ends.readFd;
-      this.writeFd = ends.writeFd;
-      this.stdin = ends.readFd;
-    } else {
-      this.stdin = 'pipe';
-    }
-  }
-
-  /** After the tool started: it holds its own copy of the pipe's read end. */
-  started(): void {
-    if (this.readFd !== null) closeSync(this.readFd);
-    this.readFd = null;
-  }
-
-  /** Feeds the tool; resolves with the dump's own error, if it failed. */
-  feed(tool: Tool): Promise<Error | null> {
-    if (!isWriter(this.dump)) return feed(this.dump, tool.child.stdin!);
-    const fd = this.writeFd!;
-    this.writeFd = null;
-    return this.dump.writeInto(fd).then(
-      () => null,
-      (err: unknown) => (err instanceof Error ? err : new Error(String(err))),
-    ).finally(() => closeSync(fd)); // the end of the dump, for the tool
-  }
-
-  /** On failure: stops a stream, closes what is left of a pipe. */
-  discard(): void {
-    if (!isWriter(this.dump)) {
-      this.dump.unpipe();
-      this.dump.destroy();
-    }
-    for (const fd of [this.readFd, this.writeFd]) if (fd !== null) closeSync(fd);
-    this.readFd = this.writeFd = null;
-  }
-}
-
 /** Feeds `dump` to a tool's stdin; resolves with the dump's own error, if it failed. */
 function feed(dump: Readable, stdin: Writable): Promise<Error | null> {
   return new Promise((resolve) => {
@@ -168,7 +88,7 @@ export function abortError(signal: AbortSignal | undefined): AbortedError | null
 /** Runs pg_restore to completion, fed from `dump`; throws abort, dump, or tool errors in that order. */
 export async function runRestore(
   tool: Tool,
-  dump: DumpFeed,
+  dump: Readable,
   signal: AbortSignal | undefined,
   extraTools: Tool[] = [],
 ): Promise<void> {
@@ -178,7 +98,7 @@ export async function runRestore(
   // Aborted while the temp database was being made: the listener above will never fire.
   if (signal?.aborted) onAbort();
   try {
-    const fed = dump.feed(tool);
+    const fed = feed(dump, tool.child.stdin!);
     let dumpError: Error | null = null;
     void fed.then((err) => {
       if (err) {
@@ -197,7 +117,8 @@ export async function runRestore(
     if (failure) throw failure;
   } catch (err) {
     onAbort();
-    dump.discard();
+    dump.unpipe();
+    dump.destroy();
     throw err;
   } finally {
     signal?.removeEventListener('abort', onAbort);

@@ -3,11 +3,12 @@
  * recreated inside the existing database, in one transaction.
  */
 import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import { startTool } from './child.ts';
 import { toolEnv, type PgTarget } from './connection.ts';
 import { AbortedError, SourceError } from './errors.ts';
 import { isSuperuser, withClient } from './pg-admin.ts';
-import { abortError, runRestore, stateError, type DumpFeed, type PrepareDatabaseOptions, type PreparedDatabase } from './restore-common.ts';
+import { abortError, runRestore, stateError, type PrepareDatabaseOptions, type PreparedDatabase } from './restore-common.ts';
 
 /** How long pg_terminate_backend waits for an abandoned session to roll back. */
 const TERMINATE_WAIT_MS = 10_000;
@@ -18,12 +19,12 @@ const TERMINATE_WAIT_MS = 10_000;
  * until commit(). Holding it open is what makes IN_PLACE two-phase; meanwhile the replaced
  * tables stay locked for the application, so commit promptly.
  */
-export async function prepareInPlace(databaseUrl: string, target: PgTarget, dump: DumpFeed, opts: PrepareDatabaseOptions): Promise<PreparedDatabase> {
+export async function prepareInPlace(databaseUrl: string, target: PgTarget, dump: Readable, opts: PrepareDatabaseOptions): Promise<PreparedDatabase> {
   let noOwner: boolean;
   try {
     noOwner = opts.noOwner ?? !(await isSuperuser(databaseUrl));
   } catch (err) {
-    dump.discard();
+    dump.destroy();
     throw err;
   }
   opts.onPhase?.('restoring');
@@ -36,10 +37,9 @@ export async function prepareInPlace(databaseUrl: string, target: PgTarget, dump
   });
   const restore = startTool('pg_restore', ['--clean', '--if-exists', '--exit-on-error', '--file=-', ...(noOwner ? ['--no-owner'] : [])], {
     env: toolEnv(target),
-    stdin: dump.stdin,
+    stdin: 'pipe',
     stdout: 'pipe',
   });
-  dump.started();
   const psqlIn = psql.child.stdin!;
   psqlIn.on('error', () => {});
   const ready = new Promise<boolean>((resolve) => {

@@ -2,13 +2,14 @@
  * SWAP restore: pg_restore into a fresh twin of the target, `<db>__bp_restore_<id>`, then one
  * transaction renames the target to `<db>__bp_pre_<id>` and the twin to the target.
  */
+import type { Readable } from 'node:stream';
 import type pg from 'pg';
 import { startTool } from './child.ts';
 import { toolEnv, type PgTarget } from './connection.ts';
 import { SourceError } from './errors.ts';
 import { PREVIOUS_INFIX, RESTORE_INFIX, restoreSuffix, truncateBytes } from './names.ts';
 import { dropDatabase, withAdmin } from './pg-admin.ts';
-import { abortError, conninfoQuote, runRestore, stateError, type DumpFeed, type PrepareDatabaseOptions, type PreparedDatabase } from './restore-common.ts';
+import { abortError, conninfoQuote, runRestore, stateError, type PrepareDatabaseOptions, type PreparedDatabase } from './restore-common.ts';
 
 /** PostgreSQL's identifier limit (NAMEDATALEN - 1), in bytes. */
 export const MAX_IDENTIFIER_BYTES = 63;
@@ -142,7 +143,7 @@ async function createTwin(c: pg.Client, info: TargetInfo, temp: string): Promise
 }
 
 /** Prepares a SWAP restore (see PreparedDatabase); on failure the temp database is gone. */
-export async function prepareSwap(databaseUrl: string, target: PgTarget, dump: DumpFeed, opts: PrepareDatabaseOptions): Promise<PreparedDatabase> {
+export async function prepareSwap(databaseUrl: string, target: PgTarget, dump: Readable, opts: PrepareDatabaseOptions): Promise<PreparedDatabase> {
   const targetName = target.database;
   const { temp, previous } = restoreDatabaseNames(targetName, opts.restoreId);
   let info: TargetInfo;
@@ -158,7 +159,7 @@ export async function prepareSwap(databaseUrl: string, target: PgTarget, dump: D
       return info;
     });
   } catch (err) {
-    dump.discard();
+    dump.destroy();
     await dropDatabase(databaseUrl, temp).catch(() => {});
     throw err;
   }
@@ -172,10 +173,9 @@ export async function prepareSwap(databaseUrl: string, target: PgTarget, dump: D
     const args = ['--exit-on-error', '--no-password', `--dbname=dbname=${conninfoQuote(temp)}`, ...(noOwner ? ['--no-owner'] : [])];
     const tool = startTool('pg_restore', args, {
       env: toolEnv(target, { PGDATABASE: temp, PGAPPNAME: 'backplane-restore' }),
-      stdin: dump.stdin,
+      stdin: 'pipe',
       stdout: 'ignore',
     });
-    dump.started();
     await runRestore(tool, dump, opts.signal);
     const aborted = abortError(opts.signal);
     if (aborted) throw aborted;
