@@ -209,7 +209,14 @@ async function main() {
     // probe queries meanwhile, so both sides share the machine with the same extra work (and
     // the probes' p99 shows what the machine alone does to latency).
     const logFile = path.join(work, 'server.log');
+    // Before every timed step: PostgreSQL's dirty buffers and the kernel's dirty pages go to disk,
+    // so no step pays for the writeback of the one before (a GiB-sized restore leaves a GiB).
+    const settle = async () => {
+      await catalog.client!.query('CHECKPOINT');
+      execFileSync('sync');
+    };
     const underLoad = async <T>(fn: () => Promise<T>): Promise<{ value: T; latency: LatencySummary }> => {
+      await settle();
       running = await startServer({ databaseUrl: catalogUrl, secretKey, logFile });
       try {
         await startLoad(running.url, key, QPS).stop(); // warm the server's code paths
@@ -225,6 +232,7 @@ async function main() {
     // --- raw snapshot: the same bytes through the stock tools
     log('raw snapshot');
     const { value: rawDump, latency: rawDumpLatency } = await underLoad(() => runPipeline([['pg_dump', '--format=custom', '--compress=0', '--no-password', '--dbname=shop'], ['zstd', '-3', '-q', '-c']], { workDir: raw, env: pgEnv, stdoutFile: path.join(raw, 'shop.dump.zst') }));
+    await settle();
     const rawTar = await runPipeline([['tar', '-C', filesPath, '-cf', '-', '.'], ['zstd', '-3', '-q', '-c']], { workDir: raw, stdoutFile: path.join(raw, 'files.tar.zst') });
     const combine = (a: CommandResult, b: CommandResult) => ({
       wallSeconds: a.wallSeconds + b.wallSeconds,
@@ -239,6 +247,7 @@ async function main() {
     // --- ours: one server process per step
     const ours = async (name: string, bytesIn: number, start: (url: string) => Promise<string>, opts: { idle?: boolean } = {}) => {
       log(name);
+      await settle();
       running = await startServer({ databaseUrl: catalogUrl, secretKey, logFile });
       let idle: LatencySummary | undefined;
       if (opts.idle) {
@@ -300,6 +309,7 @@ async function main() {
     const { value: rawRestoreDb, latency: rawRestoreLatency } = await underLoad(() => runPipeline([['zstd', '-d', '-q', '-c'], ['pg_restore', '--exit-on-error', '--no-password', '--dbname=shop_raw_restore']], { workDir: raw, env: pgEnv, stdinFile: path.join(raw, 'shop.dump.zst') }));
     const extractDir = path.join(work, 'raw-extract');
     await fs.mkdir(extractDir);
+    await settle();
     const rawRestoreFiles = await runPipeline([['zstd', '-d', '-q', '-c'], ['tar', '-C', extractDir, '-xf', '-']], { workDir: raw, stdinFile: path.join(raw, 'files.tar.zst') });
     const rawRestoreDbStep = step({ step: 'raw-restore-db', bytesIn: dbBytes, wallSeconds: rawRestoreDb.wallSeconds, cpuSeconds: rawRestoreDb.cpuSeconds, peakTreeMB: rawRestoreDb.peakTreeMB, peakMainMB: rawRestoreDb.sumStageMaxMB, latency: rawRestoreLatency });
     step({ step: 'raw-restore-files', bytesIn: files.bytes, wallSeconds: rawRestoreFiles.wallSeconds, cpuSeconds: rawRestoreFiles.cpuSeconds, peakTreeMB: rawRestoreFiles.peakTreeMB, peakMainMB: rawRestoreFiles.sumStageMaxMB });
@@ -338,7 +348,7 @@ async function main() {
       date: started.toISOString(),
       durationSeconds: Math.round((Date.now() - started.getTime()) / 1000),
       machine: { ...machineInfo(), loadAverageAtStart: loadAtStart, loadAverageAtEnd: os.loadavg().map((x) => Math.round(x * 100) / 100) },
-      settings: { BENCH_DB_MB: DB_MB, BENCH_FILES_MB: FILES_MB, BENCH_QPS: QPS, probeQuery: '{ viewer { scopes } environments(first: 5) { totalCount } }', destination: 'LOCAL', server: 'backplane start (API and worker in one process), one process per step; the raw database steps run while an idle one gets the same probe load', scratchPostgres: 'fsync=off, synchronous_commit=off' },
+      settings: { BENCH_DB_MB: DB_MB, BENCH_FILES_MB: FILES_MB, BENCH_QPS: QPS, probeQuery: '{ viewer { scopes } environments(first: 5) { totalCount } }', destination: 'LOCAL', server: 'backplane start (API and worker in one process), one process per step; the raw database steps run while an idle one gets the same probe load', scratchPostgres: 'fsync=off, synchronous_commit=off', betweenSteps: 'CHECKPOINT and sync before every timed step' },
       sizes: { databaseBytes: dbBytes, databaseBytesAfterUpdate: dbBytes2, rows: generated.rows, filesBytes: files.bytes, fileCount: files.files, totalBytes },
       units: { throughput: 'MB/s, 10^6 bytes of database size (pg_database_size) + file bytes per second of wall time', memory: 'MiB' },
       steps: results,
