@@ -174,6 +174,8 @@ function nodesByName(tree: Tree | null): Map<string, Node> {
 
 class Archiver {
   private failure: unknown = null;
+  /** Aborted when the backup fails: stops streams (and the writers of pipes) still running. */
+  private readonly stop = new AbortController();
   readonly counters: Counters = { files: 0, dirs: 0, bytesDone: 0 };
   private bytesTotal: number | undefined;
   private currentPath: string | undefined;
@@ -322,9 +324,6 @@ class Archiver {
     if (!node) throw new InvalidSourceError(`source ${entry.path} (for ${childPath}) does not exist`);
     return node;
   }
-
-  /** Aborted when the backup fails: stops streams (and the writers of pipes) still running. */
-  private readonly stop = new AbortController();
 
   /** Makes every part of the backup still running give up: the first failure is the backup's. */
   stopAll(err: unknown): void {

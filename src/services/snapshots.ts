@@ -4,7 +4,7 @@ import { parseInput } from '../domain/validation.ts';
 import { backup, copySnapshot, forgetSnapshots, listSnapshots, type BackupSource } from '../engine/api.ts';
 import { publishInTransaction } from '../events/bus.ts';
 import type { Snapshot } from '../generated/prisma/client.ts';
-import { databaseSize, startDump, startDumpToPipe, type PipedDump } from '../sources/postgres.ts';
+import { databaseSize, startDump, startDumpToPipe, type Dump, type PipedDump } from '../sources/postgres.ts';
 import { raiseAlert } from './alerts.ts';
 import type { Deps } from './deps.ts';
 import { environmentDatabaseUrl, getEnvironment } from './environments.ts';
@@ -186,7 +186,7 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
       for (const [i, copy] of snapshot.copies.entries()) {
         const attempt = new AbortController();
         const attemptSignal = AbortSignal.any([signal, attempt.signal]);
-        let dump: ReturnType<typeof startDump> | PipedDump | null = null;
+        let dump: Dump | PipedDump | null = null;
         let opening = true;
         try {
           const candidate = await openRepository(deps, copy.destinationId, signal);

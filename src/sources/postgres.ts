@@ -53,15 +53,14 @@ const DUMP_ARGS: readonly string[] = ['--format=custom', '--compress=0', '--no-p
  */
 export function startDump(databaseUrl: string, opts: { signal?: AbortSignal } = {}): Dump {
   const target = pgTarget(databaseUrl);
-  const args = DUMP_ARGS;
   const stream = new PassThrough({ highWaterMark: 1 << 20 });
   if (opts.signal?.aborted) {
     stream.destroy();
     const done = Promise.reject(new AbortedError({ cause: opts.signal.reason }));
     done.catch(() => {});
-    return { stream, done, pid: undefined, args };
+    return { stream, done, pid: undefined, args: DUMP_ARGS };
   }
-  const tool = startTool('pg_dump', [...args], { env: toolEnv(target, { PGAPPNAME: 'backplane-dump' }), stdin: 'ignore', stdout: 'pipe' });
+  const tool = startTool('pg_dump', DUMP_ARGS, { env: toolEnv(target, { PGAPPNAME: 'backplane-dump' }), stdin: 'ignore', stdout: 'pipe' });
   const stdout = tool.child.stdout!;
   let settled = false;
   let consumerClosed = false;
@@ -101,7 +100,7 @@ export function startDump(databaseUrl: string, opts: { signal?: AbortSignal } = 
   })();
   // The caller may only watch the stream; its failure must not become an unhandled rejection.
   done.catch(() => {});
-  return { stream, done, pid: tool.child.pid, args };
+  return { stream, done, pid: tool.child.pid, args: DUMP_ARGS };
 }
 
 /** A running pg_dump writing into a pipe (see startDumpToPipe). */
@@ -127,7 +126,7 @@ export async function startDumpToPipe(databaseUrl: string, opts: { signal?: Abor
   const target = pgTarget(databaseUrl);
   let tool: Tool;
   try {
-    tool = startTool('pg_dump', [...DUMP_ARGS], { env: toolEnv(target, { PGAPPNAME: 'backplane-dump' }), stdin: 'ignore', stdout: ends.writeFd });
+    tool = startTool('pg_dump', DUMP_ARGS, { env: toolEnv(target, { PGAPPNAME: 'backplane-dump' }), stdin: 'ignore', stdout: ends.writeFd });
   } catch (err) {
     closeSync(ends.readFd);
     throw err;

@@ -1,0 +1,21 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../../src/app/config.ts';
+
+describe('JOB_NICE', () => {
+  it('defaults to 10 and takes 0 to 19', () => {
+    expect(loadConfig({}).JOB_NICE).toBe(10);
+    expect(loadConfig({ JOB_NICE: '0' }).JOB_NICE).toBe(0);
+    expect(loadConfig({ JOB_NICE: '19' }).JOB_NICE).toBe(19);
+  });
+
+  it.each(['20', '-1', '2.5', 'low'])('refuses %s with a ConfigError naming it', (value) => {
+    let err: unknown;
+    try {
+      loadConfig({ JOB_NICE: value });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toContain('JOB_NICE');
+  });
+});
