@@ -92,7 +92,8 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
     const token = bearerToken(authorization);
     if (!token) return null;
     try {
-      return await authenticate(deps.db, token, deps.clock.now());
+      const now = deps.clock.now();
+      return await (deps.viewerCache ? deps.viewerCache.authenticate(deps.db, token, now) : authenticate(deps.db, token, now));
     } catch (err) {
       if (err instanceof AuthenticationError) throw new GraphQLError(err.message, { extensions: { code: 'UNAUTHENTICATED', http: { status: 401 } } });
       throw err;

@@ -35,6 +35,12 @@ export const configSchema = z.object({
    * answered promptly while a snapshot keeps the cores busy. 0 leaves them at normal priority.
    */
   JOB_NICE: z.coerce.number().int().min(0).max(19).default(10),
+  /**
+   * How long an API process trusts a key it has checked before looking it up again. A key
+   * revoked through another process keeps working here for at most this long. 0 looks the key
+   * up on every request.
+   */
+  API_KEY_CACHE_MS: z.coerce.number().int().min(0).max(300_000).default(5_000),
   /** How long an in-flight request may take to finish on shutdown. */
   SHUTDOWN_GRACE_MS: intFromEnv(10_000),
 });

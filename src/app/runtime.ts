@@ -1,5 +1,6 @@
 import { createDb, type Db } from '../db/client.ts';
 import { createEventBus, type EventBus } from '../events/bus.ts';
+import { ViewerCache } from '../services/api-keys.ts';
 import { systemClock, type Deps } from '../services/deps.ts';
 import type { Config } from './config.ts';
 import type { Logger } from './logger.ts';
@@ -20,7 +21,15 @@ export async function createRuntime(config: Config, databaseUrl: string, logger:
   return {
     db,
     events,
-    deps: { db, events, secrets, clock: systemClock, logger, heartbeatMs: config.OPERATION_HEARTBEAT_MS },
+    deps: {
+      db,
+      events,
+      secrets,
+      clock: systemClock,
+      logger,
+      heartbeatMs: config.OPERATION_HEARTBEAT_MS,
+      viewerCache: new ViewerCache(config.API_KEY_CACHE_MS),
+    },
     async close() {
       await events.close();
       await db.$disconnect();

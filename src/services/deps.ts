@@ -2,6 +2,7 @@ import type { Db } from '../db/client.ts';
 import type { Logger } from '../app/logger.ts';
 import type { SecretBox } from '../app/secrets.ts';
 import type { EventBus } from '../events/bus.ts';
+import type { ViewerCache } from './api-keys.ts';
 
 /** Time, injected so tests control it. */
 export interface Clock {
@@ -19,4 +20,6 @@ export interface Deps {
   logger: Logger;
   /** How often a running operation proves it is alive (default 5 s); keep it well under OPERATION_STALE_MS. */
   heartbeatMs?: number;
+  /** Authenticated keys, remembered for a few seconds (see ViewerCache); unset, every request looks its key up. */
+  viewerCache?: ViewerCache;
 }

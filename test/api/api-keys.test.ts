@@ -2,6 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiKeysDocument, CreateApiKeyDocument, ProjectsDocument, RevokeApiKeyDocument, ViewerDocument } from '../generated/graphql.ts';
 import { startTestApp, type TestApp } from '../harness/app.ts';
 import { gid, makeApiKey, makeOrganization, makeProject } from '../harness/factories.ts';
+import { useManualClock } from '../harness/schedule-helpers.ts';
+import { systemClock } from '../../src/services/deps.ts';
 
 let app: TestApp;
 let admin: string;
@@ -43,6 +45,31 @@ describe('API keys', () => {
     expect((await app.gql(ViewerDocument, {}, { key: made.secret })).errors?.[0].extensions?.code).toBe('UNAUTHENTICATED');
     const again = await app.gql(RevokeApiKeyDocument, { input: { id: gid('ApiKey', made.id) } }, { key: admin });
     expect(again.data?.revokeApiKey).toMatchObject({ __typename: 'ConflictError', code: 'API_KEY_REVOKED' });
+  });
+
+  it('trusts a checked key for API_KEY_CACHE_MS at most, and never past its expiry', async () => {
+    const clock = useManualClock(app, new Date());
+    try {
+      const code = async (key: string) => (await app.gql(ViewerDocument, {}, { key })).errors?.[0].extensions?.code ?? 'OK';
+      // Revoked by another process (straight in the catalog): this process finds out once its memory of the key runs out.
+      const elsewhere = await makeApiKey(app.runtime.db, orgId, { scopes: ['backups:read'] });
+      expect(await code(elsewhere.secret)).toBe('OK');
+      await app.runtime.db.apiKey.update({ where: { id: elsewhere.id }, data: { revokedAt: new Date() } });
+      expect(await code(elsewhere.secret)).toBe('OK');
+      clock.advance(4_999);
+      expect(await code(elsewhere.secret)).toBe('OK');
+      clock.advance(1);
+      expect(await code(elsewhere.secret)).toBe('UNAUTHENTICATED');
+      // An expiry inside that time counts at once.
+      const expiring = await makeApiKey(app.runtime.db, orgId, { scopes: ['backups:read'], expiresAt: new Date(clock.now().getTime() + 2_000) });
+      expect(await code(expiring.secret)).toBe('OK');
+      clock.advance(1_999);
+      expect(await code(expiring.secret)).toBe('OK');
+      clock.advance(1);
+      expect(await code(expiring.secret)).toBe('UNAUTHENTICATED');
+    } finally {
+      app.runtime.deps.clock = systemClock;
+    }
   });
 
   it('never grants more than the creator holds', async () => {

@@ -19,3 +19,12 @@ describe('JOB_NICE', () => {
     expect((err as Error).message).toContain('JOB_NICE');
   });
 });
+
+describe('API_KEY_CACHE_MS', () => {
+  it('defaults to 5 s; 0 turns the cache off; at most 5 minutes', () => {
+    expect(loadConfig({}).API_KEY_CACHE_MS).toBe(5_000);
+    expect(loadConfig({ API_KEY_CACHE_MS: '0' }).API_KEY_CACHE_MS).toBe(0);
+    expect(loadConfig({ API_KEY_CACHE_MS: '300000' }).API_KEY_CACHE_MS).toBe(300_000);
+    for (const value of ['300001', '-1', 'soon']) expect(() => loadConfig({ API_KEY_CACHE_MS: value })).toThrow(/API_KEY_CACHE_MS/);
+  });
+});

@@ -17,12 +17,13 @@ export async function makeOrganization(db: Db, overrides: { name?: string } = {}
   return db.organization.create({ data: { name: overrides.name ?? `Org ${suffix()}` } });
 }
 
-export async function makeApiKey(db: Db, organizationId: string, overrides: { scopes?: Scope[]; projectIds?: string[]; name?: string } = {}) {
+export async function makeApiKey(db: Db, organizationId: string, overrides: { scopes?: Scope[]; projectIds?: string[]; name?: string; expiresAt?: Date } = {}) {
   return issueApiKey(db, {
     organizationId,
     name: overrides.name ?? `key ${suffix()}`,
     scopes: overrides.scopes ?? ['admin'],
     projectIds: overrides.projectIds,
+    expiresAt: overrides.expiresAt,
   });
 }
 
