@@ -4,7 +4,9 @@
  * file, so tests can use cheap ones without changing the format.
  */
 import { scrypt } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
 import type { Key } from './crypto.ts';
+import { backgroundNice } from './priority.ts';
 
 /** scrypt cost parameters as stored in a restic key file. */
 export interface KdfParams {
@@ -16,14 +18,43 @@ export interface KdfParams {
 /** restic's defaults for new keys (N=2^15, r=8, p=1). */
 export const DEFAULT_KDF_PARAMS: KdfParams = { N: 32768, r: 8, p: 1 };
 
-/** Derives the user key from the password. */
+/**
+ * The scrypt run for background work: a thread of its own that lowers its priority first
+ * (Linux gives each thread its own niceness, as in blob-worker.mjs). Inline, so the bundle in
+ * dist/ needs no extra file.
+ */
+const NICE_SCRYPT = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { scryptSync } = require('node:crypto');
+try {
+  const tid = Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop());
+  require('node:os').setPriority(tid, workerData.nice);
+} catch {}
+parentPort.postMessage(scryptSync(workerData.password, workerData.salt, 64, workerData.options));
+`;
+
+/**
+ * Derives the user key from the password. With a background niceness set (a server's jobs),
+ * scrypt runs on a thread at that niceness: a restic-strength run takes a core for about 0.2 s,
+ * which otherwise delays API requests at the start of every snapshot. Else on libuv's pool.
+ */
 export function deriveKey(password: string, salt: Uint8Array, params: KdfParams): Promise<Key> {
-  return new Promise((resolve, reject) => {
-    // scrypt needs 128 * N * r bytes; Node refuses above maxmem, so size it to the parameters.
-    const maxmem = 128 * params.N * params.r * 2 + 1024 * 1024;
-    scrypt(password, salt, 64, { N: params.N, r: params.r, p: params.p, maxmem }, (err, buf) => {
-      if (err) return reject(err);
-      resolve({ encrypt: buf.subarray(0, 32), macK: buf.subarray(32, 48), macR: buf.subarray(48, 64) });
+  // scrypt needs 128 * N * r bytes; Node refuses above maxmem, so size it to the parameters.
+  const options = { N: params.N, r: params.r, p: params.p, maxmem: 128 * params.N * params.r * 2 + 1024 * 1024 };
+  const toKey = (buf: Uint8Array): Key => {
+    const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+    return { encrypt: b.subarray(0, 32), macK: b.subarray(32, 48), macR: b.subarray(48, 64) };
+  };
+  const nice = backgroundNice();
+  if (nice > 0) {
+    return new Promise((resolve, reject) => {
+      const worker = new Worker(NICE_SCRYPT, { eval: true, workerData: { password, salt, options, nice } });
+      worker.once('message', (buf: Uint8Array) => resolve(toKey(buf)));
+      worker.once('error', reject);
+      worker.once('exit', (code) => reject(new Error(`the scrypt thread exited with code ${code} before answering`)));
     });
+  }
+  return new Promise((resolve, reject) => {
+    scrypt(password, salt, 64, options, (err, buf) => (err ? reject(err) : resolve(toKey(buf))));
   });
 }

@@ -2,7 +2,8 @@
  * CPU priority of background work. A server that also answers API requests runs its jobs'
  * byte work, the codec threads, at a higher niceness (lower priority): when the cores are busy
  * the request handlers go first; when they are idle the threads still have every core. The
- * threads lower their own priority as they start (blob-worker.mjs). pg_dump and pg_restore
+ * threads lower their own priority as they start (blob-worker.mjs), and so does the thread
+ * that derives a repository's key (kdf.ts). pg_dump and pg_restore
  * keep normal priority: they relay the PostgreSQL server's data, and behind its backend they
  * would only stall it. 0 (the default) changes nothing, as for the command line.
  */
