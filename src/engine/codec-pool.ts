@@ -15,7 +15,7 @@ import { backgroundNice } from './priority.ts';
 import { IntegrityError } from './errors.ts';
 import type { Id } from './ids.ts';
 
-/** A worker's answer (see blob-worker.mjs). */
+/** A worker's answer (see codec-thread.mjs). */
 interface WorkerResponse {
   seq: number;
   /** Set on scan and stream messages: 'batch' carries scan-core.mjs messages in items, 'done' ends the job. */
@@ -78,7 +78,7 @@ export interface ScanHandlers {
 }
 
 /**
- * Size of each scanning thread's ring of sealed blobs (see blob-worker.mjs): how far it may run
+ * Size of each scanning thread's ring of sealed blobs (see codec-thread.mjs): how far it may run
  * ahead of the main thread, so it bounds memory whatever the sizes of the files. Holds a
  * blob of the default chunker's maximum size; larger ones travel in buffers of their own.
  */

@@ -10,7 +10,7 @@
  * Output, through emit(message, transferList), in entry order:
  *   { type: 'blob', index, id, len, uncompressedLength, plainLength, data | off, cost }
  *       one per chunk read: the stored bytes in `data`, or at `off` in the thread's ring
- *       (see blob-worker.mjs), taking `cost` bytes of it
+ *       (see codec-thread.mjs), taking `cost` bytes of it
  *   { type: 'entry', index, stat, content?, size?, unchanged?, linktarget? }
  *   { type: 'entry', index, gone: true }                                  vanished since readdir
  *   { type: 'entry', index, error: { code, message } }
@@ -29,7 +29,7 @@ import { formatTime } from './time.mjs';
 
 /**
  * Most stream chunks waiting for the main thread's answer (see readStream); the answers'
- * cells in blob-worker.mjs must outnumber them.
+ * cells in codec-thread.mjs must outnumber them.
  */
 export const MAX_UNANSWERED = 256;
 

@@ -1,6 +1,6 @@
 /**
  * Layout of the control words a stream shares between the main thread (codec-pool.ts) and its
- * codec thread (blob-worker.mjs): indices into an Int32Array over a SharedArrayBuffer.
+ * codec thread (codec-thread.mjs): indices into an Int32Array over a SharedArrayBuffer.
  */
 export const STREAM = Object.freeze({
   /** Bytes copied into the input ring and not yet taken by the thread. */
@@ -9,7 +9,7 @@ export const STREAM = Object.freeze({
   STATE: 1,
   /** Bumped by the main thread after each change; the thread sleeps on it. */
   WAKE: 2,
-  /** First answer cell (see blob-worker.mjs streamJob). */
+  /** First answer cell (see codec-thread.mjs streamJob). */
   ANSWERS: 3,
   ANSWER_CELLS: 1024,
   OPEN: 0,

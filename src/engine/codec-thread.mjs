@@ -1,0 +1,224 @@
+/**
+ * Codec thread (started through blob-worker.mjs): the byte work of backups and restores, off
+ * the main thread. Receives the master key once (workerData.key: 64 bytes, encryption key ||
+ * k || r), then messages:
+ *   `{ seq, op: 'decode', id, stored, uncompressedLength }` → `{ seq, data }` (verified plaintext)
+ *   `{ seq, op: 'scan', job }` → `{ seq, type: 'batch', items }` with the messages of
+ *     scan-core.mjs in order (a few hundred or about a MiB of blobs per batch), then
+ *     `{ seq, type: 'done' }`
+ *   `{ seq, op: 'stream', input | fd, cut, ctl, params }` → batches of `{ type: 'chunk', k, id, len,
+ *     off }` and `{ type: 'blob', index: k, … }` messages, then `{ seq, type: 'done', size }`
+ *     (see streamJob below)
+ *   `{ seq, op: 'sealShared', cut, off, len, id, k, ctl }` → a batch with the sealed blob,
+ *     then `{ seq, type: 'done' }`: seals chunk k of another thread's stream from its cutting
+ *     buffer and answers k there (sealSharedJob below)
+ *   `{ seq, op: 'du', paths }` → `{ seq, total }` (scan-core.mjs diskUsage)
+ * or `{ seq, error }`, transferring buffers instead of copying them.
+ *
+ * Scans write sealed blobs into a ring (workerData.ring, a SharedArrayBuffer) and send only
+ * where they are; the main thread copies them into packs and gives the space back through
+ * workerData.owed (bytes of the ring in use). A thread waits when the ring is full, which
+ * bounds memory, and no buffer is allocated, transferred and collected per blob.
+ * Plain JavaScript, so the thread starts fast and small whatever loader the main thread uses.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { readSync } from 'node:fs';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { decodeBlobRaw } from './seal-core.mjs';
+import { MAX_UNANSWERED, Scanner, diskUsage } from './scan-core.mjs';
+import { STREAM, answerChunk, chunkAnswer } from './stream-ctl.mjs';
+
+const keyBytes = Buffer.from(workerData.key);
+const encKey = keyBytes.subarray(0, 32);
+const macK = keyBytes.subarray(32, 48);
+const macR = keyBytes.subarray(48, 64);
+
+// Each job leaves a few MiB of dead buffers behind, and V8 collects an isolate's external
+// memory only after tens of MiB have piled up — per thread. Collecting every few MiB keeps
+// the process within its memory budget; a full GC of this tiny heap takes about a millisecond.
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc');
+const GC_EVERY_BYTES = 8 * 1024 * 1024;
+let sinceGc = 0;
+
+function collect(bytes) {
+  sinceGc += bytes;
+  if (sinceGc >= GC_EVERY_BYTES) {
+    sinceGc = 0;
+    gc();
+  }
+}
+
+const owed = workerData.owed ? new Int32Array(workerData.owed) : null;
+const ring = workerData.ring ? Buffer.from(workerData.ring) : null;
+/** Where the next slot starts; everything before it back to the oldest unreturned slot is in use. */
+let head = 0;
+
+/** Scan messages not yet posted: one postMessage per batch costs far less than one each. */
+const BATCH_BYTES = 1024 * 1024;
+const BATCH_ITEMS = 256;
+let batch = [];
+let batchTransfer = [];
+let batchBytes = 0;
+let batchSeq = 0;
+
+function flush() {
+  if (batch.length === 0) return;
+  parentPort.postMessage({ seq: batchSeq, type: 'batch', items: batch }, batchTransfer);
+  batch = [];
+  batchTransfer = [];
+  batchBytes = 0;
+}
+
+function emit(m, transfer) {
+  batch.push(m);
+  if (transfer) batchTransfer.push(...transfer);
+  batchBytes += m.len ?? 0;
+  if (batchBytes >= BATCH_BYTES || batch.length >= BATCH_ITEMS) flush();
+}
+
+/**
+ * A ring slot of n bytes: `{ view, off, cost }`, cost counting the unused end of the ring when
+ * the slot wraps to its start. The main thread returns slots in the order they were given.
+ */
+function ringSlot(n) {
+  if (!ring || n > ring.length) return { view: Buffer.allocUnsafeSlow(n) };
+  for (;;) {
+    const used = Atomics.load(owed, 0);
+    if (used === 0) head = 0; // all returned: start over at the front
+    const start = head + n <= ring.length ? head : 0;
+    const cost = n + (start === 0 && head !== 0 ? ring.length - head : 0);
+    if (used + cost <= ring.length) {
+      Atomics.add(owed, 0, cost);
+      head = start + n;
+      collect(n);
+      return { view: ring.subarray(start, start + n), off: start, cost };
+    }
+    flush(); // the slots the main thread would return may still be in the unsent batch
+    Atomics.wait(owed, 0, used, 1000);
+  }
+}
+
+const scanner = new Scanner(encKey, macK, macR, workerData.compression, ringSlot);
+
+/**
+ * Chunks a stream the main thread copies into `input`, a shared ring (or that the thread reads
+ * itself from `fd`, a pipe's blocking read end, which the main thread closes), through `cut`, a shared
+ * cutting buffer, and seals the chunks it is told to. `ctl` (Int32Array over a
+ * SharedArrayBuffer, layout in stream-ctl.mjs) holds the bytes waiting in the ring, the
+ * stream's state (open, ended, aborted), a wake-up counter bumped after every change, and one
+ * answer cell per unanswered chunk (answerChunk): seal it here, or nothing to do (the
+ * repository has it, or another thread has sealed it: sealSharedJob).
+ */
+function streamJob(msg) {
+  const input = msg.input ? Buffer.from(msg.input) : null;
+  const ctl = new Int32Array(msg.ctl);
+  let readPos = 0;
+  /** Blocks until ready() returns something other than undefined, or throws once aborted. */
+  const waitFor = (ready) => {
+    for (;;) {
+      const gen = Atomics.load(ctl, STREAM.WAKE);
+      if (Atomics.load(ctl, STREAM.STATE) === STREAM.ABORTED) throw new Error('stream aborted');
+      const r = ready();
+      if (r !== undefined) return r;
+      flush(); // the main thread may be waiting for what is in the batch
+      Atomics.wait(ctl, STREAM.WAKE, gen, 1000);
+    }
+  };
+  const fromRing = (buf, off, want, idle) => {
+    let used = 0;
+    waitFor(() => {
+      // The state first: the main thread adds the last bytes before it marks the end.
+      const ended = Atomics.load(ctl, STREAM.STATE) === STREAM.ENDED;
+      used = Atomics.load(ctl, STREAM.USED);
+      if (used > 0 || ended) return true;
+      idle();
+      return undefined;
+    });
+    if (used === 0) return 0;
+    const n = Math.min(used, want, input.length - readPos);
+    input.copy(buf, off, readPos, readPos + n);
+    readPos = (readPos + n) % input.length;
+    Atomics.sub(ctl, STREAM.USED, n);
+    Atomics.notify(ctl, STREAM.USED);
+    return n;
+  };
+  // Straight from a pipe (msg.fd, blocking): the bytes never pass through the main thread.
+  // Answered chunks are sealed as new ones are cut, so a read never waits for sealing.
+  const fromFd = (buf, off, want) => {
+    const n = readSync(msg.fd, buf, off, want, null);
+    if (Atomics.load(ctl, STREAM.STATE) === STREAM.ABORTED) throw new Error('stream aborted');
+    return n;
+  };
+  const announce = (k, id, len, off) => {
+    emit({ type: 'chunk', k, id, len, off });
+    flush();
+  };
+  const decide = (k, wait) => (wait ? waitFor(() => chunkAnswer(ctl, k)) : chunkAnswer(ctl, k));
+  batchSeq = msg.seq;
+  let size;
+  try {
+    size = scanner.readStream(Buffer.from(msg.cut), msg.fd === undefined ? fromRing : fromFd, msg.params, announce, decide, emit);
+  } finally {
+    flush();
+  }
+  parentPort.postMessage({ seq: msg.seq, type: 'done', size });
+}
+
+/**
+ * Seals chunk k of a stream another thread is cutting, reading it from that thread's cutting
+ * buffer, then tells that thread the bytes are no longer needed (whether or not sealing
+ * worked: a failure reaches the main thread through this job's error).
+ */
+function sealSharedJob(msg) {
+  batchSeq = msg.seq;
+  const ctl = new Int32Array(msg.ctl);
+  try {
+    scanner.sealChunk(Buffer.from(msg.cut, msg.off, msg.len), { type: 'blob', index: msg.k, id: msg.id }, emit);
+  } finally {
+    answerChunk(ctl, msg.k, false);
+    flush();
+  }
+  parentPort.postMessage({ seq: msg.seq, type: 'done' });
+}
+
+if (STREAM.ANSWER_CELLS <= MAX_UNANSWERED) throw new Error('stream answer cells must outnumber unanswered chunks');
+
+/** Large Buffers own their ArrayBuffer; small ones may live in Node's shared pool. */
+function transferable(buf) {
+  return buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength ? buf : Uint8Array.from(buf);
+}
+
+parentPort.on('message', (msg) => {
+  try {
+    if (msg.op === 'scan') {
+      batchSeq = msg.seq;
+      try {
+        scanner.scanBatch(msg.job, emit);
+      } finally {
+        flush();
+      }
+      parentPort.postMessage({ seq: msg.seq, type: 'done' });
+    } else if (msg.op === 'stream') {
+      streamJob(msg);
+    } else if (msg.op === 'sealShared') {
+      sealSharedJob(msg);
+    } else if (msg.op === 'du') {
+      parentPort.postMessage({ seq: msg.seq, total: diskUsage(msg.paths) });
+    } else if (msg.op === 'decode') {
+      const r = decodeBlobRaw(encKey, macK, macR, msg.id, msg.stored, msg.uncompressedLength);
+      if (r.error !== undefined) {
+        parentPort.postMessage({ seq: msg.seq, error: r.error });
+      } else {
+        const data = transferable(r.plain);
+        parentPort.postMessage({ seq: msg.seq, data }, [data.buffer]);
+        collect(msg.stored.length + data.length);
+      }
+    } else {
+      throw new Error(`unknown codec operation ${String(msg.op)}`);
+    }
+  } catch (err) {
+    parentPort.postMessage({ seq: msg.seq, error: err instanceof Error ? err.message : String(err) });
+  }
+});
