@@ -215,11 +215,18 @@ async function main() {
       await catalog.client!.query('CHECKPOINT');
       execFileSync('sync');
     };
+    // Every step's server first answers a second of queries, so that no step measures a cold
+    // process compiling its request path.
+    const warmUp = async (url: string) => {
+      const warm = startLoad(url, key, 50);
+      await new Promise((r) => setTimeout(r, 1000));
+      await warm.stop();
+    };
     const underLoad = async <T>(fn: () => Promise<T>): Promise<{ value: T; latency: LatencySummary }> => {
       await settle();
       running = await startServer({ databaseUrl: catalogUrl, secretKey, logFile });
       try {
-        await startLoad(running.url, key, QPS).stop(); // warm the server's code paths
+        await warmUp(running.url);
         const load = startLoad(running.url, key, QPS);
         const value = await fn();
         return { value, latency: await load.stop() };
@@ -250,12 +257,9 @@ async function main() {
       await settle();
       running = await startServer({ databaseUrl: catalogUrl, secretKey, logFile });
       let idle: LatencySummary | undefined;
+      await warmUp(running.url);
       if (opts.idle) {
-        // Warm the server's code paths first; then what the queries cost on an idle server.
-        await startLoad(running.url, key, QPS).stop();
-        const warm = startLoad(running.url, key, 50);
-        await new Promise((r) => setTimeout(r, 1000));
-        await warm.stop();
+        // What the queries cost on an idle server.
         const cpuIdle0 = running.cpuSeconds();
         const load = startLoad(running.url, key, QPS);
         await new Promise((r) => setTimeout(r, 5000));
