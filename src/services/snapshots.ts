@@ -187,8 +187,15 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
         const attempt = new AbortController();
         const attemptSignal = AbortSignal.any([signal, attempt.signal]);
         let dump: Dump | PipedDump | null = null;
-        let opening = true;
+        // Set while the destination opens: a failure then is the destination's, not the source's.
+        let opening = false;
         try {
+          // pg_dump starts first: its own start (connecting, locking, reading the catalog) then
+          // overlaps opening the repository (scrypt, index, parent), and it waits on the pipe
+          // until the backup reads. Through a pipe a codec thread reads, where the platform
+          // allows: the dump's bytes never reach the event loop that answers the API.
+          dump = databaseUrl ? ((await startDumpToPipe(databaseUrl, { signal: attemptSignal })) ?? startDump(databaseUrl, { signal: attemptSignal })) : null;
+          opening = true;
           const candidate = await openRepository(deps, copy.destinationId, signal);
           opened.push(candidate);
           opening = false;
@@ -199,9 +206,6 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
           }
           await deps.db.snapshotCopy.update({ where: { id: copy.id }, data: { status: 'UPLOADING' } });
           const sources: Record<string, BackupSource> = {};
-          // Through a pipe a codec thread reads, where the platform allows: the dump's bytes never
-          // reach the event loop that answers the API.
-          dump = databaseUrl ? ((await startDumpToPipe(databaseUrl, { signal: attemptSignal })) ?? startDump(databaseUrl, { signal: attemptSignal })) : null;
           const dbSize = dbBytes === null ? undefined : Number(dbBytes);
           if (dump) sources[`/db/${env.databaseName}.dump`] = 'pipe' in dump ? { pipe: dump.pipe, size: dbSize } : { stream: dump.stream, size: dbSize };
           if (snapshot.includes.includes('FILES') && env.filesPath) sources['/files'] = env.filesPath;
