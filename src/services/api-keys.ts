@@ -44,6 +44,8 @@ export async function authenticate(db: Db, token: string, now: Date): Promise<Vi
  */
 export class ViewerCache {
   private readonly entries = new Map<string, { viewer: Viewer; keyExpiresAt: number | null; since: number }>();
+  /** Keys forgotten lately, until when: a lookup that was under way as one was revoked is not kept. */
+  private readonly forgotten = new Map<string, number>();
 
   constructor(
     private readonly ttlMs: number,
@@ -59,15 +61,19 @@ export class ViewerCache {
     if (hit && t >= hit.since && t - hit.since < this.ttlMs && (hit.keyExpiresAt === null || t < hit.keyExpiresAt)) return hit.viewer;
     this.entries.delete(id);
     const { viewer, expiresAt } = await lookUp(db, token, now);
+    if ((this.forgotten.get(viewer.apiKeyId) ?? -Infinity) > t) return viewer;
     // Oldest first out: a Map iterates in insertion order.
     if (this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
     this.entries.set(id, { viewer, keyExpiresAt: expiresAt?.getTime() ?? null, since: t });
     return viewer;
   }
 
-  /** Drops every remembered use of a key (after it was revoked). */
-  forget(apiKeyId: string): void {
+  /** Drops every remembered use of a key (after it was revoked), and keeps none for `ttlMs`. */
+  forget(apiKeyId: string, now: Date): void {
     for (const [id, e] of this.entries) if (e.viewer.apiKeyId === apiKeyId) this.entries.delete(id);
+    const t = now.getTime();
+    for (const [id, until] of this.forgotten) if (until <= t) this.forgotten.delete(id);
+    this.forgotten.set(apiKeyId, t + this.ttlMs);
   }
 }
 
@@ -155,8 +161,9 @@ export async function revokeApiKey(deps: Deps, viewer: Viewer, id: string): Prom
   const visible = key && (viewer.projectIds === null || (key.projects.length > 0 && key.projects.every((p) => canSeeProject(viewer, p.projectId))));
   if (!key || !visible) throw NotFoundError.apiKey();
   if (key.revokedAt) throw new ConflictError(ErrorCode.API_KEY_REVOKED, 'API key is already revoked');
-  await deps.db.apiKey.update({ where: { id }, data: { revokedAt: deps.clock.now() } });
-  deps.viewerCache?.forget(id);
+  const now = deps.clock.now();
+  await deps.db.apiKey.update({ where: { id }, data: { revokedAt: now } });
+  deps.viewerCache?.forget(id, now);
   return id;
 }
 

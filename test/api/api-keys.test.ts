@@ -3,6 +3,7 @@ import { ApiKeysDocument, CreateApiKeyDocument, ProjectsDocument, RevokeApiKeyDo
 import { startTestApp, type TestApp } from '../harness/app.ts';
 import { gid, makeApiKey, makeOrganization, makeProject } from '../harness/factories.ts';
 import { useManualClock } from '../harness/schedule-helpers.ts';
+import { ViewerCache } from '../../src/services/api-keys.ts';
 import { systemClock } from '../../src/services/deps.ts';
 
 let app: TestApp;
@@ -70,6 +71,18 @@ describe('API keys', () => {
     } finally {
       app.runtime.deps.clock = systemClock;
     }
+  });
+
+  it('does not keep a lookup that was under way while the key was revoked', async () => {
+    const cache = new ViewerCache(60_000);
+    const db = app.runtime.db;
+    const made = await makeApiKey(db, orgId, { scopes: ['backups:read'] });
+    // The lookup reads the key before the revocation lands; the forget comes while it waits.
+    const racing = cache.authenticate(db, made.secret, new Date());
+    cache.forget(made.id, new Date());
+    expect((await racing).apiKeyId).toBe(made.id);
+    await db.apiKey.update({ where: { id: made.id }, data: { revokedAt: new Date() } });
+    await expect(cache.authenticate(db, made.secret, new Date())).rejects.toThrow(/revoked/);
   });
 
   it('never grants more than the creator holds', async () => {
