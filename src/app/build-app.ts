@@ -311,6 +311,7 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
       grace.unref();
       await closed;
       clearTimeout(grace);
+      metrics.close();
     },
   };
 }

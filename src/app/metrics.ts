@@ -39,5 +39,9 @@ export function createMetrics(gauges: Record<string, () => number> = {}) {
       lines.push('# TYPE backplane_process_resident_bytes gauge', `backplane_process_resident_bytes ${mem.rss}`);
       return lines.join('\n') + '\n';
     },
+    /** Stops the event loop monitor (its sampling timer). */
+    close() {
+      loop.disable();
+    },
   };
 }

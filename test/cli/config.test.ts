@@ -9,14 +9,8 @@ describe('JOB_NICE', () => {
   });
 
   it.each(['20', '-1', '2.5', 'low'])('refuses %s with a ConfigError naming it', (value) => {
-    let err: unknown;
-    try {
-      loadConfig({ JOB_NICE: value });
-    } catch (e) {
-      err = e;
-    }
-    expect(err).toBeInstanceOf(ConfigError);
-    expect((err as Error).message).toContain('JOB_NICE');
+    expect(() => loadConfig({ JOB_NICE: value })).toThrow(ConfigError);
+    expect(() => loadConfig({ JOB_NICE: value })).toThrow(/JOB_NICE/);
   });
 });
 
