@@ -7,6 +7,7 @@ import { runMigrations as runWorkerMigrations } from 'graphile-worker';
 import { buildApp, type App } from '../app/build-app.ts';
 import { ensureDemo } from '../app/bootstrap.ts';
 import { setBackgroundNice } from '../engine/priority.ts';
+import { defaultCodecThreads, keepCodecThreadsWarm } from '../engine/codec-pool.ts';
 import { loadConfig, type Config } from '../app/config.ts';
 import { createLogger, type Logger } from '../app/logger.ts';
 import { createRuntime, type Runtime } from '../app/runtime.ts';
@@ -70,6 +71,7 @@ async function serveCommand(config: Config, logger: Logger, opts: { worker: bool
     await app?.stop();
     await worker?.stop();
     await runtime?.close();
+    await keepCodecThreadsWarm(0);
     await database.stop();
   };
   try {
@@ -79,7 +81,10 @@ async function serveCommand(config: Config, logger: Logger, opts: { worker: bool
     }
     runtime = await createRuntime(config, database.url, logger);
     const demo = opts.demo && database.urlFor ? await ensureDemo(runtime.deps, { home: config.home, databaseUrlFor: database.urlFor }) : null;
-    if (opts.worker) setBackgroundNice(config.JOB_NICE);
+    if (opts.worker) {
+      setBackgroundNice(config.JOB_NICE);
+      await keepCodecThreadsWarm(defaultCodecThreads());
+    }
     if (opts.worker) worker = await startWorker({ deps: runtime.deps, databaseUrl: database.url, concurrency: config.WORKER_CONCURRENCY, logger, staleAfterMs: config.OPERATION_STALE_MS });
     let port: number | undefined;
     if (opts.api) {

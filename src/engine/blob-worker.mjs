@@ -5,7 +5,7 @@
  * thread its own niceness, set through its thread id; elsewhere, or when not permitted, the
  * thread keeps normal priority.
  */
-import { workerData } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import { readlinkSync } from 'node:fs';
 import { setPriority } from 'node:os';
 
@@ -17,3 +17,4 @@ if (workerData.nice) {
   }
 }
 await import('./codec-thread.mjs');
+parentPort.postMessage({ type: 'ready' }); // a spare thread is warm (codec-pool.ts)

@@ -101,6 +101,95 @@ function ownedCopy(u: Uint8Array): Uint8Array {
   return copy;
 }
 
+const THREAD_URL = new URL('./blob-worker.mjs', import.meta.url);
+
+function startThread(nice: number): Worker {
+  return new Worker(THREAD_URL, { workerData: { nice } });
+}
+
+/** A codec thread started ahead of need, not yet given a key. */
+interface Spare {
+  worker: Worker;
+  nice: number;
+  /** Settles once the thread has loaded its modules, or has died. */
+  warm: Promise<void>;
+  drop: () => void;
+}
+
+/**
+ * Codec threads kept started for the next pool (keepCodecThreadsWarm). A thread's start-up,
+ * Node's bootstrap and the codec modules, takes tens of milliseconds of a core, the bootstrap at
+ * normal priority since a thread can lower its own only once it runs. In a server that also
+ * answers requests, pools started on demand put that burst at every job's start, beside the
+ * API; spares start it when a pool closes, with the server usually idle.
+ */
+const spares: Spare[] = [];
+let sparesWanted = 0;
+
+function addSpare(): void {
+  const nice = backgroundNice();
+  const worker = startThread(nice);
+  let warmed!: () => void;
+  const spare: Spare = {
+    worker,
+    nice,
+    warm: new Promise<void>((resolve) => (warmed = resolve)),
+    drop: () => {
+      worker.off('message', onMessage).off('error', onGone).off('exit', onGone);
+      const i = spares.indexOf(spare);
+      if (i >= 0) spares.splice(i, 1);
+      warmed();
+    },
+  };
+  const onMessage = (m: { type?: string }): void => {
+    if (m.type === 'ready') warmed();
+  };
+  // A spare that dies is not replaced until the next pool closes, so a thread that cannot
+  // start does not loop.
+  const onGone = (): void => spare.drop();
+  worker.on('message', onMessage).on('error', onGone).on('exit', onGone);
+  worker.unref();
+  spares.push(spare);
+}
+
+function refillSpares(): void {
+  while (spares.length < sparesWanted) addSpare();
+}
+
+/** A warm thread at the current niceness, taken out of the spares, if there is one. */
+function takeSpare(): Worker | undefined {
+  const i = spares.findIndex((s) => s.nice === backgroundNice());
+  if (i < 0) return undefined;
+  const spare = spares[i];
+  spare.drop();
+  return spare.worker;
+}
+
+/**
+ * Keeps `count` codec threads started and idle for the pools to come (a long-running server
+ * calls this; 0, the default, starts every pool's threads with it and stops the spares). Each
+ * pool takes what it can and, once closed, starts replacements. An idle spare costs its
+ * thread's memory (a few MiB) and no CPU.
+ */
+export async function keepCodecThreadsWarm(count: number): Promise<void> {
+  if (!Number.isInteger(count) || count < 0) throw new RangeError(`spare codec threads must be 0 or more, not ${count}`);
+  sparesWanted = count;
+  const extra = spares.splice(count);
+  await Promise.all(
+    extra.map((s) => {
+      s.drop();
+      return s.worker.terminate();
+    }),
+  );
+  refillSpares();
+}
+
+/** Resolves once every spare thread has loaded its modules; how many are warm. */
+export async function spareCodecThreads(): Promise<number> {
+  await Promise.all(spares.map((s) => s.warm));
+  return spares.length;
+}
+
 /** A pool of codec threads. Call close() when done. */
 export class CodecPool {
   private readonly workers: Worker[] = [];
@@ -130,12 +219,12 @@ export class CodecPool {
   }
 
   private start(): void {
-    const url = new URL('./blob-worker.mjs', import.meta.url);
     const { key, compression } = this;
     for (let i = 0; i < this.size; i++) {
       const owed = new SharedArrayBuffer(4);
       const ring = new SharedArrayBuffer(this.ringBytes);
-      const w = new Worker(url, { workerData: { key: keyToBytes(key), compression, owed, ring, nice: backgroundNice() } });
+      const w = takeSpare() ?? startThread(backgroundNice());
+      w.postMessage({ op: 'init', key: keyToBytes(key), compression, owed, ring });
       this.owed.push(new Int32Array(owed));
       this.rings.push(Buffer.from(ring));
       this.chains.push(Promise.resolve());
@@ -390,8 +479,10 @@ export class CodecPool {
   /** Stops the workers. */
   async close(): Promise<void> {
     this.closed = true;
+    const started = this.workers.length > 0;
     await Promise.all(this.workers.map((w) => w.terminate()));
     this.workers.length = 0;
+    if (started) refillSpares();
     await Promise.all(this.chains); // handlers still running finish before the pool is gone
     this.fail(new Error('codec pool is closed')); // jobs still waiting never get an answer
   }

@@ -1,7 +1,9 @@
 /**
  * Codec thread (started through blob-worker.mjs): the byte work of backups and restores, off
- * the main thread. Receives the master key once (workerData.key: 64 bytes, encryption key ||
- * k || r), then messages:
+ * the main thread. Its first message gives it a pool's master key and buffers (a thread may be
+ * started before any pool needs it: codec-pool.ts keepCodecThreadsWarm):
+ *   `{ op: 'init', key, compression, owed, ring }` (key: 64 bytes, encryption key || k || r)
+ * then:
  *   `{ seq, op: 'decode', id, stored, uncompressedLength }` → `{ seq, data }` (verified plaintext)
  *   `{ seq, op: 'scan', job }` → `{ seq, type: 'batch', items }` with the messages of
  *     scan-core.mjs in order (a few hundred or about a MiB of blobs per batch), then
@@ -15,13 +17,13 @@
  *   `{ seq, op: 'du', paths }` → `{ seq, total }` (scan-core.mjs diskUsage)
  * or `{ seq, error }`, transferring buffers instead of copying them.
  *
- * Scans write sealed blobs into a ring (workerData.ring, a SharedArrayBuffer) and send only
+ * Scans write sealed blobs into a ring (init's ring, a SharedArrayBuffer) and send only
  * where they are; the main thread copies them into packs and gives the space back through
- * workerData.owed (bytes of the ring in use). A thread waits when the ring is full, which
+ * init's owed (bytes of the ring in use). A thread waits when the ring is full, which
  * bounds memory, and no buffer is allocated, transferred and collected per blob.
  * Plain JavaScript, so the thread starts fast and small whatever loader the main thread uses.
  */
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import { readSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -29,10 +31,8 @@ import { decodeBlobRaw } from './seal-core.mjs';
 import { MAX_UNANSWERED, Scanner, diskUsage } from './scan-core.mjs';
 import { STREAM, answerChunk, chunkAnswer } from './stream-ctl.mjs';
 
-const keyBytes = Buffer.from(workerData.key);
-const encKey = keyBytes.subarray(0, 32);
-const macK = keyBytes.subarray(32, 48);
-const macR = keyBytes.subarray(48, 64);
+/** Set by the 'init' message. */
+let encKey, macK, macR, scanner;
 
 // Each job leaves a few MiB of dead buffers behind, and V8 collects an isolate's external
 // memory only after tens of MiB have piled up — per thread. Collecting every few MiB keeps
@@ -50,8 +50,9 @@ function collect(bytes) {
   }
 }
 
-const owed = workerData.owed ? new Int32Array(workerData.owed) : null;
-const ring = workerData.ring ? Buffer.from(workerData.ring) : null;
+/** Bytes of the ring in use, and the ring (see the top of this file); set by 'init'. */
+let owed = null;
+let ring = null;
 /** Where the next slot starts; everything before it back to the oldest unreturned slot is in use. */
 let head = 0;
 
@@ -100,7 +101,15 @@ function ringSlot(n) {
   }
 }
 
-const scanner = new Scanner(encKey, macK, macR, workerData.compression, ringSlot);
+function init(msg) {
+  const keyBytes = Buffer.from(msg.key);
+  encKey = keyBytes.subarray(0, 32);
+  macK = keyBytes.subarray(32, 48);
+  macR = keyBytes.subarray(48, 64);
+  owed = msg.owed ? new Int32Array(msg.owed) : null;
+  ring = msg.ring ? Buffer.from(msg.ring) : null;
+  scanner = new Scanner(encKey, macK, macR, msg.compression, ringSlot);
+}
 
 /**
  * Chunks a stream the main thread copies into `input`, a shared ring (or that the thread reads
@@ -192,7 +201,12 @@ function transferable(buf) {
 
 parentPort.on('message', (msg) => {
   try {
-    if (msg.op === 'scan') {
+    if (msg.op === 'init') {
+      if (scanner) throw new Error('codec thread is already in use');
+      init(msg);
+    } else if (!scanner) {
+      throw new Error(`codec thread got ${String(msg.op)} before its key`);
+    } else if (msg.op === 'scan') {
       batchSeq = msg.seq;
       try {
         scanner.scanBatch(msg.job, emit);

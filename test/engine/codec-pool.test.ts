@@ -4,7 +4,7 @@ import { closeSync, fstatSync, readdirSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { CodecPool } from '../../src/engine/codec-pool.ts';
+import { CodecPool, keepCodecThreadsWarm, spareCodecThreads } from '../../src/engine/codec-pool.ts';
 import { decodeBlob, encodeBlob } from '../../src/engine/blob-codec.ts';
 import { IntegrityError } from '../../src/engine/errors.ts';
 import { newRandomKey } from '../../src/engine/crypto.ts';
@@ -297,6 +297,50 @@ describe('codec pool priority', () => {
       setBackgroundNice(0);
       await pool.close();
     }
+  });
+
+  // A server keeps threads started so that a job's start does not pay for theirs. The spares
+  // are told apart from every other thread by a niceness no one else uses.
+  it.runIf(process.platform === 'linux')('hands warm spare threads to the next pool and starts replacements once it closes', async () => {
+    const atNine = () => threadNiceness().filter((n) => n === 9).length;
+    const key = newRandomKey();
+    const plain = Buffer.from('spare '.repeat(5000));
+    const id = hashId(plain);
+    const blob = encodeBlob(key, 'data', id, plain);
+    setBackgroundNice(9);
+    try {
+      await keepCodecThreadsWarm(2);
+      expect(await spareCodecThreads()).toBe(2);
+      expect(atNine()).toBe(2);
+      const pool = new CodecPool(key, 2);
+      try {
+        const [a, b] = await Promise.all([
+          pool.decode(id, Buffer.from(blob.data), plain.length),
+          pool.decode(id, Buffer.from(blob.data), plain.length),
+        ]);
+        expect(a.equals(plain) && b.equals(plain)).toBe(true);
+        expect(await spareCodecThreads()).toBe(0);
+        expect(atNine()).toBe(2); // the spares themselves, no new threads
+      } finally {
+        await pool.close();
+      }
+      expect(await spareCodecThreads()).toBe(2);
+      expect(atNine()).toBe(2);
+      // A pool for another niceness leaves the spares alone.
+      setBackgroundNice(0);
+      const other = new CodecPool(key, 1);
+      try {
+        expect((await other.decode(id, Buffer.from(blob.data), plain.length)).equals(plain)).toBe(true);
+        expect(await spareCodecThreads()).toBe(2);
+      } finally {
+        await other.close();
+      }
+    } finally {
+      setBackgroundNice(0);
+      await keepCodecThreadsWarm(0);
+    }
+    expect(await spareCodecThreads()).toBe(0);
+    expect(atNine()).toBe(0);
   });
 
   it('refuses a pool without threads', () => {
