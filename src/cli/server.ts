@@ -8,6 +8,7 @@ import { buildApp, type App } from '../app/build-app.ts';
 import { ensureDemo } from '../app/bootstrap.ts';
 import { setBackgroundNice } from '../engine/priority.ts';
 import { defaultCodecThreads, keepCodecThreadsWarm } from '../engine/codec-pool.ts';
+import { preparePackBuffers } from '../engine/pack.ts';
 import { loadConfig, type Config } from '../app/config.ts';
 import { createLogger, type Logger } from '../app/logger.ts';
 import { createRuntime, type Runtime } from '../app/runtime.ts';
@@ -84,6 +85,7 @@ async function serveCommand(config: Config, logger: Logger, opts: { worker: bool
     if (opts.worker) {
       setBackgroundNice(config.JOB_NICE);
       await keepCodecThreadsWarm(defaultCodecThreads());
+      preparePackBuffers(2);
     }
     if (opts.worker) worker = await startWorker({ deps: runtime.deps, databaseUrl: database.url, concurrency: config.WORKER_CONCURRENCY, logger, staleAfterMs: config.OPERATION_STALE_MS });
     let port: number | undefined;

@@ -24,7 +24,7 @@ import {
   UnsupportedFormatError,
   WrongPasswordError,
 } from './errors.ts';
-import { DEFAULT_PACK_SIZE, PackWriter, type BlobType, type EncodedBlob, type FinishedPack } from './pack.ts';
+import { DEFAULT_PACK_SIZE, PackWriter, keepPackBuffer, packBufferBytes, takePackBuffer, type BlobType, type EncodedBlob, type FinishedPack } from './pack.ts';
 import { MasterIndex, indexFromJson, indexToJson, type IndexEntry, type PackList } from './master-index.ts';
 import { decodeBlob, encodeBlob } from './blob-codec.ts';
 import { decodeTree, encodeTree, formatTime, type Tree } from './tree.ts';
@@ -99,8 +99,6 @@ export class Repository {
   private readonly writers = new Map<BlobType, PackWriter>();
   private readonly pendingBlobs = new Set<string>();
   private readonly uploads = new Set<Promise<void>>();
-  /** Buffers of saved data packs, reused for the next ones instead of allocating 17 MiB each. */
-  private readonly spareBuffers: Buffer[] = [];
   private unindexed: PackList[] = [];
   private unindexedBlobs = 0;
   private writeError: unknown = null;
@@ -343,7 +341,7 @@ export class Repository {
     let w = this.writers.get(blob.type);
     if (!w) {
       // Tree packs stay small in practice; do not reserve a full pack for them.
-      w = blob.type === 'data' ? new PackWriter(this.packSize, this.spareBuffers.pop()) : new PackWriter(Math.min(this.packSize, 1024 * 1024));
+      w = blob.type === 'data' ? new PackWriter(this.packSize, takePackBuffer(packBufferBytes(this.packSize))) : new PackWriter(Math.min(this.packSize, 1024 * 1024));
       this.writers.set(blob.type, w);
     }
     w.add(blob);
@@ -365,7 +363,7 @@ export class Repository {
     const recycle = () => {
       if (recycled) return;
       recycled = true;
-      if (pack.buffer.length >= this.packSize && this.spareBuffers.length <= this.uploadConcurrency) this.spareBuffers.push(pack.buffer);
+      if (pack.buffer.length >= this.packSize) keepPackBuffer(pack.buffer);
     };
     const p = this.backend
       .save({ type: 'data', name: pack.id }, pack.bytes, { dataConsumed: recycle })

@@ -5,7 +5,7 @@ import { poly1305 } from '../../src/engine/poly1305.mjs';
 import { decrypt, encrypt, newRandomKey } from '../../src/engine/crypto.ts';
 import { IntegrityError } from '../../src/engine/errors.ts';
 import { compressUnpacked, decompressUnpacked } from '../../src/engine/compress.ts';
-import { decodeHeader, encodeHeader } from '../../src/engine/pack.ts';
+import { PackWriter, decodeHeader, encodeHeader, keepPackBuffer, parsePack, preparePackBuffers, takePackBuffer } from '../../src/engine/pack.ts';
 import { formatTime, goModeFromUnix, goQuote, goUnquote, parseTime, unixPermissions } from '../../src/engine/tree.ts';
 
 describe('crypto', () => {
@@ -111,6 +111,44 @@ describe('format details', () => {
       { id, type: 'data', offset: 0, length: 100 },
       { id, type: 'tree', offset: 100, length: 50, uncompressedLength: 80 },
     ]);
+  });
+
+  // Sealed blobs arrive in a codec thread's ring, a SharedArrayBuffer, at any alignment; the
+  // pack writer copies them through a scratch buffer in pieces when the alignments differ.
+  it('packs blobs held in shared memory byte for byte, at every alignment and across scratch pieces', () => {
+    const key = newRandomKey();
+    const ring = Buffer.from(new SharedArrayBuffer(4 * 1024 * 1024));
+    ring.set(randomBytes(ring.length));
+    const lengths = [1, 7, 300 * 1024 + 3, 5, 256 * 1024, 600 * 1024 + 1, 9, 256 * 1024 + 1];
+    const writer = new PackWriter(2 * 1024 * 1024);
+    const expected: Buffer[] = [];
+    let at = 0;
+    lengths.forEach((len, i) => {
+      const from = at + (i % 8);
+      const data = ring.subarray(from, from + len);
+      expected.push(Buffer.from(data));
+      writer.add({ id: String(i).padStart(64, '0'), type: 'data', data });
+      at = from + len;
+    });
+    const pack = writer.finish(key);
+    expect(parsePack(key, pack.bytes).map((b) => b.length)).toEqual(lengths);
+    expect(pack.bytes.subarray(0, lengths.reduce((a, b) => a + b, 0)).equals(Buffer.concat(expected))).toBe(true);
+  });
+
+  it('keeps pack buffers for the next packs, the larger ones first', () => {
+    while (takePackBuffer(0)) {
+      // empty what other tests left
+    }
+    preparePackBuffers(1, 1024);
+    const prepared = takePackBuffer(1024);
+    expect(prepared?.length).toBeGreaterThanOrEqual(1024);
+    expect(takePackBuffer(1)).toBeUndefined();
+    const small = [1, 2, 3, 4].map(() => Buffer.alloc(64));
+    for (const b of small) keepPackBuffer(b);
+    keepPackBuffer(prepared!);
+    keepPackBuffer(prepared!); // kept once
+    expect(takePackBuffer(1024)).toBe(prepared);
+    expect(takePackBuffer(1024)).toBeUndefined();
   });
 
   it('writes Go file modes and RFC 3339 nanosecond times', () => {
