@@ -1,5 +1,6 @@
 import { RestoreStrategy } from '../generated/prisma/enums.ts';
 import { restoreSnapshot } from '../services/restores.ts';
+import { restoreLogWhere } from '../services/viewer.ts';
 import { builder } from './builder.ts';
 import { EnvironmentActivityEvent } from './environment.ts';
 import { allErrors } from './errors.ts';
@@ -36,9 +37,7 @@ builder.prismaNode('RestoreLog', {
 
 registerNodeLoader('RestoreLog', async (ctx, id) => {
   const viewer = viewerOf(ctx);
-  return ctx.deps.db.restoreLog.findFirst({
-    where: { id, organizationId: viewer.organizationId, ...(viewer.projectIds ? { targetEnvironment: { projectId: { in: [...viewer.projectIds] } } } : {}) },
-  });
+  return ctx.deps.db.restoreLog.findFirst({ where: restoreLogWhere(viewer, { id }) });
 });
 
 const RestoreRole = builder.enumType('RestoreRole', { values: ['SOURCE', 'TARGET', 'ANY'] as const });
@@ -49,12 +48,12 @@ builder.prismaObjectFields('Environment', (t) => ({
     cursor: 'id',
     description: 'Restores from or into this environment, newest first',
     args: { role: t.arg({ type: RestoreRole, defaultValue: 'ANY' }) },
-    totalCount: (env, args, ctx) => ctx.deps.db.restoreLog.count({ where: restoreWhere(env.id, args.role ?? 'ANY') }),
-    resolve: (query, env, args, ctx) => ctx.deps.db.restoreLog.findMany({ ...query, where: restoreWhere(env.id, args.role ?? 'ANY'), orderBy: { id: 'desc' } }),
+    totalCount: (env, args, ctx) => ctx.deps.db.restoreLog.count({ where: restoreLogWhere(viewerOf(ctx), roleWhere(env.id, args.role ?? 'ANY')) }),
+    resolve: (query, env, args, ctx) => ctx.deps.db.restoreLog.findMany({ ...query, where: restoreLogWhere(viewerOf(ctx), roleWhere(env.id, args.role ?? 'ANY')), orderBy: { id: 'desc' } }),
   }),
 }));
 
-function restoreWhere(environmentId: string, role: 'SOURCE' | 'TARGET' | 'ANY') {
+function roleWhere(environmentId: string, role: 'SOURCE' | 'TARGET' | 'ANY') {
   if (role === 'SOURCE') return { sourceEnvironmentId: environmentId };
   if (role === 'TARGET') return { targetEnvironmentId: environmentId };
   return { OR: [{ sourceEnvironmentId: environmentId }, { targetEnvironmentId: environmentId }] };

@@ -3,7 +3,7 @@ import type { Prisma } from '../generated/prisma/client.ts';
 import { createDownload, DOWNLOAD_VARIANTS } from '../services/downloads.ts';
 import { deleteSnapshot, estimateSnapshotSize, pinSnapshot, unpinSnapshot } from '../services/snapshot-lifecycle.ts';
 import { createSnapshot, getSnapshot } from '../services/snapshots.ts';
-import { inProjectWhere } from '../services/viewer.ts';
+import { inProjectWhere, restoreLogWhere } from '../services/viewer.ts';
 import { builder } from './builder.ts';
 import { EnvironmentActivityEvent, EnvironmentTypeEnum } from './environment.ts';
 import { ValidationError } from '../domain/errors.ts';
@@ -63,7 +63,12 @@ export const Snapshot = builder.prismaNode('Snapshot', {
     completedAt: t.expose('completedAt', { type: 'DateTime', nullable: true }),
     environment: t.relation('environment'),
     copies: t.relation('copies', { query: { orderBy: { createdAt: 'asc' } } }),
-    restoreLogs: t.relatedConnection('restoreLogs', { cursor: 'id', totalCount: true, query: { orderBy: { id: 'desc' } }, description: 'Restores of this snapshot, newest first' }),
+    restoreLogs: t.relatedConnection('restoreLogs', {
+      cursor: 'id',
+      totalCount: true,
+      query: (_args, ctx) => ({ where: restoreLogWhere(viewerOf(ctx)), orderBy: { id: 'desc' } }),
+      description: 'Restores of this snapshot, newest first',
+    }),
     download: t.field({
       type: Download,
       authScopes: { read: true },

@@ -31,3 +31,13 @@ export function inProjectWhere<W extends object>(viewer: Viewer, where?: W) {
   const visible = { organizationId: viewer.organizationId, ...(viewer.projectIds ? { projectId: { in: [...viewer.projectIds] } } : {}) };
   return { AND: [visible, where ?? {}] };
 }
+
+/**
+ * Prisma `where` for restore logs visible to the viewer. A log belongs to its target
+ * environment's project (a restore may cross projects), so lists reached through the source
+ * side show only what node() would.
+ */
+export function restoreLogWhere<W extends object>(viewer: Viewer, where?: W) {
+  const visible = { organizationId: viewer.organizationId, ...(viewer.projectIds ? { targetEnvironment: { projectId: { in: [...viewer.projectIds] } } } : {}) };
+  return { AND: [visible, where ?? {}] };
+}

@@ -2,10 +2,10 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
-import { CancelOperationDocument, EnvironmentSnapshotsDocument, RestoreLogDocument, RestoreSnapshotDocument } from '../generated/graphql.ts';
+import { CancelOperationDocument, EnvironmentSnapshotsDocument, RestoreLogDocument, RestoreSnapshotDocument, SnapshotDocument } from '../generated/graphql.ts';
 import { until } from '../harness/process.ts';
 import type { TestApp } from '../harness/app.ts';
-import { gid, makeOrganization } from '../harness/factories.ts';
+import { gid, makeApiKey, makeOrganization } from '../harness/factories.ts';
 import { databaseDigest, filesDigest, makeLiveEnvironment, repositoryPassword, sql, type LiveEnvironment } from '../harness/live-environment.ts';
 import { follow, restic, startRestore, takeSnapshot, startSnapshotSuite } from '../harness/snapshot-helpers.ts';
 
@@ -177,6 +177,32 @@ describe('restore into another environment', () => {
     expect(stagingView.data?.environment?.restoreLogs.edges[0].node).toMatchObject({ status: 'SUCCEEDED', sourceEnvironment: { id: gid('Environment', prodEnv.id) } });
     const prodView = await app.gql(EnvironmentSnapshotsDocument, { id: gid('Environment', prodEnv.id) }, { key });
     expect(prodView.data?.environment?.restoreLogs.totalCount).toBe(1);
+  });
+
+  // A restore log belongs to its target's project (as node() has it): a key limited to the
+  // source's project sees no log of a restore into another project, from either side.
+  it('lists a restore across projects only to keys that may see its target', async () => {
+    const source = await makeLiveEnvironment(app, { organizationId: orgId, name: 'prod-x', rows: 30 });
+    const target = await makeLiveEnvironment(app, { organizationId: orgId, name: 'staging-x', rows: 5, destinationId: source.destinationId });
+    expect(target.projectId).not.toBe(source.projectId);
+    const { snapshotId } = await takeSnapshot(app, key, source.id);
+    const { operationId, restoreLogId } = await startRestore(app, key, { snapshotId, targetEnvironmentId: gid('Environment', target.id), strategy: 'IN_PLACE', createSafetySnapshot: false });
+    expect((await follow(app, key, operationId)).at(-1)).toMatchObject({ status: 'SUCCEEDED' });
+
+    const sourceOnly = (await makeApiKey(app.runtime.db, orgId, { scopes: ['backups:read'], projectIds: [source.projectId] })).secret;
+    const targetOnly = (await makeApiKey(app.runtime.db, orgId, { scopes: ['backups:read'], projectIds: [target.projectId] })).secret;
+    const seen = async (k: string) => {
+      const env = (await app.gql(EnvironmentSnapshotsDocument, { id: gid('Environment', source.id) }, { key: k })).data?.environment;
+      const snap = (await app.gql(SnapshotDocument, { id: snapshotId }, { key: k })).data?.snapshot;
+      const node = (await app.gql(RestoreLogDocument, { id: restoreLogId }, { key: k })).data?.node;
+      return { envLogs: env?.restoreLogs.totalCount, envEdges: env?.restoreLogs.edges.length, snapLogs: snap?.restoreLogs.totalCount, snapEdges: snap?.restoreLogs.edges.length, node: node ? 'seen' : null };
+    };
+    expect(await seen(key)).toEqual({ envLogs: 1, envEdges: 1, snapLogs: 1, snapEdges: 1, node: 'seen' });
+    expect(await seen(sourceOnly)).toEqual({ envLogs: 0, envEdges: 0, snapLogs: 0, snapEdges: 0, node: null });
+    // The target's key cannot read the source environment or its snapshot at all.
+    expect(await seen(targetOnly)).toMatchObject({ envLogs: undefined, snapLogs: undefined, node: 'seen' });
+    const targetView = (await app.gql(EnvironmentSnapshotsDocument, { id: gid('Environment', target.id) }, { key: targetOnly })).data?.environment;
+    expect(targetView?.restoreLogs.totalCount).toBe(1);
   });
 
   it('refuses an environment of another organization, and a second restore while one is queued', async () => {
