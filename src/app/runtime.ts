@@ -1,6 +1,6 @@
 import { createDb, type Db } from '../db/client.ts';
 import { createEventBus, type EventBus } from '../events/bus.ts';
-import { ViewerCache } from '../services/api-keys.ts';
+import { ViewerCache, forgetRevokedKeys } from '../services/api-keys.ts';
 import { systemClock, type Deps } from '../services/deps.ts';
 import type { Config } from './config.ts';
 import type { Logger } from './logger.ts';
@@ -18,18 +18,20 @@ export async function createRuntime(config: Config, databaseUrl: string, logger:
   const db = createDb(databaseUrl);
   const events = await createEventBus(databaseUrl, logger);
   const secrets = createSecretBox(resolveSecretKey(config.BACKPLANE_SECRET_KEY, config.home));
+  const deps: Deps = {
+    db,
+    events,
+    secrets,
+    clock: systemClock,
+    logger,
+    heartbeatMs: config.OPERATION_HEARTBEAT_MS,
+    viewerCache: new ViewerCache(config.API_KEY_CACHE_MS),
+  };
+  forgetRevokedKeys(deps);
   return {
     db,
     events,
-    deps: {
-      db,
-      events,
-      secrets,
-      clock: systemClock,
-      logger,
-      heartbeatMs: config.OPERATION_HEARTBEAT_MS,
-      viewerCache: new ViewerCache(config.API_KEY_CACHE_MS),
-    },
+    deps,
     async close() {
       await events.close();
       await db.$disconnect();

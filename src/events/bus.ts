@@ -19,7 +19,12 @@ export interface Topics {
   };
   operation: { operationId: string; status: string };
   alertCreated: { organizationId: string; alertId: string };
+  /** Keyed by ALL: every process forgets the key at once (see services/api-keys.ts). */
+  apiKeyRevoked: { apiKeyId: string };
 }
+
+/** The key of topics every process hears whole. */
+export const ALL = '*';
 export type Topic = keyof Topics;
 
 export const CHANNEL = 'backplane_events';

@@ -4,6 +4,7 @@ import type { Db } from '../db/client.ts';
 import { ConflictError, ErrorCode, NotFoundError, ValidationError } from '../domain/errors.ts';
 import { expandScopes, SCOPES, scopeFromDb, scopeToDb, type Scope } from '../domain/scopes.ts';
 import { name, parseInput } from '../domain/validation.ts';
+import { ALL, publishInTransaction } from '../events/bus.ts';
 import type { Deps } from './deps.ts';
 import { canSeeProject, type Viewer } from './viewer.ts';
 
@@ -38,8 +39,9 @@ export async function authenticate(db: Db, token: string, now: Date): Promise<Vi
 /**
  * Remembers authenticated keys for `ttlMs`, so a request does not cost two catalog round trips
  * before its own work (under load, those waits are much of a query's time). A key revoked
- * through this process is forgotten at once; a key revoked by another process, or deleted with
- * its organization, still works here for up to `ttlMs`. An expiry is checked on every request.
+ * through any process is forgotten at once (forgetRevokedKeys); a key deleted with its
+ * organization, or revoked while this process's event connection was down, still works here
+ * for up to `ttlMs`. An expiry is checked on every request.
  * Failed attempts are never remembered.
  */
 export class ViewerCache {
@@ -162,9 +164,26 @@ export async function revokeApiKey(deps: Deps, viewer: Viewer, id: string): Prom
   if (!key || !visible) throw NotFoundError.apiKey();
   if (key.revokedAt) throw new ConflictError(ErrorCode.API_KEY_REVOKED, 'API key is already revoked');
   const now = deps.clock.now();
-  await deps.db.apiKey.update({ where: { id }, data: { revokedAt: now } });
+  // Other processes hear of it on commit and forget the key too (forgetRevokedKeys).
+  await deps.db.$transaction(async (tx) => {
+    await tx.apiKey.update({ where: { id }, data: { revokedAt: now } });
+    await publishInTransaction(tx, 'apiKeyRevoked', ALL, { apiKeyId: id });
+  });
   deps.viewerCache?.forget(id, now);
   return id;
+}
+
+/**
+ * Keeps the process's ViewerCache in step with revocations made by any process, for as long as
+ * the event bus runs. A revocation sent while this process's listening connection was down
+ * still takes effect within the cache's time to live.
+ */
+export function forgetRevokedKeys(deps: Pick<Deps, 'events' | 'viewerCache' | 'clock' | 'logger'>): void {
+  const cache = deps.viewerCache;
+  if (!cache) return;
+  void (async () => {
+    for await (const e of deps.events.subscribe('apiKeyRevoked', ALL)) cache.forget(e.apiKeyId, deps.clock.now());
+  })().catch((err: unknown) => deps.logger.error({ err }, 'stopped following API key revocations'));
 }
 
 /** Prisma `where` for the keys a viewer may list. */

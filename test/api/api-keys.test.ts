@@ -3,6 +3,7 @@ import { ApiKeysDocument, CreateApiKeyDocument, ProjectsDocument, RevokeApiKeyDo
 import { startTestApp, type TestApp } from '../harness/app.ts';
 import { gid, makeApiKey, makeOrganization, makeProject } from '../harness/factories.ts';
 import { useManualClock } from '../harness/schedule-helpers.ts';
+import { until } from '../harness/process.ts';
 import { ViewerCache } from '../../src/services/api-keys.ts';
 import { systemClock } from '../../src/services/deps.ts';
 
@@ -46,6 +47,21 @@ describe('API keys', () => {
     expect((await app.gql(ViewerDocument, {}, { key: made.secret })).errors?.[0].extensions?.code).toBe('UNAUTHENTICATED');
     const again = await app.gql(RevokeApiKeyDocument, { input: { id: gid('ApiKey', made.id) } }, { key: admin });
     expect(again.data?.revokeApiKey).toMatchObject({ __typename: 'ConflictError', code: 'API_KEY_REVOKED' });
+  });
+
+  it('a key revoked through another API process stops working in this one at once', async () => {
+    // This process would trust a checked key for five minutes; only the revocation event can end it sooner.
+    const other = await startTestApp({ databaseUrl: app.databaseUrl, env: { API_KEY_CACHE_MS: '300000' } });
+    try {
+      const code = async (key: string) => (await other.gql(ViewerDocument, {}, { key })).errors?.[0].extensions?.code ?? 'OK';
+      const made = await makeApiKey(app.runtime.db, orgId, { scopes: ['backups:read'] });
+      expect(await code(made.secret)).toBe('OK');
+      const res = await app.gql(RevokeApiKeyDocument, { input: { id: gid('ApiKey', made.id) } }, { key: admin });
+      expect(res.data?.revokeApiKey.__typename).toBe('RevokeApiKeyPayload');
+      expect(await until(() => code(made.secret), (c) => c !== 'OK', 'the other process to hear of the revocation', 10_000)).toBe('UNAUTHENTICATED');
+    } finally {
+      await other.stop();
+    }
   });
 
   it('trusts a checked key for API_KEY_CACHE_MS at most, and never past its expiry', async () => {
