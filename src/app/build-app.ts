@@ -21,6 +21,7 @@ import type { Deps } from '../services/deps.ts';
 import type { Viewer } from '../services/viewer.ts';
 import type { Config } from './config.ts';
 import type { Logger } from './logger.ts';
+import { oneMutationPerIdempotencyHeader } from './idempotency-header.ts';
 import { createMetrics } from './metrics.ts';
 
 export interface App {
@@ -130,6 +131,7 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
       costLimitPlugin({ maxCost: config.MAX_COST, exposeLimits: true }),
       maxTokensPlugin({ n: config.MAX_TOKENS, exposeLimits: true }),
       codeRequestErrors,
+      oneMutationPerIdempotencyHeader(schema),
     ],
     context: async ({ request, requestId, viewer }) => ({
       deps,

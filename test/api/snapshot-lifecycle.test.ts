@@ -69,6 +69,34 @@ describe('idempotency', () => {
   });
 });
 
+describe('the Idempotency-Key header', () => {
+  // One header, one piece of work: otherwise which mutation owns the key depends on execution
+  // order, and a client that batches differently on a retry would get another one's result.
+  it('is refused, before anything runs, on a request that would start several things with it', async () => {
+    const create = (alias: string, label: string) => `${alias}: createSnapshot(input: { environmentId: "${gid('Environment', env.id)}", includes: [DB], label: "${label}" }) { __typename }`;
+    const headers = { 'idempotency-key': 'hdr-many' };
+    const before = await app.runtime.db.snapshot.count();
+    const refused = async (body: unknown) => {
+      const res = await app.post(body, { key, headers });
+      const json = (await res.json()) as { errors?: { message: string; extensions?: { code?: string } }[] };
+      return { status: res.status, code: json.errors?.[0]?.extensions?.code, message: json.errors?.[0]?.message };
+    };
+    const batch = [{ query: `mutation { ${create('a', 'batch-1')} }` }, { query: `mutation { ${create('b', 'batch-2')} }` }];
+    expect(await refused(batch)).toMatchObject({ status: 400, code: 'BAD_REQUEST', message: expect.stringMatching(/has 2 that start work/) });
+    expect(await refused({ query: `mutation { ${create('a', 'one-1')} ${create('b', 'one-2')} }` })).toMatchObject({ status: 400, code: 'BAD_REQUEST' });
+    expect(await refused({ query: `mutation { ...twice } fragment twice on Mutation { ${create('a', 'frag-1')} ... on Mutation { ${create('b', 'frag-2')} } }` })).toMatchObject({ status: 400, code: 'BAD_REQUEST' });
+    expect(await app.runtime.db.snapshot.count()).toBe(before);
+    // One mutation beside queries keeps the header.
+    const res = await app.post([{ query: '{ viewer { scopes } }' }, { query: `mutation { ${create('only', 'single')} }` }], { key, headers });
+    expect(res.status).toBe(200);
+    const [, created] = (await res.json()) as [unknown, { data: { only: { __typename: string } } }];
+    expect(created.data.only.__typename).toBe('SnapshotOperationPayload');
+    expect(await app.runtime.db.snapshot.count()).toBe(before + 1);
+    const op = await app.runtime.db.operation.findFirstOrThrow({ where: { snapshot: { label: 'single' } } });
+    await follow(app, key, gid('Operation', op.id));
+  });
+});
+
 describe('one operation per environment at a time', () => {
   it('a second snapshot waits, visibly QUEUED, and runs after the first', async () => {
     const release = await holdTableLock(env.databaseUrl);
