@@ -20,13 +20,13 @@ import {
   type CreateDestinationInput,
 } from '../generated/graphql.ts';
 import { S3Backend } from '../../src/destinations/s3.ts';
-import { startTestApp, type TestApp } from '../harness/app.ts';
+import type { TestApp } from '../harness/app.ts';
 import { createScratchDatabase } from '../harness/database.ts';
-import { gid, makeApiKey, makeOrganization } from '../harness/factories.ts';
+import { gid } from '../harness/factories.ts';
 import { startFlakyProxy, type FlakyProxy } from '../harness/flaky-proxy.ts';
 import { databaseDigest, filesDigest, makeLiveEnvironment, sql, type LiveEnvironment } from '../harness/live-environment.ts';
 import { S3RVER_CREDENTIALS, startS3rver, type StartedS3rver } from '../harness/s3rver.ts';
-import { follow, startRestore, takeSnapshot } from '../harness/snapshot-helpers.ts';
+import { follow, startRestore, startWorkerSuite, takeSnapshot } from '../harness/snapshot-helpers.ts';
 
 const exec = promisify(execFile);
 const hasRestic = await exec('restic', ['version']).then(
@@ -40,11 +40,7 @@ let orgId: string;
 let work: string;
 
 beforeAll(async () => {
-  app = await startTestApp();
-  await app.startWorker();
-  const org = await makeOrganization(app.runtime.db);
-  orgId = org.id;
-  key = (await makeApiKey(app.runtime.db, org.id, { scopes: ['admin'] })).secret;
+  ({ app, key, orgId } = await startWorkerSuite());
   work = await fs.mkdtemp(path.join(os.tmpdir(), 'bp-dest-s3-'));
 });
 afterAll(async () => {

@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeGlobalID } from '@pothos/plugin-relay';
 import { PreviewRetentionDocument, RunScheduleNowDocument, UpdateEnvironmentSettingsDocument, UpsertScheduleDocument } from '../generated/graphql.ts';
-import { startTestApp, type TestApp } from '../harness/app.ts';
-import { gid, makeApiKey, makeEnvironment, makeOrganization, makeProject } from '../harness/factories.ts';
+import type { TestApp } from '../harness/app.ts';
+import { gid, makeEnvironment, makeProject } from '../harness/factories.ts';
 import { makeLiveEnvironment, repositoryPassword, type LiveEnvironment } from '../harness/live-environment.ts';
 import { runJobNow, useManualClock, waitFor } from '../harness/schedule-helpers.ts';
-import { follow, restic } from '../harness/snapshot-helpers.ts';
+import { follow, restic, startWorkerSuite } from '../harness/snapshot-helpers.ts';
 
 let app: TestApp;
 let key: string;
@@ -15,15 +15,11 @@ let projectId: string;
 let destinationId: string;
 
 beforeAll(async () => {
-  app = await startTestApp();
-  await app.startWorker();
-  const org = await makeOrganization(app.runtime.db);
-  orgId = org.id;
-  key = (await makeApiKey(app.runtime.db, org.id, { scopes: ['admin'] })).secret;
-  const project = await makeProject(app.runtime.db, org.id);
+  ({ app, key, orgId } = await startWorkerSuite());
+  const project = await makeProject(app.runtime.db, orgId);
   projectId = project.id;
   envId = (await makeEnvironment(app.runtime.db, app.runtime.deps.secrets, project)).id;
-  destinationId = (await app.runtime.db.destination.create({ data: { organizationId: org.id, name: 'catalog only', provider: 'LOCAL', config: { path: '/nonexistent/never-opened' } } })).id;
+  destinationId = (await app.runtime.db.destination.create({ data: { organizationId: orgId, name: 'catalog only', provider: 'LOCAL', config: { path: '/nonexistent/never-opened' } } })).id;
   await app.runtime.db.environmentDestination.create({ data: { environmentId: envId, destinationId } });
 });
 afterAll(() => app?.stop());

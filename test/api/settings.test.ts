@@ -11,11 +11,11 @@ import {
   UpdateEnvironmentSettingsDocument,
   UpsertScheduleDocument,
 } from '../generated/graphql.ts';
-import { startTestApp, type TestApp } from '../harness/app.ts';
+import type { TestApp } from '../harness/app.ts';
 import { gid, makeApiKey, makeEnvironment, makeOrganization, makeProject } from '../harness/factories.ts';
 import { makeLiveEnvironment, type LiveEnvironment } from '../harness/live-environment.ts';
 import { jobsWithKey, runJobNow, useManualClock, waitFor, type ManualClock } from '../harness/schedule-helpers.ts';
-import { follow, startSnapshot, takeSnapshot } from '../harness/snapshot-helpers.ts';
+import { follow, startSnapshot, startWorkerSuite, takeSnapshot } from '../harness/snapshot-helpers.ts';
 
 let app: TestApp;
 let key: string;
@@ -25,13 +25,9 @@ let env: LiveEnvironment;
 let clock: ManualClock;
 
 beforeAll(async () => {
-  app = await startTestApp();
-  await app.startWorker();
-  const org = await makeOrganization(app.runtime.db);
-  orgId = org.id;
-  key = (await makeApiKey(app.runtime.db, org.id, { scopes: ['admin'] })).secret;
-  writeKey = (await makeApiKey(app.runtime.db, org.id, { scopes: ['backups:write'] })).secret;
-  env = await makeLiveEnvironment(app, { organizationId: org.id, rows: 50 });
+  ({ app, key, orgId } = await startWorkerSuite());
+  writeKey = (await makeApiKey(app.runtime.db, orgId, { scopes: ['backups:write'] })).secret;
+  env = await makeLiveEnvironment(app, { organizationId: orgId, rows: 50 });
   clock = useManualClock(app, '2032-06-01T00:00:00Z');
 });
 afterAll(() => app?.stop());

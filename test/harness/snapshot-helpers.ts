@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { print } from 'graphql';
 import { CreateSnapshotDocument, RestoreSnapshotDocument, WatchOperationDocument } from '../generated/graphql.ts';
+import type { Scope } from '../../src/domain/scopes.ts';
 import type { TestApp } from './app.ts';
 import { gid } from './factories.ts';
 
@@ -56,15 +57,21 @@ export async function restic(repo: string, password: string, ...args: string[]):
   return stdout;
 }
 
-/** What most snapshot test files start from: a server with a worker, an organization, a write key and a live environment. */
-export async function startSnapshotSuite(opts: { envName?: string } = {}) {
+/** A server with a worker, an organization and a key of theirs (admin unless told). */
+export async function startWorkerSuite(opts: { scopes?: Scope[] } = {}) {
   const { startTestApp } = await import('./app.ts');
   const { makeApiKey, makeOrganization } = await import('./factories.ts');
-  const { makeLiveEnvironment } = await import('./live-environment.ts');
   const app = await startTestApp();
   await app.startWorker();
   const org = await makeOrganization(app.runtime.db);
-  const key = (await makeApiKey(app.runtime.db, org.id, { scopes: ['backups:write'] })).secret;
-  const env = await makeLiveEnvironment(app, { organizationId: org.id, name: opts.envName });
-  return { app, key, orgId: org.id, env };
+  const key = (await makeApiKey(app.runtime.db, org.id, { scopes: opts.scopes ?? ['admin'] })).secret;
+  return { app, key, orgId: org.id };
+}
+
+/** What most snapshot test files start from: startWorkerSuite with a write key, and a live environment. */
+export async function startSnapshotSuite(opts: { envName?: string } = {}) {
+  const { makeLiveEnvironment } = await import('./live-environment.ts');
+  const suite = await startWorkerSuite({ scopes: ['backups:write'] });
+  const env = await makeLiveEnvironment(suite.app, { organizationId: suite.orgId, name: opts.envName });
+  return { ...suite, env };
 }
