@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { runMigrations as runWorkerMigrations } from 'graphile-worker';
 import { buildApp, type App } from '../app/build-app.ts';
 import { ensureDemo } from '../app/bootstrap.ts';
-import { reniceHelperThreads, setBackgroundNice } from '../engine/priority.ts';
+import { setBackgroundNice } from '../engine/priority.ts';
 import { defaultCodecThreads, keepCodecThreadsWarm } from '../engine/codec-pool.ts';
 import { preparePackBuffers } from '../engine/pack.ts';
 import { loadConfig, type Config } from '../app/config.ts';
@@ -86,7 +86,6 @@ async function serveCommand(config: Config, logger: Logger, opts: { worker: bool
       setBackgroundNice(config.JOB_NICE);
       await keepCodecThreadsWarm(defaultCodecThreads());
       preparePackBuffers(2);
-      if (config.JOB_NICE > 0) logger.debug({ threads: reniceHelperThreads() }, 'helper threads at the background niceness');
     }
     if (opts.worker) worker = await startWorker({ deps: runtime.deps, databaseUrl: database.url, concurrency: config.WORKER_CONCURRENCY, logger, staleAfterMs: config.OPERATION_STALE_MS });
     let port: number | undefined;

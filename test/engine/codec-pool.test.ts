@@ -10,7 +10,7 @@ import { IntegrityError } from '../../src/engine/errors.ts';
 import { newRandomKey } from '../../src/engine/crypto.ts';
 import { hashId } from '../../src/engine/ids.ts';
 import { findCut, masksFor } from '../../src/engine/chunker-core.mjs';
-import { reniceHelperThreads, setBackgroundNice } from '../../src/engine/priority.ts';
+import { setBackgroundNice } from '../../src/engine/priority.ts';
 import { backup, InvalidSourceError } from '../../src/engine/archiver.ts';
 import { listSnapshots } from '../../src/engine/snapshot.ts';
 import { openPipe, PipeReader } from '../../src/sources/pipe.ts';
@@ -274,15 +274,12 @@ describe('backups of a pipe', () => {
   });
 });
 
-/** A thread's niceness (Linux: field 19 of /proc/self/task/<tid>/stat). */
-function niceOf(tid: string | number): number {
-  const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
-}
-
-/** This process's threads' niceness values. */
+/** This process's threads' niceness values (Linux: field 19 of /proc/self/task/<tid>/stat). */
 function threadNiceness(): number[] {
-  return readdirSync('/proc/self/task').map(niceOf);
+  return readdirSync('/proc/self/task').map((tid) => {
+    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+  });
 }
 
 describe('codec pool priority', () => {
@@ -344,22 +341,6 @@ describe('codec pool priority', () => {
     }
     expect(await spareCodecThreads()).toBe(0);
     expect(atNine()).toBe(0);
-  });
-
-  // The helper threads stay at this niceness afterwards (going back down needs privileges a CI
-  // runner may not have); the tests after this one do not mind.
-  it.runIf(process.platform === 'linux')('lowers every thread but the main one, and a pool started later still runs', async () => {
-    const changed = reniceHelperThreads(4);
-    const others = readdirSync('/proc/self/task').filter((tid) => Number(tid) !== process.pid);
-    expect(changed).toBeGreaterThan(0);
-    expect(niceOf(process.pid)).toBe(0);
-    expect(others.map(niceOf)).toEqual(others.map(() => 4));
-    const pool = new CodecPool(newRandomKey(), 1);
-    try {
-      expect(await pool.diskUsage([])).toBe(0);
-    } finally {
-      await pool.close();
-    }
   });
 
   it('refuses a pool without threads', () => {
