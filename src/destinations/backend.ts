@@ -62,6 +62,11 @@ export interface Backend {
   remove(h: Handle, opts?: CallOptions): Promise<void>;
   /** Releases connections and handles. */
   close(): Promise<void>;
+  /**
+   * For backends whose files are plain local files: the path of one, so a reader on another
+   * thread may read it itself (restores of small files do). Others leave it out.
+   */
+  localPath?(h: Handle): string;
 }
 
 /** The file does not exist in the backend. */

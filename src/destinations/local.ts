@@ -59,6 +59,10 @@ export class LocalBackend implements Backend {
   }
 
   /** The file system path of a handle. */
+  localPath(h: Handle): string {
+    return this.path(h);
+  }
+
   path(h: Handle): string {
     if (h.type === 'config') return join(this.root, 'config');
     if (!/^[0-9a-zA-Z._-]+$/.test(h.name) || h.name.startsWith('.')) {

@@ -25,6 +25,10 @@ interface WorkerResponse {
   size?: number;
   /** Answer to 'du'. */
   total?: number;
+  /** Answer to 'writeFile'. */
+  bytes?: number;
+  /** With `error`: the system error's code (or EINTEGRITY for a blob that does not verify). */
+  code?: string;
   data?: Uint8Array;
   uncompressedLength?: number;
   error?: string;
@@ -467,6 +471,28 @@ export class CodecPool {
     }
     Atomics.store(ctl, STREAM.STATE, STREAM.ENDED);
     wakeStream(ctl);
+  }
+
+  /**
+   * Writes a small file of a restore whole on a thread (see codec-thread.mjs writeFileJob):
+   * decodes the blobs (given, or read from a local pack file by the thread), writes them to `path` (created or truncated, never through a
+   * symlink) and sets mode, times and owner. Takes ownership of the stored buffers. Returns the
+   * bytes written; throws an Error whose `code` is the system error's, or EINTEGRITY with an
+   * IntegrityError's message.
+   */
+  async writeFile(
+    path: string,
+    blobs: ({ id: Id; uncompressedLength?: number; where?: string } & ({ stored: Buffer } | { pack: string; offset: number; length: number }))[],
+    meta: { mode: number; atime: number; mtime: number; owner?: { uid: number; gid: number } },
+  ): Promise<number> {
+    const owned = blobs.map((b) => ('stored' in b ? { ...b, stored: ownedCopy(b.stored) } : b));
+    const transfer = owned.flatMap((b) => ('stored' in b ? [b.stored.buffer as ArrayBuffer] : []));
+    const m = await this.post({ op: 'writeFile', path, blobs: owned, ...meta }, transfer);
+    if (m.error !== undefined) {
+      if (m.code === 'EINTEGRITY') throw new IntegrityError(m.error);
+      throw Object.assign(new Error(m.error), { code: m.code });
+    }
+    return m.bytes!;
   }
 
   /** Total size of the regular files under the given paths, counted on a thread. */

@@ -15,6 +15,8 @@
  *     then `{ seq, type: 'done' }`: seals chunk k of another thread's stream from its cutting
  *     buffer and answers k there (sealSharedJob below)
  *   `{ seq, op: 'du', paths }` → `{ seq, total }` (scan-core.mjs diskUsage)
+ *   `{ seq, op: 'writeFile', path, blobs, mode, atime, mtime, owner }` → `{ seq, bytes }`
+ *     (writeFileJob below: one small file of a restore, written whole)
  * or `{ seq, error }`, transferring buffers instead of copying them.
  *
  * Scans write sealed blobs into a ring (init's ring, a SharedArrayBuffer) and send only
@@ -24,7 +26,7 @@
  * Plain JavaScript, so the thread starts fast and small whatever loader the main thread uses.
  */
 import { parentPort } from 'node:worker_threads';
-import { readSync } from 'node:fs';
+import { closeSync, constants as fsc, fchmodSync, fchownSync, futimesSync, openSync, readSync, writeSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { decodeBlobRaw } from './seal-core.mjs';
@@ -194,6 +196,72 @@ function sealSharedJob(msg) {
 
 if (STREAM.ANSWER_CELLS <= MAX_UNANSWERED) throw new Error('stream answer cells must outnumber unanswered chunks');
 
+/**
+ * Writes one small file of a restore whole: decodes its blobs (`{ id, stored, uncompressedLength }`
+ * each, in order, or `{ id, pack, offset, length, uncompressedLength }` to read from a local pack), creates or truncates `path` without following a symlink, writes, and sets
+ * mode, times and (when `owner` is set) owner on the open file. One message per file, where the
+ * main thread would need a round trip to libuv's pool for each of about eight calls.
+ * Answers `{ seq, bytes }`, or `{ seq, error, code }` with the system error's code.
+ */
+function writeFileJob(msg) {
+  let fd;
+  try {
+    fd = openSync(msg.path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o600);
+  } catch (err) {
+    parentPort.postMessage({ seq: msg.seq, error: err.message, code: err.code });
+    return;
+  }
+  let bytes = 0;
+  try {
+    for (const b of msg.blobs) {
+      const stored = b.stored ?? readPackRange(b);
+      const r = decodeBlobRaw(encKey, macK, macR, b.id, stored, b.uncompressedLength);
+      if (r.error !== undefined) throw Object.assign(new Error(`blob ${b.id}${b.where ?? ''}: ${r.error}`), { code: 'EINTEGRITY' });
+      for (let off = 0; off < r.plain.length; ) off += writeSync(fd, r.plain, off, r.plain.length - off);
+      bytes += r.plain.length;
+      collect(stored.length + r.plain.length);
+    }
+    if (msg.owner) {
+      try {
+        fchownSync(fd, msg.owner.uid, msg.owner.gid);
+      } catch {
+        // as the path-based restore: an owner that cannot be set is left as is
+      }
+    }
+    fchmodSync(fd, msg.mode);
+    futimesSync(fd, msg.atime, msg.mtime);
+  } catch (err) {
+    parentPort.postMessage({ seq: msg.seq, error: err.message, code: err.code });
+    return;
+  } finally {
+    closeSync(fd);
+  }
+  parentPort.postMessage({ seq: msg.seq, bytes });
+}
+
+/** A blob's stored bytes read straight from a local pack file (`{ pack, offset, length }`). */
+function readPackRange(b) {
+  const out = Buffer.allocUnsafeSlow(b.length);
+  let fd;
+  try {
+    fd = openSync(b.pack, fsc.O_RDONLY);
+  } catch (err) {
+    throw Object.assign(new Error(`blob ${b.id}${b.where ?? ''}: ${err.message}`), { code: err.code === 'ENOENT' ? 'ENOPACK' : err.code });
+  }
+  try {
+    let got = 0;
+    while (got < b.length) {
+      const n = readSync(fd, out, got, b.length - got, b.offset + got);
+      if (n === 0) break;
+      got += n;
+    }
+    if (got !== b.length) throw Object.assign(new Error(`blob ${b.id}${b.where ?? ''}: pack is truncated`), { code: 'EINTEGRITY' });
+  } finally {
+    closeSync(fd);
+  }
+  return out;
+}
+
 /** Large Buffers own their ArrayBuffer; small ones may live in Node's shared pool. */
 function transferable(buf) {
   return buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength ? buf : Uint8Array.from(buf);
@@ -218,6 +286,8 @@ parentPort.on('message', (msg) => {
       streamJob(msg);
     } else if (msg.op === 'sealShared') {
       sealSharedJob(msg);
+    } else if (msg.op === 'writeFile') {
+      writeFileJob(msg);
     } else if (msg.op === 'du') {
       parentPort.postMessage({ seq: msg.seq, total: diskUsage(msg.paths) });
     } else if (msg.op === 'decode') {

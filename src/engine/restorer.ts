@@ -10,6 +10,7 @@
 import { constants as fsc } from 'node:fs';
 import { chmod, lchown, lstat, lutimes, mkdir, open, symlink, unlink, utimes } from 'node:fs/promises';
 import { basename, join } from 'node:path';
+import { BackendNotFoundError } from '../destinations/backend.ts';
 import { AbortedError, UnsafePathError, throwIfAborted } from './errors.ts';
 import type { Id } from './ids.ts';
 import { withLock } from './lock.ts';
@@ -127,9 +128,13 @@ class Restorer {
         await this.setMeta(node, path);
         return;
       case 'file':
-        await this.writeFile(node, path);
+        if ((node.content?.length ?? 0) <= 1) {
+          await this.writeSmallFile(node, path);
+        } else {
+          await this.writeFile(node, path);
+          await this.setMeta(node, path);
+        }
         this.result.files++;
-        await this.setMeta(node, path);
         this.progress(path);
         return;
       case 'symlink': {
@@ -166,6 +171,47 @@ class Restorer {
     } finally {
       await fh.close();
     }
+  }
+
+  /**
+   * A file of at most one blob (most files of a typical tree), written whole by a codec thread,
+   * which also reads the blob from a local pack: one message instead of a round trip to libuv's
+   * pool for each of about eleven calls, which is what restoring many small files spent its
+   * time on.
+   */
+  private async writeSmallFile(node: Node, path: string): Promise<void> {
+    const blobs: Parameters<CodecPool['writeFile']>[1] = [];
+    const backend = this.repo.backend;
+    const localPacks: string[] = [];
+    for (const id of node.content ?? []) {
+      const entry = this.repo.lookupBlob('data', id);
+      if (entry && backend.localPath) {
+        // A local pack is read by the thread itself: no file calls through the main thread.
+        const pack = backend.localPath({ type: 'data', name: entry.packId });
+        localPacks.push(entry.packId);
+        blobs.push({ id, pack, offset: entry.offset, length: entry.length, uncompressedLength: entry.uncompressedLength, where: ` in pack ${entry.packId}` });
+      } else {
+        const loaded = await this.repo.loadRawBlob('data', id, this.opts.signal);
+        blobs.push({ id, stored: loaded.bytes, uncompressedLength: loaded.entry.uncompressedLength, where: ` in pack ${loaded.entry.packId}` });
+      }
+    }
+    let bytes;
+    try {
+      bytes = await this.pool.writeFile(path, blobs, {
+        mode: unixPermissions(node.mode),
+        atime: secondsOf(node.atime),
+        mtime: secondsOf(node.mtime),
+        owner: isRoot ? { uid: node.uid, gid: node.gid } : undefined,
+      });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ELOOP' || code === 'EISDIR') throw new UnsafePathError(`${path} exists and is not a regular file; refusing to write through it`);
+      if (code === 'ENOPACK') {
+        throw new BackendNotFoundError({ type: 'data', name: localPacks.at(-1) ?? '' }, { cause: err });
+      }
+      throw err;
+    }
+    this.result.bytes += bytes;
   }
 
   async setMeta(node: Node, path: string): Promise<void> {

@@ -1,7 +1,8 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { readdir, symlink, mkdir } from 'node:fs/promises';
+import { readdir, rm, symlink, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UnsafePathError, restore, type Node, type Repository } from '../../src/engine/api.ts';
+import { BackendNotFoundError } from '../../src/destinations/backend.ts';
 import { newSnapshotJson, saveSnapshot } from '../../src/engine/snapshot.ts';
 import { goModeFromUnix } from '../../src/engine/tree.ts';
 import { cleanupTempDirs, newRepo, tempDir } from './helpers.ts';
@@ -61,5 +62,18 @@ describe('restore never writes outside its target', () => {
     const sn2 = await snapshotOf(repo, [file('f', [blob.id])]);
     await expect(restore(repo, sn2, target2)).rejects.toBeInstanceOf(UnsafePathError);
     expect(await readdir(outside)).toEqual([]);
+  });
+
+  // Small files are read from a local pack by a codec thread; a pack that is gone is still
+  // reported as the backend's missing file, naming the pack.
+  it('reports a missing pack of a small file as the backend reports it', async () => {
+    const { repo, dir: repoDir } = await newRepo();
+    const blob = await repo.saveBlob('data', Buffer.from('small'));
+    const sn = await snapshotOf(repo, [file('f', [blob.id])]);
+    const packId = repo.lookupBlob('data', blob.id)!.packId;
+    await rm(join(repoDir, 'data', packId.slice(0, 2), packId));
+    const err = await restore(repo, sn, await tempDir()).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BackendNotFoundError);
+    expect((err as BackendNotFoundError).handle.name).toBe(packId);
   });
 });
