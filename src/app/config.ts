@@ -36,9 +36,9 @@ export const configSchema = z.object({
    */
   JOB_NICE: z.coerce.number().int().min(0).max(19).default(10),
   /**
-   * How long an API process trusts a key it has checked before looking it up again. A key
-   * revoked through another process keeps working here for at most this long. 0 looks the key
-   * up on every request.
+   * How long an API process trusts a key it has checked before looking it up again. Revocations
+   * reach every process at once over the event bus; one sent while this process's event
+   * connection was down counts here after at most this long. 0 looks the key up on every request.
    */
   API_KEY_CACHE_MS: z.coerce.number().int().min(0).max(300_000).default(5_000),
   /** How long an in-flight request may take to finish on shutdown. */

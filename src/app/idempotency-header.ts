@@ -5,7 +5,7 @@
  * belonged to would depend on execution order, and a client that forms its batches differently
  * on a retry would get another operation's result back, or a conflict.
  */
-import { GraphQLError, Kind, isInputObjectType, parse, type DocumentNode, type GraphQLSchema, type SelectionSetNode } from 'graphql';
+import { GraphQLError, Kind, getNamedType, isInputObjectType, parse, type DocumentNode, type GraphQLSchema, type SelectionSetNode } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 
 /** Mutation fields whose `input` takes an idempotencyKey. */
@@ -13,8 +13,8 @@ function keyedMutations(schema: GraphQLSchema): Set<string> {
   const out = new Set<string>();
   for (const field of Object.values(schema.getMutationType()?.getFields() ?? {})) {
     const input = field.args.find((a) => a.name === 'input');
-    const type = input && ('ofType' in input.type ? input.type.ofType : input.type);
-    if (type && isInputObjectType(type) && type.getFields().idempotencyKey) out.add(field.name);
+    const type = input && getNamedType(input.type);
+    if (isInputObjectType(type) && type.getFields().idempotencyKey) out.add(field.name);
   }
   return out;
 }

@@ -86,8 +86,8 @@ async function serveCommand(config: Config, logger: Logger, opts: { worker: bool
       setBackgroundNice(config.JOB_NICE);
       await keepCodecThreadsWarm(defaultCodecThreads());
       preparePackBuffers(2);
+      worker = await startWorker({ deps: runtime.deps, databaseUrl: database.url, concurrency: config.WORKER_CONCURRENCY, logger, staleAfterMs: config.OPERATION_STALE_MS });
     }
-    if (opts.worker) worker = await startWorker({ deps: runtime.deps, databaseUrl: database.url, concurrency: config.WORKER_CONCURRENCY, logger, staleAfterMs: config.OPERATION_STALE_MS });
     let port: number | undefined;
     if (opts.api) {
       app = buildApp({ config, deps: runtime.deps, logger });

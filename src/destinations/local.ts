@@ -58,12 +58,8 @@ export class LocalBackend implements Backend {
     }
   }
 
-  /** The file system path of a handle. */
+  /** The file system path of a handle (Backend.localPath). */
   localPath(h: Handle): string {
-    return this.path(h);
-  }
-
-  path(h: Handle): string {
     if (h.type === 'config') return join(this.root, 'config');
     if (!/^[0-9a-zA-Z._-]+$/.test(h.name) || h.name.startsWith('.')) {
       throw new BackendAccessError('IO', `invalid file name ${JSON.stringify(h.name)}`);
@@ -74,7 +70,7 @@ export class LocalBackend implements Backend {
 
   async save(h: Handle, data: Uint8Array, opts?: SaveOptions): Promise<void> {
     opts?.signal?.throwIfAborted();
-    const final = this.path(h);
+    const final = this.localPath(h);
     const dir = join(final, '..');
     if (!this.madeDirs.has(dir)) {
       await mkdir(dir, { recursive: true });
@@ -115,7 +111,7 @@ export class LocalBackend implements Backend {
     opts?.signal?.throwIfAborted();
     let fh;
     try {
-      fh = await open(this.path(h), fsc.O_RDONLY);
+      fh = await open(this.localPath(h), fsc.O_RDONLY);
     } catch (err) {
       if (isNotFound(err)) throw new BackendNotFoundError(h, { cause: err });
       throw ioError(`load ${h.type}/${h.name}`, err);
@@ -145,7 +141,7 @@ export class LocalBackend implements Backend {
   async stat(h: Handle, opts?: CallOptions): Promise<FileInfo | null> {
     opts?.signal?.throwIfAborted();
     try {
-      const st = await stat(this.path(h));
+      const st = await stat(this.localPath(h));
       return { name: h.name, size: st.size };
     } catch (err) {
       if (isNotFound(err)) return null;
@@ -196,7 +192,7 @@ export class LocalBackend implements Backend {
   async remove(h: Handle, opts?: CallOptions): Promise<void> {
     opts?.signal?.throwIfAborted();
     try {
-      await rm(this.path(h), { force: true });
+      await rm(this.localPath(h), { force: true });
     } catch (err) {
       throw ioError(`remove ${h.type}/${h.name}`, err);
     }

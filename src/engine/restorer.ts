@@ -182,13 +182,13 @@ class Restorer {
   private async writeSmallFile(node: Node, path: string): Promise<void> {
     const blobs: Parameters<CodecPool['writeFile']>[1] = [];
     const backend = this.repo.backend;
-    const localPacks: string[] = [];
+    let localPack: string | undefined;
     for (const id of node.content ?? []) {
       const entry = this.repo.lookupBlob('data', id);
       if (entry && backend.localPath) {
         // A local pack is read by the thread itself: no file calls through the main thread.
+        localPack = entry.packId;
         const pack = backend.localPath({ type: 'data', name: entry.packId });
-        localPacks.push(entry.packId);
         blobs.push({ id, pack, offset: entry.offset, length: entry.length, uncompressedLength: entry.uncompressedLength, where: ` in pack ${entry.packId}` });
       } else {
         const loaded = await this.repo.loadRawBlob('data', id, this.opts.signal);
@@ -206,9 +206,7 @@ class Restorer {
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ELOOP' || code === 'EISDIR') throw new UnsafePathError(`${path} exists and is not a regular file; refusing to write through it`);
-      if (code === 'ENOPACK') {
-        throw new BackendNotFoundError({ type: 'data', name: localPacks.at(-1) ?? '' }, { cause: err });
-      }
+      if (code === 'ENOPACK') throw new BackendNotFoundError({ type: 'data', name: localPack ?? '' }, { cause: err });
       throw err;
     }
     this.result.bytes += bytes;
