@@ -3,9 +3,16 @@
  * the control-plane commands load the server modules. Keeping them apart makes `backplane repo`
  * start fast and work even without a database or a generated Prisma client.
  */
+import { isMainThread } from 'node:worker_threads';
+
 const [command, ...rest] = process.argv.slice(2);
 
 async function main(): Promise<void> {
+  if (!isMainThread) {
+    // `backplane start` runs its jobs on a thread started from this same entry (app/job-host.ts).
+    const host = await import('../app/job-host.ts');
+    if (host.isJobThread()) return host.runJobThread();
+  }
   if (command === 'repo') {
     const { repoMain } = await import('./repo.ts');
     process.exitCode = await repoMain(rest);

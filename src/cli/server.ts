@@ -6,13 +6,10 @@ import { parseArgs } from 'node:util';
 import { runMigrations as runWorkerMigrations } from 'graphile-worker';
 import { buildApp, type App } from '../app/build-app.ts';
 import { ensureDemo } from '../app/bootstrap.ts';
-import { setBackgroundNice } from '../engine/priority.ts';
-import { defaultCodecThreads, keepCodecThreadsWarm } from '../engine/codec-pool.ts';
-import { preparePackBuffers } from '../engine/pack.ts';
 import { loadConfig, type Config } from '../app/config.ts';
 import { createLogger, type Logger } from '../app/logger.ts';
 import { createRuntime, type Runtime } from '../app/runtime.ts';
-import { startWorker, type Worker } from '../app/worker.ts';
+import { startJobThread, startJobs, type Jobs } from '../app/job-host.ts';
 import { createDb } from '../db/client.ts';
 import { applyMigrations } from '../db/migrate.ts';
 import { SCOPES, type Scope } from '../domain/scopes.ts';
@@ -44,37 +41,41 @@ async function openDatabase(config: Config, logger: Logger): Promise<Database> {
   return { url, urlFor: (db) => pg.url(db), stop: () => pg.stop() };
 }
 
-/** Runs `stop` once on SIGINT/SIGTERM; a second signal exits at once. */
-function onShutdown(logger: Logger, stop: () => Promise<void>): void {
+/**
+ * Runs `stop` once on SIGINT/SIGTERM, or when the returned function is called (a part of the
+ * process failed: exit code 1); a second signal exits at once.
+ */
+function onShutdown(logger: Logger, stop: () => Promise<void>): (reason: string) => void {
   let stopping = false;
-  const handler = (signal: string) => {
+  const shutdown = (reason: string, code: number) => {
     if (stopping) process.exit(130);
     stopping = true;
-    logger.info({ signal }, 'shutting down');
+    logger.info({ reason }, 'shutting down');
     stop().then(
-      () => process.exit(0),
+      () => process.exit(code),
       (err) => {
         logger.error({ err }, 'shutdown failed');
         process.exit(1);
       },
     );
   };
-  process.on('SIGINT', () => handler('SIGINT'));
-  process.on('SIGTERM', () => handler('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT', 0));
+  process.on('SIGTERM', () => shutdown('SIGTERM', 0));
+  return (reason) => shutdown(reason, 1);
 }
 
 async function serveCommand(config: Config, logger: Logger, opts: { worker: boolean; api: boolean; demo: boolean }) {
   const database = await openDatabase(config, logger);
   let runtime: Runtime | undefined;
   let app: App | undefined;
-  let worker: Worker | undefined;
+  let jobs: Jobs | undefined;
   const stop = async () => {
     await app?.stop();
-    await worker?.stop();
+    await jobs?.stop();
     await runtime?.close();
-    await keepCodecThreadsWarm(0);
     await database.stop();
   };
+  const fail = onShutdown(logger, stop);
   try {
     if (!config.DATABASE_URL) {
       await applyMigrations(database.url, { logger });
@@ -82,11 +83,10 @@ async function serveCommand(config: Config, logger: Logger, opts: { worker: bool
     }
     runtime = await createRuntime(config, database.url, logger);
     const demo = opts.demo && database.urlFor ? await ensureDemo(runtime.deps, { home: config.home, databaseUrlFor: database.urlFor }) : null;
-    if (opts.worker) {
-      setBackgroundNice(config.JOB_NICE);
-      await keepCodecThreadsWarm(defaultCodecThreads());
-      preparePackBuffers(2);
-      worker = await startWorker({ deps: runtime.deps, databaseUrl: database.url, concurrency: config.WORKER_CONCURRENCY, logger, staleAfterMs: config.OPERATION_STALE_MS });
+    if (opts.worker && opts.api) {
+      jobs = await startJobThread({ databaseUrl: database.url, logger, onExit: (code) => fail(`the job thread stopped (exit code ${code})`) });
+    } else if (opts.worker) {
+      jobs = await startJobs(config, runtime, database.url, logger);
     }
     let port: number | undefined;
     if (opts.api) {
@@ -94,7 +94,6 @@ async function serveCommand(config: Config, logger: Logger, opts: { worker: bool
       port = await app.start(config.PORT, config.HOST);
       logger.info({ port, host: config.HOST }, 'listening');
     }
-    onShutdown(logger, stop);
     if (demo && port !== undefined) printBanner(config, port, demo);
   } catch (err) {
     await stop().catch(() => undefined);

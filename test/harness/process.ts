@@ -1,6 +1,6 @@
 /**
- * Backplane as a separate OS process (`backplane serve`), for tests that cross process
- * boundaries: events over LISTEN/NOTIFY, shutdown on signals.
+ * Backplane as a separate OS process (`backplane serve`, `worker` or `start`), for tests that
+ * cross process boundaries: events over LISTEN/NOTIFY, shutdown on signals.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
@@ -12,13 +12,16 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 export interface ServerProcess {
   url: string;
   child: ChildProcess;
+  /** The process's JSON log lines so far. */
+  logs: Array<Record<string, unknown>>;
   /** Fetches /metrics and returns one metric's value. */
   metric(name: string): Promise<number>;
   stop(): Promise<number | null>;
 }
 
-export async function startServerProcess(env: NodeJS.ProcessEnv, command: 'serve' | 'worker' = 'serve'): Promise<ServerProcess> {
-  const ready = command === 'serve' ? 'listening' : 'worker started';
+export async function startServerProcess(env: NodeJS.ProcessEnv, command: 'serve' | 'worker' | 'start' = 'serve'): Promise<ServerProcess> {
+  const ready = command === 'worker' ? 'worker started' : 'listening';
+  const logs: Array<Record<string, unknown>> = [];
   const child = spawn(process.execPath, [path.join(ROOT, 'bin/backplane.js'), command], {
     cwd: ROOT,
     env: { ...env, PORT: '0', LOG_LEVEL: 'info' },
@@ -31,6 +34,7 @@ export async function startServerProcess(env: NodeJS.ProcessEnv, command: 'serve
     lines.on('line', (line) => {
       try {
         const rec = JSON.parse(line) as { msg?: string; port?: number };
+        logs.push(rec);
         if (rec.msg === ready) resolve(rec.port ?? 0);
       } catch {
         // not a log line
@@ -42,6 +46,7 @@ export async function startServerProcess(env: NodeJS.ProcessEnv, command: 'serve
   return {
     url: `${base}/graphql`,
     child,
+    logs,
     async metric(name) {
       const text = await (await fetch(`${base}/metrics`)).text();
       const line = text.split('\n').find((l) => l.startsWith(`${name} `));
