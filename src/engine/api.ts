@@ -44,7 +44,7 @@ export {
   type PipeSource,
 } from './archiver.ts';
 export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult } from './restorer.ts';
-export { resolvePath, walk, fileStream, type WalkEntry } from './walker.ts';
+export { resolvePath, walk, fileStream, contentWriter, type ContentWriter, type WalkEntry } from './walker.ts';
 export { Lock, withLock, removeStaleLocks, isStale, STALE_LOCK_MS, type LockJson } from './lock.ts';
 export {
   EngineError,

@@ -25,7 +25,7 @@ interface WorkerResponse {
   size?: number;
   /** Answer to 'du'. */
   total?: number;
-  /** Answer to 'writeFile'. */
+  /** Answer to 'writeFile' and 'writeTo'. */
   bytes?: number;
   /** With `error`: the system error's code (or EINTEGRITY for a blob that does not verify). */
   code?: string;
@@ -195,6 +195,22 @@ export async function spareCodecThreads(): Promise<number> {
 }
 
 /** A pool of codec threads. Call close() when done. */
+/** A blob for a thread to decode and write: its stored bytes, or where a local pack holds them. */
+export type ThreadBlob = { id: Id; uncompressedLength?: number; where?: string } & ({ stored: Buffer } | { pack: string; offset: number; length: number });
+
+function ownedBlobs(blobs: ThreadBlob[]): [unknown[], ArrayBuffer[]] {
+  const owned = blobs.map((b) => ('stored' in b ? { ...b, stored: ownedCopy(b.stored) } : b));
+  return [owned, owned.flatMap((b) => ('stored' in b ? [b.stored.buffer as ArrayBuffer] : []))];
+}
+
+function bytesWritten(m: WorkerResponse): number {
+  if (m.error !== undefined) {
+    if (m.code === 'EINTEGRITY') throw new IntegrityError(m.error);
+    throw Object.assign(new Error(m.error), { code: m.code });
+  }
+  return m.bytes!;
+}
+
 export class CodecPool {
   private readonly workers: Worker[] = [];
   private readonly owed: Int32Array[] = [];
@@ -480,19 +496,22 @@ export class CodecPool {
    * bytes written; throws an Error whose `code` is the system error's, or EINTEGRITY with an
    * IntegrityError's message.
    */
-  async writeFile(
-    path: string,
-    blobs: ({ id: Id; uncompressedLength?: number; where?: string } & ({ stored: Buffer } | { pack: string; offset: number; length: number }))[],
-    meta: { mode: number; atime: number; mtime: number; owner?: { uid: number; gid: number } },
-  ): Promise<number> {
-    const owned = blobs.map((b) => ('stored' in b ? { ...b, stored: ownedCopy(b.stored) } : b));
-    const transfer = owned.flatMap((b) => ('stored' in b ? [b.stored.buffer as ArrayBuffer] : []));
-    const m = await this.post({ op: 'writeFile', path, blobs: owned, ...meta }, transfer);
-    if (m.error !== undefined) {
-      if (m.code === 'EINTEGRITY') throw new IntegrityError(m.error);
-      throw Object.assign(new Error(m.error), { code: m.code });
-    }
-    return m.bytes!;
+  async writeFile(path: string, blobs: ThreadBlob[], meta: { mode: number; atime: number; mtime: number; owner?: { uid: number; gid: number } }): Promise<number> {
+    const [owned, transfer] = ownedBlobs(blobs);
+    return bytesWritten(await this.post({ op: 'writeFile', path, blobs: owned, ...meta }, transfer));
+  }
+
+  /**
+   * Writes blobs' plaintext, in order, into `fd`, which the caller keeps open until this
+   * settles (see codec-thread.mjs writeToJob). Every part goes to the pool's first thread, in
+   * order; after a failed part, the writer's later parts are refused (code EABORTED). Takes ownership
+   * of the stored buffers. Returns the bytes written; throws as writeFile does.
+   */
+  async writeTo(fd: number, writer: number, blobs: ThreadBlob[]): Promise<number> {
+    const [owned, transfer] = ownedBlobs(blobs);
+    // Always the first thread, so that the parts keep their order.
+    if (this.workers.length === 0) this.start();
+    return bytesWritten(await this.post({ op: 'writeTo', fd, writer, blobs: owned }, transfer, undefined, 0));
   }
 
   /** Total size of the regular files under the given paths, counted on a thread. */

@@ -211,16 +211,9 @@ function writeFileJob(msg) {
     parentPort.postMessage({ seq: msg.seq, error: err.message, code: err.code });
     return;
   }
-  let bytes = 0;
+  let bytes;
   try {
-    for (const b of msg.blobs) {
-      const stored = b.stored ?? readPackRange(b);
-      const r = decodeBlobRaw(encKey, macK, macR, b.id, stored, b.uncompressedLength);
-      if (r.error !== undefined) throw Object.assign(new Error(`blob ${b.id}${b.where ?? ''}: ${r.error}`), { code: 'EINTEGRITY' });
-      for (let off = 0; off < r.plain.length; ) off += writeSync(fd, r.plain, off, r.plain.length - off);
-      bytes += r.plain.length;
-      collect(stored.length + r.plain.length);
-    }
+    bytes = writeBlobs(fd, msg.blobs);
     if (msg.owner) {
       try {
         fchownSync(fd, msg.owner.uid, msg.owner.gid);
@@ -237,6 +230,45 @@ function writeFileJob(msg) {
     closeSync(fd);
   }
   parentPort.postMessage({ seq: msg.seq, bytes });
+}
+
+/**
+ * Decodes blobs (as writeFileJob takes them) in order and writes their plaintext to `fd`; returns
+ * the bytes written. Throws EINTEGRITY for a blob that fails verification, else the system error.
+ */
+function writeBlobs(fd, blobs) {
+  let bytes = 0;
+  for (const b of blobs) {
+    const stored = b.stored ?? readPackRange(b);
+    const r = decodeBlobRaw(encKey, macK, macR, b.id, stored, b.uncompressedLength);
+    if (r.error !== undefined) throw Object.assign(new Error(`blob ${b.id}${b.where ?? ''}: ${r.error}`), { code: 'EINTEGRITY' });
+    for (let off = 0; off < r.plain.length; ) off += writeSync(fd, r.plain, off, r.plain.length - off);
+    bytes += r.plain.length;
+    collect(stored.length + r.plain.length);
+  }
+  return bytes;
+}
+
+/** Writers (`msg.writer`) whose write failed: later parts of theirs are refused, never written out of order. */
+const failedWriters = new Set();
+
+/**
+ * Writes one part of a file's content into a descriptor the caller owns and closes: a pipe's
+ * write end, whose blocking writes wait for its reader (pg_restore) here instead of on the
+ * caller's event loop. Parts of one writer arrive in order; after a failed part, its later
+ * parts are refused. Answers `{ seq, bytes }`, or `{ seq, error, code }`.
+ */
+function writeToJob(msg) {
+  if (failedWriters.has(msg.writer)) {
+    parentPort.postMessage({ seq: msg.seq, error: 'an earlier part of this content failed to write', code: 'EABORTED' });
+    return;
+  }
+  try {
+    parentPort.postMessage({ seq: msg.seq, bytes: writeBlobs(msg.fd, msg.blobs) });
+  } catch (err) {
+    failedWriters.add(msg.writer);
+    parentPort.postMessage({ seq: msg.seq, error: err.message, code: err.code });
+  }
 }
 
 /** A blob's stored bytes read straight from a local pack file (`{ pack, offset, length }`). */
@@ -288,6 +320,8 @@ parentPort.on('message', (msg) => {
       sealSharedJob(msg);
     } else if (msg.op === 'writeFile') {
       writeFileJob(msg);
+    } else if (msg.op === 'writeTo') {
+      writeToJob(msg);
     } else if (msg.op === 'du') {
       parentPort.postMessage({ seq: msg.seq, total: diskUsage(msg.paths) });
     } else if (msg.op === 'decode') {

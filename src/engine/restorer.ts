@@ -17,8 +17,8 @@ import { withLock } from './lock.ts';
 import type { Repository } from './repository.ts';
 import { findSnapshot, type Snapshot } from './snapshot.ts';
 import { parseTime, unixPermissions, type Node } from './tree.ts';
-import { fileBlobs, resolvePath, walk } from './walker.ts';
-import { CodecPool, defaultCodecThreads } from './codec-pool.ts';
+import { fileBlobs, resolvePath, threadBlob, walk } from './walker.ts';
+import { CodecPool, defaultCodecThreads, type ThreadBlob } from './codec-pool.ts';
 
 /** Files written at the same time within one directory (overlaps small-file latency). */
 const FILES_IN_PARALLEL = 4;
@@ -180,20 +180,12 @@ class Restorer {
    * time on.
    */
   private async writeSmallFile(node: Node, path: string): Promise<void> {
-    const blobs: Parameters<CodecPool['writeFile']>[1] = [];
-    const backend = this.repo.backend;
+    const blobs: ThreadBlob[] = [];
     let localPack: string | undefined;
     for (const id of node.content ?? []) {
-      const entry = this.repo.lookupBlob('data', id);
-      if (entry && backend.localPath) {
-        // A local pack is read by the thread itself: no file calls through the main thread.
-        localPack = entry.packId;
-        const pack = backend.localPath({ type: 'data', name: entry.packId });
-        blobs.push({ id, pack, offset: entry.offset, length: entry.length, uncompressedLength: entry.uncompressedLength, where: ` in pack ${entry.packId}` });
-      } else {
-        const loaded = await this.repo.loadRawBlob('data', id, this.opts.signal);
-        blobs.push({ id, stored: loaded.bytes, uncompressedLength: loaded.entry.uncompressedLength, where: ` in pack ${loaded.entry.packId}` });
-      }
+      const { blob, packId } = await threadBlob(this.repo, id, this.opts.signal);
+      if ('pack' in blob) localPack = packId;
+      blobs.push(blob);
     }
     let bytes;
     try {

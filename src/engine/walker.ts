@@ -2,13 +2,14 @@
  * Walker: the read side of snapshots. Resolves a path inside a snapshot to its node, walks
  * trees depth-first, and streams one file's content blob by blob (with a little read-ahead).
  */
-import { Readable } from 'node:stream';
-import { NotFoundInRepositoryError, throwIfAborted } from './errors.ts';
+import { Readable, Transform, pipeline } from 'node:stream';
+import { BackendNotFoundError } from '../destinations/backend.ts';
+import { AbortedError, NotFoundInRepositoryError, throwIfAborted } from './errors.ts';
 import type { Id } from './ids.ts';
 import type { Repository } from './repository.ts';
 import type { Snapshot } from './snapshot.ts';
 import type { Node } from './tree.ts';
-import { CodecPool } from './codec-pool.ts';
+import { CodecPool, type ThreadBlob } from './codec-pool.ts';
 
 /** Blobs fetched ahead while streaming a file, bounded by count and by plaintext bytes. */
 const READ_AHEAD = 4;
@@ -52,6 +53,22 @@ export async function* walk(repo: Repository, treeId: Id, prefix = '', signal?: 
     yield { path, node };
     if (node.type === 'dir' && node.subtree) yield* walk(repo, node.subtree, path, signal);
   }
+}
+
+/**
+ * A data blob as a codec thread takes it: where a local pack holds it (the thread reads it
+ * itself, and none of its bytes pass through this thread), else its stored bytes loaded here.
+ * `packId` names the pack, for a BackendNotFoundError when the thread finds it gone (ENOPACK).
+ */
+export async function threadBlob(repo: Repository, id: Id, signal?: AbortSignal): Promise<{ blob: ThreadBlob; packId: string }> {
+  const entry = repo.lookupBlob('data', id);
+  const local = repo.backend.localPath;
+  if (entry && local) {
+    const pack = local.call(repo.backend, { type: 'data', name: entry.packId });
+    return { blob: { id, pack, offset: entry.offset, length: entry.length, uncompressedLength: entry.uncompressedLength, where: ` in pack ${entry.packId}` }, packId: entry.packId };
+  }
+  const loaded = await repo.loadRawBlob('data', id, signal);
+  return { blob: { id, stored: loaded.bytes, uncompressedLength: loaded.entry.uncompressedLength, where: ` in pack ${loaded.entry.packId}` }, packId: loaded.entry.packId };
 }
 
 /** Loads one data blob, decoding it in the pool's threads when a pool is given. */
@@ -102,4 +119,85 @@ export function fileStream(repo: Repository, node: Node, signal?: AbortSignal): 
     }
   }
   return Readable.from(gen(), { objectMode: false });
+}
+
+/**
+ * A file's content that writes itself into a descriptor (a pipe to pg_restore) from a codec
+ * thread, so that neither the decoded bytes nor the pipe's writes pass through this thread; or,
+ * where no such pipe can be made, gives itself as a stream.
+ */
+export interface ContentWriter {
+  /**
+   * Writes the whole content into `fd`, which the caller closes once this settles (no write of
+   * it is under way then). Rejects with the first failure: a blob that does not verify
+   * (IntegrityError), a missing pack, a reader gone (code EPIPE), or an abort.
+   */
+  writeTo(fd: number): Promise<void>;
+  /** The same bytes as a stream, for where the writer cannot be used. */
+  stream(): Readable;
+  /** Stops writing: later blobs are not written, and writeTo rejects. */
+  destroy(): void;
+}
+
+let writers = 0;
+
+/** A ContentWriter of one file; `onBytes` hears of the bytes as they are written, in either form. */
+export function contentWriter(repo: Repository, node: Node, opts: { signal?: AbortSignal; onBytes?: (n: number) => void } = {}): ContentWriter {
+  if (node.type !== 'file') throw new NotFoundInRepositoryError(`${node.name} is not a file`);
+  const stop = new AbortController();
+  const signal = opts.signal ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
+  const onBytes = opts.onBytes ?? (() => {});
+  return {
+    async writeTo(fd) {
+      const writer = ++writers;
+      const pool = new CodecPool(repo.key, 1);
+      const inFlight: { done: Promise<number>; size: number; packId: string }[] = [];
+      let queued = 0;
+      const settle = async (part: (typeof inFlight)[number]) => {
+        try {
+          onBytes(await part.done);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'ENOPACK') throw new BackendNotFoundError({ type: 'data', name: part.packId }, { cause: err });
+          throw err;
+        }
+      };
+      try {
+        for (const id of node.content ?? []) {
+          if (signal.aborted) throw new AbortedError({ cause: signal.reason });
+          const entry = repo.lookupBlob('data', id);
+          const size = entry ? (entry.uncompressedLength ?? entry.length) : 0;
+          // One part always in flight; beyond that, stay under the byte budget (chunks reach 8 MiB).
+          while (inFlight.length > 0 && queued + size > READ_AHEAD_BYTES) {
+            const head = inFlight.shift()!;
+            queued -= head.size;
+            await settle(head);
+          }
+          const { blob, packId } = await threadBlob(repo, id, signal);
+          const done = pool.writeTo(fd, writer, [blob]);
+          done.catch(() => {}); // settled in order below
+          inFlight.push({ done, size, packId });
+          queued += size;
+        }
+        while (inFlight.length > 0) await settle(inFlight.shift()!);
+        if (signal.aborted) throw new AbortedError({ cause: signal.reason });
+      } finally {
+        // No write of this content may still be under way once the caller may close fd.
+        await Promise.allSettled(inFlight.map((p) => p.done));
+        await pool.close();
+      }
+    },
+    stream() {
+      const counter = new Transform({
+        transform(chunk: Buffer, _enc, done) {
+          onBytes(chunk.length);
+          done(null, chunk);
+        },
+      });
+      // pipeline, not pipe: a read error must reach the reader as an error, not as a quiet end.
+      return pipeline(fileStream(repo, node, signal), counter, () => undefined);
+    },
+    destroy() {
+      stop.abort(new Error('content writer destroyed'));
+    },
+  };
 }

@@ -1,8 +1,7 @@
-import { pipeline, Transform } from 'node:stream';
 import { z } from 'zod';
 import { ConflictError, ErrorCode, NotFoundError, ValidationError } from '../domain/errors.ts';
 import { parseInput } from '../domain/validation.ts';
-import { fileStream, findSnapshot, resolvePath, restore as restoreFiles, type Repository } from '../engine/api.ts';
+import { contentWriter, findSnapshot, resolvePath, restore as restoreFiles, type Repository } from '../engine/api.ts';
 import { publishInTransaction } from '../events/bus.ts';
 import { canCreateDatabase, prepareDatabase, type PreparedDatabase } from '../sources/postgres.ts';
 import { prepareDirectory } from '../sources/files.ts';
@@ -161,16 +160,8 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
         ? failFast((async (): Promise<PreparedDatabase> => {
             const url = await environmentDatabaseUrl(deps, target.id);
             const { file } = await dumpNode(repo, source.repoSnapshotId, sideSignal);
-            // Counts bytes on their way to pg_restore (a 'data' listener would drain the stream instead).
-            const counter = new Transform({
-              transform(chunk: Buffer, _enc, done) {
-                dbDone += chunk.length;
-                report();
-                done(null, chunk);
-              },
-            });
-            // pipeline, not pipe: a read error must reach pg_restore's side as an error, not as a quiet end.
-            const dump = pipeline(fileStream(repo, file, sideSignal), counter, () => undefined);
+            // A codec thread decodes the dump and writes it into pg_restore's stdin itself.
+            const dump = contentWriter(repo, file, { signal: sideSignal, onBytes: (n) => ((dbDone += n), report()) });
             const strategy = opInput.strategy === 'IN_PLACE' || !(await canCreateDatabase(url)) ? 'IN_PLACE' : 'SWAP';
             return prepareDatabase(url, dump, { strategy, restoreId, signal: sideSignal });
           })())

@@ -33,7 +33,7 @@ export interface Tool {
 export function startTool(
   command: string,
   args: readonly string[],
-  opts: { env: NodeJS.ProcessEnv; stdin: 'pipe' | 'ignore'; stdout: 'pipe' | 'ignore' | number },
+  opts: { env: NodeJS.ProcessEnv; stdin: 'pipe' | 'ignore' | number; stdout: 'pipe' | 'ignore' | number },
 ): Tool {
   const child = spawn(command, args, { env: opts.env, stdio: [opts.stdin, opts.stdout, 'pipe'] });
   let tail = '';

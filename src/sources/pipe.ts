@@ -1,6 +1,7 @@
 /**
  * Pipes whose read end a codec thread reads with blocking reads (the engine's PipeSource), so a
- * child process's output reaches the engine without passing through the main thread.
+ * child process's output reaches the engine without passing through the main thread; and, for a
+ * restore, pipes whose write end a codec thread writes into (restore-common.ts restoreInput).
  *
  * Node has no pipe(2), so a FIFO in a private temporary directory stands in for one. It is
  * opened read-write first, which on Linux never blocks and lets the read-only and write-only

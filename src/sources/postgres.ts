@@ -18,14 +18,14 @@ import { startTool, type Tool } from './child.ts';
 import { pgTarget, toolEnv } from './connection.ts';
 import { AbortedError, SourceError } from './errors.ts';
 import { withClient } from './pg-admin.ts';
-import { abortError, type PrepareDatabaseOptions, type PreparedDatabase } from './restore-common.ts';
+import { abortError, restoreInput, type DumpSource, type PrepareDatabaseOptions, type PreparedDatabase } from './restore-common.ts';
 import { prepareInPlace } from './restore-in-place.ts';
 import { prepareSwap } from './restore-swap.ts';
 import { openPipe, PipeReader } from './pipe.ts';
 
 export { dropDatabase } from './pg-admin.ts';
 export { MAX_IDENTIFIER_BYTES, restoreDatabaseNames } from './restore-swap.ts';
-export type { PrepareDatabaseOptions, PreparedDatabase } from './restore-common.ts';
+export type { DumpSource, PrepareDatabaseOptions, PreparedDatabase } from './restore-common.ts';
 
 /** A running pg_dump. */
 export interface Dump {
@@ -176,17 +176,15 @@ export async function canCreateDatabase(databaseUrl: string): Promise<boolean> {
  * Restores `dump` (pg_dump custom format) for the database at `databaseUrl` up to the point
  * where only commit() is left. If it throws, everything it did is undone.
  */
-export async function prepareDatabase(databaseUrl: string, dump: Readable, opts: PrepareDatabaseOptions): Promise<PreparedDatabase> {
+export async function prepareDatabase(databaseUrl: string, dump: DumpSource, opts: PrepareDatabaseOptions): Promise<PreparedDatabase> {
   const aborted = abortError(opts.signal);
   if (aborted) {
     dump.destroy();
     throw aborted;
   }
-  // The dump may fail while the temp database is still being made; feed() finds the error in
-  // dump.errored, and until then it must not be an uncaught 'error' event.
-  dump.on('error', () => {});
   const target = pgTarget(databaseUrl);
-  return (opts.strategy ?? 'SWAP') === 'SWAP' ? prepareSwap(databaseUrl, target, dump, opts) : prepareInPlace(databaseUrl, target, dump, opts);
+  const input = await restoreInput(dump);
+  return (opts.strategy ?? 'SWAP') === 'SWAP' ? prepareSwap(databaseUrl, target, input, opts) : prepareInPlace(databaseUrl, target, input, opts);
 }
 
 /** Options of restoreDatabase(). */
@@ -200,7 +198,7 @@ export interface RestoreDatabaseOptions extends PrepareDatabaseOptions {
  * database is exactly as it was. Returns the name the old database now has (SWAP with
  * keepPrevious), else null.
  */
-export async function restoreDatabase(databaseUrl: string, dump: Readable, opts: RestoreDatabaseOptions): Promise<{ previousDatabaseName: string | null }> {
+export async function restoreDatabase(databaseUrl: string, dump: DumpSource, opts: RestoreDatabaseOptions): Promise<{ previousDatabaseName: string | null }> {
   const prepared = await prepareDatabase(databaseUrl, dump, opts);
   try {
     const aborted = abortError(opts.signal);

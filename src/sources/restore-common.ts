@@ -1,10 +1,93 @@
 /**
  * What the database restore strategies (restore-swap.ts, restore-in-place.ts) share: the
- * prepared-restore handle, and feeding a dump stream to a client tool.
+ * prepared-restore handle, and feeding a dump to a client tool.
  */
+import { closeSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
+import type { ContentWriter } from '../engine/api.ts';
 import type { Tool } from './child.ts';
 import { AbortedError, SourceError } from './errors.ts';
+import { openPipe } from './pipe.ts';
+
+/**
+ * A dump to restore: a stream, which this thread copies into the tool's stdin, or content that
+ * writes itself into a pipe the tool reads (the engine's contentWriter: a codec thread decodes
+ * and writes, and none of the bytes pass through this thread).
+ */
+export type DumpSource = Readable | ContentWriter;
+
+/** A dump made ready for a tool: what its stdin is, and how it is fed once the tool runs. */
+export interface RestoreInput {
+  /** The tool's stdin: a pipe to feed, or the read end of a pipe the dump writes into. */
+  stdin: 'pipe' | number;
+  /** Starts feeding the started tool; settles with the dump's own error, or null once all of it is written. */
+  feed(stdin: Writable | null): Promise<Error | null>;
+  /** Gives the dump up (before or while it is fed) and releases what it holds. */
+  discard(): void;
+}
+
+function isContentWriter(dump: DumpSource): dump is ContentWriter {
+  return typeof (dump as ContentWriter).writeTo === 'function';
+}
+
+/** Makes `dump` ready for a tool: through a pipe it writes into itself where pipes can be made, else as a stream. */
+export async function restoreInput(dump: DumpSource): Promise<RestoreInput> {
+  let stream: Readable;
+  if (isContentWriter(dump)) {
+    const pipe = await openPipe().catch(() => null);
+    if (pipe) return pipeInput(dump, pipe);
+    stream = dump.stream();
+  } else {
+    stream = dump;
+  }
+  // The dump may fail before it is fed (while the temp database is made); feed() then finds
+  // the error in stream.errored, and until then it must not be an uncaught 'error' event.
+  stream.on('error', () => {});
+  return {
+    stdin: 'pipe',
+    feed: (stdin) => feed(stream, stdin!),
+    discard() {
+      stream.unpipe();
+      stream.destroy();
+    },
+  };
+}
+
+function pipeInput(writer: ContentWriter, pipe: { readFd: number; writeFd: number }): RestoreInput {
+  let readFd: number | null = pipe.readFd;
+  let writeFd: number | null = pipe.writeFd;
+  let writing: Promise<Error | null> | null = null;
+  const closeRead = () => {
+    if (readFd !== null) closeSync(readFd);
+    readFd = null;
+  };
+  return {
+    stdin: pipe.readFd,
+    feed() {
+      // The tool holds its own copy of the read end now; ours would keep a pipe whose reader
+      // died open, and the writer would wait on it forever instead of failing with EPIPE.
+      closeRead();
+      const fd = writeFd!;
+      // writeTo settles only when no write is under way, so closing (the tool's EOF) is safe then.
+      writing = writer.writeTo(fd).then(
+        () => null,
+        (err: Error) => err,
+      );
+      return writing.finally(() => {
+        closeSync(fd);
+        writeFd = null;
+      });
+    },
+    discard() {
+      writer.destroy();
+      closeRead();
+      if (!writing && writeFd !== null) {
+        closeSync(writeFd);
+        writeFd = null;
+      }
+    },
+  };
+}
 
 /** Options of prepareDatabase(). */
 export interface PrepareDatabaseOptions {
@@ -88,7 +171,7 @@ export function abortError(signal: AbortSignal | undefined): AbortedError | null
 /** Runs pg_restore to completion, fed from `dump`; throws abort, dump, or tool errors in that order. */
 export async function runRestore(
   tool: Tool,
-  dump: Readable,
+  dump: RestoreInput,
   signal: AbortSignal | undefined,
   extraTools: Tool[] = [],
 ): Promise<void> {
@@ -98,7 +181,7 @@ export async function runRestore(
   // Aborted while the temp database was being made: the listener above will never fire.
   if (signal?.aborted) onAbort();
   try {
-    const fed = feed(dump, tool.child.stdin!);
+    const fed = dump.feed(tool.child.stdin);
     let dumpError: Error | null = null;
     void fed.then((err) => {
       if (err) {
@@ -117,8 +200,7 @@ export async function runRestore(
     if (failure) throw failure;
   } catch (err) {
     onAbort();
-    dump.unpipe();
-    dump.destroy();
+    dump.discard();
     throw err;
   } finally {
     signal?.removeEventListener('abort', onAbort);

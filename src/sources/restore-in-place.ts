@@ -8,7 +8,7 @@ import { startTool } from './child.ts';
 import { toolEnv, type PgTarget } from './connection.ts';
 import { AbortedError, SourceError } from './errors.ts';
 import { isSuperuser, withClient } from './pg-admin.ts';
-import { abortError, runRestore, stateError, type PrepareDatabaseOptions, type PreparedDatabase } from './restore-common.ts';
+import { abortError, runRestore, stateError, type PrepareDatabaseOptions, type PreparedDatabase, type RestoreInput } from './restore-common.ts';
 
 /** How long pg_terminate_backend waits for an abandoned session to roll back. */
 const TERMINATE_WAIT_MS = 10_000;
@@ -19,12 +19,12 @@ const TERMINATE_WAIT_MS = 10_000;
  * until commit(). Holding it open is what makes IN_PLACE two-phase; meanwhile the replaced
  * tables stay locked for the application, so commit promptly.
  */
-export async function prepareInPlace(databaseUrl: string, target: PgTarget, dump: Readable, opts: PrepareDatabaseOptions): Promise<PreparedDatabase> {
+export async function prepareInPlace(databaseUrl: string, target: PgTarget, dump: RestoreInput, opts: PrepareDatabaseOptions): Promise<PreparedDatabase> {
   let noOwner: boolean;
   try {
     noOwner = opts.noOwner ?? !(await isSuperuser(databaseUrl));
   } catch (err) {
-    dump.destroy();
+    dump.discard();
     throw err;
   }
   opts.onPhase?.('restoring');
@@ -37,7 +37,7 @@ export async function prepareInPlace(databaseUrl: string, target: PgTarget, dump
   });
   const restore = startTool('pg_restore', ['--clean', '--if-exists', '--exit-on-error', '--file=-', ...(noOwner ? ['--no-owner'] : [])], {
     env: toolEnv(target),
-    stdin: 'pipe',
+    stdin: dump.stdin,
     stdout: 'pipe',
   });
   const psqlIn = psql.child.stdin!;

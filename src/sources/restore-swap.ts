@@ -9,7 +9,7 @@ import { toolEnv, type PgTarget } from './connection.ts';
 import { SourceError } from './errors.ts';
 import { PREVIOUS_INFIX, RESTORE_INFIX, restoreSuffix, truncateBytes } from './names.ts';
 import { dropDatabase, withAdmin } from './pg-admin.ts';
-import { abortError, conninfoQuote, runRestore, stateError, type PrepareDatabaseOptions, type PreparedDatabase } from './restore-common.ts';
+import { abortError, conninfoQuote, runRestore, stateError, type PrepareDatabaseOptions, type PreparedDatabase, type RestoreInput } from './restore-common.ts';
 
 /** PostgreSQL's identifier limit (NAMEDATALEN - 1), in bytes. */
 export const MAX_IDENTIFIER_BYTES = 63;
@@ -143,7 +143,7 @@ async function createTwin(c: pg.Client, info: TargetInfo, temp: string): Promise
 }
 
 /** Prepares a SWAP restore (see PreparedDatabase); on failure the temp database is gone. */
-export async function prepareSwap(databaseUrl: string, target: PgTarget, dump: Readable, opts: PrepareDatabaseOptions): Promise<PreparedDatabase> {
+export async function prepareSwap(databaseUrl: string, target: PgTarget, dump: RestoreInput, opts: PrepareDatabaseOptions): Promise<PreparedDatabase> {
   const targetName = target.database;
   const { temp, previous } = restoreDatabaseNames(targetName, opts.restoreId);
   let info: TargetInfo;
@@ -159,7 +159,7 @@ export async function prepareSwap(databaseUrl: string, target: PgTarget, dump: R
       return info;
     });
   } catch (err) {
-    dump.destroy();
+    dump.discard();
     await dropDatabase(databaseUrl, temp).catch(() => {});
     throw err;
   }
@@ -173,7 +173,7 @@ export async function prepareSwap(databaseUrl: string, target: PgTarget, dump: R
     const args = ['--exit-on-error', '--no-password', `--dbname=dbname=${conninfoQuote(temp)}`, ...(noOwner ? ['--no-owner'] : [])];
     const tool = startTool('pg_restore', args, {
       env: toolEnv(target, { PGDATABASE: temp, PGAPPNAME: 'backplane-restore' }),
-      stdin: 'pipe',
+      stdin: dump.stdin,
       stdout: 'ignore',
     });
     await runRestore(tool, dump, opts.signal);
