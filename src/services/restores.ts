@@ -163,7 +163,13 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
             // A codec thread decodes the dump and writes it into pg_restore's stdin itself.
             const dump = contentWriter(repo, file, { signal: sideSignal, onBytes: (n) => ((dbDone += n), report()) });
             const strategy = opInput.strategy === 'IN_PLACE' || !(await canCreateDatabase(url)) ? 'IN_PLACE' : 'SWAP';
-            return prepareDatabase(url, dump, { strategy, restoreId, signal: sideSignal });
+            return prepareDatabase(url, dump, {
+              strategy,
+              restoreId,
+              signal: sideSignal,
+              // pg_restore starts here: the time before it is ours (repository, temp database).
+              onPhase: (phase) => phase === 'restoring' && (timings.pgRestoreStartMs = Date.now() - started),
+            });
           })())
         : Promise.resolve(null);
       const [filesResult, dbResult] = await Promise.allSettled([timed('filesReadyMs', preparingFiles), timed('databaseReadyMs', preparingDb)]);
