@@ -240,13 +240,22 @@ function writeBlobs(fd, blobs) {
   let bytes = 0;
   for (const b of blobs) {
     const stored = b.stored ?? readPackRange(b);
-    const r = decodeBlobRaw(encKey, macK, macR, b.id, stored, b.uncompressedLength);
+    // The plaintext is written out and dropped: a compressed blob decompresses into the scratch.
+    const r = decodeBlobRaw(encKey, macK, macR, b.id, stored, b.uncompressedLength, scratchOf);
     if (r.error !== undefined) throw Object.assign(new Error(`blob ${b.id}${b.where ?? ''}: ${r.error}`), { code: 'EINTEGRITY' });
     for (let off = 0; off < r.plain.length; ) off += writeSync(fd, r.plain, off, r.plain.length - off);
     bytes += r.plain.length;
-    collect(stored.length + r.plain.length);
+    // Fresh memory per blob: the stored bytes and the decrypted ones (about as large).
+    collect(2 * stored.length);
   }
   return bytes;
+}
+
+/** The thread's decompression buffer for writeBlobs, grown to the largest blob met (chunks reach 8 MiB). */
+let scratch = null;
+function scratchOf(n) {
+  if (!scratch || scratch.length < n) scratch = Buffer.allocUnsafeSlow(Math.max(n, 1024 * 1024));
+  return scratch.subarray(0, n);
 }
 
 /** Writers (`msg.writer`) whose write failed: later parts of theirs are refused, never written out of order. */

@@ -17,6 +17,7 @@ export declare function decodeBlobRaw(
   id: string,
   stored: Uint8Array,
   uncompressedLength: number | undefined,
+  scratch?: (n: number) => Buffer,
 ): { plain: Buffer; error?: undefined } | { plain?: undefined; error: string };
 export declare const freshSlot: (n: number) => { view: Buffer };
 export declare function sealInto(encKey: Uint8Array, macK: Uint8Array, macR: Uint8Array, payload: Uint8Array, target: Uint8Array): void;

@@ -128,14 +128,17 @@ export function openRaw(encKey, macK, macR, ciphertext) {
 /**
  * Opens a stored blob: MAC, decryption, decompression (when uncompressedLength is given) and
  * the content hash against the expected id. Returns the plaintext or a reason it is not valid.
+ * `scratch(n)`, when given, lends the buffer a compressed blob is decompressed into (the result
+ * is then a view of it, valid until the next use): a caller that writes the plaintext out and
+ * drops it saves a fresh allocation, and its page faults, per blob.
  */
-export function decodeBlobRaw(encKey, macK, macR, id, stored, uncompressedLength) {
+export function decodeBlobRaw(encKey, macK, macR, id, stored, uncompressedLength, scratch) {
   let plain = openRaw(encKey, macK, macR, stored);
   if (!plain) return { error: 'ciphertext verification failed (MAC mismatch)' };
   if (uncompressedLength !== undefined && uncompressedLength !== null) {
     // Straight into a buffer of the recorded size: a frame that would not fit fails here
     // instead of allocating whatever it claims.
-    const out = Buffer.allocUnsafeSlow(uncompressedLength);
+    const out = scratch ? scratch(uncompressedLength) : Buffer.allocUnsafeSlow(uncompressedLength);
     let n;
     try {
       dctx ??= new zstd.DCtx();
