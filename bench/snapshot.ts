@@ -209,9 +209,19 @@ async function main() {
     // probe queries meanwhile, so both sides share the machine with the same extra work (and
     // the probes' p99 shows what the machine alone does to latency).
     const logFile = path.join(work, 'server.log');
-    // Before every timed step: PostgreSQL's dirty buffers and the kernel's dirty pages go to disk,
-    // so no step pays for the writeback of the one before (a GiB-sized restore leaves a GiB).
+    // Before every timed step: what the step before left for PostgreSQL's background work is
+    // done first, so that no step pays for it. A GiB-sized restore leaves a GiB of new rows,
+    // which autovacuum would vacuum and analyze in the middle of the next step (an explicit
+    // VACUUM ANALYZE resets the counters it goes by), and a GiB of dirty buffers and dirty
+    // pages, which CHECKPOINT and sync write out.
+    const adminUrl = server.adminUrl;
     const settle = async () => {
+      const dbs = await catalog.client!.query<{ datname: string }>('SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate');
+      for (const { datname } of dbs.rows) {
+        const u = new URL(adminUrl);
+        u.pathname = `/${encodeURIComponent(datname)}`;
+        await sql(u.toString(), 'VACUUM (ANALYZE)');
+      }
       await catalog.client!.query('CHECKPOINT');
       execFileSync('sync');
     };
@@ -352,7 +362,7 @@ async function main() {
       date: started.toISOString(),
       durationSeconds: Math.round((Date.now() - started.getTime()) / 1000),
       machine: { ...machineInfo(), loadAverageAtStart: loadAtStart, loadAverageAtEnd: os.loadavg().map((x) => Math.round(x * 100) / 100) },
-      settings: { BENCH_DB_MB: DB_MB, BENCH_FILES_MB: FILES_MB, BENCH_QPS: QPS, probeQuery: '{ viewer { scopes } environments(first: 5) { totalCount } }', destination: 'LOCAL', server: 'backplane start (API and worker in one process), one process per step; the raw database steps run while an idle one gets the same probe load', scratchPostgres: 'fsync=off, synchronous_commit=off', betweenSteps: 'CHECKPOINT and sync before every timed step' },
+      settings: { BENCH_DB_MB: DB_MB, BENCH_FILES_MB: FILES_MB, BENCH_QPS: QPS, probeQuery: '{ viewer { scopes } environments(first: 5) { totalCount } }', destination: 'LOCAL', server: 'backplane start (API and worker in one process), one process per step; the raw database steps run while an idle one gets the same probe load', scratchPostgres: 'fsync=off, synchronous_commit=off', betweenSteps: 'VACUUM (ANALYZE) of every database, CHECKPOINT and sync before every timed step' },
       sizes: { databaseBytes: dbBytes, databaseBytesAfterUpdate: dbBytes2, rows: generated.rows, filesBytes: files.bytes, fileCount: files.files, totalBytes },
       units: { throughput: 'MB/s, 10^6 bytes of database size (pg_database_size) + file bytes per second of wall time', memory: 'MiB' },
       steps: results,
