@@ -21,7 +21,9 @@ const partSize = (i: number) => 200_000 + i * 7_919;
 
 /** A file node of `count` stored blobs of varied sizes, more bytes than the writer keeps in flight. */
 async function bigFile(repo: Repository, count = 48): Promise<{ node: Node; bytes: Buffer }> {
-  const parts = Array.from({ length: count }, (_, i) => seededBytes(`part-${i}`, partSize(i)));
+  // Every other part compressible, so that both stored forms (and pieces of a decompressing blob) are met.
+  const text = (i: number) => Buffer.from(`row ${i};`.repeat(Math.ceil(partSize(i) / 6))).subarray(0, partSize(i));
+  const parts = Array.from({ length: count }, (_, i) => (i % 2 ? text(i) : seededBytes(`part-${i}`, partSize(i))));
   const ids: string[] = [];
   for (const p of parts) ids.push((await repo.saveBlob('data', p)).id);
   await repo.flush();
@@ -49,6 +51,8 @@ describe('contentWriter', () => {
     const { node, bytes } = await bigFile(repo);
     let counted = 0;
     const { writeFd, read } = await pipeReader();
+    // Stored compressed: its plaintext reaches the pipe in pieces as it decompresses.
+    expect(repo.lookupBlob('data', node.content![1])!.uncompressedLength).toBe(partSize(1));
     await contentWriter(repo, node, { onBytes: (n) => (counted += n) }).writeTo(writeFd);
     closeSync(writeFd);
     expect((await read).equals(bytes)).toBe(true);
