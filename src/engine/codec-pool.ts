@@ -160,9 +160,9 @@ function refillSpares(): void {
   while (spares.length < sparesWanted) addSpare();
 }
 
-/** A warm thread at the current niceness, taken out of the spares, if there is one. */
-function takeSpare(): Worker | undefined {
-  const i = spares.findIndex((s) => s.nice === backgroundNice());
+/** A warm thread at this niceness, taken out of the spares, if there is one. */
+function takeSpare(nice: number): Worker | undefined {
+  const i = spares.findIndex((s) => s.nice === nice);
   if (i < 0) return undefined;
   const spare = spares[i];
   spare.drop();
@@ -234,6 +234,8 @@ export class CodecPool {
     private readonly compression = true,
     /** Each scanning thread's ring (tests make it small to exercise wrapping and waiting). */
     private readonly ringBytes = RING_BYTES,
+    /** The threads' niceness; default the background work's (priority.ts) at start. */
+    private readonly nice?: number,
   ) {
     if (!Number.isInteger(size) || size < 1) throw new RangeError(`a codec pool needs at least one thread, not ${size}`);
   }
@@ -243,7 +245,8 @@ export class CodecPool {
     for (let i = 0; i < this.size; i++) {
       const owed = new SharedArrayBuffer(4);
       const ring = new SharedArrayBuffer(this.ringBytes);
-      const w = takeSpare() ?? startThread(backgroundNice());
+      const nice = this.nice ?? backgroundNice();
+      const w = takeSpare(nice) ?? startThread(nice);
       w.postMessage({ op: 'init', key: keyToBytes(key), compression, owed, ring });
       this.owed.push(new Int32Array(owed));
       this.rings.push(Buffer.from(ring));

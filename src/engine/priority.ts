@@ -5,7 +5,8 @@
  * threads lower their own priority as they start (blob-worker.mjs), and so does the thread
  * that derives a repository's key (kdf.ts). pg_dump and pg_restore
  * keep normal priority: they relay the PostgreSQL server's data, and behind its backend they
- * would only stall it. 0 (the default) changes nothing, as for the command line.
+ * would only stall it. So does the thread that writes a restore's dump into pg_restore
+ * (walker.ts contentWriter). 0 (the default) changes nothing, as for the command line.
  */
 let nice = 0;
 

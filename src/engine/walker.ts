@@ -150,7 +150,10 @@ export function contentWriter(repo: Repository, node: Node, opts: { signal?: Abo
   return {
     async writeTo(fd) {
       const writer = ++writers;
-      const pool = new CodecPool(repo.key, 1);
+      // At normal priority, like pg_restore itself (priority.ts): the thread relays the dump to
+      // PostgreSQL's backend, and at the background niceness it kept pg_restore waiting on the
+      // pipe for about half of its waits (a raw `zstd -d | pg_restore` hardly ever does).
+      const pool = new CodecPool(repo.key, 1, true, undefined, 0);
       const inFlight: { done: Promise<number>; size: number; packId: string }[] = [];
       let queued = 0;
       const settle = async (part: (typeof inFlight)[number]) => {
