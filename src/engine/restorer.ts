@@ -10,14 +10,13 @@
 import { constants as fsc } from 'node:fs';
 import { chmod, lchown, lstat, lutimes, mkdir, open, symlink, unlink, utimes } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { BackendNotFoundError } from '../destinations/backend.ts';
 import { AbortedError, UnsafePathError, throwIfAborted } from './errors.ts';
 import type { Id } from './ids.ts';
 import { withLock } from './lock.ts';
 import type { Repository } from './repository.ts';
 import { findSnapshot, type Snapshot } from './snapshot.ts';
 import { parseTime, unixPermissions, type Node } from './tree.ts';
-import { fileBlobs, resolvePath, threadBlob, walk } from './walker.ts';
+import { fileBlobs, packError, resolvePath, threadBlob, walk } from './walker.ts';
 import { CodecPool, defaultCodecThreads, type ThreadBlob } from './codec-pool.ts';
 
 /** Files written at the same time within one directory (overlaps small-file latency). */
@@ -198,8 +197,7 @@ class Restorer {
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ELOOP' || code === 'EISDIR') throw new UnsafePathError(`${path} exists and is not a regular file; refusing to write through it`);
-      if (code === 'ENOPACK') throw new BackendNotFoundError({ type: 'data', name: localPack ?? '' }, { cause: err });
-      throw err;
+      throw packError(err, localPack ?? '');
     }
     this.result.bytes += bytes;
   }

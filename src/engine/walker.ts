@@ -4,7 +4,7 @@
  */
 import { Readable, Transform, pipeline } from 'node:stream';
 import { BackendNotFoundError } from '../destinations/backend.ts';
-import { AbortedError, NotFoundInRepositoryError, throwIfAborted } from './errors.ts';
+import { NotFoundInRepositoryError, throwIfAborted } from './errors.ts';
 import type { Id } from './ids.ts';
 import type { Repository } from './repository.ts';
 import type { Snapshot } from './snapshot.ts';
@@ -69,6 +69,11 @@ export async function threadBlob(repo: Repository, id: Id, signal?: AbortSignal)
   }
   const loaded = await repo.loadRawBlob('data', id, signal);
   return { blob: { id, stored: loaded.bytes, uncompressedLength: loaded.entry.uncompressedLength, where: ` in pack ${loaded.entry.packId}` }, packId: loaded.entry.packId };
+}
+
+/** A codec thread's error for a blob of `packId`: its ENOPACK (the local pack is gone) as the backend reports a missing file. */
+export function packError(err: unknown, packId: string): unknown {
+  return (err as NodeJS.ErrnoException).code === 'ENOPACK' ? new BackendNotFoundError({ type: 'data', name: packId }, { cause: err }) : err;
 }
 
 /** Loads one data blob, decoding it in the pool's threads when a pool is given. */
@@ -160,13 +165,12 @@ export function contentWriter(repo: Repository, node: Node, opts: { signal?: Abo
         try {
           onBytes(await part.done);
         } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'ENOPACK') throw new BackendNotFoundError({ type: 'data', name: part.packId }, { cause: err });
-          throw err;
+          throw packError(err, part.packId);
         }
       };
       try {
         for (const id of node.content ?? []) {
-          if (signal.aborted) throw new AbortedError({ cause: signal.reason });
+          throwIfAborted(signal);
           const entry = repo.lookupBlob('data', id);
           const size = entry ? (entry.uncompressedLength ?? entry.length) : 0;
           // One part always in flight; beyond that, stay under the byte budget (chunks reach 8 MiB).
@@ -182,7 +186,7 @@ export function contentWriter(repo: Repository, node: Node, opts: { signal?: Abo
           queued += size;
         }
         while (inFlight.length > 0) await settle(inFlight.shift()!);
-        if (signal.aborted) throw new AbortedError({ cause: signal.reason });
+        throwIfAborted(signal);
       } finally {
         // No write of this content may still be under way once the caller may close fd.
         await Promise.allSettled(inFlight.map((p) => p.done));

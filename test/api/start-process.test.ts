@@ -7,11 +7,11 @@ import { randomBytes } from 'node:crypto';
 import { print } from 'graphql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CreateSnapshotDocument, WatchOperationDocument } from '../generated/graphql.ts';
-import { startTestApp, testEnv, type TestApp } from '../harness/app.ts';
-import { gid, makeApiKey, makeOrganization } from '../harness/factories.ts';
-import { makeLiveEnvironment, repositoryPassword, type LiveEnvironment } from '../harness/live-environment.ts';
+import { testEnv, type TestApp } from '../harness/app.ts';
+import { gid } from '../harness/factories.ts';
+import { repositoryPassword, type LiveEnvironment } from '../harness/live-environment.ts';
 import { startServerProcess, type ServerProcess } from '../harness/process.ts';
-import { restic } from '../harness/snapshot-helpers.ts';
+import { restic, startSnapshotSuite } from '../harness/snapshot-helpers.ts';
 
 let app: TestApp;
 let key: string;
@@ -21,10 +21,7 @@ const secretKey = randomBytes(32).toString('hex');
 
 beforeAll(async () => {
   // The in-process app only sets the catalog up; it runs no worker, so every job here is the process's.
-  app = await startTestApp({ secretKey });
-  const org = await makeOrganization(app.runtime.db);
-  key = (await makeApiKey(app.runtime.db, org.id, { scopes: ['backups:write'] })).secret;
-  env = await makeLiveEnvironment(app, { organizationId: org.id });
+  ({ app, key, env } = await startSnapshotSuite({ secretKey, worker: false }));
 });
 afterAll(async () => {
   await server?.stop();

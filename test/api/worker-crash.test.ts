@@ -1,11 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestApp, testEnv, type TestApp } from '../harness/app.ts';
-import { makeApiKey, makeOrganization } from '../harness/factories.ts';
-import { makeLiveEnvironment, repositoryPassword, sql, type LiveEnvironment } from '../harness/live-environment.ts';
+import { testEnv, type TestApp } from '../harness/app.ts';
+import { repositoryPassword, sql, type LiveEnvironment } from '../harness/live-environment.ts';
 import { startServerProcess, until, type ServerProcess } from '../harness/process.ts';
-import { follow, restic, startSnapshot } from '../harness/snapshot-helpers.ts';
+import { follow, restic, startSnapshot, startSnapshotSuite } from '../harness/snapshot-helpers.ts';
 
 let app: TestApp;
 let key: string;
@@ -14,10 +13,7 @@ const secretKey = randomBytes(32).toString('hex');
 const workers: ServerProcess[] = [];
 
 beforeAll(async () => {
-  app = await startTestApp({ secretKey });
-  const org = await makeOrganization(app.runtime.db);
-  key = (await makeApiKey(app.runtime.db, org.id, { scopes: ['backups:write'] })).secret;
-  env = await makeLiveEnvironment(app, { organizationId: org.id });
+  ({ app, key, env } = await startSnapshotSuite({ secretKey, worker: false }));
 });
 afterAll(async () => {
   for (const w of workers) await w.stop();

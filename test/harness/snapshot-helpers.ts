@@ -57,21 +57,24 @@ export async function restic(repo: string, password: string, ...args: string[]):
   return stdout;
 }
 
-/** A server with a worker, an organization and a key of theirs (admin unless told). */
-export async function startWorkerSuite(opts: { scopes?: Scope[] } = {}) {
+/**
+ * A server with a worker (unless `worker: false`, for tests whose jobs run in another process),
+ * an organization and a key of theirs (admin unless told).
+ */
+export async function startWorkerSuite(opts: { scopes?: Scope[]; secretKey?: string; worker?: boolean } = {}) {
   const { startTestApp } = await import('./app.ts');
   const { makeApiKey, makeOrganization } = await import('./factories.ts');
-  const app = await startTestApp();
-  await app.startWorker();
+  const app = await startTestApp({ secretKey: opts.secretKey });
+  if (opts.worker !== false) await app.startWorker();
   const org = await makeOrganization(app.runtime.db);
   const key = (await makeApiKey(app.runtime.db, org.id, { scopes: opts.scopes ?? ['admin'] })).secret;
   return { app, key, orgId: org.id };
 }
 
 /** What most snapshot test files start from: startWorkerSuite with a write key, and a live environment. */
-export async function startSnapshotSuite(opts: { envName?: string } = {}) {
+export async function startSnapshotSuite(opts: { envName?: string; secretKey?: string; worker?: boolean } = {}) {
   const { makeLiveEnvironment } = await import('./live-environment.ts');
-  const suite = await startWorkerSuite({ scopes: ['backups:write'] });
+  const suite = await startWorkerSuite({ scopes: ['backups:write'], secretKey: opts.secretKey, worker: opts.worker });
   const env = await makeLiveEnvironment(suite.app, { organizationId: suite.orgId, name: opts.envName });
   return { ...suite, env };
 }
