@@ -7,7 +7,7 @@ import type { Snapshot } from '../generated/prisma/client.ts';
 import { databaseSize, startDump, startDumpToPipe, type Dump, type PipedDump } from '../sources/postgres.ts';
 import { raiseAlert } from './alerts.ts';
 import type { Deps } from './deps.ts';
-import { environmentDatabaseUrl, getEnvironment } from './environments.ts';
+import { getEnvironment } from './environments.ts';
 import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
 import { enqueueJob, operationJobKey } from './jobs.ts';
 import { beginOperation, CancelledError, finishOperation, progressReporter, TimedOutError, watchCancellation } from './operations.ts';
@@ -161,12 +161,26 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
   const progress = progressReporter(deps, operationId);
   const written: { opened: OpenedRepository; repoSnapshotId: string }[] = [];
   const opened: OpenedRepository[] = [];
+  // The first destination's repository, opened from the start (see below); closed with the rest.
+  let firstOpening: Promise<OpenedRepository> | null = null;
   const started = Date.now();
   try {
     await underLimits(deps, operationId, timeoutSeconds, jobSignal, async (signal) => {
       progress.report({ phase: 'preparing', bytesDone: 0 });
+      // The data is captured into the first destination that works, in the environment's order;
+      // when one cannot be opened or fails under the upload, the next one is tried with a fresh dump.
+      const order = (await deps.db.environmentDestination.findMany({ where: { environmentId: env.id }, orderBy: { createdAt: 'asc' } })).map((d) => d.destinationId);
+      const rank = (destinationId: string) => (order.includes(destinationId) ? order.indexOf(destinationId) : order.length);
+      snapshot.copies.sort((a, b) => rank(a.destinationId) - rank(b.destinationId));
+      // Opening a repository (scrypt, the index) takes a few hundred milliseconds that need
+      // nothing from the database: the first one opens meanwhile the database is sized and
+      // pg_dump starts, instead of after. Its failure is still the destination's (awaited below).
+      if (snapshot.copies.length) {
+        firstOpening = openRepository(deps, snapshot.copies[0].destinationId, signal).then((o) => (opened.push(o), o));
+        firstOpening.catch(() => undefined);
+      }
       const includesDb = snapshot.includes.includes('DB');
-      const databaseUrl = includesDb ? await environmentDatabaseUrl(deps, env.id) : null;
+      const databaseUrl = includesDb ? deps.secrets.open(env.databaseUrlEncrypted) : null;
       const dbBytes = databaseUrl ? await databaseSize(databaseUrl) : null;
       const copyFailed = async (copy: { id: string; destinationId: string }, err: unknown) => {
         // One destination failing does not lose the snapshot the others hold.
@@ -175,11 +189,6 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
         await recordUse(deps, copy.destinationId, err);
       };
 
-      // The data is captured into the first destination that works, in the environment's order;
-      // when one cannot be opened or fails under the upload, the next one is tried with a fresh dump.
-      const order = (await deps.db.environmentDestination.findMany({ where: { environmentId: env.id }, orderBy: { createdAt: 'asc' } })).map((d) => d.destinationId);
-      const rank = (destinationId: string) => (order.includes(destinationId) ? order.indexOf(destinationId) : order.length);
-      snapshot.copies.sort((a, b) => rank(a.destinationId) - rank(b.destinationId));
       let primary: OpenedRepository | null = null;
       let result: Awaited<ReturnType<typeof backup>> | null = null;
       let primaryIndex = -1;
@@ -196,8 +205,8 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
           // allows: the dump's bytes never reach the event loop that answers the API.
           dump = databaseUrl ? ((await startDumpToPipe(databaseUrl, { signal: attemptSignal })) ?? startDump(databaseUrl, { signal: attemptSignal })) : null;
           opening = true;
-          const candidate = await openRepository(deps, copy.destinationId, signal);
-          opened.push(candidate);
+          const candidate = i === 0 && firstOpening ? await firstOpening : await openRepository(deps, copy.destinationId, signal);
+          if (!opened.includes(candidate)) opened.push(candidate);
           opening = false;
           if (op.attempts > 1) {
             // A worker died after writing this snapshot's file but before recording it: a retry must not leave two.
@@ -321,6 +330,8 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
     }
     await deps.events.publish('environmentActivity', env.id, { kind: 'SNAPSHOT', environmentId: env.id, subjectId: snapshot.id });
   } finally {
+    // An early open still under way when the job stopped must not outlive it.
+    await (firstOpening as Promise<OpenedRepository> | null)?.catch(() => undefined);
     for (const o of opened) await o.close().catch(() => undefined);
   }
 }
