@@ -160,7 +160,7 @@ export const PROBE_QUERY = '{ viewer { scopes } environments(first: 5) { totalCo
  * the previous one answered (a closed loop would hide stalls by sending less), with at most
  * `maxInFlight` outstanding so a stuck server cannot pile up thousands.
  */
-export function startLoad(url: string, key: string, ratePerSecond: number, maxInFlight = 50): { stop(): Promise<LatencySummary> } {
+export function startLoad(url: string, key: string, ratePerSecond: number, maxInFlight = 50): { stop(): Promise<LatencySummary>; samples(): number[] } {
   const latencies: number[] = [];
   let errors = 0;
   let inFlight = 0;
@@ -208,5 +208,7 @@ export function startLoad(url: string, key: string, ratePerSecond: number, maxIn
       await Promise.all(pending);
       return summarize(latencies, errors, ratePerSecond);
     },
+    /** Every answered request's latency (ms), to pool runs before taking percentiles. */
+    samples: () => [...latencies],
   };
 }
