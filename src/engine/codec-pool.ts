@@ -194,7 +194,6 @@ export async function spareCodecThreads(): Promise<number> {
   return spares.length;
 }
 
-/** A pool of codec threads. Call close() when done. */
 /** A blob for a thread to decode and write: its stored bytes, or where a local pack holds them. */
 export type ThreadBlob = { id: Id; uncompressedLength?: number; where?: string } & ({ stored: Buffer } | { pack: string; offset: number; length: number });
 
@@ -211,6 +210,7 @@ function bytesWritten(m: WorkerResponse): number {
   return m.bytes!;
 }
 
+/** A pool of codec threads. Call close() when done. */
 export class CodecPool {
   private readonly workers: Worker[] = [];
   private readonly owed: Int32Array[] = [];

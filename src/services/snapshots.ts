@@ -161,6 +161,7 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
   const progress = progressReporter(deps, operationId);
   const written: { opened: OpenedRepository; repoSnapshotId: string }[] = [];
   const opened: OpenedRepository[] = [];
+  const open = (destinationId: string, signal: AbortSignal) => openRepository(deps, destinationId, signal).then((o) => (opened.push(o), o));
   // The first destination's repository, opened from the start (see below); closed with the rest.
   let firstOpening: Promise<OpenedRepository> | null = null;
   const started = Date.now();
@@ -176,7 +177,7 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
       // nothing from the database: the first one opens meanwhile the database is sized and
       // pg_dump starts, instead of after. Its failure is still the destination's (awaited below).
       if (snapshot.copies.length) {
-        firstOpening = openRepository(deps, snapshot.copies[0].destinationId, signal).then((o) => (opened.push(o), o));
+        firstOpening = open(snapshot.copies[0].destinationId, signal);
         firstOpening.catch(() => undefined);
       }
       const includesDb = snapshot.includes.includes('DB');
@@ -205,8 +206,7 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
           // allows: the dump's bytes never reach the event loop that answers the API.
           dump = databaseUrl ? ((await startDumpToPipe(databaseUrl, { signal: attemptSignal })) ?? startDump(databaseUrl, { signal: attemptSignal })) : null;
           opening = true;
-          const candidate = i === 0 && firstOpening ? await firstOpening : await openRepository(deps, copy.destinationId, signal);
-          if (!opened.includes(candidate)) opened.push(candidate);
+          const candidate = await (i === 0 && firstOpening ? firstOpening : open(copy.destinationId, signal));
           opening = false;
           if (op.attempts > 1) {
             // A worker died after writing this snapshot's file but before recording it: a retry must not leave two.
@@ -261,8 +261,7 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
       for (const copy of snapshot.copies.slice(primaryIndex + 1)) {
         progress.report({ phase: 'copying' });
         try {
-          const target = await openRepository(deps, copy.destinationId, signal);
-          opened.push(target);
+          const target = await open(copy.destinationId, signal);
           await deps.db.snapshotCopy.update({ where: { id: copy.id }, data: { status: 'UPLOADING' } });
           const copied = await copySnapshot(primary.repo, target.repo, result.snapshotId, { signal });
           written.push({ opened: target, repoSnapshotId: copied.snapshotId });
