@@ -61,6 +61,17 @@ function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
   });
 }
 
+/**
+ * The Authorization value in a graphql-ws `connection_init` payload or a subscribe message's
+ * `extensions.headers`: header names are case-insensitive, and some clients nest the headers
+ * under `headers`. Undefined when none is given.
+ */
+function authorizationIn(params: unknown): string | undefined {
+  if (!params || typeof params !== 'object') return undefined;
+  for (const [k, v] of Object.entries(params)) if (k.toLowerCase() === 'authorization' && typeof v === 'string') return v;
+  return 'headers' in params ? authorizationIn(params.headers) : undefined;
+}
+
 /** Tags GraphQL validation and variable errors with a code, so clients can tell them from server faults. */
 const codeRequestErrors: Plugin = {
   onValidate: () => ({ result, setResult }) => {
@@ -245,29 +256,44 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
   });
 
   const wss = new WebSocketServer({ server, path: '/graphql' });
-  const wsCleanup = useServer<Record<string, unknown>, { viewer?: Viewer | null }>(
+  const wsCleanup = useServer<Record<string, unknown>, { viewer?: Viewer | null; authError?: GraphQLError }>(
     {
       // The envelop-wrapped execute/subscribe travel in rootValue from onSubscribe below.
       execute: (args: ExecutionArgs) => (args.rootValue as EnvelopedRoot).execute(args) as never,
       subscribe: (args: ExecutionArgs) => (args.rootValue as EnvelopedRoot).subscribe(args) as never,
       onConnect: async (ctx) => {
         if (stopping) return false;
-        const auth = ctx.connectionParams?.Authorization ?? ctx.connectionParams?.authorization;
+        // A bad key here is not fatal to the socket: each operation that brings no key of its own
+        // is answered UNAUTHENTICATED, as over HTTP, instead of a bare close the client cannot explain.
+        const auth = authorizationIn(ctx.connectionParams);
         try {
-          ctx.extra.viewer = await viewerFor(typeof auth === 'string' ? auth : null);
-        } catch {
-          return false;
+          ctx.extra.viewer = await viewerFor(auth);
+        } catch (err) {
+          if (!(err instanceof GraphQLError)) throw err;
+          ctx.extra.authError = err;
         }
         return true;
       },
       onSubscribe: async (ctx, _id, payload) => {
+        // GraphiQL (and @graphql-tools' executor) sends an empty connection_init and the headers
+        // tab with every subscribe message: a key there authenticates this one operation.
+        const own = authorizationIn(payload.extensions?.headers);
+        let viewer: Viewer | null;
+        try {
+          if (own !== undefined) viewer = await viewerFor(own);
+          else if (ctx.extra.authError) return [ctx.extra.authError];
+          else viewer = ctx.extra.viewer ?? null;
+        } catch (err) {
+          if (err instanceof GraphQLError) return [err];
+          throw err;
+        }
         const { schema: s, execute, subscribe, contextFactory, parse, validate } = yoga.getEnveloped({
           ...ctx,
           req: ctx.extra.request,
           socket: ctx.extra.socket,
           params: payload,
           requestId: randomUUID(),
-          viewer: ctx.extra.viewer ?? null,
+          viewer,
         });
         const document = parse(payload.query);
         const errors = validate(s, document);
