@@ -1,10 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { costLimitPlugin } from '@escape.tech/graphql-armor-cost-limit';
-import { maxAliasesPlugin } from '@escape.tech/graphql-armor-max-aliases';
-import { maxDepthPlugin } from '@escape.tech/graphql-armor-max-depth';
-import { maxTokensPlugin } from '@escape.tech/graphql-armor-max-tokens';
 import { GraphQLError, type ExecutionArgs } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
@@ -23,6 +19,7 @@ import type { Config } from './config.ts';
 import type { Logger } from './logger.ts';
 import { oneMutationPerIdempotencyHeader } from './idempotency-header.ts';
 import { createMetrics } from './metrics.ts';
+import { queryLimitPlugins } from './query-limits.ts';
 
 export interface App {
   /** Listens on the port (0: any free one); resolves with the port. */
@@ -137,10 +134,7 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
       },
     },
     plugins: [
-      maxDepthPlugin({ n: config.MAX_DEPTH, exposeLimits: true, flattenFragments: true }),
-      maxAliasesPlugin({ n: config.MAX_ALIASES, exposeLimits: true }),
-      costLimitPlugin({ maxCost: config.MAX_COST, exposeLimits: true }),
-      maxTokensPlugin({ n: config.MAX_TOKENS, exposeLimits: true }),
+      ...queryLimitPlugins({ maxDepth: config.MAX_DEPTH, maxAliases: config.MAX_ALIASES, maxCost: config.MAX_COST, maxTokens: config.MAX_TOKENS }),
       codeRequestErrors,
       oneMutationPerIdempotencyHeader(schema),
     ],
@@ -295,7 +289,13 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
           requestId: randomUUID(),
           viewer,
         });
-        const document = parse(payload.query);
+        let document: ReturnType<typeof parse>;
+        try {
+          document = parse(payload.query);
+        } catch (err) {
+          if (err instanceof GraphQLError) return [err];
+          throw err;
+        }
         const errors = validate(s, document);
         if (errors.length) return errors;
         return {

@@ -21,7 +21,8 @@ export const configSchema = z.object({
   BATCH_LIMIT: intFromEnv(10),
   MAX_DEPTH: intFromEnv(12),
   MAX_ALIASES: intFromEnv(30),
-  MAX_COST: intFromEnv(5000),
+  /** Most objects one operation may return, each page full (the model: src/app/query-limits.ts). */
+  MAX_COST: intFromEnv(10_000),
   MAX_TOKENS: intFromEnv(2000),
   /** Worker concurrency (jobs of one environment still run one at a time). */
   WORKER_CONCURRENCY: intFromEnv(2),

@@ -32,6 +32,22 @@ export const ErrorCode = {
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
+/**
+ * Refusals of a whole request before it runs (`src/app/query-limits.ts`), sent as
+ * `extensions.code` of a GraphQL error rather than as typed results.
+ */
+export const QueryLimitCode = {
+  /** More tokens than MAX_TOKENS. */
+  QUERY_TOO_LONG: 'QUERY_TOO_LONG',
+  /** Nested deeper than MAX_DEPTH. */
+  QUERY_TOO_DEEP: 'QUERY_TOO_DEEP',
+  /** More aliases than MAX_ALIASES. */
+  QUERY_TOO_MANY_ALIASES: 'QUERY_TOO_MANY_ALIASES',
+  /** Could return more objects than MAX_COST. */
+  QUERY_TOO_COMPLEX: 'QUERY_TOO_COMPLEX',
+} as const;
+export type QueryLimitCode = (typeof QueryLimitCode)[keyof typeof QueryLimitCode];
+
 /** Base of every expected failure. */
 export abstract class AppError extends Error {
   abstract readonly code: ErrorCode;

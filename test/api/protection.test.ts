@@ -40,19 +40,23 @@ describe('abusive queries', () => {
     const deep = '{ projects { edges { node { environments { edges { node { project { environments { totalCount } } } } } } } } }';
     const body = (await (await app.post({ query: deep }, { key })).json()) as Body;
     expect(body.data ?? null).toBeNull();
-    expect(body.errors?.[0].message).toMatch(/depth/i);
+    expect(body.errors?.[0].extensions?.code).toBe('QUERY_TOO_DEEP');
+    expect(body.errors?.[0].message).toMatch(/deep; the limit is 6$/);
   });
 
   it('rejects too many aliases', async () => {
     const q = `{ ${Array.from({ length: 8 }, (_, i) => `a${i}: viewer { scopes }`).join(' ')} }`;
     const body = (await (await app.post({ query: q }, { key })).json()) as Body;
-    expect(body.errors?.[0].message).toMatch(/alias/i);
+    expect(body.errors?.[0].extensions?.code).toBe('QUERY_TOO_MANY_ALIASES');
+    expect(body.errors?.[0].message).toMatch(/aliases; the limit is 5$/);
   });
 
   it('rejects a query whose cost is over the limit', async () => {
-    const q = `{ ${Array.from({ length: 5 }, (_, i) => `p${i}: environments { edges { node { id name type databaseUrl databaseName filesPath createdAt updatedAt project { id name description createdAt updatedAt } } } }`).join(' ')} }`;
+    // 1 connection + 100 environments, each with up to 10 destinations: 1,101 against 300.
+    const q = '{ environments(first: 100) { edges { node { id destinations { id } } } } }';
     const body = (await (await app.post({ query: q }, { key })).json()) as Body;
-    expect(body.errors?.[0].message).toMatch(/cost/i);
+    expect(body.errors?.[0].extensions?.code).toBe('QUERY_TOO_COMPLEX');
+    expect(body.errors?.[0].message).toMatch(/^The query could return up to 1101 objects; the limit is 300/);
   });
 
   it('refuses a body larger than the limit with 413, whether or not it declares its length', async () => {
