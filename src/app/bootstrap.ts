@@ -15,13 +15,14 @@ export const DEMO_DATABASE = 'backplane_demo';
  */
 export async function ensureDemo(
   deps: Deps,
-  opts: { home: string; databaseUrlFor: (db: string) => string },
+  opts: { home: string; databaseUrlFor: (db: string) => string; /** Tests on a shared cluster name their own. */ demoDatabase?: string },
 ): Promise<{ created: boolean; adminKey?: string; environmentId: string }> {
+  const demoDatabase = opts.demoDatabase ?? DEMO_DATABASE;
   const existing = await deps.db.environment.findFirst({ where: { name: 'demo', project: { name: 'Demo' } } });
   if (existing) return { created: false, environmentId: existing.id };
 
-  const demoUrl = opts.databaseUrlFor(DEMO_DATABASE);
-  await createDemoDatabase(opts.databaseUrlFor('postgres'), demoUrl);
+  const demoUrl = opts.databaseUrlFor(demoDatabase);
+  await createDemoDatabase(opts.databaseUrlFor('postgres'), demoUrl, demoDatabase);
   const filesPath = path.join(opts.home, 'demo', 'files');
   await createDemoFiles(filesPath);
   const destinationPath = path.join(opts.home, 'repository');
@@ -41,7 +42,7 @@ export async function ensureDemo(
         type: 'DEVELOPMENT',
         databaseUrlEncrypted: deps.secrets.seal(demoUrl),
         databaseUrlRedacted: redactUrl(demoUrl),
-        databaseName: DEMO_DATABASE,
+        databaseName: demoDatabase,
         filesPath,
         settings: { create: {} },
         destinations: { create: [{ destinationId: destination.id }] },
@@ -53,12 +54,12 @@ export async function ensureDemo(
   return { created: true, adminKey: key.secret, environmentId: env.id };
 }
 
-async function createDemoDatabase(adminUrl: string, demoUrl: string): Promise<void> {
+async function createDemoDatabase(adminUrl: string, demoUrl: string, name: string): Promise<void> {
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
   try {
-    const { rowCount } = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [DEMO_DATABASE]);
-    if (!rowCount) await admin.query(`CREATE DATABASE ${DEMO_DATABASE}`);
+    const { rowCount } = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+    if (!rowCount) await admin.query(`CREATE DATABASE "${name.replace(/"/g, '""')}"`);
   } finally {
     await admin.end();
   }
