@@ -86,7 +86,8 @@ afterAll(async () => {
 });
 
 describe('README.md', () => {
-  it('runs every GraphQL block as written, in order, on a fresh start', async () => {
+  // A snapshot, a restore and a download run on a machine shared with other test runs.
+  it('runs every GraphQL block as written, in order, on a fresh start', { timeout: 300_000 }, async () => {
     const blocks = graphqlBlocks(await fs.readFile(README, 'utf8'));
     expect(blocks.length).toBeGreaterThan(10);
     // Intentionally not runnable blocks stay the exception (none today).
@@ -151,12 +152,14 @@ async function post(query: string): Promise<Answer> {
  */
 async function subscribe(query: string): Promise<Answer[]> {
   const client = app.ws();
-  const listening = app.runtime.deps.events.subscriberCount();
+  // Nothing else in this test watches an environment, so a new listener on the topic is this one.
+  const listening = () => app.runtime.deps.events.subscriberCount('environmentActivity');
+  const before = listening();
   const events = client.iterate({ query, extensions: { headers: { Authorization: `Bearer ${key}` } } });
   const first = events.next();
   const environmentId = /environmentActivity\(environmentId: "([^"]+)"/.exec(query)?.[1];
   if (environmentId) {
-    await until(async () => app.runtime.deps.events.subscriberCount(), (c) => c > listening, 'the subscription to listen');
+    await until(async () => listening(), (c) => c > before, 'the subscription to listen', 60_000);
     const current = (await post(`{ environment(id: "${environmentId}") { name } }`)) as { data: { environment: { name: string } } };
     await app.gql(UpdateEnvironmentDocument, { input: { id: environmentId, name: current.data.environment.name } }, { key });
     const { value } = await first;
