@@ -1,7 +1,8 @@
 /**
  * Limits on what one GraphQL operation may ask for, checked before anything runs: tokens (while
- * parsing), depth and aliases (while validating), cost (before executing, variables known). Each refusal is a GraphQLError with its
- * own `extensions.code` from `QueryLimitCode` and the limit in `extensions.limit`.
+ * parsing), depth and aliases (while validating), cost (before executing, variables known). Each
+ * refusal is a GraphQLError with its own `extensions.code` from `QueryLimitCode` and the limit in
+ * `extensions.limit`.
  *
  * Cost is the most objects an operation can return, each page full: every object field counts 1
  * for each time it can appear; a connection (`…Connection` with `first`/`last`) counts 1 and
@@ -35,10 +36,10 @@ import type { Plugin } from 'graphql-yoga';
 import { QueryLimitCode } from '../domain/errors.ts';
 
 /** The page size of a connection without `first`/`last`, and the most it serves (Pothos relay defaults). */
-export const DEFAULT_PAGE_SIZE = 20;
-export const MAX_PAGE_SIZE = 100;
+const DEFAULT_PAGE_SIZE = 20;
+const MAX_PAGE_SIZE = 100;
 /** Assumed length of a list that takes no page size (copies of a snapshot, destinations of an environment…). */
-export const UNPAGED_LIST_SIZE = 10;
+const UNPAGED_LIST_SIZE = 10;
 
 export interface QueryLimits {
   maxDepth: number;
