@@ -24,8 +24,9 @@ export const repairCommand: Command = {
   usage: 'repair [--dry-run]',
   summary: 'read every pack and drop damaged ones from the index, salvaging their good blobs',
   description:
-    'Exits 0 when nothing was damaged, 1 when damage was found (and, without --dry-run, repaired): the\n' +
-    'snapshots listed reference blobs that are gone until a backup of the same content writes them again.',
+    'Exits 1 when a snapshot lost data (with --dry-run: when any pack is damaged), else 0. The snapshots\n' +
+    'listed reference blobs that are gone until a backup of the same content writes them again; `forget`\n' +
+    'and `prune` remove the ones that cannot be made whole, after which `check --read-data` passes.',
   options: { 'dry-run': { type: 'boolean', short: 'n', help: 'report damage without changing the repository' } },
   async run(ctx) {
     if (ctx.positionals.length) throw new UsageError('repair takes no arguments');
@@ -38,6 +39,6 @@ export const repairCommand: Command = {
     });
     ctx.progress.done();
     ctx.print({ ...result, dryRun }, () => (dryRun ? 'dry run: ' : '') + repairSummary(result, dryRun));
-    return result.damaged.length === 0 && result.damagedSnapshots.length === 0 ? 0 : 1;
+    return (dryRun ? result.damaged.length : result.damagedSnapshots.length) === 0 ? 0 : 1;
   },
 };
