@@ -6,9 +6,10 @@ import { decodeGlobalID } from '@pothos/plugin-relay';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalBackend } from '../../src/destinations/local.ts';
 import { findSnapshot, Repository, resolvePath } from '../../src/engine/api.ts';
-import { DeleteSnapshotDocument, RestoreLogDocument, RestoreSnapshotDocument, SnapshotDocument, SnapshotDownloadDocument, VerifySnapshotDocument } from '../generated/graphql.ts';
+import { CopySnapshotDocument, DeleteSnapshotDocument, RestoreLogDocument, RestoreSnapshotDocument, SnapshotDocument, SnapshotDownloadDocument, VerifySnapshotDocument } from '../generated/graphql.ts';
 import type { TestApp } from '../harness/app.ts';
 import { databaseDigest, filesDigest, makeLiveEnvironment, repositoryPassword, type LiveEnvironment } from '../harness/live-environment.ts';
+import { gid, makeApiKey } from '../harness/factories.ts';
 import { until } from '../harness/process.ts';
 import { follow, restic, startRestore, startSnapshotSuite, takeSnapshot } from '../harness/snapshot-helpers.ts';
 
@@ -156,5 +157,25 @@ describe('a download or a verification that meets a damaged pack', () => {
     expect(await snapshotStatus(first.snapshotId)).toBe('READY');
     expect(await snapshotStatus(second.snapshotId)).toBe('READY');
     await restic(env.repositoryPath, await repositoryPassword(app, env.destinationId), 'check', '--read-data');
+  });
+
+  it('a copy whose source meets a damaged pack fails and heals the source: the snapshot is DAMAGED', async () => {
+    const env = await makeLiveEnvironment(app, { organizationId: orgId, name: 'damaged-copy', rows: 20 });
+    const { snapshotId } = await takeSnapshot(app, key, env.id, { includes: ['FILES'] });
+    await corruptFileBlob(env, dbId(snapshotId), PHOTO);
+    await fs.writeFile(path.join(env.filesPath, 'uploads', 'photo ü.jpg'), randomBytes(1000));
+    const elsewhere = await app.runtime.db.destination.create({
+      data: { organizationId: orgId, name: 'copy target', provider: 'LOCAL', config: { path: path.join(await fs.mkdtemp(path.join(os.tmpdir(), 'bp-copy-')), 'repository') } },
+    });
+    const admin = (await makeApiKey(app.runtime.db, orgId, { scopes: ['admin'] })).secret;
+
+    const res = await app.gql(CopySnapshotDocument, { input: { snapshotId, destinationId: gid('Destination', elsewhere.id) } }, { key: admin });
+    if (res.data?.copySnapshot.__typename !== 'OperationPayload') throw new Error(JSON.stringify(res));
+    expect((await follow(app, key, res.data.copySnapshot.operation.id)).at(-1)).toMatchObject({ status: 'FAILED' });
+    expect(await snapshotStatus(snapshotId)).toBe('DAMAGED');
+    const source = await app.runtime.db.snapshotCopy.findFirstOrThrow({ where: { snapshotId: dbId(snapshotId), destinationId: env.destinationId } });
+    expect(source.status).toBe('DAMAGED');
+    const [alert] = await app.runtime.db.alert.findMany({ where: { environmentId: env.id, type: 'PACK_DAMAGED' } });
+    expect(alert.message).toContain(dbId(snapshotId));
   });
 });
