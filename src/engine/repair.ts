@@ -14,7 +14,7 @@
  * files, damaged packs) keeps the repository readable at every step, as in prune.
  */
 import { BackendNotFoundError } from '../destinations/backend.ts';
-import { decodeBlob } from './blob-codec.ts';
+import { CodecPool } from './codec-pool.ts';
 import { throwIfAborted } from './errors.ts';
 import { hashId, type Id } from './ids.ts';
 import { withLock } from './lock.ts';
@@ -78,29 +78,35 @@ export async function repairPacks(repo: Repository, opts: RepairOptions = {}): P
       const sound = new Set<Id>();
       const checking = new Set(wanted);
       let done = 0;
-      for (const packId of wanted) {
-        throwIfAborted(signal);
-        const blobs = packs.get(packId)!;
-        const found = await inspectPack(repo, packId, blobs, signal);
-        opts.onProgress?.({ packsDone: ++done, packsTotal: wanted.length });
-        if (!found) {
-          sound.add(packId);
-          continue;
+      // Blobs are verified in the codec threads, as check does.
+      const pool = new CodecPool(repo.key);
+      try {
+        for (const packId of wanted) {
+          throwIfAborted(signal);
+          const blobs = packs.get(packId)!;
+          const found = await inspectPack(repo, pool, packId, blobs, signal);
+          opts.onProgress?.({ packsDone: ++done, packsTotal: wanted.length });
+          if (!found) {
+            sound.add(packId);
+            continue;
+          }
+          damagedIds.add(packId);
+          for (const b of found.bad) bad.add(key(b.type, b.id));
+          const entry: DamagedPack = { packId, reason: found.reason, lost: [], salvaged: 0 };
+          damaged.push(entry);
+          if (opts.dryRun) continue;
+          for (const b of found.good) {
+            // A blob indexed in a pack known to be sound needs no second copy.
+            const elsewhere = repo.lookupBlob(b.type, b.id);
+            if (elsewhere && elsewhere.packId !== packId && (sound.has(elsewhere.packId) || !checking.has(elsewhere.packId))) continue;
+            repo.reserveBlob(b.type, b.id);
+            const blob = { id: b.id, type: b.type, data: Buffer.from(found.bytes!.subarray(b.offset, b.offset + b.length)) } as const;
+            await repo.addEncodedBlob(b.uncompressedLength !== undefined ? { ...blob, uncompressedLength: b.uncompressedLength } : blob);
+            entry.salvaged++;
+          }
         }
-        damagedIds.add(packId);
-        for (const b of found.bad) bad.add(key(b.type, b.id));
-        const entry: DamagedPack = { packId, reason: found.reason, lost: [], salvaged: 0 };
-        damaged.push(entry);
-        if (opts.dryRun) continue;
-        for (const b of found.good) {
-          // A blob indexed in a pack known to be sound needs no second copy.
-          const elsewhere = repo.lookupBlob(b.type, b.id);
-          if (elsewhere && elsewhere.packId !== packId && (sound.has(elsewhere.packId) || !checking.has(elsewhere.packId))) continue;
-          repo.reserveBlob(b.type, b.id);
-          const blob = { id: b.id, type: b.type, data: Buffer.from(found.bytes!.subarray(b.offset, b.offset + b.length)) } as const;
-          await repo.addEncodedBlob(b.uncompressedLength !== undefined ? { ...blob, uncompressedLength: b.uncompressedLength } : blob);
-          entry.salvaged++;
-        }
+      } finally {
+        await pool.close();
       }
       if (damaged.length === 0) return { packsChecked: wanted.length, damaged, indexFilesReplaced: 0, damagedSnapshots: [] };
 
@@ -148,6 +154,7 @@ export async function repairPacks(repo: Repository, opts: RepairOptions = {}): P
 /** Reads one pack whole; undefined when it is sound, else the reason and its good and bad blobs. */
 async function inspectPack(
   repo: Repository,
+  pool: CodecPool,
   packId: Id,
   blobs: PackedBlobInfo[],
   signal?: AbortSignal,
@@ -159,23 +166,20 @@ async function inspectPack(
     if (err instanceof BackendNotFoundError) return { reason: 'the pack file is missing', good: [], bad: blobs, bytes: null };
     throw err;
   }
-  const good: PackedBlobInfo[] = [];
-  const badBlobs: PackedBlobInfo[] = [];
-  let reason: string | null = null;
-  for (const b of blobs) {
-    if (b.offset + b.length > bytes.length) {
-      badBlobs.push(b);
-      reason ??= `${b.type} blob ${b.id} lies past the end of the pack (${bytes.length} bytes)`;
-      continue;
-    }
-    try {
-      decodeBlob(repo.key, b.id, bytes.subarray(b.offset, b.offset + b.length), b.uncompressedLength);
-      good.push(b);
-    } catch (err) {
-      badBlobs.push(b);
-      reason ??= (err as Error).message;
-    }
-  }
+  const checked = await Promise.all(
+    blobs.map(async (b): Promise<string | null> => {
+      if (b.offset + b.length > bytes.length) return `${b.type} blob ${b.id} lies past the end of the pack (${bytes.length} bytes)`;
+      try {
+        await pool.decode(b.id, Buffer.from(bytes.subarray(b.offset, b.offset + b.length)), b.uncompressedLength);
+        return null;
+      } catch (err) {
+        return (err as Error).message;
+      }
+    }),
+  );
+  const good = blobs.filter((_, i) => checked[i] === null);
+  const badBlobs = blobs.filter((_, i) => checked[i] !== null);
+  let reason: string | null = checked.find((c) => c !== null) ?? null;
   if (bytes.length !== expectedPackSize(blobs)) reason ??= `the pack has ${bytes.length} bytes, its index entries imply ${expectedPackSize(blobs)}`;
   if (!reason) {
     try {
