@@ -3,7 +3,7 @@ import { parseInput } from '../domain/validation.ts';
 import { copySnapshot as copyInRepository, forgetSnapshots, listSnapshots } from '../engine/api.ts';
 import { publishInTransaction } from '../events/bus.ts';
 import { raiseAlert } from './alerts.ts';
-import { healRepository, isDamage, throwIfDamaged } from './damage.ts';
+import { healInJob, isDamage, throwIfDamaged } from './damage.ts';
 import type { Deps } from './deps.ts';
 import { getDestination, recordUse } from './destinations.ts';
 import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
@@ -157,7 +157,7 @@ export async function runCopySnapshot(deps: Deps, operationId: string, jobSignal
     // Damage in the source is the source's, not the target's: heal it (it fails this copy all the same).
     const from = source as Awaited<ReturnType<typeof openReadableCopy>> | null;
     if (!cancelled && from && isDamage(err)) {
-      await healRepository(deps, { destinationId: from.destinationId, repo: from.opened.repo, repoSnapshotIds: [from.repoSnapshotId], operationId }, jobSignal)
+      await healInJob(deps, { destinationId: from.destinationId, repo: from.opened.repo, repoSnapshotId: from.repoSnapshotId, snapshotId: snapshot.id, environmentId: snapshot.environmentId, operationId }, jobSignal)
         .catch((e: unknown) => deps.logger.error({ err: e, operationId }, 'healing the source repository failed'));
     }
     await recordUse(deps, destinationId, err);

@@ -100,6 +100,26 @@ export async function healRepository(
 }
 
 /**
+ * healRepository for the job that met the damage. When the heal cannot run now (other writers
+ * keep the repository locked, the backend fails), a `repository_heal` job retries it later on
+ * the environment's queue, and this returns 'deferred'.
+ */
+export async function healInJob(
+  deps: Deps,
+  input: { destinationId: string; repo: Repository; repoSnapshotId: string; snapshotId: string; environmentId: string; operationId: string },
+  signal?: AbortSignal,
+): Promise<HealResult | null | 'deferred'> {
+  try {
+    return await healRepository(deps, { destinationId: input.destinationId, repo: input.repo, repoSnapshotIds: [input.repoSnapshotId], operationId: input.operationId }, signal);
+  } catch (err) {
+    if (signal?.aborted) throw err;
+    deps.logger.error({ err, operationId: input.operationId, destinationId: input.destinationId }, 'healing the repository failed; a repository_heal job retries');
+    await enqueueHeal(deps, input);
+    return 'deferred';
+  }
+}
+
+/**
  * Brings the catalog in line with the repository's own view: copies on the destination whose
  * repository snapshot is in `damagedRepoIds` become DAMAGED, DAMAGED ones not in it READY again;
  * a snapshot is DAMAGED while it has a damaged copy and no READY one. Returns the snapshots that

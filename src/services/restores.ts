@@ -6,7 +6,7 @@ import { publishInTransaction } from '../events/bus.ts';
 import { canCreateDatabase, prepareDatabase, type PreparedDatabase } from '../sources/postgres.ts';
 import { prepareDirectory } from '../sources/files.ts';
 import { raiseAlert } from './alerts.ts';
-import { healRepository, isDamage, throwIfDamaged } from './damage.ts';
+import { healInJob, isDamage, throwIfDamaged } from './damage.ts';
 import type { Deps } from './deps.ts';
 import { environmentDatabaseUrl, getEnvironment } from './environments.ts';
 import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
@@ -216,7 +216,7 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
     await progress.flush();
     const cancelled = err instanceof CancelledError;
     let message = messageOf(err);
-    if (!cancelled && opened && readFrom && isDamage(err)) message += await healAfterDamage(deps, { logId: log.id, operationId, opened, ...readFrom }, jobSignal);
+    if (!cancelled && opened && readFrom && isDamage(err)) message += await healAfterDamage(deps, { logId: log.id, operationId, opened, snapshotId: log.snapshotId, environmentId: target.id, ...readFrom }, jobSignal);
     await deps.db.restoreLog.update({ where: { id: log.id }, data: { status: cancelled ? 'CANCELLED' : 'FAILED', error: message, completedAt: deps.clock.now() } });
     await finishOperation(deps, operationId, cancelled ? 'CANCELLED' : 'FAILED', message);
     if (!cancelled) {
@@ -236,13 +236,14 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
  */
 async function healAfterDamage(
   deps: Deps,
-  input: { logId: string; operationId: string; opened: OpenedRepository; destinationId: string; repoSnapshotId: string },
+  input: { logId: string; operationId: string; opened: OpenedRepository; destinationId: string; repoSnapshotId: string; snapshotId: string; environmentId: string },
   jobSignal?: AbortSignal,
 ): Promise<string> {
   const signal = jobSignal ?? new AbortController().signal;
   try {
-    const healed = await healRepository(deps, { destinationId: input.destinationId, repo: input.opened.repo, repoSnapshotIds: [input.repoSnapshotId], operationId: input.operationId }, signal);
+    const healed = await healInJob(deps, { ...input, repo: input.opened.repo }, signal);
     if (!healed) return '';
+    if (healed === 'deferred') return ' (the damaged repository could not be healed now; a repository_heal job will)';
     let note = ` (${healed.packs.length} damaged pack(s) dropped from the index; ${healed.damagedSnapshotIds.length} snapshot(s) marked damaged`;
     const log = await deps.db.restoreLog.findUniqueOrThrow({ where: { id: input.logId } });
     if (log.safetySnapshotId && healed.damagedSnapshotIds.includes(log.safetySnapshotId)) {
@@ -252,8 +253,8 @@ async function healAfterDamage(
     }
     return note + ')';
   } catch (err) {
-    deps.logger.error({ err, operationId: input.operationId }, 'healing the repository after a damaged read failed');
-    return ` (healing the repository failed: ${messageOf(err)})`;
+    deps.logger.error({ err, operationId: input.operationId }, 'healing after a damaged read failed');
+    return ` (healing the repository or taking the safety snapshot again failed: ${messageOf(err)})`;
   }
 }
 

@@ -5,7 +5,7 @@ import { parseInput } from '../domain/validation.ts';
 import { loadSnapshot, withLock, type Id, type Repository } from '../engine/api.ts';
 import { publishInTransaction } from '../events/bus.ts';
 import { raiseAlert } from './alerts.ts';
-import { healRepository, throwIfDamaged } from './damage.ts';
+import { healInJob, throwIfDamaged } from './damage.ts';
 import type { Deps } from './deps.ts';
 import { nextVerifyRun } from './destination-settings.ts';
 import { recordHealth } from './destinations.ts';
@@ -193,8 +193,8 @@ export async function runVerifySnapshot(deps: Deps, operationId: string, jobSign
             // Damaged packs leave the index and every snapshot that used them is marked DAMAGED;
             // damage that is no pack's (a blob no index lists) still fails this copy, so readers
             // go to another copy from now on.
-            const healed = await healRepository(deps, { destinationId: copy.destinationId, repo, repoSnapshotIds: [copy.repoSnapshotId!], operationId }, signal);
-            if (!healed) await deps.db.snapshotCopy.update({ where: { id: copy.id }, data: { status: 'FAILED', error: `Verification failed: ${detail}`.slice(0, 1000) } });
+            const healed = await healInJob(deps, { destinationId: copy.destinationId, repo, repoSnapshotId: copy.repoSnapshotId!, snapshotId: snapshot.id, environmentId: snapshot.environmentId, operationId }, signal);
+            if (!healed || healed === 'deferred') await deps.db.snapshotCopy.update({ where: { id: copy.id }, data: { status: 'FAILED', error: `Verification failed: ${detail}`.slice(0, 1000) } });
           }
         } catch (err) {
           if (signal.aborted) throw err;
