@@ -106,11 +106,12 @@ export async function healRepository(
  */
 export async function healInJob(
   deps: Deps,
-  input: { destinationId: string; repo: Repository; repoSnapshotId: string; snapshotId: string; environmentId: string; operationId: string },
+  input: { destinationId: string; repo: Repository; repoSnapshotId: string; snapshotId: string; environmentId: string; operationId: string; alsoRead?: string[] },
   signal?: AbortSignal,
 ): Promise<HealResult | null | 'deferred'> {
   try {
-    return await healRepository(deps, { destinationId: input.destinationId, repo: input.repo, repoSnapshotIds: [input.repoSnapshotId], operationId: input.operationId }, signal);
+    const repoSnapshotIds = [input.repoSnapshotId, ...(input.alsoRead ?? [])];
+    return await healRepository(deps, { destinationId: input.destinationId, repo: input.repo, repoSnapshotIds, operationId: input.operationId }, signal);
   } catch (err) {
     if (signal?.aborted) throw err;
     deps.logger.error({ err, operationId: input.operationId, destinationId: input.destinationId }, 'healing the repository failed; a repository_heal job retries');

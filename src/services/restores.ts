@@ -241,11 +241,16 @@ async function healAfterDamage(
 ): Promise<string> {
   const signal = jobSignal ?? new AbortController().signal;
   try {
-    const healed = await healInJob(deps, { ...input, repo: input.opened.repo }, signal);
+    const log = await deps.db.restoreLog.findUniqueOrThrow({ where: { id: input.logId } });
+    // The safety snapshot's own packs are read too: it may lean on damaged packs the failed read never reached.
+    const safetyCopy = log.safetySnapshotId
+      ? await deps.db.snapshotCopy.findUnique({ where: { snapshotId_destinationId: { snapshotId: log.safetySnapshotId, destinationId: input.destinationId } } })
+      : null;
+    const alsoRead = safetyCopy?.repoSnapshotId ? [safetyCopy.repoSnapshotId] : [];
+    const healed = await healInJob(deps, { ...input, repo: input.opened.repo, alsoRead }, signal);
     if (!healed) return '';
     if (healed === 'deferred') return ' (the damaged repository could not be healed now; a repository_heal job will)';
     let note = ` (${healed.packs.length} damaged pack(s) dropped from the index; ${healed.damagedSnapshotIds.length} snapshot(s) marked damaged`;
-    const log = await deps.db.restoreLog.findUniqueOrThrow({ where: { id: input.logId } });
     if (log.safetySnapshotId && healed.damagedSnapshotIds.includes(log.safetySnapshotId)) {
       const safetyId = await takeSafetySnapshot(deps, log.targetEnvironmentId, log.includes, signal);
       await deps.db.restoreLog.update({ where: { id: log.id }, data: { safetySnapshotId: safetyId } });

@@ -92,6 +92,34 @@ describe('a restore that meets a damaged pack', () => {
     const again = await startRestore(app, key, { snapshotId, createSafetySnapshot: false });
     expect((await follow(app, key, again.operationId)).at(-1), 'restore after the heal').toMatchObject({ status: 'SUCCEEDED' });
   });
+
+  it('also reads the safety snapshot’s own packs: damage the failed read never reached is healed and the safety snapshot taken again', async () => {
+    const env = await makeLiveEnvironment(app, { organizationId: orgId, name: 'damaged-safety', rows: 50 });
+    const { snapshotId } = await takeSnapshot(app, key, env.id, { includes: ['FILES'] });
+    await fs.writeFile(path.join(env.filesPath, 'uploads', 'photo ü.jpg'), randomBytes(300_000));
+    // A later snapshot stores the new photo in a pack of its own; the safety snapshot will deduplicate against it.
+    const later = await takeSnapshot(app, key, env.id, { includes: ['FILES'] });
+    await corruptFileBlob(env, dbId(snapshotId), PHOTO);
+    const laterPack = await corruptFileBlob(env, dbId(later.snapshotId), PHOTO);
+    const filesBefore = await filesDigest(env.filesPath);
+
+    const { operationId, restoreLogId } = await startRestore(app, key, { snapshotId });
+    const states = await follow(app, key, operationId);
+    expect(states.at(-1)?.error).toMatch(/safety snapshot used damaged data and was taken again/);
+    expect(await filesDigest(env.filesPath)).toEqual(filesBefore);
+    const log = (await app.gql(RestoreLogDocument, { id: restoreLogId }, { key })).data?.node as { safetySnapshot: { id: string; status: string } };
+    expect(log.safetySnapshot.status).toBe('READY');
+    const [alert] = await app.runtime.db.alert.findMany({ where: { environmentId: env.id, type: 'PACK_DAMAGED' } });
+    expect(alert.message).toContain(laterPack.slice(0, 12));
+
+    const password = await repositoryPassword(app, env.destinationId);
+    const out = await fs.mkdtemp(path.join(os.tmpdir(), 'bp-safety-'));
+    await restic(env.repositoryPath, password, 'restore', await repoSnapshotOf(dbId(log.safetySnapshot.id)), '--target', out);
+    expect(await filesDigest(path.join(out, 'files'))).toEqual(filesBefore);
+    // The old photo is gone for good; the new one was written again, so the later snapshot is whole.
+    expect(await snapshotStatus(snapshotId)).toBe('DAMAGED');
+    expect(await snapshotStatus(later.snapshotId)).toBe('READY');
+  });
 });
 
 describe('a download or a verification that meets a damaged pack', () => {
