@@ -92,4 +92,24 @@ describe('repairPacks', () => {
     await restic(dir, ['restore', s2.snapshotId, '--target', target]);
     expect(await describeTree(join(target, 'files'))).toEqual(await describeTree(two));
   });
+
+  it('prune still works while snapshots whose trees were lost remain', async () => {
+    const { repo, dir } = await newRepo({ packSize: 8 * 1024 * 1024 });
+    const src = await tempDir();
+    await writeFile(join(src, 'a.bin'), seededBytes('tree-a', 100 * 1024));
+    const s1 = await backup(repo, { '/files': src }, { tags: ['one'] });
+    const s2 = await backup(repo, { '/files': src }, { tags: ['two'] });
+    const root = (await findSnapshot(repo, s1.snapshotId)).tree;
+    const treePack = repo.lookupBlob('tree', root)!.packId;
+    await truncate(join(dir, 'data', treePack.slice(0, 2), treePack), 10);
+    const res = await repairPacks(repo);
+    expect(res.damagedSnapshots.sort()).toEqual([s1.snapshotId, s2.snapshotId].sort());
+
+    // Deleting one damaged snapshot prunes while the other, sharing the lost tree, remains.
+    await forgetSnapshots(repo, [s1.snapshotId]);
+    await prune(repo);
+    await forgetSnapshots(repo, [s2.snapshotId]);
+    await prune(repo);
+    await restic(dir, ['check', '--read-data']);
+  });
 });
