@@ -55,6 +55,7 @@ export {
   UnsupportedFormatError,
   IntegrityError,
   NotFoundInRepositoryError,
+  BlobNotIndexedError,
   RepositoryLockedError,
   UnsafePathError,
   AbortedError,

@@ -1,7 +1,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { BackendNotFoundError } from '../destinations/backend.ts';
 import { ConflictError, ErrorCode } from '../domain/errors.ts';
-import { IntegrityError, packsOfSnapshots, repairPacks, RepositoryLockedError, snapshotsMissingBlobs, type DamagedPack, type Repository } from '../engine/api.ts';
+import { BlobNotIndexedError, IntegrityError, packsOfSnapshots, repairPacks, RepositoryLockedError, snapshotsMissingBlobs, type DamagedPack, type Repository } from '../engine/api.ts';
 import { raiseAlert } from './alerts.ts';
 import type { Deps } from './deps.ts';
 import { enqueueJob } from './jobs.ts';
@@ -18,10 +18,11 @@ import { openRepository } from './repositories.ts';
  * back to READY.
  */
 
-/** Whether a read failed because stored bytes are bad or a pack is gone (not for a network error). */
+/** Whether a read failed because stored bytes are bad, a pack is gone or a blob unindexed (not for a network error). */
 export function isDamage(err: unknown): boolean {
   for (let e = err, depth = 0; e && depth < 10; e = (e as { cause?: unknown }).cause, depth++) {
-    if (e instanceof IntegrityError) return true;
+    // A blob no index lists: its pack was dropped by an earlier heal the catalog never heard of.
+    if (e instanceof IntegrityError || e instanceof BlobNotIndexedError) return true;
     if (e instanceof BackendNotFoundError && e.handle.type === 'data') return true;
     if (e instanceof AggregateError && e.errors.some(isDamage)) return true;
   }
@@ -68,17 +69,25 @@ export async function healRepository(
       await delay(LOCK_RETRY_MS, undefined, { signal });
     }
   }
-  if (result.damaged.length === 0) return null;
+  let damagedRepoIds = result.damagedSnapshots;
+  if (result.damaged.length === 0) {
+    // No damaged pack left, yet the read failed: a heal that stopped (crash) between rewriting
+    // the index and marking the catalog, or `repo repair` run by hand. The catalog catches up.
+    damagedRepoIds = await snapshotsMissingBlobs(repo, signal);
+    if (!input.repoSnapshotIds.some((id) => damagedRepoIds.includes(id))) return null;
+  }
   const packIds = result.damaged.map((d) => d.packId);
   await deps.db.$transaction([
     deps.db.blob.deleteMany({ where: { destinationId, packId: { in: packIds } } }),
     deps.db.pack.deleteMany({ where: { destinationId, packId: { in: packIds } } }),
   ]);
-  const { damaged } = await syncDamage(deps, destinationId, result.damagedSnapshots);
+  const { damaged } = await syncDamage(deps, destinationId, damagedRepoIds);
   const destination = await deps.db.destination.findUniqueOrThrow({ where: { id: destinationId } });
   const lost = result.damaged.reduce((n, d) => n + d.lost.length, 0);
-  const packText = `${packIds.length} damaged pack(s) (${packIds.map((id) => id.slice(0, 12)).join(', ')}) dropped from the index of ${destination.name}, ${lost} blob(s) lost`;
-  deps.logger.warn({ destinationId, packs: result.damaged, repoSnapshots: result.damagedSnapshots }, 'damaged packs dropped from the index');
+  const packText = packIds.length
+    ? `${packIds.length} damaged pack(s) (${packIds.map((id) => id.slice(0, 12)).join(', ')}) dropped from the index of ${destination.name}, ${lost} blob(s) lost`
+    : `blobs missing from the index of ${destination.name} (damaged packs were dropped from it earlier)`;
+  deps.logger.warn({ destinationId, packs: result.damaged, repoSnapshots: damagedRepoIds }, 'damaged packs dropped from the index');
   // One alert per environment, so a key limited to some projects sees its own snapshots named.
   const byEnvironment = new Map<string, typeof damaged>();
   for (const s of damaged) byEnvironment.set(s.environmentId, [...(byEnvironment.get(s.environmentId) ?? []), s]);

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { decodeGlobalID } from '@pothos/plugin-relay';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalBackend } from '../../src/destinations/local.ts';
-import { findSnapshot, Repository, resolvePath } from '../../src/engine/api.ts';
+import { findSnapshot, repairPacks, Repository, resolvePath } from '../../src/engine/api.ts';
 import { CopySnapshotDocument, DeleteSnapshotDocument, RestoreLogDocument, RestoreSnapshotDocument, SnapshotDocument, SnapshotDownloadDocument, VerifySnapshotDocument } from '../generated/graphql.ts';
 import type { TestApp } from '../harness/app.ts';
 import { databaseDigest, filesDigest, makeLiveEnvironment, repositoryPassword, type LiveEnvironment } from '../harness/live-environment.ts';
@@ -119,6 +119,27 @@ describe('a restore that meets a damaged pack', () => {
     // The old photo is gone for good; the new one was written again, so the later snapshot is whole.
     expect(await snapshotStatus(snapshotId)).toBe('DAMAGED');
     expect(await snapshotStatus(later.snapshotId)).toBe('READY');
+  });
+
+  it('a heal that stopped after rewriting the index (or repo repair by hand): the next failed read brings the catalog up to date', async () => {
+    const env = await makeLiveEnvironment(app, { organizationId: orgId, name: 'half-healed', rows: 20 });
+    const { snapshotId } = await takeSnapshot(app, key, env.id, { includes: ['FILES'] });
+    await corruptFileBlob(env, dbId(snapshotId), PHOTO);
+    await fs.writeFile(path.join(env.filesPath, 'uploads', 'photo ü.jpg'), randomBytes(1000));
+    const repo = await Repository.open(new LocalBackend(env.repositoryPath), await repositoryPassword(app, env.destinationId));
+    try {
+      expect((await repairPacks(repo)).damagedSnapshots).toEqual([await repoSnapshotOf(dbId(snapshotId))]);
+    } finally {
+      await repo.close();
+    }
+    expect(await snapshotStatus(snapshotId)).toBe('READY');
+
+    const { operationId } = await startRestore(app, key, { snapshotId, createSafetySnapshot: false });
+    expect((await follow(app, key, operationId)).at(-1)).toMatchObject({ status: 'FAILED', error: expect.stringMatching(/not in the index/) });
+    expect(await snapshotStatus(snapshotId)).toBe('DAMAGED');
+    const [alert] = await app.runtime.db.alert.findMany({ where: { environmentId: env.id, type: 'PACK_DAMAGED' } });
+    expect(alert.message).toMatch(/blobs missing from the index/);
+    expect(alert.message).toContain(dbId(snapshotId));
   });
 });
 
