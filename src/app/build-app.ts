@@ -199,7 +199,15 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
     }
     const ac = new AbortController();
     res.on('close', () => ac.abort());
-    const { stream, filename } = await openDownload(deps, payload, ac.signal);
+    let opened;
+    try {
+      opened = await openDownload(deps, payload, ac.signal);
+    } catch (err) {
+      if (!(err instanceof AppError)) throw err;
+      res.writeHead(409, { 'content-type': 'application/json' }).end(JSON.stringify({ error: err.message, code: err.code }));
+      return;
+    }
+    const { stream, filename } = opened;
     res.writeHead(200, { 'content-type': 'application/zstd', 'content-disposition': `attachment; filename="${filename}"`, 'cache-control': 'no-store' });
     stream.on('error', (err) => {
       logger.error({ err }, 'download stream failed');

@@ -12,6 +12,7 @@ import type { Command, CommandContext } from './repo-context.ts';
 import { openBackend, repoLocation, repoPassword } from './repo-open.ts';
 import { ProgressLine } from './repo-progress.ts';
 import { checkCommand, dumpCommand, lsCommand, restoreCommand, snapshotsCommand } from './repo-read.ts';
+import { repairCommand } from './repo-repair.ts';
 import { backupCommand, forgetCommand, initCommand, pruneCommand, unlockCommand } from './repo-write.ts';
 
 const COMMANDS: Record<string, Command> = {
@@ -24,6 +25,7 @@ const COMMANDS: Record<string, Command> = {
   forget: forgetCommand,
   prune: pruneCommand,
   check: checkCommand,
+  repair: repairCommand,
   unlock: unlockCommand,
 };
 

@@ -13,6 +13,7 @@
  *     await restore(repo, r.snapshotId, '/srv/env/.files-restore', { path: '/files' });
  *     tarStream(repo, 'latest', '/files')                            // Readable tar
  *     await forgetSnapshots(repo, [id]); await prune(repo); await check(repo, { readData: true });
+ *     await repairPacks(repo);                                       // after damage: drop bad packs
  *
  * Operations take repository locks themselves (shared, or exclusive for prune), refresh the
  * index when another process changed it, and accept an AbortSignal. Deliberate failures are
@@ -54,11 +55,13 @@ export {
   UnsupportedFormatError,
   IntegrityError,
   NotFoundInRepositoryError,
+  BlobNotIndexedError,
   RepositoryLockedError,
   UnsafePathError,
   AbortedError,
 } from './errors.ts';
 export { check, type CheckOptions, type CheckProblem, type CheckResult } from './check.ts';
 export { prune, usedBlobs, type PruneOptions, type PruneResult } from './prune.ts';
+export { repairPacks, snapshotsMissingBlobs, packsOfSnapshots, type DamagedPack, type RepairOptions, type RepairResult } from './repair.ts';
 export { copySnapshot, type CopyOptions, type CopyResult } from './copy.ts';
 export { tarStream } from './tar.ts';

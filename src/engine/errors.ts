@@ -53,6 +53,13 @@ export class NotFoundInRepositoryError extends EngineError {
   }
 }
 
+/** A blob no index lists (same code: callers that only know NotFoundInRepositoryError still match). */
+export class BlobNotIndexedError extends NotFoundInRepositoryError {
+  constructor(type: string, id: string) {
+    super(`${type} blob ${id} is not in the index`);
+  }
+}
+
 /** Another process holds a conflicting lock. */
 export class RepositoryLockedError extends EngineError {
   constructor(message: string) {

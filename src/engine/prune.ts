@@ -49,6 +49,9 @@ export async function usedBlobs(repo: Repository, signal?: AbortSignal): Promise
     const treeId = stack.pop()!;
     if (used.has('t' + treeId)) continue;
     used.add('t' + treeId);
+    // A tree no index lists was lost with a damaged pack (repairPacks dropped it): nothing of it
+    // can be kept, and refusing would leave every delete failing until each damaged snapshot is gone.
+    if (!repo.index.has('tree', treeId)) continue;
     const tree = await repo.loadTree(treeId, signal);
     for (const n of tree.nodes) {
       if (n.type === 'file') for (const id of n.content ?? []) used.add('d' + id);

@@ -17,8 +17,8 @@ import { DEFAULT_KDF_PARAMS, deriveKey, type KdfParams } from './kdf.ts';
 import { chunkerName, DEFAULT_CHUNKER_PARAMS, parseChunkerName, type ChunkerParams } from './chunker.ts';
 import { hashId, randomId, type Id } from './ids.ts';
 import {
+  BlobNotIndexedError,
   IntegrityError,
-  NotFoundInRepositoryError,
   RepositoryExistsError,
   RepositoryNotFoundError,
   UnsupportedFormatError,
@@ -273,7 +273,7 @@ export class Repository {
   /** Reads the stored (encrypted) bytes of a blob. */
   async loadRawBlob(type: BlobType, id: Id, signal?: AbortSignal): Promise<{ entry: IndexEntry; bytes: Buffer }> {
     const entry = this.index.lookup(type, id);
-    if (!entry) throw new NotFoundInRepositoryError(`${type} blob ${id} is not in the index`);
+    if (!entry) throw new BlobNotIndexedError(type, id);
     const bytes = await this.backend.load({ type: 'data', name: entry.packId }, { offset: entry.offset, length: entry.length, signal });
     if (bytes.length !== entry.length) throw new IntegrityError(`blob ${id} in pack ${entry.packId}: pack is truncated`);
     return { entry, bytes };

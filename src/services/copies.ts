@@ -3,6 +3,7 @@ import { parseInput } from '../domain/validation.ts';
 import { copySnapshot as copyInRepository, forgetSnapshots, listSnapshots } from '../engine/api.ts';
 import { publishInTransaction } from '../events/bus.ts';
 import { raiseAlert } from './alerts.ts';
+import { healInJob, isDamage, throwIfDamaged } from './damage.ts';
 import type { Deps } from './deps.ts';
 import { getDestination, recordUse } from './destinations.ts';
 import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
@@ -68,6 +69,7 @@ export async function copySnapshot(deps: Deps, viewer: Viewer, snapshotId: strin
     const earlier = await replayed(deps, viewer.organizationId, 'copySnapshot', key, hash!);
     if (earlier) return { operationId: earlier };
   }
+  throwIfDamaged(snapshot);
   if (snapshot.status !== 'READY') throw new ConflictError(ErrorCode.SNAPSHOT_NOT_READY, `Snapshot is ${snapshot.status.toLowerCase()}, not ready`);
   const existing = await deps.db.snapshotCopy.findUnique({ where: { snapshotId_destinationId: { snapshotId, destinationId } } });
   if (existing?.status === 'READY') throw new ConflictError(ErrorCode.COPY_EXISTS, 'The snapshot is already on this destination');
@@ -110,11 +112,12 @@ export async function runCopySnapshot(deps: Deps, operationId: string, jobSignal
   const progress = progressReporter(deps, operationId);
   const opened: OpenedRepository[] = [];
   let written: { target: OpenedRepository; id: string } | null = null;
+  let source: Awaited<ReturnType<typeof openReadableCopy>> | null = null;
   try {
     await underLimits(deps, operationId, snapshot.environment.settings?.timeoutSeconds ?? 3600, jobSignal, async (signal) => {
       progress.report({ phase: 'preparing', bytesDone: 0, bytesTotal: snapshot.sizeBytes });
       if (snapshot.status !== 'READY') throw new Error(`the snapshot is ${snapshot.status.toLowerCase()}`);
-      const source = await openReadableCopy(deps, snapshot.id, signal, destinationId);
+      source = await openReadableCopy(deps, snapshot.id, signal, destinationId);
       opened.push(source.opened);
       const target = await openRepository(deps, destinationId, signal);
       opened.push(target);
@@ -123,7 +126,7 @@ export async function runCopySnapshot(deps: Deps, operationId: string, jobSignal
       await forgetSnapshots(target.repo, orphans.map((sn) => sn.id), signal);
       await deps.db.snapshotCopy.update({ where: { id: copy.id }, data: { status: 'UPLOADING' } });
       progress.report({ phase: 'copying' });
-      const result = await copyInRepository(source.opened.repo, target.repo, source.repoSnapshotId, {
+      const result = await copyInRepository(source!.opened.repo, target.repo, source!.repoSnapshotId, {
         signal,
         onProgress: (p) => progress.report({ bytesDone: p.bytesCopied }),
       });
@@ -151,6 +154,12 @@ export async function runCopySnapshot(deps: Deps, operationId: string, jobSignal
     }
     const cancelled = err instanceof CancelledError;
     const message = messageOf(err);
+    // Damage in the source is the source's, not the target's: heal it (it fails this copy all the same).
+    const from = source as Awaited<ReturnType<typeof openReadableCopy>> | null;
+    if (!cancelled && from && isDamage(err)) {
+      await healInJob(deps, { destinationId: from.destinationId, repo: from.opened.repo, repoSnapshotId: from.repoSnapshotId, snapshotId: snapshot.id, environmentId: snapshot.environmentId, operationId }, jobSignal)
+        .catch((e: unknown) => deps.logger.error({ err: e, operationId }, 'healing the source repository failed'));
+    }
     await recordUse(deps, destinationId, err);
     await deps.db.snapshotCopy.update({ where: { id: copy.id }, data: { status: 'FAILED', repoSnapshotId: null, error: message } });
     if (!cancelled) {

@@ -4,6 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import { CompressStream } from 'zstd-napi';
 import { ConflictError, ErrorCode, ValidationError } from '../domain/errors.ts';
 import { tarStream } from '../engine/api.ts';
+import { enqueueHeal, isDamage, throwIfDamaged } from './damage.ts';
 import type { Deps } from './deps.ts';
 import { openReadableCopy } from './copies.ts';
 import { getSnapshot } from './snapshots.ts';
@@ -35,6 +36,7 @@ export async function createDownload(
     throw ValidationError.field(['ttlSeconds'], 'must be between 60 and 86400 seconds');
   }
   const snapshot = await getSnapshot(deps, viewer, snapshotId);
+  throwIfDamaged(snapshot);
   if (snapshot.status !== 'READY') throw new ConflictError(ErrorCode.SNAPSHOT_NOT_READY, 'Only a ready snapshot can be downloaded');
   const needs = opts.variant === 'DATABASE_ONLY' ? 'DB' : opts.variant === 'FILES_ONLY' ? 'FILES' : null;
   if (needs && !snapshot.includes.includes(needs)) throw ValidationError.field(['variant'], `this snapshot holds no ${needs === 'DB' ? 'database' : 'files'}`);
@@ -63,12 +65,19 @@ export function verifyDownloadToken(deps: Deps, token: string): TokenPayload | n
 /** The tar.zst stream of a verified download, reading from the first copy that opens. */
 export async function openDownload(deps: Deps, p: TokenPayload, signal: AbortSignal): Promise<{ stream: Readable; filename: string }> {
   const snapshot = await deps.db.snapshot.findUniqueOrThrow({ where: { id: p.s }, include: { environment: true } });
-  const { opened, repoSnapshotId } = await openReadableCopy(deps, p.s, signal);
+  throwIfDamaged(snapshot);
+  const { opened, repoSnapshotId, destinationId } = await openReadableCopy(deps, p.s, signal);
   const paths = p.v === 'DATABASE_ONLY' ? ['/db'] : p.v === 'FILES_ONLY' ? ['/files'] : snapshot.includes.map((i) => (i === 'DB' ? '/db' : '/files'));
   const tar = tarStream(opened.repo, repoSnapshotId, '/', signal, { only: paths });
   const out = new PassThrough();
   void pipeline(tar, new CompressStream(), out, { signal })
-    .catch((err) => out.destroy(err))
+    .catch(async (err: unknown) => {
+      out.destroy(err as Error);
+      // The heal rewrites the index: a job does it, not the process answering requests.
+      if (isDamage(err)) {
+        await enqueueHeal(deps, { destinationId, snapshotId: snapshot.id, environmentId: snapshot.environmentId }).catch((e: unknown) => deps.logger.error({ err: e }, 'could not enqueue a repository heal'));
+      }
+    })
     .finally(() => void opened.close());
   const stamp = snapshot.createdAt.toISOString().replace(/[:.]/g, '-');
   return { stream: out, filename: `${snapshot.environment.name}-${stamp}.tar.zst` };

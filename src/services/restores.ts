@@ -6,6 +6,7 @@ import { publishInTransaction } from '../events/bus.ts';
 import { canCreateDatabase, prepareDatabase, type PreparedDatabase } from '../sources/postgres.ts';
 import { prepareDirectory } from '../sources/files.ts';
 import { raiseAlert } from './alerts.ts';
+import { healInJob, isDamage, throwIfDamaged } from './damage.ts';
 import type { Deps } from './deps.ts';
 import { environmentDatabaseUrl, getEnvironment } from './environments.ts';
 import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
@@ -40,6 +41,7 @@ export async function restoreSnapshot(
 ): Promise<{ operationId: string; restoreLogId: string }> {
   const input = parseInput(restoreSnapshotInput, raw);
   const snapshot = await getSnapshot(deps, viewer, input.snapshotId);
+  throwIfDamaged(snapshot);
   if (snapshot.status !== 'READY') throw new ConflictError(ErrorCode.SNAPSHOT_NOT_READY, `Snapshot is ${snapshot.status.toLowerCase()}, not ready`);
   const target = await getEnvironment(deps, viewer, input.targetEnvironmentId ?? snapshot.environmentId);
   const includes = [...new Set(input.includes ?? snapshot.includes)];
@@ -114,6 +116,7 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
   const progress = progressReporter(deps, operationId);
   const restoreId = log.id.replace(/-/g, '').slice(-12);
   let opened: OpenedRepository | undefined;
+  let readFrom: { destinationId: string; repoSnapshotId: string } | undefined;
   try {
     await underLimits(deps, operationId, target.settings?.timeoutSeconds ?? 3600, jobSignal, async (signal) => {
       const opInput = op.input as { createSafetySnapshot?: boolean; strategy?: 'SWAP' | 'IN_PLACE' };
@@ -130,6 +133,7 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
       const timed = <T>(name: string, p: Promise<T>): Promise<T> => p.finally(() => (timings[name] = Date.now() - started));
       const source = await openReadableCopy(deps, log.snapshotId, signal);
       opened = source.opened;
+      readFrom = { destinationId: source.destinationId, repoSnapshotId: source.repoSnapshotId };
       const repo = source.opened.repo;
       const snapshotRow = await deps.db.snapshot.findUniqueOrThrow({ where: { id: log.snapshotId } });
       const total = Number(snapshotRow.sizeBytes);
@@ -211,7 +215,8 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
   } catch (err) {
     await progress.flush();
     const cancelled = err instanceof CancelledError;
-    const message = messageOf(err);
+    let message = messageOf(err);
+    if (!cancelled && opened && readFrom && isDamage(err)) message += await healAfterDamage(deps, { logId: log.id, operationId, opened, snapshotId: log.snapshotId, environmentId: target.id, ...readFrom }, jobSignal);
     await deps.db.restoreLog.update({ where: { id: log.id }, data: { status: cancelled ? 'CANCELLED' : 'FAILED', error: message, completedAt: deps.clock.now() } });
     await finishOperation(deps, operationId, cancelled ? 'CANCELLED' : 'FAILED', message);
     if (!cancelled) {
@@ -220,6 +225,41 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
   } finally {
     await opened?.close().catch(() => undefined);
     await deps.events.publish('environmentActivity', target.id, { kind: 'RESTORE', environmentId: target.id, subjectId: log.id });
+  }
+}
+
+/**
+ * A restore that failed on a damaged pack heals the source's repository before it ends. When its
+ * SAFETY snapshot leaned on the lost blobs (it deduplicated against them), the target, still
+ * untouched, is captured again: the index no longer lists those blobs, so this one writes them
+ * anew (and runSnapshot turns snapshots it made whole READY again). Returns a note for the message.
+ */
+async function healAfterDamage(
+  deps: Deps,
+  input: { logId: string; operationId: string; opened: OpenedRepository; destinationId: string; repoSnapshotId: string; snapshotId: string; environmentId: string },
+  jobSignal?: AbortSignal,
+): Promise<string> {
+  const signal = jobSignal ?? new AbortController().signal;
+  try {
+    const log = await deps.db.restoreLog.findUniqueOrThrow({ where: { id: input.logId } });
+    // The safety snapshot's own packs are read too: it may lean on damaged packs the failed read never reached.
+    const safetyCopy = log.safetySnapshotId
+      ? await deps.db.snapshotCopy.findUnique({ where: { snapshotId_destinationId: { snapshotId: log.safetySnapshotId, destinationId: input.destinationId } } })
+      : null;
+    const alsoRead = safetyCopy?.repoSnapshotId ? [safetyCopy.repoSnapshotId] : [];
+    const healed = await healInJob(deps, { ...input, repo: input.opened.repo, alsoRead }, signal);
+    if (!healed) return '';
+    if (healed === 'deferred') return ' (the damaged repository could not be healed now; a repository_heal job will)';
+    let note = ` (${healed.packs.length} damaged pack(s) dropped from the index; ${healed.damagedSnapshotIds.length} snapshot(s) marked damaged`;
+    if (log.safetySnapshotId && healed.damagedSnapshotIds.includes(log.safetySnapshotId)) {
+      const safetyId = await takeSafetySnapshot(deps, log.targetEnvironmentId, log.includes, signal);
+      await deps.db.restoreLog.update({ where: { id: log.id }, data: { safetySnapshotId: safetyId } });
+      note += '; the safety snapshot used damaged data and was taken again';
+    }
+    return note + ')';
+  } catch (err) {
+    deps.logger.error({ err, operationId: input.operationId }, 'healing after a damaged read failed');
+    return ` (healing the repository or taking the safety snapshot again failed: ${messageOf(err)})`;
   }
 }
 

@@ -6,6 +6,7 @@ import { publishInTransaction } from '../events/bus.ts';
 import type { Snapshot } from '../generated/prisma/client.ts';
 import { databaseSize, startDump, startDumpToPipe, type Dump, type PipedDump } from '../sources/postgres.ts';
 import { raiseAlert } from './alerts.ts';
+import { reassessAfterBackup } from './damage.ts';
 import type { Deps } from './deps.ts';
 import { getEnvironment } from './environments.ts';
 import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
@@ -159,7 +160,7 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
   const env = snapshot.environment;
   const timeoutSeconds = env.settings?.timeoutSeconds ?? 3600;
   const progress = progressReporter(deps, operationId);
-  const written: { opened: OpenedRepository; repoSnapshotId: string }[] = [];
+  const written: { opened: OpenedRepository; repoSnapshotId: string; destinationId: string }[] = [];
   const opened: OpenedRepository[] = [];
   const open = (destinationId: string, signal: AbortSignal) => openRepository(deps, destinationId, signal).then((o) => (opened.push(o), o));
   // The first destination's repository, opened from the start (see below); closed with the rest.
@@ -235,7 +236,7 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
             { operationId, destinationId: copy.destinationId, sinceStartMs: Date.now() - started, backupMs: captured.durationMs, bytesProcessed: captured.bytesProcessed, bytesAdded: captured.bytesAdded },
             'snapshot captured',
           );
-          written.push({ opened: candidate, repoSnapshotId: captured.snapshotId });
+          written.push({ opened: candidate, repoSnapshotId: captured.snapshotId, destinationId: copy.destinationId });
           await deps.db.snapshotCopy.update({
             where: { id: copy.id },
             data: { status: 'READY', repoSnapshotId: captured.snapshotId, sizeBytes: BigInt(captured.bytesProcessed), addedBytes: BigInt(captured.bytesAdded), completedAt: deps.clock.now() },
@@ -264,7 +265,7 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
           const target = await open(copy.destinationId, signal);
           await deps.db.snapshotCopy.update({ where: { id: copy.id }, data: { status: 'UPLOADING' } });
           const copied = await copySnapshot(primary.repo, target.repo, result.snapshotId, { signal });
-          written.push({ opened: target, repoSnapshotId: copied.snapshotId });
+          written.push({ opened: target, repoSnapshotId: copied.snapshotId, destinationId: copy.destinationId });
           await deps.db.snapshotCopy.update({
             where: { id: copy.id },
             data: { status: 'READY', repoSnapshotId: copied.snapshotId, sizeBytes: BigInt(result.bytesProcessed), addedBytes: BigInt(copied.bytesCopied), completedAt: deps.clock.now() },
@@ -304,6 +305,8 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
         },
       });
     });
+    // Before the operation ends: a caller that waits for it sees snapshots this one made whole again.
+    for (const w of written) await reassessAfterBackup(deps, w.destinationId, w.opened.repo, jobSignal);
     await finishOperation(deps, operationId, 'SUCCEEDED');
     await deps.events.publish('environmentActivity', env.id, { kind: 'SNAPSHOT', environmentId: env.id, subjectId: snapshot.id });
     if (snapshot.kind === 'SCHEDULED') await enqueueRetention(deps.db, env.id);

@@ -5,6 +5,7 @@ import { parseInput } from '../domain/validation.ts';
 import { loadSnapshot, withLock, type Id, type Repository } from '../engine/api.ts';
 import { publishInTransaction } from '../events/bus.ts';
 import { raiseAlert } from './alerts.ts';
+import { healInJob, throwIfDamaged } from './damage.ts';
 import type { Deps } from './deps.ts';
 import { nextVerifyRun } from './destination-settings.ts';
 import { recordHealth } from './destinations.ts';
@@ -22,8 +23,10 @@ import type { Viewer } from './viewer.ts';
  * loaded and hash-checked, every data blob must be indexed and its pack present. With
  * `readData`, every data blob is also read, its MAC checked and its content hashed.
  *
- * A copy whose data is damaged is marked FAILED, so restores and downloads read another copy;
- * any problem raises a VERIFICATION_FAILED alert and fails the operation.
+ * Damaged packs found on the way are dropped from the index (services/damage.ts): the copy and
+ * every other snapshot that used them become DAMAGED, so restores and downloads read another copy;
+ * other damage marks the copy FAILED. Any problem raises a VERIFICATION_FAILED alert and fails
+ * the operation.
  */
 
 const verifyInput = z.object({ snapshotId: z.string(), readData: z.boolean().default(false), idempotencyKey: idempotencyKey.nullish() });
@@ -37,6 +40,7 @@ export async function verifySnapshot(deps: Deps, viewer: Viewer, raw: z.input<ty
     const earlier = await replayed(deps, viewer.organizationId, 'verifySnapshot', key, hash!);
     if (earlier) return { operationId: earlier };
   }
+  throwIfDamaged(snapshot);
   if (snapshot.status !== 'READY') throw new ConflictError(ErrorCode.SNAPSHOT_NOT_READY, `Snapshot is ${snapshot.status.toLowerCase()}, not ready`);
   try {
     return await deps.db.$transaction(async (tx) => {
@@ -186,8 +190,11 @@ export async function runVerifySnapshot(deps: Deps, operationId: string, jobSign
             const detail = `${found.problems.length} problem(s): ${found.problems.slice(0, 3).join('; ')}`;
             lines.push(`${where}: ${detail}`);
             failures.push(`${where}: ${detail}`);
-            // Damaged data: readers go to another copy from now on.
-            await deps.db.snapshotCopy.update({ where: { id: copy.id }, data: { status: 'FAILED', error: `Verification failed: ${detail}`.slice(0, 1000) } });
+            // Damaged packs leave the index and every snapshot that used them is marked DAMAGED;
+            // damage that is no pack's (a blob no index lists) still fails this copy, so readers
+            // go to another copy from now on.
+            const healed = await healInJob(deps, { destinationId: copy.destinationId, repo, repoSnapshotId: copy.repoSnapshotId!, snapshotId: snapshot.id, environmentId: snapshot.environmentId, operationId }, signal);
+            if (!healed || healed === 'deferred') await deps.db.snapshotCopy.update({ where: { id: copy.id }, data: { status: 'FAILED', error: `Verification failed: ${detail}`.slice(0, 1000) } });
           }
         } catch (err) {
           if (signal.aborted) throw err;

@@ -291,7 +291,7 @@ describe('a copy cancelled while queued', () => {
 });
 
 describe('verifySnapshot', () => {
-  it('passes an intact snapshot and, reading the data, finds a damaged one: FAILED, the copy marked, an alert', async () => {
+  it('passes an intact snapshot and, reading the data, finds a damaged one: FAILED, the copy and snapshot DAMAGED, alerts', async () => {
     const env = await makeLiveEnvironment(app, { organizationId: orgId, rows: 300 });
     const { snapshotId } = await takeSnapshot(app, key, env.id);
     const verify = async (readData: boolean) => {
@@ -320,9 +320,12 @@ describe('verifySnapshot', () => {
     expect(bad.at(-1)?.error).toMatch(/problem/);
     const alerts = await app.runtime.db.alert.findMany({ where: { environmentId: env.id, type: 'VERIFICATION_FAILED' } });
     expect(alerts).toHaveLength(1);
+    // The damaged packs left the index: the copy and the snapshot lost data and say so.
     const s = await copies(snapshotId);
-    expect(s.copies[0]).toMatchObject({ status: 'FAILED' });
-    expect(s.copies[0].error).toMatch(/Verification failed/);
+    expect(s).toMatchObject({ status: 'DAMAGED' });
+    expect(s.copies[0]).toMatchObject({ status: 'DAMAGED' });
+    expect(s.copies[0].error).toMatch(/pack .*damaged/);
+    expect(await app.runtime.db.alert.count({ where: { environmentId: env.id, type: 'PACK_DAMAGED' } })).toBe(1);
   });
 });
 

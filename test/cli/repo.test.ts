@@ -6,7 +6,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupTempDirs, describeTree, makeFixtureTree, seededBytes, tempDir } from '../engine/helpers.ts';
@@ -206,6 +206,27 @@ describe('backplane repo on a local repository', () => {
     expect(r.code).toBe(1);
     expect(r.text).toMatch(/^error: /m);
     expect(r.stderr).toMatch(/^backplane: repository contains \d+ error\(s\)\n$/);
+  });
+
+  it('repair drops that pack, names the snapshots that lost data; forget and prune then leave a clean repository', async () => {
+    const victim = basename((await listPacks(repoDir))[0]);
+    const dry = await repo(['repair', '--dry-run', '--json']);
+    expect(dry.code).toBe(1);
+    expect(dry.json()).toMatchObject({ dryRun: true, damaged: [{ packId: victim }], indexFilesReplaced: 0 });
+    expect((await listPacks(repoDir)).map((p) => basename(p))).toContain(victim);
+
+    const r = await repo(['repair', '--json']);
+    const res = r.json();
+    expect(res.damaged).toMatchObject([{ packId: victim }]);
+    expect(res.damaged[0].lost.length).toBeGreaterThan(0);
+    expect(res.damagedSnapshots.length).toBeGreaterThan(0);
+    expect(r.code).toBe(1);
+    expect((await listPacks(repoDir)).map((p) => basename(p))).not.toContain(victim);
+    const again = await repo(['repair']);
+    expect(again.code).toBe(0);
+    expect(again.text).toMatch(/no damaged packs found/);
+    ok(await repo(['forget', '--prune', ...res.damagedSnapshots]));
+    ok(await repo(['check', '--read-data']));
   });
 });
 
