@@ -110,7 +110,8 @@ describe('stopping a worker mid-snapshot', () => {
 
   it('backplane start on Ctrl-C (SIGINT to its whole process group, pg_dump included): the same', { timeout: 180_000 }, async () => {
     const lock = await lockOrders();
-    const first = await launch('start', { JOB_SHUTDOWN_GRACE_MS: '300' }, { group: true });
+    // A grace period long enough that a pg_dump killed by the same Ctrl-C would fail the snapshot first.
+    const first = await launch('start', { JOB_SHUTDOWN_GRACE_MS: '5000' }, { group: true });
     const s = await startSnapshot(app, key, env.id);
     const opId = rawId(s.operationId);
     const snapId = rawId(s.snapshotId);
