@@ -44,6 +44,12 @@ export const configSchema = z.object({
   API_KEY_CACHE_MS: z.coerce.number().int().min(0).max(300_000).default(5_000),
   /** How long an in-flight request may take to finish on shutdown. */
   SHUTDOWN_GRACE_MS: intFromEnv(10_000),
+  /**
+   * How long running jobs may take to finish when a worker stops (SIGTERM, Ctrl-C); those still
+   * running then are stopped and handed back to the queue, to run again from the start. 0 hands
+   * them back at once.
+   */
+  JOB_SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(8_000),
 });
 
 export type Config = z.infer<typeof configSchema> & { home: string };

@@ -27,7 +27,14 @@ export async function startJobs(config: Config, runtime: Runtime, databaseUrl: s
   setBackgroundNice(config.JOB_NICE);
   await keepCodecThreadsWarm(defaultCodecThreads());
   preparePackBuffers(2);
-  const worker = await startWorker({ deps: runtime.deps, databaseUrl, concurrency: config.WORKER_CONCURRENCY, logger, staleAfterMs: config.OPERATION_STALE_MS });
+  const worker = await startWorker({
+    deps: runtime.deps,
+    databaseUrl,
+    concurrency: config.WORKER_CONCURRENCY,
+    logger,
+    staleAfterMs: config.OPERATION_STALE_MS,
+    shutdownGraceMs: config.JOB_SHUTDOWN_GRACE_MS,
+  });
   return {
     async stop() {
       await worker.stop();

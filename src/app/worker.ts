@@ -1,6 +1,7 @@
-import { Logger as WorkerLogger, run, type Runner } from 'graphile-worker';
+import { Logger as WorkerLogger, run, type Job, type Runner, type Task, type TaskList } from 'graphile-worker';
 import { taskList } from '../../jobs/index.ts';
 import type { Deps } from '../services/deps.ts';
+import { handBackJob } from '../services/jobs.ts';
 import { recoverStaleOperations } from '../services/operations.ts';
 import { reconcileSchedules } from '../services/schedules.ts';
 import type { Logger } from './logger.ts';
@@ -15,22 +16,85 @@ function workerLogger(logger: Logger): WorkerLogger {
 
 export interface Worker {
   runner: Runner;
+  /**
+   * Takes no more jobs, lets running ones finish within the grace period, then stops those still
+   * running and hands them back to the queue (see `handingBack`); resolves once none is left.
+   */
   stop(): Promise<void>;
+}
+
+/** The reason a job's signal aborts when its worker stops: the job is handed back, not failed. */
+export class WorkerStoppingError extends Error {
+  constructor() {
+    super('The worker is stopping');
+    this.name = 'WorkerStoppingError';
+  }
+}
+
+/**
+ * The task list with each task's signal also aborted when the worker's grace period is over, and
+ * a task that then ends with an error handed back to the queue: a stop is not a failure, so the
+ * attempt does not count against the job's max attempts and the next worker runs it at once. The
+ * task itself has already put its operation back to QUEUED (see the services' shutdown branches).
+ */
+function handingBack(tasks: TaskList, deps: Deps, logger: Logger, stop: { signal: AbortSignal; requested: boolean }, running: Map<string, Job>): TaskList {
+  const wrap =
+    (name: string, task: Task): Task =>
+    async (payload, helpers) => {
+      const signal = AbortSignal.any([helpers.abortSignal, stop.signal]);
+      running.set(helpers.job.id, helpers.job);
+      try {
+        return await task(payload, { ...helpers, abortSignal: signal });
+      } catch (err) {
+        if (!stop.requested || !signal.aborted) throw err;
+        const job = helpers.job;
+        try {
+          const jobId = await deps.db.$transaction((tx) => handBackJob(tx, job.id, job.attempts - 1));
+          logger.warn({ task: name, jobId, payload, reason: (err as Error).message }, 'worker stopping: job handed back to the queue; it runs again when a worker next starts');
+          return;
+        } catch (handBackErr) {
+          // graphile-worker then records the attempt as failed and retries it after its back-off.
+          logger.error({ err: handBackErr, task: name, payload }, 'worker stopping: could not hand the job back');
+          throw err;
+        }
+      } finally {
+        running.delete(helpers.job.id);
+      }
+    };
+  return Object.fromEntries(Object.entries(tasks).map(([name, task]) => [name, wrap(name, task as Task)]));
 }
 
 /**
  * Starts graphile-worker on the shared PostgreSQL (jobs of one environment share a named queue),
  * and a sweeper that recovers operations whose worker died.
  */
-export async function startWorker(opts: { deps: Deps; databaseUrl: string; concurrency: number; logger: Logger; staleAfterMs?: number }): Promise<Worker> {
+export async function startWorker(opts: {
+  deps: Deps;
+  databaseUrl: string;
+  concurrency: number;
+  logger: Logger;
+  staleAfterMs?: number;
+  /** How long running jobs may take to finish on stop before they are handed back (default 5 s). */
+  shutdownGraceMs?: number;
+}): Promise<Worker> {
+  const graceMs = opts.shutdownGraceMs ?? 5_000;
+  const stopController = new AbortController();
+  const stop = { signal: stopController.signal, requested: false };
+  const running = new Map<string, Job>();
   const runner = await run({
     connectionString: opts.databaseUrl,
     concurrency: opts.concurrency,
-    taskList: taskList(opts.deps),
+    taskList: handingBack(taskList(opts.deps), opts.deps, opts.logger, stop, running),
     // Schedules are our own jobs (one pending job per schedule), not graphile-worker's crontab.
     parsedCronItems: [],
     // Our process owns signal handling so the API and worker stop in one order.
     noHandleSignals: true,
+    // Our own grace period decides (stop() below); graphile-worker's abort is only a backstop.
+    gracefulShutdownAbortTimeout: graceMs + 60_000,
+    // Without batching graphile-worker records a job's completion without awaiting it, and a
+    // stopping process ended before it landed: the finished (or handed back) job stayed locked,
+    // and its environment's queue with it. Batches are flushed before the runner's stop resolves.
+    preset: { worker: { completeJobBatchDelay: 0, failJobBatchDelay: 0 } },
     logger: workerLogger(opts.logger),
   });
   const staleMs = opts.staleAfterMs ?? 60_000;
@@ -45,11 +109,23 @@ export async function startWorker(opts: { deps: Deps; databaseUrl: string; concu
   const timer = setInterval(sweep, Math.max(1000, staleMs / 2));
   timer.unref();
   opts.logger.info({ concurrency: opts.concurrency }, 'worker started');
+  const describe = () => [...running.values()].map((j) => ({ jobId: j.id, task: j.task_identifier, payload: j.payload }));
   return {
     runner,
     async stop() {
       clearInterval(timer);
-      await runner.stop();
+      stop.requested = true;
+      opts.logger.info({ running: describe(), graceMs }, running.size ? 'worker stopping: waiting for running jobs to finish' : 'worker stopping');
+      const grace = setTimeout(() => {
+        if (running.size) opts.logger.warn({ running: describe() }, 'worker stopping: grace period over; stopping running jobs to hand them back');
+        stopController.abort(new WorkerStoppingError());
+      }, graceMs);
+      try {
+        await runner.stop();
+      } finally {
+        clearTimeout(grace);
+      }
+      opts.logger.info('worker stopped');
     },
   };
 }

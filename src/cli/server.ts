@@ -70,8 +70,10 @@ async function serveCommand(config: Config, logger: Logger, opts: { worker: bool
   let app: App | undefined;
   let jobs: Jobs | undefined;
   const stop = async () => {
-    await app?.stop();
-    await jobs?.stop();
+    // Requests and jobs get their grace periods at the same time, so a service manager's stop
+    // timeout has to cover the longer of the two, not their sum.
+    const stopped = await Promise.allSettled([app?.stop(), jobs?.stop()]);
+    for (const r of stopped) if (r.status === 'rejected') throw r.reason;
     await runtime?.close();
     await database.stop();
   };

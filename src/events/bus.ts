@@ -182,3 +182,21 @@ export async function createEventBus(databaseUrl: string, logger: Logger): Promi
     },
   };
 }
+
+/**
+ * Runs a subscription resolver's async generator so that closing it lets go of its bus
+ * subscriptions at once. return() on an async generator waits until the generator reaches a
+ * yield, and one waiting in a bus iterator's next() reaches none until the next event for its
+ * key: the listener of a closed subscription stayed until then, or forever. `track` registers
+ * the iterators to end first, which wakes that pending next().
+ */
+export function endsPromptly<T>(body: (track: <I extends AsyncIterator<unknown>>(it: I) => I) => AsyncGenerator<T>): AsyncGenerator<T> {
+  const tracked: AsyncIterator<unknown>[] = [];
+  const gen = body((it) => (tracked.push(it), it));
+  const original = gen.return.bind(gen);
+  gen.return = (value) => {
+    for (const it of tracked) void it.return?.();
+    return original(value);
+  };
+  return gen;
+}

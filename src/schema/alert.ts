@@ -1,3 +1,4 @@
+import { endsPromptly } from '../events/bus.ts';
 import { GraphQLError } from 'graphql';
 import { AlertSeverity, AlertType, WebhookDeliveryStatus } from '../generated/prisma/enums.ts';
 import { alertCounts, alertWhere, dismissAlert, getAlert, markAlertRead, markAllAlertsRead } from '../services/alerts.ts';
@@ -159,9 +160,9 @@ builder.subscriptionFields((t) => ({
     type: Alert,
     authScopes: { read: true },
     description: "Each new alert of the organization the key may see, as it is raised",
-    subscribe: async function* (_root, _args, ctx) {
+    subscribe: (_root, _args, ctx) => endsPromptly(async function* (track) {
       const viewer = viewerOf(ctx);
-      const events = ctx.deps.events.subscribe('alertCreated', viewer.organizationId);
+      const events = track(ctx.deps.events.subscribe('alertCreated', viewer.organizationId));
       try {
         for await (const e of events) {
           // Re-read through the viewer's filter: a limited key never hears of other projects' alerts.
@@ -171,7 +172,7 @@ builder.subscriptionFields((t) => ({
       } finally {
         await events.return?.();
       }
-    },
+    }),
     resolve: (a) => {
       if (!a) throw new GraphQLError('Alert not found');
       return a;

@@ -1,3 +1,4 @@
+import { endsPromptly } from '../events/bus.ts';
 import { GraphQLError } from 'graphql';
 import { EnvironmentType } from '../generated/prisma/enums.ts';
 import { createEnvironment, deleteEnvironment, getEnvironment, updateEnvironment } from '../services/environments.ts';
@@ -169,7 +170,7 @@ builder.subscriptionFields((t) => ({
     authScopes: { read: true },
     description: 'Live events of one environment: changes, snapshots, restores and operations.',
     args: { environmentId: t.arg.id({ required: true }) },
-    subscribe: async function* (_root, { environmentId }, ctx) {
+    subscribe: (_root, { environmentId }, ctx) => endsPromptly(async function* (track) {
       let id: string;
       try {
         id = parseId(String(environmentId), 'Environment', ['environmentId']);
@@ -177,7 +178,7 @@ builder.subscriptionFields((t) => ({
         throw new GraphQLError((err as Error).message, { extensions: { code: 'BAD_USER_INPUT' } });
       }
       // Subscribing first, then checking, means no event between the check and the listen is lost.
-      const events = ctx.deps.events.subscribe('environmentActivity', id);
+      const events = track(ctx.deps.events.subscribe('environmentActivity', id));
       try {
         await getEnvironment(ctx.deps, viewerOf(ctx), id).catch(() => {
           throw new GraphQLError('Environment not found', { extensions: { code: 'ENVIRONMENT_NOT_FOUND' } });
@@ -186,7 +187,7 @@ builder.subscriptionFields((t) => ({
       } finally {
         await events.return?.();
       }
-    },
+    }),
     resolve: (e) => e,
   }),
 }));

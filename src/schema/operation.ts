@@ -1,3 +1,4 @@
+import { endsPromptly } from '../events/bus.ts';
 import { GraphQLError } from 'graphql';
 import { OperationStatus, OperationType } from '../generated/prisma/enums.ts';
 import { cancelOperation, getOperation, isTerminal } from '../services/operations.ts';
@@ -90,7 +91,7 @@ builder.subscriptionFields((t) => ({
     authScopes: { read: true },
     description: 'The operation now, then after every change, until it ends.',
     args: { id: t.arg.id({ required: true }) },
-    subscribe: async function* (_root, { id }, ctx) {
+    subscribe: (_root, { id }, ctx) => endsPromptly(async function* (track) {
       let opId: string;
       try {
         opId = parseId(String(id), 'Operation', ['id']);
@@ -98,7 +99,7 @@ builder.subscriptionFields((t) => ({
         throw new GraphQLError((err as Error).message, { extensions: { code: 'BAD_USER_INPUT' } });
       }
       // Listen first, then read: a change between the two is seen either way.
-      const events = ctx.deps.events.subscribe('operation', opId);
+      const events = track(ctx.deps.events.subscribe('operation', opId));
       try {
         let op = await getOperation(ctx.deps, viewerOf(ctx), opId).catch(() => {
           throw new GraphQLError('Operation not found', { extensions: { code: 'OPERATION_NOT_FOUND' } });
@@ -113,7 +114,7 @@ builder.subscriptionFields((t) => ({
       } finally {
         await events.return?.();
       }
-    },
+    }),
     resolve: (op) => op,
   }),
 }));

@@ -8,7 +8,7 @@ import type { Deps } from './deps.ts';
 import { getDestination, recordUse } from './destinations.ts';
 import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
 import { enqueueJob, operationJobKey, type SqlTx } from './jobs.ts';
-import { beginOperation, CancelledError, finishOperation, progressReporter, TimedOutError } from './operations.ts';
+import { beginOperation, CancelledError, finishOperation, HANDED_BACK_MESSAGE, progressReporter, requeueOperation, TimedOutError } from './operations.ts';
 import { openRepository, type OpenedRepository } from './repositories.ts';
 import { getSnapshot, messageOf, underLimits } from './snapshots.ts';
 import type { Viewer } from './viewer.ts';
@@ -148,7 +148,7 @@ export async function runCopySnapshot(deps: Deps, operationId: string, jobSignal
     }
     const shuttingDown = jobSignal?.aborted && !(err instanceof CancelledError) && !(err instanceof TimedOutError);
     if (shuttingDown) {
-      await deps.db.operation.update({ where: { id: operationId }, data: { status: 'QUEUED', phase: 'queued', bytesDone: 0 } });
+      await requeueOperation(deps, operationId, HANDED_BACK_MESSAGE);
       await deps.db.snapshotCopy.update({ where: { id: copy.id }, data: { status: 'PENDING' } });
       throw err;
     }

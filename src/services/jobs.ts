@@ -43,3 +43,27 @@ export async function removeJob(tx: SqlTx, jobKey: string): Promise<void> {
 
 /** The job key of the job that runs an operation. */
 export const operationJobKey = (operationId: string) => `op:${operationId}`;
+
+/**
+ * Puts a running job back in the queue, due now, as if this attempt had not happened: the same
+ * task, payload, queue, key and priority, with `attempts` (the count before this attempt). The
+ * running job loses its key (graphile-worker's rule for a locked job) and is completed by its
+ * worker afterwards; a worker killed in between leaves it locked with no attempts left, never run
+ * again. The new job waits for the queue, which the running one holds until it completes. (The
+ * public jobs view has no payload, hence graphile-worker's own tables.)
+ */
+export async function handBackJob(tx: SqlTx, jobId: string, attempts: number): Promise<string | null> {
+  const [added] = await tx.$queryRawUnsafe<{ id: string }[]>(
+    `SELECT (graphile_worker.add_job(
+       identifier => t.identifier, payload => j.payload, queue_name => q.queue_name, run_at => now(),
+       max_attempts => j.max_attempts, job_key => j.key, priority => j.priority)).id::text AS id
+     FROM graphile_worker._private_jobs j
+     JOIN graphile_worker._private_tasks t ON t.id = j.task_id
+     LEFT JOIN graphile_worker._private_job_queues q ON q.id = j.job_queue_id
+     WHERE j.id = $1::bigint`,
+    jobId,
+  );
+  if (!added) return null;
+  await tx.$queryRawUnsafe('SELECT id::text FROM graphile_worker.reschedule_jobs(ARRAY[$1::bigint], run_at => now(), attempts => $2::int)', added.id, Math.max(0, attempts));
+  return added.id;
+}

@@ -41,7 +41,7 @@ export async function beginOperation(deps: Deps, id: string): Promise<Operation 
   const now = deps.clock.now();
   const updated = await deps.db.operation.update({
     where: { id },
-    data: { status: 'RUNNING', startedAt: op.startedAt ?? now, heartbeatAt: now, attempts: { increment: 1 }, error: null },
+    data: { status: 'RUNNING', startedAt: op.startedAt ?? now, heartbeatAt: now, attempts: { increment: 1 }, error: null, message: null },
   });
   await announce(deps, updated, true);
   return updated;
@@ -102,6 +102,19 @@ export async function finishOperation(deps: Deps, id: string, status: 'SUCCEEDED
   await announce(deps, op, true);
   return op;
 }
+
+/**
+ * Puts a running operation back in the queue because its worker is stopping: not a failure, so no
+ * error and no alert; the job is handed back and the next worker runs it again from the start.
+ */
+export async function requeueOperation(deps: Deps, id: string, message: string): Promise<Operation> {
+  const op = await deps.db.operation.update({ where: { id }, data: { status: 'QUEUED', phase: 'queued', bytesDone: 0, message } });
+  await announce(deps, op, true);
+  return op;
+}
+
+/** Why a stopped worker's operation is back in the queue. */
+export const HANDED_BACK_MESSAGE = 'The worker stopped before this finished; it runs again from the start when a worker next runs';
 
 /**
  * Cancels an operation. A queued one is cancelled at once (its job removed); a running one is

@@ -30,8 +30,6 @@ export type ScheduleKind = (typeof SCHEDULE_KINDS)[number];
 
 /** A run later than this after its planned time counts as missed. */
 const LATE_MS = 5 * 60_000;
-/** A job that wakes up this much before its planned time (the schedule changed meanwhile) waits again. */
-const EARLY_MS = 60_000;
 
 const kindFields = {
   DB: { cron: 'dbCron', next: 'nextDbRunAt', last: 'lastDbRunAt', includes: ['DB'] as ('DB' | 'FILES')[], name: 'database' },
@@ -228,8 +226,9 @@ export async function fireSchedule(deps: Deps, scheduleId: string, kind: Schedul
   const planned = s[f.next];
   if (!cron || !planned) return;
   const now = deps.clock.now();
-  if (planned.getTime() - now.getTime() > EARLY_MS) {
-    // Woken too early (clocks disagree): wait the time still missing, measured from graphile-worker's clock.
+  if (planned > now) {
+    // Woken before the planned time (a job queued from an older plan, clocks that disagree): a run
+    // never happens early, so wait the time still missing, measured from graphile-worker's clock.
     const runAt = new Date(Date.now() + planned.getTime() - now.getTime());
     await enqueueJob(deps.db, 'schedule_fire', { scheduleId, kind }, { jobKey: scheduleJobKey(s.id, kind), runAt, maxAttempts: 5 });
     return;
@@ -258,7 +257,11 @@ export async function fireSchedule(deps: Deps, scheduleId: string, kind: Schedul
   }
 
   const claimed = await deps.db.$transaction(async (tx) => {
-    const r = await tx.schedule.updateMany({ where: { id: s.id, [f.next]: planned }, data: { [f.last]: planned, [f.next]: next } });
+    // The planned time is taken once: still the schedule's next run, due, and later than its last run.
+    const r = await tx.schedule.updateMany({
+      where: { id: s.id, [f.next]: { equals: planned, lte: now }, OR: [{ [f.last]: null }, { [f.last]: { lt: planned } }] },
+      data: { [f.last]: planned, [f.next]: next },
+    });
     if (r.count !== 1) return false;
     if (next) await enqueueJob(tx, 'schedule_fire', { scheduleId: s.id, kind }, { jobKey: scheduleJobKey(s.id, kind), runAt: next, maxAttempts: 5 });
     return true;
@@ -328,9 +331,15 @@ export async function retryScheduledSnapshot(deps: Deps, failedSnapshotId: strin
  */
 export async function reconcileSchedules(deps: Deps): Promise<void> {
   const now = deps.clock.now();
-  const schedules = await deps.db.schedule.findMany({ where: { enabled: true, paused: false } });
-  for (const s of schedules) {
+  const listed = await deps.db.schedule.findMany({ where: { enabled: true, paused: false }, select: { id: true } });
+  for (const { id } of listed) {
     await deps.db.$transaction(async (tx) => {
+      // Read again under the row's lock: a fire job that graphile-worker started meanwhile may have
+      // claimed a run and queued the next one, and a plan read before that would replace its job
+      // with one due now. Its claim takes the same lock, so the two cannot interleave.
+      await tx.$queryRawUnsafe('SELECT id FROM schedules WHERE id = $1 FOR UPDATE', id);
+      const s = await tx.schedule.findUnique({ where: { id } });
+      if (!s || !s.enabled || s.paused) return;
       for (const kind of SCHEDULE_KINDS) {
         const f = kindFields[kind];
         const cron = s[f.cron];

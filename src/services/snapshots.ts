@@ -11,7 +11,7 @@ import type { Deps } from './deps.ts';
 import { getEnvironment } from './environments.ts';
 import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
 import { enqueueJob, operationJobKey } from './jobs.ts';
-import { beginOperation, CancelledError, finishOperation, progressReporter, TimedOutError, watchCancellation } from './operations.ts';
+import { beginOperation, CancelledError, finishOperation, HANDED_BACK_MESSAGE, progressReporter, requeueOperation, TimedOutError, watchCancellation } from './operations.ts';
 import { openRepository, type OpenedRepository } from './repositories.ts';
 import { enqueueCopy } from './copies.ts';
 import { recordUse } from './destinations.ts';
@@ -221,16 +221,24 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
           if (snapshot.includes.includes('FILES') && env.filesPath) sources['/files'] = env.filesPath;
           const parent = await parentSnapshot(deps, env.id, copy.destinationId, snapshot.id);
           progress.report({ phase: includesDb ? 'dumping' : 'uploading' });
-          const [captured] = await Promise.all([
-            backup(candidate.repo, sources, {
-              tags: snapshotTags(snapshot),
-              parent: parent ?? undefined,
-              signal: attemptSignal,
-              onProgress: (p) => progress.report({ bytesDone: p.bytesDone, bytesTotal: p.bytesTotal ?? null }),
-            }),
+          const capturing = backup(candidate.repo, sources, {
+            tags: snapshotTags(snapshot),
+            parent: parent ?? undefined,
+            signal: attemptSignal,
+            onProgress: (p) => progress.report({ bytesDone: p.bytesDone, bytesTotal: p.bytesTotal ?? null }),
+          });
+          let captured: Awaited<typeof capturing>;
+          try {
             // pg_dump's exit status decides: a dump that ended early must not pass for a whole one.
-            dump?.done,
-          ]);
+            [captured] = await Promise.all([capturing, dump?.done]);
+          } catch (err) {
+            // The other one may still run, and the backup holds the repository's lock until it
+            // ends: stop it and wait, or a process that exits next (a worker stopping) leaves
+            // its lock file behind.
+            attempt.abort(err);
+            await Promise.allSettled([capturing, dump?.done]);
+            throw err;
+          }
           // Where a slow snapshot's time went: the backup itself against the rest of the job.
           deps.logger.info(
             { operationId, destinationId: copy.destinationId, sinceStartMs: Date.now() - started, backupMs: captured.durationMs, bytesProcessed: captured.bytesProcessed, bytesAdded: captured.bytesAdded },
@@ -317,7 +325,7 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
     const shuttingDown = jobSignal?.aborted && !(err instanceof CancelledError) && !(err instanceof TimedOutError);
     if (shuttingDown) {
       // The worker is stopping: put the operation back so the retry starts clean.
-      await deps.db.operation.update({ where: { id: operationId }, data: { status: 'QUEUED', phase: 'queued', bytesDone: 0 } });
+      await requeueOperation(deps, operationId, HANDED_BACK_MESSAGE);
       await deps.db.snapshotCopy.updateMany({ where: { snapshotId: snapshot.id }, data: { status: 'PENDING', repoSnapshotId: null } });
       throw err;
     }

@@ -11,7 +11,7 @@ import { nextVerifyRun } from './destination-settings.ts';
 import { recordHealth } from './destinations.ts';
 import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
 import { enqueueJob, operationJobKey, removeJob, type SqlTx } from './jobs.ts';
-import { beginOperation, CancelledError, finishOperation, progressReporter, TimedOutError } from './operations.ts';
+import { beginOperation, CancelledError, finishOperation, HANDED_BACK_MESSAGE, progressReporter, requeueOperation, TimedOutError } from './operations.ts';
 import { openRepository, type OpenedRepository } from './repositories.ts';
 import { getSnapshot, messageOf, underLimits } from './snapshots.ts';
 import type { Viewer } from './viewer.ts';
@@ -221,7 +221,7 @@ export async function runVerifySnapshot(deps: Deps, operationId: string, jobSign
     await progress.flush();
     const shuttingDown = jobSignal?.aborted && !(err instanceof CancelledError) && !(err instanceof TimedOutError);
     if (shuttingDown) {
-      await deps.db.operation.update({ where: { id: operationId }, data: { status: 'QUEUED', phase: 'queued', bytesDone: 0 } });
+      await requeueOperation(deps, operationId, HANDED_BACK_MESSAGE);
       throw err;
     }
     const cancelled = err instanceof CancelledError;

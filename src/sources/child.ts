@@ -35,7 +35,10 @@ export function startTool(
   args: readonly string[],
   opts: { env: NodeJS.ProcessEnv; stdin: 'pipe' | 'ignore' | number; stdout: 'pipe' | 'ignore' | number },
 ): Tool {
-  const child = spawn(command, args, { env: opts.env, stdio: [opts.stdin, opts.stdout, 'pipe'] });
+  // A process group of its own: Ctrl-C in a terminal signals the whole foreground group, and the
+  // tool must not die under a job that Backplane is about to finish or hand back (it stops the
+  // tool itself through the job's signal when it has to).
+  const child = spawn(command, args, { env: opts.env, stdio: [opts.stdin, opts.stdout, 'pipe'], detached: true });
   let tail = '';
   child.stderr!.setEncoding('utf8');
   child.stderr!.on('data', (text: string) => {

@@ -16,6 +16,7 @@ import {
   WebhooksDocument,
 } from '../generated/graphql.ts';
 import { raiseAlert } from '../../src/services/alerts.ts';
+import { BASE_BACKOFF_MS } from '../../src/services/webhooks.ts';
 import { startTestApp, type TestApp } from '../harness/app.ts';
 import { gid, makeApiKey, makeEnvironment, makeOrganization, makeProject } from '../harness/factories.ts';
 import { makeLiveEnvironment, type LiveEnvironment } from '../harness/live-environment.ts';
@@ -189,7 +190,11 @@ describe('webhooks', () => {
       const pending = await waitFor(deliveries, (d) => d.length === 2, 'the second attempt to be queued');
       expect(pending[0]).toMatchObject({ attempt: 1, status: 'FAILED', responseStatus: 500, error: 'HTTP 500' });
       const [retry] = await jobsWithKey(app, `webhook:${pending[1].id}`);
-      expect(retry.runAt.getTime() - Date.now()).toBeGreaterThan(25_000);
+      // Measured from when the failure was recorded (the retry's row is created in that same
+      // transaction), not from now: the waits above may have taken any time on a busy machine.
+      const backoff = retry.runAt.getTime() - pending[1].createdAt.getTime();
+      expect(backoff).toBeGreaterThanOrEqual(BASE_BACKOFF_MS - 1_000);
+      expect(backoff).toBeLessThan(2 * BASE_BACKOFF_MS);
       await runJobNow(app, `webhook:${pending[1].id}`);
       await waitFor(deliveries, (d) => d[1]?.status === 'SUCCEEDED', 'the retry to succeed');
       expect(requests).toHaveLength(2);

@@ -27,7 +27,24 @@ beforeAll(async () => {
   key = (await makeApiKey(db, org.id, { scopes: ['admin'] })).secret;
   foreignKey = (await makeApiKey(db, (await makeOrganization(db)).id, { scopes: ['admin'] })).secret;
   [a, b] = await Promise.all([startServerProcess(testEnv(url, secret)), startServerProcess(testEnv(url, secret))]);
+  idle = await a.metric('backplane_event_subscribers');
 });
+
+/** Subscribers of `a` when no test subscribes (the process's own, if any). */
+let idle: number;
+
+/**
+ * Waits until a's only subscription beyond its own is the one just made: an earlier test's
+ * subscription may still be ending, so "at least one" could count that one instead.
+ */
+async function subscribed(what: string) {
+  await until(() => a.metric('backplane_event_subscribers'), (n) => n === idle + 1, what);
+}
+
+/** Waits until every subscription of the test has ended, so the next test counts only its own. */
+async function unsubscribed() {
+  await until(() => a.metric('backplane_event_subscribers'), (n) => n === idle, 'the subscriptions to end');
+}
 afterAll(async () => {
   await Promise.all([a?.stop(), b?.stop()]);
   await db?.$disconnect();
@@ -47,12 +64,13 @@ describe('environmentActivity across processes', () => {
     const client = createClient({ url: a.url.replace('http', 'ws'), webSocketImpl: WebSocket, connectionParams: { Authorization: `Bearer ${key}` }, retryAttempts: 0 });
     const events = client.iterate({ query: print(EnvironmentActivityDocument), variables: { environmentId: gid('Environment', envId) } });
     const first = events.next();
-    await until(() => a.metric('backplane_event_subscribers'), (n) => n >= 1, 'the subscription to be in place');
+    await subscribed('the subscription to be in place');
     await rename('renamed-over-ws');
     const { value } = await first;
     expect(value).toEqual({ data: { environmentActivity: { kind: 'ENVIRONMENT_UPDATED', environmentId: gid('Environment', envId), environment: { id: gid('Environment', envId), name: 'renamed-over-ws' } } } });
     await events.return?.();
     await client.dispose();
+    await unsubscribed();
   });
 
   it('delivers the same event over SSE', async () => {
@@ -65,7 +83,7 @@ describe('environmentActivity across processes', () => {
     });
     expect(res.headers.get('content-type')).toMatch(/text\/event-stream/);
     const reader = res.body!.getReader();
-    await until(() => a.metric('backplane_event_subscribers'), (n) => n >= 1, 'the SSE subscription to be in place');
+    await subscribed('the SSE subscription to be in place');
     await rename('renamed-over-sse');
     let text = '';
     while (!text.includes('renamed-over-sse')) {

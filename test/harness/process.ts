@@ -19,13 +19,18 @@ export interface ServerProcess {
   stop(): Promise<number | null>;
 }
 
-export async function startServerProcess(env: NodeJS.ProcessEnv, command: 'serve' | 'worker' | 'start' = 'serve'): Promise<ServerProcess> {
+/**
+ * `opts.group`: the process leads a process group of its own, as a command started in a terminal
+ * does, so a test can signal the whole group the way Ctrl-C does (`process.kill(-pid, 'SIGINT')`).
+ */
+export async function startServerProcess(env: NodeJS.ProcessEnv, command: 'serve' | 'worker' | 'start' = 'serve', opts: { group?: boolean } = {}): Promise<ServerProcess> {
   const ready = command === 'worker' ? 'worker started' : 'listening';
   const logs: Array<Record<string, unknown>> = [];
   const child = spawn(process.execPath, [path.join(ROOT, 'bin/backplane.js'), command], {
     cwd: ROOT,
     env: { ...env, PORT: '0', LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: opts.group ?? false,
   });
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
