@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { ConflictError, ErrorCode, NotFoundError, ValidationError } from '../domain/errors.ts';
-import { parseInput } from '../domain/validation.ts';
+import { label, parseInput } from '../domain/validation.ts';
 import { backup, copySnapshot, forgetSnapshots, listSnapshots, type BackupSource } from '../engine/api.ts';
 import { publishInTransaction } from '../events/bus.ts';
 import type { Snapshot } from '../generated/prisma/client.ts';
@@ -37,7 +37,7 @@ const metadata = z
 export const createSnapshotInput = z.object({
   environmentId: z.string(),
   includes: z.array(z.enum(INCLUDES)).min(1, 'must include DB, FILES or both').default(['DB', 'FILES']),
-  label: z.string().trim().max(200, 'must be at most 200 characters').nullish(),
+  label: label.nullish(),
   kind: z.enum(['MANUAL', 'PRE_DEPLOY']).default('MANUAL'),
   metadata: metadata.nullish(),
   idempotencyKey: idempotencyKey.nullish(),
