@@ -181,6 +181,46 @@ describe('destinations: create, read, update, delete', () => {
   });
 });
 
+describe('pseudo-filesystems', () => {
+  it('refuses a LOCAL path on /proc, /sys, /dev, a cgroup mount or a symlink into one, on create and update; nothing is recorded', async () => {
+    const link = path.join(tmp, 'to-proc');
+    await fs.symlink('/proc/self', link);
+    const before = await app.runtime.db.destination.count();
+    for (const p of ['/proc/backplane/repo', '/proc', '/sys/kernel/backplane', '/dev/backplane', '/sys/fs/cgroup/pids/backplane', path.join(link, 'repo')]) {
+      const r = await create({ name: 'pseudo', provider: 'LOCAL', path: p });
+      expect(r, p).toMatchObject({ __typename: 'ValidationError', fields: [{ path: ['input', 'path'], message: expect.stringMatching(/pseudo-filesystem/) }] });
+    }
+    expect(await app.runtime.db.destination.count()).toBe(before);
+    const d = await createOk({ name: 'moves-to-proc', provider: 'LOCAL', path: path.join(tmp, 'moves') });
+    const moved = await app.gql(UpdateDestinationDocument, { input: { id: d.id, path: '/proc/1/backplane' } }, { key: admin });
+    expect(moved.data?.updateDestination).toMatchObject({ __typename: 'ValidationError', fields: [{ path: ['input', 'path'] }] });
+    const row = await app.runtime.db.destination.findUniqueOrThrow({ where: { id: decodeGlobalID(d.id).id } });
+    expect((row.config as { path: string }).path).toBe(path.join(tmp, 'moves'));
+  });
+
+  it('testDestination on a directory that never answers (a row made before the check) fails in time, leaves no process behind, and the API answers meanwhile', async () => {
+    // A recursive mkdir under /proc never returns in Node 20: the probe must give up, not hang.
+    const row = await app.runtime.db.destination.create({ data: { organizationId: orgId, name: 'legacy-proc', provider: 'LOCAL', config: { path: '/proc/1/backplane-repo' } } });
+    const children = async () => {
+      const tasks = await fs.readdir(`/proc/${process.pid}/task`);
+      const all = await Promise.all(tasks.map((t) => fs.readFile(`/proc/${process.pid}/task/${t}/children`, 'utf8').catch(() => '')));
+      return all.join(' ').trim().split(/\s+/).filter(Boolean);
+    };
+    const childrenBefore = await children();
+    const probing = app.gql(TestDestinationDocument, { input: { id: gid('Destination', row.id) } }, { key: admin });
+    // The event loop is free while the probe hangs in its own process.
+    const meanwhile = await app.gql(DestinationDocument, { id: gid('Destination', row.id) }, { key: admin });
+    expect(meanwhile.data?.destination).toMatchObject({ name: 'legacy-proc' });
+    const res = await probing;
+    const r = res.data?.testDestination;
+    if (r?.__typename !== 'DestinationTestPayload') throw new Error(JSON.stringify(res));
+    expect(r).toMatchObject({ ok: false, errorKind: 'UNREACHABLE', error: expect.stringMatching(/did not answer within/) });
+    expect(r.steps).toEqual([expect.objectContaining({ step: 'WRITE', ok: false })]);
+    expect(r.destination).toMatchObject({ status: 'UNREACHABLE' });
+    expect((await children()).filter((pid) => !childrenBefore.includes(pid))).toEqual([]);
+  }, 60_000);
+});
+
 describe('testDestination', () => {
   it('writes, reads, lists and deletes a probe object and times each step', async () => {
     for (const input of [s3rverInput('probe-ok'), { name: 'probe-local', provider: 'LOCAL' as const, path: path.join(tmp, 'probe-local') }]) {
