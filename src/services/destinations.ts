@@ -69,7 +69,7 @@ async function checkLocalPath(settings: DestinationSettings): Promise<void> {
 
 export async function createDestination(deps: Deps, viewer: Viewer, raw: unknown): Promise<string> {
   const input = parseInput(createDestinationInput, raw);
-  const { name: destinationName, verifyCron: cron, ...settings } = input;
+  const { name: destinationName, verifyCron: cron, isDefault, ...settings } = input;
   await checkLocalPath(settings as DestinationSettings);
   const fields = rowFields(deps, settings as DestinationSettings);
   try {
@@ -83,6 +83,7 @@ export async function createDestination(deps: Deps, viewer: Viewer, raw: unknown
           credentialsEncrypted: fields.credentialsEncrypted,
           credentialsRedacted: fields.credentialsRedacted,
           verifyCron: cron || null,
+          isDefault: isDefault ?? false,
         },
       });
       if (cron) await scheduleDestinationVerify(deps, tx, d.id, cron);
@@ -96,7 +97,7 @@ export async function createDestination(deps: Deps, viewer: Viewer, raw: unknown
 export async function updateDestination(deps: Deps, viewer: Viewer, id: string, raw: z.input<typeof updateDestinationInput>): Promise<string> {
   const input = parseInput(updateDestinationInput, raw);
   const current = await getDestination(deps, viewer, id);
-  const { name: newName, accessKeyId, secretAccessKey, verifyCron: cron, ...changes } = input;
+  const { name: newName, accessKeyId, secretAccessKey, verifyCron: cron, isDefault, ...changes } = input;
   const config = current.config as Record<string, unknown>;
   const moved = LOCATION_FIELDS.some((f) => changes[f] !== undefined && changes[f] !== config[f]);
   if (moved && (await holdsSnapshots(deps, id))) {
@@ -127,7 +128,7 @@ export async function updateDestination(deps: Deps, viewer: Viewer, id: string, 
   }
   try {
     await deps.db.$transaction(async (tx) => {
-      await tx.destination.update({ where: { id }, data: { ...data, ...(newName !== undefined ? { name: newName } : {}), ...(cron !== undefined ? { verifyCron: cron || null } : {}) } });
+      await tx.destination.update({ where: { id }, data: { ...data, ...(newName !== undefined ? { name: newName } : {}), ...(cron !== undefined ? { verifyCron: cron || null } : {}), ...(isDefault !== undefined ? { isDefault } : {}) } });
       if (cron !== undefined) await scheduleDestinationVerify(deps, tx, id, cron || null);
     });
   } catch (err) {
