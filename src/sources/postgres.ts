@@ -158,6 +158,22 @@ export async function databaseSize(databaseUrl: string): Promise<bigint> {
 }
 
 /**
+ * Bytes of table data without indexes (heap and TOAST of ordinary tables outside the system
+ * schemas): close to what `pg_dump -Z0` writes, unlike the database's size on disk, which counts
+ * indexes, catalogs and dead space a dump never carries.
+ */
+export async function tableDataSize(databaseUrl: string): Promise<bigint> {
+  return withClient(databaseUrl, async (c) => {
+    const { rows } = await c.query<{ size: string }>(
+      `SELECT coalesce(sum(pg_table_size(c.oid)), 0)::text AS size
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'`,
+    );
+    return BigInt(rows[0].size);
+  });
+}
+
+/**
  * Whether the URL's role may make a SWAP restore: create a database, and rename the target
  * (which needs CREATEDB and ownership). Superusers always may.
  */
