@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { decodeGlobalID } from '@pothos/plugin-relay';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CreateEnvironmentDocument, CreateSnapshotDocument, RestoreSnapshotDocument } from '../generated/graphql.ts';
+import { CreateEnvironmentDocument, CreateSnapshotDocument, RestoreSnapshotDocument, UpsertScheduleDocument } from '../generated/graphql.ts';
 import type { TestApp } from '../harness/app.ts';
 import { ensureDemo } from '../../src/app/bootstrap.ts';
 import { createScratchDatabase, databaseUrl } from '../harness/database.ts';
@@ -48,7 +48,7 @@ async function createEnvironment(name: string) {
 
 async function counts() {
   const db = app.runtime.db;
-  return { operations: await db.operation.count(), restoreLogs: await db.restoreLog.count(), snapshots: await db.snapshot.count(), alerts: await db.alert.count() };
+  return { operations: await db.operation.count(), restoreLogs: await db.restoreLog.count(), snapshots: await db.snapshot.count(), alerts: await db.alert.count(), schedules: await db.schedule.count() };
 }
 
 describe('default destinations', () => {
@@ -59,6 +59,9 @@ describe('default destinations', () => {
     expect(restore.data?.restoreSnapshot).toMatchObject({ __typename: 'ConflictError', code: 'NO_DESTINATION' });
     const snap = await app.gql(CreateSnapshotDocument, { input: { environmentId: env.id, includes: ['DB'] } }, { key });
     expect(snap.data?.createSnapshot).toMatchObject({ __typename: 'ConflictError', code: 'NO_DESTINATION' });
+    const schedule = await app.gql(UpsertScheduleDocument, { input: { environmentId: env.id, dbCron: '0 2 * * *' } }, { key });
+    expect(schedule.data?.upsertSchedule).toMatchObject({ __typename: 'ConflictError', code: 'NO_DESTINATION' });
+    expect(await app.runtime.db.schedule.count({ where: { environmentId: decodeGlobalID(env.id).id } })).toBe(0);
     expect(await counts()).toEqual(before);
   });
 
