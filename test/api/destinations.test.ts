@@ -18,7 +18,7 @@ import { startTestApp, type TestApp } from '../harness/app.ts';
 import { gid, makeApiKey, makeEnvironment, makeOrganization, makeProject } from '../harness/factories.ts';
 import { makeLiveEnvironment, repositoryPassword } from '../harness/live-environment.ts';
 import { S3RVER_CREDENTIALS, startS3rver, type StartedS3rver } from '../harness/s3rver.ts';
-import { restic, takeSnapshot } from '../harness/snapshot-helpers.ts';
+import { follow, restic, startSnapshot, takeSnapshot } from '../harness/snapshot-helpers.ts';
 
 let app: TestApp;
 let s3: StartedS3rver;
@@ -218,6 +218,14 @@ describe('pseudo-filesystems', () => {
     expect(r.steps).toEqual([expect.objectContaining({ step: 'WRITE', ok: false })]);
     expect(r.destination).toMatchObject({ status: 'UNREACHABLE' });
     expect((await children()).filter((pid) => !childrenBefore.includes(pid))).toEqual([]);
+  }, 60_000);
+
+  it('a snapshot into such a row fails at once with the reason, instead of creating the repository there forever', async () => {
+    const row = await app.runtime.db.destination.create({ data: { organizationId: orgId, name: 'legacy-sys', provider: 'LOCAL', config: { path: '/sys/kernel/backplane-repo' } } });
+    const env = await makeLiveEnvironment(app, { organizationId: orgId, destinationId: row.id, rows: 10 });
+    const { operationId } = await startSnapshot(app, admin, env.id, { includes: ['DB'] });
+    const states = await follow(app, admin, operationId);
+    expect(states.at(-1)).toMatchObject({ status: 'FAILED', error: expect.stringMatching(/legacy-sys is under \/sys, a system pseudo-filesystem/) });
   }, 60_000);
 });
 
