@@ -32,7 +32,8 @@ export async function ensureDemo(
     const org = (await tx.organization.findFirst({ orderBy: { createdAt: 'asc' } })) ?? (await tx.organization.create({ data: { name: 'Default organization' } }));
     const project = await tx.project.create({ data: { organizationId: org.id, name: 'Demo', description: 'Created by the embedded default' } });
     const destination = await tx.destination.create({
-      data: { organizationId: org.id, name: 'local', provider: 'LOCAL', config: { path: destinationPath } },
+      // The default: environments created later store their snapshots here too.
+      data: { organizationId: org.id, name: 'local', provider: 'LOCAL', config: { path: destinationPath }, isDefault: true },
     });
     const env = await tx.environment.create({
       data: {

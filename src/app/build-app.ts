@@ -192,7 +192,13 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
 
   /** Streams a signed download; an altered or expired link gets 403 and reveals nothing. */
   async function serveDownload(req: http.IncomingMessage, res: http.ServerResponse, token: string) {
-    const payload = req.method === 'GET' ? verifyDownloadToken(deps, decodeURIComponent(token)) : null;
+    let decoded: string | null = null;
+    try {
+      decoded = decodeURIComponent(token);
+    } catch {
+      // A malformed escape is a bad link like any other, not a server error.
+    }
+    const payload = req.method === 'GET' && decoded !== null ? verifyDownloadToken(deps, decoded) : null;
     if (!payload) {
       res.writeHead(403, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'This download link is invalid or has expired' }));
       return;

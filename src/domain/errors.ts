@@ -30,6 +30,7 @@ export const ErrorCode = {
   DESTINATION_IN_USE: 'DESTINATION_IN_USE',
   DESTINATION_NO_REPOSITORY: 'DESTINATION_NO_REPOSITORY',
   COPY_EXISTS: 'COPY_EXISTS',
+  DATABASE_UNREACHABLE: 'DATABASE_UNREACHABLE',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -21,6 +21,9 @@ export const name = trimmed(1, 64).regex(/^[\p{L}\p{N}][\p{L}\p{N} _.-]*$/u, 'ma
 
 export const description = trimmed(0, 500);
 
+/** A label people attach (snapshot, pin): omitted for none, never blank. */
+export const label = z.string().trim().min(1, 'must not be blank (leave it out for no label)').max(200, 'must be at most 200 characters');
+
 /**
  * A URL field: parsed once, then `problem` names what is wrong with it (or returns null). Every URL
  * input goes through here so "is not a valid URL" reads the same everywhere.

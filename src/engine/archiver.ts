@@ -90,6 +90,8 @@ export interface BackupResult {
   dirs: number;
   /** Logical bytes of all files in the snapshot (including unchanged ones). */
   bytesProcessed: number;
+  /** Logical bytes of each stream source, by its virtual path (what a next run can expect). */
+  streamBytes: Record<string, number>;
   /** Stored bytes of new blobs (compressed and encrypted). */
   bytesAdded: number;
   blobsAdded: number;
@@ -178,6 +180,10 @@ class Archiver {
   private readonly stop = new AbortController();
   readonly counters: Counters = { files: 0, dirs: 0, bytesDone: 0 };
   private bytesTotal: number | undefined;
+  private scannedTotal: number | undefined;
+  /** Real minus declared size of the streams that ended: a declared size is only an estimate. */
+  private streamSurplus = 0;
+  readonly streamBytes: Record<string, number> = {};
   private currentPath: string | undefined;
   private readonly nowTime: string;
   private readonly uid = process.getuid?.() ?? 0;
@@ -193,7 +199,8 @@ class Archiver {
   }
 
   setTotal(total: number | undefined): void {
-    this.bytesTotal = total;
+    this.scannedTotal = total;
+    this.bytesTotal = total === undefined ? undefined : total + this.streamSurplus;
     this.progress();
   }
 
@@ -334,6 +341,12 @@ class Archiver {
   private async saveStream(name: string, src: StreamSource, vpath: string): Promise<Node> {
     this.currentPath = vpath;
     const { content, size } = await this.saveContent(src);
+    this.streamBytes[vpath] = size;
+    if (src.size !== undefined) {
+      // The stream's real size is known now: the total stops relying on the estimate.
+      this.streamSurplus += size - src.size;
+      if (this.scannedTotal !== undefined) this.bytesTotal = this.scannedTotal + this.streamSurplus;
+    }
     const mtime = src.mtime ? formatTime(BigInt(src.mtime.getTime()) * 1_000_000n) : this.nowTime;
     this.counters.files++;
     this.progress();
@@ -641,6 +654,7 @@ export async function backup(repo: Repository, sources: Record<string, BackupSou
       files: archiver.counters.files,
       dirs: archiver.counters.dirs,
       bytesProcessed: archiver.counters.bytesDone,
+      streamBytes: archiver.streamBytes,
       bytesAdded: after.bytesAdded - before.bytesAdded,
       blobsAdded: after.blobsAdded - before.blobsAdded,
       dataBlobsAdded: after.dataBlobsAdded - before.dataBlobsAdded,

@@ -3,6 +3,7 @@ import ErrorsPlugin from '@pothos/plugin-errors';
 import PrismaPlugin from '@pothos/plugin-prisma';
 import RelayPlugin from '@pothos/plugin-relay';
 import ScopeAuthPlugin from '@pothos/plugin-scope-auth';
+import InputGuardPlugin from './input-guard.ts';
 import { GraphQLError } from 'graphql';
 import type PrismaTypes from '../generated/pothos-types.ts';
 import { getDatamodel } from '../generated/pothos-types.ts';
@@ -23,7 +24,8 @@ export interface Context {
 
 /**
  * The one Pothos builder. Plugin order matters: scope-auth runs first so an unauthorized caller
- * never reaches a resolver; errors wraps resolvers so thrown AppErrors become typed results.
+ * never reaches a resolver; errors wraps resolvers so thrown AppErrors become typed results; the
+ * input guard, inside it, refuses string arguments PostgreSQL cannot store, for every field at once.
  */
 export const builder = new SchemaBuilder<{
   Context: Context;
@@ -37,7 +39,7 @@ export const builder = new SchemaBuilder<{
   };
 }>({
   defaultFieldNullability: false,
-  plugins: [ScopeAuthPlugin, ErrorsPlugin, PrismaPlugin, RelayPlugin],
+  plugins: [ScopeAuthPlugin, ErrorsPlugin, InputGuardPlugin, PrismaPlugin, RelayPlugin],
   scopeAuth: {
     authScopes: (ctx) => ({
       authenticated: !!ctx.viewer,

@@ -71,6 +71,7 @@ builder.prismaNode('Destination', {
       select: { credentialsRedacted: true },
       resolve: (d) => (d.credentialsRedacted as { accessKeyId: string; secretAccessKey: string } | null) ?? null,
     }),
+    isDefault: t.exposeBoolean('isDefault', { description: 'New environments of the organization get this destination (see createEnvironment)' }),
     verifyCron: t.exposeString('verifyCron', { nullable: true, description: 'When the newest snapshot of each environment here is verified (reading the data), 5-field cron in UTC' }),
     repositoryId: t.exposeString('repositoryId', { nullable: true, description: 'The id in the repository config, once the first snapshot created it' }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
@@ -137,6 +138,7 @@ const settingsFields = (t: Parameters<Parameters<typeof builder.inputType>[1]['f
   accessKeyId: t.string({ description: 'Stored encrypted' }),
   secretAccessKey: t.string({ description: 'Stored encrypted; never returned' }),
   verifyCron: t.string({ description: 'Scheduled verification, 5-field cron in UTC, e.g. "0 3 * * 0"; "" removes it' }),
+  isDefault: t.boolean({ description: 'New environments of the organization get every default destination' }),
 });
 
 const CreateDestinationInput = builder.inputType('CreateDestinationInput', {

@@ -71,7 +71,7 @@ const verifyCron = z
     }
   }, 'must be a 5-field cron expression, e.g. "0 3 * * 0"');
 
-const common = { name, verifyCron: verifyCron.optional() };
+const common = { name, verifyCron: verifyCron.optional(), isDefault: z.boolean().optional() };
 export const createDestinationInput = z.discriminatedUnion('provider', [
   z.strictObject({ ...common, ...shapes.LOCAL }),
   z.strictObject({ ...common, ...shapes.S3 }),
@@ -97,6 +97,7 @@ export const updateDestinationInput = z
     secretAccessKey: z.string().optional(),
     /** '' removes the schedule. */
     verifyCron: z.union([z.literal(''), verifyCron]).optional(),
+    isDefault: z.boolean().optional(),
   })
   .refine((v) => Object.values(v).some((x) => x !== undefined), { message: 'nothing to update', path: [] })
   .refine((v) => (v.accessKeyId === undefined) === (v.secretAccessKey === undefined), { message: 'give accessKeyId and secretAccessKey together', path: ['secretAccessKey'] });

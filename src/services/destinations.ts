@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { ConflictError, ErrorCode, NotFoundError, ValidationError } from '../domain/errors.ts';
 import { parseInput } from '../domain/validation.ts';
 import { BackendAccessError } from '../destinations/backend.ts';
+import { pseudoFilesystemProblem } from '../destinations/local-path.ts';
 import { explainAccessError, probeBackend, type ProbeResult } from '../destinations/probe.ts';
 import { formatS3Location, s3ConnectionFor, type S3ProviderSettings } from '../destinations/s3-config.ts';
 import type { Destination, Prisma } from '../generated/prisma/client.ts';
@@ -59,9 +60,17 @@ function rowFields(deps: Deps, s: DestinationSettings) {
   };
 }
 
+/** A LOCAL directory on a pseudo-filesystem is refused as input, before anything tries to write there. */
+async function checkLocalPath(settings: DestinationSettings): Promise<void> {
+  if (settings.provider !== 'LOCAL') return;
+  const problem = await pseudoFilesystemProblem(settings.path);
+  if (problem) throw ValidationError.field(['input', 'path'], problem);
+}
+
 export async function createDestination(deps: Deps, viewer: Viewer, raw: unknown): Promise<string> {
   const input = parseInput(createDestinationInput, raw);
-  const { name: destinationName, verifyCron: cron, ...settings } = input;
+  const { name: destinationName, verifyCron: cron, isDefault, ...settings } = input;
+  await checkLocalPath(settings as DestinationSettings);
   const fields = rowFields(deps, settings as DestinationSettings);
   try {
     return await deps.db.$transaction(async (tx) => {
@@ -74,6 +83,7 @@ export async function createDestination(deps: Deps, viewer: Viewer, raw: unknown
           credentialsEncrypted: fields.credentialsEncrypted,
           credentialsRedacted: fields.credentialsRedacted,
           verifyCron: cron || null,
+          isDefault: isDefault ?? false,
         },
       });
       if (cron) await scheduleDestinationVerify(deps, tx, d.id, cron);
@@ -87,7 +97,7 @@ export async function createDestination(deps: Deps, viewer: Viewer, raw: unknown
 export async function updateDestination(deps: Deps, viewer: Viewer, id: string, raw: z.input<typeof updateDestinationInput>): Promise<string> {
   const input = parseInput(updateDestinationInput, raw);
   const current = await getDestination(deps, viewer, id);
-  const { name: newName, accessKeyId, secretAccessKey, verifyCron: cron, ...changes } = input;
+  const { name: newName, accessKeyId, secretAccessKey, verifyCron: cron, isDefault, ...changes } = input;
   const config = current.config as Record<string, unknown>;
   const moved = LOCATION_FIELDS.some((f) => changes[f] !== undefined && changes[f] !== config[f]);
   if (moved && (await holdsSnapshots(deps, id))) {
@@ -104,6 +114,7 @@ export async function updateDestination(deps: Deps, viewer: Viewer, id: string, 
           : {};
     const defined = Object.fromEntries(Object.entries(changes).filter(([, v]) => v !== undefined));
     const settings = parseInput(destinationSettings, { ...config, ...defined, ...creds, provider: current.provider });
+    await checkLocalPath(settings);
     const fields = rowFields(deps, settings);
     data = {
       config: fields.config as Prisma.InputJsonValue,
@@ -117,7 +128,7 @@ export async function updateDestination(deps: Deps, viewer: Viewer, id: string, 
   }
   try {
     await deps.db.$transaction(async (tx) => {
-      await tx.destination.update({ where: { id }, data: { ...data, ...(newName !== undefined ? { name: newName } : {}), ...(cron !== undefined ? { verifyCron: cron || null } : {}) } });
+      await tx.destination.update({ where: { id }, data: { ...data, ...(newName !== undefined ? { name: newName } : {}), ...(cron !== undefined ? { verifyCron: cron || null } : {}), ...(isDefault !== undefined ? { isDefault } : {}) } });
       if (cron !== undefined) await scheduleDestinationVerify(deps, tx, id, cron || null);
     });
   } catch (err) {
@@ -194,13 +205,16 @@ export function resticLocation(d: Pick<Destination, 'provider' | 'config'>): str
   return formatS3Location(s3ConnectionFor({ ...(config as unknown as S3ProviderSettings), provider: d.provider }));
 }
 
-/** Probes a destination and records what it found; a failure raises DESTINATION_UNREACHABLE. */
-export async function testDestination(deps: Deps, viewer: Viewer, id: string, signal?: AbortSignal): Promise<ProbeResult> {
+/**
+ * Probes a destination and records what it found; a failure raises DESTINATION_UNREACHABLE. A
+ * local directory that does not answer within `timeoutMs` fails the probe rather than hanging it.
+ */
+export async function testDestination(deps: Deps, viewer: Viewer, id: string, signal?: AbortSignal, opts: { timeoutMs?: number } = {}): Promise<ProbeResult> {
   const d = await getDestination(deps, viewer, id);
   const backend = backendFor(deps, d);
   let result: ProbeResult;
   try {
-    result = await probeBackend(backend, signal);
+    result = await probeBackend(backend, signal, opts);
   } finally {
     await backend.close().catch(() => undefined);
   }

@@ -48,8 +48,10 @@ export async function createDownload(
 
 /** The token's payload when its signature is right and it has not expired; otherwise null. */
 export function verifyDownloadToken(deps: Deps, token: string): TokenPayload | null {
-  const [payload, sig] = token.split('.');
-  if (!payload || !sig) return null;
+  // Exactly `<payload>.<signature>` in base64url: anything after the signature is not ours.
+  const m = /^([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$/.exec(token);
+  if (!m) return null;
+  const [, payload, sig] = m;
   const expected = Buffer.from(deps.secrets.sign('download', payload));
   const given = Buffer.from(sig);
   if (expected.length !== given.length || !timingSafeEqual(expected, given)) return null;

@@ -47,6 +47,9 @@ function secretFields(deps: Deps, url: string) {
 export async function createEnvironment(deps: Deps, viewer: Viewer, raw: z.input<typeof createEnvironmentInput>): Promise<string> {
   const input = parseInput(createEnvironmentInput, raw);
   const project = await getProject(deps, viewer, input.projectId);
+  // The organization's defaults, oldest first: a new environment can be snapshotted at once.
+  const defaults = await deps.db.destination.findMany({ where: { organizationId: project.organizationId, isDefault: true }, orderBy: { createdAt: 'asc' }, select: { id: true } });
+  const base = deps.clock.now().getTime();
   try {
     const env = await deps.db.environment.create({
       data: {
@@ -57,6 +60,8 @@ export async function createEnvironment(deps: Deps, viewer: Viewer, raw: z.input
         filesPath: input.filesPath ?? null,
         ...secretFields(deps, input.databaseUrl),
         settings: { create: {} },
+        // Order is kept through createdAt, as setEnvironmentDestinations does.
+        destinations: { create: defaults.map((d, i) => ({ destinationId: d.id, createdAt: new Date(base + i) })) },
       },
     });
     return env.id;

@@ -55,6 +55,24 @@ export interface Progress {
 }
 
 /** Throttled progress: at most one write and event per interval, and always the last one on flush. */
+/**
+ * Turns a total that is only an estimate into one whose percent is honest to watch: it never goes
+ * backwards and stays below 100 until the work says it is done (the caller then reports
+ * bytesDone = bytesTotal). When the work outgrows the estimate the total grows with it; when the
+ * estimate is corrected down, the percent jumps forward, never back.
+ */
+export function steadyTotal(): (bytesDone: number, estimate: number | null | undefined) => number | null {
+  const ceiling = 0.99;
+  let last = 0;
+  return (bytesDone, estimate) => {
+    if (estimate === null || estimate === undefined) return null;
+    let total = Math.max(estimate, Math.ceil(bytesDone / ceiling), 1);
+    if (last > 0 && bytesDone / total < last) total = Math.floor(bytesDone / last);
+    last = bytesDone / total;
+    return total;
+  };
+}
+
 export function progressReporter(deps: Deps, operationId: string, intervalMs = 250) {
   let pending: Progress | null = null;
   let last = 0;

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import type { Backend } from '../destinations/backend.ts';
+import { BackendAccessError, type Backend } from '../destinations/backend.ts';
+import { pseudoFilesystemProblem } from '../destinations/local-path.ts';
 import { LocalBackend } from '../destinations/local.ts';
 import { S3Backend, s3ConnectionFor, type S3BackendOptions, type S3ProviderSettings } from '../destinations/s3.ts';
 import { DEFAULT_KDF_PARAMS, Repository, RepositoryNotFoundError, type KdfParams } from '../engine/api.ts';
@@ -53,6 +54,11 @@ export interface OpenedRepository {
 /** Opens a destination's repository, initialising it the first time. */
 export async function openRepository(deps: Deps, destinationId: string, signal?: AbortSignal): Promise<OpenedRepository> {
   const destination = await deps.db.destination.findUniqueOrThrow({ where: { id: destinationId } });
+  if (destination.provider === 'LOCAL') {
+    // A row from before createDestination refused these: creating the repository there would never return.
+    const problem = await pseudoFilesystemProblem(String((destination.config as { path?: unknown }).path));
+    if (problem) throw new BackendAccessError('UNREACHABLE', `The directory of destination ${destination.name} ${problem}`);
+  }
   const backend = backendFor(deps, destination);
   try {
     const { password } = await repositoryPassword(deps, destination);

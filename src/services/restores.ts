@@ -54,6 +54,10 @@ export async function restoreSnapshot(
     const earlier = await replayed(deps, viewer.organizationId, 'restoreSnapshot', input.idempotencyKey, hash!);
     if (earlier) return restoreOfOperation(deps, earlier);
   }
+  if (input.createSafetySnapshot && (await deps.db.environmentDestination.count({ where: { environmentId: target.id } })) === 0) {
+    // Refused now, not failed later: the job's first step, the safety snapshot, would have nowhere to go.
+    throw new ConflictError(ErrorCode.NO_DESTINATION, 'The target environment has no destination for its safety snapshot: set its destinations first, or restore with createSafetySnapshot: false');
+  }
   const running = await deps.db.operation.findFirst({ where: { environmentId: target.id, type: 'RESTORE', status: { in: ['QUEUED', 'RUNNING'] } } });
   if (running) throw new ConflictError(ErrorCode.RESTORE_RUNNING, 'A restore into this environment is already queued or running');
 

@@ -1,6 +1,6 @@
 import { Cron } from 'croner';
 import { z } from 'zod';
-import { ErrorCode, NotFoundError, ValidationError } from '../domain/errors.ts';
+import { ConflictError, ErrorCode, NotFoundError, ValidationError } from '../domain/errors.ts';
 import { parseInput } from '../domain/validation.ts';
 import type { Schedule } from '../generated/prisma/client.ts';
 import { raiseAlert } from './alerts.ts';
@@ -135,6 +135,13 @@ async function replan(deps: Deps, tx: Tx, s: Schedule, from: Date): Promise<void
 }
 
 /** Creates or changes an environment's schedule: fields left out keep their value (or the default). */
+/** Refused now rather than failing at every run: a schedule whose snapshots would have nowhere to go. */
+async function refuseWithoutDestination(deps: Deps, environmentId: string, scheduleDestinationIds: string[]): Promise<void> {
+  if (scheduleDestinationIds.length > 0) return;
+  if ((await deps.db.environmentDestination.count({ where: { environmentId } })) > 0) return;
+  throw new ConflictError(ErrorCode.NO_DESTINATION, 'This environment has no destination to store scheduled snapshots in: set its destinations first, or name destinations in the schedule');
+}
+
 export async function upsertSchedule(deps: Deps, viewer: Viewer, raw: z.input<typeof upsertScheduleInput>): Promise<string> {
   const input = parseInput(upsertScheduleInput, raw);
   const env = await getEnvironment(deps, viewer, input.environmentId);
@@ -146,6 +153,7 @@ export async function upsertSchedule(deps: Deps, viewer: Viewer, raw: z.input<ty
     const found = await deps.db.destination.count({ where: { id: { in: destinationIds }, organizationId: env.organizationId } });
     if (found !== destinationIds.length) throw new NotFoundError(ErrorCode.DESTINATION_NOT_FOUND, 'Destination not found');
   }
+  await refuseWithoutDestination(deps, env.id, destinationIds ?? (existing ? (await deps.db.scheduleDestination.findMany({ where: { scheduleId: existing.id } })).map((d) => d.destinationId) : []));
   const fields = {
     ...(input.dbCron !== undefined ? { dbCron: input.dbCron } : {}),
     ...(input.fullCron !== undefined ? { fullCron: input.fullCron } : {}),

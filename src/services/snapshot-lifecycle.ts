@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { ConflictError, ErrorCode } from '../domain/errors.ts';
-import { parseInput } from '../domain/validation.ts';
+import { label, parseInput } from '../domain/validation.ts';
 import { forgetSnapshots, prune } from '../engine/api.ts';
 import { publishInTransaction } from '../events/bus.ts';
 import { databaseSize } from '../sources/postgres.ts';
@@ -74,7 +74,7 @@ export async function runDeleteSnapshot(deps: Deps, operationId: string, jobSign
   }
 }
 
-const pinInput = z.object({ label: z.string().trim().max(200, 'must be at most 200 characters').nullish() });
+const pinInput = z.object({ label: label.nullish() });
 
 /** Pins a snapshot so no retention or delete removes it, within the environment's maxPinned. */
 export async function pinSnapshot(deps: Deps, viewer: Viewer, id: string, raw: z.input<typeof pinInput>): Promise<string> {
@@ -102,7 +102,10 @@ export async function unpinSnapshot(deps: Deps, viewer: Viewer, id: string): Pro
 export async function estimateSnapshotSize(deps: Deps, viewer: Viewer, environmentId: string): Promise<{ databaseBytes: bigint; filesBytes: bigint; fileCount: number }> {
   const env = await getEnvironment(deps, viewer, environmentId);
   const [databaseBytes, files] = await Promise.all([
-    databaseSize(await environmentDatabaseUrl(deps, env.id)),
+    databaseSize(await environmentDatabaseUrl(deps, env.id)).catch((err: unknown) => {
+      // The same cause a snapshot's job would fail with, as an answer rather than an internal error.
+      throw new ConflictError(ErrorCode.DATABASE_UNREACHABLE, `The environment's database cannot be reached: ${messageOf(err)}`);
+    }),
     env.filesPath ? scanFiles(env.filesPath) : Promise.resolve({ bytes: 0n, fileCount: 0 }),
   ]);
   return { databaseBytes, filesBytes: files.bytes, fileCount: files.fileCount };

@@ -1,17 +1,17 @@
 import { z } from 'zod';
 import { ConflictError, ErrorCode, NotFoundError, ValidationError } from '../domain/errors.ts';
-import { parseInput } from '../domain/validation.ts';
+import { label, parseInput } from '../domain/validation.ts';
 import { backup, copySnapshot, forgetSnapshots, listSnapshots, type BackupSource } from '../engine/api.ts';
 import { publishInTransaction } from '../events/bus.ts';
 import type { Snapshot } from '../generated/prisma/client.ts';
-import { databaseSize, startDump, startDumpToPipe, type Dump, type PipedDump } from '../sources/postgres.ts';
+import { databaseSize, startDump, startDumpToPipe, tableDataSize, type Dump, type PipedDump } from '../sources/postgres.ts';
 import { raiseAlert } from './alerts.ts';
 import { reassessAfterBackup } from './damage.ts';
 import type { Deps } from './deps.ts';
 import { getEnvironment } from './environments.ts';
 import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
 import { enqueueJob, operationJobKey } from './jobs.ts';
-import { beginOperation, CancelledError, finishOperation, HANDED_BACK_MESSAGE, progressReporter, requeueOperation, TimedOutError, watchCancellation } from './operations.ts';
+import { beginOperation, CancelledError, finishOperation, HANDED_BACK_MESSAGE, progressReporter, requeueOperation, steadyTotal, TimedOutError, watchCancellation } from './operations.ts';
 import { openRepository, type OpenedRepository } from './repositories.ts';
 import { enqueueCopy } from './copies.ts';
 import { recordUse } from './destinations.ts';
@@ -38,7 +38,7 @@ const metadata = z
 export const createSnapshotInput = z.object({
   environmentId: z.string(),
   includes: z.array(z.enum(INCLUDES)).min(1, 'must include DB, FILES or both').default(['DB', 'FILES']),
-  label: z.string().trim().max(200, 'must be at most 200 characters').nullish(),
+  label: label.nullish(),
   kind: z.enum(['MANUAL', 'PRE_DEPLOY']).default('MANUAL'),
   metadata: metadata.nullish(),
   idempotencyKey: idempotencyKey.nullish(),
@@ -183,7 +183,8 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
       }
       const includesDb = snapshot.includes.includes('DB');
       const databaseUrl = includesDb ? deps.secrets.open(env.databaseUrlEncrypted) : null;
-      const dbBytes = databaseUrl ? await databaseSize(databaseUrl) : null;
+      const [dbBytes, dumpEstimate] = databaseUrl ? await Promise.all([databaseSize(databaseUrl), expectedDumpBytes(deps, env.id, databaseUrl)]) : [null, undefined];
+      const steady = steadyTotal();
       const copyFailed = async (copy: { id: string; destinationId: string }, err: unknown) => {
         // One destination failing does not lose the snapshot the others hold.
         await deps.db.snapshotCopy.update({ where: { id: copy.id }, data: { status: 'FAILED', repoSnapshotId: null, error: messageOf(err) } });
@@ -216,8 +217,7 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
           }
           await deps.db.snapshotCopy.update({ where: { id: copy.id }, data: { status: 'UPLOADING' } });
           const sources: Record<string, BackupSource> = {};
-          const dbSize = dbBytes === null ? undefined : Number(dbBytes);
-          if (dump) sources[`/db/${env.databaseName}.dump`] = 'pipe' in dump ? { pipe: dump.pipe, size: dbSize } : { stream: dump.stream, size: dbSize };
+          if (dump) sources[dumpPath(env.databaseName)] = 'pipe' in dump ? { pipe: dump.pipe, size: dumpEstimate } : { stream: dump.stream, size: dumpEstimate };
           if (snapshot.includes.includes('FILES') && env.filesPath) sources['/files'] = env.filesPath;
           const parent = await parentSnapshot(deps, env.id, copy.destinationId, snapshot.id);
           progress.report({ phase: includesDb ? 'dumping' : 'uploading' });
@@ -225,7 +225,7 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
             tags: snapshotTags(snapshot),
             parent: parent ?? undefined,
             signal: attemptSignal,
-            onProgress: (p) => progress.report({ bytesDone: p.bytesDone, bytesTotal: p.bytesTotal ?? null }),
+            onProgress: (p) => progress.report({ bytesDone: p.bytesDone, bytesTotal: steady(p.bytesDone, p.bytesTotal) }),
           });
           let captured: Awaited<typeof capturing>;
           try {
@@ -308,6 +308,7 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
           addedBytes: BigInt(result.bytesAdded),
           fileCount: result.files,
           databaseSizeBytes: dbBytes,
+          dumpBytes: includesDb && result.streamBytes[dumpPath(env.databaseName)] !== undefined ? BigInt(result.streamBytes[dumpPath(env.databaseName)]) : null,
           durationMs: Date.now() - started,
           completedAt: deps.clock.now(),
         },
@@ -344,6 +345,19 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
     await (firstOpening as Promise<OpenedRepository> | null)?.catch(() => undefined);
     for (const o of opened) await o.close().catch(() => undefined);
   }
+}
+
+const dumpPath = (databaseName: string) => `/db/${databaseName}.dump`;
+
+/**
+ * What this run's pg_dump will likely write, for the progress total: the last snapshot's dump
+ * (the best guess, since a database changes little between snapshots), else the tables' data
+ * without indexes. Never the database's size on disk, which counts indexes and dead space.
+ */
+async function expectedDumpBytes(deps: Deps, environmentId: string, databaseUrl: string): Promise<number> {
+  const last = await deps.db.snapshot.findFirst({ where: { environmentId, status: 'READY', dumpBytes: { not: null } }, orderBy: { createdAt: 'desc' }, select: { dumpBytes: true } });
+  if (last?.dumpBytes != null) return Number(last.dumpBytes);
+  return Number(await tableDataSize(databaseUrl));
 }
 
 /** The newest READY copy of this environment on the destination: its unchanged files are not read again. */

@@ -158,6 +158,33 @@ export async function databaseSize(databaseUrl: string): Promise<bigint> {
 }
 
 /**
+ * Bytes of table data without indexes (heap and TOAST of ordinary tables outside the system
+ * schemas): close to what `pg_dump -Z0` writes, unlike the database's size on disk, which counts
+ * indexes, catalogs and dead space a dump never carries.
+ */
+export async function tableDataSize(databaseUrl: string): Promise<bigint> {
+  const userTables = `c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'`;
+  return withClient(databaseUrl, async (c) => {
+    // pg_table_size waits for a lock someone else holds (an estimate must not hold a snapshot up,
+    // nor outlive its timeout); then the catalog's page counts, which take no lock but lag behind.
+    await c.query(`SET lock_timeout = '250ms'`);
+    try {
+      const { rows } = await c.query<{ size: string }>(
+        `SELECT coalesce(sum(pg_table_size(c.oid)), 0)::text AS size FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE ${userTables}`,
+      );
+      return BigInt(rows[0].size);
+    } catch {
+      const { rows } = await c.query<{ size: string }>(
+        `SELECT coalesce(sum((c.relpages::bigint + coalesce(t.relpages, 0)) * current_setting('block_size')::bigint), 0)::text AS size
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
+          WHERE ${userTables}`,
+      );
+      return BigInt(rows[0].size);
+    }
+  });
+}
+
+/**
  * Whether the URL's role may make a SWAP restore: create a database, and rename the target
  * (which needs CREATEDB and ownership). Superusers always may.
  */

@@ -18,7 +18,7 @@ import { startTestApp, type TestApp } from '../harness/app.ts';
 import { gid, makeApiKey, makeEnvironment, makeOrganization, makeProject } from '../harness/factories.ts';
 import { makeLiveEnvironment, repositoryPassword } from '../harness/live-environment.ts';
 import { S3RVER_CREDENTIALS, startS3rver, type StartedS3rver } from '../harness/s3rver.ts';
-import { restic, takeSnapshot } from '../harness/snapshot-helpers.ts';
+import { follow, restic, startSnapshot, takeSnapshot } from '../harness/snapshot-helpers.ts';
 
 let app: TestApp;
 let s3: StartedS3rver;
@@ -179,6 +179,54 @@ describe('destinations: create, read, update, delete', () => {
     expect((await set([a.id, a.id])).data?.setEnvironmentDestinations).toMatchObject({ __typename: 'ValidationError' });
     expect((await app.gql(DestinationDocument, { id: gid('Destination', foreign.id) }, { key: admin })).data?.destination).toBeNull();
   });
+});
+
+describe('pseudo-filesystems', () => {
+  it('refuses a LOCAL path on /proc, /sys, /dev, a cgroup mount or a symlink into one, on create and update; nothing is recorded', async () => {
+    const link = path.join(tmp, 'to-proc');
+    await fs.symlink('/proc/self', link);
+    const before = await app.runtime.db.destination.count();
+    for (const p of ['/proc/backplane/repo', '/proc', '/sys/kernel/backplane', '/dev/backplane', '/sys/fs/cgroup/pids/backplane', path.join(link, 'repo')]) {
+      const r = await create({ name: 'pseudo', provider: 'LOCAL', path: p });
+      expect(r, p).toMatchObject({ __typename: 'ValidationError', fields: [{ path: ['input', 'path'], message: expect.stringMatching(/pseudo-filesystem/) }] });
+    }
+    expect(await app.runtime.db.destination.count()).toBe(before);
+    const d = await createOk({ name: 'moves-to-proc', provider: 'LOCAL', path: path.join(tmp, 'moves') });
+    const moved = await app.gql(UpdateDestinationDocument, { input: { id: d.id, path: '/proc/1/backplane' } }, { key: admin });
+    expect(moved.data?.updateDestination).toMatchObject({ __typename: 'ValidationError', fields: [{ path: ['input', 'path'] }] });
+    const row = await app.runtime.db.destination.findUniqueOrThrow({ where: { id: decodeGlobalID(d.id).id } });
+    expect((row.config as { path: string }).path).toBe(path.join(tmp, 'moves'));
+  });
+
+  it('testDestination on a directory that never answers (a row made before the check) fails in time, leaves no process behind, and the API answers meanwhile', async () => {
+    // A recursive mkdir under /proc never returns in Node 20: the probe must give up, not hang.
+    const row = await app.runtime.db.destination.create({ data: { organizationId: orgId, name: 'legacy-proc', provider: 'LOCAL', config: { path: '/proc/1/backplane-repo' } } });
+    const children = async () => {
+      const tasks = await fs.readdir(`/proc/${process.pid}/task`);
+      const all = await Promise.all(tasks.map((t) => fs.readFile(`/proc/${process.pid}/task/${t}/children`, 'utf8').catch(() => '')));
+      return all.join(' ').trim().split(/\s+/).filter(Boolean);
+    };
+    const childrenBefore = await children();
+    const probing = app.gql(TestDestinationDocument, { input: { id: gid('Destination', row.id) } }, { key: admin });
+    // The event loop is free while the probe hangs in its own process.
+    const meanwhile = await app.gql(DestinationDocument, { id: gid('Destination', row.id) }, { key: admin });
+    expect(meanwhile.data?.destination).toMatchObject({ name: 'legacy-proc' });
+    const res = await probing;
+    const r = res.data?.testDestination;
+    if (r?.__typename !== 'DestinationTestPayload') throw new Error(JSON.stringify(res));
+    expect(r).toMatchObject({ ok: false, errorKind: 'UNREACHABLE', error: expect.stringMatching(/did not answer within/) });
+    expect(r.steps).toEqual([expect.objectContaining({ step: 'WRITE', ok: false })]);
+    expect(r.destination).toMatchObject({ status: 'UNREACHABLE' });
+    expect((await children()).filter((pid) => !childrenBefore.includes(pid))).toEqual([]);
+  }, 60_000);
+
+  it('a snapshot into such a row fails at once with the reason, instead of creating the repository there forever', async () => {
+    const row = await app.runtime.db.destination.create({ data: { organizationId: orgId, name: 'legacy-sys', provider: 'LOCAL', config: { path: '/sys/kernel/backplane-repo' } } });
+    const env = await makeLiveEnvironment(app, { organizationId: orgId, destinationId: row.id, rows: 10 });
+    const { operationId } = await startSnapshot(app, admin, env.id, { includes: ['DB'] });
+    const states = await follow(app, admin, operationId);
+    expect(states.at(-1)).toMatchObject({ status: 'FAILED', error: expect.stringMatching(/legacy-sys is under \/sys, a system pseudo-filesystem/) });
+  }, 60_000);
 });
 
 describe('testDestination', () => {

@@ -70,6 +70,8 @@ describe('download', () => {
     const expiredPayload = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(payload, 'base64url').toString()), e: Math.floor(Date.now() / 1000) - 1 })).toString('base64url');
     const expired = `${expiredPayload}.${app.runtime.deps.secrets.sign('download', expiredPayload)}`;
     expect((await fetch(`${base}/downloads/${expired}`)).status).toBe(403);
+    // A valid token with anything after its signature is not the token that was signed.
+    for (const trailing of ['.extra', '.', '%00', '%20', '%ZZ']) expect((await fetch(`${base}/downloads/${token}${trailing}`)).status, trailing).toBe(403);
     expect((await fetch(dl.url)).status).toBe(200);
   });
 

@@ -83,6 +83,20 @@ describe('backup', () => {
     expect(await countFiles(repo, 'locks')).toBe(0);
   });
 
+  it("reports each stream's real size, and the total stops relying on a declared size once the stream ended", async () => {
+    const { repo } = await newRepo();
+    const files = await tempDir();
+    await writeFile(join(files, 'a.bin'), seededBytes('a', 64 * 1024));
+    for (const declared of [10 * 1024 * 1024, 1024]) {
+      const dump = seededBytes(`dump-${declared}`, 300 * 1024);
+      const seen: { bytesDone: number; bytesTotal?: number }[] = [];
+      const r = await backup(repo, { '/db/app.dump': { stream: Readable.from([dump]), size: declared }, '/files': files }, { onProgress: (p) => seen.push({ ...p }) });
+      expect(r.streamBytes).toEqual({ '/db/app.dump': dump.length });
+      const last = seen.at(-1)!;
+      expect(last).toMatchObject({ bytesDone: dump.length + 64 * 1024, bytesTotal: dump.length + 64 * 1024 });
+    }
+  });
+
   it('with a parent, does not read files whose size, mtime and inode are unchanged', async () => {
     const { repo } = await newRepo();
     const files = await tempDir();

@@ -1,0 +1,2 @@
+-- AlterTable
+ALTER TABLE "destinations" ADD COLUMN     "isDefault" BOOLEAN NOT NULL DEFAULT false;
