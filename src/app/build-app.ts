@@ -16,7 +16,7 @@ import type { EventBus } from '../events/bus.ts';
 import type { Context } from '../schema/builder.ts';
 import { schema } from '../schema/index.ts';
 import { AuthenticationError, authenticate, bearerToken } from '../services/api-keys.ts';
-import { openDownload, verifyDownloadToken } from '../services/downloads.ts';
+import { contentDisposition, openDownload, verifyDownloadToken } from '../services/downloads.ts';
 import type { Deps } from '../services/deps.ts';
 import type { Viewer } from '../services/viewer.ts';
 import type { Config } from './config.ts';
@@ -195,7 +195,7 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
     const ac = new AbortController();
     res.on('close', () => ac.abort());
     const { stream, filename } = await openDownload(deps, payload, ac.signal);
-    res.writeHead(200, { 'content-type': 'application/zstd', 'content-disposition': `attachment; filename="${filename}"`, 'cache-control': 'no-store' });
+    res.writeHead(200, { 'content-type': 'application/zstd', 'content-disposition': contentDisposition(filename), 'cache-control': 'no-store' });
     stream.on('error', (err) => {
       logger.error({ err }, 'download stream failed');
       res.destroy(err);
