@@ -61,6 +61,15 @@ function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
   });
 }
 
+/**
+ * True when the client went away under the request (its socket closed, or reset): whatever the
+ * handler then failed on, there is no one to answer and nothing the server did wrong.
+ */
+function clientGone(req: http.IncomingMessage, res: http.ServerResponse, err: unknown): boolean {
+  const code = (err as { code?: string } | null)?.code;
+  return req.destroyed || res.destroyed || code === 'ECONNRESET' || code === 'EPIPE';
+}
+
 /** Tags GraphQL validation and variable errors with a code, so clients can tell them from server faults. */
 const codeRequestErrors: Plugin = {
   onValidate: () => ({ result, setResult }) => {
@@ -197,7 +206,8 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
     const { stream, filename } = await openDownload(deps, payload, ac.signal);
     res.writeHead(200, { 'content-type': 'application/zstd', 'content-disposition': contentDisposition(filename), 'cache-control': 'no-store' });
     stream.on('error', (err) => {
-      logger.error({ err }, 'download stream failed');
+      // The client leaving aborts the stream too; the request's own line says so.
+      if (!ac.signal.aborted) logger.error({ err }, 'download stream failed');
       res.destroy(err);
     });
     stream.pipe(res);
@@ -216,12 +226,22 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
     const requestId = (req.headers['x-request-id'] as string | undefined)?.slice(0, 100) || randomUUID();
     const started = process.hrtime.bigint();
     const path = (req.url ?? '/').split('?')[0];
+    const elapsed = () => Math.round(Number(process.hrtime.bigint() - started) / 1e5) / 10;
     res.on('finish', () => {
-      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      const ms = elapsed();
       metrics.observe(path === '/graphql' ? '/graphql' : 'other', res.statusCode, ms);
-      logger.info({ requestId, method: req.method, path, status: res.statusCode, ms: Math.round(ms * 10) / 10 }, 'request');
+      logger.info({ requestId, method: req.method, path, status: res.statusCode, ms }, 'request');
+    });
+    // A client that leaves before the answer is complete (closed tab, Ctrl-C, an SSE stream
+    // dropped) is routine: one line, whatever the handler then throws on the dead socket.
+    res.on('close', () => {
+      if (!res.writableFinished) logger.info({ requestId, method: req.method, path, ms: elapsed() }, 'client disconnected');
     });
     const fail = (err: unknown) => {
+      if (clientGone(req, res, err)) {
+        logger.debug({ requestId, reason: (err as Error)?.message }, 'request ended by the client');
+        return;
+      }
       logger.error({ err, requestId }, 'request failed');
       if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' });
       res.end();
