@@ -1,6 +1,7 @@
 /**
  * auditEvents: the record of sensitive actions, readable by admin keys of the organization only.
  */
+import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditEventNodeDocument, AuditEventsDocument, RevealRepositoryPasswordDocument } from '../generated/graphql.ts';
 import { startTestApp, type TestApp } from '../harness/app.ts';
@@ -62,6 +63,15 @@ describe('auditEvents', () => {
 
     const byNode = await app.gql(AuditEventNodeDocument, { id: nodes[0].id }, { key: admin });
     expect(byNode.data?.node).toMatchObject({ __typename: 'AuditEvent', action: 'destination.reveal_repository_password' });
+  });
+
+  it("the README's auditEvents block runs as written", async () => {
+    const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
+    const block = [...readme.matchAll(/```graphql\n([\s\S]*?)```/g)].map((m) => m[1]).find((b) => b.includes('auditEvents'));
+    expect(block).toBeDefined();
+    const body = (await (await app.post({ query: block }, { key: admin })).json()) as { data?: { auditEvents: { totalCount: number } }; errors?: unknown };
+    expect(body.errors).toBeUndefined();
+    expect(body.data?.auditEvents.totalCount).toBe(2);
   });
 
   it('refuses a key without the admin scope with FORBIDDEN, and node() shows it nothing', async () => {
