@@ -207,7 +207,8 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
     res.writeHead(200, { 'content-type': 'application/zstd', 'content-disposition': contentDisposition(filename), 'cache-control': 'no-store' });
     stream.on('error', (err) => {
       // The client leaving aborts the stream too; the request's own line says so.
-      if (!ac.signal.aborted) logger.error({ err }, 'download stream failed');
+      if (ac.signal.aborted) logger.debug({ snapshotId: payload.s }, 'download cancelled by the client');
+      else logger.error({ err }, 'download stream failed');
       res.destroy(err);
     });
     stream.pipe(res);

@@ -9,10 +9,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, type App } from '../../src/app/build-app.ts';
 import { loadConfig } from '../../src/app/config.ts';
 import { createRuntime, type Runtime } from '../../src/app/runtime.ts';
+import { SnapshotDownloadDocument } from '../generated/graphql.ts';
 import { testEnv } from '../harness/app.ts';
 import { freshDatabase } from '../harness/database.ts';
 import { makeApiKey, makeOrganization } from '../harness/factories.ts';
 import { until } from '../harness/process.ts';
+import { startSnapshotSuite, takeSnapshot } from '../harness/snapshot-helpers.ts';
 
 type Line = Record<string, unknown> & { level: number; msg: string };
 const lines: Line[] = [];
@@ -79,5 +81,43 @@ describe('client disconnects', () => {
     expect(line).toMatchObject({ level: 30, method: 'POST', path: '/graphql' });
     expect(JSON.stringify(line).length).toBeLessThan(400);
     expect(errorsAndWarnings()).toEqual([]);
+  });
+});
+
+describe('a download the client cancels', () => {
+  let suite: Awaited<ReturnType<typeof startSnapshotSuite>>;
+  const calls: Array<{ level: 'debug' | 'info' | 'error'; msg: string }> = [];
+
+  beforeAll(async () => {
+    suite = await startSnapshotSuite();
+    // The app's own pino instance, watched: the level in tests is silent, the calls still happen.
+    const logger = suite.app.runtime.deps.logger;
+    for (const level of ['debug', 'info', 'error'] as const) {
+      const original = logger[level].bind(logger);
+      logger[level] = ((...args: unknown[]) => {
+        calls.push({ level, msg: String(args.find((a) => typeof a === 'string') ?? '') });
+        return (original as (...a: unknown[]) => void)(...args);
+      }) as never;
+    }
+  }, 180_000);
+  afterAll(() => suite?.app.stop());
+
+  it('is one info line, not "download stream failed"', { timeout: 180_000 }, async () => {
+    const { app, key, env } = suite;
+    const { snapshotId } = await takeSnapshot(app, key, env.id);
+    const res = await app.gql(SnapshotDownloadDocument, { id: snapshotId }, { key });
+    const dl = res.data?.snapshot?.download;
+    if (dl?.__typename !== 'Download') throw new Error(JSON.stringify(res));
+    const ac = new AbortController();
+    const body = await fetch(dl.url, { signal: ac.signal });
+    expect(body.status).toBe(200);
+    const reader = body.body!.getReader();
+    await reader.read();
+    ac.abort();
+    await reader.read().catch(() => undefined);
+    // The stream fails after the close, once its abort reaches the repository reads.
+    await until(async () => calls.find((c) => c.msg === 'download cancelled by the client' || c.msg === 'download stream failed'), Boolean, 'the stream torn down');
+    expect(calls.filter((c) => c.level === 'error')).toEqual([]);
+    expect(calls.filter((c) => c.msg === 'client disconnected')).toEqual([{ level: 'info', msg: 'client disconnected' }]);
   });
 });
