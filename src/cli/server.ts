@@ -206,8 +206,10 @@ export class UsageError extends Error {
 export async function serverMain(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   const config = loadConfig();
-  // Commands whose stdout is their answer (a key, psql's output) log to stderr.
-  const logger = createLogger(config.LOG_LEVEL, {}, command === 'api-key' || command === 'psql' ? 2 : 1);
+  // Commands whose stdout is their answer (a key, psql's output) log to stderr, and only
+  // warnings unless LOG_LEVEL asks for more: a person is reading that terminal.
+  const quiet = command === 'api-key' || command === 'psql';
+  const logger = createLogger(quiet && !process.env.LOG_LEVEL ? 'warn' : config.LOG_LEVEL, {}, quiet ? 2 : 1);
   switch (command) {
     case 'start':
       return serveCommand(config, logger, { api: true, worker: true, demo: true });
