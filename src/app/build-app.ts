@@ -63,11 +63,12 @@ function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
 
 /**
  * True when the client went away under the request (its socket closed, or reset): whatever the
- * handler then failed on, there is no one to answer and nothing the server did wrong.
+ * handler then failed on, there is no one to answer and nothing the server did wrong. Not
+ * `req.destroyed`: a request is destroyed as soon as its body has been read.
  */
-function clientGone(req: http.IncomingMessage, res: http.ServerResponse, err: unknown): boolean {
+function clientGone(res: http.ServerResponse, err: unknown): boolean {
   const code = (err as { code?: string } | null)?.code;
-  return req.destroyed || res.destroyed || code === 'ECONNRESET' || code === 'EPIPE';
+  return res.destroyed || code === 'ECONNRESET' || code === 'EPIPE';
 }
 
 /** Tags GraphQL validation and variable errors with a code, so clients can tell them from server faults. */
@@ -239,7 +240,7 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
       if (!res.writableFinished) logger.info({ requestId, method: req.method, path, ms: elapsed() }, 'client disconnected');
     });
     const fail = (err: unknown) => {
-      if (clientGone(req, res, err)) {
+      if (clientGone(res, err)) {
         logger.debug({ requestId, reason: (err as Error)?.message }, 'request ended by the client');
         return;
       }

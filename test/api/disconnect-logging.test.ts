@@ -120,4 +120,15 @@ describe('a download the client cancels', () => {
     expect(calls.filter((c) => c.level === 'error')).toEqual([]);
     expect(calls.filter((c) => c.msg === 'client disconnected')).toEqual([{ level: 'info', msg: 'client disconnected' }]);
   });
+
+  it('a real failure with the client still there stays an error', { timeout: 60_000 }, async () => {
+    const { app } = suite;
+    const from = calls.length;
+    // A validly signed link to a snapshot that does not exist: the server fails, the client waits.
+    const payload = Buffer.from(JSON.stringify({ s: '00000000-0000-7000-8000-000000000000', v: 'DATABASE_ONLY', e: Math.floor(Date.now() / 1000) + 600 })).toString('base64url');
+    const res = await fetch(`${app.url.replace('/graphql', '')}/downloads/${payload}.${app.runtime.deps.secrets.sign('download', payload)}`);
+    expect(res.status).toBe(500);
+    expect(calls.slice(from).filter((c) => c.level === 'error').map((c) => c.msg)).toEqual(['request failed']);
+    expect(calls.slice(from).some((c) => c.msg === 'client disconnected')).toBe(false);
+  });
 });
