@@ -138,11 +138,18 @@ const SCOPE_MEANING: Record<Scope, string> = {
 
 async function apiKeyCommand(config: Config, logger: Logger, argv: string[]) {
   const usage = `usage: backplane api-key create --scope SCOPE [--scope SCOPE]... [--name NAME] [--organization ID]\n  SCOPE: ${SCOPES.join(', ')} (admin includes write, write includes read)`;
-  const { positionals, values } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: { name: { type: 'string', default: 'cli' }, scope: { type: 'string', multiple: true }, organization: { type: 'string' } },
-  });
+  let parsedArgs;
+  try {
+    parsedArgs = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: { name: { type: 'string', default: 'cli' }, scope: { type: 'string', multiple: true }, organization: { type: 'string' } },
+    });
+  } catch (err) {
+    // An unknown option (`--scopes`) is a typo to point at, not a crash with a stack.
+    throw new UsageError(`${(err as Error).message}\n${usage}`);
+  }
+  const { positionals, values } = parsedArgs;
   if (positionals[0] !== 'create' || positionals.length > 1) throw new UsageError(usage);
   // No default scope: a key that can do everything must be asked for by name.
   if (!values.scope?.length) throw new UsageError(`say what the key may do with --scope (${SCOPES.join(', ')})\n${usage}`);

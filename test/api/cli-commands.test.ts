@@ -97,6 +97,9 @@ describe('backplane api-key create', { timeout: 300_000 }, () => {
     const unknown = await backplane('api-key', 'create', '--name', 'me', '--scope', 'root');
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain('--scope "root": unknown scope; one of backups:read, backups:write, admin');
+    const typo = await backplane('api-key', 'create', '--name', 'me', '--scopes', 'admin');
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toMatch(/^backplane: Unknown option '--scopes'/);
     expect(await app.runtime.db.apiKey.count()).toBe(before);
   });
 
