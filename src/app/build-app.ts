@@ -12,7 +12,7 @@ import type { EventBus } from '../events/bus.ts';
 import type { Context } from '../schema/builder.ts';
 import { schema } from '../schema/index.ts';
 import { AuthenticationError, authenticate, bearerToken } from '../services/api-keys.ts';
-import { openDownload, verifyDownloadToken } from '../services/downloads.ts';
+import { contentDisposition, openDownload, verifyDownloadToken } from '../services/downloads.ts';
 import type { Deps } from '../services/deps.ts';
 import type { Viewer } from '../services/viewer.ts';
 import type { Config } from './config.ts';
@@ -67,6 +67,16 @@ function authorizationIn(params: unknown): string | undefined {
   if (!params || typeof params !== 'object') return undefined;
   for (const [k, v] of Object.entries(params)) if (k.toLowerCase() === 'authorization' && typeof v === 'string') return v;
   return 'headers' in params ? authorizationIn(params.headers) : undefined;
+}
+
+/**
+ * True when the client went away under the request (its socket closed, or reset): whatever the
+ * handler then failed on, there is no one to answer and nothing the server did wrong. Not
+ * `req.destroyed`: a request is destroyed as soon as its body has been read.
+ */
+function clientGone(res: http.ServerResponse, err: unknown): boolean {
+  const code = (err as { code?: string } | null)?.code;
+  return res.destroyed || code === 'ECONNRESET' || code === 'EPIPE';
 }
 
 /** Tags GraphQL validation and variable errors with a code, so clients can tell them from server faults. */
@@ -214,9 +224,11 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
       return;
     }
     const { stream, filename } = opened;
-    res.writeHead(200, { 'content-type': 'application/zstd', 'content-disposition': `attachment; filename="${filename}"`, 'cache-control': 'no-store' });
+    res.writeHead(200, { 'content-type': 'application/zstd', 'content-disposition': contentDisposition(filename), 'cache-control': 'no-store' });
     stream.on('error', (err) => {
-      logger.error({ err }, 'download stream failed');
+      // The client leaving aborts the stream too; the request's own line says so.
+      if (ac.signal.aborted) logger.debug({ snapshotId: payload.s }, 'download cancelled by the client');
+      else logger.error({ err }, 'download stream failed');
       res.destroy(err);
     });
     stream.pipe(res);
@@ -235,12 +247,22 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
     const requestId = (req.headers['x-request-id'] as string | undefined)?.slice(0, 100) || randomUUID();
     const started = process.hrtime.bigint();
     const path = (req.url ?? '/').split('?')[0];
+    const elapsed = () => Math.round(Number(process.hrtime.bigint() - started) / 1e5) / 10;
     res.on('finish', () => {
-      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      const ms = elapsed();
       metrics.observe(path === '/graphql' ? '/graphql' : 'other', res.statusCode, ms);
-      logger.info({ requestId, method: req.method, path, status: res.statusCode, ms: Math.round(ms * 10) / 10 }, 'request');
+      logger.info({ requestId, method: req.method, path, status: res.statusCode, ms }, 'request');
+    });
+    // A client that leaves before the answer is complete (closed tab, Ctrl-C, an SSE stream
+    // dropped) is routine: one line, whatever the handler then throws on the dead socket.
+    res.on('close', () => {
+      if (!res.writableFinished) logger.info({ requestId, method: req.method, path, ms: elapsed() }, 'client disconnected');
     });
     const fail = (err: unknown) => {
+      if (clientGone(res, err)) {
+        logger.debug({ requestId, reason: (err as Error)?.message }, 'request ended by the client');
+        return;
+      }
       logger.error({ err, requestId }, 'request failed');
       if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' });
       res.end();

@@ -21,6 +21,7 @@ import {
 import { str, strs, UsageError } from './repo-args.ts';
 import { snapshotJson, snapshotRef, type Command, type CommandContext } from './repo-context.ts';
 import { formatBytes, formatDuration, formatRate, ofTotal } from './repo-progress.ts';
+import { withArticle } from '../domain/text.ts';
 
 /** Names of a snapshot path, without empty and `.` parts (`/a//b/.` → [a, b]). */
 function pathParts(path: string): string[] {
@@ -209,7 +210,7 @@ export const dumpCommand: Command = {
       async () => {
         const node = await resolvePath(repo, sn, path, ctx.signal);
         const asTar = archive === 'tar' || node.type === 'dir';
-        if (!asTar && node.type !== 'file') throw new Error(`${path} is a ${node.type}, not a file; use --archive tar`);
+        if (!asTar && node.type !== 'file') throw new Error(`${path} is ${withArticle(node.type)}, not a file; use --archive tar`);
         await pipeline(asTar ? tarStream(repo, sn, path, ctx.signal) : fileStream(repo, node, ctx.signal), ctx.stdout);
         return 0;
       },

@@ -13,7 +13,11 @@ import { startJobThread, startJobs, type Jobs } from '../app/job-host.ts';
 import { createDb } from '../db/client.ts';
 import { applyMigrations } from '../db/migrate.ts';
 import { SCOPES, type Scope } from '../domain/scopes.ts';
-import { issueApiKey } from '../services/api-keys.ts';
+import { createApiKeyInput, issueApiKey } from '../services/api-keys.ts';
+import { findEnvironmentByRef } from '../services/environment-ref.ts';
+import { AppError } from '../domain/errors.ts';
+import { createSecretBox, resolveSecretKey } from '../app/secrets.ts';
+import { runPsql } from './psql.ts';
 
 export const USAGE = `usage: backplane <command>
 
@@ -21,7 +25,8 @@ export const USAGE = `usage: backplane <command>
   serve      the API only (HTTP and WebSocket on PORT); needs DATABASE_URL
   worker     the job worker only; needs DATABASE_URL
   migrate    apply prisma/migrations to DATABASE_URL (or to the embedded database)
-  api-key    create an API key: backplane api-key create [--name NAME] [--scope admin|backups:write|backups:read]
+  api-key    create an API key: backplane api-key create --scope admin|backups:write|backups:read [--name NAME]
+  psql       psql on an environment's database: backplane psql <environment> [psql options], e.g. backplane psql demo -c 'select 1'
   repo       work with a repository directly: backplane repo --help
 `;
 
@@ -111,7 +116,7 @@ function printBanner(config: Config, port: number, demo: { created: boolean; adm
   } else {
     lines.push(`  Reusing ${config.home}. Need a key again?  npx backplane api-key create --name me --scope admin`);
   }
-  lines.push(`  Stop with Ctrl-C.`, '');
+  lines.push(`  Demo database:  npx backplane psql demo`, `  Stop with Ctrl-C.`, '');
   process.stderr.write(lines.join('\n') + '\n');
 }
 
@@ -127,15 +132,38 @@ async function migrateCommand(config: Config, logger: Logger) {
   }
 }
 
+const SCOPE_MEANING: Record<Scope, string> = {
+  'backups:read': 'read-only: list and download snapshots, watch operations',
+  'backups:write': 'read and write: take, restore, copy and delete snapshots; schedules',
+  admin: 'FULL ACCESS: everything, including API keys, destinations and repository passwords',
+};
+
 async function apiKeyCommand(config: Config, logger: Logger, argv: string[]) {
-  const { positionals, values } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: { name: { type: 'string', default: 'cli' }, scope: { type: 'string', multiple: true }, organization: { type: 'string' } },
-  });
-  if (positionals[0] !== 'create') throw new UsageError('usage: backplane api-key create [--name NAME] [--scope SCOPE]... [--organization ID]');
-  const scopes = (values.scope ?? ['admin']) as Scope[];
-  for (const s of scopes) if (!SCOPES.includes(s)) throw new UsageError(`unknown scope "${s}"; one of ${SCOPES.join(', ')}`);
+  const usage = `usage: backplane api-key create --scope SCOPE [--scope SCOPE]... [--name NAME] [--organization ID]\n  SCOPE: ${SCOPES.join(', ')} (admin includes write, write includes read)`;
+  let parsedArgs;
+  try {
+    parsedArgs = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: { name: { type: 'string', default: 'cli' }, scope: { type: 'string', multiple: true }, organization: { type: 'string' } },
+    });
+  } catch (err) {
+    // An unknown option (`--scopes`) is a typo to point at, not a crash with a stack.
+    throw new UsageError(`${(err as Error).message}\n${usage}`);
+  }
+  const { positionals, values } = parsedArgs;
+  if (positionals[0] !== 'create' || positionals.length > 1) throw new UsageError(usage);
+  // No default scope: a key that can do everything must be asked for by name.
+  if (!values.scope?.length) throw new UsageError(`say what the key may do with --scope (${SCOPES.join(', ')})\n${usage}`);
+  const scopes = values.scope.flatMap((s) => s.split(',')).map((s) => s.trim());
+  // The API's own rules for names and scopes, so the CLI makes no key the API would refuse.
+  const parsed = createApiKeyInput.pick({ name: true, scopes: true }).safeParse({ name: values.name, scopes });
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const option = issue.path[0] === 'name' ? `--name ${JSON.stringify(values.name)}` : `--scope ${JSON.stringify(scopes[Number(issue.path[1] ?? 0)] ?? scopes.join(','))}`;
+    throw new UsageError(`${option}: ${issue.path[0] === 'scopes' && issue.code === 'invalid_value' ? `unknown scope; one of ${SCOPES.join(', ')}` : issue.message}`);
+  }
+  const input = { name: parsed.data.name, scopes: [...new Set(parsed.data.scopes)] };
   const database = await openDatabase(config, logger);
   const db = createDb(database.url, { max: 1 });
   try {
@@ -143,8 +171,35 @@ async function apiKeyCommand(config: Config, logger: Logger, argv: string[]) {
       ? await db.organization.findUnique({ where: { id: values.organization } })
       : await db.organization.findFirst({ orderBy: { createdAt: 'asc' } });
     if (!org) throw new UsageError('no organization found: run `backplane start` once first');
-    const key = await issueApiKey(db, { organizationId: org.id, name: values.name!, scopes });
+    const key = await issueApiKey(db, { organizationId: org.id, ...input });
+    const lines = [`Created API key "${input.name}" for organization "${org.name}" with scope${input.scopes.length > 1 ? 's' : ''}:`, ...input.scopes.map((s) => `  ${s}  ${SCOPE_MEANING[s]}`), 'The key (shown once) is on stdout.'];
+    process.stderr.write(lines.join('\n') + '\n');
     process.stdout.write(key.secret + '\n');
+  } finally {
+    await db.$disconnect();
+    await database.stop();
+  }
+}
+
+/** Execs psql on an environment's database; exits with psql's exit code. */
+async function psqlCommand(config: Config, logger: Logger, argv: string[]) {
+  const [ref, ...psqlArgs] = argv;
+  if (!ref || ref.startsWith('-')) throw new UsageError("usage: backplane psql <environment name, project/name or id> [psql options], e.g. backplane psql demo -c 'select 1'");
+  if (!config.DATABASE_URL && !(await import('../db/embedded.ts')).hasEmbeddedCluster(config.home)) throw new UsageError(`no catalog here: set DATABASE_URL, or run \`backplane start\` once (it keeps its database under ${config.home})`);
+  const database = await openDatabase(config, logger);
+  const db = createDb(database.url, { max: 1 });
+  let url: string;
+  try {
+    const env = await findEnvironmentByRef(db, ref).catch((err: unknown) => {
+      throw err instanceof AppError ? new UsageError(err.message.replace(/^environment: /, '')) : err;
+    });
+    try {
+      url = createSecretBox(resolveSecretKey(config.BACKPLANE_SECRET_KEY, config.home)).open(env.databaseUrlEncrypted);
+    } catch (err) {
+      throw new Error('cannot decrypt the database URL: BACKPLANE_SECRET_KEY is not the key it was stored with', { cause: err });
+    }
+    await db.$disconnect();
+    process.exitCode = await runPsql(url, psqlArgs);
   } finally {
     await db.$disconnect();
     await database.stop();
@@ -160,7 +215,10 @@ export class UsageError extends Error {
 export async function serverMain(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   const config = loadConfig();
-  const logger = createLogger(config.LOG_LEVEL);
+  // Commands whose stdout is their answer (a key, psql's output) log to stderr, and only
+  // warnings unless LOG_LEVEL asks for more: a person is reading that terminal.
+  const quiet = command === 'api-key' || command === 'psql';
+  const logger = createLogger(quiet && !process.env.LOG_LEVEL ? 'warn' : config.LOG_LEVEL, {}, quiet ? 2 : 1);
   switch (command) {
     case 'start':
       return serveCommand(config, logger, { api: true, worker: true, demo: true });
@@ -174,6 +232,8 @@ export async function serverMain(argv: string[]): Promise<void> {
       return migrateCommand(config, logger);
     case 'api-key':
       return apiKeyCommand(config, logger, rest);
+    case 'psql':
+      return psqlCommand(config, logger, rest);
     default:
       throw new UsageError(`unknown command "${command}"\n\n${USAGE}`);
   }

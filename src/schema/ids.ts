@@ -1,5 +1,6 @@
 import { decodeGlobalID, encodeGlobalID } from '@pothos/plugin-relay';
 import { ValidationError } from '../domain/errors.ts';
+import { withArticle } from '../domain/text.ts';
 
 /**
  * Global ids are Relay's base64("Type:id"). Resolvers decode them here so a malformed id, or an
@@ -12,7 +13,7 @@ export function parseId(value: string, typename: string, path: string[]): string
   } catch {
     throw ValidationError.field(path, 'is not a valid id');
   }
-  if (decoded.typename !== typename) throw ValidationError.field(path, `must be the id of a ${typename}, not of a ${decoded.typename || 'unknown type'}`);
+  if (decoded.typename !== typename) throw ValidationError.field(path, `must be the id of ${withArticle(typename)}, not of ${withArticle(decoded.typename || 'unknown type')}`);
   if (!decoded.id) throw ValidationError.field(path, 'is not a valid id');
   return decoded.id;
 }

@@ -15,5 +15,6 @@ import './snapshot-copies.ts';
 import './schedule.ts';
 import './settings.ts';
 import './alert.ts';
+import './audit.ts';
 
 export const schema = builder.toSchema({ sortSchema: true });

@@ -17,10 +17,15 @@ export function registerNodeLoader(typename: string, load: Loader): void {
 
 async function loadNode(ctx: Context, globalId: string): Promise<object | null> {
   const decoded = tryDecodeId(globalId);
-  const load = decoded && loaders.get(decoded.typename);
-  if (!decoded || !load) return null;
-  const obj = await load(ctx, decoded.id);
-  if (obj) brandWithType(obj, decoded.typename as never);
+  return decoded ? loadNodeOf(ctx, decoded.typename, decoded.id) : null;
+}
+
+/** An object of a node type by its database id, through the same authorized loader as `node(id)`. */
+export async function loadNodeOf(ctx: Context, typename: string, id: string): Promise<object | null> {
+  const load = loaders.get(typename);
+  if (!load) return null;
+  const obj = await load(ctx, id);
+  if (obj) brandWithType(obj, typename as never);
   return obj;
 }
 

@@ -66,10 +66,20 @@ builder.queryFields((t) => ({
 
 const CancelOperationInput = builder.inputType('CancelOperationInput', { fields: (t) => ({ id: t.id({ required: true }) }) });
 
-export const OperationPayload = builder.objectRef<{ operationId: string }>('OperationPayload').implement({
+/**
+ * What every mutation that starts work answers with: the operation to watch. Payloads that also
+ * name what the work is about (a snapshot, a restore log) add it beside `operation`.
+ */
+export const OperationStarted = builder.interfaceRef<{ operationId: string }>('OperationStarted').implement({
+  description: 'A mutation started a job: `operation` is the one to watch (subscription operation(id))',
   fields: (t) => ({
     operation: t.prismaField({ type: 'Operation', resolve: (query, p, _a, ctx) => ctx.deps.db.operation.findUniqueOrThrow({ ...query, where: { id: p.operationId } }) }),
   }),
+});
+
+export const OperationPayload = builder.objectRef<{ operationId: string }>('OperationPayload').implement({
+  interfaces: [OperationStarted],
+  fields: () => ({}),
 });
 
 builder.mutationFields((t) => ({

@@ -6,7 +6,7 @@ import { EnvironmentActivityEvent } from './environment.ts';
 import { allErrors } from './errors.ts';
 import { parseId } from './ids.ts';
 import { registerNodeLoader } from './node.ts';
-import { OperationStatusEnum } from './operation.ts';
+import { OperationStarted, OperationStatusEnum } from './operation.ts';
 import { SnapshotIncludeEnum } from './snapshot.ts';
 import { viewerOf } from './viewer-of.ts';
 
@@ -71,8 +71,8 @@ const RestoreSnapshotInput = builder.inputType('RestoreSnapshotInput', {
 });
 
 const RestorePayload = builder.objectRef<{ operationId: string; restoreLogId: string }>('RestorePayload').implement({
+  interfaces: [OperationStarted],
   fields: (t) => ({
-    operation: t.prismaField({ type: 'Operation', resolve: (q, p, _a, ctx) => ctx.deps.db.operation.findUniqueOrThrow({ ...q, where: { id: p.operationId } }) }),
     restoreLog: t.prismaField({ type: 'RestoreLog', resolve: (q, p, _a, ctx) => ctx.deps.db.restoreLog.findUniqueOrThrow({ ...q, where: { id: p.restoreLogId } }) }),
   }),
 });

@@ -6,6 +6,7 @@ import { allErrors } from './errors.ts';
 import { encodeGlobalID, parseId, parseIds } from './ids.ts';
 import { registerNodeLoader } from './node.ts';
 import { DeletePayload } from './project.ts';
+import { SnapshotOperationPayload } from './snapshot.ts';
 import { viewerOf } from './viewer-of.ts';
 
 export const ScheduleKindEnum = builder.enumType('ScheduleKind', {
@@ -176,13 +177,6 @@ const SchedulePayload = builder.objectRef<{ scheduleId: string }>('SchedulePaylo
   }),
 });
 
-const ScheduleRunPayload = builder.objectRef<{ operationId: string; snapshotId: string }>('ScheduleRunPayload').implement({
-  fields: (t) => ({
-    operation: t.prismaField({ type: 'Operation', resolve: (q, p, _a, ctx) => ctx.deps.db.operation.findUniqueOrThrow({ ...q, where: { id: p.operationId } }) }),
-    snapshot: t.prismaField({ type: 'Snapshot', resolve: (q, p, _a, ctx) => ctx.deps.db.snapshot.findUniqueOrThrow({ ...q, where: { id: p.snapshotId } }) }),
-  }),
-});
-
 const envIdOf = (input: { environmentId: string | number }) => parseId(String(input.environmentId), 'Environment', ['input', 'environmentId']);
 
 builder.mutationFields((t) => ({
@@ -232,7 +226,7 @@ builder.mutationFields((t) => ({
     resolve: async (_root, { input }, ctx) => ({ scheduleId: await setSchedulePaused(ctx.deps, viewerOf(ctx), envIdOf(input), false) }),
   }),
   runScheduleNow: t.field({
-    type: ScheduleRunPayload,
+    type: SnapshotOperationPayload,
     authScopes: { write: true },
     description: 'Takes one scheduled snapshot of the kind now; the planned runs stay as they are',
     errors: { types: allErrors, directResult: true, union: { name: 'RunScheduleNowResult' } },

@@ -3,7 +3,7 @@ import { verifySnapshot } from '../services/verify.ts';
 import { builder } from './builder.ts';
 import { allErrors } from './errors.ts';
 import { parseId } from './ids.ts';
-import { OperationPayload } from './operation.ts';
+import { SnapshotOperationPayload } from './snapshot.ts';
 import { viewerOf } from './viewer-of.ts';
 
 // Work on the copies of a snapshot: adding one to another destination, verifying them.
@@ -23,27 +23,28 @@ const VerifySnapshotInput = builder.inputType('VerifySnapshotInput', {
 
 builder.mutationFields((t) => ({
   copySnapshot: t.field({
-    type: OperationPayload,
+    type: SnapshotOperationPayload,
     authScopes: { write: true },
     description: 'Adds a copy of a ready snapshot to another destination (a job); only blobs it lacks are sent.',
     errors: { types: allErrors, directResult: true, union: { name: 'CopySnapshotResult' } },
     args: { input: t.arg({ type: CopySnapshotInput, required: true }) },
-    resolve: (_root, { input }, ctx) =>
-      copySnapshot(ctx.deps, viewerOf(ctx), parseId(String(input.snapshotId), 'Snapshot', ['input', 'snapshotId']), parseId(String(input.destinationId), 'Destination', ['input', 'destinationId']), {
-        idempotencyKey: input.idempotencyKey ?? ctx.idempotencyKey ?? null,
-      }),
+    resolve: async (_root, { input }, ctx) => {
+      const snapshotId = parseId(String(input.snapshotId), 'Snapshot', ['input', 'snapshotId']);
+      const destinationId = parseId(String(input.destinationId), 'Destination', ['input', 'destinationId']);
+      const started = await copySnapshot(ctx.deps, viewerOf(ctx), snapshotId, destinationId, { idempotencyKey: input.idempotencyKey ?? ctx.idempotencyKey ?? null });
+      return { ...started, snapshotId };
+    },
   }),
   verifySnapshot: t.field({
-    type: OperationPayload,
+    type: SnapshotOperationPayload,
     authScopes: { write: true },
     description: "Checks a snapshot's trees and blobs on every destination that holds it (a job); problems raise a VERIFICATION_FAILED alert.",
     errors: { types: allErrors, directResult: true, union: { name: 'VerifySnapshotResult' } },
     args: { input: t.arg({ type: VerifySnapshotInput, required: true }) },
-    resolve: (_root, { input }, ctx) =>
-      verifySnapshot(ctx.deps, viewerOf(ctx), {
-        snapshotId: parseId(String(input.snapshotId), 'Snapshot', ['input', 'snapshotId']),
-        readData: input.readData ?? false,
-        idempotencyKey: input.idempotencyKey ?? ctx.idempotencyKey ?? null,
-      }),
+    resolve: async (_root, { input }, ctx) => {
+      const snapshotId = parseId(String(input.snapshotId), 'Snapshot', ['input', 'snapshotId']);
+      const started = await verifySnapshot(ctx.deps, viewerOf(ctx), { snapshotId, readData: input.readData ?? false, idempotencyKey: input.idempotencyKey ?? ctx.idempotencyKey ?? null });
+      return { ...started, snapshotId };
+    },
   }),
 }));

@@ -10,7 +10,7 @@ import { ValidationError } from '../domain/errors.ts';
 import { allErrors } from './errors.ts';
 import { parseId } from './ids.ts';
 import { registerNodeLoader } from './node.ts';
-import { OperationPayload } from './operation.ts';
+import { OperationStarted } from './operation.ts';
 import { viewerOf } from './viewer-of.ts';
 
 export const SnapshotKindEnum = builder.enumType(SnapshotKind, { name: 'SnapshotKind' });
@@ -189,9 +189,10 @@ const CreateSnapshotInput = builder.inputType('CreateSnapshotInput', {
   }),
 });
 
-const SnapshotOperationPayload = builder.objectRef<{ operationId: string; snapshotId: string }>('SnapshotOperationPayload').implement({
+/** The answer of every mutation that starts work on one snapshot: create, copy, verify, delete. */
+export const SnapshotOperationPayload = builder.objectRef<{ operationId: string; snapshotId: string }>('SnapshotOperationPayload').implement({
+  interfaces: [OperationStarted],
   fields: (t) => ({
-    operation: t.prismaField({ type: 'Operation', resolve: (q, p, _a, ctx) => ctx.deps.db.operation.findUniqueOrThrow({ ...q, where: { id: p.operationId } }) }),
     snapshot: t.prismaField({ type: 'Snapshot', resolve: (q, p, _a, ctx) => ctx.deps.db.snapshot.findUniqueOrThrow({ ...q, where: { id: p.snapshotId } }) }),
   }),
 });
@@ -229,12 +230,15 @@ builder.mutationFields((t) => ({
     },
   }),
   deleteSnapshot: t.field({
-    type: OperationPayload,
+    type: SnapshotOperationPayload,
     authScopes: { write: true },
     description: 'Deletes a snapshot from every destination (a job); pinned snapshots are refused.',
     errors: { types: allErrors, directResult: true, union: { name: 'DeleteSnapshotResult' } },
     args: { input: t.arg({ type: SnapshotIdInput, required: true }) },
-    resolve: (_root, { input }, ctx) => deleteSnapshot(ctx.deps, viewerOf(ctx), parseId(String(input.id), 'Snapshot', ['input', 'id'])),
+    resolve: async (_root, { input }, ctx) => {
+      const snapshotId = parseId(String(input.id), 'Snapshot', ['input', 'id']);
+      return { ...(await deleteSnapshot(ctx.deps, viewerOf(ctx), snapshotId)), snapshotId };
+    },
   }),
   pinSnapshot: t.field({
     type: SnapshotPayload,

@@ -128,7 +128,8 @@ export async function issueApiKey(
   return { id: row.id, secret: `bp_${prefix}_${secret}` };
 }
 
-const createApiKeyInput = z.object({
+/** What a new key needs, whoever creates it (the API, the CLI): the same name and scope rules. */
+export const createApiKeyInput = z.object({
   name,
   scopes: z.array(z.enum(SCOPES)).min(1, 'must list at least one scope').max(3),
   projectIds: z.array(z.string()).max(100).optional(),

@@ -1,6 +1,7 @@
 import { Cron } from 'croner';
 import { z } from 'zod';
 import { filesPath, name, urlField } from '../domain/validation.ts';
+import { withArticle } from '../domain/text.ts';
 
 /**
  * What a destination may be told, per provider (zod): each provider's branch is strict, so a
@@ -11,7 +12,7 @@ export const PROVIDERS = ['LOCAL', 'S3', 'R2', 'B2', 'MINIO', 'CUSTOM'] as const
 export type Provider = (typeof PROVIDERS)[number];
 
 const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/i;
-const label = (what: string) => z.string().trim().regex(LABEL, `must be a ${what}: letters, digits and dashes`);
+const label = (what: string) => z.string().trim().regex(LABEL, `must be ${withArticle(what)}: letters, digits and dashes`);
 // S3 bucket names (DNS-compatible): 3–63 of a-z, 0-9, '.', '-'.
 const bucket = z.string().trim().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be 3–63 lowercase letters, digits, "." or "-"');
 const prefix = z

@@ -7,6 +7,7 @@ import { explainAccessError, probeBackend, type ProbeResult } from '../destinati
 import { formatS3Location, s3ConnectionFor, type S3ProviderSettings } from '../destinations/s3-config.ts';
 import type { Destination, Prisma } from '../generated/prisma/client.ts';
 import { raiseAlert } from './alerts.ts';
+import { recordAuditEvent } from './audit.ts';
 import type { Deps } from './deps.ts';
 import { getEnvironment } from './environments.ts';
 import { nameTakenOr } from './prisma-errors.ts';
@@ -256,6 +257,6 @@ export async function revealRepositoryPassword(deps: Deps, viewer: Viewer, id: s
   if (!d.repositoryPasswordEncrypted) {
     throw new ConflictError(ErrorCode.DESTINATION_NO_REPOSITORY, 'Nothing has been stored here yet: the repository and its password are created with the first snapshot');
   }
-  await deps.db.auditEvent.create({ data: { organizationId: viewer.organizationId, apiKeyId: viewer.apiKeyId, action: 'destination.reveal_repository_password', targetId: d.id } });
+  await recordAuditEvent(deps.db, viewer, 'destination.reveal_repository_password', d.id);
   return { password: deps.secrets.open(d.repositoryPasswordEncrypted), repository: resticLocation(d), repositoryId: d.repositoryId };
 }

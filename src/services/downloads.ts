@@ -81,6 +81,29 @@ export async function openDownload(deps: Deps, p: TokenPayload, signal: AbortSig
       }
     })
     .finally(() => void opened.close());
-  const stamp = snapshot.createdAt.toISOString().replace(/[:.]/g, '-');
-  return { stream: out, filename: `${snapshot.environment.name}-${stamp}.tar.zst` };
+  return { stream: out, filename: downloadFileName(snapshot.environment.name, snapshot.createdAt, p.v) };
+}
+
+const VARIANT_SUFFIX: Record<DownloadVariant, string> = { DATABASE_AND_FILES: 'full', DATABASE_ONLY: 'db', FILES_ONLY: 'files' };
+
+/**
+ * `<environment>-<snapshot time, UTC>-<db|files|full>.tar.zst`, e.g.
+ * `production-20261206T235253Z-db.tar.zst`: several downloads of one environment sit side by side
+ * in a downloads folder without overwriting each other. Every variant is a zstd-compressed tar.
+ */
+export function downloadFileName(environmentName: string, createdAt: Date, variant: DownloadVariant): string {
+  const stamp = createdAt.toISOString().replace(/\.\d+Z$/, 'Z').replace(/[-:]/g, '');
+  // Names may hold spaces and any letter; a file name keeps letters, digits, '.', '_' and '-'.
+  const env = environmentName.trim().replace(/[^\p{L}\p{N}._-]+/gu, '-').replace(/^[.-]+|-+$/g, '') || 'environment';
+  return `${env}-${stamp}-${VARIANT_SUFFIX[variant]}.tar.zst`;
+}
+
+/**
+ * A Content-Disposition header for any file name: an ASCII `filename` for old clients and the
+ * exact UTF-8 name in `filename*` (RFC 6266, 5987); a raw non-Latin-1 header would make Node throw.
+ */
+export function contentDisposition(filename: string): string {
+  const ascii = filename.replace(/[^\x20-\x7e]/g, '_').replace(/["\\]/g, '_');
+  const encoded = encodeURIComponent(filename).replace(/['()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  return `attachment; filename="${ascii}"; filename*=UTF-8''${encoded}`;
 }

@@ -222,10 +222,11 @@ describe('copySnapshot', () => {
     const extra = await s3Destination('later');
     const copy = async (snapshotId: string) => {
       const res = await app.gql(CopySnapshotDocument, { input: { snapshotId, destinationId: extra, idempotencyKey: `copy-${snapshotId}` } }, { key });
-      if (res.data?.copySnapshot.__typename !== 'OperationPayload') throw new Error(JSON.stringify(res));
+      if (res.data?.copySnapshot.__typename !== 'SnapshotOperationPayload') throw new Error(JSON.stringify(res));
       const states = await follow(app, key, res.data.copySnapshot.operation.id);
       expect(states.at(-1), states.at(-1)?.error ?? '').toMatchObject({ status: 'SUCCEEDED' });
       expect(res.data.copySnapshot.operation.type).toBe('COPY_SNAPSHOT');
+      expect(res.data.copySnapshot.snapshot.id).toBe(snapshotId);
       const c = (await copies(snapshotId)).copies.find((x) => x.destination.id === extra)!;
       expect(c.status).toBe('READY');
       return BigInt(c.addedBytes);
@@ -242,13 +243,13 @@ describe('copySnapshot', () => {
     expect(again.data?.copySnapshot).toMatchObject({ __typename: 'ConflictError', code: 'COPY_EXISTS' });
     // The same idempotency key answers with the first operation, even now that the copy exists.
     const replay = await app.gql(CopySnapshotDocument, { input: { snapshotId: first.snapshotId, destinationId: extra, idempotencyKey: `copy-${first.snapshotId}` } }, { key });
-    expect(replay.data?.copySnapshot).toMatchObject({ __typename: 'OperationPayload', operation: { type: 'COPY_SNAPSHOT', status: 'SUCCEEDED' } });
+    expect(replay.data?.copySnapshot).toMatchObject({ __typename: 'SnapshotOperationPayload', snapshot: { id: first.snapshotId }, operation: { type: 'COPY_SNAPSHOT', status: 'SUCCEEDED' } });
     const reused = await app.gql(CopySnapshotDocument, { input: { snapshotId: second.snapshotId, destinationId: extra, idempotencyKey: `copy-${first.snapshotId}` } }, { key });
     expect(reused.data?.copySnapshot).toMatchObject({ __typename: 'ConflictError', code: 'IDEMPOTENCY_KEY_REUSED' });
 
     // Both copies of the second snapshot verify, with every data blob read.
     const v = await app.gql(VerifySnapshotDocument, { input: { snapshotId: second.snapshotId, readData: true } }, { key });
-    if (v.data?.verifySnapshot.__typename !== 'OperationPayload') throw new Error(JSON.stringify(v));
+    if (v.data?.verifySnapshot.__typename !== 'SnapshotOperationPayload') throw new Error(JSON.stringify(v));
     const states = await follow(app, key, v.data.verifySnapshot.operation.id);
     expect(states.at(-1), states.at(-1)?.error ?? '').toMatchObject({ status: 'SUCCEEDED' });
     const msg = (await app.gql(OperationMessageDocument, { id: v.data.verifySnapshot.operation.id }, { key })).data?.operation?.message ?? '';
@@ -264,7 +265,7 @@ describe('a copy cancelled while queued', () => {
     const { snapshotId } = await takeSnapshot(app, key, env.id, { includes: ['DB'] });
     const askCopy = async () => {
       const res = await app.gql(CopySnapshotDocument, { input: { snapshotId, destinationId: extra } }, { key });
-      if (res.data?.copySnapshot.__typename !== 'OperationPayload') throw new Error(JSON.stringify(res));
+      if (res.data?.copySnapshot.__typename !== 'SnapshotOperationPayload') throw new Error(JSON.stringify(res));
       return res.data.copySnapshot.operation.id;
     };
     // The environment's queue is held by a snapshot whose pg_dump waits on a table lock.
@@ -296,7 +297,7 @@ describe('verifySnapshot', () => {
     const { snapshotId } = await takeSnapshot(app, key, env.id);
     const verify = async (readData: boolean) => {
       const res = await app.gql(VerifySnapshotDocument, { input: { snapshotId, readData } }, { key });
-      if (res.data?.verifySnapshot.__typename !== 'OperationPayload') throw new Error(JSON.stringify(res));
+      if (res.data?.verifySnapshot.__typename !== 'SnapshotOperationPayload') throw new Error(JSON.stringify(res));
       return follow(app, key, res.data.verifySnapshot.operation.id);
     };
     const ok = await verify(true);

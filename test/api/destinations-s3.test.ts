@@ -151,7 +151,7 @@ describe('S3 through a server that fails some requests', () => {
     const objects = await listObjects(s3.directory, 'flaky', 'repo');
     expect(objects.filter((k) => k.startsWith('snapshots/'))).toHaveLength(1);
     const v = await app.gql(VerifySnapshotDocument, { input: { snapshotId, readData: true } }, { key });
-    if (v.data?.verifySnapshot.__typename !== 'OperationPayload') throw new Error(JSON.stringify(v));
+    if (v.data?.verifySnapshot.__typename !== 'SnapshotOperationPayload') throw new Error(JSON.stringify(v));
     expect((await follow(app, key, v.data.verifySnapshot.operation.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED' });
     if (hasRestic) {
       // Read-only over plain HTTP (no lock: restic's uploads would need TLS with s3rver).
@@ -208,7 +208,7 @@ describe('S3 listings past 1,000 keys', () => {
     expect(packsBefore.length).toBeGreaterThan(1100);
 
     const del = await app.gql(DeleteSnapshotDocument, { input: { id: first.snapshotId } }, { key });
-    if (del.data?.deleteSnapshot.__typename !== 'OperationPayload') throw new Error(JSON.stringify(del));
+    if (del.data?.deleteSnapshot.__typename !== 'SnapshotOperationPayload') throw new Error(JSON.stringify(del));
     const states = await follow(app, key, del.data.deleteSnapshot.operation.id);
     expect(states.at(-1), states.at(-1)?.error ?? '').toMatchObject({ status: 'SUCCEEDED' });
     const packsAfter = new Set((await listObjects(s3.directory, 'many', 'repo')).filter((k) => k.startsWith('data/')).map((k) => k.split('/').at(-1)));

@@ -193,7 +193,7 @@ describe('after each scheduled snapshot', () => {
     expect(up.data?.upsertSchedule.__typename).toBe('SchedulePayload');
     const run = async () => {
       const res = await app.gql(RunScheduleNowDocument, { input: { environmentId: gid('Environment', live.id), kind: 'DB' } }, { key });
-      if (res.data?.runScheduleNow.__typename !== 'ScheduleRunPayload') throw new Error(JSON.stringify(res));
+      if (res.data?.runScheduleNow.__typename !== 'SnapshotOperationPayload') throw new Error(JSON.stringify(res));
       expect((await follow(app, key, res.data.runScheduleNow.operation.id)).at(-1)?.status).toBe('SUCCEEDED');
       return decodeGlobalID(res.data.runScheduleNow.snapshot.id).id;
     };

@@ -225,7 +225,7 @@ describe('firing (workers running)', () => {
   it('runScheduleNow takes one at once and leaves the plan as it was', async () => {
     const row = await scheduleRow();
     const res = await app.gql(RunScheduleNowDocument, { input: { environmentId: envGid(), kind: 'DB' } }, { key });
-    if (res.data?.runScheduleNow.__typename !== 'ScheduleRunPayload') throw new Error(JSON.stringify(res));
+    if (res.data?.runScheduleNow.__typename !== 'SnapshotOperationPayload') throw new Error(JSON.stringify(res));
     expect(res.data.runScheduleNow.snapshot).toMatchObject({ kind: 'SCHEDULED', includes: ['DB'] });
     expect((await follow(app, key, res.data.runScheduleNow.operation.id)).at(-1)?.status).toBe('SUCCEEDED');
     expect(iso((await scheduleRow()).nextDbRunAt)).toBe('2031-05-01T17:00:00.000Z');
@@ -289,7 +289,7 @@ describe('firing (workers running)', () => {
     expect(res.schedule.destinations).toEqual([{ id: gid('Destination', own.id), name: 'schedule only' }]);
     const copiesOf = async () => {
       const r = await app.gql(RunScheduleNowDocument, { input: { environmentId: envGid(), kind: 'DB' } }, { key });
-      if (r.data?.runScheduleNow.__typename !== 'ScheduleRunPayload') throw new Error(JSON.stringify(r));
+      if (r.data?.runScheduleNow.__typename !== 'SnapshotOperationPayload') throw new Error(JSON.stringify(r));
       expect((await follow(app, key, r.data.runScheduleNow.operation.id)).at(-1)?.status).toBe('SUCCEEDED');
       const copies = await app.runtime.db.snapshotCopy.findMany({ where: { snapshotId: decodeGlobalID(r.data.runScheduleNow.snapshot.id).id } });
       return copies.map((c) => [c.destinationId, c.status]);

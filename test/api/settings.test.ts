@@ -164,7 +164,7 @@ describe('failurePolicy', () => {
     const scheduleId = (await app.runtime.db.schedule.findUniqueOrThrow({ where: { environmentId: broken.id } })).id;
     const failOnce = async (): Promise<string> => {
       const run = await app.gql(RunScheduleNowDocument, { input: { environmentId: gid('Environment', broken.id), kind: 'DB' } }, { key });
-      if (run.data?.runScheduleNow.__typename !== 'ScheduleRunPayload') throw new Error(JSON.stringify(run));
+      if (run.data?.runScheduleNow.__typename !== 'SnapshotOperationPayload') throw new Error(JSON.stringify(run));
       expect((await follow(app, key, run.data.runScheduleNow.operation.id)).at(-1)?.status).toBe('FAILED');
       return run.data.runScheduleNow.snapshot.id;
     };

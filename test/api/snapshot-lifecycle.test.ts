@@ -170,7 +170,7 @@ describe('pin and delete', () => {
 
     const before = await repoSnapshotCount();
     const del = await app.gql(DeleteSnapshotDocument, { input: { id: victim.snapshotId } }, { key });
-    if (del.data?.deleteSnapshot.__typename !== 'OperationPayload') throw new Error(JSON.stringify(del));
+    if (del.data?.deleteSnapshot.__typename !== 'SnapshotOperationPayload') throw new Error(JSON.stringify(del));
     expect((await follow(app, key, del.data.deleteSnapshot.operation.id)).at(-1)?.status).toBe('SUCCEEDED');
     expect((await app.gql(SnapshotDocument, { id: victim.snapshotId }, { key })).data?.snapshot?.status).toBe('DELETED');
     expect(await repoSnapshotCount()).toBe(before - 1);

@@ -3,6 +3,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { decodeGlobalID } from '@pothos/plugin-relay';
 import { print } from 'graphql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -57,6 +58,32 @@ describe('download', () => {
     const list = await listTar(dbOnly.url, dir);
     expect(list.every((n) => n.startsWith('db'))).toBe(true);
     expect(list.some((n) => n.endsWith('.dump'))).toBe(true);
+  });
+
+  it('names each variant\'s file after the environment, the snapshot time and the variant, whatever letters the name holds', async () => {
+    const { db } = app.runtime.deps;
+    const original = (await db.environment.findUniqueOrThrow({ where: { id: env.id } })).name;
+    await db.environment.update({ where: { id: env.id }, data: { name: 'Магазин prod' } });
+    try {
+      const { snapshotId } = await takeSnapshot(app, key, env.id);
+      const createdAt = (await db.snapshot.findUniqueOrThrow({ where: { id: decodeGlobalID(snapshotId).id } })).createdAt;
+      const stamp = createdAt.toISOString().slice(0, 19).replace(/[-:]/g, '') + 'Z';
+      const names: Record<string, string> = {};
+      for (const [variant, suffix] of [['DATABASE_AND_FILES', 'full'], ['DATABASE_ONLY', 'db'], ['FILES_ONLY', 'files']] as const) {
+        const dl = downloadOf((await app.gql(SnapshotDownloadDocument, { id: snapshotId, variant }, { key })).data!.snapshot!.download);
+        const res = await fetch(dl.url);
+        expect(res.status).toBe(200);
+        const header = res.headers.get('content-disposition') ?? '';
+        await res.arrayBuffer();
+        const utf8 = /filename\*=UTF-8''([^;]+)/.exec(header)?.[1];
+        expect(utf8 && decodeURIComponent(utf8), header).toBe(`Магазин-prod-${stamp}-${suffix}.tar.zst`);
+        expect(/filename="([^"]+)"/.exec(header)?.[1]).toBe(`_______-prod-${stamp}-${suffix}.tar.zst`);
+        names[variant] = utf8!;
+      }
+      expect(new Set(Object.values(names)).size).toBe(3);
+    } finally {
+      await db.environment.update({ where: { id: env.id }, data: { name: original } });
+    }
   });
 
   it('an altered or expired link gets 403', async () => {
