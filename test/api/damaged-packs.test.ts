@@ -173,7 +173,7 @@ describe('a download or a verification that meets a damaged pack', () => {
     const next = await takeSnapshot(app, key, env.id);
     expect(await snapshotStatus(next.snapshotId)).toBe('READY');
     const del = await app.gql(DeleteSnapshotDocument, { input: { id: snapshotId } }, { key });
-    if (del.data?.deleteSnapshot.__typename !== 'OperationPayload') throw new Error(JSON.stringify(del));
+    if (del.data?.deleteSnapshot.__typename !== 'SnapshotOperationPayload') throw new Error(JSON.stringify(del));
     expect((await follow(app, key, del.data.deleteSnapshot.operation.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED' });
     await restic(env.repositoryPath, await repositoryPassword(app, env.destinationId), 'check', '--read-data');
   });
@@ -188,7 +188,7 @@ describe('a download or a verification that meets a damaged pack', () => {
     await fs.writeFile(photo, randomBytes(1000));
 
     const res = await app.gql(VerifySnapshotDocument, { input: { snapshotId: second.snapshotId, readData: true } }, { key });
-    if (res.data?.verifySnapshot.__typename !== 'OperationPayload') throw new Error(JSON.stringify(res));
+    if (res.data?.verifySnapshot.__typename !== 'SnapshotOperationPayload') throw new Error(JSON.stringify(res));
     const states = await follow(app, key, res.data.verifySnapshot.operation.id);
     expect(states.at(-1)).toMatchObject({ status: 'FAILED' });
     // Both snapshots share the file, so both lost it.
@@ -219,7 +219,7 @@ describe('a download or a verification that meets a damaged pack', () => {
     const admin = (await makeApiKey(app.runtime.db, orgId, { scopes: ['admin'] })).secret;
 
     const res = await app.gql(CopySnapshotDocument, { input: { snapshotId, destinationId: gid('Destination', elsewhere.id) } }, { key: admin });
-    if (res.data?.copySnapshot.__typename !== 'OperationPayload') throw new Error(JSON.stringify(res));
+    if (res.data?.copySnapshot.__typename !== 'SnapshotOperationPayload') throw new Error(JSON.stringify(res));
     expect((await follow(app, key, res.data.copySnapshot.operation.id)).at(-1)).toMatchObject({ status: 'FAILED' });
     expect(await snapshotStatus(snapshotId)).toBe('DAMAGED');
     const source = await app.runtime.db.snapshotCopy.findFirstOrThrow({ where: { snapshotId: dbId(snapshotId), destinationId: env.destinationId } });
