@@ -2,6 +2,7 @@ import { Logger as WorkerLogger, run, type Runner } from 'graphile-worker';
 import { taskList } from '../../jobs/index.ts';
 import type { Deps } from '../services/deps.ts';
 import { recoverStaleOperations } from '../services/operations.ts';
+import { clearStaleLocksEverywhere } from '../services/repositories.ts';
 import { reconcileSchedules } from '../services/schedules.ts';
 import type { Logger } from './logger.ts';
 
@@ -44,11 +45,20 @@ export async function startWorker(opts: { deps: Deps; databaseUrl: string; concu
   await reconcileSchedules(opts.deps);
   const timer = setInterval(sweep, Math.max(1000, staleMs / 2));
   timer.unref();
+  // Lock files a killed process left; in the background, since each repository takes a key
+  // derivation to open (every job clears its own repositories' too, before it starts).
+  const stopping = new AbortController();
+  const unlocking = clearStaleLocksEverywhere(opts.deps, stopping.signal).then(
+    () => opts.logger.info('stale repository locks cleared'),
+    (err: unknown) => opts.logger.warn({ err }, 'clearing stale repository locks failed'),
+  );
   opts.logger.info({ concurrency: opts.concurrency }, 'worker started');
   return {
     runner,
     async stop() {
       clearInterval(timer);
+      stopping.abort();
+      await unlocking;
       await runner.stop();
     },
   };
