@@ -4,7 +4,7 @@ import type { Operation, OperationStatus } from '../generated/prisma/client.ts';
 import type { Deps } from './deps.ts';
 import { raiseAlert } from './alerts.ts';
 import { operationJobKey, removeJob } from './jobs.ts';
-import { describePhase, discardRestoreLeftovers } from './restore-leftovers.ts';
+import { discardRestoreLeftovers } from './restore-leftovers.ts';
 import type { Viewer } from './viewer.ts';
 
 /**
@@ -257,4 +257,20 @@ async function releaseFinishedLocks(deps: Deps, cutoff: Date): Promise<void> {
     await deps.db.$queryRawUnsafe('SELECT count(*)::int AS n FROM (SELECT graphile_worker.force_unlock_workers($1::text[])) AS u', workers);
     deps.logger.warn({ workers }, 'released job locks left by stopped workers');
   }
+}
+
+/** Says in words what a job was doing in `phase`, for the message of an operation whose worker stopped. */
+function describePhase(phase: string | null): string {
+  const words: Record<string, string> = {
+    queued: 'before it started',
+    'safety-snapshot': 'taking the safety snapshot',
+    restoring: 'restoring the database (pg_restore) and files beside the live ones',
+    swapping: 'swapping the restored database and files in',
+    preparing: 'preparing',
+    dumping: 'dumping the database',
+    uploading: 'uploading',
+    copying: 'copying to the other destinations',
+    finalizing: 'finalizing',
+  };
+  return phase ? `${words[phase] ?? phase} (phase ${phase})` : 'in an unknown phase';
 }

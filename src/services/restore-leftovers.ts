@@ -30,19 +30,3 @@ export async function discardRestoreLeftovers(deps: Deps, restoreLogId: string):
   if (found.length) deps.logger.warn({ restoreLogId, found }, 'cleared what a stopped restore left');
   return found;
 }
-
-/** Says in words what a job was doing in `phase`, for the message of an operation whose worker stopped. */
-export function describePhase(phase: string | null): string {
-  const words: Record<string, string> = {
-    queued: 'before it started',
-    'safety-snapshot': 'taking the safety snapshot',
-    restoring: 'restoring the database (pg_restore) and files beside the live ones',
-    swapping: 'swapping the restored database and files in',
-    preparing: 'preparing',
-    dumping: 'dumping the database',
-    uploading: 'uploading',
-    copying: 'copying to the other destinations',
-    finalizing: 'finalizing',
-  };
-  return phase ? `${words[phase] ?? phase} (phase ${phase})` : 'in an unknown phase';
-}

@@ -243,7 +243,11 @@ async function takeSafetySnapshot(deps: Deps, environmentId: string, includes: (
         copies: { create: env.destinations.map((d) => ({ destinationId: d.destinationId })) },
       },
     });
-    const op = await tx.operation.create({ data: { organizationId: env.organizationId, environmentId: env.id, type: 'SNAPSHOT', snapshotId: snapshot.id, phase: 'queued' } });
+    // RUNNING from the start: it has no job of its own, so a QUEUED row left by a worker killed
+    // before it began would wait forever, where a RUNNING one is failed by the stale sweep.
+    const op = await tx.operation.create({
+      data: { organizationId: env.organizationId, environmentId: env.id, type: 'SNAPSHOT', snapshotId: snapshot.id, phase: 'queued', status: 'RUNNING', heartbeatAt: deps.clock.now() },
+    });
     return { snapshotId: snapshot.id, operationId: op.id };
   });
   await runSnapshot(deps, operationId, signal);
