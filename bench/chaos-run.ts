@@ -270,6 +270,16 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       if (end.status !== 'SUCCEEDED') throw new Error(`the first snapshot failed: ${end.error}`);
       lastSeconds.snapshot = (Date.now() - t) / 1000;
       o.log(`first snapshot: ${lastSeconds.snapshot.toFixed(1)} s`);
+      // And one restore, unkilled: random restore kills then spread over a whole restore, and a
+      // successful swap is part of the run.
+      const first = await db.snapshot.findFirstOrThrow({ where: { environmentId: env.id, status: 'READY' } });
+      const r = await gql<{ restoreSnapshot: { operation?: { id: string } } }>(server.url, key, RESTORE_SNAPSHOT, { input: { snapshotId: encodeGlobalID('Snapshot', first.id) } });
+      const rid = decodeGlobalID(r.restoreSnapshot.operation!.id).id;
+      const rt = Date.now();
+      const rend = await waitFor(() => opRow(rid), (op) => ['SUCCEEDED', 'FAILED', 'CANCELLED'].includes(op.status), 'the first restore', 30 * 60_000);
+      if (rend.status !== 'SUCCEEDED') throw new Error(`the first restore failed: ${rend.error}`);
+      lastSeconds.restore = (Date.now() - rt) / 1000;
+      o.log(`first restore: ${lastSeconds.restore.toFixed(1)} s`);
     }
 
     for (let round = 0; result.kills < o.kills; round++) {
@@ -321,7 +331,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
         const phaseWanted: Record<string, (phase: string | null) => Promise<boolean>> = {
           'snapshot:finalizing': async (p) => p === 'finalizing',
           'snapshot:dumping': async (p) => p === 'dumping',
-          'restore:safety-snapshot': async (p) => p === 'safety-snapshot',
+          // Inside the safety snapshot's own dump, not the instant the restore enters the phase.
+          'restore:safety-snapshot': async (p) =>
+            p === 'safety-snapshot' && (await db.operation.count({ where: { environmentId: env.id, type: 'SNAPSHOT', status: 'RUNNING', phase: 'dumping', id: { not: operationId } } })) > 0,
           'restore:pg_restore': async (p) => p === 'restoring' && (await busyRestore()),
         };
         const wanted = phaseWanted[aim];
