@@ -328,9 +328,10 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
           await holder.query('BEGIN');
           await holder.query('SELECT id FROM snapshots WHERE id = $1 FOR UPDATE', [snapshotId]);
         }
-        const phaseWanted: Record<string, (phase: string | null) => Promise<boolean>> = {
+        const phaseWanted: Record<string, (phase: string | null, op: { bytesDone: bigint }) => Promise<boolean>> = {
           'snapshot:finalizing': async (p) => p === 'finalizing',
-          'snapshot:dumping': async (p) => p === 'dumping',
+          // Once bytes flow: the backup holds its repository lock by then, which the kill leaves behind.
+          'snapshot:dumping': async (p, op) => p === 'dumping' && op.bytesDone > 0n,
           // Inside the safety snapshot's own dump, not the instant the restore enters the phase.
           'restore:safety-snapshot': async (p) =>
             p === 'safety-snapshot' && (await db.operation.count({ where: { environmentId: env.id, type: 'SNAPSHOT', status: 'RUNNING', phase: 'dumping', id: { not: operationId } } })) > 0,
@@ -338,7 +339,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
         };
         const wanted = phaseWanted[aim];
         if (wanted) {
-          const op = await waitFor(() => opRow(operationId), async (op) => ended(op) || (await wanted(op.phase)), `${aim}`, 30 * 60_000);
+          const op = await waitFor(() => opRow(operationId), async (op) => ended(op) || (await wanted(op.phase, op)), `${aim}`, 30 * 60_000);
           killed = !ended(op);
         } else {
           const at = Date.now() + random() * lastSeconds[kind] * 1000;
