@@ -3,6 +3,7 @@ import { taskList } from '../../jobs/index.ts';
 import type { Deps } from '../services/deps.ts';
 import { handBackJob } from '../services/jobs.ts';
 import { recoverStaleOperations } from '../services/operations.ts';
+import { clearStaleLocksEverywhere } from '../services/repositories.ts';
 import { reconcileSchedules } from '../services/schedules.ts';
 import type { Logger } from './logger.ts';
 
@@ -108,6 +109,13 @@ export async function startWorker(opts: {
   await reconcileSchedules(opts.deps);
   const timer = setInterval(sweep, Math.max(1000, staleMs / 2));
   timer.unref();
+  // Lock files a killed process left; in the background, since each repository takes a key
+  // derivation to open (every job clears its own repositories' too, before it starts).
+  const stopping = new AbortController();
+  const unlocking = clearStaleLocksEverywhere(opts.deps, stopping.signal).then(
+    () => opts.logger.info('stale repository locks cleared'),
+    (err: unknown) => opts.logger.warn({ err }, 'clearing stale repository locks failed'),
+  );
   opts.logger.info({ concurrency: opts.concurrency }, 'worker started');
   const describe = () => [...running.values()].map((j) => ({ jobId: j.id, task: j.task_identifier, payload: j.payload }));
   return {
@@ -120,6 +128,8 @@ export async function startWorker(opts: {
         if (running.size) opts.logger.warn({ running: describe() }, 'worker stopping: grace period over; stopping running jobs to hand them back');
         stopController.abort(new WorkerStoppingError());
       }, graceMs);
+      stopping.abort();
+      await unlocking;
       try {
         await runner.stop();
       } finally {

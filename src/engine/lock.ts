@@ -120,20 +120,24 @@ export async function withLock<T>(repo: Repository, exclusive: boolean, fn: () =
   }
 }
 
-/** Removes stale lock files (restic's `unlock`); with `all`, removes every lock. Returns how many. */
-export async function removeStaleLocks(repo: Repository, all = false): Promise<number> {
+/**
+ * Removes stale lock files (restic's `unlock`); with `all`, removes every lock. Returns how many.
+ * An unreadable lock counts as stale unless `keepUnreadable`: a job clearing locks beside other
+ * live processes keeps them, since one may be a lock another process is still writing.
+ */
+export async function removeStaleLocks(repo: Repository, all = false, opts: { keepUnreadable?: boolean; signal?: AbortSignal } = {}): Promise<number> {
   let n = 0;
-  for (const id of await repo.listIds('locks')) {
+  for (const id of await repo.listIds('locks', opts.signal)) {
     let stale = all;
     if (!stale) {
       try {
-        stale = isStale(await repo.loadJson<LockJson>('locks', id));
+        stale = isStale(await repo.loadJson<LockJson>('locks', id, opts.signal));
       } catch {
-        stale = true;
+        stale = !opts.keepUnreadable;
       }
     }
     if (stale) {
-      await repo.backend.remove({ type: 'locks', name: id });
+      await repo.backend.remove({ type: 'locks', name: id }, { signal: opts.signal });
       n++;
     }
   }

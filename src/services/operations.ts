@@ -2,7 +2,9 @@ import { ConflictError, ErrorCode, NotFoundError } from '../domain/errors.ts';
 import { publishInTransaction } from '../events/bus.ts';
 import type { Operation, OperationStatus } from '../generated/prisma/client.ts';
 import type { Deps } from './deps.ts';
+import { raiseAlert } from './alerts.ts';
 import { operationJobKey, removeJob } from './jobs.ts';
+import { discardRestoreLeftovers } from './restore-leftovers.ts';
 import type { Viewer } from './viewer.ts';
 
 /**
@@ -41,6 +43,7 @@ export async function beginOperation(deps: Deps, id: string): Promise<Operation 
   const now = deps.clock.now();
   const updated = await deps.db.operation.update({
     where: { id },
+    // A retry's message ("… it will run again") is no longer true once it runs.
     data: { status: 'RUNNING', startedAt: op.startedAt ?? now, heartbeatAt: now, attempts: { increment: 1 }, error: null, message: null },
   });
   await announce(deps, updated, true);
@@ -155,14 +158,17 @@ export async function cancelOperation(deps: Deps, viewer: Viewer, id: string): P
   return id;
 }
 
-/** What an operation that will never run leaves behind: its snapshot is marked failed, never half-visible. */
-async function cancelledBeforeStart(tx: Parameters<Parameters<Deps['db']['$transaction']>[0]>[0], op: Operation): Promise<void> {
+/**
+ * What an operation that will never run (again) leaves behind: its snapshot is marked failed,
+ * never half-visible; `reason` says why (else it was cancelled before it started).
+ */
+async function cancelledBeforeStart(tx: Parameters<Parameters<Deps['db']['$transaction']>[0]>[0], op: Operation, reason?: string, at?: Date): Promise<void> {
   if (op.type === 'SNAPSHOT' && op.snapshotId) {
-    await tx.snapshot.update({ where: { id: op.snapshotId }, data: { status: 'FAILED', error: 'Cancelled before it started' } });
-    await tx.snapshotCopy.updateMany({ where: { snapshotId: op.snapshotId }, data: { status: 'FAILED', error: 'Cancelled' } });
+    await tx.snapshot.update({ where: { id: op.snapshotId }, data: { status: 'FAILED', error: reason ?? 'Cancelled before it started' } });
+    await tx.snapshotCopy.updateMany({ where: { snapshotId: op.snapshotId }, data: { status: 'FAILED', repoSnapshotId: null, error: reason ?? 'Cancelled' } });
   }
   if (op.type === 'RESTORE') {
-    await tx.restoreLog.updateMany({ where: { operationId: op.id }, data: { status: 'FAILED', error: 'It never completed' } });
+    await tx.restoreLog.updateMany({ where: { operationId: op.id }, data: { status: 'FAILED', error: reason ?? 'It never completed', ...(at ? { completedAt: at } : {}) } });
   }
 }
 
@@ -216,19 +222,52 @@ export async function recoverStaleOperations(deps: Deps, staleMs: number): Promi
       if (job.locked_by) {
         await deps.db.$queryRawUnsafe('SELECT count(*)::int AS n FROM (SELECT graphile_worker.force_unlock_workers(ARRAY[$1]::text[])) AS u', job.locked_by);
       }
-      await deps.db.operation.update({ where: { id: op.id }, data: { status: 'QUEUED', phase: 'queued', message: 'The worker running this stopped; it will run again' } });
+      await deps.db.operation.update({ where: { id: op.id }, data: { status: 'QUEUED', phase: 'queued', message: `The worker running this stopped while ${describePhase(op.phase)}; it will run again` } });
       requeued.push(op.id);
+      await announce(deps, { id: op.id, status: 'QUEUED', environmentId: op.environmentId }, true);
     } else {
-      await deps.db.$transaction(async (tx) => {
-        await cancelledBeforeStart(tx, op);
-        await tx.operation.update({ where: { id: op.id }, data: { status: 'FAILED', error: 'The worker running this stopped responding', finishedAt: deps.clock.now() } });
+      const reason = `The worker running this stopped responding while ${describePhase(op.phase)}`;
+      const now = deps.clock.now();
+      // Conditional, so that of two workers sweeping at once only one fails it (and alerts).
+      const claimed = await deps.db.$transaction(async (tx) => {
+        const c = await tx.operation.updateMany({ where: { id: op.id, status: 'RUNNING' }, data: { status: 'FAILED', error: reason, finishedAt: now } });
+        if (c.count === 1) await cancelledBeforeStart(tx, op, reason, now);
+        return c.count === 1;
       });
+      if (!claimed) continue;
       failed.push(op.id);
+      await announce(deps, { id: op.id, status: 'FAILED', environmentId: op.environmentId }, true);
+      if (op.type === 'RESTORE') await restoreStopped(deps, op, reason);
     }
-    await announce(deps, { id: op.id, status: job && job.attempts < job.max_attempts ? 'QUEUED' : 'FAILED', environmentId: op.environmentId }, true);
   }
   await releaseFinishedLocks(deps, cutoff);
   return { requeued, failed };
+}
+
+/**
+ * A restore whose worker died is not retried (a person decides), so its recovery is where the
+ * temp database and staging folder it was filling go (else they stay forever) and where the
+ * failure is raised as any failed restore's would be.
+ */
+async function restoreStopped(deps: Deps, op: Operation, reason: string): Promise<void> {
+  const log = await deps.db.restoreLog.findFirst({ where: { operationId: op.id }, include: { targetEnvironment: true } });
+  if (!log) return;
+  let cleanup = '';
+  try {
+    const found = await discardRestoreLeftovers(deps, log.id);
+    if (found.length) cleanup = `; removed what it left: ${found.join(', ')}`;
+  } catch (err) {
+    deps.logger.error({ err, operationId: op.id }, 'could not clear what a stopped restore left');
+    cleanup = `; what it left could not be removed yet: ${err instanceof Error ? err.message : String(err)}`;
+  }
+  await raiseAlert(deps, {
+    organizationId: op.organizationId,
+    environmentId: log.targetEnvironmentId,
+    operationId: op.id,
+    type: 'RESTORE_FAILED',
+    severity: 'CRITICAL',
+    message: `Restore into ${log.targetEnvironment.name} failed: ${reason}${cleanup}`,
+  });
 }
 
 /**
@@ -249,4 +288,20 @@ async function releaseFinishedLocks(deps: Deps, cutoff: Date): Promise<void> {
     await deps.db.$queryRawUnsafe('SELECT count(*)::int AS n FROM (SELECT graphile_worker.force_unlock_workers($1::text[])) AS u', workers);
     deps.logger.warn({ workers }, 'released job locks left by stopped workers');
   }
+}
+
+/** Says in words what a job was doing in `phase`, for the message of an operation whose worker stopped. */
+function describePhase(phase: string | null): string {
+  const words: Record<string, string> = {
+    queued: 'before it started',
+    'safety-snapshot': 'taking the safety snapshot',
+    restoring: 'restoring the database (pg_restore) and files beside the live ones',
+    swapping: 'swapping the restored database and files in',
+    preparing: 'preparing',
+    dumping: 'dumping the database',
+    uploading: 'uploading',
+    copying: 'copying to the other destinations',
+    finalizing: 'finalizing',
+  };
+  return phase ? `${words[phase] ?? phase} (phase ${phase})` : 'in an unknown phase';
 }

@@ -3,7 +3,7 @@ import { BackendAccessError, type Backend } from '../destinations/backend.ts';
 import { pseudoFilesystemProblem } from '../destinations/local-path.ts';
 import { LocalBackend } from '../destinations/local.ts';
 import { S3Backend, s3ConnectionFor, type S3BackendOptions, type S3ProviderSettings } from '../destinations/s3.ts';
-import { DEFAULT_KDF_PARAMS, Repository, RepositoryNotFoundError, type KdfParams } from '../engine/api.ts';
+import { DEFAULT_KDF_PARAMS, removeStaleLocks, Repository, RepositoryNotFoundError, type KdfParams } from '../engine/api.ts';
 import type { Destination } from '../generated/prisma/client.ts';
 import type { Deps } from './deps.ts';
 
@@ -75,9 +75,40 @@ export async function openRepository(deps: Deps, destinationId: string, signal?:
     if (!destination.repositoryId) {
       await deps.db.destination.update({ where: { id: destination.id }, data: { repositoryId: repo.config.id } });
     }
+    await clearStaleLocks(deps, destination.id, repo, signal);
     return { repo, backend, close: () => repo.close() };
   } catch (err) {
     await backend.close().catch(() => undefined);
     throw err;
+  }
+}
+
+/**
+ * A killed process leaves its lock file behind, and stock restic then refuses the repository
+ * (`check`, `prune`) until someone runs `restic unlock`, which would break disaster recovery
+ * with restic alone. So every job clears the locks restic itself calls stale (not refreshed for
+ * 30 minutes, or held by a process of this host that is gone) before it works; live ones stay.
+ * A failure here never fails the job: the locks are a courtesy to restic, not ours to need.
+ */
+async function clearStaleLocks(deps: Deps, destinationId: string, repo: Repository, signal?: AbortSignal): Promise<void> {
+  try {
+    const removed = await removeStaleLocks(repo, false, { keepUnreadable: true, signal });
+    if (removed) deps.logger.warn({ destinationId, removed }, 'removed stale repository locks');
+  } catch (err) {
+    if (signal?.aborted) throw err;
+    deps.logger.warn({ err, destinationId }, 'could not clear stale repository locks');
+  }
+}
+
+/** Clears stale locks in every repository the catalog knows (a worker's start: see clearStaleLocks). */
+export async function clearStaleLocksEverywhere(deps: Deps, signal?: AbortSignal): Promise<void> {
+  const destinations = await deps.db.destination.findMany({ where: { repositoryId: { not: null } }, select: { id: true } });
+  for (const d of destinations) {
+    if (signal?.aborted) return;
+    // Opening clears them; a destination that cannot be opened now is cleared by its next job.
+    await openRepository(deps, d.id, signal).then(
+      (o) => o.close(),
+      (err: unknown) => deps.logger.warn({ err, destinationId: d.id }, 'could not open a repository to clear its stale locks'),
+    );
   }
 }

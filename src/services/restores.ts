@@ -13,6 +13,7 @@ import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts'
 import { enqueueJob, operationJobKey } from './jobs.ts';
 import { beginOperation, CancelledError, finishOperation, progressReporter } from './operations.ts';
 import { openReadableCopy } from './copies.ts';
+import { discardRestoreLeftovers, restoreIdOf } from './restore-leftovers.ts';
 import type { OpenedRepository } from './repositories.ts';
 import { getSnapshot, INCLUDES, messageOf, runSnapshot, underLimits } from './snapshots.ts';
 import type { Viewer } from './viewer.ts';
@@ -118,11 +119,13 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
   const log = await deps.db.restoreLog.findFirstOrThrow({ where: { operationId }, include: { targetEnvironment: { include: { settings: true } } } });
   const target = log.targetEnvironment;
   const progress = progressReporter(deps, operationId);
-  const restoreId = log.id.replace(/-/g, '').slice(-12);
+  const restoreId = restoreIdOf(log.id);
   let opened: OpenedRepository | undefined;
   let readFrom: { destinationId: string; repoSnapshotId: string } | undefined;
   try {
     await underLimits(deps, operationId, target.settings?.timeoutSeconds ?? 3600, jobSignal, async (signal) => {
+      // A run after one whose worker died (a retry, or the job handed back) first clears what that one left.
+      if (op.attempts > 1) await discardRestoreLeftovers(deps, log.id);
       const opInput = op.input as { createSafetySnapshot?: boolean; strategy?: 'SWAP' | 'IN_PLACE' };
       if (opInput.createSafetySnapshot !== false) {
         progress.report({ phase: 'safety-snapshot' });
@@ -284,7 +287,11 @@ async function takeSafetySnapshot(deps: Deps, environmentId: string, includes: (
         copies: { create: env.destinations.map((d) => ({ destinationId: d.destinationId })) },
       },
     });
-    const op = await tx.operation.create({ data: { organizationId: env.organizationId, environmentId: env.id, type: 'SNAPSHOT', snapshotId: snapshot.id, phase: 'queued' } });
+    // RUNNING from the start: it has no job of its own, so a QUEUED row left by a worker killed
+    // before it began would wait forever, where a RUNNING one is failed by the stale sweep.
+    const op = await tx.operation.create({
+      data: { organizationId: env.organizationId, environmentId: env.id, type: 'SNAPSHOT', snapshotId: snapshot.id, phase: 'queued', status: 'RUNNING', heartbeatAt: deps.clock.now() },
+    });
     return { snapshotId: snapshot.id, operationId: op.id };
   });
   await runSnapshot(deps, operationId, signal);

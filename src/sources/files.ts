@@ -200,6 +200,24 @@ export async function prepareDirectory(
 }
 
 /**
+ * Clears what a restore of `target` that stopped (its process killed) left: the temp directory
+ * it was filling, and a commit cut between its two renames (target moved aside, restored files
+ * not yet in place), which is put back. Returns what it found.
+ */
+export async function discardRestoreDirectory(target: string, restoreId: string): Promise<{ removedTemp: boolean; putBack: boolean }> {
+  const resolved = await realTarget(target);
+  const { temp, previous } = restoreDirectoryPaths(resolved, restoreId);
+  let putBack = false;
+  if (!(await lstatOrNull(resolved)) && (await lstatOrNull(temp)) && (await lstatOrNull(previous))) {
+    await rename(previous, resolved);
+    putBack = true;
+  }
+  const removedTemp = (await lstatOrNull(temp)) !== null;
+  await rm(temp, { recursive: true, force: true });
+  return { removedTemp, putBack };
+}
+
+/**
  * Restores a directory atomically: `fill` writes the snapshot's files into a sibling temp dir,
  * which then replaces `target`. On failure or abort before the swap the target is untouched and
  * the temp dir removed. The old directory stays at `<target>.bp_pre_<id>` (returned) unless

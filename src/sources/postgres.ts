@@ -17,10 +17,10 @@ import { closeSync } from 'node:fs';
 import { startTool, type Tool } from './child.ts';
 import { pgTarget, toolEnv } from './connection.ts';
 import { AbortedError, SourceError } from './errors.ts';
-import { withClient } from './pg-admin.ts';
+import { withAdmin, withClient } from './pg-admin.ts';
 import { abortError, restoreInput, type DumpSource, type PrepareDatabaseOptions, type PreparedDatabase } from './restore-common.ts';
 import { prepareInPlace } from './restore-in-place.ts';
-import { prepareSwap } from './restore-swap.ts';
+import { prepareSwap, restoreDatabaseNames } from './restore-swap.ts';
 import { openPipe, PipeReader } from './pipe.ts';
 
 export { dropDatabase } from './pg-admin.ts';
@@ -241,4 +241,17 @@ export async function restoreDatabase(databaseUrl: string, dump: DumpSource, opt
     return { previousDatabaseName: null };
   }
   return { previousDatabaseName: prepared.previousName };
+}
+
+/**
+ * Drops the temp database a SWAP restore of the URL's database was filling when its process
+ * was killed (`<db>__bp_restore_<id>`: never live, only ours). Returns whether there was one.
+ */
+export async function discardRestoreDatabase(databaseUrl: string, restoreId: string): Promise<boolean> {
+  const { temp } = restoreDatabaseNames(pgTarget(databaseUrl).database, restoreId);
+  return withAdmin(databaseUrl, [temp], async (c) => {
+    const found = ((await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [temp])).rowCount ?? 0) > 0;
+    if (found) await c.query(`DROP DATABASE IF EXISTS ${c.escapeIdentifier(temp)} WITH (FORCE)`);
+    return found;
+  });
 }

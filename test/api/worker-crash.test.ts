@@ -5,15 +5,19 @@
  * start-up sweep finds it: the workers that live keep the default stale time, so a heartbeat
  * delayed on a busy machine never lets a live worker's job be taken from it.
  */
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { testEnv, type TestApp } from '../harness/app.ts';
-import { repositoryPassword, sql, type LiveEnvironment } from '../harness/live-environment.ts';
+import { LocalBackend } from '../../src/destinations/local.ts';
+import { formatTime, Repository, type LockJson } from '../../src/engine/api.ts';
+import { databaseDigest, filesDigest, makeLiveEnvironment, repositoryPassword, sql, type LiveEnvironment } from '../harness/live-environment.ts';
 import { startServerProcess, until, type ServerProcess } from '../harness/process.ts';
-import { follow, restic, startSnapshot, startSnapshotSuite } from '../harness/snapshot-helpers.ts';
+import { follow, restic, startRestore, startSnapshot, startSnapshotSuite, takeSnapshot } from '../harness/snapshot-helpers.ts';
 
 let app: TestApp;
 let key: string;
@@ -88,11 +92,15 @@ describe('a worker killed mid-snapshot', () => {
     expect(end?.status).toBe('SUCCEEDED');
     const row = await app.runtime.db.operation.findUniqueOrThrow({ where: { id: opId } });
     expect(row.attempts).toBe(2);
+    // "… it will run again" was true while it waited, not once it succeeded.
+    expect(row.message).toBeNull();
 
     expect(await taggedSnapshots(rawId(s.snapshotId))).toHaveLength(1);
-    // The killed worker's lock file stays, as a killed restic's does; restic treats it as stale only while
-    // its PID is unused, which a busy machine does not promise. Integrity is what this checks.
-    await restic(env.repositoryPath, await repositoryPassword(app, env.destinationId), '--no-lock', 'check', '--read-data');
+    // The killed worker's lock file was cleared by the retry (its process is gone): stock restic,
+    // which refuses a repository holding any other lock, checks it without --no-lock.
+    const password = await repositoryPassword(app, env.destinationId);
+    expect(await restic(env.repositoryPath, password, '--no-lock', 'list', 'locks')).toBe('');
+    await restic(env.repositoryPath, password, 'check', '--read-data');
     await until(() => app.runtime.db.snapshot.findFirstOrThrow({ where: { id: rawId(s.snapshotId) } }), (sn) => sn.status === 'READY', 'the snapshot to be READY');
   });
 
@@ -146,5 +154,96 @@ describe('a worker killed mid-snapshot', () => {
     // The dead worker's lock on the job (and with it the environment's queue) is released too.
     const next = await startSnapshot(app, key, env.id);
     expect((await follow(app, key, next.operationId)).at(-1)?.status).toBe('SUCCEEDED');
+  });
+});
+
+/** Only the workers a test starts itself take its jobs. */
+async function stopWorkers() {
+  for (const w of workers.splice(0)) await w.stop();
+}
+
+describe('repository locks of other processes', () => {
+  it('a live process\'s lock is never removed; once that process is gone, the next job removes it', async () => {
+    await stopWorkers();
+    await worker();
+    await takeSnapshot(app, key, env.id);
+    const password = await repositoryPassword(app, env.destinationId);
+    // A lock as a restic of this host would hold it: another live process, its lock fresh.
+    const holder = spawn('sleep', ['600'], { stdio: 'ignore' });
+    try {
+      const repo = await Repository.open(new LocalBackend(env.repositoryPath), password);
+      const lock: LockJson = { time: formatTime(BigInt(Date.now()) * 1_000_000n), exclusive: false, hostname: hostname(), username: 'someone', pid: holder.pid! };
+      const lockId = await repo.saveJson('locks', lock);
+      await repo.close();
+      await takeSnapshot(app, key, env.id);
+      expect(await restic(env.repositoryPath, password, '--no-lock', 'list', 'locks')).toBe(`${lockId}\n`);
+    } finally {
+      holder.kill('SIGKILL');
+      await new Promise((r) => (holder.exitCode !== null || holder.signalCode !== null ? r(null) : holder.once('exit', r)));
+    }
+    await takeSnapshot(app, key, env.id);
+    expect(await restic(env.repositoryPath, password, '--no-lock', 'list', 'locks')).toBe('');
+    await restic(env.repositoryPath, password, 'check');
+  });
+});
+
+/** Processes started by `pid` (its threads' children), by command name. */
+async function childrenOf(pid: number, comm: string): Promise<number[]> {
+  const out: number[] = [];
+  for (const tid of await fs.readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
+    const text = await fs.readFile(`/proc/${pid}/task/${tid}/children`, 'utf8').catch(() => '');
+    for (const child of text.split(' ').filter(Boolean).map(Number)) {
+      const name = (await fs.readFile(`/proc/${child}/comm`, 'utf8').catch(() => '')).trim();
+      if (name === comm) out.push(child);
+    }
+  }
+  return out;
+}
+
+describe('a worker killed while a restore runs pg_restore', () => {
+  it('recovery drops the temp database and staging folder, raises RESTORE_FAILED, names the phase; the target is as before', async () => {
+    await stopWorkers();
+    const helper = await worker();
+    // Enough rows that pg_restore is still at work when it is caught below.
+    const target = await makeLiveEnvironment(app, { organizationId: env.organizationId, projectId: env.projectId, name: 'restore-killed', rows: 100_000 });
+    const { snapshotId } = await takeSnapshot(app, key, target.id);
+    await sql(target.databaseUrl, "UPDATE customers SET name = 'changed' WHERE id <= 10");
+    await fs.writeFile(path.join(target.filesPath, 'README.md'), 'changed after the snapshot\n');
+    const dbBefore = await databaseDigest(target.databaseUrl);
+    const filesBefore = await filesDigest(target.filesPath);
+    await helper.stop();
+
+    const doomed = await worker();
+    const r = await startRestore(app, key, { snapshotId, createSafetySnapshot: false });
+    await follow(app, key, r.operationId, (st) => st.phase === 'restoring');
+    const [pgRestore] = await until(() => childrenOf(doomed.child.pid!, 'pg_restore'), (pids) => pids.length > 0, 'pg_restore to start', 60_000);
+    // Held still, so the kill lands while it runs; then it dies with its worker, as on a machine loss.
+    process.kill(pgRestore, 'SIGSTOP');
+    doomed.child.kill('SIGKILL');
+    await new Promise((res) => doomed.child.once('exit', res));
+    process.kill(pgRestore, 'SIGKILL');
+
+    const opId = Buffer.from(r.operationId, 'base64').toString().split(':')[1];
+    const log = await app.runtime.db.restoreLog.findFirstOrThrow({ where: { operationId: opId } });
+    const suffix = log.id.replace(/-/g, '').slice(-12);
+    const tempDbs = () => sql(target.databaseUrl, "SELECT datname FROM pg_database WHERE datname LIKE '%\\_\\_bp\\_restore\\_%'").then((q) => q.rows.map((row) => String(row.datname)));
+    const staging = () => fs.readdir(path.dirname(target.filesPath)).then((names) => names.filter((n) => n.includes('.bp_restore_')));
+    // What the killed worker left: the proof the recovery below has something to clear.
+    expect((await tempDbs()).filter((n) => n.endsWith(suffix))).toHaveLength(1);
+    expect(await staging()).toHaveLength(1);
+
+    await ageHeartbeat(opId);
+    await worker();
+    const end = (await follow(app, key, r.operationId)).at(-1);
+    expect(end?.status).toBe('FAILED');
+    expect(end?.error).toMatch(/pg_restore.*phase restoring/);
+    const after = await app.runtime.db.restoreLog.findUniqueOrThrow({ where: { id: log.id } });
+    expect(after).toMatchObject({ status: 'FAILED', error: end?.error });
+    const alert = await app.runtime.db.alert.findFirst({ where: { operationId: opId, type: 'RESTORE_FAILED' } });
+    expect(alert?.message).toMatch(/phase restoring.*temp database, staging folder/);
+    expect((await tempDbs()).filter((n) => n.endsWith(suffix))).toEqual([]);
+    expect(await staging()).toEqual([]);
+    expect(await databaseDigest(target.databaseUrl)).toEqual(dbBefore);
+    expect(await filesDigest(target.filesPath)).toEqual(filesBefore);
   });
 });

@@ -1,4 +1,4 @@
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { execFile } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -7,7 +7,9 @@ import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import {
   Lock,
+  REFRESH_LOCK_MS,
   RepositoryLockedError,
+  removeStaleLocks,
   backup,
   check,
   copySnapshot,
@@ -114,6 +116,34 @@ describe('locks', () => {
     // restic reads our lock files too.
     const locks = await restic(dir, ['list', 'locks']);
     expect(locks.trim().split('\n')).toHaveLength(1);
+  });
+});
+
+describe('lock refresh and stale locks', () => {
+  it('a held lock is rewritten every 5 minutes, so restic never sees it stale; only stale locks are removed', async () => {
+    const { repo, dir } = await newRepo();
+    // Only the refresh timer is faked: file I/O runs for real.
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    try {
+      const lock = await Lock.acquire(repo, false);
+      const [first] = await repo.listIds('locks');
+      const before = (await repo.loadJson<{ time: string }>('locks', first)).time;
+      vi.advanceTimersByTime(REFRESH_LOCK_MS);
+      let ids = await repo.listIds('locks');
+      for (let i = 0; i < 1000 && (ids.length !== 1 || ids[0] === first); i++) ids = await repo.listIds('locks');
+      expect(ids).toHaveLength(1);
+      expect(ids[0]).not.toBe(first);
+      expect((await repo.loadJson<{ time: string }>('locks', ids[0])).time > before).toBe(true);
+      // A live lock of this process stays; one of this host's process that is gone, and one too old, go.
+      await repo.saveJson('locks', { time: formatTime(BigInt(Date.now()) * 1_000_000n), exclusive: false, hostname: (await import('node:os')).hostname(), username: 'x', pid: 2 ** 22 + 12345 });
+      await repo.saveJson('locks', { time: formatTime(BigInt(Date.now() - 31 * 60 * 1000) * 1_000_000n), exclusive: false, hostname: 'elsewhere', username: 'x', pid: 1 });
+      expect(await removeStaleLocks(repo, false, { keepUnreadable: true })).toBe(2);
+      expect(await repo.listIds('locks')).toEqual(ids);
+      expect((await restic(dir, ['list', 'locks'])).trim()).toBe(ids[0]);
+      await lock.release();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
 
