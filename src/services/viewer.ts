@@ -41,3 +41,16 @@ export function restoreLogWhere<W extends object>(viewer: Viewer, where?: W) {
   const visible = { organizationId: viewer.organizationId, ...(viewer.projectIds ? { targetEnvironment: { projectId: { in: [...viewer.projectIds] } } } : {}) };
   return { AND: [visible, where ?? {}] };
 }
+
+/**
+ * Prisma `where` for destinations the viewer may see: an unlimited admin key, every destination of
+ * the organization; any other key, only those its visible environments use (where their snapshots
+ * go), so a destination is never shown to a key that could not reach it through an environment.
+ */
+export function destinationWhere<W extends object>(viewer: Viewer, where?: W) {
+  const visible =
+    viewer.scopes.has('admin') && viewer.projectIds === null
+      ? { organizationId: viewer.organizationId }
+      : { organizationId: viewer.organizationId, environments: { some: { environment: inProjectWhere(viewer) } } };
+  return { AND: [visible, where ?? {}] };
+}
