@@ -2,24 +2,17 @@ import { brandWithType } from '@pothos/core';
 import { GraphQLError } from 'graphql';
 import { builder, type Context } from './builder.ts';
 import { tryDecodeId } from './ids.ts';
-
-type Loader = (ctx: Context, id: string) => Promise<object | null>;
-const loaders = new Map<string, Loader>();
+import { loadVisibleNode } from './access.ts';
 
 /**
- * Each domain module registers how to load its node types for `node(id)`, through its
- * authorized service read: an id of another organization or project resolves to null, exactly
- * like an id that never existed.
+ * `node(id)` loads every type through its one rule in `ACCESS` (access.ts): an id of another
+ * organization or project, of a type the key lacks the scope for, or of a type that is not a
+ * node, resolves to null, exactly like an id that never existed.
  */
-export function registerNodeLoader(typename: string, load: Loader): void {
-  loaders.set(typename, load);
-}
-
 async function loadNode(ctx: Context, globalId: string): Promise<object | null> {
   const decoded = tryDecodeId(globalId);
-  const load = decoded && loaders.get(decoded.typename);
-  if (!decoded || !load) return null;
-  const obj = await load(ctx, decoded.id);
+  if (!decoded) return null;
+  const obj = await loadVisibleNode(ctx, decoded.typename, decoded.id);
   if (obj) brandWithType(obj, decoded.typename as never);
   return obj;
 }

@@ -1,11 +1,11 @@
 import { RestoreStrategy } from '../generated/prisma/enums.ts';
 import { restoreSnapshot } from '../services/restores.ts';
 import { restoreLogWhere } from '../services/viewer.ts';
+import { typeAccess } from './access.ts';
 import { builder } from './builder.ts';
 import { EnvironmentActivityEvent } from './environment.ts';
 import { allErrors } from './errors.ts';
 import { parseId } from './ids.ts';
-import { registerNodeLoader } from './node.ts';
 import { OperationStatusEnum } from './operation.ts';
 import { SnapshotIncludeEnum } from './snapshot.ts';
 import { viewerOf } from './viewer-of.ts';
@@ -16,6 +16,7 @@ const RestoreStrategyEnum = builder.enumType(RestoreStrategy, {
 });
 
 builder.prismaNode('RestoreLog', {
+  authScopes: typeAccess('RestoreLog'),
   id: { field: 'id' },
   findUnique: (id) => ({ id }),
   description: 'One restore: what went where, and how it ended',
@@ -33,11 +34,6 @@ builder.prismaNode('RestoreLog', {
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     completedAt: t.expose('completedAt', { type: 'DateTime', nullable: true }),
   }),
-});
-
-registerNodeLoader('RestoreLog', async (ctx, id) => {
-  const viewer = viewerOf(ctx);
-  return ctx.deps.db.restoreLog.findFirst({ where: restoreLogWhere(viewer, { id }) });
 });
 
 const RestoreRole = builder.enumType('RestoreRole', { values: ['SOURCE', 'TARGET', 'ANY'] as const });
