@@ -1,7 +1,7 @@
 import { GraphQLError } from 'graphql';
 import { AlertSeverity, AlertType, WebhookDeliveryStatus } from '../generated/prisma/enums.ts';
-import { alertCounts, alertWhere, dismissAlert, getAlert, markAlertRead, markAllAlertsRead } from '../services/alerts.ts';
-import { createWebhook, deleteWebhook, getWebhook } from '../services/webhooks.ts';
+import { alertCounts, alertWhere, dismissAlert, markAlertRead, markAllAlertsRead } from '../services/alerts.ts';
+import { createWebhook, deleteWebhook } from '../services/webhooks.ts';
 import { typeAccess, visibleWhere } from './access.ts';
 import { builder } from './builder.ts';
 import { allErrors } from './errors.ts';

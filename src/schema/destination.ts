@@ -2,8 +2,6 @@ import { DestinationProvider, DestinationStatus } from '../generated/prisma/enum
 import {
   createDestination,
   deleteDestination,
-  destinationWhere,
-  getDestination,
   resticLocation,
   revealRepositoryPassword,
   setEnvironmentDestinations,
@@ -104,8 +102,8 @@ builder.queryFields((t) => ({
     cursor: 'id',
     authScopes: { admin: true },
     description: 'Destinations of the organization, oldest first (for a key limited to projects: those its environments use).',
-    totalCount: (_c, _a, ctx) => ctx.deps.db.destination.count({ where: destinationWhere(viewerOf(ctx)) }),
-    resolve: (query, _root, _args, ctx) => ctx.deps.db.destination.findMany({ ...query, where: destinationWhere(viewerOf(ctx)), orderBy: { id: 'asc' } }),
+    totalCount: (_c, _a, ctx) => ctx.deps.db.destination.count({ where: visibleWhere(ctx, 'Destination') }),
+    resolve: (query, _root, _args, ctx) => ctx.deps.db.destination.findMany({ ...query, where: visibleWhere(ctx, 'Destination'), orderBy: { id: 'asc' } }),
   }),
   destination: t.prismaField({
     type: 'Destination',

@@ -1,4 +1,4 @@
-import { createProject, deleteProject, getProject, updateProject } from '../services/projects.ts';
+import { createProject, deleteProject, updateProject } from '../services/projects.ts';
 import { projectWhere } from '../services/viewer.ts';
 import { typeAccess } from './access.ts';
 import { builder } from './builder.ts';

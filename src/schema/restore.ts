@@ -1,7 +1,7 @@
 import { RestoreStrategy } from '../generated/prisma/enums.ts';
 import { restoreSnapshot } from '../services/restores.ts';
 import { restoreLogWhere } from '../services/viewer.ts';
-import { typeAccess } from './access.ts';
+import { typeAccess, visibleWhere } from './access.ts';
 import { builder } from './builder.ts';
 import { EnvironmentActivityEvent } from './environment.ts';
 import { allErrors } from './errors.ts';
@@ -99,6 +99,6 @@ builder.objectFields(EnvironmentActivityEvent, (t) => ({
     nullable: true,
     description: 'For RESTORE events: the restore as it is now',
     resolve: (query, e, _a, ctx) =>
-      e.kind === 'RESTORE' ? ctx.deps.db.restoreLog.findFirst({ ...query, where: { id: e.subjectId, organizationId: viewerOf(ctx).organizationId } }) : null,
+      e.kind === 'RESTORE' ? ctx.deps.db.restoreLog.findFirst({ ...query, where: visibleWhere(ctx, 'RestoreLog', { id: e.subjectId }) }) : null,
   }),
 }));

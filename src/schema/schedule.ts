@@ -1,6 +1,5 @@
 import { previewRetention, RETENTION_RULES, type RetentionPolicy } from '../services/retention.ts';
 import { CRON_PRESETS, deleteSchedule, getSchedule, runScheduleNow, SCHEDULE_KINDS, setSchedulePaused, upsertSchedule } from '../services/schedules.ts';
-import { inProjectWhere } from '../services/viewer.ts';
 import { typeAccess, visibleWhere } from './access.ts';
 import { builder } from './builder.ts';
 import { allErrors } from './errors.ts';

@@ -2,7 +2,7 @@ import { CopyStatus, SnapshotInclude, SnapshotKind, SnapshotStatus } from '../ge
 import type { Prisma } from '../generated/prisma/client.ts';
 import { createDownload, DOWNLOAD_VARIANTS } from '../services/downloads.ts';
 import { deleteSnapshot, estimateSnapshotSize, pinSnapshot, unpinSnapshot } from '../services/snapshot-lifecycle.ts';
-import { createSnapshot, getSnapshot } from '../services/snapshots.ts';
+import { createSnapshot } from '../services/snapshots.ts';
 import { inProjectWhere, restoreLogWhere } from '../services/viewer.ts';
 import { typeAccess } from './access.ts';
 import { builder } from './builder.ts';

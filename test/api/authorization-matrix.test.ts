@@ -503,8 +503,11 @@ describe('authorization matrix (generated from the schema)', () => {
       for (const c of callers) {
         const what = `${c.name} → Subscription.${field.name}`;
         const { query, variables } = operationFor('subscription', field, targetSide(c), 2);
+        const listening = () => Promise.resolve(app.runtime.deps.events.subscriberCount('alertCreated'));
+        // Earlier callers' subscriptions end on the server only at the next alert, and none is raised
+        // until this one listens: the count can only grow meanwhile.
+        const before = await listening();
         const client = app.ws(c.key);
-        const before = app.runtime.deps.events.subscriberCount();
         const first = new Promise<Result | { closed: true }>((resolve) => {
           client.subscribe({ query, variables }, {
             next: (v) => resolve(v as Result),
@@ -515,7 +518,7 @@ describe('authorization matrix (generated from the schema)', () => {
         calls++;
         if (holds(c, exp.scope) && !exp.object) {
           // Listening for new alerts: one the key may not see, then one it may; the first it hears must be its own.
-          await until(async () => app.runtime.deps.events.subscriberCount(), (n) => n > before, `${what} to listen`);
+          await until(listening, (n) => n > before, `${what} to listen`);
           const foreign = targetSide(c);
           const foreignOrg = foreign === sideF ? sideF.Organization.id : orgId;
           await raiseAlert(app.runtime.deps, { organizationId: foreignOrg, environmentId: foreign.Environment.id, type: 'SNAPSHOT_FAILED', severity: 'WARNING', message: 'zz-foreign-live-alert' });
