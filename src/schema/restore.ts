@@ -21,8 +21,22 @@ builder.prismaNode('RestoreLog', {
   findUnique: (id) => ({ id }),
   description: 'One restore: what went where, and how it ended',
   fields: (t) => ({
-    snapshot: t.relation('snapshot'),
-    sourceEnvironment: t.relation('sourceEnvironment'),
+    // A restore may cross projects: the log is its target's, and a key of the target's project
+    // alone sees the restore but not where it came from (null, as node(id) would answer).
+    snapshot: t.prismaField({
+      type: 'Snapshot',
+      nullable: true,
+      description: 'The snapshot restored; null when this key may not see it (another project)',
+      select: { snapshotId: true },
+      resolve: (query, log, _a, ctx) => ctx.deps.db.snapshot.findFirst({ ...query, where: visibleWhere(ctx, 'Snapshot', { id: log.snapshotId }) }),
+    }),
+    sourceEnvironment: t.prismaField({
+      type: 'Environment',
+      nullable: true,
+      description: 'Where the snapshot was taken; null when this key may not see it (another project)',
+      select: { sourceEnvironmentId: true },
+      resolve: (query, log, _a, ctx) => ctx.deps.db.environment.findFirst({ ...query, where: visibleWhere(ctx, 'Environment', { id: log.sourceEnvironmentId }) }),
+    }),
     targetEnvironment: t.relation('targetEnvironment'),
     operation: t.relation('operation'),
     safetySnapshot: t.relation('safetySnapshot', { nullable: true, description: 'The snapshot of the target taken just before' }),

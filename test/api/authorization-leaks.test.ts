@@ -142,3 +142,17 @@ describe('mutation arguments naming destinations', () => {
     expect(await app.runtime.db.environmentDestination.count({ where: { environmentId: envA.id, destinationId: destB.id } })).toBe(0);
   });
 });
+
+describe('a restore across projects', () => {
+  it("shows the target's key the restore, but not the other project's snapshot or environment it came from", async () => {
+    const { db } = app.runtime.deps;
+    const snapshotB = await db.snapshot.create({ data: { organizationId: orgId, projectId: envB.projectId, environmentId: envB.id, kind: 'MANUAL', status: 'READY', includes: ['DB'], label: 'label-of-b' } });
+    const op = await db.operation.create({ data: { organizationId: orgId, environmentId: envA.id, type: 'RESTORE', status: 'SUCCEEDED' } });
+    const log = await db.restoreLog.create({ data: { organizationId: orgId, snapshotId: snapshotB.id, sourceEnvironmentId: envB.id, targetEnvironmentId: envA.id, operationId: op.id, includes: ['DB'] } });
+    const query = `query ($id: ID!) { node(id: $id) { ... on RestoreLog { id status snapshot { id label } sourceEnvironment { id name } targetEnvironment { name } } } }`;
+    const res = await gql(query, { id: gid('RestoreLog', log.id) }, keys.readA);
+    expect(res).toEqual({ data: { node: { id: gid('RestoreLog', log.id), status: 'QUEUED', snapshot: null, sourceEnvironment: null, targetEnvironment: { name: 'env-of-a' } } } });
+    const full = await gql(query, { id: gid('RestoreLog', log.id) }, keys.read);
+    expect(full.data?.node).toMatchObject({ snapshot: { label: 'label-of-b' }, sourceEnvironment: { name: 'env-of-b' } });
+  });
+});
