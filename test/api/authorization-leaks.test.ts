@@ -156,3 +156,17 @@ describe('a restore across projects', () => {
     expect(full.data?.node).toMatchObject({ snapshot: { label: 'label-of-b' }, sourceEnvironment: { name: 'env-of-b' } });
   });
 });
+
+describe('a copy on a destination the environment no longer uses', () => {
+  it("is shown with its destination to the snapshot's keys, and to no one else", async () => {
+    const { db } = app.runtime.deps;
+    const copyOnly = await db.destination.create({ data: { organizationId: orgId, name: 'dest-copy-only', provider: 'LOCAL', config: { path: '/backups/copy-only' } } });
+    const snapshotA = await db.snapshot.create({ data: { organizationId: orgId, projectId: envA.projectId, environmentId: envA.id, kind: 'MANUAL', status: 'READY', includes: ['DB'] } });
+    await db.snapshotCopy.create({ data: { snapshotId: snapshotA.id, destinationId: copyOnly.id, status: 'READY' } });
+    const query = `query ($id: ID!) { snapshot(id: $id) { copies { status destination { name } } } }`;
+    const res = await gql(query, { id: gid('Snapshot', snapshotA.id) }, keys.readA);
+    expect(res).toEqual({ data: { snapshot: { copies: [{ status: 'READY', destination: { name: 'dest-copy-only' } }] } } });
+    const projectBKey = (await makeApiKey(db, orgId, { scopes: ['backups:read'], projectIds: [envB.projectId] })).secret;
+    expect((await gql('query ($id: ID!) { node(id: $id) { id } }', { id: gid('Destination', copyOnly.id) }, projectBKey)).data?.node).toBeNull();
+  });
+});
