@@ -1,12 +1,12 @@
 import { endsPromptly } from '../events/bus.ts';
 import { GraphQLError } from 'graphql';
 import { AlertSeverity, AlertType, WebhookDeliveryStatus } from '../generated/prisma/enums.ts';
-import { alertCounts, alertWhere, dismissAlert, getAlert, markAlertRead, markAllAlertsRead } from '../services/alerts.ts';
-import { createWebhook, deleteWebhook, getWebhook } from '../services/webhooks.ts';
+import { alertCounts, alertWhere, dismissAlert, markAlertRead, markAllAlertsRead } from '../services/alerts.ts';
+import { createWebhook, deleteWebhook } from '../services/webhooks.ts';
+import { typeAccess, visibleWhere } from './access.ts';
 import { builder } from './builder.ts';
 import { allErrors } from './errors.ts';
 import { encodeGlobalID, parseId } from './ids.ts';
-import { registerNodeLoader } from './node.ts';
 import { DeletePayload } from './project.ts';
 import { viewerOf } from './viewer-of.ts';
 
@@ -15,6 +15,7 @@ const AlertSeverityEnum = builder.enumType(AlertSeverity, { name: 'AlertSeverity
 const WebhookDeliveryStatusEnum = builder.enumType(WebhookDeliveryStatus, { name: 'WebhookDeliveryStatus' });
 
 export const Alert = builder.prismaNode('Alert', {
+  authScopes: typeAccess('Alert'),
   id: { field: 'id' },
   findUnique: (id) => ({ id }),
   description: 'Something a person should know about; read clears the badge, dismissed hides it',
@@ -29,13 +30,12 @@ export const Alert = builder.prismaNode('Alert', {
     readAt: t.expose('readAt', { type: 'DateTime', nullable: true }),
     dismissedAt: t.expose('dismissedAt', { type: 'DateTime', nullable: true }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
-    deliveries: t.relation('deliveries', { authScopes: { admin: true }, query: { orderBy: { createdAt: 'asc' } }, description: 'Webhook delivery attempts of this alert' }),
+    deliveries: t.relation('deliveries', { query: (_a, ctx) => ({ where: visibleWhere(ctx, 'WebhookDelivery'), orderBy: { createdAt: 'asc' } }), description: 'Webhook delivery attempts of this alert (admin scope)' }),
   }),
 });
 
-registerNodeLoader('Alert', (ctx, id) => getAlert(ctx.deps, viewerOf(ctx), id).catch(() => null));
-
 builder.prismaNode('Webhook', {
+  authScopes: typeAccess('Webhook'),
   id: { field: 'id' },
   findUnique: (id) => ({ id }),
   description: 'A URL that receives every alert of the organization as a signed POST',
@@ -43,11 +43,12 @@ builder.prismaNode('Webhook', {
     url: t.exposeString('url'),
     enabled: t.exposeBoolean('enabled'),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
-    deliveries: t.relatedConnection('deliveries', { cursor: 'id', totalCount: true, query: { orderBy: { id: 'desc' } }, description: 'Attempts, newest first' }),
+    deliveries: t.relatedConnection('deliveries', { cursor: 'id', totalCount: true, query: (_a, ctx) => ({ where: visibleWhere(ctx, 'WebhookDelivery'), orderBy: { id: 'desc' } }), description: 'Attempts, newest first' }),
   }),
 });
 
 builder.prismaObject('WebhookDelivery', {
+  authScopes: typeAccess('WebhookDelivery'),
   description: 'One attempt to POST an alert to a webhook',
   fields: (t) => ({
     attempt: t.exposeInt('attempt'),
@@ -58,8 +59,6 @@ builder.prismaObject('WebhookDelivery', {
     alert: t.relation('alert'),
   }),
 });
-
-registerNodeLoader('Webhook', (ctx, id) => getWebhook(ctx.deps, viewerOf(ctx), id).catch(() => null));
 
 const AlertCounts = builder.objectRef<{ unread: number; undismissed: number }>('AlertCounts').implement({
   fields: (t) => ({ unread: t.exposeInt('unread'), undismissed: t.exposeInt('undismissed') }),
@@ -84,7 +83,7 @@ builder.queryFields((t) => ({
   webhooks: t.prismaField({
     type: ['Webhook'],
     authScopes: { admin: true },
-    resolve: (query, _root, _args, ctx) => ctx.deps.db.webhook.findMany({ ...query, where: { organizationId: viewerOf(ctx).organizationId }, orderBy: { createdAt: 'asc' } }),
+    resolve: (query, _root, _args, ctx) => ctx.deps.db.webhook.findMany({ ...query, where: visibleWhere(ctx, 'Webhook'), orderBy: { createdAt: 'asc' } }),
   }),
 }));
 

@@ -1,10 +1,10 @@
 import { ApiScope } from '../generated/prisma/enums.ts';
 import { apiKeyWhere, createApiKey, revokeApiKey } from '../services/api-keys.ts';
 import { scopeFromDb } from '../domain/scopes.ts';
+import { typeAccess } from './access.ts';
 import { builder } from './builder.ts';
 import { allErrors } from './errors.ts';
 import { parseId, parseIds } from './ids.ts';
-import { registerNodeLoader } from './node.ts';
 import { viewerOf } from './viewer-of.ts';
 
 export const ApiScopeEnum = builder.enumType(ApiScope, {
@@ -13,6 +13,7 @@ export const ApiScopeEnum = builder.enumType(ApiScope, {
 });
 
 export const ApiKey = builder.prismaNode('ApiKey', {
+  authScopes: typeAccess('ApiKey'),
   id: { field: 'id' },
   findUnique: (id) => ({ id }),
   fields: (t) => ({
@@ -31,12 +32,6 @@ export const ApiKey = builder.prismaNode('ApiKey', {
     expiresAt: t.expose('expiresAt', { type: 'DateTime', nullable: true }),
     revokedAt: t.expose('revokedAt', { type: 'DateTime', nullable: true }),
   }),
-});
-
-registerNodeLoader('ApiKey', async (ctx, id) => {
-  const viewer = viewerOf(ctx);
-  if (!viewer.scopes.has('admin')) return null;
-  return ctx.deps.db.apiKey.findFirst({ where: apiKeyWhere(viewer, { id }) });
 });
 
 builder.queryFields((t) => ({

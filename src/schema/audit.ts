@@ -1,9 +1,8 @@
-import { AUDIT_ACTIONS, auditEventWhere } from '../services/audit.ts';
-import { apiKeyWhere } from '../services/api-keys.ts';
+import { AUDIT_ACTIONS } from '../services/audit.ts';
 import { builder } from './builder.ts';
 import { encodeGlobalID } from './ids.ts';
-import { loadNodeOf, registerNodeLoader } from './node.ts';
-import { viewerOf } from './viewer-of.ts';
+import { typeAccess, visibleWhere } from './access.ts';
+import { loadNodeOf } from './node.ts';
 
 // The GraphQL type a target id belongs to, from the action's `<type>.<verb>` prefix.
 const TARGET_TYPES: Record<string, string> = { destination: 'Destination' };
@@ -13,8 +12,8 @@ builder.prismaNode('AuditEvent', {
   id: { field: 'id' },
   findUnique: (id) => ({ id }),
   description: 'A sensitive action (such as revealing a repository password) and the key that did it. Admin scope.',
-  // The type's own rule, wherever an event is reached: an admin key of the same organization.
-  authScopes: (event, ctx) => (ctx.viewer?.organizationId === event.organizationId ? { admin: true } : false),
+  // The type's one rule (ACCESS in access.ts), wherever an event is reached: an admin key of the same organization.
+  authScopes: typeAccess('AuditEvent'),
   fields: (t) => ({
     action: t.exposeString('action', { description: `<type>.<verb>, one of: ${AUDIT_ACTIONS.join(', ')}` }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
@@ -23,7 +22,7 @@ builder.prismaNode('AuditEvent', {
       nullable: true,
       description: 'The key that did it; null once that key is deleted or when this key may not see it',
       select: { apiKeyId: true },
-      resolve: (query, e, _a, ctx) => (e.apiKeyId ? ctx.deps.db.apiKey.findFirst({ ...query, where: apiKeyWhere(viewerOf(ctx), { id: e.apiKeyId }) }) : null),
+      resolve: (query, e, _a, ctx) => (e.apiKeyId ? ctx.deps.db.apiKey.findFirst({ ...query, where: visibleWhere(ctx, 'ApiKey', { id: e.apiKeyId }) }) : null),
     }),
     targetId: t.id({
       nullable: true,
@@ -47,8 +46,6 @@ builder.prismaNode('AuditEvent', {
   }),
 });
 
-registerNodeLoader('AuditEvent', (ctx, id) => ctx.deps.db.auditEvent.findFirst({ where: auditEventWhere(viewerOf(ctx), { id }) }));
-
 builder.queryFields((t) => ({
   auditEvents: t.prismaConnection({
     type: 'AuditEvent',
@@ -56,8 +53,8 @@ builder.queryFields((t) => ({
     authScopes: { admin: true },
     description: 'Audit events of the organization (admin scope), newest first',
     args: { actions: t.arg.stringList({ description: 'Only these actions' }) },
-    totalCount: (_c, args, ctx) => ctx.deps.db.auditEvent.count({ where: auditEventWhere(viewerOf(ctx), args.actions ? { action: { in: args.actions } } : {}) }),
+    totalCount: (_c, args, ctx) => ctx.deps.db.auditEvent.count({ where: visibleWhere(ctx, 'AuditEvent', args.actions ? { action: { in: args.actions } } : {}) }),
     resolve: (query, _root, args, ctx) =>
-      ctx.deps.db.auditEvent.findMany({ ...query, where: auditEventWhere(viewerOf(ctx), args.actions ? { action: { in: args.actions } } : {}), orderBy: { id: 'desc' } }),
+      ctx.deps.db.auditEvent.findMany({ ...query, where: visibleWhere(ctx, 'AuditEvent', args.actions ? { action: { in: args.actions } } : {}), orderBy: { id: 'desc' } }),
   }),
 }));

@@ -2,8 +2,6 @@ import { DestinationProvider, DestinationStatus } from '../generated/prisma/enum
 import {
   createDestination,
   deleteDestination,
-  destinationWhere,
-  getDestination,
   resticLocation,
   revealRepositoryPassword,
   setEnvironmentDestinations,
@@ -12,10 +10,10 @@ import {
 } from '../services/destinations.ts';
 import { inProjectWhere } from '../services/viewer.ts';
 import type { ProbeResult } from '../destinations/probe.ts';
+import { typeAccess, visibleWhere } from './access.ts';
 import { builder } from './builder.ts';
 import { allErrors } from './errors.ts';
 import { parseId, parseIds } from './ids.ts';
-import { registerNodeLoader } from './node.ts';
 import { DeletePayload } from './project.ts';
 import { viewerOf } from './viewer-of.ts';
 
@@ -43,6 +41,7 @@ const RedactedCredentials = builder.objectRef<{ accessKeyId: string; secretAcces
 });
 
 builder.prismaNode('Destination', {
+  authScopes: typeAccess('Destination'),
   id: { field: 'id' },
   findUnique: (id) => ({ id }),
   description: 'Where snapshots are stored: a local directory or a bucket of an S3-compatible provider, holding one restic repository.',
@@ -86,15 +85,13 @@ builder.prismaNode('Destination', {
   }),
 });
 
-registerNodeLoader('Destination', (ctx, id) => getDestination(ctx.deps, viewerOf(ctx), id).catch(() => null));
-
 builder.prismaObjectFields('Environment', (t) => ({
   destinations: t.prismaField({
     type: ['Destination'],
     description: 'Where snapshots of this environment go, the first one first',
     resolve: async (query, env, _a, ctx) => {
       const links = await ctx.deps.db.environmentDestination.findMany({ where: { environmentId: env.id }, orderBy: { createdAt: 'asc' } });
-      const rows = await ctx.deps.db.destination.findMany({ ...query, where: { id: { in: links.map((l) => l.destinationId) } } });
+      const rows = await ctx.deps.db.destination.findMany({ ...query, where: visibleWhere(ctx, 'Destination', { id: { in: links.map((l) => l.destinationId) } }) });
       return links.map((l) => rows.find((r) => r.id === l.destinationId)!).filter(Boolean);
     },
   }),
@@ -106,13 +103,14 @@ builder.queryFields((t) => ({
     cursor: 'id',
     authScopes: { admin: true },
     description: 'Destinations of the organization, oldest first (for a key limited to projects: those its environments use).',
-    totalCount: (_c, _a, ctx) => ctx.deps.db.destination.count({ where: destinationWhere(viewerOf(ctx)) }),
-    resolve: (query, _root, _args, ctx) => ctx.deps.db.destination.findMany({ ...query, where: destinationWhere(viewerOf(ctx)), orderBy: { id: 'asc' } }),
+    totalCount: (_c, _a, ctx) => ctx.deps.db.destination.count({ where: visibleWhere(ctx, 'Destination') }),
+    resolve: (query, _root, _args, ctx) => ctx.deps.db.destination.findMany({ ...query, where: visibleWhere(ctx, 'Destination'), orderBy: { id: 'asc' } }),
   }),
   destination: t.prismaField({
     type: 'Destination',
     nullable: true,
-    authScopes: { admin: true },
+    authScopes: { read: true },
+    description: 'One destination; null when it does not exist or this key may not see it (keys other than unlimited admins see only where their environments store snapshots).',
     args: { id: t.arg.id({ required: true }) },
     resolve: (query, _root, { id }, ctx) => {
       let destinationId: string;
@@ -121,7 +119,7 @@ builder.queryFields((t) => ({
       } catch {
         return null;
       }
-      return ctx.deps.db.destination.findFirst({ ...query, where: destinationWhere(viewerOf(ctx), { id: destinationId }) });
+      return ctx.deps.db.destination.findFirst({ ...query, where: visibleWhere(ctx, 'Destination', { id: destinationId }) });
     },
   }),
 }));

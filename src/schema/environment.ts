@@ -3,16 +3,17 @@ import { GraphQLError } from 'graphql';
 import { EnvironmentType } from '../generated/prisma/enums.ts';
 import { createEnvironment, deleteEnvironment, getEnvironment, updateEnvironment } from '../services/environments.ts';
 import { inProjectWhere } from '../services/viewer.ts';
+import { typeAccess } from './access.ts';
 import { builder } from './builder.ts';
 import { allErrors } from './errors.ts';
 import { encodeGlobalID, parseId } from './ids.ts';
-import { registerNodeLoader } from './node.ts';
 import { DeletePayload } from './project.ts';
 import { viewerOf } from './viewer-of.ts';
 
 export const EnvironmentTypeEnum = builder.enumType(EnvironmentType, { name: 'EnvironmentType' });
 
 export const Environment = builder.prismaNode('Environment', {
+  authScopes: typeAccess('Environment'),
   id: { field: 'id' },
   findUnique: (id) => ({ id }),
   fields: (t) => ({
@@ -26,8 +27,6 @@ export const Environment = builder.prismaNode('Environment', {
     updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
   }),
 });
-
-registerNodeLoader('Environment', (ctx, id) => getEnvironment(ctx.deps, viewerOf(ctx), id).catch(() => null));
 
 builder.queryFields((t) => ({
   environments: t.prismaConnection({

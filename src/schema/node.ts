@@ -2,29 +2,21 @@ import { brandWithType } from '@pothos/core';
 import { GraphQLError } from 'graphql';
 import { builder, type Context } from './builder.ts';
 import { tryDecodeId } from './ids.ts';
-
-type Loader = (ctx: Context, id: string) => Promise<object | null>;
-const loaders = new Map<string, Loader>();
+import { loadVisibleNode } from './access.ts';
 
 /**
- * Each domain module registers how to load its node types for `node(id)`, through its
- * authorized service read: an id of another organization or project resolves to null, exactly
- * like an id that never existed.
+ * `node(id)` loads every type through its one rule in `ACCESS` (access.ts): an id of another
+ * organization or project, of a type the key lacks the scope for, or of a type that is not a
+ * node, resolves to null, exactly like an id that never existed.
  */
-export function registerNodeLoader(typename: string, load: Loader): void {
-  loaders.set(typename, load);
-}
-
 async function loadNode(ctx: Context, globalId: string): Promise<object | null> {
   const decoded = tryDecodeId(globalId);
   return decoded ? loadNodeOf(ctx, decoded.typename, decoded.id) : null;
 }
 
-/** An object of a node type by its database id, through the same authorized loader as `node(id)`. */
+/** An object of a node type by its database id, through the same rule as `node(id)`. */
 export async function loadNodeOf(ctx: Context, typename: string, id: string): Promise<object | null> {
-  const load = loaders.get(typename);
-  if (!load) return null;
-  const obj = await load(ctx, id);
+  const obj = await loadVisibleNode(ctx, typename, id);
   if (obj) brandWithType(obj, typename as never);
   return obj;
 }

@@ -2,17 +2,18 @@ import { endsPromptly } from '../events/bus.ts';
 import { GraphQLError } from 'graphql';
 import { OperationStatus, OperationType } from '../generated/prisma/enums.ts';
 import { cancelOperation, getOperation, isTerminal } from '../services/operations.ts';
+import { typeAccess } from './access.ts';
 import { builder } from './builder.ts';
 import { EnvironmentActivityEvent } from './environment.ts';
 import { allErrors } from './errors.ts';
 import { parseId } from './ids.ts';
-import { registerNodeLoader } from './node.ts';
 import { viewerOf } from './viewer-of.ts';
 
 export const OperationTypeEnum = builder.enumType(OperationType, { name: 'OperationType' });
 export const OperationStatusEnum = builder.enumType(OperationStatus, { name: 'OperationStatus' });
 
 export const Operation = builder.prismaNode('Operation', {
+  authScopes: typeAccess('Operation'),
   id: { field: 'id' },
   findUnique: (id) => ({ id }),
   description: 'A long-running action: a snapshot, a restore, a delete…',
@@ -42,8 +43,6 @@ export const Operation = builder.prismaNode('Operation', {
     finishedAt: t.expose('finishedAt', { type: 'DateTime', nullable: true }),
   }),
 });
-
-registerNodeLoader('Operation', (ctx, id) => getOperation(ctx.deps, viewerOf(ctx), id).catch(() => null));
 
 builder.queryFields((t) => ({
   operation: t.prismaField({

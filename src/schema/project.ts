@@ -1,12 +1,13 @@
-import { createProject, deleteProject, getProject, updateProject } from '../services/projects.ts';
+import { createProject, deleteProject, updateProject } from '../services/projects.ts';
 import { projectWhere } from '../services/viewer.ts';
+import { typeAccess } from './access.ts';
 import { builder } from './builder.ts';
 import { allErrors } from './errors.ts';
 import { parseId } from './ids.ts';
-import { registerNodeLoader } from './node.ts';
 import { viewerOf } from './viewer-of.ts';
 
 export const Project = builder.prismaNode('Project', {
+  authScopes: typeAccess('Project'),
   id: { field: 'id' },
   findUnique: (id) => ({ id }),
   fields: (t) => ({
@@ -22,8 +23,6 @@ export const Project = builder.prismaNode('Project', {
     }),
   }),
 });
-
-registerNodeLoader('Project', (ctx, id) => getProject(ctx.deps, viewerOf(ctx), id).catch(() => null));
 
 builder.queryFields((t) => ({
   projects: t.prismaConnection({

@@ -1,11 +1,11 @@
 import { RestoreStrategy } from '../generated/prisma/enums.ts';
 import { restoreSnapshot } from '../services/restores.ts';
 import { restoreLogWhere } from '../services/viewer.ts';
+import { typeAccess, visibleWhere } from './access.ts';
 import { builder } from './builder.ts';
 import { EnvironmentActivityEvent } from './environment.ts';
 import { allErrors } from './errors.ts';
 import { parseId } from './ids.ts';
-import { registerNodeLoader } from './node.ts';
 import { OperationStarted, OperationStatusEnum } from './operation.ts';
 import { SnapshotIncludeEnum } from './snapshot.ts';
 import { viewerOf } from './viewer-of.ts';
@@ -16,12 +16,27 @@ const RestoreStrategyEnum = builder.enumType(RestoreStrategy, {
 });
 
 builder.prismaNode('RestoreLog', {
+  authScopes: typeAccess('RestoreLog'),
   id: { field: 'id' },
   findUnique: (id) => ({ id }),
   description: 'One restore: what went where, and how it ended',
   fields: (t) => ({
-    snapshot: t.relation('snapshot'),
-    sourceEnvironment: t.relation('sourceEnvironment'),
+    // A restore may cross projects: the log is its target's, and a key of the target's project
+    // alone sees the restore but not where it came from (null, as node(id) would answer).
+    snapshot: t.prismaField({
+      type: 'Snapshot',
+      nullable: true,
+      description: 'The snapshot restored; null when this key may not see it (another project)',
+      select: { snapshotId: true },
+      resolve: (query, log, _a, ctx) => ctx.deps.db.snapshot.findFirst({ ...query, where: visibleWhere(ctx, 'Snapshot', { id: log.snapshotId }) }),
+    }),
+    sourceEnvironment: t.prismaField({
+      type: 'Environment',
+      nullable: true,
+      description: 'Where the snapshot was taken; null when this key may not see it (another project)',
+      select: { sourceEnvironmentId: true },
+      resolve: (query, log, _a, ctx) => ctx.deps.db.environment.findFirst({ ...query, where: visibleWhere(ctx, 'Environment', { id: log.sourceEnvironmentId }) }),
+    }),
     targetEnvironment: t.relation('targetEnvironment'),
     operation: t.relation('operation'),
     safetySnapshot: t.relation('safetySnapshot', { nullable: true, description: 'The snapshot of the target taken just before' }),
@@ -33,11 +48,6 @@ builder.prismaNode('RestoreLog', {
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     completedAt: t.expose('completedAt', { type: 'DateTime', nullable: true }),
   }),
-});
-
-registerNodeLoader('RestoreLog', async (ctx, id) => {
-  const viewer = viewerOf(ctx);
-  return ctx.deps.db.restoreLog.findFirst({ where: restoreLogWhere(viewer, { id }) });
 });
 
 const RestoreRole = builder.enumType('RestoreRole', { values: ['SOURCE', 'TARGET', 'ANY'] as const });
@@ -103,6 +113,6 @@ builder.objectFields(EnvironmentActivityEvent, (t) => ({
     nullable: true,
     description: 'For RESTORE events: the restore as it is now',
     resolve: (query, e, _a, ctx) =>
-      e.kind === 'RESTORE' ? ctx.deps.db.restoreLog.findFirst({ ...query, where: { id: e.subjectId, organizationId: viewerOf(ctx).organizationId } }) : null,
+      e.kind === 'RESTORE' ? ctx.deps.db.restoreLog.findFirst({ ...query, where: visibleWhere(ctx, 'RestoreLog', { id: e.subjectId }) }) : null,
   }),
 }));

@@ -1,10 +1,9 @@
 import { previewRetention, RETENTION_RULES, type RetentionPolicy } from '../services/retention.ts';
 import { CRON_PRESETS, deleteSchedule, getSchedule, runScheduleNow, SCHEDULE_KINDS, setSchedulePaused, upsertSchedule } from '../services/schedules.ts';
-import { inProjectWhere } from '../services/viewer.ts';
+import { typeAccess, visibleWhere } from './access.ts';
 import { builder } from './builder.ts';
 import { allErrors } from './errors.ts';
 import { encodeGlobalID, parseId, parseIds } from './ids.ts';
-import { registerNodeLoader } from './node.ts';
 import { DeletePayload } from './project.ts';
 import { SnapshotOperationPayload } from './snapshot.ts';
 import { viewerOf } from './viewer-of.ts';
@@ -40,6 +39,7 @@ export const RetentionPolicyInput = builder.inputType('RetentionPolicyInput', {
 const policyOf = (p: typeof RetentionPolicyInput.$inferInput | null | undefined): RetentionPolicy | undefined => (p ? { ...p } : undefined);
 
 export const Schedule = builder.prismaNode('Schedule', {
+  authScopes: typeAccess('Schedule'),
   id: { field: 'id' },
   findUnique: (id) => ({ id }),
   description: "An environment's automatic snapshots: two five-field crons in one IANA timezone, with GFS retention for each",
@@ -60,17 +60,11 @@ export const Schedule = builder.prismaNode('Schedule', {
       type: ['Destination'],
       description: "Where scheduled snapshots go; empty: the environment's default destinations",
       select: { id: true },
-      resolve: (query, s, _a, ctx) => ctx.deps.db.destination.findMany({ ...query, where: { schedules: { some: { scheduleId: s.id } } }, orderBy: { createdAt: 'asc' } }),
+      resolve: (query, s, _a, ctx) => ctx.deps.db.destination.findMany({ ...query, where: visibleWhere(ctx, 'Destination', { schedules: { some: { scheduleId: s.id } } }), orderBy: { createdAt: 'asc' } }),
     }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
   }),
-});
-
-registerNodeLoader('Schedule', async (ctx, id) => {
-  const s = await ctx.deps.db.schedule.findUnique({ where: { id } });
-  if (!s) return null;
-  return (await ctx.deps.db.environment.count({ where: inProjectWhere(viewerOf(ctx), { id: s.environmentId }) })) ? s : null;
 });
 
 builder.prismaObjectFields('Environment', (t) => ({

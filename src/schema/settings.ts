@@ -1,5 +1,6 @@
 import { FailurePolicy } from '../generated/prisma/enums.ts';
 import { getEnvironmentSettings, updateEnvironmentSettings } from '../services/settings.ts';
+import { typeAccess, visibleWhere } from './access.ts';
 import { builder } from './builder.ts';
 import { allErrors } from './errors.ts';
 import { parseId, parseIds } from './ids.ts';
@@ -11,6 +12,7 @@ const FailurePolicyEnum = builder.enumType(FailurePolicy, {
 });
 
 const EnvironmentSettings = builder.prismaObject('EnvironmentSettings', {
+  authScopes: typeAccess('EnvironmentSettings'),
   description: "An environment's automation settings",
   fields: (t) => ({
     environment: t.relation('environment'),
@@ -28,7 +30,7 @@ const EnvironmentSettings = builder.prismaObject('EnvironmentSettings', {
       description: "Where this environment's snapshots go (unless a schedule names its own)",
       select: { environmentId: true },
       resolve: (query, s, _a, ctx) =>
-        ctx.deps.db.destination.findMany({ ...query, where: { environments: { some: { environmentId: s.environmentId } } }, orderBy: { createdAt: 'asc' } }),
+        ctx.deps.db.destination.findMany({ ...query, where: visibleWhere(ctx, 'Destination', { environments: { some: { environmentId: s.environmentId } } }), orderBy: { createdAt: 'asc' } }),
     }),
     updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
   }),

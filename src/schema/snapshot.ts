@@ -2,15 +2,15 @@ import { CopyStatus, SnapshotInclude, SnapshotKind, SnapshotStatus } from '../ge
 import type { Prisma } from '../generated/prisma/client.ts';
 import { createDownload, DOWNLOAD_VARIANTS } from '../services/downloads.ts';
 import { deleteSnapshot, estimateSnapshotSize, pinSnapshot, unpinSnapshot } from '../services/snapshot-lifecycle.ts';
-import { createSnapshot, getSnapshot } from '../services/snapshots.ts';
+import { createSnapshot } from '../services/snapshots.ts';
 import { inProjectWhere, restoreLogWhere } from '../services/viewer.ts';
+import { typeAccess } from './access.ts';
 import { builder } from './builder.ts';
 import { EnvironmentActivityEvent, EnvironmentTypeEnum } from './environment.ts';
 import { ValidationError } from '../domain/errors.ts';
 import { allErrors } from './errors.ts';
 import { parseId } from './ids.ts';
-import { registerNodeLoader } from './node.ts';
-import { OperationStarted } from './operation.ts';
+import { OperationPayload, OperationStarted } from './operation.ts';
 import { viewerOf } from './viewer-of.ts';
 
 export const SnapshotKindEnum = builder.enumType(SnapshotKind, { name: 'SnapshotKind' });
@@ -20,6 +20,7 @@ const CopyStatusEnum = builder.enumType(CopyStatus, { name: 'CopyStatus' });
 const DownloadVariantEnum = builder.enumType('DownloadVariant', { values: DOWNLOAD_VARIANTS });
 
 builder.prismaObject('SnapshotCopy', {
+  authScopes: typeAccess('SnapshotCopy'),
   description: 'A snapshot as stored on one destination',
   fields: (t) => ({
     destination: t.relation('destination'),
@@ -41,6 +42,7 @@ const Download = builder.objectRef<{ url: string; expiresAt: Date; sizeBytes: bi
 });
 
 export const Snapshot = builder.prismaNode('Snapshot', {
+  authScopes: typeAccess('Snapshot'),
   id: { field: 'id' },
   findUnique: (id) => ({ id }),
   fields: (t) => ({
@@ -82,8 +84,6 @@ export const Snapshot = builder.prismaNode('Snapshot', {
     }),
   }),
 });
-
-registerNodeLoader('Snapshot', (ctx, id) => getSnapshot(ctx.deps, viewerOf(ctx), id).catch(() => null));
 
 export const SnapshotFilter = builder.inputType('SnapshotFilter', {
   fields: (t) => ({

@@ -1,7 +1,9 @@
+import { typeAccess } from './access.ts';
 import { builder } from './builder.ts';
 import { viewerOf } from './viewer-of.ts';
 
 export const Organization = builder.prismaNode('Organization', {
+  authScopes: typeAccess('Organization'),
   id: { field: 'id' },
   findUnique: (id) => ({ id }),
   fields: (t) => ({

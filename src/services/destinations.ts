@@ -12,9 +12,12 @@ import type { Deps } from './deps.ts';
 import { getEnvironment } from './environments.ts';
 import { nameTakenOr } from './prisma-errors.ts';
 import { createDestinationInput, destinationSettings, LOCATION_FIELDS, updateDestinationInput, type DestinationSettings } from './destination-settings.ts';
+import { requireVisibleDestinations } from './destination-choice.ts';
 import { backendFor } from './repositories.ts';
 import { scheduleDestinationVerify } from './verify.ts';
-import type { Viewer } from './viewer.ts';
+import { destinationWhere, type Viewer } from './viewer.ts';
+
+export { destinationWhere };
 
 /**
  * Destinations: where an organization's repositories live. A destination is a LOCAL directory or
@@ -23,15 +26,6 @@ import type { Viewer } from './viewer.ts';
  * holds one restic repository, created on first use with a generated password that the API
  * reveals only to admins, and records every reveal as an AuditEvent.
  */
-
-/** Prisma `where` for destinations the viewer may see: the organization's, or for a key limited to projects, those its environments use. */
-export function destinationWhere(viewer: Viewer, where?: Prisma.DestinationWhereInput): Prisma.DestinationWhereInput {
-  const visible: Prisma.DestinationWhereInput = {
-    organizationId: viewer.organizationId,
-    ...(viewer.projectIds ? { environments: { some: { environment: { projectId: { in: [...viewer.projectIds] } } } } } : {}),
-  };
-  return { AND: [visible, where ?? {}] };
-}
 
 /** Reads one destination the viewer may see, or DESTINATION_NOT_FOUND. */
 export async function getDestination(deps: Deps, viewer: Viewer, id: string): Promise<Destination> {
@@ -185,9 +179,7 @@ export async function setEnvironmentDestinations(deps: Deps, viewer: Viewer, env
   const ids = [...new Set(destinationIds)];
   if (ids.length !== destinationIds.length) throw ValidationError.field(['input', 'destinationIds'], 'lists a destination twice');
   if (ids.length > 10) throw ValidationError.field(['input', 'destinationIds'], 'at most 10 destinations');
-  const found = await deps.db.destination.findMany({ where: destinationWhere(viewer, { id: { in: ids } }), select: { id: true } });
-  const missing = ids.findIndex((id) => !found.some((f) => f.id === id));
-  if (missing >= 0) throw new NotFoundError(ErrorCode.DESTINATION_NOT_FOUND, `Destination ${missing + 1} of the list was not found`);
+  await requireVisibleDestinations(deps, viewer, ids);
   const base = deps.clock.now().getTime();
   await deps.db.$transaction(async (tx) => {
     await tx.environmentDestination.deleteMany({ where: { environmentId: env.id } });

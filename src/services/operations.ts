@@ -1,6 +1,6 @@
 import { ConflictError, ErrorCode, NotFoundError } from '../domain/errors.ts';
 import { publishInTransaction } from '../events/bus.ts';
-import type { Operation, OperationStatus } from '../generated/prisma/client.ts';
+import type { Operation, OperationStatus, Prisma } from '../generated/prisma/client.ts';
 import type { Deps } from './deps.ts';
 import { raiseAlert } from './alerts.ts';
 import { operationJobKey, removeJob } from './jobs.ts';
@@ -16,11 +16,22 @@ import type { Viewer } from './viewer.ts';
 export const TERMINAL: readonly OperationStatus[] = ['SUCCEEDED', 'FAILED', 'CANCELLED'];
 export const isTerminal = (s: OperationStatus) => TERMINAL.includes(s);
 
+/**
+ * Prisma `where` for operations the viewer may see: its organization's, and for a key limited to
+ * projects only those of their environments (an operation without one, such as a destination's
+ * verification, belongs to no project and so to unlimited keys only).
+ */
+export function operationWhere(viewer: Viewer, where: Prisma.OperationWhereInput = {}): Prisma.OperationWhereInput {
+  const visible: Prisma.OperationWhereInput = {
+    organizationId: viewer.organizationId,
+    ...(viewer.projectIds ? { environment: { projectId: { in: [...viewer.projectIds] } } } : {}),
+  };
+  return { AND: [visible, where] };
+}
+
 /** Reads an operation the viewer may see (through its environment's project). */
 export async function getOperation(deps: Deps, viewer: Viewer, id: string): Promise<Operation> {
-  const op = await deps.db.operation.findFirst({
-    where: { id, organizationId: viewer.organizationId, ...(viewer.projectIds ? { environment: { projectId: { in: [...viewer.projectIds] } } } : {}) },
-  });
+  const op = await deps.db.operation.findFirst({ where: operationWhere(viewer, { id }) });
   if (!op) throw new NotFoundError(ErrorCode.OPERATION_NOT_FOUND, 'Operation not found');
   return op;
 }

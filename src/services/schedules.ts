@@ -5,6 +5,7 @@ import { parseInput } from '../domain/validation.ts';
 import type { Schedule } from '../generated/prisma/client.ts';
 import { raiseAlert } from './alerts.ts';
 import type { Deps } from './deps.ts';
+import { requireVisibleDestinations } from './destination-choice.ts';
 import { getEnvironment } from './environments.ts';
 import { enqueueJob, removeJob, type SqlTx } from './jobs.ts';
 import { normalizePolicy, retentionPolicy } from './retention.ts';
@@ -150,8 +151,15 @@ export async function upsertSchedule(deps: Deps, viewer: Viewer, raw: z.input<ty
   if (fullCron && !env.filesPath) throw ValidationError.field(['input', 'fullCron'], 'this environment has no files path; use dbCron, or set filesPath first');
   const destinationIds = input.destinationIds ? [...new Set(input.destinationIds)] : undefined;
   if (destinationIds?.length) {
-    const found = await deps.db.destination.count({ where: { id: { in: destinationIds }, organizationId: env.organizationId } });
-    if (found !== destinationIds.length) throw new NotFoundError(ErrorCode.DESTINATION_NOT_FOUND, 'Destination not found');
+    await requireVisibleDestinations(deps, viewer, destinationIds);
+    // Sending an environment's snapshots somewhere new is what the admin-only
+    // setEnvironmentDestinations does; without admin a schedule may only pick among its own.
+    if (!viewer.scopes.has('admin')) {
+      const own = await deps.db.environmentDestination.count({ where: { environmentId: env.id, destinationId: { in: destinationIds } } });
+      if (own !== destinationIds.length) {
+        throw ValidationError.field(['input', 'destinationIds'], 'names a destination this environment does not use; choosing other destinations needs the admin scope');
+      }
+    }
   }
   await refuseWithoutDestination(deps, env.id, destinationIds ?? (existing ? (await deps.db.scheduleDestination.findMany({ where: { scheduleId: existing.id } })).map((d) => d.destinationId) : []));
   const fields = {

@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { ErrorCode, NotFoundError } from '../domain/errors.ts';
 import { parseInput } from '../domain/validation.ts';
 import { publishInTransaction } from '../events/bus.ts';
+import { requireVisibleDestinations } from './destination-choice.ts';
 import type { Deps } from './deps.ts';
 import { getEnvironment } from './environments.ts';
 import type { Viewer } from './viewer.ts';
@@ -45,10 +45,7 @@ export async function updateEnvironmentSettings(deps: Deps, viewer: Viewer, envi
   const input = parseInput(updateSettingsInput, raw);
   const env = await getEnvironment(deps, viewer, environmentId);
   const destinationIds = input.defaultDestinationIds ? [...new Set(input.defaultDestinationIds)] : undefined;
-  if (destinationIds?.length) {
-    const found = await deps.db.destination.count({ where: { id: { in: destinationIds }, organizationId: env.organizationId } });
-    if (found !== destinationIds.length) throw new NotFoundError(ErrorCode.DESTINATION_NOT_FOUND, 'Destination not found');
-  }
+  if (destinationIds) await requireVisibleDestinations(deps, viewer, destinationIds);
   const { defaultDestinationIds: _ignored, ...fields } = input;
   const data = Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined));
   await deps.db.$transaction(async (tx) => {

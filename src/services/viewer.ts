@@ -41,3 +41,24 @@ export function restoreLogWhere<W extends object>(viewer: Viewer, where?: W) {
   const visible = { organizationId: viewer.organizationId, ...(viewer.projectIds ? { targetEnvironment: { projectId: { in: [...viewer.projectIds] } } } : {}) };
   return { AND: [visible, where ?? {}] };
 }
+
+/**
+ * Prisma `where` for destinations the viewer may see: an unlimited admin key, every destination of
+ * the organization; any other key, only where its visible data goes or lies — used by one of its
+ * environments or schedules, or holding a copy of one of its snapshots — so a destination is never
+ * shown to a key that could not reach it through its own objects.
+ */
+export function destinationWhere<W extends object>(viewer: Viewer, where?: W) {
+  const visible =
+    viewer.scopes.has('admin') && viewer.projectIds === null
+      ? { organizationId: viewer.organizationId }
+      : {
+          organizationId: viewer.organizationId,
+          OR: [
+            { environments: { some: { environment: inProjectWhere(viewer) } } },
+            { schedules: { some: { schedule: { environment: inProjectWhere(viewer) } } } },
+            { copies: { some: { snapshot: inProjectWhere(viewer) } } },
+          ],
+        };
+  return { AND: [visible, where ?? {}] };
+}

@@ -83,6 +83,9 @@ describe('authorization', () => {
   it('answers FORBIDDEN to a key without the needed scope, and changes nothing', async () => {
     const res = await app.gql(CreateProjectDocument, { input: { name: 'nope' } }, { key: reader });
     expect(res.errors?.[0].extensions?.code).toBe('FORBIDDEN');
+    // The refusal names what is missing, for people and for programs.
+    expect(res.errors?.[0].message).toBe('This API key lacks the scope admin needed by createProject');
+    expect(res.errors?.[0].extensions?.requiredScope).toBe('admin');
     expect(await app.runtime.db.project.count({ where: { name: 'nope' } })).toBe(0);
   });
 

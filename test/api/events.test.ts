@@ -98,7 +98,10 @@ describe('environmentActivity across processes', () => {
 
   it('refuses a subscriber without a key at connection_init, and one from another organization', async () => {
     const anon = createClient({ url: a.url.replace('http', 'ws'), webSocketImpl: WebSocket, retryAttempts: 0 });
-    await expect(anon.iterate({ query: print(EnvironmentActivityDocument), variables: { environmentId: gid('Environment', envId) } }).next()).rejects.toBeDefined();
+    // Refused when it starts (scope-auth's authorizeOnSubscribe), before the subscription listens or reads anything.
+    const refused = await anon.iterate({ query: print(EnvironmentActivityDocument), variables: { environmentId: gid('Environment', envId) } }).next();
+    expect(refused.value).toMatchObject({ errors: [{ extensions: { code: 'UNAUTHENTICATED' } }] });
+    expect(refused.value).not.toHaveProperty('data.environmentActivity');
     await anon.dispose();
 
     const foreign = createClient({ url: a.url.replace('http', 'ws'), webSocketImpl: WebSocket, connectionParams: { Authorization: `Bearer ${foreignKey}` }, retryAttempts: 0 });

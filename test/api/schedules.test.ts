@@ -22,6 +22,7 @@ import { follow } from '../harness/snapshot-helpers.ts';
 
 let app: TestApp;
 let key: string;
+let adminKey: string;
 let orgId: string;
 let env: LiveEnvironment;
 let clock: ManualClock;
@@ -31,6 +32,7 @@ beforeAll(async () => {
   const org = await makeOrganization(app.runtime.db);
   orgId = org.id;
   key = (await makeApiKey(app.runtime.db, org.id, { scopes: ['backups:write'] })).secret;
+  adminKey = (await makeApiKey(app.runtime.db, org.id, { scopes: ['admin'] })).secret;
   env = await makeLiveEnvironment(app, { organizationId: org.id, rows: 50 });
   clock = useManualClock(app, '2030-01-01T00:00:00Z');
 });
@@ -284,7 +286,10 @@ describe('firing (workers running)', () => {
   it("a schedule's own destinations receive its snapshots; without them, the environment's defaults do", async () => {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'bp-sched-dest-'));
     const own = await app.runtime.db.destination.create({ data: { organizationId: orgId, name: 'schedule only', provider: 'LOCAL', config: { path: path.join(dir, 'repo') } } });
-    const res = await upsert({ dbCron: '0 5 * * *', destinationIds: [gid('Destination', own.id)] });
+    // A destination no environment uses is not even visible to a non-admin key; choosing it is the admin's call.
+    const refused = await upsert({ dbCron: '0 5 * * *', destinationIds: [gid('Destination', own.id)] });
+    expect(refused).toMatchObject({ __typename: 'NotFoundError', code: 'DESTINATION_NOT_FOUND' });
+    const res = await upsert({ dbCron: '0 5 * * *', destinationIds: [gid('Destination', own.id)] }, adminKey);
     if (res.__typename !== 'SchedulePayload') throw new Error(JSON.stringify(res));
     expect(res.schedule.destinations).toEqual([{ id: gid('Destination', own.id), name: 'schedule only' }]);
     const copiesOf = async () => {
