@@ -181,6 +181,7 @@ async function seed(organizationId: string, tag: string, opts: { webhook: boolea
     await db.webhookDelivery.create({ data: { webhookId: webhook.id, alertId: alert.id } });
     side.Webhook = { id: webhook.id, name: `${tag}.hooks.example` };
     side.Organization = { id: organizationId };
+    side.AuditEvent = { id: (await db.auditEvent.create({ data: { organizationId, action: 'destination.reveal_repository_password' } })).id };
   }
   return side;
 }
@@ -200,6 +201,7 @@ beforeAll(async () => {
   await db.webhookDelivery.create({ data: { webhookId: webhook.id, alertId: own.Alert.id } });
   own.Webhook = { id: webhook.id };
   own.Organization = { id: orgId };
+  own.AuditEvent = { id: (await db.auditEvent.create({ data: { organizationId: orgId, action: 'destination.reveal_repository_password' } })).id };
   const projectA = own.Project.id;
   callers.push({ name: 'no key', level: null, limited: false });
   callers.push({ name: 'bad key', key: `bp_000000000000_${'A'.repeat(43)}`, level: null, limited: false });
@@ -500,15 +502,16 @@ describe('authorization matrix (generated from the schema)', () => {
 
   it('every subscription, with every kind of key', async () => {
     const root = schema.getSubscriptionType()!;
+    const idleListeners = app.runtime.deps.events.subscriberCount('alertCreated');
     for (const field of Object.values(root.getFields())) {
       const exp = EXPECT[`${root.name}.${field.name}`];
       for (const c of callers) {
         const what = `${c.name} → Subscription.${field.name}`;
         const { query, variables } = operationFor('subscription', field, targetSide(c), 2);
         const listening = () => Promise.resolve(app.runtime.deps.events.subscriberCount('alertCreated'));
-        // Earlier callers' subscriptions end on the server only at the next alert, and none is raised
-        // until this one listens: the count can only grow meanwhile.
-        const before = await listening();
+        // Earlier callers' subscriptions end on the server as their clients go (endsPromptly): wait
+        // for that, so the count can only grow from here until this one listens.
+        const before = await until(listening, (n) => n === idleListeners, 'earlier subscriptions to end');
         const client = app.ws(c.key);
         const first = new Promise<Result | { closed: true }>((resolve) => {
           client.subscribe({ query, variables }, {
