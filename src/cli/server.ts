@@ -158,7 +158,8 @@ export class UsageError extends Error {
 export async function serverMain(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   const config = loadConfig();
-  const logger = createLogger(config.LOG_LEVEL);
+  // These print their result on stdout, for scripts to capture: their logs go to stderr.
+  const logger = createLogger(config.LOG_LEVEL, {}, command === 'api-key' || command === 'migrate' ? 2 : 1);
   switch (command) {
     case 'start':
       return serveCommand(config, logger, { api: true, worker: true, demo: true });
