@@ -60,6 +60,9 @@ describe('planRetention', () => {
     const snaps = [snap('new', 'SCHEDULED', ago(HOUR)), snap('at', 'SCHEDULED', ago(5 * DAY)), snap('past', 'SCHEDULED', ago(5 * DAY + 1))];
     expect(plan(snaps)).toEqual({ new: 'KEEP NO_LIMIT', at: 'KEEP NO_LIMIT', past: 'KEEP NO_LIMIT' });
     expect(plan(snaps, { db: { maxAgeDays: 5 } })).toEqual({ new: 'KEEP WITHIN_AGE_LIMIT', at: 'KEEP WITHIN_AGE_LIMIT', past: 'DELETE OLDER_THAN_AGE_LIMIT' });
+    // The stored form (normalizePolicy) says "no limit" with null, not by leaving the field out.
+    expect(plan(snaps, { db: normalizePolicy({}) })).toEqual({ new: 'KEEP NO_LIMIT', at: 'KEEP NO_LIMIT', past: 'KEEP NO_LIMIT' });
+    expect(plan(snaps, { db: normalizePolicy({ daily: 10 }) })).toEqual({ new: 'KEEP DAILY', at: 'KEEP DAILY', past: 'DELETE OUTSIDE_GFS' });
     // With GFS counts the age limit still caps them.
     expect(plan(snaps, { db: { daily: 10, maxAgeDays: 5 } })).toEqual({ new: 'KEEP DAILY', at: 'KEEP DAILY', past: 'DELETE OLDER_THAN_AGE_LIMIT' });
   });
@@ -94,6 +97,28 @@ describe('planRetention', () => {
     const snaps = [snap('jan1', 'SCHEDULED', new Date('2026-01-01T12:00:00Z')), snap('dec29', 'SCHEDULED', new Date('2025-12-29T12:00:00Z')), snap('dec28', 'SCHEDULED', new Date('2025-12-28T12:00:00Z'))];
     const p = (x: unknown[]) => Object.fromEntries(planRetention(x as never, policy({ db: { weekly: 5 } }), new Date('2026-01-02T00:00:00Z')).map((d) => [d.snapshotId, d.rule]));
     expect(p(snaps)).toEqual({ jan1: 'WEEKLY', dec29: 'OUTSIDE_GFS', dec28: 'WEEKLY' });
+  });
+});
+
+describe('planRetention, weekly buckets over years', () => {
+  it('ISO weeks run Monday to Sunday across year ends: of daily snapshots, the Sundays (and the newest) are kept', () => {
+    const days: Date[] = [];
+    for (let t = Date.UTC(2024, 11, 20, 12); t <= Date.UTC(2027, 0, 12, 12); t += DAY) days.push(new Date(t));
+    const snaps = days.map((d) => snap(d.toISOString().slice(0, 10), 'SCHEDULED', d));
+    const decisions = planRetention(snaps, policy({ db: { weekly: 10_000 } }), new Date(Date.UTC(2027, 0, 13)));
+    const kept = decisions.filter((d) => d.action === 'KEEP').map((d) => d.snapshotId).sort();
+    const expected = days.filter((d, i) => d.getUTCDay() === 0 || i === days.length - 1).map((d) => d.toISOString().slice(0, 10)).sort();
+    expect(kept).toEqual(expected);
+  });
+});
+
+describe('planRetention, snapshots taken at the same instant', () => {
+  it('orders them by id whatever the input order, so the plan is the same on every run', () => {
+    const t = ago(10 * DAY);
+    const both = [snap('a', 'MANUAL', t), snap('b', 'MANUAL', t)];
+    expect(plan(both, { retentionDays: 1 })).toEqual({ b: 'KEEP NEWEST', a: 'DELETE OLDER_THAN_AGE_LIMIT' });
+    expect(plan([...both].reverse(), { retentionDays: 1 })).toEqual({ b: 'KEEP NEWEST', a: 'DELETE OLDER_THAN_AGE_LIMIT' });
+    expect(planRetention([...both].reverse() as never, policy({ retentionDays: 1 }), NOW).map((d) => d.snapshotId)).toEqual(['b', 'a']);
   });
 });
 
