@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import { repositoryKdf, TestKdfError } from '../domain/test-kdf.ts';
 
 const intFromEnv = (def: number) => z.coerce.number().int().positive().default(def);
 
@@ -66,6 +67,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  // Refused at start-up, not at the first new repository: see test-kdf.ts.
+  try {
+    repositoryKdf(set);
+  } catch (err) {
+    if (err instanceof TestKdfError) throw new ConfigError(`invalid configuration:\n  ${err.message}`);
+    throw err;
   }
   return { ...parsed.data, home: path.resolve(parsed.data.BACKPLANE_HOME) };
 }

@@ -7,7 +7,8 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Backend } from '../destinations/backend.ts';
 import { LocalBackend } from '../destinations/local.ts';
-import { DEFAULT_KDF_PARAMS, type KdfParams } from '../engine/api.ts';
+import { type KdfParams } from '../engine/api.ts';
+import { repositoryKdf, TestKdfError } from '../domain/test-kdf.ts';
 import { str, UsageError, type Values } from './repo-args.ts';
 
 /** The repository location from --repo or BACKPLANE_REPO. */
@@ -60,16 +61,12 @@ export async function repoPassword(values: Values, env: NodeJS.ProcessEnv): Prom
   return password;
 }
 
-/**
- * scrypt parameters for new keys. BACKPLANE_REPO_KDF (`N,r,p`) is deliberately undocumented:
- * tests set cheap values so each run does not spend a second per key derivation; the key file
- * records the parameters, so such repositories stay readable (restic included).
- */
+/** scrypt parameters for new keys: the defaults; BACKPLANE_REPO_KDF only under tests (see test-kdf.ts). */
 export function kdfParams(env: NodeJS.ProcessEnv): KdfParams {
-  const spec = env.BACKPLANE_REPO_KDF;
-  if (!spec) return DEFAULT_KDF_PARAMS;
-  const m = /^(\d+),(\d+),(\d+)$/.exec(spec);
-  const [N, r, p] = m ? [Number(m[1]), Number(m[2]), Number(m[3])] : [0, 0, 0];
-  if (!m || N < 2 || (N & (N - 1)) !== 0 || r < 1 || p < 1) throw new UsageError('BACKPLANE_REPO_KDF must be N,r,p with N a power of two');
-  return { N, r, p };
+  try {
+    return repositoryKdf(env);
+  } catch (err) {
+    if (err instanceof TestKdfError) throw new UsageError(err.message);
+    throw err;
+  }
 }

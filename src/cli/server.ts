@@ -215,10 +215,11 @@ export class UsageError extends Error {
 export async function serverMain(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   const config = loadConfig();
-  // Commands whose stdout is their answer (a key, psql's output) log to stderr, and only
-  // warnings unless LOG_LEVEL asks for more: a person is reading that terminal.
+  // Commands whose stdout is their answer (a key, psql's output, migrate's report) log to stderr,
+  // so scripts capture the answer alone; api-key and psql log only warnings unless LOG_LEVEL asks
+  // for more: a person is reading that terminal.
   const quiet = command === 'api-key' || command === 'psql';
-  const logger = createLogger(quiet && !process.env.LOG_LEVEL ? 'warn' : config.LOG_LEVEL, {}, quiet ? 2 : 1);
+  const logger = createLogger(quiet && !process.env.LOG_LEVEL ? 'warn' : config.LOG_LEVEL, {}, quiet || command === 'migrate' ? 2 : 1);
   switch (command) {
     case 'start':
       return serveCommand(config, logger, { api: true, worker: true, demo: true });

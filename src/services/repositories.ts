@@ -3,7 +3,8 @@ import { BackendAccessError, type Backend } from '../destinations/backend.ts';
 import { pseudoFilesystemProblem } from '../destinations/local-path.ts';
 import { LocalBackend } from '../destinations/local.ts';
 import { S3Backend, s3ConnectionFor, type S3BackendOptions, type S3ProviderSettings } from '../destinations/s3.ts';
-import { DEFAULT_KDF_PARAMS, removeStaleLocks, Repository, RepositoryNotFoundError, type KdfParams } from '../engine/api.ts';
+import { repositoryKdf } from '../domain/test-kdf.ts';
+import { removeStaleLocks, Repository, RepositoryNotFoundError } from '../engine/api.ts';
 import type { Destination } from '../generated/prisma/client.ts';
 import type { Deps } from './deps.ts';
 
@@ -13,10 +14,6 @@ import type { Deps } from './deps.ts';
  * through an explicit, audited reveal.
  */
 
-/** scrypt cost for new repositories; tests set BACKPLANE_REPO_KDF=fast to keep suites quick. */
-function kdfParams(): KdfParams {
-  return process.env.BACKPLANE_REPO_KDF === 'fast' ? { N: 1024, r: 8, p: 1 } : DEFAULT_KDF_PARAMS;
-}
 
 /** The storage backend a destination row describes. */
 export function backendFor(deps: Deps, destination: Destination, extra: Partial<S3BackendOptions> = {}): Backend {
@@ -70,7 +67,7 @@ export async function openRepository(deps: Deps, destinationId: string, signal?:
       // A repository that existed and is gone (bucket emptied, directory moved) is an error to
       // report, never a reason to start an empty one in its place.
       if (destination.repositoryId) throw err;
-      repo = await Repository.init(backend, password, { kdf: kdfParams(), open: { signal } });
+      repo = await Repository.init(backend, password, { kdf: repositoryKdf(), open: { signal } });
     }
     if (!destination.repositoryId) {
       await deps.db.destination.update({ where: { id: destination.id }, data: { repositoryId: repo.config.id } });

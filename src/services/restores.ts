@@ -51,39 +51,52 @@ export async function restoreSnapshot(
   if (includes.includes('FILES') && !target.filesPath) throw ValidationError.field(['input', 'includes'], 'the target environment has no files path');
 
   const hash = input.idempotencyKey ? inputHash({ ...input, idempotencyKey: undefined, targetEnvironmentId: target.id, includes: [...includes].sort() }) : null;
-  if (input.idempotencyKey) {
-    const earlier = await replayed(deps, viewer.organizationId, 'restoreSnapshot', input.idempotencyKey, hash!);
-    if (earlier) return restoreOfOperation(deps, earlier);
-  }
-  if (input.createSafetySnapshot && (await deps.db.environmentDestination.count({ where: { environmentId: target.id } })) === 0) {
-    // Refused now, not failed later: the job's first step, the safety snapshot, would have nowhere to go.
-    throw new ConflictError(ErrorCode.NO_DESTINATION, 'The target environment has no destination for its safety snapshot: set its destinations first, or restore with createSafetySnapshot: false');
-  }
-  const running = await deps.db.operation.findFirst({ where: { environmentId: target.id, type: 'RESTORE', status: { in: ['QUEUED', 'RUNNING'] } } });
-  if (running) throw new ConflictError(ErrorCode.RESTORE_RUNNING, 'A restore into this environment is already queued or running');
 
-  return deps.db.$transaction(async (tx) => {
-    const op = await tx.operation.create({
-      data: { organizationId: target.organizationId, environmentId: target.id, type: 'RESTORE', snapshotId: snapshot.id, phase: 'queued', input: { includes, strategy: input.strategy, createSafetySnapshot: input.createSafetySnapshot } },
+  try {
+    return await deps.db.$transaction(async (tx) => {
+      // One request per target at a time from here to commit: checked outside, two requests at
+      // the same moment would both find no restore running (or no key) and both start one.
+      await tx.$queryRawUnsafe("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtext('backplane:restore'), hashtext($1))) AS l", target.id);
+      if (input.idempotencyKey) {
+        const earlier = await replayed(deps, viewer.organizationId, 'restoreSnapshot', input.idempotencyKey, hash!);
+        if (earlier) return restoreOfOperation(deps, earlier);
+      }
+      if (input.createSafetySnapshot && (await tx.environmentDestination.count({ where: { environmentId: target.id } })) === 0) {
+        // Refused now, not failed later: the job's first step, the safety snapshot, would have nowhere to go.
+        throw new ConflictError(ErrorCode.NO_DESTINATION, 'The target environment has no destination for its safety snapshot: set its destinations first, or restore with createSafetySnapshot: false');
+      }
+      const running = await tx.operation.findFirst({ where: { environmentId: target.id, type: 'RESTORE', status: { in: ['QUEUED', 'RUNNING'] } } });
+      if (running) throw new ConflictError(ErrorCode.RESTORE_RUNNING, 'A restore into this environment is already queued or running');
+      const op = await tx.operation.create({
+        data: { organizationId: target.organizationId, environmentId: target.id, type: 'RESTORE', snapshotId: snapshot.id, phase: 'queued', input: { includes, strategy: input.strategy, createSafetySnapshot: input.createSafetySnapshot } },
+      });
+      const log = await tx.restoreLog.create({
+        data: {
+          organizationId: target.organizationId,
+          snapshotId: snapshot.id,
+          sourceEnvironmentId: snapshot.environmentId,
+          targetEnvironmentId: target.id,
+          operationId: op.id,
+          strategy: input.strategy,
+          includes,
+        },
+      });
+      if (input.idempotencyKey) {
+        await remember(tx, deps, { organizationId: viewer.organizationId, mutation: 'restoreSnapshot', key: input.idempotencyKey, hash: hash!, operationId: op.id });
+      }
+      await enqueueJob(tx, 'snapshot_restore', { operationId: op.id }, { queueName: target.id, jobKey: operationJobKey(op.id), maxAttempts: 1 });
+      await publishInTransaction(tx, 'environmentActivity', target.id, { kind: 'RESTORE', environmentId: target.id, subjectId: log.id });
+      return { operationId: op.id, restoreLogId: log.id };
     });
-    const log = await tx.restoreLog.create({
-      data: {
-        organizationId: target.organizationId,
-        snapshotId: snapshot.id,
-        sourceEnvironmentId: snapshot.environmentId,
-        targetEnvironmentId: target.id,
-        operationId: op.id,
-        strategy: input.strategy,
-        includes,
-      },
-    });
-    if (input.idempotencyKey) {
-      await remember(tx, deps, { organizationId: viewer.organizationId, mutation: 'restoreSnapshot', key: input.idempotencyKey, hash: hash!, operationId: op.id });
+  } catch (err) {
+    // One key used at the same moment for restores into two targets (two locks): the loser
+    // hits the key's unique index and answers as a replay would, with a refusal.
+    if (input.idempotencyKey && (err as { code?: string }).code === 'P2002') {
+      const earlier = await replayed(deps, viewer.organizationId, 'restoreSnapshot', input.idempotencyKey, hash!);
+      if (earlier) return restoreOfOperation(deps, earlier);
     }
-    await enqueueJob(tx, 'snapshot_restore', { operationId: op.id }, { queueName: target.id, jobKey: operationJobKey(op.id), maxAttempts: 1 });
-    await publishInTransaction(tx, 'environmentActivity', target.id, { kind: 'RESTORE', environmentId: target.id, subjectId: log.id });
-    return { operationId: op.id, restoreLogId: log.id };
-  });
+    throw err;
+  }
 }
 
 async function restoreOfOperation(deps: Deps, operationId: string) {

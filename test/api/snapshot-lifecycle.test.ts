@@ -1,3 +1,5 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import {
@@ -37,8 +39,19 @@ async function holdTableLock(url: string): Promise<() => Promise<void>> {
   };
 }
 
+/**
+ * The repository's password for restic; null only when no repository was ever created at the
+ * destination, which is then asserted: a missing password never quietly skips restic's checks.
+ */
+async function passwordOfRepository(): Promise<string | null> {
+  const d = await app.runtime.db.destination.findUniqueOrThrow({ where: { id: env.destinationId } });
+  if (d.repositoryPasswordEncrypted) return repositoryPassword(app, env.destinationId);
+  await expect(fs.stat(path.join(env.repositoryPath, 'config')), 'a repository exists but the catalog has no password for it').rejects.toMatchObject({ code: 'ENOENT' });
+  return null;
+}
+
 async function repoSnapshotCount(): Promise<number> {
-  const password = await repositoryPassword(app, env.destinationId).catch(() => null);
+  const password = await passwordOfRepository();
   if (!password) return 0;
   return (JSON.parse(await restic(env.repositoryPath, password, 'snapshots', '--json')) as unknown[]).length;
 }
@@ -134,7 +147,7 @@ describe('cancel and timeout', () => {
       await release();
     }
     expect(await repoSnapshotCount()).toBe(snapshotsBefore);
-    const password = await repositoryPassword(app, env.destinationId).catch(() => null);
+    const password = await passwordOfRepository();
     if (password) await restic(env.repositoryPath, password, 'check');
   });
 

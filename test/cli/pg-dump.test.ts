@@ -11,12 +11,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase, startScratchPostgres, type ScratchPostgres } from '../../src/db/pg-server.ts';
 import { cleanupTempDirs, tempDir } from '../engine/helpers.ts';
 import { ok, PASSWORD, REPO_ARGV, repoCli, ROOT, TEST_KDF } from './helpers.ts';
+import { requireTool } from '../harness/prerequisites.ts';
 
 const run = promisify(execFile);
-const hasPgDump = await run('pg_dump', ['--version']).then(
-  () => true,
-  () => false,
-);
+await requireTool('pg_dump', ['--version'], 'apt-get install postgresql-client-15');
 
 async function query<T extends pg.QueryResultRow>(url: string, sql: string): Promise<T[]> {
   const client = new pg.Client({ connectionString: url });
@@ -28,7 +26,7 @@ async function query<T extends pg.QueryResultRow>(url: string, sql: string): Pro
   }
 }
 
-describe.skipIf(!hasPgDump)('pg_dump piped through backplane repo', () => {
+describe('pg_dump piped through backplane repo', () => {
   let server: ScratchPostgres;
   let env: NodeJS.ProcessEnv;
 

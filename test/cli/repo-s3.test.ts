@@ -10,12 +10,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupTempDirs, seededBytes, tempDir } from '../engine/helpers.ts';
 import { S3RVER_CREDENTIALS, startS3rver, type StartedS3rver } from '../harness/s3rver.ts';
 import { ok, PASSWORD, repoCli } from './helpers.ts';
+import { requireTool } from '../harness/prerequisites.ts';
 
 const run = promisify(execFile);
-const hasRestic = await run('restic', ['version']).then(
-  () => true,
-  () => false,
-);
+await requireTool('restic', ['version'], 'apt-get install restic');
 
 describe('backplane repo on S3', () => {
   let s3: StartedS3rver;
@@ -50,7 +48,7 @@ describe('backplane repo on S3', () => {
     ok(await repoCli(['check', '--read-data', '--cacert', caFile], { env: env() }));
   });
 
-  it.skipIf(!hasRestic)('restic reads the S3 repository the CLI wrote', async () => {
+  it('restic reads the S3 repository the CLI wrote', async () => {
     const { stdout } = await run('restic', ['-r', location, '--cacert', caFile, '--no-cache', 'snapshots', '--json'], {
       env: { ...process.env, ...env(), RESTIC_PASSWORD: PASSWORD },
     });

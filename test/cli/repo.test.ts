@@ -11,12 +11,10 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupTempDirs, describeTree, makeFixtureTree, seededBytes, tempDir } from '../engine/helpers.ts';
 import { ok, PASSWORD, REPO_ARGV, repoCli, TEST_KDF, type CliOptions } from './helpers.ts';
+import { requireTool } from '../harness/prerequisites.ts';
 
 const run = promisify(execFile);
-const hasRestic = await run('restic', ['version']).then(
-  () => true,
-  () => false,
-);
+await requireTool('restic', ['version'], 'apt-get install restic');
 
 afterAll(cleanupTempDirs);
 
@@ -150,7 +148,7 @@ describe('backplane repo on a local repository', () => {
     expect((await readFile(join(one, 'db', 'app.dump'))).equals(dump)).toBe(true);
   });
 
-  it.skipIf(!hasRestic)('restic reads the repository the CLI wrote', async () => {
+  it('restic reads the repository the CLI wrote', async () => {
     const { stdout } = await run('restic', ['-r', repoDir, '--no-cache', 'snapshots', '--json'], {
       env: { ...process.env, RESTIC_PASSWORD: PASSWORD },
     });

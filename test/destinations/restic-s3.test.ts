@@ -16,12 +16,10 @@ import { FILE_TYPES, type FileType } from '../../src/destinations/backend.ts';
 import { S3Backend } from '../../src/destinations/s3.ts';
 import { S3RVER_CREDENTIALS, startS3rver, type StartedS3rver } from '../harness/s3rver.ts';
 import { listAll } from './conformance.ts';
+import { requireTool } from '../harness/prerequisites.ts';
 
 const run = promisify(execFile);
-const hasRestic = await run('restic', ['version']).then(
-  () => true,
-  () => false,
-);
+await requireTool('restic', ['version'], 'apt-get install restic');
 
 const BUCKET = 'restic-layout';
 const RESTIC_LIST: Record<Exclude<FileType, 'config'>, string> = {
@@ -32,7 +30,7 @@ const RESTIC_LIST: Record<Exclude<FileType, 'config'>, string> = {
   locks: 'locks',
 };
 
-describe.skipIf(!hasRestic)('restic and the S3 backend share one layout', () => {
+describe('restic and the S3 backend share one layout', () => {
   let s3: StartedS3rver;
   let work: string;
   let caFile: string;
