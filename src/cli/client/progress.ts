@@ -62,6 +62,23 @@ export function progressLine(s: OperationState, rate?: number): string {
   return parts.join('  ');
 }
 
+/** One --json line: the operation's state, its fields always in the same order. */
+export function jsonEvent(s: OperationState) {
+  return {
+    event: 'operation',
+    id: s.id,
+    type: s.type,
+    status: s.status,
+    phase: s.phase ?? null,
+    percent: s.percent ?? null,
+    bytesDone: s.bytesDone,
+    bytesTotal: s.bytesTotal ?? null,
+    message: s.message ?? null,
+    error: s.error ?? null,
+    snapshot: s.snapshot ? { id: s.snapshot.id, status: s.snapshot.status } : null,
+  };
+}
+
 export interface ProgressView {
   update(state: OperationState): void;
   /** A note on stderr between updates (e.g. reconnecting) that must not garble the bar. */
@@ -85,22 +102,23 @@ export function createProgressView(
   };
   return {
     update(state) {
-      const key = JSON.stringify(state);
-      if (key === last) return;
-      last = key;
+      const line = JSON.stringify(jsonEvent(state));
+      // The query and the subscription list fields in different orders: compare in a fixed one.
+      if (line === last) return;
+      last = line;
       if (opts.json) {
-        out.write(`${JSON.stringify({ event: 'operation', ...state })}\n`);
+        out.write(`${line}\n`);
         return;
       }
       rate.add(Number(state.bytesDone), now());
-      const line = progressLine(state, rate.perSecond());
+      const text = progressLine(state, rate.perSecond());
       if (out.isTTY) {
-        out.write(`\r\x1b[2K${line}`);
+        out.write(`\r\x1b[2K${text}`);
         drawn = true;
         return;
       }
       const step = `${state.status} ${state.phase} ${state.percent == null ? '' : Math.floor(state.percent / 10)}`;
-      if (step !== plainKey) out.write(`${line}\n`);
+      if (step !== plainKey) out.write(`${text}\n`);
       plainKey = step;
     },
     note(text) {
