@@ -51,11 +51,15 @@ describe('progress of --wait', () => {
   it('writes plain lines when not on a terminal: each phase, and each further 10%', () => {
     const out = sink(false);
     const view = createProgressView(out.stream, sink(false).stream, { json: false });
+    // Queued, then picked up by a worker but not started: the same words, one line.
+    view.update(state({ status: 'QUEUED', phase: 'queued' }));
+    view.update(state({ phase: 'queued' }));
     for (const percent of [0, 3, 7, 12, 15, 31]) view.update(state({ bytesDone: String(percent * MiB), bytesTotal: String(100 * MiB), percent }));
     view.update(state({ phase: 'finalizing', bytesDone: String(100 * MiB), bytesTotal: String(100 * MiB), percent: 100 }));
     view.end();
     expect(out.text()).not.toContain('\r');
-    expect(out.text().trimEnd().split('\n').map((l) => /^(\S+)\s+(\[[#.]+\])/.exec(l)!.slice(1).join(' '))).toEqual([
+    expect(out.text().trimEnd().split('\n').map((l) => /^(\S+)(?:\s+(\[[#.]+\]))?/.exec(l)!.slice(1).join(' ').trim())).toEqual([
+      'queued',
       'dumping [....................]',
       'dumping [##..................]',
       'dumping [######..............]',

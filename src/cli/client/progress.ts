@@ -117,7 +117,7 @@ export function createProgressView(
         drawn = true;
         return;
       }
-      const step = `${state.status} ${state.phase} ${state.percent == null ? '' : Math.floor(state.percent / 10)}`;
+      const step = `${text.split(' ')[0]} ${state.percent == null ? '' : Math.floor(state.percent / 10)}`;
       if (step !== plainKey) out.write(`${text}\n`);
       plainKey = step;
     },
