@@ -6,6 +6,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -28,9 +29,9 @@ interface Run {
 }
 
 /** Starts `backplane …` with BACKPLANE_URL/TOKEN from `env` (none when left out). */
-function start(args: string[], env: Record<string, string> = {}): Run {
+function start(args: string[], env: Record<string, string> = {}, cwd = ROOT): Run {
   const { BACKPLANE_URL: _u, BACKPLANE_TOKEN: _t, ...rest } = process.env;
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin/backplane.js'), ...args], { cwd: ROOT, env: { ...rest, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin/backplane.js'), ...args], { cwd, env: { ...rest, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   const lines: string[] = [];
@@ -182,6 +183,67 @@ describe('backplane snapshot / operation (client)', { timeout: 300_000 }, () => 
     expect(await app.runtime.db.snapshot.count({ where: { environmentId: env.id, kind: 'SAFETY' } })).toBe(1);
   });
 
+  describe('snapshot download', () => {
+    let reference: Buffer;
+    let dir: string;
+    beforeAll(async () => {
+      // The archive as the API's own link serves it, fetched without the command line.
+      const { SnapshotDownloadDocument } = await import('../generated/graphql.ts');
+      const res = await app.gql(SnapshotDownloadDocument, { id: snapshotId }, { key });
+      const link = res.data!.snapshot!.download;
+      if (link.__typename !== 'Download') throw new Error(JSON.stringify(res));
+      reference = Buffer.from(await (await fetch(new URL(link.url, app.url))).arrayBuffer());
+      expect(reference.length).toBeGreaterThan(200_000);
+      dir = await fs.mkdtemp(path.join(os.tmpdir(), 'bp-cli-download-'));
+    });
+    afterAll(() => fs.rm(dir, { recursive: true, force: true }));
+
+    it('writes the archive under the server\'s file name, and never a partial one under it', async () => {
+      const r = start(['snapshot', 'download', snapshotId], auth, dir);
+      expect(await r.code).toBe(0);
+      const files = await fs.readdir(dir);
+      expect(files).toHaveLength(1);
+      expect(files[0]).toMatch(/^staging-\d{8}T\d{6}Z-full\.tar\.zst$/);
+      expect((await fs.readFile(path.join(dir, files[0]!))).equals(reference)).toBe(true);
+      expect(r.lines.at(-1)).toBe(`saved ${path.join(dir, files[0]!)}`);
+    });
+
+    it('resumes from a part file, and starts over when the part is not the same archive', async () => {
+      const out = path.join(dir, 'resumed.tar.zst');
+      await fs.writeFile(`${out}.part`, reference.subarray(0, 150_000));
+      const r = await run(['snapshot', 'download', snapshotId, '-o', out], auth);
+      expect(r.code).toBe(0);
+      expect(r.stderr).toContain('resuming');
+      expect((await fs.readFile(out)).equals(reference)).toBe(true);
+      await expect(fs.stat(`${out}.part`)).rejects.toThrow();
+
+      const other = path.join(dir, 'other.tar.zst');
+      await fs.writeFile(`${other}.part`, Buffer.alloc(1000, 1));
+      const again = await run(['snapshot', 'download', snapshotId, '-o', other], auth);
+      expect(again.code).toBe(0);
+      expect(again.stderr).toContain('starting over');
+      expect((await fs.readFile(other)).equals(reference)).toBe(true);
+    });
+
+    it('a connection cut mid-download is retried and resumed (exit 0, the same bytes)', async () => {
+      const proxy = await startCuttableProxy(Number(new URL(app.url).port), { cutOnce: { request: /^GET \/downloads\//m, afterBytes: 100_000 } });
+      try {
+        const out = path.join(dir, 'cut.tar.zst');
+        const r = await run(['snapshot', 'download', snapshotId, '-o', out], { BACKPLANE_URL: proxy.url, BACKPLANE_TOKEN: key });
+        expect(r.stderr).toContain('download interrupted');
+        expect(r.stderr).toContain('resuming');
+        expect(r.code).toBe(0);
+        expect((await fs.readFile(out)).equals(reference)).toBe(true);
+      } finally {
+        await proxy.stop();
+      }
+    });
+
+    it('an unknown variant is a usage error', async () => {
+      expect((await run(['snapshot', 'download', snapshotId, '--variant', 'ALL'], auth)).code).toBe(2);
+    });
+  });
+
   it('a refused restore exits 1 with the server\'s error and its code', async () => {
     const r = await run(['snapshot', 'restore', gid('Snapshot', '00000000-0000-0000-0000-000000000000'), '--no-safety-snapshot'], auth);
     expect(r.code).toBe(1);
@@ -193,14 +255,31 @@ describe('backplane snapshot / operation (client)', { timeout: 300_000 }, () => 
  * A TCP proxy in front of the server that can cut every connection and refuse new ones, then
  * come back on the same port: a network outage, as the client sees it.
  */
-async function startCuttableProxy(target: number) {
+async function startCuttableProxy(target: number, opts: { cutOnce?: { request: RegExp; afterBytes: number } } = {}) {
   const sockets = new Set<net.Socket>();
   let upgrades = 0;
+  let cutOnce = opts.cutOnce;
   const server = net.createServer((client) => {
     const upstream = net.connect(target, '127.0.0.1');
     sockets.add(client).add(upstream);
     client.once('data', (d) => {
-      if (/^GET [^\r]*\r\n(?:[^\r]*\r\n)*upgrade: websocket/i.test(d.toString('latin1'))) upgrades++;
+      const head = d.toString('latin1');
+      if (/^GET [^\r]*\r\n(?:[^\r]*\r\n)*upgrade: websocket/i.test(head)) upgrades++;
+    });
+    // Requests share kept-alive connections: look at every request a client sends.
+    client.on('data', (d: Buffer) => {
+      const cut = cutOnce;
+      if (!cut || !cut.request.test(d.toString('latin1'))) return;
+      // The first matching answer is cut after so many bytes, as a dropped network would.
+      cutOnce = undefined;
+      let relayed = 0;
+      upstream.on('data', (chunk: Buffer) => {
+        relayed += chunk.length;
+        if (relayed >= cut.afterBytes) {
+          client.destroy();
+          upstream.destroy();
+        }
+      });
     });
     client.pipe(upstream).pipe(client);
     const drop = () => {

@@ -29,6 +29,14 @@ export class ApiError extends Error {
   }
 }
 
+type ErrorResult = { __typename: string; code?: string; message?: string; fields?: Array<{ path: string[]; message: string }> };
+
+/** A typed error result (NotFoundError, ValidationError…) becomes an ApiError with its code and field messages. */
+export function refusedBy(p: ErrorResult): never {
+  const fields = p.fields?.map((f) => `${f.path.join('.')}: ${f.message}`).join('; ');
+  throw new ApiError(`${p.message ?? p.__typename}${fields ? ` (${fields})` : ''}`, p.code);
+}
+
 export interface ApiClient {
   readonly url: string;
   request<R, V>(doc: TypedDocumentNode<R, V>, variables: V): Promise<R>;

@@ -7,9 +7,10 @@
  * 3 the operation was cancelled, 4 the server could not be reached, 5 the API key was refused.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { ApiError, AuthError, ClientUsageError, ConnectionError, createApiClient, type ApiClient } from './api.ts';
+import { ApiError, AuthError, ClientUsageError, ConnectionError, createApiClient, refusedBy, type ApiClient } from './api.ts';
+import { downloadSnapshot } from './download.ts';
 import { resolveEnvironment } from './environment-ref.ts';
-import { ClientCreateSnapshotDocument, ClientRestoreSnapshotDocument, ClientSnapshotsDocument, type SnapshotKind, type SnapshotStatus } from './generated/graphql.ts';
+import { ClientCreateSnapshotDocument, ClientRestoreSnapshotDocument, ClientSnapshotsDocument, type DownloadVariant, type SnapshotKind, type SnapshotStatus } from './generated/graphql.ts';
 import { createProgressView, formatBytes } from './progress.ts';
 import { watchOperation, type OperationState } from './watch.ts';
 
@@ -20,6 +21,7 @@ export const CLIENT_USAGE = `usage: backplane <command> [options]     (server an
   snapshot create  --env <env> [--db-only | --files-only] [--label L] [--wait] [--json]
   snapshot list    --env <env> [--kind K] [--status S] [--json]
   snapshot restore <snapshot> [--into <env>] [--no-safety-snapshot] [--wait] [--json]
+  snapshot download <snapshot> [--variant DATABASE_AND_FILES|DATABASE_ONLY|FILES_ONLY] [-o file] [--json]
   operation watch  <operation> [--json]
 
 <env> is an environment's id or project/environment by name. --wait follows the operation to its
@@ -89,14 +91,6 @@ async function follow(api: ApiClient, operationId: string, io: Io, json: boolean
   return cancelled ? EXIT.cancelled : EXIT.failed;
 }
 
-type Payload = { __typename: string; code?: string; message?: string; fields?: Array<{ path: string[]; message: string }> };
-
-/** A typed error result of a mutation becomes an ApiError with its code and field messages. */
-function refused(p: Payload): never {
-  const fields = p.fields?.map((f) => `${f.path.join('.')}: ${f.message}`).join('; ');
-  throw new ApiError(`${p.message ?? p.__typename}${fields ? ` (${fields})` : ''}`, p.code);
-}
-
 async function snapshotCreate(args: string[], io: Io): Promise<number> {
   const { values, positionals } = parse(args, {
     env: { type: 'string' },
@@ -114,7 +108,7 @@ async function snapshotCreate(args: string[], io: Io): Promise<number> {
   const { createSnapshot: r } = await api.request(ClientCreateSnapshotDocument, {
     input: { environmentId, label: values.label, ...(includes ? { includes: [...includes] } : {}) },
   });
-  if (r.__typename !== 'SnapshotOperationPayload') refused(r);
+  if (r.__typename !== 'SnapshotOperationPayload') refusedBy(r);
   if (!values.wait) {
     io.stdout.write(values.json ? `${JSON.stringify({ snapshot: r.snapshot, operation: r.operation })}\n` : `snapshot ${r.snapshot.id} started: operation ${r.operation.id}\n`);
     return EXIT.ok;
@@ -164,13 +158,32 @@ async function snapshotRestore(args: string[], io: Io): Promise<number> {
   const { restoreSnapshot: r } = await api.request(ClientRestoreSnapshotDocument, {
     input: { snapshotId: positionals[0]!, targetEnvironmentId, createSafetySnapshot: !values['no-safety-snapshot'] },
   });
-  if (r.__typename !== 'RestorePayload') refused(r);
+  if (r.__typename !== 'RestorePayload') refusedBy(r);
   if (!values.wait) {
     io.stdout.write(values.json ? `${JSON.stringify({ restoreLog: r.restoreLog, operation: r.operation })}\n` : `restore ${r.restoreLog.id} started: operation ${r.operation.id}\n`);
     return EXIT.ok;
   }
   if (!values.json) io.stdout.write(`restore ${r.restoreLog.id}, operation ${r.operation.id}\n`);
   return follow(api, r.operation.id, io, values.json, r.operation);
+}
+
+const VARIANTS = ['DATABASE_AND_FILES', 'DATABASE_ONLY', 'FILES_ONLY'] as const satisfies readonly DownloadVariant[];
+
+async function snapshotDownload(args: string[], io: Io): Promise<number> {
+  const { values, positionals } = parse(args, { variant: { type: 'string' }, output: { type: 'string', short: 'o' } });
+  if (positionals.length !== 1) throw new ClientUsageError('snapshot download needs one <snapshot> id');
+  const variant = oneOf('variant', values.variant, VARIANTS);
+  if (variant && variant.length > 1) throw new ClientUsageError('--variant takes one value');
+  const file = await downloadSnapshot(connect(values, io.env), {
+    snapshotId: positionals[0]!,
+    variant: variant?.[0],
+    output: values.output,
+    out: io.stdout,
+    err: io.stderr,
+    json: values.json,
+  });
+  io.stdout.write(values.json ? `${JSON.stringify({ event: 'saved', file })}\n` : `saved ${file}\n`);
+  return EXIT.ok;
 }
 
 async function operationWatch(args: string[], io: Io): Promise<number> {
@@ -183,6 +196,7 @@ const COMMANDS: Record<string, (args: string[], io: Io) => Promise<number>> = {
   'snapshot create': snapshotCreate,
   'snapshot list': snapshotList,
   'snapshot restore': snapshotRestore,
+  'snapshot download': snapshotDownload,
   'operation watch': operationWatch,
 };
 
