@@ -11,7 +11,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { gid } from '../harness/factories.ts';
+import { gid, makeApiKey } from '../harness/factories.ts';
 import { databaseDigest, sql } from '../harness/live-environment.ts';
 import { until } from '../harness/process.ts';
 import { startSnapshot, startSnapshotSuite } from '../harness/snapshot-helpers.ts';
@@ -91,6 +91,12 @@ describe('backplane snapshot / operation (client)', { timeout: 300_000 }, () => 
     const r = await run(['snapshot', 'create', '--env', gid('Environment', env.id), '--wait'], { BACKPLANE_URL: app.url, BACKPLANE_TOKEN: 'bp_not_a_real_key' });
     expect(r.code).toBe(5);
     expect(r.stderr).toMatch(/^backplane: the server refused the API key/);
+    expect(await app.runtime.db.snapshot.count({ where: { environmentId: env.id } })).toBe(0);
+
+    const readOnly = (await makeApiKey(app.runtime.db, env.organizationId, { scopes: ['backups:read'] })).secret;
+    const denied = await run(['snapshot', 'create', '--env', ref], { BACKPLANE_URL: app.url, BACKPLANE_TOKEN: readOnly });
+    expect(denied.code).toBe(5);
+    expect(denied.stderr).toMatch(/^backplane: the server refused the API key: \S/);
     expect(await app.runtime.db.snapshot.count({ where: { environmentId: env.id } })).toBe(0);
   });
 
