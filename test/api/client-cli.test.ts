@@ -250,6 +250,19 @@ describe('backplane snapshot / operation (client)', { timeout: 300_000 }, () => 
     });
   });
 
+  it('snapshot restore --into puts the snapshot into another environment, found by name', async () => {
+    const { makeLiveEnvironment } = await import('../harness/live-environment.ts');
+    const qa = await makeLiveEnvironment(app, { organizationId: env.organizationId, projectId: env.projectId, name: 'qa', rows: 20, destinationId: env.destinationId });
+    const source = await databaseDigest(env.databaseUrl);
+    expect(await databaseDigest(qa.databaseUrl)).not.toEqual(source);
+    const r = await run(['snapshot', 'restore', snapshotId, '--into', `${ref.split('/')[0]}/qa`, '--no-safety-snapshot', '--wait'], auth);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.lines.at(-1)).toMatch(/^operation \S+ succeeded\b/);
+    expect(await databaseDigest(qa.databaseUrl)).toEqual(source);
+    expect(await app.runtime.db.snapshot.count({ where: { environmentId: qa.id, kind: 'SAFETY' } })).toBe(0);
+  });
+
   it('a refused restore exits 1 with the server\'s error and its code', async () => {
     const r = await run(['snapshot', 'restore', gid('Snapshot', '00000000-0000-0000-0000-000000000000'), '--no-safety-snapshot'], auth);
     expect(r.code).toBe(1);
