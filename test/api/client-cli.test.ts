@@ -82,6 +82,11 @@ describe('backplane snapshot / operation (client)', { timeout: 300_000 }, () => 
       expect([args.join(' '), r.code]).toEqual([args.join(' '), 2]);
       expect(r.stderr).toMatch(/^backplane: \S/);
     }
+    for (const args of [['snapshot', '--help'], ['snapshot', 'create', '--help']]) {
+      const help = await run(args);
+      expect([args.join(' '), help.code]).toEqual([args.join(' '), 0]);
+      expect(help.stdout).toContain('snapshot restore  <snapshot>');
+    }
     const noServer = await run(['snapshot', 'list', '--env', ref]);
     expect(noServer.code).toBe(2);
     expect(noServer.stderr).toContain('BACKPLANE_URL');

@@ -16,17 +16,18 @@ import { watchOperation, type OperationState } from './watch.ts';
 
 export const EXIT = { ok: 0, failed: 1, usage: 2, cancelled: 3, connection: 4, auth: 5 } as const;
 
-export const CLIENT_USAGE = `usage: backplane <command> [options]     (server and key: --url/--token or BACKPLANE_URL/BACKPLANE_TOKEN)
+export const CLIENT_USAGE = `client commands, over a running server's API (server and key: --url/--token or BACKPLANE_URL/BACKPLANE_TOKEN):
 
-  snapshot create  --env <env> [--db-only | --files-only] [--label L] [--wait] [--json]
-  snapshot list    --env <env> [--kind K] [--status S] [--json]
-  snapshot restore <snapshot> [--into <env>] [--no-safety-snapshot] [--wait] [--json]
+  snapshot create   --env <env> [--db-only | --files-only] [--label L] [--wait] [--json]
+  snapshot list     --env <env> [--kind K] [--status S] [--json]
+  snapshot restore  <snapshot> [--into <env>] [--no-safety-snapshot] [--wait] [--json]
   snapshot download <snapshot> [--variant DATABASE_AND_FILES|DATABASE_ONLY|FILES_ONLY] [-o file] [--json]
-  operation watch  <operation> [--json]
+  operation watch   <operation> [--json]
 
-<env> is an environment's id or project/environment by name. --wait follows the operation to its
-end with a progress bar (one JSON line per change with --json). Exit codes: 0 success, 1 failed,
-2 usage, 3 cancelled, 4 server unreachable, 5 API key refused.
+<env> is an environment's id, project/environment, or a name no other environment has. --wait
+follows the operation to its end with a progress bar (one JSON line per change with --json); a
+lost connection is resumed. Exit codes: 0 success, 1 failed, 2 usage, 3 cancelled, 4 server
+unreachable, 5 API key refused.
 `;
 
 interface Io {
@@ -205,7 +206,7 @@ export async function clientMain(argv: string[], io: Io = { stdout: process.stdo
   const [group, sub, ...rest] = argv;
   const run = COMMANDS[`${group} ${sub}`] as ((args: string[], io: Io) => Promise<number>) | undefined;
   try {
-    if (run && (rest.includes('--help') || rest.includes('-h'))) {
+    if (run ? rest.includes('--help') || rest.includes('-h') : sub === '--help' || sub === '-h') {
       io.stdout.write(CLIENT_USAGE);
       return EXIT.ok;
     }
