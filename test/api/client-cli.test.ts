@@ -22,6 +22,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 
 interface Run {
   code: Promise<number | null>;
+  kill(signal: NodeJS.Signals): void;
   /** stdout lines so far (a line is added when it is complete). */
   lines: string[];
   stdout: () => string;
@@ -39,7 +40,7 @@ function start(args: string[], env: Record<string, string> = {}, cwd = ROOT): Ru
   child.stderr.on('data', (d) => (err += d));
   readline.createInterface({ input: child.stdout }).on('line', (l) => lines.push(l));
   const code = new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
-  return { code, lines, stdout: () => out, stderr: () => err };
+  return { code, lines, stdout: () => out, stderr: () => err, kill: (signal) => child.kill(signal) };
 }
 
 async function run(args: string[], env: Record<string, string> = {}) {
@@ -350,6 +351,19 @@ describe('operation watch through a lost connection', { timeout: 300_000 }, () =
     expect(res.data?.cancelOperation.__typename).toBe('OperationPayload');
     expect(await watch.code).toBe(3);
     expect(watch.stderr()).toMatch(/^backplane: operation \S+ was cancelled/m);
+  });
+
+  it('Ctrl-C stops the watching, not the operation (exit 130, how to watch again)', async () => {
+    const { app, key, env } = suite;
+    const { operationId } = await startSnapshot(app, key, env.id);
+    const watch = start(['operation', 'watch', operationId], { BACKPLANE_URL: app.url, BACKPLANE_TOKEN: key });
+    await until(async () => watch.lines.length, (n) => n >= 1, 'the first state');
+    watch.kill('SIGINT');
+    expect(await watch.code).toBe(130);
+    expect(watch.stderr()).toContain(`backplane operation watch ${operationId}`);
+    const { decodeGlobalID } = await import('@pothos/plugin-relay');
+    const op = await app.runtime.db.operation.findUniqueOrThrow({ where: { id: decodeGlobalID(operationId).id } });
+    expect(op.status).toBe('QUEUED');
   });
 
   it('reconnects, re-reads the state, resubscribes and ends with the outcome (exit 0)', async () => {

@@ -4,7 +4,8 @@
  * with an API key, like any other client.
  *
  * Exit codes: 0 success, 1 the operation failed or the server refused the request, 2 usage,
- * 3 the operation was cancelled, 4 the server could not be reached, 5 the API key was refused.
+ * 3 the operation was cancelled, 4 the server could not be reached, 5 the API key was refused,
+ * 130 interrupted (Ctrl-C) while waiting: the operation itself goes on.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ApiError, AuthError, ClientUsageError, ConnectionError, createApiClient, refusedBy, type ApiClient } from './api.ts';
@@ -74,6 +75,13 @@ function oneOf<T extends string>(what: string, value: string | undefined, allowe
 async function follow(api: ApiClient, operationId: string, io: Io, json: boolean, first?: OperationState): Promise<number> {
   const view = createProgressView(io.stdout, io.stderr, { json });
   if (first) view.update(first);
+  // Ctrl-C stops the watching, not the work: say how to pick it up again.
+  const onInterrupt = () => {
+    view.end();
+    io.stderr.write(`backplane: stopped watching; operation ${operationId} goes on on the server (backplane operation watch ${operationId})\n`);
+    process.exit(130);
+  };
+  process.once('SIGINT', onInterrupt);
   let end: OperationState;
   try {
     end = await watchOperation(api, operationId, {
@@ -81,6 +89,7 @@ async function follow(api: ApiClient, operationId: string, io: Io, json: boolean
       onReconnect: (err, delayMs) => view.note(`backplane: ${err.message}; reconnecting in ${(delayMs / 1000).toFixed(2)}s`),
     });
   } finally {
+    process.off('SIGINT', onInterrupt);
     view.end();
   }
   if (end.status === 'SUCCEEDED') {
