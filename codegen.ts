@@ -1,22 +1,26 @@
 import type { CodegenConfig } from '@graphql-codegen/cli';
 
-// Typed documents for the operations tests (and clients) use: each .graphql file under
-// test/operations becomes a TypedDocumentNode in test/generated/graphql.ts.
+const typed = {
+  preset: 'client',
+  presetConfig: { fragmentMasking: false },
+  config: {
+    scalars: { DateTime: 'string', BigInt: 'string', JSON: 'unknown' },
+    enumsAsTypes: true,
+    useTypeImports: true,
+  },
+} as const;
+
+// Typed documents: each .graphql file under test/operations becomes a TypedDocumentNode in
+// test/generated/graphql.ts (made before the tests run); the client command line's documents go to
+// src/cli/client/generated, which is committed because the build needs it and a production install
+// has no codegen.
 const config: CodegenConfig = {
   schema: 'schema.graphql',
-  documents: ['test/operations/**/*.graphql'],
   // ESM imports with extensions, as the rest of the project writes them.
   emitLegacyCommonJSImports: false,
   generates: {
-    'test/generated/': {
-      preset: 'client',
-      presetConfig: { fragmentMasking: false },
-      config: {
-        scalars: { DateTime: 'string', BigInt: 'string', JSON: 'unknown' },
-        enumsAsTypes: true,
-        useTypeImports: true,
-      },
-    },
+    'test/generated/': { ...typed, documents: ['test/operations/**/*.graphql'] },
+    'src/cli/client/generated/': { ...typed, documents: ['src/cli/client/operations/**/*.graphql'] },
   },
 };
 

@@ -1,6 +1,7 @@
 /**
  * The `backplane` command. `repo` (the storage engine's command line) loads only the engine;
- * the control-plane commands load the server modules. Keeping them apart makes `backplane repo`
+ * the client commands (`snapshot`, `operation`: src/cli/client) only a GraphQL client; the
+ * control-plane commands load the server modules. Keeping them apart makes `backplane repo`
  * start fast and work even without a database or a generated Prisma client.
  */
 import { isMainThread } from 'node:worker_threads';
@@ -18,9 +19,15 @@ async function main(): Promise<void> {
     process.exitCode = await repoMain(rest);
     return;
   }
+  if (command === 'snapshot' || command === 'operation') {
+    const { clientMain } = await import('./client/main.ts');
+    process.exitCode = await clientMain(process.argv.slice(2));
+    return;
+  }
   const { serverMain, USAGE } = await import('./server.ts');
   if (!command || command === '--help' || command === '-h' || command === 'help') {
-    process.stdout.write(USAGE);
+    const { CLIENT_USAGE } = await import('./client/main.ts');
+    process.stdout.write(`${USAGE}\n${CLIENT_USAGE}`);
     return;
   }
   await serverMain(process.argv.slice(2));
