@@ -157,6 +157,40 @@ describe('a worker killed mid-snapshot', () => {
   });
 });
 
+describe('a snapshot failed by the recovery', () => {
+  it('killed after writing the repository snapshot, with no attempts left: FAILED, and the repository snapshot it wrote is forgotten', { timeout: 180_000 }, async () => {
+    const dump = await orders();
+    const s = await startSnapshot(app, key, env.id);
+    const snapId = rawId(s.snapshotId);
+    const opId = rawId(s.operationId);
+    await app.runtime.db.$queryRawUnsafe(
+      'SELECT id FROM graphile_worker.reschedule_jobs(ARRAY(SELECT id FROM graphile_worker.jobs WHERE key = $1), max_attempts => 1)',
+      `op:${opId}`,
+    );
+    const first = await worker();
+    await follow(app, key, s.operationId, (st) => st.status === 'RUNNING' && st.phase === 'dumping');
+    const copy = await app.runtime.db.snapshotCopy.findFirstOrThrow({ where: { snapshotId: snapId } });
+    const catalog = await lockTable(app.databaseUrl, `SELECT 1 FROM snapshot_copies WHERE id = '${copy.id}' FOR UPDATE`);
+    await dump.release({ orphans: false });
+    // Written into the repository, not yet recorded: what the recovery must not leave behind.
+    await until(() => taggedSnapshots(snapId), (l) => l.length === 1, 'the repository snapshot to be written', 60_000);
+    await kill(first);
+    await catalog.release({ orphans: true });
+
+    await ageHeartbeat(opId);
+    await worker();
+    const op = await until(() => app.runtime.db.operation.findUniqueOrThrow({ where: { id: opId } }), (o) => o.status !== 'RUNNING', 'the operation to be recovered');
+    expect(op.status).toBe('FAILED');
+    expect((await app.runtime.db.snapshot.findUniqueOrThrow({ where: { id: snapId } })).status).toBe('FAILED');
+    expect(await taggedSnapshots(snapId)).toEqual([]);
+    const password = await repositoryPassword(app, env.destinationId);
+    await restic(env.repositoryPath, password, 'check');
+    // The dead worker's lock on the job is released once it is stale; the environment snapshots again.
+    const next = await startSnapshot(app, key, env.id);
+    expect((await follow(app, key, next.operationId)).at(-1)?.status).toBe('SUCCEEDED');
+  });
+});
+
 /** Only the workers a test starts itself take its jobs. */
 async function stopWorkers() {
   for (const w of workers.splice(0)) await w.stop();
