@@ -197,6 +197,9 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
       progress.report({ phase: 'swapping' });
       if (db?.canUndo) {
         await commitOrRollback(db, files);
+        // Recorded between the two swaps: a worker killed here leaves the database swapped and
+        // the files not, which the recovery undoes (see restore-leftovers.ts).
+        if (db.previousName) await deps.db.restoreLog.update({ where: { id: log.id }, data: { previousDatabaseName: db.previousName } });
         try {
           await files?.commit();
         } catch (err) {
