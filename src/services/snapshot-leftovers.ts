@@ -16,7 +16,10 @@ const FORGET_TIMEOUT_MS = 120_000;
 export async function forgetWrittenSnapshots(deps: Deps, snapshotId: string, destinationIds: string[]): Promise<{ forgotten: string[]; unreachable: string[] }> {
   const forgotten: string[] = [];
   const unreachable: string[] = [];
-  for (const destinationId of [...new Set(destinationIds)]) {
+  // A destination whose repository was never recorded holds nothing a job wrote (a job records it
+  // before it writes), and opening it here would create one.
+  const used = await deps.db.destination.findMany({ where: { id: { in: [...new Set(destinationIds)] }, repositoryId: { not: null } }, select: { id: true } });
+  for (const { id: destinationId } of used) {
     const signal = AbortSignal.timeout(FORGET_TIMEOUT_MS);
     let opened: Awaited<ReturnType<typeof openRepository>> | undefined;
     try {
