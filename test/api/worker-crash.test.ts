@@ -283,7 +283,7 @@ describe('a worker killed while a restore runs pg_restore', () => {
 });
 
 describe('a worker killed in the restore\'s swap, after the database swap and before the files swap', () => {
-  it('recovery undoes the database swap too: the target is all as before, database and files', async () => {
+  it('recovery undoes the database swap too: the target is all as before, database and files', { timeout: 300_000 }, async () => {
     await stopWorkers();
     const helper = await worker();
     const target = await makeLiveEnvironment(app, { organizationId: env.organizationId, projectId: env.projectId, name: 'restore-swap-killed', rows: 100_000 });
@@ -306,15 +306,19 @@ describe('a worker killed in the restore\'s swap, after the database swap and be
     process.kill(pgRestore, 'SIGSTOP');
     const row = await lockTable(app.databaseUrl, `SELECT 1 FROM restore_logs WHERE id = '${log.id}' FOR UPDATE`);
     process.kill(pgRestore, 'SIGCONT');
-    const databases = () => sql(target.databaseUrl, 'SELECT datname FROM pg_database').then((q) => q.rows.map((x) => String(x.datname)));
-    await until(databases, (names) => names.some((n) => n.includes('__bp_pre_') && n.endsWith(suffix)), 'the database swap', 120_000);
-    await until(
-      () => sql(app.databaseUrl, "SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE 'UPDATE%restore_logs%' AND wait_event_type = 'Lock'").then((q) => Number(q.rows[0].n)),
-      (n) => n > 0,
-      'the job to wait on the restore log',
-    );
-    await kill(doomed);
-    await row.release({ orphans: true });
+    // Read through the catalog's database: a connection to the target races its rename.
+    const databases = () => sql(app.databaseUrl, 'SELECT datname FROM pg_database').then((q) => q.rows.map((x) => String(x.datname)));
+    try {
+      await until(databases, (names) => names.some((n) => n.includes('__bp_pre_') && n.endsWith(suffix)), 'the database swap', 120_000);
+      await until(
+        () => sql(app.databaseUrl, "SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE 'UPDATE%restore_logs%' AND wait_event_type = 'Lock'").then((q) => Number(q.rows[0].n)),
+        (n) => n > 0,
+        'the job to wait on the restore log',
+      );
+      await kill(doomed);
+    } finally {
+      await row.release({ orphans: true });
+    }
     // The state the kill left: the restored database live, the old files still in place.
     expect(await databaseDigest(target.databaseUrl)).not.toEqual(dbBefore);
     expect(await filesDigest(target.filesPath)).toEqual(filesBefore);
