@@ -5,6 +5,7 @@ import type { Deps } from './deps.ts';
 import { raiseAlert } from './alerts.ts';
 import { operationJobKey, removeJob } from './jobs.ts';
 import { discardRestoreLeftovers } from './restore-leftovers.ts';
+import { forgetWrittenSnapshots } from './snapshot-leftovers.ts';
 import type { Viewer } from './viewer.ts';
 
 /**
@@ -249,6 +250,7 @@ export async function recoverStaleOperations(deps: Deps, staleMs: number): Promi
       failed.push(op.id);
       await announce(deps, { id: op.id, status: 'FAILED', environmentId: op.environmentId }, true);
       if (op.type === 'RESTORE') await restoreStopped(deps, op, reason);
+      if (op.type === 'SNAPSHOT' && op.snapshotId) await snapshotStopped(deps, op.snapshotId);
     }
   }
   await releaseFinishedLocks(deps, cutoff);
@@ -279,6 +281,15 @@ async function restoreStopped(deps: Deps, op: Operation, reason: string): Promis
     severity: 'CRITICAL',
     message: `Restore into ${log.targetEnvironment.name} failed: ${reason}${cleanup}`,
   });
+}
+
+/**
+ * A snapshot failed here is not retried, so no retry forgets what its killed worker may already
+ * have written (its copies no longer name it): the destinations it was going to are searched by tag.
+ */
+async function snapshotStopped(deps: Deps, snapshotId: string): Promise<void> {
+  const copies = await deps.db.snapshotCopy.findMany({ where: { snapshotId }, select: { destinationId: true } });
+  await forgetWrittenSnapshots(deps, snapshotId, copies.map((c) => c.destinationId));
 }
 
 /**

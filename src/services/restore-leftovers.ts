@@ -1,4 +1,4 @@
-import { discardRestoreDatabase } from '../sources/postgres.ts';
+import { discardRestoreDatabase, undoRestoreSwap } from '../sources/postgres.ts';
 import { discardRestoreDirectory } from '../sources/files.ts';
 import type { Deps } from './deps.ts';
 import { environmentDatabaseUrl } from './environments.ts';
@@ -6,7 +6,10 @@ import { environmentDatabaseUrl } from './environments.ts';
 /**
  * What a restore leaves beside its target while it runs (the `<db>__bp_restore_<id>` database,
  * the `<files>.bp_restore_<id>` folder) and how to clear it when its worker was killed: used by
- * the recovery that fails the operation and by a retry before it starts over.
+ * the recovery that fails the operation and by a run after a stop before it starts over. A
+ * restore killed after its swap (database swapped, files not yet, or both swapped but the success
+ * not recorded) is undone, never completed: a restore that did not succeed leaves the target as
+ * it was, database and files alike.
  */
 
 /** The id a restore's temp database and folder are named by (from its RestoreLog id). */
@@ -20,11 +23,14 @@ export async function discardRestoreLeftovers(deps: Deps, restoreLogId: string):
   const restoreId = restoreIdOf(log.id);
   const found: string[] = [];
   if (log.includes.includes('DB')) {
-    if (await discardRestoreDatabase(await environmentDatabaseUrl(deps, log.targetEnvironmentId), restoreId)) found.push('temp database');
+    const url = await environmentDatabaseUrl(deps, log.targetEnvironmentId);
+    if (await undoRestoreSwap(url, restoreId)) found.push('database swap undone');
+    if (await discardRestoreDatabase(url, restoreId)) found.push('temp database');
   }
   if (log.includes.includes('FILES') && log.targetEnvironment.filesPath) {
     const dir = await discardRestoreDirectory(log.targetEnvironment.filesPath, restoreId);
     if (dir.putBack) found.push('files folder moved aside');
+    if (dir.undone) found.push('files swap undone');
     if (dir.removedTemp) found.push('staging folder');
   }
   if (found.length) deps.logger.warn({ restoreLogId, found }, 'cleared what a stopped restore left');

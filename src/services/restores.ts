@@ -11,7 +11,7 @@ import type { Deps } from './deps.ts';
 import { environmentDatabaseUrl, getEnvironment } from './environments.ts';
 import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
 import { enqueueJob, operationJobKey } from './jobs.ts';
-import { beginOperation, CancelledError, finishOperation, progressReporter } from './operations.ts';
+import { beginOperation, CancelledError, finishOperation, HANDED_BACK_MESSAGE, progressReporter, requeueOperation, TimedOutError } from './operations.ts';
 import { openReadableCopy } from './copies.ts';
 import { discardRestoreLeftovers, restoreIdOf } from './restore-leftovers.ts';
 import type { OpenedRepository } from './repositories.ts';
@@ -206,10 +206,21 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
       }
       const files = filesResult.value;
       const db = dbResult.value;
-      // Both sides are ready beside the live ones; now the short step. What can be undone commits first.
+      if (signal.aborted) {
+        // Stopped (or cancelled) after both sides got ready: nothing live was touched yet.
+        await files?.rollback().catch((e: unknown) => deps.logger.error({ err: e }, 'files rollback failed'));
+        await db?.rollback().catch((e: unknown) => deps.logger.error({ err: e }, 'database rollback failed'));
+        throw signal.reason;
+      }
+      // Both sides are ready beside the live ones; now the short step, which a stop does not cut
+      // (nothing in it listens to the signal): it is short, and a half-done swap is worse than a
+      // finished one. What can be undone commits first.
       progress.report({ phase: 'swapping' });
       if (db?.canUndo) {
         await commitOrRollback(db, files);
+        // Recorded between the two swaps: a worker killed here leaves the database swapped and
+        // the files not, which the recovery undoes (see restore-leftovers.ts).
+        if (db.previousName) await deps.db.restoreLog.update({ where: { id: log.id }, data: { previousDatabaseName: db.previousName } });
         try {
           await files?.commit();
         } catch (err) {
@@ -234,6 +245,21 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
     await finishOperation(deps, operationId, 'SUCCEEDED');
   } catch (err) {
     await progress.flush();
+    const shuttingDown = jobSignal?.aborted && !(err instanceof CancelledError) && !(err instanceof TimedOutError);
+    if (shuttingDown) {
+      // The worker is stopping, which is no failure: what this run prepared goes (the sides were
+      // rolled back above; this also covers a stop in between), the target is as it was, and
+      // the job is handed back (the worker's wrapper does that when this throws) to run again
+      // from the start, safety snapshot included: the target may change until it runs again.
+      try {
+        await discardRestoreLeftovers(deps, log.id);
+      } catch (cleanupErr) {
+        deps.logger.error({ err: cleanupErr, operationId }, 'could not clear what a stopped restore prepared; its next run does');
+      }
+      await deps.db.restoreLog.update({ where: { id: log.id }, data: { status: 'QUEUED', error: null, previousDatabaseName: null } });
+      await requeueOperation(deps, operationId, HANDED_BACK_MESSAGE);
+      throw err;
+    }
     const cancelled = err instanceof CancelledError;
     let message = messageOf(err);
     if (!cancelled && opened && readFrom && isDamage(err)) message += await healAfterDamage(deps, { logId: log.id, operationId, opened, snapshotId: log.snapshotId, environmentId: target.id, ...readFrom }, jobSignal);
@@ -307,7 +333,15 @@ async function takeSafetySnapshot(deps: Deps, environmentId: string, includes: (
     });
     return { snapshotId: snapshot.id, operationId: op.id };
   });
-  await runSnapshot(deps, operationId, signal);
+  try {
+    await runSnapshot(deps, operationId, signal);
+  } catch (err) {
+    // runSnapshot throws only when the worker stops (it then forgot what it wrote and put its
+    // operation back to QUEUED for a job to run again). This one has no job: the restore's next
+    // run takes a new one, so this one goes entirely rather than wait for a job that never comes.
+    await deps.db.$transaction([deps.db.operation.delete({ where: { id: operationId } }), deps.db.snapshot.delete({ where: { id: snapshotId } })]);
+    throw err;
+  }
   const done = await deps.db.snapshot.findUniqueOrThrow({ where: { id: snapshotId } });
   if (done.status !== 'READY') throw new Error(`the safety snapshot failed, so the target was left untouched: ${done.error ?? done.status}`);
   return snapshotId;

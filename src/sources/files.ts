@@ -201,20 +201,28 @@ export async function prepareDirectory(
 
 /**
  * Clears what a restore of `target` that stopped (its process killed) left: the temp directory
- * it was filling, and a commit cut between its two renames (target moved aside, restored files
- * not yet in place), which is put back. Returns what it found.
+ * it was filling, a commit cut between its two renames (target moved aside, restored files not
+ * yet in place), which is put back, and a commit that completed although the restore did not
+ * (restored files in place, the old ones at `<target>.bp_pre_<id>`), which is undone so the
+ * target is as it was. Returns what it found.
  */
-export async function discardRestoreDirectory(target: string, restoreId: string): Promise<{ removedTemp: boolean; putBack: boolean }> {
+export async function discardRestoreDirectory(target: string, restoreId: string): Promise<{ removedTemp: boolean; putBack: boolean; undone: boolean }> {
   const resolved = await realTarget(target);
   const { temp, previous } = restoreDirectoryPaths(resolved, restoreId);
   let putBack = false;
-  if (!(await lstatOrNull(resolved)) && (await lstatOrNull(temp)) && (await lstatOrNull(previous))) {
+  let undone = false;
+  const [hasTarget, hasTemp, hasPrevious] = await Promise.all([resolved, temp, previous].map(async (p) => (await lstatOrNull(p)) !== null));
+  if (!hasTarget && hasTemp && hasPrevious) {
     await rename(previous, resolved);
     putBack = true;
+  } else if (hasTarget && !hasTemp && hasPrevious) {
+    await rename(resolved, temp);
+    await rename(previous, resolved);
+    undone = true;
   }
-  const removedTemp = (await lstatOrNull(temp)) !== null;
+  const removedTemp = !undone && (await lstatOrNull(temp)) !== null;
   await rm(temp, { recursive: true, force: true });
-  return { removedTemp, putBack };
+  return { removedTemp, putBack, undone };
 }
 
 /**

@@ -20,7 +20,7 @@ import { AbortedError, SourceError } from './errors.ts';
 import { withAdmin, withClient } from './pg-admin.ts';
 import { abortError, restoreInput, type DumpSource, type PrepareDatabaseOptions, type PreparedDatabase } from './restore-common.ts';
 import { prepareInPlace } from './restore-in-place.ts';
-import { prepareSwap, restoreDatabaseNames } from './restore-swap.ts';
+import { prepareSwap, restoreDatabaseNames, undoSwap } from './restore-swap.ts';
 import { openPipe, PipeReader } from './pipe.ts';
 
 export { dropDatabase } from './pg-admin.ts';
@@ -254,4 +254,12 @@ export async function discardRestoreDatabase(databaseUrl: string, restoreId: str
     if (found) await c.query(`DROP DATABASE IF EXISTS ${c.escapeIdentifier(temp)} WITH (FORCE)`);
     return found;
   });
+}
+
+/**
+ * Undoes the database swap of a SWAP restore of the URL's database that was killed before it
+ * ended (see `undoSwap`). Returns whether there was one.
+ */
+export async function undoRestoreSwap(databaseUrl: string, restoreId: string): Promise<boolean> {
+  return undoSwap(databaseUrl, pgTarget(databaseUrl).database, restoreId);
 }

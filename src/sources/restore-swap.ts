@@ -282,3 +282,23 @@ async function swapNames(
     }),
   );
 }
+
+/**
+ * Puts back the target of a SWAP restore whose process was killed after the swap but before the
+ * restore ended (the files swap, the record of success): `<db>__bp_pre_<id>` becomes the target
+ * again, in the same one-transaction swap, and the restored database is dropped. A restore that
+ * did not succeed then leaves the target as it was. Returns whether there was a swap to undo.
+ */
+export async function undoSwap(databaseUrl: string, database: string, restoreId: string): Promise<boolean> {
+  const { temp, previous } = restoreDatabaseNames(database, restoreId);
+  const allowConnections = await withAdmin(databaseUrl, [database, temp, previous], async (c) => {
+    const found = await c.query<{ datallowconn: boolean }>('SELECT datallowconn FROM pg_database WHERE datname = $1', [previous]);
+    return found.rows[0]?.datallowconn ?? null;
+  });
+  if (allowConnections === null) return false;
+  // A temp database still there as well was never swapped in; it goes first so its name is free.
+  await dropDatabase(databaseUrl, temp);
+  await swapNames(databaseUrl, { live: database, incoming: previous, outgoing: temp, allowConnections });
+  await dropDatabase(databaseUrl, temp);
+  return true;
+}

@@ -12,9 +12,9 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { HANDED_BACK_MESSAGE } from '../../src/services/operations.ts';
 import { testEnv, type TestApp } from '../harness/app.ts';
-import { repositoryPassword, type LiveEnvironment } from '../harness/live-environment.ts';
+import { databaseDigest, filesDigest, makeLiveEnvironment, repositoryPassword, sql, type LiveEnvironment } from '../harness/live-environment.ts';
 import { startServerProcess, until, type ServerProcess } from '../harness/process.ts';
-import { follow, restic, startSnapshot, startSnapshotSuite } from '../harness/snapshot-helpers.ts';
+import { follow, restic, startRestore, startSnapshot, startSnapshotSuite, takeSnapshot } from '../harness/snapshot-helpers.ts';
 
 let app: TestApp;
 let key: string;
@@ -143,5 +143,120 @@ describe('stopping a worker mid-snapshot', () => {
     expect((await app.runtime.db.snapshot.findUniqueOrThrow({ where: { id: rawId(s.snapshotId) } })).status).toBe('READY');
     expect(w.logs.some((l) => String(l.msg).startsWith('worker stopping: job handed back'))).toBe(false);
     expect(await jobOf(rawId(s.operationId))).toBeUndefined();
+  });
+});
+
+/** Processes started by `pid` (its threads' children), by command name. */
+async function childrenOf(pid: number, comm: string): Promise<number[]> {
+  const out: number[] = [];
+  for (const tid of await fs.readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
+    const text = await fs.readFile(`/proc/${pid}/task/${tid}/children`, 'utf8').catch(() => '');
+    for (const child of text.split(' ').filter(Boolean).map(Number)) {
+      const name = (await fs.readFile(`/proc/${child}/comm`, 'utf8').catch(() => '')).trim();
+      if (name === comm) out.push(child);
+    }
+  }
+  return out;
+}
+
+describe('stopping a worker mid-restore (issue 17.6 follow-up)', () => {
+  /** A target with a snapshot, changed since: its state now, and the snapshot's. */
+  async function restoreTarget(name: string) {
+    const helper = await launch('worker');
+    // Enough rows that pg_restore is still at work when it is caught.
+    const target = await makeLiveEnvironment(app, { organizationId: env.organizationId, projectId: env.projectId, name, rows: 100_000 });
+    const atSnapshot = { db: await databaseDigest(target.databaseUrl), files: await filesDigest(target.filesPath) };
+    const { snapshotId } = await takeSnapshot(app, key, target.id);
+    await sql(target.databaseUrl, "UPDATE customers SET name = 'changed' WHERE id <= 10");
+    await fs.writeFile(path.join(target.filesPath, 'README.md'), 'changed after the snapshot\n');
+    const before = { db: await databaseDigest(target.databaseUrl), files: await filesDigest(target.filesPath) };
+    expect(before).not.toEqual(atSnapshot);
+    await helper.stop();
+    processes.splice(processes.indexOf(helper), 1);
+    return { target, snapshotId, atSnapshot, before };
+  }
+
+  const leftovers = async (target: LiveEnvironment) => ({
+    databases: (await sql(target.databaseUrl, "SELECT datname FROM pg_database WHERE starts_with(datname, current_database() || '__bp_')")).rows.map((r) => String(r.datname)),
+    folders: (await fs.readdir(path.dirname(target.filesPath))).filter((n) => n.includes('.bp_restore_')),
+  });
+
+  /** What a restore that was handed back leaves: the target as it was, nothing failed, its job ready to run. */
+  async function expectRestoreHandedBack(p: ServerProcess, operationId: string, target: LiveEnvironment, before: { db: unknown; files: unknown }) {
+    const handedBack = p.logs.filter((l) => String(l.msg).startsWith('worker stopping: job handed back'));
+    expect(handedBack).toHaveLength(1);
+    expect(handedBack[0]).toMatchObject({ task: 'snapshot_restore', payload: { operationId } });
+    const op = await app.runtime.db.operation.findUniqueOrThrow({ where: { id: operationId } });
+    expect(op).toMatchObject({ status: 'QUEUED', phase: 'queued', error: null, message: HANDED_BACK_MESSAGE, finishedAt: null });
+    const log = await app.runtime.db.restoreLog.findFirstOrThrow({ where: { operationId } });
+    expect(log).toMatchObject({ status: 'QUEUED', error: null, completedAt: null });
+    expect(await app.runtime.db.alert.count({ where: { environmentId: target.id } })).toBe(0);
+    expect(await jobOf(operationId)).toMatchObject({ attempts: 0, locked_at: null });
+    // No operation left waiting for a job that does not exist (the safety snapshot's has none).
+    const waiting = await app.runtime.db.operation.findMany({ where: { environmentId: target.id, status: { in: ['QUEUED', 'RUNNING'] } } });
+    expect(waiting.map((o) => o.id)).toEqual([operationId]);
+    expect(await leftovers(target)).toEqual({ databases: [], folders: [] });
+    expect(await databaseDigest(target.databaseUrl)).toEqual(before.db);
+    expect(await filesDigest(target.filesPath)).toEqual(before.files);
+  }
+
+  it('SIGTERM while pg_restore runs: exit 0, handed back with nothing left beside the target; the next worker restores it', { timeout: 300_000 }, async () => {
+    const { target, snapshotId, atSnapshot, before } = await restoreTarget('restore-stopped');
+    const first = await launch('worker', { JOB_SHUTDOWN_GRACE_MS: '300' });
+    const r = await startRestore(app, key, { snapshotId });
+    const opId = rawId(r.operationId);
+    await follow(app, key, r.operationId, (st) => st.phase === 'restoring');
+    const [pgRestore] = await until(() => childrenOf(first.child.pid!, 'pg_restore'), (pids) => pids.length > 0, 'pg_restore to start', 60_000);
+    // Held still, so the grace period surely ends while it runs (the stop then kills it).
+    process.kill(pgRestore, 'SIGSTOP');
+    const firstSafety = await app.runtime.db.restoreLog.findFirstOrThrow({ where: { operationId: opId } });
+    expect(firstSafety.safetySnapshotId).not.toBeNull();
+
+    expect(await first.stop()).toBe(0);
+    await expectRestoreHandedBack(first, opId, target, before);
+
+    await launch('worker');
+    expect((await follow(app, key, r.operationId)).at(-1)?.status).toBe('SUCCEEDED');
+    expect(await databaseDigest(target.databaseUrl)).toEqual(atSnapshot.db);
+    expect(await filesDigest(target.filesPath)).toEqual(atSnapshot.files);
+    const log = await app.runtime.db.restoreLog.findFirstOrThrow({ where: { operationId: opId } });
+    expect(log.status).toBe('SUCCEEDED');
+    // The safety snapshot is taken again (the target may have changed while no worker ran); the first one stays, READY.
+    expect(log.safetySnapshotId).not.toBe(firstSafety.safetySnapshotId);
+    const safety = await app.runtime.db.snapshot.findMany({ where: { environmentId: target.id, kind: 'SAFETY' } });
+    expect(safety.map((sn) => sn.status)).toEqual(['READY', 'READY']);
+    expect(await app.runtime.db.alert.count({ where: { environmentId: target.id } })).toBe(0);
+  });
+
+  it('SIGTERM during its safety snapshot: the safety snapshot goes entirely (no operation left QUEUED without a job); the next worker restores', { timeout: 300_000 }, async () => {
+    const { target, snapshotId, atSnapshot, before } = await restoreTarget('restore-stopped-safety');
+    const lock = new pg.Client({ connectionString: target.databaseUrl });
+    await lock.connect();
+    await lock.query('BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE');
+    const first = await launch('worker', { JOB_SHUTDOWN_GRACE_MS: '300' });
+    const r = await startRestore(app, key, { snapshotId });
+    const opId = rawId(r.operationId);
+    await follow(app, key, r.operationId, (st) => st.phase === 'safety-snapshot');
+    const safetyOp = await until(
+      () => app.runtime.db.operation.findFirst({ where: { environmentId: target.id, type: 'SNAPSHOT', status: 'RUNNING' } }),
+      (o) => o?.phase === 'dumping',
+      'the safety snapshot to dump',
+    );
+
+    expect(await first.stop()).toBe(0);
+    await lock.query('ROLLBACK');
+    await lock.end();
+    await expectRestoreHandedBack(first, opId, target, before);
+    expect(await app.runtime.db.operation.findUnique({ where: { id: safetyOp!.id } })).toBeNull();
+    expect(await app.runtime.db.snapshot.count({ where: { environmentId: target.id, kind: 'SAFETY' } })).toBe(0);
+    const password = await repositoryPassword(app, target.destinationId);
+    const safetyInRepo = JSON.parse(await restic(target.repositoryPath, password, '--no-lock', 'snapshots', '--json', '--tag', 'kind:safety')) as unknown[];
+    expect(safetyInRepo).toEqual([]);
+
+    await launch('worker');
+    expect((await follow(app, key, r.operationId)).at(-1)?.status).toBe('SUCCEEDED');
+    expect(await databaseDigest(target.databaseUrl)).toEqual(atSnapshot.db);
+    expect(await filesDigest(target.filesPath)).toEqual(atSnapshot.files);
+    expect((await app.runtime.db.snapshot.findMany({ where: { environmentId: target.id, kind: 'SAFETY' } })).map((sn) => sn.status)).toEqual(['READY']);
   });
 });

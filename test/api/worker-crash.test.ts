@@ -157,6 +157,40 @@ describe('a worker killed mid-snapshot', () => {
   });
 });
 
+describe('a snapshot failed by the recovery', () => {
+  it('killed after writing the repository snapshot, with no attempts left: FAILED, and the repository snapshot it wrote is forgotten', { timeout: 180_000 }, async () => {
+    const dump = await orders();
+    const s = await startSnapshot(app, key, env.id);
+    const snapId = rawId(s.snapshotId);
+    const opId = rawId(s.operationId);
+    await app.runtime.db.$queryRawUnsafe(
+      'SELECT id FROM graphile_worker.reschedule_jobs(ARRAY(SELECT id FROM graphile_worker.jobs WHERE key = $1), max_attempts => 1)',
+      `op:${opId}`,
+    );
+    const first = await worker();
+    await follow(app, key, s.operationId, (st) => st.status === 'RUNNING' && st.phase === 'dumping');
+    const copy = await app.runtime.db.snapshotCopy.findFirstOrThrow({ where: { snapshotId: snapId } });
+    const catalog = await lockTable(app.databaseUrl, `SELECT 1 FROM snapshot_copies WHERE id = '${copy.id}' FOR UPDATE`);
+    await dump.release({ orphans: false });
+    // Written into the repository, not yet recorded: what the recovery must not leave behind.
+    await until(() => taggedSnapshots(snapId), (l) => l.length === 1, 'the repository snapshot to be written', 60_000);
+    await kill(first);
+    await catalog.release({ orphans: true });
+
+    await ageHeartbeat(opId);
+    await worker();
+    const op = await until(() => app.runtime.db.operation.findUniqueOrThrow({ where: { id: opId } }), (o) => o.status !== 'RUNNING', 'the operation to be recovered');
+    expect(op.status).toBe('FAILED');
+    expect((await app.runtime.db.snapshot.findUniqueOrThrow({ where: { id: snapId } })).status).toBe('FAILED');
+    expect(await taggedSnapshots(snapId)).toEqual([]);
+    const password = await repositoryPassword(app, env.destinationId);
+    await restic(env.repositoryPath, password, 'check');
+    // The dead worker's lock on the job is released once it is stale; the environment snapshots again.
+    const next = await startSnapshot(app, key, env.id);
+    expect((await follow(app, key, next.operationId)).at(-1)?.status).toBe('SUCCEEDED');
+  });
+});
+
 /** Only the workers a test starts itself take its jobs. */
 async function stopWorkers() {
   for (const w of workers.splice(0)) await w.stop();
@@ -245,5 +279,60 @@ describe('a worker killed while a restore runs pg_restore', () => {
     expect(await staging()).toEqual([]);
     expect(await databaseDigest(target.databaseUrl)).toEqual(dbBefore);
     expect(await filesDigest(target.filesPath)).toEqual(filesBefore);
+  });
+});
+
+describe('a worker killed in the restore\'s swap, after the database swap and before the files swap', () => {
+  it('recovery undoes the database swap too: the target is all as before, database and files', { timeout: 300_000 }, async () => {
+    await stopWorkers();
+    const helper = await worker();
+    const target = await makeLiveEnvironment(app, { organizationId: env.organizationId, projectId: env.projectId, name: 'restore-swap-killed', rows: 100_000 });
+    const { snapshotId } = await takeSnapshot(app, key, target.id);
+    await sql(target.databaseUrl, "UPDATE customers SET name = 'changed' WHERE id <= 10");
+    await fs.writeFile(path.join(target.filesPath, 'README.md'), 'changed after the snapshot\n');
+    const dbBefore = await databaseDigest(target.databaseUrl);
+    const filesBefore = await filesDigest(target.filesPath);
+    await helper.stop();
+
+    const doomed = await worker();
+    const r = await startRestore(app, key, { snapshotId, createSafetySnapshot: false });
+    const opId = rawId(r.operationId);
+    const log = await app.runtime.db.restoreLog.findFirstOrThrow({ where: { operationId: opId } });
+    const suffix = log.id.replace(/-/g, '').slice(-12);
+    // pg_restore held still while the test takes the restore log's row: the job records the
+    // database swap in that row before it swaps the files, so it waits there, database swapped.
+    await follow(app, key, r.operationId, (st) => st.phase === 'restoring');
+    const [pgRestore] = await until(() => childrenOf(doomed.child.pid!, 'pg_restore'), (pids) => pids.length > 0, 'pg_restore to start', 60_000);
+    process.kill(pgRestore, 'SIGSTOP');
+    const row = await lockTable(app.databaseUrl, `SELECT 1 FROM restore_logs WHERE id = '${log.id}' FOR UPDATE`);
+    process.kill(pgRestore, 'SIGCONT');
+    // Read through the catalog's database: a connection to the target races its rename.
+    const databases = () => sql(app.databaseUrl, 'SELECT datname FROM pg_database').then((q) => q.rows.map((x) => String(x.datname)));
+    try {
+      await until(databases, (names) => names.some((n) => n.includes('__bp_pre_') && n.endsWith(suffix)), 'the database swap', 120_000);
+      await until(
+        () => sql(app.databaseUrl, "SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE 'UPDATE%restore_logs%' AND wait_event_type = 'Lock'").then((q) => Number(q.rows[0].n)),
+        (n) => n > 0,
+        'the job to wait on the restore log',
+      );
+      await kill(doomed);
+    } finally {
+      await row.release({ orphans: true });
+    }
+    // The state the kill left: the restored database live, the old files still in place.
+    expect(await databaseDigest(target.databaseUrl)).not.toEqual(dbBefore);
+    expect(await filesDigest(target.filesPath)).toEqual(filesBefore);
+
+    await ageHeartbeat(opId);
+    await worker();
+    const end = (await follow(app, key, r.operationId)).at(-1);
+    expect(end?.status).toBe('FAILED');
+    expect(end?.error).toMatch(/phase swapping/);
+    expect(await databaseDigest(target.databaseUrl)).toEqual(dbBefore);
+    expect(await filesDigest(target.filesPath)).toEqual(filesBefore);
+    const alert = await app.runtime.db.alert.findFirst({ where: { operationId: opId, type: 'RESTORE_FAILED' } });
+    expect(alert?.message).toMatch(/database swap undone/);
+    expect((await databases()).filter((n) => n.endsWith(suffix))).toEqual([]);
+    expect((await fs.readdir(path.dirname(target.filesPath))).filter((n) => n.endsWith(suffix))).toEqual([]);
   });
 });
