@@ -31,6 +31,8 @@ import { createSecretBox, redactUrl } from '../src/app/secrets.ts';
 import { createDb } from '../src/db/client.ts';
 import { freePort } from '../src/db/pg-server.ts';
 import { issueApiKey } from '../src/services/api-keys.ts';
+import { sql } from './snapshot-data.ts';
+import { gql } from './snapshot-server.ts';
 
 const exec = promisify(execFile);
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -104,16 +106,6 @@ function rng(seed: number): () => number {
   };
 }
 
-async function sql(url: string, text: string, params: unknown[] = []): Promise<pg.QueryResult> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return await c.query(text, params);
-  } finally {
-    await c.end();
-  }
-}
-
 /**
  * Per table, the row count and two sums of 60-bit slices of each row's md5: equal digests, equal
  * rows (as a multiset), without sorting a few hundred MB of rows each round.
@@ -149,13 +141,6 @@ const CREATE_SNAPSHOT = `mutation($input: CreateSnapshotInput!) { createSnapshot
   __typename ... on SnapshotOperationPayload { operation { id } snapshot { id } } ... on Error { code message } } }`;
 const RESTORE_SNAPSHOT = `mutation($input: RestoreSnapshotInput!) { restoreSnapshot(input: $input) {
   __typename ... on RestorePayload { operation { id } } ... on Error { code message } } }`;
-
-async function gql<T>(url: string, key: string, query: string, variables: Record<string, unknown>): Promise<T> {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` }, body: JSON.stringify({ query, variables }) });
-  const json = (await res.json()) as { data?: T; errors?: unknown };
-  if (json.errors || !json.data) throw new Error(`GraphQL error: ${JSON.stringify(json.errors ?? json)}`);
-  return json.data;
-}
 
 interface Server {
   child: ChildProcess;

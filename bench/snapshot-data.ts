@@ -18,11 +18,11 @@ import pg from 'pg';
 
 const MiB = 1024 * 1024;
 
-export async function sql(url: string, text: string): Promise<pg.QueryResult> {
+export async function sql(url: string, text: string, params: unknown[] = []): Promise<pg.QueryResult> {
   const c = new pg.Client({ connectionString: url });
   await c.connect();
   try {
-    return await c.query(text);
+    return await c.query(text, params);
   } finally {
     await c.end();
   }

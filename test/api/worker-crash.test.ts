@@ -234,18 +234,26 @@ async function childrenOf(pid: number, comm: string): Promise<number[]> {
   return out;
 }
 
+/**
+ * A new environment with a snapshot, changed since, and the digests of how it is now: what a
+ * failed restore into it must leave. Enough rows that pg_restore is still at work when caught.
+ */
+async function changedSinceSnapshot(name: string) {
+  await stopWorkers();
+  const helper = await worker();
+  const target = await makeLiveEnvironment(app, { organizationId: env.organizationId, projectId: env.projectId, name, rows: 100_000 });
+  const { snapshotId } = await takeSnapshot(app, key, target.id);
+  await sql(target.databaseUrl, "UPDATE customers SET name = 'changed' WHERE id <= 10");
+  await fs.writeFile(path.join(target.filesPath, 'README.md'), 'changed after the snapshot\n');
+  const dbBefore = await databaseDigest(target.databaseUrl);
+  const filesBefore = await filesDigest(target.filesPath);
+  await helper.stop();
+  return { target, snapshotId, dbBefore, filesBefore };
+}
+
 describe('a worker killed while a restore runs pg_restore', () => {
   it('recovery drops the temp database and staging folder, raises RESTORE_FAILED, names the phase; the target is as before', async () => {
-    await stopWorkers();
-    const helper = await worker();
-    // Enough rows that pg_restore is still at work when it is caught below.
-    const target = await makeLiveEnvironment(app, { organizationId: env.organizationId, projectId: env.projectId, name: 'restore-killed', rows: 100_000 });
-    const { snapshotId } = await takeSnapshot(app, key, target.id);
-    await sql(target.databaseUrl, "UPDATE customers SET name = 'changed' WHERE id <= 10");
-    await fs.writeFile(path.join(target.filesPath, 'README.md'), 'changed after the snapshot\n');
-    const dbBefore = await databaseDigest(target.databaseUrl);
-    const filesBefore = await filesDigest(target.filesPath);
-    await helper.stop();
+    const { target, snapshotId, dbBefore, filesBefore } = await changedSinceSnapshot('restore-killed');
 
     const doomed = await worker();
     const r = await startRestore(app, key, { snapshotId, createSafetySnapshot: false });
@@ -257,7 +265,7 @@ describe('a worker killed while a restore runs pg_restore', () => {
     await new Promise((res) => doomed.child.once('exit', res));
     process.kill(pgRestore, 'SIGKILL');
 
-    const opId = Buffer.from(r.operationId, 'base64').toString().split(':')[1];
+    const opId = rawId(r.operationId);
     const log = await app.runtime.db.restoreLog.findFirstOrThrow({ where: { operationId: opId } });
     const suffix = log.id.replace(/-/g, '').slice(-12);
     const tempDbs = () => sql(target.databaseUrl, "SELECT datname FROM pg_database WHERE datname LIKE '%\\_\\_bp\\_restore\\_%'").then((q) => q.rows.map((row) => String(row.datname)));
@@ -284,15 +292,7 @@ describe('a worker killed while a restore runs pg_restore', () => {
 
 describe('a worker killed in the restore\'s swap, after the database swap and before the files swap', () => {
   it('recovery undoes the database swap too: the target is all as before, database and files', { timeout: 300_000 }, async () => {
-    await stopWorkers();
-    const helper = await worker();
-    const target = await makeLiveEnvironment(app, { organizationId: env.organizationId, projectId: env.projectId, name: 'restore-swap-killed', rows: 100_000 });
-    const { snapshotId } = await takeSnapshot(app, key, target.id);
-    await sql(target.databaseUrl, "UPDATE customers SET name = 'changed' WHERE id <= 10");
-    await fs.writeFile(path.join(target.filesPath, 'README.md'), 'changed after the snapshot\n');
-    const dbBefore = await databaseDigest(target.databaseUrl);
-    const filesBefore = await filesDigest(target.filesPath);
-    await helper.stop();
+    const { target, snapshotId, dbBefore, filesBefore } = await changedSinceSnapshot('restore-swap-killed');
 
     const doomed = await worker();
     const r = await startRestore(app, key, { snapshotId, createSafetySnapshot: false });
