@@ -31,6 +31,7 @@ export const ErrorCode = {
   DESTINATION_NO_REPOSITORY: 'DESTINATION_NO_REPOSITORY',
   COPY_EXISTS: 'COPY_EXISTS',
   DATABASE_UNREACHABLE: 'DATABASE_UNREACHABLE',
+  ENVIRONMENT_LOCKED: 'ENVIRONMENT_LOCKED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

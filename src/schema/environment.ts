@@ -2,15 +2,26 @@ import { endsPromptly } from '../events/bus.ts';
 import { GraphQLError } from 'graphql';
 import { EnvironmentType } from '../generated/prisma/enums.ts';
 import { createEnvironment, deleteEnvironment, getEnvironment, updateEnvironment } from '../services/environments.ts';
+import { lockEnvironment, unlockEnvironment } from '../services/environment-lock.ts';
 import { inProjectWhere } from '../services/viewer.ts';
 import { typeAccess } from './access.ts';
 import { builder } from './builder.ts';
 import { allErrors } from './errors.ts';
-import { encodeGlobalID, parseId } from './ids.ts';
+import { encodeGlobalID, parseId, tryDecodeId } from './ids.ts';
+import { ValidationError } from '../domain/errors.ts';
 import { DeletePayload } from './project.ts';
 import { viewerOf } from './viewer-of.ts';
 
 export const EnvironmentTypeEnum = builder.enumType(EnvironmentType, { name: 'EnvironmentType' });
+
+const EnvironmentLock = builder.objectRef<{ lockedAt: Date; lockedBy: string | null; lockReason: string | null }>('EnvironmentLock').implement({
+  description: 'An operator\'s lock: restores into the environment are refused (ENVIRONMENT_LOCKED) until it is lifted; snapshots still run',
+  fields: (t) => ({
+    lockedAt: t.expose('lockedAt', { type: 'DateTime' }),
+    lockedBy: t.string({ description: 'The API key that set it, by name', resolve: (l) => l.lockedBy ?? 'unknown' }),
+    reason: t.string({ resolve: (l) => l.lockReason ?? '' }),
+  }),
+});
 
 export const Environment = builder.prismaNode('Environment', {
   authScopes: typeAccess('Environment'),
@@ -23,42 +34,77 @@ export const Environment = builder.prismaNode('Environment', {
     databaseName: t.exposeString('databaseName'),
     filesPath: t.exposeString('filesPath', { nullable: true }),
     project: t.relation('project'),
+    lock: t.field({
+      type: EnvironmentLock,
+      nullable: true,
+      description: 'Set while the environment is locked against restores; null when it is not',
+      select: { lockedAt: true, lockedBy: true, lockReason: true },
+      resolve: (e) => (e.lockedAt ? { lockedAt: e.lockedAt, lockedBy: e.lockedBy, lockReason: e.lockReason } : null),
+    }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
   }),
 });
+
+builder.prismaObjectFields('Project', (t) => ({
+  environments: t.relatedConnection('environments', {
+    cursor: 'id',
+    totalCount: true,
+    args: { types: t.arg({ type: [EnvironmentTypeEnum], description: 'Only environments of these types' }) },
+    query: (args) => ({ where: args.types?.length ? { type: { in: [...args.types] } } : {}, orderBy: { id: 'asc' } }),
+    description: 'Environments of this project, oldest first',
+  }),
+}));
 
 builder.queryFields((t) => ({
   environments: t.prismaConnection({
     type: 'Environment',
     cursor: 'id',
     authScopes: { read: true },
-    description: 'Environments visible to this key, oldest first; optionally of one project.',
-    args: { projectId: t.arg.id() },
-    totalCount: (_conn, args, ctx) => ctx.deps.db.environment.count({ where: environmentListWhere(ctx, args.projectId) }),
+    description: 'Environments visible to this key, oldest first; optionally of one project, of some types.',
+    args: { projectId: t.arg.id(), types: t.arg({ type: [EnvironmentTypeEnum] }) },
+    totalCount: (_conn, args, ctx) => ctx.deps.db.environment.count({ where: environmentListWhere(ctx, args.projectId, args.types) }),
     resolve: (query, _root, args, ctx) =>
-      ctx.deps.db.environment.findMany({ ...query, where: environmentListWhere(ctx, args.projectId), orderBy: { id: 'asc' } }),
+      ctx.deps.db.environment.findMany({ ...query, where: environmentListWhere(ctx, args.projectId, args.types), orderBy: { id: 'asc' } }),
   }),
   environment: t.prismaField({
     type: 'Environment',
     nullable: true,
     authScopes: { read: true },
-    description: 'One environment; null when it does not exist or is not visible to this key.',
-    args: { id: t.arg.id({ required: true }) },
-    resolve: (query, _root, { id }, ctx) => {
-      let envId: string;
-      try {
-        envId = parseId(String(id), 'Environment', ['id']);
-      } catch {
-        return null;
-      }
-      return ctx.deps.db.environment.findFirst({ ...query, where: inProjectWhere(viewerOf(ctx), { id: envId }) });
+    description: 'One environment, by id or by project (name or id) and name; null when it does not exist or is not visible to this key.',
+    args: {
+      id: t.arg.id(),
+      project: t.arg.string({ description: "The project's name or id, with `name`" }),
+      name: t.arg.string({ description: "The environment's name in `project`" }),
+    },
+    resolve: (query, _root, args, ctx) => {
+      const where = environmentLookupWhere(args);
+      return where ? ctx.deps.db.environment.findFirst({ ...query, where: inProjectWhere(viewerOf(ctx), where) }) : null;
     },
   }),
 }));
 
-function environmentListWhere(ctx: Parameters<typeof viewerOf>[0], projectGlobalId: string | number | null | undefined) {
-  if (projectGlobalId == null) return inProjectWhere(viewerOf(ctx));
+/** The one environment `environment(…)` names, or null for an id that cannot be one; a wrong mix of arguments is a ValidationError. */
+function environmentLookupWhere(args: { id?: string | number | null; project?: string | null; name?: string | null }) {
+  const byName = args.project != null || args.name != null;
+  if (args.id != null && byName) throw ValidationError.field(['id'], 'give either id, or project and name, not both');
+  if (args.id != null) {
+    try {
+      return { id: parseId(String(args.id), 'Environment', ['id']) };
+    } catch {
+      return null;
+    }
+  }
+  if (!args.project?.trim()) throw ValidationError.field(['project'], 'give id, or project and name');
+  if (!args.name?.trim()) throw ValidationError.field(['name'], 'give id, or project and name');
+  const project = args.project.trim();
+  const projectId = tryDecodeId(project);
+  return { name: args.name.trim(), project: projectId?.typename === 'Project' ? { id: projectId.id } : { name: project } };
+}
+
+function environmentListWhere(ctx: Parameters<typeof viewerOf>[0], projectGlobalId: string | number | null | undefined, types?: readonly EnvironmentType[] | null) {
+  const ofTypes = types?.length ? { type: { in: [...types] } } : {};
+  if (projectGlobalId == null) return inProjectWhere(viewerOf(ctx), ofTypes);
   // An unknown or malformed project id filters to nothing rather than failing the list.
   let projectId = '';
   try {
@@ -66,7 +112,7 @@ function environmentListWhere(ctx: Parameters<typeof viewerOf>[0], projectGlobal
   } catch {
     projectId = '';
   }
-  return inProjectWhere(viewerOf(ctx), { projectId });
+  return inProjectWhere(viewerOf(ctx), { projectId, ...ofTypes });
 }
 
 const CreateEnvironmentInput = builder.inputType('CreateEnvironmentInput', {
@@ -88,6 +134,14 @@ const UpdateEnvironmentInput = builder.inputType('UpdateEnvironmentInput', {
     filesPath: t.string(),
   }),
 });
+
+const LockEnvironmentInput = builder.inputType('LockEnvironmentInput', {
+  fields: (t) => ({
+    environmentId: t.id({ required: true }),
+    reason: t.string({ required: true, description: 'Shown to whoever is refused, e.g. "app running: stop it before restoring"' }),
+  }),
+});
+const UnlockEnvironmentInput = builder.inputType('UnlockEnvironmentInput', { fields: (t) => ({ environmentId: t.id({ required: true }) }) });
 
 const DeleteEnvironmentInput = builder.inputType('DeleteEnvironmentInput', { fields: (t) => ({ id: t.id({ required: true }) }) });
 
@@ -122,6 +176,25 @@ builder.mutationFields((t) => ({
       const { id: _id, ...changes } = input;
       return { environmentId: await updateEnvironment(ctx.deps, viewerOf(ctx), id, { ...changes, name: changes.name ?? undefined, type: changes.type ?? undefined, databaseUrl: changes.databaseUrl ?? undefined }) };
     },
+  }),
+  lockEnvironment: t.field({
+    type: EnvironmentPayload,
+    authScopes: { write: true },
+    description: 'Refuses restores into the environment until unlockEnvironment; records who and when. Already locked: ENVIRONMENT_LOCKED.',
+    errors: { types: allErrors, directResult: true, union: { name: 'LockEnvironmentResult' } },
+    args: { input: t.arg({ type: LockEnvironmentInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => ({
+      environmentId: await lockEnvironment(ctx.deps, viewerOf(ctx), parseId(String(input.environmentId), 'Environment', ['input', 'environmentId']), { reason: input.reason }),
+    }),
+  }),
+  unlockEnvironment: t.field({
+    type: EnvironmentPayload,
+    authScopes: { write: true },
+    errors: { types: allErrors, directResult: true, union: { name: 'UnlockEnvironmentResult' } },
+    args: { input: t.arg({ type: UnlockEnvironmentInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => ({
+      environmentId: await unlockEnvironment(ctx.deps, viewerOf(ctx), parseId(String(input.environmentId), 'Environment', ['input', 'environmentId'])),
+    }),
   }),
   deleteEnvironment: t.field({
     type: DeletePayload,

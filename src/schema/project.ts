@@ -15,12 +15,6 @@ export const Project = builder.prismaNode('Project', {
     description: t.exposeString('description', { nullable: true }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
-    environments: t.relatedConnection('environments', {
-      cursor: 'id',
-      totalCount: true,
-      query: { orderBy: { id: 'asc' } },
-      description: 'Environments of this project, oldest first',
-    }),
   }),
 });
 

@@ -10,29 +10,42 @@ import { viewerOf } from './viewer-of.ts';
 
 export const ScheduleKindEnum = builder.enumType('ScheduleKind', {
   values: SCHEDULE_KINDS,
-  description: 'DB: database-only snapshots (dbCron); FULL: database and files (fullCron)',
+  description: 'DB: database-only snapshots (dbCron); FULL: database and files (fullCron); FILES: files only, volume backups (filesCron)',
 });
 const RetentionRuleEnum = builder.enumType('RetentionRule', { values: RETENTION_RULES, description: 'Why retention keeps or deletes a snapshot' });
 const RetentionActionEnum = builder.enumType('RetentionAction', { values: ['KEEP', 'DELETE'] as const });
 
+const POLICY_DOCS = {
+  last: 'Keep the newest N snapshots of this kind',
+  hourly: 'Keep the newest snapshot of each of the last N hours that have one',
+  daily: 'Keep the newest snapshot of each of the last N days that have one',
+  weekly: 'Keep the newest snapshot of each of the last N ISO weeks that have one',
+  monthly: 'Keep the newest snapshot of each of the last N months that have one',
+  hourlyWithinHours: 'Keep the newest snapshot of each hour within the last N hours',
+  dailyWithinDays: 'Keep the newest snapshot of each day within the last N days',
+  weeklyWithinWeeks: 'Keep the newest snapshot of each ISO week within the last N weeks',
+  monthlyWithinMonths: 'Keep the newest snapshot of each month within the last N months',
+  maxAgeDays: 'Delete snapshots of this kind older than this, whatever the other rules say',
+} as const;
+const POLICY_FIELDS = Object.keys(POLICY_DOCS) as (keyof typeof POLICY_DOCS)[];
+
 const RetentionPolicyType = builder.objectRef<RetentionPolicy>('RetentionPolicy').implement({
-  description: 'Grandfather-father-son counts (the newest snapshot of each of the last N hours, days, ISO weeks, months) and an age limit',
-  fields: (t) => ({
-    hourly: t.int({ nullable: true, resolve: (p) => p.hourly ?? null }),
-    daily: t.int({ nullable: true, resolve: (p) => p.daily ?? null }),
-    weekly: t.int({ nullable: true, resolve: (p) => p.weekly ?? null }),
-    monthly: t.int({ nullable: true, resolve: (p) => p.monthly ?? null }),
-    maxAgeDays: t.int({ nullable: true, resolve: (p) => p.maxAgeDays ?? null }),
-  }),
+  description: 'Which scheduled snapshots of one kind to keep: the last N, grandfather-father-son counts and age windows per tier (hours, days, ISO weeks, months), and an age limit; a snapshot any rule keeps is kept',
+  fields: (t) => Object.fromEntries(POLICY_FIELDS.map((f) => [f, t.int({ nullable: true, description: POLICY_DOCS[f], resolve: (p) => p[f] ?? null })])),
 });
 
 export const RetentionPolicyInput = builder.inputType('RetentionPolicyInput', {
   fields: (t) => ({
-    hourly: t.int(),
-    daily: t.int(),
-    weekly: t.int(),
-    monthly: t.int(),
-    maxAgeDays: t.int({ description: 'Delete snapshots of this kind older than this, whatever the counts say' }),
+    last: t.int({ description: POLICY_DOCS.last }),
+    hourly: t.int({ description: POLICY_DOCS.hourly }),
+    daily: t.int({ description: POLICY_DOCS.daily }),
+    weekly: t.int({ description: POLICY_DOCS.weekly }),
+    monthly: t.int({ description: POLICY_DOCS.monthly }),
+    hourlyWithinHours: t.int({ description: POLICY_DOCS.hourlyWithinHours }),
+    dailyWithinDays: t.int({ description: POLICY_DOCS.dailyWithinDays }),
+    weeklyWithinWeeks: t.int({ description: POLICY_DOCS.weeklyWithinWeeks }),
+    monthlyWithinMonths: t.int({ description: POLICY_DOCS.monthlyWithinMonths }),
+    maxAgeDays: t.int({ description: POLICY_DOCS.maxAgeDays }),
   }),
 });
 
@@ -42,20 +55,24 @@ export const Schedule = builder.prismaNode('Schedule', {
   authScopes: typeAccess('Schedule'),
   id: { field: 'id' },
   findUnique: (id) => ({ id }),
-  description: "An environment's automatic snapshots: two five-field crons in one IANA timezone, with GFS retention for each",
+  description: "An environment's automatic snapshots: up to three five-field crons (database, full, files) in one IANA timezone, with retention for each",
   fields: (t) => ({
     environment: t.relation('environment'),
     dbCron: t.exposeString('dbCron', { nullable: true, description: 'Database-only snapshots (minute hour day-of-month month day-of-week)' }),
     fullCron: t.exposeString('fullCron', { nullable: true, description: 'Database and files snapshots' }),
+    filesCron: t.exposeString('filesCron', { nullable: true, description: 'Files-only snapshots (volume backups)' }),
     timezone: t.exposeString('timezone'),
     enabled: t.exposeBoolean('enabled'),
     paused: t.exposeBoolean('paused'),
     dbRetention: t.field({ type: RetentionPolicyType, select: { dbRetention: true }, resolve: (s) => (s.dbRetention ?? {}) as RetentionPolicy }),
     fullRetention: t.field({ type: RetentionPolicyType, select: { fullRetention: true }, resolve: (s) => (s.fullRetention ?? {}) as RetentionPolicy }),
+    filesRetention: t.field({ type: RetentionPolicyType, select: { filesRetention: true }, resolve: (s) => (s.filesRetention ?? {}) as RetentionPolicy }),
     nextDbRunAt: t.expose('nextDbRunAt', { type: 'DateTime', nullable: true }),
     nextFullRunAt: t.expose('nextFullRunAt', { type: 'DateTime', nullable: true }),
+    nextFilesRunAt: t.expose('nextFilesRunAt', { type: 'DateTime', nullable: true }),
     lastDbRunAt: t.expose('lastDbRunAt', { type: 'DateTime', nullable: true }),
     lastFullRunAt: t.expose('lastFullRunAt', { type: 'DateTime', nullable: true }),
+    lastFilesRunAt: t.expose('lastFilesRunAt', { type: 'DateTime', nullable: true }),
     destinations: t.prismaField({
       type: ['Destination'],
       description: "Where scheduled snapshots go; empty: the environment's default destinations",
@@ -69,6 +86,16 @@ export const Schedule = builder.prismaNode('Schedule', {
 
 builder.prismaObjectFields('Environment', (t) => ({
   schedule: t.relation('schedule', { nullable: true, description: 'Automatic snapshots; null when there is no schedule' }),
+}));
+
+builder.prismaObjectFields('Project', (t) => ({
+  schedules: t.prismaConnection({
+    type: 'Schedule',
+    cursor: 'id',
+    description: 'The schedules of every environment of this project, oldest first',
+    totalCount: (p, _args, ctx) => ctx.deps.db.schedule.count({ where: visibleWhere(ctx, 'Schedule', { environment: { projectId: p.id } }) }),
+    resolve: (query, p, _args, ctx) => ctx.deps.db.schedule.findMany({ ...query, where: visibleWhere(ctx, 'Schedule', { environment: { projectId: p.id } }), orderBy: { id: 'asc' } }),
+  }),
 }));
 
 const CronPreset = builder.objectRef<(typeof CRON_PRESETS)[number]>('CronPreset').implement({
@@ -100,6 +127,7 @@ const PreviewRetentionInput = builder.inputType('PreviewRetentionInput', {
   fields: (t) => ({
     db: t.field({ type: RetentionPolicyInput }),
     full: t.field({ type: RetentionPolicyInput }),
+    files: t.field({ type: RetentionPolicyInput }),
     retentionDays: t.int({ description: 'Age limit of manual and pre-deploy snapshots' }),
   }),
 });
@@ -138,6 +166,7 @@ builder.queryFields((t) => ({
       const decisions = await previewRetention(ctx.deps, viewerOf(ctx), envId, {
         db: policyOf(policy?.db),
         full: policyOf(policy?.full),
+        files: policyOf(policy?.files),
         ...(policy && 'retentionDays' in policy ? { retentionDays: policy.retentionDays } : {}),
       });
       return { decisions };
@@ -146,17 +175,19 @@ builder.queryFields((t) => ({
 }));
 
 const UpsertScheduleInput = builder.inputType('UpsertScheduleInput', {
-  description: 'Fields left out keep their value; dbCron or fullCron null turns that kind off',
+  description: 'Fields left out keep their value; dbCron, fullCron or filesCron null turns that kind off',
   fields: (t) => ({
     environmentId: t.id({ required: true }),
     dbCron: t.string({ description: 'Five fields: minute hour day-of-month month day-of-week' }),
     fullCron: t.string({ description: 'Five fields: minute hour day-of-month month day-of-week' }),
+    filesCron: t.string({ description: 'Files-only snapshots (volume backups); five fields' }),
     timezone: t.string({ description: 'IANA name, e.g. Europe/Berlin (default UTC)' }),
     destinationIds: t.idList({ description: "Empty: the environment's default destinations" }),
     enabled: t.boolean(),
     paused: t.boolean(),
     dbRetention: t.field({ type: RetentionPolicyInput }),
     fullRetention: t.field({ type: RetentionPolicyInput }),
+    filesRetention: t.field({ type: RetentionPolicyInput }),
   }),
 });
 
@@ -185,12 +216,14 @@ builder.mutationFields((t) => ({
         environmentId: envIdOf(input),
         dbCron: input.dbCron,
         fullCron: input.fullCron,
+        filesCron: input.filesCron,
         timezone: input.timezone ?? undefined,
         destinationIds: input.destinationIds ? parseIds(input.destinationIds.map(String), 'Destination', ['input', 'destinationIds']) : undefined,
         enabled: input.enabled ?? undefined,
         paused: input.paused ?? undefined,
         dbRetention: policyOf(input.dbRetention),
         fullRetention: policyOf(input.fullRetention),
+        filesRetention: policyOf(input.filesRetention),
       }),
     }),
   }),

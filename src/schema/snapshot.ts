@@ -9,7 +9,7 @@ import { builder } from './builder.ts';
 import { EnvironmentActivityEvent, EnvironmentTypeEnum } from './environment.ts';
 import { ValidationError } from '../domain/errors.ts';
 import { allErrors } from './errors.ts';
-import { parseId } from './ids.ts';
+import { parseId, parseIds } from './ids.ts';
 import { OperationPayload, OperationStarted } from './operation.ts';
 import { viewerOf } from './viewer-of.ts';
 
@@ -17,6 +17,8 @@ export const SnapshotKindEnum = builder.enumType(SnapshotKind, { name: 'Snapshot
 export const SnapshotIncludeEnum = builder.enumType(SnapshotInclude, { name: 'SnapshotInclude' });
 export const SnapshotStatusEnum = builder.enumType(SnapshotStatus, { name: 'SnapshotStatus' });
 const CopyStatusEnum = builder.enumType(CopyStatus, { name: 'CopyStatus' });
+export const SNAPSHOT_CONTENTS = ['DATABASE_ONLY', 'FILES_ONLY', 'DATABASE_AND_FILES'] as const;
+const SnapshotContentsEnum = builder.enumType('SnapshotContents', { values: SNAPSHOT_CONTENTS, description: 'What a snapshot includes, as one choice' });
 const DownloadVariantEnum = builder.enumType('DownloadVariant', { values: DOWNLOAD_VARIANTS });
 
 builder.prismaObject('SnapshotCopy', {
@@ -60,7 +62,13 @@ export const Snapshot = builder.prismaNode('Snapshot', {
     pinned: t.exposeBoolean('pinned'),
     pinLabel: t.exposeString('pinLabel', { nullable: true }),
     pinnedAt: t.expose('pinnedAt', { type: 'DateTime', nullable: true }),
-    expiresAt: t.expose('expiresAt', { type: 'DateTime', nullable: true }),
+    expiresAt: t.field({
+      type: 'DateTime',
+      nullable: true,
+      description: "When retention deletes it: safety snapshots after safetyRetentionDays, manual and pre-deploy ones after the environment's retentionDays; null while pinned",
+      select: { expiresAt: true, pinned: true },
+      resolve: (s) => (s.pinned ? null : s.expiresAt),
+    }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     completedAt: t.expose('completedAt', { type: 'DateTime', nullable: true }),
     environment: t.relation('environment'),
@@ -90,6 +98,7 @@ export const SnapshotFilter = builder.inputType('SnapshotFilter', {
     kinds: t.field({ type: [SnapshotKindEnum] }),
     statuses: t.field({ type: [SnapshotStatusEnum] }),
     pinned: t.boolean(),
+    includes: t.field({ type: SnapshotContentsEnum, description: 'Only snapshots with exactly this content' }),
     labelContains: t.string(),
     environmentTypes: t.field({ type: [EnvironmentTypeEnum] }),
     createdAfter: t.field({ type: 'DateTime' }),
@@ -105,10 +114,19 @@ export function snapshotFilterWhere(f: Filter | null | undefined): Prisma.Snapsh
     status: f?.statuses?.length ? { in: f.statuses } : { not: 'DELETED' },
     ...(f?.kinds?.length ? { kind: { in: f.kinds } } : {}),
     ...(f?.pinned != null ? { pinned: f.pinned } : {}),
+    ...(f?.includes ? includesWhere(f.includes) : {}),
     ...(f?.labelContains ? { label: { contains: f.labelContains, mode: 'insensitive' } } : {}),
     ...(f?.environmentTypes?.length ? { environment: { type: { in: f.environmentTypes } } } : {}),
     ...(f?.createdAfter || f?.createdBefore ? { createdAt: { ...(f.createdAfter ? { gte: f.createdAfter } : {}), ...(f.createdBefore ? { lt: f.createdBefore } : {}) } } : {}),
   };
+}
+
+/** `includes` is a set stored as an array in no fixed order: match by membership, not equality. */
+function includesWhere(contents: (typeof SNAPSHOT_CONTENTS)[number]): Prisma.SnapshotWhereInput {
+  const has = (i: 'DB' | 'FILES', yes: boolean) => (yes ? { includes: { has: i } } : { NOT: { includes: { has: i } } });
+  const db = contents !== 'FILES_ONLY';
+  const files = contents !== 'DATABASE_ONLY';
+  return { AND: [has('DB', db), has('FILES', files)] };
 }
 
 builder.prismaObjectFields('Environment', (t) => ({
@@ -185,6 +203,7 @@ const CreateSnapshotInput = builder.inputType('CreateSnapshotInput', {
     label: t.string(),
     kind: t.field({ type: SnapshotKindEnum, description: 'MANUAL (default) or PRE_DEPLOY' }),
     metadata: t.field({ type: SnapshotMetadataInput }),
+    destinationIds: t.idList({ description: "Where this snapshot goes; left out or empty: the environment's destinations" }),
     idempotencyKey: t.string({ description: 'Same key and input: the same operation back. Also read from the Idempotency-Key header.' }),
   }),
 });
@@ -225,6 +244,7 @@ builder.mutationFields((t) => ({
         label: input.label,
         kind: input.kind ?? undefined,
         metadata: metadata as Record<string, string> | undefined,
+        destinationIds: input.destinationIds ? parseIds(input.destinationIds.map(String), 'Destination', ['input', 'destinationIds']) : undefined,
         idempotencyKey: input.idempotencyKey ?? ctx.idempotencyKey ?? undefined,
       });
     },

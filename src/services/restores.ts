@@ -13,6 +13,7 @@ import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts'
 import { enqueueJob, operationJobKey } from './jobs.ts';
 import { beginOperation, CancelledError, finishOperation, HANDED_BACK_MESSAGE, progressReporter, requeueOperation, TimedOutError } from './operations.ts';
 import { openReadableCopy } from './copies.ts';
+import { refuseIfLocked } from './environment-lock.ts';
 import { discardRestoreLeftovers, restoreIdOf } from './restore-leftovers.ts';
 import type { OpenedRepository } from './repositories.ts';
 import { getSnapshot, INCLUDES, messageOf, runSnapshot, underLimits } from './snapshots.ts';
@@ -65,6 +66,7 @@ export async function restoreSnapshot(
         // Refused now, not failed later: the job's first step, the safety snapshot, would have nowhere to go.
         throw new ConflictError(ErrorCode.NO_DESTINATION, 'The target environment has no destination for its safety snapshot: set its destinations first, or restore with createSafetySnapshot: false');
       }
+      await refuseIfLocked(tx, target.id);
       const running = await tx.operation.findFirst({ where: { environmentId: target.id, type: 'RESTORE', status: { in: ['QUEUED', 'RUNNING'] } } });
       if (running) throw new ConflictError(ErrorCode.RESTORE_RUNNING, 'A restore into this environment is already queued or running');
       const op = await tx.operation.create({

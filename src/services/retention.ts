@@ -11,11 +11,12 @@ import type { Viewer } from './viewer.ts';
 
 /**
  * Retention decides which READY snapshots of an environment to delete. Scheduled snapshots follow
- * grandfather-father-son counts per kind (database-only "db", database and files "full"): the
- * newest snapshot of each of the last N hours, days, ISO weeks and months is kept, buckets counted
- * in the schedule's timezone, as restic's `forget --keep-*` does; an optional age limit caps them.
- * Manual and pre-deploy snapshots follow the environment's retentionDays only; safety snapshots
- * expire at their expiresAt. Pinned snapshots and the newest READY snapshot are always kept.
+ * a policy per kind (database-only "db", database and files "full", files-only "files"): the newest
+ * N (`last`), and grandfather-father-son tiers — the newest snapshot of each of the last N hours,
+ * days, ISO weeks and months, and of each such bucket within an age window — buckets counted in the
+ * schedule's timezone, as restic's `forget --keep-*` and `--keep-within-*` do; an optional age limit
+ * caps them. Manual and pre-deploy snapshots expire at their expiresAt (from the environment's
+ * retentionDays); safety snapshots too. Pinned snapshots and the newest READY snapshot are always kept.
  *
  * The plan is one pure function: previewRetention shows it, applyRetention deletes exactly what
  * it says through the ordinary delete job.
@@ -23,24 +24,39 @@ import type { Viewer } from './viewer.ts';
 
 const count = z.number().int('must be a whole number').min(0, 'must not be negative').max(10_000, 'must be at most 10000');
 
-/** GFS counts and an age limit for one kind of scheduled snapshot. */
+const window = (max: number) => z.number().int('must be a whole number').min(1, 'must be at least 1').max(max, `must be at most ${max}`);
+
+/**
+ * Retention of one kind of scheduled snapshot: keep the newest `last`; GFS counts (the newest of
+ * each of the last N hours, days, ISO weeks, months that have a snapshot); GFS age windows (the
+ * newest of each hour, day, week, month that began within the window, counted back from now);
+ * and an age limit over all of them. A snapshot any of the first three keeps is kept.
+ */
 export const retentionPolicy = z.object({
+  last: count.nullish(),
   hourly: count.nullish(),
   daily: count.nullish(),
   weekly: count.nullish(),
   monthly: count.nullish(),
+  hourlyWithinHours: window(876_000).nullish(),
+  dailyWithinDays: window(36_500).nullish(),
+  weeklyWithinWeeks: window(5_200).nullish(),
+  monthlyWithinMonths: window(1_200).nullish(),
   maxAgeDays: z.number().int('must be a whole number').min(1, 'must be at least 1').max(36_500, 'must be at most 36500').nullish(),
 });
 export type RetentionPolicy = z.infer<typeof retentionPolicy>;
 
+const POLICY_FIELDS = ['last', 'hourly', 'daily', 'weekly', 'monthly', 'hourlyWithinHours', 'dailyWithinDays', 'weeklyWithinWeeks', 'monthlyWithinMonths', 'maxAgeDays'] as const;
+
 /** The stored form: every field present. */
 export function normalizePolicy(p: RetentionPolicy | null | undefined): Required<{ [K in keyof RetentionPolicy]: number | null }> {
-  return { hourly: p?.hourly ?? null, daily: p?.daily ?? null, weekly: p?.weekly ?? null, monthly: p?.monthly ?? null, maxAgeDays: p?.maxAgeDays ?? null };
+  return Object.fromEntries(POLICY_FIELDS.map((f) => [f, p?.[f] ?? null])) as Required<{ [K in keyof RetentionPolicy]: number | null }>;
 }
 
 export const RETENTION_RULES = [
   'PINNED',
   'NEWEST',
+  'LAST',
   'HOURLY',
   'DAILY',
   'WEEKLY',
@@ -63,6 +79,8 @@ export interface RetentionDecision {
 export interface FullPolicy {
   db: RetentionPolicy;
   full: RetentionPolicy;
+  /** Files-only scheduled snapshots (volume backups); left out: no policy, all kept. */
+  files?: RetentionPolicy;
   /** Age limit in days for MANUAL and PRE_DEPLOY snapshots; null keeps them. */
   retentionDays: number | null;
   safetyRetentionDays: number;
@@ -89,11 +107,21 @@ function isoWeek(y: number, m: number, day: number): string {
 }
 
 const LEVELS = [
-  ['hourly', 'HOURLY'],
-  ['daily', 'DAILY'],
-  ['weekly', 'WEEKLY'],
-  ['monthly', 'MONTHLY'],
+  ['hourly', 'HOURLY', 'hourlyWithinHours'],
+  ['daily', 'DAILY', 'dailyWithinDays'],
+  ['weekly', 'WEEKLY', 'weeklyWithinWeeks'],
+  ['monthly', 'MONTHLY', 'monthlyWithinMonths'],
 ] as const;
+
+/** The start of a level's age window: `n` hours, days, weeks or calendar months before now. */
+function windowStart(level: (typeof LEVELS)[number][0], n: number, now: Date): Date {
+  if (level === 'hourly') return new Date(now.getTime() - n * 3_600_000);
+  if (level === 'daily') return new Date(now.getTime() - n * DAY_MS);
+  if (level === 'weekly') return new Date(now.getTime() - n * 7 * DAY_MS);
+  const d = new Date(now);
+  d.setUTCMonth(d.getUTCMonth() - n);
+  return d;
+}
 
 function bucketKey(level: (typeof LEVELS)[number][0], d: Date, tz: string): string {
   const p = localParts(d, tz);
@@ -113,10 +141,11 @@ export function planRetention(snapshots: Candidate[], policy: FullPolicy, now: D
   const decide = (s: Candidate, action: 'KEEP' | 'DELETE', rule: RetentionRule) => decisions.set(s.id, { snapshotId: s.id, action, rule });
   const ageDays = (s: Candidate) => (now.getTime() - s.createdAt.getTime()) / DAY_MS;
 
-  const scheduled: Record<'db' | 'full', Candidate[]> = { db: [], full: [] };
+  const scheduled: Record<'db' | 'full' | 'files', Candidate[]> = { db: [], full: [], files: [] };
   sorted.forEach((s) => {
     if (s.pinned) return decide(s, 'KEEP', 'PINNED');
-    if (s.expiresAt) return s.expiresAt <= now ? decide(s, 'DELETE', 'EXPIRED') : decide(s, 'KEEP', 'SAFETY_PERIOD');
+    // Manual and pre-deploy snapshots get theirs from retentionDays (older ones may lack it).
+    if (s.expiresAt) return s.expiresAt <= now ? decide(s, 'DELETE', 'EXPIRED') : decide(s, 'KEEP', s.kind === 'SAFETY' ? 'SAFETY_PERIOD' : 'WITHIN_AGE_LIMIT');
     if (s.kind === 'SAFETY') {
       return ageDays(s) > policy.safetyRetentionDays ? decide(s, 'DELETE', 'EXPIRED') : decide(s, 'KEEP', 'SAFETY_PERIOD');
     }
@@ -124,31 +153,42 @@ export function planRetention(snapshots: Candidate[], policy: FullPolicy, now: D
       if (policy.retentionDays == null) return decide(s, 'KEEP', 'NO_LIMIT');
       return ageDays(s) > policy.retentionDays ? decide(s, 'DELETE', 'OLDER_THAN_AGE_LIMIT') : decide(s, 'KEEP', 'WITHIN_AGE_LIMIT');
     }
-    scheduled[s.includes.includes('FILES') ? 'full' : 'db'].push(s);
+    scheduled[!s.includes.includes('FILES') ? 'db' : s.includes.includes('DB') ? 'full' : 'files'].push(s);
   });
 
-  for (const kind of ['db', 'full'] as const) {
-    const p = policy[kind];
+  for (const kind of ['db', 'full', 'files'] as const) {
+    const p = policy[kind] ?? {};
     const left = { hourly: p.hourly ?? 0, daily: p.daily ?? 0, weekly: p.weekly ?? 0, monthly: p.monthly ?? 0 };
-    const gfs = Object.values(left).some((n) => n > 0);
+    const windows = Object.fromEntries(LEVELS.map(([level, , field]) => [level, p[field] != null ? windowStart(level, p[field], now) : null])) as Record<(typeof LEVELS)[number][0], Date | null>;
+    const levels = LEVELS.filter(([level]) => left[level] > 0 || windows[level] !== null);
+    let lastLeft = p.last ?? 0;
+    const any = lastLeft > 0 || levels.length > 0;
     const lastKey: Record<string, string | undefined> = {};
     for (const s of scheduled[kind]) {
       if (p.maxAgeDays != null && ageDays(s) > p.maxAgeDays) {
         decide(s, 'DELETE', 'OLDER_THAN_AGE_LIMIT');
         continue;
       }
-      if (!gfs) {
+      if (!any) {
         decide(s, 'KEEP', p.maxAgeDays != null ? 'WITHIN_AGE_LIMIT' : 'NO_LIMIT');
         continue;
       }
-      // Newest first: a snapshot is kept by a level when it opens a new bucket there and the level has room.
       let rule: RetentionRule | null = null;
-      for (const [level, name] of LEVELS) {
-        if (left[level] <= 0) continue;
+      if (lastLeft > 0) {
+        lastLeft--;
+        rule = 'LAST';
+      }
+      // Newest first: a snapshot opening a new bucket of a level is kept while the level's count
+      // has room (each bucket uses one, as restic's --keep-daily), or when the bucket lies in the
+      // level's window (as --keep-within-daily). Every level counts, whichever rule is named.
+      for (const [level, name] of levels) {
         const k = bucketKey(level, s.createdAt, policy.timezone);
-        if (k !== lastKey[level]) {
-          lastKey[level] = k;
+        if (k === lastKey[level]) continue;
+        lastKey[level] = k;
+        if (left[level] > 0) {
           left[level]--;
+          rule ??= name;
+        } else if (windows[level] && s.createdAt >= windows[level]) {
           rule ??= name;
         }
       }
@@ -170,6 +210,7 @@ export async function currentPolicy(deps: Deps, environmentId: string): Promise<
   return {
     db: (schedule?.dbRetention as RetentionPolicy | null) ?? {},
     full: (schedule?.fullRetention as RetentionPolicy | null) ?? {},
+    files: (schedule?.filesRetention as RetentionPolicy | null) ?? {},
     retentionDays: settings?.retentionDays ?? null,
     safetyRetentionDays: settings?.safetyRetentionDays ?? 7,
     timezone: schedule?.timezone ?? 'UTC',
@@ -179,6 +220,7 @@ export async function currentPolicy(deps: Deps, environmentId: string): Promise<
 export const previewRetentionInput = z.object({
   db: retentionPolicy.nullish(),
   full: retentionPolicy.nullish(),
+  files: retentionPolicy.nullish(),
   retentionDays: z.number().int('must be a whole number').min(1, 'must be at least 1').max(36_500, 'must be at most 36500').nullish(),
 });
 
@@ -199,8 +241,15 @@ export async function previewRetention(deps: Deps, viewer: Viewer, environmentId
   const policy = await currentPolicy(deps, env.id);
   if (input.db) policy.db = input.db;
   if (input.full) policy.full = input.full;
-  if (input.retentionDays !== undefined) policy.retentionDays = input.retentionDays;
-  return planRetention(await candidates(deps, env.id), policy, deps.clock.now());
+  if (input.files) policy.files = input.files;
+  let snapshots = await candidates(deps, env.id);
+  if (input.retentionDays !== undefined) {
+    policy.retentionDays = input.retentionDays;
+    // As updateEnvironmentSettings would store it: every manual and pre-deploy snapshot's expiry moves.
+    const days = input.retentionDays;
+    snapshots = snapshots.map((s) => (s.kind === 'MANUAL' || s.kind === 'PRE_DEPLOY' ? { ...s, expiresAt: days == null ? null : new Date(s.createdAt.getTime() + days * DAY_MS) } : s));
+  }
+  return planRetention(snapshots, policy, deps.clock.now());
 }
 
 /** Enqueues a retention run for an environment (one pending at a time). */

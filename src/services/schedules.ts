@@ -13,8 +13,9 @@ import { createSnapshot, messageOf } from './snapshots.ts';
 import type { Viewer } from './viewer.ts';
 
 /**
- * Schedules: each environment may have one, with two five-field crons in an IANA timezone —
- * `dbCron` for database-only snapshots and `fullCron` for database and files. Each active kind has
+ * Schedules: each environment may have one, with up to three five-field crons in an IANA timezone —
+ * `dbCron` for database-only snapshots, `fullCron` for database and files, `filesCron` for files
+ * only (volume backups), each with its own retention. Each active kind has
  * exactly one pending graphile-worker job (`schedule_fire`, job key `schedule:<id>:<kind>`) whose
  * run_at is the next run; saving the schedule replaces it. So runs are exact, survive restarts
  * (the job is in PostgreSQL) and never double: the job key allows one pending job, and a run
@@ -26,7 +27,7 @@ import type { Viewer } from './viewer.ts';
  * happens at the first valid time after it, a repeated hour runs once.
  */
 
-export const SCHEDULE_KINDS = ['DB', 'FULL'] as const;
+export const SCHEDULE_KINDS = ['DB', 'FULL', 'FILES'] as const;
 export type ScheduleKind = (typeof SCHEDULE_KINDS)[number];
 
 /** A run later than this after its planned time counts as missed. */
@@ -35,6 +36,7 @@ const LATE_MS = 5 * 60_000;
 const kindFields = {
   DB: { cron: 'dbCron', next: 'nextDbRunAt', last: 'lastDbRunAt', includes: ['DB'] as ('DB' | 'FILES')[], name: 'database' },
   FULL: { cron: 'fullCron', next: 'nextFullRunAt', last: 'lastFullRunAt', includes: ['DB', 'FILES'] as ('DB' | 'FILES')[], name: 'full' },
+  FILES: { cron: 'filesCron', next: 'nextFilesRunAt', last: 'lastFilesRunAt', includes: ['FILES'] as ('DB' | 'FILES')[], name: 'files' },
 } as const;
 
 export const scheduleJobKey = (scheduleId: string, kind: ScheduleKind) => `schedule:${scheduleId}:${kind.toLowerCase()}`;
@@ -84,6 +86,7 @@ const upsertScheduleInput = z.object({
   environmentId: z.string(),
   dbCron: cronExpression.nullish(),
   fullCron: cronExpression.nullish(),
+  filesCron: cronExpression.nullish(),
   timezone: timezone.optional(),
   /** Omitted: keep; empty: the environment's default destinations. */
   destinationIds: z.array(z.string().min(1)).max(10, 'at most 10 destinations').optional(),
@@ -91,6 +94,7 @@ const upsertScheduleInput = z.object({
   paused: z.boolean().optional(),
   dbRetention: retentionPolicy.optional(),
   fullRetention: retentionPolicy.optional(),
+  filesRetention: retentionPolicy.optional(),
 });
 
 /** Common schedules, for pickers. */
@@ -149,6 +153,8 @@ export async function upsertSchedule(deps: Deps, viewer: Viewer, raw: z.input<ty
   const existing = await deps.db.schedule.findUnique({ where: { environmentId: env.id } });
   const fullCron = input.fullCron !== undefined ? input.fullCron : existing?.fullCron;
   if (fullCron && !env.filesPath) throw ValidationError.field(['input', 'fullCron'], 'this environment has no files path; use dbCron, or set filesPath first');
+  const filesCron = input.filesCron !== undefined ? input.filesCron : existing?.filesCron;
+  if (filesCron && !env.filesPath) throw ValidationError.field(['input', 'filesCron'], 'this environment has no files path; use dbCron, or set filesPath first');
   const destinationIds = input.destinationIds ? [...new Set(input.destinationIds)] : undefined;
   if (destinationIds?.length) {
     await requireVisibleDestinations(deps, viewer, destinationIds);
@@ -165,16 +171,18 @@ export async function upsertSchedule(deps: Deps, viewer: Viewer, raw: z.input<ty
   const fields = {
     ...(input.dbCron !== undefined ? { dbCron: input.dbCron } : {}),
     ...(input.fullCron !== undefined ? { fullCron: input.fullCron } : {}),
+    ...(input.filesCron !== undefined ? { filesCron: input.filesCron } : {}),
     ...(input.timezone !== undefined ? { timezone: input.timezone } : {}),
     ...(input.enabled !== undefined ? { enabled: input.enabled } : {}),
     ...(input.paused !== undefined ? { paused: input.paused } : {}),
     ...(input.dbRetention !== undefined ? { dbRetention: normalizePolicy(input.dbRetention) } : {}),
     ...(input.fullRetention !== undefined ? { fullRetention: normalizePolicy(input.fullRetention) } : {}),
+    ...(input.filesRetention !== undefined ? { filesRetention: normalizePolicy(input.filesRetention) } : {}),
   };
   return deps.db.$transaction(async (tx) => {
     const s = await tx.schedule.upsert({
       where: { environmentId: env.id },
-      create: { environmentId: env.id, dbRetention: normalizePolicy(null), fullRetention: normalizePolicy(null), ...fields },
+      create: { environmentId: env.id, dbRetention: normalizePolicy(null), fullRetention: normalizePolicy(null), filesRetention: normalizePolicy(null), ...fields },
       update: fields,
     });
     if (destinationIds) {
@@ -223,7 +231,7 @@ async function scheduledSnapshot(deps: Deps, viewer: Viewer, s: Schedule & { des
 /** Takes one scheduled snapshot of the kind now, outside the plan (the next planned run stays). */
 export async function runScheduleNow(deps: Deps, viewer: Viewer, environmentId: string, kind: ScheduleKind): Promise<{ operationId: string; snapshotId: string }> {
   const s = await requireSchedule(deps, viewer, environmentId);
-  if (!s[kindFields[kind].cron]) throw ValidationError.field(['input', 'kind'], `the schedule has no ${kind === 'DB' ? 'dbCron' : 'fullCron'}`);
+  if (!s[kindFields[kind].cron]) throw ValidationError.field(['input', 'kind'], `the schedule has no ${kindFields[kind].cron}`);
   const full = await deps.db.schedule.findUniqueOrThrow({ where: { id: s.id }, include: { destinations: true } });
   return scheduledSnapshot(deps, viewer, full, kind, { label: `Scheduled ${kindFields[kind].name} snapshot (run now)` });
 }
@@ -331,7 +339,7 @@ export async function retryScheduledSnapshot(deps: Deps, failedSnapshotId: strin
   const failed = await deps.db.snapshot.findUnique({ where: { id: failedSnapshotId }, include: { schedule: { include: { destinations: true } } } });
   if (!failed?.schedule || !failed.schedule.enabled || failed.schedule.paused) return;
   const meta = (failed.metadata as Record<string, string> | null) ?? {};
-  const kind: ScheduleKind = meta.schedule === 'FULL' ? 'FULL' : 'DB';
+  const kind: ScheduleKind = meta.schedule === 'FULL' || meta.schedule === 'FILES' ? meta.schedule : 'DB';
   const attempt = Number(meta.attempt ?? '1') + 1;
   await scheduledSnapshot(deps, systemViewer(failed.organizationId), failed.schedule, kind, {
     label: `Scheduled ${kindFields[kind].name} snapshot (retry ${attempt - 1})`,

@@ -50,6 +50,16 @@ export async function updateEnvironmentSettings(deps: Deps, viewer: Viewer, envi
   const data = Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined));
   await deps.db.$transaction(async (tx) => {
     await tx.environmentSettings.upsert({ where: { environmentId: env.id }, create: { environmentId: env.id, ...data }, update: data });
+    if (data.retentionDays !== undefined) {
+      // Manual and pre-deploy snapshots show the expiry the retention sweep will honour: a new
+      // retentionDays moves every one of them (null: none expires), as previewRetention shows.
+      await tx.$executeRawUnsafe(
+        `UPDATE snapshots SET "expiresAt" = CASE WHEN $2::int IS NULL THEN NULL ELSE "createdAt" + make_interval(days => $2::int) END
+          WHERE "environmentId" = $1 AND kind IN ('MANUAL', 'PRE_DEPLOY') AND status NOT IN ('DELETING', 'DELETED')`,
+        env.id,
+        data.retentionDays,
+      );
+    }
     if (destinationIds) {
       await tx.environmentDestination.deleteMany({ where: { environmentId: env.id, destinationId: { notIn: destinationIds } } });
       await tx.environmentDestination.createMany({ data: destinationIds.map((destinationId) => ({ environmentId: env.id, destinationId })), skipDuplicates: true });

@@ -15,6 +15,7 @@ import { beginOperation, CancelledError, finishOperation, HANDED_BACK_MESSAGE, p
 import { openRepository, type OpenedRepository } from './repositories.ts';
 import { enqueueCopy } from './copies.ts';
 import { recordUse } from './destinations.ts';
+import { requireVisibleDestinations } from './destination-choice.ts';
 import { BackendAccessError } from '../destinations/backend.ts';
 import { enqueueRetention } from './retention.ts';
 import { afterScheduledSnapshotFailed } from './schedules.ts';
@@ -41,6 +42,8 @@ export const createSnapshotInput = z.object({
   label: label.nullish(),
   kind: z.enum(['MANUAL', 'PRE_DEPLOY']).default('MANUAL'),
   metadata: metadata.nullish(),
+  /** Left out or empty: the environment's destinations. */
+  destinationIds: z.array(z.string().min(1)).max(10, 'at most 10 destinations').nullish(),
   idempotencyKey: idempotencyKey.nullish(),
 });
 
@@ -62,16 +65,23 @@ export async function createSnapshot(
   if (includes.includes('FILES') && !env.filesPath) {
     throw ValidationError.field(['input', 'includes'], 'this environment has no files path; include DB only, or set filesPath first');
   }
-  const hash = input.idempotencyKey ? inputHash({ ...input, idempotencyKey: undefined, includes: [...includes].sort() }) : null;
+  const chosen = input.destinationIds?.length ? [...new Set(input.destinationIds)] : null;
+  // Another destination than the environment's is only one the caller may see; any other is "not found".
+  if (chosen) await requireVisibleDestinations(deps, viewer, chosen);
+  const hash = input.idempotencyKey ? inputHash({ ...input, idempotencyKey: undefined, includes: [...includes].sort(), destinationIds: chosen ? [...chosen].sort() : undefined }) : null;
   if (input.idempotencyKey) {
     const earlier = await replayed(deps, viewer.organizationId, 'createSnapshot', input.idempotencyKey, hash!);
     if (earlier) return snapshotOfOperation(deps, earlier);
   }
-  // A schedule may name its own destinations; otherwise the environment's defaults.
-  const destinations = opts.destinationIds?.length
-    ? opts.destinationIds.map((destinationId) => ({ destinationId }))
+  // The caller or a schedule may name destinations; otherwise the environment's defaults.
+  const named = chosen ?? (opts.destinationIds?.length ? opts.destinationIds : null);
+  const destinations = named
+    ? named.map((destinationId) => ({ destinationId }))
     : await deps.db.environmentDestination.findMany({ where: { environmentId: env.id }, orderBy: { createdAt: 'asc' } });
   if (destinations.length === 0) throw new ConflictError(ErrorCode.NO_DESTINATION, 'This environment has no destination to store snapshots in');
+
+  const kind = opts.kind ?? input.kind;
+  const expiresAt = kind === 'MANUAL' || kind === 'PRE_DEPLOY' ? await manualExpiry(deps, env.id) : null;
 
   try {
     return await deps.db.$transaction(async (tx) => {
@@ -80,8 +90,9 @@ export async function createSnapshot(
           organizationId: env.organizationId,
           projectId: env.projectId,
           environmentId: env.id,
-          kind: opts.kind ?? input.kind,
+          kind,
           includes,
+          expiresAt,
           label: input.label ?? null,
           metadata: input.metadata ?? undefined,
           scheduleId: opts.scheduleId ?? null,
@@ -106,6 +117,12 @@ export async function createSnapshot(
     }
     throw err;
   }
+}
+
+/** A manual or pre-deploy snapshot taken now expires after its environment's retentionDays (none: it never does). */
+async function manualExpiry(deps: Deps, environmentId: string): Promise<Date | null> {
+  const settings = await deps.db.environmentSettings.findUnique({ where: { environmentId }, select: { retentionDays: true } });
+  return settings?.retentionDays != null ? new Date(deps.clock.now().getTime() + settings.retentionDays * 86_400_000) : null;
 }
 
 async function snapshotOfOperation(deps: Deps, operationId: string) {

@@ -14,8 +14,8 @@ const DAY = 86_400_000;
 const HOUR = 3_600_000;
 
 type Kind = 'MANUAL' | 'SCHEDULED' | 'PRE_DEPLOY' | 'SAFETY';
-function snap(id: string, kind: Kind, createdAt: Date, extra: { full?: boolean; pinned?: boolean; expiresAt?: Date } = {}) {
-  return { id, kind, includes: extra.full ? (['DB', 'FILES'] as const) : (['DB'] as const), pinned: extra.pinned ?? false, createdAt, expiresAt: extra.expiresAt ?? null } as never;
+function snap(id: string, kind: Kind, createdAt: Date, extra: { full?: boolean; filesOnly?: boolean; pinned?: boolean; expiresAt?: Date } = {}) {
+  return { id, kind, includes: extra.filesOnly ? (['FILES'] as const) : extra.full ? (['DB', 'FILES'] as const) : (['DB'] as const), pinned: extra.pinned ?? false, createdAt, expiresAt: extra.expiresAt ?? null } as never;
 }
 const ago = (ms: number) => new Date(NOW.getTime() - ms);
 const policy = (p: Partial<FullPolicy> = {}): FullPolicy => ({ db: {}, full: {}, retentionDays: null, safetyRetentionDays: 7, timezone: 'UTC', ...p });
@@ -100,6 +100,50 @@ describe('planRetention', () => {
   });
 });
 
+describe('planRetention, keep the last N and age windows per tier', () => {
+  // One scheduled snapshot a day at 10:00 UTC, from NOW (2026-06-15, a Monday) back 120 days.
+  const daily = Array.from({ length: 120 }, (_, i) => snap(`d${i}`, 'SCHEDULED', new Date(Date.UTC(2026, 5, 15 - i, 10))));
+  const kept = (p: Partial<FullPolicy>) => planRetention(daily, policy(p), NOW).filter((d) => d.action === 'KEEP').map((d) => `${d.snapshotId} ${d.rule}`);
+
+  it('last: the newest N of the kind, whatever their buckets', () => {
+    expect(kept({ db: { last: 3 } })).toEqual(['d0 LAST', 'd1 LAST', 'd2 LAST']);
+    // Pinned and other kinds do not use up the count.
+    const mixed = [snap('pin', 'SCHEDULED', ago(HOUR), { pinned: true }), snap('full', 'SCHEDULED', ago(2 * HOUR), { full: true }), snap('a', 'SCHEDULED', ago(3 * HOUR)), snap('b', 'SCHEDULED', ago(4 * HOUR)), snap('c', 'SCHEDULED', ago(5 * HOUR))];
+    expect(plan(mixed, { db: { last: 2 } })).toEqual({ pin: 'KEEP PINNED', full: 'KEEP NO_LIMIT', a: 'KEEP LAST', b: 'KEEP LAST', c: 'DELETE OUTSIDE_GFS' });
+  });
+
+  it('dailyWithinDays: the newest of each day that began within N days; the day at the edge is in, the one before out', () => {
+    // NOW is 12:00: 7 days back is 06-08 12:00, after 06-08 10:00, so 06-09..06-15 (7 days) are in.
+    expect(kept({ db: { dailyWithinDays: 7 } })).toEqual(['d0 DAILY', 'd1 DAILY', 'd2 DAILY', 'd3 DAILY', 'd4 DAILY', 'd5 DAILY', 'd6 DAILY']);
+    const edge = [snap('new', 'SCHEDULED', ago(0)), snap('at', 'SCHEDULED', ago(2 * DAY)), snap('past', 'SCHEDULED', ago(2 * DAY + 1))];
+    expect(plan(edge, { db: { dailyWithinDays: 2 } })).toEqual({ new: 'KEEP DAILY', at: 'KEEP DAILY', past: 'DELETE OUTSIDE_GFS' });
+  });
+
+  it('windows and counts add up per tier: dailies for 7 days, weeklies for 4 weeks, monthlies for 3 months', () => {
+    // Weeks start on Monday: of each week that began within 28 days (back to 05-18 12:00) the Sunday
+    // is the newest; of each month within 3 months (back to 03-15 12:00) the last day. A snapshot an
+    // earlier tier keeps is named by that tier (d1, the Sunday of week 24, is a daily; d15 a weekly).
+    expect(kept({ db: { dailyWithinDays: 7, weeklyWithinWeeks: 4, monthlyWithinMonths: 3 } })).toEqual([
+      'd0 DAILY', 'd1 DAILY', 'd2 DAILY', 'd3 DAILY', 'd4 DAILY', 'd5 DAILY', 'd6 DAILY',
+      'd8 WEEKLY', 'd15 WEEKLY', 'd22 WEEKLY',
+      'd46 MONTHLY', 'd76 MONTHLY',
+    ]);
+  });
+
+  it('a window with a count on the same tier keeps the union; maxAgeDays still caps both', () => {
+    expect(kept({ db: { daily: 10, dailyWithinDays: 3 } })).toHaveLength(10);
+    expect(kept({ db: { daily: 2, dailyWithinDays: 5 } })).toHaveLength(5);
+    expect(kept({ db: { last: 1, monthlyWithinMonths: 12, maxAgeDays: 60 } })).toEqual(['d0 LAST', 'd15 MONTHLY', 'd46 MONTHLY']);
+  });
+
+  it('files-only scheduled snapshots follow the files policy, apart from database-only and full ones', () => {
+    const snaps = [snap('files-1', 'SCHEDULED', ago(HOUR), { filesOnly: true }), snap('files-2', 'SCHEDULED', ago(2 * HOUR), { filesOnly: true }), snap('db-1', 'SCHEDULED', ago(3 * HOUR)), snap('full-1', 'SCHEDULED', ago(4 * HOUR), { full: true })];
+    expect(plan(snaps, { db: { last: 1 }, full: { last: 1 }, files: { last: 1 } })).toEqual({ 'files-1': 'KEEP LAST', 'files-2': 'DELETE OUTSIDE_GFS', 'db-1': 'KEEP LAST', 'full-1': 'KEEP LAST' });
+    // Without a files policy they are all kept.
+    expect(plan(snaps, { db: { last: 1 } })).toMatchObject({ 'files-1': 'KEEP NO_LIMIT', 'files-2': 'KEEP NO_LIMIT' });
+  });
+});
+
 describe('planRetention, weekly buckets over years', () => {
   it('ISO weeks run Monday to Sunday across year ends: of daily snapshots, the Sundays (and the newest) are kept', () => {
     const days: Date[] = [];
@@ -124,7 +168,9 @@ describe('planRetention, snapshots taken at the same instant', () => {
 
 describe('normalizePolicy', () => {
   it('fills every field, keeping zeros', () => {
-    expect(normalizePolicy(null)).toEqual({ hourly: null, daily: null, weekly: null, monthly: null, maxAgeDays: null });
-    expect(normalizePolicy({ daily: 0, weekly: 4, maxAgeDays: 90 })).toEqual({ hourly: null, daily: 0, weekly: 4, monthly: null, maxAgeDays: 90 });
+    const none = { last: null, hourly: null, daily: null, weekly: null, monthly: null, hourlyWithinHours: null, dailyWithinDays: null, weeklyWithinWeeks: null, monthlyWithinMonths: null, maxAgeDays: null };
+    expect(normalizePolicy(null)).toEqual(none);
+    expect(normalizePolicy({ daily: 0, weekly: 4, maxAgeDays: 90 })).toEqual({ ...none, daily: 0, weekly: 4, maxAgeDays: 90 });
+    expect(normalizePolicy({ last: 3, dailyWithinDays: 7, monthlyWithinMonths: 12 })).toEqual({ ...none, last: 3, dailyWithinDays: 7, monthlyWithinMonths: 12 });
   });
 });
