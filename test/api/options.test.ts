@@ -6,10 +6,12 @@
  * schedules, a project's schedules in one list, and the operator's lock against restores.
  */
 import fs from 'node:fs/promises';
+import { PassThrough } from 'node:stream';
 import os from 'node:os';
 import path from 'node:path';
 import { decodeGlobalID } from '@pothos/plugin-relay';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { clientMain } from '../../src/cli/client/main.ts';
 import type { TestApp } from '../harness/app.ts';
 import { gid, makeApiKey, makeEnvironment, makeProject } from '../harness/factories.ts';
 import { makeLiveEnvironment, repositoryPassword, type LiveEnvironment } from '../harness/live-environment.ts';
@@ -130,6 +132,25 @@ describe('snapshot list by content', () => {
     expect(await list('FILES_ONLY')).toEqual({ total: 1, labels: ['files'] });
     expect(await list('DATABASE_AND_FILES')).toEqual({ total: 2, labels: ['both', 'both-reversed'] });
     expect(await list(null)).toEqual({ total: 4, labels: ['both', 'both-reversed', 'db', 'files'] });
+
+    // The client command line's `snapshot list --includes`, against the same server.
+    const cli = async (...args: string[]) => {
+      let out = '';
+      let err = '';
+      const io = { stdout: Object.assign(new PassThrough(), { isTTY: false }), stderr: new PassThrough(), env: { BACKPLANE_URL: app.url, BACKPLANE_TOKEN: admin } };
+      io.stdout.on('data', (c) => (out += c));
+      io.stderr.on('data', (c) => (err += c));
+      const code = await clientMain(['snapshot', 'list', '--env', `${project.name}/${env.name}`, ...args], io);
+      return { code, out, err };
+    };
+    const files = await cli('--includes', 'files_only', '--json');
+    expect(files.code).toBe(0);
+    expect((JSON.parse(files.out) as { label: string }[]).map((s) => s.label)).toEqual(['files']);
+    const table = await cli('--includes', 'DATABASE_AND_FILES');
+    expect(table.out.split('\n').filter((l) => l.startsWith('U25')).length).toBe(2);
+    const wrong = await cli('--includes', 'everything');
+    expect(wrong).toMatchObject({ code: 2 });
+    expect(wrong.err).toContain('expected one of DATABASE_ONLY, FILES_ONLY, DATABASE_AND_FILES');
   });
 });
 

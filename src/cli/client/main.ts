@@ -11,7 +11,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ApiError, AuthError, ClientUsageError, ConnectionError, createApiClient, refusedBy, type ApiClient } from './api.ts';
 import { downloadSnapshot } from './download.ts';
 import { resolveEnvironment } from './environment-ref.ts';
-import { ClientCreateSnapshotDocument, ClientRestoreSnapshotDocument, ClientSnapshotsDocument, type DownloadVariant, type SnapshotKind, type SnapshotStatus } from './generated/graphql.ts';
+import { ClientCreateSnapshotDocument, ClientRestoreSnapshotDocument, ClientSnapshotsDocument, type DownloadVariant, type SnapshotContents, type SnapshotKind, type SnapshotStatus } from './generated/graphql.ts';
 import { createProgressView, formatBytes } from './progress.ts';
 import { watchOperation, type OperationState } from './watch.ts';
 
@@ -20,7 +20,7 @@ export const EXIT = { ok: 0, failed: 1, usage: 2, cancelled: 3, connection: 4, a
 export const CLIENT_USAGE = `client commands, over a running server's API (server and key: --url/--token or BACKPLANE_URL/BACKPLANE_TOKEN):
 
   snapshot create   --env <env> [--db-only | --files-only] [--label L] [--wait] [--json]
-  snapshot list     --env <env> [--kind K] [--status S] [--json]
+  snapshot list     --env <env> [--kind K] [--status S] [--includes DATABASE_ONLY|FILES_ONLY|DATABASE_AND_FILES] [--json]
   snapshot restore  <snapshot> [--into <env>] [--no-safety-snapshot] [--wait] [--json]
   snapshot download <snapshot> [--variant DATABASE_AND_FILES|DATABASE_ONLY|FILES_ONLY] [-o file] [--json]
   operation watch   <operation> [--json]
@@ -128,13 +128,16 @@ async function snapshotCreate(args: string[], io: Io): Promise<number> {
 }
 
 const KINDS = ['MANUAL', 'SCHEDULED', 'PRE_DEPLOY', 'SAFETY'] as const satisfies readonly SnapshotKind[];
+const CONTENTS = ['DATABASE_ONLY', 'FILES_ONLY', 'DATABASE_AND_FILES'] as const satisfies readonly SnapshotContents[];
 const STATUSES = ['CREATING', 'READY', 'FAILED', 'DAMAGED', 'DELETING', 'DELETED'] as const satisfies readonly SnapshotStatus[];
 
 async function snapshotList(args: string[], io: Io): Promise<number> {
-  const { values, positionals } = parse(args, { env: { type: 'string' }, kind: { type: 'string' }, status: { type: 'string' } });
+  const { values, positionals } = parse(args, { env: { type: 'string' }, kind: { type: 'string' }, status: { type: 'string' }, includes: { type: 'string' } });
   if (positionals.length) throw new ClientUsageError(`snapshot list takes no arguments (got ${positionals.join(' ')})`);
   if (!values.env) throw new ClientUsageError('snapshot list needs --env <env>');
-  const filter = { kinds: oneOf('kind', values.kind, KINDS), statuses: oneOf('status', values.status, STATUSES) };
+  const includes = oneOf('includes', values.includes, CONTENTS);
+  if (includes && includes.length > 1) throw new ClientUsageError('--includes takes one of ' + CONTENTS.join(', '));
+  const filter = { kinds: oneOf('kind', values.kind, KINDS), statuses: oneOf('status', values.status, STATUSES), includes: includes?.[0] };
   const api = connect(values, io.env);
   const id = await resolveEnvironment(api, values.env);
   const rows = [];

@@ -5,6 +5,8 @@ type Exact<T extends { [key: string]: unknown }> = { [K in keyof T]: T[K] };
 export type Incremental<T> = T | { [P in keyof T]?: P extends ' $fragmentName' | '__typename' ? T[P] : never };
 import type { TypedDocumentNode as DocumentNode } from '@graphql-typed-document-node/core';
 export type CreateSnapshotInput = {
+  /** Where this snapshot goes; left out or empty: the environment's destinations */
+  destinationIds?: Array<string | number> | null | undefined;
   environmentId: string | number;
   /** Same key and input: the same operation back. Also read from the Idempotency-Key header. */
   idempotencyKey?: string | null | undefined;
@@ -37,6 +39,7 @@ export type ErrorCode =
   | 'DESTINATION_IN_USE'
   | 'DESTINATION_NOT_FOUND'
   | 'DESTINATION_NO_REPOSITORY'
+  | 'ENVIRONMENT_LOCKED'
   | 'ENVIRONMENT_NOT_FOUND'
   | 'IDEMPOTENCY_KEY_REUSED'
   | 'MAX_PINNED'
@@ -88,10 +91,18 @@ export type RestoreStrategy =
   | 'IN_PLACE'
   | 'SWAP';
 
+/** What a snapshot includes, as one choice */
+export type SnapshotContents =
+  | 'DATABASE_AND_FILES'
+  | 'DATABASE_ONLY'
+  | 'FILES_ONLY';
+
 export type SnapshotFilter = {
   createdAfter?: string | null | undefined;
   createdBefore?: string | null | undefined;
   environmentTypes?: Array<EnvironmentType> | null | undefined;
+  /** Only snapshots with exactly this content */
+  includes?: SnapshotContents | null | undefined;
   kinds?: Array<SnapshotKind> | null | undefined;
   labelContains?: string | null | undefined;
   pinned?: boolean | null | undefined;
