@@ -144,8 +144,11 @@ export function planRetention(snapshots: Candidate[], policy: FullPolicy, now: D
   const scheduled: Record<'db' | 'full' | 'files', Candidate[]> = { db: [], full: [], files: [] };
   sorted.forEach((s) => {
     if (s.pinned) return decide(s, 'KEEP', 'PINNED');
-    // Manual and pre-deploy snapshots get theirs from retentionDays (older ones may lack it).
-    if (s.expiresAt) return s.expiresAt <= now ? decide(s, 'DELETE', 'EXPIRED') : decide(s, 'KEEP', s.kind === 'SAFETY' ? 'SAFETY_PERIOD' : 'WITHIN_AGE_LIMIT');
+    // Manual and pre-deploy snapshots get theirs from retentionDays, their age limit (older ones may lack it).
+    if (s.expiresAt) {
+      const safety = s.kind === 'SAFETY';
+      return s.expiresAt <= now ? decide(s, 'DELETE', safety ? 'EXPIRED' : 'OLDER_THAN_AGE_LIMIT') : decide(s, 'KEEP', safety ? 'SAFETY_PERIOD' : 'WITHIN_AGE_LIMIT');
+    }
     if (s.kind === 'SAFETY') {
       return ageDays(s) > policy.safetyRetentionDays ? decide(s, 'DELETE', 'EXPIRED') : decide(s, 'KEEP', 'SAFETY_PERIOD');
     }

@@ -341,7 +341,7 @@ describe('expiry of manual snapshots', () => {
       clock.set(new Date(Date.now() + 4 * 86_400_000));
       const preview = await q(`query($id: ID!) { previewRetention(environmentId: $id) { ... on RetentionPreview { keep { rule snapshot { id } } delete { rule snapshot { id } } } } }`, { id: gid('Environment', env.id) }, writer);
       const rules = Object.fromEntries([...preview.previewRetention.keep, ...preview.previewRetention.delete].map((d: Json) => [d.snapshot.id, d.rule]));
-      expect(rules).toEqual({ [pinned.id]: 'PINNED', [doomed.id]: 'EXPIRED', [newest.id]: 'NEWEST' });
+      expect(rules).toEqual({ [pinned.id]: 'PINNED', [doomed.id]: 'OLDER_THAN_AGE_LIMIT', [newest.id]: 'NEWEST' });
       await runJobNow(app, 'retention:sweep');
       await waitFor(() => read(doomed.id), (s) => s.status === 'DELETED', 'the expired snapshot to be deleted', 120_000);
       expect((await read(pinned.id)).status).toBe('READY');

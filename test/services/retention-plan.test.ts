@@ -38,6 +38,11 @@ describe('planRetention', () => {
     expect(plan(snaps)).toMatchObject({ at: 'DELETE EXPIRED', before: 'KEEP SAFETY_PERIOD', after: 'DELETE EXPIRED' });
   });
 
+  it('manual and pre-deploy snapshots with expiresAt (from retentionDays): deleted at the instant as past their age limit, whatever retentionDays says now', () => {
+    const snaps = [snap('newest', 'MANUAL', ago(0)), snap('due', 'MANUAL', ago(DAY), { expiresAt: NOW }), snap('later', 'PRE_DEPLOY', ago(DAY), { expiresAt: new Date(NOW.getTime() + 1) }), snap('old', 'MANUAL', ago(90 * DAY), { expiresAt: new Date(NOW.getTime() + DAY) })];
+    expect(plan(snaps, { retentionDays: 30 })).toEqual({ newest: 'KEEP WITHIN_AGE_LIMIT', due: 'DELETE OLDER_THAN_AGE_LIMIT', later: 'KEEP WITHIN_AGE_LIMIT', old: 'KEEP WITHIN_AGE_LIMIT' });
+  });
+
   it('safety snapshots without expiresAt: kept for safetyRetentionDays, deleted once strictly older', () => {
     const snaps = [snap('newest', 'MANUAL', ago(0)), snap('at', 'SAFETY', ago(2 * DAY)), snap('past', 'SAFETY', ago(2 * DAY + 1))];
     expect(plan(snaps, { safetyRetentionDays: 2 })).toMatchObject({ at: 'KEEP SAFETY_PERIOD', past: 'DELETE EXPIRED' });
