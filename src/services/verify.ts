@@ -13,7 +13,9 @@ import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts'
 import { enqueueJob, operationJobKey, removeJob, type SqlTx } from './jobs.ts';
 import { beginOperation, CancelledError, finishOperation, HANDED_BACK_MESSAGE, progressReporter, requeueOperation, TimedOutError } from './operations.ts';
 import { openRepository, type OpenedRepository } from './repositories.ts';
-import { getSnapshot, messageOf, underLimits } from './snapshots.ts';
+import { underLimits } from './job-limits.ts';
+import { messageOf } from './messages.ts';
+import { getSnapshot } from './snapshot-read.ts';
 import type { Viewer } from './viewer.ts';
 
 /**
