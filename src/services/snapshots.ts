@@ -15,10 +15,9 @@ import { beginOperation, CancelledError, finishOperation, HANDED_BACK_MESSAGE, p
 import { underLimits } from './job-limits.ts';
 import { messageOf } from './messages.ts';
 import { openRepository, type OpenedRepository } from './repositories.ts';
-import { enqueueCopy } from './copies.ts';
+import { enqueueCopy, enqueueRetention } from './follow-ups.ts';
 import { recordUse } from './destinations.ts';
 import { BackendAccessError } from '../destinations/backend.ts';
-import { enqueueRetention } from './retention.ts';
 import { afterScheduledSnapshotFailed } from './schedules.ts';
 import type { Viewer } from './viewer.ts';
 
