@@ -4,7 +4,8 @@ import { enqueueJob, operationJobKey, removeJob, type SqlTx } from './jobs.ts';
 
 /**
  * Work one service starts for another through the job queue: a copy after a snapshot, retention
- * after a scheduled one, a destination's next verification when its settings change. Each adds a
+ * after a scheduled one, the schedule's reaction to a failed one, a destination's next
+ * verification when its settings change. Each adds a
  * graphile-worker job in the caller's transaction, so the starting service needs nothing of the
  * one that does the work, and the services stay a graph without cycles (docs/architecture.md):
  * this module imports no service but the job queue's.
@@ -29,6 +30,14 @@ export async function enqueueCopy(
 /** Enqueues a retention run for an environment (one pending at a time). */
 export async function enqueueRetention(tx: Parameters<typeof enqueueJob>[0], environmentId: string): Promise<void> {
   await enqueueJob(tx, 'retention_apply', { environmentId }, { jobKey: `retention:${environmentId}`, maxAttempts: 3 });
+}
+
+/**
+ * Has the schedule react to its failed snapshot (retry, pause or nothing, by the environment's
+ * failure policy: afterScheduledSnapshotFailed in schedules.ts), once per snapshot.
+ */
+export async function enqueueScheduleReaction(tx: SqlTx, snapshotId: string): Promise<void> {
+  await enqueueJob(tx, 'schedule_react', { snapshotId }, { jobKey: `schedule-react:${snapshotId}`, maxAttempts: 3 });
 }
 
 /** The job key of a destination's next scheduled verification: one pending job per destination. */

@@ -15,10 +15,9 @@ import { beginOperation, CancelledError, finishOperation, HANDED_BACK_MESSAGE, p
 import { underLimits } from './job-limits.ts';
 import { messageOf } from './messages.ts';
 import { openRepository, type OpenedRepository } from './repositories.ts';
-import { enqueueCopy, enqueueRetention } from './follow-ups.ts';
+import { enqueueCopy, enqueueRetention, enqueueScheduleReaction } from './follow-ups.ts';
 import { recordUse } from './destinations.ts';
 import { BackendAccessError } from '../destinations/backend.ts';
-import { afterScheduledSnapshotFailed } from './schedules.ts';
 import type { Viewer } from './viewer.ts';
 
 // Moved to modules of their own so the services that use them need not import this one; still
@@ -308,7 +307,7 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
     await finishOperation(deps, operationId, cancelled ? 'CANCELLED' : 'FAILED', message);
     if (!cancelled) {
       await raiseAlert(deps, { organizationId: env.organizationId, environmentId: env.id, operationId, type: 'SNAPSHOT_FAILED', severity: 'CRITICAL', message: `Snapshot of ${env.name} failed: ${message}` });
-      if (snapshot.kind === 'SCHEDULED') await afterScheduledSnapshotFailed(deps, snapshot.id);
+      if (snapshot.kind === 'SCHEDULED') await enqueueScheduleReaction(deps.db, snapshot.id);
     }
     await deps.events.publish('environmentActivity', env.id, { kind: 'SNAPSHOT', environmentId: env.id, subjectId: snapshot.id });
   } finally {
