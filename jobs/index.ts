@@ -10,6 +10,7 @@ import { repositoryHeal } from './repository-heal.ts';
 import { retentionApply } from './retention-apply.ts';
 import { retentionSweep } from './retention-sweep.ts';
 import { scheduleFire } from './schedule-fire.ts';
+import { scheduleReact } from './schedule-react.ts';
 import { scheduleRetry } from './schedule-retry.ts';
 import { scheduleWatch } from './schedule-watch.ts';
 import { snapshotCopy } from './snapshot-copy.ts';
@@ -29,6 +30,7 @@ export function taskList(deps: Deps): TaskList & Record<TaskName, unknown> {
     destination_verify: destinationVerify(deps),
     schedule_fire: scheduleFire(deps),
     schedule_retry: scheduleRetry(deps),
+    schedule_react: scheduleReact(deps),
     schedule_watch: scheduleWatch(deps),
     retention_apply: retentionApply(deps),
     retention_sweep: retentionSweep(deps),

@@ -105,7 +105,7 @@ const codeRequestErrors: Plugin = {
  */
 export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }): App {
   const { config, deps, logger } = opts;
-  const metrics = createMetrics({ backplane_event_subscribers: () => deps.events.subscriberCount() });
+  const metrics = createMetrics(deps, logger);
 
   async function viewerFor(authorization: string | null | undefined): Promise<Viewer | null> {
     const token = bearerToken(authorization);
@@ -147,6 +147,7 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
       ...queryLimitPlugins({ maxDepth: config.MAX_DEPTH, maxAliases: config.MAX_ALIASES, maxCost: config.MAX_COST, maxTokens: config.MAX_TOKENS }),
       codeRequestErrors,
       oneMutationPerIdempotencyHeader(schema),
+      metrics.graphqlPlugin,
     ],
     context: async ({ request, requestId, viewer }) => ({
       deps,
@@ -250,7 +251,7 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
     const elapsed = () => Math.round(Number(process.hrtime.bigint() - started) / 1e5) / 10;
     res.on('finish', () => {
       const ms = elapsed();
-      metrics.observe(path === '/graphql' ? '/graphql' : 'other', res.statusCode, ms);
+      metrics.observeHttp(path === '/graphql' ? '/graphql' : path === '/metrics' ? '/metrics' : path.startsWith('/downloads/') ? '/downloads' : 'other', res.statusCode, ms);
       logger.info({ requestId, method: req.method, path, status: res.statusCode, ms }, 'request');
     });
     // A client that leaves before the answer is complete (closed tab, Ctrl-C, an SSE stream
@@ -275,7 +276,7 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
         res.writeHead(up ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ status: up ? 'ready' : 'unavailable', database: ok ? 'up' : 'down' }));
       }, fail);
     } else if (path === '/metrics') {
-      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(metrics.render());
+      metrics.render().then((text) => res.writeHead(200, { 'content-type': metrics.contentType }).end(text), fail);
     } else if (path.startsWith('/downloads/')) {
       serveDownload(req, res, path.slice('/downloads/'.length)).catch(fail);
     } else if (path === '/graphql') {

@@ -1,5 +1,7 @@
 import { Logger as WorkerLogger, run, type Job, type Runner, type Task, type TaskList } from 'graphile-worker';
 import { taskList } from '../../jobs/index.ts';
+import { takeIoTally } from '../destinations/io-tally.ts';
+import { ALL } from '../events/bus.ts';
 import type { Deps } from '../services/deps.ts';
 import { handBackJob } from '../services/jobs.ts';
 import { recoverStaleOperations } from '../services/operations.ts';
@@ -44,14 +46,19 @@ function handingBack(tasks: TaskList, deps: Deps, logger: Logger, stop: { signal
     async (payload, helpers) => {
       const signal = AbortSignal.any([helpers.abortSignal, stop.signal]);
       running.set(helpers.job.id, helpers.job);
+      const started = performance.now();
+      let outcome: 'success' | 'error' | 'handed_back' = 'error';
       try {
-        return await task(payload, { ...helpers, abortSignal: signal });
+        const result = await task(payload, { ...helpers, abortSignal: signal });
+        outcome = 'success';
+        return result;
       } catch (err) {
         if (!stop.requested || !signal.aborted) throw err;
         const job = helpers.job;
         try {
           const jobId = await deps.db.$transaction((tx) => handBackJob(tx, job.id, job.attempts - 1));
           logger.warn({ task: name, jobId, payload, reason: (err as Error).message }, 'worker stopping: job handed back to the queue; it runs again when a worker next starts');
+          outcome = 'handed_back';
           return;
         } catch (handBackErr) {
           // graphile-worker then records the attempt as failed and retries it after its back-off.
@@ -60,6 +67,9 @@ function handingBack(tasks: TaskList, deps: Deps, logger: Logger, stop: { signal
         }
       } finally {
         running.delete(helpers.job.id);
+        // Every API process hears it, whichever process ran the job (the API's /metrics).
+        const jobs = [{ task: name, outcome, seconds: (performance.now() - started) / 1000 }];
+        deps.events.publish('workerMetrics', ALL, { jobs, io: takeIoTally() }).catch((err: unknown) => logger.warn({ err }, 'could not publish job metrics'));
       }
     };
   return Object.fromEntries(Object.entries(tasks).map(([name, task]) => [name, wrap(name, task as Task)]));

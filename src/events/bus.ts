@@ -21,6 +21,11 @@ export interface Topics {
   alertCreated: { organizationId: string; alertId: string };
   /** Keyed by ALL: every process forgets the key at once (see services/api-keys.ts). */
   apiKeyRevoked: { apiKeyId: string };
+  /** Keyed by ALL: a worker's figures after each job, for the /metrics of every API process (app/metrics.ts). */
+  workerMetrics: {
+    jobs: { task: string; outcome: 'success' | 'error' | 'handed_back'; seconds: number }[];
+    io: { destinationId: string; read: number; written: number }[];
+  };
 }
 
 /** The key of topics every process hears whole. */

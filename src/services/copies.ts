@@ -7,11 +7,16 @@ import { healInJob, isDamage, throwIfDamaged } from './damage.ts';
 import type { Deps } from './deps.ts';
 import { getDestination, recordUse } from './destinations.ts';
 import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
-import { enqueueJob, operationJobKey, type SqlTx } from './jobs.ts';
+import { enqueueCopy } from './follow-ups.ts';
 import { beginOperation, CancelledError, finishOperation, HANDED_BACK_MESSAGE, progressReporter, requeueOperation, TimedOutError } from './operations.ts';
 import { openRepository, type OpenedRepository } from './repositories.ts';
-import { getSnapshot, messageOf, underLimits } from './snapshots.ts';
+import { underLimits } from './job-limits.ts';
+import { messageOf } from './messages.ts';
+import { getSnapshot } from './snapshot-read.ts';
 import type { Viewer } from './viewer.ts';
+
+// Lives with the other follow-up jobs (the snapshot job starts copies); still exported here.
+export { enqueueCopy };
 
 /**
  * Copies: a snapshot added to another destination after it was taken. The job reads the first
@@ -41,22 +46,6 @@ export async function openReadableCopy(
     }
   }
   throw lastError;
-}
-
-/** Records a copy operation and enqueues its job (inside the caller's transaction). */
-export async function enqueueCopy(
-  tx: SqlTx & Pick<Deps['db'], 'operation'>,
-  snapshot: { id: string; organizationId: string; environmentId: string },
-  destinationId: string,
-  opts: { runAt?: Date } = {},
-): Promise<string> {
-  // The SnapshotCopy row is made (or, after a failure, reused) when the job starts: a copy
-  // cancelled while queued leaves nothing behind, and a FAILED copy keeps its reason until then.
-  const op = await tx.operation.create({
-    data: { organizationId: snapshot.organizationId, environmentId: snapshot.environmentId, type: 'COPY_SNAPSHOT', snapshotId: snapshot.id, phase: 'queued', input: { destinationId } },
-  });
-  await enqueueJob(tx, 'snapshot_copy', { operationId: op.id }, { queueName: snapshot.environmentId, jobKey: operationJobKey(op.id), maxAttempts: 3, runAt: opts.runAt });
-  return op.id;
 }
 
 /** Adds a copy of a READY snapshot to another destination of the organization. */

@@ -14,7 +14,7 @@ import { nameTakenOr } from './prisma-errors.ts';
 import { createDestinationInput, destinationSettings, LOCATION_FIELDS, updateDestinationInput, type DestinationSettings } from './destination-settings.ts';
 import { requireVisibleDestinations } from './destination-choice.ts';
 import { backendFor } from './repositories.ts';
-import { scheduleDestinationVerify } from './verify.ts';
+import { scheduleDestinationVerify } from './follow-ups.ts';
 import { destinationWhere, type Viewer } from './viewer.ts';
 
 export { destinationWhere };

@@ -7,7 +7,7 @@ import { tarStream } from '../engine/api.ts';
 import { enqueueHeal, isDamage, throwIfDamaged } from './damage.ts';
 import type { Deps } from './deps.ts';
 import { openReadableCopy } from './copies.ts';
-import { getSnapshot } from './snapshots.ts';
+import { getSnapshot } from './snapshot-read.ts';
 import type { Viewer } from './viewer.ts';
 
 /**

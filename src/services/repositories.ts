@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { BackendAccessError, type Backend } from '../destinations/backend.ts';
+import { countingBackend } from '../destinations/io-tally.ts';
 import { pseudoFilesystemProblem } from '../destinations/local-path.ts';
 import { LocalBackend } from '../destinations/local.ts';
 import { S3Backend, s3ConnectionFor, type S3BackendOptions, type S3ProviderSettings } from '../destinations/s3.ts';
@@ -56,7 +57,7 @@ export async function openRepository(deps: Deps, destinationId: string, signal?:
     const problem = await pseudoFilesystemProblem(String((destination.config as { path?: unknown }).path));
     if (problem) throw new BackendAccessError('UNREACHABLE', `The directory of destination ${destination.name} ${problem}`);
   }
-  const backend = backendFor(deps, destination);
+  const backend = countingBackend(backendFor(deps, destination), destination.id);
   try {
     const { password } = await repositoryPassword(deps, destination);
     let repo: Repository;

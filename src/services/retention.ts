@@ -4,10 +4,13 @@ import type { Snapshot } from '../generated/prisma/client.ts';
 import { raiseAlert } from './alerts.ts';
 import type { Deps } from './deps.ts';
 import { getEnvironment } from './environments.ts';
-import { enqueueJob } from './jobs.ts';
+import { enqueueRetention } from './follow-ups.ts';
 import { beginOperation, finishOperation } from './operations.ts';
 import { requestSnapshotDeletion } from './snapshot-lifecycle.ts';
 import type { Viewer } from './viewer.ts';
+
+// Lives with the other follow-up jobs (the snapshot job starts retention); still exported here.
+export { enqueueRetention };
 
 /**
  * Retention decides which READY snapshots of an environment to delete. Scheduled snapshots follow
@@ -253,11 +256,6 @@ export async function previewRetention(deps: Deps, viewer: Viewer, environmentId
     snapshots = snapshots.map((s) => (s.kind === 'MANUAL' || s.kind === 'PRE_DEPLOY' ? { ...s, expiresAt: days == null ? null : new Date(s.createdAt.getTime() + days * DAY_MS) } : s));
   }
   return planRetention(snapshots, policy, deps.clock.now());
-}
-
-/** Enqueues a retention run for an environment (one pending at a time). */
-export async function enqueueRetention(tx: Parameters<typeof enqueueJob>[0], environmentId: string): Promise<void> {
-  await enqueueJob(tx, 'retention_apply', { environmentId }, { jobKey: `retention:${environmentId}`, maxAttempts: 3 });
 }
 
 /**

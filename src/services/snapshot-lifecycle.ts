@@ -10,7 +10,8 @@ import { environmentDatabaseUrl, getEnvironment } from './environments.ts';
 import { enqueueJob, operationJobKey } from './jobs.ts';
 import { beginOperation, finishOperation, progressReporter } from './operations.ts';
 import { openRepository } from './repositories.ts';
-import { getSnapshot, messageOf } from './snapshots.ts';
+import { messageOf } from './messages.ts';
+import { getSnapshot } from './snapshot-read.ts';
 import type { Viewer } from './viewer.ts';
 
 /**

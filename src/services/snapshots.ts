@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ConflictError, ErrorCode, NotFoundError, ValidationError } from '../domain/errors.ts';
+import { ConflictError, ErrorCode, ValidationError } from '../domain/errors.ts';
 import { label, parseInput } from '../domain/validation.ts';
 import { backup, copySnapshot, forgetSnapshots, listSnapshots, type BackupSource } from '../engine/api.ts';
 import { publishInTransaction } from '../events/bus.ts';
@@ -11,15 +11,21 @@ import type { Deps } from './deps.ts';
 import { getEnvironment } from './environments.ts';
 import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
 import { enqueueJob, operationJobKey } from './jobs.ts';
-import { beginOperation, CancelledError, finishOperation, HANDED_BACK_MESSAGE, progressReporter, requeueOperation, steadyTotal, TimedOutError, watchCancellation } from './operations.ts';
+import { beginOperation, CancelledError, finishOperation, HANDED_BACK_MESSAGE, progressReporter, requeueOperation, steadyTotal, TimedOutError } from './operations.ts';
+import { underLimits } from './job-limits.ts';
+import { messageOf } from './messages.ts';
 import { openRepository, type OpenedRepository } from './repositories.ts';
-import { enqueueCopy } from './copies.ts';
+import { enqueueCopy, enqueueRetention, enqueueScheduleReaction } from './follow-ups.ts';
 import { recordUse } from './destinations.ts';
 import { requireVisibleDestinations } from './destination-choice.ts';
 import { BackendAccessError } from '../destinations/backend.ts';
-import { enqueueRetention } from './retention.ts';
-import { afterScheduledSnapshotFailed } from './schedules.ts';
-import { inProjectWhere, type Viewer } from './viewer.ts';
+import type { Viewer } from './viewer.ts';
+
+// Moved to modules of their own so the services that use them need not import this one; still
+// exported here for callers that name them from snapshots.ts.
+export { getSnapshot } from './snapshot-read.ts';
+export { underLimits } from './job-limits.ts';
+export { messageOf } from './messages.ts';
 
 /**
  * Snapshots: the API records a Snapshot (CREATING), one SnapshotCopy per destination and an
@@ -128,42 +134,6 @@ async function manualExpiry(deps: Deps, environmentId: string): Promise<Date | n
 async function snapshotOfOperation(deps: Deps, operationId: string) {
   const op = await deps.db.operation.findUniqueOrThrow({ where: { id: operationId } });
   return { operationId, snapshotId: op.snapshotId! };
-}
-
-/** Reads a snapshot the viewer may see. */
-export async function getSnapshot(deps: Deps, viewer: Viewer, id: string) {
-  const s = await deps.db.snapshot.findFirst({ where: inProjectWhere(viewer, { id }) });
-  if (!s) throw new NotFoundError(ErrorCode.SNAPSHOT_NOT_FOUND, 'Snapshot not found');
-  return s;
-}
-
-/** Runs an abortable piece of work under the operation's cancel request and the environment's timeout. */
-export async function underLimits<T>(
-  deps: Deps,
-  operationId: string,
-  timeoutSeconds: number,
-  jobSignal: AbortSignal | undefined,
-  work: (signal: AbortSignal) => Promise<T>,
-): Promise<T> {
-  const cancel = watchCancellation(deps, operationId);
-  const timeout = new AbortController();
-  const timer = setTimeout(() => timeout.abort(new TimedOutError(timeoutSeconds)), timeoutSeconds * 1000);
-  const heartbeat = setInterval(() => {
-    void deps.db.operation.update({ where: { id: operationId }, data: { heartbeatAt: deps.clock.now() } }).catch(() => undefined);
-  }, deps.heartbeatMs ?? 5000);
-  const signals = [cancel.signal, timeout.signal, ...(jobSignal ? [jobSignal] : [])];
-  const signal = AbortSignal.any(signals);
-  try {
-    return await work(signal);
-  } catch (err) {
-    // Report why it stopped, not the generic abort error of whichever layer noticed first.
-    const reason = signals.find((s) => s.aborted)?.reason;
-    throw reason instanceof Error ? reason : err;
-  } finally {
-    clearTimeout(timer);
-    clearInterval(heartbeat);
-    cancel.stop();
-  }
 }
 
 /** The job: captures the snapshot into every destination. Throws only for what a retry can fix. */
@@ -354,7 +324,7 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
     await finishOperation(deps, operationId, cancelled ? 'CANCELLED' : 'FAILED', message);
     if (!cancelled) {
       await raiseAlert(deps, { organizationId: env.organizationId, environmentId: env.id, operationId, type: 'SNAPSHOT_FAILED', severity: 'CRITICAL', message: `Snapshot of ${env.name} failed: ${message}` });
-      if (snapshot.kind === 'SCHEDULED') await afterScheduledSnapshotFailed(deps, snapshot.id);
+      if (snapshot.kind === 'SCHEDULED') await enqueueScheduleReaction(deps.db, snapshot.id);
     }
     await deps.events.publish('environmentActivity', env.id, { kind: 'SNAPSHOT', environmentId: env.id, subjectId: snapshot.id });
   } finally {
@@ -384,10 +354,4 @@ async function parentSnapshot(deps: Deps, environmentId: string, destinationId: 
     orderBy: { createdAt: 'desc' },
   });
   return copy?.repoSnapshotId ?? null;
-}
-
-/** A readable one-line reason for an operation's error field. */
-export function messageOf(err: unknown): string {
-  const msg = err instanceof Error ? err.message : String(err);
-  return msg.split('\n').slice(0, 3).join(' ').slice(0, 1000);
 }

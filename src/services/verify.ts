@@ -7,14 +7,19 @@ import { publishInTransaction } from '../events/bus.ts';
 import { raiseAlert } from './alerts.ts';
 import { healInJob, throwIfDamaged } from './damage.ts';
 import type { Deps } from './deps.ts';
-import { nextVerifyRun } from './destination-settings.ts';
+import { scheduleDestinationVerify } from './follow-ups.ts';
 import { recordHealth } from './destinations.ts';
 import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
-import { enqueueJob, operationJobKey, removeJob, type SqlTx } from './jobs.ts';
+import { enqueueJob, operationJobKey } from './jobs.ts';
 import { beginOperation, CancelledError, finishOperation, HANDED_BACK_MESSAGE, progressReporter, requeueOperation, TimedOutError } from './operations.ts';
 import { openRepository, type OpenedRepository } from './repositories.ts';
-import { getSnapshot, messageOf, underLimits } from './snapshots.ts';
+import { underLimits } from './job-limits.ts';
+import { messageOf } from './messages.ts';
+import { getSnapshot } from './snapshot-read.ts';
 import type { Viewer } from './viewer.ts';
+
+// Live with the other follow-up jobs (saving a destination plans its verification); still exported here.
+export { scheduleDestinationVerify, verifyJobKey } from './follow-ups.ts';
 
 /**
  * Verification of one snapshot on each destination that holds it. The engine's `check` looks at
@@ -233,19 +238,6 @@ export async function runVerifySnapshot(deps: Deps, operationId: string, jobSign
 }
 
 // ---------------------------------------------------------------- scheduled verification
-
-/** The job key of a destination's next scheduled verification: one pending job per destination. */
-export const verifyJobKey = (destinationId: string) => `destination-verify:${destinationId}`;
-
-/** Plans (or, with no cron, cancels) a destination's next scheduled verification. */
-export async function scheduleDestinationVerify(deps: Deps, tx: SqlTx, destinationId: string, verifyCron: string | null): Promise<void> {
-  const runAt = verifyCron ? nextVerifyRun(verifyCron, deps.clock.now()) : null;
-  if (!runAt) {
-    await removeJob(tx, verifyJobKey(destinationId));
-    return;
-  }
-  await enqueueJob(tx, 'destination_verify', { destinationId }, { jobKey: verifyJobKey(destinationId), runAt, maxAttempts: 3 });
-}
 
 /**
  * The scheduled job: verifies, reading the data, the newest ready snapshot of each environment

@@ -1,7 +1,7 @@
 /**
  * `backplane start`: API and worker in one process, the jobs on a thread of their own. A snapshot
  * asked of the process's API runs on its job thread, its end reaches a subscriber of that same
- * API, and SIGTERM stops both parts.
+ * API, so do its job figures (/metrics), and SIGTERM stops both parts.
  */
 import { randomBytes } from 'node:crypto';
 import { print } from 'graphql';
@@ -10,7 +10,7 @@ import { CreateSnapshotDocument, WatchOperationDocument } from '../generated/gra
 import { testEnv, type TestApp } from '../harness/app.ts';
 import { gid } from '../harness/factories.ts';
 import { repositoryPassword, type LiveEnvironment } from '../harness/live-environment.ts';
-import { startServerProcess, type ServerProcess } from '../harness/process.ts';
+import { startServerProcess, until, type ServerProcess } from '../harness/process.ts';
 import { restic, startSnapshotSuite } from '../harness/snapshot-helpers.ts';
 
 let app: TestApp;
@@ -77,6 +77,13 @@ describe('backplane start', () => {
     expect(snapshot.status).toBe('READY');
     const password = await repositoryPassword(app, env.destinationId);
     expect(JSON.parse(await restic(env.repositoryPath, password, 'snapshots', '--json'))).toHaveLength(1);
+
+    // The job's figures cross from the job thread to the API's /metrics (over the event bus).
+    const jobRuns = async () => {
+      const text = await (await fetch(server!.url.replace('/graphql', '/metrics'))).text();
+      return Number(/^backplane_job_duration_seconds_count\{(?=[^}]*task="snapshot_create")(?=[^}]*outcome="success")[^}]*\} (\S+)$/m.exec(text)?.[1] ?? 0);
+    };
+    expect(await until(jobRuns, (n) => n === 1, 'the job figures on the API thread')).toBe(1);
 
     expect(await server.stop()).toBe(0);
     expect(server.logs.some((l) => l.msg === 'shutting down')).toBe(true);
