@@ -31,6 +31,12 @@ export const ErrorCode = {
   DESTINATION_NO_REPOSITORY: 'DESTINATION_NO_REPOSITORY',
   COPY_EXISTS: 'COPY_EXISTS',
   DATABASE_UNREACHABLE: 'DATABASE_UNREACHABLE',
+  /** The repository holds no base backup of the environment's cluster. */
+  PITR_NO_ARCHIVE: 'PITR_NO_ARCHIVE',
+  PITR_BEFORE_FIRST_BASE_BACKUP: 'PITR_BEFORE_FIRST_BASE_BACKUP',
+  PITR_AFTER_ARCHIVED_WAL: 'PITR_AFTER_ARCHIVED_WAL',
+  /** WAL is missing between the base backup and the point in time (or the catalog lists a gap there). */
+  PITR_IN_GAP: 'PITR_IN_GAP',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

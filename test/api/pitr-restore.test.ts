@@ -1,0 +1,151 @@
+/**
+ * Restore and clone to a point in time, through the API and a worker, from a repository the
+ * PITR fixture archived (base backups + WAL as the layout says) while a workload committed
+ * rows stamped with clock_timestamp(): exactly the rows committed at or before the time come
+ * back, nothing after; other databases of the cluster stay as they are; a clone leaves the
+ * environment's database untouched; refusals are typed and change nothing.
+ */
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PitrRestoreLogDocument, RestoreToPointInTimeDocument, SwitchDatabaseDocument } from '../generated/graphql.ts';
+import { startTestApp, type TestApp } from '../harness/app.ts';
+import { gid, makeApiKey, makeEnvironment, makeOrganization, makeProject } from '../harness/factories.ts';
+import { sql } from '../harness/live-environment.ts';
+import { startPitrCluster, startWorkload, timeBetweenCommits, type PitrCluster } from '../harness/pitr-fixture.ts';
+import { follow } from '../harness/snapshot-helpers.ts';
+import { openRepository } from '../../src/services/repositories.ts';
+
+let app: TestApp;
+let key: string;
+let cluster: PitrCluster;
+let home: string;
+let envId: string;
+let filesPath: string;
+/** When the archive starts to cover (the first base backup finished) and up to when it reaches. */
+let firstBase: Date;
+let archivedUntil: Date;
+/** A time between two commits, after the first base backup, and how many rows were committed by then. */
+let target: { t: Date; expected: number };
+let totalRows: number;
+
+const shop = () => cluster.url('shop');
+
+beforeAll(async () => {
+  home = await fs.mkdtemp(path.join(os.tmpdir(), 'bp-pitr-home-'));
+  app = await startTestApp({ env: { BACKPLANE_HOME: home } });
+  await app.startWorker();
+  const org = await makeOrganization(app.runtime.db);
+  key = (await makeApiKey(app.runtime.db, org.id, { scopes: ['admin'] })).secret;
+  cluster = await startPitrCluster();
+  await sql(cluster.url(), 'CREATE DATABASE shop');
+  await sql(cluster.url(), 'CREATE DATABASE other');
+  await sql(cluster.url('other'), "CREATE TABLE t (v text); INSERT INTO t VALUES ('before')");
+  filesPath = path.join(home, 'files');
+  await fs.mkdir(filesPath);
+  const project = await makeProject(app.runtime.db, org.id);
+  const env = await makeEnvironment(app.runtime.db, app.runtime.deps.secrets, project, { databaseUrl: shop(), filesPath });
+  envId = env.id;
+  const d = await app.runtime.db.destination.create({ data: { organizationId: org.id, name: 'local', provider: 'LOCAL', config: { path: path.join(home, 'repository') } } });
+  await app.runtime.db.environmentDestination.create({ data: { environmentId: env.id, destinationId: d.id } });
+
+  const opened = await openRepository(app.runtime.deps, d.id);
+  try {
+    const workload = startWorkload(shop());
+    await cluster.archiveWal(opened.repo);
+    firstBase = (await cluster.baseBackup(opened.repo)).time;
+    await cluster.archiveWal(opened.repo, { switchSegment: true });
+    const afterBase = new Date();
+    while (workload.committed() < 40) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 1000));
+    archivedUntil = (await cluster.archiveWal(opened.repo)).time;
+    await workload.stop();
+    target = await timeBetweenCommits(shop(), new Date(afterBase.getTime() + 300));
+    totalRows = (await sql(shop(), 'SELECT count(*)::int AS n FROM pitr_rows')).rows[0].n;
+    expect(totalRows).toBeGreaterThan(target.expected);
+    // After the point in time, in another database of the cluster: a restore must not undo it.
+    await sql(cluster.url('other'), "UPDATE t SET v = 'after'");
+  } finally {
+    await opened.close();
+  }
+}, 300_000);
+
+afterAll(async () => {
+  await app?.stop();
+  await cluster?.stop();
+  if (home) await fs.rm(home, { recursive: true, force: true });
+});
+
+async function restoreToTime(input: Record<string, unknown>) {
+  return app.gql(RestoreToPointInTimeDocument, { input: { environmentId: gid('Environment', envId), ...input } as never }, { key });
+}
+
+async function started(input: Record<string, unknown>) {
+  const res = await restoreToTime(input);
+  const r = res.data?.restoreToPointInTime;
+  if (r?.__typename !== 'RestorePayload') throw new Error(JSON.stringify(res));
+  return { operationId: r.operation.id, restoreLogId: r.restoreLog.id };
+}
+
+const rowsIn = async (url: string) => (await sql(url, 'SELECT count(*)::int AS n, max(stamped) AS newest FROM pitr_rows')).rows[0] as { n: number; newest: Date };
+
+describe('restoreToPointInTime', () => {
+  it('clone: a new database holds exactly the rows committed at or before the time; the environment and its database stay as they were; switchDatabase goes there and back', async () => {
+    const { operationId, restoreLogId } = await started({ pointInTime: target.t.toISOString(), cloneDatabaseName: 'shop_clone' });
+    const states = await follow(app, key, operationId);
+    expect(states.at(-1), states.at(-1)?.error ?? '').toMatchObject({ status: 'SUCCEEDED' });
+
+    const clone = cluster.url('shop_clone');
+    const rows = await rowsIn(clone);
+    expect(rows.n).toBe(target.expected);
+    expect(rows.newest.getTime()).toBeLessThanOrEqual(target.t.getTime());
+    expect((await rowsIn(shop())).n).toBe(totalRows);
+    const env = await app.runtime.db.environment.findUniqueOrThrow({ where: { id: envId } });
+    expect(env.databaseName).toBe('shop');
+
+    const log = (await app.gql(PitrRestoreLogDocument, { id: restoreLogId }, { key })).data?.node as Record<string, unknown>;
+    expect(log).toMatchObject({ status: 'SUCCEEDED', cloneDatabaseName: 'shop_clone', includes: ['DB'], safetySnapshot: null, pointInTime: target.t.toISOString() });
+    expect(log.recoveredFrom).toMatch(/base backup .* WAL 0000000100000000000000/);
+    // The work folder (base backup, WAL, the temporary instance) is gone.
+    expect((await fs.readdir(home)).filter((n) => n.startsWith('pitr-restore-'))).toEqual([]);
+
+    const there = await app.gql(SwitchDatabaseDocument, { input: { environmentId: gid('Environment', envId), databaseName: 'shop_clone' } }, { key });
+    expect(there.data?.switchDatabase).toMatchObject({ environment: { databaseName: 'shop_clone', previousDatabaseName: 'shop' } });
+    const back = await app.gql(SwitchDatabaseDocument, { input: { environmentId: gid('Environment', envId), databaseName: 'shop' } }, { key });
+    expect(back.data?.switchDatabase).toMatchObject({ environment: { databaseName: 'shop', previousDatabaseName: 'shop_clone' } });
+    const missing = await app.gql(SwitchDatabaseDocument, { input: { environmentId: gid('Environment', envId), databaseName: 'no_such_db' } }, { key });
+    expect(missing.data?.switchDatabase).toMatchObject({ __typename: 'ValidationError' });
+  });
+
+  it('in place: the database holds exactly the rows committed at or before the time, other databases of the cluster are untouched, phases are named', async () => {
+    const { operationId, restoreLogId } = await started({ pointInTime: target.t.toISOString(), includes: ['DB'] });
+    const states = await follow(app, key, operationId);
+    expect(states.at(-1), states.at(-1)?.error ?? '').toMatchObject({ status: 'SUCCEEDED' });
+    // Recovery takes seconds (a PostgreSQL start and the replay): long enough to be seen.
+    expect(states.map((s) => s.phase)).toContain('replaying-wal');
+    const rows = await rowsIn(shop());
+    expect(rows.n).toBe(target.expected);
+    expect(rows.newest.getTime()).toBeLessThanOrEqual(target.t.getTime());
+    expect((await sql(cluster.url('other'), 'SELECT v FROM t')).rows).toEqual([{ v: 'after' }]);
+    const log = (await app.gql(PitrRestoreLogDocument, { id: restoreLogId }, { key })).data?.node as Record<string, unknown> & { previousDatabaseName: string };
+    expect(log).toMatchObject({ status: 'SUCCEEDED', safetySnapshot: { kind: 'SAFETY', status: 'READY' } });
+    // The database it replaced, with every row, is kept aside.
+    expect((await rowsIn(cluster.url(log.previousDatabaseName))).n).toBe(totalRows);
+  });
+
+  it('refuses, typed and changing nothing: a time in the future, before the first base backup, after the newest archived WAL; a clone name taken', async () => {
+    const before = await app.runtime.db.operation.count();
+    const future = await restoreToTime({ pointInTime: new Date(Date.now() + 3_600_000).toISOString() });
+    expect(future.data?.restoreToPointInTime).toMatchObject({ __typename: 'ValidationError', fields: [{ path: ['input', 'pointInTime'] }] });
+    const early = await restoreToTime({ pointInTime: new Date(firstBase.getTime() - 1000).toISOString() });
+    expect(early.data?.restoreToPointInTime).toMatchObject({ __typename: 'ConflictError', code: 'PITR_BEFORE_FIRST_BASE_BACKUP' });
+    const late = await restoreToTime({ pointInTime: new Date(archivedUntil.getTime() + 1000).toISOString() });
+    expect(late.data?.restoreToPointInTime).toMatchObject({ __typename: 'ConflictError', code: 'PITR_AFTER_ARCHIVED_WAL' });
+    const taken = await restoreToTime({ pointInTime: target.t.toISOString(), cloneDatabaseName: 'other' });
+    expect(taken.data?.restoreToPointInTime).toMatchObject({ __typename: 'ConflictError', code: 'NAME_TAKEN' });
+    const noFiles = await restoreToTime({ pointInTime: target.t.toISOString(), includes: ['DB', 'FILES'] });
+    expect(noFiles.data?.restoreToPointInTime).toMatchObject({ __typename: 'ValidationError' });
+    expect(await app.runtime.db.operation.count()).toBe(before);
+  });
+});
