@@ -111,24 +111,26 @@ export function checkRecoverable(archive: PitrArchive, time: Date, now: Date, wi
   // WAL up to the first snapshot that reaches `time` is all the recovery may need.
   const upTo = archive.wal.findIndex((w) => w.time.getTime() >= time.getTime());
   const wal = archive.wal.slice(0, upTo + 1);
-  const numbers = new Set<number>();
+  // Segment numbers continue across a timeline switch, so continuity is checked on the numbers.
+  const names = new Map<number, string>();
   for (const w of wal) for (const f of w.files) {
     const s = parseSegment(f);
-    if (s) numbers.add(s.number);
+    if (s) names.set(s.number, f.replace(/\.partial$/, ''));
   }
+  const numbers = new Set(names.keys());
   const first = parseSegment(base.startWal)!.number;
   const last = Math.max(first, ...numbers);
   for (let n = first; n <= last; n++) {
     if (!numbers.has(n)) throw inGap(`WAL segment ${segmentName(base.timeline, n)} is missing from the archive`);
   }
-  return { time, base, wal, firstSegment: base.startWal, lastSegment: segmentName(base.timeline, last) };
+  return { time, base, wal, firstSegment: base.startWal, lastSegment: names.get(last) ?? segmentName(base.timeline, last) };
 }
 
 function inGap(what: string): ConflictError {
   return new ConflictError(ErrorCode.PITR_IN_GAP, `The point in time falls in a gap of the archive: ${what}`);
 }
 
-/** A segment's name from its number (timeline only for display: the archive may switch timelines). */
+/** A missing segment's name from its number, on the base backup's timeline (for the message). */
 function segmentName(timeline: number, n: number): string {
   const perLog = 0x100;
   return [timeline, Math.floor(n / perLog), n % perLog].map((x) => x.toString(16).toUpperCase().padStart(8, '0')).join('');
