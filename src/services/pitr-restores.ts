@@ -186,93 +186,101 @@ export async function runPitrRestore(deps: Deps, operationId: string, jobSignal?
   let instance: RecoveredInstance | undefined;
   try {
     await underLimits(deps, operationId, target.settings?.timeoutSeconds ?? 3600, jobSignal, async (signal) => {
-      if (op.attempts > 1) await discardRestoreLeftovers(deps, log.id);
-      const opInput = op.input as { createSafetySnapshot?: boolean; strategy?: 'SWAP' | 'IN_PLACE' };
-      if (opInput.createSafetySnapshot !== false) {
-        progress.report({ phase: 'safety-snapshot' });
-        const safetyId = await takeSafetySnapshot(deps, log.targetEnvironmentId, log.includes, signal);
-        await deps.db.restoreLog.update({ where: { id: log.id }, data: { safetySnapshotId: safetyId } });
-      }
-      await deps.db.restoreLog.update({ where: { id: log.id }, data: { status: 'RUNNING' } });
+      try {
+        if (op.attempts > 1) await discardRestoreLeftovers(deps, log.id);
+        const opInput = op.input as { createSafetySnapshot?: boolean; strategy?: 'SWAP' | 'IN_PLACE' };
+        if (opInput.createSafetySnapshot !== false) {
+          progress.report({ phase: 'safety-snapshot' });
+          const safetyId = await takeSafetySnapshot(deps, log.targetEnvironmentId, log.includes, signal);
+          await deps.db.restoreLog.update({ where: { id: log.id }, data: { safetySnapshotId: safetyId } });
+        }
+        await deps.db.restoreLog.update({ where: { id: log.id }, data: { status: 'RUNNING' } });
 
-      progress.report({ phase: 'fetching-base' });
-      const planned = await planRecovery(deps, log.sourceEnvironmentId, log.pointInTime!, signal);
-      opened = planned.opened;
-      const { plan, sysid } = planned;
-      const files = log.snapshotId ? await deps.db.snapshot.findUnique({ where: { id: log.snapshotId } }) : null;
-      const recoveredFrom = [
-        `base backup ${plan.base.snapshotId.slice(0, 8)} (finished ${plan.base.time.toISOString()}, WAL from ${plan.base.startWal})`,
-        `WAL ${plan.firstSegment} to ${plan.lastSegment} from ${plan.wal.length} WAL snapshot(s) of cluster ${sysid}`,
-        files ? `files from snapshot ${files.id} (finished ${files.completedAt?.toISOString()})` : null,
-      ].filter(Boolean).join('; ');
-      await deps.db.restoreLog.update({ where: { id: log.id }, data: { recoveredFrom } });
-      const dirs = await makePitrWorkDir(home, restoreId);
-      await fetchArchive(opened, sysid, plan, dirs, signal);
+        progress.report({ phase: 'fetching-base' });
+        const planned = await planRecovery(deps, log.sourceEnvironmentId, log.pointInTime!, signal);
+        opened = planned.opened;
+        const { plan, sysid } = planned;
+        const files = log.snapshotId ? await deps.db.snapshot.findUnique({ where: { id: log.snapshotId } }) : null;
+        const recoveredFrom = [
+          `base backup ${plan.base.snapshotId.slice(0, 8)} (finished ${plan.base.time.toISOString()}, WAL from ${plan.base.startWal})`,
+          `WAL ${plan.firstSegment} to ${plan.lastSegment} from ${plan.wal.length} WAL snapshot(s) of cluster ${sysid}`,
+          files ? `files from snapshot ${files.id} (finished ${files.completedAt?.toISOString()})` : null,
+        ].filter(Boolean).join('; ');
+        await deps.db.restoreLog.update({ where: { id: log.id }, data: { recoveredFrom } });
+        const dirs = await makePitrWorkDir(home, restoreId);
+        await fetchArchive(opened, sysid, plan, dirs, signal);
 
-      progress.report({ phase: 'replaying-wal' });
-      instance = await recoverInstance(dirs, log.pointInTime!, { signal });
+        progress.report({ phase: 'replaying-wal' });
+        instance = await recoverInstance(dirs, log.pointInTime!, { signal });
 
-      progress.report({ phase: 'moving-database' });
-      const sourceUrl = await environmentDatabaseUrl(deps, log.sourceEnvironmentId);
-      const targetUrl = await environmentDatabaseUrl(deps, target.id);
-      const recovered = pgTarget(sourceUrl);
-      const dump = startDump(instance.url(recovered.database, recovered.env.PGUSER ?? 'postgres'), { signal });
-      const clone = log.cloneDatabaseName;
-      const preparingDb = prepareDatabase(targetUrl, dump.stream, { strategy: clone ? 'SWAP' : opInput.strategy ?? 'SWAP', restoreId, signal });
-      const preparingFiles: Promise<PreparedDirectory | null> = files && log.includes.includes('FILES')
-        ? (async () => {
-            const copy = await openReadableCopy(deps, files.id, signal);
-            try {
-              return await prepareDirectory(target.filesPath!, restoreId, async (dir: string) => {
-                await restoreFiles(copy.opened.repo, copy.repoSnapshotId, dir, { path: '/files', signal });
-              }, { signal });
-            } finally {
-              await copy.opened.close().catch(() => undefined);
-            }
-          })()
-        : Promise.resolve(null);
-      const [dbResult, filesResult] = await Promise.allSettled([preparingDb, preparingFiles]);
-      if (dbResult.status === 'rejected' || filesResult.status === 'rejected') {
-        if (dbResult.status === 'fulfilled') await dbResult.value.rollback().catch((e: unknown) => deps.logger.error({ err: e }, 'database rollback failed'));
-        if (filesResult.status === 'fulfilled') await filesResult.value?.rollback().catch((e: unknown) => deps.logger.error({ err: e }, 'files rollback failed'));
-        throw dbResult.status === 'rejected' ? dbResult.reason : (filesResult as PromiseRejectedResult).reason;
-      }
-      const db: PreparedDatabase = dbResult.value;
-      const dir = filesResult.value;
-      await instance.stop();
-      instance = undefined;
-      if (signal.aborted) {
-        await dir?.rollback().catch(() => undefined);
-        await db.rollback().catch(() => undefined);
-        throw signal.reason;
-      }
-      if (clone) {
-        try {
-          await db.keepAs!(clone);
-        } catch (err) {
+        progress.report({ phase: 'moving-database' });
+        const sourceUrl = await environmentDatabaseUrl(deps, log.sourceEnvironmentId);
+        const targetUrl = await environmentDatabaseUrl(deps, target.id);
+        const recovered = pgTarget(sourceUrl);
+        const dump = startDump(instance.url(recovered.database, recovered.env.PGUSER ?? 'postgres'), { signal });
+        const clone = log.cloneDatabaseName;
+        const preparingDb = prepareDatabase(targetUrl, dump.stream, { strategy: clone ? 'SWAP' : opInput.strategy ?? 'SWAP', restoreId, signal });
+        const preparingFiles: Promise<PreparedDirectory | null> = files && log.includes.includes('FILES')
+          ? (async () => {
+              const copy = await openReadableCopy(deps, files.id, signal);
+              try {
+                return await prepareDirectory(target.filesPath!, restoreId, async (dir: string) => {
+                  await restoreFiles(copy.opened.repo, copy.repoSnapshotId, dir, { path: '/files', signal });
+                }, { signal });
+              } finally {
+                await copy.opened.close().catch(() => undefined);
+              }
+            })()
+          : Promise.resolve(null);
+        const [dbResult, filesResult] = await Promise.allSettled([preparingDb, preparingFiles]);
+        if (dbResult.status === 'rejected' || filesResult.status === 'rejected') {
+          if (dbResult.status === 'fulfilled') await dbResult.value.rollback().catch((e: unknown) => deps.logger.error({ err: e }, 'database rollback failed'));
+          if (filesResult.status === 'fulfilled') await filesResult.value?.rollback().catch((e: unknown) => deps.logger.error({ err: e }, 'files rollback failed'));
+          throw dbResult.status === 'rejected' ? dbResult.reason : (filesResult as PromiseRejectedResult).reason;
+        }
+        const db: PreparedDatabase = dbResult.value;
+        const dir = filesResult.value;
+        await instance.stop();
+        instance = undefined;
+        if (signal.aborted) {
+          await dir?.rollback().catch(() => undefined);
           await db.rollback().catch(() => undefined);
-          throw err;
+          throw signal.reason;
         }
-        return;
-      }
-      progress.report({ phase: 'swapping' });
-      if (db.canUndo) {
-        await commitOrRollback(db, dir);
-        if (db.previousName) await deps.db.restoreLog.update({ where: { id: log.id }, data: { previousDatabaseName: db.previousName } });
-        try {
-          await dir?.commit();
-        } catch (err) {
-          await db.undo();
-          throw err;
+        if (clone) {
+          try {
+            await db.keepAs!(clone);
+          } catch (err) {
+            await db.rollback().catch(() => undefined);
+            throw err;
+          }
+          return;
         }
-      } else {
-        await commitOrRollback(dir, db);
-        try {
-          await db.commit();
-        } catch (err) {
-          await dir?.undo();
-          throw err;
+        progress.report({ phase: 'swapping' });
+        if (db.canUndo) {
+          await commitOrRollback(db, dir);
+          if (db.previousName) await deps.db.restoreLog.update({ where: { id: log.id }, data: { previousDatabaseName: db.previousName } });
+          try {
+            await dir?.commit();
+          } catch (err) {
+            await db.undo();
+            throw err;
+          }
+        } else {
+          await commitOrRollback(dir, db);
+          try {
+            await db.commit();
+          } catch (err) {
+            await dir?.undo();
+            throw err;
+          }
         }
+      } finally {
+        // Before the operation ends, so whoever sees it end finds the work folder (base backup,
+        // WAL, the instance) gone.
+        await instance?.stop().catch(() => undefined);
+        instance = undefined;
+        await discardRestoreLeftovers(deps, log.id, { workFolderOnly: true }).catch((err: unknown) => deps.logger.error({ err, operationId }, 'could not remove the recovery work folder'));
       }
     });
     await progress.flush();
@@ -281,8 +289,6 @@ export async function runPitrRestore(deps: Deps, operationId: string, jobSignal?
   } catch (err) {
     await progress.flush();
     const shuttingDown = jobSignal?.aborted && !(err instanceof CancelledError) && !(err instanceof TimedOutError);
-    await instance?.stop().catch(() => undefined);
-    instance = undefined;
     if (shuttingDown) {
       try {
         await discardRestoreLeftovers(deps, log.id);
@@ -301,10 +307,7 @@ export async function runPitrRestore(deps: Deps, operationId: string, jobSignal?
       await raiseAlert(deps, { organizationId: target.organizationId, environmentId: target.id, operationId, type: 'RESTORE_FAILED', severity: 'CRITICAL', message: `Restore of ${target.name} to ${log.pointInTime!.toISOString()} failed: ${message}` });
     }
   } finally {
-    await instance?.stop().catch(() => undefined);
     await opened?.close().catch(() => undefined);
-    // The work folder (base backup, WAL, the instance) is never needed after the job.
-    await discardRestoreLeftovers(deps, log.id, { workFolderOnly: true }).catch((err: unknown) => deps.logger.error({ err, operationId }, 'could not remove the recovery work folder'));
     await deps.events.publish('environmentActivity', target.id, { kind: 'RESTORE', environmentId: target.id, subjectId: log.id });
   }
 }

@@ -63,7 +63,7 @@ it('recovers a cluster to a time between two commits with restic and PostgreSQL 
     const last = await cluster.archiveWal(repo);
     expect(last.files.some((f) => f.endsWith('.partial'))).toBe(true);
     await workload.stop();
-    target = await timeBetweenCommits(cluster.url('shop'), new Date(afterBase.getTime() + 1000));
+    target = await timeBetweenCommits(cluster.url('shop'), new Date(afterBase.getTime() + 1000), last.time);
     expect(target.t.getTime()).toBeGreaterThan(second.time.getTime());
     expect(target.t.getTime()).toBeLessThan(last.time.getTime());
     const [{ n: total }] = (await sql(cluster.url('shop'), 'SELECT count(*)::int AS n FROM pitr_rows')).rows;

@@ -9,13 +9,19 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PitrRestoreLogDocument, RestoreToPointInTimeDocument, SwitchDatabaseDocument } from '../generated/graphql.ts';
+import { CancelOperationDocument, PitrRestoreLogDocument, RestoreToPointInTimeDocument, SwitchDatabaseDocument } from '../generated/graphql.ts';
 import { startTestApp, type TestApp } from '../harness/app.ts';
 import { gid, makeApiKey, makeEnvironment, makeOrganization, makeProject } from '../harness/factories.ts';
 import { sql } from '../harness/live-environment.ts';
 import { startPitrCluster, startWorkload, timeBetweenCommits, type PitrCluster } from '../harness/pitr-fixture.ts';
 import { follow } from '../harness/snapshot-helpers.ts';
+import { spawn } from 'node:child_process';
+import { processAlive } from '../../src/db/pg-server.ts';
+import { recoverStaleOperations } from '../../src/services/operations.ts';
 import { openRepository } from '../../src/services/repositories.ts';
+import { restoreIdOf } from '../../src/services/restore-leftovers.ts';
+import { makePitrWorkDir } from '../../src/sources/pitr-instance.ts';
+import { until } from '../harness/process.ts';
 
 let app: TestApp;
 let key: string;
@@ -61,7 +67,7 @@ beforeAll(async () => {
     await new Promise((r) => setTimeout(r, 1000));
     archivedUntil = (await cluster.archiveWal(opened.repo)).time;
     await workload.stop();
-    target = await timeBetweenCommits(shop(), new Date(afterBase.getTime() + 300));
+    target = await timeBetweenCommits(shop(), new Date(afterBase.getTime() + 300), archivedUntil);
     totalRows = (await sql(shop(), 'SELECT count(*)::int AS n FROM pitr_rows')).rows[0].n;
     expect(totalRows).toBeGreaterThan(target.expected);
     // After the point in time, in another database of the cluster: a restore must not undo it.
@@ -147,5 +153,37 @@ describe('restoreToPointInTime', () => {
     const noFiles = await restoreToTime({ pointInTime: target.t.toISOString(), includes: ['DB', 'FILES'] });
     expect(noFiles.data?.restoreToPointInTime).toMatchObject({ __typename: 'ValidationError' });
     expect(await app.runtime.db.operation.count()).toBe(before);
+  });
+
+  it('cancelled while replaying WAL: the target is as it was, and the instance and its work folder are gone', async () => {
+    const before = await rowsIn(shop());
+    const { operationId } = await started({ pointInTime: target.t.toISOString(), includes: ['DB'], createSafetySnapshot: false });
+    await follow(app, key, operationId, (s) => s.phase === 'replaying-wal');
+    const cancel = await app.gql(CancelOperationDocument, { input: { id: operationId } }, { key });
+    expect(JSON.stringify(cancel)).not.toContain('"errors"');
+    const states = await follow(app, key, operationId);
+    expect(states.at(-1)?.status).toBe('CANCELLED');
+    expect(await rowsIn(shop())).toEqual(before);
+    expect((await fs.readdir(home)).filter((n) => n.startsWith('pitr-restore-'))).toEqual([]);
+    expect((await sql(cluster.url(), "SELECT datname FROM pg_database WHERE datname LIKE '%bp_restore%'")).rows).toEqual([]);
+  });
+
+  it('a worker that died mid-recovery: the stale-operation sweep stops the instance it left and removes its work folder', async () => {
+    const { db } = app.runtime;
+    const env = await db.environment.findUniqueOrThrow({ where: { id: envId } });
+    const op = await db.operation.create({
+      data: { organizationId: env.organizationId, environmentId: envId, type: 'RESTORE', status: 'RUNNING', phase: 'replaying-wal', heartbeatAt: new Date(Date.now() - 600_000) },
+    });
+    const log = await db.restoreLog.create({
+      data: { organizationId: env.organizationId, sourceEnvironmentId: envId, targetEnvironmentId: envId, operationId: op.id, includes: ['DB'], status: 'RUNNING', pointInTime: target.t },
+    });
+    const dirs = await makePitrWorkDir(home, restoreIdOf(log.id));
+    // Stands in for the postmaster the dead worker started (it ignores nothing PostgreSQL would not).
+    const postmaster = spawn('sleep', ['600'], { stdio: 'ignore' });
+    await fs.writeFile(path.join(dirs.data, 'postmaster.pid'), `${postmaster.pid}\n${dirs.data}\n`);
+    await recoverStaleOperations(app.runtime.deps, 60_000);
+    await until(async () => (await fs.readdir(home)).filter((n) => n.startsWith('pitr-restore-')), (l) => l.length === 0, 'the work folder to go', 60_000);
+    expect(processAlive(postmaster.pid!)).toBe(false);
+    expect((await db.operation.findUniqueOrThrow({ where: { id: op.id } })).status).toBe('FAILED');
   });
 });

@@ -193,13 +193,14 @@ export function startWorkload(url: string, opts: { intervalMs?: number } = {}): 
 
 /**
  * A time strictly between two consecutive commits of the workload, at least `gapMs` apart, after
- * `after`: the rows stamped at or before it are exactly those committed at or before it.
+ * `after` and before `before` (what the archive reaches): the rows stamped at or before it are
+ * exactly those committed at or before it.
  */
-export async function timeBetweenCommits(url: string, after: Date, gapMs = 20): Promise<{ t: Date; expected: number }> {
+export async function timeBetweenCommits(url: string, after: Date, before: Date, gapMs = 20): Promise<{ t: Date; expected: number }> {
   const rows = await query<{ id: string; stamped: Date; next: Date }>(
     url,
     `SELECT id::text, stamped, next FROM (SELECT id, stamped, lead(stamped) OVER (ORDER BY id) AS next FROM pitr_rows) x
-      WHERE next IS NOT NULL AND stamped > '${after.toISOString()}' AND next - stamped > interval '${gapMs * 2} milliseconds' ORDER BY id LIMIT 1`,
+      WHERE next IS NOT NULL AND stamped > '${after.toISOString()}' AND next < '${before.toISOString()}' AND next - stamped > interval '${gapMs * 2} milliseconds' ORDER BY id LIMIT 1`,
   );
   if (!rows[0]) throw new Error('no two commits far enough apart');
   // Milliseconds only (what DateTime carries): the time is rounded inside the gap.
