@@ -14,7 +14,7 @@ import { startTestApp, type TestApp } from '../harness/app.ts';
 import { gid, makeApiKey, makeEnvironment, makeOrganization, makeProject } from '../harness/factories.ts';
 import { sql } from '../harness/live-environment.ts';
 import { startPitrCluster, startWorkload, timeBetweenCommits, type PitrCluster } from '../harness/pitr-fixture.ts';
-import { follow } from '../harness/snapshot-helpers.ts';
+import { follow, takeSnapshot } from '../harness/snapshot-helpers.ts';
 import { spawn } from 'node:child_process';
 import { processAlive } from '../../src/db/pg-server.ts';
 import { recoverStaleOperations } from '../../src/services/operations.ts';
@@ -35,6 +35,8 @@ let archivedUntil: Date;
 /** A time between two commits, after the first base backup, and how many rows were committed by then. */
 let target: { t: Date; expected: number };
 let totalRows: number;
+/** The files snapshot finished before the point in time, and the files as it holds them. */
+let filesSnapshotId: string;
 
 const shop = () => cluster.url('shop');
 
@@ -50,6 +52,7 @@ beforeAll(async () => {
   await sql(cluster.url('other'), "CREATE TABLE t (v text); INSERT INTO t VALUES ('before')");
   filesPath = path.join(home, 'files');
   await fs.mkdir(filesPath);
+  await fs.writeFile(path.join(filesPath, 'a.txt'), 'as snapshotted\n');
   const project = await makeProject(app.runtime.db, org.id);
   const env = await makeEnvironment(app.runtime.db, app.runtime.deps.secrets, project, { databaseUrl: shop(), filesPath });
   envId = env.id;
@@ -62,6 +65,9 @@ beforeAll(async () => {
     await cluster.archiveWal(opened.repo);
     firstBase = (await cluster.baseBackup(opened.repo)).time;
     await cluster.archiveWal(opened.repo, { switchSegment: true });
+    // A files snapshot finished before the point in time (files come from the newest such one).
+    filesSnapshotId = (await takeSnapshot(app, key, env.id, { includes: ['FILES'] })).snapshotId;
+    await fs.writeFile(path.join(filesPath, 'a.txt'), 'changed after the snapshot\n');
     const afterBase = new Date();
     while (workload.committed() < 40) await new Promise((r) => setTimeout(r, 20));
     await new Promise((r) => setTimeout(r, 1000));
@@ -124,8 +130,8 @@ describe('restoreToPointInTime', () => {
     expect(missing.data?.switchDatabase).toMatchObject({ __typename: 'ValidationError' });
   });
 
-  it('in place: the database holds exactly the rows committed at or before the time, other databases of the cluster are untouched, phases are named', async () => {
-    const { operationId, restoreLogId } = await started({ pointInTime: target.t.toISOString(), includes: ['DB'] });
+  it('in place: the database holds exactly the rows committed at or before the time, files come from the newest files snapshot before it, other databases of the cluster are untouched, phases are named', async () => {
+    const { operationId, restoreLogId } = await started({ pointInTime: target.t.toISOString() });
     const states = await follow(app, key, operationId);
     expect(states.at(-1), states.at(-1)?.error ?? '').toMatchObject({ status: 'SUCCEEDED' });
     // Recovery takes seconds (a PostgreSQL start and the replay): long enough to be seen.
@@ -134,8 +140,12 @@ describe('restoreToPointInTime', () => {
     expect(rows.n).toBe(target.expected);
     expect(rows.newest.getTime()).toBeLessThanOrEqual(target.t.getTime());
     expect((await sql(cluster.url('other'), 'SELECT v FROM t')).rows).toEqual([{ v: 'after' }]);
-    const log = (await app.gql(PitrRestoreLogDocument, { id: restoreLogId }, { key })).data?.node as Record<string, unknown> & { previousDatabaseName: string };
-    expect(log).toMatchObject({ status: 'SUCCEEDED', safetySnapshot: { kind: 'SAFETY', status: 'READY' } });
+    expect(await fs.readFile(path.join(filesPath, 'a.txt'), 'utf8')).toBe('as snapshotted\n');
+    const log = (await app.gql(PitrRestoreLogDocument, { id: restoreLogId }, { key })).data?.node as Record<string, unknown> & { previousDatabaseName: string; recoveredFrom: string };
+    expect(log).toMatchObject({ status: 'SUCCEEDED', includes: ['DB', 'FILES'], snapshot: { id: filesSnapshotId }, safetySnapshot: { kind: 'SAFETY', status: 'READY' } });
+    const filesRow = await app.runtime.db.snapshot.findFirstOrThrow({ where: { environmentId: envId, kind: 'MANUAL' } });
+    expect(gid('Snapshot', filesRow.id)).toBe(filesSnapshotId);
+    expect(log.recoveredFrom).toContain(`files from snapshot ${filesRow.id}`);
     // The database it replaced, with every row, is kept aside.
     expect((await rowsIn(cluster.url(log.previousDatabaseName))).n).toBe(totalRows);
   });
@@ -150,7 +160,7 @@ describe('restoreToPointInTime', () => {
     expect(late.data?.restoreToPointInTime).toMatchObject({ __typename: 'ConflictError', code: 'PITR_AFTER_ARCHIVED_WAL' });
     const taken = await restoreToTime({ pointInTime: target.t.toISOString(), cloneDatabaseName: 'other' });
     expect(taken.data?.restoreToPointInTime).toMatchObject({ __typename: 'ConflictError', code: 'NAME_TAKEN' });
-    const noFiles = await restoreToTime({ pointInTime: target.t.toISOString(), includes: ['DB', 'FILES'] });
+    const noFiles = await restoreToTime({ pointInTime: new Date(firstBase.getTime() + 1).toISOString(), includes: ['DB', 'FILES'] });
     expect(noFiles.data?.restoreToPointInTime).toMatchObject({ __typename: 'ValidationError' });
     expect(await app.runtime.db.operation.count()).toBe(before);
   });
