@@ -212,6 +212,10 @@ export async function runPitrRestore(deps: Deps, operationId: string, jobSignal?
 
         progress.report({ phase: 'replaying-wal' });
         instance = await recoverInstance(dirs, log.pointInTime!, { signal });
+        const replay = instance.toEndOfArchive
+          ? `; replayed to the end of the archive (${instance.endedAt}): nothing was committed between its last transaction and the time`
+          : `; replayed to the time (${instance.endedAt})`;
+        await deps.db.restoreLog.update({ where: { id: log.id }, data: { recoveredFrom: recoveredFrom + replay } });
 
         progress.report({ phase: 'moving-database' });
         const sourceUrl = await environmentDatabaseUrl(deps, log.sourceEnvironmentId);

@@ -115,6 +115,8 @@ export interface RecoveredInstance {
   url(database: string, user: string): string;
   /** Which WAL the recovery went up to, for the log. */
   endedAt: string;
+  /** Recovered to the end of the archive: nothing was committed between the last archived transaction and the target. */
+  toEndOfArchive: boolean;
   /** Stops it (fast) and waits until it has exited. */
   stop(): Promise<void>;
 }
@@ -189,6 +191,7 @@ export async function recoverInstance(
     // Never cut short: a server left running would hold the work folder.
     await pgCtl(['stop', '-D', dirs.data, '-m', 'fast', '-w', '-t', '120'], undefined).catch(() => undefined);
   };
+  let toEndOfArchive = false;
   try {
     try {
       await start();
@@ -198,6 +201,7 @@ export async function recoverInstance(
       if (!text.includes('recovery ended before configured recovery target was reached')) {
         throw new SourceError(RECOVERY_FAILED, `recovery failed: ${lastLines(text, 6)}`, { cause: err });
       }
+      toEndOfArchive = true;
       await fs.writeFile(autoConf, original + settings(false));
       await fs.writeFile(path.join(dirs.data, 'recovery.signal'), '');
       try {
@@ -213,7 +217,7 @@ export async function recoverInstance(
       }
     }
     const endedAt = await withAnyRole(dirs, url, async (c) => (await c.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0].lsn);
-    return { url, endedAt, stop };
+    return { url, endedAt, toEndOfArchive, stop };
   } catch (err) {
     await stop();
     throw err;

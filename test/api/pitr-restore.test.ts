@@ -103,6 +103,23 @@ async function started(input: Record<string, unknown>) {
 const rowsIn = async (url: string) => (await sql(url, 'SELECT count(*)::int AS n, max(stamped) AS newest FROM pitr_rows')).rows[0] as { n: number; newest: Date };
 
 describe('restoreToPointInTime', () => {
+  it('to a time after the last commit the archive holds: everything archived comes back, and the log says it replayed to the end', async () => {
+    const d = await app.runtime.db.environmentDestination.findFirstOrThrow({ where: { environmentId: envId } });
+    const opened = await openRepository(app.runtime.deps, d.destinationId);
+    let idleUntil: Date;
+    try {
+      idleUntil = (await cluster.archiveWal(opened.repo)).time;
+    } finally {
+      await opened.close();
+    }
+    const { operationId, restoreLogId } = await started({ pointInTime: new Date(idleUntil.getTime() - 1).toISOString(), cloneDatabaseName: 'shop_idle' });
+    const states = await follow(app, key, operationId);
+    expect(states.at(-1), states.at(-1)?.error ?? '').toMatchObject({ status: 'SUCCEEDED' });
+    const log = (await app.gql(PitrRestoreLogDocument, { id: restoreLogId }, { key })).data?.node as { recoveredFrom: string };
+    expect((await rowsIn(cluster.url('shop_idle'))).n, log.recoveredFrom).toBe(totalRows);
+    expect(log.recoveredFrom).toContain('replayed to the end of the archive');
+  });
+
   it('clone: a new database holds exactly the rows committed at or before the time; the environment and its database stay as they were; switchDatabase goes there and back', async () => {
     const { operationId, restoreLogId } = await started({ pointInTime: target.t.toISOString(), cloneDatabaseName: 'shop_clone' });
     const states = await follow(app, key, operationId);

@@ -30,7 +30,7 @@ export interface PitrCluster {
   /**
    * Closes the current segment (pg_switch_wal) when asked, waits until the receiver has all WAL
    * written so far, and stores what is new or changed since the last call into `repo`. Its
-   * snapshot time is the moment the files were read, which the WAL in it covers.
+   * snapshot time is taken first: the WAL in it covers everything committed before it.
    */
   archiveWal(repo: Repository, opts?: { switchSegment?: boolean }): Promise<{ snapshotId: string; time: Date; files: string[] }>;
   stop(): Promise<void>;
@@ -82,6 +82,9 @@ export async function startPitrCluster(): Promise<PitrCluster> {
   const walDir = path.join(root, 'received');
   await fs.mkdir(walDir);
   const env = connEnv(server);
+  // No transaction of its own between the workload's: a test picks a time after the last commit.
+  await query(server.adminUrl, 'ALTER SYSTEM SET autovacuum = off');
+  await query(server.adminUrl, 'SELECT pg_reload_conf()');
   const [{ sysid }] = await query<{ sysid: string }>(server.adminUrl, 'SELECT system_identifier::text AS sysid FROM pg_control_system()');
   await run(path.join(PG_BIN, 'pg_receivewal'), ['--create-slot', '--if-not-exists', '-S', 'bp_fixture'], env);
   let receiver: ChildProcess | null = spawn(path.join(PG_BIN, 'pg_receivewal'), ['-D', walDir, '-S', 'bp_fixture', '--no-loop', '-n', '--synchronous'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -125,13 +128,17 @@ export async function startPitrCluster(): Promise<PitrCluster> {
       return { snapshotId: r.snapshotId, time, startWal, endWal };
     },
     async archiveWal(repo, opts = {}) {
+      const time = new Date();
+      // The scratch cluster commits asynchronously: WAL of a commit may not be written yet. A
+      // checkpoint writes all WAL inserted before it (and adds no commit record a recovery
+      // target could stop at), so everything committed before `time` is in what we read.
+      await query(server.adminUrl, 'CHECKPOINT');
       if (opts.switchSegment) await query(server.adminUrl, 'SELECT pg_switch_wal()');
       const [{ lsn }] = await query<{ lsn: string }>(server.adminUrl, 'SELECT pg_current_wal_lsn()::text AS lsn');
       await until(
         async () => (await query<{ ok: boolean }>(server.adminUrl, `SELECT coalesce(bool_and(flush_lsn >= '${lsn}'), false) AS ok FROM pg_stat_replication WHERE application_name = 'pg_receivewal'`))[0].ok,
         'pg_receivewal to flush',
       );
-      const time = new Date();
       const dir = path.join(root, `stage-${++staging}`);
       await fs.mkdir(dir);
       const files: string[] = [];
