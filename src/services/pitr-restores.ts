@@ -99,6 +99,16 @@ export async function restoreToPointInTime(
   const source = await getEnvironment(deps, viewer, input.environmentId);
   const target = input.targetEnvironmentId ? await getEnvironment(deps, viewer, input.targetEnvironmentId) : source;
   const clone = input.cloneDatabaseName ?? null;
+  // The input as asked (includes not yet resolved from the catalog), so a replay matches however
+  // the catalog changed since; and replayed before the checks below, which a first request that
+  // succeeded would now fail (its clone exists).
+  const hash = input.idempotencyKey
+    ? inputHash({ ...input, idempotencyKey: undefined, pointInTime: input.pointInTime.toISOString(), targetEnvironmentId: target.id, includes: input.includes ? [...new Set(input.includes)].sort() : null })
+    : null;
+  if (input.idempotencyKey) {
+    const earlier = await replayed(deps, viewer.organizationId, 'restoreToPointInTime', input.idempotencyKey, hash!);
+    if (earlier) return { operationId: earlier, restoreLogId: (await deps.db.restoreLog.findFirstOrThrow({ where: { operationId: earlier } })).id };
+  }
   if (input.pointInTime.getTime() > deps.clock.now().getTime()) throw ValidationError.field(['input', 'pointInTime'], `${input.pointInTime.toISOString()} is in the future`);
   // Files go along by default when there is a files snapshot to take them from.
   const files = target.filesPath && !clone ? await filesSnapshotAt(deps, source.id, input.pointInTime) : null;
@@ -119,7 +129,6 @@ export async function restoreToPointInTime(
   await opened.close().catch(() => undefined);
 
   const createSafetySnapshot = input.createSafetySnapshot && !clone;
-  const hash = input.idempotencyKey ? inputHash({ ...input, idempotencyKey: undefined, pointInTime: input.pointInTime.toISOString(), targetEnvironmentId: target.id, includes: [...includes].sort() }) : null;
   return deps.db.$transaction(async (tx) => {
     // One request per target at a time, as restoreSnapshot (same lock, so the two exclude each other).
     await tx.$queryRawUnsafe("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtext('backplane:restore'), hashtext($1))) AS l", target.id);

@@ -121,8 +121,14 @@ describe('restoreToPointInTime', () => {
   });
 
   it('clone: a new database holds exactly the rows committed at or before the time; the environment and its database stay as they were; switchDatabase goes there and back', async () => {
-    const { operationId, restoreLogId } = await started({ pointInTime: target.t.toISOString(), cloneDatabaseName: 'shop_clone' });
+    const asked = { pointInTime: target.t.toISOString(), cloneDatabaseName: 'shop_clone', idempotencyKey: 'clone-1' };
+    const { operationId, restoreLogId } = await started(asked);
+    expect((await started(asked)).operationId).toBe(operationId);
     const states = await follow(app, key, operationId);
+    // Replayed after it ended too (its clone exists now), and refused with another input.
+    expect((await started(asked)).operationId).toBe(operationId);
+    const reused = await restoreToTime({ ...asked, pointInTime: new Date(target.t.getTime() - 1).toISOString() });
+    expect(reused.data?.restoreToPointInTime).toMatchObject({ __typename: 'ConflictError', code: 'IDEMPOTENCY_KEY_REUSED' });
     expect(states.at(-1), states.at(-1)?.error ?? '').toMatchObject({ status: 'SUCCEEDED' });
 
     const clone = cluster.url('shop_clone');
