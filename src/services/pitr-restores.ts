@@ -8,7 +8,7 @@ import { publishInTransaction } from '../events/bus.ts';
 import { prepareDirectory, type PreparedDirectory } from '../sources/files.ts';
 import { walPath } from '../sources/pitr-layout.ts';
 import { extractTar, makePitrWorkDir, recoverInstance, type RecoveredInstance } from '../sources/pitr-instance.ts';
-import { MAX_IDENTIFIER_BYTES, prepareDatabase, startDump, type PreparedDatabase } from '../sources/postgres.ts';
+import { canCreateDatabase, MAX_IDENTIFIER_BYTES, prepareDatabase, startDump, type PreparedDatabase } from '../sources/postgres.ts';
 import { pgTarget } from '../sources/connection.ts';
 import { withAdmin, withClient } from '../sources/pg-admin.ts';
 import { raiseAlert } from './alerts.ts';
@@ -232,7 +232,9 @@ export async function runPitrRestore(deps: Deps, operationId: string, jobSignal?
         const recovered = pgTarget(sourceUrl);
         const dump = startDump(instance.url(recovered.database, recovered.env.PGUSER ?? 'postgres'), { signal });
         const clone = log.cloneDatabaseName;
-        const preparingDb = prepareDatabase(targetUrl, dump.stream, { strategy: clone ? 'SWAP' : opInput.strategy ?? 'SWAP', restoreId, signal });
+        // As a snapshot restore: a role that may not create databases restores in place.
+        const strategy = clone ? 'SWAP' : opInput.strategy === 'IN_PLACE' || !(await canCreateDatabase(targetUrl)) ? 'IN_PLACE' : 'SWAP';
+        const preparingDb = prepareDatabase(targetUrl, dump.stream, { strategy, restoreId, signal });
         const preparingFiles: Promise<PreparedDirectory | null> = files && log.includes.includes('FILES')
           ? (async () => {
               const copy = await openReadableCopy(deps, files.id, signal);

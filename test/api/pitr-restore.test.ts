@@ -153,7 +153,7 @@ describe('restoreToPointInTime', () => {
     expect(missing.data?.switchDatabase).toMatchObject({ __typename: 'ValidationError' });
   });
 
-  it('in place: the database holds exactly the rows committed at or before the time, files come from the newest files snapshot before it, other databases of the cluster are untouched, phases are named', async () => {
+  it('into the environment (SWAP): the database holds exactly the rows committed at or before the time, files come from the newest files snapshot before it, other databases of the cluster are untouched, phases are named', async () => {
     const { operationId, restoreLogId } = await started({ pointInTime: target.t.toISOString() });
     const states = await follow(app, key, operationId);
     expect(states.at(-1), states.at(-1)?.error ?? '').toMatchObject({ status: 'SUCCEEDED' });
@@ -171,6 +171,15 @@ describe('restoreToPointInTime', () => {
     expect(log.recoveredFrom).toContain(`files from snapshot ${filesRow.id}`);
     // The database it replaced, with every row, is kept aside.
     expect((await rowsIn(cluster.url(log.previousDatabaseName))).n).toBe(totalRows);
+  });
+
+  it('IN_PLACE: the recovered database is restored into the existing one, in one transaction', async () => {
+    await sql(shop(), "INSERT INTO pitr_rows (stamped, payload) VALUES (now(), 'after everything')");
+    const { operationId } = await started({ pointInTime: target.t.toISOString(), includes: ['DB'], strategy: 'IN_PLACE', createSafetySnapshot: false });
+    const states = await follow(app, key, operationId);
+    expect(states.at(-1), states.at(-1)?.error ?? '').toMatchObject({ status: 'SUCCEEDED' });
+    expect((await rowsIn(shop())).n).toBe(target.expected);
+    expect((await sql(cluster.url(), "SELECT datname FROM pg_database WHERE datname LIKE '%bp_%'")).rows.filter((r) => String(r.datname).includes('bp_restore'))).toEqual([]);
   });
 
   it('refuses, typed and changing nothing: a time in the future, before the first base backup, after the newest archived WAL; a clone name taken', async () => {
