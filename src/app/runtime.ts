@@ -25,6 +25,7 @@ export async function createRuntime(config: Config, databaseUrl: string, logger:
     clock: systemClock,
     logger,
     heartbeatMs: config.OPERATION_HEARTBEAT_MS,
+    home: config.home,
     viewerCache: new ViewerCache(config.API_KEY_CACHE_MS),
   };
   forgetRevokedKeys(deps);

@@ -32,6 +32,12 @@ export const ErrorCode = {
   COPY_EXISTS: 'COPY_EXISTS',
   DATABASE_UNREACHABLE: 'DATABASE_UNREACHABLE',
   ENVIRONMENT_LOCKED: 'ENVIRONMENT_LOCKED',
+  /** The repository holds no base backup of the environment's cluster. */
+  PITR_NO_ARCHIVE: 'PITR_NO_ARCHIVE',
+  PITR_BEFORE_FIRST_BASE_BACKUP: 'PITR_BEFORE_FIRST_BASE_BACKUP',
+  PITR_AFTER_ARCHIVED_WAL: 'PITR_AFTER_ARCHIVED_WAL',
+  /** WAL is missing between the base backup and the point in time (or the catalog lists a gap there). */
+  PITR_IN_GAP: 'PITR_IN_GAP',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

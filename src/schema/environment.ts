@@ -145,7 +145,7 @@ const UnlockEnvironmentInput = builder.inputType('UnlockEnvironmentInput', { fie
 
 const DeleteEnvironmentInput = builder.inputType('DeleteEnvironmentInput', { fields: (t) => ({ id: t.id({ required: true }) }) });
 
-const EnvironmentPayload = builder.objectRef<{ environmentId: string }>('EnvironmentPayload').implement({
+export const EnvironmentPayload = builder.objectRef<{ environmentId: string }>('EnvironmentPayload').implement({
   fields: (t) => ({
     environment: t.prismaField({
       type: 'Environment',

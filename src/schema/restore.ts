@@ -10,7 +10,7 @@ import { OperationStarted, OperationStatusEnum } from './operation.ts';
 import { SnapshotIncludeEnum } from './snapshot.ts';
 import { viewerOf } from './viewer-of.ts';
 
-const RestoreStrategyEnum = builder.enumType(RestoreStrategy, {
+export const RestoreStrategyEnum = builder.enumType(RestoreStrategy, {
   name: 'RestoreStrategy',
   description: 'SWAP: restore beside the live database, then swap names in one short step (needs CREATEDB). IN_PLACE: pg_restore --clean in one transaction.',
 });
@@ -26,9 +26,9 @@ builder.prismaNode('RestoreLog', {
     snapshot: t.prismaField({
       type: 'Snapshot',
       nullable: true,
-      description: 'The snapshot restored; null when this key may not see it (another project)',
+      description: 'The snapshot restored (for a restore to a point in time, the files snapshot used); null when there is none or this key may not see it (another project)',
       select: { snapshotId: true },
-      resolve: (query, log, _a, ctx) => ctx.deps.db.snapshot.findFirst({ ...query, where: visibleWhere(ctx, 'Snapshot', { id: log.snapshotId }) }),
+      resolve: (query, log, _a, ctx) => (log.snapshotId ? ctx.deps.db.snapshot.findFirst({ ...query, where: visibleWhere(ctx, 'Snapshot', { id: log.snapshotId }) }) : null),
     }),
     sourceEnvironment: t.prismaField({
       type: 'Environment',
@@ -45,6 +45,9 @@ builder.prismaNode('RestoreLog', {
     status: t.expose('status', { type: OperationStatusEnum }),
     error: t.exposeString('error', { nullable: true }),
     previousDatabaseName: t.exposeString('previousDatabaseName', { nullable: true, description: 'Where the replaced database was kept (SWAP)' }),
+    pointInTime: t.expose('pointInTime', { type: 'DateTime', nullable: true, description: 'A restore to a point in time: the time asked for' }),
+    cloneDatabaseName: t.exposeString('cloneDatabaseName', { nullable: true, description: 'A clone: the new database the recovered one went to' }),
+    recoveredFrom: t.exposeString('recoveredFrom', { nullable: true, description: 'A restore to a point in time: the base backup, WAL range and files snapshot it used' }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     completedAt: t.expose('completedAt', { type: 'DateTime', nullable: true }),
   }),
@@ -80,7 +83,7 @@ const RestoreSnapshotInput = builder.inputType('RestoreSnapshotInput', {
   }),
 });
 
-const RestorePayload = builder.objectRef<{ operationId: string; restoreLogId: string }>('RestorePayload').implement({
+export const RestorePayload = builder.objectRef<{ operationId: string; restoreLogId: string }>('RestorePayload').implement({
   interfaces: [OperationStarted],
   fields: (t) => ({
     restoreLog: t.prismaField({ type: 'RestoreLog', resolve: (q, p, _a, ctx) => ctx.deps.db.restoreLog.findUniqueOrThrow({ ...q, where: { id: p.restoreLogId } }) }),

@@ -20,6 +20,11 @@ export interface Deps {
   logger: Logger;
   /** How often a running operation proves it is alive (default 5 s); keep it well under OPERATION_STALE_MS. */
   heartbeatMs?: number;
+  /**
+   * BACKPLANE_HOME: where a restore to a point in time puts its temporary PostgreSQL instance
+   * (default ./.backplane, as the config's).
+   */
+  home?: string;
   /** Authenticated keys, remembered for a few seconds (see ViewerCache); unset, every request looks its key up. */
   viewerCache?: ViewerCache;
 }

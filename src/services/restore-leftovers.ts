@@ -1,3 +1,5 @@
+import path from 'node:path';
+import { discardPitrWorkDir } from '../sources/pitr-instance.ts';
 import { discardRestoreDatabase, undoRestoreSwap } from '../sources/postgres.ts';
 import { discardRestoreDirectory } from '../sources/files.ts';
 import type { Deps } from './deps.ts';
@@ -9,7 +11,8 @@ import { environmentDatabaseUrl } from './environments.ts';
  * the recovery that fails the operation and by a run after a stop before it starts over. A
  * restore killed after its swap (database swapped, files not yet, or both swapped but the success
  * not recorded) is undone, never completed: a restore that did not succeed leaves the target as
- * it was, database and files alike.
+ * it was, database and files alike. A restore to a point in time also leaves its work folder
+ * `<home>/pitr-restore-<id>` (base backup, WAL, and maybe a temporary PostgreSQL still running).
  */
 
 /** The id a restore's temp database and folder are named by (from its RestoreLog id). */
@@ -18,10 +21,12 @@ export function restoreIdOf(restoreLogId: string): string {
 }
 
 /** Drops the temp database and removes the staging folder of the restore `restoreLogId`. Returns what it found. */
-export async function discardRestoreLeftovers(deps: Deps, restoreLogId: string): Promise<string[]> {
+export async function discardRestoreLeftovers(deps: Deps, restoreLogId: string, opts: { workFolderOnly?: boolean } = {}): Promise<string[]> {
   const log = await deps.db.restoreLog.findUniqueOrThrow({ where: { id: restoreLogId }, include: { targetEnvironment: true } });
   const restoreId = restoreIdOf(log.id);
   const found: string[] = [];
+  if (log.pointInTime && (await discardPitrWorkDir(deps.home ?? path.resolve('.backplane'), restoreId))) found.push('recovery work folder');
+  if (opts.workFolderOnly) return found;
   if (log.includes.includes('DB')) {
     const url = await environmentDatabaseUrl(deps, log.targetEnvironmentId);
     if (await undoRestoreSwap(url, restoreId)) found.push('database swap undone');

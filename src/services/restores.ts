@@ -117,7 +117,7 @@ async function dumpNode(repo: Repository, repoSnapshotId: string, signal: AbortS
 }
 
 /** Commits `first`; when that fails, rolls back both, leaving the target as it was. */
-async function commitOrRollback(first: { commit(): Promise<unknown>; rollback(): Promise<void> } | null, other: { rollback(): Promise<void> } | null): Promise<void> {
+export async function commitOrRollback(first: { commit(): Promise<unknown>; rollback(): Promise<void> } | null, other: { rollback(): Promise<void> } | null): Promise<void> {
   try {
     await first?.commit();
   } catch (err) {
@@ -153,11 +153,11 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
       const started = Date.now();
       const timings: Record<string, number> = {};
       const timed = <T>(name: string, p: Promise<T>): Promise<T> => p.finally(() => (timings[name] = Date.now() - started));
-      const source = await openReadableCopy(deps, log.snapshotId, signal);
+      const source = await openReadableCopy(deps, log.snapshotId!, signal);
       opened = source.opened;
       readFrom = { destinationId: source.destinationId, repoSnapshotId: source.repoSnapshotId };
       const repo = source.opened.repo;
-      const snapshotRow = await deps.db.snapshot.findUniqueOrThrow({ where: { id: log.snapshotId } });
+      const snapshotRow = await deps.db.snapshot.findUniqueOrThrow({ where: { id: log.snapshotId! } });
       const total = Number(snapshotRow.sizeBytes);
       let filesDone = 0;
       let dbDone = 0;
@@ -264,7 +264,7 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
     }
     const cancelled = err instanceof CancelledError;
     let message = messageOf(err);
-    if (!cancelled && opened && readFrom && isDamage(err)) message += await healAfterDamage(deps, { logId: log.id, operationId, opened, snapshotId: log.snapshotId, environmentId: target.id, ...readFrom }, jobSignal);
+    if (!cancelled && opened && readFrom && isDamage(err)) message += await healAfterDamage(deps, { logId: log.id, operationId, opened, snapshotId: log.snapshotId!, environmentId: target.id, ...readFrom }, jobSignal);
     await deps.db.restoreLog.update({ where: { id: log.id }, data: { status: cancelled ? 'CANCELLED' : 'FAILED', error: message, completedAt: deps.clock.now() } });
     await finishOperation(deps, operationId, cancelled ? 'CANCELLED' : 'FAILED', message);
     if (!cancelled) {
@@ -312,7 +312,7 @@ async function healAfterDamage(
 }
 
 /** Takes a SAFETY snapshot of the target inside the restore job (the environment's queue is already ours). */
-async function takeSafetySnapshot(deps: Deps, environmentId: string, includes: ('DB' | 'FILES')[], signal: AbortSignal): Promise<string> {
+export async function takeSafetySnapshot(deps: Deps, environmentId: string, includes: ('DB' | 'FILES')[], signal: AbortSignal): Promise<string> {
   const env = await deps.db.environment.findUniqueOrThrow({ where: { id: environmentId }, include: { settings: true, destinations: true } });
   const days = env.settings?.safetyRetentionDays ?? 7;
   const { snapshotId, operationId } = await deps.db.$transaction(async (tx) => {

@@ -139,6 +139,11 @@ export interface PreparedDatabase {
   undo(): Promise<void>;
   /** After a SWAP commit: drops the previous database (keepPrevious: false). */
   discardPrevious(): Promise<void>;
+  /**
+   * SWAP, instead of commit: the restored database becomes `name` (a clone beside the target,
+   * which stays as it was). Refused (DATABASE_EXISTS) when that name is taken; nothing changed then.
+   */
+  keepAs?(name: string): Promise<void>;
 }
 
 /** A libpq conninfo value in single quotes. */

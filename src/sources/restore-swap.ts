@@ -214,6 +214,15 @@ export async function prepareSwap(databaseUrl: string, target: PgTarget, dump: R
       if (state !== 'committed') throw stateError(`cannot discard the previous database of a restore that is ${state}`);
       await dropDatabase(databaseUrl, previous);
     },
+    async keepAs(name: string) {
+      if (state !== 'prepared') throw stateError(`cannot keep a restore that is ${state}`);
+      await withAdmin(databaseUrl, [temp, name], async (c) => {
+        if (await databaseExists(c, name)) throw new SourceError('DATABASE_EXISTS', `database ${JSON.stringify(name)} already exists`);
+        await c.query(`ALTER DATABASE ${c.escapeIdentifier(temp)} RENAME TO ${c.escapeIdentifier(name)}`);
+        if (!info.allowConnections) await c.query(`ALTER DATABASE ${c.escapeIdentifier(name)} WITH ALLOW_CONNECTIONS false`);
+      });
+      state = 'committed';
+    },
   };
 }
 

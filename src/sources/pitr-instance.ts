@@ -1,0 +1,299 @@
+/**
+ * The temporary PostgreSQL instance a restore to a point in time recovers in: a base backup's
+ * data folder plus a folder of WAL (both filled by the caller from the repository, see
+ * src/sources/pitr-layout.ts), recovered to the target time with the local PostgreSQL 15
+ * binaries, then promoted, so one database can be dumped out of it. It lives in one *work
+ * folder*, `<home>/pitr-restore-<id>` (data/, wal/, socket/), which names the restore it belongs
+ * to, so the leftovers of a killed worker are found and removed (discardPitrWorkDir). It listens
+ * on no TCP address, only on a socket in its own 0700 folder, and trusts local connections: no
+ * password of the source is needed, and nobody but the user it runs as can reach it.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import pg from 'pg';
+import { systemPgBinaries, type PgBinaries } from '../db/pg-binaries.ts';
+import { freePort, pgRunAs, processAlive } from '../db/pg-server.ts';
+import { AbortedError, SourceError } from './errors.ts';
+import { restoreSuffix } from './names.ts';
+import { parseSegment } from './pitr-layout.ts';
+
+/** Prefix of a work folder under the home; the rest is the restore's suffix (names.ts). */
+export const PITR_WORK_PREFIX = 'pitr-restore-';
+
+/** The work folder of restore `restoreId` under `home`, and its parts. */
+export function pitrWorkDir(home: string, restoreId: string): { root: string; data: string; wal: string; socket: string } {
+  const root = path.join(home, `${PITR_WORK_PREFIX}${restoreSuffix(restoreId)}`);
+  return { root, data: path.join(root, 'data'), wal: path.join(root, 'wal'), socket: path.join(root, 'socket') };
+}
+
+/** Makes an empty work folder (whatever an earlier attempt of this restore left goes first). */
+export async function makePitrWorkDir(home: string, restoreId: string): Promise<ReturnType<typeof pitrWorkDir>> {
+  const dirs = pitrWorkDir(home, restoreId);
+  await discardPitrWorkDir(home, restoreId);
+  for (const d of [dirs.data, dirs.wal, dirs.socket]) await fs.mkdir(d, { recursive: true, mode: 0o700 });
+  return dirs;
+}
+
+/**
+ * Stops the instance of restore `restoreId` if one still runs (immediate: it holds nothing
+ * anyone needs) and removes its work folder. Returns whether there was one.
+ */
+export async function discardPitrWorkDir(home: string, restoreId: string): Promise<boolean> {
+  const { root, data } = pitrWorkDir(home, restoreId);
+  if (!existsSync(root)) return false;
+  const pid = Number((await fs.readFile(path.join(data, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0]);
+  if (pid > 0 && processAlive(pid)) {
+    // SIGQUIT is PostgreSQL's immediate shutdown; its children follow the postmaster.
+    try {
+      process.kill(pid, 'SIGQUIT');
+    } catch {
+      // Gone meanwhile.
+    }
+    const deadline = Date.now() + 30_000;
+    while (processAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  }
+  await fs.rm(root, { recursive: true, force: true });
+  return true;
+}
+
+/** The work folders under `home` (for a sweep), by restore suffix. */
+export async function listPitrWorkDirs(home: string): Promise<string[]> {
+  const names = await fs.readdir(home).catch(() => [] as string[]);
+  return names.filter((n) => n.startsWith(PITR_WORK_PREFIX)).map((n) => n.slice(PITR_WORK_PREFIX.length));
+}
+
+/** Extracts a tar stream (base.tar) into `dir`. */
+export function extractTar(tar: Readable, dir: string, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('tar', ['-x', '-C', dir], { stdio: ['pipe', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const onAbort = () => child.kill('SIGKILL');
+    signal?.addEventListener('abort', onAbort, { once: true });
+    let failed: Error | null = null;
+    tar.on('error', (err) => {
+      failed = err;
+      child.kill('SIGKILL');
+    });
+    child.stdin.on('error', () => {});
+    tar.pipe(child.stdin);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      signal?.removeEventListener('abort', onAbort);
+      if (signal?.aborted) return reject(new AbortedError({ cause: signal.reason }));
+      if (failed) return reject(failed);
+      if (code !== 0) return reject(new SourceError('BASE_BACKUP_EXTRACT_FAILED', `extracting the base backup failed: ${stderr.trim()}`));
+      resolve();
+    });
+  });
+}
+
+/**
+ * Readies the WAL folder as the layout says: a `.partial` whose complete segment is there is
+ * stale; the newest one left becomes its segment (recovery reads the last segment whole or not
+ * at all). Returns the segment names, ascending.
+ */
+export async function finishWalFolder(walDir: string): Promise<string[]> {
+  const names = (await fs.readdir(walDir)).sort();
+  const partials = names.filter((n) => n.endsWith('.partial'));
+  for (const p of partials) {
+    if (names.includes(p.slice(0, -'.partial'.length))) await fs.rm(path.join(walDir, p));
+  }
+  const left = (await fs.readdir(walDir)).filter((n) => n.endsWith('.partial')).sort();
+  const newest = left.at(-1);
+  if (newest) await fs.rename(path.join(walDir, newest), path.join(walDir, newest.slice(0, -'.partial'.length)));
+  for (const p of left.slice(0, -1)) await fs.rm(path.join(walDir, p));
+  return (await fs.readdir(walDir)).filter((n) => parseSegment(n)).sort();
+}
+
+/** A recovered, promoted instance. */
+export interface RecoveredInstance {
+  /** A URL of `database` on the instance, as `user` (through its socket, no password). */
+  url(database: string, user: string): string;
+  /** Which WAL the recovery went up to, for the log. */
+  endedAt: string;
+  /** Recovered to the end of the archive: nothing was committed between the last archived transaction and the target. */
+  toEndOfArchive: boolean;
+  /** Stops it (fast) and waits until it has exited. */
+  stop(): Promise<void>;
+}
+
+const RECOVERY_FAILED = 'PITR_RECOVERY_FAILED';
+
+/**
+ * Recovers the base backup in `dirs.data` with the WAL in `dirs.wal` to `targetTime`, then
+ * promotes it. When the archive ends before a transaction later than the target (nothing was
+ * committed between the last archived one and the target, which the caller checked the archive
+ * covers), PostgreSQL refuses to stop short of its target; the state it reached is then the state
+ * at the target, so it recovers again without one, and checks that it did replay every archived
+ * segment (else WAL is missing in the middle, which is an error, never a silently older state).
+ */
+export async function recoverInstance(
+  dirs: ReturnType<typeof pitrWorkDir>,
+  targetTime: Date,
+  opts: { signal?: AbortSignal; binaries?: PgBinaries } = {},
+): Promise<RecoveredInstance> {
+  const binaries = opts.binaries ?? systemPgBinaries();
+  if (!binaries) throw new SourceError(RECOVERY_FAILED, 'no local PostgreSQL 15 server binaries (/usr/lib/postgresql/15/bin, or BACKPLANE_PG_BIN_DIR) to recover in');
+  const segments = await finishWalFolder(dirs.wal);
+  const quoted = (s: string) => s.replace(/'/g, "''");
+  const settings = (withTarget: boolean) =>
+    [
+      '',
+      '# Backplane: recovery to a point in time',
+      `restore_command = 'cp "${quoted(dirs.wal)}/%f" "%p"'`,
+      withTarget ? `recovery_target_time = '${targetTime.toISOString().replace('T', ' ').replace('Z', '+00')}'` : '',
+      `recovery_target_action = 'promote'`,
+      // No hot standby: nothing (max_connections…) has to match the source's settings.
+      'hot_standby = off',
+      // The source's own archiving must not run here.
+      "archive_mode = 'off'",
+      '',
+    ].join('\n');
+  const autoConf = path.join(dirs.data, 'postgresql.auto.conf');
+  const original = await fs.readFile(autoConf, 'utf8').catch(() => '');
+  await fs.writeFile(autoConf, original + settings(true));
+  await fs.writeFile(path.join(dirs.data, 'recovery.signal'), '');
+  await fs.writeFile(path.join(dirs.data, 'pg_hba.conf'), 'local all all trust\n');
+  // Files of a base backup that would stop the start or confuse it.
+  for (const f of ['postmaster.pid', 'postmaster.opts']) await fs.rm(path.join(dirs.data, f), { force: true });
+
+  const runAs = await pgRunAs();
+  if (runAs.uid !== undefined) {
+    await chownTree(dirs.root, runAs.uid, runAs.gid!);
+    await searchableParents(dirs.root);
+  }
+  await fs.chmod(dirs.data, 0o700);
+  const port = await freePort();
+  const env = { ...process.env, ...binaries.env, LC_MESSAGES: 'C' };
+  const pgCtl = (args: string[], signal = opts.signal) => runTool(path.join(binaries.binDir, 'pg_ctl'), args, env, runAs, signal);
+  const log = path.join(dirs.root, 'server.log');
+  const url = (database: string, user: string) =>
+    // The socket folder as the host, percent-encoded: libpq's and node-pg's spelling of a socket.
+    `postgresql://${encodeURIComponent(user)}@${encodeURIComponent(dirs.socket)}:${port}/${encodeURIComponent(database)}`;
+  // With hot standby off, pg_ctl -w returns once recovery starts; the instance is ours when it
+  // accepts connections and is promoted, and a recovery that fails ends the postmaster.
+  const start = async () => {
+    await pgCtl(['start', '-D', dirs.data, '-w', '-t', '600', '-l', log, '-o', `-p ${port} -c listen_addresses='' -c unix_socket_directories='${dirs.socket}'`]);
+    const pid = Number((await fs.readFile(path.join(dirs.data, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0]);
+    for (;;) {
+      if (opts.signal?.aborted) throw new AbortedError({ cause: opts.signal.reason });
+      const promoted = await withAnyRole(dirs, url, async (c) => (await c.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0].r === false).catch(() => false);
+      if (promoted) return;
+      if (!(pid > 0 && processAlive(pid))) throw new Error('the recovery instance stopped');
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
+  const stop = async () => {
+    // Never cut short: a server left running would hold the work folder.
+    await pgCtl(['stop', '-D', dirs.data, '-m', 'fast', '-w', '-t', '120'], undefined).catch(() => undefined);
+  };
+  let toEndOfArchive = false;
+  try {
+    try {
+      await start();
+    } catch (err) {
+      if (opts.signal?.aborted) throw err;
+      const text = await fs.readFile(log, 'utf8').catch(() => '');
+      if (!text.includes('recovery ended before configured recovery target was reached')) {
+        throw new SourceError(RECOVERY_FAILED, `recovery failed: ${lastLines(text, 6)}`, { cause: err });
+      }
+      toEndOfArchive = true;
+      await fs.writeFile(autoConf, original + settings(false));
+      await fs.writeFile(path.join(dirs.data, 'recovery.signal'), '');
+      try {
+        await start();
+      } catch (again) {
+        if (opts.signal?.aborted) throw again;
+        throw new SourceError(RECOVERY_FAILED, `recovery failed: ${lastLines(await fs.readFile(log, 'utf8').catch(() => ''), 6)}`, { cause: again });
+      }
+      const lastArchived = segments.map((s) => parseSegment(s)!.number).reduce((a, b) => Math.max(a, b), 0);
+      const reached = await currentSegment(url('postgres', 'postgres'), dirs, url);
+      if (reached < lastArchived) {
+        throw new SourceError(RECOVERY_FAILED, 'recovery stopped before the end of the archived WAL: a segment in the middle is missing or damaged');
+      }
+    }
+    const endedAt = await withAnyRole(dirs, url, async (c) => (await c.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0].lsn);
+    return { url, endedAt, toEndOfArchive, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+/** Segment number the promoted instance writes in now: where its replay ended. */
+async function currentSegment(_u: string, dirs: ReturnType<typeof pitrWorkDir>, url: RecoveredInstance['url']): Promise<number> {
+  return withAnyRole(dirs, url, async (c) => {
+    const name = (await c.query<{ f: string }>('SELECT pg_walfile_name(pg_current_wal_lsn()) AS f')).rows[0].f;
+    return parseSegment(name)!.number;
+  });
+}
+
+/**
+ * A connection to the instance as its bootstrap superuser: the role owning template1, found by
+ * trying the usual names (the OS user's name is what a socket connection defaults to).
+ */
+async function withAnyRole<T>(dirs: ReturnType<typeof pitrWorkDir>, url: RecoveredInstance['url'], fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  let lastError: unknown;
+  for (const user of ['postgres', process.env.USER ?? 'root']) {
+    const c = new pg.Client({ connectionString: url('template1', user) });
+    c.on('error', () => {});
+    try {
+      await c.connect();
+    } catch (err) {
+      lastError = err;
+      continue;
+    }
+    try {
+      return await fn(c);
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+  }
+  throw new SourceError(RECOVERY_FAILED, `could not connect to the recovered instance in ${dirs.root}`, { cause: lastError });
+}
+
+function lastLines(text: string, n: number): string {
+  return text.trim().split('\n').slice(-n).join('\n');
+}
+
+function runTool(cmd: string, args: string[], env: NodeJS.ProcessEnv, runAs: { uid?: number; gid?: number }, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(new AbortedError({ cause: signal.reason }));
+    const child = spawn(cmd, args, { env, uid: runAs.uid, gid: runAs.gid, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    // pg_ctl -w only waits; the caller's cleanup stops the server itself.
+    const onAbort = () => child.kill('SIGTERM');
+    signal?.addEventListener('abort', onAbort, { once: true });
+    child.on('error', reject);
+    child.on('close', (code) => {
+      signal?.removeEventListener('abort', onAbort);
+      if (signal?.aborted) return reject(new AbortedError({ cause: signal.reason }));
+      if (code === 0) resolve();
+      else reject(new Error(`${path.basename(cmd)} ${args[0]} failed: ${out.trim()}`));
+    });
+  });
+}
+
+async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
+  await fs.lchown(dir, uid, gid);
+  for (const e of await fs.readdir(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) await chownTree(p, uid, gid);
+    else await fs.lchown(p, uid, gid);
+  }
+}
+
+/** As root, PostgreSQL runs as another user, who must pass through every parent of the folder. */
+async function searchableParents(dir: string): Promise<void> {
+  for (let d = path.dirname(dir); ; d = path.dirname(d)) {
+    const st = await fs.stat(d);
+    if ((st.mode & 0o001) === 0) await fs.chmod(d, (st.mode & 0o7777) | 0o001);
+    if (path.dirname(d) === d) break;
+  }
+}

@@ -1,0 +1,217 @@
+/**
+ * A stand-in for the archiving side of point-in-time recovery, for the recovery tests until the
+ * real archiver is merged: a PostgreSQL cluster of its own whose WAL `pg_receivewal` streams
+ * (through a physical slot) into a folder, plus base backups and WAL snapshots written into a
+ * repository with the engine's `backup()`, exactly as the PITR repository layout says (see
+ * src/sources/pitr-layout.ts): `/pitr/<sysid>/base.tar` tagged pitr-base, and
+ * `/pitr/<sysid>/wal/<name>` tagged pitr-wal holding only what is new or changed since the
+ * previous WAL snapshot, the current segment as `<segment>.partial`.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createReadStream, createWriteStream } from 'node:fs';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { backup, type Repository } from '../../src/engine/api.ts';
+import { startScratchPostgres, type ScratchPostgres } from '../../src/db/pg-server.ts';
+import { segmentOfLsn } from '../../src/sources/pitr-layout.ts';
+
+const PG_BIN = '/usr/lib/postgresql/15/bin';
+
+export interface PitrCluster {
+  server: ScratchPostgres;
+  /** The system identifier, decimal. */
+  sysid: string;
+  /** URL of a database on the cluster (as the superuser). */
+  url(database?: string): string;
+  /** Takes a base backup into `repo`; its snapshot time is the moment pg_basebackup finished. */
+  baseBackup(repo: Repository): Promise<{ snapshotId: string; time: Date; startWal: string; endWal: string }>;
+  /**
+   * Closes the current segment (pg_switch_wal) when asked, waits until the receiver has all WAL
+   * written so far, and stores what is new or changed since the last call into `repo`. Its
+   * snapshot time is taken first: the WAL in it covers everything committed before it.
+   */
+  archiveWal(repo: Repository, opts?: { switchSegment?: boolean }): Promise<{ snapshotId: string; time: Date; files: string[] }>;
+  stop(): Promise<void>;
+}
+
+async function query<T extends pg.QueryResultRow>(url: string, text: string): Promise<T[]> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return (await c.query<T>(text)).rows;
+  } finally {
+    await c.end();
+  }
+}
+
+function connEnv(server: ScratchPostgres): NodeJS.ProcessEnv {
+  return { ...process.env, PGHOST: '127.0.0.1', PGPORT: String(server.port), PGUSER: server.user, PGPASSWORD: server.password, LC_MESSAGES: 'C' };
+}
+
+/** Runs a tool to its end; rejects with its stderr when it fails. Returns stderr. */
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, stdoutTo?: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env, stdio: ['ignore', stdoutTo ? 'pipe' : 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const out = stdoutTo ? createWriteStream(stdoutTo) : null;
+    if (out) child.stdout!.pipe(out);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const done = () => (code === 0 ? resolve(stderr) : reject(new Error(`${path.basename(cmd)} failed (${code}): ${stderr}`)));
+      if (out && !out.writableFinished) out.on('finish', done);
+      else done();
+    });
+  });
+}
+
+async function until(cond: () => Promise<boolean>, what: string, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Starts the cluster and its WAL receiver. */
+export async function startPitrCluster(): Promise<PitrCluster> {
+  const server = await startScratchPostgres();
+  const root = await fs.mkdtemp(path.join(os.tmpdir(), 'bp-pitr-fixture-'));
+  const walDir = path.join(root, 'received');
+  await fs.mkdir(walDir);
+  const env = connEnv(server);
+  // No transaction of its own between the workload's: a test picks a time after the last commit.
+  await query(server.adminUrl, 'ALTER SYSTEM SET autovacuum = off');
+  await query(server.adminUrl, 'SELECT pg_reload_conf()');
+  const [{ sysid }] = await query<{ sysid: string }>(server.adminUrl, 'SELECT system_identifier::text AS sysid FROM pg_control_system()');
+  await run(path.join(PG_BIN, 'pg_receivewal'), ['--create-slot', '--if-not-exists', '-S', 'bp_fixture'], env);
+  let receiver: ChildProcess | null = spawn(path.join(PG_BIN, 'pg_receivewal'), ['-D', walDir, '-S', 'bp_fixture', '--no-loop', '-n', '--synchronous'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let receiverLog = '';
+  receiver.stderr!.on('data', (d: Buffer) => (receiverLog += d.toString()));
+  let receiverExited = false;
+  receiver.on('close', () => (receiverExited = true));
+  await until(async () => {
+    if (receiverExited) throw new Error(`pg_receivewal stopped: ${receiverLog}`);
+    return (await query<{ n: number }>(server.adminUrl, "SELECT count(*)::int AS n FROM pg_stat_replication WHERE application_name = 'pg_receivewal' AND state = 'streaming'"))[0].n === 1;
+  }, 'pg_receivewal to stream');
+
+  /** Signatures (size, mtime) of the files stored so far, to store only what is new or changed. */
+  const stored = new Map<string, string>();
+  let staging = 0;
+
+  const cluster: PitrCluster = {
+    server,
+    sysid,
+    url: (database = 'postgres') => server.url(database),
+    async baseBackup(repo) {
+      const file = path.join(root, `base-${Date.now()}.tar`);
+      await run(path.join(PG_BIN, 'pg_basebackup'), ['-D', '-', '-F', 'tar', '-X', 'none', '--checkpoint=fast'], env, file);
+      const time = new Date();
+      // With -X none pg_basebackup reports no WAL range: the start is in backup_label, and the
+      // end is at most where the server's WAL stands now (a later end-wal only asks for more WAL).
+      const label = await run('tar', ['-xOf', file, 'backup_label'], env, path.join(root, 'label'));
+      void label;
+      const labelText = await fs.readFile(path.join(root, 'label'), 'utf8');
+      const start = /START WAL LOCATION: ([0-9A-F]+\/[0-9A-F]+) \(file ([0-9A-F]{24})\)/.exec(labelText);
+      if (!start) throw new Error(`no start in backup_label: ${labelText}`);
+      const tli = parseInt(start[2].slice(0, 8), 16);
+      const [{ lsn }] = await query<{ lsn: string }>(server.adminUrl, 'SELECT pg_current_wal_lsn()::text AS lsn');
+      const startWal = start[2];
+      const endWal = segmentOfLsn(tli, lsn);
+      const r = await backup(repo, { [`/pitr/${sysid}/base.tar`]: createReadStream(file) }, {
+        tags: ['backplane', 'pitr-base', `cluster:${sysid}`, `timeline:${tli}`, `start-wal:${startWal}`, `end-wal:${endWal}`],
+        time,
+      });
+      await fs.rm(file);
+      return { snapshotId: r.snapshotId, time, startWal, endWal };
+    },
+    async archiveWal(repo, opts = {}) {
+      const time = new Date();
+      // The scratch cluster commits asynchronously: WAL of a commit may not be written yet. A
+      // checkpoint writes all WAL inserted before it (and adds no commit record a recovery
+      // target could stop at), so everything committed before `time` is in what we read.
+      await query(server.adminUrl, 'CHECKPOINT');
+      if (opts.switchSegment) await query(server.adminUrl, 'SELECT pg_switch_wal()');
+      const [{ lsn }] = await query<{ lsn: string }>(server.adminUrl, 'SELECT pg_current_wal_lsn()::text AS lsn');
+      await until(
+        async () => (await query<{ ok: boolean }>(server.adminUrl, `SELECT coalesce(bool_and(flush_lsn >= '${lsn}'), false) AS ok FROM pg_stat_replication WHERE application_name = 'pg_receivewal'`))[0].ok,
+        'pg_receivewal to flush',
+      );
+      const dir = path.join(root, `stage-${++staging}`);
+      await fs.mkdir(dir);
+      const files: string[] = [];
+      for (const name of (await fs.readdir(walDir)).sort()) {
+        const st = await fs.stat(path.join(walDir, name));
+        const sig = `${st.size}:${st.mtimeMs}`;
+        if (stored.get(name) === sig) continue;
+        await fs.copyFile(path.join(walDir, name), path.join(dir, name));
+        files.push(name);
+        stored.set(name, sig);
+      }
+      const r = await backup(repo, { [`/pitr/${sysid}/wal`]: dir }, { tags: ['backplane', 'pitr-wal', `cluster:${sysid}`], time });
+      await fs.rm(dir, { recursive: true });
+      return { snapshotId: r.snapshotId, time, files };
+    },
+    async stop() {
+      receiver?.kill('SIGTERM');
+      if (receiver && !receiverExited) await new Promise((r) => receiver!.once('close', r));
+      receiver = null;
+      await server.stop();
+      await fs.rm(root, { recursive: true, force: true });
+    },
+  };
+  return cluster;
+}
+
+/**
+ * Commits one row at a time into `pitr_rows`, each stamped with clock_timestamp() inside its
+ * transaction, until stopped: the workload the restore-to-T tests pick a time between commits of.
+ */
+export function startWorkload(url: string, opts: { intervalMs?: number } = {}): { stop(): Promise<void>; committed(): number } {
+  let running = true;
+  let committed = 0;
+  const done = (async () => {
+    const c = new pg.Client({ connectionString: url });
+    c.on('error', () => {});
+    await c.connect();
+    try {
+      await c.query('CREATE TABLE IF NOT EXISTS pitr_rows (id bigserial PRIMARY KEY, stamped timestamptz NOT NULL, payload text)');
+      while (running) {
+        await c.query("INSERT INTO pitr_rows (stamped, payload) VALUES (clock_timestamp(), repeat('x', 200))");
+        committed++;
+        await new Promise((r) => setTimeout(r, opts.intervalMs ?? 40));
+      }
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+  })();
+  // A test that failed stops the server under the workload: that is not another failure.
+  done.catch(() => undefined);
+  return {
+    committed: () => committed,
+    async stop() {
+      running = false;
+      await done;
+    },
+  };
+}
+
+/**
+ * A time strictly between two consecutive commits of the workload, at least `gapMs` apart, after
+ * `after` and before `before` (what the archive reaches): the rows stamped at or before it are
+ * exactly those committed at or before it.
+ */
+export async function timeBetweenCommits(url: string, after: Date, before: Date, gapMs = 20): Promise<{ t: Date; expected: number }> {
+  const rows = await query<{ id: string; stamped: Date; next: Date }>(
+    url,
+    `SELECT id::text, stamped, next FROM (SELECT id, stamped, lead(stamped) OVER (ORDER BY id) AS next FROM pitr_rows) x
+      WHERE next IS NOT NULL AND stamped > '${after.toISOString()}' AND next < '${before.toISOString()}' AND next - stamped > interval '${gapMs * 2} milliseconds' ORDER BY id LIMIT 1`,
+  );
+  if (!rows[0]) throw new Error('no two commits far enough apart');
+  // Milliseconds only (what DateTime carries): the time is rounded inside the gap.
+  const t = new Date(Math.floor((rows[0].stamped.getTime() + rows[0].next.getTime()) / 2));
+  const [{ n }] = await query<{ n: number }>(url, `SELECT count(*)::int AS n FROM pitr_rows WHERE stamped <= '${t.toISOString()}'`);
+  return { t, expected: n };
+}
