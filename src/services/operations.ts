@@ -181,6 +181,8 @@ async function cancelledBeforeStart(tx: Parameters<Parameters<Deps['db']['$trans
   }
   if (op.type === 'RESTORE') {
     await tx.restoreLog.updateMany({ where: { operationId: op.id }, data: { status: 'FAILED', error: reason ?? 'It never completed', ...(at ? { completedAt: at } : {}) } });
+    // A new environment whose restore will never run (again) never becomes usable.
+    if (op.environmentId) await tx.environment.updateMany({ where: { id: op.environmentId, status: 'PROVISIONING' }, data: { status: 'FAILED' } });
   }
 }
 

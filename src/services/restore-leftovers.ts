@@ -2,6 +2,7 @@ import { discardRestoreDatabase, undoRestoreSwap } from '../sources/postgres.ts'
 import { discardRestoreDirectory } from '../sources/files.ts';
 import type { Deps } from './deps.ts';
 import { environmentDatabaseUrl } from './environments.ts';
+import { discardNewEnvironment } from './new-environment.ts';
 
 /**
  * What a restore leaves beside its target while it runs (the `<db>__bp_restore_<id>` database,
@@ -33,6 +34,8 @@ export async function discardRestoreLeftovers(deps: Deps, restoreLogId: string):
     if (dir.undone) found.push('files swap undone');
     if (dir.removedTemp) found.push('staging folder');
   }
+  // A new environment's database and folder under its own names, once the commit began.
+  found.push(...(await discardNewEnvironment(deps, restoreLogId, restoreId)));
   if (found.length) deps.logger.warn({ restoreLogId, found }, 'cleared what a stopped restore left');
   return found;
 }

@@ -62,6 +62,7 @@ export async function createSnapshot(
   if (includes.includes('FILES') && !env.filesPath) {
     throw ValidationError.field(['input', 'includes'], 'this environment has no files path; include DB only, or set filesPath first');
   }
+  if (env.status !== 'READY') throw new ConflictError(ErrorCode.ENVIRONMENT_NOT_READY, `This environment is ${env.status.toLowerCase()}: the restore that creates it has not succeeded`);
   const hash = input.idempotencyKey ? inputHash({ ...input, idempotencyKey: undefined, includes: [...includes].sort() }) : null;
   if (input.idempotencyKey) {
     const earlier = await replayed(deps, viewer.organizationId, 'createSnapshot', input.idempotencyKey, hash!);

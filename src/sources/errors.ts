@@ -17,7 +17,10 @@ export type SourceErrorCode =
   | 'UNDO_NOT_POSSIBLE'
   | 'DIRECTORY_SWAP_FAILED'
   | 'NOT_A_RESTORE_DATABASE'
-  | 'INVALID_HANDLE_STATE';
+  | 'INVALID_HANDLE_STATE'
+  | 'DATABASE_CREATE_FORBIDDEN'
+  | 'DATABASE_EXISTS'
+  | 'CHECK_QUERY_FAILED';
 
 /** A deliberate failure of a dump, restore or swap. */
 export class SourceError extends Error {
