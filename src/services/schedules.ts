@@ -9,6 +9,7 @@ import { requireVisibleDestinations } from './destination-choice.ts';
 import { getEnvironment } from './environments.ts';
 import { enqueueJob, removeJob, type SqlTx } from './jobs.ts';
 import { normalizePolicy, retentionPolicy } from './retention.ts';
+import { startRestoreDrill } from './drills.ts';
 import { createSnapshot, messageOf } from './snapshots.ts';
 import type { Viewer } from './viewer.ts';
 
@@ -28,6 +29,9 @@ import type { Viewer } from './viewer.ts';
 
 export const SCHEDULE_KINDS = ['DB', 'FULL'] as const;
 export type ScheduleKind = (typeof SCHEDULE_KINDS)[number];
+/** What a schedule fires: its snapshot kinds, and restore drills (`drillCron`, see drills.ts). */
+export const FIRE_KINDS = [...SCHEDULE_KINDS, 'DRILL'] as const;
+export type FireKind = (typeof FIRE_KINDS)[number];
 
 /** A run later than this after its planned time counts as missed. */
 const LATE_MS = 5 * 60_000;
@@ -35,9 +39,10 @@ const LATE_MS = 5 * 60_000;
 const kindFields = {
   DB: { cron: 'dbCron', next: 'nextDbRunAt', last: 'lastDbRunAt', includes: ['DB'] as ('DB' | 'FILES')[], name: 'database' },
   FULL: { cron: 'fullCron', next: 'nextFullRunAt', last: 'lastFullRunAt', includes: ['DB', 'FILES'] as ('DB' | 'FILES')[], name: 'full' },
+  DRILL: { cron: 'drillCron', next: 'nextDrillRunAt', last: 'lastDrillRunAt', includes: [] as ('DB' | 'FILES')[], name: 'restore drill' },
 } as const;
 
-export const scheduleJobKey = (scheduleId: string, kind: ScheduleKind) => `schedule:${scheduleId}:${kind.toLowerCase()}`;
+export const scheduleJobKey = (scheduleId: string, kind: FireKind) => `schedule:${scheduleId}:${kind.toLowerCase()}`;
 
 function cronOf(expression: string, timezone: string): Cron {
   return new Cron(expression, { timezone, mode: '5-part', paused: true });
@@ -84,6 +89,7 @@ const upsertScheduleInput = z.object({
   environmentId: z.string(),
   dbCron: cronExpression.nullish(),
   fullCron: cronExpression.nullish(),
+  drillCron: cronExpression.nullish(),
   timezone: timezone.optional(),
   /** Omitted: keep; empty: the environment's default destinations. */
   destinationIds: z.array(z.string().min(1)).max(10, 'at most 10 destinations').optional(),
@@ -124,7 +130,7 @@ type Tx = SqlTx & { schedule: Deps['db']['schedule'] };
 async function replan(deps: Deps, tx: Tx, s: Schedule, from: Date): Promise<void> {
   const active = s.enabled && !s.paused;
   const data: Record<string, Date | null> = {};
-  for (const kind of SCHEDULE_KINDS) {
+  for (const kind of FIRE_KINDS) {
     const f = kindFields[kind];
     const cron = s[f.cron];
     const next = active && cron ? nextRun(cron, s.timezone, from) : null;
@@ -165,6 +171,7 @@ export async function upsertSchedule(deps: Deps, viewer: Viewer, raw: z.input<ty
   const fields = {
     ...(input.dbCron !== undefined ? { dbCron: input.dbCron } : {}),
     ...(input.fullCron !== undefined ? { fullCron: input.fullCron } : {}),
+    ...(input.drillCron !== undefined ? { drillCron: input.drillCron } : {}),
     ...(input.timezone !== undefined ? { timezone: input.timezone } : {}),
     ...(input.enabled !== undefined ? { enabled: input.enabled } : {}),
     ...(input.paused !== undefined ? { paused: input.paused } : {}),
@@ -189,7 +196,7 @@ export async function upsertSchedule(deps: Deps, viewer: Viewer, raw: z.input<ty
 export async function deleteSchedule(deps: Deps, viewer: Viewer, environmentId: string): Promise<string> {
   const s = await requireSchedule(deps, viewer, environmentId);
   await deps.db.$transaction(async (tx) => {
-    for (const kind of SCHEDULE_KINDS) await removeJob(tx, scheduleJobKey(s.id, kind));
+    for (const kind of FIRE_KINDS) await removeJob(tx, scheduleJobKey(s.id, kind));
     await tx.schedule.delete({ where: { id: s.id } });
   });
   return s.id;
@@ -234,7 +241,7 @@ const fmt = (d: Date, timeZone: string) => `${d.toLocaleString('sv-SE', { timeZo
  * The schedule_fire job. Takes the snapshot of the planned run (idempotent: a retried job gets the
  * same snapshot), then claims the run and plans the next one in one transaction.
  */
-export async function fireSchedule(deps: Deps, scheduleId: string, kind: ScheduleKind): Promise<void> {
+export async function fireSchedule(deps: Deps, scheduleId: string, kind: FireKind): Promise<void> {
   const s = await deps.db.schedule.findUnique({ where: { id: scheduleId }, include: { destinations: true, environment: { include: { settings: true } } } });
   const f = kindFields[kind];
   if (!s || !s.enabled || s.paused) return;
@@ -259,7 +266,15 @@ export async function fireSchedule(deps: Deps, scheduleId: string, kind: Schedul
   const late = now.getTime() - planned.getTime() > LATE_MS;
 
   let operationId: string | null = null;
-  if (env.settings?.autoEnabled !== false) {
+  if (kind === 'DRILL') {
+    try {
+      ({ operationId } = await startRestoreDrill(deps, systemViewer(env.organizationId), { environmentId: env.id, idempotencyKey: `schedule:${s.id}:${kind}:${planned.toISOString()}` }, { scheduled: true }));
+    } catch (err) {
+      if (!(err instanceof NotFoundError || err instanceof ValidationError || err instanceof ConflictError)) throw err;
+      // No READY snapshot yet, a drill still running: a drill that could not run is a failed one.
+      await raiseAlert(deps, { organizationId: env.organizationId, environmentId: env.id, type: 'DRILL_FAILED', severity: 'CRITICAL', message: `Scheduled restore drill of ${env.name} could not start: ${messageOf(err)}` });
+    }
+  } else if (env.settings?.autoEnabled !== false) {
     try {
       ({ operationId } = await scheduledSnapshot(deps, systemViewer(env.organizationId), s, kind, {
         label: `Scheduled ${f.name} snapshot`,
@@ -356,7 +371,7 @@ export async function reconcileSchedules(deps: Deps): Promise<void> {
       await tx.$queryRawUnsafe('SELECT id FROM schedules WHERE id = $1 FOR UPDATE', id);
       const s = await tx.schedule.findUnique({ where: { id } });
       if (!s || !s.enabled || s.paused) return;
-      for (const kind of SCHEDULE_KINDS) {
+      for (const kind of FIRE_KINDS) {
         const f = kindFields[kind];
         const cron = s[f.cron];
         if (!cron) continue;
