@@ -1,9 +1,10 @@
 /**
- * A worker killed while it restores into a new environment (SIGKILL: no chance to clean up):
- * the recovery (`recoverStaleOperations`, at the next worker's start, the dead worker's heartbeat
- * aged as in worker-crash.test.ts) removes the database and folder it made, whether still under
- * their restore names or already under the environment's own, and the environment ends FAILED,
- * never usable.
+ * A worker killed while it restores into a new environment, or while it runs a restore drill
+ * (SIGKILL: no chance to clean up): the recovery (`recoverStaleOperations`, at the next worker's
+ * start, the dead worker's heartbeat aged as in worker-crash.test.ts) removes the databases and
+ * folders it made. A new environment's go whether still under their restore names or already
+ * under the environment's own, and the environment ends FAILED, never usable; a drill's scratch
+ * copies go and the drill counts as failed.
  */
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
@@ -13,6 +14,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { testEnv, type TestApp } from '../harness/app.ts';
 import { makeLiveEnvironment, sql, type LiveEnvironment } from '../harness/live-environment.ts';
 import { startServerProcess, until, type ServerProcess } from '../harness/process.ts';
+import { RunRestoreDrillDocument } from '../generated/graphql.ts';
+import { gid } from '../harness/factories.ts';
 import { follow, startRestore, startSnapshotSuite, takeSnapshot } from '../harness/snapshot-helpers.ts';
 
 let app: TestApp;
@@ -140,5 +143,38 @@ describe('a worker killed while restoring into a new environment', () => {
 
     const message = await expectRecovered(opId, r.operationId, log.targetEnvironmentId, 'killed_late');
     expect(message).toMatch(/new database, new files folder/);
+  });
+});
+
+describe('a worker killed during a restore drill', () => {
+  it('recovery drops the scratch database and folder, fails the drill and raises DRILL_FAILED; the environment is untouched', { timeout: 300_000 }, async () => {
+    const doomed = await worker();
+    const res = await app.gql(RunRestoreDrillDocument, { input: { environmentId: gid('Environment', source.id) } }, { key });
+    if (res.data?.runRestoreDrill.__typename !== 'RestoreDrillPayload') throw new Error(JSON.stringify(res));
+    const operationId = res.data.runRestoreDrill.operation.id;
+    const opId = rawId(operationId);
+    const drill = await app.runtime.db.restoreDrill.findUniqueOrThrow({ where: { operationId: opId } });
+    const [pgRestore] = await until(() => childrenOf(doomed.child.pid!, 'pg_restore'), (pids) => pids.length > 0, 'pg_restore to start', 60_000);
+    process.kill(pgRestore, 'SIGSTOP');
+    const scratchDbs = async () => (await databases()).filter((n) => n.startsWith('bp_drill_'));
+    const scratchDirs = async () => (await siblings()).filter((n) => n.includes('.bp_drill_'));
+    // The files side runs beside pg_restore, held still: the kill lands with both scratch copies there.
+    await until(scratchDirs, (dirs) => dirs.length === 1, 'the scratch folder', 60_000);
+    await kill(doomed);
+    process.kill(pgRestore, 'SIGKILL');
+    // What the killed worker left: the proof the recovery has something to clear.
+    expect(await scratchDbs()).toHaveLength(1);
+    expect(await scratchDirs()).toHaveLength(1);
+
+    await ageHeartbeat(opId);
+    await worker();
+    const end = (await follow(app, key, operationId)).at(-1);
+    expect(end?.status).toBe('FAILED');
+    expect(await app.runtime.db.restoreDrill.findUniqueOrThrow({ where: { id: drill.id } })).toMatchObject({ status: 'FAILED' });
+    const alert = await app.runtime.db.alert.findFirst({ where: { operationId: opId, type: 'DRILL_FAILED' } });
+    expect(alert?.message).toMatch(/scratch database, scratch folder/);
+    expect(await scratchDbs()).toEqual([]);
+    expect(await scratchDirs()).toEqual([]);
+    expect((await sql(source.databaseUrl, 'SELECT count(*)::int AS n FROM orders')).rows[0].n).toBe(200_000);
   });
 });
