@@ -62,6 +62,11 @@ export async function restoreSnapshot(
   const hash = input.idempotencyKey
     ? inputHash({ ...input, idempotencyKey: undefined, targetEnvironmentId: input.newEnvironment ? null : existingTarget.id, includes: [...includes].sort() })
     : null;
+  if (input.newEnvironment && input.idempotencyKey) {
+    // A replay finds the environment its first request made: answered here, before that counts as a taken name.
+    const earlier = await replayed(deps, viewer.organizationId, 'restoreSnapshot', input.idempotencyKey, hash!);
+    if (earlier) return restoreOfOperation(deps, earlier);
+  }
   // Checked before anything is recorded: a refusal (no CREATEDB, a name taken on the server) makes nothing.
   const plan = input.newEnvironment ? await planNewEnvironment(deps, existingTarget, input.newEnvironment.name, includes.includes('FILES')) : null;
 

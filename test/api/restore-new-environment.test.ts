@@ -45,7 +45,8 @@ describe('restoreSnapshot into a new environment', () => {
     const sourceFilesBefore = await filesDigest(prod.filesPath);
 
     // createSafetySnapshot: true is ignored (there is nothing to protect in a new environment).
-    const { operationId, restoreLogId } = await startRestore(app, key, { snapshotId, newEnvironment: { name: 'QA copy', type: 'STAGING' }, createSafetySnapshot: true });
+    const input = { snapshotId, newEnvironment: { name: 'QA copy', type: 'STAGING' }, createSafetySnapshot: true, idempotencyKey: 'qa-copy-1' };
+    const { operationId, restoreLogId } = await startRestore(app, key, input);
     const pending = await restoreLog(restoreLogId);
     expect(pending.targetEnvironment).toMatchObject({ name: 'QA copy', type: 'STAGING', databaseName: `${sourceDb()}_qa_copy`, filesPath: `${prod.filesPath}-qa_copy` });
     expect(['PROVISIONING', 'READY']).toContain(pending.targetEnvironment.status);
@@ -54,6 +55,8 @@ describe('restoreSnapshot into a new environment', () => {
     expect(states.at(-1), states.at(-1)?.error ?? '').toMatchObject({ status: 'SUCCEEDED' });
     const log = await restoreLog(restoreLogId);
     expect(log).toMatchObject({ status: 'SUCCEEDED', safetySnapshot: null, targetEnvironment: { status: 'READY' } });
+    // The same key and input again: the same restore, not a taken name.
+    expect(await startRestore(app, key, input)).toEqual({ operationId, restoreLogId });
     const env = log.targetEnvironment;
     const row = await app.runtime.db.environment.findUniqueOrThrow({ where: { id: Buffer.from(env.id, 'base64').toString().split(':')[1] } });
     expect(row.projectId).toBe(prod.projectId);
