@@ -305,7 +305,10 @@ export async function fireSchedule(deps: Deps, scheduleId: string, kind: FireKin
       operationId,
       type: 'SCHEDULE_MISSED',
       severity: 'WARNING',
-      message: `The ${f.name} snapshot of ${env.name} planned for ${fmt(planned, s.timezone)}${more} did not run on time; one ${env.settings?.autoEnabled === false ? 'was skipped (automatic snapshots are off)' : 'was taken'} at ${fmt(now, s.timezone)} instead`,
+      message:
+        kind === 'DRILL'
+          ? `The restore drill of ${env.name} planned for ${fmt(planned, s.timezone)}${more} did not run on time; one ${operationId ? 'was started' : 'could not start'} at ${fmt(now, s.timezone)} instead`
+          : `The ${f.name} snapshot of ${env.name} planned for ${fmt(planned, s.timezone)}${more} did not run on time; one ${env.settings?.autoEnabled === false ? 'was skipped (automatic snapshots are off)' : 'was taken'} at ${fmt(now, s.timezone)} instead`,
     });
   }
 }

@@ -133,5 +133,17 @@ describe('drillCron', () => {
     expect(after.lastDrillRunAt?.toISOString()).toBe('2030-01-01T04:30:00.000Z');
     expect(after.nextDrillRunAt?.toISOString()).toBe('2030-01-02T04:30:00.000Z');
     await expectNoScratch();
+
+    // The next one runs half an hour late: it still runs, and SCHEDULE_MISSED says it was a drill.
+    clock.set('2030-01-02T05:00:00Z');
+    await runJobNow(app, jobKey);
+    await waitFor(
+      () => app.runtime.db.restoreDrill.count({ where: { environmentId: env.id, scheduled: true, status: 'SUCCEEDED' } }),
+      (n) => n === 2,
+      'the late drill to succeed',
+      120_000,
+    );
+    const missed = await app.runtime.db.alert.findFirstOrThrow({ where: { environmentId: env.id, type: 'SCHEDULE_MISSED' } });
+    expect(missed.message).toMatch(/^The restore drill of drilled planned for 2030-01-02 04:30 \(UTC\) did not run on time; one was started at 2030-01-02 05:00/);
   });
 });
