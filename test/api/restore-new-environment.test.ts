@@ -6,6 +6,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inputHash } from '../../src/services/idempotency.ts';
 import { CreateSnapshotDocument, RestoreLogDocument, RestoreSnapshotDocument } from '../generated/graphql.ts';
 import type { TestApp } from '../harness/app.ts';
 import { adminUrl } from '../harness/database.ts';
@@ -111,6 +112,18 @@ describe('restoreSnapshot into a new environment', () => {
     } finally {
       await db.environment.update({ where: { id: prod.id }, data: { databaseUrlEncrypted: original.databaseUrlEncrypted } });
     }
+  });
+
+  it('an idempotency key stored before newEnvironment existed still replays its restore', async () => {
+    const { db } = app.runtime.deps;
+    const raw = Buffer.from(snapshotId, 'base64').toString().split(':')[1];
+    const op = await db.operation.create({ data: { organizationId: prod.organizationId, environmentId: prod.id, type: 'RESTORE', snapshotId: raw, status: 'SUCCEEDED' } });
+    const log = await db.restoreLog.create({ data: { organizationId: prod.organizationId, snapshotId: raw, sourceEnvironmentId: prod.id, targetEnvironmentId: prod.id, operationId: op.id, includes: ['DB', 'FILES'], status: 'SUCCEEDED' } });
+    // The hash as the release before newEnvironment computed it for { snapshotId, idempotencyKey }.
+    const requestHash = inputHash({ snapshotId: raw, targetEnvironmentId: prod.id, includes: ['DB', 'FILES'], createSafetySnapshot: true, strategy: 'SWAP' });
+    await db.idempotencyKey.create({ data: { organizationId: prod.organizationId, key: 'before-upgrade', mutation: 'restoreSnapshot', requestHash, operationId: op.id, expiresAt: new Date(Date.now() + 3_600_000) } });
+    const res = await app.gql(RestoreSnapshotDocument, { input: { snapshotId, idempotencyKey: 'before-upgrade' } }, { key });
+    expect(res.data?.restoreSnapshot).toMatchObject({ __typename: 'RestorePayload', restoreLog: { id: gid('RestoreLog', log.id) } });
   });
 
   it('newEnvironment with targetEnvironmentId is a ValidationError', async () => {
