@@ -60,7 +60,8 @@ export async function restoreSnapshot(
   const lockKey = input.newEnvironment ? `new:${existingTarget.projectId}:${input.newEnvironment.name}` : existingTarget.id;
 
   const hash = input.idempotencyKey
-    ? inputHash({ ...input, idempotencyKey: undefined, targetEnvironmentId: input.newEnvironment ? null : existingTarget.id, includes: [...includes].sort() })
+    ? // newEnvironment left out when absent: a key stored before it existed still matches its own input.
+      inputHash({ ...input, idempotencyKey: undefined, newEnvironment: input.newEnvironment ?? undefined, targetEnvironmentId: input.newEnvironment ? null : existingTarget.id, includes: [...includes].sort() })
     : null;
   if (input.newEnvironment && input.idempotencyKey) {
     // A replay finds the environment its first request made: answered here, before that counts as a taken name.
