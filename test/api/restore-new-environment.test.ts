@@ -7,11 +7,12 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inputHash } from '../../src/services/idempotency.ts';
+import { fireSchedule } from '../../src/services/schedules.ts';
 import { CreateSnapshotDocument, RestoreLogDocument, RestoreSnapshotDocument } from '../generated/graphql.ts';
 import type { TestApp } from '../harness/app.ts';
 import { adminUrl } from '../harness/database.ts';
 import { gid } from '../harness/factories.ts';
-import { databaseDigest, filesDigest, sql, type LiveEnvironment } from '../harness/live-environment.ts';
+import { databaseDigest, filesDigest, makeLiveEnvironment, sql, type LiveEnvironment } from '../harness/live-environment.ts';
 import { follow, startRestore, startSnapshotSuite, takeSnapshot } from '../harness/snapshot-helpers.ts';
 
 let app: TestApp;
@@ -124,6 +125,19 @@ describe('restoreSnapshot into a new environment', () => {
     await db.idempotencyKey.create({ data: { organizationId: prod.organizationId, key: 'before-upgrade', mutation: 'restoreSnapshot', requestHash, operationId: op.id, expiresAt: new Date(Date.now() + 3_600_000) } });
     const res = await app.gql(RestoreSnapshotDocument, { input: { snapshotId, idempotencyKey: 'before-upgrade' } }, { key });
     expect(res.data?.restoreSnapshot).toMatchObject({ __typename: 'RestorePayload', restoreLog: { id: gid('RestoreLog', log.id) } });
+  });
+
+  it('a schedule of an environment whose restore failed: the run is refused with an alert, and the plan goes on', async () => {
+    const { db } = app.runtime.deps;
+    const failed = await makeLiveEnvironment(app, { organizationId: prod.organizationId, projectId: prod.projectId, name: 'failed-provisioning', rows: 10 });
+    await db.environment.update({ where: { id: failed.id }, data: { status: 'FAILED' } });
+    const planned = new Date(Date.now() - 60_000);
+    const schedule = await db.schedule.create({ data: { environmentId: failed.id, dbCron: '0 3 * * *', dbRetention: {}, fullRetention: {}, nextDbRunAt: planned } });
+    await fireSchedule(app.runtime.deps, schedule.id, 'DB');
+    const alert = await db.alert.findFirstOrThrow({ where: { environmentId: failed.id, type: 'SNAPSHOT_FAILED' } });
+    expect(alert.message).toMatch(/could not start: This environment is failed/);
+    expect((await db.schedule.findUniqueOrThrow({ where: { id: schedule.id } })).lastDbRunAt).toEqual(planned);
+    expect(await db.snapshot.count({ where: { environmentId: failed.id } })).toBe(0);
   });
 
   it('newEnvironment with targetEnvironmentId is a ValidationError', async () => {
