@@ -281,8 +281,9 @@ export async function fireSchedule(deps: Deps, scheduleId: string, kind: FireKin
         idempotencyKey: `schedule:${s.id}:${kind}:${planned.toISOString()}`,
       }));
     } catch (err) {
-      if (!(err instanceof NotFoundError || err instanceof ValidationError || (err as { code?: string }).code === ErrorCode.NO_DESTINATION)) throw err;
-      // Nothing a retry fixes (no destination, no files path): say so, and keep the plan going.
+      const code = (err as { code?: string }).code;
+      if (!(err instanceof NotFoundError || err instanceof ValidationError || code === ErrorCode.NO_DESTINATION || code === ErrorCode.ENVIRONMENT_NOT_READY)) throw err;
+      // Nothing a retry fixes (no destination, no files path, an environment whose restore failed): say so, and keep the plan going.
       await raiseAlert(deps, { organizationId: env.organizationId, environmentId: env.id, type: 'SNAPSHOT_FAILED', severity: 'CRITICAL', message: `Scheduled ${f.name} snapshot of ${env.name} could not start: ${messageOf(err)}` });
     }
   }
