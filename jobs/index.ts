@@ -8,6 +8,7 @@ import type { TaskName } from '../src/services/jobs.ts';
 import { destinationVerify } from './destination-verify.ts';
 import { pitrRestore } from './pitr-restore.ts';
 import { repositoryHeal } from './repository-heal.ts';
+import { restoreDrill } from './restore-drill.ts';
 import { retentionApply } from './retention-apply.ts';
 import { retentionSweep } from './retention-sweep.ts';
 import { scheduleFire } from './schedule-fire.ts';
@@ -38,5 +39,6 @@ export function taskList(deps: Deps): TaskList & Record<TaskName, unknown> {
     retention_sweep: retentionSweep(deps),
     webhook_deliver: webhookDeliver(deps),
     repository_heal: repositoryHeal(deps),
+    restore_drill: restoreDrill(deps),
   };
 }

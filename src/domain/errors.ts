@@ -38,6 +38,9 @@ export const ErrorCode = {
   PITR_AFTER_ARCHIVED_WAL: 'PITR_AFTER_ARCHIVED_WAL',
   /** WAL is missing between the base backup and the point in time (or the catalog lists a gap there). */
   PITR_IN_GAP: 'PITR_IN_GAP',
+  DATABASE_CREATE_FORBIDDEN: 'DATABASE_CREATE_FORBIDDEN',
+  ENVIRONMENT_NOT_READY: 'ENVIRONMENT_NOT_READY',
+  DRILL_RUNNING: 'DRILL_RUNNING',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

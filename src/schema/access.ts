@@ -49,6 +49,7 @@ export const ACCESS = {
   SnapshotCopy: { scope: 'read', key: 'id', where: (v) => ({ snapshot: inProjectWhere(v) }) },
   Operation: { scope: 'read', key: 'id', where: (v) => operationWhere(v) },
   RestoreLog: { scope: 'read', key: 'id', where: (v) => restoreLogWhere(v) },
+  RestoreDrill: { scope: 'read', key: 'id', where: (v) => ({ organizationId: v.organizationId, environment: inProjectWhere(v) }) },
   Schedule: { scope: 'read', key: 'id', where: (v) => ({ environment: inProjectWhere(v) }) },
   Alert: { scope: 'read', key: 'id', where: (v) => alertWhere(v) },
   // Non-admin keys see a destination only as where their environments' snapshots go.

@@ -1,6 +1,6 @@
 import { endsPromptly } from '../events/bus.ts';
 import { GraphQLError } from 'graphql';
-import { EnvironmentType } from '../generated/prisma/enums.ts';
+import { EnvironmentStatus, EnvironmentType } from '../generated/prisma/enums.ts';
 import { createEnvironment, deleteEnvironment, getEnvironment, updateEnvironment } from '../services/environments.ts';
 import { lockEnvironment, unlockEnvironment } from '../services/environment-lock.ts';
 import { inProjectWhere } from '../services/viewer.ts';
@@ -23,6 +23,11 @@ const EnvironmentLock = builder.objectRef<{ lockedAt: Date; lockedBy: string | n
   }),
 });
 
+const EnvironmentStatusEnum = builder.enumType(EnvironmentStatus, {
+  name: 'EnvironmentStatus',
+  description: 'READY: usable. PROVISIONING: made by a restore into a new environment that has not succeeded yet. FAILED: that restore failed; its database and folder were removed, delete the environment to reuse the name.',
+});
+
 export const Environment = builder.prismaNode('Environment', {
   authScopes: typeAccess('Environment'),
   id: { field: 'id' },
@@ -30,6 +35,7 @@ export const Environment = builder.prismaNode('Environment', {
   fields: (t) => ({
     name: t.exposeString('name'),
     type: t.expose('type', { type: EnvironmentTypeEnum }),
+    status: t.expose('status', { type: EnvironmentStatusEnum, description: 'Snapshots, restores into it and drills are refused unless READY' }),
     databaseUrl: t.exposeString('databaseUrlRedacted', { description: 'The database URL with its password masked; the real one is never returned.' }),
     databaseName: t.exposeString('databaseName'),
     filesPath: t.exposeString('filesPath', { nullable: true }),

@@ -12,6 +12,7 @@ import './operation.ts';
 import './snapshot.ts';
 import './restore.ts';
 import './pitr.ts';
+import './drill.ts';
 import './destination.ts';
 import './snapshot-copies.ts';
 import './schedule.ts';

@@ -20,7 +20,7 @@ export const Operation = builder.prismaNode('Operation', {
   fields: (t) => ({
     type: t.expose('type', { type: OperationTypeEnum }),
     status: t.expose('status', { type: OperationStatusEnum }),
-    phase: t.exposeString('phase', { nullable: true, description: 'queued, preparing, dumping, uploading, copying, safety-snapshot, restoring, swapping, forgetting, pruning, finalizing, done' }),
+    phase: t.exposeString('phase', { nullable: true, description: 'queued, preparing, dumping, uploading, copying, safety-snapshot, restoring, swapping, checking (a drill’s check query), forgetting, pruning, finalizing, done' }),
     bytesDone: t.expose('bytesDone', { type: 'BigInt' }),
     bytesTotal: t.expose('bytesTotal', { type: 'BigInt', nullable: true }),
     percent: t.float({

@@ -3,7 +3,7 @@ import { restoreSnapshot } from '../services/restores.ts';
 import { restoreLogWhere } from '../services/viewer.ts';
 import { typeAccess, visibleWhere } from './access.ts';
 import { builder } from './builder.ts';
-import { EnvironmentActivityEvent } from './environment.ts';
+import { EnvironmentActivityEvent, EnvironmentTypeEnum } from './environment.ts';
 import { allErrors } from './errors.ts';
 import { parseId } from './ids.ts';
 import { OperationStarted, OperationStatusEnum } from './operation.ts';
@@ -72,10 +72,20 @@ function roleWhere(environmentId: string, role: 'SOURCE' | 'TARGET' | 'ANY') {
   return { OR: [{ sourceEnvironmentId: environmentId }, { targetEnvironmentId: environmentId }] };
 }
 
+const NewEnvironmentInput = builder.inputType('NewEnvironmentInput', {
+  description:
+    'An environment this restore creates in the snapshot’s project: its database `<source db>_<name>` on the source’s server (the source’s role needs CREATEDB), its folder `<source folder>-<name>` beside the source’s. It is PROVISIONING until the restore succeeds (then READY), FAILED if it does not, with its database and folder removed.',
+  fields: (t) => ({
+    name: t.string({ required: true }),
+    type: t.field({ type: EnvironmentTypeEnum, description: 'Defaults to DEVELOPMENT' }),
+  }),
+});
+
 const RestoreSnapshotInput = builder.inputType('RestoreSnapshotInput', {
   fields: (t) => ({
     snapshotId: t.id({ required: true }),
     targetEnvironmentId: t.id({ description: 'Default: the snapshot’s own environment' }),
+    newEnvironment: t.field({ type: NewEnvironmentInput, description: 'Restore into a new environment instead (not with targetEnvironmentId); createSafetySnapshot is ignored then: there is nothing to protect' }),
     includes: t.field({ type: [SnapshotIncludeEnum], description: 'Default: what the snapshot holds' }),
     createSafetySnapshot: t.boolean({ defaultValue: true }),
     strategy: t.field({ type: RestoreStrategyEnum, defaultValue: 'SWAP' }),
@@ -101,6 +111,7 @@ builder.mutationFields((t) => ({
       restoreSnapshot(ctx.deps, viewerOf(ctx), {
         snapshotId: parseId(String(input.snapshotId), 'Snapshot', ['input', 'snapshotId']),
         targetEnvironmentId: input.targetEnvironmentId ? parseId(String(input.targetEnvironmentId), 'Environment', ['input', 'targetEnvironmentId']) : null,
+        newEnvironment: input.newEnvironment ? { name: input.newEnvironment.name, type: input.newEnvironment.type ?? null } : null,
         includes: input.includes ?? null,
         createSafetySnapshot: input.createSafetySnapshot ?? true,
         strategy: input.strategy ?? 'SWAP',

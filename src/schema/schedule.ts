@@ -61,6 +61,7 @@ export const Schedule = builder.prismaNode('Schedule', {
     dbCron: t.exposeString('dbCron', { nullable: true, description: 'Database-only snapshots (minute hour day-of-month month day-of-week)' }),
     fullCron: t.exposeString('fullCron', { nullable: true, description: 'Database and files snapshots' }),
     filesCron: t.exposeString('filesCron', { nullable: true, description: 'Files-only snapshots (volume backups)' }),
+    drillCron: t.exposeString('drillCron', { nullable: true, description: 'Restore drills: the newest READY snapshot restored into scratch copies, checked and dropped (see runRestoreDrill)' }),
     timezone: t.exposeString('timezone'),
     enabled: t.exposeBoolean('enabled'),
     paused: t.exposeBoolean('paused'),
@@ -73,6 +74,8 @@ export const Schedule = builder.prismaNode('Schedule', {
     lastDbRunAt: t.expose('lastDbRunAt', { type: 'DateTime', nullable: true }),
     lastFullRunAt: t.expose('lastFullRunAt', { type: 'DateTime', nullable: true }),
     lastFilesRunAt: t.expose('lastFilesRunAt', { type: 'DateTime', nullable: true }),
+    nextDrillRunAt: t.expose('nextDrillRunAt', { type: 'DateTime', nullable: true }),
+    lastDrillRunAt: t.expose('lastDrillRunAt', { type: 'DateTime', nullable: true }),
     destinations: t.prismaField({
       type: ['Destination'],
       description: "Where scheduled snapshots go; empty: the environment's default destinations",
@@ -175,12 +178,13 @@ builder.queryFields((t) => ({
 }));
 
 const UpsertScheduleInput = builder.inputType('UpsertScheduleInput', {
-  description: 'Fields left out keep their value; dbCron, fullCron or filesCron null turns that kind off',
+  description: 'Fields left out keep their value; dbCron, fullCron, filesCron or drillCron null turns that kind off',
   fields: (t) => ({
     environmentId: t.id({ required: true }),
     dbCron: t.string({ description: 'Five fields: minute hour day-of-month month day-of-week' }),
     fullCron: t.string({ description: 'Five fields: minute hour day-of-month month day-of-week' }),
     filesCron: t.string({ description: 'Files-only snapshots (volume backups); five fields' }),
+    drillCron: t.string({ description: 'Restore drills; five fields as above' }),
     timezone: t.string({ description: 'IANA name, e.g. Europe/Berlin (default UTC)' }),
     destinationIds: t.idList({ description: "Empty: the environment's default destinations" }),
     enabled: t.boolean(),
@@ -217,6 +221,7 @@ builder.mutationFields((t) => ({
         dbCron: input.dbCron,
         fullCron: input.fullCron,
         filesCron: input.filesCron,
+        drillCron: input.drillCron,
         timezone: input.timezone ?? undefined,
         destinationIds: input.destinationIds ? parseIds(input.destinationIds.map(String), 'Destination', ['input', 'destinationIds']) : undefined,
         enabled: input.enabled ?? undefined,

@@ -25,6 +25,7 @@ const EnvironmentSettings = builder.prismaObject('EnvironmentSettings', {
     safetyRetentionDays: t.exposeInt('safetyRetentionDays', { description: 'How long safety snapshots taken before a restore are kept' }),
     timeoutSeconds: t.exposeInt('timeoutSeconds', { description: 'A snapshot running longer fails' }),
     staleAfterHours: t.exposeInt('staleAfterHours', { nullable: true, description: 'Alert when no snapshot has succeeded for this long; null: never' }),
+    drillCheckQuery: t.exposeString('drillCheckQuery', { nullable: true, description: 'Run read-only in each restore drill’s scratch database; it must return one boolean true (e.g. `select count(*) > 0 from orders`). null: a drill checks only that the restore succeeds' }),
     defaultDestinations: t.prismaField({
       type: ['Destination'],
       description: "Where this environment's snapshots go (unless a schedule names its own)",
@@ -37,7 +38,7 @@ const EnvironmentSettings = builder.prismaObject('EnvironmentSettings', {
 });
 
 const UpdateEnvironmentSettingsInput = builder.inputType('UpdateEnvironmentSettingsInput', {
-  description: 'Fields left out stay as they are; retentionDays and staleAfterHours null turn them off',
+  description: 'Fields left out stay as they are; retentionDays, staleAfterHours and drillCheckQuery null turn them off',
   fields: (t) => ({
     environmentId: t.id({ required: true }),
     autoEnabled: t.boolean(),
@@ -49,6 +50,7 @@ const UpdateEnvironmentSettingsInput = builder.inputType('UpdateEnvironmentSetti
     safetyRetentionDays: t.int(),
     timeoutSeconds: t.int(),
     staleAfterHours: t.int(),
+    drillCheckQuery: t.string(),
     defaultDestinationIds: t.idList(),
   }),
 });
@@ -82,7 +84,7 @@ builder.mutationFields((t) => ({
     resolve: async (_root, { input }, ctx) => {
       const { environmentId, defaultDestinationIds, ...rest } = input;
       // Absent fields stay; an explicit null clears the nullable ones and is refused by the others' validation.
-      const fields = Object.fromEntries(Object.entries(rest).filter(([k, v]) => v !== undefined && (v !== null || k === 'retentionDays' || k === 'staleAfterHours')));
+      const fields = Object.fromEntries(Object.entries(rest).filter(([k, v]) => v !== undefined && (v !== null || k === 'retentionDays' || k === 'staleAfterHours' || k === 'drillCheckQuery')));
       return {
         environmentId: await updateEnvironmentSettings(ctx.deps, viewerOf(ctx), parseId(String(environmentId), 'Environment', ['input', 'environmentId']), {
           ...fields,

@@ -4,7 +4,7 @@ import type { Operation, OperationStatus, Prisma } from '../generated/prisma/cli
 import type { Deps } from './deps.ts';
 import { raiseAlert } from './alerts.ts';
 import { operationJobKey, removeJob } from './jobs.ts';
-import { discardRestoreLeftovers } from './restore-leftovers.ts';
+import { discardDrillLeftovers, discardRestoreLeftovers } from './restore-leftovers.ts';
 import { forgetWrittenSnapshots } from './snapshot-leftovers.ts';
 import type { Viewer } from './viewer.ts';
 
@@ -181,6 +181,11 @@ async function cancelledBeforeStart(tx: Parameters<Parameters<Deps['db']['$trans
   }
   if (op.type === 'RESTORE') {
     await tx.restoreLog.updateMany({ where: { operationId: op.id }, data: { status: 'FAILED', error: reason ?? 'It never completed', ...(at ? { completedAt: at } : {}) } });
+    // A new environment whose restore will never run (again) never becomes usable.
+    if (op.environmentId) await tx.environment.updateMany({ where: { id: op.environmentId, status: 'PROVISIONING' }, data: { status: 'FAILED' } });
+  }
+  if (op.type === 'RESTORE_DRILL') {
+    await tx.restoreDrill.updateMany({ where: { operationId: op.id }, data: { status: reason ? 'FAILED' : 'CANCELLED', error: reason ?? 'Cancelled before it started', ...(at ? { completedAt: at } : {}) } });
   }
 }
 
@@ -250,6 +255,7 @@ export async function recoverStaleOperations(deps: Deps, staleMs: number): Promi
       failed.push(op.id);
       await announce(deps, { id: op.id, status: 'FAILED', environmentId: op.environmentId }, true);
       if (op.type === 'RESTORE') await restoreStopped(deps, op, reason);
+      if (op.type === 'RESTORE_DRILL') await drillStopped(deps, op, reason);
       if (op.type === 'SNAPSHOT' && op.snapshotId) await snapshotStopped(deps, op.snapshotId);
     }
   }
@@ -281,6 +287,21 @@ async function restoreStopped(deps: Deps, op: Operation, reason: string): Promis
     severity: 'CRITICAL',
     message: `Restore into ${log.targetEnvironment.name} failed: ${reason}${cleanup}`,
   });
+}
+
+/** A drill whose worker died: its scratch copies go, and it counts as a failed drill. */
+async function drillStopped(deps: Deps, op: Operation, reason: string): Promise<void> {
+  const drill = await deps.db.restoreDrill.findUnique({ where: { operationId: op.id }, include: { environment: true } });
+  if (!drill) return;
+  let cleanup = '';
+  try {
+    const found = await discardDrillLeftovers(deps, drill.id);
+    if (found.length) cleanup = `; removed what it left: ${found.join(', ')}`;
+  } catch (err) {
+    deps.logger.error({ err, operationId: op.id }, 'could not drop what a stopped drill left');
+    cleanup = `; what it left could not be removed yet: ${err instanceof Error ? err.message : String(err)}`;
+  }
+  await raiseAlert(deps, { organizationId: op.organizationId, environmentId: drill.environmentId, operationId: op.id, type: 'DRILL_FAILED', severity: 'CRITICAL', message: `Restore drill of ${drill.environment.name} failed: ${reason}${cleanup}` });
 }
 
 /**
@@ -324,6 +345,7 @@ function describePhase(phase: string | null): string {
     uploading: 'uploading',
     copying: 'copying to the other destinations',
     finalizing: 'finalizing',
+    checking: 'running the drill’s check query',
   };
   return phase ? `${words[phase] ?? phase} (phase ${phase})` : 'in an unknown phase';
 }

@@ -1,9 +1,12 @@
 import path from 'node:path';
 import { discardPitrWorkDir } from '../sources/pitr-instance.ts';
+import { lstat, rm } from 'node:fs/promises';
 import { discardRestoreDatabase, undoRestoreSwap } from '../sources/postgres.ts';
-import { discardRestoreDirectory } from '../sources/files.ts';
+import { discardRestoreDirectory, drillDirectoryPath } from '../sources/files.ts';
+import { drillDatabaseName, dropMarkedDatabase } from '../sources/new-database.ts';
 import type { Deps } from './deps.ts';
 import { environmentDatabaseUrl } from './environments.ts';
+import { discardNewEnvironment } from './new-environment.ts';
 
 /**
  * What a restore leaves beside its target while it runs (the `<db>__bp_restore_<id>` database,
@@ -38,6 +41,33 @@ export async function discardRestoreLeftovers(deps: Deps, restoreLogId: string, 
     if (dir.undone) found.push('files swap undone');
     if (dir.removedTemp) found.push('staging folder');
   }
+  // A new environment's database and folder under its own names, once the commit began.
+  found.push(...(await discardNewEnvironment(deps, restoreLogId, restoreId)));
   if (found.length) deps.logger.warn({ restoreLogId, found }, 'cleared what a stopped restore left');
+  return found;
+}
+
+/** The comment a drill's scratch database carries: it is dropped only with it. */
+export function drillMarker(drillId: string): string {
+  return `backplane: scratch copy of restore drill ${drillId}`;
+}
+
+/**
+ * Drops a restore drill's scratch database (`bp_drill_<id>`) and removes its scratch folder
+ * (`<files>.bp_drill_<id>`): after every drill, and in the recovery of one whose worker died.
+ * Returns what it found.
+ */
+export async function discardDrillLeftovers(deps: Deps, drillId: string): Promise<string[]> {
+  const drill = await deps.db.restoreDrill.findUniqueOrThrow({ where: { id: drillId }, include: { environment: true } });
+  const found: string[] = [];
+  const url = await environmentDatabaseUrl(deps, drill.environmentId);
+  if (await dropMarkedDatabase(url, drillDatabaseName(drill.id), drillMarker(drill.id))) found.push('scratch database');
+  if (drill.environment.filesPath) {
+    const dir = drillDirectoryPath(drill.environment.filesPath, drill.id);
+    if (await lstat(dir).then(() => true, () => false)) {
+      await rm(dir, { recursive: true, force: true });
+      found.push('scratch folder');
+    }
+  }
   return found;
 }

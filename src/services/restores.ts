@@ -1,14 +1,16 @@
 import { z } from 'zod';
 import { ConflictError, ErrorCode, NotFoundError, ValidationError } from '../domain/errors.ts';
-import { parseInput } from '../domain/validation.ts';
+import { name, parseInput } from '../domain/validation.ts';
 import { contentWriter, findSnapshot, resolvePath, restore as restoreFiles, type Repository } from '../engine/api.ts';
 import { publishInTransaction } from '../events/bus.ts';
 import { canCreateDatabase, prepareDatabase, type PreparedDatabase } from '../sources/postgres.ts';
+import { prepareNewDatabase } from '../sources/new-database.ts';
 import { prepareDirectory } from '../sources/files.ts';
 import { raiseAlert } from './alerts.ts';
 import { healInJob, isDamage, throwIfDamaged } from './damage.ts';
 import type { Deps } from './deps.ts';
-import { environmentDatabaseUrl, getEnvironment } from './environments.ts';
+import { environmentDatabaseUrl, ENVIRONMENT_TYPES, getEnvironment } from './environments.ts';
+import { createProvisioningEnvironment, planNewEnvironment } from './new-environment.ts';
 import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
 import { enqueueJob, operationJobKey } from './jobs.ts';
 import { beginOperation, CancelledError, finishOperation, HANDED_BACK_MESSAGE, progressReporter, requeueOperation, TimedOutError } from './operations.ts';
@@ -30,6 +32,8 @@ import type { Viewer } from './viewer.ts';
 export const restoreSnapshotInput = z.object({
   snapshotId: z.string(),
   targetEnvironmentId: z.string().nullish(),
+  /** Restore into a new environment of the snapshot's project, created by this restore (see new-environment.ts). */
+  newEnvironment: z.object({ name, type: z.enum(ENVIRONMENT_TYPES).nullish() }).nullish(),
   includes: z.array(z.enum(INCLUDES)).min(1, 'must include DB, FILES or both').nullish(),
   createSafetySnapshot: z.boolean().default(true),
   strategy: z.enum(['SWAP', 'IN_PLACE']).default('SWAP'),
@@ -45,24 +49,43 @@ export async function restoreSnapshot(
   const snapshot = await getSnapshot(deps, viewer, input.snapshotId);
   throwIfDamaged(snapshot);
   if (snapshot.status !== 'READY') throw new ConflictError(ErrorCode.SNAPSHOT_NOT_READY, `Snapshot is ${snapshot.status.toLowerCase()}, not ready`);
-  const target = await getEnvironment(deps, viewer, input.targetEnvironmentId ?? snapshot.environmentId);
+  if (input.newEnvironment && input.targetEnvironmentId) throw ValidationError.field(['input', 'newEnvironment'], 'give either targetEnvironmentId or newEnvironment, not both');
+  const existingTarget = await getEnvironment(deps, viewer, input.targetEnvironmentId ?? snapshot.environmentId);
   const includes = [...new Set(input.includes ?? snapshot.includes)];
   const missing = includes.filter((i) => !snapshot.includes.includes(i));
   if (missing.length) throw ValidationError.field(['input', 'includes'], `the snapshot does not contain ${missing.join(' and ')}`);
-  if (includes.includes('FILES') && !target.filesPath) throw ValidationError.field(['input', 'includes'], 'the target environment has no files path');
+  if (!input.newEnvironment && includes.includes('FILES') && !existingTarget.filesPath) throw ValidationError.field(['input', 'includes'], 'the target environment has no files path');
+  if (!input.newEnvironment && existingTarget.status !== 'READY') throw new ConflictError(ErrorCode.ENVIRONMENT_NOT_READY, `The target environment is ${existingTarget.status.toLowerCase()}: its own restore has not succeeded`);
+  // A new environment has nothing to protect: createSafetySnapshot is ignored for it.
+  const createSafetySnapshot = input.newEnvironment ? false : input.createSafetySnapshot;
+  const lockKey = input.newEnvironment ? `new:${existingTarget.projectId}:${input.newEnvironment.name}` : existingTarget.id;
 
-  const hash = input.idempotencyKey ? inputHash({ ...input, idempotencyKey: undefined, targetEnvironmentId: target.id, includes: [...includes].sort() }) : null;
+  const hash = input.idempotencyKey
+    ? // newEnvironment left out when absent: a key stored before it existed still matches its own input.
+      inputHash({ ...input, idempotencyKey: undefined, newEnvironment: input.newEnvironment ?? undefined, targetEnvironmentId: input.newEnvironment ? null : existingTarget.id, includes: [...includes].sort() })
+    : null;
+  if (input.newEnvironment && input.idempotencyKey) {
+    // A replay finds the environment its first request made: answered here, before that counts as a taken name.
+    const earlier = await replayed(deps, viewer.organizationId, 'restoreSnapshot', input.idempotencyKey, hash!);
+    if (earlier) return restoreOfOperation(deps, earlier);
+  }
+  // Checked before anything is recorded: a refusal (no CREATEDB, a name taken on the server) makes nothing.
+  const plan = input.newEnvironment ? await planNewEnvironment(deps, existingTarget, input.newEnvironment.name, includes.includes('FILES')) : null;
 
   try {
     return await deps.db.$transaction(async (tx) => {
       // One request per target at a time from here to commit: checked outside, two requests at
       // the same moment would both find no restore running (or no key) and both start one.
-      await tx.$queryRawUnsafe("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtext('backplane:restore'), hashtext($1))) AS l", target.id);
+      await tx.$queryRawUnsafe("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtext('backplane:restore'), hashtext($1))) AS l", lockKey);
       if (input.idempotencyKey) {
         const earlier = await replayed(deps, viewer.organizationId, 'restoreSnapshot', input.idempotencyKey, hash!);
         if (earlier) return restoreOfOperation(deps, earlier);
       }
-      if (input.createSafetySnapshot && (await tx.environmentDestination.count({ where: { environmentId: target.id } })) === 0) {
+      const target =
+        input.newEnvironment && plan
+          ? await createProvisioningEnvironment(tx, deps, existingTarget, { name: input.newEnvironment.name, type: input.newEnvironment.type ?? 'DEVELOPMENT' }, plan)
+          : existingTarget;
+      if (createSafetySnapshot && (await tx.environmentDestination.count({ where: { environmentId: target.id } })) === 0) {
         // Refused now, not failed later: the job's first step, the safety snapshot, would have nowhere to go.
         throw new ConflictError(ErrorCode.NO_DESTINATION, 'The target environment has no destination for its safety snapshot: set its destinations first, or restore with createSafetySnapshot: false');
       }
@@ -70,7 +93,7 @@ export async function restoreSnapshot(
       const running = await tx.operation.findFirst({ where: { environmentId: target.id, type: 'RESTORE', status: { in: ['QUEUED', 'RUNNING'] } } });
       if (running) throw new ConflictError(ErrorCode.RESTORE_RUNNING, 'A restore into this environment is already queued or running');
       const op = await tx.operation.create({
-        data: { organizationId: target.organizationId, environmentId: target.id, type: 'RESTORE', snapshotId: snapshot.id, phase: 'queued', input: { includes, strategy: input.strategy, createSafetySnapshot: input.createSafetySnapshot } },
+        data: { organizationId: target.organizationId, environmentId: target.id, type: 'RESTORE', snapshotId: snapshot.id, phase: 'queued', input: { includes, strategy: input.strategy, createSafetySnapshot, newEnvironment: !!input.newEnvironment } },
       });
       const log = await tx.restoreLog.create({
         data: {
@@ -81,6 +104,7 @@ export async function restoreSnapshot(
           operationId: op.id,
           strategy: input.strategy,
           includes,
+          newEnvironment: !!input.newEnvironment,
         },
       });
       if (input.idempotencyKey) {
@@ -188,13 +212,17 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
             const { file } = await dumpNode(repo, source.repoSnapshotId, sideSignal);
             // A codec thread decodes the dump and writes it into pg_restore's stdin itself.
             const dump = contentWriter(repo, file, { signal: sideSignal, onBytes: (n) => ((dbDone += n), report()) });
+            // pg_restore starts here: the time before it is ours (repository, temp database).
+            const onPhase = (phase: string) => phase === 'restoring' && (timings.pgRestoreStartMs = Date.now() - started);
+            if (log.newEnvironment) {
+              return prepareNewDatabase(await environmentDatabaseUrl(deps, log.sourceEnvironmentId), url, dump, { restoreId, signal: sideSignal, onPhase });
+            }
             const strategy = opInput.strategy === 'IN_PLACE' || !(await canCreateDatabase(url)) ? 'IN_PLACE' : 'SWAP';
             return prepareDatabase(url, dump, {
               strategy,
               restoreId,
               signal: sideSignal,
-              // pg_restore starts here: the time before it is ours (repository, temp database).
-              onPhase: (phase) => phase === 'restoring' && (timings.pgRestoreStartMs = Date.now() - started),
+              onPhase,
             });
           })())
         : Promise.resolve(null);
@@ -243,7 +271,11 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
       if (db?.previousName) await deps.db.restoreLog.update({ where: { id: log.id }, data: { previousDatabaseName: db.previousName } });
     });
     await progress.flush();
-    await deps.db.restoreLog.update({ where: { id: log.id }, data: { status: 'SUCCEEDED', completedAt: deps.clock.now() } });
+    await deps.db.$transaction([
+      deps.db.restoreLog.update({ where: { id: log.id }, data: { status: 'SUCCEEDED', completedAt: deps.clock.now() } }),
+      // A new environment is usable from here on, not before.
+      deps.db.environment.updateMany({ where: { id: target.id, status: 'PROVISIONING' }, data: { status: 'READY' } }),
+    ]);
     await finishOperation(deps, operationId, 'SUCCEEDED');
   } catch (err) {
     await progress.flush();
@@ -265,7 +297,10 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
     const cancelled = err instanceof CancelledError;
     let message = messageOf(err);
     if (!cancelled && opened && readFrom && isDamage(err)) message += await healAfterDamage(deps, { logId: log.id, operationId, opened, snapshotId: log.snapshotId!, environmentId: target.id, ...readFrom }, jobSignal);
-    await deps.db.restoreLog.update({ where: { id: log.id }, data: { status: cancelled ? 'CANCELLED' : 'FAILED', error: message, completedAt: deps.clock.now() } });
+    await deps.db.$transaction([
+      deps.db.restoreLog.update({ where: { id: log.id }, data: { status: cancelled ? 'CANCELLED' : 'FAILED', error: message, completedAt: deps.clock.now() } }),
+      deps.db.environment.updateMany({ where: { id: target.id, status: 'PROVISIONING' }, data: { status: 'FAILED' } }),
+    ]);
     await finishOperation(deps, operationId, cancelled ? 'CANCELLED' : 'FAILED', message);
     if (!cancelled) {
       await raiseAlert(deps, { organizationId: target.organizationId, environmentId: target.id, operationId, type: 'RESTORE_FAILED', severity: 'CRITICAL', message: `Restore into ${target.name} failed: ${message}` });

@@ -9,6 +9,7 @@ import { requireVisibleDestinations } from './destination-choice.ts';
 import { getEnvironment } from './environments.ts';
 import { enqueueJob, removeJob, type SqlTx } from './jobs.ts';
 import { normalizePolicy, retentionPolicy } from './retention.ts';
+import { startRestoreDrill } from './drills.ts';
 import { createSnapshot, messageOf } from './snapshots.ts';
 import type { Viewer } from './viewer.ts';
 
@@ -29,6 +30,9 @@ import type { Viewer } from './viewer.ts';
 
 export const SCHEDULE_KINDS = ['DB', 'FULL', 'FILES'] as const;
 export type ScheduleKind = (typeof SCHEDULE_KINDS)[number];
+/** What a schedule fires: its snapshot kinds, and restore drills (`drillCron`, see drills.ts). */
+export const FIRE_KINDS = [...SCHEDULE_KINDS, 'DRILL'] as const;
+export type FireKind = (typeof FIRE_KINDS)[number];
 
 /** A run later than this after its planned time counts as missed. */
 const LATE_MS = 5 * 60_000;
@@ -37,9 +41,10 @@ const kindFields = {
   DB: { cron: 'dbCron', next: 'nextDbRunAt', last: 'lastDbRunAt', includes: ['DB'] as ('DB' | 'FILES')[], name: 'database' },
   FULL: { cron: 'fullCron', next: 'nextFullRunAt', last: 'lastFullRunAt', includes: ['DB', 'FILES'] as ('DB' | 'FILES')[], name: 'full' },
   FILES: { cron: 'filesCron', next: 'nextFilesRunAt', last: 'lastFilesRunAt', includes: ['FILES'] as ('DB' | 'FILES')[], name: 'files' },
+  DRILL: { cron: 'drillCron', next: 'nextDrillRunAt', last: 'lastDrillRunAt', includes: [] as ('DB' | 'FILES')[], name: 'restore drill' },
 } as const;
 
-export const scheduleJobKey = (scheduleId: string, kind: ScheduleKind) => `schedule:${scheduleId}:${kind.toLowerCase()}`;
+export const scheduleJobKey = (scheduleId: string, kind: FireKind) => `schedule:${scheduleId}:${kind.toLowerCase()}`;
 
 function cronOf(expression: string, timezone: string): Cron {
   return new Cron(expression, { timezone, mode: '5-part', paused: true });
@@ -87,6 +92,7 @@ const upsertScheduleInput = z.object({
   dbCron: cronExpression.nullish(),
   fullCron: cronExpression.nullish(),
   filesCron: cronExpression.nullish(),
+  drillCron: cronExpression.nullish(),
   timezone: timezone.optional(),
   /** Omitted: keep; empty: the environment's default destinations. */
   destinationIds: z.array(z.string().min(1)).max(10, 'at most 10 destinations').optional(),
@@ -128,7 +134,7 @@ type Tx = SqlTx & { schedule: Deps['db']['schedule'] };
 async function replan(deps: Deps, tx: Tx, s: Schedule, from: Date): Promise<void> {
   const active = s.enabled && !s.paused;
   const data: Record<string, Date | null> = {};
-  for (const kind of SCHEDULE_KINDS) {
+  for (const kind of FIRE_KINDS) {
     const f = kindFields[kind];
     const cron = s[f.cron];
     const next = active && cron ? nextRun(cron, s.timezone, from) : null;
@@ -172,6 +178,7 @@ export async function upsertSchedule(deps: Deps, viewer: Viewer, raw: z.input<ty
     ...(input.dbCron !== undefined ? { dbCron: input.dbCron } : {}),
     ...(input.fullCron !== undefined ? { fullCron: input.fullCron } : {}),
     ...(input.filesCron !== undefined ? { filesCron: input.filesCron } : {}),
+    ...(input.drillCron !== undefined ? { drillCron: input.drillCron } : {}),
     ...(input.timezone !== undefined ? { timezone: input.timezone } : {}),
     ...(input.enabled !== undefined ? { enabled: input.enabled } : {}),
     ...(input.paused !== undefined ? { paused: input.paused } : {}),
@@ -197,7 +204,7 @@ export async function upsertSchedule(deps: Deps, viewer: Viewer, raw: z.input<ty
 export async function deleteSchedule(deps: Deps, viewer: Viewer, environmentId: string): Promise<string> {
   const s = await requireSchedule(deps, viewer, environmentId);
   await deps.db.$transaction(async (tx) => {
-    for (const kind of SCHEDULE_KINDS) await removeJob(tx, scheduleJobKey(s.id, kind));
+    for (const kind of FIRE_KINDS) await removeJob(tx, scheduleJobKey(s.id, kind));
     await tx.schedule.delete({ where: { id: s.id } });
   });
   return s.id;
@@ -242,7 +249,7 @@ const fmt = (d: Date, timeZone: string) => `${d.toLocaleString('sv-SE', { timeZo
  * The schedule_fire job. Takes the snapshot of the planned run (idempotent: a retried job gets the
  * same snapshot), then claims the run and plans the next one in one transaction.
  */
-export async function fireSchedule(deps: Deps, scheduleId: string, kind: ScheduleKind): Promise<void> {
+export async function fireSchedule(deps: Deps, scheduleId: string, kind: FireKind): Promise<void> {
   const s = await deps.db.schedule.findUnique({ where: { id: scheduleId }, include: { destinations: true, environment: { include: { settings: true } } } });
   const f = kindFields[kind];
   if (!s || !s.enabled || s.paused) return;
@@ -267,15 +274,24 @@ export async function fireSchedule(deps: Deps, scheduleId: string, kind: Schedul
   const late = now.getTime() - planned.getTime() > LATE_MS;
 
   let operationId: string | null = null;
-  if (env.settings?.autoEnabled !== false) {
+  if (kind === 'DRILL') {
+    try {
+      ({ operationId } = await startRestoreDrill(deps, systemViewer(env.organizationId), { environmentId: env.id, idempotencyKey: `schedule:${s.id}:${kind}:${planned.toISOString()}` }, { scheduled: true }));
+    } catch (err) {
+      if (!(err instanceof NotFoundError || err instanceof ValidationError || err instanceof ConflictError)) throw err;
+      // No READY snapshot yet, a drill still running: a drill that could not run is a failed one.
+      await raiseAlert(deps, { organizationId: env.organizationId, environmentId: env.id, type: 'DRILL_FAILED', severity: 'CRITICAL', message: `Scheduled restore drill of ${env.name} could not start: ${messageOf(err)}` });
+    }
+  } else if (env.settings?.autoEnabled !== false) {
     try {
       ({ operationId } = await scheduledSnapshot(deps, systemViewer(env.organizationId), s, kind, {
         label: `Scheduled ${f.name} snapshot`,
         idempotencyKey: `schedule:${s.id}:${kind}:${planned.toISOString()}`,
       }));
     } catch (err) {
-      if (!(err instanceof NotFoundError || err instanceof ValidationError || (err as { code?: string }).code === ErrorCode.NO_DESTINATION)) throw err;
-      // Nothing a retry fixes (no destination, no files path): say so, and keep the plan going.
+      const code = (err as { code?: string }).code;
+      if (!(err instanceof NotFoundError || err instanceof ValidationError || code === ErrorCode.NO_DESTINATION || code === ErrorCode.ENVIRONMENT_NOT_READY)) throw err;
+      // Nothing a retry fixes (no destination, no files path, an environment whose restore failed): say so, and keep the plan going.
       await raiseAlert(deps, { organizationId: env.organizationId, environmentId: env.id, type: 'SNAPSHOT_FAILED', severity: 'CRITICAL', message: `Scheduled ${f.name} snapshot of ${env.name} could not start: ${messageOf(err)}` });
     }
   }
@@ -298,7 +314,10 @@ export async function fireSchedule(deps: Deps, scheduleId: string, kind: Schedul
       operationId,
       type: 'SCHEDULE_MISSED',
       severity: 'WARNING',
-      message: `The ${f.name} snapshot of ${env.name} planned for ${fmt(planned, s.timezone)}${more} did not run on time; one ${env.settings?.autoEnabled === false ? 'was skipped (automatic snapshots are off)' : 'was taken'} at ${fmt(now, s.timezone)} instead`,
+      message:
+        kind === 'DRILL'
+          ? `The restore drill of ${env.name} planned for ${fmt(planned, s.timezone)}${more} did not run on time; one ${operationId ? 'was started' : 'could not start'} at ${fmt(now, s.timezone)} instead`
+          : `The ${f.name} snapshot of ${env.name} planned for ${fmt(planned, s.timezone)}${more} did not run on time; one ${env.settings?.autoEnabled === false ? 'was skipped (automatic snapshots are off)' : 'was taken'} at ${fmt(now, s.timezone)} instead`,
     });
   }
 }
@@ -364,7 +383,7 @@ export async function reconcileSchedules(deps: Deps): Promise<void> {
       await tx.$queryRawUnsafe('SELECT id FROM schedules WHERE id = $1 FOR UPDATE', id);
       const s = await tx.schedule.findUnique({ where: { id } });
       if (!s || !s.enabled || s.paused) return;
-      for (const kind of SCHEDULE_KINDS) {
+      for (const kind of FIRE_KINDS) {
         const f = kindFields[kind];
         const cron = s[f.cron];
         if (!cron) continue;

@@ -9,7 +9,7 @@ import type { Viewer } from './viewer.ts';
 /**
  * Per-environment settings: whether schedules run (autoEnabled), what a failed scheduled snapshot
  * leads to (failurePolicy), limits (maxPinned, timeoutSeconds), ages (retentionDays for manual and
- * pre-deploy snapshots, safetyRetentionDays), staleness (staleAfterHours) and the default
+ * pre-deploy snapshots, safetyRetentionDays), staleness (staleAfterHours), the restore drill's check (drillCheckQuery) and the default
  * destinations. A row is created with the environment; one missing is created on first read.
  */
 
@@ -27,6 +27,8 @@ const updateSettingsInput = z.object({
   safetyRetentionDays: int(1, 3650).optional(),
   timeoutSeconds: int(1, 7 * 86_400).optional(),
   staleAfterHours: int(1, 8760).nullish(),
+  /** Run read-only in a restore drill's scratch copy; must return one boolean true. Syntax is PostgreSQL's to judge, at the drill. */
+  drillCheckQuery: z.string().trim().min(1, 'must not be blank (null for no check)').max(4000, 'must be at most 4000 characters').nullish(),
   defaultDestinationIds: z.array(z.string().min(1)).max(10, 'at most 10 destinations').optional(),
 });
 
@@ -40,7 +42,7 @@ export async function getEnvironmentSettings(deps: Deps, viewer: Viewer, environ
   return ensureSettings(deps, env.id);
 }
 
-/** Changes only the fields given; `null` clears the optional ones (retentionDays, staleAfterHours). */
+/** Changes only the fields given; `null` clears the optional ones (retentionDays, staleAfterHours, drillCheckQuery). */
 export async function updateEnvironmentSettings(deps: Deps, viewer: Viewer, environmentId: string, raw: z.input<typeof updateSettingsInput>): Promise<string> {
   const input = parseInput(updateSettingsInput, raw);
   const env = await getEnvironment(deps, viewer, environmentId);

@@ -71,6 +71,7 @@ export async function createSnapshot(
   if (includes.includes('FILES') && !env.filesPath) {
     throw ValidationError.field(['input', 'includes'], 'this environment has no files path; include DB only, or set filesPath first');
   }
+  if (env.status !== 'READY') throw new ConflictError(ErrorCode.ENVIRONMENT_NOT_READY, `This environment is ${env.status.toLowerCase()}: the restore that creates it has not succeeded`);
   const chosen = input.destinationIds?.length ? [...new Set(input.destinationIds)] : null;
   // Another destination than the environment's is only one the caller may see; any other is "not found".
   if (chosen) await requireVisibleDestinations(deps, viewer, chosen);

@@ -20,7 +20,9 @@ export type SourceErrorCode =
   | 'INVALID_HANDLE_STATE'
   | 'BASE_BACKUP_EXTRACT_FAILED'
   | 'PITR_RECOVERY_FAILED'
-  | 'DATABASE_EXISTS';
+  | 'DATABASE_CREATE_FORBIDDEN'
+  | 'DATABASE_EXISTS'
+  | 'CHECK_QUERY_FAILED';
 
 /** A deliberate failure of a dump, restore or swap. */
 export class SourceError extends Error {

@@ -11,7 +11,7 @@
 import type { Stats } from 'node:fs';
 import { chmod, lchown, lstat, mkdir, opendir, realpath, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { restoreSuffix } from './names.ts';
+import { DRILL_PREFIX, restoreSuffix } from './names.ts';
 import { AbortedError, SourceError } from './errors.ts';
 
 /** Regular files under `dir` and their total size; symlinks are not followed; a missing dir counts zero. */
@@ -50,6 +50,11 @@ export function restoreDirectoryPaths(target: string, restoreId: string): { temp
   const suffix = restoreSuffix(restoreId);
   const resolved = path.resolve(target);
   return { temp: `${resolved}.bp_restore_${suffix}`, previous: `${resolved}.bp_pre_${suffix}` };
+}
+
+/** A restore drill's scratch folder beside `target`: `<target>.bp_drill_<id>`. */
+export function drillDirectoryPath(target: string, drillId: string): string {
+  return `${path.resolve(target)}.${DRILL_PREFIX}${restoreSuffix(drillId)}`;
 }
 
 /** A directory restore whose contents are in place beside the target, waiting for commit. */

@@ -6,6 +6,9 @@ export const RESTORE_INFIX = '__bp_restore_';
 /** Infix of the database a SWAP restore moves the old target to. */
 export const PREVIOUS_INFIX = '__bp_pre_';
 
+/** Prefix of a restore drill's scratch database (`bp_drill_<id>`) and infix of its scratch folder. */
+export const DRILL_PREFIX = 'bp_drill_';
+
 /** Cuts a UTF-8 string to at most `maxBytes` bytes without splitting a character. */
 export function truncateBytes(text: string, maxBytes: number): string {
   let out = '';

@@ -6,7 +6,7 @@
 import pg from 'pg';
 import { siblingUrl } from './connection.ts';
 import { SourceError } from './errors.ts';
-import { PREVIOUS_INFIX, RESTORE_INFIX } from './names.ts';
+import { DRILL_PREFIX, PREVIOUS_INFIX, RESTORE_INFIX } from './names.ts';
 
 /** Runs `fn` with a connection to `url`, closed afterwards. */
 export async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
@@ -52,11 +52,11 @@ export async function withAdmin<T>(databaseUrl: string, avoid: string[], fn: (cl
 
 /**
  * Drops database `name` on the URL's server, ending its connections (for expired `__bp_pre_`
- * databases). Only names a restore made are accepted: a bug upstream must not be able to drop
+ * databases, and drills' scratch copies). Only names a restore made are accepted: a bug upstream must not be able to drop
  * an environment's live database through this.
  */
 export async function dropDatabase(databaseUrl: string, name: string): Promise<void> {
-  if (!name.includes(PREVIOUS_INFIX) && !name.includes(RESTORE_INFIX)) {
+  if (!name.includes(PREVIOUS_INFIX) && !name.includes(RESTORE_INFIX) && !name.startsWith(DRILL_PREFIX)) {
     throw new SourceError('NOT_A_RESTORE_DATABASE', `refusing to drop ${JSON.stringify(name)}: not a database made by a restore`);
   }
   await withAdmin(databaseUrl, [name], (c) => c.query(`DROP DATABASE IF EXISTS ${c.escapeIdentifier(name)} WITH (FORCE)`));

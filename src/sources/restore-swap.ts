@@ -31,8 +31,10 @@ export function restoreDatabaseNames(database: string, restoreId: string): { tem
   return { temp: name(RESTORE_INFIX), previous: name(PREVIOUS_INFIX) };
 }
 
-interface TargetInfo {
+export interface TargetInfo {
   owner: string;
+  /** Template, encoding, locale and tablespace: what a new database needs to hold this one's dump alike. */
+  localeOptions: string;
   allowConnections: boolean;
   createOptions: string;
   aclStatements: string[];
@@ -42,7 +44,7 @@ interface TargetInfo {
 }
 
 /** Everything about the target database itself that pg_dump (without --create) does not carry. */
-async function readTarget(c: pg.Client, name: string): Promise<TargetInfo> {
+export async function readTarget(c: pg.Client, name: string): Promise<TargetInfo> {
   const { rows } = await c.query<{ d: Record<string, unknown>; owner: string; spc: string; comment: string | null; superuser: boolean }>(
     `SELECT to_jsonb(d) AS d, pg_get_userbyid(d.datdba) AS owner,
             t.spcname AS spc, shobj_description(d.oid, 'pg_database') AS comment,
@@ -58,11 +60,9 @@ async function readTarget(c: pg.Client, name: string): Promise<TargetInfo> {
   // (datlocprovider since 15, daticulocale renamed datlocale in 17, daticurules since 16).
   const options = [
     `TEMPLATE template0`,
-    `OWNER ${c.escapeIdentifier(owner)}`,
     `ENCODING ${q((await c.query<{ e: string }>('SELECT pg_encoding_to_char($1::int) AS e', [d.encoding])).rows[0].e)}`,
     `LC_COLLATE ${q(d.datcollate)}`,
     `LC_CTYPE ${q(d.datctype)}`,
-    `CONNECTION LIMIT ${Number(d.datconnlimit)}`,
   ];
   // Naming pg_default explicitly needs CREATE on it, which plain roles lack; it is the default anyway.
   if (spc !== 'pg_default') options.push(`TABLESPACE ${c.escapeIdentifier(spc)}`);
@@ -99,8 +99,9 @@ async function readTarget(c: pg.Client, name: string): Promise<TargetInfo> {
   );
   return {
     owner,
+    localeOptions: options.join(' '),
     allowConnections: d.datallowconn === true,
-    createOptions: options.join(' '),
+    createOptions: [...options, `OWNER ${c.escapeIdentifier(owner)}`, `CONNECTION LIMIT ${Number(d.datconnlimit)}`].join(' '),
     aclStatements,
     comment,
     settings: settings.rows.flatMap((r) => r.setconfig.map((setting) => ({ role: r.role, setting }))),

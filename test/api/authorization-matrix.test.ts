@@ -92,6 +92,7 @@ const EXPECT: Record<string, Expectation> = {
   'Mutation.resumeSchedule': { scope: 'write', object: true },
   'Mutation.revealRepositoryPassword': { scope: 'admin', object: true },
   'Mutation.revokeApiKey': { scope: 'admin', object: true },
+  'Mutation.runRestoreDrill': { scope: 'write', object: true },
   'Mutation.runScheduleNow': { scope: 'write', object: true },
   'Mutation.switchDatabase': { scope: 'write', object: true },
   'Mutation.setEnvironmentDestinations': { scope: 'admin', object: true },
@@ -119,6 +120,7 @@ const NODE_SCOPE: Record<string, Scope> = {
   Operation: 'read',
   Organization: 'authenticated',
   Project: 'read',
+  RestoreDrill: 'read',
   RestoreLog: 'read',
   Schedule: 'read',
   Snapshot: 'read',
@@ -164,6 +166,8 @@ async function seed(organizationId: string, tag: string, opts: { webhook: boolea
   const restoreLog = await db.restoreLog.create({
     data: { organizationId, snapshotId: snapshot.id, sourceEnvironmentId: env.id, targetEnvironmentId: env.id, operationId: restoreOp.id, includes: ['DB'], error: `${tag}-restore` },
   });
+  const drillOp = await db.operation.create({ data: { organizationId, environmentId: env.id, snapshotId: snapshot.id, type: 'RESTORE_DRILL', status: 'FAILED' } });
+  const drill = await db.restoreDrill.create({ data: { organizationId, environmentId: env.id, snapshotId: snapshot.id, operationId: drillOp.id, status: 'FAILED', error: `${tag}-drill`, rtoMs: 1234 } });
   const schedule = await db.schedule.create({ data: { environmentId: env.id, dbCron: '0 3 * * *', dbRetention: {}, fullRetention: {} } });
   await db.scheduleDestination.create({ data: { scheduleId: schedule.id, destinationId: dest.id } });
   const alert = await db.alert.create({ data: { organizationId, environmentId: env.id, type: 'SNAPSHOT_FAILED', severity: 'WARNING', message: `${tag}-alert` } });
@@ -175,6 +179,7 @@ async function seed(organizationId: string, tag: string, opts: { webhook: boolea
     Snapshot: { id: snapshot.id, name: `${tag}-label` },
     Operation: { id: operation.id, name: `${tag}-opmsg` },
     RestoreLog: { id: restoreLog.id, name: `${tag}-restore` },
+    RestoreDrill: { id: drill.id, name: `${tag}-drill` },
     Schedule: { id: schedule.id },
     Alert: { id: alert.id, name: `${tag}-alert` },
     ApiKey: { id: apiKey.id, name: `${tag}-key` },

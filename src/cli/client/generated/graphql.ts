@@ -35,12 +35,15 @@ export type ErrorCode =
   | 'API_KEY_NOT_FOUND'
   | 'API_KEY_REVOKED'
   | 'COPY_EXISTS'
+  | 'DATABASE_CREATE_FORBIDDEN'
   | 'DATABASE_UNREACHABLE'
   | 'DESTINATION_IN_USE'
   | 'DESTINATION_NOT_FOUND'
   | 'DESTINATION_NO_REPOSITORY'
+  | 'DRILL_RUNNING'
   | 'ENVIRONMENT_LOCKED'
   | 'ENVIRONMENT_NOT_FOUND'
+  | 'ENVIRONMENT_NOT_READY'
   | 'IDEMPOTENCY_KEY_REUSED'
   | 'MAX_PINNED'
   | 'NAME_TAKEN'
@@ -64,6 +67,13 @@ export type ErrorCode =
   | 'VALIDATION_FAILED'
   | 'WEBHOOK_NOT_FOUND';
 
+/** An environment this restore creates in the snapshot’s project: its database `<source db>_<name>` on the source’s server (the source’s role needs CREATEDB), its folder `<source folder>-<name>` beside the source’s. It is PROVISIONING until the restore succeeds (then READY), FAILED if it does not, with its database and folder removed. */
+export type NewEnvironmentInput = {
+  name: string;
+  /** Defaults to DEVELOPMENT */
+  type?: EnvironmentType | null | undefined;
+};
+
 export type OperationStatus =
   | 'CANCELLED'
   | 'FAILED'
@@ -75,6 +85,7 @@ export type OperationType =
   | 'COPY_SNAPSHOT'
   | 'DELETE_SNAPSHOT'
   | 'RESTORE'
+  | 'RESTORE_DRILL'
   | 'RETENTION'
   | 'SNAPSHOT'
   | 'VERIFY_SNAPSHOT';
@@ -84,6 +95,8 @@ export type RestoreSnapshotInput = {
   idempotencyKey?: string | null | undefined;
   /** Default: what the snapshot holds */
   includes?: Array<SnapshotInclude> | null | undefined;
+  /** Restore into a new environment instead (not with targetEnvironmentId); createSafetySnapshot is ignored then: there is nothing to protect */
+  newEnvironment?: NewEnvironmentInput | null | undefined;
   snapshotId: string | number;
   strategy?: RestoreStrategy | null | undefined;
   /** Default: the snapshot’s own environment */
