@@ -6,6 +6,7 @@ import type { TaskList } from 'graphile-worker';
 import type { Deps } from '../src/services/deps.ts';
 import type { TaskName } from '../src/services/jobs.ts';
 import { destinationVerify } from './destination-verify.ts';
+import { dumpImport } from './dump-import.ts';
 import { repositoryHeal } from './repository-heal.ts';
 import { retentionApply } from './retention-apply.ts';
 import { retentionSweep } from './retention-sweep.ts';
@@ -23,6 +24,7 @@ export function taskList(deps: Deps): TaskList & Record<TaskName, unknown> {
   return {
     snapshot_create: snapshotCreate(deps),
     snapshot_restore: snapshotRestore(deps),
+    dump_import: dumpImport(deps),
     snapshot_delete: snapshotDelete(deps),
     snapshot_copy: snapshotCopy(deps),
     snapshot_verify: snapshotVerify(deps),

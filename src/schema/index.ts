@@ -11,6 +11,7 @@ import './api-key.ts';
 import './operation.ts';
 import './snapshot.ts';
 import './restore.ts';
+import './import.ts';
 import './destination.ts';
 import './snapshot-copies.ts';
 import './schedule.ts';

@@ -20,6 +20,19 @@ export interface Deps {
   logger: Logger;
   /** How often a running operation proves it is alive (default 5 s); keep it well under OPERATION_STALE_MS. */
   heartbeatMs?: number;
+  /** Where and how importDump reads dumps (see imports.ts); unset, imports are refused. */
+  imports?: ImportSettings;
   /** Authenticated keys, remembered for a few seconds (see ViewerCache); unset, every request looks its key up. */
   viewerCache?: ViewerCache;
+}
+
+/** importDump's settings, from the configuration. */
+export interface ImportSettings {
+  /** Where uploads and fetched dumps wait for their job: BACKPLANE_HOME/imports. */
+  dir: string;
+  maxBytes: number;
+  allowHttp: boolean;
+  allowPrivateAddresses: boolean;
+  /** Extra certificate authorities (PEM) for https fetches. */
+  ca?: string;
 }

@@ -310,7 +310,7 @@ async function healAfterDamage(
 }
 
 /** Takes a SAFETY snapshot of the target inside the restore job (the environment's queue is already ours). */
-async function takeSafetySnapshot(deps: Deps, environmentId: string, includes: ('DB' | 'FILES')[], signal: AbortSignal): Promise<string> {
+export async function takeSafetySnapshot(deps: Deps, environmentId: string, includes: ('DB' | 'FILES')[], signal: AbortSignal): Promise<string> {
   const env = await deps.db.environment.findUniqueOrThrow({ where: { id: environmentId }, include: { settings: true, destinations: true } });
   const days = env.settings?.safetyRetentionDays ?? 7;
   const { snapshotId, operationId } = await deps.db.$transaction(async (tx) => {
