@@ -106,11 +106,11 @@ export async function importDump(deps: Deps, viewer: Viewer, raw: z.input<typeof
     sourceHash = `url:${input.url}`;
   } else {
     if (!input.destinationId) throw ValidationError.field(['input', 'destinationId'], 'is required with key');
+    const destination = await deps.db.destination.findFirst({ where: destinationWhere(viewer, { id: input.destinationId }) });
+    if (!destination) throw new NotFoundError(ErrorCode.DESTINATION_NOT_FOUND, 'Destination not found');
     if (input.key == null) throw ValidationError.field(['input', 'key'], 'is required with destinationId');
     const problem = objectKeyProblem(input.key);
     if (problem) throw ValidationError.field(['input', 'key'], problem);
-    const destination = await deps.db.destination.findFirst({ where: destinationWhere(viewer, { id: input.destinationId }) });
-    if (!destination) throw new NotFoundError(ErrorCode.DESTINATION_NOT_FOUND, 'Destination not found');
     source = { kind: 'destination', destinationId: destination.id, key: input.key };
     sourceHash = `destination:${destination.id}:${input.key}`;
   }
