@@ -133,7 +133,7 @@ async function snapshotCreate(args: string[], io: Io): Promise<number> {
   return follow(api, r.operation.id, io, values.json, r.operation);
 }
 
-const KINDS = ['MANUAL', 'SCHEDULED', 'PRE_DEPLOY', 'SAFETY'] as const satisfies readonly SnapshotKind[];
+const KINDS = ['MANUAL', 'SCHEDULED', 'PRE_DEPLOY', 'SAFETY', 'IMPORT'] as const satisfies readonly SnapshotKind[];
 const STATUSES = ['CREATING', 'READY', 'FAILED', 'DAMAGED', 'DELETING', 'DELETED'] as const satisfies readonly SnapshotStatus[];
 
 async function snapshotList(args: string[], io: Io): Promise<number> {
