@@ -255,7 +255,7 @@ export async function runImport(deps: Deps, operationId: string, jobSignal?: Abo
       }
       if (input.createSafetySnapshot) {
         progress.report({ phase: 'safety-snapshot' });
-        const safetyId = await takeSafetySnapshot(deps, target.id, ['DB'], signal);
+        const safetyId = await takeSafetySnapshot(deps, target.id, ['DB'], signal, 'Before import');
         await deps.db.restoreLog.update({ where: { id: log.id }, data: { safetySnapshotId: safetyId } });
       }
       await deps.db.restoreLog.update({ where: { id: log.id }, data: { status: 'RUNNING' } });
@@ -272,7 +272,8 @@ export async function runImport(deps: Deps, operationId: string, jobSignal?: Abo
         throw new ImportError(ErrorCode.IMPORT_FAILED, `loading the ${format} dump failed: ${messageOf(err)}`, { cause: err });
       }
       try {
-        progress.report({ phase: 'import-snapshot', bytesDone: 0, bytesTotal: null });
+        // The snapshot reports its bytes on its own operation; this one keeps the loading's count.
+        progress.report({ phase: 'import-snapshot' });
         await takeImportSnapshot(deps, log.snapshotId, target.id, withDatabase(url, prepared.tempName!), signal);
         if (signal.aborted) throw signal.reason;
       } catch (err) {
