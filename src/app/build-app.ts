@@ -202,6 +202,8 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
       const url = new URL(req.url ?? '/', `http://${req.headers.host ?? 'localhost'}`);
       const init: RequestInit = { method: req.method, headers, body: body ? new Uint8Array(body) : undefined, signal: ac.signal };
       const response = await yoga.fetch(url, init, { requestId, uploads: received?.uploads });
+      // Before the answer goes out: a client that reads it may look for the file at once.
+      await received?.cleanup();
       const out: Record<string, string> = { 'x-request-id': requestId };
       response.headers.forEach((v, k) => (out[k] = v));
       res.writeHead(response.status, out);

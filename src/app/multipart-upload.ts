@@ -37,7 +37,7 @@ export interface ReceivedMultipart {
   body: unknown;
   /** Placeholder → the file received. */
   uploads: Map<string, UploadedDump>;
-  /** Removes every file that was not moved away (the import moves what it keeps). */
+  /** Removes every file that was not moved away (the import moves what it keeps); idempotent. */
   cleanup(): Promise<void>;
 }
 

@@ -123,13 +123,17 @@ export async function importDump(deps: Deps, viewer: Viewer, raw: z.input<typeof
     await mkdir(policy.dir, { recursive: true });
     await rename(input.upload.path, importFile(policy.dir, token));
   }
+  let replay = false;
   try {
-    return await deps.db.$transaction(async (tx) => {
+    const started = await deps.db.$transaction(async (tx) => {
       // The same lock as restoreSnapshot's: an import and a restore into one environment exclude each other.
       await tx.$queryRawUnsafe("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtext('backplane:restore'), hashtext($1))) AS l", env.id);
       if (input.idempotencyKey) {
         const earlier = await replayed(deps, viewer.organizationId, 'importDump', input.idempotencyKey, hash!);
-        if (earlier) return importOfOperation(deps, earlier);
+        if (earlier) {
+          replay = true;
+          return importOfOperation(deps, earlier);
+        }
       }
       const destinations = await tx.environmentDestination.findMany({ where: { environmentId: env.id }, orderBy: { createdAt: 'asc' } });
       if (destinations.length === 0) {
@@ -162,6 +166,9 @@ export async function importDump(deps: Deps, viewer: Viewer, raw: z.input<typeof
       await publishInTransaction(tx, 'environmentActivity', env.id, { kind: 'RESTORE', environmentId: env.id, subjectId: log.id });
       return { operationId: op.id, restoreLogId: log.id, snapshotId: snapshot.id };
     });
+    // A replay answers with the first request's import, which has its own file.
+    if (replay && input.upload) await rm(importFile(policy.dir, token), { force: true });
+    return started;
   } catch (err) {
     if (input.upload) await rm(importFile(policy.dir, token), { force: true });
     throw err;

@@ -19,7 +19,7 @@ import { uploadRequest } from '../../src/cli/client/upload.ts';
 import { ImportDumpDocument, ImportStateDocument, type ImportDumpMutationVariables } from '../generated/graphql.ts';
 import { startTestApp, type TestApp } from '../harness/app.ts';
 import { createScratchDatabase } from '../harness/database.ts';
-import { gid, makeApiKey, makeOrganization } from '../harness/factories.ts';
+import { gid, makeApiKey, makeOrganization, makeProject } from '../harness/factories.ts';
 import { databaseDigest, makeLiveEnvironment, seedDatabase, sql, type LiveEnvironment } from '../harness/live-environment.ts';
 import { follow, startRestore } from '../harness/snapshot-helpers.ts';
 
@@ -57,10 +57,10 @@ async function leftoverDatabases(): Promise<string[]> {
   return r.rows.map((row: { datname: string }) => row.datname);
 }
 
-async function upload(file: string, input: Partial<ImportDumpMutationVariables['input']> = {}) {
+async function upload(file: string, input: Partial<ImportDumpMutationVariables['input']> = {}, token = key) {
   const r = await uploadRequest({
     url: app.url,
-    token: key,
+    token,
     doc: ImportDumpDocument,
     variables: { input: { environmentId: gid('Environment', env.id), file: null, createSafetySnapshot: false, ...input } },
     filePath: 'input.file',
@@ -284,5 +284,33 @@ describe('importDump from a key on a destination', { timeout: 240_000 }, () => {
     const other = await makeOrganization(app.runtime.db);
     const theirs = await app.runtime.db.destination.create({ data: { organizationId: other.id, name: 'theirs', provider: 'LOCAL', config: { path: env.repositoryPath } } });
     expect(await request({ destinationId: gid('Destination', theirs.id), key: 'dumps/nightly.sql.zst' })).toMatchObject({ __typename: 'NotFoundError', code: 'DESTINATION_NOT_FOUND' });
+  });
+});
+
+describe('importDump: idempotency and keys', { timeout: 240_000 }, () => {
+  it('the same idempotencyKey with the same dump answers the same operation; with another dump, IDEMPOTENCY_KEY_REUSED', async () => {
+    await diverge();
+    const imports = await app.runtime.db.operation.count({ where: { type: 'IMPORT' } });
+    const file = await writeDump('idem.dump', dumps.custom!);
+    const first = await upload(file, { idempotencyKey: 'import-once' });
+    const again = await upload(file, { idempotencyKey: 'import-once' });
+    if (first.__typename !== 'ImportDumpPayload' || again.__typename !== 'ImportDumpPayload') throw new Error(JSON.stringify({ first, again }));
+    expect(again.operation.id).toBe(first.operation.id);
+    expect(await upload(await writeDump('idem.sql', dumps.plain!), { idempotencyKey: 'import-once' })).toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED' });
+    const { op } = await finish(first);
+    expect(op, op.error ?? '').toMatchObject({ status: 'SUCCEEDED' });
+    expect(await app.runtime.db.operation.count({ where: { type: 'IMPORT' } })).toBe(imports + 1);
+    // The replayed request's own copy of the file went too.
+    expect(await importFiles()).toEqual([]);
+  });
+
+  it('a key limited to another project, or without the write scope, cannot import into the environment', async () => {
+    const elsewhere = await makeProject(app.runtime.db, orgId, { name: 'elsewhere' });
+    const limited = (await makeApiKey(app.runtime.db, orgId, { scopes: ['backups:write'], projectIds: [elsewhere.id] })).secret;
+    const reader = (await makeApiKey(app.runtime.db, orgId, { scopes: ['backups:read'] })).secret;
+    const file = await writeDump('limited.dump', dumps.custom!);
+    expect(await upload(file, {}, limited)).toMatchObject({ __typename: 'NotFoundError', code: 'ENVIRONMENT_NOT_FOUND' });
+    await expect(upload(file, {}, reader)).rejects.toThrow(/backups:write/);
+    expect(await importFiles()).toEqual([]);
   });
 });
