@@ -215,6 +215,21 @@ describe('importDump from an upload', { timeout: 240_000 }, () => {
     expect(await databaseDigest(env.databaseUrl)).toEqual(sourceDigest);
   });
 
+  it("takes the README's curl request as written (curl -F, the file last)", async () => {
+    await diverge();
+    const file = await writeDump('shop.sql.gz', gzipSync(dumps.plain!));
+    const operations = JSON.stringify({
+      query: 'mutation($input: ImportDumpInput!) { importDump(input: $input) { __typename ... on ImportDumpPayload { operation { id } } ... on Error { code message } } }',
+      variables: { input: { environmentId: gid('Environment', env.id), file: null } },
+    });
+    const { stdout } = await exec('curl', ['-sS', app.url, '-H', `Authorization: Bearer ${key}`, '-F', `operations=${operations}`, '-F', 'map={"0":["variables.input.file"]}', '-F', `0=@${file}`]);
+    const answer = JSON.parse(stdout) as { data: { importDump: { __typename: string; operation: { id: string } } } };
+    expect(answer.data.importDump.__typename, stdout).toBe('ImportDumpPayload');
+    const states = await follow(app, key, answer.data.importDump.operation.id);
+    expect(states.at(-1)).toMatchObject({ status: 'SUCCEEDED' });
+    expect(await databaseDigest(env.databaseUrl)).toEqual(sourceDigest);
+  });
+
   it('a file variable sent as JSON, not uploaded, is refused', async () => {
     const r = await request({ file: 'upload:0123456789abcdef01234567' });
     expect(r).toMatchObject({ __typename: 'ValidationError', code: 'VALIDATION_FAILED' });
