@@ -16,7 +16,9 @@ import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compress as zstdCompress } from 'zstd-napi';
 import { uploadRequest } from '../../src/cli/client/upload.ts';
-import { ImportDumpDocument, ImportStateDocument, type ImportDumpMutationVariables } from '../generated/graphql.ts';
+import { CreateDestinationDocument, ImportDumpDocument, ImportStateDocument, type ImportDumpMutationVariables } from '../generated/graphql.ts';
+import { S3RVER_CREDENTIALS, startS3rver } from '../harness/s3rver.ts';
+import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { startTestApp, type TestApp } from '../harness/app.ts';
 import { createScratchDatabase } from '../harness/database.ts';
 import { gid, makeApiKey, makeOrganization, makeProject } from '../harness/factories.ts';
@@ -299,6 +301,29 @@ describe('importDump from a key on a destination', { timeout: 240_000 }, () => {
     const other = await makeOrganization(app.runtime.db);
     const theirs = await app.runtime.db.destination.create({ data: { organizationId: other.id, name: 'theirs', provider: 'LOCAL', config: { path: env.repositoryPath } } });
     expect(await request({ destinationId: gid('Destination', theirs.id), key: 'dumps/nightly.sql.zst' })).toMatchObject({ __typename: 'NotFoundError', code: 'DESTINATION_NOT_FOUND' });
+  });
+});
+
+describe('importDump from a key on an S3 destination', { timeout: 240_000 }, () => {
+  it('reads the object under the destination prefix', async () => {
+    const s3 = await startS3rver({ buckets: ['dumps'] });
+    try {
+      const admin = (await makeApiKey(app.runtime.db, orgId, { scopes: ['admin'] })).secret;
+      const created = await app.gql(CreateDestinationDocument, { input: { name: 's3 dumps', provider: 'CUSTOM', endpoint: s3.endpoint, bucket: 'dumps', prefix: 'team', ...S3RVER_CREDENTIALS } }, { key: admin });
+      if (created.data?.createDestination.__typename !== 'DestinationPayload') throw new Error(JSON.stringify(created));
+      const client = new S3Client({ endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: S3RVER_CREDENTIALS });
+      await client.send(new PutObjectCommand({ Bucket: 'dumps', Key: 'team/nightly/shop.dump', Body: dumps.custom! }));
+      client.destroy();
+      await diverge();
+      const r = await app.gql(ImportDumpDocument, { input: { environmentId: gid('Environment', env.id), destinationId: created.data.createDestination.destination.id, key: 'nightly/shop.dump', createSafetySnapshot: false } }, { key: admin });
+      const { op } = await finish(r.data!.importDump);
+      expect(op, op.error ?? '').toMatchObject({ status: 'SUCCEEDED' });
+      expect(await databaseDigest(env.databaseUrl)).toEqual(sourceDigest);
+      const missing = await app.gql(ImportDumpDocument, { input: { environmentId: gid('Environment', env.id), destinationId: created.data.createDestination.destination.id, key: 'nightly/none.dump', createSafetySnapshot: false } }, { key: admin });
+      expect((await finish(missing.data!.importDump)).op).toMatchObject({ status: 'FAILED', errorCode: 'IMPORT_SOURCE_UNREADABLE' });
+    } finally {
+      await s3.stop();
+    }
   });
 });
 
