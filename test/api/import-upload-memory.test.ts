@@ -61,7 +61,9 @@ it('a 200 MB upload grows the server process by far less than its size', { timeo
   expect(r.importDump).toMatchObject({ __typename: 'ValidationError', code: 'IMPORT_FORMAT_UNKNOWN' });
   const growth = after - before;
   console.log(`peak RSS growth for a ${UPLOAD_BYTES / 2 ** 20} MiB upload: ${(growth / 2 ** 20).toFixed(1)} MiB (peak ${(after / 2 ** 20).toFixed(0)} MiB)`);
-  expect(growth).toBeLessThan(UPLOAD_BYTES / 3);
+  // Measured 36-46 MiB (garbage of the 64 KiB chunks the GC has not collected yet); holding the
+  // file in memory measured 197 MiB. The bound leaves room for a lazier GC on a loaded machine.
+  expect(growth).toBeLessThan(UPLOAD_BYTES * 0.4);
   // Nothing of the refused upload stays on disk.
   expect(await fs.readdir(path.join(home, 'imports'))).toEqual([]);
   await fs.rm(file, { force: true });
