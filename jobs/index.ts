@@ -7,6 +7,7 @@ import type { Deps } from '../src/services/deps.ts';
 import type { TaskName } from '../src/services/jobs.ts';
 import { destinationVerify } from './destination-verify.ts';
 import { pitrRestore } from './pitr-restore.ts';
+import { dumpImport } from './dump-import.ts';
 import { repositoryHeal } from './repository-heal.ts';
 import { restoreDrill } from './restore-drill.ts';
 import { retentionApply } from './retention-apply.ts';
@@ -27,6 +28,7 @@ export function taskList(deps: Deps): TaskList & Record<TaskName, unknown> {
     snapshot_create: snapshotCreate(deps),
     snapshot_restore: snapshotRestore(deps),
     pitr_restore: pitrRestore(deps),
+    dump_import: dumpImport(deps),
     snapshot_delete: snapshotDelete(deps),
     snapshot_copy: snapshotCopy(deps),
     snapshot_verify: snapshotVerify(deps),

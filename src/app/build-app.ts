@@ -14,10 +14,12 @@ import { schema } from '../schema/index.ts';
 import { AuthenticationError, authenticate, bearerToken } from '../services/api-keys.ts';
 import { contentDisposition, openDownload, verifyDownloadToken } from '../services/downloads.ts';
 import type { Deps } from '../services/deps.ts';
+import type { UploadedDump } from '../services/imports.ts';
 import type { Viewer } from '../services/viewer.ts';
 import type { Config } from './config.ts';
 import type { Logger } from './logger.ts';
 import { oneMutationPerIdempotencyHeader } from './idempotency-header.ts';
+import { isMultipart, MultipartError, receiveMultipart, type ReceivedMultipart } from './multipart-upload.ts';
 import { createMetrics } from './metrics.ts';
 import { queryLimitPlugins } from './query-limits.ts';
 
@@ -119,7 +121,7 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
     }
   }
 
-  const yoga = createYoga<{ requestId: string; viewer?: Viewer | null }, Context>({
+  const yoga = createYoga<{ requestId: string; viewer?: Viewer | null; uploads?: Map<string, UploadedDump> }, Context>({
     schema,
     graphqlEndpoint: '/graphql',
     landingPage: false,
@@ -149,8 +151,9 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
       oneMutationPerIdempotencyHeader(schema),
       metrics.graphqlPlugin,
     ],
-    context: async ({ request, requestId, viewer }) => ({
+    context: async ({ request, requestId, viewer, uploads }) => ({
       deps,
+      uploads,
       requestId: requestId ?? randomUUID(),
       // graphql-ws operations come without a fetch Request: no headers, no origin of their own.
       idempotencyKey: request?.headers.get('idempotency-key') ?? undefined,
@@ -166,7 +169,18 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
 
   async function handleGraphql(req: http.IncomingMessage, res: http.ServerResponse, requestId: string) {
     let body: Buffer | undefined;
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
+    let received: ReceivedMultipart | undefined;
+    if (isMultipart(req) && deps.imports) {
+      try {
+        received = await receiveMultipart(req, { dir: deps.imports.dir, fieldLimit: config.BODY_LIMIT_BYTES, maxFileBytes: deps.imports.maxBytes });
+      } catch (err) {
+        if (!(err instanceof MultipartError)) throw err;
+        res.writeHead(err.status, { 'content-type': 'application/json', ...(err.status === 413 ? { connection: 'close' } : {}) });
+        res.end(JSON.stringify({ errors: [{ message: err.message, extensions: { code: err.code } }] }));
+        return;
+      }
+      body = Buffer.from(JSON.stringify(received.body));
+    } else if (req.method !== 'GET' && req.method !== 'HEAD') {
       try {
         body = await readBody(req, config.BODY_LIMIT_BYTES);
       } catch (err) {
@@ -182,9 +196,15 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
     try {
       const headers = new Headers();
       for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers.set(k, Array.isArray(v) ? v.join(', ') : v);
+      if (received) {
+        headers.set('content-type', 'application/json');
+        headers.delete('content-length');
+      }
       const url = new URL(req.url ?? '/', `http://${req.headers.host ?? 'localhost'}`);
       const init: RequestInit = { method: req.method, headers, body: body ? new Uint8Array(body) : undefined, signal: ac.signal };
-      const response = await yoga.fetch(url, init, { requestId });
+      const response = await yoga.fetch(url, init, { requestId, uploads: received?.uploads });
+      // Before the answer goes out: a client that reads it may look for the file at once.
+      await received?.cleanup();
       const out: Record<string, string> = { 'x-request-id': requestId };
       response.headers.forEach((v, k) => (out[k] = v));
       res.writeHead(response.status, out);
@@ -198,6 +218,7 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
     } finally {
       inflight.delete(ac);
       streams.delete(ac);
+      await received?.cleanup();
     }
   }
 

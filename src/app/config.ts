@@ -3,6 +3,10 @@ import { z } from 'zod';
 import { repositoryKdf, TestKdfError } from '../domain/test-kdf.ts';
 
 const intFromEnv = (def: number) => z.coerce.number().int().positive().default(def);
+const flagFromEnv = z
+  .enum(['true', 'false', '1', '0'])
+  .default('false')
+  .transform((v) => v === 'true' || v === '1');
 
 /** Every environment variable Backplane reads, parsed once at start-up. The README's table mirrors it. */
 export const configSchema = z.object({
@@ -18,6 +22,17 @@ export const configSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Largest accepted request body. */
   BODY_LIMIT_BYTES: intFromEnv(1_000_000),
+  /**
+   * Largest dump importDump accepts, uploaded (multipart, streamed to a file under
+   * BACKPLANE_HOME/imports, never held in memory) or fetched from a URL or a destination.
+   */
+  IMPORT_MAX_BYTES: intFromEnv(4 * 1024 ** 3),
+  /** Lets importDump fetch http:// URLs (default: https only). */
+  IMPORT_ALLOW_HTTP: flagFromEnv,
+  /** Lets importDump fetch from loopback, private, link-local and other non-public addresses (default: refused). */
+  IMPORT_ALLOW_PRIVATE_URLS: flagFromEnv,
+  /** A PEM file of certificate authorities trusted, besides the system's, for importDump's https fetches. */
+  IMPORT_CA_FILE: z.string().optional(),
   /** Most operations in one batched request. */
   BATCH_LIMIT: intFromEnv(10),
   MAX_DEPTH: intFromEnv(12),

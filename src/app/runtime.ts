@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { createDb, type Db } from '../db/client.ts';
 import { createEventBus, type EventBus } from '../events/bus.ts';
 import { ViewerCache, forgetRevokedKeys } from '../services/api-keys.ts';
@@ -27,6 +29,13 @@ export async function createRuntime(config: Config, databaseUrl: string, logger:
     heartbeatMs: config.OPERATION_HEARTBEAT_MS,
     home: config.home,
     viewerCache: new ViewerCache(config.API_KEY_CACHE_MS),
+    imports: {
+      dir: path.join(config.home, 'imports'),
+      maxBytes: config.IMPORT_MAX_BYTES,
+      allowHttp: config.IMPORT_ALLOW_HTTP,
+      allowPrivateAddresses: config.IMPORT_ALLOW_PRIVATE_URLS,
+      ca: config.IMPORT_CA_FILE ? readFileSync(config.IMPORT_CA_FILE, 'utf8') : undefined,
+    },
   };
   forgetRevokedKeys(deps);
   return {

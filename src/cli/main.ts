@@ -19,7 +19,7 @@ async function main(): Promise<void> {
     process.exitCode = await repoMain(rest);
     return;
   }
-  if (command === 'snapshot' || command === 'operation') {
+  if (command === 'snapshot' || command === 'operation' || command === 'import') {
     const { clientMain } = await import('./client/main.ts');
     process.exitCode = await clientMain(process.argv.slice(2));
     return;

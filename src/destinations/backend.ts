@@ -9,6 +9,7 @@
  *
  * Every write is atomic: a reader sees either no file or the whole file, never a prefix.
  */
+import type { Readable } from 'node:stream';
 
 /** The kinds of file in a restic repository. */
 export type FileType = 'config' | 'keys' | 'data' | 'index' | 'snapshots' | 'locks';
@@ -67,6 +68,25 @@ export interface Backend {
    * thread may read it itself (restores of small files do). Others leave it out.
    */
   localPath?(h: Handle): string;
+  /**
+   * Streams a file that is no part of the repository, by its key under the destination's root
+   * (a dump someone put beside the repository, for importDump). The key must pass
+   * objectKeyProblem. Throws BackendNotFoundError when it does not exist.
+   */
+  openObject?(key: string, opts?: CallOptions): Promise<{ stream: Readable; size: number | null }>;
+}
+
+/**
+ * Why `key` could leave the destination's root, or null when it cannot: keys are relative,
+ * `/`-separated, without empty, `.` or `..` segments, backslashes or control characters.
+ */
+export function objectKeyProblem(key: string): string | null {
+  if (!key) return 'must not be empty';
+  if (key.length > 1024) return 'must be at most 1024 characters';
+  if (key.startsWith('/')) return 'must be relative to the destination, without a leading /';
+  if (/[\\\u0000-\u001f]/.test(key)) return 'must not contain backslashes or control characters';
+  if (key.split('/').some((seg) => seg === '' || seg === '.' || seg === '..')) return 'must not contain empty, . or .. segments';
+  return null;
 }
 
 /** The file does not exist in the backend. */

@@ -6,8 +6,9 @@
  * the directory is fsynced after the rename, so a crash leaves either the whole file or nothing.
  */
 import { constants as fsc } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, open, readdir, realpath, rename, rm, stat, unlink } from 'node:fs/promises';
+import { join, sep } from 'node:path';
+import type { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import {
   BackendAccessError,
@@ -20,6 +21,7 @@ import {
   type FileType,
   type Handle,
   type LoadOptions,
+  objectKeyProblem,
 } from './backend.ts';
 
 /** Options for the local backend. */
@@ -59,6 +61,30 @@ export class LocalBackend implements Backend {
   }
 
   /** The file system path of a handle (Backend.localPath). */
+  async openObject(key: string, opts?: CallOptions): Promise<{ stream: Readable; size: number | null }> {
+    const problem = objectKeyProblem(key);
+    if (problem) throw new BackendAccessError('IO', `invalid key ${JSON.stringify(key)}: ${problem}`);
+    // A symbolic link inside the root may point anywhere: the real path must stay under the real root.
+    let file: string;
+    try {
+      const root = await realpath(this.root);
+      file = await realpath(join(this.root, key));
+      if (!file.startsWith(root + sep)) throw new BackendAccessError('IO', `key ${JSON.stringify(key)} leads outside the destination`);
+    } catch (err) {
+      if (isNotFound(err)) throw new BackendNotFoundError({ type: 'data', name: key }, { cause: err });
+      throw err instanceof BackendAccessError ? err : ioError(`open ${key}`, err);
+    }
+    const fh = await open(file, fsc.O_RDONLY).catch((err: unknown) => {
+      throw isNotFound(err) ? new BackendNotFoundError({ type: 'data', name: key }, { cause: err }) : ioError(`open ${key}`, err);
+    });
+    const st = await fh.stat();
+    if (!st.isFile()) {
+      await fh.close();
+      throw new BackendAccessError('IO', `key ${JSON.stringify(key)} is not a file`);
+    }
+    return { stream: fh.createReadStream({ highWaterMark: 1 << 20, signal: opts?.signal }), size: st.size };
+  }
+
   localPath(h: Handle): string {
     if (h.type === 'config') return join(this.root, 'config');
     if (!/^[0-9a-zA-Z._-]+$/.test(h.name) || h.name.startsWith('.')) {

@@ -13,6 +13,7 @@ import { createHash } from 'node:crypto';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { rootCertificates } from 'node:tls';
+import type { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -36,6 +37,7 @@ import {
   type FileType,
   type Handle,
   type LoadOptions,
+  objectKeyProblem,
 } from './backend.ts';
 import { formatS3Location, normalizePrefix, parseS3Location, type S3Connection } from './s3-config.ts';
 import { classifyFailure, DEFAULT_RETRY_POLICY, withRetries, type RetryContext, type RetryPolicy } from './s3-retry.ts';
@@ -309,6 +311,17 @@ export class S3Backend implements Backend {
         throw err;
       }
     }).catch((err) => this.rethrow(err, h));
+  }
+
+  async openObject(key: string, opts?: CallOptions): Promise<{ stream: Readable; size: number | null }> {
+    const problem = objectKeyProblem(key);
+    if (problem) throw new BackendAccessError('IO', `invalid key ${JSON.stringify(key)}: ${problem}`);
+    const full = `${this.prefix ? `${this.prefix}/` : ''}${key}`;
+    const h: Handle = { type: 'data', name: key };
+    const res = await withRetries(this.ctx(`open ${key}`, opts?.signal), () =>
+      this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: full }), { abortSignal: opts?.signal }),
+    ).catch((err) => this.rethrow(err, h));
+    return { stream: res.Body as Readable, size: res.ContentLength ?? null };
   }
 
   async stat(h: Handle, opts?: CallOptions): Promise<FileInfo | null> {

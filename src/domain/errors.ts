@@ -41,6 +41,16 @@ export const ErrorCode = {
   DATABASE_CREATE_FORBIDDEN: 'DATABASE_CREATE_FORBIDDEN',
   ENVIRONMENT_NOT_READY: 'ENVIRONMENT_NOT_READY',
   DRILL_RUNNING: 'DRILL_RUNNING',
+  /** The dump is none of the formats importDump reads (plain SQL, custom, tar; raw, gzip or zstd). */
+  IMPORT_FORMAT_UNKNOWN: 'IMPORT_FORMAT_UNKNOWN',
+  /** The dump was read but could not be loaded (broken, cut short, or SQL that fails). */
+  IMPORT_FAILED: 'IMPORT_FAILED',
+  /** The upload or download is larger than IMPORT_MAX_BYTES. */
+  IMPORT_TOO_LARGE: 'IMPORT_TOO_LARGE',
+  /** The URL is not https, or names a private or loopback address, and the configuration does not allow it. */
+  IMPORT_URL_REFUSED: 'IMPORT_URL_REFUSED',
+  /** The URL or the destination key could not be read. */
+  IMPORT_SOURCE_UNREADABLE: 'IMPORT_SOURCE_UNREADABLE',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -86,14 +96,17 @@ export interface FieldIssue {
 }
 
 export class ValidationError extends AppError {
-  readonly code = ErrorCode.VALIDATION_FAILED;
-  constructor(readonly fields: FieldIssue[]) {
+  /** VALIDATION_FAILED, or a more precise code for an input refused for one known reason (IMPORT_TOO_LARGE). */
+  constructor(
+    readonly fields: FieldIssue[],
+    readonly code: ErrorCode = ErrorCode.VALIDATION_FAILED,
+  ) {
     super(fields.length === 1 ? `${fields[0].path.join('.')}: ${fields[0].message}` : `Invalid input (${fields.length} problems)`);
     this.name = 'ValidationError';
   }
 
-  static field(path: string[], message: string): ValidationError {
-    return new ValidationError([{ path, message }]);
+  static field(path: string[], message: string, code?: ErrorCode): ValidationError {
+    return new ValidationError([{ path, message }], code);
   }
 }
 

@@ -9,6 +9,7 @@ import type PrismaTypes from '../generated/pothos-types.ts';
 import { getDatamodel } from '../generated/pothos-types.ts';
 import type { Db } from '../db/client.ts';
 import type { Deps } from '../services/deps.ts';
+import type { UploadedDump } from '../services/imports.ts';
 import type { Viewer } from '../services/viewer.ts';
 import { isVisible, type AccessModel } from './access.ts';
 
@@ -21,6 +22,8 @@ export interface Context {
   idempotencyKey?: string;
   /** Origin for links the API hands out (downloads): PUBLIC_URL, or the request's own origin. */
   baseUrl?: string;
+  /** Files of this multipart request, by the placeholder the Upload variables hold (app/multipart-upload.ts). */
+  uploads?: Map<string, UploadedDump>;
 }
 
 /** The GraphQL-facing scope names, and the API key scope each one needs. */
@@ -66,6 +69,7 @@ export const builder = new SchemaBuilder<{
     DateTime: { Input: Date; Output: Date };
     BigInt: { Input: bigint; Output: bigint | number };
     JSON: { Input: unknown; Output: unknown };
+    Upload: { Input: string; Output: never };
   };
 }>({
   defaultFieldNullability: false,

@@ -13,6 +13,7 @@ import './snapshot.ts';
 import './restore.ts';
 import './pitr.ts';
 import './drill.ts';
+import './import.ts';
 import './destination.ts';
 import './snapshot-copies.ts';
 import './schedule.ts';

@@ -5,7 +5,8 @@ import { cancelOperation, getOperation, isTerminal } from '../services/operation
 import { typeAccess } from './access.ts';
 import { builder } from './builder.ts';
 import { EnvironmentActivityEvent } from './environment.ts';
-import { allErrors } from './errors.ts';
+import type { ErrorCode } from '../domain/errors.ts';
+import { allErrors, ErrorCodeEnum } from './errors.ts';
 import { parseId } from './ids.ts';
 import { viewerOf } from './viewer-of.ts';
 
@@ -35,6 +36,7 @@ export const Operation = builder.prismaNode('Operation', {
     }),
     message: t.exposeString('message', { nullable: true }),
     error: t.exposeString('error', { nullable: true }),
+    errorCode: t.field({ type: ErrorCodeEnum, nullable: true, description: 'The catalog code of a failure a caller can act on (e.g. IMPORT_FORMAT_UNKNOWN); null for others', select: { errorCode: true }, resolve: (o) => (o.errorCode as ErrorCode | null) ?? null }),
     cancelRequested: t.boolean({ select: { cancelRequestedAt: true }, resolve: (o) => o.cancelRequestedAt !== null }),
     environment: t.relation('environment', { nullable: true }),
     snapshot: t.relation('snapshot', { nullable: true }),

@@ -235,7 +235,7 @@ builder.mutationFields((t) => ({
     resolve: async (_root, { input }, ctx) => {
       const environmentId = parseId(String(input.environmentId), 'Environment', ['input', 'environmentId']);
       const metadata = input.metadata ? Object.fromEntries(Object.entries(input.metadata).filter(([, v]) => v != null)) : undefined;
-      if (input.kind === 'SCHEDULED' || input.kind === 'SAFETY') {
+      if (input.kind === 'SCHEDULED' || input.kind === 'SAFETY' || input.kind === 'IMPORT') {
         throw ValidationError.field(['input', 'kind'], 'only MANUAL or PRE_DEPLOY snapshots can be requested');
       }
       return createSnapshot(ctx.deps, viewerOf(ctx), {

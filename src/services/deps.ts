@@ -25,6 +25,19 @@ export interface Deps {
    * (default ./.backplane, as the config's).
    */
   home?: string;
+  /** Where and how importDump reads dumps (see imports.ts); unset, imports are refused. */
+  imports?: ImportSettings;
   /** Authenticated keys, remembered for a few seconds (see ViewerCache); unset, every request looks its key up. */
   viewerCache?: ViewerCache;
+}
+
+/** importDump's settings, from the configuration. */
+export interface ImportSettings {
+  /** Where uploads and fetched dumps wait for their job: BACKPLANE_HOME/imports. */
+  dir: string;
+  maxBytes: number;
+  allowHttp: boolean;
+  allowPrivateAddresses: boolean;
+  /** Extra certificate authorities (PEM) for https fetches. */
+  ca?: string;
 }

@@ -5,6 +5,7 @@ import type { Deps } from './deps.ts';
 import { raiseAlert } from './alerts.ts';
 import { operationJobKey, removeJob } from './jobs.ts';
 import { discardDrillLeftovers, discardRestoreLeftovers } from './restore-leftovers.ts';
+import { removeImportFile, sweepImportFiles } from './import-files.ts';
 import { forgetWrittenSnapshots } from './snapshot-leftovers.ts';
 import type { Viewer } from './viewer.ts';
 
@@ -127,10 +128,10 @@ export function progressReporter(deps: Deps, operationId: string, intervalMs = 2
 }
 
 /** Records the end of an operation and tells everyone watching. */
-export async function finishOperation(deps: Deps, id: string, status: 'SUCCEEDED' | 'FAILED' | 'CANCELLED', error?: string): Promise<Operation> {
+export async function finishOperation(deps: Deps, id: string, status: 'SUCCEEDED' | 'FAILED' | 'CANCELLED', error?: string, errorCode?: ErrorCode): Promise<Operation> {
   const op = await deps.db.operation.update({
     where: { id },
-    data: { status, error: error ?? null, finishedAt: deps.clock.now(), ...(status === 'SUCCEEDED' ? { phase: 'done' } : {}) },
+    data: { status, error: error ?? null, errorCode: errorCode ?? null, finishedAt: deps.clock.now(), ...(status === 'SUCCEEDED' ? { phase: 'done' } : {}) },
   });
   await announce(deps, op, true);
   return op;
@@ -179,13 +180,18 @@ async function cancelledBeforeStart(tx: Parameters<Parameters<Deps['db']['$trans
     await tx.snapshot.update({ where: { id: op.snapshotId }, data: { status: 'FAILED', error: reason ?? 'Cancelled before it started' } });
     await tx.snapshotCopy.updateMany({ where: { snapshotId: op.snapshotId }, data: { status: 'FAILED', repoSnapshotId: null, error: reason ?? 'Cancelled' } });
   }
-  if (op.type === 'RESTORE') {
+  if (op.type === 'RESTORE' || op.type === 'IMPORT') {
     await tx.restoreLog.updateMany({ where: { operationId: op.id }, data: { status: 'FAILED', error: reason ?? 'It never completed', ...(at ? { completedAt: at } : {}) } });
     // A new environment whose restore will never run (again) never becomes usable.
     if (op.environmentId) await tx.environment.updateMany({ where: { id: op.environmentId, status: 'PROVISIONING' }, data: { status: 'FAILED' } });
   }
   if (op.type === 'RESTORE_DRILL') {
     await tx.restoreDrill.updateMany({ where: { operationId: op.id }, data: { status: reason ? 'FAILED' : 'CANCELLED', error: reason ?? 'Cancelled before it started', ...(at ? { completedAt: at } : {}) } });
+  }
+  // An import's IMPORT snapshot never became what it was to hold (one that did stays READY).
+  if (op.type === 'IMPORT' && op.snapshotId) {
+    await tx.snapshot.updateMany({ where: { id: op.snapshotId, status: 'CREATING' }, data: { status: 'FAILED', error: reason ?? 'Cancelled before it started' } });
+    await tx.snapshotCopy.updateMany({ where: { snapshotId: op.snapshotId, status: { in: ['PENDING', 'UPLOADING'] } }, data: { status: 'FAILED', repoSnapshotId: null, error: reason ?? 'Cancelled' } });
   }
 }
 
@@ -254,12 +260,14 @@ export async function recoverStaleOperations(deps: Deps, staleMs: number): Promi
       if (!claimed) continue;
       failed.push(op.id);
       await announce(deps, { id: op.id, status: 'FAILED', environmentId: op.environmentId }, true);
-      if (op.type === 'RESTORE') await restoreStopped(deps, op, reason);
+      if (op.type === 'RESTORE' || op.type === 'IMPORT') await restoreStopped(deps, op, reason);
       if (op.type === 'RESTORE_DRILL') await drillStopped(deps, op, reason);
-      if (op.type === 'SNAPSHOT' && op.snapshotId) await snapshotStopped(deps, op.snapshotId);
+      if ((op.type === 'SNAPSHOT' || op.type === 'IMPORT') && op.snapshotId) await snapshotStopped(deps, op.snapshotId);
+      if (op.type === 'IMPORT') await removeImportFile(deps, (op.input as { file?: string } | null)?.file).catch(() => undefined);
     }
   }
   await releaseFinishedLocks(deps, cutoff);
+  await sweepImportFiles(deps).catch((err: unknown) => deps.logger.error({ err }, 'sweeping import files failed'));
   return { requeued, failed };
 }
 
@@ -285,7 +293,7 @@ async function restoreStopped(deps: Deps, op: Operation, reason: string): Promis
     operationId: op.id,
     type: 'RESTORE_FAILED',
     severity: 'CRITICAL',
-    message: `Restore into ${log.targetEnvironment.name} failed: ${reason}${cleanup}`,
+    message: `${op.type === 'IMPORT' ? 'Import' : 'Restore'} into ${log.targetEnvironment.name} failed: ${reason}${cleanup}`,
   });
 }
 

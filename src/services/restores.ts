@@ -347,7 +347,7 @@ async function healAfterDamage(
 }
 
 /** Takes a SAFETY snapshot of the target inside the restore job (the environment's queue is already ours). */
-export async function takeSafetySnapshot(deps: Deps, environmentId: string, includes: ('DB' | 'FILES')[], signal: AbortSignal): Promise<string> {
+export async function takeSafetySnapshot(deps: Deps, environmentId: string, includes: ('DB' | 'FILES')[], signal: AbortSignal, label = 'Before restore'): Promise<string> {
   const env = await deps.db.environment.findUniqueOrThrow({ where: { id: environmentId }, include: { settings: true, destinations: true } });
   const days = env.settings?.safetyRetentionDays ?? 7;
   const { snapshotId, operationId } = await deps.db.$transaction(async (tx) => {
@@ -358,7 +358,7 @@ export async function takeSafetySnapshot(deps: Deps, environmentId: string, incl
         environmentId: env.id,
         kind: 'SAFETY',
         includes,
-        label: 'Before restore',
+        label,
         expiresAt: new Date(deps.clock.now().getTime() + days * 86_400_000),
         copies: { create: env.destinations.map((d) => ({ destinationId: d.destinationId })) },
       },

@@ -155,7 +155,8 @@ export function planRetention(snapshots: Candidate[], policy: FullPolicy, now: D
     if (s.kind === 'SAFETY') {
       return ageDays(s) > policy.safetyRetentionDays ? decide(s, 'DELETE', 'EXPIRED') : decide(s, 'KEEP', 'SAFETY_PERIOD');
     }
-    if (s.kind === 'MANUAL' || s.kind === 'PRE_DEPLOY') {
+    // An import is a person's act like a manual snapshot: kept by the same age limit, never by GFS.
+    if (s.kind === 'MANUAL' || s.kind === 'PRE_DEPLOY' || s.kind === 'IMPORT') {
       if (policy.retentionDays == null) return decide(s, 'KEEP', 'NO_LIMIT');
       return ageDays(s) > policy.retentionDays ? decide(s, 'DELETE', 'OLDER_THAN_AGE_LIMIT') : decide(s, 'KEEP', 'WITHIN_AGE_LIMIT');
     }

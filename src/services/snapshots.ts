@@ -138,7 +138,13 @@ async function snapshotOfOperation(deps: Deps, operationId: string) {
 }
 
 /** The job: captures the snapshot into every destination. Throws only for what a retry can fix. */
-export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: AbortSignal): Promise<void> {
+export async function runSnapshot(
+  deps: Deps,
+  operationId: string,
+  jobSignal?: AbortSignal,
+  /** databaseUrl: dump this database instead of the environment's (an import's, before it is swapped in). */
+  opts: { databaseUrl?: string } = {},
+): Promise<void> {
   const op = await beginOperation(deps, operationId);
   if (!op || !op.snapshotId) return;
   const snapshot = await deps.db.snapshot.findUniqueOrThrow({
@@ -170,7 +176,7 @@ export async function runSnapshot(deps: Deps, operationId: string, jobSignal?: A
         firstOpening.catch(() => undefined);
       }
       const includesDb = snapshot.includes.includes('DB');
-      const databaseUrl = includesDb ? deps.secrets.open(env.databaseUrlEncrypted) : null;
+      const databaseUrl = includesDb ? (opts.databaseUrl ?? deps.secrets.open(env.databaseUrlEncrypted)) : null;
       const [dbBytes, dumpEstimate] = databaseUrl ? await Promise.all([databaseSize(databaseUrl), expectedDumpBytes(deps, env.id, databaseUrl)]) : [null, undefined];
       const steady = steadyTotal();
       const copyFailed = async (copy: { id: string; destinationId: string }, err: unknown) => {

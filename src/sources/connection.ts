@@ -106,3 +106,11 @@ export function siblingUrl(databaseUrl: string, database: string): string {
 export function databaseName(databaseUrl: string): string {
   return pgTarget(databaseUrl).database;
 }
+
+/** The same server, user and options as `databaseUrl`, naming database `name` instead. */
+export function withDatabase(databaseUrl: string, name: string): string {
+  const url = new URL(databaseUrl);
+  url.pathname = `/${encodeURIComponent(name)}`;
+  url.searchParams.delete('dbname');
+  return url.toString();
+}

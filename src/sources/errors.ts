@@ -22,7 +22,8 @@ export type SourceErrorCode =
   | 'PITR_RECOVERY_FAILED'
   | 'DATABASE_CREATE_FORBIDDEN'
   | 'DATABASE_EXISTS'
-  | 'CHECK_QUERY_FAILED';
+  | 'CHECK_QUERY_FAILED'
+  | 'IN_PLACE_NEEDS_ARCHIVE';
 
 /** A deliberate failure of a dump, restore or swap. */
 export class SourceError extends Error {

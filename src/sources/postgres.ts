@@ -209,6 +209,10 @@ export async function prepareDatabase(databaseUrl: string, dump: DumpSource, opt
     dump.destroy();
     throw aborted;
   }
+  if (opts.format === 'plain' && opts.strategy === 'IN_PLACE') {
+    dump.destroy();
+    throw new SourceError('IN_PLACE_NEEDS_ARCHIVE', 'plain SQL can only be restored into a new database (SWAP)');
+  }
   const target = pgTarget(databaseUrl);
   const input = await restoreInput(dump);
   return (opts.strategy ?? 'SWAP') === 'SWAP' ? prepareSwap(databaseUrl, target, input, opts) : prepareInPlace(databaseUrl, target, input, opts);

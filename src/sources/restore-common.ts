@@ -101,6 +101,11 @@ export interface PrepareDatabaseOptions {
   restoreId: string;
   /** Kills pg_restore and undoes everything prepare did. Commit itself is not interruptible. */
   signal?: AbortSignal;
+  /**
+   * What the dump is: pg_dump's custom format (the default; what snapshots hold) or tar, both
+   * read by pg_restore, or plain SQL, run by psql (SWAP only: the SQL has no --clean of its own).
+   */
+  format?: 'custom' | 'tar' | 'plain';
   /** Told when the long restore starts and when the short swap (or commit) starts. */
   onPhase?: (phase: 'restoring' | 'swapping') => void;
   /**

@@ -172,11 +172,19 @@ export async function prepareSwap(databaseUrl: string, target: PgTarget, dump: R
     // pg_restore insists on -d; a conninfo holding only the name keeps it safe from names that
     // look like conninfo themselves, and host, user and password still come from the environment.
     const args = ['--exit-on-error', '--no-password', `--dbname=dbname=${conninfoQuote(temp)}`, ...(noOwner ? ['--no-owner'] : [])];
-    const tool = startTool('pg_restore', args, {
-      env: toolEnv(target, { PGDATABASE: temp, PGAPPNAME: 'backplane-restore' }),
-      stdin: dump.stdin,
-      stdout: 'ignore',
-    });
+    // Plain SQL (an import) runs through psql, stopping at its first error; ownership is as the SQL says.
+    const tool =
+      opts.format === 'plain'
+        ? startTool('psql', ['--no-psqlrc', '--quiet', '--no-password', '--set=ON_ERROR_STOP=1', '--output=/dev/null', `--dbname=dbname=${conninfoQuote(temp)}`], {
+            env: toolEnv(target, { PGDATABASE: temp, PGAPPNAME: 'backplane-import' }),
+            stdin: dump.stdin,
+            stdout: 'ignore',
+          })
+        : startTool('pg_restore', args, {
+            env: toolEnv(target, { PGDATABASE: temp, PGAPPNAME: 'backplane-restore' }),
+            stdin: dump.stdin,
+            stdout: 'ignore',
+          });
     await runRestore(tool, dump, opts.signal);
     const aborted = abortError(opts.signal);
     if (aborted) throw aborted;

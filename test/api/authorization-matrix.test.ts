@@ -83,6 +83,7 @@ const EXPECT: Record<string, Expectation> = {
   'Mutation.deleteWebhook': { scope: 'admin', object: true },
   'Mutation.dismissAlert': { scope: 'write', object: true },
   'Mutation.lockEnvironment': { scope: 'write', object: true },
+  'Mutation.importDump': { scope: 'write', object: true },
   'Mutation.markAlertRead': { scope: 'write', object: true },
   'Mutation.markAllAlertsRead': { scope: 'write', object: false },
   'Mutation.pauseSchedule': { scope: 'write', object: true },

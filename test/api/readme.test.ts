@@ -15,6 +15,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { gzipSync } from 'node:zlib';
 import { decodeGlobalID } from '@pothos/plugin-relay';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureDemo } from '../../src/app/bootstrap.ts';
@@ -73,11 +74,16 @@ let key: string;
 let home: string;
 
 beforeAll(async () => {
-  app = await startTestApp();
   home = await fs.mkdtemp(path.join(os.tmpdir(), 'bp-readme-'));
+  app = await startTestApp({ env: { BACKPLANE_HOME: home } });
   const demoDatabase = `demo_readme_${process.pid}_${Date.now()}`;
   const demo = await ensureDemo(app.runtime.deps, { home, databaseUrlFor: databaseUrl, demoDatabase });
   key = demo.adminKey!;
+  // The dump "Import a dump" imports from the demo's own destination.
+  const destination = await app.runtime.db.destination.findFirstOrThrow({ where: { provider: 'LOCAL', environments: { some: {} } } });
+  const dumps = path.join(String((destination.config as { path: string }).path), 'dumps');
+  await fs.mkdir(dumps, { recursive: true });
+  await fs.writeFile(path.join(dumps, 'shop.sql.gz'), gzipSync("CREATE TABLE shop_orders (id bigserial PRIMARY KEY, customer text NOT NULL, total numeric(10,2));\nINSERT INTO shop_orders (customer, total) SELECT 'customer ' || g, g % 1000 FROM generate_series(1, 1000) g;\n"));
   await app.startWorker();
 });
 afterAll(async () => {

@@ -4,7 +4,7 @@
  */
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { createProgressView, formatDuration, progressLine } from '../../src/cli/client/progress.ts';
+import { createProgressView, formatBytes, formatDuration, progressLine } from '../../src/cli/client/progress.ts';
 import type { OperationState } from '../../src/cli/client/watch.ts';
 
 const MiB = 1 << 20;
@@ -20,6 +20,10 @@ function sink(isTTY: boolean) {
 }
 
 describe('progress of --wait', () => {
+  it('shows a byte count or rate under 1 KiB in whole bytes', () => {
+    expect([formatBytes(48.08097849008857), formatBytes(0), formatBytes(1023.6), formatBytes(1536)]).toEqual(['48 B', '0 B', '1024 B', '1.5 KiB']);
+  });
+
   it('shows phase, percent, bytes, rate and time left', () => {
     const line = progressLine(state({ phase: 'uploading', bytesDone: String(30 * MiB), bytesTotal: String(100 * MiB), percent: 30 }), 10 * MiB);
     expect(line).toBe('uploading  [######..............]  30.0%  30.0 MiB/100.0 MiB  10.0 MiB/s  0:07 left');

@@ -7,12 +7,14 @@
  * 3 the operation was cancelled, 4 the server could not be reached, 5 the API key was refused,
  * 130 interrupted (Ctrl-C) while waiting: the operation itself goes on.
  */
+import { stat } from 'node:fs/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ApiError, AuthError, ClientUsageError, ConnectionError, createApiClient, refusedBy, type ApiClient } from './api.ts';
 import { downloadSnapshot } from './download.ts';
 import { resolveEnvironment } from './environment-ref.ts';
-import { ClientCreateSnapshotDocument, ClientRestoreSnapshotDocument, ClientSnapshotsDocument, type DownloadVariant, type SnapshotContents, type SnapshotKind, type SnapshotStatus } from './generated/graphql.ts';
+import { ClientCreateSnapshotDocument, ClientImportDumpDocument, ClientRestoreSnapshotDocument, ClientSnapshotsDocument, type DownloadVariant, type SnapshotContents, type SnapshotKind, type SnapshotStatus } from './generated/graphql.ts';
 import { createProgressView, formatBytes } from './progress.ts';
+import { uploadRequest } from './upload.ts';
 import { watchOperation, type OperationState } from './watch.ts';
 
 export const EXIT = { ok: 0, failed: 1, usage: 2, cancelled: 3, connection: 4, auth: 5 } as const;
@@ -24,6 +26,10 @@ export const CLIENT_USAGE = `client commands, over a running server's API (serve
   snapshot restore  <snapshot> [--into <env>] [--no-safety-snapshot] [--wait] [--json]
   snapshot download <snapshot> [--variant DATABASE_AND_FILES|DATABASE_ONLY|FILES_ONLY] [-o file] [--json]
   operation watch   <operation> [--json]
+  import            <file> --env <env> [--no-safety-snapshot] [--wait] [--json]
+
+import uploads a dump (plain SQL, pg_dump custom or tar format; raw, .gz or .zst: told by its
+content) and restores it into the environment like a snapshot, a safety snapshot first.
 
 <env> is an environment's id, project/environment, or a name no other environment has. --wait
 follows the operation to its end with a progress bar (one JSON line per change with --json); a
@@ -127,7 +133,7 @@ async function snapshotCreate(args: string[], io: Io): Promise<number> {
   return follow(api, r.operation.id, io, values.json, r.operation);
 }
 
-const KINDS = ['MANUAL', 'SCHEDULED', 'PRE_DEPLOY', 'SAFETY'] as const satisfies readonly SnapshotKind[];
+const KINDS = ['MANUAL', 'SCHEDULED', 'PRE_DEPLOY', 'SAFETY', 'IMPORT'] as const satisfies readonly SnapshotKind[];
 const CONTENTS = ['DATABASE_ONLY', 'FILES_ONLY', 'DATABASE_AND_FILES'] as const satisfies readonly SnapshotContents[];
 const STATUSES = ['CREATING', 'READY', 'FAILED', 'DAMAGED', 'DELETING', 'DELETED'] as const satisfies readonly SnapshotStatus[];
 
@@ -205,6 +211,48 @@ async function operationWatch(args: string[], io: Io): Promise<number> {
   return follow(connect(values, io.env), positionals[0]!, io, values.json);
 }
 
+async function importDump(args: string[], io: Io): Promise<number> {
+  const { values, positionals } = parse(args, {
+    env: { type: 'string' },
+    'no-safety-snapshot': { type: 'boolean', default: false },
+    wait: { type: 'boolean', default: false },
+  });
+  if (positionals.length !== 1) throw new ClientUsageError('import needs one <file>');
+  if (!values.env) throw new ClientUsageError('import needs --env <env>');
+  const file = positionals[0]!;
+  try {
+    if (!(await stat(file)).isFile()) throw new ClientUsageError(`${file} is not a file`);
+  } catch (err) {
+    if (err instanceof ClientUsageError) throw err;
+    throw new ClientUsageError(`cannot read ${file}: ${(err as Error).message}`);
+  }
+  const api = connect(values, io.env);
+  const environmentId = await resolveEnvironment(api, values.env);
+  const tty = (io.stderr as { isTTY?: boolean }).isTTY === true && !values.json;
+  let shown = 0;
+  const { importDump: r } = await uploadRequest({
+    url: api.url,
+    token: (values.token ?? io.env.BACKPLANE_TOKEN)!,
+    doc: ClientImportDumpDocument,
+    variables: { input: { environmentId, file: null, createSafetySnapshot: !values['no-safety-snapshot'] } },
+    filePath: 'input.file',
+    file,
+    // A terminal sees the upload move (a few redraws a second); pipes and --json get no noise.
+    onProgress: (sent, total) => {
+      if (!tty || (Date.now() - shown < 200 && sent < total)) return;
+      shown = Date.now();
+      io.stderr.write(`\ruploading ${formatBytes(sent)} / ${formatBytes(total)} (${total ? Math.floor((sent / total) * 100) : 100}%)\x1b[K${sent === total ? '\n' : ''}`);
+    },
+  });
+  if (r.__typename !== 'ImportDumpPayload') refusedBy(r);
+  if (!values.wait) {
+    io.stdout.write(values.json ? `${JSON.stringify({ restoreLog: r.restoreLog, snapshot: r.snapshot, operation: r.operation })}\n` : `import ${r.restoreLog.id} started: operation ${r.operation.id}\n`);
+    return EXIT.ok;
+  }
+  if (!values.json) io.stdout.write(`import ${r.restoreLog.id}, operation ${r.operation.id}\n`);
+  return follow(api, r.operation.id, io, values.json, r.operation);
+}
+
 const COMMANDS: Record<string, (args: string[], io: Io) => Promise<number>> = {
   'snapshot create': snapshotCreate,
   'snapshot list': snapshotList,
@@ -215,8 +263,9 @@ const COMMANDS: Record<string, (args: string[], io: Io) => Promise<number>> = {
 
 /** Runs one client command; returns the exit code. */
 export async function clientMain(argv: string[], io: Io = { stdout: process.stdout, stderr: process.stderr, env: process.env }): Promise<number> {
-  const [group, sub, ...rest] = argv;
-  const run = COMMANDS[`${group} ${sub}`] as ((args: string[], io: Io) => Promise<number>) | undefined;
+  // `import <file>`: a command of one word, whose next word is its argument.
+  const [group, sub, ...rest] = argv[0] === 'import' ? ['import', '', ...argv.slice(1)] : argv;
+  const run = group === 'import' ? importDump : (COMMANDS[`${group} ${sub}`] as ((args: string[], io: Io) => Promise<number>) | undefined);
   try {
     if (run ? rest.includes('--help') || rest.includes('-h') : sub === '--help' || sub === '-h') {
       io.stdout.write(CLIENT_USAGE);

@@ -12,7 +12,8 @@ export function formatBytes(n: number): string {
     n /= 1024;
     i++;
   }
-  return i === 0 ? `${n} B` : `${n.toFixed(1)} ${units[i]}`;
+  // A rate under 1 KiB/s is a fraction of bytes: whole bytes are enough.
+  return i === 0 ? `${Math.round(n)} B` : `${n.toFixed(1)} ${units[i]}`;
 }
 
 export function formatDuration(seconds: number): string {
