@@ -31,6 +31,12 @@ export const ErrorCode = {
   DESTINATION_NO_REPOSITORY: 'DESTINATION_NO_REPOSITORY',
   COPY_EXISTS: 'COPY_EXISTS',
   DATABASE_UNREACHABLE: 'DATABASE_UNREACHABLE',
+  /** The server's settings do not allow WAL archiving; the message says what to change. */
+  PITR_SOURCE_UNSUITABLE: 'PITR_SOURCE_UNSUITABLE',
+  PITR_NOT_ENABLED: 'PITR_NOT_ENABLED',
+  /** A time outside the recovery window or inside a gap of it. */
+  PITR_TIME_NOT_RECOVERABLE: 'PITR_TIME_NOT_RECOVERABLE',
+  BASE_BACKUP_RUNNING: 'BASE_BACKUP_RUNNING',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -157,6 +157,10 @@ const UpsertScheduleInput = builder.inputType('UpsertScheduleInput', {
     paused: t.boolean(),
     dbRetention: t.field({ type: RetentionPolicyInput }),
     fullRetention: t.field({ type: RetentionPolicyInput }),
+    walEnabled: t.boolean({ description: "Point-in-time recovery: stream the server's WAL and take base backups. Enabling checks the server first (wal_level, max_wal_senders, the REPLICATION privilege, its version)" }),
+    walRetentionDays: t.int({ description: 'WAL and base backups older than this many days may be pruned (null: kept)' }),
+    walArchiveIntervalSeconds: t.int({ description: 'The current partial WAL segment is uploaded at least this often (default 60)' }),
+    baseBackupCron: t.string({ description: "Base backups of the environment's cluster, five fields, UTC (default daily, 0 3 * * *)" }),
   }),
 });
 
@@ -191,6 +195,10 @@ builder.mutationFields((t) => ({
         paused: input.paused ?? undefined,
         dbRetention: policyOf(input.dbRetention),
         fullRetention: policyOf(input.fullRetention),
+        walEnabled: input.walEnabled ?? undefined,
+        walRetentionDays: input.walRetentionDays,
+        walArchiveIntervalSeconds: input.walArchiveIntervalSeconds ?? undefined,
+        baseBackupCron: input.baseBackupCron ?? undefined,
       }),
     }),
   }),

@@ -17,7 +17,8 @@ export type SourceErrorCode =
   | 'UNDO_NOT_POSSIBLE'
   | 'DIRECTORY_SWAP_FAILED'
   | 'NOT_A_RESTORE_DATABASE'
-  | 'INVALID_HANDLE_STATE';
+  | 'INVALID_HANDLE_STATE'
+  | 'BASEBACKUP_OUTPUT';
 
 /** A deliberate failure of a dump, restore or swap. */
 export class SourceError extends Error {

@@ -32,6 +32,7 @@ export type ErrorCode =
   | 'ALERT_NOT_FOUND'
   | 'API_KEY_NOT_FOUND'
   | 'API_KEY_REVOKED'
+  | 'BASE_BACKUP_RUNNING'
   | 'COPY_EXISTS'
   | 'DATABASE_UNREACHABLE'
   | 'DESTINATION_IN_USE'
@@ -46,6 +47,9 @@ export type ErrorCode =
   | 'OPERATION_FINISHED'
   | 'OPERATION_NOT_FOUND'
   | 'OPERATION_RUNNING'
+  | 'PITR_NOT_ENABLED'
+  | 'PITR_SOURCE_UNSUITABLE'
+  | 'PITR_TIME_NOT_RECOVERABLE'
   | 'PROJECT_NOT_EMPTY'
   | 'PROJECT_NOT_FOUND'
   | 'RESTORE_RUNNING'
@@ -65,6 +69,7 @@ export type OperationStatus =
   | 'SUCCEEDED';
 
 export type OperationType =
+  | 'BASE_BACKUP'
   | 'COPY_SNAPSHOT'
   | 'DELETE_SNAPSHOT'
   | 'RESTORE'
