@@ -6,6 +6,7 @@ import type { TaskList } from 'graphile-worker';
 import type { Deps } from '../src/services/deps.ts';
 import type { TaskName } from '../src/services/jobs.ts';
 import { destinationVerify } from './destination-verify.ts';
+import { pitrBaseBackup } from './pitr-base-backup.ts';
 import { repositoryHeal } from './repository-heal.ts';
 import { retentionApply } from './retention-apply.ts';
 import { retentionSweep } from './retention-sweep.ts';
@@ -34,5 +35,6 @@ export function taskList(deps: Deps): TaskList & Record<TaskName, unknown> {
     retention_sweep: retentionSweep(deps),
     webhook_deliver: webhookDeliver(deps),
     repository_heal: repositoryHeal(deps),
+    pitr_base_backup: pitrBaseBackup(deps),
   };
 }

@@ -17,6 +17,7 @@ import './schedule.ts';
 import './settings.ts';
 import './alert.ts';
 import './audit.ts';
+import './pitr.ts';
 
 export const schema = builder.toSchema({ sortSchema: true });
 

@@ -165,9 +165,9 @@ export function startBaseBackup(databaseUrl: string, opts: { signal?: AbortSigna
   const target = pgTarget(databaseUrl);
   const stream = new PassThrough({ highWaterMark: 1 << 20 });
   const tool = startTool('pg_basebackup', args, { env: toolEnv(target, { PGAPPNAME: 'backplane-basebackup' }), stdin: 'ignore', stdout: 'pipe' });
-  let stderr = '';
-  tool.child.stderr!.on('data', (t: string) => (stderr = (stderr + t).slice(-16384)));
   const stdout = tool.child.stdout!;
+  const manifest = new ManifestTail();
+  stdout.on('data', (chunk: Buffer) => manifest.push(chunk));
   const onAbort = () => tool.kill();
   if (opts.signal?.aborted) tool.kill();
   opts.signal?.addEventListener('abort', onAbort, { once: true });
@@ -183,13 +183,14 @@ export function startBaseBackup(databaseUrl: string, opts: { signal?: AbortSigna
       const failure = opts.signal?.aborted ? new AbortedError({ cause: opts.signal.reason }) : tool.failure(exit);
       if (failure) throw failure;
       await stdoutEnded;
-      // pg_basebackup --verbose names the range it needs: "write-ahead log start point: 0/2000028 on timeline 1".
-      const start = /write-ahead log start point: ([0-9A-F]+\/[0-9A-F]+) on timeline (\d+)/.exec(stderr);
-      const end = /write-ahead log end point: ([0-9A-F]+\/[0-9A-F]+)/.exec(stderr);
-      if (!start || !end) throw new SourceError('BASEBACKUP_OUTPUT', `pg_basebackup did not report its WAL range: ${stderr.trim().split('\n').slice(-4).join(' ')}`);
+      // With -X none pg_basebackup prints no WAL range; the backup_manifest it puts at the end
+      // of the tar names it: "WAL-Ranges": [{ "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100" }].
+      const text = manifest.text();
+      const range = /"Timeline":\s*(\d+),\s*"Start-LSN":\s*"([0-9A-F]+\/[0-9A-F]+)",\s*"End-LSN":\s*"([0-9A-F]+\/[0-9A-F]+)"/.exec(text);
+      if (!range) throw new SourceError('BASEBACKUP_OUTPUT', 'pg_basebackup wrote no backup_manifest with a WAL range into its tar');
       settled = true;
       stream.end();
-      return { timeline: Number(start[2]), startLsn: start[1], endLsn: end[1] };
+      return { timeline: Number(range[1]), startLsn: range[2], endLsn: range[3] };
     } catch (err) {
       settled = true;
       stdout.destroy();
@@ -201,6 +202,62 @@ export function startBaseBackup(databaseUrl: string, opts: { signal?: AbortSigna
   })();
   done.catch(() => {});
   return { stream, done };
+}
+
+/**
+ * Follows the tar headers going by and keeps the last 64 KiB of the `backup_manifest` entry,
+ * where its WAL range is (after the file list, which may be long).
+ */
+class ManifestTail {
+  private pending = Buffer.alloc(0);
+  /** Bytes of the current entry's content (with padding) still to skip or keep. */
+  private left = 0;
+  private keeping = false;
+  private tail = Buffer.alloc(0);
+  private ended = false;
+
+  push(chunk: Buffer): void {
+    let buf = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
+    this.pending = Buffer.alloc(0);
+    while (buf.length && !this.ended) {
+      if (this.left > 0) {
+        const n = Math.min(this.left, buf.length);
+        if (this.keeping) this.tail = Buffer.concat([this.tail, buf.subarray(0, n)]).subarray(-65536);
+        this.left -= n;
+        buf = buf.subarray(n);
+        continue;
+      }
+      if (buf.length < 512) {
+        this.pending = Buffer.from(buf);
+        return;
+      }
+      const header = buf.subarray(0, 512);
+      buf = buf.subarray(512);
+      if (header.every((b) => b === 0)) {
+        this.ended = true;
+        return;
+      }
+      const name = header.subarray(0, 100).toString('latin1').replace(/\0.*$/s, '');
+      const size = tarSize(header.subarray(124, 136));
+      this.keeping = name === 'backup_manifest';
+      if (this.keeping) this.tail = Buffer.alloc(0);
+      this.left = Math.ceil(size / 512) * 512;
+    }
+  }
+
+  text(): string {
+    return this.tail.toString('utf8');
+  }
+}
+
+function tarSize(field: Buffer): number {
+  // Base-256 for entries of 8 GiB and more, octal otherwise.
+  if (field[0] & 0x80) {
+    let n = 0;
+    for (let i = 1; i < field.length; i++) n = n * 256 + field[i];
+    return n;
+  }
+  return parseInt(field.toString('latin1').replace(/\0.*$/s, '').trim() || '0', 8);
 }
 
 // ---------------------------------------------------------------- slots and the streamer

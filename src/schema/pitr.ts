@@ -1,0 +1,97 @@
+import { PitrGapReason } from '../generated/prisma/enums.ts';
+import { createBaseBackup } from '../services/pitr-base-backups.ts';
+import { recoveryWindow, type RecoveryGap, type RecoveryWindow } from '../services/pitr-window.ts';
+import { typeAccess } from './access.ts';
+import { builder } from './builder.ts';
+import { allErrors } from './errors.ts';
+import { parseId } from './ids.ts';
+import { OperationStarted } from './operation.ts';
+import { viewerOf } from './viewer-of.ts';
+
+const PitrGapReasonEnum = builder.enumType(PitrGapReason, { name: 'PitrGapReason' });
+const PitrStatusEnum = builder.enumType('PitrStatus', {
+  values: ['OFF', 'STARTING', 'ARCHIVING', 'LAGGING'] as const,
+  description: 'OFF: not enabled; STARTING: no base backup with archived WAL after it yet; LAGGING: nothing archived for two archive intervals',
+});
+const SnapshotStatusRef = builder.enumType('BaseBackupStatus', { values: ['CREATING', 'READY', 'FAILED', 'DAMAGED', 'DELETING', 'DELETED'] as const });
+
+export const BaseBackup = builder.prismaObject('BaseBackup', {
+  authScopes: typeAccess('BaseBackup'),
+  description: "A pg_basebackup of the environment's PostgreSQL cluster, stored as a `pitr-base` snapshot in each destination's repository",
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    status: t.field({ type: SnapshotStatusRef, select: { status: true }, resolve: (b) => b.status }),
+    error: t.exposeString('error', { nullable: true }),
+    timeline: t.exposeInt('timeline', { nullable: true }),
+    startWal: t.exposeString('startWal', { nullable: true, description: 'The first WAL segment recovery needs' }),
+    endWal: t.exposeString('endWal', { nullable: true, description: 'Replayed up to here, the backup is consistent' }),
+    startLsn: t.exposeString('startLsn', { nullable: true }),
+    endLsn: t.exposeString('endLsn', { nullable: true }),
+    sizeBytes: t.expose('sizeBytes', { type: 'BigInt' }),
+    addedBytes: t.expose('addedBytes', { type: 'BigInt', description: 'New bytes stored, summed over destinations (chunks already stored are not counted)' }),
+    startedAt: t.expose('startedAt', { type: 'DateTime' }),
+    finishedAt: t.expose('finishedAt', { type: 'DateTime', nullable: true, description: 'The earliest time it can recover to' }),
+  }),
+});
+
+const PitrGap = builder.objectRef<RecoveryGap>('PitrGap').implement({
+  description: 'A stretch of time the WAL archive cannot recover to',
+  fields: (t) => ({
+    reason: t.field({ type: PitrGapReasonEnum, resolve: (g) => g.reason }),
+    from: t.field({ type: 'DateTime', resolve: (g) => g.from }),
+    to: t.field({ type: 'DateTime', nullable: true, description: 'null: open until the next base backup finishes', resolve: (g) => g.to }),
+    detail: t.string({ nullable: true, resolve: (g) => g.detail }),
+  }),
+});
+
+const PointInTimeRecovery = builder.objectRef<RecoveryWindow>('PointInTimeRecovery').implement({
+  description: 'The recovery window, from the catalog: any time from earliestRecoveryTime to latestRecoveryTime outside the gaps',
+  fields: (t) => ({
+    enabled: t.boolean({ resolve: (w) => w.enabled }),
+    status: t.field({ type: PitrStatusEnum, resolve: (w) => w.status }),
+    systemIdentifier: t.string({ nullable: true, description: "The PostgreSQL cluster's system identifier (the `cluster:` tag in the repositories)", resolve: (w) => w.systemIdentifier }),
+    earliestRecoveryTime: t.field({ type: 'DateTime', nullable: true, resolve: (w) => w.earliest }),
+    latestRecoveryTime: t.field({ type: 'DateTime', nullable: true, resolve: (w) => w.latest }),
+    lagSeconds: t.int({ nullable: true, description: 'Seconds since the newest archived moment', resolve: (w) => w.lagSeconds }),
+    archivedBytes: t.field({ type: 'BigInt', description: 'WAL bytes archived, summed over destinations', resolve: (w) => w.archivedBytes }),
+    baseBackups: t.field({ type: [BaseBackup], description: 'Newest first', resolve: (w) => w.baseBackups }),
+    gaps: t.field({ type: [PitrGap], resolve: (w) => w.gaps }),
+  }),
+});
+
+builder.prismaObjectFields('Environment', (t) => ({
+  pointInTimeRecovery: t.field({
+    type: PointInTimeRecovery,
+    select: { id: true },
+    resolve: (env, _a, ctx) => recoveryWindow(ctx.deps, env.id),
+  }),
+}));
+
+const CreateBaseBackupInput = builder.inputType('CreateBaseBackupInput', {
+  fields: (t) => ({
+    environmentId: t.id({ required: true, description: "A base backup of this environment's PostgreSQL cluster (shared by every environment on it)" }),
+    idempotencyKey: t.string({ description: 'Same key and input: the same operation back. Also read from the Idempotency-Key header.' }),
+  }),
+});
+
+const BaseBackupOperationPayload = builder.objectRef<{ operationId: string; baseBackupId: string }>('BaseBackupOperationPayload').implement({
+  interfaces: [OperationStarted],
+  fields: (t) => ({
+    baseBackup: t.prismaField({ type: 'BaseBackup', resolve: (q, p, _a, ctx) => ctx.deps.db.baseBackup.findUniqueOrThrow({ ...q, where: { id: p.baseBackupId } }) }),
+  }),
+});
+
+builder.mutationFields((t) => ({
+  createBaseBackup: t.field({
+    type: BaseBackupOperationPayload,
+    authScopes: { write: true },
+    description: "Starts a base backup of the environment's cluster now (besides its cron); returns the operation to watch",
+    errors: { types: allErrors, directResult: true, union: { name: 'CreateBaseBackupResult' } },
+    args: { input: t.arg({ type: CreateBaseBackupInput, required: true }) },
+    resolve: (_root, { input }, ctx) =>
+      createBaseBackup(ctx.deps, viewerOf(ctx), {
+        environmentId: parseId(String(input.environmentId), 'Environment', ['input', 'environmentId']),
+        idempotencyKey: input.idempotencyKey ?? ctx.idempotencyKey ?? undefined,
+      }),
+  }),
+}));
