@@ -368,8 +368,14 @@ class ClusterStreamer {
   private async maybeBaseBackup(ctx: ClusterContext): Promise<void> {
     const owner = ctx.environments[0];
     if (!owner || !this.receiverPid()) return;
-    const pending = await this.deps.db.baseBackup.count({ where: { clusterId: ctx.cluster.id, status: 'CREATING' } });
-    if (pending) return;
+    const creating = await this.deps.db.baseBackup.findMany({ where: { clusterId: ctx.cluster.id, status: 'CREATING' }, select: { id: true, operationId: true } });
+    if (creating.length) {
+      // One whose operation ended without it (its worker died, the sweeper failed the operation)
+      // must not hold the next ones back.
+      const ended = await this.deps.db.operation.findMany({ where: { id: { in: creating.map((b) => b.operationId!).filter(Boolean) }, status: { in: ['FAILED', 'CANCELLED'] } }, select: { id: true, error: true } });
+      for (const op of ended) await this.deps.db.baseBackup.updateMany({ where: { operationId: op.id, status: 'CREATING' }, data: { status: 'FAILED', error: op.error, finishedAt: this.deps.clock.now() } });
+      if (creating.length > ended.length) return;
+    }
     const now = this.deps.clock.now();
     // A failed one (already alerted) is not retried at every tick: after a pause.
     const failed = await this.deps.db.baseBackup.findFirst({ where: { clusterId: ctx.cluster.id, status: 'FAILED', finishedAt: { gt: new Date(now.getTime() - BASE_BACKUP_RETRY_MS) } } });
