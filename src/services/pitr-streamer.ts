@@ -197,8 +197,12 @@ class ClusterStreamer {
     await this.maybeBaseBackup(ctx);
     const due = Date.now() - this.lastUploadAt >= archiveIntervalMs(ctx);
     const completed = (await fs.readdir(spool)).some((n) => (SEGMENT_NAME.test(n) || HISTORY_NAME.test(n)) && !this.everywhere(ctx, n));
-    if (due || completed) await this.archive();
-    await this.checkLag(ctx);
+    try {
+      if (due || completed) await this.archive();
+    } finally {
+      // Also, and above all, when uploads fail.
+      await this.checkLag(ctx);
+    }
   }
 
   private async startReceiver(ctx: ClusterContext): Promise<void> {

@@ -51,12 +51,13 @@ export async function recoveryWindow(deps: Deps, environmentId: string): Promise
   const ready = baseBackups.filter((b) => b.status === 'READY' && b.finishedAt && latest && b.finishedAt <= latest);
   const earliest = ready.length ? ready.reduce((a, b) => (a.finishedAt! < b.finishedAt! ? a : b)).finishedAt : null;
   const now = deps.clock.now();
-  const lagSeconds = cluster.coveredUntil ? Math.max(0, Math.round((now.getTime() - cluster.coveredUntil.getTime()) / 1000)) : null;
+  const lagMs = cluster.coveredUntil ? Math.max(0, now.getTime() - cluster.coveredUntil.getTime()) : null;
+  const lagSeconds = lagMs === null ? null : Math.round(lagMs / 1000);
   const status: PitrStatus = !env.walEnabled
     ? 'OFF'
-    : !earliest || lagSeconds === null
+    : !earliest || lagMs === null
       ? 'STARTING'
-      : lagSeconds > 2 * env.walArchiveIntervalSeconds
+      : lagMs > 2 * env.walArchiveIntervalSeconds * 1000
         ? 'LAGGING'
         : 'ARCHIVING';
   return {

@@ -185,6 +185,48 @@ describe('point-in-time recovery: archiving', () => {
     expect(w.lagSeconds).toBeLessThanOrEqual(10);
   }, 120_000);
 
+  it('raises PITR_LAGGING when nothing is archived for two archive intervals, and shows LAGGING', async () => {
+    const d = await db().destination.findUniqueOrThrow({ where: { id: destinationId } });
+    // The repository is gone from where the catalog says it is: every upload fails.
+    await db().destination.update({ where: { id: destinationId }, data: { config: { path: path.join(tmp, 'moved') } } });
+    try {
+      await sql(sourceUrl, "INSERT INTO ticks (pad) VALUES ('lag')");
+      const alert = await waitFor(() => db().alert.findFirst({ where: { environmentId: envId, type: 'PITR_LAGGING' } }), (a) => a !== null, 'PITR_LAGGING', 60_000);
+      expect(alert!.message).toContain('nothing archived since');
+      const res = await app.gql(PointInTimeRecoveryDocument, { id: gid('Environment', envId) }, { key });
+      expect(res.data!.environment!.pointInTimeRecovery.status).toBe('LAGGING');
+      expect(res.data!.environment!.pointInTimeRecovery.lagSeconds).toBeGreaterThanOrEqual(10);
+    } finally {
+      await db().destination.update({ where: { id: destinationId }, data: { config: d.config as object } });
+    }
+    await waitFor(async () => (await app.gql(PointInTimeRecoveryDocument, { id: gid('Environment', envId) }, { key })).data!.environment!.pointInTimeRecovery.status, (st) => st === 'ARCHIVING', 'archiving again', 60_000);
+  }, 120_000);
+
+  it('a base backup that fails raises BASE_BACKUP_FAILED and stores nothing', async () => {
+    // pg_basebackup to stdout takes one tablespace: a second one makes it fail.
+    const dir = path.join(tmp, 'tblspc');
+    await fs.mkdir(dir);
+    // PostgreSQL runs as its own user here: it must reach the folder.
+    await fs.chmod(tmp, 0o755);
+    const st = await fs.stat(path.join(source.dataDir, 'PG_VERSION'));
+    await fs.chown(dir, st.uid, st.gid);
+    await sql(source.adminUrl, `CREATE TABLESPACE extra LOCATION '${dir}'`);
+    try {
+      const password = await repositoryPassword(app, destinationId);
+      const before = JSON.parse(await restic(repoPath, password, 'snapshots', '--json', '--tag', 'pitr-base')).length as number;
+      const started = await app.gql(CreateBaseBackupDocument, { input: { environmentId: gid('Environment', envId) } }, { key });
+      const payload = started.data!.createBaseBackup;
+      if (payload.__typename !== 'BaseBackupOperationPayload') throw new Error(JSON.stringify(payload));
+      const row = await waitFor(() => db().baseBackup.findUniqueOrThrow({ where: { id: payload.baseBackup.id } }), (r) => r.status !== 'CREATING', 'the failing base backup', 120_000);
+      expect(row.status).toBe('FAILED');
+      const alert = await waitFor(() => db().alert.findFirst({ where: { environmentId: envId, type: 'BASE_BACKUP_FAILED' } }), (a) => a !== null, 'BASE_BACKUP_FAILED');
+      expect(alert!.message).toContain('Base backup failed');
+      expect(JSON.parse(await restic(repoPath, password, 'snapshots', '--json', '--tag', 'pitr-base'))).toHaveLength(before);
+    } finally {
+      await sql(source.adminUrl, 'DROP TABLESPACE extra');
+    }
+  }, 180_000);
+
   it('drops a slot that retains more than the cap: a gap and alerts, closed by the next base backup', async () => {
     for (const s of supervisors.splice(0)) await s.stop();
     await waitFor(receivers, (n) => n === 0, 'no streamer');
