@@ -1,11 +1,13 @@
 import { PitrGapReason } from '../generated/prisma/enums.ts';
 import { createBaseBackup } from '../services/pitr-base-backups.ts';
+import { planPitrRetention } from '../services/pitr-retention.ts';
 import { recoveryWindow, type RecoveryGap, type RecoveryWindow } from '../services/pitr-window.ts';
 import { typeAccess } from './access.ts';
 import { builder } from './builder.ts';
 import { allErrors } from './errors.ts';
 import { parseId } from './ids.ts';
 import { OperationStarted } from './operation.ts';
+import { RetentionPreview } from './schedule.ts';
 import { viewerOf } from './viewer-of.ts';
 
 const PitrGapReasonEnum = builder.enumType(PitrGapReason, { name: 'PitrGapReason' });
@@ -93,5 +95,28 @@ builder.mutationFields((t) => ({
         environmentId: parseId(String(input.environmentId), 'Environment', ['input', 'environmentId']),
         idempotencyKey: input.idempotencyKey ?? ctx.idempotencyKey ?? undefined,
       }),
+  }),
+}));
+
+const PitrRetentionPreview = builder.objectRef<{ baseBackups: { id: string }[]; walSnapshots: number; walBefore: string | null }>('PitrRetentionPreview').implement({
+  description: 'What PITR retention (walRetentionDays) would remove now from every repository of the cluster',
+  fields: (t) => ({
+    baseBackups: t.prismaField({ type: ['BaseBackup'], resolve: (q, p, _a, ctx) => ctx.deps.db.baseBackup.findMany({ ...q, where: { id: { in: p.baseBackups.map((b) => b.id) } }, orderBy: { startedAt: 'desc' } }) }),
+    walSnapshots: t.int({ description: 'WAL snapshots to forget (summed over destinations)', resolve: (p) => p.walSnapshots }),
+    walBefore: t.string({ nullable: true, description: 'WAL segments before this one go', resolve: (p) => p.walBefore }),
+  }),
+});
+
+builder.objectFields(RetentionPreview, (t) => ({
+  pointInTimeRecovery: t.field({
+    type: PitrRetentionPreview,
+    nullable: true,
+    description: 'null when point-in-time recovery is off for the environment',
+    resolve: async (p, _a, ctx) => {
+      const env = await ctx.deps.db.environment.findUniqueOrThrow({ where: { id: p.environmentId }, select: { pitrClusterId: true, walEnabled: true } });
+      if (!env.walEnabled || !env.pitrClusterId) return null;
+      const plan = await planPitrRetention(ctx.deps, env.pitrClusterId, ctx.deps.clock.now());
+      return { baseBackups: plan.baseBackups, walSnapshots: plan.walUploads.length, walBefore: plan.walBefore };
+    },
   }),
 }));

@@ -87,7 +87,7 @@ const RetentionDecision = builder.objectRef<{ snapshotId: string; action: 'KEEP'
   }),
 });
 
-const RetentionPreview = builder.objectRef<{ decisions: { snapshotId: string; action: 'KEEP' | 'DELETE'; rule: (typeof RETENTION_RULES)[number] }[] }>('RetentionPreview').implement({
+export const RetentionPreview = builder.objectRef<{ environmentId: string; decisions: { snapshotId: string; action: 'KEEP' | 'DELETE'; rule: (typeof RETENTION_RULES)[number] }[] }>('RetentionPreview').implement({
   description: "What retention would do now, newest snapshot first; applying the same policy deletes exactly `delete`",
   fields: (t) => ({
     keep: t.field({ type: [RetentionDecision], resolve: (p) => p.decisions.filter((d) => d.action === 'KEEP') }),
@@ -140,7 +140,7 @@ builder.queryFields((t) => ({
         full: policyOf(policy?.full),
         ...(policy && 'retentionDays' in policy ? { retentionDays: policy.retentionDays } : {}),
       });
-      return { decisions };
+      return { environmentId: envId, decisions };
     },
   }),
 }));

@@ -9,6 +9,7 @@ import type { Tool } from '../sources/child.ts';
 import { dropSlot, ensureSlot, formatLsn, HISTORY_NAME, parseLsn, PARTIAL_NAME, SEGMENT_NAME, segmentStart, slotState, startReceiveWal } from '../sources/wal.ts';
 import type { Deps } from './deps.ts';
 import { enqueueBaseBackup } from './pitr-base-backups.ts';
+import { applyPitrRetention } from './pitr-retention.ts';
 import { alertCluster, archiveIntervalMs, clusterContext, type ClusterContext } from './pitr-cluster.ts';
 import { openRepository } from './repositories.ts';
 
@@ -144,6 +145,7 @@ class ClusterStreamer {
   private started = false;
   /** After a drop: the position the new slot must pass before the cap applies again. */
   private graceUntil: bigint | null = null;
+  private lastRetentionAt = 0;
 
   private loop: Promise<void>;
 
@@ -199,6 +201,12 @@ class ClusterStreamer {
     const completed = (await fs.readdir(spool)).some((n) => (SEGMENT_NAME.test(n) || HISTORY_NAME.test(n)) && !this.everywhere(ctx, n));
     try {
       if (due || completed) await this.archive();
+      // Retention once a day, by the holder (no upload of its own runs meanwhile).
+      if (Date.now() - this.lastRetentionAt > 86_400_000) {
+        this.lastRetentionAt = Date.now();
+        const removed = await applyPitrRetention(this.deps, ctx.cluster.id, this.abort.signal);
+        if (removed.baseBackups.length || removed.walUploads.length) this.deps.logger.info({ clusterId: ctx.cluster.id, baseBackups: removed.baseBackups.length, walSnapshots: removed.walUploads.length, walBefore: removed.walBefore }, 'PITR retention applied');
+      }
     } finally {
       // Also, and above all, when uploads fail.
       await this.checkLag(ctx);

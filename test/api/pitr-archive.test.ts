@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redactUrl } from '../../src/app/secrets.ts';
 import { startScratchPostgres, type ScratchPostgres } from '../../src/db/pg-server.ts';
 import { startPitrSupervisor, type PitrSupervisor } from '../../src/services/pitr-streamer.ts';
-import { CreateBaseBackupDocument, PointInTimeRecoveryDocument, UpsertScheduleDocument } from '../generated/graphql.ts';
+import { CreateBaseBackupDocument, PitrRetentionPreviewDocument, PointInTimeRecoveryDocument, UpsertScheduleDocument } from '../generated/graphql.ts';
 import { startTestApp, type TestApp } from '../harness/app.ts';
 import { gid, makeApiKey, makeOrganization, makeProject } from '../harness/factories.ts';
 import { repositoryPassword, sql } from '../harness/live-environment.ts';
@@ -243,5 +243,40 @@ describe('point-in-time recovery: archiving', () => {
     const res = await app.gql(PointInTimeRecoveryDocument, { id: gid('Environment', envId) }, { key });
     expect(res.data!.environment!.pointInTimeRecovery.gaps).toEqual([{ reason: 'SLOT_DROPPED', from: gap!.fromTime.toISOString(), to: closed.toTime!.toISOString(), detail: expect.stringContaining('over the cap') }]);
     await c.stop();
+  }, 240_000);
+
+  it('retention: previewRetention lists the base backups and WAL past walRetentionDays, and applying forgets exactly those', async () => {
+    const res = await app.gql(UpsertScheduleDocument, { input: { environmentId: gid('Environment', envId), walRetentionDays: 1 } as never }, { key });
+    expect(res.data?.upsertSchedule.__typename).toBe('SchedulePayload');
+    const ready = await db().baseBackup.findMany({ where: { status: 'READY' }, orderBy: { startedAt: 'desc' } });
+    expect(ready.length).toBeGreaterThanOrEqual(3);
+    // All but the newest base backup, and the WAL before them, three days old.
+    const aged = ready.slice(1);
+    const day3 = 3 * 86_400_000;
+    await db().walUpload.updateMany({ where: { createdAt: { lt: aged[0].startedAt } }, data: { createdAt: new Date(Date.now() - day3 - 3_600_000) } });
+    for (const b of aged) await db().baseBackup.update({ where: { id: b.id }, data: { startedAt: new Date(b.startedAt.getTime() - day3), finishedAt: new Date(b.finishedAt!.getTime() - day3) } });
+    const preview = (await app.gql(PitrRetentionPreviewDocument, { environmentId: gid('Environment', envId) }, { key })).data!.previewRetention;
+    if (preview.__typename !== 'RetentionPreview') throw new Error(JSON.stringify(preview));
+    const plan = preview.pointInTimeRecovery!;
+    // The newest base backup older than the period stays: recovery to the period's start needs it.
+    expect(plan.baseBackups.map((b) => b.id).sort()).toEqual(aged.slice(1).map((b) => b.id).sort());
+    expect(plan.walBefore).toBe(aged[0].startWal);
+    expect(plan.walSnapshots).toBeGreaterThan(0);
+    const doomedWal = (await db().walUpload.findMany({ where: { createdAt: { lt: new Date(Date.now() - day3) } } })).filter((u) => u.files.every((f) => f.slice(0, 24) < aged[0].startWal!));
+    expect(doomedWal).toHaveLength(plan.walSnapshots);
+
+    const r = supervise('worker-r');
+    await waitFor(() => db().baseBackup.count({ where: { status: 'DELETED' } }), (n) => n === plan.baseBackups.length, 'retention applied', 120_000);
+    await r.stop();
+    const password = await repositoryPassword(app, destinationId);
+    const left = JSON.parse(await restic(repoPath, password, 'snapshots', '--json')) as { id: string; tags: string[] }[];
+    const leftIds = new Set(left.map((x) => x.id));
+    for (const b of plan.baseBackups) expect(leftIds.has(((await db().baseBackup.findUniqueOrThrow({ where: { id: b.id } })).copies as { repoSnapshotId: string }[])[0].repoSnapshotId)).toBe(false);
+    for (const u of doomedWal) expect(leftIds.has(u.repoSnapshotId)).toBe(false);
+    expect(left.filter((x) => x.tags.includes('pitr-base'))).toHaveLength(ready.length - plan.baseBackups.length);
+    expect(await db().walUpload.count({ where: { id: { in: doomedWal.map((u) => u.id) } } })).toBe(0);
+    await restic(repoPath, password, 'check');
+    const after = (await app.gql(PitrRetentionPreviewDocument, { environmentId: gid('Environment', envId) }, { key })).data!.previewRetention;
+    expect(after).toMatchObject({ pointInTimeRecovery: { baseBackups: [], walSnapshots: 0 } });
   }, 240_000);
 });
