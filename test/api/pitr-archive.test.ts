@@ -279,4 +279,19 @@ describe('point-in-time recovery: archiving', () => {
     const after = (await app.gql(PitrRetentionPreviewDocument, { environmentId: gid('Environment', envId) }, { key })).data!.previewRetention;
     expect(after).toMatchObject({ pointInTimeRecovery: { baseBackups: [], walSnapshots: 0 } });
   }, 240_000);
+
+  it("leaves a live lease of another worker alone, and takes it over once it expires (that worker died)", async () => {
+    const cluster = await clusterRow();
+    // A worker that died holding the lease: its row stays as it left it.
+    const expiry = new Date(Date.now() + 4_000);
+    await db().pitrCluster.update({ where: { id: cluster.id }, data: { leaseOwner: 'dead-worker', leaseExpiresAt: expiry } });
+    const heir = supervise('heir', { leaseMs: 3_000 });
+    const taken = await waitFor(clusterRow, (row) => row.leaseOwner !== 'dead-worker', 'the lease to change hands', 60_000);
+    expect(taken.leaseOwner).toBe('heir');
+    // Taken (its expiry set to then + 3 s) only once the dead worker's lease had run out.
+    expect(taken.leaseExpiresAt!.getTime() - 3_000).toBeGreaterThanOrEqual(expiry.getTime());
+    await waitFor(async () => heir.streaming()[0]?.receiverPid ?? null, (p) => p !== null, 'the heir streaming', 60_000);
+    await waitFor(receivers, (n) => n === 1, 'one pg_receivewal', 60_000);
+    await heir.stop();
+  }, 120_000);
 });
