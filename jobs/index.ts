@@ -8,6 +8,7 @@ import type { TaskName } from '../src/services/jobs.ts';
 import { destinationVerify } from './destination-verify.ts';
 import { pitrRestore } from './pitr-restore.ts';
 import { dumpImport } from './dump-import.ts';
+import { pitrBaseBackup } from './pitr-base-backup.ts';
 import { repositoryHeal } from './repository-heal.ts';
 import { restoreDrill } from './restore-drill.ts';
 import { retentionApply } from './retention-apply.ts';
@@ -42,5 +43,6 @@ export function taskList(deps: Deps): TaskList & Record<TaskName, unknown> {
     webhook_deliver: webhookDeliver(deps),
     repository_heal: repositoryHeal(deps),
     restore_drill: restoreDrill(deps),
+    pitr_base_backup: pitrBaseBackup(deps),
   };
 }

@@ -4,6 +4,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { issueApiKey } from '../services/api-keys.ts';
 import type { Deps } from '../services/deps.ts';
+import { applyPitrSettings, checkPitrSource } from '../services/pitr-settings.ts';
 import { redactUrl } from './secrets.ts';
 
 export const DEMO_DATABASE = 'backplane_demo';
@@ -51,6 +52,14 @@ export async function ensureDemo(
     });
     return { org, env };
   });
+  // PITR on out of the box: the embedded server streams (initdb's pg_hba allows replication from
+  // 127.0.0.1, wal_level is replica). Checked like any server; a refusal leaves it off, with why.
+  try {
+    const facts = await checkPitrSource(deps, env);
+    await deps.db.$transaction((tx) => applyPitrSettings(tx, env.id, { walEnabled: true }, facts));
+  } catch (err) {
+    deps.logger.warn({ err }, 'point-in-time recovery left off for the demo environment');
+  }
   const key = await issueApiKey(deps.db, { organizationId: org.id, name: 'admin (embedded default)', scopes: ['admin'] });
   return { created: true, adminKey: key.secret, environmentId: env.id };
 }

@@ -66,6 +66,10 @@ export const configSchema = z.object({
    * them back at once.
    */
   JOB_SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(8_000),
+  /** Point-in-time recovery: alert when a WAL slot keeps more than this on the source (bytes). */
+  PITR_SLOT_WARN_BYTES: z.coerce.bigint().positive().default(1n << 30n),
+  /** Drop a WAL slot that keeps more than this on the source, rather than fill its disk (bytes). */
+  PITR_SLOT_CAP_BYTES: z.coerce.bigint().positive().default(5n << 30n),
 });
 
 export type Config = z.infer<typeof configSchema> & { home: string };

@@ -34,6 +34,7 @@ export async function startJobs(config: Config, runtime: Runtime, databaseUrl: s
     logger,
     staleAfterMs: config.OPERATION_STALE_MS,
     shutdownGraceMs: config.JOB_SHUTDOWN_GRACE_MS,
+    pitr: { home: config.home, slotWarnBytes: config.PITR_SLOT_WARN_BYTES, slotCapBytes: config.PITR_SLOT_CAP_BYTES },
   });
   return {
     async stop() {

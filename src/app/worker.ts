@@ -4,6 +4,7 @@ import { takeIoTally } from '../destinations/io-tally.ts';
 import { ALL } from '../events/bus.ts';
 import type { Deps } from '../services/deps.ts';
 import { handBackJob } from '../services/jobs.ts';
+import { startPitrSupervisor, type PitrSupervisorOptions } from '../services/pitr-streamer.ts';
 import { recoverStaleOperations } from '../services/operations.ts';
 import { clearStaleLocksEverywhere } from '../services/repositories.ts';
 import { reconcileSchedules } from '../services/schedules.ts';
@@ -87,6 +88,8 @@ export async function startWorker(opts: {
   staleAfterMs?: number;
   /** How long running jobs may take to finish on stop before they are handed back (default 5 s). */
   shutdownGraceMs?: number;
+  /** Point-in-time recovery's WAL streamers (one per cluster across all workers, by lease); unset: none here. */
+  pitr?: PitrSupervisorOptions;
 }): Promise<Worker> {
   const graceMs = opts.shutdownGraceMs ?? 5_000;
   const stopController = new AbortController();
@@ -126,6 +129,7 @@ export async function startWorker(opts: {
     () => opts.logger.info('stale repository locks cleared'),
     (err: unknown) => opts.logger.warn({ err }, 'clearing stale repository locks failed'),
   );
+  const pitr = opts.pitr ? startPitrSupervisor(opts.deps, opts.pitr) : null;
   opts.logger.info({ concurrency: opts.concurrency }, 'worker started');
   const describe = () => [...running.values()].map((j) => ({ jobId: j.id, task: j.task_identifier, payload: j.payload }));
   return {
@@ -140,6 +144,7 @@ export async function startWorker(opts: {
       }, graceMs);
       stopping.abort();
       await unlocking;
+      await pitr?.stop();
       try {
         await runner.stop();
       } finally {

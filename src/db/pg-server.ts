@@ -475,6 +475,8 @@ export interface ScratchPostgresOptions {
   logger?: PgLogger;
   /** Parent of the temporary directory (default: the OS temp dir). */
   tmpRoot?: string;
+  /** Server settings over the scratch defaults (e.g. wal_level for WAL archiving tests). */
+  settings?: Record<string, string | number>;
 }
 
 /** A throwaway cluster in a temporary directory; `stop()` also deletes it. */
@@ -494,7 +496,7 @@ export async function startScratchPostgres(o: ScratchPostgresOptions = {}): Prom
   await fs.chmod(root, 0o755);
   const dataDir = path.join(root, 'data');
   const password = randomPassword();
-  const settings = { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off', max_connections: 300 };
+  const settings = { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off', max_connections: 300, ...o.settings };
   let lastErr: unknown;
   // A free port can be taken between probing and binding; retry on another.
   for (let attempt = 0; attempt < 3; attempt++) {

@@ -51,6 +51,12 @@ export const ErrorCode = {
   IMPORT_URL_REFUSED: 'IMPORT_URL_REFUSED',
   /** The URL or the destination key could not be read. */
   IMPORT_SOURCE_UNREADABLE: 'IMPORT_SOURCE_UNREADABLE',
+  /** The server's settings do not allow WAL archiving; the message says what to change. */
+  PITR_SOURCE_UNSUITABLE: 'PITR_SOURCE_UNSUITABLE',
+  PITR_NOT_ENABLED: 'PITR_NOT_ENABLED',
+  /** A time outside the recovery window or inside a gap of it. */
+  PITR_TIME_NOT_RECOVERABLE: 'PITR_TIME_NOT_RECOVERABLE',
+  BASE_BACKUP_RUNNING: 'BASE_BACKUP_RUNNING',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

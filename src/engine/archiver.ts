@@ -79,6 +79,12 @@ export interface BackupOptions {
   codecThreads?: number;
   /** Take a shared repository lock for the duration (default true). */
   lock?: boolean;
+  /**
+   * Called once every source is stored, before the snapshot is written: its tags are added to
+   * `tags` and its time replaces `time`. For what is known only once a stream has ended (the WAL
+   * range of a base backup, the moment it finished).
+   */
+  finish?: () => Promise<{ tags?: string[]; time?: Date }>;
 }
 
 /** What a backup did. */
@@ -639,9 +645,11 @@ export async function backup(repo: Repository, sources: Record<string, BackupSou
       await pool.close();
     }
     const paths = Object.keys(sources).sort();
+    const late = opts.finish ? await opts.finish() : {};
+    const tags = late.tags ? [...(opts.tags ?? []), ...late.tags] : opts.tags;
     const sn = newSnapshotJson(treeId, paths, {
-      time: formatTime(BigInt(time.getTime()) * 1_000_000n),
-      tags: opts.tags,
+      time: formatTime(BigInt((late.time ?? time).getTime()) * 1_000_000n),
+      tags,
       parent: parentId,
       hostname: opts.hostname,
     });

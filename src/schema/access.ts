@@ -51,6 +51,8 @@ export const ACCESS = {
   RestoreLog: { scope: 'read', key: 'id', where: (v) => restoreLogWhere(v) },
   RestoreDrill: { scope: 'read', key: 'id', where: (v) => ({ organizationId: v.organizationId, environment: inProjectWhere(v) }) },
   Schedule: { scope: 'read', key: 'id', where: (v) => ({ environment: inProjectWhere(v) }) },
+  // A cluster's base backups serve every environment on it: visible with any one of them.
+  BaseBackup: { scope: 'read', key: 'id', where: (v) => ({ cluster: { environments: { some: inProjectWhere(v) } } }) },
   Alert: { scope: 'read', key: 'id', where: (v) => alertWhere(v) },
   // Non-admin keys see a destination only as where their environments' snapshots go.
   Destination: { scope: 'read', key: 'id', where: (v) => destinationWhere(v) },

@@ -11,7 +11,7 @@ import './api-key.ts';
 import './operation.ts';
 import './snapshot.ts';
 import './restore.ts';
-import './pitr.ts';
+import './pitr-restore.ts';
 import './drill.ts';
 import './import.ts';
 import './destination.ts';
@@ -20,6 +20,7 @@ import './schedule.ts';
 import './settings.ts';
 import './alert.ts';
 import './audit.ts';
+import './pitr.ts';
 
 export const schema = builder.toSchema({ sortSchema: true });
 

@@ -1,67 +1,122 @@
-import { switchDatabase } from '../services/database-switch.ts';
-import { restoreToPointInTime } from '../services/pitr-restores.ts';
+import { PitrGapReason } from '../generated/prisma/enums.ts';
+import { createBaseBackup } from '../services/pitr-base-backups.ts';
+import { planPitrRetention } from '../services/pitr-retention.ts';
+import { recoveryWindow, type RecoveryGap, type RecoveryWindow } from '../services/pitr-window.ts';
+import { typeAccess } from './access.ts';
 import { builder } from './builder.ts';
-import { EnvironmentPayload } from './environment.ts';
 import { allErrors } from './errors.ts';
 import { parseId } from './ids.ts';
-import { RestorePayload, RestoreStrategyEnum } from './restore.ts';
-import { SnapshotIncludeEnum } from './snapshot.ts';
+import { OperationStarted } from './operation.ts';
+import { RetentionPreview } from './schedule.ts';
 import { viewerOf } from './viewer-of.ts';
 
-// Point-in-time recovery, the recovery side: restore or clone to a time, and switching an
-// environment between its database and a clone.
+const PitrGapReasonEnum = builder.enumType(PitrGapReason, { name: 'PitrGapReason' });
+const PitrStatusEnum = builder.enumType('PitrStatus', {
+  values: ['OFF', 'STARTING', 'ARCHIVING', 'LAGGING'] as const,
+  description: 'OFF: not enabled; STARTING: no base backup with archived WAL after it yet; LAGGING: nothing archived for two archive intervals',
+});
+const SnapshotStatusRef = builder.enumType('BaseBackupStatus', { values: ['CREATING', 'READY', 'FAILED', 'DAMAGED', 'DELETING', 'DELETED'] as const });
 
-builder.prismaObjectFields('Environment', (t) => ({
-  previousDatabaseName: t.exposeString('previousDatabaseName', { nullable: true, description: 'The database switchDatabase moved away from; switch to it to go back' }),
-}));
-
-const RestoreToPointInTimeInput = builder.inputType('RestoreToPointInTimeInput', {
+export const BaseBackup = builder.prismaObject('BaseBackup', {
+  authScopes: typeAccess('BaseBackup'),
+  description: "A pg_basebackup of the environment's PostgreSQL cluster, stored as a `pitr-base` snapshot in each destination's repository",
   fields: (t) => ({
-    environmentId: t.id({ required: true, description: 'Whose cluster archive to recover from (and, by default, where to restore)' }),
-    pointInTime: t.field({ type: 'DateTime', required: true, description: 'The moment to restore (the platforms call it pitrTimestamp); transactions committed at or before it are kept' }),
-    targetEnvironmentId: t.id({ description: 'Default: the environment itself' }),
-    includes: t.field({ type: [SnapshotIncludeEnum], description: 'Default: DB, and FILES when the environment has a files snapshot finished at or before pointInTime (the newest such one is used)' }),
-    createSafetySnapshot: t.boolean({ defaultValue: true, description: 'Ignored for a clone, which changes nothing live' }),
-    strategy: t.field({ type: RestoreStrategyEnum, defaultValue: 'SWAP' }),
-    cloneDatabaseName: t.string({ description: 'Restore into this new database on the target’s server instead, leaving the environment as it is (see switchDatabase)' }),
-    idempotencyKey: t.string(),
+    id: t.exposeID('id'),
+    status: t.field({ type: SnapshotStatusRef, select: { status: true }, resolve: (b) => b.status }),
+    error: t.exposeString('error', { nullable: true }),
+    timeline: t.exposeInt('timeline', { nullable: true }),
+    startWal: t.exposeString('startWal', { nullable: true, description: 'The first WAL segment recovery needs' }),
+    endWal: t.exposeString('endWal', { nullable: true, description: 'Replayed up to here, the backup is consistent' }),
+    startLsn: t.exposeString('startLsn', { nullable: true }),
+    endLsn: t.exposeString('endLsn', { nullable: true }),
+    sizeBytes: t.expose('sizeBytes', { type: 'BigInt' }),
+    addedBytes: t.expose('addedBytes', { type: 'BigInt', description: 'New bytes stored, summed over destinations (chunks already stored are not counted)' }),
+    startedAt: t.expose('startedAt', { type: 'DateTime' }),
+    finishedAt: t.expose('finishedAt', { type: 'DateTime', nullable: true, description: 'The earliest time it can recover to' }),
   }),
 });
 
-const SwitchDatabaseInput = builder.inputType('SwitchDatabaseInput', {
+const PitrGap = builder.objectRef<RecoveryGap>('PitrGap').implement({
+  description: 'A stretch of time the WAL archive cannot recover to',
   fields: (t) => ({
-    environmentId: t.id({ required: true }),
-    databaseName: t.string({ required: true, description: 'A database on the environment’s server: a clone, or previousDatabaseName to switch back' }),
+    reason: t.field({ type: PitrGapReasonEnum, resolve: (g) => g.reason }),
+    from: t.field({ type: 'DateTime', resolve: (g) => g.from }),
+    to: t.field({ type: 'DateTime', nullable: true, description: 'null: open until the next base backup finishes', resolve: (g) => g.to }),
+    detail: t.string({ nullable: true, resolve: (g) => g.detail }),
+  }),
+});
+
+const PointInTimeRecovery = builder.objectRef<RecoveryWindow>('PointInTimeRecovery').implement({
+  description: 'The recovery window, from the catalog: any time from earliestRecoveryTime to latestRecoveryTime outside the gaps',
+  fields: (t) => ({
+    enabled: t.boolean({ resolve: (w) => w.enabled }),
+    status: t.field({ type: PitrStatusEnum, resolve: (w) => w.status }),
+    systemIdentifier: t.string({ nullable: true, description: "The PostgreSQL cluster's system identifier (the `cluster:` tag in the repositories)", resolve: (w) => w.systemIdentifier }),
+    earliestRecoveryTime: t.field({ type: 'DateTime', nullable: true, resolve: (w) => w.earliest }),
+    latestRecoveryTime: t.field({ type: 'DateTime', nullable: true, resolve: (w) => w.latest }),
+    lagSeconds: t.int({ nullable: true, description: 'Seconds since the newest archived moment', resolve: (w) => w.lagSeconds }),
+    archivedBytes: t.field({ type: 'BigInt', description: 'WAL bytes archived, summed over destinations', resolve: (w) => w.archivedBytes }),
+    baseBackups: t.field({ type: [BaseBackup], description: 'Newest first', resolve: (w) => w.baseBackups }),
+    gaps: t.field({ type: [PitrGap], resolve: (w) => w.gaps }),
+  }),
+});
+
+builder.prismaObjectFields('Environment', (t) => ({
+  pointInTimeRecovery: t.field({
+    type: PointInTimeRecovery,
+    select: { id: true },
+    resolve: (env, _a, ctx) => recoveryWindow(ctx.deps, env.id),
+  }),
+}));
+
+const CreateBaseBackupInput = builder.inputType('CreateBaseBackupInput', {
+  fields: (t) => ({
+    environmentId: t.id({ required: true, description: "A base backup of this environment's PostgreSQL cluster (shared by every environment on it)" }),
+    idempotencyKey: t.string({ description: 'Same key and input: the same operation back. Also read from the Idempotency-Key header.' }),
+  }),
+});
+
+const BaseBackupOperationPayload = builder.objectRef<{ operationId: string; baseBackupId: string }>('BaseBackupOperationPayload').implement({
+  interfaces: [OperationStarted],
+  fields: (t) => ({
+    baseBackup: t.prismaField({ type: 'BaseBackup', resolve: (q, p, _a, ctx) => ctx.deps.db.baseBackup.findUniqueOrThrow({ ...q, where: { id: p.baseBackupId } }) }),
   }),
 });
 
 builder.mutationFields((t) => ({
-  restoreToPointInTime: t.field({
-    type: RestorePayload,
+  createBaseBackup: t.field({
+    type: BaseBackupOperationPayload,
     authScopes: { write: true },
-    description: 'Restores an environment’s database (and files) as they were at a point in time, from its cluster’s base backups and WAL, atomically; or clones it into a new database.',
-    errors: { types: allErrors, directResult: true, union: { name: 'RestoreToPointInTimeResult' } },
-    args: { input: t.arg({ type: RestoreToPointInTimeInput, required: true }) },
+    description: "Starts a base backup of the environment's cluster now (besides its cron); returns the operation to watch",
+    errors: { types: allErrors, directResult: true, union: { name: 'CreateBaseBackupResult' } },
+    args: { input: t.arg({ type: CreateBaseBackupInput, required: true }) },
     resolve: (_root, { input }, ctx) =>
-      restoreToPointInTime(ctx.deps, viewerOf(ctx), {
+      createBaseBackup(ctx.deps, viewerOf(ctx), {
         environmentId: parseId(String(input.environmentId), 'Environment', ['input', 'environmentId']),
-        pointInTime: input.pointInTime as Date,
-        targetEnvironmentId: input.targetEnvironmentId ? parseId(String(input.targetEnvironmentId), 'Environment', ['input', 'targetEnvironmentId']) : null,
-        includes: input.includes ?? null,
-        createSafetySnapshot: input.createSafetySnapshot ?? true,
-        strategy: input.strategy ?? 'SWAP',
-        cloneDatabaseName: input.cloneDatabaseName ?? null,
-        idempotencyKey: input.idempotencyKey ?? ctx.idempotencyKey ?? null,
+        idempotencyKey: input.idempotencyKey ?? ctx.idempotencyKey ?? undefined,
       }),
   }),
-  switchDatabase: t.field({
-    type: EnvironmentPayload,
-    authScopes: { write: true },
-    description: 'Points the environment at another database of its server (a clone); the one it leaves is kept as previousDatabaseName.',
-    errors: { types: allErrors, directResult: true, union: { name: 'SwitchDatabaseResult' } },
-    args: { input: t.arg({ type: SwitchDatabaseInput, required: true }) },
-    resolve: async (_root, { input }, ctx) => ({
-      environmentId: await switchDatabase(ctx.deps, viewerOf(ctx), { environmentId: parseId(String(input.environmentId), 'Environment', ['input', 'environmentId']), databaseName: input.databaseName }),
-    }),
+}));
+
+const PitrRetentionPreview = builder.objectRef<{ baseBackups: { id: string }[]; walSnapshots: number; walBefore: string | null }>('PitrRetentionPreview').implement({
+  description: 'What PITR retention (walRetentionDays) would remove now from every repository of the cluster',
+  fields: (t) => ({
+    baseBackups: t.prismaField({ type: ['BaseBackup'], resolve: (q, p, _a, ctx) => ctx.deps.db.baseBackup.findMany({ ...q, where: { id: { in: p.baseBackups.map((b) => b.id) } }, orderBy: { startedAt: 'desc' } }) }),
+    walSnapshots: t.int({ description: 'WAL snapshots to forget (summed over destinations)', resolve: (p) => p.walSnapshots }),
+    walBefore: t.string({ nullable: true, description: 'WAL segments before this one go', resolve: (p) => p.walBefore }),
+  }),
+});
+
+builder.objectFields(RetentionPreview, (t) => ({
+  pointInTimeRecovery: t.field({
+    type: PitrRetentionPreview,
+    nullable: true,
+    description: 'null when point-in-time recovery is off for the environment',
+    resolve: async (p, _a, ctx) => {
+      const env = await ctx.deps.db.environment.findUniqueOrThrow({ where: { id: p.environmentId }, select: { pitrClusterId: true, walEnabled: true } });
+      if (!env.walEnabled || !env.pitrClusterId) return null;
+      const plan = await planPitrRetention(ctx.deps, env.pitrClusterId, ctx.deps.clock.now());
+      return { baseBackups: plan.baseBackups, walSnapshots: plan.walUploads.length, walBefore: plan.walBefore };
+    },
   }),
 }));

@@ -117,7 +117,7 @@ const RetentionDecision = builder.objectRef<{ snapshotId: string; action: 'KEEP'
   }),
 });
 
-const RetentionPreview = builder.objectRef<{ decisions: { snapshotId: string; action: 'KEEP' | 'DELETE'; rule: (typeof RETENTION_RULES)[number] }[] }>('RetentionPreview').implement({
+export const RetentionPreview = builder.objectRef<{ environmentId: string; decisions: { snapshotId: string; action: 'KEEP' | 'DELETE'; rule: (typeof RETENTION_RULES)[number] }[] }>('RetentionPreview').implement({
   description: "What retention would do now, newest snapshot first; applying the same policy deletes exactly `delete`",
   fields: (t) => ({
     keep: t.field({ type: [RetentionDecision], resolve: (p) => p.decisions.filter((d) => d.action === 'KEEP') }),
@@ -172,7 +172,7 @@ builder.queryFields((t) => ({
         files: policyOf(policy?.files),
         ...(policy && 'retentionDays' in policy ? { retentionDays: policy.retentionDays } : {}),
       });
-      return { decisions };
+      return { environmentId: envId, decisions };
     },
   }),
 }));
@@ -192,6 +192,10 @@ const UpsertScheduleInput = builder.inputType('UpsertScheduleInput', {
     dbRetention: t.field({ type: RetentionPolicyInput }),
     fullRetention: t.field({ type: RetentionPolicyInput }),
     filesRetention: t.field({ type: RetentionPolicyInput }),
+    walEnabled: t.boolean({ description: "Point-in-time recovery: stream the server's WAL and take base backups. Enabling checks the server first (wal_level, max_wal_senders, the REPLICATION privilege, its version)" }),
+    walRetentionDays: t.int({ description: 'WAL and base backups older than this many days may be pruned (null: kept)' }),
+    walArchiveIntervalSeconds: t.int({ description: 'The current partial WAL segment is uploaded at least this often (default 60)' }),
+    baseBackupCron: t.string({ description: "Base backups of the environment's cluster, five fields, UTC (default daily, 0 3 * * *)" }),
   }),
 });
 
@@ -229,6 +233,10 @@ builder.mutationFields((t) => ({
         dbRetention: policyOf(input.dbRetention),
         fullRetention: policyOf(input.fullRetention),
         filesRetention: policyOf(input.filesRetention),
+        walEnabled: input.walEnabled ?? undefined,
+        walRetentionDays: input.walRetentionDays,
+        walArchiveIntervalSeconds: input.walArchiveIntervalSeconds ?? undefined,
+        baseBackupCron: input.baseBackupCron ?? undefined,
       }),
     }),
   }),

@@ -1,14 +1,107 @@
+import { ConflictError, ErrorCode, NotFoundError } from '../domain/errors.ts';
+import type { BaseBackup, PitrGapReason } from '../generated/prisma/client.ts';
 import type { Deps } from './deps.ts';
-import type { RecoveryWindow } from './pitr-archive.ts';
+import type { RecoveryWindow as RepositoryWindow } from './pitr-archive.ts';
 
 /**
- * The recovery window the archiving side keeps in the catalog (`recoveryWindow(deps,
- * environmentId)`: earliest and latest recoverable time, and the gaps it saw, such as the
- * streamer down past the slot cap), for checkRecoverable to refuse a time the repository alone
- * would not show as lost. The plug: until that side is merged there is no catalog window, and
- * the repository's own base and WAL snapshots decide alone; once merged, this returns its
- * `recoveryWindow(deps, environmentId)`.
+ * The recovery window of an environment, from the catalog alone (never the repository): from the
+ * end of the oldest READY base backup to the time up to which every destination holds the WAL
+ * (the cluster's `coveredUntil`), minus the gaps. A gap runs from the last recoverable moment
+ * before WAL went missing to the end of the first base backup after it; one still open (no base
+ * backup since) ends the window at its start.
  */
-export async function catalogRecoveryWindow(_deps: Deps, _environmentId: string): Promise<RecoveryWindow | null> {
-  return null;
+
+export type PitrStatus = 'OFF' | 'STARTING' | 'ARCHIVING' | 'LAGGING';
+
+export interface RecoveryGap {
+  reason: PitrGapReason;
+  from: Date;
+  /** null: open until the next base backup finishes. */
+  to: Date | null;
+  detail: string | null;
+}
+
+export interface RecoveryWindow {
+  enabled: boolean;
+  status: PitrStatus;
+  clusterId: string | null;
+  systemIdentifier: string | null;
+  earliest: Date | null;
+  latest: Date | null;
+  lagSeconds: number | null;
+  /** Logical bytes of WAL files archived (summed over destinations). */
+  archivedBytes: bigint;
+  baseBackups: BaseBackup[];
+  gaps: RecoveryGap[];
+}
+
+export async function recoveryWindow(deps: Deps, environmentId: string): Promise<RecoveryWindow> {
+  const env = await deps.db.environment.findUnique({ where: { id: environmentId }, select: { walEnabled: true, pitrClusterId: true, walArchiveIntervalSeconds: true } });
+  if (!env) throw NotFoundError.environment();
+  const empty: RecoveryWindow = { enabled: env.walEnabled, status: 'OFF', clusterId: env.pitrClusterId, systemIdentifier: null, earliest: null, latest: null, lagSeconds: null, archivedBytes: 0n, baseBackups: [], gaps: [] };
+  if (!env.pitrClusterId) return empty;
+  const cluster = await deps.db.pitrCluster.findUniqueOrThrow({ where: { id: env.pitrClusterId } });
+  const [baseBackups, gapRows, bytes] = await Promise.all([
+    deps.db.baseBackup.findMany({ where: { clusterId: cluster.id }, orderBy: { startedAt: 'desc' } }),
+    deps.db.pitrGap.findMany({ where: { clusterId: cluster.id }, orderBy: { fromTime: 'asc' } }),
+    deps.db.walUpload.aggregate({ where: { clusterId: cluster.id }, _sum: { bytes: true } }),
+  ]);
+  const gaps = gapRows.map((g) => ({ reason: g.reason, from: g.fromTime, to: g.toTime, detail: g.detail }));
+  const open = gaps.find((g) => g.to === null);
+  const latest = cluster.coveredUntil && open && open.from < cluster.coveredUntil ? open.from : cluster.coveredUntil;
+  const ready = baseBackups.filter((b) => b.status === 'READY' && b.finishedAt && latest && b.finishedAt <= latest);
+  const earliest = ready.length ? ready.reduce((a, b) => (a.finishedAt! < b.finishedAt! ? a : b)).finishedAt : null;
+  const now = deps.clock.now();
+  const lagMs = cluster.coveredUntil ? Math.max(0, now.getTime() - cluster.coveredUntil.getTime()) : null;
+  const lagSeconds = lagMs === null ? null : Math.round(lagMs / 1000);
+  const status: PitrStatus = !env.walEnabled
+    ? 'OFF'
+    : !earliest || lagMs === null
+      ? 'STARTING'
+      : lagMs > 2 * env.walArchiveIntervalSeconds * 1000
+        ? 'LAGGING'
+        : 'ARCHIVING';
+  return {
+    ...empty,
+    status,
+    systemIdentifier: cluster.systemIdentifier,
+    earliest: earliest && latest ? earliest : null,
+    latest: earliest ? latest : null,
+    lagSeconds,
+    archivedBytes: bytes._sum.bytes ?? 0n,
+    baseBackups,
+    gaps,
+  };
+}
+
+/** Refuses a time the archive cannot reach: outside the window, or inside a gap. */
+export function assertRecoverable(window: RecoveryWindow, time: Date): void {
+  if (!window.earliest || !window.latest) {
+    throw new ConflictError(ErrorCode.PITR_TIME_NOT_RECOVERABLE, 'There is no recovery window yet: a base backup and the WAL after it must be archived first');
+  }
+  if (time < window.earliest || time > window.latest) {
+    throw new ConflictError(ErrorCode.PITR_TIME_NOT_RECOVERABLE, `${time.toISOString()} is outside the recovery window (${window.earliest.toISOString()} to ${window.latest.toISOString()})`);
+  }
+  const gap = window.gaps.find((g) => time > g.from && (g.to === null || time < g.to));
+  if (gap) {
+    throw new ConflictError(ErrorCode.PITR_TIME_NOT_RECOVERABLE, `${time.toISOString()} falls in a gap of the WAL archive (${gap.reason}, ${gap.from.toISOString()} to ${gap.to?.toISOString() ?? 'the next base backup'})`);
+  }
+}
+
+/**
+ * The catalog's window in the shape `checkRecoverable` (pitr-archive.ts, which reads the
+ * repository) takes, so a restore also refuses what only the catalog knows to be lost, such as
+ * the streamer down past the slot cap while the files look continuous. Null while archiving is
+ * off for the environment (a repository written by hand or by an earlier setup still decides alone).
+ */
+export async function catalogRecoveryWindow(deps: Deps, environmentId: string): Promise<RepositoryWindow | null> {
+  const w = await recoveryWindow(deps, environmentId);
+  if (!w.enabled || !w.clusterId) return null;
+  const now = deps.clock.now();
+  return {
+    earliestRecoveryTime: w.earliest,
+    latestRecoveryTime: w.latest,
+    // A gap still open lasts until the next base backup: up to now, as far as a restore asks.
+    gaps: w.gaps.map((g) => ({ from: g.from, to: g.to ?? now, reason: g.to ? g.reason : `${g.reason}, open until the next base backup` })),
+  };
 }

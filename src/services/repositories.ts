@@ -60,18 +60,33 @@ export async function openRepository(deps: Deps, destinationId: string, signal?:
   const backend = countingBackend(backendFor(deps, destination), destination.id);
   try {
     const { password } = await repositoryPassword(deps, destination);
+    const openOrInit = async (): Promise<Repository> => {
+      try {
+        return await Repository.open(backend, password, { signal });
+      } catch (err) {
+        if (!(err instanceof RepositoryNotFoundError)) throw err;
+        // A repository that existed and is gone (bucket emptied, directory moved) is an error to
+        // report, never a reason to start an empty one in its place.
+        if (destination.repositoryId) throw err;
+        return Repository.init(backend, password, { kdf: repositoryKdf(), open: { signal } });
+      }
+    };
     let repo: Repository;
-    try {
-      repo = await Repository.open(backend, password, { signal });
-    } catch (err) {
-      if (!(err instanceof RepositoryNotFoundError)) throw err;
-      // A repository that existed and is gone (bucket emptied, directory moved) is an error to
-      // report, never a reason to start an empty one in its place.
-      if (destination.repositoryId) throw err;
-      repo = await Repository.init(backend, password, { kdf: repositoryKdf(), open: { signal } });
-    }
-    if (!destination.repositoryId) {
-      await deps.db.destination.update({ where: { id: destination.id }, data: { repositoryId: repo.config.id } });
+    if (destination.repositoryId) {
+      repo = await openOrInit();
+    } else {
+      // Two jobs opening a new destination at once (a base backup beside the WAL streamer) would
+      // both init it: each writes its own master key, and the config one wrote fails the other's
+      // MAC. The first use is serialized on the destination instead.
+      repo = await deps.db.$transaction(
+        async (tx) => {
+          await tx.$queryRawUnsafe('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))::text', `repository-init:${destination.id}`);
+          const r = await openOrInit();
+          await tx.destination.update({ where: { id: destination.id }, data: { repositoryId: r.config.id } });
+          return r;
+        },
+        { timeout: 120_000, maxWait: 120_000 },
+      );
     }
     await clearStaleLocks(deps, destination.id, repo, signal);
     return { repo, backend, close: () => repo.close() };

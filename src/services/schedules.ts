@@ -8,6 +8,7 @@ import type { Deps } from './deps.ts';
 import { requireVisibleDestinations } from './destination-choice.ts';
 import { getEnvironment } from './environments.ts';
 import { enqueueJob, removeJob, type SqlTx } from './jobs.ts';
+import { applyPitrSettings, checkPitrSource } from './pitr-settings.ts';
 import { normalizePolicy, retentionPolicy } from './retention.ts';
 import { startRestoreDrill } from './drills.ts';
 import { createSnapshot, messageOf } from './snapshots.ts';
@@ -101,6 +102,11 @@ const upsertScheduleInput = z.object({
   dbRetention: retentionPolicy.optional(),
   fullRetention: retentionPolicy.optional(),
   filesRetention: retentionPolicy.optional(),
+  /** Point-in-time recovery (see pitr-settings.ts); enabling checks the server first. */
+  walEnabled: z.boolean().optional(),
+  walRetentionDays: z.number().int().min(1, 'must be at least 1').max(3650, 'must be at most 3650').nullish(),
+  walArchiveIntervalSeconds: z.number().int().min(5, 'must be at least 5').max(3600, 'must be at most 3600').optional(),
+  baseBackupCron: cronExpression.optional(),
 });
 
 /** Common schedules, for pickers. */
@@ -174,6 +180,9 @@ export async function upsertSchedule(deps: Deps, viewer: Viewer, raw: z.input<ty
     }
   }
   await refuseWithoutDestination(deps, env.id, destinationIds ?? (existing ? (await deps.db.scheduleDestination.findMany({ where: { scheduleId: existing.id } })).map((d) => d.destinationId) : []));
+  // Checked on every save that leaves it on: the server may have changed since it was enabled.
+  const walOn = input.walEnabled ?? env.walEnabled;
+  const pitrFacts = walOn && (input.walEnabled || !env.pitrClusterId) ? await checkPitrSource(deps, env) : null;
   const fields = {
     ...(input.dbCron !== undefined ? { dbCron: input.dbCron } : {}),
     ...(input.fullCron !== undefined ? { fullCron: input.fullCron } : {}),
@@ -196,6 +205,12 @@ export async function upsertSchedule(deps: Deps, viewer: Viewer, raw: z.input<ty
       await tx.scheduleDestination.deleteMany({ where: { scheduleId: s.id } });
       await tx.scheduleDestination.createMany({ data: destinationIds.map((destinationId) => ({ scheduleId: s.id, destinationId })) });
     }
+    await applyPitrSettings(
+      tx,
+      env.id,
+      { walEnabled: input.walEnabled, walRetentionDays: input.walRetentionDays, walArchiveIntervalSeconds: input.walArchiveIntervalSeconds, baseBackupCron: input.baseBackupCron },
+      pitrFacts,
+    );
     await replan(deps, tx, s, deps.clock.now());
     return s.id;
   });

@@ -23,7 +23,8 @@ export type SourceErrorCode =
   | 'DATABASE_CREATE_FORBIDDEN'
   | 'DATABASE_EXISTS'
   | 'CHECK_QUERY_FAILED'
-  | 'IN_PLACE_NEEDS_ARCHIVE';
+  | 'IN_PLACE_NEEDS_ARCHIVE'
+  | 'BASEBACKUP_OUTPUT';
 
 /** A deliberate failure of a dump, restore or swap. */
 export class SourceError extends Error {

@@ -69,6 +69,7 @@ const EXPECT: Record<string, Expectation> = {
   'Query.webhooks': { scope: 'admin', object: false },
   'Mutation.cancelOperation': { scope: 'write', object: true },
   'Mutation.copySnapshot': { scope: 'write', object: true },
+  'Mutation.createBaseBackup': { scope: 'write', object: true },
   'Mutation.createApiKey': { scope: 'admin', object: true },
   'Mutation.createDestination': { scope: 'admin', object: false },
   'Mutation.createEnvironment': { scope: 'admin', object: true },

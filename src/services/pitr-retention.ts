@@ -1,0 +1,64 @@
+import { forgetSnapshots, prune } from '../engine/api.ts';
+import type { BaseBackup, WalUpload } from '../generated/prisma/client.ts';
+import { HISTORY_NAME } from '../sources/wal.ts';
+import type { Deps } from './deps.ts';
+import { openRepository } from './repositories.ts';
+
+/**
+ * PITR retention: a cluster keeps every base backup that finished within the longest
+ * `walRetentionDays` of its environments, plus the newest one before that (recovery to the start
+ * of the period starts from it); older base backups go, and so do WAL snapshots that hold only
+ * segments before the oldest kept base backup's start-wal. Timeline history files are small and
+ * every recovery may need them: a WAL snapshot holding one stays. An environment without
+ * `walRetentionDays` keeps the cluster's whole archive. The plan is pure catalog reading, so
+ * previewRetention shows exactly what applying removes.
+ */
+
+export interface PitrRetentionPlan {
+  baseBackups: BaseBackup[];
+  walUploads: WalUpload[];
+  /** WAL before this segment goes (the oldest kept base backup's start-wal); null: none. */
+  walBefore: string | null;
+}
+
+const EMPTY: PitrRetentionPlan = { baseBackups: [], walUploads: [], walBefore: null };
+
+export async function planPitrRetention(deps: Deps, clusterId: string, now: Date): Promise<PitrRetentionPlan> {
+  const envs = await deps.db.environment.findMany({ where: { pitrClusterId: clusterId, walEnabled: true }, select: { walRetentionDays: true } });
+  if (!envs.length || envs.some((e) => e.walRetentionDays === null)) return EMPTY;
+  const days = Math.max(...envs.map((e) => e.walRetentionDays!));
+  const cutoff = new Date(now.getTime() - days * 86_400_000);
+  const ready = await deps.db.baseBackup.findMany({ where: { clusterId, status: 'READY', finishedAt: { not: null } }, orderBy: { finishedAt: 'desc' } });
+  const older = ready.filter((b) => b.finishedAt! < cutoff);
+  if (older.length <= 1) return EMPTY;
+  const oldestKept = older[0];
+  const walBefore = oldestKept.startWal!;
+  const uploads = await deps.db.walUpload.findMany({ where: { clusterId, createdAt: { lt: oldestKept.startedAt } } });
+  const walUploads = uploads.filter((u) => u.files.length > 0 && u.files.every((f) => !HISTORY_NAME.test(f) && f.slice(0, 24) < walBefore));
+  return { baseBackups: older.slice(1), walUploads, walBefore };
+}
+
+/** Forgets and prunes what the plan names, in every repository holding it; then the catalog. */
+export async function applyPitrRetention(deps: Deps, clusterId: string, signal?: AbortSignal): Promise<PitrRetentionPlan> {
+  const plan = await planPitrRetention(deps, clusterId, deps.clock.now());
+  const byDestination = new Map<string, string[]>();
+  const add = (d: string, id: string) => byDestination.set(d, [...(byDestination.get(d) ?? []), id]);
+  for (const b of plan.baseBackups) for (const c of b.copies as { destinationId: string; repoSnapshotId: string }[]) add(c.destinationId, c.repoSnapshotId);
+  for (const u of plan.walUploads) add(u.destinationId, u.repoSnapshotId);
+  for (const [destinationId, ids] of byDestination) {
+    const opened = await openRepository(deps, destinationId, signal);
+    try {
+      await forgetSnapshots(opened.repo, ids, signal);
+      // Forgotten is enough for recovery to ignore them; the space comes back with prune, which
+      // waits for no one: a repository busy now is pruned next time.
+      await prune(opened.repo, { signal }).catch((err) => deps.logger.warn({ err, destinationId }, 'PITR retention: prune postponed'));
+    } finally {
+      await opened.close().catch(() => undefined);
+    }
+  }
+  await deps.db.$transaction([
+    deps.db.walUpload.deleteMany({ where: { id: { in: plan.walUploads.map((u) => u.id) } } }),
+    deps.db.baseBackup.updateMany({ where: { id: { in: plan.baseBackups.map((b) => b.id) } }, data: { status: 'DELETED' } }),
+  ]);
+  return plan;
+}

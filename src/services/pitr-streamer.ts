@@ -1,0 +1,428 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Cron } from 'croner';
+import { backup, type BackupSource } from '../engine/api.ts';
+import type { Tool } from '../sources/child.ts';
+import { dropSlot, ensureSlot, formatLsn, HISTORY_NAME, parseLsn, PARTIAL_NAME, SEGMENT_NAME, segmentStart, slotState, startReceiveWal } from '../sources/wal.ts';
+import type { Deps } from './deps.ts';
+import { enqueueBaseBackup } from './pitr-base-backups.ts';
+import { applyPitrRetention } from './pitr-retention.ts';
+import { alertCluster, archiveIntervalMs, clusterContext, type ClusterContext } from './pitr-cluster.ts';
+import { openRepository } from './repositories.ts';
+
+/**
+ * WAL streaming: one streamer per cluster across every worker process, held by a lease on the
+ * PitrCluster row (owner + expiry, renewed each tick; an expired lease is taken by whichever
+ * worker ticks next). The holder runs `pg_receivewal` on the cluster's physical slot into a spool
+ * folder under the Backplane home (`pitr/<sysid>/spool`), restarts it when it exits, and uploads
+ * (the layout's `pitr-wal` snapshots): completed segments and history files as they appear, and
+ * the current `.partial` at least every archive interval, each snapshot holding only files new or
+ * changed since that repository's previous one. Before reading the spool it asks the server for
+ * its current WAL position and time, and waits until the slot (which pg_receivewal --synchronous
+ * advances as it flushes) has passed it: so every commit up to that time is in the upload, and
+ * that time becomes the cluster's `coveredUntil` — the recovery window's end.
+ *
+ * The slot keeps WAL on the source while nobody streams; past `slotWarnBytes` an alert says so,
+ * past `slotCapBytes` the slot is dropped (the user's disk matters more), a gap recorded from the
+ * last covered moment, and a fresh slot, spool and base backup start the archive again.
+ *
+ * Named for crash recovery: the partial's copy for an upload lives in `pitr/<sysid>/stage/`,
+ * emptied at every start.
+ */
+
+export interface PitrSupervisorOptions {
+  home: string;
+  /** This worker's name in leases (default: host, pid and a random part). */
+  workerId?: string;
+  /** How long a lease lasts without renewal (default 30 s). */
+  leaseMs?: number;
+  /** How often leases are renewed and streamers looked after (default 1 s). */
+  tickMs?: number;
+  /** Alert when the slot keeps more WAL than this (default 1 GiB). */
+  slotWarnBytes?: bigint;
+  /** Drop the slot past this (default 5 GiB). */
+  slotCapBytes?: bigint;
+}
+
+export const DEFAULT_SLOT_CAP_BYTES = 5n << 30n;
+export const DEFAULT_SLOT_WARN_BYTES = 1n << 30n;
+/** After a failed automatic base backup, the next one waits this long. */
+const BASE_BACKUP_RETRY_MS = 10 * 60_000;
+
+export interface PitrSupervisor {
+  readonly workerId: string;
+  /** The clusters this worker streams, with pg_receivewal's pid when it runs. */
+  streaming(): { clusterId: string; receiverPid: number | null }[];
+  /** Uploads what the spool holds now (tests and shutdown use it; the tick calls it on its own). */
+  archiveNow(clusterId: string): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export function startPitrSupervisor(deps: Deps, opts: PitrSupervisorOptions): PitrSupervisor {
+  const workerId = opts.workerId ?? `${os.hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
+  const leaseMs = opts.leaseMs ?? 30_000;
+  const tickMs = opts.tickMs ?? 1_000;
+  const streamers = new Map<string, ClusterStreamer>();
+  let stopped = false;
+  let ticking: Promise<void> = Promise.resolve();
+
+  // Leases only: fast, so a long upload never lets this worker's lease expire under it. Each
+  // streamer works in a loop of its own.
+  const tick = async () => {
+    const clusters = await deps.db.pitrCluster.findMany({ where: { environments: { some: { walEnabled: true } } }, select: { id: true } });
+    const wanted = new Set(clusters.map((c) => c.id));
+    for (const { id } of clusters) {
+      if (stopped) return;
+      const now = deps.clock.now();
+      const took = await deps.db.pitrCluster.updateMany({
+        where: { id, OR: [{ leaseOwner: workerId }, { leaseOwner: null }, { leaseExpiresAt: null }, { leaseExpiresAt: { lt: now } }] },
+        data: { leaseOwner: workerId, leaseExpiresAt: new Date(now.getTime() + leaseMs) },
+      });
+      const held = took.count === 1;
+      const s = streamers.get(id);
+      if (held && !s && !stopped) {
+        streamers.set(id, new ClusterStreamer(deps, id, { ...opts, workerId }, tickMs));
+        deps.logger.info({ clusterId: id, workerId }, 'PITR: took the streamer lease');
+      }
+      if (!held && s) {
+        streamers.delete(id);
+        await s.stop();
+        deps.logger.warn({ clusterId: id, workerId }, 'PITR: lost the streamer lease');
+      }
+    }
+    for (const [id, s] of streamers) {
+      if (wanted.has(id)) continue;
+      streamers.delete(id);
+      await s.stop();
+      await deps.db.pitrCluster.updateMany({ where: { id, leaseOwner: workerId }, data: { leaseOwner: null, leaseExpiresAt: null } });
+    }
+  };
+  const timer = setInterval(() => {
+    ticking = ticking.then(() => (stopped ? undefined : tick().catch((err) => deps.logger.error({ err }, 'PITR: supervisor tick failed'))));
+  }, tickMs);
+  ticking = ticking.then(() => tick().catch((err) => deps.logger.error({ err }, 'PITR: supervisor tick failed')));
+
+  return {
+    workerId,
+    streaming: () => [...streamers.entries()].map(([clusterId, s]) => ({ clusterId, receiverPid: s.receiverPid() })),
+    archiveNow: async (clusterId) => {
+      const s = streamers.get(clusterId);
+      if (!s) throw new Error(`this worker does not stream cluster ${clusterId}`);
+      await s.archive();
+    },
+    async stop() {
+      stopped = true;
+      clearInterval(timer);
+      await ticking;
+      for (const [id, s] of streamers) {
+        await s.stop();
+        // Handing over at once: the next worker need not wait for the lease to expire.
+        await deps.db.pitrCluster.updateMany({ where: { id, leaseOwner: workerId }, data: { leaseOwner: null, leaseExpiresAt: null } }).catch(() => undefined);
+      }
+      streamers.clear();
+    },
+  };
+}
+
+/** What one destination's repository already holds of the spool. */
+interface Uploaded {
+  names: Set<string>;
+  /** Digest of the last `.partial` uploaded, by name. */
+  partial: { name: string; digest: string } | null;
+}
+
+class ClusterStreamer {
+  private receiver: Tool | null = null;
+  private ctx: ClusterContext | null = null;
+  private uploaded = new Map<string, Uploaded>();
+  private lastUploadAt = 0;
+  private archiving: Promise<void> | null = null;
+  private alerted = { lagging: false, retaining: false };
+  private abort = new AbortController();
+  private started = false;
+  /** After a drop: the position the new slot must pass before the cap applies again. */
+  private graceUntil: bigint | null = null;
+  private lastRetentionAt = 0;
+
+  private loop: Promise<void>;
+
+  constructor(
+    private deps: Deps,
+    private clusterId: string,
+    private opts: PitrSupervisorOptions & { workerId: string },
+    tickMs: number,
+  ) {
+    this.loop = (async () => {
+      while (!this.abort.signal.aborted) {
+        await this.tick().catch((err) => {
+          if (!this.abort.signal.aborted) deps.logger.error({ err, clusterId }, 'PITR: streamer tick failed');
+        });
+        await new Promise((r) => setTimeout(r, tickMs));
+      }
+    })();
+  }
+
+  receiverPid(): number | null {
+    return this.receiver && this.receiver.child.exitCode === null && this.receiver.child.signalCode === null ? (this.receiver.child.pid ?? null) : null;
+  }
+
+  private dirs() {
+    const base = path.join(this.opts.home, 'pitr', this.ctx!.cluster.systemIdentifier);
+    // The spool is the cluster's (a worker taking over on this host continues from it); the
+    // stage, where an upload copies the partial, is this worker's.
+    return { base, spool: path.join(base, 'spool'), stage: path.join(base, `stage-${this.opts.workerId.replace(/[^A-Za-z0-9_.-]/g, '_')}`) };
+  }
+
+  async tick(): Promise<void> {
+    this.ctx = await clusterContext(this.deps, this.clusterId);
+    const ctx = this.ctx;
+    if (!ctx?.databaseUrl) return;
+    const { spool, stage } = this.dirs();
+    if (!this.started) {
+      await fs.mkdir(spool, { recursive: true });
+      // A copy left by a crash mid-upload is never needed again: ours, and any other worker's
+      // stage that nobody has touched for an hour.
+      await fs.rm(stage, { recursive: true, force: true });
+      for (const n of await fs.readdir(this.dirs().base)) {
+        if (!n.startsWith('stage-')) continue;
+        const st = await fs.stat(path.join(this.dirs().base, n)).catch(() => null);
+        if (st && Date.now() - st.mtimeMs > 3600_000) await fs.rm(path.join(this.dirs().base, n), { recursive: true, force: true });
+      }
+      await fs.mkdir(stage, { recursive: true });
+      this.started = true;
+    }
+    if (await this.guardSlot(ctx)) return;
+    if (!this.receiverPid()) await this.startReceiver(ctx);
+    await this.maybeBaseBackup(ctx);
+    const due = Date.now() - this.lastUploadAt >= archiveIntervalMs(ctx);
+    const completed = (await fs.readdir(spool)).some((n) => (SEGMENT_NAME.test(n) || HISTORY_NAME.test(n)) && !this.everywhere(ctx, n));
+    try {
+      if (due || completed) await this.archive();
+      // Retention once a day, by the holder (no upload of its own runs meanwhile).
+      if (Date.now() - this.lastRetentionAt > 86_400_000) {
+        this.lastRetentionAt = Date.now();
+        const removed = await applyPitrRetention(this.deps, ctx.cluster.id, this.abort.signal);
+        if (removed.baseBackups.length || removed.walUploads.length) this.deps.logger.info({ clusterId: ctx.cluster.id, baseBackups: removed.baseBackups.length, walSnapshots: removed.walUploads.length, walBefore: removed.walBefore }, 'PITR retention applied');
+      }
+    } finally {
+      // Also, and above all, when uploads fail.
+      await this.checkLag(ctx);
+    }
+  }
+
+  private async startReceiver(ctx: ClusterContext): Promise<void> {
+    await ensureSlot(ctx.databaseUrl!, ctx.cluster.slotName);
+    const tool = startReceiveWal(ctx.databaseUrl!, { dir: this.dirs().spool, slot: ctx.cluster.slotName });
+    this.receiver = tool;
+    this.deps.logger.info({ clusterId: this.clusterId, pid: tool.child.pid }, 'PITR: pg_receivewal started');
+    void tool.exited.then(async (exit) => {
+      if (this.abort.signal.aborted) return;
+      const failure = tool.failure(exit);
+      this.deps.logger.warn({ clusterId: this.clusterId, code: exit.code, signal: exit.signal, err: failure?.message }, 'PITR: pg_receivewal exited; restarting it');
+      // The server no longer has WAL the spool continues from: the archive has a hole.
+      if (failure && /has already been removed/.test(failure.message) && this.ctx) await this.breakArchive(this.ctx, 'MISSING_WAL', failure.message);
+    });
+  }
+
+  private everywhere(ctx: ClusterContext, name: string): boolean {
+    return ctx.destinationIds.every((d) => this.uploaded.get(d)?.names.has(name));
+  }
+
+  private async uploadedIn(destinationId: string): Promise<Uploaded> {
+    let u = this.uploaded.get(destinationId);
+    if (!u) {
+      const rows = await this.deps.db.walUpload.findMany({ where: { clusterId: this.clusterId, destinationId }, select: { files: true } });
+      u = { names: new Set(rows.flatMap((r) => r.files).filter((n) => !n.endsWith('.partial'))), partial: null };
+      this.uploaded.set(destinationId, u);
+    }
+    return u;
+  }
+
+  /** One upload round: what the spool holds that each repository lacks. Serialized. */
+  archive(): Promise<void> {
+    this.archiving ??= this.archiveOnce().finally(() => (this.archiving = null));
+    return this.archiving;
+  }
+
+  private async archiveOnce(): Promise<void> {
+    const ctx = (this.ctx ??= await clusterContext(this.deps, this.clusterId));
+    if (!ctx?.databaseUrl || !this.started) return;
+    const { cluster } = ctx;
+    const { spool, stage } = this.dirs();
+    // The server's position and time first; once the slot (our flush position) passes it, the
+    // spool holds every commit made up to that time.
+    const mark = await slotState(ctx.databaseUrl, cluster.slotName);
+    const reached = await this.waitForFlush(ctx, parseLsn(mark.currentLsn));
+    const names = (await fs.readdir(spool)).sort();
+    const complete = new Set(names.filter((n) => SEGMENT_NAME.test(n)));
+    const partial = names.filter((n) => PARTIAL_NAME.test(n) && !complete.has(n.slice(0, 24))).pop() ?? null;
+    let partialCopy: { name: string; file: string; digest: string } | null = null;
+    if (partial) {
+      const file = path.join(stage, partial);
+      await fs.copyFile(path.join(spool, partial), file);
+      partialCopy = { name: partial, file, digest: await digestOf(file) };
+    }
+    const tli = (partial ?? [...complete].pop()) ? segmentStart((partial ?? [...complete].pop())!, cluster.walSegmentSize).timeline : cluster.timeline;
+    try {
+      for (const destinationId of ctx.destinationIds) {
+        const u = await this.uploadedIn(destinationId);
+        const files = names.filter((n) => (SEGMENT_NAME.test(n) || HISTORY_NAME.test(n)) && !u.names.has(n));
+        const sendPartial = partialCopy && (u.partial?.name !== partialCopy.name || u.partial.digest !== partialCopy.digest);
+        const sources: Record<string, BackupSource> = {};
+        for (const n of files) sources[`/pitr/${cluster.systemIdentifier}/wal/${n}`] = path.join(spool, n);
+        if (sendPartial) sources[`/pitr/${cluster.systemIdentifier}/wal/${partialCopy!.name}`] = partialCopy!.file;
+        if (!Object.keys(sources).length) continue;
+        const opened = await openRepository(this.deps, destinationId, this.abort.signal);
+        try {
+          const r = await backup(opened.repo, sources, { tags: ['backplane', 'pitr-wal', `cluster:${cluster.systemIdentifier}`], signal: this.abort.signal, codecThreads: 1 });
+          const all = [...files, ...(sendPartial ? [partialCopy!.name] : [])];
+          await this.deps.db.walUpload.create({
+            data: {
+              clusterId: cluster.id,
+              destinationId,
+              repoSnapshotId: r.snapshotId,
+              files: all,
+              timeline: tli,
+              startLsn: cluster.lastArchivedLsn,
+              endLsn: reached ? formatLsn(reached) : null,
+              bytes: BigInt(r.bytesProcessed),
+              addedBytes: BigInt(r.bytesAdded),
+              coversUntil: reached ? mark.serverTime : (cluster.coveredUntil ?? mark.serverTime),
+            },
+          });
+          for (const n of files) u.names.add(n);
+          if (sendPartial) u.partial = { name: partialCopy!.name, digest: partialCopy!.digest };
+        } finally {
+          await opened.close().catch(() => undefined);
+        }
+      }
+    } finally {
+      if (partialCopy) await fs.rm(partialCopy.file, { force: true });
+    }
+    this.lastUploadAt = Date.now();
+    await this.deps.db.pitrCluster.update({
+      where: { id: cluster.id },
+      data: {
+        lastArchivedAt: this.deps.clock.now(),
+        ...(reached ? { coveredUntil: mark.serverTime, lastArchivedLsn: formatLsn(reached) } : {}),
+        timeline: tli,
+      },
+    });
+    // Completed segments every repository holds leave the spool (the newest stays, so
+    // pg_receivewal resumes after it rather than from the slot).
+    const done = [...complete].filter((n) => this.everywhere(ctx, n));
+    for (const n of done.slice(0, -1)) await fs.rm(path.join(spool, n), { force: true });
+  }
+
+  /** Waits (briefly) until the slot's flush position reaches `lsn`; returns it, or null. */
+  private async waitForFlush(ctx: ClusterContext, lsn: bigint): Promise<bigint | null> {
+    for (let i = 0; i < 100; i++) {
+      const s = await slotState(ctx.databaseUrl!, ctx.cluster.slotName);
+      if (s.restartLsn && parseLsn(s.restartLsn) >= lsn) return lsn;
+      if (this.abort.signal.aborted || !this.receiverPid()) return null;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return null;
+  }
+
+  /** Alerts on a slot holding much WAL; drops it past the cap. Returns whether it dropped it. */
+  private async guardSlot(ctx: ClusterContext): Promise<boolean> {
+    const s = await slotState(ctx.databaseUrl!, ctx.cluster.slotName);
+    if (!s.exists) return false;
+    // A slot made after a drop reserves from the last checkpoint's redo point, which may already
+    // be past the cap: it is judged once the new streamer has caught up with its creation.
+    if (this.graceUntil !== null) {
+      if (!s.restartLsn || parseLsn(s.restartLsn) < this.graceUntil) return false;
+      this.graceUntil = null;
+    }
+    const cap = this.opts.slotCapBytes ?? DEFAULT_SLOT_CAP_BYTES;
+    const warn = this.opts.slotWarnBytes ?? DEFAULT_SLOT_WARN_BYTES;
+    if (s.retainedBytes > cap) {
+      await this.breakArchive(ctx, 'SLOT_DROPPED', `the replication slot held ${s.retainedBytes} bytes of WAL, over the cap of ${cap}`);
+      return true;
+    }
+    if (s.retainedBytes > warn && !this.alerted.retaining) {
+      this.alerted.retaining = true;
+      await alertCluster(this.deps, ctx, 'PITR_SLOT_RETAINING', 'WARNING', `The WAL streamer's replication slot keeps ${s.retainedBytes} bytes of WAL on the server (warning at ${warn}, dropped at ${cap})`);
+    } else if (s.retainedBytes <= warn) this.alerted.retaining = false;
+    return false;
+  }
+
+  /**
+   * The archive cannot continue from where it is: record the gap (from the last covered moment
+   * until the next base backup), start over with a fresh slot and spool, and take a base backup.
+   */
+  private async breakArchive(ctx: ClusterContext, reason: 'SLOT_DROPPED' | 'MISSING_WAL', detail: string): Promise<void> {
+    this.receiver?.kill();
+    await this.receiver?.exited;
+    this.receiver = null;
+    if (reason === 'SLOT_DROPPED') await dropSlot(ctx.databaseUrl!, ctx.cluster.slotName);
+    const from = ctx.cluster.coveredUntil ?? this.deps.clock.now();
+    await this.deps.db.$transaction([
+      this.deps.db.pitrGap.create({ data: { clusterId: ctx.cluster.id, reason, fromTime: from, detail } }),
+      this.deps.db.pitrCluster.update({ where: { id: ctx.cluster.id }, data: reason === 'SLOT_DROPPED' ? { slotDroppedAt: this.deps.clock.now() } : {} }),
+    ]);
+    const { spool } = this.dirs();
+    for (const n of await fs.readdir(spool)) await fs.rm(path.join(spool, n), { force: true, recursive: true });
+    this.graceUntil = parseLsn((await slotState(ctx.databaseUrl!, ctx.cluster.slotName)).currentLsn);
+    if (reason === 'SLOT_DROPPED') await alertCluster(this.deps, ctx, 'PITR_SLOT_DROPPED', 'CRITICAL', `Point-in-time recovery: ${detail}; the slot was dropped to protect the server's disk`);
+    await alertCluster(this.deps, ctx, 'PITR_GAP', 'CRITICAL', `Point-in-time recovery has a gap from ${from.toISOString()} until the next base backup (${reason}: ${detail})`);
+    const owner = ctx.environments[0];
+    if (owner && !(await this.deps.db.baseBackup.count({ where: { clusterId: ctx.cluster.id, status: 'CREATING' } }))) {
+      await enqueueBaseBackup(this.deps, ctx.cluster.id, { organizationId: owner.organizationId, environmentId: owner.id });
+    }
+  }
+
+  /** The first base backup at once; later ones on the environments' cron (the earliest due). */
+  private async maybeBaseBackup(ctx: ClusterContext): Promise<void> {
+    const owner = ctx.environments[0];
+    if (!owner || !this.receiverPid()) return;
+    const creating = await this.deps.db.baseBackup.findMany({ where: { clusterId: ctx.cluster.id, status: 'CREATING' }, select: { id: true, operationId: true } });
+    if (creating.length) {
+      // One whose operation ended without it (its worker died, the sweeper failed the operation)
+      // must not hold the next ones back.
+      const ended = await this.deps.db.operation.findMany({ where: { id: { in: creating.map((b) => b.operationId!).filter(Boolean) }, status: { in: ['FAILED', 'CANCELLED'] } }, select: { id: true, error: true } });
+      for (const op of ended) await this.deps.db.baseBackup.updateMany({ where: { operationId: op.id, status: 'CREATING' }, data: { status: 'FAILED', error: op.error, finishedAt: this.deps.clock.now() } });
+      if (creating.length > ended.length) return;
+    }
+    const now = this.deps.clock.now();
+    // A failed one (already alerted) is not retried at every tick: after a pause.
+    const failed = await this.deps.db.baseBackup.findFirst({ where: { clusterId: ctx.cluster.id, status: 'FAILED', finishedAt: { gt: new Date(now.getTime() - BASE_BACKUP_RETRY_MS) } } });
+    if (failed) return;
+    const last = await this.deps.db.baseBackup.findFirst({ where: { clusterId: ctx.cluster.id, status: 'READY' }, orderBy: { startedAt: 'desc' } });
+    const due = !last || ctx.environments.some((e) => {
+      const next = new Cron(e.baseBackupCron, { timezone: 'UTC', mode: '5-part', paused: true }).nextRun(last.startedAt);
+      return next !== null && next <= now;
+    });
+    if (due) await enqueueBaseBackup(this.deps, ctx.cluster.id, { organizationId: owner.organizationId, environmentId: owner.id });
+  }
+
+  private async checkLag(ctx: ClusterContext): Promise<void> {
+    const covered = (await this.deps.db.pitrCluster.findUniqueOrThrow({ where: { id: ctx.cluster.id } })).coveredUntil;
+    if (!covered) return;
+    const lagging = this.deps.clock.now().getTime() - covered.getTime() > 2 * archiveIntervalMs(ctx);
+    if (lagging && !this.alerted.lagging) {
+      this.alerted.lagging = true;
+      await alertCluster(this.deps, ctx, 'PITR_LAGGING', 'WARNING', `Point-in-time recovery: nothing archived since ${covered.toISOString()} (more than two archive intervals)`);
+    } else if (!lagging) this.alerted.lagging = false;
+  }
+
+  async stop(): Promise<void> {
+    this.abort.abort(new Error('PITR streamer stopping'));
+    await this.loop;
+    await this.archiving?.catch(() => undefined);
+    this.receiver?.kill();
+    await this.receiver?.exited;
+    this.receiver = null;
+  }
+}
+
+async function digestOf(file: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
