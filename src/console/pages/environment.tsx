@@ -155,7 +155,7 @@ function SnapshotRow({ s, environment }: { s: ConsoleSnapshotFieldsFragment; env
           {s.label ?? <span class="muted">—</span>}
           {s.pinned ? (
             <span class="pin" title={s.pinLabel ?? ''}>
-              📌 {s.pinLabel ?? 'pinned'}
+              pinned{s.pinLabel ? `: ${s.pinLabel}` : ""}
             </span>
           ) : null}
         </td>
