@@ -9,12 +9,15 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { createClient } from 'graphql-ws';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
+import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requireTool } from '../harness/prerequisites.ts';
 
@@ -77,6 +80,29 @@ async function gql<R>(key: string, query: string, variables: unknown = {}): Prom
   return body.data!;
 }
 
+/** Resolves when a snapshot with this label is READY, from the API's own environmentActivity. */
+function snapshotReady(label: string): Promise<void> {
+  const client = createClient({ url: `${origin.replace('http', 'ws')}/graphql`, webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${adminKey}` }, retryAttempts: 0 });
+  const query = 'subscription($e: ID!) { environmentActivity(environmentId: $e) { snapshot { label status } } }';
+  return new Promise<void>((resolve, reject) => {
+    const stop = client.subscribe<{ environmentActivity: { snapshot: { label: string | null; status: string } | null } }>(
+      { query, variables: { e: demoEnvironmentId } },
+      {
+        next: ({ data }) => {
+          const snap = data?.environmentActivity.snapshot;
+          if (snap?.label === label && snap.status === 'READY') {
+            stop();
+            void client.dispose();
+            resolve();
+          }
+        },
+        error: reject,
+        complete: () => undefined,
+      },
+    );
+  });
+}
+
 async function demoOrders(): Promise<number> {
   const { stdout } = await backplane('psql', 'demo', '-At', '-c', 'select count(*) from orders');
   return Number(stdout.trim());
@@ -101,6 +127,49 @@ async function signIn(key: string) {
 
 async function go(hash: string) {
   await page.evaluate((h) => (location.hash = h), hash);
+}
+
+/**
+ * A TCP proxy to the server whose WebSocket connections can be frozen (the server's frames are
+ * dropped, as on a dead network) and then cut, while plain HTTP keeps going.
+ */
+async function webSocketBreaker(port: number) {
+  const sockets = new Set<{ client: net.Socket; upstream: net.Socket; ws: boolean; frozen: boolean }>();
+  let opened: () => void = () => undefined;
+  const webSocketOpened = new Promise<void>((r) => (opened = r));
+  const server = net.createServer((client) => {
+    const upstream = net.connect(port, '127.0.0.1');
+    const conn = { client, upstream, ws: false, frozen: false };
+    sockets.add(conn);
+    client.once('data', (first) => {
+      conn.ws = /^upgrade: websocket/im.test(first.toString('latin1'));
+      if (conn.ws) opened();
+    });
+    client.on('data', (d) => upstream.write(d));
+    upstream.on('data', (d) => {
+      if (!conn.frozen) client.write(d);
+    });
+    const end = () => {
+      sockets.delete(conn);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('close', end).on('error', end);
+    upstream.on('close', end).on('error', end);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    /** Resolves once a WebSocket connection has gone through. */
+    webSocketOpened,
+    /** From now on, the server's frames on the WebSocket connections open now are lost. */
+    freeze: () => [...sockets].filter((c) => c.ws).forEach((c) => (c.frozen = true)),
+    cut: () => [...sockets].filter((c) => c.frozen).forEach((c) => c.client.destroy()),
+    close: () => new Promise<void>((r) => {
+      for (const c of sockets) c.client.destroy();
+      server.close(() => r());
+    }),
+  };
 }
 
 /** The row of the snapshot labelled `label` on the environment page. */
@@ -273,6 +342,36 @@ describe('web console', { timeout: 300_000 }, () => {
     await go('/');
     await page.waitForSelector('.page td a[href^="#/env/"]', WAIT);
     await screenshots('overview');
+  });
+
+  it("resumes a progress bar from the operation's current state after its WebSocket was lost", async () => {
+    const breaker = await webSocketBreaker(Number(new URL(origin).port));
+    const second = await browser!.newPage();
+    try {
+      const proxied = `http://127.0.0.1:${breaker.port}`;
+      await second.goto(`${proxied}/`);
+      await second.type('input[name=apiKey]', adminKey);
+      await second.click('form button[type=submit]');
+      await second.waitForSelector('header.top nav', WAIT);
+      await second.evaluate((h) => (location.hash = h), `/env/${encodeURIComponent(demoEnvironmentId)}`);
+      await second.waitForSelector('#take-snapshot input[name=label]', WAIT);
+      // The environment's activity subscription has opened the socket; from now on nothing it sends arrives.
+      await breaker.webSocketOpened;
+      breaker.freeze();
+      const ready = snapshotReady('while-offline');
+      await second.type('#take-snapshot input[name=label]', 'while-offline');
+      await second.click('#take-snapshot button[type=submit]');
+      await second.waitForSelector('#started-operation', WAIT);
+      // The snapshot ends on the server while the page hears nothing.
+      await ready;
+      expect(await second.$('#started-operation .progress[data-status="SUCCEEDED"]')).toBeNull();
+      breaker.cut();
+      // graphql-ws connects again and subscribes again; the subscription answers with the state now.
+      await second.waitForSelector('#started-operation .progress[data-status="SUCCEEDED"] [role=progressbar][aria-valuenow="100"]', WAIT);
+    } finally {
+      await second.close();
+      await breaker.close();
+    }
   });
 
   it('offers a read key no write button, and sends a revoked key back to sign-in with the reason', async () => {
