@@ -113,9 +113,9 @@ function printBanner(config: Config, port: number, demo: { created: boolean; adm
   const lines = ['', `  Backplane is running.`, `  Console:   ${origin}/`, `  GraphiQL:  ${origin}/graphql`];
   if (demo.adminKey) {
     lines.push(
-      `  Admin API key (shown once, keep it; sign in to the console with it):`,
+      `  Admin API key (shown once, keep it):`,
       `    ${demo.adminKey}`,
-      `  In GraphiQL, add the header  {"Authorization": "Bearer ${demo.adminKey}"}`,
+      `  Sign in to the console with it. In GraphiQL, add the header  {"Authorization": "Bearer ${demo.adminKey}"}`,
     );
   } else {
     lines.push(`  Reusing ${config.home}. Need a key again?  npx backplane api-key create --name me --scope admin`);
