@@ -122,7 +122,7 @@ function SignIn({ busy, notice, onKey }: { busy: boolean; notice: string | null;
 function ActivityWatcher({ environmentId }: { environmentId: string }) {
   useSubscription({ query: ConsoleEnvironmentActivityDocument, variables: { environmentId } }, (_prev, event) => {
     const op = event.environmentActivity.operation;
-    if (op && (op.status === 'QUEUED' || op.status === 'RUNNING')) trackOperation(op.id);
+    if (op && (op.status === 'QUEUED' || op.status === 'RUNNING')) trackOperation(op.id, environmentId);
     return event;
   });
   return null;

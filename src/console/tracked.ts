@@ -9,33 +9,42 @@ const KEY = 'backplane.operations';
 const LIMIT = 50;
 const listeners = new Set<() => void>();
 
-function read(): string[] {
+export interface Tracked {
+  id: string;
+  /** The environment it works on, when known: its page shows it too. */
+  environmentId?: string;
+}
+
+function read(): Tracked[] {
   try {
     const v = JSON.parse(sessionStorage.getItem(KEY) ?? '[]') as unknown;
-    return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [];
+    return Array.isArray(v) ? v.filter((x): x is Tracked => typeof x?.id === 'string') : [];
   } catch {
     return [];
   }
 }
 
-export function trackOperation(id: string) {
-  const ids = read();
-  if (ids.includes(id)) return;
-  sessionStorage.setItem(KEY, JSON.stringify([id, ...ids].slice(0, LIMIT)));
+function write(list: Tracked[]) {
+  sessionStorage.setItem(KEY, JSON.stringify(list.slice(0, LIMIT)));
   for (const l of listeners) l();
+}
+
+export function trackOperation(id: string, environmentId?: string) {
+  const list = read();
+  if (list.some((t) => t.id === id)) return;
+  write([{ id, environmentId }, ...list]);
 }
 
 export function forgetOperation(id: string) {
-  sessionStorage.setItem(KEY, JSON.stringify(read().filter((x) => x !== id)));
-  for (const l of listeners) l();
+  write(read().filter((t) => t.id !== id));
 }
 
-export function useTrackedOperations(): string[] {
-  const [ids, setIds] = useState(read);
+export function useTrackedOperations(): Tracked[] {
+  const [list, setList] = useState(read);
   useEffect(() => {
-    const l = () => setIds(read());
+    const l = () => setList(read());
     listeners.add(l);
     return () => void listeners.delete(l);
   }, []);
-  return ids;
+  return list;
 }

@@ -298,11 +298,24 @@ describe('web console', { timeout: 300_000 }, () => {
     expect(await demoOrders()).toBe(before);
   });
 
-  it('lists the operations seen, finished ones with their result', async () => {
+  it('lists the operations seen, finished ones with their result, and one started elsewhere as it starts', async () => {
     await go('/operations');
     await page.waitForSelector('[data-operation-card] .progress[data-status="SUCCEEDED"]', WAIT);
-    expect((await page.$$('[data-operation-card]')).length).toBeGreaterThanOrEqual(2);
+    const before = (await page.$$('[data-operation-card]')).length;
+    expect(before).toBeGreaterThanOrEqual(2);
+    // Another client starts a snapshot: the environment's activity brings it here, live.
+    const started = await gql<{ createSnapshot: { operation: { id: string } } }>(
+      adminKey,
+      'mutation($i: CreateSnapshotInput!) { createSnapshot(input: $i) { ... on SnapshotOperationPayload { operation { id } } } }',
+      { i: { environmentId: demoEnvironmentId, label: 'from-another-client' } },
+    );
+    const card = `[data-operation-card="${started.createSnapshot.operation.id}"]`;
+    await page.waitForSelector(`${card} .progress[data-status="SUCCEEDED"] [role=progressbar][aria-valuenow="100"]`, WAIT);
+    expect((await page.$$('[data-operation-card]')).length).toBe(before + 1);
     await screenshots('operations');
+    // The environment's page lists its recent operations too.
+    await go(`/env/${encodeURIComponent(demoEnvironmentId)}`);
+    await page.waitForSelector(`#environment-operations ${card}`, WAIT);
   });
 
   it('creates a schedule, showing the next runs and the retention preview before saving', async () => {

@@ -46,7 +46,7 @@ export function RestoreDialog(props: { snapshot: ConsoleSnapshotFieldsFragment; 
                 const p = fromCombined(r.error) ?? typedError(out);
                 if (p) return setProblem(p);
                 if (out?.__typename === 'RestorePayload') {
-                  trackOperation(out.operation.id);
+                  trackOperation(out.operation.id, target.id);
                   setStarted({ operationId: out.operation.id, log: out.restoreLog });
                 }
               }}

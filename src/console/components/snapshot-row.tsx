@@ -81,7 +81,7 @@ export function SnapshotRow({ s, environment }: { s: ConsoleSnapshotFieldsFragme
     const out = r.data?.[field] as { __typename?: string; code?: string; message?: string; operation?: { id: string } } | undefined;
     const p = fromCombined(r.error) ?? typedError(out);
     if (p) setProblem(p);
-    if (out?.operation) trackOperation(out.operation.id);
+    if (out?.operation) trackOperation(out.operation.id, environment.id);
     return !p;
   }
   return (

@@ -6,6 +6,7 @@ import { useMutation, useQuery } from '@urql/preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { SnapshotChart } from '../components/chart.tsx';
 import { ErrorBox, fromCombined, typedError, type ApiProblem } from '../components/errors.tsx';
+import { OperationCard } from '../components/operation-card.tsx';
 import { OperationProgress } from '../components/progress.tsx';
 import { SnapshotRow } from '../components/snapshot-row.tsx';
 import { WatchedOperation } from '../components/watched-operation.tsx';
@@ -22,7 +23,7 @@ import {
   type SnapshotStatus,
 } from '../generated/graphql.ts';
 import { useConsole } from '../state.ts';
-import { trackOperation } from '../tracked.ts';
+import { trackOperation, useTrackedOperations } from '../tracked.ts';
 
 export const PAGE_SIZE = 20;
 
@@ -52,7 +53,7 @@ function TakeSnapshot({ environmentId }: { environmentId: string }) {
         const p = fromCombined(r.error) ?? typedError(out);
         if (p) return setProblem(p);
         if (out?.__typename === 'SnapshotOperationPayload') {
-          trackOperation(out.operation.id);
+          trackOperation(out.operation.id, environmentId);
           setStarted(out.operation.id);
           setLabel('');
         }
@@ -107,6 +108,20 @@ function Filters({ value, onChange }: { value: SnapshotFilter; onChange(f: Snaps
       <input placeholder="Label contains" value={label} onInput={(e) => setLabel(e.currentTarget.value)} />
       <button type="submit">Filter</button>
     </form>
+  );
+}
+
+/** This environment's operations seen in this tab (its own, and scheduled ones seen starting). */
+function RecentOperations({ environmentId }: { environmentId: string }) {
+  const mine = useTrackedOperations().filter((t) => t.environmentId === environmentId).slice(0, 5);
+  if (mine.length === 0) return null;
+  return (
+    <section id="environment-operations">
+      <h2>Recent operations</h2>
+      {mine.map((t) => (
+        <OperationCard key={t.id} id={t.id} />
+      ))}
+    </section>
   );
 }
 
@@ -223,6 +238,7 @@ export function EnvironmentPage({ id }: { id: string }) {
             <h2>Bytes added and duration per snapshot</h2>
             <SnapshotChart points={chart.data?.environment?.snapshots.edges.map((e) => e.node) ?? []} />
           </div>
+          <RecentOperations environmentId={env.id} />
           <RestoreLogs environmentId={env.id} />
         </>
       ) : res.fetching ? (
