@@ -18,7 +18,7 @@ import { promisify } from 'node:util';
 import { createClient } from 'graphql-ws';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 import WebSocket from 'ws';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { requireTool } from '../harness/prerequisites.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -36,6 +36,8 @@ let origin: string;
 let adminKey: string;
 let env: NodeJS.ProcessEnv;
 let demoEnvironmentId: string;
+/** The server's log lines, for a failure's report. */
+const serverOutput: string[] = [];
 /** Variables of every ConsoleEnvironment request the page sent. */
 const environmentRequests: Array<Record<string, unknown>> = [];
 const requestBodies: Promise<void>[] = [];
@@ -53,6 +55,7 @@ function start(e: NodeJS.ProcessEnv): Promise<{ port: number; banner: string }> 
   return new Promise((resolve, reject) => {
     const done = () => port !== undefined && /Stop with Ctrl-C/.test(stderr) && resolve({ port, banner: stderr });
     readline.createInterface({ input: child!.stdout! }).on('line', (line) => {
+      serverOutput.push(line);
       try {
         const rec = JSON.parse(line) as { msg?: string; port?: number };
         if (rec.msg === 'listening') port = rec.port;
@@ -228,6 +231,13 @@ afterAll(async () => {
 });
 
 describe('web console', { timeout: 300_000 }, () => {
+  // A failure in a browser says little by itself: show what the page showed, and the server's end.
+  afterEach(async (ctx) => {
+    if (ctx.task.result?.state !== 'fail' || !page) return;
+    console.log(`page at ${page.url()}:\n${await page.evaluate(() => document.body.innerText).catch((e: Error) => e.message)}`);
+    console.log(`server stderr (last lines):\n${serverOutput.slice(-40).join('\n')}`);
+  });
+
   it('is served at / with its CSP, and its hashed assets are cached for good', async () => {
     const index = await fetch(`${origin}/`);
     expect(index.headers.get('content-type')).toBe('text/html; charset=utf-8');
@@ -351,6 +361,10 @@ describe('web console', { timeout: 300_000 }, () => {
     await screenshots('alerts');
     await go('/destinations');
     await page.waitForSelector('[data-destination]', WAIT);
+    // The demo's own destination passes its test: the probe's steps are listed.
+    await page.click('[data-destination] button.write');
+    await page.waitForSelector('[data-destination] .probe li', WAIT);
+    expect(await page.$eval('[data-destination] .probe', (e) => e.textContent)).toMatch(/✔ write/);
     await screenshots('destinations');
     await go('/');
     await page.waitForSelector('.page td a[href^="#/env/"]', WAIT);
@@ -396,6 +410,8 @@ describe('web console', { timeout: 300_000 }, () => {
     await page.waitForSelector(`${row('before-change')}`, WAIT);
     expect(await page.$$('button.write')).toHaveLength(0);
     expect(await page.$('#take-snapshot')).toBeNull();
+    expect(await page.$eval('header .who', (e) => e.textContent)).toContain('read only');
+    expect(await page.$('nav a[href="#/destinations"]')).toBeNull();
     // Downloads are reading: offered.
     expect(await page.$$(`${row('before-change')} button[data-variant]`)).toHaveLength(3);
     await go(`/schedule/${encodeURIComponent(demoEnvironmentId)}`);

@@ -178,10 +178,13 @@ export function EnvironmentPage({ id }: { id: string }) {
   }, [reconnects]);
   // While a page is re-read (after the cache dropped a stale list), keep showing the last one:
   // the forms and dialogs under it keep their state.
+  // graphcache knows the schema, so a list it dropped makes `environment` (the nearest nullable
+  // field) null in a stale, partial answer until the API's arrives: that is not "not found".
+  const settled = !res.stale && !res.fetching;
   const shown = useRef(res.data);
-  if (res.data) shown.current = res.data;
+  if (res.data?.environment || (res.data && settled)) shown.current = res.data;
   const env = shown.current?.environment;
-  if (res.data && !env) return <ErrorBox problem={{ code: 'ENVIRONMENT_NOT_FOUND', message: 'This environment does not exist or this key may not see it' }} />;
+  if (res.data && settled && !env) return <ErrorBox problem={{ code: 'ENVIRONMENT_NOT_FOUND', message: 'This environment does not exist or this key may not see it' }} />;
   const conn = env?.snapshots;
   return (
     <section>
