@@ -12,7 +12,7 @@ const typed = {
 
 // Typed documents: each .graphql file under test/operations becomes a TypedDocumentNode in
 // test/generated/graphql.ts (made before the tests run); the client command line's documents go to
-// src/cli/client/generated, which is committed because the build needs it and a production install
+// src/cli/client/generated (and the web console's to src/console/generated), which is committed because the build needs it and a production install
 // has no codegen.
 const config: CodegenConfig = {
   schema: 'schema.graphql',
@@ -21,6 +21,8 @@ const config: CodegenConfig = {
   generates: {
     'test/generated/': { ...typed, documents: ['test/operations/**/*.graphql'] },
     'src/cli/client/generated/': { ...typed, documents: ['src/cli/client/operations/**/*.graphql'] },
+    // The web console's documents, committed for the same reason (the build bundles them).
+    'src/console/generated/': { ...typed, documents: ['src/console/operations/**/*.graphql'] },
   },
 };
 

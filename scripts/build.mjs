@@ -3,10 +3,12 @@
 // less memory. Dependencies stay in node_modules (not bundled). The codec thread is its own
 // entry: the engine starts it as ./blob-worker.mjs next to the bundle that imports it.
 // bin/backplane.js uses dist/ only while it is newer than every source file.
+// The web console (src/console/) is bundled for browsers into dist/console/ (build-console.mjs).
 import { build } from 'esbuild';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import { buildConsole } from './build-console.mjs';
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const dist = path.join(root, 'dist');
@@ -34,5 +36,8 @@ await build({
   sourcemap: 'linked',
   logLevel: 'warning',
 });
+
+await buildConsole(root, path.join(dist, 'console'));
+
 // A stamp bin/backplane.js compares with the sources' modification times.
 await writeFile(path.join(dist, 'BUILT'), `${new Date().toISOString()}\n`);

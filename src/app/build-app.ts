@@ -20,6 +20,7 @@ import type { Config } from './config.ts';
 import type { Logger } from './logger.ts';
 import { oneMutationPerIdempotencyHeader } from './idempotency-header.ts';
 import { isMultipart, MultipartError, receiveMultipart, type ReceivedMultipart } from './multipart-upload.ts';
+import { serveConsole } from './console-files.ts';
 import { createMetrics } from './metrics.ts';
 import { queryLimitPlugins } from './query-limits.ts';
 
@@ -103,7 +104,7 @@ const codeRequestErrors: Plugin = {
 
 /**
  * The API process: one HTTP port serving /graphql (POST, GET, GraphiQL, SSE, graphql-ws on the
- * same path), /healthz, /readyz and /metrics.
+ * same path), /healthz, /readyz, /metrics and the web console's files at / and /assets/.
  */
 export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }): App {
   const { config, deps, logger } = opts;
@@ -302,6 +303,8 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
       serveDownload(req, res, path.slice('/downloads/'.length)).catch(fail);
     } else if (path === '/graphql') {
       handleGraphql(req, res, requestId).catch(fail);
+    } else if (path === '/' || path === '/index.html' || path.startsWith('/assets/')) {
+      serveConsole(req, res, path, config.PUBLIC_URL).catch(fail);
     } else {
       res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'not found' }));
     }

@@ -109,10 +109,14 @@ async function serveCommand(config: Config, logger: Logger, opts: { worker: bool
 }
 
 function printBanner(config: Config, port: number, demo: { created: boolean; adminKey?: string }) {
-  const url = `http://${config.HOST === '0.0.0.0' ? 'localhost' : config.HOST}:${port}/graphql`;
-  const lines = ['', `  Backplane is running.`, `  GraphiQL:  ${url}`];
+  const origin = `http://${config.HOST === '0.0.0.0' ? 'localhost' : config.HOST}:${port}`;
+  const lines = ['', `  Backplane is running.`, `  Console:   ${origin}/`, `  GraphiQL:  ${origin}/graphql`];
   if (demo.adminKey) {
-    lines.push(`  Admin API key (shown once, keep it):`, `    ${demo.adminKey}`, `  In GraphiQL, add the header  {"Authorization": "Bearer ${demo.adminKey}"}`);
+    lines.push(
+      `  Admin API key (shown once, keep it):`,
+      `    ${demo.adminKey}`,
+      `  Sign in to the console with it. In GraphiQL, add the header  {"Authorization": "Bearer ${demo.adminKey}"}`,
+    );
   } else {
     lines.push(`  Reusing ${config.home}. Need a key again?  npx backplane api-key create --name me --scope admin`);
   }

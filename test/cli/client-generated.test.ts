@@ -1,7 +1,7 @@
 /**
- * The client command line's typed documents are committed (a production install has no codegen):
- * they must be exactly what codegen makes from today's schema.graphql and the client's .graphql
- * files, or the client would send operations the server no longer has.
+ * The client command line's and the web console's typed documents are committed (a production
+ * install has no codegen): they must be exactly what codegen makes from today's schema.graphql and
+ * their .graphql files, or the client would send operations the server no longer has.
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -11,9 +11,8 @@ import { expect, it } from 'vitest';
 import config from '../../codegen.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const TARGET = 'src/cli/client/generated/';
 
-it('src/cli/client/generated is what `npm run codegen` makes (run it after changing the schema or the client documents)', async () => {
+it.each(['src/cli/client/generated/', 'src/console/generated/'])('%s is what `npm run codegen` makes (run it after changing the schema or the documents)', async (TARGET) => {
   const files = await generate({ ...config, cwd: ROOT, silent: true, generates: { [TARGET]: config.generates[TARGET]! } }, false);
   expect(files.length).toBeGreaterThan(0);
   for (const f of files) {
