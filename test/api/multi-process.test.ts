@@ -18,6 +18,7 @@ import { gid, makeApiKey } from '../harness/factories.ts';
 import { sql, type LiveEnvironment } from '../harness/live-environment.ts';
 import { startServerProcess, until, type ServerProcess } from '../harness/process.ts';
 import { jobsWithKey, runJobNow } from '../harness/schedule-helpers.ts';
+import { scheduleJobKey } from '../../src/services/schedules.ts';
 import { startSnapshotSuite, type OpState } from '../harness/snapshot-helpers.ts';
 
 let app: TestApp;
@@ -38,7 +39,9 @@ beforeAll(async () => {
   let suite;
   ({ app, key, env, ...suite } = await startSnapshotSuite({ secretKey, worker: false }));
   orgId = suite.orgId;
-  [apiA, apiB] = await Promise.all([startServerProcess(testEnv(app.databaseUrl, secretKey)), startServerProcess(testEnv(app.databaseUrl, secretKey))]);
+  // Each API process trusts a key it checked for five minutes: only the revocation event can end that sooner.
+  const apiEnv = testEnv(app.databaseUrl, secretKey, { API_KEY_CACHE_MS: '300000' });
+  [apiA, apiB] = await Promise.all([startServerProcess(apiEnv), startServerProcess(apiEnv)]);
   await Promise.all([startWorkerProcess(), startWorkerProcess()]);
 }, 120_000);
 afterAll(async () => {
@@ -91,6 +94,13 @@ async function dumpingWorker(): Promise<ServerProcess | undefined> {
   return undefined;
 }
 
+/** `p`, or a rejection once `ms` have passed: a bound on an awaited event, not a sleep. */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`gave up waiting for ${what}`)), ms)));
+  return Promise.race([p, limit]).finally(() => clearTimeout(timer));
+}
+
 describe('two API and two worker processes on one catalog', () => {
   it("never overlaps one environment's jobs across worker processes", { timeout: 240_000 }, async () => {
     const started = await Promise.all([snapshotThrough(apiA), snapshotThrough(apiB), snapshotThrough(apiA), snapshotThrough(apiB)]);
@@ -124,7 +134,8 @@ describe('two API and two worker processes on one catalog', () => {
     await lock.query('ROLLBACK');
     await lock.end();
 
-    const taken = await watching;
+    // Within the stale time plus one sweep (half of it), with room for a loaded machine; the default stale time (60 s) would not do.
+    const taken = await within(watching, STALE_MS * 4, 'the other worker to take the job over');
     expect(taken.at(-1)).toMatchObject({ status: 'QUEUED' });
     const end = (await followAt(apiA, s.operationId)).at(-1);
     expect(end?.status).toBe('SUCCEEDED');
@@ -136,5 +147,66 @@ describe('two API and two worker processes on one catalog', () => {
 
     // Two workers again for the tests after this one.
     await startWorkerProcess();
+  });
+
+  it('a subscriber connected to API process A sees the progress of a job running on a worker process', { timeout: 240_000 }, async () => {
+    const s = await snapshotThrough(apiB);
+    const states = await followAt(apiA, s.operationId);
+    expect(states.at(-1)).toMatchObject({ status: 'SUCCEEDED', percent: 100 });
+    // Progress on the way, not only the end: phases of the running job reached A.
+    const running = states.filter((st) => st.status === 'RUNNING');
+    expect(running.length).toBeGreaterThan(0);
+    expect(running.every((st) => typeof st.phase === 'string' && st.phase.length > 0)).toBe(true);
+    expect(Number(states.at(-1)!.bytesDone)).toBeGreaterThan(0);
+    // Neither API process runs jobs: the job ran on a worker process.
+    const completed = (p: ServerProcess) => p.logs.some((l) => String(l.msg).includes('snapshot_create') && String(l.msg).startsWith('Completed task'));
+    expect(completed(apiA) || completed(apiB)).toBe(false);
+    expect(workers.some(completed)).toBe(true);
+  });
+
+  it('each scheduled run fires exactly once with two workers', { timeout: 240_000 }, async () => {
+    // Once a year, so the clock itself fires nothing during the test; the run is made due below.
+    const res = await gqlAt<{ upsertSchedule: { __typename: string } }>(apiA, UpsertScheduleDocument, { input: { environmentId: gid('Environment', env.id), dbCron: '0 0 1 1 *', timezone: 'UTC' } });
+    expect(res.body.data?.upsertSchedule.__typename).toBe('SchedulePayload');
+    const schedule = await app.runtime.db.schedule.findUniqueOrThrow({ where: { environmentId: env.id } });
+    const jobKey = scheduleJobKey(schedule.id, 'DB');
+    expect(await jobsWithKey(app, jobKey)).toHaveLength(1);
+
+    // Its planned time has come: a second ago.
+    const planned = new Date(Math.floor(Date.now() / 1000) * 1000 - 1000);
+    await app.runtime.db.schedule.update({ where: { id: schedule.id }, data: { nextDbRunAt: planned } });
+    // The schedule's own job, and two more fire jobs for the same run (what a retry, a stale plan or
+    // a second reconcile could leave), all due at once: four worker slots across two processes race for the run.
+    await app.runtime.db.$transaction(async (tx) => {
+      for (let i = 0; i < 2; i++) {
+        await tx.$queryRawUnsafe(
+          "SELECT id::text FROM graphile_worker.add_job(identifier => 'schedule_fire', payload => $1::json, run_at => now(), max_attempts => 5)",
+          JSON.stringify({ scheduleId: schedule.id, kind: 'DB' }),
+        );
+      }
+    });
+    await runJobNow(app, jobKey);
+
+    const fireJobsLeft = () =>
+      app.runtime.db.$queryRawUnsafe<{ n: number }[]>(
+        "SELECT count(*)::int AS n FROM graphile_worker._private_jobs j JOIN graphile_worker._private_tasks t ON t.id = j.task_id WHERE t.identifier = 'schedule_fire' AND j.run_at <= now()",
+      );
+    await until(fireJobsLeft, ([r]) => r.n === 0, 'the fire jobs to run', 120_000);
+    const snapshots = await until(
+      () => app.runtime.db.snapshot.findMany({ where: { scheduleId: schedule.id } }),
+      (l) => l.length > 0 && l.every((sn) => sn.status === 'READY'),
+      'the scheduled snapshot',
+      120_000,
+    );
+    expect(snapshots).toHaveLength(1);
+    const runs = await app.runtime.db.idempotencyKey.findMany({ where: { key: { startsWith: `schedule:${schedule.id}:DB:` } } });
+    expect(runs.map((k) => k.key)).toEqual([`schedule:${schedule.id}:DB:${planned.toISOString()}`]);
+    const after = await app.runtime.db.schedule.findUniqueOrThrow({ where: { id: schedule.id } });
+    expect(after.lastDbRunAt?.toISOString()).toBe(planned.toISOString());
+    expect(after.nextDbRunAt?.getTime()).toBeGreaterThan(Date.now());
+    // One plan for the next run, not one per fire job.
+    const pending = await jobsWithKey(app, jobKey);
+    expect(pending.map((j) => j.runAt.toISOString())).toEqual([after.nextDbRunAt!.toISOString()]);
+    expect(await app.runtime.db.operation.count({ where: { snapshotId: snapshots[0].id, type: 'SNAPSHOT' } })).toBe(1);
   });
 });
