@@ -165,14 +165,28 @@ export async function revokeApiKey(deps: Deps, viewer: Viewer, id: string): Prom
   if (!key || !visible) throw NotFoundError.apiKey();
   if (key.revokedAt) throw new ConflictError(ErrorCode.API_KEY_REVOKED, 'API key is already revoked');
   const now = deps.clock.now();
-  // Other processes hear of it on commit and forget the key too (forgetRevokedKeys).
-  await deps.db.$transaction(async (tx) => {
-    await tx.apiKey.update({ where: { id }, data: { revokedAt: now } });
-    await publishInTransaction(tx, 'apiKeyRevoked', ALL, { apiKeyId: id });
-  });
-  deps.viewerCache?.forget(id, now);
+  // Other processes hear of it on commit and forget the key too (forgetRevokedKeys). The answer
+  // waits for the revocation to come back over this process's own LISTEN connection: PostgreSQL
+  // sends a notification to every listener at the same commit, so the caller's next request, to
+  // any API process, no longer finds the key trusted there (answering at commit left a window in
+  // which another process still accepted it). Bounded, so a bus that is down delays no one for
+  // long; the caches' time to live covers that case.
+  const echoed = deps.events.subscribe('apiKeyRevoked', ALL, AbortSignal.timeout(REVOCATION_ECHO_MS));
+  try {
+    await deps.db.$transaction(async (tx) => {
+      await tx.apiKey.update({ where: { id }, data: { revokedAt: now } });
+      await publishInTransaction(tx, 'apiKeyRevoked', ALL, { apiKeyId: id });
+    });
+    deps.viewerCache?.forget(id, now);
+    for await (const e of echoed) if (e.apiKeyId === id) break;
+  } finally {
+    await echoed.return?.();
+  }
   return id;
 }
+
+/** Longest a revocation's answer waits for its event to come back over the bus. */
+const REVOCATION_ECHO_MS = 2_000;
 
 /**
  * Keeps the process's ViewerCache in step with revocations made by any process, for as long as

@@ -209,4 +209,17 @@ describe('two API and two worker processes on one catalog', () => {
     expect(pending.map((j) => j.runAt.toISOString())).toEqual([after.nextDbRunAt!.toISOString()]);
     expect(await app.runtime.db.operation.count({ where: { snapshotId: snapshots[0].id, type: 'SNAPSHOT' } })).toBe(1);
   });
+
+  it('a key revoked through API process A is refused by the next request to B', { timeout: 120_000 }, async () => {
+    const code = async (p: ServerProcess, secret: string) => (await gqlAt(p, ViewerDocument, {}, secret)).body.errors?.[0]?.extensions?.code ?? 'OK';
+    const admin = (await makeApiKey(app.runtime.db, orgId, { scopes: ['admin'] })).secret;
+    // Several keys, each revoked right after both processes checked (and so cached) it.
+    for (let i = 0; i < 10; i++) {
+      const made = await makeApiKey(app.runtime.db, orgId, { scopes: ['backups:read'] });
+      expect([await code(apiA, made.secret), await code(apiB, made.secret)]).toEqual(['OK', 'OK']);
+      const res = await gqlAt<{ revokeApiKey: { __typename: string } }>(apiA, RevokeApiKeyDocument, { input: { id: gid('ApiKey', made.id) } }, admin);
+      expect(res.body.data?.revokeApiKey.__typename).toBe('RevokeApiKeyPayload');
+      expect([await code(apiB, made.secret), await code(apiA, made.secret)]).toEqual(['UNAUTHENTICATED', 'UNAUTHENTICATED']);
+    }
+  });
 });
