@@ -172,8 +172,8 @@ describe('two API and two worker processes on one catalog', () => {
     const jobKey = scheduleJobKey(schedule.id, 'DB');
     expect(await jobsWithKey(app, jobKey)).toHaveLength(1);
 
-    // Its planned time has come: a second ago.
-    const planned = new Date(Math.floor(Date.now() / 1000) * 1000 - 1000);
+    // Its planned time has come, ten minutes ago: late, so the run that takes it raises SCHEDULE_MISSED (once per run taken).
+    const planned = new Date(Math.floor(Date.now() / 1000) * 1000 - 600_000);
     await app.runtime.db.schedule.update({ where: { id: schedule.id }, data: { nextDbRunAt: planned } });
     // The schedule's own job, and two more fire jobs for the same run (what a retry, a stale plan or
     // a second reconcile could leave), all due at once: four worker slots across two processes race for the run.
@@ -208,6 +208,8 @@ describe('two API and two worker processes on one catalog', () => {
     const pending = await jobsWithKey(app, jobKey);
     expect(pending.map((j) => j.runAt.toISOString())).toEqual([after.nextDbRunAt!.toISOString()]);
     expect(await app.runtime.db.operation.count({ where: { snapshotId: snapshots[0].id, type: 'SNAPSHOT' } })).toBe(1);
+    const missed = await until(() => app.runtime.db.alert.findMany({ where: { environmentId: env.id, type: 'SCHEDULE_MISSED' } }), (l) => l.length > 0, 'the late run alert');
+    expect(missed).toHaveLength(1);
   });
 
   it('a key revoked through API process A is refused by the next request to B', { timeout: 120_000 }, async () => {
