@@ -167,10 +167,11 @@ export async function revokeApiKey(deps: Deps, viewer: Viewer, id: string): Prom
   const now = deps.clock.now();
   // Other processes hear of it on commit and forget the key too (forgetRevokedKeys). The answer
   // waits for the revocation to come back over this process's own LISTEN connection: PostgreSQL
-  // sends a notification to every listener at the same commit, so the caller's next request, to
-  // any API process, no longer finds the key trusted there (answering at commit left a window in
-  // which another process still accepted it). Bounded, so a bus that is down delays no one for
-  // long; the caches' time to live covers that case.
+  // signals every listener at the same commit, so by then the other processes have nearly always
+  // heard too, and the caller's next request to another process is refused (answering at commit
+  // left a window in which it was still accepted). Not a guarantee: a loaded machine can still
+  // deliver it to another process a moment later. Bounded, so a bus that is down delays no one
+  // for long; the caches' time to live covers that case.
   const echoed = deps.events.subscribe('apiKeyRevoked', ALL, AbortSignal.timeout(REVOCATION_ECHO_MS));
   try {
     await deps.db.$transaction(async (tx) => {
