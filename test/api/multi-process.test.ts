@@ -212,7 +212,7 @@ describe('two API and two worker processes on one catalog', () => {
     expect(missed).toHaveLength(1);
   });
 
-  it('a key revoked through API process A is refused by A at once and by B as soon as the event arrives', { timeout: 120_000 }, async () => {
+  it('a key revoked through API process A is refused by the next request to B', { timeout: 120_000 }, async () => {
     const code = async (p: ServerProcess, secret: string) => (await gqlAt(p, ViewerDocument, {}, secret)).body.errors?.[0]?.extensions?.code ?? 'OK';
     const admin = (await makeApiKey(app.runtime.db, orgId, { scopes: ['admin'] })).secret;
     // Several keys, each revoked right after both processes checked (and so cached) it.
@@ -221,11 +221,9 @@ describe('two API and two worker processes on one catalog', () => {
       expect([await code(apiA, made.secret), await code(apiB, made.secret)]).toEqual(['OK', 'OK']);
       const res = await gqlAt<{ revokeApiKey: { __typename: string } }>(apiA, RevokeApiKeyDocument, { input: { id: gid('ApiKey', made.id) } }, admin);
       expect(res.body.data?.revokeApiKey.__typename).toBe('RevokeApiKeyPayload');
-      // A forgot it as it answered. B trusts a checked key for five minutes, so only the revocation
-      // event can end it there: refused within moments (the answer waits for the event's echo on
-      // A, which makes B's next request refused nearly always, but not on every loaded run).
-      expect(await code(apiA, made.secret)).toBe('UNAUTHENTICATED');
-      expect(await until(() => code(apiB, made.secret), (c) => c !== 'OK', 'B to hear of the revocation', 10_000)).toBe('UNAUTHENTICATED');
+      // B trusts a checked key for five minutes: only the revocation event can end that, and it has
+      // by the time A answers.
+      expect([await code(apiB, made.secret), await code(apiA, made.secret)]).toEqual(['UNAUTHENTICATED', 'UNAUTHENTICATED']);
     }
   });
 });
