@@ -151,7 +151,7 @@ describe('two API and two worker processes on one catalog', () => {
 
   it('a subscriber connected to API process A sees the progress of a job running on a worker process', { timeout: 240_000 }, async () => {
     const s = await snapshotThrough(apiB);
-    const states = await followAt(apiA, s.operationId);
+    const states = await within(followAt(apiA, s.operationId), 120_000, "the job's end on A");
     expect(states.at(-1)).toMatchObject({ status: 'SUCCEEDED', percent: 100 });
     // Progress on the way, not only the end: phases of the running job reached A.
     const running = states.filter((st) => st.status === 'RUNNING');
