@@ -21,6 +21,11 @@ export interface Topics {
   alertCreated: { organizationId: string; alertId: string };
   /** Keyed by ALL: every process forgets the key at once (see services/api-keys.ts). */
   apiKeyRevoked: { apiKeyId: string };
+  /**
+   * Keyed by ALL: a process has forgotten a revoked key; `listener` is the backend pid of its LISTEN
+   * connection, which the revoking process matches against the listeners it sees (services/api-keys.ts).
+   */
+  apiKeyForgotten: { apiKeyId: string; listener: number };
   /** Keyed by ALL: a worker's figures after each job, for the /metrics of every API process (app/metrics.ts). */
   workerMetrics: {
     jobs: { task: string; outcome: 'success' | 'error' | 'handed_back'; seconds: number }[];
@@ -50,9 +55,14 @@ export interface EventBus {
   subscribe<T extends Topic>(topic: T, key: string, signal?: AbortSignal): AsyncIterableIterator<Topics[T]>;
   /** Live local subscriptions, of one topic or all (for /metrics, and for tests to know a subscriber is in place). */
   subscriberCount(topic?: Topic): number;
+  /** The backend pid of the LISTEN connection (null while it reconnects). */
+  listenerPid(): number | null;
   /** Stops listening and ends every subscription. */
   close(): Promise<void>;
 }
+
+/** application_name of every process's LISTEN connection: how one process finds the others' listeners. */
+export const LISTENER_APPLICATION = 'backplane-events';
 
 /** SQL and parameters that publish an event. */
 export function notifyStatement<T extends Topic>(topic: T, key: string, payload: Topics[T]): [string, unknown[]] {
@@ -98,7 +108,7 @@ export async function createEventBus(databaseUrl: string, logger: Logger): Promi
   };
 
   const connect = async (): Promise<void> => {
-    const c = new pg.Client({ connectionString: databaseUrl });
+    const c = new pg.Client({ connectionString: databaseUrl, application_name: LISTENER_APPLICATION });
     c.on('notification', (msg) => dispatch(msg.payload));
     c.on('error', (err) => {
       if (closed) return;
@@ -171,6 +181,10 @@ export async function createEventBus(databaseUrl: string, logger: Logger): Promi
         },
       };
       return iterator;
+    },
+
+    listenerPid() {
+      return (client as (pg.Client & { processID?: number }) | null)?.processID ?? null;
     },
 
     subscriberCount(topic?: Topic) {

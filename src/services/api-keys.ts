@@ -4,7 +4,7 @@ import type { Db } from '../db/client.ts';
 import { ConflictError, ErrorCode, NotFoundError, ValidationError } from '../domain/errors.ts';
 import { expandScopes, SCOPES, scopeFromDb, scopeToDb, type Scope } from '../domain/scopes.ts';
 import { name, parseInput } from '../domain/validation.ts';
-import { ALL, publishInTransaction } from '../events/bus.ts';
+import { ALL, LISTENER_APPLICATION, publishInTransaction } from '../events/bus.ts';
 import type { Deps } from './deps.ts';
 import { canSeeProject, type Viewer } from './viewer.ts';
 
@@ -165,14 +165,35 @@ export async function revokeApiKey(deps: Deps, viewer: Viewer, id: string): Prom
   if (!key || !visible) throw NotFoundError.apiKey();
   if (key.revokedAt) throw new ConflictError(ErrorCode.API_KEY_REVOKED, 'API key is already revoked');
   const now = deps.clock.now();
-  // Other processes hear of it on commit and forget the key too (forgetRevokedKeys).
-  await deps.db.$transaction(async (tx) => {
-    await tx.apiKey.update({ where: { id }, data: { revokedAt: now } });
-    await publishInTransaction(tx, 'apiKeyRevoked', ALL, { apiKeyId: id });
-  });
-  deps.viewerCache?.forget(id, now);
+  // Every process hears of it on commit, forgets the key and says so (forgetRevokedKeys). The
+  // answer waits until every process listening then has said so, so the caller's next request, to
+  // any API process, is refused (answering at commit let another process accept it a moment
+  // longer). Bounded, so a process that hangs or a bus that is down delays no one for long; the
+  // caches' time to live covers those cases.
+  const acks = deps.events.subscribe('apiKeyForgotten', ALL, AbortSignal.timeout(REVOCATION_WAIT_MS));
+  try {
+    await deps.db.$transaction(async (tx) => {
+      await tx.apiKey.update({ where: { id }, data: { revokedAt: now } });
+      await publishInTransaction(tx, 'apiKeyRevoked', ALL, { apiKeyId: id });
+    });
+    deps.viewerCache?.forget(id, now);
+    const rows = await deps.db.$queryRawUnsafe<{ pid: number }[]>(
+      'SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()',
+      LISTENER_APPLICATION,
+    );
+    const waiting = new Set(rows.map((r) => r.pid));
+    for await (const a of waiting.size ? acks : []) {
+      if (a.apiKeyId === id) waiting.delete(a.listener);
+      if (waiting.size === 0) break;
+    }
+  } finally {
+    await acks.return?.();
+  }
   return id;
 }
+
+/** Longest a revocation's answer waits for every process to forget the key. */
+const REVOCATION_WAIT_MS = 3_000;
 
 /**
  * Keeps the process's ViewerCache in step with revocations made by any process, for as long as
@@ -181,9 +202,13 @@ export async function revokeApiKey(deps: Deps, viewer: Viewer, id: string): Prom
  */
 export function forgetRevokedKeys(deps: Pick<Deps, 'events' | 'viewerCache' | 'clock' | 'logger'>): void {
   const cache = deps.viewerCache;
-  if (!cache) return;
   void (async () => {
-    for await (const e of deps.events.subscribe('apiKeyRevoked', ALL)) cache.forget(e.apiKeyId, deps.clock.now());
+    for await (const e of deps.events.subscribe('apiKeyRevoked', ALL)) {
+      cache?.forget(e.apiKeyId, deps.clock.now());
+      // The revoking process waits for this from every listener (revokeApiKey).
+      const listener = deps.events.listenerPid();
+      if (listener !== null) await deps.events.publish('apiKeyForgotten', ALL, { apiKeyId: e.apiKeyId, listener }).catch((err: unknown) => deps.logger.warn({ err }, 'could not confirm a revocation'));
+    }
   })().catch((err: unknown) => deps.logger.error({ err }, 'stopped following API key revocations'));
 }
 
