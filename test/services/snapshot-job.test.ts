@@ -56,7 +56,7 @@ async function takeSnapshot(includes: ('DB' | 'FILES')[] = ['DB', 'FILES'], jobS
     alerts: await rt.db.alert.findMany({ where: { operationId } }),
   };
 }
-const copyOn = (s: { copies: { destinationId: string }[] }, destinationId: string) => s.copies.find((c) => c.destinationId === destinationId)!;
+const copyOn = <C extends { destinationId: string }>(s: { copies: C[] }, destinationId: string): C => s.copies.find((c) => c.destinationId === destinationId)!;
 
 beforeAll(async () => {
   rt = await startServiceRuntime('snapshot_job');
