@@ -37,12 +37,12 @@ const args = process.argv.slice(2);
 const override = args.includes('--tests') ? args.splice(args.indexOf('--tests'), 2)[1].split(',') : null;
 const files = args.length ? args : Object.keys(TARGETS);
 const fileOf = (f: string) => f.replace(/:\d+(:\d+)?-\d+(:\d+)?$/, '');
-const rangeOf = (file: string) => files.find((f) => fileOf(f) === file && f !== file)?.slice(file.length + 1) ?? null;
+const rangeOf = (file: string) => files.filter((f) => fileOf(f) === file && f !== file).map((f) => f.slice(file.length + 1)).join(',') || null;
 for (const f of files) if (!TARGETS[fileOf(f)]) throw new Error(`no tests are listed for ${fileOf(f)} in scripts/mutate.ts`);
 if (override) for (const f of files) TARGETS[fileOf(f)] = override;
 const tests = [...new Set(files.flatMap((f) => TARGETS[fileOf(f)]))];
 // Names this run's report, sandboxes and incremental record (see stryker.config.mjs).
-const runName = files.map((f) => path.basename(fileOf(f), '.ts')).join('+');
+const runName = [...new Set(files.map((f) => path.basename(fileOf(f), '.ts')))].join('+');
 const REPORT = `reports/mutation/${runName}.json`;
 
 const started = Date.now();
