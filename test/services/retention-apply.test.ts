@@ -149,6 +149,19 @@ describe('applyRetention', () => {
   });
 });
 
+describe('what the preview and the job are told', () => {
+  it('a pinned snapshot past every limit is shown kept as PINNED; the retention job is told its environment', async () => {
+    const { org, env } = await world();
+    await snap(env, 1);
+    const pinned = await snap(env, 400, { pinned: true });
+    await rt.db.environmentSettings.update({ where: { environmentId: env.id }, data: { retentionDays: 5 } });
+    expect(decisions(await previewRetention(deps, viewerOf(org.id), env.id))[pinned.id]).toBe('KEEP PINNED');
+    await enqueueRetention(rt.db, env.id);
+    const [job] = await rt.db.$queryRawUnsafe<{ payload: unknown }[]>('SELECT payload FROM graphile_worker._private_jobs WHERE key = $1', `retention:${env.id}`);
+    expect(job.payload).toEqual({ environmentId: env.id });
+  });
+});
+
 describe('enqueueRetention and sweepRetention', () => {
   it('one pending retention job per environment; the sweep queues one for every environment', async () => {
     const { env } = await world();
