@@ -170,6 +170,16 @@ describe('getSnapshot', () => {
   });
 });
 
+describe('getSnapshot finds the snapshot asked for', () => {
+  it('among several the key may see, the one named', async () => {
+    const { org, env, other } = await world();
+    const a = await createSnapshot(deps, viewerOf(org.id), { environmentId: env.id, includes: ['DB'] });
+    const b = await createSnapshot(deps, viewerOf(org.id), { environmentId: other.id, includes: ['DB'] });
+    expect((await getSnapshot(deps, viewerOf(org.id), b.snapshotId)).environmentId).toBe(other.id);
+    expect((await getSnapshot(deps, viewerOf(org.id), a.snapshotId)).environmentId).toBe(env.id);
+  });
+});
+
 describe('helpers', () => {
   it("snapshotTags name the environment, the kind and the snapshot, so the repository alone tells what it holds", () => {
     expect(snapshotTags({ environmentId: 'e1', kind: 'PRE_DEPLOY', id: 's1' })).toEqual(['backplane', 'env:e1', 'kind:pre_deploy', 'snapshot:s1']);
