@@ -12,32 +12,44 @@ import path from 'node:path';
 /** The tests that judge each file: what covers its promises, small enough to run per mutant. */
 const TARGETS: Record<string, string[]> = {
   'src/services/viewer.ts': ['test/services/viewer.test.ts', 'test/api/auth.test.ts'],
-  'src/services/retention.ts': ['test/services/retention-plan.test.ts', 'test/api/retention.test.ts'],
-  'src/services/restores.ts': ['test/api/restore.test.ts', 'test/api/restore-safety.test.ts', 'test/api/restore-concurrency.test.ts'],
-  'src/services/snapshots.ts': ['test/api/snapshots.test.ts', 'test/api/snapshot-lifecycle.test.ts'],
-  'src/services/operations.ts': ['test/api/operations-recovery.test.ts', 'test/api/snapshot-lifecycle.test.ts'],
+  'src/services/retention.ts': ['test/services/retention-plan.test.ts', 'test/services/retention-apply.test.ts'],
+  'src/services/restores.ts': ['test/services/restore-request.test.ts', 'test/services/restore-job.test.ts'],
+  'src/services/snapshots.ts': ['test/services/snapshot-request.test.ts', 'test/services/snapshot-job.test.ts'],
+  'src/services/operations.ts': ['test/services/operations.test.ts', 'test/services/operations-scope.test.ts', 'test/services/steady-total.test.ts'],
 };
 
-const REPORT = '.stryker-tmp/report.json';
 const OUT = 'bench/results/mutation.json';
 
-interface Mutant { id: string; mutatorName: string; replacement?: string; status: string; location: { start: { line: number; column: number } } }
+interface Mutant { id: string; mutatorName: string; replacement?: string; status: string; statusReason?: string; location: { start: { line: number; column: number } } }
 interface Report { files: Record<string, { mutants: Mutant[] }> }
 
+/** What stryker.config.mjs's ignorers leave out, recorded with every result. */
+const EXCLUDED = {
+  'log-calls': 'every mutant inside a logger call (deps.logger.info/warn/error…): log text and fields, not behaviour',
+  'error-message-text': "the message string of `new XError(ErrorCode.X, '…')`: the code, which callers act on, stays mutated and is asserted",
+  static: 'static mutants (module-level constants run once at import; Stryker ignoreStatic)',
+};
+
 // `--tests a.test.ts,b.test.ts` judges the files by those tests only (a quick partial measure;
-// the tests used are recorded with each file's result).
+// the tests used are recorded with each file's result). A file may be given as `file.ts:10-200`
+// (Stryker's line range) to measure a part of it; the range is recorded.
 const args = process.argv.slice(2);
 const override = args.includes('--tests') ? args.splice(args.indexOf('--tests'), 2)[1].split(',') : null;
 const files = args.length ? args : Object.keys(TARGETS);
-for (const f of files) if (!TARGETS[f]) throw new Error(`no tests are listed for ${f} in scripts/mutate.ts`);
-if (override) for (const f of files) TARGETS[f] = override;
-const tests = [...new Set(files.flatMap((f) => TARGETS[f]))];
+const fileOf = (f: string) => f.replace(/:\d+(:\d+)?-\d+(:\d+)?$/, '');
+const rangeOf = (file: string) => files.filter((f) => fileOf(f) === file && f !== file).map((f) => f.slice(file.length + 1)).join(',') || null;
+for (const f of files) if (!TARGETS[fileOf(f)]) throw new Error(`no tests are listed for ${fileOf(f)} in scripts/mutate.ts`);
+if (override) for (const f of files) TARGETS[fileOf(f)] = override;
+const tests = [...new Set(files.flatMap((f) => TARGETS[fileOf(f)]))];
+// Names this run's report, sandboxes and incremental record (see stryker.config.mjs).
+const runName = [...new Set(files.map((f) => path.basename(fileOf(f), '.ts')))].join('+');
+const REPORT = `reports/mutation/${runName}.json`;
 
 const started = Date.now();
 const code = await new Promise<number>((resolve) => {
   const child = spawn('npx', ['stryker', 'run', 'stryker.config.mjs'], {
     stdio: 'inherit',
-    env: { ...process.env, BP_MUTATE_FILES: JSON.stringify(files), BP_MUTATE_TESTS: JSON.stringify(tests) },
+    env: { ...process.env, BP_MUTATE_NAME: runName, BP_MUTATE_FILES: JSON.stringify(files), BP_MUTATE_TESTS: JSON.stringify(tests) },
   });
   child.on('exit', (c) => resolve(c ?? 1));
 });
@@ -45,13 +57,22 @@ if (code !== 0) process.exit(code);
 const seconds = Math.round((Date.now() - started) / 1000);
 
 const report = JSON.parse(await fs.readFile(REPORT, 'utf8')) as Report;
+// Read at the end, not the start: another file's run may have recorded meanwhile.
 const previous = await fs.readFile(OUT, 'utf8').then((t) => JSON.parse(t), () => ({ files: {} }));
 const summary: Record<string, unknown> = { ...previous.files };
-for (const [file, { mutants }] of Object.entries(report.files)) {
+for (const [reported, { mutants }] of Object.entries(report.files)) {
+  const file = path.relative(process.cwd(), path.resolve(reported));
   const n = (s: string) => mutants.filter((m) => m.status === s).length;
   const detected = n('Killed') + n('Timeout');
   const undetected = n('Survived') + n('NoCoverage');
-  summary[path.relative(process.cwd(), path.resolve(file))] = {
+  const key = (m: Mutant) => `${m.location.start.line}:${m.location.start.column} ${m.mutatorName}`;
+  const survivors = mutants.filter((m) => m.status === 'Survived' || m.status === 'NoCoverage');
+  // Reasons are written by a person into mutation.json; they are kept for the survivors that remain.
+  const oldReasons = ((previous.files[file] as { reasons?: Record<string, string> } | undefined)?.reasons ?? {}) as Record<string, string>;
+  const reasons = Object.fromEntries(survivors.map(key).filter((k) => oldReasons[k]).map((k) => [k, oldReasons[k]]));
+  const ignoredBy: Record<string, number> = {};
+  for (const m of mutants.filter((x) => x.status === 'Ignored')) ignoredBy[m.statusReason ?? 'ignored'] = (ignoredBy[m.statusReason ?? 'ignored'] ?? 0) + 1;
+  summary[file] = {
     // Stryker's score: detected / (detected + undetected); compile and runtime errors do not count.
     score: detected + undetected ? Math.round((1000 * detected) / (detected + undetected)) / 10 : null,
     killed: n('Killed'),
@@ -60,15 +81,16 @@ for (const [file, { mutants }] of Object.entries(report.files)) {
     noCoverage: n('NoCoverage'),
     errors: n('RuntimeError') + n('CompileError'),
     ignored: n('Ignored'),
-    tests: TARGETS[path.relative(process.cwd(), path.resolve(file))],
-    survivors: mutants
-      .filter((m) => m.status === 'Survived' || m.status === 'NoCoverage')
-      .map((m) => `${m.location.start.line}:${m.location.start.column} ${m.mutatorName} ${m.status === 'NoCoverage' ? '(no coverage) ' : ''}→ ${JSON.stringify(m.replacement ?? '')}`),
+    ignoredBy,
+    range: rangeOf(file),
+    tests: TARGETS[file],
+    survivors: survivors.map((m) => `${key(m)} ${m.status === 'NoCoverage' ? '(no coverage) ' : ''}→ ${JSON.stringify(m.replacement ?? '')}`),
+    reasons,
     runSeconds: seconds,
     runFiles: files.length,
     recordedAt: new Date().toISOString(),
   };
 }
 await fs.mkdir(path.dirname(OUT), { recursive: true });
-await fs.writeFile(OUT, `${JSON.stringify({ tool: 'stryker 9.6.1, vitest runner, coverageAnalysis perTest', files: summary }, null, 2)}\n`);
+await fs.writeFile(OUT, `${JSON.stringify({ ...previous, tool: 'stryker 9.6.1, vitest runner, coverageAnalysis perTest', excluded: EXCLUDED, files: summary }, null, 2)}\n`);
 console.log(`mutation scores written to ${OUT} (${seconds} s)`);

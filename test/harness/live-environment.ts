@@ -91,7 +91,7 @@ export async function seedFiles(dir: string): Promise<void> {
 }
 
 /** Creates database, files and a LOCAL destination, and registers the environment in the app's catalog. */
-export async function makeLiveEnvironment(app: TestApp, opts: { organizationId: string; projectId?: string; name?: string; rows?: number; destinationId?: string }): Promise<LiveEnvironment> {
+export async function makeLiveEnvironment(app: Pick<TestApp, 'runtime'>, opts: { organizationId: string; projectId?: string; name?: string; rows?: number; destinationId?: string }): Promise<LiveEnvironment> {
   const { db, secrets } = app.runtime.deps;
   const databaseUrl = await createScratchDatabase('env');
   await seedDatabase(databaseUrl, opts.rows ?? 500);
@@ -115,7 +115,7 @@ export async function makeLiveEnvironment(app: TestApp, opts: { organizationId: 
 }
 
 /** The repository password of a destination, for restic as the independent reader. */
-export async function repositoryPassword(app: TestApp, destinationId: string): Promise<string> {
+export async function repositoryPassword(app: Pick<TestApp, 'runtime'>, destinationId: string): Promise<string> {
   const d = await app.runtime.db.destination.findUniqueOrThrow({ where: { id: destinationId } });
   return app.runtime.deps.secrets.open(d.repositoryPasswordEncrypted!);
 }
