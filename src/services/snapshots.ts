@@ -204,11 +204,7 @@ export async function runSnapshot(
           opening = true;
           const candidate = await (i === 0 && firstOpening ? firstOpening : open(copy.destinationId, signal));
           opening = false;
-          if (op.attempts > 1) {
-            // A worker died after writing this snapshot's file but before recording it: a retry must not leave two.
-            const orphans = (await listSnapshots(candidate.repo, signal)).filter((sn) => sn.tags?.includes(`snapshot:${snapshot.id}`));
-            await forgetSnapshots(candidate.repo, orphans.map((sn) => sn.id), signal);
-          }
+          if (op.attempts > 1) await forgetEarlierAttempt(candidate, snapshot.id, signal);
           await deps.db.snapshotCopy.update({ where: { id: copy.id }, data: { status: 'UPLOADING' } });
           const sources: Record<string, BackupSource> = {};
           if (dump) sources[dumpPath(env.databaseName)] = 'pipe' in dump ? { pipe: dump.pipe, size: dumpEstimate } : { stream: dump.stream, size: dumpEstimate };
@@ -265,6 +261,8 @@ export async function runSnapshot(
         progress.report({ phase: 'copying' });
         try {
           const target = await open(copy.destinationId, signal);
+          // The copies of a run a dead worker began carry the same tag: a retry must not leave two there either.
+          if (op.attempts > 1) await forgetEarlierAttempt(target, snapshot.id, signal);
           await deps.db.snapshotCopy.update({ where: { id: copy.id }, data: { status: 'UPLOADING' } });
           const copied = await copySnapshot(primary.repo, target.repo, result.snapshotId, { signal });
           written.push({ opened: target, repoSnapshotId: copied.snapshotId, destinationId: copy.destinationId });
@@ -339,6 +337,16 @@ export async function runSnapshot(
     await (firstOpening as Promise<OpenedRepository> | null)?.catch(() => undefined);
     for (const o of opened) await o.close().catch(() => undefined);
   }
+}
+
+/**
+ * Forgets what an earlier attempt of this snapshot's job wrote to a repository (a worker died
+ * after writing it but before the catalog was told), so that one Backplane snapshot is one
+ * repository snapshot per destination.
+ */
+async function forgetEarlierAttempt(opened: OpenedRepository, snapshotId: string, signal: AbortSignal): Promise<void> {
+  const orphans = (await listSnapshots(opened.repo, signal)).filter((sn) => sn.tags?.includes(`snapshot:${snapshotId}`));
+  await forgetSnapshots(opened.repo, orphans.map((sn) => sn.id), signal);
 }
 
 const dumpPath = (databaseName: string) => `/db/${databaseName}.dump`;
