@@ -187,4 +187,31 @@ describe('point-in-time recovery end to end', () => {
     expect(got.top).toBe((await expectedAt(target.t)).top);
     expect(got.newest.getTime()).toBeLessThanOrEqual(target.t.getTime());
   }, 900_000);
+
+  // Backplane's restore recovers in a temporary instance and swaps one database in: the source
+  // cluster stays on its timeline, and the archive simply goes on through the swap.
+  it('a time after a previous restore to a point in time: the restored rows and what was committed since, exactly', async () => {
+    await workload.stop();
+    const w = await pitrWindow();
+    const first = await timeBetweenCommits(sourceUrl, new Date(new Date(w.earliestRecoveryTime as string).getTime() + 300), new Date(w.latestRecoveryTime as string));
+    const res = await restoreTo(first.t);
+    const r = res.data?.restoreToPointInTime;
+    if (r?.__typename !== 'RestorePayload') throw new Error(JSON.stringify(res));
+    const states = await follow(app, key, r.operation.id);
+    expect(states.at(-1), states.at(-1)?.error ?? '').toMatchObject({ status: 'SUCCEEDED' });
+    expect((await sql(sourceUrl, 'SELECT count(*)::int AS n FROM pitr_rows')).rows[0].n).toBe(first.expected);
+    const restoredAt = new Date();
+
+    workload = startWorkload(sourceUrl);
+    await waitFor(async () => (await sql(sourceUrl, 'SELECT count(*)::int AS n FROM pitr_rows WHERE stamped > $1', [restoredAt])).rows[0].n as number, (n) => n >= 60, 'commits after the restore', 120_000);
+    const latest = new Date((await windowPast(new Date())).latestRecoveryTime as string);
+    const target = await timeBetweenCommits(sourceUrl, new Date(restoredAt.getTime() + 300), latest);
+    // The database as restored (rows up to the first time) plus the commits since, up to the target.
+    expect(target.expected).toBeGreaterThan(first.expected);
+    const got = await cloneAt(target.t, 'app_after_restore');
+    expect(got.n).toBe(target.expected);
+    expect(got.top).toBe((await expectedAt(target.t)).top);
+    expect(got.newest.getTime()).toBeLessThanOrEqual(target.t.getTime());
+    expect(await db().pitrGap.count()).toBe(0);
+  }, 900_000);
 });
