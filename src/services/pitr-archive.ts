@@ -94,6 +94,16 @@ export function checkRecoverable(archive: PitrArchive, time: Date, now: Date, wi
   // the slot cap while the files look continuous after a new base backup).
   const gap = window?.gaps.find((g) => time >= g.from && time <= g.to);
   if (gap) throw inGap(`${gap.from.toISOString()} to ${gap.to.toISOString()}${gap.reason ? ` (${gap.reason})` : ''}`);
+  // The catalog knows how far every destination holds the WAL; a repository snapshot alone
+  // cannot say whether another destination lags or an upload is still on its way.
+  if (window && (!window.earliestRecoveryTime || !window.latestRecoveryTime || time < window.earliestRecoveryTime || time > window.latestRecoveryTime)) {
+    throw new ConflictError(
+      ErrorCode.PITR_TIME_NOT_RECOVERABLE,
+      window.earliestRecoveryTime && window.latestRecoveryTime
+        ? `${time.toISOString()} is outside the recovery window (${window.earliestRecoveryTime.toISOString()} to ${window.latestRecoveryTime.toISOString()})`
+        : 'There is no recovery window yet: a base backup and the WAL after it must be archived first',
+    );
+  }
   if (!archive.bases.length) {
     throw new ConflictError(ErrorCode.PITR_NO_ARCHIVE, `The repository holds no base backup of this database's cluster (${archive.sysid}): nothing to recover a point in time from`);
   }

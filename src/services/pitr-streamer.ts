@@ -265,6 +265,7 @@ class ClusterStreamer {
       await fs.copyFile(path.join(spool, partial), file);
       partialCopy = { name: partial, file, digest: await digestOf(file) };
     }
+    const coversUntil = reached ? mark.serverTime : (cluster.coveredUntil ?? mark.serverTime);
     const tli = (partial ?? [...complete].pop()) ? segmentStart((partial ?? [...complete].pop())!, cluster.walSegmentSize).timeline : cluster.timeline;
     try {
       for (const destinationId of ctx.destinationIds) {
@@ -277,7 +278,9 @@ class ClusterStreamer {
         if (!Object.keys(sources).length) continue;
         const opened = await openRepository(this.deps, destinationId, this.abort.signal);
         try {
-          const r = await backup(opened.repo, sources, { tags: ['backplane', 'pitr-wal', `cluster:${cluster.systemIdentifier}`], signal: this.abort.signal, codecThreads: 1 });
+          // Stamped with the time the WAL in it reaches (the layout's WAL snapshot time), not the
+          // upload's: the recovery side takes a snapshot's time as how far it can replay.
+          const r = await backup(opened.repo, sources, { tags: ['backplane', 'pitr-wal', `cluster:${cluster.systemIdentifier}`], time: coversUntil, signal: this.abort.signal, codecThreads: 1 });
           const all = [...files, ...(sendPartial ? [partialCopy!.name] : [])];
           await this.deps.db.walUpload.create({
             data: {
@@ -290,7 +293,7 @@ class ClusterStreamer {
               endLsn: reached ? formatLsn(reached) : null,
               bytes: BigInt(r.bytesProcessed),
               addedBytes: BigInt(r.bytesAdded),
-              coversUntil: reached ? mark.serverTime : (cluster.coveredUntil ?? mark.serverTime),
+              coversUntil,
             },
           });
           for (const n of files) u.names.add(n);

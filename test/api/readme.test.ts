@@ -21,7 +21,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureDemo } from '../../src/app/bootstrap.ts';
 import { UpdateEnvironmentDocument } from '../generated/graphql.ts';
 import { startTestApp, type TestApp } from '../harness/app.ts';
-import { databaseUrl } from '../harness/database.ts';
+import { startScratchPostgres, type ScratchPostgres } from '../../src/db/pg-server.ts';
 import { until } from '../harness/process.ts';
 import { follow } from '../harness/snapshot-helpers.ts';
 
@@ -72,28 +72,33 @@ const TERMINAL = ['SUCCEEDED', 'FAILED', 'CANCELLED'];
 let app: TestApp;
 let key: string;
 let home: string;
+let demoServer: ScratchPostgres;
 
 beforeAll(async () => {
   home = await fs.mkdtemp(path.join(os.tmpdir(), 'bp-readme-'));
   app = await startTestApp({ env: { BACKPLANE_HOME: home } });
-  const demoDatabase = `demo_readme_${process.pid}_${Date.now()}`;
-  const demo = await ensureDemo(app.runtime.deps, { home, databaseUrlFor: databaseUrl, demoDatabase });
+  // The demo on a server of its own, as the embedded default's: its PITR archive (on out of the
+  // box) streams and base-backs-up that server, not the cluster other test runs share.
+  demoServer = await startScratchPostgres();
+  const demo = await ensureDemo(app.runtime.deps, { home, databaseUrlFor: (db) => demoServer.url(db), demoDatabase: 'demo' });
   key = demo.adminKey!;
   // The dump "Import a dump" imports from the demo's own destination.
   const destination = await app.runtime.db.destination.findFirstOrThrow({ where: { provider: 'LOCAL', environments: { some: {} } } });
   const dumps = path.join(String((destination.config as { path: string }).path), 'dumps');
   await fs.mkdir(dumps, { recursive: true });
   await fs.writeFile(path.join(dumps, 'shop.sql.gz'), gzipSync("CREATE TABLE shop_orders (id bigserial PRIMARY KEY, customer text NOT NULL, total numeric(10,2));\nINSERT INTO shop_orders (customer, total) SELECT 'customer ' || g, g % 1000 FROM generate_series(1, 1000) g;\n"));
-  await app.startWorker();
-});
+  await app.startWorker({ pitr: { home } });
+}, 120_000);
 afterAll(async () => {
   await app?.stop();
+  await demoServer?.stop();
   if (home) await fs.rm(home, { recursive: true, force: true });
 });
 
 describe('README.md', () => {
-  // A snapshot, a restore and a download run on a machine shared with other test runs.
-  it('runs every GraphQL block as written, in order, on a fresh start', { timeout: 300_000 }, async () => {
+  // A snapshot, restores (one to a point in time, once the demo's archive has a window) and a
+  // download run on a machine shared with other test runs.
+  it('runs every GraphQL block as written, in order, on a fresh start', { timeout: 600_000 }, async () => {
     const blocks = graphqlBlocks(await fs.readFile(README, 'utf8'));
     expect(blocks.length).toBeGreaterThan(10);
     // Intentionally not runnable blocks stay the exception (none today).
@@ -115,6 +120,7 @@ describe('README.md', () => {
     for (const [n, block] of blocks.entries()) {
       if (block.skip) continue;
       const where = `block ${n + 1} (under "${block.heading}"):\n${block.query}`;
+      if (block.query.includes(WINDOW_TIME)) OWN_VALUES[WINDOW_TIME] = await timeInRecoveryWindow(fill(block.query.replaceAll(WINDOW_TIME, '')));
       const query = fill(block.query);
       const answers = query.trimStart().startsWith('subscription') ? await subscribe(query) : [await post(query)];
       for (const answer of answers) {
@@ -146,6 +152,23 @@ describe('README.md', () => {
 });
 
 type Answer = { data?: unknown; errors?: unknown };
+
+const WINDOW_TIME = '<a time in the recovery window>';
+
+/**
+ * What a reader reads off `pointInTimeRecovery` before restoring to a time: waits (polling, as a
+ * reader would) until the window of the environment the block names has opened, past its first
+ * base backup, and answers its newest recoverable time.
+ */
+async function timeInRecoveryWindow(query: string): Promise<string> {
+  const environmentId = /environmentId: "([^"<]+)"/.exec(query)![1];
+  const read = async () =>
+    ((await post(`{ environment(id: "${environmentId}") { pointInTimeRecovery { status earliestRecoveryTime latestRecoveryTime } } }`)) as {
+      data: { environment: { pointInTimeRecovery: { status: string; earliestRecoveryTime: string | null; latestRecoveryTime: string | null } } };
+    }).data.environment.pointInTimeRecovery;
+  const w = await until(read, (x) => !!x.earliestRecoveryTime && !!x.latestRecoveryTime && x.latestRecoveryTime > x.earliestRecoveryTime, "the demo's recovery window to open", 240_000);
+  return w.latestRecoveryTime!;
+}
 
 async function post(query: string): Promise<Answer> {
   const res = await app.post({ query }, { key });

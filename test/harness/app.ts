@@ -17,6 +17,7 @@ import { loadConfig } from '../../src/app/config.ts';
 import { createLogger } from '../../src/app/logger.ts';
 import { createRuntime, type Runtime } from '../../src/app/runtime.ts';
 import { startWorker, type Worker } from '../../src/app/worker.ts';
+import type { PitrSupervisorOptions } from '../../src/services/pitr-streamer.ts';
 import { freshDatabase } from './database.ts';
 
 // Repositories made by tests use a cheap scrypt cost; restic reads them the same.
@@ -35,7 +36,7 @@ export interface TestApp {
   /** A graphql-ws client authenticated with the key. */
   ws(key?: string): Client;
   /** Starts a job worker in this process on the app's database (stopped with the app). */
-  startWorker(opts?: { staleAfterMs?: number }): Promise<Worker>;
+  startWorker(opts?: { staleAfterMs?: number; pitr?: PitrSupervisorOptions }): Promise<Worker>;
   stop(): Promise<void>;
 }
 
@@ -87,7 +88,11 @@ export async function startTestApp(opts: { databaseUrl?: string; secretKey?: str
       return client;
     },
     async startWorker(o = {}) {
-      const w = await startWorker({ deps: runtime.deps, databaseUrl, concurrency: 2, logger, staleAfterMs: o.staleAfterMs });
+      const w = await startWorker({ deps: runtime.deps, databaseUrl, concurrency: 2, logger, staleAfterMs: o.staleAfterMs, pitr: o.pitr });
+      // Once: a test that stops a worker itself leaves app.stop() nothing to stop twice.
+      const stopOnce = w.stop.bind(w);
+      let stopped: ReturnType<Worker['stop']> | null = null;
+      w.stop = () => (stopped ??= stopOnce());
       workers.push(w);
       return w;
     },
