@@ -185,7 +185,12 @@ beforeAll(async () => {
   const built = (await fs.stat(path.join(ROOT, 'dist/console/index.html')).catch(() => null))?.mtimeMs ?? 0;
   const sources = await fs.readdir(path.join(ROOT, 'src/console'), { recursive: true });
   const newer: string[] = [];
-  for (const f of sources) if ((await fs.stat(path.join(ROOT, 'src/console', f))).mtimeMs > built) newer.push(f);
+  // generated/ is rewritten by `pretest` (codegen) before every run, same content or not; a
+  // change that matters there comes from operations/*.graphql, which is checked.
+  for (const f of sources) {
+    if (f.startsWith('generated')) continue;
+    if ((await fs.stat(path.join(ROOT, 'src/console', f))).mtimeMs > built) newer.push(f);
+  }
   expect(newer, 'src/console changed after the last build: run `npm run build`').toEqual([]);
 
   home = await fs.mkdtemp(path.join(os.tmpdir(), 'bp-console-'));
