@@ -14,9 +14,15 @@ export type AlertSeverity =
   | 'WARNING';
 
 export type AlertType =
+  | 'BASE_BACKUP_FAILED'
   | 'COPY_FAILED'
   | 'DESTINATION_UNREACHABLE'
+  | 'DRILL_FAILED'
   | 'PACK_DAMAGED'
+  | 'PITR_GAP'
+  | 'PITR_LAGGING'
+  | 'PITR_SLOT_DROPPED'
+  | 'PITR_SLOT_RETAINING'
   | 'RESTORE_FAILED'
   | 'RETENTION_DELETED'
   | 'SCHEDULE_MISSED'
@@ -38,6 +44,8 @@ export type CopyStatus =
   | 'UPLOADING';
 
 export type CreateSnapshotInput = {
+  /** Where this snapshot goes; left out or empty: the environment's destinations */
+  destinationIds?: Array<string | number> | null | undefined;
   environmentId: string | number;
   /** Same key and input: the same operation back. Also read from the Idempotency-Key header. */
   idempotencyKey?: string | null | undefined;
@@ -95,13 +103,23 @@ export type ErrorCode =
   | 'ALERT_NOT_FOUND'
   | 'API_KEY_NOT_FOUND'
   | 'API_KEY_REVOKED'
+  | 'BASE_BACKUP_RUNNING'
   | 'COPY_EXISTS'
+  | 'DATABASE_CREATE_FORBIDDEN'
   | 'DATABASE_UNREACHABLE'
   | 'DESTINATION_IN_USE'
   | 'DESTINATION_NOT_FOUND'
   | 'DESTINATION_NO_REPOSITORY'
+  | 'DRILL_RUNNING'
+  | 'ENVIRONMENT_LOCKED'
   | 'ENVIRONMENT_NOT_FOUND'
+  | 'ENVIRONMENT_NOT_READY'
   | 'IDEMPOTENCY_KEY_REUSED'
+  | 'IMPORT_FAILED'
+  | 'IMPORT_FORMAT_UNKNOWN'
+  | 'IMPORT_SOURCE_UNREADABLE'
+  | 'IMPORT_TOO_LARGE'
+  | 'IMPORT_URL_REFUSED'
   | 'MAX_PINNED'
   | 'NAME_TAKEN'
   | 'NODE_NOT_FOUND'
@@ -109,6 +127,13 @@ export type ErrorCode =
   | 'OPERATION_FINISHED'
   | 'OPERATION_NOT_FOUND'
   | 'OPERATION_RUNNING'
+  | 'PITR_AFTER_ARCHIVED_WAL'
+  | 'PITR_BEFORE_FIRST_BASE_BACKUP'
+  | 'PITR_IN_GAP'
+  | 'PITR_NOT_ENABLED'
+  | 'PITR_NO_ARCHIVE'
+  | 'PITR_SOURCE_UNSUITABLE'
+  | 'PITR_TIME_NOT_RECOVERABLE'
   | 'PROJECT_NOT_EMPTY'
   | 'PROJECT_NOT_FOUND'
   | 'RESTORE_RUNNING'
@@ -120,6 +145,13 @@ export type ErrorCode =
   | 'VALIDATION_FAILED'
   | 'WEBHOOK_NOT_FOUND';
 
+/** An environment this restore creates in the snapshot’s project: its database `<source db>_<name>` on the source’s server (the source’s role needs CREATEDB), its folder `<source folder>-<name>` beside the source’s. It is PROVISIONING until the restore succeeds (then READY), FAILED if it does not, with its database and folder removed. */
+export type NewEnvironmentInput = {
+  name: string;
+  /** Defaults to DEVELOPMENT */
+  type?: EnvironmentType | null | undefined;
+};
+
 export type OperationStatus =
   | 'CANCELLED'
   | 'FAILED'
@@ -128,9 +160,12 @@ export type OperationStatus =
   | 'SUCCEEDED';
 
 export type OperationType =
+  | 'BASE_BACKUP'
   | 'COPY_SNAPSHOT'
   | 'DELETE_SNAPSHOT'
+  | 'IMPORT'
   | 'RESTORE'
+  | 'RESTORE_DRILL'
   | 'RETENTION'
   | 'SNAPSHOT'
   | 'VERIFY_SNAPSHOT';
@@ -143,6 +178,7 @@ export type PinSnapshotInput = {
 /** Parts to try instead of the environment's current policy; parts left out stay as they are */
 export type PreviewRetentionInput = {
   db?: RetentionPolicyInput | null | undefined;
+  files?: RetentionPolicyInput | null | undefined;
   full?: RetentionPolicyInput | null | undefined;
   /** Age limit of manual and pre-deploy snapshots */
   retentionDays?: number | null | undefined;
@@ -153,6 +189,8 @@ export type RestoreSnapshotInput = {
   idempotencyKey?: string | null | undefined;
   /** Default: what the snapshot holds */
   includes?: Array<SnapshotInclude> | null | undefined;
+  /** Restore into a new environment instead (not with targetEnvironmentId); createSafetySnapshot is ignored then: there is nothing to protect */
+  newEnvironment?: NewEnvironmentInput | null | undefined;
   snapshotId: string | number;
   strategy?: RestoreStrategy | null | undefined;
   /** Default: the snapshot’s own environment */
@@ -165,12 +203,26 @@ export type RestoreStrategy =
   | 'SWAP';
 
 export type RetentionPolicyInput = {
+  /** Keep the newest snapshot of each of the last N days that have one */
   daily?: number | null | undefined;
+  /** Keep the newest snapshot of each day within the last N days */
+  dailyWithinDays?: number | null | undefined;
+  /** Keep the newest snapshot of each of the last N hours that have one */
   hourly?: number | null | undefined;
-  /** Delete snapshots of this kind older than this, whatever the counts say */
+  /** Keep the newest snapshot of each hour within the last N hours */
+  hourlyWithinHours?: number | null | undefined;
+  /** Keep the newest N snapshots of this kind */
+  last?: number | null | undefined;
+  /** Delete snapshots of this kind older than this, whatever the other rules say */
   maxAgeDays?: number | null | undefined;
+  /** Keep the newest snapshot of each of the last N months that have one */
   monthly?: number | null | undefined;
+  /** Keep the newest snapshot of each month within the last N months */
+  monthlyWithinMonths?: number | null | undefined;
+  /** Keep the newest snapshot of each of the last N ISO weeks that have one */
   weekly?: number | null | undefined;
+  /** Keep the newest snapshot of each ISO week within the last N weeks */
+  weeklyWithinWeeks?: number | null | undefined;
 };
 
 /** Why retention keeps or deletes a snapshot */
@@ -178,6 +230,7 @@ export type RetentionRule =
   | 'DAILY'
   | 'EXPIRED'
   | 'HOURLY'
+  | 'LAST'
   | 'MONTHLY'
   | 'NEWEST'
   | 'NO_LIMIT'
@@ -188,10 +241,18 @@ export type RetentionRule =
   | 'WEEKLY'
   | 'WITHIN_AGE_LIMIT';
 
+/** What a snapshot includes, as one choice */
+export type SnapshotContents =
+  | 'DATABASE_AND_FILES'
+  | 'DATABASE_ONLY'
+  | 'FILES_ONLY';
+
 export type SnapshotFilter = {
   createdAfter?: string | null | undefined;
   createdBefore?: string | null | undefined;
   environmentTypes?: Array<EnvironmentType> | null | undefined;
+  /** Only snapshots with exactly this content */
+  includes?: SnapshotContents | null | undefined;
   kinds?: Array<SnapshotKind> | null | undefined;
   labelContains?: string | null | undefined;
   pinned?: boolean | null | undefined;
@@ -207,6 +268,7 @@ export type SnapshotInclude =
   | 'FILES';
 
 export type SnapshotKind =
+  | 'IMPORT'
   | 'MANUAL'
   | 'PRE_DEPLOY'
   | 'SAFETY'
@@ -227,21 +289,34 @@ export type SnapshotStatus =
   | 'FAILED'
   | 'READY';
 
-/** Fields left out keep their value; dbCron or fullCron null turns that kind off */
+/** Fields left out keep their value; dbCron, fullCron, filesCron or drillCron null turns that kind off */
 export type UpsertScheduleInput = {
+  /** Base backups of the environment's cluster, five fields, UTC (default daily, 0 3 * * *) */
+  baseBackupCron?: string | null | undefined;
   /** Five fields: minute hour day-of-month month day-of-week */
   dbCron?: string | null | undefined;
   dbRetention?: RetentionPolicyInput | null | undefined;
   /** Empty: the environment's default destinations */
   destinationIds?: Array<string | number> | null | undefined;
+  /** Restore drills; five fields as above */
+  drillCron?: string | null | undefined;
   enabled?: boolean | null | undefined;
   environmentId: string | number;
+  /** Files-only snapshots (volume backups); five fields */
+  filesCron?: string | null | undefined;
+  filesRetention?: RetentionPolicyInput | null | undefined;
   /** Five fields: minute hour day-of-month month day-of-week */
   fullCron?: string | null | undefined;
   fullRetention?: RetentionPolicyInput | null | undefined;
   paused?: boolean | null | undefined;
   /** IANA name, e.g. Europe/Berlin (default UTC) */
   timezone?: string | null | undefined;
+  /** The current partial WAL segment is uploaded at least this often (default 60) */
+  walArchiveIntervalSeconds?: number | null | undefined;
+  /** Point-in-time recovery: stream the server's WAL and take base backups. Enabling checks the server first (wal_level, max_wal_senders, the REPLICATION privilege, its version) */
+  walEnabled?: boolean | null | undefined;
+  /** WAL and base backups older than this many days may be pruned (null: kept) */
+  walRetentionDays?: number | null | undefined;
 };
 
 type ConsoleErrorFields_ConflictError_Fragment = { __typename: 'ConflictError', code: ErrorCode, message: string };
@@ -342,6 +417,7 @@ export type ConsoleOperationsQuery = { nodes: Array<
     | { __typename: 'Operation', id: string, type: OperationType, status: OperationStatus, phase: string | null, percent: number | null, bytesDone: string, bytesTotal: string | null, message: string | null, error: string | null, cancelRequested: boolean, createdAt: string, startedAt: string | null, finishedAt: string | null, environment: { id: string, name: string } | null, snapshot: { id: string, label: string | null, status: SnapshotStatus } | null }
     | { __typename: 'Organization' }
     | { __typename: 'Project' }
+    | { __typename: 'RestoreDrill' }
     | { __typename: 'RestoreLog' }
     | { __typename: 'Schedule' }
     | { __typename: 'Snapshot' }
