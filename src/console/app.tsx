@@ -31,6 +31,8 @@ function useHash(): string {
   useEffect(() => {
     const on = () => setHash(location.hash.slice(1) || '/');
     addEventListener('hashchange', on);
+    // The effect runs after the first paint: a hash changed in between fired no event we heard.
+    on();
     return () => removeEventListener('hashchange', on);
   }, []);
   return hash;

@@ -13,7 +13,7 @@ const EMBEDDED = [
   'Viewer', 'AlertCounts', 'SnapshotCopy', 'Download', 'RetentionPolicy', 'RetentionPreview', 'RetentionDecision', 'CronPreset',
   'DestinationProbeStepResult', 'DestinationTestPayload', 'EnvironmentActivityEvent', 'SnapshotOperationPayload', 'SnapshotPayload',
   'RestorePayload', 'OperationPayload', 'AlertPayload', 'SchedulePayload', 'ConflictError', 'NotFoundError', 'ValidationError',
-  'FieldError', 'SnapshotSizeEstimate', 'PageInfo', 'RedactedCredentials',
+  'FieldError', 'SnapshotSizeEstimate', 'PageInfo', 'RedactedCredentials', 'PointInTimeRecovery',
 ];
 
 function invalidateField(cache: Cache, entity: { __typename: string; id: string } | 'Query', field: string) {

@@ -1,6 +1,6 @@
 /**
- * Operations this tab has seen start (from its own mutations or from environment activity), so the
- * Live operations page can follow them; the API has no "every running operation" query. Kept in
+ * Operations this tab has seen (its own mutations, environment activity, the running ones the
+ * Operations page listed), so the Live operations page keeps showing them once they end. Kept in
  * sessionStorage so a reload re-reads them by id and resumes from their current state.
  */
 import { useEffect, useState } from 'preact/hooks';

@@ -2,8 +2,8 @@ import { endsPromptly } from '../events/bus.ts';
 import { GraphQLError } from 'graphql';
 import { OperationStatus, OperationType } from '../generated/prisma/enums.ts';
 import { cancelOperation, getOperation, isTerminal } from '../services/operations.ts';
-import { typeAccess } from './access.ts';
-import { builder } from './builder.ts';
+import { typeAccess, visibleWhere } from './access.ts';
+import { builder, type Context } from './builder.ts';
 import { EnvironmentActivityEvent } from './environment.ts';
 import type { ErrorCode } from '../domain/errors.ts';
 import { allErrors, ErrorCodeEnum } from './errors.ts';
@@ -46,7 +46,54 @@ export const Operation = builder.prismaNode('Operation', {
   }),
 });
 
+const OperationFilter = builder.inputType('OperationFilter', {
+  fields: (t) => ({
+    statuses: t.field({ type: [OperationStatusEnum], description: 'Only operations in these statuses (e.g. QUEUED and RUNNING: the work under way)' }),
+    types: t.field({ type: [OperationTypeEnum], description: 'Only operations of these types' }),
+    environmentId: t.id({ description: 'Only operations of this environment' }),
+  }),
+});
+
+type OperationFilterShape = { statuses?: readonly OperationStatus[] | null; types?: readonly OperationType[] | null; environmentId?: string | number | null };
+
+function operationListWhere(ctx: Context, filter: OperationFilterShape | null | undefined, ofEnvironment?: string) {
+  const where: Record<string, unknown> = ofEnvironment ? { environmentId: ofEnvironment } : {};
+  if (filter?.statuses?.length) where.status = { in: [...filter.statuses] };
+  if (filter?.types?.length) where.type = { in: [...filter.types] };
+  if (filter?.environmentId != null) {
+    // An unknown or malformed environment id filters to nothing rather than failing the list, as environments(projectId) does.
+    let environmentId = '';
+    try {
+      environmentId = parseId(String(filter.environmentId), 'Environment', ['filter', 'environmentId']);
+    } catch {
+      environmentId = '';
+    }
+    where.environmentId = environmentId || { in: [] };
+  }
+  return visibleWhere(ctx, 'Operation', where);
+}
+
+builder.prismaObjectFields('Environment', (t) => ({
+  operations: t.prismaConnection({
+    type: 'Operation',
+    cursor: 'id',
+    description: 'Operations of this environment, newest first',
+    args: { statuses: t.arg({ type: [OperationStatusEnum], description: 'Only operations in these statuses' }), types: t.arg({ type: [OperationTypeEnum], description: 'Only operations of these types' }) },
+    totalCount: (env, args, ctx) => ctx.deps.db.operation.count({ where: operationListWhere(ctx, args, env.id) }),
+    resolve: (query, env, args, ctx) => ctx.deps.db.operation.findMany({ ...query, where: operationListWhere(ctx, args, env.id), orderBy: { id: 'desc' } }),
+  }),
+}));
+
 builder.queryFields((t) => ({
+  operations: t.prismaConnection({
+    type: 'Operation',
+    cursor: 'id',
+    authScopes: { read: true },
+    description: 'Operations visible to this key, newest first; e.g. filter { statuses: [QUEUED, RUNNING] } for the work under way.',
+    args: { filter: t.arg({ type: OperationFilter }) },
+    totalCount: (_c, args, ctx) => ctx.deps.db.operation.count({ where: operationListWhere(ctx, args.filter) }),
+    resolve: (query, _root, args, ctx) => ctx.deps.db.operation.findMany({ ...query, where: operationListWhere(ctx, args.filter), orderBy: { id: 'desc' } }),
+  }),
   operation: t.prismaField({
     type: 'Operation',
     nullable: true,

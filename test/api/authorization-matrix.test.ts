@@ -59,6 +59,7 @@ const EXPECT: Record<string, Expectation> = {
   'Query.node': { scope: 'read', object: true },
   'Query.nodes': { scope: 'read', object: true },
   'Query.operation': { scope: 'read', object: true },
+  'Query.operations': { scope: 'read', object: true },
   'Query.organization': { scope: 'authenticated', object: false },
   'Query.previewRetention': { scope: 'read', object: true },
   'Query.project': { scope: 'read', object: true },

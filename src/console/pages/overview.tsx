@@ -12,7 +12,33 @@ function nextRun(s: { paused: boolean; nextDbRunAt?: string | null; nextFullRunA
   return next ? when(next) : '—';
 }
 
-/** Projects and their environments at a glance: last snapshot, next scheduled run, open alerts. */
+interface RecoveryWindow {
+  enabled: boolean;
+  status: string;
+  earliestRecoveryTime?: string | null;
+  latestRecoveryTime?: string | null;
+  lagSeconds?: number | null;
+}
+
+/** Point-in-time recovery: its status, and the window a restore may pick a time in. */
+function Recovery({ pitr }: { pitr: RecoveryWindow }) {
+  if (!pitr.enabled) return <span class="muted">off</span>;
+  return (
+    <span data-pitr-status={pitr.status}>
+      <span class={`status ${pitr.status === 'ARCHIVING' ? 'ready' : 'running'}`}>{pitr.status}</span>{' '}
+      {pitr.earliestRecoveryTime && pitr.latestRecoveryTime ? (
+        <span class="pitr-window">
+          {when(pitr.earliestRecoveryTime)} → {when(pitr.latestRecoveryTime)}
+        </span>
+      ) : (
+        <span class="muted">no window yet</span>
+      )}
+      {pitr.lagSeconds != null ? <span class="muted"> · lag {pitr.lagSeconds}s</span> : null}
+    </span>
+  );
+}
+
+/** Projects and their environments at a glance: last snapshot, next scheduled run, recovery window, open alerts. */
 export function OverviewPage() {
   const { reconnects } = useConsole();
   const [res, refetch] = useQuery({ query: ConsoleOverviewDocument });
@@ -41,6 +67,7 @@ export function OverviewPage() {
                 <th>Size</th>
                 <th>Snapshots</th>
                 <th>Next scheduled run</th>
+                <th>Point-in-time recovery</th>
               </tr>
             </thead>
             <tbody>
@@ -57,6 +84,9 @@ export function OverviewPage() {
                     <td data-label="Snapshots">{e.snapshots.totalCount}</td>
                     <td data-label="Next run">
                       <a href={`#/schedule/${encodeURIComponent(e.id)}`}>{nextRun(e.schedule)}</a>
+                    </td>
+                    <td data-label="Point-in-time recovery" class="pitr">
+                      <Recovery pitr={e.pointInTimeRecovery} />
                     </td>
                   </tr>
                 );
