@@ -210,8 +210,12 @@ export async function timeBetweenCommits(url: string, after: Date, before: Date,
       WHERE next IS NOT NULL AND stamped > '${after.toISOString()}' AND next < '${before.toISOString()}' AND next - stamped > interval '${gapMs * 2} milliseconds' ORDER BY id LIMIT 1`,
   );
   if (!rows[0]) throw new Error('no two commits far enough apart');
-  // Milliseconds only (what DateTime carries): the time is rounded inside the gap.
-  const t = new Date(Math.floor((rows[0].stamped.getTime() + rows[0].next.getTime()) / 2));
+  // Just before the next row's stamp, not halfway: a commit comes after its row's stamp by as
+  // long as the server takes (tens of ms on a loaded machine), so halfway could fall before the
+  // first commit; but the workload's client waits intervalMs after a commit before it sends the
+  // next insert, so that commit is long done 5 ms before the next stamp, and the next commit is
+  // after its own stamp. Milliseconds only (what DateTime carries).
+  const t = new Date(Math.floor(rows[0].next.getTime()) - 5);
   const [{ n }] = await query<{ n: number }>(url, `SELECT count(*)::int AS n FROM pitr_rows WHERE stamped <= '${t.toISOString()}'`);
   return { t, expected: n };
 }

@@ -53,12 +53,12 @@ const decisions = (plan: { snapshotId: string; action: string; rule: string }[])
 describe('currentPolicy', () => {
   it("is the environment's schedule GFS, timezone and settings; without them, keep everything (safety: 7 days, UTC)", async () => {
     const { env, other } = await world();
-    expect(await currentPolicy(deps, env.id)).toEqual({ db: {}, full: {}, retentionDays: null, safetyRetentionDays: 7, timezone: 'UTC' });
+    expect(await currentPolicy(deps, env.id)).toEqual({ db: {}, full: {}, files: {}, retentionDays: null, safetyRetentionDays: 7, timezone: 'UTC' });
     await rt.db.schedule.create({ data: { environmentId: env.id, dbCron: '0 * * * *', timezone: 'Europe/Paris', dbRetention: { hourly: 3 }, fullRetention: { daily: 2 } } });
     await rt.db.environmentSettings.update({ where: { environmentId: env.id }, data: { retentionDays: 30, safetyRetentionDays: 2 } });
-    expect(await currentPolicy(deps, env.id)).toEqual({ db: { hourly: 3 }, full: { daily: 2 }, retentionDays: 30, safetyRetentionDays: 2, timezone: 'Europe/Paris' });
+    expect(await currentPolicy(deps, env.id)).toEqual({ db: { hourly: 3 }, full: { daily: 2 }, files: {}, retentionDays: 30, safetyRetentionDays: 2, timezone: 'Europe/Paris' });
     // Another environment's schedule and settings are not this one's.
-    expect(await currentPolicy(deps, other.id)).toEqual({ db: {}, full: {}, retentionDays: null, safetyRetentionDays: 7, timezone: 'UTC' });
+    expect(await currentPolicy(deps, other.id)).toEqual({ db: {}, full: {}, files: {}, retentionDays: null, safetyRetentionDays: 7, timezone: 'UTC' });
     await rt.db.environmentSettings.delete({ where: { environmentId: other.id } });
     expect((await currentPolicy(deps, other.id)).safetyRetentionDays).toBe(7);
   });
