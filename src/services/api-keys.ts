@@ -5,7 +5,7 @@ import { ConflictError, ErrorCode, NotFoundError, ValidationError } from '../dom
 import { expandScopes, SCOPES, scopeFromDb, scopeToDb, type Scope } from '../domain/scopes.ts';
 import { name, parseInput } from '../domain/validation.ts';
 import { ALL, LISTENER_APPLICATION, publishInTransaction } from '../events/bus.ts';
-import type { Deps } from './deps.ts';
+import type { Deps, KeyCache } from './deps.ts';
 import { canSeeProject, type Viewer } from './viewer.ts';
 
 /**
@@ -44,7 +44,7 @@ export async function authenticate(db: Db, token: string, now: Date): Promise<Vi
  * for up to `ttlMs`. An expiry is checked on every request.
  * Failed attempts are never remembered.
  */
-export class ViewerCache {
+export class ViewerCache implements KeyCache {
   private readonly entries = new Map<string, { viewer: Viewer; keyExpiresAt: number | null; since: number }>();
   /** Keys forgotten lately, until when: a lookup that was under way as one was revoked is not kept. */
   private readonly forgotten = new Map<string, number>();

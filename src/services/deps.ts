@@ -2,7 +2,7 @@ import type { Db } from '../db/client.ts';
 import type { Logger } from '../app/logger.ts';
 import type { SecretBox } from '../app/secrets.ts';
 import type { EventBus } from '../events/bus.ts';
-import type { ViewerCache } from './api-keys.ts';
+import type { Viewer } from './viewer.ts';
 
 /** Time, injected so tests control it. */
 export interface Clock {
@@ -28,7 +28,7 @@ export interface Deps {
   /** Where and how importDump reads dumps (see imports.ts); unset, imports are refused. */
   imports?: ImportSettings;
   /** Authenticated keys, remembered for a few seconds (see ViewerCache); unset, every request looks its key up. */
-  viewerCache?: ViewerCache;
+  viewerCache?: KeyCache;
 }
 
 /** importDump's settings, from the configuration. */
@@ -40,4 +40,13 @@ export interface ImportSettings {
   allowPrivateAddresses: boolean;
   /** Extra certificate authorities (PEM) for https fetches. */
   ca?: string;
+}
+
+/**
+ * What services need of the process's key cache (ViewerCache in api-keys.ts implements it);
+ * declared here so deps.ts, which every service imports, imports none of them back.
+ */
+export interface KeyCache {
+  authenticate(db: Db, token: string, now: Date): Promise<Viewer>;
+  forget(apiKeyId: string, now: Date): void;
 }

@@ -9,14 +9,14 @@ import { describe, expect, it } from 'vitest';
  * it, and follow-up work travels through the job queue or an event. This reads the imports of
  * src/services/*.ts as they are written and fails on any cycle, naming it.
  *
- * Imports that only bring types (`import type`, or braces holding only `type` names) are left
- * out: the compiler erases them, so they order nothing at run time and call nothing. Dynamic
- * `import()` counts like a static import, so a cycle cannot hide behind one.
+ * Imports that only bring types count too: the compiler erases them, but a type shared both ways
+ * still ties two modules together (the shape belongs in the lower one). Dynamic `import()` counts
+ * like a static import, so a cycle cannot hide behind one.
  */
 
 const servicesDir = resolve(dirname(fileURLToPath(import.meta.url)), '../../src/services');
 
-/** The service modules a file imports at run time (file names within src/services). */
+/** The service modules a file imports, types included (file names within src/services). */
 export function serviceImports(fileName: string, source: string): string[] {
   const file = ts.createSourceFile(fileName, source, ts.ScriptTarget.Latest, false, ts.ScriptKind.TS);
   const found = new Set<string>();
@@ -27,14 +27,9 @@ export function serviceImports(fileName: string, source: string): string[] {
   };
   const visit = (node: ts.Node) => {
     if (ts.isImportDeclaration(node) && ts.isStringLiteral(node.moduleSpecifier)) {
-      const clause = node.importClause;
-      const named = clause?.namedBindings && ts.isNamedImports(clause.namedBindings) ? clause.namedBindings.elements : null;
-      const typeOnly = clause?.isTypeOnly || (clause && !clause.name && named && named.length > 0 && named.every((e) => e.isTypeOnly));
-      if (!typeOnly) add(node.moduleSpecifier.text);
+      add(node.moduleSpecifier.text);
     } else if (ts.isExportDeclaration(node) && node.moduleSpecifier && ts.isStringLiteral(node.moduleSpecifier)) {
-      const named = node.exportClause && ts.isNamedExports(node.exportClause) ? node.exportClause.elements : null;
-      const typeOnly = node.isTypeOnly || (named && named.length > 0 && named.every((e) => e.isTypeOnly));
-      if (!typeOnly) add(node.moduleSpecifier.text);
+      add(node.moduleSpecifier.text);
     } else if (ts.isCallExpression(node) && node.expression.kind === ts.SyntaxKind.ImportKeyword && node.arguments[0] && ts.isStringLiteralLike(node.arguments[0])) {
       add(node.arguments[0].text);
     }
@@ -122,7 +117,7 @@ describe('the import graph of src/services', () => {
     expect(described, `import cycles among the services:\n${described.join('\n')}`).toEqual([]);
   });
 
-  it('reads the imports that matter at run time and finds a cycle among them', () => {
+  it('reads every import of a service module, types included, and finds a cycle among them', () => {
     const a = [
       "import { b } from './b.ts';",
       "import type { C } from './c.ts';",
@@ -132,7 +127,7 @@ describe('the import graph of src/services', () => {
       "import { g } from '../domain/g.ts';",
       "const h = () => import('./h.ts');",
     ].join('\n');
-    expect(serviceImports('a.ts', a)).toEqual(['b.ts', 'e.ts', 'f.ts', 'h.ts']);
+    expect(serviceImports('a.ts', a)).toEqual(['b.ts', 'c.ts', 'd.ts', 'e.ts', 'f.ts', 'h.ts']);
 
     const graph = new Map([
       ['a.ts', ['b.ts']],
