@@ -17,10 +17,10 @@ import { environmentDatabaseUrl, getEnvironment } from './environments.ts';
 import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
 import { importFile, newImportToken, removeImportFile } from './import-files.ts';
 import { enqueueJob, operationJobKey } from './jobs.ts';
-import { beginOperation, CancelledError, finishOperation, HANDED_BACK_MESSAGE, progressReporter, requeueOperation, TimedOutError } from './operations.ts';
+import { beginOperation, CancelledError, finishOperation, progressReporter, TimedOutError } from './operations.ts';
 import { backendFor } from './repositories.ts';
 import { discardRestoreLeftovers, restoreIdOf } from './restore-leftovers.ts';
-import { takeSafetySnapshot } from './restores.ts';
+import { handBackRestore, takeSafetySnapshot } from './restores.ts';
 import { messageOf, runSnapshot, underLimits } from './snapshots.ts';
 import { destinationWhere, type Viewer } from './viewer.ts';
 
@@ -306,14 +306,8 @@ export async function runImport(deps: Deps, operationId: string, jobSignal?: Abo
     const shuttingDown = jobSignal?.aborted && !(err instanceof CancelledError) && !(err instanceof TimedOutError);
     if (shuttingDown) {
       // Handed back like a restore: what was prepared goes, the dump file stays for the next run.
-      try {
-        await discardRestoreLeftovers(deps, log.id);
-      } catch (cleanupErr) {
-        deps.logger.error({ err: cleanupErr, operationId }, 'could not clear what a stopped import prepared; its next run does');
-      }
       await resetImportSnapshot(deps, log.snapshotId!);
-      await deps.db.restoreLog.update({ where: { id: log.id }, data: { status: 'QUEUED', error: null, previousDatabaseName: null } });
-      await requeueOperation(deps, operationId, HANDED_BACK_MESSAGE);
+      await handBackRestore(deps, log.id, operationId);
       throw err;
     }
     const cancelled = err instanceof CancelledError;

@@ -17,12 +17,12 @@ import type { Deps } from './deps.ts';
 import { environmentDatabaseUrl, getEnvironment } from './environments.ts';
 import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
 import { enqueueJob, operationJobKey } from './jobs.ts';
-import { beginOperation, CancelledError, finishOperation, HANDED_BACK_MESSAGE, progressReporter, requeueOperation, TimedOutError } from './operations.ts';
+import { beginOperation, CancelledError, finishOperation, progressReporter, TimedOutError } from './operations.ts';
 import { baseTarPath, checkRecoverable, readArchive, type RecoveryPlan } from './pitr-archive.ts';
 import { catalogRecoveryWindow } from './pitr-window.ts';
 import { openRepository, type OpenedRepository } from './repositories.ts';
 import { discardRestoreLeftovers, restoreIdOf } from './restore-leftovers.ts';
-import { commitOrRollback, takeSafetySnapshot } from './restores.ts';
+import { commitOrRollback, handBackRestore, takeSafetySnapshot } from './restores.ts';
 import { INCLUDES, messageOf, underLimits } from './snapshots.ts';
 import type { Viewer } from './viewer.ts';
 
@@ -305,13 +305,7 @@ export async function runPitrRestore(deps: Deps, operationId: string, jobSignal?
     await progress.flush();
     const shuttingDown = jobSignal?.aborted && !(err instanceof CancelledError) && !(err instanceof TimedOutError);
     if (shuttingDown) {
-      try {
-        await discardRestoreLeftovers(deps, log.id);
-      } catch (cleanupErr) {
-        deps.logger.error({ err: cleanupErr, operationId }, 'could not clear what a stopped restore prepared; its next run does');
-      }
-      await deps.db.restoreLog.update({ where: { id: log.id }, data: { status: 'QUEUED', error: null, previousDatabaseName: null } });
-      await requeueOperation(deps, operationId, HANDED_BACK_MESSAGE);
+      await handBackRestore(deps, log.id, operationId);
       throw err;
     }
     const cancelled = err instanceof CancelledError;

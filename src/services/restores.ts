@@ -285,13 +285,7 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
       // rolled back above; this also covers a stop in between), the target is as it was, and
       // the job is handed back (the worker's wrapper does that when this throws) to run again
       // from the start, safety snapshot included: the target may change until it runs again.
-      try {
-        await discardRestoreLeftovers(deps, log.id);
-      } catch (cleanupErr) {
-        deps.logger.error({ err: cleanupErr, operationId }, 'could not clear what a stopped restore prepared; its next run does');
-      }
-      await deps.db.restoreLog.update({ where: { id: log.id }, data: { status: 'QUEUED', error: null, previousDatabaseName: null } });
-      await requeueOperation(deps, operationId, HANDED_BACK_MESSAGE);
+      await handBackRestore(deps, log.id, operationId);
       throw err;
     }
     const cancelled = err instanceof CancelledError;
@@ -384,3 +378,17 @@ export async function takeSafetySnapshot(deps: Deps, environmentId: string, incl
   return snapshotId;
 }
 
+/**
+ * A stopping worker hands a restore-like job (restore, import, restore to a point in time) back:
+ * what this run prepared goes, its log waits QUEUED and its operation is requeued; the caller
+ * rethrows, and the worker's wrapper re-adds the job.
+ */
+export async function handBackRestore(deps: Deps, logId: string, operationId: string): Promise<void> {
+  try {
+    await discardRestoreLeftovers(deps, logId);
+  } catch (cleanupErr) {
+    deps.logger.error({ err: cleanupErr, operationId }, 'could not clear what a stopped restore prepared; its next run does');
+  }
+  await deps.db.restoreLog.update({ where: { id: logId }, data: { status: 'QUEUED', error: null, previousDatabaseName: null } });
+  await requeueOperation(deps, operationId, HANDED_BACK_MESSAGE);
+}
