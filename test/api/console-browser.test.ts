@@ -189,8 +189,9 @@ beforeAll(async () => {
   const built = (await fs.stat(path.join(ROOT, 'dist/console/index.html')).catch(() => null))?.mtimeMs ?? 0;
   const sources = await fs.readdir(path.join(ROOT, 'src/console'), { recursive: true });
   const newer: string[] = [];
-  // generated/ is rewritten by `pretest` (codegen) before every run, same content or not; a
-  // change that matters there comes from operations/*.graphql, which is checked.
+  // generated/ is rewritten by `npm run codegen`, same content or not; a change that matters
+  // there comes from operations/*.graphql, which is checked (and client-generated.test.ts checks
+  // generated/ against the schema).
   for (const f of sources) {
     if (f.startsWith('generated')) continue;
     if ((await fs.stat(path.join(ROOT, 'src/console', f))).mtimeMs > built) newer.push(f);
