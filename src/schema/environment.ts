@@ -208,6 +208,7 @@ builder.mutationFields((t) => ({
   }),
   deleteEnvironment: t.field({
     type: DeletePayload,
+    description: 'Deletes the environment and its catalog rows. Refused with OPERATION_RUNNING while a job of it, or a restore reading one of its snapshots, is queued or running.',
     authScopes: { admin: true },
     errors: { types: allErrors, directResult: true, union: { name: 'DeleteEnvironmentResult' } },
     args: { input: t.arg({ type: DeleteEnvironmentInput, required: true }) },

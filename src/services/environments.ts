@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { NotFoundError } from '../domain/errors.ts';
+import { ConflictError, ErrorCode, NotFoundError } from '../domain/errors.ts';
 import { databaseNameOf, databaseUrl, filesPath, name, parseInput } from '../domain/validation.ts';
 import { publishInTransaction } from '../events/bus.ts';
 import { redactUrl } from '../app/secrets.ts';
@@ -95,6 +95,16 @@ export async function updateEnvironment(deps: Deps, viewer: Viewer, id: string, 
 export async function deleteEnvironment(deps: Deps, viewer: Viewer, id: string): Promise<string> {
   await getEnvironment(deps, viewer, id);
   await deps.db.$transaction(async (tx) => {
+    // The row lock makes a job queued at the same moment wait for this transaction (its operation
+    // row references the environment), so the check below sees every job that could still run.
+    await tx.$queryRaw`SELECT id FROM environments WHERE id = ${id} FOR UPDATE`;
+    // A job under way would lose its rows mid-way and leave what it made (a restore's database
+    // `<db>__bp_restore_<id>`, a new environment's database and folder) with nothing to clean it up.
+    const busy = await tx.operation.findFirst({
+      where: { status: { in: ['QUEUED', 'RUNNING'] }, OR: [{ environmentId: id }, { restoreLogs: { some: { sourceEnvironmentId: id } } }] },
+      select: { type: true, status: true },
+    });
+    if (busy) throw new ConflictError(ErrorCode.OPERATION_RUNNING, `A ${busy.type.toLowerCase().replace(/_/g, ' ')} of this environment is ${busy.status.toLowerCase()}: cancel it or wait until it ends, then delete the environment`);
     await tx.environment.delete({ where: { id } });
     await publishInTransaction(tx, 'environmentActivity', id, { kind: 'ENVIRONMENT_DELETED', environmentId: id, subjectId: id });
   });
