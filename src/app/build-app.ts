@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { GraphQLError, type ExecutionArgs } from 'graphql';
@@ -32,7 +32,7 @@ export interface App {
   readonly server: http.Server;
 }
 
-type AppConfig = Pick<Config, 'PUBLIC_URL' | 'BODY_LIMIT_BYTES' | 'BATCH_LIMIT' | 'MAX_DEPTH' | 'MAX_ALIASES' | 'MAX_COST' | 'MAX_TOKENS' | 'SHUTDOWN_GRACE_MS'>;
+type AppConfig = Pick<Config, 'PUBLIC_URL' | 'BODY_LIMIT_BYTES' | 'BATCH_LIMIT' | 'MAX_DEPTH' | 'MAX_ALIASES' | 'MAX_COST' | 'MAX_TOKENS' | 'SHUTDOWN_GRACE_MS' | 'METRICS_TOKEN'>;
 
 class PayloadTooLargeError extends Error {}
 
@@ -257,6 +257,14 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
     stream.pipe(res);
   }
 
+  // Compared as SHA-256 digests: equal lengths for timingSafeEqual, whatever the header holds.
+  const metricsDigest = config.METRICS_TOKEN ? createHash('sha256').update(config.METRICS_TOKEN).digest() : null;
+  function metricsAllowed(req: http.IncomingMessage): boolean {
+    if (!metricsDigest) return true;
+    const given = /^Bearer (.+)$/i.exec(req.headers.authorization ?? '')?.[1];
+    return given !== undefined && timingSafeEqual(createHash('sha256').update(given).digest(), metricsDigest);
+  }
+
   async function ready(db: Db): Promise<boolean> {
     try {
       await db.$queryRawUnsafe('SELECT 1');
@@ -298,6 +306,10 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
         res.writeHead(up ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ status: up ? 'ready' : 'unavailable', database: ok ? 'up' : 'down' }));
       }, fail);
     } else if (path === '/metrics') {
+      if (!metricsAllowed(req)) {
+        res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Bearer realm="metrics"' }).end(JSON.stringify({ error: 'METRICS_TOKEN is set: send it as Authorization: Bearer <token>' }));
+        return;
+      }
       metrics.render().then((text) => res.writeHead(200, { 'content-type': metrics.contentType }).end(text), fail);
     } else if (path.startsWith('/downloads/')) {
       serveDownload(req, res, path.slice('/downloads/'.length)).catch(fail);

@@ -20,6 +20,11 @@ export const configSchema = z.object({
   /** Where the embedded PostgreSQL, the local destination and the key file live. */
   BACKPLANE_HOME: z.string().default('.backplane'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /**
+   * When set, /metrics answers only requests carrying `Authorization: Bearer <this token>`
+   * (Prometheus: `authorization: { credentials_file: … }`); otherwise it asks for nothing.
+   */
+  METRICS_TOKEN: z.string().min(16, 'METRICS_TOKEN: at least 16 characters').optional(),
   /** Largest accepted request body. */
   BODY_LIMIT_BYTES: intFromEnv(1_000_000),
   /**
