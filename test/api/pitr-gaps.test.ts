@@ -2,7 +2,9 @@
  * What the source server does to the WAL archive, with the real streamer (a supervisor as a
  * worker runs it), pg_receivewal, pg_basebackup and restores through the API, while a workload
  * commits rows stamped with clock_timestamp(): WAL the server removed before it was streamed (a
- * MISSING_WAL gap), and a standby promoted in its place (a new timeline the archive follows).
+ * MISSING_WAL gap), and standbys promoted in its place: one the archive follows across the new
+ * timeline, one that forked before the archive's position (a TIMELINE_SWITCH gap until a new base
+ * backup), one that forked inside the segment the archive was in (followed, with a closed gap).
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -254,5 +256,41 @@ describe('gaps and timelines of the WAL archive', () => {
     expect(inGap.data?.restoreToPointInTime).toMatchObject({ __typename: 'ConflictError', code: 'PITR_IN_GAP' });
     const after = await timeBetweenCommits(serverUrl('app'), new Date(closed.toTime!.getTime() + 300), new Date(w.latestRecoveryTime as string));
     await expectExactClone(after.t, 'app_after_fork');
+  }, 900_000);
+
+  it('a standby promoted that missed commits the archive holds in the same segment: followed, but the stretch whose commits the new timeline lacks is a TIMELINE_SWITCH gap; a time after it restores exactly', async () => {
+    const binaries = await defaultPgBinaries('system');
+    const primary = standbys.at(-1)!.cluster;
+    const behind = await startStandby({ ...primary, adminUrl: primary.url('postgres') });
+    await stopCluster(behind.dataDir, binaries);
+    const forkSegment = (await sql(primary.url('postgres'), 'SELECT pg_walfile_name(pg_current_wal_lsn()) AS n')).rows[0].n as string;
+    // Commits the standby never gets, archived, still in the segment where it stopped.
+    const lostFrom = new Date();
+    await waitFor(async () => (await sql(primary.url('app'), 'SELECT count(*)::int AS n FROM pitr_rows WHERE stamped > $1', [lostFrom])).rows[0].n as number, (n) => n >= 20, 'commits the standby misses', 60_000);
+    await windowPast(new Date());
+    await workload!.stop();
+    workload = null;
+    expect((await sql(primary.url('postgres'), 'SELECT pg_walfile_name(pg_current_wal_lsn()) AS n')).rows[0].n).toBe(forkSegment);
+    const coveredBefore = (await clusterRow()).coveredUntil!;
+    await stopCluster(primary.dataDir, binaries);
+    const restarted = await startCluster({ dataDir: behind.dataDir, port: behind.port, password: behind.password, binaries, settings });
+    await sql(restarted.url('postgres'), 'SELECT pg_promote(true, 60)');
+    await failOverTo(restarted);
+
+    const seen = await waitFor(pitrWindow, (w) => w.timelineSwitches.some((t) => t.timeline === 4), 'timeline 4 listed', 180_000);
+    expect(seen.timelineSwitches.find((t) => t.timeline === 4)).toMatchObject({ parentTimeline: 3 });
+    const gap = seen.gaps.find((g) => g.reason === 'TIMELINE_SWITCH' && g.detail?.includes('timeline 4'));
+    expect(gap, JSON.stringify(seen.gaps)).toBeDefined();
+    expect(gap!.detail).toContain('not on the new timeline');
+    expect(new Date(gap!.from).getTime()).toBe(coveredBefore.getTime());
+    expect(gap!.to).not.toBeNull();
+    const inGap = await restoreTo(new Date((new Date(gap!.from).getTime() + new Date(gap!.to!).getTime()) / 2), 'app_in_lost');
+    expect(inGap.data?.restoreToPointInTime).toMatchObject({ __typename: 'ConflictError', code: 'PITR_IN_GAP' });
+
+    const gapEnd = new Date(gap!.to!);
+    await waitFor(async () => (await sql(serverUrl('app'), 'SELECT count(*)::int AS n FROM pitr_rows WHERE stamped > $1', [gapEnd])).rows[0].n as number, (n) => n >= 40, 'commits on timeline 4', 60_000);
+    const w = await windowPast(new Date());
+    const after = await timeBetweenCommits(serverUrl('app'), new Date(gapEnd.getTime() + 300), new Date(w.latestRecoveryTime as string));
+    await expectExactClone(after.t, 'app_after_lost');
   }, 900_000);
 });
