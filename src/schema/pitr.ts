@@ -46,6 +46,16 @@ const PitrGap = builder.objectRef<RecoveryGap>('PitrGap').implement({
   }),
 });
 
+const PitrTimelineSwitch = builder.objectRef<RecoveryWindow['timelineSwitches'][number]>('PitrTimelineSwitch').implement({
+  description: 'A new timeline of the PostgreSQL cluster (a standby promoted) that the WAL archive followed: its history file is archived, so recovery crosses it',
+  fields: (t) => ({
+    timeline: t.int({ resolve: (s) => s.timeline }),
+    parentTimeline: t.int({ resolve: (s) => s.parentTimeline }),
+    switchLsn: t.string({ description: 'Where the new timeline leaves its parent (the WAL position, from the history file)', resolve: (s) => s.switchLsn }),
+    seenAt: t.field({ type: 'DateTime', description: 'When the WAL streamer first saw the new timeline', resolve: (s) => s.seenAt }),
+  }),
+});
+
 const PointInTimeRecovery = builder.objectRef<RecoveryWindow>('PointInTimeRecovery').implement({
   description: 'The recovery window, from the catalog: any time from earliestRecoveryTime to latestRecoveryTime outside the gaps',
   fields: (t) => ({
@@ -58,6 +68,11 @@ const PointInTimeRecovery = builder.objectRef<RecoveryWindow>('PointInTimeRecove
     archivedBytes: t.field({ type: 'BigInt', description: 'WAL bytes archived, summed over destinations', resolve: (w) => w.archivedBytes }),
     baseBackups: t.field({ type: [BaseBackup], description: 'Newest first', resolve: (w) => w.baseBackups }),
     gaps: t.field({ type: [PitrGap], resolve: (w) => w.gaps }),
+    timelineSwitches: t.field({
+      type: [PitrTimelineSwitch],
+      description: 'Timeline switches the archive followed, oldest first: boundaries recovery crosses (WAL the old timeline had past the switch point is a TIMELINE_SWITCH gap)',
+      resolve: (w) => w.timelineSwitches,
+    }),
   }),
 });
 

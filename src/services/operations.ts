@@ -6,6 +6,7 @@ import { raiseAlert } from './alerts.ts';
 import { operationJobKey, removeJob } from './jobs.ts';
 import { discardDrillLeftovers, discardRestoreLeftovers } from './restore-leftovers.ts';
 import { removeImportFile, sweepImportFiles } from './import-files.ts';
+import { baseBackupStopped } from './pitr-leftovers.ts';
 import { forgetWrittenSnapshots } from './snapshot-leftovers.ts';
 import type { Viewer } from './viewer.ts';
 
@@ -262,6 +263,7 @@ export async function recoverStaleOperations(deps: Deps, staleMs: number): Promi
       await announce(deps, { id: op.id, status: 'FAILED', environmentId: op.environmentId }, true);
       if (op.type === 'RESTORE' || op.type === 'IMPORT') await restoreStopped(deps, op, reason);
       if (op.type === 'RESTORE_DRILL') await drillStopped(deps, op, reason);
+      if (op.type === 'BASE_BACKUP') await baseBackupStopped(deps, op, reason);
       if ((op.type === 'SNAPSHOT' || op.type === 'IMPORT') && op.snapshotId) await snapshotStopped(deps, op.snapshotId);
       if (op.type === 'IMPORT') await removeImportFile(deps, (op.input as { file?: string } | null)?.file).catch(() => undefined);
     }

@@ -10,6 +10,7 @@ import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts'
 import { enqueueJob, operationJobKey } from './jobs.ts';
 import { beginOperation, CancelledError, finishOperation, HANDED_BACK_MESSAGE, progressReporter, requeueOperation } from './operations.ts';
 import { alertCluster, clusterContext } from './pitr-cluster.ts';
+import { baseBackupTag } from './pitr-leftovers.ts';
 import { openRepository, type OpenedRepository } from './repositories.ts';
 import { messageOf, underLimits } from './snapshots.ts';
 import type { Viewer } from './viewer.ts';
@@ -82,7 +83,7 @@ export async function runBaseBackup(deps: Deps, operationId: string, jobSignal?:
   const progress = progressReporter(deps, operationId);
   const opened: OpenedRepository[] = [];
   const written: { repo: OpenedRepository; id: string }[] = [];
-  const tag = `base-backup:${bb.id}`;
+  const tag = baseBackupTag(bb.id);
   try {
     if (!ctx?.databaseUrl) throw new Error('no environment has point-in-time recovery enabled on this cluster any more');
     if (!ctx.destinationIds.length) throw new Error("the cluster's environments have no destination to store the base backup in");

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { Cron } from 'croner';
 import { backup, type BackupSource } from '../engine/api.ts';
 import type { Tool } from '../sources/child.ts';
-import { dropSlot, ensureSlot, formatLsn, HISTORY_NAME, parseLsn, PARTIAL_NAME, SEGMENT_NAME, segmentStart, slotState, startReceiveWal } from '../sources/wal.ts';
+import { dropSlot, ensureSlot, formatLsn, HISTORY_NAME, identifySystem, parseLsn, PARTIAL_NAME, SEGMENT_NAME, segmentStart, slotState, startReceiveWal } from '../sources/wal.ts';
 import type { Deps } from './deps.ts';
 import { enqueueBaseBackup } from './pitr-base-backups.ts';
 import { applyPitrRetention } from './pitr-retention.ts';
@@ -146,6 +146,8 @@ class ClusterStreamer {
   /** After a drop: the position the new slot must pass before the cap applies again. */
   private graceUntil: bigint | null = null;
   private lastRetentionAt = 0;
+  /** The last pg_receivewal's error output once it exited ('' when it failed with none), until the tick reads it. */
+  private receiverEnded: string | null = null;
 
   private loop: Promise<void>;
 
@@ -195,7 +197,19 @@ class ClusterStreamer {
       this.started = true;
     }
     if (await this.guardSlot(ctx)) return;
-    if (!this.receiverPid()) await this.startReceiver(ctx);
+    if (!this.receiverPid()) {
+      // Why the last one ended decides whether the spool can go on (in this loop, so a second
+      // pg_receivewal never starts on a spool the first one's exit condemned).
+      const ended = this.receiverEnded;
+      this.receiverEnded = null;
+      const broken = ended && archiveBreak(ended);
+      if (broken) {
+        await this.breakArchive(ctx, broken.reason, broken.detail);
+        // The next tick starts over from the catalog as the break left it.
+        return;
+      }
+      await this.startReceiver(ctx);
+    }
     await this.maybeBaseBackup(ctx);
     const due = Date.now() - this.lastUploadAt >= archiveIntervalMs(ctx);
     const completed = (await fs.readdir(spool)).some((n) => (SEGMENT_NAME.test(n) || HISTORY_NAME.test(n)) && !this.everywhere(ctx, n));
@@ -218,12 +232,11 @@ class ClusterStreamer {
     const tool = startReceiveWal(ctx.databaseUrl!, { dir: this.dirs().spool, slot: ctx.cluster.slotName });
     this.receiver = tool;
     this.deps.logger.info({ clusterId: this.clusterId, pid: tool.child.pid }, 'PITR: pg_receivewal started');
-    void tool.exited.then(async (exit) => {
+    void tool.exited.then((exit) => {
       if (this.abort.signal.aborted) return;
       const failure = tool.failure(exit);
       this.deps.logger.warn({ clusterId: this.clusterId, code: exit.code, signal: exit.signal, err: failure?.message }, 'PITR: pg_receivewal exited; restarting it');
-      // The server no longer has WAL the spool continues from: the archive has a hole.
-      if (failure && /has already been removed/.test(failure.message) && this.ctx) await this.breakArchive(this.ctx, 'MISSING_WAL', failure.message);
+      if (this.receiver === tool) this.receiverEnded = failure?.message ?? '';
     });
   }
 
@@ -306,18 +319,59 @@ class ClusterStreamer {
       if (partialCopy) await fs.rm(partialCopy.file, { force: true });
     }
     this.lastUploadAt = Date.now();
+    await this.recordTimelines(ctx, names.filter((n) => HISTORY_NAME.test(n)));
     await this.deps.db.pitrCluster.update({
       where: { id: cluster.id },
       data: {
         lastArchivedAt: this.deps.clock.now(),
         ...(reached ? { coveredUntil: mark.serverTime, lastArchivedLsn: formatLsn(reached) } : {}),
-        timeline: tli,
+        // Never back: a spool started over after a break streams older timelines first.
+        timeline: Math.max(cluster.timeline, tli),
       },
     });
     // Completed segments every repository holds leave the spool (the newest stays, so
     // pg_receivewal resumes after it rather than from the slot).
     const done = [...complete].filter((n) => this.everywhere(ctx, n));
     for (const n of done.slice(0, -1)) await fs.rm(path.join(spool, n), { force: true });
+  }
+
+  /**
+   * A history file in the spool is a new timeline of the server (a standby promoted) that
+   * pg_receivewal followed: archived, it lets recovery cross the switch, so the switch is listed
+   * as a boundary. A recovery reads only the WAL snapshots up to its time, so a time the archive
+   * covered before this upload still recovers along the old timeline; a time after it, along the
+   * new one. When the archive took WAL from the old timeline past the switch point (commits the
+   * promoted server never had), a time between the last one covered before this upload and now
+   * would recover to the new timeline's state without them: that stretch becomes a gap.
+   * `ctx.cluster` still holds the timeline and position of the upload before this one.
+   */
+  private async recordTimelines(ctx: ClusterContext, histories: string[]): Promise<void> {
+    if (!histories.length) return;
+    const { cluster } = ctx;
+    const known = new Set((await this.deps.db.pitrTimelineSwitch.findMany({ where: { clusterId: cluster.id }, select: { timeline: true } })).map((r) => r.timeline));
+    for (const name of histories.sort()) {
+      const timeline = parseInt(name.slice(0, 8), 16);
+      if (known.has(timeline)) continue;
+      const last = parseHistory(await fs.readFile(path.join(this.dirs().spool, name), 'utf8')).at(-1);
+      if (!last) continue;
+      const now = this.deps.clock.now();
+      // A timeline the archive was not on (one reached before a break started it over) is behind a gap already.
+      const lost = cluster.timeline === last.parent && cluster.lastArchivedLsn !== null && parseLsn(cluster.lastArchivedLsn) > parseLsn(last.switchLsn);
+      const from = lost ? cluster.coveredUntil : null;
+      const detail = `timeline ${timeline} left timeline ${last.parent} at ${last.switchLsn}`;
+      await this.deps.db.$transaction([
+        this.deps.db.pitrTimelineSwitch.create({ data: { clusterId: cluster.id, timeline, parentTimeline: last.parent, switchLsn: last.switchLsn, seenAt: now } }),
+        ...(from
+          ? [
+              this.deps.db.pitrGap.create({
+                data: { clusterId: cluster.id, reason: 'TIMELINE_SWITCH', fromTime: from, toTime: now, detail: `${detail}, but the archive holds timeline ${last.parent} up to ${cluster.lastArchivedLsn}: what was committed there after the switch point is not on the new timeline` },
+              }),
+            ]
+          : []),
+      ]);
+      this.deps.logger.warn({ clusterId: cluster.id, timeline, parent: last.parent, switchLsn: last.switchLsn, lost }, 'PITR: the server switched to a new timeline; the archive follows it');
+      if (from) await alertCluster(this.deps, ctx, 'PITR_GAP', 'CRITICAL', `Point-in-time recovery has a gap from ${from.toISOString()} to ${now.toISOString()} (TIMELINE_SWITCH: ${detail}, after commits the archive holds from the old timeline)`);
+    }
   }
 
   /** Waits (briefly) until the slot's flush position reaches `lsn`; returns it, or null. */
@@ -358,15 +412,18 @@ class ClusterStreamer {
    * The archive cannot continue from where it is: record the gap (from the last covered moment
    * until the next base backup), start over with a fresh slot and spool, and take a base backup.
    */
-  private async breakArchive(ctx: ClusterContext, reason: 'SLOT_DROPPED' | 'MISSING_WAL', detail: string): Promise<void> {
+  private async breakArchive(ctx: ClusterContext, reason: BreakReason, detail: string): Promise<void> {
     this.receiver?.kill();
     await this.receiver?.exited;
     this.receiver = null;
     if (reason === 'SLOT_DROPPED') await dropSlot(ctx.databaseUrl!, ctx.cluster.slotName);
     const from = ctx.cluster.coveredUntil ?? this.deps.clock.now();
+    // The archive starts over on the server's timeline as it is now: timelines it reached before
+    // this are behind the gap, not switches the new spool follows (see recordTimelines).
+    const timeline = await identifySystem(ctx.databaseUrl!).then((s) => s.timeline, () => ctx.cluster.timeline);
     await this.deps.db.$transaction([
       this.deps.db.pitrGap.create({ data: { clusterId: ctx.cluster.id, reason, fromTime: from, detail } }),
-      this.deps.db.pitrCluster.update({ where: { id: ctx.cluster.id }, data: reason === 'SLOT_DROPPED' ? { slotDroppedAt: this.deps.clock.now() } : {} }),
+      this.deps.db.pitrCluster.update({ where: { id: ctx.cluster.id }, data: { timeline: Math.max(timeline, ctx.cluster.timeline), ...(reason === 'SLOT_DROPPED' ? { slotDroppedAt: this.deps.clock.now() } : {}) } }),
     ]);
     const { spool } = this.dirs();
     for (const n of await fs.readdir(spool)) await fs.rm(path.join(spool, n), { force: true, recursive: true });
@@ -377,6 +434,8 @@ class ClusterStreamer {
     if (owner && !(await this.deps.db.baseBackup.count({ where: { clusterId: ctx.cluster.id, status: 'CREATING' } }))) {
       await enqueueBaseBackup(this.deps, ctx.cluster.id, { organizationId: owner.organizationId, environmentId: owner.id });
     }
+    // Read again before the next upload: the timeline and coverage changed.
+    this.ctx = null;
   }
 
   /** The first base backup at once; later ones on the environments' cron (the earliest due). */
@@ -421,6 +480,28 @@ class ClusterStreamer {
     await this.receiver?.exited;
     this.receiver = null;
   }
+}
+
+type BreakReason = 'SLOT_DROPPED' | 'MISSING_WAL' | 'TIMELINE_SWITCH';
+
+/** Whether pg_receivewal's exit (its error output) means the spool cannot be continued, and why. */
+export function archiveBreak(error: string): { reason: BreakReason; detail: string } | null {
+  // The server no longer has WAL the spool continues from.
+  if (/has already been removed/.test(error)) return { reason: 'MISSING_WAL', detail: error };
+  // The server is on a timeline that left ours before where the spool is (a standby promoted
+  // that had not received all of it): the spool's WAL after the fork is on no timeline it serves.
+  if (/is not in this server's history/.test(error)) return { reason: 'TIMELINE_SWITCH', detail: error };
+  return null;
+}
+
+/** A timeline history file's entries: each parent timeline and where its child left it. */
+export function parseHistory(text: string): { parent: number; switchLsn: string }[] {
+  const entries: { parent: number; switchLsn: string }[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^\s*(\d+)\s+([0-9A-Fa-f]+\/[0-9A-Fa-f]+)/.exec(line);
+    if (m) entries.push({ parent: Number(m[1]), switchLsn: m[2].toUpperCase() });
+  }
+  return entries;
 }
 
 async function digestOf(file: string): Promise<string> {

@@ -1,5 +1,5 @@
 import { ConflictError, ErrorCode, NotFoundError } from '../domain/errors.ts';
-import type { BaseBackup, PitrGapReason } from '../generated/prisma/client.ts';
+import type { BaseBackup, PitrGapReason, PitrTimelineSwitch } from '../generated/prisma/client.ts';
 import type { Deps } from './deps.ts';
 import type { RecoveryWindow as RepositoryWindow } from './pitr-archive.ts';
 
@@ -33,18 +33,21 @@ export interface RecoveryWindow {
   archivedBytes: bigint;
   baseBackups: BaseBackup[];
   gaps: RecoveryGap[];
+  /** New timelines of the server the archive followed (recovery crosses them), oldest first. */
+  timelineSwitches: PitrTimelineSwitch[];
 }
 
 export async function recoveryWindow(deps: Deps, environmentId: string): Promise<RecoveryWindow> {
   const env = await deps.db.environment.findUnique({ where: { id: environmentId }, select: { walEnabled: true, pitrClusterId: true, walArchiveIntervalSeconds: true } });
   if (!env) throw NotFoundError.environment();
-  const empty: RecoveryWindow = { enabled: env.walEnabled, status: 'OFF', clusterId: env.pitrClusterId, systemIdentifier: null, earliest: null, latest: null, lagSeconds: null, archivedBytes: 0n, baseBackups: [], gaps: [] };
+  const empty: RecoveryWindow = { enabled: env.walEnabled, status: 'OFF', clusterId: env.pitrClusterId, systemIdentifier: null, earliest: null, latest: null, lagSeconds: null, archivedBytes: 0n, baseBackups: [], gaps: [], timelineSwitches: [] };
   if (!env.pitrClusterId) return empty;
   const cluster = await deps.db.pitrCluster.findUniqueOrThrow({ where: { id: env.pitrClusterId } });
-  const [baseBackups, gapRows, bytes] = await Promise.all([
+  const [baseBackups, gapRows, bytes, timelineSwitches] = await Promise.all([
     deps.db.baseBackup.findMany({ where: { clusterId: cluster.id }, orderBy: { startedAt: 'desc' } }),
     deps.db.pitrGap.findMany({ where: { clusterId: cluster.id }, orderBy: { fromTime: 'asc' } }),
     deps.db.walUpload.aggregate({ where: { clusterId: cluster.id }, _sum: { bytes: true } }),
+    deps.db.pitrTimelineSwitch.findMany({ where: { clusterId: cluster.id }, orderBy: { timeline: 'asc' } }),
   ]);
   const gaps = gapRows.map((g) => ({ reason: g.reason, from: g.fromTime, to: g.toTime, detail: g.detail }));
   const open = gaps.find((g) => g.to === null);
@@ -71,6 +74,7 @@ export async function recoveryWindow(deps: Deps, environmentId: string): Promise
     archivedBytes: bytes._sum.bytes ?? 0n,
     baseBackups,
     gaps,
+    timelineSwitches,
   };
 }
 

@@ -13,7 +13,15 @@ import { openRepository } from './repositories.ts';
 const FORGET_TIMEOUT_MS = 120_000;
 
 /** Forgets the repository snapshots tagged with `snapshotId` on each destination. Returns what it forgot, and the destinations it could not reach. */
-export async function forgetWrittenSnapshots(deps: Deps, snapshotId: string, destinationIds: string[]): Promise<{ forgotten: string[]; unreachable: string[] }> {
+export function forgetWrittenSnapshots(deps: Deps, snapshotId: string, destinationIds: string[]): Promise<{ forgotten: string[]; unreachable: string[] }> {
+  return forgetTagged(deps, `snapshot:${snapshotId}`, destinationIds);
+}
+
+/**
+ * Forgets the repository snapshots carrying `tag` (a job's own, such as `snapshot:<id>` or
+ * `base-backup:<id>`) on each destination. Returns what it forgot, and the destinations it could not reach.
+ */
+export async function forgetTagged(deps: Deps, tag: string, destinationIds: string[]): Promise<{ forgotten: string[]; unreachable: string[] }> {
   const forgotten: string[] = [];
   const unreachable: string[] = [];
   // A destination whose repository was never recorded holds nothing a job wrote (a job records it
@@ -24,16 +32,16 @@ export async function forgetWrittenSnapshots(deps: Deps, snapshotId: string, des
     let opened: Awaited<ReturnType<typeof openRepository>> | undefined;
     try {
       opened = await openRepository(deps, destinationId, signal);
-      const tagged = (await listSnapshots(opened.repo, signal)).filter((sn) => sn.tags?.includes(`snapshot:${snapshotId}`)).map((sn) => sn.id);
+      const tagged = (await listSnapshots(opened.repo, signal)).filter((sn) => sn.tags?.includes(tag)).map((sn) => sn.id);
       await forgetSnapshots(opened.repo, tagged, signal);
       forgotten.push(...tagged);
     } catch (err) {
-      deps.logger.error({ err, snapshotId, destinationId }, 'could not forget what a failed snapshot wrote');
+      deps.logger.error({ err, tag, destinationId }, 'could not forget what a failed job wrote');
       unreachable.push(destinationId);
     } finally {
       await opened?.close().catch(() => undefined);
     }
   }
-  if (forgotten.length) deps.logger.warn({ snapshotId, forgotten }, 'forgot the repository snapshots a failed snapshot had written');
+  if (forgotten.length) deps.logger.warn({ tag, forgotten }, 'forgot the repository snapshots a failed job had written');
   return { forgotten, unreachable };
 }

@@ -149,17 +149,18 @@ describe('point-in-time recovery end to end', () => {
     expect(await db().restoreLog.count({ where: { cloneDatabaseName: 'app_gap' } })).toBe(0);
   }, 120_000);
 
-  // Issue 19 item 9 asks for two minutes; the slot is what carries the WAL across a stop of any
-  // length, so a shorter one (some seconds of commits) tests the same guarantee.
-  it('the worker stopped gracefully under load and started again: no gap, and a time during the stop restores exactly', async () => {
+  it('the worker stopped gracefully for two minutes under load and started again: no gap, and a time during the stop restores exactly', async () => {
     const receivers = async () => Number((await sql(source.adminUrl, "SELECT count(*)::int AS n FROM pg_stat_replication WHERE application_name = 'backplane-receivewal'")).rows[0].n);
     await worker.stop();
     await waitFor(receivers, (n) => n === 0, 'no pg_receivewal', 60_000);
     const stoppedAt = new Date();
     const frozen = await pitrWindow();
     const latestAtStop = new Date(frozen.latestRecoveryTime as string);
-    // The workload goes on while nothing archives.
-    await waitFor(async () => (await sql(sourceUrl, 'SELECT count(*)::int AS n FROM pitr_rows WHERE stamped > $1', [stoppedAt])).rows[0].n as number, (n) => n >= 100, 'commits while the worker is stopped', 120_000);
+    // The workload goes on while nothing archives, for the two minutes issue 19 item 9 names: the
+    // stop's length is what is under test (past two archive intervals, the lag alert's threshold),
+    // so this one wait is on the clock rather than on an event.
+    await new Promise((r) => setTimeout(r, Math.max(0, stoppedAt.getTime() + 120_000 - Date.now())));
+    expect((await sql(sourceUrl, 'SELECT count(*)::int AS n FROM pitr_rows WHERE stamped > $1', [stoppedAt])).rows[0].n).toBeGreaterThanOrEqual(100);
     // Segments completed while nobody streams: only the slot keeps them on the server.
     for (let i = 0; i < 3; i++) await sql(source.adminUrl, 'SELECT pg_switch_wal()');
     const resumedAt = new Date();
@@ -188,13 +189,16 @@ describe('point-in-time recovery end to end', () => {
     expect(got.newest.getTime()).toBeLessThanOrEqual(target.t.getTime());
   }, 900_000);
 
-  // Backplane's restore recovers in a temporary instance and swaps one database in: the source
-  // cluster stays on its timeline, and the archive simply goes on through the swap.
+  // Backplane's restore recovers in a temporary instance and brings one database over (here
+  // IN_PLACE, pg_restore into the live database): the source cluster is never recovered itself,
+  // so it stays on its timeline, and the archive simply goes on through the restore.
   it('a time after a previous restore to a point in time: the restored rows and what was committed since, exactly', async () => {
     await workload.stop();
+    const timeline = async () => Number((await sql(source.adminUrl, 'SELECT timeline_id AS t FROM pg_control_checkpoint()')).rows[0].t);
+    expect(await timeline()).toBe(1);
     const w = await pitrWindow();
     const first = await timeBetweenCommits(sourceUrl, new Date(new Date(w.earliestRecoveryTime as string).getTime() + 300), new Date(w.latestRecoveryTime as string));
-    const res = await restoreTo(first.t);
+    const res = await restoreTo(first.t, { strategy: 'IN_PLACE' });
     const r = res.data?.restoreToPointInTime;
     if (r?.__typename !== 'RestorePayload') throw new Error(JSON.stringify(res));
     const states = await follow(app, key, r.operation.id);
@@ -213,5 +217,8 @@ describe('point-in-time recovery end to end', () => {
     expect(got.top).toBe((await expectedAt(target.t)).top);
     expect(got.newest.getTime()).toBeLessThanOrEqual(target.t.getTime());
     expect(await db().pitrGap.count()).toBe(0);
+    await sql(source.adminUrl, 'CHECKPOINT');
+    expect(await timeline()).toBe(1);
+    expect((await db().pitrCluster.findFirstOrThrow({ where: { environments: { some: { id: envId } } } })).timeline).toBe(1);
   }, 900_000);
 });

@@ -1,0 +1,132 @@
+/**
+ * A base backup whose worker is killed (SIGKILL: no chance to clean up) with no attempts left: the
+ * stale operation sweep of the next worker ends it. Like worker-crash.test.ts for snapshots, the
+ * test ages the dead worker's heartbeat itself rather than wait out OPERATION_STALE_MS.
+ */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { redactUrl } from '../../src/app/secrets.ts';
+import { startScratchPostgres, type ScratchPostgres } from '../../src/db/pg-server.ts';
+import { CreateBaseBackupDocument, UpsertScheduleDocument } from '../generated/graphql.ts';
+import { startTestApp, testEnv, type TestApp } from '../harness/app.ts';
+import { gid, makeApiKey, makeOrganization, makeProject } from '../harness/factories.ts';
+import { repositoryPassword, sql } from '../harness/live-environment.ts';
+import { startServerProcess, until, type ServerProcess } from '../harness/process.ts';
+import { restic } from '../harness/snapshot-helpers.ts';
+
+let app: TestApp;
+let key: string;
+let source: ScratchPostgres;
+let envId: string;
+let destinationId: string;
+let repoPath: string;
+let home: string;
+const secretKey = randomBytes(32).toString('hex');
+const workers: ServerProcess[] = [];
+const db = () => app.runtime.db;
+
+beforeAll(async () => {
+  home = await fs.mkdtemp(path.join(os.tmpdir(), 'bp-pitr-crash-'));
+  source = await startScratchPostgres();
+  await sql(source.adminUrl, 'CREATE DATABASE app');
+  const sourceUrl = source.url('app');
+  await sql(sourceUrl, 'CREATE TABLE t (id serial PRIMARY KEY, pad text); INSERT INTO t (pad) SELECT md5(i::text) FROM generate_series(1, 10000) i');
+  app = await startTestApp({ secretKey, env: { BACKPLANE_HOME: home } });
+  const org = await makeOrganization(db());
+  key = (await makeApiKey(db(), org.id, { scopes: ['backups:write'] })).secret;
+  const project = await makeProject(db(), org.id);
+  repoPath = path.join(home, 'repo');
+  const d = await db().destination.create({ data: { organizationId: org.id, name: 'local', provider: 'LOCAL', config: { path: repoPath } } });
+  destinationId = d.id;
+  const env = await db().environment.create({
+    data: {
+      organizationId: org.id,
+      projectId: project.id,
+      name: 'pitr-crash',
+      databaseUrlEncrypted: app.runtime.deps.secrets.seal(sourceUrl),
+      databaseUrlRedacted: redactUrl(sourceUrl),
+      databaseName: 'app',
+      settings: { create: {} },
+      destinations: { create: [{ destinationId: d.id }] },
+    },
+  });
+  envId = env.id;
+  const res = await app.gql(UpsertScheduleDocument, { input: { environmentId: gid('Environment', envId), walEnabled: true } as never }, { key });
+  expect(res.data?.upsertSchedule.__typename).toBe('SchedulePayload');
+}, 120_000);
+
+afterEach(async () => {
+  for (const w of workers.splice(0)) await w.stop();
+});
+
+afterAll(async () => {
+  await app?.stop();
+  await source?.stop();
+  if (home) await fs.rm(home, { recursive: true, force: true });
+});
+
+function worker() {
+  return startServerProcess(testEnv(app.databaseUrl, secretKey, { OPERATION_HEARTBEAT_MS: '500', BACKPLANE_HOME: home }), 'worker').then((w) => (workers.push(w), w));
+}
+
+async function kill(w: ServerProcess) {
+  w.child.kill('SIGKILL');
+  if (w.child.exitCode === null && w.child.signalCode === null) await new Promise((r) => w.child.once('exit', r));
+}
+
+async function tagged(baseBackupId: string): Promise<{ id: string }[]> {
+  // No repository before the job's first open of it.
+  if (!(await fs.stat(path.join(repoPath, 'config')).catch(() => null))) return [];
+  return JSON.parse(await restic(repoPath, await repositoryPassword(app, destinationId), '--no-lock', 'snapshots', '--json', '--tag', `base-backup:${baseBackupId}`)) as { id: string }[];
+}
+
+describe('a base backup whose worker dies with no attempts left', () => {
+  it('ends FAILED with the reason, its repository snapshot forgotten, and BASE_BACKUP_FAILED raised', { timeout: 300_000 }, async () => {
+    const started = await app.gql(CreateBaseBackupDocument, { input: { environmentId: gid('Environment', envId) } }, { key });
+    const payload = started.data!.createBaseBackup;
+    if (payload.__typename !== 'BaseBackupOperationPayload') throw new Error(JSON.stringify(payload));
+    const bb = await db().baseBackup.findFirstOrThrow({ where: { operationId: { not: null } } });
+    const opId = bb.operationId!;
+    await db().$queryRawUnsafe('SELECT id FROM graphile_worker.reschedule_jobs(ARRAY(SELECT id FROM graphile_worker.jobs WHERE key = $1), max_attempts => 1)', `op:${opId}`);
+    // Holding the row keeps the job from recording what it wrote: the moment a crash leaves a
+    // repository snapshot no row names.
+    const holder = new pg.Client({ connectionString: app.databaseUrl });
+    await holder.connect();
+    await holder.query('BEGIN');
+    await holder.query('SELECT 1 FROM base_backups WHERE id = $1 FOR UPDATE', [bb.id]);
+    const holderPid = (await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+
+    try {
+      const first = await worker();
+      await until(() => tagged(bb.id), (l) => l.length === 1, 'the base backup written into the repository', 180_000);
+      expect((await db().operation.findUniqueOrThrow({ where: { id: opId } })).status).toBe('RUNNING');
+      await kill(first);
+      // Its pg_receivewal runs in a process group of its own and outlives it: end it the way a
+      // lost machine would, by its connection.
+      await sql(source.adminUrl, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'backplane-receivewal'");
+    } finally {
+      // The dead worker's catalog connection still waits on the row.
+      await sql(app.databaseUrl, 'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [holderPid]);
+      await holder.query('ROLLBACK');
+      await holder.end();
+    }
+
+    await db().operation.update({ where: { id: opId }, data: { heartbeatAt: new Date(Date.now() - 3_600_000) } });
+    await worker();
+    const op = await until(() => db().operation.findUniqueOrThrow({ where: { id: opId } }), (o) => o.status !== 'RUNNING', 'the operation to be recovered', 60_000);
+    expect(op.status).toBe('FAILED');
+    expect(op.error).toContain('stopped responding while uploading');
+    const row = await until(() => db().baseBackup.findUniqueOrThrow({ where: { id: bb.id } }), (r) => r.status !== 'CREATING', 'the base backup row to end');
+    expect(row.status).toBe('FAILED');
+    expect(row.error).toContain('stopped responding while uploading');
+    expect(row.error).toContain('forgot the repository snapshot');
+    const alert = await until(() => db().alert.findFirst({ where: { environmentId: envId, type: 'BASE_BACKUP_FAILED', operationId: opId } }), (a) => a !== null, 'BASE_BACKUP_FAILED');
+    expect(alert!.message).toContain('stopped responding');
+    expect(await tagged(bb.id)).toEqual([]);
+    await restic(repoPath, await repositoryPassword(app, destinationId), 'check');
+  });
+});
