@@ -272,7 +272,7 @@ function restorePackJob(msg) {
     for (const run of msg.runs) {
       const stored = run.stored ? Buffer.from(run.stored.buffer, run.stored.byteOffset, run.stored.byteLength) : readRun(packFd, run.offset, run.length, msg.where);
       for (const b of run.blobs) {
-        const r = decodeBlobRaw(encKey, macK, macR, b.id, stored.subarray(b.at, b.at + b.length), b.uncompressedLength, scratchOf);
+        const r = decodeBlobRaw(encKey, macK, macR, b.id, stored.subarray(b.at, b.at + b.length), b.uncompressedLength, scratchOf, cipherScratchOf);
         if (r.error !== undefined) throw Object.assign(new Error(`blob ${b.id}${msg.where}: ${r.error}`), { code: 'EINTEGRITY' });
         for (const t of b.targets) {
           path = t.path;
@@ -297,7 +297,7 @@ function restorePackJob(msg) {
           bytes += r.plain.length;
         }
         path = undefined;
-        collect(2 * b.length);
+        collect(b.length); // the decryption's pieces (runs are read into one buffer)
       }
     }
   } catch (err) {
@@ -335,21 +335,30 @@ function writeBlobs(fd, blobs) {
   for (const b of blobs) {
     const stored = b.stored ?? readPackRange(b);
     // The plaintext is written out and dropped: a compressed blob decompresses into the scratch.
-    const r = decodeBlobRaw(encKey, macK, macR, b.id, stored, b.uncompressedLength, scratchOf);
+    const r = decodeBlobRaw(encKey, macK, macR, b.id, stored, b.uncompressedLength, scratchOf, cipherScratchOf);
     if (r.error !== undefined) throw Object.assign(new Error(`blob ${b.id}${b.where ?? ''}: ${r.error}`), { code: 'EINTEGRITY' });
     writeAll(fd, r.plain);
     bytes += r.plain.length;
-    // Fresh memory per blob: the stored bytes and the decrypted ones (about as large).
+    // Fresh memory per blob: the stored bytes and the decryption's pieces (about as large).
     collect(2 * stored.length);
   }
   return bytes;
 }
 
-/** The thread's decompression buffer for writeBlobs, grown to the largest blob met (chunks reach 8 MiB). */
+/**
+ * The thread's buffers for blobs written out and dropped (writeBlobs, restorePackJob): one a
+ * compressed blob is decompressed into, one blobs are decrypted into; each grown to the
+ * largest blob met (chunks reach 8 MiB).
+ */
 let scratch = null;
 function scratchOf(n) {
   if (!scratch || scratch.length < n) scratch = Buffer.allocUnsafeSlow(Math.max(n, 1024 * 1024));
   return scratch.subarray(0, n);
+}
+let cipherScratch = null;
+function cipherScratchOf(n) {
+  if (!cipherScratch || cipherScratch.length < n) cipherScratch = Buffer.allocUnsafeSlow(Math.max(n, 1024 * 1024));
+  return cipherScratch.subarray(0, n);
 }
 
 /** Writers (`msg.writer`) whose write failed: later parts of theirs are refused, never written out of order. */

@@ -135,6 +135,9 @@ class Restorer {
   private batch = new Map<Id, Map<Id, PlannedBlob>>();
   private batchFiles = 0;
   private batchBytes = 0;
+  /** Stored bytes and blob targets of the batch: what its jobs will read and write. */
+  private batchStored = 0;
+  private batchTargets = 0;
   private readonly running = new Set<Promise<void>>();
   private readonly maxRunning: number;
   private failure: { err: unknown } | undefined;
@@ -238,16 +241,23 @@ class Restorer {
     }
     this.batchFiles++;
     this.batchBytes += node.size ?? 0;
-    if (this.batchFiles >= BATCH_FILES || this.batchBytes >= BATCH_BYTES) await this.runBatch();
+    // A full batch runs; so does one job's worth while a thread could take it, so that the
+    // threads start at once and never wait for the walk.
+    const full = this.batchFiles >= BATCH_FILES || this.batchBytes >= BATCH_BYTES;
+    if (full || (this.running.size < this.maxRunning && (this.batchStored >= JOB_BYTES || this.batchTargets >= JOB_TARGETS))) await this.runBatch();
   }
 
   private planBlob(id: Id, entry: IndexEntry, target: PackRestoreTarget, parts: PartsOf | undefined): void {
     let pack = this.batch.get(entry.packId);
     if (!pack) this.batch.set(entry.packId, (pack = new Map()));
     let blob = pack.get(id);
-    if (!blob) pack.set(id, (blob = { id, entry, targets: [], parts: [] }));
+    if (!blob) {
+      pack.set(id, (blob = { id, entry, targets: [], parts: [] }));
+      this.batchStored += entry.length;
+    }
     blob.targets.push(target);
     blob.parts.push(parts);
+    this.batchTargets++;
   }
 
   /** Hands the planned batch to the threads, pack by pack in stretches; returns once all are under way. */
@@ -256,6 +266,8 @@ class Restorer {
     this.batch = new Map();
     this.batchFiles = 0;
     this.batchBytes = 0;
+    this.batchStored = 0;
+    this.batchTargets = 0;
     for (const [packId, blobs] of batch) {
       const sorted = [...blobs.values()].sort((a, b) => a.entry.offset - b.entry.offset);
       let job: PlannedBlob[] = [];
