@@ -349,6 +349,7 @@ class Restorer {
     await this.runBatch();
     await this.settle();
     if (this.failure) throw this.failure.err;
+    throwIfAborted(this.opts.signal);
     for (const { node, path } of this.dirs) await this.setMeta(node, path);
   }
 
