@@ -25,8 +25,10 @@ interface WorkerResponse {
   size?: number;
   /** Answer to 'du'. */
   total?: number;
-  /** Answer to 'writeFile' and 'writeTo'. */
+  /** Answer to 'writeFile', 'writeTo' and 'restorePack'. */
   bytes?: number;
+  /** With `error` from 'restorePack': the file being written, if the failure was there. */
+  path?: string;
   /** With `error`: the system error's code (or EINTEGRITY for a blob that does not verify). */
   code?: string;
   data?: Uint8Array;
@@ -196,6 +198,29 @@ export async function spareCodecThreads(): Promise<number> {
 
 /** A blob for a thread to decode and write: its stored bytes, or where a local pack holds them. */
 export type ThreadBlob = { id: Id; uncompressedLength?: number; where?: string } & ({ stored: Buffer } | { pack: string; offset: number; length: number });
+
+/** Where a blob of a restorePack job goes: a whole file (meta set), or a part of one at pos. */
+export interface PackRestoreTarget {
+  path: string;
+  pos: number;
+  meta?: { mode: number; atime: number; mtime: number; owner?: { uid: number; gid: number } };
+}
+
+/** A stretch of one pack for restorePack: runs read at once, each with its blobs in order. */
+export interface PackRestoreJob {
+  /** The local pack file, when the thread reads the runs itself. */
+  pack?: string;
+  /** Names the pack in error messages (` in pack <id>`). */
+  where: string;
+  runs: {
+    offset: number;
+    length: number;
+    /** The run's stored bytes, when there is no local pack file. */
+    stored?: Buffer;
+    /** at: where the blob starts in the run. */
+    blobs: { id: Id; at: number; length: number; uncompressedLength?: number; targets: PackRestoreTarget[] }[];
+  }[];
+}
 
 function ownedBlobs(blobs: ThreadBlob[]): [unknown[], ArrayBuffer[]] {
   const owned = blobs.map((b) => ('stored' in b ? { ...b, stored: ownedCopy(b.stored) } : b));
@@ -515,6 +540,28 @@ export class CodecPool {
     // Always the first thread, so that the parts keep their order.
     if (this.workers.length === 0) this.start();
     return bytesWritten(await this.post({ op: 'writeTo', fd, writer, blobs: owned }, transfer, undefined, 0));
+  }
+
+  /**
+   * Restores a stretch of one pack on the least busy thread (see codec-thread.mjs
+   * restorePackJob): reads each run once (from the local file `pack`, or the run's `stored`
+   * bytes, whose ownership this takes), decodes each blob once and writes it to all its
+   * targets. Returns the bytes written; throws as writeFile does, with `path` set on the error
+   * when a target failed.
+   */
+  async restorePack(job: PackRestoreJob): Promise<number> {
+    const transfer: ArrayBuffer[] = [];
+    const runs = job.runs.map((r) => {
+      if (!r.stored) return r;
+      const stored = ownedCopy(r.stored);
+      transfer.push(stored.buffer as ArrayBuffer);
+      return { ...r, stored };
+    });
+    const m = await this.post({ op: 'restorePack', pack: job.pack, where: job.where, runs }, transfer);
+    if (m.error !== undefined && m.path !== undefined) {
+      throw Object.assign(m.code === 'EINTEGRITY' ? new IntegrityError(m.error) : new Error(m.error), { code: m.code, path: m.path });
+    }
+    return bytesWritten(m);
   }
 
   /** Total size of the regular files under the given paths, counted on a thread. */

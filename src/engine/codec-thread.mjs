@@ -17,6 +17,8 @@
  *   `{ seq, op: 'du', paths }` → `{ seq, total }` (scan-core.mjs diskUsage)
  *   `{ seq, op: 'writeFile', path, blobs, mode, atime, mtime, owner }` → `{ seq, bytes }`
  *     (writeFileJob below: one small file of a restore, written whole)
+ *   `{ seq, op: 'restorePack', pack?, where, runs }` → `{ seq, bytes }` (restorePackJob below:
+ *     a stretch of one pack read once, each blob written to every file that needs it)
  * or `{ seq, error }`, transferring buffers instead of copying them.
  *
  * Scans write sealed blobs into a ring (init's ring, a SharedArrayBuffer) and send only
@@ -204,32 +206,124 @@ if (STREAM.ANSWER_CELLS <= MAX_UNANSWERED) throw new Error('stream answer cells 
  * Answers `{ seq, bytes }`, or `{ seq, error, code }` with the system error's code.
  */
 function writeFileJob(msg) {
-  let fd;
-  try {
-    fd = openSync(msg.path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o600);
-  } catch (err) {
-    parentPort.postMessage({ seq: msg.seq, error: err.message, code: err.code });
-    return;
-  }
   let bytes;
   try {
-    bytes = writeBlobs(fd, msg.blobs);
-    if (msg.owner) {
-      try {
-        fchownSync(fd, msg.owner.uid, msg.owner.gid);
-      } catch {
-        // as the path-based restore: an owner that cannot be set is left as is
-      }
+    const fd = createFile(msg.path);
+    try {
+      bytes = writeBlobs(fd, msg.blobs);
+      finishFile(fd, msg);
+    } finally {
+      closeSync(fd);
     }
-    fchmodSync(fd, msg.mode);
-    futimesSync(fd, msg.atime, msg.mtime);
   } catch (err) {
     parentPort.postMessage({ seq: msg.seq, error: err.message, code: err.code });
     return;
-  } finally {
-    closeSync(fd);
   }
   parentPort.postMessage({ seq: msg.seq, bytes });
+}
+
+/** Creates or truncates a restored file, never through a symlink (ELOOP) or onto a directory (EISDIR). */
+function createFile(path) {
+  return openSync(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o600);
+}
+
+/** Sets a restored file's owner (when `meta.owner` is set), mode and times on its open descriptor. */
+function finishFile(fd, meta) {
+  if (meta.owner) {
+    try {
+      fchownSync(fd, meta.owner.uid, meta.owner.gid);
+    } catch {
+      // as the path-based restore: an owner that cannot be set is left as is
+    }
+  }
+  fchmodSync(fd, meta.mode);
+  futimesSync(fd, meta.atime, meta.mtime);
+}
+
+function writeAll(fd, buf, position) {
+  for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off, buf.length - off, position === undefined ? null : position + off);
+}
+
+/**
+ * Restores a stretch of one pack: `runs` of it (`{ offset, length, stored?, blobs }`, read from
+ * the local file `pack` when `stored` is absent, each with one read), and each run's blobs
+ * (`{ id, at, length, uncompressedLength, targets }`, `at` counted from the run's start)
+ * decoded once and written to every target. A target `{ path, pos, meta }` is a file of this
+ * one blob: created (or truncated), written, given meta's mode, times and owner. A target
+ * `{ path, pos }` is a part of a larger file the caller created: written at pos. Answers
+ * `{ seq, bytes }` (bytes written), or `{ seq, error, code, path }` at the first failure; its
+ * parts written so far stay, as a failed restore leaves what it wrote.
+ */
+function restorePackJob(msg) {
+  let packFd;
+  let partPath;
+  let partFd;
+  let path;
+  let bytes = 0;
+  let failure;
+  try {
+    if (msg.pack !== undefined) {
+      try {
+        packFd = openSync(msg.pack, fsc.O_RDONLY);
+      } catch (err) {
+        throw Object.assign(new Error(`pack${msg.where}: ${err.message}`), { code: err.code === 'ENOENT' ? 'ENOPACK' : err.code });
+      }
+    }
+    for (const run of msg.runs) {
+      const stored = run.stored ? Buffer.from(run.stored.buffer, run.stored.byteOffset, run.stored.byteLength) : readRun(packFd, run.offset, run.length, msg.where);
+      for (const b of run.blobs) {
+        const r = decodeBlobRaw(encKey, macK, macR, b.id, stored.subarray(b.at, b.at + b.length), b.uncompressedLength, scratchOf, cipherScratchOf);
+        if (r.error !== undefined) throw Object.assign(new Error(`blob ${b.id}${msg.where}: ${r.error}`), { code: 'EINTEGRITY' });
+        for (const t of b.targets) {
+          path = t.path;
+          if (t.meta) {
+            const fd = createFile(t.path);
+            try {
+              writeAll(fd, r.plain);
+              finishFile(fd, t.meta);
+            } finally {
+              closeSync(fd);
+            }
+          } else {
+            // A large file's blobs often lie next to each other in a pack: keep its descriptor.
+            if (partPath !== t.path) {
+              if (partFd !== undefined) closeSync(partFd);
+              partFd = undefined;
+              partFd = openSync(t.path, fsc.O_WRONLY | fsc.O_NOFOLLOW);
+              partPath = t.path;
+            }
+            writeAll(partFd, r.plain, t.pos);
+          }
+          bytes += r.plain.length;
+        }
+        path = undefined;
+        collect(b.length); // the decryption's pieces (runs are read into one buffer)
+      }
+    }
+  } catch (err) {
+    failure = err;
+  } finally {
+    if (partFd !== undefined) closeSync(partFd);
+    if (packFd !== undefined) closeSync(packFd);
+  }
+  // Answered once every descriptor is closed: the caller may set times or rename next.
+  parentPort.postMessage(failure ? { seq: msg.seq, error: failure.message, code: failure.code, path } : { seq: msg.seq, bytes });
+}
+
+/** The thread's buffer for runs read from packs, grown to the longest run met. */
+let runScratch = null;
+
+/** `length` bytes of a pack at `offset`, into the run scratch (valid until the next run). */
+function readRun(fd, offset, length, where) {
+  if (!runScratch || runScratch.length < length) runScratch = Buffer.allocUnsafeSlow(Math.max(length, 4 * 1024 * 1024));
+  let got = 0;
+  while (got < length) {
+    const n = readSync(fd, runScratch, got, length - got, offset + got);
+    if (n === 0) break;
+    got += n;
+  }
+  if (got !== length) throw Object.assign(new Error(`pack${where} is truncated`), { code: 'EINTEGRITY' });
+  return runScratch.subarray(0, length);
 }
 
 /**
@@ -241,21 +335,30 @@ function writeBlobs(fd, blobs) {
   for (const b of blobs) {
     const stored = b.stored ?? readPackRange(b);
     // The plaintext is written out and dropped: a compressed blob decompresses into the scratch.
-    const r = decodeBlobRaw(encKey, macK, macR, b.id, stored, b.uncompressedLength, scratchOf);
+    const r = decodeBlobRaw(encKey, macK, macR, b.id, stored, b.uncompressedLength, scratchOf, cipherScratchOf);
     if (r.error !== undefined) throw Object.assign(new Error(`blob ${b.id}${b.where ?? ''}: ${r.error}`), { code: 'EINTEGRITY' });
-    for (let off = 0; off < r.plain.length; ) off += writeSync(fd, r.plain, off, r.plain.length - off);
+    writeAll(fd, r.plain);
     bytes += r.plain.length;
-    // Fresh memory per blob: the stored bytes and the decrypted ones (about as large).
+    // Fresh memory per blob: the stored bytes and the decryption's pieces (about as large).
     collect(2 * stored.length);
   }
   return bytes;
 }
 
-/** The thread's decompression buffer for writeBlobs, grown to the largest blob met (chunks reach 8 MiB). */
+/**
+ * The thread's buffers for blobs written out and dropped (writeBlobs, restorePackJob): one a
+ * compressed blob is decompressed into, one blobs are decrypted into; each grown to the
+ * largest blob met (chunks reach 8 MiB).
+ */
 let scratch = null;
 function scratchOf(n) {
   if (!scratch || scratch.length < n) scratch = Buffer.allocUnsafeSlow(Math.max(n, 1024 * 1024));
   return scratch.subarray(0, n);
+}
+let cipherScratch = null;
+function cipherScratchOf(n) {
+  if (!cipherScratch || cipherScratch.length < n) cipherScratch = Buffer.allocUnsafeSlow(Math.max(n, 1024 * 1024));
+  return cipherScratch.subarray(0, n);
 }
 
 /** Writers (`msg.writer`) whose write failed: later parts of theirs are refused, never written out of order. */
@@ -331,6 +434,8 @@ parentPort.on('message', (msg) => {
       writeFileJob(msg);
     } else if (msg.op === 'writeTo') {
       writeToJob(msg);
+    } else if (msg.op === 'restorePack') {
+      restorePackJob(msg);
     } else if (msg.op === 'du') {
       parentPort.postMessage({ seq: msg.seq, total: diskUsage(msg.paths) });
     } else if (msg.op === 'decode') {

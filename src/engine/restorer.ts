@@ -6,21 +6,42 @@
  * names), files are opened with O_NOFOLLOW, and an existing entry in the way that is not a real
  * directory is refused rather than followed — so a symlink placed by the restore itself (or
  * found in the target) cannot redirect a later write.
+ *
+ * Contents are restored by pack, as restic's restorer does: the walk creates directories and
+ * symlinks and plans a batch of files; each pack the batch needs is then read once, in
+ * stretches, by the codec threads, which decode every blob once and write it into each file
+ * that holds it (a file of one blob whole, with its mode and times; a larger file, created
+ * beforehand, in place at its offset). Directories get their times last, below before above.
  */
 import { constants as fsc } from 'node:fs';
 import { chmod, lchown, lstat, lutimes, mkdir, open, symlink, unlink, utimes } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { AbortedError, UnsafePathError, throwIfAborted } from './errors.ts';
+import { AbortedError, BlobNotIndexedError, IntegrityError, UnsafePathError, throwIfAborted } from './errors.ts';
 import type { Id } from './ids.ts';
 import { withLock } from './lock.ts';
+import type { IndexEntry } from './master-index.ts';
 import type { Repository } from './repository.ts';
 import { findSnapshot, type Snapshot } from './snapshot.ts';
+import { CRYPTO_OVERHEAD } from './crypto.ts';
 import { parseTime, unixPermissions, type Node } from './tree.ts';
-import { fileBlobs, packError, resolvePath, threadBlob, walk } from './walker.ts';
-import { CodecPool, defaultCodecThreads, type ThreadBlob } from './codec-pool.ts';
+import { packError, resolvePath, walk } from './walker.ts';
+import { CodecPool, defaultCodecThreads, type PackRestoreJob, type PackRestoreTarget } from './codec-pool.ts';
 
-/** Files written at the same time within one directory (overlaps small-file latency). */
-const FILES_IN_PARALLEL = 4;
+/**
+ * A batch is planned until it holds this many files or plaintext bytes: enough that most packs
+ * it touches are read in a few long stretches, few enough that the plan stays small however
+ * large the snapshot.
+ */
+const BATCH_FILES = 8192;
+const BATCH_BYTES = 256 * 1024 * 1024;
+/** Stored bytes of a pack one thread job covers at most (a larger blob goes alone). */
+const JOB_BYTES = 4 * 1024 * 1024;
+/** Blob targets per job at most, so that packs of tiny files still spread over the threads. */
+const JOB_TARGETS = 256;
+/** Blobs this close in a pack are read in one run: reading the gap costs less than another read. */
+const RUN_GAP = 256 * 1024;
+/** Jobs in flight per codec thread: one running, one waiting, so a thread never idles between jobs. */
+const JOBS_PER_THREAD = 2;
 
 /** Progress of a restore. */
 export interface RestoreProgress {
@@ -72,12 +93,60 @@ function secondsOf(time: string): number {
   return Number(sec) + (Number(us) + 0.5) / 1e6;
 }
 
+/** A file of several blobs being written in place: its meta is set once its last blob is. */
+interface PartsOf {
+  node: Node;
+  path: string;
+  remaining: number;
+}
+
+/** A blob of the plan: where it is stored, and where its plaintext goes. */
+interface PlannedBlob {
+  id: Id;
+  entry: IndexEntry;
+  targets: PackRestoreTarget[];
+  /** Per target, the larger file it is a part of (undefined for a whole file). */
+  parts: (PartsOf | undefined)[];
+}
+
+/** The plaintext size of a stored blob. */
+function plainLength(entry: IndexEntry): number {
+  return entry.uncompressedLength ?? entry.length - CRYPTO_OVERHEAD;
+}
+
+function fileMeta(node: Node): PackRestoreTarget['meta'] & {} {
+  return {
+    mode: unixPermissions(node.mode),
+    atime: secondsOf(node.atime),
+    mtime: secondsOf(node.mtime),
+    owner: isRoot ? { uid: node.uid, gid: node.gid } : undefined,
+  };
+}
+
+function notRegularFile(path: string): UnsafePathError {
+  return new UnsafePathError(`${path} exists and is not a regular file; refusing to write through it`);
+}
+
 class Restorer {
   readonly result: Omit<RestoreResult, 'snapshotId'> = { files: 0, dirs: 0, symlinks: 0, bytes: 0 };
-
-  constructor(private readonly repo: Repository, private readonly opts: RestoreOptions, private readonly pool: CodecPool) {}
-
   bytesTotal: number | undefined;
+
+  /** The batch being planned: per pack, its blobs by id. */
+  private batch = new Map<Id, Map<Id, PlannedBlob>>();
+  private batchFiles = 0;
+  private batchBytes = 0;
+  /** Stored bytes and blob targets of the batch: what its jobs will read and write. */
+  private batchStored = 0;
+  private batchTargets = 0;
+  private readonly running = new Set<Promise<void>>();
+  private readonly maxRunning: number;
+  private failure: { err: unknown } | undefined;
+  /** Directories restored, each after those below it: their times are set last, in this order. */
+  private readonly dirs: { node: Node; path: string }[] = [];
+
+  constructor(private readonly repo: Repository, private readonly opts: RestoreOptions, private readonly pool: CodecPool, threads: number) {
+    this.maxRunning = threads * JOBS_PER_THREAD;
+  }
 
   private progress(path?: string): void {
     this.opts.onProgress?.({ bytesDone: this.result.bytes, bytesTotal: this.bytesTotal, filesDone: this.result.files, currentPath: path });
@@ -95,6 +164,7 @@ class Restorer {
     if (!st.isDirectory()) throw new UnsafePathError(`${path} exists and is not a directory; refusing to write through it`);
   }
 
+  /** Creates the tree's directories and symlinks and plans its files, depth first. */
   async restoreTree(treeId: Id, dir: string): Promise<void> {
     const tree = await this.repo.loadTree(treeId, this.opts.signal);
     const seen = new Set<string>();
@@ -103,18 +173,7 @@ class Restorer {
       if (seen.has(node.name)) throw new UnsafePathError(`tree ${treeId} lists ${JSON.stringify(node.name)} twice`);
       seen.add(node.name);
     }
-    // Regular files are independent of each other: write a few at once. Everything else in
-    // order, so symlinks and directories never race with writes below them.
-    const files = tree.nodes.filter((n) => n.type === 'file');
-    let next = 0;
-    const worker = async () => {
-      while (next < files.length) {
-        const node = files[next++];
-        await this.restoreNode(node, join(dir, node.name));
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(FILES_IN_PARALLEL, files.length) }, worker));
-    for (const node of tree.nodes) if (node.type !== 'file') await this.restoreNode(node, join(dir, node.name));
+    for (const node of tree.nodes) await this.restoreNode(node, join(dir, node.name));
   }
 
   async restoreNode(node: Node, path: string): Promise<void> {
@@ -124,17 +183,10 @@ class Restorer {
         await this.ensureDir(path);
         if (node.subtree) await this.restoreTree(node.subtree, path);
         this.result.dirs++;
-        await this.setMeta(node, path);
+        this.dirs.push({ node, path });
         return;
       case 'file':
-        if ((node.content?.length ?? 0) <= 1) {
-          await this.writeSmallFile(node, path);
-        } else {
-          await this.writeFile(node, path);
-          await this.setMeta(node, path);
-        }
-        this.result.files++;
-        this.progress(path);
+        await this.planFile(node, path);
         return;
       case 'symlink': {
         const st = await lstat(path).catch(() => null);
@@ -151,55 +203,159 @@ class Restorer {
     }
   }
 
-  private async writeFile(node: Node, path: string): Promise<void> {
-    let fh;
-    try {
-      fh = await open(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o600);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ELOOP' || code === 'EISDIR') throw new UnsafePathError(`${path} exists and is not a regular file; refusing to write through it`);
-      throw err;
-    }
-    try {
-      for await (const buf of fileBlobs(this.repo, node, this.opts.signal, this.pool)) {
-        let off = 0;
-        while (off < buf.length) off += (await fh.write(buf, off, buf.length - off)).bytesWritten;
-        this.result.bytes += buf.length;
+  /** Adds a file to the batch (an empty one is written at once); runs the batch once it is full. */
+  private async planFile(node: Node, path: string): Promise<void> {
+    const ids = node.content ?? [];
+    if (ids.length === 0) {
+      await this.slot();
+      this.start(async () => {
+        await this.pool.writeFile(path, [], fileMeta(node)).catch((err: unknown) => {
+          const code = (err as NodeJS.ErrnoException).code;
+          throw code === 'ELOOP' || code === 'EISDIR' ? notRegularFile(path) : err;
+        });
+        this.result.files++;
         this.progress(path);
-      }
-    } finally {
+      });
+      return;
+    }
+    const entries = ids.map((id) => {
+      const entry = this.repo.lookupBlob('data', id);
+      if (!entry) throw new BlobNotIndexedError('data', id);
+      return entry;
+    });
+    if (ids.length === 1) {
+      this.planBlob(ids[0], entries[0], { path, pos: 0, meta: fileMeta(node) }, undefined);
+    } else {
+      // Created here, so that the threads writing its parts in any order only open it.
+      const fh = await open(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o600).catch((err: unknown) => {
+        const code = (err as NodeJS.ErrnoException).code;
+        throw code === 'ELOOP' || code === 'EISDIR' ? notRegularFile(path) : err;
+      });
       await fh.close();
+      const parts: PartsOf = { node, path, remaining: ids.length };
+      let pos = 0;
+      for (const [i, id] of ids.entries()) {
+        this.planBlob(id, entries[i], { path, pos }, parts);
+        pos += plainLength(entries[i]);
+      }
+    }
+    this.batchFiles++;
+    this.batchBytes += node.size ?? 0;
+    // A full batch runs; so does one job's worth while a thread could take it, so that the
+    // threads start at once and never wait for the walk.
+    const full = this.batchFiles >= BATCH_FILES || this.batchBytes >= BATCH_BYTES;
+    if (full || (this.running.size < this.maxRunning && (this.batchStored >= JOB_BYTES || this.batchTargets >= JOB_TARGETS))) await this.runBatch();
+  }
+
+  private planBlob(id: Id, entry: IndexEntry, target: PackRestoreTarget, parts: PartsOf | undefined): void {
+    let pack = this.batch.get(entry.packId);
+    if (!pack) this.batch.set(entry.packId, (pack = new Map()));
+    let blob = pack.get(id);
+    if (!blob) {
+      pack.set(id, (blob = { id, entry, targets: [], parts: [] }));
+      this.batchStored += entry.length;
+    }
+    blob.targets.push(target);
+    blob.parts.push(parts);
+    this.batchTargets++;
+  }
+
+  /** Hands the planned batch to the threads, pack by pack in stretches; returns once all are under way. */
+  async runBatch(): Promise<void> {
+    const batch = this.batch;
+    this.batch = new Map();
+    this.batchFiles = 0;
+    this.batchBytes = 0;
+    this.batchStored = 0;
+    this.batchTargets = 0;
+    for (const [packId, blobs] of batch) {
+      const sorted = [...blobs.values()].sort((a, b) => a.entry.offset - b.entry.offset);
+      let job: PlannedBlob[] = [];
+      let targets = 0;
+      for (const blob of sorted) {
+        const end = blob.entry.offset + blob.entry.length;
+        if (job.length > 0 && (end - job[0].entry.offset > JOB_BYTES || targets + blob.targets.length > JOB_TARGETS)) {
+          await this.runJob(packId, job);
+          job = [];
+          targets = 0;
+        }
+        job.push(blob);
+        targets += blob.targets.length;
+      }
+      if (job.length > 0) await this.runJob(packId, job);
     }
   }
 
-  /**
-   * A file of at most one blob (most files of a typical tree), written whole by a codec thread,
-   * which also reads the blob from a local pack: one message instead of a round trip to libuv's
-   * pool for each of about eleven calls, which is what restoring many small files spent its
-   * time on.
-   */
-  private async writeSmallFile(node: Node, path: string): Promise<void> {
-    const blobs: ThreadBlob[] = [];
-    let localPack: string | undefined;
-    for (const id of node.content ?? []) {
-      const { blob, packId } = await threadBlob(this.repo, id, this.opts.signal);
-      if ('pack' in blob) localPack = packId;
-      blobs.push(blob);
+  /** Starts one thread job for blobs of one pack, sorted by offset, once a slot is free. */
+  private async runJob(packId: Id, blobs: PlannedBlob[]): Promise<void> {
+    await this.slot();
+    const runs: PackRestoreJob['runs'] = [];
+    let run: PackRestoreJob['runs'][number] | undefined;
+    for (const b of blobs) {
+      const { offset, length } = b.entry;
+      if (!run || offset - (run.offset + run.length) > RUN_GAP) runs.push((run = { offset, length: 0, blobs: [] }));
+      run.blobs.push({ id: b.id, at: offset - run.offset, length, uncompressedLength: b.entry.uncompressedLength, targets: b.targets });
+      run.length = offset + length - run.offset;
     }
-    let bytes;
-    try {
-      bytes = await this.pool.writeFile(path, blobs, {
-        mode: unixPermissions(node.mode),
-        atime: secondsOf(node.atime),
-        mtime: secondsOf(node.mtime),
-        owner: isRoot ? { uid: node.uid, gid: node.gid } : undefined,
-      });
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ELOOP' || code === 'EISDIR') throw new UnsafePathError(`${path} exists and is not a regular file; refusing to write through it`);
-      throw packError(err, localPack ?? '');
-    }
-    this.result.bytes += bytes;
+    const local = this.repo.backend.localPath?.call(this.repo.backend, { type: 'data', name: packId });
+    this.start(async () => {
+      if (local === undefined) {
+        for (const r of runs) {
+          r.stored = await this.repo.backend.load({ type: 'data', name: packId }, { offset: r.offset, length: r.length, signal: this.opts.signal });
+          if (r.stored.length !== r.length) throw new IntegrityError(`pack ${packId} is truncated`);
+        }
+      }
+      let bytes;
+      try {
+        bytes = await this.pool.restorePack({ pack: local, where: ` in pack ${packId}`, runs });
+      } catch (err) {
+        const { code, path } = err as NodeJS.ErrnoException;
+        if (path !== undefined && (code === 'ELOOP' || code === 'EISDIR')) throw notRegularFile(path);
+        throw packError(err, packId);
+      }
+      this.result.bytes += bytes;
+      let last: string | undefined;
+      const done: Promise<void>[] = [];
+      for (const b of blobs) {
+        for (const [i, parts] of b.parts.entries()) {
+          last = b.targets[i].path;
+          if (!parts) this.result.files++;
+          else if (--parts.remaining === 0) done.push(this.setMeta(parts.node, parts.path).then(() => void this.result.files++));
+        }
+      }
+      await Promise.all(done);
+      this.progress(last);
+    });
+  }
+
+  /** Waits until another job may start; throws the first job's failure, or the abort. */
+  private async slot(): Promise<void> {
+    while (this.running.size >= this.maxRunning) await Promise.race(this.running);
+    if (this.failure) throw this.failure.err;
+    throwIfAborted(this.opts.signal);
+  }
+
+  private start(work: () => Promise<void>): void {
+    const p: Promise<void> = work()
+      .catch((err: unknown) => {
+        this.failure ??= { err };
+      })
+      .finally(() => this.running.delete(p));
+    this.running.add(p);
+  }
+
+  /** Runs what is still planned, waits for every job, then sets the directories' times. */
+  async finish(): Promise<void> {
+    await this.runBatch();
+    await this.settle();
+    if (this.failure) throw this.failure.err;
+    throwIfAborted(this.opts.signal);
+    for (const { node, path } of this.dirs) await this.setMeta(node, path);
+  }
+
+  /** Waits for the jobs under way (a failed restore too: nothing may still write once it returns). */
+  async settle(): Promise<void> {
+    while (this.running.size > 0) await Promise.race(this.running);
   }
 
   async setMeta(node: Node, path: string): Promise<void> {
@@ -237,18 +393,22 @@ export async function restore(repo: Repository, snapshot: string | Snapshot, tar
     await mkdir(target, { recursive: true });
     const st = await lstat(target);
     if (!st.isDirectory()) throw new UnsafePathError(`restore target ${target} is not a directory`);
-    const pool = new CodecPool(repo.key, opts.codecThreads ?? defaultCodecThreads());
-    const r = new Restorer(repo, opts, pool);
+    const threads = opts.codecThreads ?? defaultCodecThreads();
+    const pool = new CodecPool(repo.key, threads);
+    const r = new Restorer(repo, opts, pool, threads);
     if (opts.onProgress) r.bytesTotal = await totalSize(repo, node, opts.signal);
     try {
       if (node.type === 'dir') {
         if (node.subtree) await r.restoreTree(node.subtree, target);
+        await r.finish();
         if (node.name !== '') await r.setMeta(node, target);
       } else {
         checkName(node.name);
         await r.restoreNode(node, join(target, basename(node.name)));
+        await r.finish();
       }
     } catch (err) {
+      await r.settle();
       if (opts.signal?.aborted && !(err instanceof AbortedError)) throw new AbortedError({ cause: err });
       throw err;
     } finally {

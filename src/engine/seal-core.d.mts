@@ -9,7 +9,7 @@ export declare function encodeBlobRaw(
   plain: Uint8Array,
   allowCompression?: boolean,
 ): { data: Buffer; uncompressedLength: number | undefined };
-export declare function openRaw(encKey: Uint8Array, macK: Uint8Array, macR: Uint8Array, ciphertext: Uint8Array): Buffer | null;
+export declare function openRaw(encKey: Uint8Array, macK: Uint8Array, macR: Uint8Array, ciphertext: Uint8Array, into?: (n: number) => Buffer): Buffer | null;
 export declare function decodeBlobRaw(
   encKey: Uint8Array,
   macK: Uint8Array,
@@ -18,6 +18,7 @@ export declare function decodeBlobRaw(
   stored: Uint8Array,
   uncompressedLength: number | undefined,
   scratch?: (n: number) => Buffer,
+  cipherScratch?: (n: number) => Buffer,
 ): { plain: Buffer; error?: undefined } | { plain?: undefined; error: string };
 export declare const freshSlot: (n: number) => { view: Buffer };
 export declare function sealInto(encKey: Uint8Array, macK: Uint8Array, macR: Uint8Array, payload: Uint8Array, target: Uint8Array): void;

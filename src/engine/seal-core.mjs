@@ -13,11 +13,27 @@ export const ZSTD_LEVEL = 3;
 
 /** Poly1305-AES tag of `ciphertext` under MAC key (k, r) with the given IV as nonce. */
 export function macRaw(macK, macR, iv, ciphertext) {
-  const s = createCipheriv('aes-128-ecb', macK, null).update(iv);
+  const s = ecbFor(macK).update(iv);
   const polyKey = new Uint8Array(32);
   polyKey.set(macR, 0);
   polyKey.set(s, 16);
   return poly1305(ciphertext, polyKey);
+}
+
+/**
+ * The AES-128 cipher of the MAC key k, kept across blobs: ECB without padding turns each
+ * 16-byte block given to update() into one block out, with no state between calls, so one
+ * cipher serves every IV of that key instead of one set up per blob.
+ */
+let ecbKey = null;
+let ecb = null;
+
+function ecbFor(macK) {
+  if (!ecb || !ecbKey.equals(macK)) {
+    ecb = createCipheriv('aes-128-ecb', macK, null).setAutoPadding(false);
+    ecbKey = Buffer.from(macK);
+  }
+  return ecb;
 }
 
 /** Random bytes fetched 4 KiB at a time: one system call per 256 IVs instead of one each. */
@@ -112,15 +128,25 @@ export function encodeBlobRaw(encKey, macK, macR, plain, allowCompression = true
 /** This thread's zstd decompression context, reused for every blob (a fresh one per blob costs). */
 let dctx = null;
 
-/** Verifies the MAC and decrypts; returns null when the MAC does not match. */
-export function openRaw(encKey, macK, macR, ciphertext) {
+/**
+ * Verifies the MAC and decrypts; returns null when the MAC does not match. `into(n)`, when
+ * given, lends the buffer the plaintext is decrypted into, in pieces (as sealInto encrypts),
+ * so that no buffer of the blob's size is allocated.
+ */
+export function openRaw(encKey, macK, macR, ciphertext, into) {
   if (ciphertext.length < 32) return null;
   const iv = ciphertext.subarray(0, 16);
   const body = ciphertext.subarray(16, ciphertext.length - 16);
   const tag = macRaw(macK, macR, iv, body);
   if (!timingSafeEqual(tag, ciphertext.subarray(ciphertext.length - 16))) return null;
   const d = createDecipheriv('aes-256-ctr', encKey, iv);
-  const out = d.update(body);
+  if (!into) {
+    const out = d.update(body);
+    d.final();
+    return out;
+  }
+  const out = into(body.length);
+  for (let off = 0; off < body.length; off += CIPHER_PIECE) out.set(d.update(body.subarray(off, off + CIPHER_PIECE)), off);
   d.final();
   return out;
 }
@@ -130,10 +156,11 @@ export function openRaw(encKey, macK, macR, ciphertext) {
  * the content hash against the expected id. Returns the plaintext or a reason it is not valid.
  * `scratch(n)`, when given, lends the buffer a compressed blob is decompressed into (the result
  * is then a view of it, valid until the next use): a caller that writes the plaintext out and
- * drops it saves a fresh allocation, and its page faults, per blob.
+ * drops it saves a fresh allocation, and its page faults, per blob. `cipherScratch(n)` does the
+ * same for the decrypted bytes (see openRaw), which such a caller also drops.
  */
-export function decodeBlobRaw(encKey, macK, macR, id, stored, uncompressedLength, scratch) {
-  let plain = openRaw(encKey, macK, macR, stored);
+export function decodeBlobRaw(encKey, macK, macR, id, stored, uncompressedLength, scratch, cipherScratch) {
+  let plain = openRaw(encKey, macK, macR, stored, cipherScratch);
   if (!plain) return { error: 'ciphertext verification failed (MAC mismatch)' };
   if (uncompressedLength !== undefined && uncompressedLength !== null) {
     // Straight into a buffer of the recorded size: a frame that would not fit fails here
