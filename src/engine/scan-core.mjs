@@ -137,7 +137,7 @@ export class Scanner {
     for (let index = 0; index < job.names.length; index++) {
       const path = join(job.dir, job.names[index]);
       try {
-        const st = lstatSync(path, { bigint: true, throwIfNoEntry: false });
+        let st = lstatSync(path, { bigint: true, throwIfNoEntry: false });
         if (!st) {
           emit({ type: 'entry', index, gone: true });
           continue;
@@ -145,6 +145,10 @@ export class Scanner {
         const sig = job.sigs?.[index] ?? null;
         if (st.isSymbolicLink()) {
           const linktarget = readlinkSync(path);
+          // readlink may set the link's atime (relatime): the lstat after it is what the next
+          // backup finds, so an unchanged link keeps its node (and its directory its tree).
+          const after = lstatSync(path, { bigint: true, throwIfNoEntry: false });
+          if (after?.isSymbolicLink()) st = after;
           const now = statSignature(st, linktarget);
           if (sig !== null && sig === now) emit({ type: 'entry', index, same: true });
           else emit({ type: 'entry', index, stat: statFields(st), sig: now, linktarget });
