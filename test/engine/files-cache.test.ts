@@ -25,6 +25,29 @@ async function expectSnapshotEqualsDisk(repo: Repository, snapshotId: string, fi
   await rm(target, { recursive: true, force: true });
 }
 
+/** Every regular file under root, sorted. */
+async function listFiles(root: string): Promise<string[]> {
+  const out: string[] = [];
+  const visit = async (d: string) => {
+    for (const e of await readdir(d, { withFileTypes: true })) {
+      if (e.isDirectory()) await visit(join(d, e.name));
+      else if (e.isFile()) out.push(join(d, e.name));
+    }
+  };
+  await visit(root);
+  return out.sort();
+}
+
+/**
+ * The fixture tree with every file's times on a whole second, so that putting a time back
+ * through utimes (milliseconds) restores it to the nanosecond.
+ */
+async function fixtureWithWholeSecondTimes(root: string): Promise<void> {
+  await makeFixtureTree(root);
+  const when = new Date('2022-02-02T02:02:02Z');
+  for (const f of await listFiles(root)) await utimes(f, when, when);
+}
+
 /** Overwrites a file in place with other bytes of the same size and puts its mtime back. */
 async function rewriteKeepingTimes(path: string, seed: string): Promise<void> {
   const st = await stat(path);
@@ -58,7 +81,7 @@ describe('files cache', () => {
     const { repo } = await newRepo();
     const files = await tempDir();
     const cacheDir = await tempDir();
-    await makeFixtureTree(files);
+    await fixtureWithWholeSecondTimes(files);
     const opts = { filesCache: { dir: cacheDir }, clock: later };
     await backup(repo, { '/files': files }, opts);
 
@@ -73,6 +96,7 @@ describe('files cache', () => {
 
     const r = await backup(repo, { '/files': files }, opts);
     expect(r.filesUnmodified).toBe(r.files - 2);
+    expect((await readFile(join(files, 'random.bin'))).equals(seededBytes('changed in place', (await stat(join(files, 'random.bin'))).size))).toBe(true);
     await expectSnapshotEqualsDisk(repo, r.snapshotId, files);
   });
 
@@ -151,7 +175,7 @@ describe('files cache', () => {
     const { repo, dir } = await newRepo();
     const files = await tempDir();
     const cacheDir = await tempDir();
-    await makeFixtureTree(files);
+    await fixtureWithWholeSecondTimes(files);
     // Deterministic choices, so a failure repeats.
     let seed = 12345;
     const rand = (n: number) => {
@@ -160,19 +184,8 @@ describe('files cache', () => {
     };
     const opts = { filesCache: { dir: cacheDir }, clock: later };
     await backup(repo, { '/files': files }, opts);
-    const listFiles = async (): Promise<string[]> => {
-      const out: string[] = [];
-      const visit = async (d: string) => {
-        for (const e of await readdir(d, { withFileTypes: true })) {
-          if (e.isDirectory()) await visit(join(d, e.name));
-          else if (e.isFile()) out.push(join(d, e.name));
-        }
-      };
-      await visit(files);
-      return out.sort();
-    };
     for (let round = 0; round < 8; round++) {
-      const all = await listFiles();
+      const all = await listFiles(files);
       for (let k = 0; k < 3; k++) {
         const path = all[rand(all.length)];
         switch (rand(7)) {
@@ -192,9 +205,12 @@ describe('files cache', () => {
             await utimes(path, st.atime, st.mtime);
             break;
           }
-          case 3:
+          case 3: { // longer, mtime put back
+            const st = await stat(path);
             await writeFile(path, seededBytes(`a${round}k${k}`, 1000 + rand(5000)), { flag: 'a' });
+            await utimes(path, st.atime, st.mtime);
             break;
+          }
           case 4:
             await chmod(path, 0o600 + rand(0o100));
             break;
