@@ -4,13 +4,15 @@
  * that did not change nor encodes again the trees of directories that did not change, and does
  * not load the parent snapshot's trees to find out.
  *
- * Words: an *entry* is one directory entry as the last backup stored it: the *signature* of its
- * node (every field taken from lstat, in a fixed order) and its content ids (a file) or subtree
- * id (a directory). A file is *unchanged* when its size, inode, device, mtime and ctime are those
- * of its entry; it is *racy* when its mtime or ctime is not older than the *racy limit*, the
- * start of the backup that recorded it rounded down to 2 s (a write just after that backup
- * lstat-ed the file can leave both times as they were on a filesystem with coarse timestamps,
- * git's "racy" files), and a racy file is read again even when unchanged.
+ * Words: an *entry* is one directory entry as the last backup stored it: its *signature*
+ * (scan-core.mjs statSignature: every lstat field its tree node is made of, times in ns, and a
+ * symlink's target) and its content ids (a file) or subtree id (a directory). A file is
+ * *unchanged* when its size, inode, device, mtime and ctime are those of its entry; it is *racy*
+ * when its mtime or ctime is not older than the *racy limit*, the start of the backup that
+ * recorded it rounded down to 2 s (a write just after that backup lstat-ed the file can leave
+ * both times as they were on a filesystem with coarse timestamps, git's "racy" files), and a
+ * racy file is read again even when unchanged. A directory whose entries all kept their
+ * signatures (and subtrees, and contents) keeps the tree the entry names.
  *
  * Where: `<cache dir>/<repository id>/files/<sha256 of "vpath NUL disk path">`, one file per
  * disk source of a backup (restic keeps its cache in ~/.cache/restic/<repository id> too).
