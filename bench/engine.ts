@@ -395,8 +395,8 @@ function readmeTable(report: EngineReport): string {
       `**${shape.shape}**: ${d.smallFiles.toLocaleString('en-US')} small and ${d.largeFiles} large files, ${(d.filesBytes / 1e6).toFixed(0)} MB` +
         (d.streamBytes ? `; stream ${(d.streamBytes / 1e6).toFixed(0)} MB` : ''),
       '',
-      `| step | ${tools.map((t) => `${t} s`).join(' | ')} | ${tools.filter((t) => t !== 'restic').map((t) => `${t} / restic`).join(' | ')} | peak RSS MB (${tools.join(' / ')}) |`,
-      `|---|${tools.map(() => '---:').join('|')}|${tools.filter((t) => t !== 'restic').map(() => '---:').join('|')}|---:|`,
+      `| step | ${tools.map((t) => `${t} s`).join(' | ')} | ${tools.filter((t) => t !== 'restic').map((t) => `${t} / restic`).join(' | ')} | CPU s (${tools.join(' / ')}) | peak RSS MB (${tools.join(' / ')}) |`,
+      `|---|${tools.map(() => '---:').join('|')}|${tools.filter((t) => t !== 'restic').map(() => '---:').join('|')}|---:|---:|`,
     );
     const steps = [...new Set(shape.results.map((m) => m.step))];
     for (const step of steps) {
@@ -408,7 +408,7 @@ function readmeTable(report: EngineReport): string {
         return r && Number.isFinite(r.wallTime) ? r.wallTime.toFixed(2) : '-';
       };
       lines.push(
-        `| ${step} | ${tools.map((t) => cell(of(t))).join(' | ')} | ${tools.filter((t) => t !== 'restic').map(ratio).join(' | ')} | ${tools.map((t) => of(t)?.peakRssMB.toFixed(0) ?? '-').join(' / ')} |`,
+        `| ${step} | ${tools.map((t) => cell(of(t))).join(' | ')} | ${tools.filter((t) => t !== 'restic').map(ratio).join(' | ')} | ${tools.map((t) => { const m = of(t); return m ? (m.userSeconds + m.systemSeconds).toFixed(1) : '-'; }).join(' / ')} | ${tools.map((t) => of(t)?.peakRssMB.toFixed(0) ?? '-').join(' / ')} |`,
       );
     }
     lines.push('');
