@@ -115,8 +115,9 @@ export interface DatasetInfo {
   sizeMb: number;
   root: string;
   filesDir: string;
-  dumpV1: string;
-  dumpV2: string;
+  /** The stream and its next day's version; absent for a data set of files only. */
+  dumpV1?: string;
+  dumpV2?: string;
   smallFiles: number;
   largeFiles: number;
   filesBytes: number;
@@ -242,6 +243,158 @@ async function writeDumps(v1: string, v2: string, target: number): Promise<numbe
   b.end();
   await Promise.all([once(a, 'finish'), once(b, 'finish')]);
   return written;
+}
+
+/**
+ * A deterministic 32-bit generator (mulberry32) for the small-files data set: a generator of
+ * another kind than the first data set's AES keystream, so the two sets share no content.
+ */
+export class Mulberry {
+  private s: number;
+  constructor(seed: string) {
+    this.s = createHash('sha256').update(seed).digest().readUInt32LE(0);
+  }
+  next(): number {
+    let t = (this.s = (this.s + 0x6d2b79f5) | 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (t ^ (t >>> 14)) >>> 0;
+  }
+  /** Uniform integer in [lo, hi]. */
+  int(lo: number, hi: number): number {
+    return lo + (this.next() % (hi - lo + 1));
+  }
+  pick<T>(xs: readonly T[]): T {
+    return xs[this.next() % xs.length];
+  }
+  /** n incompressible bytes. */
+  bytes(n: number): Buffer {
+    const out = Buffer.allocUnsafe(n + 3);
+    for (let i = 0; i < n; i += 4) out.writeUInt32LE(this.next(), i);
+    return out.subarray(0, n);
+  }
+}
+
+const IDENTS = ['user', 'order', 'item', 'cart', 'token', 'session', 'config', 'payload', 'result', 'buffer', 'index', 'count', 'value', 'handler', 'request', 'response', 'cache', 'queue', 'worker', 'event'];
+const KEYWORDS = ['const', 'let', 'return', 'if', 'for', 'await', 'export function', 'import', 'throw new Error', 'switch'];
+const LEVELS = ['INFO', 'INFO', 'INFO', 'DEBUG', 'WARN', 'ERROR'];
+const ROUTES = ['/v1/users', '/v1/orders', '/v1/items/search', '/healthz', '/v2/carts', '/graphql', '/v1/tokens/refresh'];
+
+/** A source-code-like text file of about n bytes: lines built from templates, identifiers and numbers. */
+function codeText(rng: Mulberry, n: number): Buffer {
+  const lines: string[] = [];
+  let size = 0;
+  let depth = 0;
+  while (size < n) {
+    const a = rng.pick(IDENTS);
+    const b = rng.pick(IDENTS);
+    let line: string;
+    switch (rng.int(0, 5)) {
+      case 0:
+        line = `${rng.pick(KEYWORDS)} ${a}${rng.int(0, 999)} = ${b}.${rng.pick(IDENTS)}(${rng.int(0, 65535)});`;
+        break;
+      case 1:
+        line = `// ${a} ${b} ${rng.pick(IDENTS)} when ${rng.pick(IDENTS)} is ${rng.int(0, 1) ? 'ready' : 'missing'} (#${rng.int(100, 9999)})`;
+        break;
+      case 2:
+        line = `if (${a}.${b} > ${rng.int(0, 4096)}) {`;
+        depth++;
+        break;
+      case 3:
+        line = depth > 0 ? '}' : `${a}.${b} = "${rng.next().toString(36)}";`;
+        if (depth > 0) depth--;
+        break;
+      default:
+        line = `${a}[${rng.int(0, 64)}] = ${b}(${rng.next().toString(16)}, '${rng.pick(IDENTS)}');`;
+    }
+    line = '  '.repeat(depth) + line + '\n';
+    lines.push(line);
+    size += line.length;
+  }
+  return Buffer.from(lines.join('')).subarray(0, n);
+}
+
+/** n bytes of application log lines from a seed (timestamps advance from `t0` ms). */
+function logText(rng: Mulberry, n: number, t0: number): Buffer {
+  const lines: string[] = [];
+  let size = 0;
+  let t = t0;
+  while (size < n) {
+    t += rng.int(0, 250);
+    const line = `${new Date(t).toISOString()} ${rng.pick(LEVELS)} svc=${rng.pick(IDENTS)} req=${rng.next().toString(16).padStart(8, '0')} ${rng.pick(ROUTES)} status=${rng.int(0, 9) < 8 ? 200 : rng.pick([301, 404, 500, 503])} dur=${rng.int(1, 900)}ms bytes=${rng.int(0, 1 << 20)}\n`;
+    lines.push(line);
+    size += line.length;
+  }
+  return Buffer.from(lines.join('')).subarray(0, n);
+}
+
+const SMALL_FORMAT_VERSION = 1;
+
+/**
+ * The small-files-heavy data set (about 800 MB): 20,000 small text files (source-like, 1-40
+ * KiB) in 200 folders, large application logs and random blobs, all from seeded mulberry32
+ * (another generator than the first data set's). No stream: it measures the files steps.
+ */
+export async function ensureSmallFilesDataset(dataRoot: string, log: (s: string) => void): Promise<DatasetInfo> {
+  const root = join(dataRoot, 'small-files');
+  const marker = join(root, 'dataset.json');
+  try {
+    const info = JSON.parse(await readFile(marker, 'utf8')) as DatasetInfo;
+    if (info.version === SMALL_FORMAT_VERSION) return info;
+  } catch {
+    // not generated yet
+  }
+  await rm(root, { recursive: true, force: true });
+  const filesDir = join(root, 'files');
+  const started = Date.now();
+  const rng = new Mulberry('small-files-layout');
+  let smallBytes = 0;
+  let smallFiles = 0;
+  for (let d = 0; d < 200; d++) {
+    const dir = join(filesDir, 'src', `pkg-${String(d).padStart(3, '0')}`);
+    await mkdir(dir, { recursive: true });
+    for (let f = 0; f < 100; f++) {
+      // Mostly a few KiB, some up to 40 KiB.
+      const u = rng.int(0, 9999) / 10000;
+      const size = Math.floor(KiB + u * u * 39 * KiB);
+      await writeFile(join(dir, `mod-${f}.${rng.pick(['ts', 'js', 'md', 'json', 'txt'])}`), codeText(new Mulberry(`code-${d}-${f}`), size));
+      smallBytes += size;
+      smallFiles++;
+    }
+  }
+  log(`  ${smallFiles} small files, ${(smallBytes / 1e6).toFixed(0)} MB`);
+  let largeBytes = 0;
+  let largeFiles = 0;
+  await mkdir(join(filesDir, 'logs'), { recursive: true });
+  await mkdir(join(filesDir, 'blobs'), { recursive: true });
+  // Logs: 10 files of 24-40 MiB (compressible); blobs: 8 of 12-28 MiB (incompressible).
+  for (let i = 0; i < 10; i++) {
+    const size = rng.int(24, 40) * MiB;
+    const gen = new Mulberry(`log-${i}`);
+    await writeLarge(join(filesDir, 'logs', `app-${i}.log`), size, (off, n) => logText(gen, n, Date.UTC(2026, 0, 1) + i * 86_400_000 + off));
+    largeBytes += size;
+    largeFiles++;
+  }
+  for (let i = 0; i < 8; i++) {
+    const size = rng.int(12, 28) * MiB;
+    const gen = new Mulberry(`blob-${i}`);
+    await writeLarge(join(filesDir, 'blobs', `blob-${i}.bin`), size, (_off, n) => gen.bytes(n));
+    largeBytes += size;
+    largeFiles++;
+  }
+  log(`  ${largeFiles} large files, ${(largeBytes / 1e6).toFixed(0)} MB (generated in ${((Date.now() - started) / 1000).toFixed(0)}s)`);
+  const info: DatasetInfo = {
+    version: SMALL_FORMAT_VERSION,
+    sizeMb: Math.round((smallBytes + largeBytes) / MiB),
+    root,
+    filesDir,
+    smallFiles,
+    largeFiles,
+    filesBytes: smallBytes + largeBytes,
+    dumpBytes: 0,
+  };
+  await writeFile(marker, JSON.stringify(info, null, 2));
+  return info;
 }
 
 /** Every regular file under dir, sorted (so choices made from the list are deterministic). */

@@ -3,18 +3,24 @@
  * restic and borg on the same data, each tool a child process under `/usr/bin/time -v` so that
  * wall time and peak RSS are measured the same way for all three.
  *
- * Steps per tool, in a fresh repository each:
+ * Two data shapes (dataset.ts): `mixed` (small and large files plus a pg_dump-like stream) and
+ * `small-files` (20,000 small text files in 200 folders, large logs and random blobs; files
+ * only). Steps per tool and shape, in a fresh repository each:
  *   files-first      first backup of the files tree
  *   files-unchanged  the same tree again (parent / files cache)
  *   files-1pct       after 1% of the files changed
  *   files-restore    restore that last files snapshot into an empty directory
- *   stream-first     a pg_dump-like stream on stdin
- *   stream-next      the next day's dump (1% of its sections changed)
+ *   stream-first     a pg_dump-like stream on stdin (mixed only)
+ *   stream-next      the next day's dump (1% of its sections changed; mixed only)
+ * Then `cli-ready`: how long `backplane repo --help` takes to start and finish, run as the
+ * bench runs it (dist/repo.mjs), through bin/backplane.js and through npx.
  *
- * Settings: BENCH_SIZE_MB (default 1024), BENCH_TOOLS (default `backplane,restic,borg`),
- * BENCH_RUNS (default 1: whole runs per tool, each step reporting its median run),
- * BENCH_KEEP=1 keeps the repositories under bench/work. Results: a table on stdout and
- * bench/results/engine.json.
+ * Settings: BENCH_SIZE_MB (default 1024, the mixed shape), BENCH_SHAPES (default
+ * `mixed,small-files`), BENCH_TOOLS (default `backplane,restic,borg`), BENCH_RUNS (default 3:
+ * whole runs per tool, each step reporting its median run with the min and max), BENCH_KEEP=1
+ * keeps the repositories under bench/work. Results: a table on stdout, bench/results/engine.json,
+ * and the table in bench/README.md between its engine-table markers (`tsx bench/engine.ts
+ * --readme` renders it again from the json alone).
  */
 import { execFile, spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
@@ -23,7 +29,7 @@ import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { changeOnePercent, ensureDataset, treeSize, type DatasetInfo } from './dataset.ts';
+import { changeOnePercent, ensureDataset, ensureSmallFilesDataset, treeSize, type DatasetInfo } from './dataset.ts';
 
 const run = promisify(execFile);
 const BENCH = dirname(fileURLToPath(import.meta.url));
@@ -35,17 +41,26 @@ const PASSWORD = 'bench password';
 /** No single step may run longer than this; keeps a broken tool from hanging the run. */
 const STEP_TIMEOUT_MS = 30 * 60 * 1000;
 /** Whole runs per tool (fresh repositories each); each step reports its median run. */
-const RUNS = Math.max(1, Number(process.env.BENCH_RUNS ?? 1));
+const RUNS = Math.max(1, Number(process.env.BENCH_RUNS ?? 3));
 
 type Step = 'files-first' | 'files-unchanged' | 'files-1pct' | 'files-restore' | 'stream-first' | 'stream-next';
-const STEPS: Step[] = ['files-first', 'files-unchanged', 'files-1pct', 'files-restore', 'stream-first', 'stream-next'];
+const FILES_STEPS: Step[] = ['files-first', 'files-unchanged', 'files-1pct', 'files-restore'];
+const STEPS: Step[] = [...FILES_STEPS, 'stream-first', 'stream-next'];
+
+type ShapeName = 'mixed' | 'small-files';
+const SHAPES: ShapeName[] = ['mixed', 'small-files'];
 
 interface Measurement {
   tool: string;
   step: Step;
   /** Logical bytes the step covered (the tree or the stream). */
   bytesIn: number;
+  /** The median run's (the one whose other figures these are). */
   wallSeconds: number;
+  /** Fastest and slowest of the runs, and every run's, in run order. */
+  wallSecondsMin?: number;
+  wallSecondsMax?: number;
+  wallSecondsRuns?: number[];
   /** bytesIn / wall time, in MB/s (10^6 bytes). */
   throughputMBs: number;
   /** Growth of the repository directory in this step: measured the same way for every tool. */
@@ -76,6 +91,8 @@ interface Tool {
 }
 
 const ENV_BASE: NodeJS.ProcessEnv = { ...process.env, LC_ALL: 'C' };
+/** Backplane's files cache, like restic's cache, lives under bench/work and starts empty with each repository. */
+const OUR_CACHE = join(WORK, 'backplane-cache');
 
 const backplane: Tool = {
   name: 'backplane',
@@ -87,7 +104,7 @@ const backplane: Tool = {
     const args = 'dir' in src ? [src.dir] : ['--stdin-filename', src.stdinName];
     return {
       argv: [process.execPath, OURS, 'backup', '--repo', repo, '--json', '--host', 'bench', ...args],
-      env: { ...ENV_BASE, BACKPLANE_REPO_PASSWORD: PASSWORD },
+      env: { ...ENV_BASE, BACKPLANE_REPO_PASSWORD: PASSWORD, BACKPLANE_CACHE_DIR: OUR_CACHE },
     };
   },
   added(stdout) {
@@ -171,16 +188,17 @@ async function timed(argv: string[], env: NodeJS.ProcessEnv, stdinFile?: string,
   return { stdout, wallSeconds, peakRssMB: field('Maximum resident set size') / 1024, user: field('User time'), sys: field('System time') };
 }
 
-async function benchTool(tool: Tool, data: DatasetInfo, log: (s: string) => void): Promise<Measurement[]> {
+async function benchTool(tool: Tool, data: DatasetInfo, steps: Step[], log: (s: string) => void): Promise<Measurement[]> {
   const repo = join(WORK, `${tool.name}-repo`);
   await rm(repo, { recursive: true, force: true });
   await rm(join(WORK, 'restic-cache'), { recursive: true, force: true });
+  await rm(OUR_CACHE, { recursive: true, force: true });
   await rm(join(WORK, 'borg-base'), { recursive: true, force: true });
   await mkdir(WORK, { recursive: true });
   await tool.init(repo);
   let repoBytes = await treeSize(repo);
   const out: Measurement[] = [];
-  for (const step of STEPS) {
+  for (const step of steps) {
     if (step === 'files-restore') {
       out.push(await benchRestore(tool, repo, repoBytes, data, log));
       continue;
@@ -191,7 +209,7 @@ async function benchTool(tool: Tool, data: DatasetInfo, log: (s: string) => void
       undo = change.undo;
     }
     const stream = step === 'stream-first' ? data.dumpV1 : step === 'stream-next' ? data.dumpV2 : undefined;
-    const bytesIn = stream ? (step === 'stream-first' ? data.dumpBytes : (await stat(data.dumpV2)).size) : data.filesBytes;
+    const bytesIn = stream ? (step === 'stream-first' ? data.dumpBytes : (await stat(stream)).size) : data.filesBytes;
     const { argv, env } = tool.backup(repo, stream ? { stdinName: 'db/app.dump' } : { dir: data.filesDir }, step);
     try {
       const t = await timed(argv, env, stream);
@@ -313,11 +331,152 @@ async function warmPageCache(paths: string[]): Promise<void> {
   for (const p of paths) await visit(p);
 }
 
+/** Median, min and max of a few timings of a short command (ms), from spawn to exit. */
+async function startTimes(argv: string[], env: NodeJS.ProcessEnv, n: number): Promise<{ medianMs: number; minMs: number; maxMs: number }> {
+  const times: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const started = process.hrtime.bigint();
+    await run(argv[0], argv.slice(1), { cwd: ROOT, env });
+    times.push(Number(process.hrtime.bigint() - started) / 1e6);
+  }
+  times.sort((a, b) => a - b);
+  return { medianMs: round(times[Math.floor((n - 1) / 2)], 0), minMs: round(times[0], 0), maxMs: round(times[n - 1], 0) };
+}
+
+/**
+ * cli-ready: how long `backplane repo --help` takes from spawn to exit: the bundle the bench runs
+ * (dist/repo.mjs), bin/backplane.js (what `npx backplane` starts), and npx itself; restic's
+ * `version` beside them. The command line's start-up, not a repository's (no key is derived).
+ */
+async function cliReady(log: (s: string) => void): Promise<Record<string, { medianMs: number; minMs: number; maxMs: number }>> {
+  const n = 7;
+  const out: Record<string, { medianMs: number; minMs: number; maxMs: number }> = {
+    'node dist/repo.mjs --help': await startTimes([process.execPath, OURS, '--help'], ENV_BASE, n),
+    'node bin/backplane.js repo --help': await startTimes([process.execPath, join(ROOT, 'bin/backplane.js'), 'repo', '--help'], ENV_BASE, n),
+    'npx backplane repo --help': await startTimes(['npx', '--no-install', 'backplane', 'repo', '--help'], ENV_BASE, n),
+  };
+  if (restic.version) out['restic version'] = await startTimes(['restic', 'version'], ENV_BASE, n);
+  for (const [k, v] of Object.entries(out)) log(`  ${k.padEnd(36)} ${String(v.medianMs).padStart(5)} ms (${v.minMs}-${v.maxMs})`);
+  return out;
+}
+
+interface ShapeReport {
+  shape: ShapeName;
+  dataset: { smallFiles: number; largeFiles: number; filesBytes: number; streamBytes: number };
+  results: Measurement[];
+  ratiosToRestic: Ratio[];
+}
+
+interface EngineReport {
+  date: string;
+  runsPerTool: number;
+  machine: { cpus: number; loadAverage1m: { start: number; end: number } };
+  versions: Record<string, string>;
+  shapes: ShapeReport[];
+  cliReady?: Record<string, { medianMs: number; minMs: number; maxMs: number }>;
+}
+
+const TABLE_START = '<!-- engine-table:start (generated by bench/engine.ts from bench/results/engine.json) -->';
+const TABLE_END = '<!-- engine-table:end -->';
+
+/** The README table: per shape and step, each tool's median wall time (min-max) and Backplane's ratio to restic. */
+function readmeTable(report: EngineReport): string {
+  const lines: string[] = [];
+  const load = report.machine.loadAverage1m;
+  lines.push(
+    `Recorded ${report.date.slice(0, 10)}, ${report.runsPerTool} runs per tool (median, min-max in brackets), ${report.machine.cpus} cores, ` +
+      `load average ${load.start} at start and ${load.end} at end; backplane ${report.versions.backplane}.`,
+    '',
+  );
+  for (const shape of report.shapes) {
+    const tools = [...new Set(shape.results.map((m) => m.tool))];
+    const d = shape.dataset;
+    lines.push(
+      `**${shape.shape}**: ${d.smallFiles.toLocaleString('en-US')} small and ${d.largeFiles} large files, ${(d.filesBytes / 1e6).toFixed(0)} MB` +
+        (d.streamBytes ? `; stream ${(d.streamBytes / 1e6).toFixed(0)} MB` : ''),
+      '',
+      `| step | ${tools.map((t) => `${t} s`).join(' | ')} | ${tools.filter((t) => t !== 'restic').map((t) => `${t} / restic`).join(' | ')} | CPU s (${tools.join(' / ')}) | peak RSS MB (${tools.join(' / ')}) |`,
+      `|---|${tools.map(() => '---:').join('|')}|${tools.filter((t) => t !== 'restic').map(() => '---:').join('|')}|---:|---:|`,
+    );
+    const steps = [...new Set(shape.results.map((m) => m.step))];
+    for (const step of steps) {
+      const of = (t: string) => shape.results.find((m) => m.tool === t && m.step === step);
+      const cell = (m: Measurement | undefined) =>
+        !m ? '-' : m.wallSecondsMin !== undefined ? `${m.wallSeconds.toFixed(2)} (${m.wallSecondsMin.toFixed(2)}-${m.wallSecondsMax!.toFixed(2)})` : m.wallSeconds.toFixed(2);
+      const ratio = (t: string) => {
+        const r = shape.ratiosToRestic.find((x) => x.tool === t && x.step === step);
+        return r && Number.isFinite(r.wallTime) ? r.wallTime.toFixed(2) : '-';
+      };
+      lines.push(
+        `| ${step} | ${tools.map((t) => cell(of(t))).join(' | ')} | ${tools.filter((t) => t !== 'restic').map(ratio).join(' | ')} | ${tools.map((t) => { const m = of(t); return m ? (m.userSeconds + m.systemSeconds).toFixed(1) : '-'; }).join(' / ')} | ${tools.map((t) => of(t)?.peakRssMB.toFixed(0) ?? '-').join(' / ')} |`,
+      );
+    }
+    lines.push('');
+  }
+  if (report.cliReady) {
+    lines.push('`cli-ready` (spawn to exit, median of 7): ' + Object.entries(report.cliReady).map(([k, v]) => `\`${k}\` ${v.medianMs} ms`).join(', ') + '.', '');
+  }
+  return lines.join('\n');
+}
+
+/** Writes the table into bench/README.md between its markers. */
+async function writeReadmeTable(report: EngineReport): Promise<void> {
+  const path = join(BENCH, 'README.md');
+  const text = await readFile(path, 'utf8');
+  const a = text.indexOf(TABLE_START);
+  const b = text.indexOf(TABLE_END);
+  if (a < 0 || b < a) throw new Error(`bench/README.md has no engine-table markers`);
+  await writeFile(path, `${text.slice(0, a + TABLE_START.length)}\n${readmeTable(report)}\n${text.slice(b)}`);
+}
+
+/** The data set of a shape. */
+async function dataFor(shape: ShapeName, sizeMb: number, log: (s: string) => void): Promise<DatasetInfo> {
+  return shape === 'mixed' ? ensureDataset(join(BENCH, 'data'), sizeMb, log) : ensureSmallFilesDataset(join(BENCH, 'data'), log);
+}
+
+/** Runs every tool over one shape: RUNS whole runs each, every step's median run with its spread. */
+async function benchShape(shape: ShapeName, data: DatasetInfo, tools: Tool[], log: (s: string) => void): Promise<ShapeReport> {
+  const steps = data.dumpV1 && data.dumpV2 ? STEPS : FILES_STEPS;
+  const results: Measurement[] = [];
+  for (const tool of tools) {
+    log(`${shape} / ${tool.name}:`);
+    // Every tool starts with the data set in the page cache, whatever ran before (the first
+    // tool would otherwise read from disk what the others read from memory).
+    await warmPageCache([data.filesDir, ...(data.dumpV1 ? [data.dumpV1] : []), ...(data.dumpV2 ? [data.dumpV2] : [])]);
+    const runs: Measurement[][] = [];
+    for (let r = 0; r < RUNS; r++) {
+      if (RUNS > 1) log(`  run ${r + 1} of ${RUNS}`);
+      runs.push(await benchTool(tool, data, steps, log));
+    }
+    // Per step, the run with the median wall time (the machine is shared; one run is noisy).
+    for (const step of steps) {
+      const inOrder = runs.map((ms) => ms.find((m) => m.step === step)!);
+      const sorted = [...inOrder].sort((a, b) => a.wallSeconds - b.wallSeconds);
+      const median = { ...sorted[Math.floor((sorted.length - 1) / 2)] };
+      if (RUNS > 1) {
+        median.wallSecondsMin = sorted[0].wallSeconds;
+        median.wallSecondsMax = sorted[sorted.length - 1].wallSeconds;
+        median.wallSecondsRuns = inOrder.map((m) => m.wallSeconds);
+      }
+      results.push(median);
+    }
+  }
+  const d = { smallFiles: data.smallFiles, largeFiles: data.largeFiles, filesBytes: data.filesBytes, streamBytes: data.dumpBytes };
+  return { shape, dataset: d, results, ratiosToRestic: ratios(results) };
+}
+
 async function main(): Promise<void> {
+  const log = (s: string) => process.stderr.write(s + '\n');
+  if (process.argv.includes('--readme')) {
+    await writeReadmeTable(JSON.parse(await readFile(join(BENCH, 'results', 'engine.json'), 'utf8')) as EngineReport);
+    log('bench/README.md: engine table rendered from bench/results/engine.json');
+    return;
+  }
   const sizeMb = Number(process.env.BENCH_SIZE_MB ?? 1024);
   if (!(sizeMb >= 16)) throw new Error('BENCH_SIZE_MB must be at least 16');
   const wanted = (process.env.BENCH_TOOLS ?? 'backplane,restic,borg').split(',');
-  const log = (s: string) => process.stderr.write(s + '\n');
+  const shapes = (process.env.BENCH_SHAPES ?? SHAPES.join(',')).split(',') as ShapeName[];
+  for (const s of shapes) if (!SHAPES.includes(s)) throw new Error(`BENCH_SHAPES: unknown shape ${s} (known: ${SHAPES.join(', ')})`);
   const head = (await run('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT }).catch(() => ({ stdout: '?' }))).stdout.trim();
   const engineDirty = (await run('git', ['status', '--porcelain', '--', 'src/engine'], { cwd: ROOT }).catch(() => ({ stdout: '' }))).stdout.trim() !== '';
   const versions = {
@@ -330,34 +489,29 @@ async function main(): Promise<void> {
   borg.version = versions.borg;
   const tools = [backplane, restic, borg].filter((t) => wanted.includes(t.name) && (t === backplane || t.version));
 
-  const loadBefore = loadavg()[0];
-  log(`data set: ${sizeMb} MB under bench/data`);
-  const data = await ensureDataset(join(BENCH, 'data'), sizeMb, log);
-  log(`  files: ${data.smallFiles + data.largeFiles} (${(data.filesBytes / 1e6).toFixed(0)} MB), stream ${(data.dumpBytes / 1e6).toFixed(0)} MB`);
-
-  const results: Measurement[] = [];
-  for (const tool of tools) {
-    log(`${tool.name}:`);
-    // Every tool starts with the data set in the page cache, whatever ran before (the first
-    // tool would otherwise read from disk what the others read from memory).
-    await warmPageCache([data.filesDir, data.dumpV1, data.dumpV2]);
-    const runs: Measurement[][] = [];
-    for (let r = 0; r < RUNS; r++) {
-      if (RUNS > 1) log(`  run ${r + 1} of ${RUNS}`);
-      runs.push(await benchTool(tool, data, log));
-    }
-    // Per step, the run with the median wall time (the machine is shared; one run is noisy).
-    for (const step of STEPS) {
-      const ofStep = runs.map((ms) => ms.find((m) => m.step === step)!).sort((a, b) => a.wallSeconds - b.wallSeconds);
-      results.push(ofStep[Math.floor((ofStep.length - 1) / 2)]);
-    }
+  // Data sets first, so that generating them is not inside the measured stretch.
+  const data = new Map<ShapeName, DatasetInfo>();
+  for (const shape of shapes) {
+    log(`data set ${shape}:`);
+    const d = await dataFor(shape, sizeMb, log);
+    log(`  files: ${d.smallFiles + d.largeFiles} (${(d.filesBytes / 1e6).toFixed(0)} MB)${d.dumpBytes ? `, stream ${(d.dumpBytes / 1e6).toFixed(0)} MB` : ''}`);
+    data.set(shape, d);
   }
 
-  const r = ratios(results);
-  process.stdout.write(`\n${table(results)}\n\nratios to restic (tool / restic; < 1 is faster or smaller):\n`);
-  for (const x of r) {
-    const f = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : '   -');
-    process.stdout.write(`  ${x.tool.padEnd(9)} ${x.step.padEnd(15)} time ${f(x.wallTime)}  added ${f(x.bytesAdded)}  repo ${f(x.repoBytes)}  peak RSS ${f(x.peakRss)}\n`);
+  const loadBefore = loadavg()[0];
+  const started = Date.now();
+  const reports: ShapeReport[] = [];
+  for (const shape of shapes) reports.push(await benchShape(shape, data.get(shape)!, tools, log));
+  log('cli-ready:');
+  const ready = await cliReady(log);
+  log(`(${((Date.now() - started) / 1000).toFixed(0)} s measuring)`);
+
+  for (const r of reports) {
+    process.stdout.write(`\n${r.shape}:\n${table(r.results)}\n\nratios to restic (tool / restic; < 1 is faster or smaller):\n`);
+    for (const x of r.ratiosToRestic) {
+      const f = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : '   -');
+      process.stdout.write(`  ${x.tool.padEnd(9)} ${x.step.padEnd(15)} time ${f(x.wallTime)}  added ${f(x.bytesAdded)}  repo ${f(x.repoBytes)}  peak RSS ${f(x.peakRss)}\n`);
+    }
   }
   const report = {
     benchmark: 'engine',
@@ -365,9 +519,10 @@ async function main(): Promise<void> {
     sizeMb,
     runsPerTool: RUNS,
     note:
-      'MB = 10^6 bytes. bytesAdded is the growth of the repository directory in the step (toolReportedAdded: what the tool says; restic 0.14 reports data_added before compression). ' +
-      'repoBytes is the apparent size of the repository directory (restic cache and borg cache/security dirs not counted). ' +
-      'Backplane runs dist/repo.mjs (npm run build: the repo CLI bundled by esbuild, without the API server modules). Page cache warm for all tools.',
+      'MB = 10^6 bytes. Per shape and step, each tool\'s median run (wallSecondsMin/Max/Runs: the spread over the runs). bytesAdded is the growth of the repository directory in the step (toolReportedAdded: what the tool says; restic 0.14 reports data_added before compression). ' +
+      'repoBytes is the apparent size of the repository directory (restic cache, Backplane files cache and borg cache/security dirs not counted; each starts empty with its repository). ' +
+      'Backplane runs dist/repo.mjs (npm run build: the repo CLI bundled by esbuild, without the API server modules). Page cache warm for all tools. ' +
+      'cliReady: spawn to exit of --help, in ms.',
     // Other work on the machine stretches wall times (CPU seconds much less): record how busy it was.
     machine: {
       cpus: availableParallelism(),
@@ -377,17 +532,17 @@ async function main(): Promise<void> {
     },
     versions,
     settings: {
-      backplane: 'repository v2, FastCDC 512K/1M/8M, zstd per blob (engine default level), scrypt default',
+      backplane: 'repository v2, FastCDC 512K/1M/8M, zstd per blob (engine default level), scrypt default, files cache under bench/work',
       restic: 'repository v2, compression auto (default)',
       borg: 'repokey-blake2, compression zstd,3',
     },
-    dataset: { smallFiles: data.smallFiles, largeFiles: data.largeFiles, filesBytes: data.filesBytes, streamBytes: data.dumpBytes },
-    results,
-    ratiosToRestic: r,
+    shapes: reports,
+    cliReady: ready,
   };
   await mkdir(join(BENCH, 'results'), { recursive: true });
   await writeFile(join(BENCH, 'results', 'engine.json'), JSON.stringify(report, null, 2) + '\n');
-  log(`\nwrote bench/results/engine.json`);
+  await writeReadmeTable(report);
+  log(`\nwrote bench/results/engine.json and the table in bench/README.md`);
 }
 
 main().catch((err) => {

@@ -2,8 +2,8 @@
  * The `backplane repo` commands that change a repository: init, backup, forget, prune, unlock.
  */
 import { lstat } from 'node:fs/promises';
-import { hostname as osHostname } from 'node:os';
-import { resolve } from 'node:path';
+import { homedir, hostname as osHostname } from 'node:os';
+import { join, resolve } from 'node:path';
 import {
   Repository,
   backup,
@@ -55,6 +55,17 @@ export const initCommand: Command = {
   },
 };
 
+/**
+ * The cache directory: --cache-dir, else BACKPLANE_CACHE_DIR, else $XDG_CACHE_HOME/backplane or
+ * ~/.cache/backplane (restic's is ~/.cache/restic); undefined with --no-cache.
+ */
+function cacheDir(ctx: CommandContext): string | undefined {
+  if (ctx.values['no-cache']) return undefined;
+  const given = str(ctx.values, 'cache-dir') ?? ctx.env.BACKPLANE_CACHE_DIR;
+  if (given) return resolve(given);
+  return join(ctx.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'backplane');
+}
+
 /** Where a `--stdin-filename` stream goes in the snapshot: an absolute, normalized path. */
 function stdinPath(name: string): string {
   const parts = name.split('/').filter((p) => p !== '' && p !== '.');
@@ -69,12 +80,16 @@ export const backupCommand: Command = {
     'Paths are stored under their absolute names. With --stdin-filename, stdin is stored as one file,\n' +
     'e.g. `pg_dump -Fc -Z0 app | backplane repo backup --stdin-filename db/app.dump`.\n' +
     'Unless --parent or --force is given, the newest snapshot of the same host and paths is the\n' +
-    'parent: files whose size, mtime and inode did not change are not read again.',
+    'parent: files whose size, mtime, ctime and inode did not change are not read again. A files cache\n' +
+    'per repository and path (--cache-dir, default ~/.cache/backplane) serves the same purpose without\n' +
+    'loading the parent, and also spares re-encoding directories that did not change.',
   options: {
     tag: { type: 'string', multiple: true, arg: 'TAG', help: 'add a tag (comma-separated list allowed)' },
     'stdin-filename': { type: 'string', arg: 'NAME', help: 'read a stream from stdin and store it as NAME' },
     parent: { type: 'string', arg: 'SNAPSHOT', help: 'parent snapshot (id, prefix or latest)' },
-    force: { type: 'boolean', short: 'f', help: 'read every file, ignoring any parent' },
+    force: { type: 'boolean', short: 'f', help: 'read every file, ignoring any parent and the files cache' },
+    'cache-dir': { type: 'string', arg: 'DIR', help: 'files cache directory (default: $BACKPLANE_CACHE_DIR or ~/.cache/backplane)' },
+    'no-cache': { type: 'boolean', help: 'neither use nor write a files cache' },
     host: { type: 'string', arg: 'NAME', help: 'host name to record (default: this host)' },
   },
   async run(ctx) {
@@ -110,10 +125,12 @@ export const backupCommand: Command = {
       const candidates = (await listSnapshots(repo, ctx.signal)).filter((s) => s.hostname === hostname && sameStrings(s.paths, paths));
       parent = candidates.at(-1)?.id;
     }
+    const dir = cacheDir(ctx);
     const result = await backup(repo, sources, {
       tags,
       hostname,
       parent,
+      filesCache: dir === undefined ? undefined : { dir, use: !ctx.values.force },
       signal: ctx.signal,
       onProgress: (p) =>
         ctx.progress.update(

@@ -17,7 +17,7 @@ import { lstat, readdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { CodecPool, defaultCodecThreads, type StreamFd } from './codec-pool.ts';
-import { statFields } from './scan-core.mjs';
+import { signatureStat, statFields, statSignature } from './scan-core.mjs';
 import type { ScanMessage, ScanParent, ScanStat } from './scan-core.mjs';
 import { AbortedError, EngineError, throwIfAborted } from './errors.ts';
 import type { Id } from './ids.ts';
@@ -26,6 +26,7 @@ import type { EncodedBlob } from './pack.ts';
 import type { Repository } from './repository.ts';
 import { findSnapshot, newSnapshotJson, saveSnapshot } from './snapshot.ts';
 import { formatTime, goModeFromUnix, parseTime, type Node, type Tree } from './tree.ts';
+import { type CachedDir, type CachedEntry, FilesCache, FilesCacheWriter, racyLimitNs, signatureSize } from './files-cache.ts';
 
 /**
  * A pipe's read end, read by a codec thread itself so that its bytes never pass through the
@@ -73,6 +74,21 @@ export interface BackupOptions {
   time?: Date;
   /** Parent snapshot id (or unique prefix) whose unchanged files are not read again. */
   parent?: Id;
+  /**
+   * A files cache per disk source (files-cache.ts): `dir` is the cache directory (e.g.
+   * ~/.cache/backplane). Where a source has a usable cache, it replaces the parent for that
+   * source: unchanged files are not read, unchanged directories' trees are not encoded again,
+   * and the parent's trees are not loaded. With `use: false` every file is read (and the cache
+   * is still written). Written only once the snapshot is saved.
+   */
+  filesCache?: { dir: string; use?: boolean };
+  /**
+   * The clock the backup's start is read from (ms since the epoch; default Date.now). A file
+   * whose mtime or ctime is not older than that start (rounded down to 2 s) is read again by
+   * the next backup even when unchanged, since it may have changed after it was read without
+   * either time moving.
+   */
+  clock?: () => number;
   signal?: AbortSignal;
   onProgress?: (p: BackupProgress) => void;
   /** Codec threads, at least 1 (default: one per core, at most four). */
@@ -103,6 +119,10 @@ export interface BackupResult {
   blobsAdded: number;
   /** Of blobsAdded, the data (file content) blobs; 0 when nothing new was read. */
   dataBlobsAdded: number;
+  /** Files on disk taken as unchanged from the files cache or the parent, without reading them. */
+  filesUnmodified: number;
+  /** Directories whose stored tree the files cache named, so it was not encoded again. */
+  treesReused: number;
   packsAdded: number;
   durationMs: number;
 }
@@ -153,6 +173,10 @@ interface Counters {
   files: number;
   dirs: number;
   bytesDone: number;
+  /** Files whose content was taken from the files cache or the parent without reading them. */
+  filesUnmodified: number;
+  /** Directories whose tree the files cache named, so it was neither encoded nor hashed. */
+  treesReused: number;
 }
 
 /** Names per scan batch: enough to amortize a message, few enough to spread over threads. */
@@ -175,16 +199,109 @@ function entryError(path: string, e: { code?: string; message: string }): Error 
   return Object.assign(new Error(`${path}: ${e.message}`), { code: e.code, path });
 }
 
-/** The parent snapshot's nodes by name. */
-function nodesByName(tree: Tree | null): Map<string, Node> {
-  return new Map((tree?.nodes ?? []).map((n) => [n.name, n]));
+/**
+ * A file as the last backup stored it: what the scanning thread compares (the parent's fields,
+ * or the files cache's signature) and its content.
+ */
+interface PriorFile {
+  scan: ScanParent | null;
+  sig: string | null;
+  content: Id[];
+}
+
+/**
+ * What the last backup knew of one directory on disk: from the files cache (FilesCache), or
+ * else from the parent snapshot's tree.
+ */
+interface PriorDir {
+  /** Files whose mtime or ctime is at or after this (ns) are read even when they match. */
+  readonly racyNs: bigint;
+  /** The directory as the files cache recorded it (then its tree may serve again). */
+  readonly cached: CachedDir | null;
+  /** The entry of this name, when it was a regular file (or, from the cache, any entry but a directory). */
+  file(name: string): PriorFile | null;
+  /** The subdirectory of this name. */
+  subdir(name: string): Promise<PriorDir | null>;
+}
+
+/** A directory of the parent snapshot. */
+class TreePrior implements PriorDir {
+  private readonly byName: Map<string, Node>;
+  readonly cached = null;
+
+  constructor(
+    tree: Tree,
+    private readonly load: (node: Node | undefined) => Promise<Tree | null>,
+    readonly racyNs: bigint,
+  ) {
+    this.byName = new Map(tree.nodes.map((n) => [n.name, n]));
+  }
+
+  file(name: string): PriorFile | null {
+    const p = this.byName.get(name);
+    if (!p || p.type !== 'file' || !p.content || p.inode === undefined) return null;
+    return { scan: { size: p.size ?? 0, ino: p.inode, dev: p.device_id ?? 0, mtime: p.mtime, ctime: p.ctime }, sig: null, content: p.content };
+  }
+
+  async subdir(name: string): Promise<PriorDir | null> {
+    const tree = await this.load(this.byName.get(name));
+    return tree ? new TreePrior(tree, this.load, this.racyNs) : null;
+  }
+}
+
+/** A directory as the files cache recorded it. */
+class CachePrior implements PriorDir {
+  constructor(
+    private readonly cache: FilesCache,
+    private readonly vpath: string,
+    readonly cached: CachedDir,
+  ) {}
+
+  get racyNs(): bigint {
+    return this.cache.racyNs;
+  }
+
+  static of(cache: FilesCache, vpath: string): CachePrior | null {
+    const dir = cache.dir(vpath);
+    return dir ? new CachePrior(cache, vpath, dir) : null;
+  }
+
+  file(name: string): PriorFile | null {
+    const e = this.cached.entry(name);
+    if (!e || e[1].startsWith('dir\x1f')) return null;
+    return { scan: null, sig: e[1], content: e.slice(2) };
+  }
+
+  async subdir(name: string): Promise<PriorDir | null> {
+    const e = this.cached.entry(name);
+    return e && e[1].startsWith('dir\x1f') ? CachePrior.of(this.cache, `${this.vpath}/${name}`) : null;
+  }
+}
+
+/** An entry the scanning thread found exactly as the files cache recorded it. */
+interface SameEntry {
+  same: true;
+  name: string;
+  sig: string;
+  content: Id[];
+}
+
+function isSame(e: Node | SameEntry): e is SameEntry {
+  return (e as SameEntry).same === true;
+}
+
+/** A disk source's files cache: the one read (if any can be used) and the one being written. */
+interface SourceCache {
+  vpath: string;
+  read: FilesCache | null;
+  write: FilesCacheWriter;
 }
 
 class Archiver {
   private failure: unknown = null;
   /** Aborted when the backup fails: stops streams (and the writers of pipes) still running. */
   private readonly stop = new AbortController();
-  readonly counters: Counters = { files: 0, dirs: 0, bytesDone: 0 };
+  readonly counters: Counters = { files: 0, dirs: 0, bytesDone: 0, filesUnmodified: 0, treesReused: 0 };
   private bytesTotal: number | undefined;
   private scannedTotal: number | undefined;
   /** Real minus declared size of the streams that ended: a declared size is only an estimate. */
@@ -200,8 +317,18 @@ class Archiver {
     private readonly pool: CodecPool,
     private readonly opts: BackupOptions,
     time: Date,
+    /** Racy limit of the parent snapshot's files (see files-cache.ts). */
+    private readonly parentRacyNs: bigint,
+    /** Files caches of the disk sources, by virtual path. */
+    private readonly caches: Map<string, SourceCache>,
   ) {
     this.nowTime = formatTime(BigInt(time.getTime()) * 1_000_000n);
+  }
+
+  /** The files cache being written for the source this path lies in. */
+  private cacheWriter(vpath: string): FilesCacheWriter | undefined {
+    for (const c of this.caches.values()) if (vpath === c.vpath || vpath.startsWith(`${c.vpath}/`)) return c.write;
+    return undefined;
   }
 
   setTotal(total: number | undefined): void {
@@ -333,7 +460,11 @@ class Archiver {
       return this.synthDir(name, id, parentTree);
     }
     if (entry.kind === 'stream') return this.saveStream(name, entry.src, childPath);
-    const node = await this.saveDiskEntry(entry.path, name, parentTree, childPath);
+    const outer = parentTree ? new TreePrior(parentTree, (n) => this.parentSubtree(n), this.parentRacyNs) : null;
+    const cache = this.caches.get(childPath)?.read;
+    // With a files cache, the parent's trees of this source are not needed at all.
+    const sub = cache ? Promise.resolve(CachePrior.of(cache, childPath)) : undefined;
+    const node = await (await this.walkEntry(entry.path, name, outer, childPath, sub))();
     if (!node) throw new InvalidSourceError(`source ${entry.path} (for ${childPath}) does not exist`);
     return node;
   }
@@ -360,6 +491,19 @@ class Archiver {
       name, type: 'file', mode: goModeFromUnix(0o100000 | (src.mode ?? 0o600)), mtime, atime: mtime, ctime: mtime,
       uid: this.uid, gid: this.gid, size, content,
     };
+    return node;
+  }
+
+  /** Signatures (statSignature) of the nodes made from an lstat that describes them. */
+  private readonly sigs = new WeakMap<Node, string>();
+
+  /** The node of an entry found as the files cache recorded it. */
+  private nodeFromSignature(e: SameEntry): Node {
+    const { stat, linktarget } = signatureStat(e.sig);
+    const node = this.nodeFromStat(e.name, stat);
+    if (stat.kind === 'symlink') node.linktarget = linktarget;
+    if (stat.kind === 'file') node.content = e.content;
+    this.sigs.set(node, e.sig);
     return node;
   }
 
@@ -397,8 +541,8 @@ class Archiver {
    * Saves one file-system entry (any type) under the given name; null for vanished entries.
    * Directories are walked here; everything else goes through a thread's scan.
    */
-  private async saveDiskEntry(path: string, name: string, parentTree: Tree | null, vpath: string): Promise<Node | null> {
-    return (await this.walkEntry(path, name, parentTree, vpath))();
+  private async saveDiskEntry(path: string, name: string, prior: PriorDir | null, vpath: string): Promise<Node | null> {
+    return (await this.walkEntry(path, name, prior, vpath))();
   }
 
   /**
@@ -410,9 +554,9 @@ class Archiver {
   private async walkEntry(
     path: string,
     name: string,
-    parentTree: Tree | null,
+    prior: PriorDir | null,
     vpath: string,
-    parentSubtree?: Promise<Tree | null>,
+    priorSub?: Promise<PriorDir | null>,
     knownDir = false,
   ): Promise<() => Promise<Node | null>> {
     this.check();
@@ -421,20 +565,23 @@ class Archiver {
       const st = await lstatOrNull(path);
       if (!st) return async () => null; // vanished since readdir
       if (!st.isDirectory()) {
-        const parent = parentTree?.nodes.find((n) => n.name === name) ?? null;
         await this.takeScanSlot();
-        const scanned = this.scanFiles(dirname(path), [basename(path)], [parent], [name], `${vpath.slice(0, -name.length)}`);
+        const scanned = this.scanFiles(dirname(path), [basename(path)], [prior?.file(name) ?? null], prior?.racyNs ?? 0n, [name], `${vpath.slice(0, -name.length)}`);
         scanned.catch(() => {}); // awaited by the caller's finish
-        return async () => (await scanned)[0];
+        return async () => {
+          const e = (await scanned)[0];
+          return e && isSame(e) ? this.nodeFromSignature(e) : e;
+        };
       }
     }
-    const sub = await (parentSubtree ?? this.parentSubtree(parentTree?.nodes.find((n) => n.name === name)));
+    const sub = await (priorSub ?? prior?.subdir(name) ?? null);
     const walked = await this.walkDir(path, sub, vpath);
     if (walked === 'gone') return async () => null;
-    if (walked === 'not a directory') return this.walkEntry(path, name, parentTree, vpath); // replaced since readdir
+    if (walked === 'not a directory') return this.walkEntry(path, name, prior, vpath); // replaced since readdir
     // The lstat taken after reading the directory: reading may have updated its atime, and the
     // next backup should find the time it records unchanged.
     const node = this.nodeFromStat(name, statFields(walked.stat));
+    this.sigs.set(node, statSignature(walked.stat));
     return async () => {
       node.subtree = await walked.finish();
       this.counters.dirs++;
@@ -453,20 +600,18 @@ class Archiver {
   /**
    * Has a thread scan names in dir and returns their nodes (named nodeNames), null for vanished
    * ones. The caller has taken a scan slot (takeScanSlot); it is given back once the thread is
-   * done. Blobs the repository lacks go into packs as they arrive. A file whose parent node
-   * matches but whose blobs the index lacks is scanned again without the parent.
+   * done. Blobs the repository lacks go into packs as they arrive. A file that matches what the
+   * last backup stored (parents; racyNs: see PriorDir) but whose blobs the index lacks is
+   * scanned again without it.
    */
-  private async scanFiles(dir: string, names: string[], parents: (Node | null)[], nodeNames: string[], vdir: string): Promise<(Node | null)[]> {
-    const nodes: (Node | null)[] = new Array(names.length).fill(null);
+  private async scanFiles(dir: string, names: string[], parents: (PriorFile | null)[], racyNs: bigint, nodeNames: string[], vdir: string): Promise<(Node | SameEntry | null)[]> {
+    const nodes: (Node | SameEntry | null)[] = new Array(names.length).fill(null);
     const again: number[] = [];
     const asDir: number[] = [];
     let failure: unknown = null;
     try {
-      const scanParents = parents.map((p): ScanParent | null =>
-        p && p.type === 'file' && p.content && p.inode !== undefined
-          ? { size: p.size ?? 0, ino: p.inode, dev: p.device_id ?? 0, mtimeNs: parseTime(p.mtime) }
-          : null,
-      );
+      const scanParents = parents.map((p) => p?.scan ?? null);
+      const sigs = parents.some((p) => p?.sig) ? parents.map((p) => p?.sig ?? null) : undefined;
       const onBlob = (m: ScanMessage & { type: 'blob' }, data: Buffer): Promise<void> | void => {
         this.counters.bytesDone += m.plainLength;
         this.progress();
@@ -481,6 +626,20 @@ class Archiver {
           failure ??= entryError(join(dir, names[i]), m.error);
           return;
         }
+        if (m.same) {
+          const old = parents[i]!;
+          if (old.content.length > 0 && !old.content.every((id) => this.repo.knowsBlob('data', id))) {
+            again.push(i);
+            return;
+          }
+          if (old.sig!.startsWith('file\x1f')) {
+            this.counters.files++;
+            this.counters.filesUnmodified++;
+            this.counters.bytesDone += signatureSize(old.sig!);
+          }
+          nodes[i] = { same: true, name: nodeNames[i], sig: old.sig!, content: old.content };
+          return;
+        }
         const st = m.stat!;
         if (st.kind === 'dir') {
           asDir.push(i); // replaced by a directory since readdir
@@ -488,6 +647,8 @@ class Archiver {
         }
         const node = this.nodeFromStat(nodeNames[i], st);
         if (st.kind === 'symlink') node.linktarget = m.linktarget;
+        // A file that changed while it was read is stored as read, which its lstat does not describe.
+        if (m.sig !== undefined && (st.kind !== 'file' || m.unchanged || m.size === st.size)) this.sigs.set(node, m.sig);
         if (st.kind === 'file') {
           if (m.unchanged) {
             const old = parents[i]!;
@@ -497,6 +658,7 @@ class Archiver {
             }
             node.content = old.content;
             this.counters.bytesDone += node.size ?? 0;
+            this.counters.filesUnmodified++;
           } else {
             node.content = m.content ?? [];
             node.size = m.size; // the file may have changed while it was read; record what was stored
@@ -507,7 +669,7 @@ class Archiver {
         }
         nodes[i] = node;
       };
-      await this.pool.scan({ dir, names, parents: scanParents, params: this.repo.chunkerParams }, { onBlob, onEntry });
+      await this.pool.scan({ dir, names, parents: scanParents, sigs, racyNs, params: this.repo.chunkerParams }, { onBlob, onEntry });
     } catch (err) {
       failure ??= err;
     } finally {
@@ -517,7 +679,7 @@ class Archiver {
     if (failure) throw failure;
     if (again.length > 0) {
       await this.takeScanSlot();
-      const redone = await this.scanFiles(dir, again.map((i) => names[i]), again.map(() => null), again.map((i) => nodeNames[i]), vdir);
+      const redone = await this.scanFiles(dir, again.map((i) => names[i]), again.map(() => null), 0n, again.map((i) => nodeNames[i]), vdir);
       again.forEach((i, k) => (nodes[i] = redone[k]));
     }
     for (const i of asDir) nodes[i] = await this.saveDiskEntry(join(dir, names[i]), nodeNames[i], null, `${vdir}${nodeNames[i]}`);
@@ -530,7 +692,7 @@ class Archiver {
    */
   private async walkDir(
     path: string,
-    parentTree: Tree | null,
+    prior: PriorDir | null,
     vpath: string,
   ): Promise<{ stat: BigIntStats; finish: () => Promise<Id> } | 'gone' | 'not a directory'> {
     let listed;
@@ -548,11 +710,10 @@ class Archiver {
     // The entries' types come with the names (d_type), so only directories are statted here.
     const entries = listed.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const names = entries.map((e) => e.name);
-    const nodes: (Node | null)[] = new Array(names.length).fill(null);
+    const nodes: (Node | SameEntry | null)[] = new Array(names.length).fill(null);
     const fileIdx: number[] = [];
     const dirIdx: number[] = [];
     for (let i = 0; i < entries.length; i++) (entries[i].isDirectory() ? dirIdx : fileIdx).push(i);
-    const old = nodesByName(parentTree);
     const pending: Promise<void>[] = [];
     const track = (p: Promise<void>) => {
       p.catch((err) => {
@@ -569,25 +730,86 @@ class Archiver {
       const batchNames = idx.map((i) => names[i]);
       await this.takeScanSlot();
       track(
-        this.scanFiles(path, batchNames, batchNames.map((n) => old.get(n) ?? null), batchNames, `${vpath}/`).then((res) =>
+        this.scanFiles(path, batchNames, batchNames.map((n) => prior?.file(n) ?? null), prior?.racyNs ?? 0n, batchNames, `${vpath}/`).then((res) =>
           res.forEach((node, k) => (nodes[idx[k]] = node)),
         ),
       );
     }
     // The parent snapshot's trees of all subdirectories load at once, not one per step of the walk.
-    const subtrees = dirIdx.map((i) => this.parentSubtree(old.get(names[i])));
+    const subtrees = dirIdx.map((i) => prior?.subdir(names[i]) ?? Promise.resolve(null));
     for (const [k, i] of dirIdx.entries()) {
-      const finish = await this.walkEntry(join(path, names[i]), names[i], parentTree, `${vpath}/${names[i]}`, subtrees[k], true);
+      const finish = await this.walkEntry(join(path, names[i]), names[i], prior, `${vpath}/${names[i]}`, subtrees[k], true);
       track(finish().then((node) => void (nodes[i] = node)));
     }
     return {
       stat: dirStat,
       finish: async () => {
         await Promise.all(pending);
-        return this.repo.saveTree({ nodes: nodes.filter((n): n is Node => n !== null) });
+        const found = nodes.filter((n): n is Node | SameEntry => n !== null);
+        const writer = this.cacheWriter(vpath);
+        // Every entry as the files cache recorded it, and no other: the recorded tree serves.
+        const cached = prior?.cached ?? null;
+        if (cached && found.length === cached.size && this.repo.knowsBlob('tree', cached.tree)) {
+          const unchanged = found.every((e) => {
+            if (isSame(e)) return true;
+            const sig = this.sigs.get(e);
+            return sig !== undefined && cached.matches(e.name, sig, e.type === 'dir' ? [e.subtree!] : (e.content ?? []));
+          });
+          if (unchanged) {
+            this.counters.treesReused++;
+            writer?.keep(vpath, cached);
+            return cached.tree;
+          }
+        }
+        const kept = found.map((e) => (isSame(e) ? this.nodeFromSignature(e) : e));
+        const id = await this.repo.saveTree({ nodes: kept });
+        if (writer) {
+          const entries: CachedEntry[] = [];
+          for (const n of kept) {
+            const sig = this.sigs.get(n);
+            if (sig !== undefined) entries.push([n.name, sig, ...(n.type === 'dir' ? [n.subtree!] : (n.content ?? []))]);
+          }
+          writer.record(vpath, id, entries);
+        }
+        return id;
       },
     };
   }
+}
+
+/** The disk sources of a virtual root, by virtual path. */
+function diskSources(root: VEntry, vpath = ''): Map<string, string> {
+  const out = new Map<string, string>();
+  if (root.kind === 'disk') out.set(vpath, root.path);
+  else if (root.kind === 'vdir') for (const [name, e] of root.children) for (const [k, v] of diskSources(e, `${vpath}/${name}`)) out.set(k, v);
+  return out;
+}
+
+/** Each disk source's files cache: the last one, when it can be used, and a writer for the next. */
+async function loadFilesCaches(repo: Repository, root: VEntry, opts: { dir: string; use?: boolean }, racyNs: bigint): Promise<Map<string, SourceCache>> {
+  const out = new Map<string, SourceCache>();
+  for (const [vpath, path] of diskSources(root)) {
+    const key = { dir: opts.dir, repoId: repo.config.id, vpath, path };
+    const read = opts.use === false ? null : await FilesCache.load(key);
+    out.set(vpath, { vpath, read, write: new FilesCacheWriter(key, racyNs, read) });
+  }
+  return out;
+}
+
+/** The progress total from the files caches, when every disk source has one and no stream is of unknown size. */
+function cachedBytes(root: VEntry, caches: Map<string, SourceCache>): number | undefined {
+  let total = 0;
+  const visit = (e: VEntry, vpath: string): boolean => {
+    if (e.kind === 'vdir') return [...e.children].every(([name, c]) => visit(c, `${vpath}/${name}`));
+    if (e.kind === 'stream') {
+      total += e.src.size ?? NaN;
+      return e.src.size !== undefined;
+    }
+    const read = caches.get(vpath)?.read;
+    total += read?.bytes ?? 0;
+    return read !== null && read !== undefined;
+  };
+  return visit(root, '') ? total : undefined;
 }
 
 /** Sums the sizes of regular files under the disk sources and the declared stream sizes (for progress). */
@@ -614,20 +836,27 @@ export async function backup(repo: Repository, sources: Record<string, BackupSou
   const root = buildVirtualRoot(sources);
   const run = async (): Promise<BackupResult> => {
     const started = Date.now();
-    const time = opts.time ?? new Date();
+    const startedAt = (opts.clock ?? Date.now)();
+    const time = opts.time ?? new Date(startedAt);
     throwIfAborted(opts.signal);
     await repo.refreshIndex(opts.signal);
     const before = repo.writeStats();
+    const caches = opts.filesCache ? await loadFilesCaches(repo, root, opts.filesCache, racyLimitNs(startedAt)) : new Map<string, SourceCache>();
     let parentTree: Tree | null = null;
     let parentId: Id | undefined;
+    let parentRacyNs = 0n;
     if (opts.parent) {
       const parent = await findSnapshot(repo, opts.parent, undefined, opts.signal);
       parentId = parent.id;
       parentTree = await repo.loadTree(parent.tree, opts.signal);
+      parentRacyNs = racyLimitNs(Number(parseTime(parent.time) / 1_000_000n));
     }
     const pool = new CodecPool(repo.key, opts.codecThreads ?? defaultCodecThreads(), repo.compression);
-    const archiver = new Archiver(repo, pool, opts, time);
-    void scanSize(root, pool).then((t) => archiver.setTotal(t), () => {});
+    const archiver = new Archiver(repo, pool, opts, time, parentRacyNs, caches);
+    // Where every disk source has a files cache, its byte count stands in for walking the tree twice.
+    const cachedTotal = cachedBytes(root, caches);
+    if (cachedTotal !== undefined) archiver.setTotal(cachedTotal);
+    else void scanSize(root, pool).then((t) => archiver.setTotal(t), () => {});
     let treeId: Id;
     try {
       treeId = await archiver.saveVirtual(root, parentTree, '/');
@@ -654,6 +883,10 @@ export async function backup(repo: Repository, sources: Record<string, BackupSou
       hostname: opts.hostname,
     });
     const snapshotId = await saveSnapshot(repo, sn, opts.signal);
+    for (const c of caches.values()) {
+      // A cache that cannot be written costs the next backup time, not correctness.
+      await c.write.save(snapshotId).catch(() => {});
+    }
     const after = repo.writeStats();
     return {
       snapshotId,
@@ -666,6 +899,8 @@ export async function backup(repo: Repository, sources: Record<string, BackupSou
       bytesAdded: after.bytesAdded - before.bytesAdded,
       blobsAdded: after.blobsAdded - before.blobsAdded,
       dataBlobsAdded: after.dataBlobsAdded - before.dataBlobsAdded,
+      filesUnmodified: archiver.counters.filesUnmodified,
+      treesReused: archiver.counters.treesReused,
       packsAdded: after.packsAdded - before.packsAdded,
       durationMs: Date.now() - started,
     };

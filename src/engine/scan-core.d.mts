@@ -17,18 +17,24 @@ export interface ScanStat {
   rdev: number;
 }
 
-/** What the parent snapshot recorded for a file, to skip reading it when unchanged. */
+/** What the last backup recorded for a file, to skip reading it when unchanged. */
 export interface ScanParent {
   size: number;
   ino: number;
   dev: number;
-  mtimeNs: bigint;
+  /** As trees store them (formatTime). */
+  mtime: string;
+  ctime: string;
 }
 
 export interface ScanJob {
   dir: string;
   names: string[];
   parents: (ScanParent | null)[];
+  /** Signatures in the files cache (statSignature), null where none; an entry matching its own is reported `same`. */
+  sigs?: (string | null)[];
+  /** Files whose mtime or ctime is at or after this (ns since the epoch) are read even when they match their parent; absent, every file is read. */
+  racyNs?: bigint;
   params: { min: number; avg: number; max: number };
 }
 
@@ -52,6 +58,10 @@ export type ScanMessage =
       content?: string[];
       size?: number;
       unchanged?: boolean;
+      /** Its signature is the one given in the job's sigs: nothing else is sent. */
+      same?: boolean;
+      /** Its signature (statSignature), with stat. */
+      sig?: string;
       linktarget?: string;
       gone?: boolean;
       error?: { code?: string; message: string };
@@ -72,6 +82,10 @@ export declare class Scanner {
 export declare const MAX_UNANSWERED: number;
 
 /** The fields of a bigint lstat result that a tree node records. */
+/** An entry's signature for the files cache: its lstat fields (times in ns) and symlink target in one string. */
+export declare function statSignature(st: import('node:fs').BigIntStats, linktarget?: string): string;
+/** The lstat fields and symlink target ('' for none) a signature holds. */
+export declare function signatureStat(sig: string): { stat: ScanStat; linktarget: string };
 export declare function statFields(st: import('node:fs').BigIntStats): ScanStat;
 
 /** Total size of the regular files under the given paths. */

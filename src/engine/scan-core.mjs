@@ -79,6 +79,31 @@ export function statFields(st) {
   };
 }
 
+/** Separates the fields of a signature. */
+const SEP = '\x1f';
+
+/**
+ * An entry's *signature* for the files cache (files-cache.ts): every lstat field its tree node
+ * is made of (times in ns), and a symlink's target, in one string, from a bigint lstat. Equal
+ * signatures make equal nodes (given the same content or subtree), so a directory whose
+ * entries all kept theirs keeps its tree. Cheaper than statFields: no time is formatted.
+ * Fields: kind, mode, mtime, atime, ctime, uid, gid, ino, dev, nlink, size, rdev, linktarget.
+ */
+export function statSignature(st, linktarget) {
+  return `${kindOf(st)}${SEP}${st.mode}${SEP}${st.mtimeNs}${SEP}${st.atimeNs}${SEP}${st.ctimeNs}${SEP}${st.uid}${SEP}${st.gid}${SEP}${st.ino}${SEP}${st.dev}${SEP}${st.nlink}${SEP}${st.size}${SEP}${st.rdev}${SEP}${linktarget ?? ''}`;
+}
+
+/** The lstat fields (as statFields gives them) and symlink target a signature holds. */
+export function signatureStat(sig) {
+  const f = sig.split(SEP);
+  const stat = {
+    kind: f[0], mode: Number(f[1]), mtime: formatTime(BigInt(f[2])), atime: formatTime(BigInt(f[3])), ctime: formatTime(BigInt(f[4])),
+    uid: Number(f[5]), gid: Number(f[6]), ino: Number(f[7]), dev: Number(f[8]), nlink: Number(f[9]), size: Number(f[10]), rdev: Number(f[11]),
+  };
+  // The target is last and may itself hold the separator.
+  return { stat, linktarget: f.length > 12 ? f.slice(12).join(SEP) : '' };
+}
+
 /** A chunk's blob id: its SHA-256, in hex. */
 function chunkId(chunk) {
   return createHash('sha256').update(chunk).digest('hex');
@@ -101,30 +126,52 @@ export class Scanner {
   }
 
   /**
-   * Processes one batch: `{ dir, names, parents, params }` where parents[i] is null or the
-   * parent snapshot's { size, ino, dev, mtimeNs } for names[i], and params the chunker's.
+   * Processes one batch: `{ dir, names, parents, sigs?, racyNs, params }` where parents[i] is
+   * null or what the last backup recorded for names[i] ({ size, ino, dev, mtime, ctime }, times
+   * as trees store them), sigs[i] null or its signature in the files cache, and params the
+   * chunker's. A file matching either is not read unless its mtime or ctime is at or after
+   * racyNs (ns): it may have changed since without either moving. An entry whose signature is
+   * unchanged is reported as `{ type: 'entry', index, same: true }`, without its lstat.
    */
   scanBatch(job, emit) {
     for (let index = 0; index < job.names.length; index++) {
       const path = join(job.dir, job.names[index]);
       try {
-        const st = lstatSync(path, { bigint: true, throwIfNoEntry: false });
+        let st = lstatSync(path, { bigint: true, throwIfNoEntry: false });
         if (!st) {
           emit({ type: 'entry', index, gone: true });
           continue;
         }
-        const stat = statFields(st);
-        if (stat.kind === 'symlink') {
-          emit({ type: 'entry', index, stat, linktarget: readlinkSync(path) });
-        } else if (stat.kind !== 'file') {
-          emit({ type: 'entry', index, stat });
+        const sig = job.sigs?.[index] ?? null;
+        if (st.isSymbolicLink()) {
+          const linktarget = readlinkSync(path);
+          // readlink may set the link's atime (relatime): the lstat after it is what the next
+          // backup finds, so an unchanged link keeps its node (and its directory its tree).
+          const after = lstatSync(path, { bigint: true, throwIfNoEntry: false });
+          if (after?.isSymbolicLink()) st = after;
+          const now = statSignature(st, linktarget);
+          if (sig !== null && sig === now) emit({ type: 'entry', index, same: true });
+          else emit({ type: 'entry', index, stat: statFields(st), sig: now, linktarget });
+        } else if (!st.isFile()) {
+          const now = statSignature(st);
+          if (sig !== null && sig === now) emit({ type: 'entry', index, same: true });
+          else emit({ type: 'entry', index, stat: statFields(st), sig: now });
         } else {
-          const old = job.parents[index];
-          if (old && old.size === stat.size && old.ino === stat.ino && old.dev === stat.dev && old.mtimeNs === st.mtimeNs) {
-            emit({ type: 'entry', index, stat, unchanged: true });
+          const now = statSignature(st);
+          const trusted = job.racyNs !== undefined && st.mtimeNs < job.racyNs && st.ctimeNs < job.racyNs;
+          if (trusted && sig !== null && sig === now) {
+            emit({ type: 'entry', index, same: true });
+            continue;
+          }
+          const stat = statFields(st);
+          const old = job.parents[index] ?? (sig !== null ? signatureStat(sig).stat : null);
+          if (
+            trusted && old && old.size === stat.size && old.ino === stat.ino && old.dev === stat.dev && old.mtime === stat.mtime && old.ctime === stat.ctime
+          ) {
+            emit({ type: 'entry', index, stat, sig: now, unchanged: true });
           } else {
             const { content, size } = this.readFile(path, stat.size, job.params, index, emit);
-            emit({ type: 'entry', index, stat, content, size });
+            emit({ type: 'entry', index, stat, sig: now, content, size });
           }
         }
       } catch (err) {

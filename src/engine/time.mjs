@@ -3,6 +3,11 @@
  * restic writes them. Plain JavaScript, so the scanning threads format the times they lstat.
  */
 
+// The last second formatted: a file's three times, and neighbouring files', mostly share it,
+// and Date's toISOString is most of the cost.
+let lastSec = null;
+let lastIso = '';
+
 /** Formats nanoseconds since the epoch. */
 export function formatTime(ns) {
   let sec = ns / 1_000_000_000n;
@@ -11,7 +16,11 @@ export function formatTime(ns) {
     frac += 1_000_000_000n;
     sec -= 1n;
   }
-  const iso = new Date(Number(sec) * 1000).toISOString().slice(0, 19);
+  if (sec !== lastSec) {
+    lastIso = new Date(Number(sec) * 1000).toISOString().slice(0, 19);
+    lastSec = sec;
+  }
+  const iso = lastIso;
   const f = frac === 0n ? '' : '.' + frac.toString().padStart(9, '0').replace(/0+$/, '');
   return `${iso}${f}Z`;
 }

@@ -7,6 +7,7 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -42,7 +43,8 @@ export async function repoCli(args: string[], opts: CliOptions = {}): Promise<Cl
   const [program, ...prefix] = opts.viaBin ? [process.execPath, BIN, 'repo'] : REPO_ARGV;
   const child = spawn(program, [...prefix, ...args], {
     cwd: ROOT,
-    env: { ...process.env, BACKPLANE_REPO_KDF: TEST_KDF, ...opts.env },
+    // The files cache goes to a folder of the tests, not the user's ~/.cache (entries are per repository id).
+    env: { ...process.env, BACKPLANE_REPO_KDF: TEST_KDF, BACKPLANE_CACHE_DIR: path.join(os.tmpdir(), 'bp-cli-test-cache'), ...opts.env },
     stdio: [opts.input ? 'pipe' : 'ignore', 'pipe', 'pipe'],
   });
   const out: Buffer[] = [];

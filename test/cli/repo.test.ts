@@ -26,6 +26,7 @@ describe('backplane repo on a local repository', () => {
   const dump = Buffer.concat([seededBytes('dump-a', 1_500_000), Buffer.from('COPY public.t (id, name) FROM stdin;\n'.repeat(20_000)), seededBytes('dump-b', 700_000)]);
   let dirSnapshot: string;
   let stdinSnapshot: string;
+  let cacheDir: string;
   const repo = (args: string[], opts: CliOptions = {}) => repoCli(args, { ...opts, env: { ...env, ...opts.env } });
 
   beforeAll(async () => {
@@ -34,7 +35,8 @@ describe('backplane repo on a local repository', () => {
     src = join(work, 'src');
     await mkdir(src);
     await makeFixtureTree(src);
-    env = { BACKPLANE_REPO: repoDir, BACKPLANE_REPO_PASSWORD: PASSWORD };
+    cacheDir = join(work, 'cache');
+    env = { BACKPLANE_REPO: repoDir, BACKPLANE_REPO_PASSWORD: PASSWORD, BACKPLANE_CACHE_DIR: cacheDir };
   });
 
   it('init creates a repository, and refuses to create it twice', async () => {
@@ -68,8 +70,14 @@ describe('backplane repo on a local repository', () => {
     const res = r.json();
     expect(res.parent).toBe(dirSnapshot);
     expect(res.dataBlobsAdded).toBe(0);
-    // Forget it again, by id prefix, so the rest of the flow sees two snapshots.
-    ok(await repo(['forget', res.snapshotId.slice(0, 12)]));
+    // The directory's files cache, under the repository's id; --no-cache neither reads nor writes one.
+    const [repoId] = await readdir(cacheDir);
+    expect(await readdir(join(cacheDir, repoId, 'files'))).toHaveLength(1);
+    const none = join(cacheDir, 'none');
+    const uncached = ok(await repo(['backup', src, '--no-cache', '--parent', dirSnapshot, '--json'], { env: { BACKPLANE_CACHE_DIR: none } })).json();
+    await expect(readdir(none)).rejects.toMatchObject({ code: 'ENOENT' });
+    // Forget them again, by id prefix, so the rest of the flow sees two snapshots.
+    ok(await repo(['forget', res.snapshotId.slice(0, 12), uncached.snapshotId.slice(0, 12)]));
   });
 
   it('snapshots --json lists both, oldest first, with restic field names', async () => {
