@@ -19,6 +19,7 @@ import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts'
 import { enqueueJob, operationJobKey } from './jobs.ts';
 import { beginOperation, CancelledError, finishOperation, progressReporter, TimedOutError } from './operations.ts';
 import { baseTarPath, checkRecoverable, readArchive, type RecoveryPlan } from './pitr-archive.ts';
+import { walFilesToFetch } from './pitr-wal-fetch.ts';
 import { catalogRecoveryWindow } from './pitr-window.ts';
 import { openRepository, type OpenedRepository } from './repositories.ts';
 import { discardRestoreLeftovers, restoreIdOf } from './restore-leftovers.ts';
@@ -166,18 +167,18 @@ export async function restoreToPointInTime(
   });
 }
 
-/** Fills the work folder: the base backup extracted into data/, every WAL snapshot of the plan into wal/ (later files win). */
+/** Fills the work folder: the base backup extracted into data/, the WAL files the recovery reads into wal/ (walFilesToFetch). */
 async function fetchArchive(opened: OpenedRepository, sysid: string, plan: RecoveryPlan, dirs: { root: string; data: string; wal: string }, signal: AbortSignal): Promise<void> {
   const repo = opened.repo;
   const sn = await findSnapshot(repo, plan.base.snapshotId, undefined, signal);
   const tar = await resolvePath(repo, sn, baseTarPath(sysid), signal);
   await extractTar(fileStream(repo, tar, signal), dirs.data, signal);
-  for (const [i, w] of plan.wal.entries()) {
-    if (!w.files.length) continue;
-    // Each into a folder of its own, then moved over: a later file of the same name replaces the earlier.
+  for (const [i, w] of walFilesToFetch(plan).entries()) {
+    // Each into a folder of its own, then only its kept files moved over (one restore per
+    // snapshot costs less than one per file).
     const staging = path.join(dirs.root, `wal-${i}`);
     await restoreFiles(repo, w.snapshotId, staging, { path: walPath(sysid), signal });
-    for (const name of await fs.readdir(staging)) await fs.rename(path.join(staging, name), path.join(dirs.wal, name));
+    for (const name of w.files) await fs.rename(path.join(staging, name), path.join(dirs.wal, name));
     await fs.rm(staging, { recursive: true, force: true });
   }
 }
