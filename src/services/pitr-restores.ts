@@ -3,7 +3,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { ConflictError, ErrorCode, ValidationError } from '../domain/errors.ts';
 import { parseInput } from '../domain/validation.ts';
-import { fileStream, findSnapshot, resolvePath, restore as restoreFiles } from '../engine/api.ts';
+import { CodecPool, defaultCodecThreads, fileStream, findSnapshot, resolvePath, restore as restoreFiles } from '../engine/api.ts';
 import { publishInTransaction } from '../events/bus.ts';
 import { prepareDirectory, type PreparedDirectory } from '../sources/files.ts';
 import { walPath } from '../sources/pitr-layout.ts';
@@ -173,13 +173,19 @@ async function fetchArchive(opened: OpenedRepository, sysid: string, plan: Recov
   const sn = await findSnapshot(repo, plan.base.snapshotId, undefined, signal);
   const tar = await resolvePath(repo, sn, baseTarPath(sysid), signal);
   await extractTar(fileStream(repo, tar, signal), dirs.data, signal);
-  for (const [i, w] of walFilesToFetch(plan).entries()) {
-    // Each into a folder of its own, then only its kept files moved over (one restore per
-    // snapshot costs less than one per file).
-    const staging = path.join(dirs.root, `wal-${i}`);
-    await restoreFiles(repo, w.snapshotId, staging, { path: walPath(sysid), signal });
-    for (const name of w.files) await fs.rename(path.join(staging, name), path.join(dirs.wal, name));
-    await fs.rm(staging, { recursive: true, force: true });
+  // One pool for every WAL snapshot: starting threads per snapshot took most of the fetch.
+  const pool = new CodecPool(repo.key, defaultCodecThreads());
+  try {
+    for (const [i, w] of walFilesToFetch(plan).entries()) {
+      // Each into a folder of its own, then only its kept files moved over (one restore per
+      // snapshot costs less than one per file).
+      const staging = path.join(dirs.root, `wal-${i}`);
+      await restoreFiles(repo, w.snapshotId, staging, { path: walPath(sysid), signal, pool });
+      for (const name of w.files) await fs.rename(path.join(staging, name), path.join(dirs.wal, name));
+      await fs.rm(staging, { recursive: true, force: true });
+    }
+  } finally {
+    await pool.close();
   }
 }
 
