@@ -390,6 +390,9 @@ async function main() {
     await oursCovers(new Date());
     await pgbrCovers(await currentLsn());
     const repoBefore = { ours: await dirBytes(repoPath), pgbr: await dirBytes(path.join(pgbrRepo, 'archive')) };
+    const ourParts = async () => Object.fromEntries(await Promise.all(['data', 'index', 'snapshots'].map(async (d) => [d, await dirBytes(path.join(repoPath, d))] as const)));
+    const partsBefore = await ourParts();
+    const uploadsBefore = await db.walUpload.count();
     const lsnLoadStart = await currentLsn();
     log(`steady load: ${TPS} tps for ${LOAD_S} s`);
     startLoad();
@@ -419,6 +422,16 @@ async function main() {
     await oursCovers(tLoadEnd);
     await pgbrCovers(lsnLoadEnd);
     const repoAfter = { ours: await dirBytes(repoPath), pgbr: await dirBytes(path.join(pgbrRepo, 'archive')) };
+    const partsAfter = await ourParts();
+    const loadUploads = (await db.walUpload.findMany({ orderBy: { createdAt: 'asc' }, skip: uploadsBefore })).filter((u) => u.createdAt.getTime() >= tLoadStart);
+    const ourBreakdown = {
+      uploads: loadUploads.length,
+      uploadsWithPartial: loadUploads.filter((u) => u.files.some((f) => f.endsWith('.partial'))).length,
+      addedMiB: round(loadUploads.reduce((a, u) => a + Number(u.addedBytes), 0) / MiB, 1),
+      dataMiB: round((partsAfter.data - partsBefore.data) / MiB, 1),
+      indexMiB: round((partsAfter.index - partsBefore.index) / MiB, 2),
+      snapshotsMiB: round((partsAfter.snapshots - partsBefore.snapshots) / MiB, 2),
+    };
     const second = await gql<{ createBaseBackup: { __typename: string; operation?: { id: string }; baseBackup?: { id: string } } }>(server.url, key, CREATE_BASE_BACKUP, { input: { environmentId: envGid } });
     if (!second.createBaseBackup.baseBackup) throw new Error(`createBaseBackup: ${JSON.stringify(second.createBaseBackup)}`);
     // BaseBackup is not a Node: its id is the catalog's own.
@@ -627,6 +640,7 @@ async function main() {
         zstd3MiB: perGiB(zstdBytes),
         note: 'growth of our repository and of pgBackRest\'s archive/ folder while the steady load ran, and zstd -3 of the segments it filled, each per GiB of WAL the load wrote (LSN difference)',
         segments: zstdSegments,
+        oursBreakdown: ourBreakdown,
       },
       baseBackups: {
         ours: { first: ourBase1, second: ourBase2 },
