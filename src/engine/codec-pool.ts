@@ -255,7 +255,7 @@ export class CodecPool {
    */
   constructor(
     private readonly key: Key,
-    private readonly size = defaultCodecThreads(),
+    readonly size = defaultCodecThreads(),
     private readonly compression = true,
     /** Each scanning thread's ring (tests make it small to exercise wrapping and waiting). */
     private readonly ringBytes = RING_BYTES,

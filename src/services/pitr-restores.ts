@@ -3,7 +3,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { ConflictError, ErrorCode, ValidationError } from '../domain/errors.ts';
 import { parseInput } from '../domain/validation.ts';
-import { fileStream, findSnapshot, resolvePath, restore as restoreFiles } from '../engine/api.ts';
+import { CodecPool, defaultCodecThreads, fileStream, findSnapshot, resolvePath, restore as restoreFiles } from '../engine/api.ts';
 import { publishInTransaction } from '../events/bus.ts';
 import { prepareDirectory, type PreparedDirectory } from '../sources/files.ts';
 import { walPath } from '../sources/pitr-layout.ts';
@@ -19,6 +19,7 @@ import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts'
 import { enqueueJob, operationJobKey } from './jobs.ts';
 import { beginOperation, CancelledError, finishOperation, progressReporter, TimedOutError } from './operations.ts';
 import { baseTarPath, checkRecoverable, readArchive, type RecoveryPlan } from './pitr-archive.ts';
+import { walFilesToFetch } from './pitr-wal-fetch.ts';
 import { catalogRecoveryWindow } from './pitr-window.ts';
 import { openRepository, type OpenedRepository } from './repositories.ts';
 import { discardRestoreLeftovers, restoreIdOf } from './restore-leftovers.ts';
@@ -166,19 +167,47 @@ export async function restoreToPointInTime(
   });
 }
 
-/** Fills the work folder: the base backup extracted into data/, every WAL snapshot of the plan into wal/ (later files win). */
+/** Fills the work folder: the base backup extracted into data/, the WAL files the recovery reads into wal/ (walFilesToFetch). */
 async function fetchArchive(opened: OpenedRepository, sysid: string, plan: RecoveryPlan, dirs: { root: string; data: string; wal: string }, signal: AbortSignal): Promise<void> {
   const repo = opened.repo;
-  const sn = await findSnapshot(repo, plan.base.snapshotId, undefined, signal);
-  const tar = await resolvePath(repo, sn, baseTarPath(sysid), signal);
-  await extractTar(fileStream(repo, tar, signal), dirs.data, signal);
-  for (const [i, w] of plan.wal.entries()) {
-    if (!w.files.length) continue;
-    // Each into a folder of its own, then moved over: a later file of the same name replaces the earlier.
-    const staging = path.join(dirs.root, `wal-${i}`);
-    await restoreFiles(repo, w.snapshotId, staging, { path: walPath(sysid), signal });
-    for (const name of await fs.readdir(staging)) await fs.rename(path.join(staging, name), path.join(dirs.wal, name));
-    await fs.rm(staging, { recursive: true, force: true });
+  // The base and the WAL side by side: the base's blobs are decoded on this thread, the WAL's in
+  // the pool's threads. The first failure stops the other, and both have ended before we return.
+  const both = new AbortController();
+  const stop = () => both.abort(signal.reason);
+  signal.addEventListener('abort', stop, { once: true });
+  let first: { err: unknown } | null = null;
+  const failFast = (p: Promise<void>) => p.catch((err: unknown) => {
+    first ??= { err };
+    both.abort(err);
+    throw err;
+  });
+  const base = failFast((async () => {
+    const sn = await findSnapshot(repo, plan.base.snapshotId, undefined, both.signal);
+    const tar = await resolvePath(repo, sn, baseTarPath(sysid), both.signal);
+    await extractTar(fileStream(repo, tar, both.signal), dirs.data, both.signal);
+  })());
+  const wal = failFast((async () => {
+    // One pool for every WAL snapshot: starting threads per snapshot took most of the fetch.
+    const pool = new CodecPool(repo.key, defaultCodecThreads());
+    try {
+      for (const [i, w] of walFilesToFetch(plan).entries()) {
+        // Each into a folder of its own, then only its kept files moved over (one restore per
+        // snapshot costs less than one per file).
+        const staging = path.join(dirs.root, `wal-${i}`);
+        await restoreFiles(repo, w.snapshotId, staging, { path: walPath(sysid), signal: both.signal, pool });
+        for (const name of w.files) await fs.rename(path.join(staging, name), path.join(dirs.wal, name));
+        await fs.rm(staging, { recursive: true, force: true });
+      }
+    } finally {
+      await pool.close();
+    }
+  })());
+  try {
+    await Promise.allSettled([base, wal]);
+    // The failure that came first, not the other's abort it caused.
+    if (first) throw (first as { err: unknown }).err;
+  } finally {
+    signal.removeEventListener('abort', stop);
   }
 }
 

@@ -5,6 +5,7 @@ import { mkdir, readFile, stat, utimes, writeFile, open } from 'node:fs/promises
 import { LocalBackend } from '../../src/destinations/local.ts';
 import {
   AbortedError,
+  CodecPool,
   InvalidSourceError,
   Repository,
   WrongPasswordError,
@@ -223,5 +224,24 @@ describe('backup', () => {
     await restore(repo, r.snapshotId, target);
     expect((await stat(join(target, 'files', 'empty'))).size).toBe(0);
     expect((await stat(join(target, 'db', 'empty.dump'))).size).toBe(0);
+  });
+  it('restores several snapshots through one pool the caller keeps open, and only the caller closes it', async () => {
+    const { repo } = await newRepo();
+    const src = await tempDir();
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      await writeFile(join(src, `seg${i}`), seededBytes(`pool ${i}`, 300 * 1024));
+      ids.push((await backup(repo, { '/wal': src })).snapshotId);
+    }
+    const pool = new CodecPool(repo.key, 2);
+    try {
+      for (const [i, id] of ids.entries()) {
+        const target = await tempDir();
+        await restore(repo, id, target, { path: '/wal', pool });
+        for (let j = 0; j <= i; j++) expect((await readFile(join(target, `seg${j}`))).equals(seededBytes(`pool ${j}`, 300 * 1024))).toBe(true);
+      }
+    } finally {
+      await pool.close();
+    }
   });
 });
