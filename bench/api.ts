@@ -640,6 +640,15 @@ async function jobsPart(s: Setup) {
 
 // ---------------------------------------------------------------- main
 
+/** What this bench found and what was changed for it (2026-12-07), kept with every result. */
+const FIXED = [
+  'N+1: the console overview ran two statements per environment (snapshots(first: 1) and its totalCount), 2 per environment + 9: measured 107 with 50 environments, so about 2,000 for 20 projects of 50 (that run was stopped after its overview requests fell minutes behind); now one LATERAL query for the pages and one GROUP BY for the counts (10 statements at first 10 and at first 50).',
+  'N+1: restoreDrillStats ran one statement per environment (101 for 50 environments with their latest snapshot); now one for the list (4).',
+  'N+1: a page of 10 restore logs read each log\'s snapshot and source environment one by one (30 statements); now one statement each (12).',
+  'Indexes: snapshots and operations are paged newest first by id (the cursor), but their indexes were (environmentId, createdAt, id): PostgreSQL read and sorted all of an environment\'s rows; now (environmentId, id DESC) for both and (projectId, id DESC) for snapshots (migration list_indexes_by_id).',
+  'Event lag: environmentActivity.at was the time the API delivered the event; every event now carries the time it was published through NOTIFY, and Operation.updatedAt is exposed, so lag is measured from the server-side creation of the event.',
+];
+
 async function main() {
   const started = new Date();
   const loadAtStart = load();
@@ -661,7 +670,7 @@ async function main() {
       log_filename: 'postgresql.log',
     },
   });
-  const result: Record<string, unknown> = { at: started.toISOString(), machine: { cpu: os.cpus()[0]?.model, cpus: os.availableParallelism(), memoryGiB: round(os.totalmem() / 2 ** 30), node: process.version }, loadavgAtStart: loadAtStart };
+  const result: Record<string, unknown> = { at: started.toISOString(), fixed: FIXED, machine: { cpu: os.cpus()[0]?.model, cpus: os.availableParallelism(), memoryGiB: round(os.totalmem() / 2 ** 30), node: process.version }, loadavgAtStart: loadAtStart };
   try {
     const catalogUrl = server.url('backplane');
     await createDatabase(server.adminUrl, 'backplane');
