@@ -43,6 +43,14 @@ interface Envelope {
   t: Topic;
   k: string;
   p: unknown;
+  /** When the event was published (ms since the epoch, the publisher's clock): subscribers report it, and lag is measured from it. */
+  at: number;
+}
+
+/** An event as a subscriber receives it: its payload and the moment it was published. */
+export interface Published<T extends Topic> {
+  payload: Topics[T];
+  at: Date;
 }
 
 /** Something that can run a parameterised SQL statement: a pool, a client, or a Prisma transaction adapter. */
@@ -53,6 +61,8 @@ export interface EventBus {
   publish<T extends Topic>(topic: T, key: string, payload: Topics[T]): Promise<void>;
   /** Events of one topic and key, from the moment of the call, until the signal aborts or return() is called. */
   subscribe<T extends Topic>(topic: T, key: string, signal?: AbortSignal): AsyncIterableIterator<Topics[T]>;
+  /** As subscribe, with each event's publication time (for subscriptions that show when something happened). */
+  subscribePublished<T extends Topic>(topic: T, key: string, signal?: AbortSignal): AsyncIterableIterator<Published<T>>;
   /** Live local subscriptions, of one topic or all (for /metrics, and for tests to know a subscriber is in place). */
   subscriberCount(topic?: Topic): number;
   /** The backend pid of the LISTEN connection (null while it reconnects). */
@@ -66,7 +76,9 @@ export const LISTENER_APPLICATION = 'backplane-events';
 
 /** SQL and parameters that publish an event. */
 export function notifyStatement<T extends Topic>(topic: T, key: string, payload: Topics[T]): [string, unknown[]] {
-  const body = JSON.stringify({ t: topic, k: key, p: payload } satisfies Envelope);
+  // Stamped when the statement is made: inside a transaction that is before the commit, so the
+  // time covers the commit and the delivery (what a watcher waits for).
+  const body = JSON.stringify({ t: topic, k: key, p: payload, at: Date.now() } satisfies Envelope);
   // Wrapped so the statement returns a plain row: drivers cannot decode pg_notify's void result.
   return ['SELECT count(*)::int AS sent FROM (SELECT pg_notify($1, $2)) AS n', [CHANNEL, body]];
 }
@@ -85,7 +97,7 @@ export async function publishInTransaction<T extends Topic>(
   await tx.$queryRawUnsafe(sql, ...params);
 }
 
-type Listener = (payload: unknown) => void;
+type Listener = (payload: unknown, at: number) => void;
 
 /** Starts the process's LISTEN connection; resolves once it is listening. */
 export async function createEventBus(databaseUrl: string, logger: Logger): Promise<EventBus> {
@@ -104,7 +116,9 @@ export async function createEventBus(databaseUrl: string, logger: Logger): Promi
       logger.warn({ err }, 'ignoring malformed event');
       return;
     }
-    for (const l of listeners.get(`${env.t}:${env.k}`) ?? []) l(env.p);
+    // An envelope from a process of an older version has no time: it counts as heard now.
+    const at = typeof env.at === 'number' ? env.at : Date.now();
+    for (const l of listeners.get(`${env.t}:${env.k}`) ?? []) l(env.p, at);
   };
 
   const connect = async (): Promise<void> => {
@@ -135,6 +149,48 @@ export async function createEventBus(databaseUrl: string, logger: Logger): Promi
 
   await connect();
 
+  const subscribePublished = <T extends Topic>(topic: T, key: string, signal?: AbortSignal): AsyncIterableIterator<Published<T>> => {
+    const id = `${topic}:${key}`;
+    const queue: Published<T>[] = [];
+    let wake: (() => void) | null = null;
+    let done = false;
+    const listener: Listener = (p, at) => {
+      queue.push({ payload: p as Topics[T], at: new Date(at) });
+      wake?.();
+    };
+    const finish = () => {
+      if (done) return;
+      done = true;
+      const set = listeners.get(id);
+      set?.delete(listener);
+      if (set?.size === 0) listeners.delete(id);
+      wake?.();
+    };
+    if (!listeners.has(id)) listeners.set(id, new Set());
+    listeners.get(id)!.add(listener);
+    signal?.addEventListener('abort', finish, { once: true });
+    closers.add(finish);
+
+    const iterator: AsyncIterableIterator<Published<T>> = {
+      async next() {
+        while (queue.length === 0 && !done) await new Promise<void>((r) => (wake = r));
+        wake = null;
+        if (queue.length > 0) return { value: queue.shift()!, done: false };
+        closers.delete(finish);
+        return { value: undefined, done: true };
+      },
+      async return() {
+        finish();
+        closers.delete(finish);
+        return { value: undefined, done: true };
+      },
+      [Symbol.asyncIterator]() {
+        return iterator;
+      },
+    };
+    return iterator;
+  };
+
   return {
     async publish(topic, key, payload) {
       const [sql, params] = notifyStatement(topic, key, payload);
@@ -142,38 +198,14 @@ export async function createEventBus(databaseUrl: string, logger: Logger): Promi
     },
 
     subscribe<T extends Topic>(topic: T, key: string, signal?: AbortSignal): AsyncIterableIterator<Topics[T]> {
-      const id = `${topic}:${key}`;
-      const queue: Topics[T][] = [];
-      let wake: (() => void) | null = null;
-      let done = false;
-      const listener: Listener = (p) => {
-        queue.push(p as Topics[T]);
-        wake?.();
-      };
-      const finish = () => {
-        if (done) return;
-        done = true;
-        const set = listeners.get(id);
-        set?.delete(listener);
-        if (set?.size === 0) listeners.delete(id);
-        wake?.();
-      };
-      if (!listeners.has(id)) listeners.set(id, new Set());
-      listeners.get(id)!.add(listener);
-      signal?.addEventListener('abort', finish, { once: true });
-      closers.add(finish);
-
+      const published = subscribePublished(topic, key, signal);
       const iterator: AsyncIterableIterator<Topics[T]> = {
         async next() {
-          while (queue.length === 0 && !done) await new Promise<void>((r) => (wake = r));
-          wake = null;
-          if (queue.length > 0) return { value: queue.shift()!, done: false };
-          closers.delete(finish);
-          return { value: undefined, done: true };
+          const n = await published.next();
+          return n.done ? { value: undefined, done: true } : { value: n.value.payload, done: false };
         },
         async return() {
-          finish();
-          closers.delete(finish);
+          await published.return?.();
           return { value: undefined, done: true };
         },
         [Symbol.asyncIterator]() {
@@ -182,6 +214,8 @@ export async function createEventBus(databaseUrl: string, logger: Logger): Promi
       };
       return iterator;
     },
+
+    subscribePublished,
 
     listenerPid() {
       return (client as (pg.Client & { processID?: number }) | null)?.processID ?? null;

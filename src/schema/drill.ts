@@ -1,4 +1,5 @@
-import { restoreDrillStats, startRestoreDrill } from '../services/drills.ts';
+import { restoreDrillStatsOf, startRestoreDrill } from '../services/drills.ts';
+import { batched } from './batch.ts';
 import { typeAccess, visibleWhere } from './access.ts';
 import { builder } from './builder.ts';
 import { allErrors } from './errors.ts';
@@ -59,7 +60,8 @@ builder.prismaObjectFields('Environment', (t) => ({
   restoreDrillStats: t.field({
     type: RestoreDrillStats,
     select: { id: true },
-    resolve: (env, _args, ctx) => restoreDrillStats(ctx.deps, env.id),
+    // One statement for a whole list of environments, not one each.
+    resolve: async (env, _args, ctx) => (await batched(ctx, 'Environment.restoreDrillStats', env.id, (ids) => restoreDrillStatsOf(ctx.deps, ids)))!,
   }),
 }));
 

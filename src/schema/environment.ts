@@ -237,7 +237,7 @@ export const EnvironmentActivityEvent = builder.objectRef<ActivityShape>('Enviro
   fields: (t) => ({
     kind: t.field({ type: ActivityKind, resolve: (e) => e.kind }),
     environmentId: t.id({ resolve: (e) => encodeGlobalID('Environment', e.environmentId) }),
-    at: t.field({ type: 'DateTime', resolve: (e) => e.at }),
+    at: t.field({ type: 'DateTime', description: 'When it happened: the moment the event was published, by the process that published it', resolve: (e) => e.at }),
     environment: t.prismaField({
       type: 'Environment',
       nullable: true,
@@ -261,12 +261,12 @@ builder.subscriptionFields((t) => ({
         throw new GraphQLError((err as Error).message, { extensions: { code: 'BAD_USER_INPUT' } });
       }
       // Subscribing first, then checking, means no event between the check and the listen is lost.
-      const events = track(ctx.deps.events.subscribe('environmentActivity', id));
+      const events = track(ctx.deps.events.subscribePublished('environmentActivity', id));
       try {
         await getEnvironment(ctx.deps, viewerOf(ctx), id).catch(() => {
           throw new GraphQLError('Environment not found', { extensions: { code: 'ENVIRONMENT_NOT_FOUND' } });
         });
-        for await (const e of events) yield { ...e, at: ctx.deps.clock.now() };
+        for await (const e of events) yield { ...e.payload, at: e.at };
       } finally {
         await events.return?.();
       }

@@ -43,6 +43,7 @@ export const Operation = builder.prismaNode('Operation', {
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     startedAt: t.expose('startedAt', { type: 'DateTime', nullable: true }),
     finishedAt: t.expose('finishedAt', { type: 'DateTime', nullable: true }),
+    updatedAt: t.expose('updatedAt', { type: 'DateTime', description: 'When the operation last changed (status, phase or progress); each change is published to its watchers right after' }),
   }),
 });
 

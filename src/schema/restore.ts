@@ -2,6 +2,7 @@ import { RestoreStrategy } from '../generated/prisma/enums.ts';
 import { restoreSnapshot } from '../services/restores.ts';
 import { restoreLogWhere } from '../services/viewer.ts';
 import { typeAccess, visibleWhere } from './access.ts';
+import { batched, byId, withId } from './batch.ts';
 import { builder } from './builder.ts';
 import { EnvironmentActivityEvent, EnvironmentTypeEnum } from './environment.ts';
 import { allErrors } from './errors.ts';
@@ -28,14 +29,19 @@ builder.prismaNode('RestoreLog', {
       nullable: true,
       description: 'The snapshot restored (for a restore to a point in time, the files snapshot used); null when there is none or this key may not see it (another project)',
       select: { snapshotId: true },
-      resolve: (query, log, _a, ctx) => (log.snapshotId ? ctx.deps.db.snapshot.findFirst({ ...query, where: visibleWhere(ctx, 'Snapshot', { id: log.snapshotId }) }) : null),
+      // Batched: a page of restore logs reads their snapshots in one statement.
+      resolve: async (query, log, _a, ctx) =>
+        log.snapshotId
+          ? ((await batched(ctx, `RestoreLog.snapshot ${JSON.stringify(query)}`, log.snapshotId, async (ids) => byId(await ctx.deps.db.snapshot.findMany({ ...withId(query), where: visibleWhere(ctx, 'Snapshot', { id: { in: ids } }) })))) ?? null)
+          : null,
     }),
     sourceEnvironment: t.prismaField({
       type: 'Environment',
       nullable: true,
       description: 'Where the snapshot was taken; null when this key may not see it (another project)',
       select: { sourceEnvironmentId: true },
-      resolve: (query, log, _a, ctx) => ctx.deps.db.environment.findFirst({ ...query, where: visibleWhere(ctx, 'Environment', { id: log.sourceEnvironmentId }) }),
+      resolve: async (query, log, _a, ctx) =>
+        (await batched(ctx, `RestoreLog.sourceEnvironment ${JSON.stringify(query)}`, log.sourceEnvironmentId, async (ids) => byId(await ctx.deps.db.environment.findMany({ ...withId(query), where: visibleWhere(ctx, 'Environment', { id: { in: ids } }) })))) ?? null,
     }),
     targetEnvironment: t.relation('targetEnvironment'),
     operation: t.relation('operation'),

@@ -3,8 +3,10 @@ import type { Prisma } from '../generated/prisma/client.ts';
 import { createDownload, DOWNLOAD_VARIANTS } from '../services/downloads.ts';
 import { deleteSnapshot, estimateSnapshotSize, pinSnapshot, unpinSnapshot } from '../services/snapshot-lifecycle.ts';
 import { createSnapshot } from '../services/snapshots.ts';
+import { isSimpleSnapshotFilter, newestSnapshotIds } from '../services/snapshot-pages.ts';
 import { inProjectWhere, restoreLogWhere } from '../services/viewer.ts';
 import { typeAccess } from './access.ts';
+import { batched } from './batch.ts';
 import { builder } from './builder.ts';
 import { EnvironmentActivityEvent, EnvironmentTypeEnum } from './environment.ts';
 import { ValidationError } from '../domain/errors.ts';
@@ -135,9 +137,29 @@ builder.prismaObjectFields('Environment', (t) => ({
     cursor: 'id',
     description: 'Snapshots of this environment, newest first. Cursors stay valid while new snapshots arrive.',
     args: { filter: t.arg({ type: SnapshotFilter }) },
-    totalCount: (env, args, ctx) => ctx.deps.db.snapshot.count({ where: inProjectWhere(viewerOf(ctx), { AND: [{ environmentId: env.id }, snapshotFilterWhere(args.filter)] }) }),
-    resolve: (query, env, args, ctx) =>
-      ctx.deps.db.snapshot.findMany({ ...query, where: inProjectWhere(viewerOf(ctx), { AND: [{ environmentId: env.id }, snapshotFilterWhere(args.filter)] }), orderBy: { id: 'desc' } }),
+    // A list of environments (the console's overview) counts and reads every environment's
+    // snapshots in one statement each, not one per environment.
+    totalCount: (env, args, ctx) =>
+      batched(ctx, `Environment.snapshots.totalCount ${JSON.stringify(args.filter ?? null)}`, env.id, async (ids) => {
+        const rows = await ctx.deps.db.snapshot.groupBy({ by: ['environmentId'], where: inProjectWhere(viewerOf(ctx), { AND: [{ environmentId: { in: ids } }, snapshotFilterWhere(args.filter)] }), _count: { _all: true } });
+        return new Map(rows.map((r) => [r.environmentId, r._count._all]));
+      }).then((n) => n ?? 0),
+    resolve: (query, env, args, ctx) => {
+      const one = () => ctx.deps.db.snapshot.findMany({ ...query, where: inProjectWhere(viewerOf(ctx), { AND: [{ environmentId: env.id }, snapshotFilterWhere(args.filter)] }), orderBy: { id: 'desc' } });
+      const firstPage = args.after == null && args.before == null && args.last == null && !query.cursor && !query.skip && query.take > 0;
+      if (!firstPage || !isSimpleSnapshotFilter(args.filter)) return one();
+      return batched(ctx, `Environment.snapshots ${JSON.stringify(args.filter ?? null)} ${JSON.stringify(query)}`, env.id, async (ids) => {
+        if (ids.length === 1) return new Map([[ids[0], await one()]]);
+        const newest = await newestSnapshotIds(ctx.deps, viewerOf(ctx), ids, args.filter, query.take);
+        const { take: _take, skip: _skip, cursor: _cursor, ...shape } = query;
+        // The rows are grouped by environment below, whatever the selection asked for.
+        const selection = 'select' in shape && shape.select ? { ...shape, select: { ...shape.select, environmentId: true } } : shape;
+        const rows = await ctx.deps.db.snapshot.findMany({ ...selection, where: inProjectWhere(viewerOf(ctx), { id: { in: [...newest.values()].flat() } }), orderBy: { id: 'desc' } });
+        const byEnvironment = new Map<string, typeof rows>(ids.map((id) => [id, []]));
+        for (const r of rows) byEnvironment.get(r.environmentId)?.push(r);
+        return byEnvironment;
+      }).then((rows) => rows ?? []);
+    },
   }),
 }));
 

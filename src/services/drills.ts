@@ -205,9 +205,29 @@ export async function runDrill(deps: Deps, operationId: string, jobSignal?: Abor
   }
 }
 
-/** count, failures, and the median and last RTO of an environment's finished drills. */
-export async function restoreDrillStats(deps: Deps, environmentId: string): Promise<{ count: number; failures: number; medianRtoSeconds: number | null; lastRtoSeconds: number | null }> {
-  const drills = await deps.db.restoreDrill.findMany({ where: { environmentId, status: { in: ['SUCCEEDED', 'FAILED'] } }, orderBy: [{ createdAt: 'desc' }, { id: 'desc' }], select: { status: true, rtoMs: true } });
+export interface RestoreDrillStats {
+  count: number;
+  failures: number;
+  medianRtoSeconds: number | null;
+  lastRtoSeconds: number | null;
+}
+
+/**
+ * count, failures, and the median and last RTO of each environment's finished drills, in one
+ * statement for all of them (a list of environments shows them).
+ */
+export async function restoreDrillStatsOf(deps: Deps, environmentIds: readonly string[]): Promise<Map<string, RestoreDrillStats>> {
+  const drills = await deps.db.restoreDrill.findMany({
+    where: { environmentId: { in: [...environmentIds] }, status: { in: ['SUCCEEDED', 'FAILED'] } },
+    orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
+    select: { environmentId: true, status: true, rtoMs: true },
+  });
+  const byEnvironment = new Map<string, typeof drills>(environmentIds.map((id) => [id, []]));
+  for (const d of drills) byEnvironment.get(d.environmentId)?.push(d);
+  return new Map([...byEnvironment].map(([id, list]) => [id, statsOf(list)]));
+}
+
+function statsOf(drills: { status: string; rtoMs: number | null }[]): RestoreDrillStats {
   const rtos = drills.filter((d) => d.status === 'SUCCEEDED' && d.rtoMs !== null).map((d) => d.rtoMs!);
   const sorted = [...rtos].sort((a, b) => a - b);
   const median = sorted.length === 0 ? null : sorted.length % 2 ? sorted[(sorted.length - 1) / 2] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;

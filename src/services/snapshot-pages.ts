@@ -1,0 +1,53 @@
+/**
+ * The newest snapshots of many environments at once: a list of environments that each show
+ * `snapshots(first: n)` (the console's overview shows each one's latest) costs one statement for
+ * all of them instead of one per environment. Only filters that are plain column conditions are
+ * served here; the caller reads other pages one environment at a time.
+ */
+import type { Deps } from './deps.ts';
+import type { Viewer } from './viewer.ts';
+
+/** A snapshot filter this module can apply in SQL. */
+export interface SimpleSnapshotFilter {
+  statuses?: readonly string[] | null;
+  kinds?: readonly string[] | null;
+  pinned?: boolean | null;
+  createdAfter?: Date | null;
+  createdBefore?: Date | null;
+}
+
+/** Whether `filter` has only conditions newestSnapshotIds applies (a label, contents or environment type filter has not). */
+export function isSimpleSnapshotFilter(filter: object | null | undefined): boolean {
+  if (!filter) return true;
+  return Object.entries(filter).every(([k, v]) => v == null || ['statuses', 'kinds', 'pinned', 'createdAfter', 'createdBefore'].includes(k));
+}
+
+/**
+ * Ids of the newest `take` snapshots (by id, which sorts by creation) of each environment,
+ * matching `filter` and visible to the viewer; DELETED ones only when `statuses` asks for them,
+ * as snapshotFilterWhere does. Each environment's rows come from its own index range (LATERAL).
+ */
+export async function newestSnapshotIds(deps: Deps, viewer: Viewer, environmentIds: readonly string[], filter: SimpleSnapshotFilter | null | undefined, take: number): Promise<Map<string, string[]>> {
+  const params: unknown[] = [[...environmentIds], viewer.organizationId, take];
+  const cond: string[] = [];
+  const param = (v: unknown) => (params.push(v), `$${params.length}`);
+  if (viewer.projectIds) cond.push(`s."projectId" = ANY(${param([...viewer.projectIds])}::text[])`);
+  if (filter?.statuses?.length) cond.push(`s.status::text = ANY(${param([...filter.statuses])}::text[])`);
+  else cond.push(`s.status <> 'DELETED'`);
+  if (filter?.kinds?.length) cond.push(`s.kind::text = ANY(${param([...filter.kinds])}::text[])`);
+  if (filter?.pinned != null) cond.push(`s.pinned = ${param(filter.pinned)}`);
+  if (filter?.createdAfter) cond.push(`s."createdAt" >= ${param(filter.createdAfter)}`);
+  if (filter?.createdBefore) cond.push(`s."createdAt" < ${param(filter.createdBefore)}`);
+  const rows = await deps.db.$queryRawUnsafe<{ environmentId: string; id: string }[]>(
+    `SELECT e.id AS "environmentId", s.id FROM unnest($1::text[]) AS e(id)
+     CROSS JOIN LATERAL (
+       SELECT s.id FROM snapshots s
+       WHERE s."environmentId" = e.id AND s."organizationId" = $2 AND ${cond.join(' AND ')}
+       ORDER BY s.id DESC LIMIT $3
+     ) s`,
+    ...params,
+  );
+  const byEnvironment = new Map<string, string[]>(environmentIds.map((id) => [id, []]));
+  for (const r of rows) byEnvironment.get(r.environmentId)?.push(r.id);
+  return byEnvironment;
+}
