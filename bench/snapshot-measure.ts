@@ -56,6 +56,55 @@ export function treeRssKB(root: number): number {
   return total;
 }
 
+/** Sum of Pss (KiB) of `root` and every descendant: shared pages (a server's shared buffers) divided among the processes sharing them. */
+export function treePssKB(root: number): number {
+  const children = parentMap();
+  let total = 0;
+  const stack = [root];
+  while (stack.length) {
+    const pid = stack.pop()!;
+    try {
+      const m = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8').match(/^Pss:\s+(\d+) kB/m);
+      total += m ? Number(m[1]) : 0;
+    } catch {
+      // exited while we looked
+    }
+    stack.push(...(children.get(pid) ?? []));
+  }
+  return total;
+}
+
+/** The postmaster of the PostgreSQL cluster in `dataDir` (first line of postmaster.pid), or undefined. */
+export function postmasterPid(dataDir: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Samples the PostgreSQL cluster in `dataDir` (postmaster and backends, Pss, every 250 ms: reading
+ * smaps costs more than status) until stopped; returns the peak in MiB.
+ */
+export function samplePostgresPss(dataDir: string, everyMs = 250): { stop(): number } {
+  let peak = 0;
+  const tick = () => {
+    const pid = postmasterPid(dataDir);
+    if (pid) peak = Math.max(peak, treePssKB(pid));
+  };
+  tick();
+  const timer = setInterval(tick, everyMs);
+  return {
+    stop() {
+      clearInterval(timer);
+      tick();
+      return peak / 1024;
+    },
+  };
+}
+
 /** Samples the tree under `root` until stopped; returns the peak in MiB. */
 export function sampleTreeRss(root: number, everyMs = 50): { stop(): number; peakMB(): number } {
   let peak = 0;

@@ -9,7 +9,7 @@ import { openSync, closeSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../src/db/pg-server.ts';
-import { processCpuSeconds, procStatusKB, sampleTreeRss } from './snapshot-measure.ts';
+import { processCpuSeconds, procStatusKB, sampleTreeRss, treeRssKB } from './snapshot-measure.ts';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -20,6 +20,8 @@ export interface ServerProcess {
   peakTreeMB(): number;
   /** VmRSS of the server once it answered /readyz (Prisma and the GraphQL schema loaded), MiB. */
   readyMB: number;
+  /** Sum of VmRSS over the server and its children now, MiB. */
+  treeMB(): number;
   /** VmHWM of the server process now, MiB. */
   hwmMB(): number;
   /** CPU seconds (user + system) of the server and its exited children so far. */
@@ -28,7 +30,11 @@ export interface ServerProcess {
   stop(): Promise<void>;
 }
 
-export async function startServer(opts: { databaseUrl: string; secretKey: string; logFile: string; env?: Record<string, string> }): Promise<ServerProcess> {
+/**
+ * Starts `backplane start` on a free port. Without `databaseUrl` it runs as `npm start` does by
+ * default: the embedded PostgreSQL and demo under `home` (its first start runs initdb).
+ */
+export async function startServer(opts: { databaseUrl?: string; home?: string; secretKey?: string; logFile: string; env?: Record<string, string> }): Promise<ServerProcess> {
   const port = await freePort();
   const log = openSync(opts.logFile, 'a');
   // BENCH_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", to look inside a step.
@@ -37,8 +43,10 @@ export async function startServer(opts: { databaseUrl: string; secretKey: string
     cwd: ROOT,
     env: {
       ...process.env,
-      DATABASE_URL: opts.databaseUrl,
-      BACKPLANE_SECRET_KEY: opts.secretKey,
+      // Empty counts as unset (config.ts).
+      DATABASE_URL: opts.databaseUrl ?? '',
+      BACKPLANE_SECRET_KEY: opts.secretKey ?? '',
+      ...(opts.home ? { BACKPLANE_HOME: opts.home } : {}),
       PORT: String(port),
       HOST: '127.0.0.1',
       LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
@@ -52,7 +60,7 @@ export async function startServer(opts: { databaseUrl: string; secretKey: string
   const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
   const sampler = sampleTreeRss(child.pid!);
   const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 60_000;
+  const deadline = Date.now() + (opts.databaseUrl ? 60_000 : 180_000);
   for (;;) {
     const early = await Promise.race([exited, new Promise((r) => setTimeout(() => r('wait'), 200))]);
     if (early !== 'wait') {
@@ -63,7 +71,7 @@ export async function startServer(opts: { databaseUrl: string; secretKey: string
     if (ok) break;
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
-      throw new Error(`backplane start was not ready within 60 s; see ${opts.logFile}`);
+      throw new Error(`backplane start was not ready in time; see ${opts.logFile}`);
     }
   }
   return {
@@ -71,6 +79,7 @@ export async function startServer(opts: { databaseUrl: string; secretKey: string
     url: `${url}/graphql`,
     readyMB: procStatusKB(child.pid!, 'VmRSS') / 1024,
     peakTreeMB: () => sampler.peakMB(),
+    treeMB: () => treeRssKB(child.pid!) / 1024,
     hwmMB: () => procStatusKB(child.pid!, 'VmHWM') / 1024,
     cpuSeconds: () => processCpuSeconds(child.pid!),
     async stop() {

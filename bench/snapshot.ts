@@ -17,7 +17,10 @@
  *
  * Our side runs as a `backplane start` child process per step (API and worker in one process,
  * as `npm start` runs it); peak memory is measured the same way for it and for the raw pipelines
- * (see snapshot-measure.ts). Each such server first runs one small job of the step's kind on a
+ * (see snapshot-measure.ts). Memory is reported per step for Backplane's own tree (the process,
+ * whose API, job and codec threads are threads, plus the pg_dump/pg_restore it spawns) over the
+ * measured job alone, with the PostgreSQL cluster beside it (Pss), and for an idle `backplane
+ * start`, embedded (as `npm start` runs it) and with DATABASE_URL: `memory` in the JSON. Each such server first runs one small job of the step's kind on a
  * second environment (warmJob), and every step starts from the same machine state (settle,
  * dropCaches): bench/README.md says why.
  *
@@ -43,7 +46,7 @@ import { applyMigrations } from '../src/db/migrate.ts';
 import { createDatabase, dropDatabase, startScratchPostgres, type ScratchPostgres } from '../src/db/pg-server.ts';
 import { issueApiKey } from '../src/services/api-keys.ts';
 import { changeOnePercent, databaseBytes, generateDatabase, generateFiles, sql, treeBytes } from './snapshot-data.ts';
-import { runPipeline, startLoad, summarize, type CommandResult, type LatencySummary } from './snapshot-measure.ts';
+import { postmasterPid, runPipeline, samplePostgresPss, sampleTreeRss, startLoad, summarize, treePssKB, type CommandResult, type LatencySummary } from './snapshot-measure.ts';
 import { gql, startServer, type ServerProcess } from './snapshot-server.ts';
 
 const BENCH = path.dirname(fileURLToPath(import.meta.url));
@@ -76,6 +79,20 @@ interface StepResult {
   cpuSeconds: number;
   /** Ours: RSS of the server process when it became ready, before the step (MiB). */
   serverReadyMB?: number;
+  /** Ours: sum of VmRSS over the server's tree just before the measured job (after the warm-up job), MiB. */
+  idleBeforeJobMB?: number;
+  /**
+   * Ours: peak sum of VmRSS over the server's tree during the measured job alone (peakTreeMB
+   * also covers the warm-up job before it): the process (API thread, job thread, codec threads)
+   * and the children it spawns (pg_dump, pg_restore, psql). MiB.
+   */
+  jobPeakTreeMB?: number;
+  /**
+   * Ours: peak Pss of the PostgreSQL cluster during the measured job (catalog and environment
+   * database share it here: postmaster and every backend, its shared buffers divided among
+   * them). Not part of Backplane's tree. MiB.
+   */
+  postgresPeakPssMB?: number;
   /** Bytes written: repository growth for ours, compressed output for raw. */
   bytesOut?: number;
   /** Ours: the job's own time (operation startedAt → finishedAt), without queueing and polling. */
@@ -232,6 +249,7 @@ async function main() {
     // VACUUM ANALYZE resets the counters it goes by), and a GiB of dirty buffers and dirty
     // pages, which CHECKPOINT and sync write out.
     const adminUrl = server.adminUrl;
+    const pgDataDir = server.dataDir;
     const settle = async () => {
       await dropLeftovers(adminUrl, work);
       const dbs = await catalog.client!.query<{ datname: string }>('SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate');
@@ -293,6 +311,11 @@ async function main() {
       if (!(await waitForJobRelease(catalog.client!, 30_000))) throw new Error(`warm-up ${kind}: its job stayed locked`);
     };
 
+    log('idle backplane start');
+    await settle();
+    const idleStart = await measureIdleStart(work, catalogUrl, secretKey, logFile);
+    log(`  idle start: embedded first ${idleStart.embeddedFirstStart.treeMB} MiB, embedded again ${idleStart.embeddedRestart.treeMB} MiB (its PostgreSQL ${idleStart.embeddedRestart.postgresPssMB} MiB Pss), with DATABASE_URL ${idleStart.withDatabaseUrl.treeMB} MiB`);
+
     const runs: RunResult[] = [];
     for (let run = 1; run <= RUNS; run++) {
       if (RUNS > 1) log(`run ${run} of ${RUNS}`);
@@ -335,6 +358,9 @@ async function main() {
           log(`  idle GraphQL: p50 ${idle.p50Ms} ms, p99 ${idle.p99Ms} ms, ${idle.serverCpuMsPerRequest} ms of server CPU per request`);
         }
         const repoBefore = await dirBytes(repoPath);
+        const idleBeforeJobMB = Math.round(running.treeMB());
+        const jobTree = sampleTreeRss(running.pid);
+        const jobPostgres = samplePostgresPss(pgDataDir);
         const load = startLoad(running.url, key, QPS);
         const cpu0 = running.cpuSeconds();
         const t0 = Date.now();
@@ -344,6 +370,8 @@ async function main() {
         // not until the next poll of the catalog noticed it: polling adds up to 100 ms.
         const wallSeconds = ((op.finishedAt?.getTime() ?? Date.now()) - t0) / 1000;
         const cpuSeconds = running.cpuSeconds() - cpu0;
+        const jobPeakTreeMB = Math.round(jobTree.stop());
+        const postgresPeakPssMB = Math.round(jobPostgres.stop());
         const latency = await load.stop();
         const samples = load.samples();
         // The operation row is final before graphile-worker has completed the job; stopping the
@@ -356,7 +384,7 @@ async function main() {
         await running.stop();
         running = undefined;
         if (op.status !== 'SUCCEEDED') throw new Error(`${name}: operation ${op.status}: ${op.error}`);
-        const r = step({ step: name, bytesIn, wallSeconds, cpuSeconds, serverReadyMB, jobSeconds: op.jobSeconds, peakTreeMB, peakMainMB, bytesOut: (await dirBytes(repoPath)) - repoBefore, latency });
+        const r = step({ step: name, bytesIn, wallSeconds, cpuSeconds, serverReadyMB, idleBeforeJobMB, jobPeakTreeMB, postgresPeakPssMB, jobSeconds: op.jobSeconds, peakTreeMB, peakMainMB, bytesOut: (await dirBytes(repoPath)) - repoBefore, latency });
         return { result: r, idle, samples };
       };
 
@@ -408,7 +436,7 @@ async function main() {
         graphqlP99DuringSnapshotMs: first.result.latency!.p99Ms,
         // The same probes while the raw pg_dump | zstd runs beside an idle server: the machine's share.
         graphqlP99DuringRawSnapshotMs: rawDumpLatency.p99Ms,
-        peakMemoryOursOverRawSnapshot: r2(first.result.peakTreeMB / rawSnapshot.peakTreeMB),
+        peakMemoryOursOverRawSnapshot: r2((first.result.jobPeakTreeMB ?? first.result.peakTreeMB) / rawSnapshot.peakTreeMB),
         cpuOursOverRawSnapshot: r2(first.result.cpuSeconds / rawSnapshot.cpuSeconds),
         // With ~1 MiB chunks, 1% of rows updated at random touches most chunks of the dump.
         secondSnapshotAddedOverFirst: r2((second.result.bytesOut ?? 0) / (first.result.bytesOut || 1)),
@@ -432,6 +460,9 @@ async function main() {
     const targets = { snapshotThroughputOursOverRaw: '>= 0.8', restoreTimeOursOverRaw: '<= 1.1', graphqlP99DuringSnapshotMs: '< 50' };
     printTable(steps, runs[0].idle!, RUNS);
     printRatios(RUNS > 1 ? `median of ${RUNS} runs (p99: all runs' probes, ${snapshotProbes.requests} during our first snapshots)` : 'ratios', ratios);
+    const mem = memoryReport(steps, idleStart);
+    process.stdout.write(`memory (Backplane's tree): job peak ${mem.jobPeakTreeMB} MiB (aim < ${MEMORY_AIMS.jobTreeMB}); per step ${mem.perStep.map((m) => `${m.step} ${m.jobPeakTreeMB}`).join(', ')}\n`);
+    process.stdout.write(`  idle start ${idleStart.embeddedRestart.treeMB} MiB embedded (first start ${idleStart.embeddedFirstStart.treeMB}; its PostgreSQL ${idleStart.embeddedRestart.postgresPssMB} MiB Pss), ${idleStart.withDatabaseUrl.treeMB} MiB with DATABASE_URL (aim < ${MEMORY_AIMS.idleStartMB})\n\n`);
     if (RUNS > 1) {
       for (const k of ['snapshotThroughputOursOverRaw', 'restoreTimeOursOverRaw', 'restoreDbTimeOursOverRaw', 'graphqlP99DuringSnapshotMs'] as const) {
         process.stdout.write(`  ${k} per run: ${runs.map((r) => r.ratios[k]).join(', ')}\n`);
@@ -460,6 +491,7 @@ async function main() {
       sizes: { databaseBytes: dbBytes, databaseBytesAfterUpdate: runs[0].databaseBytesAfterUpdate, rows: generated.rows, filesBytes: files.bytes, fileCount: files.files, totalBytes },
       units: { throughput: 'MB/s, 10^6 bytes of database size (pg_database_size) + file bytes per second of wall time', memory: 'MiB' },
       steps,
+      memory: memoryReport(steps, idleStart),
       latencyIdle: runs[0].idle,
       latencyDuringFirstSnapshotAllRuns: snapshotProbes,
       latencyDuringRawSnapshotAllRuns: rawSnapshotProbes,
@@ -553,6 +585,64 @@ async function dropLeftovers(adminUrl: string, work: string): Promise<void> {
   }
 }
 
+/** Aims of issue #21 item 4 and item 5: Backplane's own process tree, MiB. */
+const MEMORY_AIMS = { jobTreeMB: 300, idleStartMB: 200 };
+
+interface IdleSample {
+  /** Sum of VmRSS over `backplane start` and its children (pg_receivewal, when PITR runs), MiB: the largest of 5 samples, 1 s apart. */
+  treeMB: number;
+  /** The embedded PostgreSQL (a separate process tree: it outlives a crashed Backplane), Pss, MiB. */
+  postgresPssMB?: number;
+  /** From start to /readyz, seconds. */
+  readySeconds: number;
+}
+
+/**
+ * Idle `backplane start`, as `npm start` runs it (embedded PostgreSQL under its own
+ * BACKPLANE_HOME: the first start makes the cluster and the demo, the second reuses them), and
+ * as the measured steps run it (DATABASE_URL). Each is measured 10 s after it answered /readyz,
+ * once start-up's work (migrations, the demo, the job thread, the codec threads) has settled.
+ */
+async function measureIdleStart(work: string, catalogUrl: string, secretKey: string, logFile: string): Promise<{ embeddedFirstStart: IdleSample; embeddedRestart: IdleSample; withDatabaseUrl: IdleSample }> {
+  const home = path.join(work, 'embedded-home');
+  const one = async (opts: { databaseUrl?: string; home?: string; secretKey?: string }): Promise<IdleSample> => {
+    const t0 = performance.now();
+    const s = await startServer({ ...opts, logFile });
+    const readySeconds = Math.round((performance.now() - t0) / 100) / 10;
+    try {
+      await new Promise((r) => setTimeout(r, 10_000));
+      let treeMB = 0;
+      for (let i = 0; i < 5; i++) {
+        treeMB = Math.max(treeMB, s.treeMB());
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+      const pg = opts.home ? postmasterPid(path.join(home, 'pg')) : undefined;
+      return { treeMB: Math.round(treeMB), ...(pg ? { postgresPssMB: Math.round(treePssKB(pg) / 1024) } : {}), readySeconds };
+    } finally {
+      await s.stop();
+    }
+  };
+  const embeddedFirstStart = await one({ home });
+  const embeddedRestart = await one({ home });
+  const withDatabaseUrl = await one({ databaseUrl: catalogUrl, secretKey });
+  return { embeddedFirstStart, embeddedRestart, withDatabaseUrl };
+}
+
+function memoryReport(steps: StepResult[], idleStart: Awaited<ReturnType<typeof measureIdleStart>>) {
+  const ours = steps.filter((s) => s.jobPeakTreeMB !== undefined);
+  const peak = Math.max(...ours.map((s) => s.jobPeakTreeMB!));
+  return {
+    aims: MEMORY_AIMS,
+    counted:
+      "Backplane's tree: the `backplane start` process (API thread, job thread and codec threads are threads of it) and the processes it spawns (pg_dump, pg_restore, psql, pg_receivewal), sum of VmRSS sampled every 50 ms. PostgreSQL is listed apart (Pss of postmaster and backends): the bench's cluster holds both the catalog and the environment database; the embedded one is a separate process tree.",
+    jobPeakTreeMB: peak,
+    jobAimMet: peak < MEMORY_AIMS.jobTreeMB,
+    idleStartAimMet: Math.max(idleStart.embeddedRestart.treeMB, idleStart.withDatabaseUrl.treeMB) < MEMORY_AIMS.idleStartMB,
+    idleStart,
+    perStep: ours.map((s) => ({ step: s.step, serverReadyMB: s.serverReadyMB, idleBeforeJobMB: s.idleBeforeJobMB, jobPeakTreeMB: s.jobPeakTreeMB, postgresPeakPssMB: s.postgresPeakPssMB })),
+  };
+}
+
 function printRatios(title: string, ratios: Ratios) {
   process.stdout.write(`${title}:\n`);
   process.stdout.write(`  snapshot throughput ours/raw ${ratios.snapshotThroughputOursOverRaw} (aim >= 0.8)\n`);
@@ -562,7 +652,7 @@ function printRatios(title: string, ratios: Ratios) {
 }
 
 function printTable(results: StepResult[], idle: LatencySummary, runs: number) {
-  const head = ['step', 'MB in', 'wall s', 'job s', 'cpu s', 'MB/s', 'peak tree MiB', 'peak main MiB', 'MB out', 'GraphQL p50/p95/p99 ms'];
+  const head = ['step', 'MB in', 'wall s', 'job s', 'cpu s', 'MB/s', 'peak tree MiB', 'job peak MiB', 'peak main MiB', 'MB out', 'GraphQL p50/p95/p99 ms'];
   const rows = results.map((r) => [
     r.step,
     (r.bytesIn / MB).toFixed(0),
@@ -571,6 +661,7 @@ function printTable(results: StepResult[], idle: LatencySummary, runs: number) {
     r.cpuSeconds.toFixed(1),
     r.throughputMBs.toFixed(1),
     r.peakTreeMB.toFixed(0),
+    r.jobPeakTreeMB === undefined ? '' : String(r.jobPeakTreeMB),
     r.peakMainMB.toFixed(0),
     r.bytesOut === undefined ? '' : (r.bytesOut / MB).toFixed(0),
     r.latency ? `${r.latency.p50Ms}/${r.latency.p95Ms}/${r.latency.p99Ms}${r.latency.errors ? ` (${r.latency.errors} err)` : ''}` : '',

@@ -11,7 +11,6 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker as Thread, parentPort, workerData } from 'node:worker_threads';
 import { defaultCodecThreads, keepCodecThreadsWarm } from '../engine/codec-pool.ts';
-import { preparePackBuffers } from '../engine/pack.ts';
 import { setBackgroundNice } from '../engine/priority.ts';
 import { loadConfig, type Config } from './config.ts';
 import { createLogger, type Logger } from './logger.ts';
@@ -22,11 +21,10 @@ export interface Jobs {
   stop(): Promise<void>;
 }
 
-/** graphile-worker, its sweeper, and what a job's first seconds would otherwise start: codec threads and pack buffers. */
+/** graphile-worker, its sweeper, and what a job's first seconds would otherwise start: codec threads. */
 export async function startJobs(config: Config, runtime: Runtime, databaseUrl: string, logger: Logger): Promise<Jobs> {
   setBackgroundNice(config.JOB_NICE);
   await keepCodecThreadsWarm(defaultCodecThreads());
-  preparePackBuffers(2);
   const worker = await startWorker({
     deps: runtime.deps,
     databaseUrl,
@@ -52,6 +50,9 @@ interface ThreadData {
 
 type ThreadMessage = { type: 'ready' } | { type: 'stop' };
 
+/** The job thread's young generation (V8: two semi-spaces and a large-object space of that size, each a third). */
+const JOB_THREAD_YOUNG_MB = 12;
+
 /** The `backplane` entry: it picks the build or the TypeScript sources, in the thread as in the process. */
 function entryPath(): string {
   for (let dir = path.dirname(fileURLToPath(import.meta.url)); ; dir = path.dirname(dir)) {
@@ -67,7 +68,10 @@ function entryPath(): string {
  */
 export async function startJobThread(opts: { databaseUrl: string; logger: Logger; onExit(code: number): void }): Promise<Jobs> {
   const data: ThreadData = { backplaneJobThread: true, databaseUrl: opts.databaseUrl };
-  const thread = new Thread(entryPath(), { workerData: data });
+  // A smaller young generation than V8 gives a main thread (semi-spaces of 16 MiB, which a
+  // thread that allocates in bursts keeps grown): the job thread's objects are few and short-
+  // lived (catalog rows, progress, codec messages), the bytes live in buffers outside the heap.
+  const thread = new Thread(entryPath(), { workerData: data, resourceLimits: { maxYoungGenerationSizeMb: JOB_THREAD_YOUNG_MB } });
   let stopping = false;
   const exited = new Promise<number>((resolve) => thread.once('exit', resolve));
   thread.on('error', (err) => opts.logger.error({ err }, 'job thread failed'));

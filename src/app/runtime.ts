@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createDb, type Db } from '../db/client.ts';
+import { withLiftoffOnly } from '../db/liftoff.ts';
 import { createEventBus, type EventBus } from '../events/bus.ts';
 import { ViewerCache, forgetRevokedKeys } from '../services/api-keys.ts';
 import { systemClock, type Deps } from '../services/deps.ts';
@@ -18,6 +19,8 @@ export interface Runtime {
 
 export async function createRuntime(config: Config, databaseUrl: string, logger: Logger): Promise<Runtime> {
   const db = createDb(databaseUrl);
+  // Connecting loads and compiles Prisma's query compiler: now, with Liftoff only (see liftoff.ts).
+  await withLiftoffOnly(() => db.$connect());
   const events = await createEventBus(databaseUrl, logger);
   const secrets = createSecretBox(resolveSecretKey(config.BACKPLANE_SECRET_KEY, config.home));
   const deps: Deps = {

@@ -11,6 +11,7 @@ import { createLogger, type Logger } from '../app/logger.ts';
 import { createRuntime, type Runtime } from '../app/runtime.ts';
 import { startJobThread, startJobs, type Jobs } from '../app/job-host.ts';
 import { createDb } from '../db/client.ts';
+import { withLiftoffOnly } from '../db/liftoff.ts';
 import { applyMigrations } from '../db/migrate.ts';
 import { SCOPES, type Scope } from '../domain/scopes.ts';
 import { createApiKeyInput, issueApiKey } from '../services/api-keys.ts';
@@ -85,7 +86,8 @@ async function serveCommand(config: Config, logger: Logger, opts: { worker: bool
   const fail = onShutdown(logger, stop);
   try {
     if (!config.DATABASE_URL) {
-      await applyMigrations(database.url, { logger });
+      // The schema engine is WebAssembly too; compiled with Liftoff only, as the query compiler is (db/liftoff.ts).
+      await withLiftoffOnly(() => applyMigrations(database.url, { logger }));
       await runWorkerMigrations({ connectionString: database.url });
     }
     runtime = await createRuntime(config, database.url, logger);

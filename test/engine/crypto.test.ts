@@ -1,11 +1,11 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { poly1305 as noblePoly1305 } from '@noble/ciphers/_poly1305.js';
 import { poly1305 } from '../../src/engine/poly1305.mjs';
 import { decrypt, encrypt, newRandomKey } from '../../src/engine/crypto.ts';
 import { IntegrityError } from '../../src/engine/errors.ts';
 import { compressUnpacked, decompressUnpacked } from '../../src/engine/compress.ts';
-import { PackWriter, decodeHeader, encodeHeader, keepPackBuffer, parsePack, preparePackBuffers, takePackBuffer } from '../../src/engine/pack.ts';
+import { PackWriter, decodeHeader, encodeHeader, dropPackBuffers, keepPackBuffer, parsePack, takePackBuffer } from '../../src/engine/pack.ts';
 import { formatTime, goModeFromUnix, goQuote, goUnquote, parseTime, unixPermissions } from '../../src/engine/tree.ts';
 
 describe('crypto', () => {
@@ -136,19 +136,33 @@ describe('format details', () => {
   });
 
   it('keeps pack buffers for the next packs, the larger ones first', () => {
-    while (takePackBuffer(0)) {
-      // empty what other tests left
-    }
-    preparePackBuffers(1, 1024);
-    const prepared = takePackBuffer(1024);
-    expect(prepared?.length).toBeGreaterThanOrEqual(1024);
-    expect(takePackBuffer(1)).toBeUndefined();
+    dropPackBuffers(); // what other tests left
+    const prepared = Buffer.alloc(1024);
     const small = [1, 2, 3, 4].map(() => Buffer.alloc(64));
     for (const b of small) keepPackBuffer(b);
     keepPackBuffer(prepared!);
     keepPackBuffer(prepared!); // kept once
     expect(takePackBuffer(1024)).toBe(prepared);
     expect(takePackBuffer(1024)).toBeUndefined();
+  });
+
+  it('drops kept pack buffers once no pack has put one back for a while', () => {
+    vi.useFakeTimers();
+    try {
+      dropPackBuffers();
+      const a = Buffer.alloc(1024);
+      const b = Buffer.alloc(1024);
+      keepPackBuffer(a);
+      vi.advanceTimersByTime(9_000);
+      keepPackBuffer(b); // a pack put back: the wait starts again
+      vi.advanceTimersByTime(9_000);
+      expect(takePackBuffer(1024)).toBe(a);
+      keepPackBuffer(a);
+      vi.advanceTimersByTime(10_000);
+      expect(takePackBuffer(1)).toBeUndefined();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('writes Go file modes and RFC 3339 nanosecond times', () => {
