@@ -63,12 +63,19 @@ function inputsOf(output, dynamic, files = new Set(), seen = new Set()) {
 // whose modification times it compares with that (the codec thread's in both).
 const sorted = (...sets) => [...new Set(sets.flatMap((s) => [...s]))].sort();
 const worker = inputsOf('dist/blob-worker.mjs', true);
+// What backplane.mjs imports for `repo`: each of its dynamic imports that leads to src/cli/repo.ts
+// (were another command's chunk to lead there too, repo would check more files, never fewer).
+const repoChunks = metafile.outputs['dist/backplane.mjs'].imports
+  .filter((imp) => imp.kind === 'dynamic-import' && !imp.external)
+  .map((imp) => inputsOf(imp.path, true))
+  .filter((files) => files.has('src/cli/repo.ts'));
+if (repoChunks.length === 0) throw new Error('build: no chunk of dist/backplane.mjs holds src/cli/repo.ts');
 await writeFile(
   path.join(dist, 'BUILT'),
   JSON.stringify({
     started,
     inputs: {
-      repo: sorted(inputsOf('dist/backplane.mjs', false), inputsOf('dist/repo.mjs', true), worker),
+      repo: sorted(inputsOf('dist/backplane.mjs', false), ...repoChunks, inputsOf('dist/repo.mjs', true), worker),
       all: sorted(inputsOf('dist/backplane.mjs', true), inputsOf('dist/repo.mjs', true), worker),
     },
   }) + '\n',
