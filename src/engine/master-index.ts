@@ -135,7 +135,7 @@ export class MasterIndex {
   private mask = MIN_SLOTS - 1;
   private packIds: Id[] = [];
   private readonly packNumbers = new Map<Id, number>();
-  private readonly seed = new Uint32Array(randomBytes(8).buffer);
+  private readonly seed = Uint32Array.from([randomBytes(4).readUInt32LE(0), randomBytes(4).readUInt32LE(0)]);
   /** Scratch for the id being looked up, so a lookup allocates nothing. */
   private readonly key = new Uint32Array(8);
 
