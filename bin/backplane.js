@@ -22,7 +22,7 @@ function buildIsCurrent(family) {
     return false;
   }
   const files = stamp?.inputs?.[family];
-  if (typeof stamp.started !== 'number' || !Array.isArray(files)) return false;
+  if (typeof stamp?.started !== 'number' || !Array.isArray(files)) return false;
   for (const f of files) {
     const st = statSync(join(root, f), { throwIfNoEntry: false });
     if (!st || st.mtimeMs >= stamp.started) return false;

@@ -85,6 +85,8 @@ describe('bin/backplane.js', { timeout: 60_000 }, () => {
     await setTimes(before);
     await writeStamp(new Date(started).toISOString() + '\n');
     expect(await which('repo', '--help')).toBe('src repo --help');
+    await writeStamp('null\n');
+    expect(await which('repo', '--help')).toBe('src repo --help');
     await unlink(join(root, 'dist', 'BUILT'));
     expect(await which('repo', '--help')).toBe('src repo --help');
     await writeStamp(JSON.stringify({ started, inputs: { repo: [...REPO_INPUTS, 'src/engine/gone.ts'], all: ALL_INPUTS } }));
