@@ -130,7 +130,10 @@ export class MasterIndex {
   private count = 0;
   /** Entry number + 1 per slot; 0 is empty. */
   private slots = new Uint32Array(MIN_SLOTS);
-  /** The top byte of each slot's hash, compared before the entry is read. */
+  /**
+   * The top byte of each slot's hash (never 0, which marks an empty slot), compared before the
+   * entry is read: a miss reads only this array until it meets an empty slot.
+   */
   private tags = new Uint8Array(MIN_SLOTS);
   private mask = MIN_SLOTS - 1;
   private packIds: Id[] = [];
@@ -158,13 +161,13 @@ export class MasterIndex {
   private find(tree: number): number {
     const k = this.key;
     const h = this.hash(k[0], k[1], tree);
-    const tag = h >>> 24;
+    const tag = h >>> 24 || 1;
     const { slots, tags, mask, pages } = this;
     for (let i = h & mask; ; i = (i + 1) & mask) {
-      const s = slots[i];
-      if (s === 0) return -1;
-      if (tags[i] !== tag) continue;
-      const e = s - 1;
+      const t = tags[i];
+      if (t === 0) return -1;
+      if (t !== tag) continue;
+      const e = slots[i] - 1;
       const page = pages[e >>> PAGE_SHIFT];
       const b = (e & PAGE_MASK) * ENTRY_WORDS;
       if (
@@ -177,11 +180,11 @@ export class MasterIndex {
 
   /** Puts entry e into the first free slot of its probe sequence. */
   private place(e: number, h: number): void {
-    const { slots, mask } = this;
+    const { tags, mask } = this;
     let i = h & mask;
-    while (slots[i] !== 0) i = (i + 1) & mask;
-    slots[i] = e + 1;
-    this.tags[i] = h >>> 24;
+    while (tags[i] !== 0) i = (i + 1) & mask;
+    this.slots[i] = e + 1;
+    tags[i] = h >>> 24 || 1;
   }
 
   private growSlots(): void {
@@ -286,7 +289,7 @@ export class MasterIndex {
     const { slots, tags, mask } = this;
     const e = slots[i] - 1;
     let hole = i;
-    for (let j = (i + 1) & mask; slots[j] !== 0; j = (j + 1) & mask) {
+    for (let j = (i + 1) & mask; tags[j] !== 0; j = (j + 1) & mask) {
       const home = this.hashOf(slots[j] - 1) & mask;
       // The entry at j may fill the hole unless its home lies after the hole (cyclically).
       if (((j - home) & mask) >= ((j - hole) & mask)) {
