@@ -212,8 +212,7 @@ export class Repository {
   async loadIndex(signal?: AbortSignal): Promise<void> {
     const ids = await this.listIds('index', signal);
     await mapLimit(ids, 8, async (id) => {
-      const { packs } = indexFromJson(await this.loadJson('index', id, signal));
-      for (const p of packs) this.index.addPack(p.packId, p.blobs);
+      this.index.addIndexJson(await this.loadJson('index', id, signal));
       this.loadedIndexIds.add(id);
     });
   }
@@ -238,8 +237,7 @@ export class Repository {
     if ([...this.loadedIndexIds].every((id) => present.has(id))) {
       // Only additions: load just the new files.
       await mapLimit(ids.filter((id) => !this.loadedIndexIds.has(id)), 8, async (id) => {
-        const { packs } = indexFromJson(await this.loadJson('index', id, signal));
-        for (const p of packs) this.index.addPack(p.packId, p.blobs);
+        this.index.addIndexJson(await this.loadJson('index', id, signal));
         this.loadedIndexIds.add(id);
       });
       return;
