@@ -144,6 +144,27 @@ describe('a swap that fails half way', () => {
   });
 });
 
+describe('one side ready, the other failing', () => {
+  it('a database side that fails after the files are staged: the staged files are dropped, nothing is swapped in, FAILED', async () => {
+    const env = await makeLiveEnvironment({ runtime: rt }, { organizationId: prod.organizationId, name: 'late-failure', rows: 10 });
+    // pg_restore fails late: the dump gives a table to a role that no longer exists when it is restored.
+    const role = `bp_gone_${process.pid}_${Date.now() % 100000}`;
+    await sql(adminUrl(), `CREATE ROLE ${role}`);
+    await sql(env.databaseUrl, `CREATE TABLE owned_by_gone (id int); ALTER TABLE owned_by_gone OWNER TO ${role}`);
+    const id = await snapshot(env);
+    await sql(env.databaseUrl, `REASSIGN OWNED BY ${role} TO CURRENT_USER`);
+    await sql(adminUrl(), `DROP ROLE ${role}`);
+    await fs.writeFile(path.join(env.filesPath, 'after.txt'), 'after the snapshot');
+    const before = await state(env);
+    const { operationId, restoreLogId } = await restoreSnapshot(deps, viewer, { snapshotId: id, createSafetySnapshot: false });
+    const { log, op } = await run(operationId, restoreLogId);
+    expect(op).toMatchObject({ status: 'FAILED', error: expect.stringContaining(role) });
+    expect(log.status).toBe('FAILED');
+    expect(await state(env)).toEqual(before);
+    expect(await namedAfter(env, restoreLogId)).toEqual({ dbs: [], dirs: [] });
+  });
+});
+
 describe('a run after one whose worker died', () => {
   it('undoes the swaps the dead run made before it starts over: the snapshot goes in, and the database kept aside is the target as it was', async () => {
     await sql(staging.databaseUrl, "INSERT INTO customers (name) VALUES ('staging before the crash')");
