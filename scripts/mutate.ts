@@ -123,8 +123,11 @@ const report = JSON.parse(await fs.readFile(REPORT, 'utf8')) as Report;
 // Read at the end, not the start: another file's run may have recorded meanwhile.
 const previous = await fs.readFile(OUT, 'utf8').then((t) => JSON.parse(t), () => ({ files: {} }));
 const summary: Record<string, unknown> = { ...previous.files };
-for (const [reported, { mutants }] of Object.entries(report.files)) {
+for (const [reported, { mutants: reportedMutants }] of Object.entries(report.files)) {
   const file = path.relative(process.cwd(), path.resolve(reported));
+  // An incremental run's report also holds results it reused from other ranges: a part counts its own lines only.
+  const partRange = rangeOf(file);
+  const mutants = partRange ? reportedMutants.filter((m) => inRanges(m.location.start.line, [partRange])) : reportedMutants;
   const n = (s: string) => mutants.filter((m) => m.status === s).length;
   const key = (m: Mutant) => `${m.location.start.line}:${m.location.start.column} ${m.mutatorName}`;
   const survivors = mutants.filter((m) => m.status === 'Survived' || m.status === 'NoCoverage');
