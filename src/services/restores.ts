@@ -254,6 +254,8 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
         try {
           await files?.commit();
         } catch (err) {
+          // A failed commit leaves the files prepared: their staging folder goes with the swap undone.
+          await files?.rollback().catch((e: unknown) => deps.logger.error({ err: e }, 'files rollback failed'));
           await db.undo();
           throw err;
         }

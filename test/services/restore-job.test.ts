@@ -87,6 +87,9 @@ describe('runRestore', () => {
     expect(op).toMatchObject({ status: 'SUCCEEDED', phase: 'done', error: null, environmentId: staging.id });
     expect(log).toMatchObject({ status: 'SUCCEEDED', error: null, completedAt: NOW });
     expect(log.previousDatabaseName).toMatch(/__bp_pre_/);
+    // Progress ends at the snapshot's size: every byte of the files and of the dump was counted once.
+    const { sizeBytes } = await rt.db.snapshot.findUniqueOrThrow({ where: { id: snapshotId } });
+    expect({ bytesDone: op.bytesDone, bytesTotal: op.bytesTotal }).toEqual({ bytesDone: sizeBytes, bytesTotal: sizeBytes });
     expect(alerts).toEqual([]);
     expect(await state(staging)).toEqual(atSnapshot);
     expect(await state(prod)).toEqual(prodNow);

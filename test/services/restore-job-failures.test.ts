@@ -1,0 +1,287 @@
+/**
+ * The restore job's failure paths, called directly on real environments (PostgreSQL databases
+ * restored by the real pg_restore, files folders, LOCAL repositories): a swap that fails half way
+ * and is undone, a run after a killed one that clears what that one left, the timeout, and a
+ * damaged pack that the job heals before it ends. Each time the target must be exactly as it was
+ * (or exactly the snapshot, when the run succeeds), and no other environment changes.
+ */
+import fs from 'node:fs/promises';
+import { watch } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import '../../src/services/schedules.ts';
+import type { Runtime } from '../../src/app/runtime.ts';
+import { LocalBackend } from '../../src/destinations/local.ts';
+import { findSnapshot, Repository, resolvePath } from '../../src/engine/api.ts';
+import type { Deps } from '../../src/services/deps.ts';
+import { restoreIdOf } from '../../src/services/restore-leftovers.ts';
+import { restoreSnapshot, runRestore } from '../../src/services/restores.ts';
+import { createSnapshot, runSnapshot } from '../../src/services/snapshots.ts';
+import type { Viewer } from '../../src/services/viewer.ts';
+import { restoreDirectoryPaths } from '../../src/sources/files.ts';
+import { restoreDatabaseNames } from '../../src/sources/postgres.ts';
+import { adminUrl } from '../harness/database.ts';
+import { makeOrganization } from '../harness/factories.ts';
+import { databaseDigest, filesDigest, makeLiveEnvironment, repositoryPassword, sql, type LiveEnvironment } from '../harness/live-environment.ts';
+import { startServiceRuntime, viewerOf } from '../harness/service-runtime.ts';
+
+let rt: Runtime;
+let deps: Deps;
+let viewer: Viewer;
+let prod: LiveEnvironment;
+let staging: LiveEnvironment;
+let snapshotId: string;
+let atSnapshot: State;
+let prodNow: State;
+const NOW = new Date();
+
+type State = { db: Record<string, string>; files: Record<string, string> };
+const state = async (env: LiveEnvironment): Promise<State> => ({ db: await databaseDigest(env.databaseUrl), files: await filesDigest(env.filesPath) });
+const databaseName = (env: LiveEnvironment) => new URL(env.databaseUrl).pathname.slice(1);
+const urlOf = (env: LiveEnvironment, database: string) => Object.assign(new URL(env.databaseUrl), { pathname: `/${database}` }).toString();
+
+async function snapshot(env: LiveEnvironment, includes: ('DB' | 'FILES')[] = ['DB', 'FILES']): Promise<string> {
+  const s = await createSnapshot(deps, viewer, { environmentId: env.id, includes });
+  await runSnapshot(deps, s.operationId);
+  const row = await rt.db.snapshot.findUniqueOrThrow({ where: { id: s.snapshotId } });
+  if (row.status !== 'READY') throw new Error(`snapshot failed: ${row.error}`);
+  return s.snapshotId;
+}
+
+/** Runs the job of a requested restore; returns what it recorded. */
+async function run(operationId: string, restoreLogId: string) {
+  const thrown = await runRestore(deps, operationId).then(() => null, (err: unknown) => err);
+  return {
+    thrown,
+    log: await rt.db.restoreLog.findUniqueOrThrow({ where: { id: restoreLogId } }),
+    op: await rt.db.operation.findUniqueOrThrow({ where: { id: operationId } }),
+    alerts: await rt.db.alert.findMany({ where: { operationId } }),
+  };
+}
+
+/** Databases and folders named after one restore beside `env`: temp, previous, staging. */
+async function namedAfter(env: LiveEnvironment, restoreLogId: string) {
+  const suffix = restoreIdOf(restoreLogId);
+  const dbs = (await sql(adminUrl(), 'SELECT datname FROM pg_database WHERE datname LIKE $1 ORDER BY 1', [`%${suffix}`])).rows.map((r) => r.datname as string);
+  const dirs = (await fs.readdir(path.dirname(env.filesPath))).filter((f) => f.endsWith(suffix)).sort();
+  return { dbs, dirs };
+}
+
+/**
+ * Stands a non-empty folder where the files commit will move the target aside, as soon as the
+ * restore starts filling its staging folder (after its own check that the name is free): the
+ * files swap then fails at commit, whatever the database side did.
+ */
+function blockFilesCommit(env: LiveEnvironment, restoreLogId: string): { done: Promise<string>; close(): void } {
+  const { temp, previous } = restoreDirectoryPaths(env.filesPath, restoreIdOf(restoreLogId));
+  const watcher = watch(path.dirname(env.filesPath));
+  const done = new Promise<string>((resolve, reject) => {
+    watcher.on('change', (_type, name) => {
+      if (String(name) !== path.basename(temp)) return;
+      watcher.close();
+      fs.mkdir(previous)
+        .then(() => fs.writeFile(path.join(previous, 'in-the-way'), 'x'))
+        .then(() => resolve(previous), reject);
+    });
+    watcher.on('error', reject);
+  });
+  return { done, close: () => watcher.close() };
+}
+
+beforeAll(async () => {
+  rt = await startServiceRuntime('restore_fail');
+  deps = { ...rt.deps, clock: { now: () => NOW } };
+  const org = await makeOrganization(rt.db);
+  viewer = viewerOf(org.id);
+  prod = await makeLiveEnvironment({ runtime: rt }, { organizationId: org.id, name: 'production', rows: 60 });
+  staging = await makeLiveEnvironment({ runtime: rt }, { organizationId: org.id, name: 'staging', rows: 20 });
+  snapshotId = await snapshot(prod);
+  atSnapshot = await state(prod);
+  await sql(prod.databaseUrl, "INSERT INTO customers (name) VALUES ('after the snapshot')");
+  prodNow = await state(prod);
+});
+afterAll(() => rt?.close());
+
+describe('a swap that fails half way', () => {
+  it('SWAP: the files commit fails after the database swapped, so the database swap is undone and the target is as it was', async () => {
+    await sql(staging.databaseUrl, "INSERT INTO customers (name) VALUES ('staging before the swap')");
+    const before = await state(staging);
+    const { operationId, restoreLogId } = await restoreSnapshot(deps, viewer, { snapshotId, targetEnvironmentId: staging.id, createSafetySnapshot: false });
+    const blocker = blockFilesCommit(staging, restoreLogId);
+    try {
+      const { log, op, alerts } = await run(operationId, restoreLogId);
+      const previous = await blocker.done;
+      expect(op).toMatchObject({ status: 'FAILED', error: expect.stringContaining(`could not move ${staging.filesPath} aside`) });
+      expect(log).toMatchObject({ status: 'FAILED', error: op.error, completedAt: NOW });
+      expect(alerts).toMatchObject([{ type: 'RESTORE_FAILED', environmentId: staging.id }]);
+      expect(await state(staging)).toEqual(before);
+      expect(await state(prod)).toEqual(prodNow);
+      // Only the folder put in the way is left: no temp or previous database, no staging folder.
+      expect(await namedAfter(staging, restoreLogId)).toEqual({ dbs: [], dirs: [path.basename(previous)] });
+      await fs.rm(previous, { recursive: true });
+    } finally {
+      blocker.close();
+    }
+  });
+
+  it('IN_PLACE: the files commit fails first, so the database transaction is rolled back and the target is as it was', async () => {
+    await sql(staging.databaseUrl, "INSERT INTO customers (name) VALUES ('staging before in place')");
+    const before = await state(staging);
+    const { operationId, restoreLogId } = await restoreSnapshot(deps, viewer, { snapshotId, targetEnvironmentId: staging.id, createSafetySnapshot: false, strategy: 'IN_PLACE' });
+    const blocker = blockFilesCommit(staging, restoreLogId);
+    try {
+      const { log, op, alerts } = await run(operationId, restoreLogId);
+      const previous = await blocker.done;
+      expect(op).toMatchObject({ status: 'FAILED', error: expect.stringContaining(`could not move ${staging.filesPath} aside`) });
+      expect(log).toMatchObject({ status: 'FAILED', error: op.error });
+      expect(alerts).toMatchObject([{ type: 'RESTORE_FAILED' }]);
+      expect(await state(staging)).toEqual(before);
+      expect(await namedAfter(staging, restoreLogId)).toEqual({ dbs: [], dirs: [path.basename(previous)] });
+      await fs.rm(previous, { recursive: true });
+    } finally {
+      blocker.close();
+    }
+  });
+});
+
+describe('one side ready, the other failing', () => {
+  it('a database side that fails after the files are staged: the staged files are dropped, nothing is swapped in, FAILED', async () => {
+    const env = await makeLiveEnvironment({ runtime: rt }, { organizationId: prod.organizationId, name: 'late-failure', rows: 10 });
+    // pg_restore fails late: the dump gives a table to a role that no longer exists when it is restored.
+    const role = `bp_gone_${process.pid}_${Date.now() % 100000}`;
+    await sql(adminUrl(), `CREATE ROLE ${role}`);
+    await sql(env.databaseUrl, `CREATE TABLE owned_by_gone (id int); ALTER TABLE owned_by_gone OWNER TO ${role}`);
+    const id = await snapshot(env);
+    await sql(env.databaseUrl, `REASSIGN OWNED BY ${role} TO CURRENT_USER`);
+    await sql(adminUrl(), `DROP ROLE ${role}`);
+    await fs.writeFile(path.join(env.filesPath, 'after.txt'), 'after the snapshot');
+    const before = await state(env);
+    const { operationId, restoreLogId } = await restoreSnapshot(deps, viewer, { snapshotId: id, createSafetySnapshot: false });
+    const { log, op } = await run(operationId, restoreLogId);
+    expect(op).toMatchObject({ status: 'FAILED', error: expect.stringContaining(role) });
+    expect(log.status).toBe('FAILED');
+    expect(await state(env)).toEqual(before);
+    expect(await namedAfter(env, restoreLogId)).toEqual({ dbs: [], dirs: [] });
+  });
+});
+
+describe('a run after one whose worker died', () => {
+  it('undoes the swaps the dead run made before it starts over: the snapshot goes in, and the database kept aside is the target as it was', async () => {
+    await sql(staging.databaseUrl, "INSERT INTO customers (name) VALUES ('staging before the crash')");
+    const before = await state(staging);
+    const { operationId, restoreLogId } = await restoreSnapshot(deps, viewer, { snapshotId, targetEnvironmentId: staging.id, createSafetySnapshot: false });
+    const restoreId = restoreIdOf(restoreLogId);
+    // What a run killed between its swaps and its success leaves: the live database and folder
+    // moved aside under the restore's previous names, half-restored ones in their place.
+    const names = restoreDatabaseNames(databaseName(staging), restoreId);
+    await sql(adminUrl(), `ALTER DATABASE "${databaseName(staging)}" RENAME TO "${names.previous}"`);
+    await sql(adminUrl(), `CREATE DATABASE "${databaseName(staging)}"`);
+    await sql(staging.databaseUrl, 'CREATE TABLE customers (id int PRIMARY KEY, name text)');
+    const dirs = restoreDirectoryPaths(staging.filesPath, restoreId);
+    await fs.rename(staging.filesPath, dirs.previous);
+    await fs.mkdir(staging.filesPath);
+    await fs.writeFile(path.join(staging.filesPath, 'half-restored.txt'), 'half');
+    await rt.db.operation.update({ where: { id: operationId }, data: { attempts: 1 } });
+
+    const { log, op } = await run(operationId, restoreLogId);
+    expect(op).toMatchObject({ status: 'SUCCEEDED', attempts: 2, error: null });
+    expect(log.status).toBe('SUCCEEDED');
+    expect(await state(staging)).toEqual(atSnapshot);
+    expect(await databaseDigest(urlOf(staging, names.previous))).toEqual(before.db);
+    expect(await filesDigest(dirs.previous)).toEqual(before.files);
+    expect(await namedAfter(staging, restoreLogId)).toEqual({ dbs: [names.previous], dirs: [path.basename(dirs.previous)] });
+    await fs.rm(dirs.previous, { recursive: true });
+  });
+});
+
+describe('limits', () => {
+  it('an environment without settings runs under the default timeout; a timeout of 0 s fails the restore with the target as it was', async () => {
+    await rt.db.environmentSettings.delete({ where: { environmentId: staging.id } });
+    try {
+      const first = await restoreSnapshot(deps, viewer, { snapshotId, targetEnvironmentId: staging.id, includes: ['FILES'], createSafetySnapshot: false });
+      const ok = await run(first.operationId, first.restoreLogId);
+      expect(ok.op).toMatchObject({ status: 'SUCCEEDED', error: null });
+      expect((await state(staging)).files).toEqual(atSnapshot.files);
+    } finally {
+      await rt.db.environmentSettings.create({ data: { environmentId: staging.id } });
+    }
+    await fs.writeFile(path.join(staging.filesPath, 'before-timeout.txt'), 'x');
+    await sql(staging.databaseUrl, "INSERT INTO customers (name) VALUES ('before the timeout')");
+    const before = await state(staging);
+    await rt.db.environmentSettings.update({ where: { environmentId: staging.id }, data: { timeoutSeconds: 0 } });
+    try {
+      const { operationId, restoreLogId } = await restoreSnapshot(deps, viewer, { snapshotId, targetEnvironmentId: staging.id, createSafetySnapshot: false });
+      const { log, op, alerts } = await run(operationId, restoreLogId);
+      expect(op).toMatchObject({ status: 'FAILED', error: 'Timed out after 0 s' });
+      expect(log).toMatchObject({ status: 'FAILED', error: 'Timed out after 0 s' });
+      expect(alerts).toMatchObject([{ type: 'RESTORE_FAILED', message: 'Restore into staging failed: Timed out after 0 s' }]);
+      expect(await state(staging)).toEqual(before);
+      expect(await namedAfter(staging, restoreLogId)).toEqual({ dbs: [], dirs: [] });
+    } finally {
+      await rt.db.environmentSettings.update({ where: { environmentId: staging.id }, data: { timeoutSeconds: 3600 } });
+    }
+  });
+});
+
+const PHOTO = '/files/uploads/photo ü.jpg';
+
+/** Flips a byte inside the stored blob of a snapshot's file: its MAC fails, the rest of the pack is fine. */
+async function corruptFileBlob(env: LiveEnvironment, id: string, filePath: string): Promise<string> {
+  const copy = await rt.db.snapshotCopy.findFirstOrThrow({ where: { snapshotId: id } });
+  const repo = await Repository.open(new LocalBackend(env.repositoryPath), await repositoryPassword({ runtime: rt }, env.destinationId));
+  try {
+    const node = await resolvePath(repo, await findSnapshot(repo, copy.repoSnapshotId!), filePath);
+    const at = repo.lookupBlob('data', node.content![0])!;
+    const file = path.join(env.repositoryPath, 'data', at.packId.slice(0, 2), at.packId);
+    const buf = await fs.readFile(file);
+    buf[at.offset + 20] ^= 0xff;
+    await fs.writeFile(file, buf);
+    return at.packId;
+  } finally {
+    await repo.close();
+  }
+}
+
+describe('a damaged pack', () => {
+  it('fails the restore with the target as it was, heals the repository, and takes the safety snapshot that leaned on the lost blob again', async () => {
+    const env = await makeLiveEnvironment({ runtime: rt }, { organizationId: prod.organizationId, name: 'damaged', rows: 20 });
+    const damagedId = await snapshot(env);
+    await corruptFileBlob(env, damagedId, PHOTO);
+    await sql(env.databaseUrl, "INSERT INTO customers (name) VALUES ('after the damage')");
+    const before = await state(env);
+    const { operationId, restoreLogId } = await restoreSnapshot(deps, viewer, { snapshotId: damagedId });
+    const { log, op, alerts } = await run(operationId, restoreLogId);
+    const note = ' (1 damaged pack(s) dropped from the index; 2 snapshot(s) marked damaged; the safety snapshot used damaged data and was taken again)';
+    expect(op.status).toBe('FAILED');
+    expect(op.error!.endsWith(note)).toBe(true);
+    expect(log).toMatchObject({ status: 'FAILED', error: op.error });
+    expect(alerts.map((a) => a.type)).toContain('RESTORE_FAILED');
+    expect(alerts.find((a) => a.type === 'RESTORE_FAILED')!.message).toBe(`Restore into damaged failed: ${op.error}`);
+    expect(await state(env)).toEqual(before);
+
+    // The first safety snapshot deduplicated against the lost blob; the log names the second, taken after the heal, whole.
+    const safety = await rt.db.snapshot.findMany({ where: { environmentId: env.id, kind: 'SAFETY' }, orderBy: { createdAt: 'asc' } });
+    expect(safety).toHaveLength(2);
+    expect(log.safetySnapshotId).toBe(safety[1].id);
+    expect(safety[1]).toMatchObject({ status: 'READY', includes: ['DB', 'FILES'] });
+    // It wrote the lost blob again: the snapshot that failed to restore is whole and restores now.
+    expect((await rt.db.snapshot.findUniqueOrThrow({ where: { id: damagedId } })).status).toBe('READY');
+    const again = await restoreSnapshot(deps, viewer, { snapshotId: damagedId, createSafetySnapshot: false });
+    expect((await run(again.operationId, again.restoreLogId)).op.status).toBe('SUCCEEDED');
+  });
+
+  it('without a safety snapshot: the note says what was dropped and marked, nothing is taken again', async () => {
+    const env = await makeLiveEnvironment({ runtime: rt }, { organizationId: prod.organizationId, name: 'damaged-plain', rows: 20 });
+    const damagedId = await snapshot(env);
+    await corruptFileBlob(env, damagedId, PHOTO);
+    const before = await state(env);
+    const { operationId, restoreLogId } = await restoreSnapshot(deps, viewer, { snapshotId: damagedId, createSafetySnapshot: false });
+    const { log, op } = await run(operationId, restoreLogId);
+    expect(op.status).toBe('FAILED');
+    expect(op.error!.endsWith(' (1 damaged pack(s) dropped from the index; 1 snapshot(s) marked damaged)')).toBe(true);
+    expect(log).toMatchObject({ status: 'FAILED', safetySnapshotId: null });
+    expect(await rt.db.snapshot.findUniqueOrThrow({ where: { id: damagedId } })).toMatchObject({ status: 'DAMAGED' });
+    expect(await rt.db.snapshot.count({ where: { environmentId: env.id, kind: 'SAFETY' } })).toBe(0);
+    expect(await state(env)).toEqual(before);
+  });
+});

@@ -1,0 +1,146 @@
+/**
+ * The snapshot job (runSnapshot) at its limits, on a real environment (PostgreSQL through the real
+ * pg_dump, a files folder, two LOCAL repositories read back by stock restic): the timeout, an
+ * environment without settings, a copy to the second destination that fails, every destination
+ * failing, a failed scheduled snapshot handed to its schedule, and the figures a finished snapshot
+ * records (progress, dump size, the RETRY policy's delay).
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import '../../src/services/schedules.ts';
+import type { Runtime } from '../../src/app/runtime.ts';
+import type { Deps } from '../../src/services/deps.ts';
+import { createSnapshot, runSnapshot } from '../../src/services/snapshots.ts';
+import type { Viewer } from '../../src/services/viewer.ts';
+import { makeOrganization } from '../harness/factories.ts';
+import { makeLiveEnvironment, repositoryPassword, type LiveEnvironment } from '../harness/live-environment.ts';
+import { startServiceRuntime, viewerOf } from '../harness/service-runtime.ts';
+import { restic } from '../harness/snapshot-helpers.ts';
+
+let rt: Runtime;
+let deps: Deps;
+let viewer: Viewer;
+let env: LiveEnvironment;
+let second: { id: string; path: string };
+const NOW = new Date();
+
+async function resticSnapshots(destinationId: string): Promise<{ id: string; tags?: string[] }[]> {
+  const d = await rt.db.destination.findUniqueOrThrow({ where: { id: destinationId } });
+  if (!d.repositoryPasswordEncrypted) return [];
+  return JSON.parse(await restic(String((d.config as { path: string }).path), await repositoryPassword({ runtime: rt }, destinationId), 'snapshots', '--json'));
+}
+const tagged = async (destinationId: string, snapshotId: string) => (await resticSnapshots(destinationId)).filter((s) => s.tags?.includes(`snapshot:${snapshotId}`));
+
+async function takeSnapshot(includes: ('DB' | 'FILES')[] = ['DB', 'FILES'], kind?: 'SCHEDULED') {
+  const { operationId, snapshotId } = await createSnapshot(deps, viewer, { environmentId: env.id, includes }, kind ? { kind } : undefined);
+  await runSnapshot(deps, operationId);
+  return {
+    snapshot: await rt.db.snapshot.findUniqueOrThrow({ where: { id: snapshotId }, include: { copies: true } }),
+    op: await rt.db.operation.findUniqueOrThrow({ where: { id: operationId } }),
+    alerts: await rt.db.alert.findMany({ where: { operationId } }),
+  };
+}
+const copyOn = <C extends { destinationId: string }>(s: { copies: C[] }, destinationId: string): C => s.copies.find((c) => c.destinationId === destinationId)!;
+
+/** Breaks a destination (a regular file where its repository is) for the length of `body`. */
+async function withBroken<T>(destinationIds: string[], body: () => Promise<T>): Promise<T> {
+  const saved = await rt.db.destination.findMany({ where: { id: { in: destinationIds } } });
+  for (const d of saved) {
+    const blocker = path.join(path.dirname(env.filesPath), `blocker-${d.id}`);
+    await fs.writeFile(blocker, '');
+    await rt.db.destination.update({ where: { id: d.id }, data: { config: { path: path.join(blocker, 'repo') }, repositoryId: null } });
+  }
+  try {
+    return await body();
+  } finally {
+    for (const d of saved) await rt.db.destination.update({ where: { id: d.id }, data: { config: d.config!, repositoryId: d.repositoryId } });
+  }
+}
+
+const jobsOf = (task: string) =>
+  rt.db.$queryRawUnsafe<{ payload: Record<string, string>; run_at: Date }[]>(
+    'SELECT p.payload, j.run_at FROM graphile_worker.jobs j JOIN graphile_worker._private_jobs p ON p.id = j.id WHERE j.task_identifier = $1',
+    task,
+  );
+
+beforeAll(async () => {
+  rt = await startServiceRuntime('snapshot_limits');
+  deps = { ...rt.deps, clock: { now: () => NOW } };
+  const org = await makeOrganization(rt.db);
+  viewer = viewerOf(org.id);
+  env = await makeLiveEnvironment({ runtime: rt }, { organizationId: org.id, name: 'production', rows: 40 });
+  const secondPath = path.join(path.dirname(env.filesPath), 'second-repository');
+  const d = await rt.db.destination.create({ data: { organizationId: org.id, name: 'second', provider: 'LOCAL', config: { path: secondPath } } });
+  second = { id: d.id, path: secondPath };
+  await rt.db.environmentDestination.create({ data: { environmentId: env.id, destinationId: d.id, createdAt: new Date(Date.now() + 1000) } });
+});
+afterAll(() => rt?.close());
+
+describe('runSnapshot at its limits', () => {
+  it('records progress that ends at the snapshot size, and the dump size that restic lists', async () => {
+    const { snapshot, op } = await takeSnapshot();
+    expect(op.status).toBe('SUCCEEDED');
+    expect({ bytesDone: op.bytesDone, bytesTotal: op.bytesTotal }).toEqual({ bytesDone: snapshot.sizeBytes, bytesTotal: snapshot.sizeBytes });
+    const repoId = copyOn(snapshot, env.destinationId).repoSnapshotId!;
+    const d = await rt.db.destination.findUniqueOrThrow({ where: { id: env.destinationId } });
+    const out = await restic(String((d.config as { path: string }).path), await repositoryPassword({ runtime: rt }, env.destinationId), 'ls', '--json', repoId, '/db');
+    const dump = out.trim().split('\n').map((l) => JSON.parse(l) as { type?: string; path?: string; size?: number }).find((n) => n.type === 'file');
+    expect(dump?.path).toBe(`/db/${new URL(env.databaseUrl).pathname.slice(1)}.dump`);
+    expect(snapshot.dumpBytes).toBe(BigInt(dump!.size!));
+  });
+
+  it('an environment without settings: the default timeout and failure policy (a failed copy only alerts)', async () => {
+    await rt.db.environmentSettings.delete({ where: { environmentId: env.id } });
+    try {
+      const { snapshot, op, alerts } = await withBroken([second.id], () => takeSnapshot(['DB']));
+      expect(op).toMatchObject({ status: 'SUCCEEDED', error: null });
+      expect(snapshot.status).toBe('READY');
+      expect(copyOn(snapshot, env.destinationId)).toMatchObject({ status: 'READY' });
+      expect(copyOn(snapshot, second.id)).toMatchObject({ status: 'FAILED', repoSnapshotId: null, error: expect.any(String) });
+      expect(alerts).toMatchObject([{ type: 'COPY_FAILED', severity: 'WARNING', environmentId: env.id }]);
+      expect(await rt.db.operation.count({ where: { type: 'COPY_SNAPSHOT', snapshotId: snapshot.id } })).toBe(0);
+    } finally {
+      await rt.db.environmentSettings.create({ data: { environmentId: env.id } });
+    }
+  });
+
+  it('a timeout of 0 s fails the snapshot with an alert and nothing written', async () => {
+    await rt.db.environmentSettings.update({ where: { environmentId: env.id }, data: { timeoutSeconds: 0 } });
+    try {
+      const { snapshot, op, alerts } = await takeSnapshot(['DB']);
+      expect(op).toMatchObject({ status: 'FAILED', error: 'Timed out after 0 s' });
+      expect(snapshot).toMatchObject({ status: 'FAILED', error: 'Timed out after 0 s' });
+      expect(alerts).toMatchObject([{ type: 'SNAPSHOT_FAILED', message: 'Snapshot of production failed: Timed out after 0 s' }]);
+      expect(await tagged(env.destinationId, snapshot.id)).toEqual([]);
+    } finally {
+      await rt.db.environmentSettings.update({ where: { environmentId: env.id }, data: { timeoutSeconds: 3600 } });
+    }
+  });
+
+  it('every destination failing fails the snapshot; a scheduled one is handed to its schedule, a manual one is not', async () => {
+    const scheduled = await withBroken([env.destinationId, second.id], () => takeSnapshot(['DB'], 'SCHEDULED'));
+    expect(scheduled.op.status).toBe('FAILED');
+    expect(scheduled.snapshot.status).toBe('FAILED');
+    expect(scheduled.snapshot.copies.map((c) => c.status)).toEqual(['FAILED', 'FAILED']);
+    expect(scheduled.alerts.map((a) => a.type).sort()).toEqual(['COPY_FAILED', 'SNAPSHOT_FAILED']);
+    expect((await jobsOf('schedule_react')).map((j) => j.payload)).toEqual([{ snapshotId: scheduled.snapshot.id }]);
+    const manual = await withBroken([env.destinationId, second.id], () => takeSnapshot(['DB']));
+    expect(manual.snapshot.status).toBe('FAILED');
+    expect((await jobsOf('schedule_react')).map((j) => j.payload)).toEqual([{ snapshotId: scheduled.snapshot.id }]);
+  });
+
+  it("RETRY queues the failed copy after the environment's retry backoff", async () => {
+    await rt.db.environmentSettings.update({ where: { environmentId: env.id }, data: { failurePolicy: 'RETRY', retryBackoffSeconds: 90 } });
+    try {
+      const { snapshot } = await withBroken([second.id], () => takeSnapshot(['DB']));
+      expect(snapshot.status).toBe('READY');
+      const copyOps = await rt.db.operation.findMany({ where: { type: 'COPY_SNAPSHOT', snapshotId: snapshot.id } });
+      expect(copyOps.map((o) => o.input)).toEqual([{ destinationId: second.id }]);
+      const job = (await jobsOf('snapshot_copy')).find((j) => j.payload.operationId === copyOps[0].id)!;
+      expect(job.run_at).toEqual(new Date(NOW.getTime() + 90_000));
+    } finally {
+      await rt.db.environmentSettings.update({ where: { environmentId: env.id }, data: { failurePolicy: 'ALERT_ONLY', retryBackoffSeconds: 60 } });
+    }
+  });
+});
