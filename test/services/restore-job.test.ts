@@ -170,6 +170,24 @@ describe('runRestore', () => {
     expect(await leftovers(staging)).toEqual([]);
   });
 
+  it('the files side failing while the database side got ready: the prepared database is dropped, nothing is swapped in', async () => {
+    // The mirror of the case above: a catalog snapshot that says it holds files, over a repository snapshot of the database alone.
+    const dbOnly = await snapshot(prod, ['DB']);
+    const copy = await rt.db.snapshotCopy.findFirstOrThrow({ where: { snapshotId: dbOnly } });
+    const src = await rt.db.snapshot.findUniqueOrThrow({ where: { id: dbOnly } });
+    const liar = await rt.db.snapshot.create({
+      data: { organizationId: src.organizationId, projectId: src.projectId, environmentId: prod.id, kind: 'MANUAL', includes: ['DB', 'FILES'], status: 'READY', sizeBytes: src.sizeBytes, copies: { create: [{ destinationId: copy.destinationId, status: 'READY', repoSnapshotId: copy.repoSnapshotId }] } },
+    });
+    await fs.writeFile(path.join(staging.filesPath, 'before-files-side.txt'), `x ${Date.now()}`);
+    const before = await state(staging);
+    const { log, op } = await restore({ snapshotId: liar.id, targetEnvironmentId: staging.id, createSafetySnapshot: false });
+    expect(op).toMatchObject({ status: 'FAILED', error: expect.stringMatching(/^\/files does not exist in snapshot /) });
+    expect(log).toMatchObject({ status: 'FAILED', error: op.error });
+    // The database, which could have been swapped in alone, is the target's own.
+    expect(await state(staging)).toEqual(before);
+    expect(await leftovers(staging)).toEqual([]);
+  });
+
   it('a cancel requested before it runs ends it CANCELLED with no alert and the target as it was', async () => {
     const before = await state(staging);
     const { operationId, restoreLogId } = await restoreSnapshot(deps, viewer, { snapshotId, targetEnvironmentId: staging.id, createSafetySnapshot: false });
