@@ -7,13 +7,13 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { redactUrl } from '../../src/app/secrets.ts';
 import { startScratchPostgres, type ScratchPostgres } from '../../src/db/pg-server.ts';
 import { startPitrSupervisor, type PitrSupervisor } from '../../src/services/pitr-streamer.ts';
 import { CreateBaseBackupDocument, PitrRetentionPreviewDocument, PointInTimeRecoveryDocument, UpsertScheduleDocument } from '../generated/graphql.ts';
 import { startTestApp, type TestApp } from '../harness/app.ts';
-import { gid, makeApiKey, makeOrganization, makeProject } from '../harness/factories.ts';
+import { gid } from '../harness/factories.ts';
 import { repositoryPassword, sql } from '../harness/live-environment.ts';
+import { makePitrEnvironment } from '../harness/pitr-fixture.ts';
 import { waitFor } from '../harness/schedule-helpers.ts';
 import { restic } from '../harness/snapshot-helpers.ts';
 
@@ -40,25 +40,8 @@ beforeAll(async () => {
   await sql(sourceUrl, 'VACUUM (FREEZE, ANALYZE) ticks');
   await sql(source.adminUrl, 'CHECKPOINT');
   app = await startTestApp();
-  const org = await makeOrganization(db());
-  key = (await makeApiKey(db(), org.id, { scopes: ['backups:write'] })).secret;
-  const project = await makeProject(db(), org.id);
   repoPath = path.join(tmp, 'repo');
-  const d = await db().destination.create({ data: { organizationId: org.id, name: 'local', provider: 'LOCAL', config: { path: repoPath } } });
-  destinationId = d.id;
-  const env = await db().environment.create({
-    data: {
-      organizationId: org.id,
-      projectId: project.id,
-      name: 'pitr',
-      databaseUrlEncrypted: app.runtime.deps.secrets.seal(sourceUrl),
-      databaseUrlRedacted: redactUrl(sourceUrl),
-      databaseName: 'app',
-      settings: { create: {} },
-      destinations: { create: [{ destinationId: d.id }] },
-    },
-  });
-  envId = env.id;
+  ({ key, destinationId, envId } = await makePitrEnvironment(app, { sourceUrl, databaseName: 'app', repoPath, name: 'pitr', scope: 'backups:write' }));
   const res = await app.gql(UpsertScheduleDocument, { input: { environmentId: gid('Environment', envId), walEnabled: true, walArchiveIntervalSeconds: 5 } as never }, { key });
   expect(res.data?.upsertSchedule.__typename).toBe('SchedulePayload');
   await app.startWorker();

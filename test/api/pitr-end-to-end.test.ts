@@ -9,13 +9,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Worker } from '../../src/app/worker.ts';
-import { redactUrl } from '../../src/app/secrets.ts';
 import { startScratchPostgres, type ScratchPostgres } from '../../src/db/pg-server.ts';
 import { PointInTimeRecoveryDocument, RestoreToPointInTimeDocument, UpsertScheduleDocument } from '../generated/graphql.ts';
 import { startTestApp, type TestApp } from '../harness/app.ts';
-import { gid, makeApiKey, makeOrganization, makeProject } from '../harness/factories.ts';
+import { gid } from '../harness/factories.ts';
 import { repositoryPassword, sql } from '../harness/live-environment.ts';
-import { startWorkload, timeBetweenCommits } from '../harness/pitr-fixture.ts';
+import { makePitrEnvironment, startWorkload, timeBetweenCommits } from '../harness/pitr-fixture.ts';
 import { waitFor } from '../harness/schedule-helpers.ts';
 import { follow, restic } from '../harness/snapshot-helpers.ts';
 
@@ -39,25 +38,8 @@ beforeAll(async () => {
   await sql(source.adminUrl, 'CREATE DATABASE app');
   sourceUrl = source.url('app');
   app = await startTestApp({ env: { BACKPLANE_HOME: home } });
-  const org = await makeOrganization(db());
-  key = (await makeApiKey(db(), org.id, { scopes: ['admin'] })).secret;
-  const project = await makeProject(db(), org.id);
   repoPath = path.join(home, 'repo');
-  const d = await db().destination.create({ data: { organizationId: org.id, name: 'local', provider: 'LOCAL', config: { path: repoPath } } });
-  destinationId = d.id;
-  const env = await db().environment.create({
-    data: {
-      organizationId: org.id,
-      projectId: project.id,
-      name: 'pitr-e2e',
-      databaseUrlEncrypted: app.runtime.deps.secrets.seal(sourceUrl),
-      databaseUrlRedacted: redactUrl(sourceUrl),
-      databaseName: 'app',
-      settings: { create: {} },
-      destinations: { create: [{ destinationId: d.id }] },
-    },
-  });
-  envId = env.id;
+  ({ key, destinationId, envId } = await makePitrEnvironment(app, { sourceUrl, databaseName: 'app', repoPath, name: 'pitr-e2e', scope: 'admin' }));
   workload = startWorkload(sourceUrl);
   const res = await app.gql(UpsertScheduleDocument, { input: { environmentId: gid('Environment', envId), walEnabled: true, walArchiveIntervalSeconds: 5 } as never }, { key });
   expect(res.data?.upsertSchedule.__typename).toBe('SchedulePayload');

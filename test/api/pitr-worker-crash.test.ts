@@ -9,12 +9,12 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { redactUrl } from '../../src/app/secrets.ts';
 import { startScratchPostgres, type ScratchPostgres } from '../../src/db/pg-server.ts';
 import { CreateBaseBackupDocument, UpsertScheduleDocument } from '../generated/graphql.ts';
 import { startTestApp, testEnv, type TestApp } from '../harness/app.ts';
-import { gid, makeApiKey, makeOrganization, makeProject } from '../harness/factories.ts';
+import { gid } from '../harness/factories.ts';
 import { repositoryPassword, sql } from '../harness/live-environment.ts';
+import { makePitrEnvironment } from '../harness/pitr-fixture.ts';
 import { startServerProcess, until, type ServerProcess } from '../harness/process.ts';
 import { restic } from '../harness/snapshot-helpers.ts';
 
@@ -36,25 +36,8 @@ beforeAll(async () => {
   const sourceUrl = source.url('app');
   await sql(sourceUrl, 'CREATE TABLE t (id serial PRIMARY KEY, pad text); INSERT INTO t (pad) SELECT md5(i::text) FROM generate_series(1, 10000) i');
   app = await startTestApp({ secretKey, env: { BACKPLANE_HOME: home } });
-  const org = await makeOrganization(db());
-  key = (await makeApiKey(db(), org.id, { scopes: ['backups:write'] })).secret;
-  const project = await makeProject(db(), org.id);
   repoPath = path.join(home, 'repo');
-  const d = await db().destination.create({ data: { organizationId: org.id, name: 'local', provider: 'LOCAL', config: { path: repoPath } } });
-  destinationId = d.id;
-  const env = await db().environment.create({
-    data: {
-      organizationId: org.id,
-      projectId: project.id,
-      name: 'pitr-crash',
-      databaseUrlEncrypted: app.runtime.deps.secrets.seal(sourceUrl),
-      databaseUrlRedacted: redactUrl(sourceUrl),
-      databaseName: 'app',
-      settings: { create: {} },
-      destinations: { create: [{ destinationId: d.id }] },
-    },
-  });
-  envId = env.id;
+  ({ key, destinationId, envId } = await makePitrEnvironment(app, { sourceUrl, databaseName: 'app', repoPath, name: 'pitr-crash', scope: 'backups:write' }));
   const res = await app.gql(UpsertScheduleDocument, { input: { environmentId: gid('Environment', envId), walEnabled: true } as never }, { key });
   expect(res.data?.upsertSchedule.__typename).toBe('SchedulePayload');
 }, 120_000);

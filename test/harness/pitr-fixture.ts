@@ -13,9 +13,13 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { redactUrl } from '../../src/app/secrets.ts';
 import { backup, type Repository } from '../../src/engine/api.ts';
 import { startScratchPostgres, type ScratchPostgres } from '../../src/db/pg-server.ts';
+import type { Scope } from '../../src/domain/scopes.ts';
 import { segmentOfLsn } from '../../src/sources/pitr-layout.ts';
+import type { TestApp } from './app.ts';
+import { makeApiKey, makeOrganization, makeProject } from './factories.ts';
 
 const PG_BIN = '/usr/lib/postgresql/15/bin';
 
@@ -218,4 +222,33 @@ export async function timeBetweenCommits(url: string, after: Date, before: Date,
   const t = new Date(Math.floor(rows[0].next.getTime()) - 5);
   const [{ n }] = await query<{ n: number }>(url, `SELECT count(*)::int AS n FROM pitr_rows WHERE stamped <= '${t.toISOString()}'`);
   return { t, expected: n };
+}
+
+/**
+ * What a PITR test's world needs in the catalog: an organization, a key of `scope`, a project, a
+ * LOCAL destination at `repoPath`, and environment `name` on the source database `sourceUrl`
+ * (named `databaseName`) with that destination. WAL archiving is left for the test to enable.
+ */
+export async function makePitrEnvironment(
+  app: TestApp,
+  opts: { sourceUrl: string; databaseName: string; repoPath: string; name: string; scope: Scope },
+): Promise<{ key: string; destinationId: string; envId: string }> {
+  const db = app.runtime.db;
+  const org = await makeOrganization(db);
+  const key = (await makeApiKey(db, org.id, { scopes: [opts.scope] })).secret;
+  const project = await makeProject(db, org.id);
+  const d = await db.destination.create({ data: { organizationId: org.id, name: 'local', provider: 'LOCAL', config: { path: opts.repoPath } } });
+  const env = await db.environment.create({
+    data: {
+      organizationId: org.id,
+      projectId: project.id,
+      name: opts.name,
+      databaseUrlEncrypted: app.runtime.deps.secrets.seal(opts.sourceUrl),
+      databaseUrlRedacted: redactUrl(opts.sourceUrl),
+      databaseName: opts.databaseName,
+      settings: { create: {} },
+      destinations: { create: [{ destinationId: d.id }] },
+    },
+  });
+  return { key, destinationId: d.id, envId: env.id };
 }
