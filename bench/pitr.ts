@@ -46,6 +46,7 @@ import { applyMigrations } from '../src/db/migrate.ts';
 import { defaultPgBinaries } from '../src/db/pg-binaries.ts';
 import { createDatabase, freePort, pgRunAs, startCluster, startScratchPostgres, type ScratchPostgres } from '../src/db/pg-server.ts';
 import { issueApiKey } from '../src/services/api-keys.ts';
+import { machineInfo } from './machine.ts';
 import { sql } from './snapshot-data.ts';
 import { gql, startServer, type ServerProcess } from './snapshot-server.ts';
 
@@ -602,7 +603,7 @@ async function main() {
       bench: 'pitr',
       started: started.toISOString(),
       finished: new Date().toISOString(),
-      machine: machineInfo(),
+      machine: machineInfo({ postgres: [path.join(PG_BIN, 'postgres'), ['--version']], zstd: ['zstd', ['--version']] }),
       loadAverage: { start: loadAtStart, end: loadAtEnd },
       settings: { pgbenchScale: SCALE, loadSeconds: LOAD_S, tps: TPS, archiveIntervalSeconds: ARCHIVE_S, burstMiB: BURST_MB, crashes: CRASHES, seed: Number(process.env.BENCH_PITR_SEED ?? 1) },
       source: { appDatabaseMiB: round(dbBytes / MiB, 1), clusterMiB: round(clusterBytes / MiB, 1), settings: 'fsync, synchronous_commit, full_page_writes on; archive_mode on, archive_timeout = the archive interval' },
@@ -685,24 +686,6 @@ async function stopLoad_(child: ChildProcess | undefined) {
   await exited;
 }
 
-function machineInfo() {
-  const v = (cmd: string, args: string[]) => {
-    try {
-      return execFileSync(cmd, args, { encoding: 'utf8' }).split('\n')[0].trim();
-    } catch {
-      return 'unknown';
-    }
-  };
-  return {
-    cpu: os.cpus()[0]?.model ?? 'unknown',
-    cpus: os.availableParallelism(),
-    memoryGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
-    kernel: os.release(),
-    node: process.version,
-    postgres: v(path.join(PG_BIN, 'postgres'), ['--version']),
-    zstd: v('zstd', ['--version']),
-  };
-}
 
 main().catch((err) => {
   console.error(err);

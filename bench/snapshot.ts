@@ -45,6 +45,7 @@ import { createDb } from '../src/db/client.ts';
 import { applyMigrations } from '../src/db/migrate.ts';
 import { createDatabase, dropDatabase, startScratchPostgres, type ScratchPostgres } from '../src/db/pg-server.ts';
 import { issueApiKey } from '../src/services/api-keys.ts';
+import { machineInfo } from './machine.ts';
 import { changeOnePercent, databaseBytes, generateDatabase, generateFiles, sql, treeBytes } from './snapshot-data.ts';
 import { postmasterPid, runPipeline, samplePostgresPss, sampleTreeRss, startLoad, summarize, treePssKB, type CommandResult, type LatencySummary } from './snapshot-measure.ts';
 import { gql, startServer, type ServerProcess } from './snapshot-server.ts';
@@ -109,24 +110,6 @@ async function dirBytes(dir: string): Promise<number> {
   }
 }
 
-function machineInfo() {
-  const v = (cmd: string, args: string[]) => {
-    try {
-      return execFileSync(cmd, args, { encoding: 'utf8' }).split('\n')[0].trim();
-    } catch {
-      return 'unknown';
-    }
-  };
-  return {
-    cpu: os.cpus()[0]?.model ?? 'unknown',
-    cpus: os.availableParallelism(),
-    memoryGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
-    kernel: os.release(),
-    node: process.version,
-    pgDump: v('pg_dump', ['--version']),
-    zstd: v('zstd', ['--version']),
-  };
-}
 
 /** Waits for an operation to end, polling the catalog directly (not the API under measurement). */
 async function waitForOperation(catalog: pg.Client, operationId: string): Promise<{ status: string; error: string | null; jobSeconds: number; finishedAt: Date | null }> {
@@ -474,7 +457,7 @@ async function main() {
       benchmark: 'snapshot',
       date: started.toISOString(),
       durationSeconds: Math.round((Date.now() - started.getTime()) / 1000),
-      machine: { ...machineInfo(), loadAverageAtStart: loadAtStart, loadAverageAtEnd: os.loadavg().map((x) => Math.round(x * 100) / 100) },
+      machine: { ...machineInfo({ pgDump: ['pg_dump', ['--version']], zstd: ['zstd', ['--version']] }), loadAverageAtStart: loadAtStart, loadAverageAtEnd: os.loadavg().map((x) => Math.round(x * 100) / 100) },
       settings: {
         BENCH_DB_MB: DB_MB,
         BENCH_FILES_MB: FILES_MB,
