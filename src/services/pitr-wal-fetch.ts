@@ -8,7 +8,7 @@ import type { RecoveryPlan } from './pitr-archive.ts';
  * segment) replaces: fetching them all cost the restore most of its time (bench:pitr: 24 of 37 s
  * for 145 MiB of WAL from 40 snapshots). Kept, from the last snapshot holding each name:
  * history files; segments from the base backup's start on; and the newest `.partial` whose
- * segment is not there complete, the one `finishWalFolder` would keep. Segments before the base
+ * segment is not there complete, which the recovery reads under its segment's name (recoveryWalName). Segments before the base
  * backup's start are never read by its recovery. A snapshot none of whose files are kept is left out.
  */
 export function walFilesToFetch(plan: Pick<RecoveryPlan, 'base' | 'wal'>): { snapshotId: string; files: string[] }[] {

@@ -3,7 +3,8 @@
  * data folder plus a folder of WAL (both filled by the caller from the repository, see
  * src/sources/pitr-layout.ts), recovered to the target time with the local PostgreSQL 15
  * binaries, then promoted, so one database can be dumped out of it. It lives in one *work
- * folder*, `<home>/pitr-restore-<id>` (data/, wal/, socket/), which names the restore it belongs
+ * folder*, `<home>/pitr-restore-<id>` (data/, wal/, socket/, the restore_command and its list of
+ * expected WAL), which names the restore it belongs
  * to, so the leftovers of a killed worker are found and removed (discardPitrWorkDir). It listens
  * on no TCP address, only on a socket in its own 0700 folder, and trusts local connections: no
  * password of the source is needed, and nobody but the user it runs as can reach it.
@@ -92,21 +93,54 @@ export function extractTar(tar: Readable, dir: string, signal?: AbortSignal): Pr
 }
 
 /**
- * Readies the WAL folder as the layout says: a `.partial` whose complete segment is there is
- * stale; the newest one left becomes its segment (recovery reads the last segment whole or not
- * at all). Returns the segment names, ascending.
+ * The name a WAL file has in the recovery's folder: the one `.partial` a recovery reads
+ * (walFilesToFetch keeps only the newest, whose segment is not there complete) becomes its
+ * segment, since recovery reads the last segment whole or not at all.
  */
-export async function finishWalFolder(walDir: string): Promise<string[]> {
-  const names = (await fs.readdir(walDir)).sort();
-  const partials = names.filter((n) => n.endsWith('.partial'));
-  for (const p of partials) {
-    if (names.includes(p.slice(0, -'.partial'.length))) await fs.rm(path.join(walDir, p));
-  }
-  const left = (await fs.readdir(walDir)).filter((n) => n.endsWith('.partial')).sort();
-  const newest = left.at(-1);
-  if (newest) await fs.rename(path.join(walDir, newest), path.join(walDir, newest.slice(0, -'.partial'.length)));
-  for (const p of left.slice(0, -1)) await fs.rm(path.join(walDir, p));
-  return (await fs.readdir(walDir)).filter((n) => parseSegment(n)).sort();
+export function recoveryWalName(name: string): string {
+  return name.endsWith('.partial') ? name.slice(0, -'.partial'.length) : name;
+}
+
+/**
+ * Puts a fetched WAL file into the recovery's wal/ folder under `name` (recoveryWalName), owned
+ * as the folder is (the instance's user when we run as root) before it appears there, so the
+ * restore_command never sees it half written or unreadable.
+ */
+export async function placeWal(dirs: ReturnType<typeof pitrWorkDir>, from: string, name: string): Promise<void> {
+  const st = await fs.stat(dirs.wal);
+  await fs.chown(from, st.uid, st.gid);
+  await fs.rename(from, path.join(dirs.wal, recoveryWalName(name)));
+}
+
+/** Tells a waiting restore_command that no more WAL comes (the fetch failed): the recovery aborts. */
+export async function walFetchFailed(dirs: ReturnType<typeof pitrWorkDir>): Promise<void> {
+  await fs.writeFile(path.join(dirs.root, WAL_FAILED), '').catch(() => undefined);
+}
+
+const WAL_EXPECTED = 'wal.expected';
+const WAL_FAILED = 'wal.failed';
+
+/**
+ * The restore_command: a file the recovery will be given (listed in wal.expected) is waited for
+ * until the fetch places it in wal/; any other (a later timeline's history, the segment after the
+ * archive) is "not archived" at once, which ends the replay there. Exit status 126 makes
+ * PostgreSQL abort the recovery instead of taking it as the end of the archive: for a fetch that
+ * failed, a work folder removed under it (the job stopped), or a copy that failed. It polls, as
+ * pgBackRest's asynchronous archive-get waits on its spool: a shell has nothing to wait on.
+ */
+function restoreScript(root: string): string {
+  const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+  return [
+    '#!/bin/sh',
+    `root=${q(root)}`,
+    `grep -qxF -- "$1" "$root/${WAL_EXPECTED}" || exit 1`,
+    'while [ ! -f "$root/wal/$1" ]; do',
+    `  if [ -e "$root/${WAL_FAILED}" ] || [ ! -d "$root/wal" ]; then exit 126; fi`,
+    '  sleep 0.05',
+    'done',
+    'cp "$root/wal/$1" "$2" || exit 126',
+    '',
+  ].join('\n');
 }
 
 /** A recovered, promoted instance. */
@@ -124,8 +158,10 @@ export interface RecoveredInstance {
 const RECOVERY_FAILED = 'PITR_RECOVERY_FAILED';
 
 /**
- * Recovers the base backup in `dirs.data` with the WAL in `dirs.wal` to `targetTime`, then
- * promotes it. When the archive ends before a transaction later than the target (nothing was
+ * Recovers the base backup in `dirs.data` to `targetTime` with the WAL files named `wal` (their
+ * names as recovery reads them, recoveryWalName), which the caller places into `dirs.wal`
+ * (placeWal) before or while the replay runs: each is waited for when the replay reaches it. Then
+ * it promotes the instance. When the archive ends before a transaction later than the target (nothing was
  * committed between the last archived one and the target, which the caller checked the archive
  * covers), PostgreSQL refuses to stop short of its target; the state it reached is then the state
  * at the target, so it recovers again without one, and checks that it did replay every archived
@@ -134,17 +170,20 @@ const RECOVERY_FAILED = 'PITR_RECOVERY_FAILED';
 export async function recoverInstance(
   dirs: ReturnType<typeof pitrWorkDir>,
   targetTime: Date,
-  opts: { signal?: AbortSignal; binaries?: PgBinaries } = {},
+  opts: { wal: string[]; signal?: AbortSignal; binaries?: PgBinaries },
 ): Promise<RecoveredInstance> {
   const binaries = opts.binaries ?? systemPgBinaries();
   if (!binaries) throw new SourceError(RECOVERY_FAILED, 'no local PostgreSQL 15 server binaries (/usr/lib/postgresql/15/bin, or BACKPLANE_PG_BIN_DIR) to recover in');
-  const segments = await finishWalFolder(dirs.wal);
+  const segments = opts.wal.map(recoveryWalName).filter((n) => parseSegment(n));
+  await fs.writeFile(path.join(dirs.root, WAL_EXPECTED), opts.wal.map((n) => `${recoveryWalName(n)}\n`).join(''));
+  const script = path.join(dirs.root, 'restore-wal.sh');
+  await fs.writeFile(script, restoreScript(dirs.root), { mode: 0o755 });
   const quoted = (s: string) => s.replace(/'/g, "''");
   const settings = (withTarget: boolean) =>
     [
       '',
       '# Backplane: recovery to a point in time',
-      `restore_command = 'cp "${quoted(dirs.wal)}/%f" "%p"'`,
+      `restore_command = '"${quoted(script)}" "%f" "%p"'`,
       withTarget ? `recovery_target_time = '${targetTime.toISOString().replace('T', ' ').replace('Z', '+00')}'` : '',
       `recovery_target_action = 'promote'`,
       // No hot standby: nothing (max_connections…) has to match the source's settings.
@@ -280,12 +319,19 @@ function runTool(cmd: string, args: string[], env: NodeJS.ProcessEnv, runAs: { u
   });
 }
 
+/**
+ * Gives the tree to the instance's user. The WAL fetch works in the same folder meanwhile
+ * (placeWal chowns what it places): what it removes under the walk is skipped.
+ */
 async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
+  const gone = (err: unknown) => {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  };
   await fs.lchown(dir, uid, gid);
-  for (const e of await fs.readdir(dir, { withFileTypes: true })) {
+  for (const e of await fs.readdir(dir, { withFileTypes: true }).catch((err: unknown) => (gone(err), []))) {
     const p = path.join(dir, e.name);
-    if (e.isDirectory()) await chownTree(p, uid, gid);
-    else await fs.lchown(p, uid, gid);
+    if (e.isDirectory()) await chownTree(p, uid, gid).catch(gone);
+    else await fs.lchown(p, uid, gid).catch(gone);
   }
 }
 

@@ -37,6 +37,10 @@ export interface PitrCluster {
    * snapshot time is taken first: the WAL in it covers everything committed before it.
    */
   archiveWal(repo: Repository, opts?: { switchSegment?: boolean }): Promise<{ snapshotId: string; time: Date; files: string[] }>;
+  /** Where pg_receivewal writes: segments, and the current one as `<segment>.partial`. */
+  walDir: string;
+  /** What archiveWal does before it reads walDir: everything committed before the returned time is in walDir then. */
+  flushWal(opts?: { switchSegment?: boolean }): Promise<Date>;
   stop(): Promise<void>;
 }
 
@@ -131,7 +135,8 @@ export async function startPitrCluster(): Promise<PitrCluster> {
       await fs.rm(file);
       return { snapshotId: r.snapshotId, time, startWal, endWal };
     },
-    async archiveWal(repo, opts = {}) {
+    walDir,
+    async flushWal(opts = {}) {
       const time = new Date();
       // The scratch cluster commits asynchronously: WAL of a commit may not be written yet. A
       // checkpoint writes all WAL inserted before it (and adds no commit record a recovery
@@ -143,6 +148,10 @@ export async function startPitrCluster(): Promise<PitrCluster> {
         async () => (await query<{ ok: boolean }>(server.adminUrl, `SELECT coalesce(bool_and(flush_lsn >= '${lsn}'), false) AS ok FROM pg_stat_replication WHERE application_name = 'pg_receivewal'`))[0].ok,
         'pg_receivewal to flush',
       );
+      return time;
+    },
+    async archiveWal(repo, opts = {}) {
+      const time = await cluster.flushWal(opts);
       const dir = path.join(root, `stage-${++staging}`);
       await fs.mkdir(dir);
       const files: string[] = [];
