@@ -11,7 +11,8 @@ import { openRepository } from './repositories.ts';
  * segments before the oldest kept base backup's start-wal. Timeline history files are small and
  * every recovery may need them: a WAL snapshot holding one stays. An environment without
  * `walRetentionDays` keeps the cluster's whole archive. The plan is pure catalog reading, so
- * previewRetention shows exactly what applying removes.
+ * previewRetention shows exactly what applying removes of it; applying also forgets superseded
+ * partial segments (supersededPartialUploads), which no recovery reads, whatever the days.
  */
 
 export interface PitrRetentionPlan {
@@ -22,6 +23,19 @@ export interface PitrRetentionPlan {
 }
 
 const EMPTY: PitrRetentionPlan = { baseBackups: [], walUploads: [], walBefore: null };
+
+/**
+ * WAL uploads holding nothing but `.partial` copies of segments that an upload into the same
+ * destination holds complete. The streamer sends the growing current segment every archive
+ * interval, and each copy stores its changed tail (the chunk that ran into the zeros) anew;
+ * once the segment is complete no recovery reads them (walFilesToFetch takes the segment), so
+ * they go, and prune gives their tails back. An upload that also holds a complete segment or a
+ * history file stays whole.
+ */
+export function supersededPartialUploads<U extends Pick<WalUpload, 'destinationId' | 'files'>>(uploads: U[]): U[] {
+  const complete = new Set(uploads.flatMap((u) => u.files.filter((f) => !f.endsWith('.partial')).map((f) => `${u.destinationId}/${f}`)));
+  return uploads.filter((u) => u.files.length > 0 && u.files.every((f) => f.endsWith('.partial') && complete.has(`${u.destinationId}/${f.slice(0, -'.partial'.length)}`)));
+}
 
 export async function planPitrRetention(deps: Deps, clusterId: string, now: Date): Promise<PitrRetentionPlan> {
   const envs = await deps.db.environment.findMany({ where: { pitrClusterId: clusterId, walEnabled: true }, select: { walRetentionDays: true } });
@@ -38,13 +52,18 @@ export async function planPitrRetention(deps: Deps, clusterId: string, now: Date
   return { baseBackups: older.slice(1), walUploads, walBefore };
 }
 
-/** Forgets and prunes what the plan names, in every repository holding it; then the catalog. */
-export async function applyPitrRetention(deps: Deps, clusterId: string, signal?: AbortSignal): Promise<PitrRetentionPlan> {
+/**
+ * Forgets and prunes what the plan names, and the superseded partial segments
+ * (supersededPartialUploads), in every repository holding them; then the catalog.
+ */
+export async function applyPitrRetention(deps: Deps, clusterId: string, signal?: AbortSignal): Promise<PitrRetentionPlan & { partialUploads: WalUpload[] }> {
   const plan = await planPitrRetention(deps, clusterId, deps.clock.now());
+  const aged = new Set(plan.walUploads.map((u) => u.id));
+  const partialUploads = supersededPartialUploads(await deps.db.walUpload.findMany({ where: { clusterId } })).filter((u) => !aged.has(u.id));
   const byDestination = new Map<string, string[]>();
   const add = (d: string, id: string) => byDestination.set(d, [...(byDestination.get(d) ?? []), id]);
   for (const b of plan.baseBackups) for (const c of b.copies as { destinationId: string; repoSnapshotId: string }[]) add(c.destinationId, c.repoSnapshotId);
-  for (const u of plan.walUploads) add(u.destinationId, u.repoSnapshotId);
+  for (const u of [...plan.walUploads, ...partialUploads]) add(u.destinationId, u.repoSnapshotId);
   for (const [destinationId, ids] of byDestination) {
     const opened = await openRepository(deps, destinationId, signal);
     try {
@@ -57,8 +76,8 @@ export async function applyPitrRetention(deps: Deps, clusterId: string, signal?:
     }
   }
   await deps.db.$transaction([
-    deps.db.walUpload.deleteMany({ where: { id: { in: plan.walUploads.map((u) => u.id) } } }),
+    deps.db.walUpload.deleteMany({ where: { id: { in: [...plan.walUploads, ...partialUploads].map((u) => u.id) } } }),
     deps.db.baseBackup.updateMany({ where: { id: { in: plan.baseBackups.map((b) => b.id) } }, data: { status: 'DELETED' } }),
   ]);
-  return plan;
+  return { ...plan, partialUploads };
 }
