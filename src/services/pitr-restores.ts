@@ -226,7 +226,6 @@ function fetchArchive(opened: OpenedRepository, sysid: string, plan: RecoveryPla
     }
   })());
   const settled = Promise.allSettled([base, wal]).finally(() => signal.removeEventListener('abort', stop));
-  void settled;
   return {
     wal: toFetch.flatMap((w) => w.files),
     base: base.catch((err: unknown) => {

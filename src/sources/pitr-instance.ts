@@ -103,12 +103,13 @@ export function recoveryWalName(name: string): string {
 
 /**
  * Puts a fetched WAL file into the recovery's wal/ folder under `name` (recoveryWalName), owned
- * as the folder is (the instance's user when we run as root) before it appears there, so the
- * restore_command never sees it half written or unreadable.
+ * by the instance's user (when we run as root) before it appears there, so the restore_command
+ * never sees it half written or unreadable, whether recoverInstance has given the folder to that
+ * user yet or not.
  */
 export async function placeWal(dirs: ReturnType<typeof pitrWorkDir>, from: string, name: string): Promise<void> {
-  const st = await fs.stat(dirs.wal);
-  await fs.chown(from, st.uid, st.gid);
+  const runAs = await pgRunAs();
+  if (runAs.uid !== undefined) await fs.chown(from, runAs.uid, runAs.gid!);
   await fs.rename(from, path.join(dirs.wal, recoveryWalName(name)));
 }
 
