@@ -131,6 +131,9 @@ interface Spare {
  */
 const spares: Spare[] = [];
 let sparesWanted = 0;
+/** How long spares wait for a pool before they stop (keepCodecThreadsWarm's idleMs); undefined: for ever. */
+let sparesIdleMs: number | undefined;
+let sparesTimer: NodeJS.Timeout | undefined;
 
 function addSpare(): void {
   const nice = backgroundNice();
@@ -160,6 +163,24 @@ function addSpare(): void {
 
 function refillSpares(): void {
   while (spares.length < sparesWanted) addSpare();
+  if (sparesIdleMs === undefined || spares.length === 0) return;
+  clearTimeout(sparesTimer);
+  // Counted from when they are ready: a start-up slowed down by load does not eat the wait.
+  void Promise.all(spares.map((s) => s.warm)).then(() => {
+    if (sparesIdleMs === undefined) return;
+    clearTimeout(sparesTimer);
+    sparesTimer = setTimeout(() => void stopSpares(0), sparesIdleMs).unref();
+  });
+}
+
+/** Stops the spares past the first `keep`. */
+async function stopSpares(keep: number): Promise<void> {
+  await Promise.all(
+    spares.splice(keep).map((s) => {
+      s.drop();
+      return s.worker.terminate();
+    }),
+  );
 }
 
 /** A warm thread at this niceness, taken out of the spares, if there is one. */
@@ -175,19 +196,18 @@ function takeSpare(nice: number): Worker | undefined {
  * Keeps `count` codec threads started and idle for the pools to come (a long-running server
  * calls this; 0, the default, starts every pool's threads with it and stops the spares). Each
  * pool takes what it can and, once closed, starts replacements. An idle spare costs its
- * thread's memory (a few MiB) and no CPU.
+ * thread's memory (about 11 MiB) and no CPU. With `idleMs`, none start now: they start when a
+ * pool closes and stop after `idleMs` in which no pool took them, so they are there for the jobs
+ * that follow one another (a copy after a snapshot, the next scheduled one) and not in a server
+ * that has been idle that long.
  */
-export async function keepCodecThreadsWarm(count: number): Promise<void> {
+export async function keepCodecThreadsWarm(count: number, opts: { idleMs?: number } = {}): Promise<void> {
   if (!Number.isInteger(count) || count < 0) throw new RangeError(`spare codec threads must be 0 or more, not ${count}`);
   sparesWanted = count;
-  const extra = spares.splice(count);
-  await Promise.all(
-    extra.map((s) => {
-      s.drop();
-      return s.worker.terminate();
-    }),
-  );
-  refillSpares();
+  sparesIdleMs = opts.idleMs;
+  clearTimeout(sparesTimer);
+  await stopSpares(sparesIdleMs === undefined ? count : 0);
+  if (sparesIdleMs === undefined) refillSpares();
 }
 
 /** Resolves once every spare thread has loaded its modules; how many are warm. */

@@ -1,4 +1,4 @@
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, fstatSync, readdirSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
@@ -341,6 +341,34 @@ describe('codec pool priority', () => {
     }
     expect(await spareCodecThreads()).toBe(0);
     expect(atNine()).toBe(0);
+  });
+
+  // A server's spares exist only between jobs that follow one another: none before the first
+  // pool, replacements once it closes, and none again after idleMs in which no pool took them.
+  it.runIf(process.platform === 'linux')('with idleMs, starts spares only when a pool closes and stops them after that long unused', async () => {
+    const atEight = () => threadNiceness().filter((n) => n === 8).length;
+    const key = newRandomKey();
+    const plain = Buffer.from('idle '.repeat(5000));
+    const id = hashId(plain);
+    const blob = encodeBlob(key, 'data', id, plain);
+    setBackgroundNice(8);
+    try {
+      await keepCodecThreadsWarm(2, { idleMs: 300 });
+      expect(await spareCodecThreads()).toBe(0);
+      expect(atEight()).toBe(0);
+      const pool = new CodecPool(key, 2);
+      try {
+        expect((await pool.decode(id, Buffer.from(blob.data), plain.length)).equals(plain)).toBe(true);
+      } finally {
+        await pool.close();
+      }
+      expect(await spareCodecThreads()).toBe(2);
+      await vi.waitFor(() => expect(atEight()).toBe(0), { timeout: 10_000, interval: 50 });
+      expect(await spareCodecThreads()).toBe(0);
+    } finally {
+      setBackgroundNice(0);
+      await keepCodecThreadsWarm(0);
+    }
   });
 
   it('refuses a pool without threads', () => {
