@@ -219,11 +219,20 @@ export async function spareCodecThreads(): Promise<number> {
 /** A blob for a thread to decode and write: its stored bytes, or where a local pack holds them. */
 export type ThreadBlob = { id: Id; uncompressedLength?: number; where?: string } & ({ stored: Buffer } | { pack: string; offset: number; length: number });
 
+/** What a restored file gets once written: mode, times and (as root) owner. */
+export interface RestoreMeta {
+  mode: number;
+  atime: number;
+  mtime: number;
+  /** asMade: a file created by the thread gets this owner anyway (no chown needed). */
+  owner?: { uid: number; gid: number; asMade?: boolean };
+}
+
 /** Where a blob of a restorePack job goes: a whole file (meta set), or a part of one at pos. */
 export interface PackRestoreTarget {
   path: string;
   pos: number;
-  meta?: { mode: number; atime: number; mtime: number; owner?: { uid: number; gid: number } };
+  meta?: RestoreMeta;
 }
 
 /** A stretch of one pack for restorePack: runs read at once, each with its blobs in order. */
@@ -232,6 +241,8 @@ export interface PackRestoreJob {
   pack?: string;
   /** Names the pack in error messages (` in pack <id>`). */
   where: string;
+  /** The process's umask, when known: a new file whose mode it leaves whole needs no chmod. */
+  umask?: number;
   runs: {
     offset: number;
     length: number;
@@ -540,13 +551,13 @@ export class CodecPool {
   /**
    * Writes a small file of a restore whole on a thread (see codec-thread.mjs writeFileJob):
    * decodes the blobs (given, or read from a local pack file by the thread), writes them to `path` (created or truncated, never through a
-   * symlink) and sets mode, times and owner. Takes ownership of the stored buffers. Returns the
+   * symlink) and sets mode, times and owner (umask: see PackRestoreJob). Takes ownership of the stored buffers. Returns the
    * bytes written; throws an Error whose `code` is the system error's, or EINTEGRITY with an
    * IntegrityError's message.
    */
-  async writeFile(path: string, blobs: ThreadBlob[], meta: { mode: number; atime: number; mtime: number; owner?: { uid: number; gid: number } }): Promise<number> {
+  async writeFile(path: string, blobs: ThreadBlob[], meta: RestoreMeta, umask?: number): Promise<number> {
     const [owned, transfer] = ownedBlobs(blobs);
-    return bytesWritten(await this.post({ op: 'writeFile', path, blobs: owned, ...meta }, transfer));
+    return bytesWritten(await this.post({ op: 'writeFile', path, blobs: owned, ...meta, umask }, transfer));
   }
 
   /**
@@ -577,7 +588,7 @@ export class CodecPool {
       transfer.push(stored.buffer as ArrayBuffer);
       return { ...r, stored };
     });
-    const m = await this.post({ op: 'restorePack', pack: job.pack, where: job.where, runs }, transfer);
+    const m = await this.post({ op: 'restorePack', pack: job.pack, where: job.where, umask: job.umask, runs }, transfer);
     if (m.error !== undefined && m.path !== undefined) {
       throw Object.assign(m.code === 'EINTEGRITY' ? new IntegrityError(m.error) : new Error(m.error), { code: m.code, path: m.path });
     }

@@ -68,6 +68,39 @@ describe('codec pool scans', () => {
     }
   });
 
+  it('reads files of a batch up to maxBytes (its first file whatever its size) and reports the rest as later, unread', async () => {
+    const dir = await tempDir();
+    const sizes: Record<string, number> = { a: 300_000, b: 10_000, c: 250_000, d: 5_000, e: 900_000 };
+    for (const [name, n] of Object.entries(sizes)) await writeFile(join(dir, name), seededBytes(name, n));
+    const names = Object.keys(sizes);
+    const pool = new CodecPool(newRandomKey(), 1);
+    try {
+      const read: string[] = [];
+      const later: Record<string, number> = {};
+      const blobsOf = new Set<number>();
+      await pool.scan(
+        { dir, names, parents: names.map(() => null), params: PARAMS, maxBytes: 320_000 },
+        {
+          onBlob: (m) => void blobsOf.add(m.index),
+          onEntry: (m) => {
+            if (m.later !== undefined) later[names[m.index]] = m.later;
+            else read.push(names[m.index]);
+          },
+        },
+      );
+      // a fills most of the budget; b still fits; c would pass it; d fits; e is larger than all of it.
+      expect(read).toEqual(['a', 'b', 'd']);
+      expect(later).toEqual({ c: 250_000, e: 900_000 });
+      expect([...blobsOf].sort()).toEqual([0, 1, 3]);
+      // A batch of one file reads it however large it is.
+      const alone: string[] = [];
+      await pool.scan({ dir, names: ['e'], parents: [null], params: PARAMS, maxBytes: 1000 }, { onBlob: () => {}, onEntry: (m) => void alone.push(m.later === undefined ? 'read' : 'later') });
+      expect(alone).toEqual(['read']);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('rejects a scan whose blob handler fails, and hands the failure to the caller', async () => {
     const dir = await tempDir();
     await writeFile(join(dir, 'a'), seededBytes('a', 300 * 1024));
