@@ -151,6 +151,25 @@ async function packAsPipe(file: string): Promise<{ release(): Promise<void>; clo
   };
 }
 
+/** A new environment snapshotted twice, files alone then whole: the whole one's dump and its files lie in packs of their own. */
+async function snapshotWithSeparatePacks(name: string) {
+  const env = await makeLiveEnvironment({ runtime: rt }, { organizationId: prod.organizationId, name, rows: 10 });
+  await snapshot(env, ['FILES']);
+  const id = await snapshot(env);
+  const filesPack = (await blobsOf(env, id, PHOTO))[0].file;
+  const dumpPacks = (await blobsOf(env, id, '/db')).map((b) => b.file);
+  expect(dumpPacks).not.toContain(filesPack);
+  return { env, id, filesPack, dumpPack: dumpPacks[0] };
+}
+
+/** Waits until a restore's files side is ready: its staging folder is filled and has the target's mode (given last, but for the owner). */
+async function filesSideReady(env: LiveEnvironment, restoreLogId: string): Promise<void> {
+  const { temp } = restoreDirectoryPaths(env.filesPath, restoreIdOf(restoreLogId));
+  const mode = (await fs.stat(env.filesPath)).mode & 0o7777;
+  expect(mode).not.toBe(0o700); // the staging folder's own mode while it is filled
+  await waitFor(() => fs.stat(temp).then((st) => st.mode & 0o7777, () => null), (m) => m === mode, `the files side of restore ${restoreLogId}`, 120_000);
+}
+
 /**
  * Waits until a SWAP restore's database side is ready: pg_restore filled its temp database,
  * left it, and exited, and this process has reaped it (no pg_restore child is left in /proc).
@@ -252,47 +271,30 @@ describe('a swap that fails half way', () => {
 });
 
 describe('one side ready, the other failing', () => {
-  it('a database side that fails after the files are staged: the staged files are dropped, nothing is swapped in, FAILED', async () => {
-    const env = await makeLiveEnvironment({ runtime: rt }, { organizationId: prod.organizationId, name: 'late-failure', rows: 10 });
-    // pg_restore fails late: the dump gives a table to a role that no longer exists when it is restored.
-    const role = `bp_gone_${process.pid}_${Date.now() % 100000}`;
-    await sql(adminUrl(), `CREATE ROLE ${role}`);
-    await sql(env.databaseUrl, `CREATE TABLE owned_by_gone (id int); ALTER TABLE owned_by_gone OWNER TO ${role}`);
-    const id = await snapshot(env);
-    await sql(env.databaseUrl, `REASSIGN OWNED BY ${role} TO CURRENT_USER`);
-    await sql(adminUrl(), `DROP ROLE ${role}`);
-    await fs.writeFile(path.join(env.filesPath, 'after.txt'), 'after the snapshot');
-    const before = await state(env);
-    const { operationId, restoreLogId } = await restoreSnapshot(deps, viewer, { snapshotId: id, createSafetySnapshot: false });
-    const { log, op } = await run(operationId, restoreLogId);
-    expect(op).toMatchObject({ status: 'FAILED', error: expect.stringContaining(role) });
-    expect(log.status).toBe('FAILED');
-    expect(await state(env)).toEqual(before);
-    expect(await namedAfter(env, restoreLogId)).toEqual({ dbs: [], dirs: [] });
-  });
+  // Each side in turn waits on its pack, made a pipe, and fails only once the other side is ready.
+  it('a database side that fails after the files are staged: the staged files are dropped, nothing is swapped in, FAILED', () =>
+    oneSideFailsLate('late-database', 'dumpPack', filesSideReady));
 
-  it('a files side that fails after the database side is ready: the ready database is dropped, nothing is swapped in, FAILED', async () => {
-    const env = await makeLiveEnvironment({ runtime: rt }, { organizationId: prod.organizationId, name: 'files-late', rows: 10 });
-    // The files alone first: the full snapshot then finds their blobs stored, and its dump goes into packs of its own.
-    await snapshot(env, ['FILES']);
-    const id = await snapshot(env);
-    const photoPack = (await blobsOf(env, id, PHOTO))[0].file;
-    expect((await blobsOf(env, id, '/db')).map((b) => b.file)).not.toContain(photoPack);
-    const before = await changedAfterSnapshot(env);
-    const pipe = await packAsPipe(photoPack);
-    const { operationId, restoreLogId } = await restoreSnapshot(deps, viewer, { snapshotId: id, createSafetySnapshot: false });
-    const running = run(operationId, restoreLogId);
-    try {
-      // The files side waits on the pack; it fails only once the database side is ready.
-      await databaseSideReady(env, restoreLogId);
-      await pipe.release();
-      await expectFailedUntouched(await running, env, restoreLogId, before, 'ESPIPE');
-    } finally {
-      await pipe.close();
-      await running;
-    }
-  });
+  it('a files side that fails after the database side is ready: the ready database is dropped, nothing is swapped in, FAILED', () =>
+    oneSideFailsLate('late-files', 'filesPack', databaseSideReady));
 });
+
+/** Restores a snapshot with one side's pack a pipe, let go (to fail) once the other side is ready. */
+async function oneSideFailsLate(name: string, pack: 'dumpPack' | 'filesPack', otherSideReady: (env: LiveEnvironment, restoreLogId: string) => Promise<void>) {
+  const { env, id, ...packs } = await snapshotWithSeparatePacks(name);
+  const before = await changedAfterSnapshot(env);
+  const pipe = await packAsPipe(packs[pack]);
+  const { operationId, restoreLogId } = await restoreSnapshot(deps, viewer, { snapshotId: id, createSafetySnapshot: false });
+  const running = run(operationId, restoreLogId);
+  try {
+    await otherSideReady(env, restoreLogId);
+    await pipe.release();
+    await expectFailedUntouched(await running, env, restoreLogId, before, 'ESPIPE');
+  } finally {
+    await pipe.close();
+    await running;
+  }
+}
 
 describe('a run after one whose worker died', () => {
   it('undoes the swaps the dead run made before it starts over: the snapshot goes in, and the database kept aside is the target as it was', async () => {
