@@ -5,14 +5,17 @@
  * parent → { type: 'start', url, key, transport, clients: [{ environmentId, operationId }] }
  * child  → { type: 'subscribed' } once every subscription request is sent
  * parent → { type: 'finish', waitMs } once every operation ended
- * child  → { type: 'result', clients: ClientResult[] } once every client saw the end (or after waitMs)
+ * child  → { type: 'result', clients: ClientResult[], loopDelayMs } once every client saw the end (or after waitMs)
  *
  * Each client is one graphql-ws connection (or, for SSE, two event streams, one per
  * subscription) with `environmentActivity(environmentId)` and `operation(id)`. Lag is the arrival
  * time minus the server-side time of the event: the activity event's `at` (stamped when it was
- * published) and the operation's `updatedAt` (the change the event announced).
+ * published) and the operation's `updatedAt` (the change the event announced). Each arrival is
+ * stamped when its callback runs, so this process's own event-loop delay is part of every lag:
+ * `loopDelayMs` (perf_hooks' histogram, from 'start' to the result) says how much.
  */
 import http from 'node:http';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
 
@@ -122,9 +125,20 @@ function sseClients(url: string, key: string, specs: ClientSpec[]) {
   return { results, close: async () => closers.forEach((c) => c()) };
 }
 
+/** Event-loop delay of this process while its clients ran, ms. */
+export interface LoopDelay {
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+const loop = monitorEventLoopDelay({ resolution: 10 });
+const ms = (ns: number) => Math.round(ns / 1e5) / 10;
+
 let running: { results: ClientResult[]; close(): Promise<void> } | undefined;
 process.on('message', (msg: ParentMessage) => {
   if (msg.type === 'start') {
+    loop.enable();
     running = msg.transport === 'ws' ? wsClients(msg.url, msg.key, msg.clients) : sseClients(msg.url, msg.key, msg.clients);
     process.send!({ type: 'subscribed' });
   } else if (msg.type === 'finish') {
@@ -133,7 +147,9 @@ process.on('message', (msg: ParentMessage) => {
     const check = () => {
       const ended = results.every((r) => r.operationCompleted && r.activitySawTerminal);
       if (!ended && Date.now() < deadline) return void setTimeout(check, 50);
-      void running!.close().finally(() => process.send!({ type: 'result', clients: results }, () => process.exit(0)));
+      loop.disable();
+      const loopDelayMs: LoopDelay = { p50: ms(loop.percentile(50)), p99: ms(loop.percentile(99)), max: ms(loop.max) };
+      void running!.close().finally(() => process.send!({ type: 'result', clients: results, loopDelayMs }, () => process.exit(0)));
     };
     check();
   }

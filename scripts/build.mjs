@@ -37,6 +37,9 @@ const { metafile } = await build({
   target: 'node20',
   packages: 'external',
   sourcemap: 'linked',
+  // Stack traces need only the mappings; Node keeps each loaded map whole, per thread, while source
+  // maps are on (bin/backplane.js), and the sources are in the repository beside the build.
+  sourcesContent: false,
   logLevel: 'warning',
   metafile: true,
 });

@@ -92,7 +92,7 @@ function withPart(prev: Entry | undefined, part: Entry): Entry {
   const all = Object.values(parts);
   const sum = (k: 'killed' | 'timeout' | 'survived' | 'noCoverage' | 'errors' | 'ignored' | 'runSeconds') => all.reduce((n, x) => n + x[k], 0);
   const ignoredBy: Record<string, number> = {};
-  for (const x of all) for (const [k, v] of Object.entries(x.ignoredBy)) ignoredBy[k] = (ignoredBy[k] ?? 0) + v;
+  for (const x of all) for (const [k, v] of Object.entries(x.ignoredBy ?? {})) ignoredBy[k] = (ignoredBy[k] ?? 0) + v;
   const inOtherParts = (prev?.survivors ?? []).filter((s) => prev?.parts && inRanges(Number(s.split(':')[0]), earlier.map(([r]) => r)));
   const survivors = [...inOtherParts, ...part.survivors].sort((a, b) => parseInt(a) - parseInt(b) || a.localeCompare(b));
   const counts = { killed: sum('killed'), timeout: sum('timeout'), survived: sum('survived'), noCoverage: sum('noCoverage') };

@@ -22,7 +22,7 @@ export const configSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /**
    * When set, /metrics answers only requests carrying `Authorization: Bearer <this token>`
-   * (Prometheus: `authorization: { credentials_file: … }`); otherwise it asks for nothing.
+   * (Prometheus: `authorization: { credentials_file: ... }`); otherwise it asks for nothing.
    */
   METRICS_TOKEN: z.string().min(16, 'METRICS_TOKEN: at least 16 characters').optional(),
   /** Largest accepted request body. */

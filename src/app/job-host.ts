@@ -21,10 +21,17 @@ export interface Jobs {
   stop(): Promise<void>;
 }
 
+/**
+ * How long codec threads stay started after a job for the next one. The first job after a longer
+ * idle time starts its own (tens of milliseconds of a core per thread, at its start); an idle
+ * server holds none (about 11 MiB each).
+ */
+const CODEC_SPARES_IDLE_MS = 60_000;
+
 /** graphile-worker, its sweeper, and what a job's first seconds would otherwise start: codec threads. */
 export async function startJobs(config: Config, runtime: Runtime, databaseUrl: string, logger: Logger): Promise<Jobs> {
   setBackgroundNice(config.JOB_NICE);
-  await keepCodecThreadsWarm(defaultCodecThreads());
+  await keepCodecThreadsWarm(defaultCodecThreads(), { idleMs: CODEC_SPARES_IDLE_MS });
   const worker = await startWorker({
     deps: runtime.deps,
     databaseUrl,

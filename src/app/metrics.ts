@@ -67,7 +67,8 @@ export function createMetrics(deps: Pick<Deps, 'db' | 'events'>, logger: Logger)
     help: 'Live GraphQL subscriptions (graphql-ws and SSE) served by this process',
     registers: [registry],
     collect() {
-      this.set(deps.events.subscriberCount() - deps.events.subscriberCount('workerMetrics'));
+      // Each subscription also follows key revocations (schema/live.ts), as the process itself does.
+      this.set(deps.events.subscriberCount() - deps.events.subscriberCount('workerMetrics') - deps.events.subscriberCount('apiKeyRevoked'));
     },
   });
 

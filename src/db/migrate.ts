@@ -7,6 +7,7 @@
  * `prisma/migrations` and records each in `_prisma_migrations` (name, sha256 checksum, timings)
  * exactly as `prisma migrate deploy` does, so either tool can take over a database from the other.
  */
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -14,6 +15,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { bindMigrationAwareSqlAdapterFactory } from '@prisma/driver-adapter-utils';
+import pg from 'pg';
 import type {
   MigrationDirectory,
   MigrationList,
@@ -238,6 +240,7 @@ export async function applyMigrations(databaseUrl: string, options: ApplyMigrati
   const migrationsDir = path.resolve(options.migrationsDir ?? DEFAULT_MIGRATIONS_DIR);
   const migrationsList = await readMigrationsDir(migrationsDir);
   try {
+    if (await recordedAsApplied(databaseUrl, migrationsList)) return [];
     const out = await withEngine(databaseUrl, undefined, options.logger, (engine) =>
       engine.applyMigrations({ migrationsList, filters: NO_FILTER }),
     );
@@ -246,6 +249,36 @@ export async function applyMigrations(databaseUrl: string, options: ApplyMigrati
     throw new Error(`applying migrations from ${migrationsDir} to ${redactUrl(databaseUrl)} failed: ${errorText(err)}`, {
       cause: err,
     });
+  }
+}
+
+/**
+ * True when `_prisma_migrations` records exactly the directory's migrations, each finished, none
+ * rolled back, each with its script's checksum: then there is nothing to apply, and the schema
+ * engine is not loaded. The engine stays resident once loaded (its glue module keeps views of
+ * its memory), about 15 MiB that every `backplane start` on the embedded catalog kept for
+ * nothing. Anything else (a pending, failed, edited or unknown migration, no table yet) is the
+ * engine's to decide, as before.
+ */
+async function recordedAsApplied(databaseUrl: string, list: MigrationList): Promise<boolean> {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  try {
+    const table = await client.query<{ t: string | null }>(`SELECT to_regclass('_prisma_migrations')::text AS t`);
+    if (!table.rows[0].t) return false;
+    const rows = (await client.query<{ migration_name: string; checksum: string; finished_at: Date | null; rolled_back_at: Date | null }>(
+      'SELECT migration_name, checksum, finished_at, rolled_back_at FROM _prisma_migrations',
+    )).rows;
+    const dirs = list.migrationDirectories;
+    if (rows.length !== dirs.length) return false;
+    const byName = new Map(rows.map((r) => [r.migration_name, r]));
+    return dirs.every((d) => {
+      const r = byName.get(d.path);
+      const file = d.migrationFile.content;
+      return r && r.finished_at && !r.rolled_back_at && file.tag === 'ok' && r.checksum === createHash('sha256').update(file.value).digest('hex');
+    });
+  } finally {
+    await client.end();
   }
 }
 

@@ -49,7 +49,7 @@ export class LocalBackend implements Backend {
     this.fsync = opts.fsync ?? true;
   }
 
-  /** Creates the directory skeleton (`keys/`, `data/00..ff`, …) as `restic init` does. */
+  /** Creates the directory skeleton (`keys/`, `data/00..ff`, ...) as `restic init` does. */
   async create(): Promise<void> {
     await mkdir(this.root, { recursive: true });
     for (const t of FILE_TYPES) {

@@ -131,6 +131,9 @@ interface Spare {
  */
 const spares: Spare[] = [];
 let sparesWanted = 0;
+/** How long spares wait for a pool before they stop (keepCodecThreadsWarm's idleMs); undefined: for ever. */
+let sparesIdleMs: number | undefined;
+let sparesTimer: NodeJS.Timeout | undefined;
 
 function addSpare(): void {
   const nice = backgroundNice();
@@ -160,6 +163,24 @@ function addSpare(): void {
 
 function refillSpares(): void {
   while (spares.length < sparesWanted) addSpare();
+  if (sparesIdleMs === undefined || spares.length === 0) return;
+  clearTimeout(sparesTimer);
+  // Counted from when they are ready: a start-up slowed down by load does not eat the wait.
+  void Promise.all(spares.map((s) => s.warm)).then(() => {
+    if (sparesIdleMs === undefined) return;
+    clearTimeout(sparesTimer);
+    sparesTimer = setTimeout(() => void stopSpares(0), sparesIdleMs).unref();
+  });
+}
+
+/** Stops the spares past the first `keep`. */
+async function stopSpares(keep: number): Promise<void> {
+  await Promise.all(
+    spares.splice(keep).map((s) => {
+      s.drop();
+      return s.worker.terminate();
+    }),
+  );
 }
 
 /** A warm thread at this niceness, taken out of the spares, if there is one. */
@@ -175,19 +196,18 @@ function takeSpare(nice: number): Worker | undefined {
  * Keeps `count` codec threads started and idle for the pools to come (a long-running server
  * calls this; 0, the default, starts every pool's threads with it and stops the spares). Each
  * pool takes what it can and, once closed, starts replacements. An idle spare costs its
- * thread's memory (a few MiB) and no CPU.
+ * thread's memory (about 11 MiB) and no CPU. With `idleMs`, none start now: they start when a
+ * pool closes and stop after `idleMs` in which no pool took them, so they are there for the jobs
+ * that follow one another (a copy after a snapshot, the next scheduled one) and not in a server
+ * that has been idle that long.
  */
-export async function keepCodecThreadsWarm(count: number): Promise<void> {
+export async function keepCodecThreadsWarm(count: number, opts: { idleMs?: number } = {}): Promise<void> {
   if (!Number.isInteger(count) || count < 0) throw new RangeError(`spare codec threads must be 0 or more, not ${count}`);
   sparesWanted = count;
-  const extra = spares.splice(count);
-  await Promise.all(
-    extra.map((s) => {
-      s.drop();
-      return s.worker.terminate();
-    }),
-  );
-  refillSpares();
+  sparesIdleMs = opts.idleMs;
+  clearTimeout(sparesTimer);
+  await stopSpares(sparesIdleMs === undefined ? count : 0);
+  if (sparesIdleMs === undefined) refillSpares();
 }
 
 /** Resolves once every spare thread has loaded its modules; how many are warm. */
@@ -199,11 +219,20 @@ export async function spareCodecThreads(): Promise<number> {
 /** A blob for a thread to decode and write: its stored bytes, or where a local pack holds them. */
 export type ThreadBlob = { id: Id; uncompressedLength?: number; where?: string } & ({ stored: Buffer } | { pack: string; offset: number; length: number });
 
+/** What a restored file gets once written: mode, times and (as root) owner. */
+export interface RestoreMeta {
+  mode: number;
+  atime: number;
+  mtime: number;
+  /** asMade: a file created by the thread gets this owner anyway (no chown needed). */
+  owner?: { uid: number; gid: number; asMade?: boolean };
+}
+
 /** Where a blob of a restorePack job goes: a whole file (meta set), or a part of one at pos. */
 export interface PackRestoreTarget {
   path: string;
   pos: number;
-  meta?: { mode: number; atime: number; mtime: number; owner?: { uid: number; gid: number } };
+  meta?: RestoreMeta;
 }
 
 /** A stretch of one pack for restorePack: runs read at once, each with its blobs in order. */
@@ -212,6 +241,8 @@ export interface PackRestoreJob {
   pack?: string;
   /** Names the pack in error messages (` in pack <id>`). */
   where: string;
+  /** The process's umask, when known: a new file whose mode it leaves whole needs no chmod. */
+  umask?: number;
   runs: {
     offset: number;
     length: number;
@@ -520,13 +551,13 @@ export class CodecPool {
   /**
    * Writes a small file of a restore whole on a thread (see codec-thread.mjs writeFileJob):
    * decodes the blobs (given, or read from a local pack file by the thread), writes them to `path` (created or truncated, never through a
-   * symlink) and sets mode, times and owner. Takes ownership of the stored buffers. Returns the
+   * symlink) and sets mode, times and owner (umask: see PackRestoreJob). Takes ownership of the stored buffers. Returns the
    * bytes written; throws an Error whose `code` is the system error's, or EINTEGRITY with an
    * IntegrityError's message.
    */
-  async writeFile(path: string, blobs: ThreadBlob[], meta: { mode: number; atime: number; mtime: number; owner?: { uid: number; gid: number } }): Promise<number> {
+  async writeFile(path: string, blobs: ThreadBlob[], meta: RestoreMeta, umask?: number): Promise<number> {
     const [owned, transfer] = ownedBlobs(blobs);
-    return bytesWritten(await this.post({ op: 'writeFile', path, blobs: owned, ...meta }, transfer));
+    return bytesWritten(await this.post({ op: 'writeFile', path, blobs: owned, ...meta, umask }, transfer));
   }
 
   /**
@@ -557,7 +588,7 @@ export class CodecPool {
       transfer.push(stored.buffer as ArrayBuffer);
       return { ...r, stored };
     });
-    const m = await this.post({ op: 'restorePack', pack: job.pack, where: job.where, runs }, transfer);
+    const m = await this.post({ op: 'restorePack', pack: job.pack, where: job.where, umask: job.umask, runs }, transfer);
     if (m.error !== undefined && m.path !== undefined) {
       throw Object.assign(m.code === 'EINTEGRITY' ? new IntegrityError(m.error) : new Error(m.error), { code: m.code, path: m.path });
     }

@@ -14,8 +14,8 @@
  * beforehand, in place at its offset). Directories get their times last, below before above.
  */
 import { constants as fsc } from 'node:fs';
-import { chmod, lchown, lstat, lutimes, mkdir, open, symlink, unlink, utimes } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { chmod, lchown, lstat, lutimes, mkdir, open, readFile, symlink, unlink, utimes } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { AbortedError, BlobNotIndexedError, IntegrityError, UnsafePathError, throwIfAborted } from './errors.ts';
 import type { Id } from './ids.ts';
 import { withLock } from './lock.ts';
@@ -25,7 +25,7 @@ import { findSnapshot, type Snapshot } from './snapshot.ts';
 import { CRYPTO_OVERHEAD } from './crypto.ts';
 import { parseTime, unixPermissions, type Node } from './tree.ts';
 import { packError, resolvePath, walk } from './walker.ts';
-import { CodecPool, defaultCodecThreads, type PackRestoreJob, type PackRestoreTarget } from './codec-pool.ts';
+import { CodecPool, defaultCodecThreads, type PackRestoreJob, type PackRestoreTarget, type RestoreMeta } from './codec-pool.ts';
 
 /**
  * A batch is planned until it holds this many files or plaintext bytes: enough that most packs
@@ -86,6 +86,17 @@ export function checkName(name: string): void {
 }
 
 const isRoot = process.getuid?.() === 0;
+const egid = process.getegid?.();
+
+/**
+ * The process's umask from /proc (Linux), or undefined. Not process.umask(): reading it there
+ * sets it to 0 for a moment, for every thread of the process.
+ */
+async function readUmask(): Promise<number | undefined> {
+  const status = await readFile('/proc/self/status', 'utf8').catch(() => '');
+  const m = /^Umask:\s*([0-7]+)$/m.exec(status);
+  return m ? parseInt(m[1], 8) : undefined;
+}
 
 /**
  * Seconds for utimes, which takes a double: near 2^31 s its step is ~0.24 µs, so rounding could
@@ -120,14 +131,6 @@ function plainLength(entry: IndexEntry): number {
   return entry.uncompressedLength ?? entry.length - CRYPTO_OVERHEAD;
 }
 
-function fileMeta(node: Node): PackRestoreTarget['meta'] & {} {
-  return {
-    mode: unixPermissions(node.mode),
-    atime: secondsOf(node.atime),
-    mtime: secondsOf(node.mtime),
-    owner: isRoot ? { uid: node.uid, gid: node.gid } : undefined,
-  };
-}
 
 function notRegularFile(path: string): UnsafePathError {
   return new UnsafePathError(`${path} exists and is not a regular file; refusing to write through it`);
@@ -149,9 +152,36 @@ class Restorer {
   private failure: { err: unknown } | undefined;
   /** Directories restored, each after those below it: their times are set last, in this order. */
   private readonly dirs: { node: Node; path: string }[] = [];
+  /**
+   * Directories where a new file may get a group other than ours (setgid, or of another group,
+   * as with the grpid mount option): its owner is always set there. Every other folder the
+   * restore made has our group and no setgid bit until the end.
+   */
+  readonly otherGroupDirs = new Set<string>();
 
-  constructor(private readonly repo: Repository, private readonly opts: RestoreOptions, private readonly pool: CodecPool, threads: number) {
+  constructor(
+    private readonly repo: Repository,
+    private readonly opts: RestoreOptions,
+    private readonly pool: CodecPool,
+    threads: number,
+    private readonly umask: number | undefined,
+  ) {
     this.maxRunning = threads * JOBS_PER_THREAD;
+  }
+
+  /** Notes whether new files in this existing directory get our group. */
+  noteDir(path: string, st: { mode: number; gid: number }): void {
+    if ((st.mode & 0o2000) !== 0 || st.gid !== egid) this.otherGroupDirs.add(path);
+  }
+
+  private fileMeta(node: Node, path: string): RestoreMeta {
+    const meta: RestoreMeta = { mode: unixPermissions(node.mode), atime: secondsOf(node.atime), mtime: secondsOf(node.mtime) };
+    if (isRoot) {
+      // A file the restore creates is ours (uid 0) with our group, unless its folder says otherwise.
+      const asMade = node.uid === 0 && node.gid === egid && !this.otherGroupDirs.has(dirname(path));
+      meta.owner = { uid: node.uid, gid: node.gid, asMade };
+    }
+    return meta;
   }
 
   private progress(path?: string): void {
@@ -162,12 +192,15 @@ class Restorer {
   async ensureDir(path: string, mode = 0o700): Promise<void> {
     try {
       await mkdir(path, { mode });
+      // It took its folder's group and setgid bit, or ours and none.
+      if (this.otherGroupDirs.has(dirname(path))) this.otherGroupDirs.add(path);
       return;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
     const st = await lstat(path);
     if (!st.isDirectory()) throw new UnsafePathError(`${path} exists and is not a directory; refusing to write through it`);
+    this.noteDir(path, st);
   }
 
   /** Creates the tree's directories and symlinks and plans its files, depth first. */
@@ -215,7 +248,7 @@ class Restorer {
     if (ids.length === 0) {
       await this.slot();
       this.start(async () => {
-        await this.pool.writeFile(path, [], fileMeta(node)).catch((err: unknown) => {
+        await this.pool.writeFile(path, [], this.fileMeta(node, path), this.umask).catch((err: unknown) => {
           const code = (err as NodeJS.ErrnoException).code;
           throw code === 'ELOOP' || code === 'EISDIR' ? notRegularFile(path) : err;
         });
@@ -230,7 +263,7 @@ class Restorer {
       return entry;
     });
     if (ids.length === 1) {
-      this.planBlob(ids[0], entries[0], { path, pos: 0, meta: fileMeta(node) }, undefined);
+      this.planBlob(ids[0], entries[0], { path, pos: 0, meta: this.fileMeta(node, path) }, undefined);
     } else {
       // Created here, so that the threads writing its parts in any order only open it.
       const fh = await open(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o600).catch((err: unknown) => {
@@ -313,7 +346,7 @@ class Restorer {
       }
       let bytes;
       try {
-        bytes = await this.pool.restorePack({ pack: local, where: ` in pack ${packId}`, runs });
+        bytes = await this.pool.restorePack({ pack: local, where: ` in pack ${packId}`, umask: this.umask, runs });
       } catch (err) {
         const { code, path } = err as NodeJS.ErrnoException;
         if (path !== undefined && (code === 'ELOOP' || code === 'EISDIR')) throw notRegularFile(path);
@@ -401,7 +434,8 @@ export async function restore(repo: Repository, snapshot: string | Snapshot, tar
     if (!st.isDirectory()) throw new UnsafePathError(`restore target ${target} is not a directory`);
     // A caller's pool (restores in a row share one) is used and left open; else one of our own.
     const pool = opts.pool ?? new CodecPool(repo.key, opts.codecThreads ?? defaultCodecThreads());
-    const r = new Restorer(repo, opts, pool, pool.size);
+    const r = new Restorer(repo, opts, pool, pool.size, await readUmask());
+    r.noteDir(target, st);
     if (opts.onProgress) r.bytesTotal = await totalSize(repo, node, opts.signal);
     try {
       if (node.type === 'dir') {

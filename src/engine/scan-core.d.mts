@@ -36,6 +36,8 @@ export interface ScanJob {
   /** Files whose mtime or ctime is at or after this (ns since the epoch) are read even when they match their parent; absent, every file is read. */
   racyNs?: bigint;
   params: { min: number; avg: number; max: number };
+  /** Bytes of files a batch reads at most; a file past them (not the first read) is reported `later`. */
+  maxBytes?: number;
 }
 
 export type ScanMessage =
@@ -64,6 +66,8 @@ export type ScanMessage =
       sig?: string;
       linktarget?: string;
       gone?: boolean;
+      /** Not read, to keep the batch within maxBytes: its size, for the caller to scan it in another batch. */
+      later?: number;
       error?: { code?: string; message: string };
     };
 

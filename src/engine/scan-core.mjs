@@ -132,8 +132,13 @@ export class Scanner {
    * chunker's. A file matching either is not read unless its mtime or ctime is at or after
    * racyNs (ns): it may have changed since without either moving. An entry whose signature is
    * unchanged is reported as `{ type: 'entry', index, same: true }`, without its lstat.
+   * With `maxBytes`, a file to read that would take the bytes this batch has read past it is
+   * left unread and reported as `{ type: 'entry', index, later: size }`: the caller scans it in
+   * another batch, so that a folder of large files spreads over the threads instead of
+   * keeping one busy while the others wait.
    */
   scanBatch(job, emit) {
+    let readBytes = 0;
     for (let index = 0; index < job.names.length; index++) {
       const path = join(job.dir, job.names[index]);
       try {
@@ -169,8 +174,11 @@ export class Scanner {
             trusted && old && old.size === stat.size && old.ino === stat.ino && old.dev === stat.dev && old.mtime === stat.mtime && old.ctime === stat.ctime
           ) {
             emit({ type: 'entry', index, stat, sig: now, unchanged: true });
+          } else if (job.maxBytes !== undefined && readBytes > 0 && readBytes + stat.size > job.maxBytes) {
+            emit({ type: 'entry', index, later: stat.size });
           } else {
             const { content, size } = this.readFile(path, stat.size, job.params, index, emit);
+            readBytes += size;
             emit({ type: 'entry', index, stat, sig: now, content, size });
           }
         }

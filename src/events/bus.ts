@@ -3,8 +3,9 @@
  *
  * A topic names a kind of event; a key routes it (an environment id, an operation id, an
  * organization id). Payloads carry ids and small state only — NOTIFY caps them at 8000 bytes, and
- * subscribers re-read what they show through the normal, authorized services. Each process holds
- * one LISTEN connection and fans messages out to its local subscribers.
+ * subscribers re-read what they show. Each process holds one LISTEN connection and fans messages
+ * out to its local subscribers, handing each the same payload object (schema/live.ts reads once
+ * per event on it).
  */
 import pg from 'pg';
 import type { Logger } from '../app/logger.ts';

@@ -40,6 +40,21 @@ const inVisibleProject = (projectField: string) => (v: Viewer, row: Record<strin
   return inOrganization(v, row) && (v.projectIds === null || v.projectIds.includes(projectId));
 };
 
+/**
+ * For rows of an organization that may belong to an environment (operations, alerts): the rule
+ * decided from the row, its organization and, for a key limited to projects, the project of its
+ * environment when the row was read with `environment: { projectId }`. A row without an
+ * environment is visible to a limited key when `withoutEnvironment` says so.
+ */
+const inEnvironmentProject = (withoutEnvironment: boolean) => (v: Viewer, row: Record<string, unknown>) => {
+  if (typeof row.organizationId !== 'string') return undefined;
+  if (!inOrganization(v, row)) return false;
+  if (v.projectIds === null) return true;
+  if (row.environmentId === null) return withoutEnvironment;
+  const projectId = (row.environment as { projectId?: unknown } | null | undefined)?.projectId;
+  return typeof projectId === 'string' ? v.projectIds.includes(projectId) : undefined;
+};
+
 export const ACCESS = {
   Organization: { scope: 'authenticated', key: 'id', where: (v) => ({ id: v.organizationId }), fast: (v, row) => row.id === v.organizationId },
   Project: { scope: 'read', key: 'id', where: (v) => projectWhere(v), fast: inVisibleProject('id') },
@@ -47,13 +62,13 @@ export const ACCESS = {
   EnvironmentSettings: { scope: 'read', key: 'environmentId', where: (v) => ({ environment: inProjectWhere(v) }) },
   Snapshot: { scope: 'read', key: 'id', where: (v) => inProjectWhere(v), fast: inVisibleProject('projectId') },
   SnapshotCopy: { scope: 'read', key: 'id', where: (v) => ({ snapshot: inProjectWhere(v) }) },
-  Operation: { scope: 'read', key: 'id', where: (v) => operationWhere(v) },
+  Operation: { scope: 'read', key: 'id', where: (v) => operationWhere(v), fast: inEnvironmentProject(false) },
   RestoreLog: { scope: 'read', key: 'id', where: (v) => restoreLogWhere(v) },
   RestoreDrill: { scope: 'read', key: 'id', where: (v) => ({ organizationId: v.organizationId, environment: inProjectWhere(v) }) },
   Schedule: { scope: 'read', key: 'id', where: (v) => ({ environment: inProjectWhere(v) }) },
   // A cluster's base backups serve every environment on it: visible with any one of them.
   BaseBackup: { scope: 'read', key: 'id', where: (v) => ({ cluster: { environments: { some: inProjectWhere(v) } } }) },
-  Alert: { scope: 'read', key: 'id', where: (v) => alertWhere(v) },
+  Alert: { scope: 'read', key: 'id', where: (v) => alertWhere(v), fast: inEnvironmentProject(true) },
   // Non-admin keys see a destination only as where their environments' snapshots go.
   Destination: { scope: 'read', key: 'id', where: (v) => destinationWhere(v) },
   Webhook: { scope: 'admin', key: 'id', where: (v) => ({ organizationId: v.organizationId }), fast: (v, row) => (typeof row.organizationId === 'string' ? inOrganization(v, row) : undefined) },

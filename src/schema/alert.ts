@@ -3,10 +3,11 @@ import { GraphQLError } from 'graphql';
 import { AlertSeverity, AlertType, WebhookDeliveryStatus } from '../generated/prisma/enums.ts';
 import { alertCounts, alertWhere, dismissAlert, markAlertRead, markAllAlertsRead } from '../services/alerts.ts';
 import { createWebhook, deleteWebhook } from '../services/webhooks.ts';
-import { typeAccess, visibleWhere } from './access.ts';
+import { isVisible, typeAccess, visibleWhere } from './access.ts';
 import { builder } from './builder.ts';
 import { allErrors } from './errors.ts';
 import { encodeGlobalID, parseId } from './ids.ts';
+import { liveEvents, readOnce } from './live.ts';
 import { DeletePayload } from './project.ts';
 import { viewerOf } from './viewer-of.ts';
 
@@ -160,13 +161,13 @@ builder.subscriptionFields((t) => ({
     authScopes: { read: true },
     description: "Each new alert of the organization the key may see, as it is raised",
     subscribe: (_root, _args, ctx) => endsPromptly(async function* (track) {
-      const viewer = viewerOf(ctx);
-      const events = track(ctx.deps.events.subscribe('alertCreated', viewer.organizationId));
+      const events = liveEvents(ctx, track, 'alertCreated', viewerOf(ctx).organizationId);
       try {
         for await (const e of events) {
-          // Re-read through the viewer's filter: a limited key never hears of other projects' alerts.
-          const alert = await ctx.deps.db.alert.findFirst({ where: alertWhere(viewer, { id: e.alertId }) });
-          if (alert) yield alert;
+          // Read once for every subscriber; each one's rule then decides, so a limited key never hears of other projects' alerts.
+          const alert = await readOnce(e.payload, 'alert', () => ctx.deps.db.alert.findUnique({ where: { id: e.payload.alertId }, include: { environment: { select: { projectId: true } } } }));
+          events.assertLive();
+          if (alert && (await isVisible(ctx, 'Alert', alert))) yield alert;
         }
       } finally {
         await events.return?.();

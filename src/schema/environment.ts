@@ -4,10 +4,11 @@ import { EnvironmentStatus, EnvironmentType } from '../generated/prisma/enums.ts
 import { createEnvironment, deleteEnvironment, getEnvironment, updateEnvironment } from '../services/environments.ts';
 import { lockEnvironment, unlockEnvironment } from '../services/environment-lock.ts';
 import { inProjectWhere } from '../services/viewer.ts';
-import { typeAccess } from './access.ts';
+import { isVisible, typeAccess } from './access.ts';
 import { builder } from './builder.ts';
 import { allErrors } from './errors.ts';
 import { encodeGlobalID, parseId, tryDecodeId } from './ids.ts';
+import { liveEvents, readOnce } from './live.ts';
 import { ValidationError } from '../domain/errors.ts';
 import { DeletePayload } from './project.ts';
 import { viewerOf } from './viewer-of.ts';
@@ -230,6 +231,8 @@ export interface ActivityShape {
   environmentId: string;
   subjectId: string;
   at: Date;
+  /** The published event, the same object for every subscriber of this process: what its fields read is read once for all (readOnce). */
+  event: object;
 }
 
 export const EnvironmentActivityEvent = builder.objectRef<ActivityShape>('EnvironmentActivityEvent').implement({
@@ -238,11 +241,14 @@ export const EnvironmentActivityEvent = builder.objectRef<ActivityShape>('Enviro
     kind: t.field({ type: ActivityKind, resolve: (e) => e.kind }),
     environmentId: t.id({ resolve: (e) => encodeGlobalID('Environment', e.environmentId) }),
     at: t.field({ type: 'DateTime', description: 'When it happened: the moment the event was published, by the process that published it', resolve: (e) => e.at }),
-    environment: t.prismaField({
-      type: 'Environment',
+    environment: t.field({
+      type: Environment,
       nullable: true,
       description: 'The environment as it is now; null once deleted.',
-      resolve: (query, e, _args, ctx) => ctx.deps.db.environment.findFirst({ ...query, where: inProjectWhere(viewerOf(ctx), { id: e.environmentId }) }),
+      resolve: async (e, _args, ctx) => {
+        const env = await readOnce(e.event, 'environment', () => ctx.deps.db.environment.findUnique({ where: { id: e.environmentId } }));
+        return env && (await isVisible(ctx, 'Environment', env)) ? env : null;
+      },
     }),
   }),
 });
@@ -261,12 +267,12 @@ builder.subscriptionFields((t) => ({
         throw new GraphQLError((err as Error).message, { extensions: { code: 'BAD_USER_INPUT' } });
       }
       // Subscribing first, then checking, means no event between the check and the listen is lost.
-      const events = track(ctx.deps.events.subscribePublished('environmentActivity', id));
+      const events = liveEvents(ctx, track, 'environmentActivity', id);
       try {
         await getEnvironment(ctx.deps, viewerOf(ctx), id).catch(() => {
           throw new GraphQLError('Environment not found', { extensions: { code: 'ENVIRONMENT_NOT_FOUND' } });
         });
-        for await (const e of events) yield { ...e.payload, at: e.at };
+        for await (const e of events) yield { ...e.payload, at: e.at, event: e.payload };
       } finally {
         await events.return?.();
       }

@@ -1,13 +1,15 @@
 import { endsPromptly } from '../events/bus.ts';
+import type { Operation as OperationRow } from '../generated/prisma/client.ts';
 import { GraphQLError } from 'graphql';
 import { OperationStatus, OperationType } from '../generated/prisma/enums.ts';
 import { cancelOperation, getOperation, isTerminal } from '../services/operations.ts';
-import { typeAccess, visibleWhere } from './access.ts';
+import { isVisible, typeAccess, visibleWhere } from './access.ts';
 import { builder, type Context } from './builder.ts';
 import { EnvironmentActivityEvent } from './environment.ts';
 import type { ErrorCode } from '../domain/errors.ts';
 import { allErrors, ErrorCodeEnum } from './errors.ts';
 import { parseId } from './ids.ts';
+import { liveEvents, readOnce } from './live.ts';
 import { viewerOf } from './viewer-of.ts';
 
 export const OperationTypeEnum = builder.enumType(OperationType, { name: 'OperationType' });
@@ -158,16 +160,20 @@ builder.subscriptionFields((t) => ({
         throw new GraphQLError((err as Error).message, { extensions: { code: 'BAD_USER_INPUT' } });
       }
       // Listen first, then read: a change between the two is seen either way.
-      const events = track(ctx.deps.events.subscribe('operation', opId));
+      const events = liveEvents(ctx, track, 'operation', opId);
       try {
-        let op = await getOperation(ctx.deps, viewerOf(ctx), opId).catch(() => {
+        let op: OperationRow = await getOperation(ctx.deps, viewerOf(ctx), opId).catch(() => {
           throw new GraphQLError('Operation not found', { extensions: { code: 'OPERATION_NOT_FOUND' } });
         });
         yield op;
         while (!isTerminal(op.status)) {
           const next = await events.next();
           if (next.done) return;
-          op = await ctx.deps.db.operation.findUniqueOrThrow({ where: { id: opId } });
+          const now = await readOnce(next.value.payload, 'operation', () => operationForWatchers(ctx, opId));
+          // Deleted with its environment: nothing more will happen to it.
+          if (!now) return;
+          events.assertLive();
+          op = now;
           yield op;
         }
       } finally {
@@ -178,15 +184,24 @@ builder.subscriptionFields((t) => ({
   }),
 }));
 
+/**
+ * An operation as every watcher of an event sees it, read once per event (readOnce) and unfiltered:
+ * each watcher's ACCESS rule decides on the row, which carries its environment's project so that
+ * the rule's `fast` form can (a key limited to projects would otherwise cost a query per watcher).
+ */
+function operationForWatchers(ctx: Context, id: string) {
+  return ctx.deps.db.operation.findUnique({ where: { id }, include: { environment: { select: { projectId: true } } } });
+}
+
 builder.objectFields(EnvironmentActivityEvent, (t) => ({
-  operation: t.prismaField({
-    type: 'Operation',
+  operation: t.field({
+    type: Operation,
     nullable: true,
     description: 'For OPERATION events: the operation as it is now',
-    resolve: async (query, e, _a, ctx) => {
+    resolve: async (e, _a, ctx) => {
       if (e.kind !== 'OPERATION') return null;
-      const visible = await getOperation(ctx.deps, viewerOf(ctx), e.subjectId).catch(() => null);
-      return visible ? ctx.deps.db.operation.findUnique({ ...query, where: { id: e.subjectId } }) : null;
+      const op = await readOnce(e.event, 'operation', () => operationForWatchers(ctx, e.subjectId));
+      return op && (await isVisible(ctx, 'Operation', op)) ? op : null;
     },
   }),
 }));

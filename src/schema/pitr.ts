@@ -79,8 +79,8 @@ const PointInTimeRecovery = builder.objectRef<RecoveryWindow>('PointInTimeRecove
 builder.prismaObjectFields('Environment', (t) => ({
   pointInTimeRecovery: t.field({
     type: PointInTimeRecovery,
-    select: { id: true },
-    resolve: (env, _a, ctx) => recoveryWindow(ctx.deps, env.id),
+    select: { id: true, walEnabled: true, pitrClusterId: true, walArchiveIntervalSeconds: true },
+    resolve: (env, _a, ctx) => recoveryWindow(ctx.deps, env.id, env),
   }),
 }));
 

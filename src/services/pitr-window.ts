@@ -37,8 +37,15 @@ export interface RecoveryWindow {
   timelineSwitches: PitrTimelineSwitch[];
 }
 
-export async function recoveryWindow(deps: Deps, environmentId: string): Promise<RecoveryWindow> {
-  const env = await deps.db.environment.findUnique({ where: { id: environmentId }, select: { walEnabled: true, pitrClusterId: true, walArchiveIntervalSeconds: true } });
+/** The environment's columns the window depends on. */
+export type WindowSettings = { walEnabled: boolean; pitrClusterId: string | null; walArchiveIntervalSeconds: number };
+
+/**
+ * `settings`: the environment's row when the caller has it (a list of environments in the API),
+ * which spares a read; an environment without PITR then costs nothing.
+ */
+export async function recoveryWindow(deps: Deps, environmentId: string, settings?: WindowSettings): Promise<RecoveryWindow> {
+  const env = settings ?? (await deps.db.environment.findUnique({ where: { id: environmentId }, select: { walEnabled: true, pitrClusterId: true, walArchiveIntervalSeconds: true } }));
   if (!env) throw NotFoundError.environment();
   const empty: RecoveryWindow = { enabled: env.walEnabled, status: 'OFF', clusterId: env.pitrClusterId, systemIdentifier: null, earliest: null, latest: null, lagSeconds: null, archivedBytes: 0n, baseBackups: [], gaps: [], timelineSwitches: [] };
   if (!env.pitrClusterId) return empty;

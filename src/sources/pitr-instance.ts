@@ -187,7 +187,7 @@ export async function recoverInstance(
       `restore_command = '"${quoted(script)}" "%f" "%p"'`,
       withTarget ? `recovery_target_time = '${targetTime.toISOString().replace('T', ' ').replace('Z', '+00')}'` : '',
       `recovery_target_action = 'promote'`,
-      // No hot standby: nothing (max_connections…) has to match the source's settings.
+      // No hot standby: nothing (max_connections...) has to match the source's settings.
       'hot_standby = off',
       // The source's own archiving must not run here.
       "archive_mode = 'off'",

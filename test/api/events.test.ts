@@ -9,6 +9,7 @@ import { freshDatabase } from '../harness/database.ts';
 import { createSecretBox, gid, makeApiKey, makeEnvironment, makeOrganization, makeProject } from '../harness/factories.ts';
 import { startServerProcess, until, type ServerProcess } from '../harness/process.ts';
 import { createDb, type Db } from '../../src/db/client.ts';
+import { publishInTransaction } from '../../src/events/bus.ts';
 
 let a: ServerProcess;
 let b: ServerProcess;
@@ -58,6 +59,57 @@ async function rename(name: string) {
   });
   expect(res.status).toBe(200);
 }
+
+// First: the server ends the SSE test's subscription (below) only some time after its client has gone.
+describe('a revoked key', () => {
+  it('ends its open subscriptions with UNAUTHENTICATED and hears no event after the revocation', async () => {
+    const watcher = await makeApiKey(db, (await db.environment.findUniqueOrThrow({ where: { id: envId } })).organizationId, { scopes: ['backups:read'] });
+    const client = createClient({ url: a.url.replace('http', 'ws'), webSocketImpl: WebSocket, connectionParams: { Authorization: `Bearer ${watcher.secret}` }, retryAttempts: 0 });
+    // Settles with the error that ends the subscription, or with what it heard after the revocation.
+    const ended = new Promise<unknown>((resolve) => {
+      const next = (v: unknown) => JSON.stringify(v).includes('renamed-after-revocation') && resolve({ heard: v });
+      client.subscribe({ query: print(EnvironmentActivityDocument), variables: { environmentId: gid('Environment', envId) } }, { next, error: resolve, complete: () => resolve('completed') });
+    });
+    await subscribed('the subscription of the key to revoke');
+    // Revoked through the other process: its answer waits until every process has forgotten the key.
+    const res = await fetch(b.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+      body: JSON.stringify({ query: 'mutation($i: RevokeApiKeyInput!) { revokeApiKey(input: $i) { __typename } }', variables: { i: { id: gid('ApiKey', watcher.id) } } }),
+    });
+    expect(((await res.json()) as { data: { revokeApiKey: { __typename: string } } }).data.revokeApiKey.__typename).toBe('RevokeApiKeyPayload');
+    await rename('renamed-after-revocation');
+    expect(await ended).toMatchObject([{ extensions: { code: 'UNAUTHENTICATED' } }]);
+    await client.dispose();
+    await unsubscribed();
+  });
+});
+
+describe('one read per event, one rule per subscriber', () => {
+  it('shows an OPERATION event\'s operation to the keys whose rule lets them see it, and null to a key limited to another project', async () => {
+    const env = await db.environment.findUniqueOrThrow({ where: { id: envId } });
+    const elsewhere = await makeEnvironment(db, createSecretBox(randomBytes(32)), await makeProject(db, env.organizationId));
+    const limited = (await makeApiKey(db, env.organizationId, { scopes: ['backups:read'], projectIds: [env.projectId] })).secret;
+    const own = await db.operation.create({ data: { organizationId: env.organizationId, environmentId: envId, type: 'SNAPSHOT' } });
+    // Published to this environment's watchers, about an operation of another project's environment.
+    const foreign = await db.operation.create({ data: { organizationId: env.organizationId, environmentId: elsewhere.id, type: 'SNAPSHOT' } });
+    const query = 'subscription($id: ID!) { environmentActivity(environmentId: $id) { operation { id } } }';
+    const watch = (k: string) => {
+      const client = createClient({ url: a.url.replace('http', 'ws'), webSocketImpl: WebSocket, connectionParams: { Authorization: `Bearer ${k}` }, retryAttempts: 0 });
+      return { client, events: client.iterate({ query, variables: { id: gid('Environment', envId) } }) };
+    };
+    const [admin, mine] = [watch(key), watch(limited)];
+    const firsts = [admin.events.next(), mine.events.next()];
+    await until(() => a.metric('backplane_event_subscribers'), (n) => n === idle + 2, 'both subscriptions');
+    for (const op of [foreign, own]) await publishInTransaction(db, 'environmentActivity', envId, { kind: 'OPERATION', environmentId: envId, subjectId: op.id });
+    const seconds = [admin.events.next(), mine.events.next()];
+    const op = (r: IteratorResult<unknown>) => (r.value as { data: { environmentActivity: { operation: { id: string } | null } } }).data.environmentActivity.operation;
+    expect((await Promise.all(firsts)).map(op)).toEqual([{ id: gid('Operation', foreign.id) }, null]);
+    expect((await Promise.all(seconds)).map(op)).toEqual([{ id: gid('Operation', own.id) }, { id: gid('Operation', own.id) }]);
+    for (const w of [admin, mine]) await w.client.dispose();
+    await unsubscribed();
+  });
+});
 
 describe('environmentActivity across processes', () => {
   it('delivers an update made through one server to a graphql-ws subscriber on another', async () => {

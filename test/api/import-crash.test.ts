@@ -17,7 +17,7 @@ import { ImportDumpDocument } from '../generated/graphql.ts';
 import { startTestApp, testEnv, type TestApp } from '../harness/app.ts';
 import { gid, makeApiKey, makeOrganization } from '../harness/factories.ts';
 import { makeLiveEnvironment, sql, type LiveEnvironment } from '../harness/live-environment.ts';
-import { startServerProcess, until, type ServerProcess } from '../harness/process.ts';
+import { childrenOf, processGroup, until } from '../harness/process.ts';
 import { follow } from '../harness/snapshot-helpers.ts';
 
 const exec = promisify(execFile);
@@ -26,7 +26,7 @@ let app: TestApp;
 let key: string;
 let env: LiveEnvironment;
 let home: string;
-const workers: ServerProcess[] = [];
+const workers = processGroup();
 
 beforeAll(async () => {
   home = await fs.mkdtemp(path.join(os.tmpdir(), 'bp-import-crash-'));
@@ -36,23 +36,12 @@ beforeAll(async () => {
   env = await makeLiveEnvironment(app, { organizationId: org.id, name: 'crash' });
 }, 180_000);
 afterAll(async () => {
-  for (const w of workers) await w.stop();
+  await workers.stopAll();
   await app?.stop();
 });
 
 function worker() {
-  return startServerProcess(testEnv(app.databaseUrl, secretKey, { BACKPLANE_HOME: home, OPERATION_HEARTBEAT_MS: '500' }), 'worker').then((w) => (workers.push(w), w));
-}
-
-async function childrenOf(pid: number, comm: string): Promise<number[]> {
-  const out: number[] = [];
-  for (const tid of await fs.readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
-    const text = await fs.readFile(`/proc/${pid}/task/${tid}/children`, 'utf8').catch(() => '');
-    for (const child of text.split(' ').filter(Boolean).map(Number)) {
-      if ((await fs.readFile(`/proc/${child}/comm`, 'utf8').catch(() => '')).trim() === comm) out.push(child);
-    }
-  }
-  return out;
+  return workers.start(testEnv(app.databaseUrl, secretKey, { BACKPLANE_HOME: home, OPERATION_HEARTBEAT_MS: '500' }), 'worker');
 }
 
 const pgDumpText = async (url: string) => (await exec('pg_dump', ['--no-owner', '--dbname', url], { maxBuffer: 64 << 20 })).stdout.replace(/^\\(un)?restrict \S+$/gm, '');

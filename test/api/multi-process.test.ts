@@ -14,7 +14,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CreateSnapshotDocument, RevokeApiKeyDocument, UpsertScheduleDocument, ViewerDocument, WatchOperationDocument } from '../generated/graphql.ts';
 import { testEnv, type TestApp } from '../harness/app.ts';
-import { gid, makeApiKey } from '../harness/factories.ts';
+import { gid, makeApiKey, rawId } from '../harness/factories.ts';
 import { sql, type LiveEnvironment } from '../harness/live-environment.ts';
 import { startServerProcess, until, type ServerProcess } from '../harness/process.ts';
 import { jobsWithKey, runJobNow } from '../harness/schedule-helpers.ts';
@@ -48,8 +48,6 @@ afterAll(async () => {
   await Promise.all([apiA?.stop(), apiB?.stop(), ...workers.map((w) => w.stop())]);
   await app?.stop();
 });
-
-const rawId = (globalId: string) => Buffer.from(globalId, 'base64').toString().split(':')[1];
 
 async function gqlAt<R>(p: ServerProcess, doc: { kind: 'Document' } & object, variables: unknown, apiKey = key): Promise<{ status: number; body: { data?: R; errors?: Array<{ extensions?: { code?: string } }> } }> {
   const res = await fetch(p.url, {

@@ -13,20 +13,20 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { testEnv, type TestApp } from '../harness/app.ts';
 import { makeLiveEnvironment, sql, type LiveEnvironment } from '../harness/live-environment.ts';
-import { startServerProcess, until, type ServerProcess } from '../harness/process.ts';
+import { childrenOf, killProcess, processGroup, until } from '../harness/process.ts';
 import { RunRestoreDrillDocument } from '../generated/graphql.ts';
-import { gid } from '../harness/factories.ts';
-import { follow, startRestore, startSnapshotSuite, takeSnapshot } from '../harness/snapshot-helpers.ts';
+import { gid, rawId } from '../harness/factories.ts';
+import { ageHeartbeat, follow, startRestore, startSnapshotSuite, takeSnapshot } from '../harness/snapshot-helpers.ts';
 
 let app: TestApp;
 let key: string;
 let source: LiveEnvironment;
 let snapshotId: string;
 const secretKey = randomBytes(32).toString('hex');
-const workers: ServerProcess[] = [];
+const workers = processGroup();
 
 function worker() {
-  return startServerProcess(testEnv(app.databaseUrl, secretKey, { OPERATION_HEARTBEAT_MS: '500' }), 'worker').then((w) => (workers.push(w), w));
+  return workers.start(testEnv(app.databaseUrl, secretKey, { OPERATION_HEARTBEAT_MS: '500' }), 'worker');
 }
 
 beforeAll(async () => {
@@ -34,41 +34,12 @@ beforeAll(async () => {
   ({ app, key, env } = await startSnapshotSuite({ secretKey, worker: false }));
   // Enough rows that pg_restore is still at work when caught.
   source = await makeLiveEnvironment(app, { organizationId: env.organizationId, projectId: env.projectId, name: 'big-source', rows: 100_000 });
-  const helper = await worker();
+  await worker();
   ({ snapshotId } = await takeSnapshot(app, key, source.id));
-  await helper.stop();
-  workers.splice(0);
+  await workers.stopAll();
 }, 180_000);
-afterEach(async () => {
-  for (const w of workers.splice(0)) await w.stop();
-});
+afterEach(() => workers.stopAll());
 afterAll(() => app?.stop());
-
-const rawId = (globalId: string) => Buffer.from(globalId, 'base64').toString().split(':')[1];
-
-async function kill(w: ServerProcess) {
-  w.child.kill('SIGKILL');
-  if (w.child.exitCode === null && w.child.signalCode === null) await new Promise((r) => w.child.once('exit', r));
-}
-
-async function ageHeartbeat(operationId: string) {
-  const op = await app.runtime.db.operation.findUniqueOrThrow({ where: { id: operationId } });
-  expect(op.status).toBe('RUNNING');
-  await app.runtime.db.operation.update({ where: { id: operationId }, data: { heartbeatAt: new Date(Date.now() - 3_600_000) } });
-}
-
-/** Processes started by `pid` (its threads' children), by command name. */
-async function childrenOf(pid: number, comm: string): Promise<number[]> {
-  const out: number[] = [];
-  for (const tid of await fs.readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
-    const text = await fs.readFile(`/proc/${pid}/task/${tid}/children`, 'utf8').catch(() => '');
-    for (const child of text.split(' ').filter(Boolean).map(Number)) {
-      const name = (await fs.readFile(`/proc/${child}/comm`, 'utf8').catch(() => '')).trim();
-      if (name === comm) out.push(child);
-    }
-  }
-  return out;
-}
 
 const databases = () => sql(app.databaseUrl, 'SELECT datname FROM pg_database').then((q) => q.rows.map((x) => String(x.datname)));
 const sourceDb = () => decodeURIComponent(new URL(source.databaseUrl).pathname.slice(1));
@@ -87,7 +58,7 @@ async function restoreUntilPgRestore(name: string) {
 
 /** Recovery at the next worker's start: the operation FAILED, the environment FAILED, nothing of it left. */
 async function expectRecovered(opId: string, operationId: string, envId: string, name: string) {
-  await ageHeartbeat(opId);
+  await ageHeartbeat(app, opId);
   await worker();
   const end = (await follow(app, key, operationId)).at(-1);
   expect(end?.status).toBe('FAILED');
@@ -103,7 +74,7 @@ describe('a worker killed while restoring into a new environment', () => {
   it('during pg_restore: recovery drops the temp database and staging folder; the environment is FAILED', { timeout: 300_000 }, async () => {
     const { doomed, r, opId, log, pgRestore, suffix } = await restoreUntilPgRestore('killed_early');
     process.kill(pgRestore, 'SIGSTOP');
-    await kill(doomed);
+    await killProcess(doomed);
     process.kill(pgRestore, 'SIGKILL');
     // What the killed worker left: the proof the recovery has something to clear.
     expect((await databases()).filter((n) => n.endsWith(suffix))).toHaveLength(1);
@@ -133,7 +104,7 @@ describe('a worker killed while restoring into a new environment', () => {
         (n) => n > 0,
         'the job to wait on the restore log',
       );
-      await kill(doomed);
+      await killProcess(doomed);
     } finally {
       await sql(app.databaseUrl, 'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [pid]);
       await client.query('ROLLBACK');
@@ -160,13 +131,13 @@ describe('a worker killed during a restore drill', () => {
     const scratchDirs = async () => (await siblings()).filter((n) => n.includes('.bp_drill_'));
     // The files side runs beside pg_restore, held still: the kill lands with both scratch copies there.
     await until(scratchDirs, (dirs) => dirs.length === 1, 'the scratch folder', 60_000);
-    await kill(doomed);
+    await killProcess(doomed);
     process.kill(pgRestore, 'SIGKILL');
     // What the killed worker left: the proof the recovery has something to clear.
     expect(await scratchDbs()).toHaveLength(1);
     expect(await scratchDirs()).toHaveLength(1);
 
-    await ageHeartbeat(opId);
+    await ageHeartbeat(app, opId);
     await worker();
     const end = (await follow(app, key, operationId)).at(-1);
     expect(end?.status).toBe('FAILED');

@@ -12,8 +12,9 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { HANDED_BACK_MESSAGE } from '../../src/services/operations.ts';
 import { testEnv, type TestApp } from '../harness/app.ts';
+import { rawId } from '../harness/factories.ts';
 import { databaseDigest, filesDigest, makeLiveEnvironment, repositoryPassword, sql, type LiveEnvironment } from '../harness/live-environment.ts';
-import { startServerProcess, until, type ServerProcess } from '../harness/process.ts';
+import { childrenOf, startServerProcess, until, type ServerProcess } from '../harness/process.ts';
 import { follow, restic, startRestore, startSnapshot, startSnapshotSuite, takeSnapshot } from '../harness/snapshot-helpers.ts';
 
 let app: TestApp;
@@ -51,7 +52,6 @@ async function lockOrders() {
   };
 }
 
-const rawId = (globalId: string) => Buffer.from(globalId, 'base64').toString().split(':')[1];
 const exitOf = (p: ServerProcess) => new Promise<number | null>((resolve) => (p.child.exitCode !== null ? resolve(p.child.exitCode) : p.child.once('exit', (code) => resolve(code))));
 const jobOf = async (operationId: string) =>
   (await app.runtime.db.$queryRawUnsafe<{ attempts: number; locked_at: Date | null }[]>('SELECT attempts, locked_at FROM graphile_worker.jobs WHERE key = $1', `op:${operationId}`))[0];
@@ -145,19 +145,6 @@ describe('stopping a worker mid-snapshot', () => {
     expect(await jobOf(rawId(s.operationId))).toBeUndefined();
   });
 });
-
-/** Processes started by `pid` (its threads' children), by command name. */
-async function childrenOf(pid: number, comm: string): Promise<number[]> {
-  const out: number[] = [];
-  for (const tid of await fs.readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
-    const text = await fs.readFile(`/proc/${pid}/task/${tid}/children`, 'utf8').catch(() => '');
-    for (const child of text.split(' ').filter(Boolean).map(Number)) {
-      const name = (await fs.readFile(`/proc/${child}/comm`, 'utf8').catch(() => '')).trim();
-      if (name === comm) out.push(child);
-    }
-  }
-  return out;
-}
 
 describe('stopping a worker mid-restore (issue 17.6 follow-up)', () => {
   /** A target with a snapshot, changed since: its state now, and the snapshot's. */

@@ -15,41 +15,26 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { testEnv, type TestApp } from '../harness/app.ts';
 import { LocalBackend } from '../../src/destinations/local.ts';
 import { formatTime, Repository, type LockJson } from '../../src/engine/api.ts';
+import { rawId } from '../harness/factories.ts';
 import { databaseDigest, filesDigest, makeLiveEnvironment, repositoryPassword, sql, type LiveEnvironment } from '../harness/live-environment.ts';
-import { startServerProcess, until, type ServerProcess } from '../harness/process.ts';
-import { follow, restic, startRestore, startSnapshot, startSnapshotSuite, takeSnapshot } from '../harness/snapshot-helpers.ts';
+import { childrenOf, killProcess, processGroup, until } from '../harness/process.ts';
+import { ageHeartbeat, follow, restic, startRestore, startSnapshot, startSnapshotSuite, takeSnapshot } from '../harness/snapshot-helpers.ts';
 
 let app: TestApp;
 let key: string;
 let env: LiveEnvironment;
 const secretKey = randomBytes(32).toString('hex');
-const workers: ServerProcess[] = [];
+const workers = processGroup();
 
 beforeAll(async () => {
   ({ app, key, env } = await startSnapshotSuite({ secretKey, worker: false }));
 });
 // Each test's jobs run only in the workers it starts.
-afterEach(async () => {
-  for (const w of workers.splice(0)) await w.stop();
-});
+afterEach(() => workers.stopAll());
 afterAll(() => app?.stop());
 
 function worker() {
-  return startServerProcess(testEnv(app.databaseUrl, secretKey, { OPERATION_HEARTBEAT_MS: '500' }), 'worker').then((w) => (workers.push(w), w));
-}
-
-const rawId = (globalId: string) => Buffer.from(globalId, 'base64').toString().split(':')[1];
-
-async function kill(w: ServerProcess) {
-  w.child.kill('SIGKILL');
-  if (w.child.exitCode === null && w.child.signalCode === null) await new Promise((r) => w.child.once('exit', r));
-}
-
-/** The dead worker's last heartbeat, an hour ago: what waiting out OPERATION_STALE_MS would give. */
-async function ageHeartbeat(operationId: string) {
-  const op = await app.runtime.db.operation.findUniqueOrThrow({ where: { id: operationId } });
-  expect(op.status).toBe('RUNNING');
-  await app.runtime.db.operation.update({ where: { id: operationId }, data: { heartbeatAt: new Date(Date.now() - 3_600_000) } });
+  return workers.start(testEnv(app.databaseUrl, secretKey, { OPERATION_HEARTBEAT_MS: '500' }), 'worker');
 }
 
 /** Holds a table lock on `url` until released. */
@@ -81,12 +66,12 @@ describe('a worker killed mid-snapshot', () => {
     const first = await worker();
     const s = await startSnapshot(app, key, env.id);
     await follow(app, key, s.operationId, (st) => st.status === 'RUNNING' && st.phase === 'dumping');
-    await kill(first);
+    await killProcess(first);
     await endOrphanDump();
     await lock.release({ orphans: true });
 
     const opId = rawId(s.operationId);
-    await ageHeartbeat(opId);
+    await ageHeartbeat(app, opId);
     await worker();
     const end = (await follow(app, key, s.operationId)).at(-1);
     expect(end?.status).toBe('SUCCEEDED');
@@ -116,11 +101,11 @@ describe('a worker killed mid-snapshot', () => {
     const catalog = await lockTable(app.databaseUrl, `SELECT 1 FROM snapshot_copies WHERE id = '${copy.id}' FOR UPDATE`);
     await dump.release({ orphans: false });
     await until(() => taggedSnapshots(snapId), (l) => l.length === 1, 'the repository snapshot to be written', 60_000);
-    await kill(first);
+    await killProcess(first);
     await catalog.release({ orphans: true });
     expect((await app.runtime.db.snapshotCopy.findUniqueOrThrow({ where: { id: copy.id } })).status).toBe('UPLOADING');
 
-    await ageHeartbeat(rawId(s.operationId));
+    await ageHeartbeat(app, rawId(s.operationId));
     await worker();
     expect((await follow(app, key, s.operationId)).at(-1)?.status).toBe('SUCCEEDED');
     const tagged = await taggedSnapshots(snapId);
@@ -139,11 +124,11 @@ describe('a worker killed mid-snapshot', () => {
     );
     const first = await worker();
     await follow(app, key, s.operationId, (st) => st.status === 'RUNNING' && st.phase === 'dumping');
-    await kill(first);
+    await killProcess(first);
     await endOrphanDump();
     await lock.release({ orphans: true });
 
-    await ageHeartbeat(opId);
+    await ageHeartbeat(app, opId);
     await worker();
     const op = await until(() => app.runtime.db.operation.findUniqueOrThrow({ where: { id: opId } }), (o) => o.status !== 'RUNNING', 'the operation to be recovered');
     expect(op.status).toBe('FAILED');
@@ -174,10 +159,10 @@ describe('a snapshot failed by the recovery', () => {
     await dump.release({ orphans: false });
     // Written into the repository, not yet recorded: what the recovery must not leave behind.
     await until(() => taggedSnapshots(snapId), (l) => l.length === 1, 'the repository snapshot to be written', 60_000);
-    await kill(first);
+    await killProcess(first);
     await catalog.release({ orphans: true });
 
-    await ageHeartbeat(opId);
+    await ageHeartbeat(app, opId);
     await worker();
     const op = await until(() => app.runtime.db.operation.findUniqueOrThrow({ where: { id: opId } }), (o) => o.status !== 'RUNNING', 'the operation to be recovered');
     expect(op.status).toBe('FAILED');
@@ -191,14 +176,9 @@ describe('a snapshot failed by the recovery', () => {
   });
 });
 
-/** Only the workers a test starts itself take its jobs. */
-async function stopWorkers() {
-  for (const w of workers.splice(0)) await w.stop();
-}
-
 describe('repository locks of other processes', () => {
   it('a live process\'s lock is never removed; once that process is gone, the next job removes it', async () => {
-    await stopWorkers();
+    await workers.stopAll();
     await worker();
     await takeSnapshot(app, key, env.id);
     const password = await repositoryPassword(app, env.destinationId);
@@ -221,25 +201,12 @@ describe('repository locks of other processes', () => {
   });
 });
 
-/** Processes started by `pid` (its threads' children), by command name. */
-async function childrenOf(pid: number, comm: string): Promise<number[]> {
-  const out: number[] = [];
-  for (const tid of await fs.readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
-    const text = await fs.readFile(`/proc/${pid}/task/${tid}/children`, 'utf8').catch(() => '');
-    for (const child of text.split(' ').filter(Boolean).map(Number)) {
-      const name = (await fs.readFile(`/proc/${child}/comm`, 'utf8').catch(() => '')).trim();
-      if (name === comm) out.push(child);
-    }
-  }
-  return out;
-}
-
 /**
  * A new environment with a snapshot, changed since, and the digests of how it is now: what a
  * failed restore into it must leave. Enough rows that pg_restore is still at work when caught.
  */
 async function changedSinceSnapshot(name: string) {
-  await stopWorkers();
+  await workers.stopAll();
   const helper = await worker();
   const target = await makeLiveEnvironment(app, { organizationId: env.organizationId, projectId: env.projectId, name, rows: 100_000 });
   const { snapshotId } = await takeSnapshot(app, key, target.id);
@@ -274,7 +241,7 @@ describe('a worker killed while a restore runs pg_restore', () => {
     expect((await tempDbs()).filter((n) => n.endsWith(suffix))).toHaveLength(1);
     expect(await staging()).toHaveLength(1);
 
-    await ageHeartbeat(opId);
+    await ageHeartbeat(app, opId);
     await worker();
     const end = (await follow(app, key, r.operationId)).at(-1);
     expect(end?.status).toBe('FAILED');
@@ -315,7 +282,7 @@ describe('a worker killed in the restore\'s swap, after the database swap and be
         (n) => n > 0,
         'the job to wait on the restore log',
       );
-      await kill(doomed);
+      await killProcess(doomed);
     } finally {
       await row.release({ orphans: true });
     }
@@ -323,7 +290,7 @@ describe('a worker killed in the restore\'s swap, after the database swap and be
     expect(await databaseDigest(target.databaseUrl)).not.toEqual(dbBefore);
     expect(await filesDigest(target.filesPath)).toEqual(filesBefore);
 
-    await ageHeartbeat(opId);
+    await ageHeartbeat(app, opId);
     await worker();
     const end = (await follow(app, key, r.operationId)).at(-1);
     expect(end?.status).toBe('FAILED');

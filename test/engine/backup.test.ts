@@ -214,6 +214,22 @@ describe('backup', () => {
     await restic(dir, ['check', '--read-data']);
   });
 
+  it('spreads a folder of large files over several scan batches and stores every file whole and in its place', async () => {
+    const { repo, dir } = await newRepo({ packSize: 4 * 1024 * 1024 });
+    const files = await tempDir();
+    // Past one batch's read budget (8 MiB): large and small files interleaved in name order.
+    for (let i = 0; i < 6; i++) {
+      await writeFile(join(files, `big-${i}.bin`), seededBytes(`big ${i}`, 3 * 1024 * 1024 + i));
+      await writeFile(join(files, `big-${i}.txt`), `small ${i}\n`.repeat(100 * i + 1));
+    }
+    const r = await backup(repo, { '/files': files });
+    expect(r.files).toBe(12);
+    const target = await tempDir();
+    await restore(repo, r.snapshotId, target);
+    expect(await describeTree(join(target, 'files'))).toEqual(await describeTree(files));
+    await restic(dir, ['check', '--read-data']);
+  });
+
   it('stores empty files and empty streams', async () => {
     const { repo, dir } = await newRepo();
     const files = await tempDir();

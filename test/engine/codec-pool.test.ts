@@ -1,4 +1,4 @@
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, fstatSync, readdirSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
@@ -63,6 +63,39 @@ describe('codec pool scans', () => {
       }
       // 256 KiB chunks of random data do not fit the 96 KiB ring: that path was taken too.
       expect(contents.get('random')!.length).toBeGreaterThan(4);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('reads files of a batch up to maxBytes (its first file whatever its size) and reports the rest as later, unread', async () => {
+    const dir = await tempDir();
+    const sizes: Record<string, number> = { a: 300_000, b: 10_000, c: 250_000, d: 5_000, e: 900_000 };
+    for (const [name, n] of Object.entries(sizes)) await writeFile(join(dir, name), seededBytes(name, n));
+    const names = Object.keys(sizes);
+    const pool = new CodecPool(newRandomKey(), 1);
+    try {
+      const read: string[] = [];
+      const later: Record<string, number> = {};
+      const blobsOf = new Set<number>();
+      await pool.scan(
+        { dir, names, parents: names.map(() => null), params: PARAMS, maxBytes: 320_000 },
+        {
+          onBlob: (m) => void blobsOf.add(m.index),
+          onEntry: (m) => {
+            if (m.later !== undefined) later[names[m.index]] = m.later;
+            else read.push(names[m.index]);
+          },
+        },
+      );
+      // a fills most of the budget; b still fits; c would pass it; d fits; e is larger than all of it.
+      expect(read).toEqual(['a', 'b', 'd']);
+      expect(later).toEqual({ c: 250_000, e: 900_000 });
+      expect([...blobsOf].sort()).toEqual([0, 1, 3]);
+      // A batch of one file reads it however large it is.
+      const alone: string[] = [];
+      await pool.scan({ dir, names: ['e'], parents: [null], params: PARAMS, maxBytes: 1000 }, { onBlob: () => {}, onEntry: (m) => void alone.push(m.later === undefined ? 'read' : 'later') });
+      expect(alone).toEqual(['read']);
     } finally {
       await pool.close();
     }
@@ -341,6 +374,34 @@ describe('codec pool priority', () => {
     }
     expect(await spareCodecThreads()).toBe(0);
     expect(atNine()).toBe(0);
+  });
+
+  // A server's spares exist only between jobs that follow one another: none before the first
+  // pool, replacements once it closes, and none again after idleMs in which no pool took them.
+  it.runIf(process.platform === 'linux')('with idleMs, starts spares only when a pool closes and stops them after that long unused', async () => {
+    const atEight = () => threadNiceness().filter((n) => n === 8).length;
+    const key = newRandomKey();
+    const plain = Buffer.from('idle '.repeat(5000));
+    const id = hashId(plain);
+    const blob = encodeBlob(key, 'data', id, plain);
+    setBackgroundNice(8);
+    try {
+      await keepCodecThreadsWarm(2, { idleMs: 300 });
+      expect(await spareCodecThreads()).toBe(0);
+      expect(atEight()).toBe(0);
+      const pool = new CodecPool(key, 2);
+      try {
+        expect((await pool.decode(id, Buffer.from(blob.data), plain.length)).equals(plain)).toBe(true);
+      } finally {
+        await pool.close();
+      }
+      expect(await spareCodecThreads()).toBe(2);
+      await vi.waitFor(() => expect(atEight()).toBe(0), { timeout: 10_000, interval: 50 });
+      expect(await spareCodecThreads()).toBe(0);
+    } finally {
+      setBackgroundNice(0);
+      await keepCodecThreadsWarm(0);
+    }
   });
 
   it('refuses a pool without threads', () => {

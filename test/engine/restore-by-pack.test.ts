@@ -6,7 +6,7 @@
  * from S3 (the main thread loads the stretches), with one thread and with several.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chmod, mkdir, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { BackendNotFoundError } from '../../src/destinations/backend.ts';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -46,6 +46,20 @@ async function makeSharingTree(root: string): Promise<void> {
 
 afterAll(cleanupTempDirs);
 
+/** Each file's mode (all 12 bits) and owner, by path below root. */
+async function describeOwners(root: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  const visit = async (dir: string, rel: string) => {
+    for (const name of (await readdir(dir)).sort()) {
+      const st = await lstat(join(dir, name));
+      if (st.isDirectory()) await visit(join(dir, name), `${rel}${name}/`);
+      else out[`${rel}${name}`] = `${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid}`;
+    }
+  };
+  await visit(root, '');
+  return out;
+}
+
 describe('restore by pack', () => {
   let src: string;
   let expected: Record<string, string>;
@@ -76,6 +90,46 @@ describe('restore by pack', () => {
     expect(result.files).toBe(files.length);
     expect(result.bytes).toBe(files.reduce((n, d) => n + Number(d.split(' ')[3]), 0));
     expect(seen.at(-1)).toBe(result.bytes);
+  });
+
+  // A file the restore creates gets its mode from open and, as root, keeps the owner it was made
+  // with when that is the recorded one: the modes umask narrows, setuid/setgid/sticky bits,
+  // other owners and folders whose new files take another group still need their calls.
+  it('restores exact modes and owners into an empty target and over the files already there', async () => {
+    const modes = [0o600, 0o644, 0o666, 0o777, 0o444, 0o4755, 0o2750, 0o1644, 0o000];
+    const tree = join(await tempDir(), 'modes');
+    await mkdir(join(tree, 'shared'), { recursive: true });
+    for (const [i, mode] of modes.entries()) {
+      for (const content of ['', `mode ${i}\n`]) {
+        const p = join(tree, `${mode.toString(8)}${content ? '' : '-empty'}`);
+        await writeFile(p, content);
+        await chmod(p, mode);
+      }
+    }
+    const asRoot = process.getuid?.() === 0;
+    if (asRoot) {
+      await writeFile(join(tree, 'other-owner'), 'theirs\n');
+      await chown(join(tree, 'other-owner'), 1234, 5678);
+      await writeFile(join(tree, 'shared', 'ours'), 'ours\n');
+      await writeFile(join(tree, 'shared', 'ours-empty'), '');
+    }
+    const want = await describeOwners(tree);
+    const { repo } = await newRepo();
+    const r = await backup(repo, { '/t': tree });
+    const target = await tempDir();
+    if (asRoot) {
+      // New files in a setgid folder of another group take that group unless it is set.
+      await mkdir(join(target, 'shared'));
+      await chown(join(target, 'shared'), 0, 5678);
+      await chmod(join(target, 'shared'), 0o2755);
+    }
+    await restore(repo, r.snapshotId, target, { path: '/t' });
+    expect(await describeOwners(target)).toEqual(want);
+    // Again over the restored files, now with other modes and owners than the snapshot's.
+    for (const name of await readdir(target)) if (name !== 'shared') await chmod(join(target, name), 0o640);
+    if (asRoot) await chown(join(target, '644'), 1234, 5678);
+    await restore(repo, r.snapshotId, target, { path: '/t' });
+    expect(await describeOwners(target)).toEqual(want);
   });
 
   it('restores one file of many blobs on its own', async () => {

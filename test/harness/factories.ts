@@ -7,11 +7,13 @@ import type { Db } from '../../src/db/client.ts';
 import type { Scope } from '../../src/domain/scopes.ts';
 import { issueApiKey } from '../../src/services/api-keys.ts';
 import { createSecretBox, redactUrl, type SecretBox } from '../../src/app/secrets.ts';
-import { encodeGlobalID } from '@pothos/plugin-relay';
+import { decodeGlobalID, encodeGlobalID } from '@pothos/plugin-relay';
 
 const suffix = () => randomBytes(3).toString('hex');
 
 export const gid = (type: string, id: string) => encodeGlobalID(type, id);
+/** The catalog id inside a global id. */
+export const rawId = (globalId: string) => decodeGlobalID(globalId).id;
 
 export async function makeOrganization(db: Db, overrides: { name?: string } = {}) {
   return db.organization.create({ data: { name: overrides.name ?? `Org ${suffix()}` } });

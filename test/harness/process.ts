@@ -3,6 +3,7 @@
  * cross process boundaries: events over LISTEN/NOTIFY, shutdown on signals.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs/promises';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -79,4 +80,38 @@ export async function until<T>(read: () => Promise<T>, ok: (v: T) => boolean, wh
     if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 5));
   }
+}
+
+/** The processes a test file starts, so that each test (or the file) can stop all it started. */
+export function processGroup() {
+  const started: ServerProcess[] = [];
+  return {
+    async start(env: NodeJS.ProcessEnv, command: 'serve' | 'worker' | 'start' = 'serve', opts: { group?: boolean } = {}): Promise<ServerProcess> {
+      const p = await startServerProcess(env, command, opts);
+      started.push(p);
+      return p;
+    },
+    async stopAll(): Promise<void> {
+      for (const p of started.splice(0)) await p.stop();
+    },
+  };
+}
+
+/** SIGKILL, as a crash or the OOM killer does: no chance to clean up. Resolves once it is gone. */
+export async function killProcess(p: ServerProcess): Promise<void> {
+  const gone = new Promise((r) => p.child.once('exit', r));
+  p.child.kill('SIGKILL');
+  if (p.child.exitCode === null && p.child.signalCode === null) await gone;
+}
+
+/** Processes started by `pid` (by any of its threads), by command name (`pg_dump`, `psql`…). */
+export async function childrenOf(pid: number, comm: string): Promise<number[]> {
+  const out: number[] = [];
+  for (const tid of await fs.readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
+    const text = await fs.readFile(`/proc/${pid}/task/${tid}/children`, 'utf8').catch(() => '');
+    for (const child of text.split(' ').filter(Boolean).map(Number)) {
+      if ((await fs.readFile(`/proc/${child}/comm`, 'utf8').catch(() => '')).trim() === comm) out.push(child);
+    }
+  }
+  return out;
 }

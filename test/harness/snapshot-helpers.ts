@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { print } from 'graphql';
+import { expect } from 'vitest';
 import { CreateSnapshotDocument, RestoreSnapshotDocument, WatchOperationDocument } from '../generated/graphql.ts';
 import type { Scope } from '../../src/domain/scopes.ts';
 import type { TestApp } from './app.ts';
@@ -77,4 +78,11 @@ export async function startSnapshotSuite(opts: { envName?: string; secretKey?: s
   const suite = await startWorkerSuite({ scopes: ['backups:write'], secretKey: opts.secretKey, worker: opts.worker });
   const env = await makeLiveEnvironment(suite.app, { organizationId: suite.orgId, name: opts.envName });
   return { ...suite, env };
+}
+
+/** A dead worker's last heartbeat, an hour ago: what waiting out OPERATION_STALE_MS would give. */
+export async function ageHeartbeat(app: TestApp, operationId: string) {
+  const op = await app.runtime.db.operation.findUniqueOrThrow({ where: { id: operationId } });
+  expect(op.status).toBe('RUNNING');
+  await app.runtime.db.operation.update({ where: { id: operationId }, data: { heartbeatAt: new Date(Date.now() - 3_600_000) } });
 }

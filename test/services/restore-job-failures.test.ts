@@ -1,13 +1,15 @@
 /**
  * The restore job's failure paths, called directly on real environments (PostgreSQL databases
  * restored by the real pg_restore, files folders, LOCAL repositories): a swap that fails half way
- * and is undone, a run after a killed one that clears what that one left, the timeout, and a
- * damaged pack that the job heals before it ends. Each time the target must be exactly as it was
+ * and is undone, one side failing after the other got ready, a run after a killed one that clears
+ * what that one left, the timeout, and a damaged pack that the job heals before it ends. Each time the target must be exactly as it was
  * (or exactly the snapshot, when the run succeeds), and no other environment changes.
  */
-import fs from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import fs, { type FileHandle } from 'node:fs/promises';
 import { watch } from 'node:fs';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import '../../src/services/schedules.ts';
 import type { Runtime } from '../../src/app/runtime.ts';
@@ -23,6 +25,7 @@ import { restoreDatabaseNames } from '../../src/sources/postgres.ts';
 import { adminUrl } from '../harness/database.ts';
 import { makeOrganization } from '../harness/factories.ts';
 import { databaseDigest, filesDigest, makeLiveEnvironment, repositoryPassword, sql, type LiveEnvironment } from '../harness/live-environment.ts';
+import { waitFor } from '../harness/schedule-helpers.ts';
 import { startServiceRuntime, viewerOf } from '../harness/service-runtime.ts';
 
 let rt: Runtime;
@@ -34,6 +37,8 @@ let snapshotId: string;
 let atSnapshot: State;
 let prodNow: State;
 const NOW = new Date();
+
+const PHOTO = '/files/uploads/photo ü.jpg';
 
 type State = { db: Record<string, string>; files: Record<string, string> };
 const state = async (env: LiveEnvironment): Promise<State> => ({ db: await databaseDigest(env.databaseUrl), files: await filesDigest(env.filesPath) });
@@ -67,6 +72,22 @@ async function namedAfter(env: LiveEnvironment, restoreLogId: string) {
   return { dbs, dirs };
 }
 
+/** Changes `env` after its snapshot (a row, a file) and returns its state: what a failed restore must leave. */
+async function changedAfterSnapshot(env: LiveEnvironment): Promise<State> {
+  await sql(env.databaseUrl, "INSERT INTO customers (name) VALUES ('after the snapshot')");
+  await fs.writeFile(path.join(env.filesPath, 'after.txt'), 'after the snapshot');
+  return state(env);
+}
+
+/** A restore that failed with `cause` in its message and left `env` as it was, nothing beside it. */
+async function expectFailedUntouched(ran: Awaited<ReturnType<typeof run>>, env: LiveEnvironment, restoreLogId: string, before: State, cause: string) {
+  expect(ran.op).toMatchObject({ status: 'FAILED', error: expect.stringContaining(cause) });
+  expect(ran.log).toMatchObject({ status: 'FAILED', error: ran.op.error });
+  expect(ran.alerts).toMatchObject([{ type: 'RESTORE_FAILED' }]);
+  expect(await state(env)).toEqual(before);
+  expect(await namedAfter(env, restoreLogId)).toEqual({ dbs: [], dirs: [] });
+}
+
 /**
  * Stands a non-empty folder where the files commit will move the target aside, as soon as the
  * restore starts filling its staging folder (after its own check that the name is free): the
@@ -86,6 +107,91 @@ function blockFilesCommit(env: LiveEnvironment, restoreLogId: string): { done: P
     watcher.on('error', reject);
   });
   return { done, close: () => watcher.close() };
+}
+
+/** Where the stored blobs of a snapshot's file lie: its packs' files and offsets (`/db`: the dump). */
+async function blobsOf(env: LiveEnvironment, id: string, filePath: string): Promise<{ file: string; offset: number }[]> {
+  const copy = await rt.db.snapshotCopy.findFirstOrThrow({ where: { snapshotId: id } });
+  const repo = await Repository.open(new LocalBackend(env.repositoryPath), await repositoryPassword({ runtime: rt }, env.destinationId));
+  try {
+    let node = await resolvePath(repo, await findSnapshot(repo, copy.repoSnapshotId!), filePath);
+    if (node.type === 'dir') node = (await repo.loadTree(node.subtree!)).nodes.find((n) => n.type === 'file')!;
+    return node.content!.map((blob) => {
+      const at = repo.lookupBlob('data', blob)!;
+      return { file: path.join(env.repositoryPath, 'data', at.packId.slice(0, 2), at.packId), offset: at.offset };
+    });
+  } finally {
+    await repo.close();
+  }
+}
+
+/** Flips a byte inside the stored blob of a snapshot's file: its MAC fails, the rest of the pack is fine. */
+async function corruptFileBlob(env: LiveEnvironment, id: string, filePath: string): Promise<void> {
+  const [at] = await blobsOf(env, id, filePath);
+  const buf = await fs.readFile(at.file);
+  buf[at.offset + 20] ^= 0xff;
+  await fs.writeFile(at.file, buf);
+}
+
+/**
+ * Turns a pack into a named pipe: a codec thread that opens it to restore from it waits in
+ * open(2) until the other end is opened, then its positioned read fails (ESPIPE), as a read from
+ * a failing disk would. release() opens that other end (read-write, which never blocks on Linux).
+ */
+async function packAsPipe(file: string): Promise<{ release(): Promise<void>; close(): Promise<void> }> {
+  await fs.rm(file);
+  await promisify(execFile)('mkfifo', [file]);
+  let otherEnd: FileHandle | undefined;
+  return {
+    release: async () => void (otherEnd ??= await fs.open(file, 'r+')),
+    close: async () => {
+      otherEnd ??= await fs.open(file, 'r+');
+      await otherEnd.close();
+    },
+  };
+}
+
+/** A new environment snapshotted twice, files alone then whole: the whole one's dump and its files lie in packs of their own. */
+async function snapshotWithSeparatePacks(name: string) {
+  const env = await makeLiveEnvironment({ runtime: rt }, { organizationId: prod.organizationId, name, rows: 10 });
+  await snapshot(env, ['FILES']);
+  const id = await snapshot(env);
+  const filesPack = (await blobsOf(env, id, PHOTO))[0].file;
+  const dumpPacks = (await blobsOf(env, id, '/db')).map((b) => b.file);
+  expect(dumpPacks).not.toContain(filesPack);
+  return { env, id, filesPack, dumpPack: dumpPacks[0] };
+}
+
+/** Waits until a restore's files side is ready: its staging folder is filled and has the target's mode (given last, but for the owner). */
+async function filesSideReady(env: LiveEnvironment, restoreLogId: string): Promise<void> {
+  const { temp } = restoreDirectoryPaths(env.filesPath, restoreIdOf(restoreLogId));
+  const mode = (await fs.stat(env.filesPath)).mode & 0o7777;
+  expect(mode).not.toBe(0o700); // the staging folder's own mode while it is filled
+  await waitFor(() => fs.stat(temp).then((st) => st.mode & 0o7777, () => null), (m) => m === mode, `the files side of restore ${restoreLogId}`, 120_000);
+}
+
+/**
+ * Waits until a SWAP restore's database side is ready: pg_restore filled its temp database,
+ * left it, and exited, and this process has reaped it (no pg_restore child is left in /proc).
+ */
+async function databaseSideReady(env: LiveEnvironment, restoreLogId: string): Promise<void> {
+  const { temp } = restoreDatabaseNames(databaseName(env), restoreIdOf(restoreLogId));
+  const pgRestoreChildren = async () => {
+    let n = 0;
+    for (const pid of (await fs.readdir('/proc')).filter((p) => /^\d+$/.test(p))) {
+      const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+      const m = /^\d+ \((.*)\) \S (\d+)/.exec(stat);
+      if (m?.[1] === 'pg_restore' && Number(m[2]) === process.pid) n++;
+    }
+    return n;
+  };
+  const ready = async () => {
+    const filled = await sql(urlOf(env, temp), 'SELECT count(*)::int AS n FROM customers').then((r) => r.rows[0].n > 0, () => false);
+    if (!filled) return false;
+    const sessions = await sql(adminUrl(), "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'backplane-restore'", [temp]);
+    return sessions.rows[0].n === 0 && (await pgRestoreChildren()) === 0;
+  };
+  await waitFor(ready, (ok) => ok, `the database side of restore ${restoreLogId}`, 120_000);
 }
 
 beforeAll(async () => {
@@ -142,28 +248,53 @@ describe('a swap that fails half way', () => {
       blocker.close();
     }
   });
+
+  it('IN_PLACE: a database COMMIT refused after the files swapped undoes the files swap; the target is as it was, FAILED', async () => {
+    const env = await makeLiveEnvironment({ runtime: rt }, { organizationId: prod.organizationId, name: 'commit-refused', rows: 10 });
+    const id = await snapshot(env);
+    // Made after the snapshot, so not in its dump, which --clean replaces: every DDL statement of
+    // the restore's transaction adds a row whose deferred foreign key fails only at COMMIT.
+    await sql(env.databaseUrl, `
+      CREATE TABLE ddl_seen_parent (id int PRIMARY KEY);
+      CREATE TABLE ddl_seen (parent int REFERENCES ddl_seen_parent DEFERRABLE INITIALLY DEFERRED);
+      CREATE FUNCTION note_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO public.ddl_seen VALUES (0); END $$;
+      CREATE EVENT TRIGGER note_ddl ON ddl_command_end EXECUTE FUNCTION note_ddl();
+    `);
+    const before = await changedAfterSnapshot(env);
+    try {
+      const { operationId, restoreLogId } = await restoreSnapshot(deps, viewer, { snapshotId: id, createSafetySnapshot: false, strategy: 'IN_PLACE' });
+      await expectFailedUntouched(await run(operationId, restoreLogId), env, restoreLogId, before, 'ddl_seen');
+    } finally {
+      await sql(env.databaseUrl, 'DROP EVENT TRIGGER note_ddl');
+    }
+  });
 });
 
 describe('one side ready, the other failing', () => {
-  it('a database side that fails after the files are staged: the staged files are dropped, nothing is swapped in, FAILED', async () => {
-    const env = await makeLiveEnvironment({ runtime: rt }, { organizationId: prod.organizationId, name: 'late-failure', rows: 10 });
-    // pg_restore fails late: the dump gives a table to a role that no longer exists when it is restored.
-    const role = `bp_gone_${process.pid}_${Date.now() % 100000}`;
-    await sql(adminUrl(), `CREATE ROLE ${role}`);
-    await sql(env.databaseUrl, `CREATE TABLE owned_by_gone (id int); ALTER TABLE owned_by_gone OWNER TO ${role}`);
-    const id = await snapshot(env);
-    await sql(env.databaseUrl, `REASSIGN OWNED BY ${role} TO CURRENT_USER`);
-    await sql(adminUrl(), `DROP ROLE ${role}`);
-    await fs.writeFile(path.join(env.filesPath, 'after.txt'), 'after the snapshot');
-    const before = await state(env);
-    const { operationId, restoreLogId } = await restoreSnapshot(deps, viewer, { snapshotId: id, createSafetySnapshot: false });
-    const { log, op } = await run(operationId, restoreLogId);
-    expect(op).toMatchObject({ status: 'FAILED', error: expect.stringContaining(role) });
-    expect(log.status).toBe('FAILED');
-    expect(await state(env)).toEqual(before);
-    expect(await namedAfter(env, restoreLogId)).toEqual({ dbs: [], dirs: [] });
-  });
+  // Each side in turn waits on its pack, made a pipe, and fails only once the other side is ready.
+  it('a database side that fails after the files are staged: the staged files are dropped, nothing is swapped in, FAILED', () =>
+    oneSideFailsLate('late-database', 'dumpPack', filesSideReady));
+
+  it('a files side that fails after the database side is ready: the ready database is dropped, nothing is swapped in, FAILED', () =>
+    oneSideFailsLate('late-files', 'filesPack', databaseSideReady));
 });
+
+/** Restores a snapshot with one side's pack a pipe, let go (to fail) once the other side is ready. */
+async function oneSideFailsLate(name: string, pack: 'dumpPack' | 'filesPack', otherSideReady: (env: LiveEnvironment, restoreLogId: string) => Promise<void>) {
+  const { env, id, ...packs } = await snapshotWithSeparatePacks(name);
+  const before = await changedAfterSnapshot(env);
+  const pipe = await packAsPipe(packs[pack]);
+  const { operationId, restoreLogId } = await restoreSnapshot(deps, viewer, { snapshotId: id, createSafetySnapshot: false });
+  const running = run(operationId, restoreLogId);
+  try {
+    await otherSideReady(env, restoreLogId);
+    await pipe.release();
+    await expectFailedUntouched(await running, env, restoreLogId, before, 'ESPIPE');
+  } finally {
+    await pipe.close();
+    await running;
+  }
+}
 
 describe('a run after one whose worker died', () => {
   it('undoes the swaps the dead run made before it starts over: the snapshot goes in, and the database kept aside is the target as it was', async () => {
@@ -222,25 +353,6 @@ describe('limits', () => {
     }
   });
 });
-
-const PHOTO = '/files/uploads/photo ü.jpg';
-
-/** Flips a byte inside the stored blob of a snapshot's file: its MAC fails, the rest of the pack is fine. */
-async function corruptFileBlob(env: LiveEnvironment, id: string, filePath: string): Promise<string> {
-  const copy = await rt.db.snapshotCopy.findFirstOrThrow({ where: { snapshotId: id } });
-  const repo = await Repository.open(new LocalBackend(env.repositoryPath), await repositoryPassword({ runtime: rt }, env.destinationId));
-  try {
-    const node = await resolvePath(repo, await findSnapshot(repo, copy.repoSnapshotId!), filePath);
-    const at = repo.lookupBlob('data', node.content![0])!;
-    const file = path.join(env.repositoryPath, 'data', at.packId.slice(0, 2), at.packId);
-    const buf = await fs.readFile(file);
-    buf[at.offset + 20] ^= 0xff;
-    await fs.writeFile(file, buf);
-    return at.packId;
-  } finally {
-    await repo.close();
-  }
-}
 
 describe('a damaged pack', () => {
   it('fails the restore with the target as it was, heals the repository, and takes the safety snapshot that leaned on the lost blob again', async () => {

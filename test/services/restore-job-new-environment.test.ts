@@ -59,6 +59,11 @@ describe('restoreSnapshot into a new environment', () => {
     expect(await rt.db.operation.findUniqueOrThrow({ where: { id: operationId } })).toMatchObject({ environmentId: env.id, input: { createSafetySnapshot: false, newEnvironment: true } });
     // The same key and input again, before the job ran: the same restore, not a taken name.
     expect(await restoreSnapshot(deps, viewer, input)).toEqual({ operationId, restoreLogId });
+    // The same key for another new environment (its name or its type) is another request: refused, nothing made.
+    const environments = await rt.db.environment.count();
+    await expect(restoreSnapshot(deps, viewer, { ...input, newEnvironment: { name: 'QA copy 2', type: 'STAGING' } })).rejects.toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED' });
+    await expect(restoreSnapshot(deps, viewer, { ...input, newEnvironment: { name: 'QA copy', type: 'DEVELOPMENT' } })).rejects.toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED' });
+    expect(await rt.db.environment.count()).toBe(environments);
 
     await runRestore(deps, operationId);
     expect(await rt.db.operation.findUniqueOrThrow({ where: { id: operationId } })).toMatchObject({ status: 'SUCCEEDED', error: null });

@@ -130,6 +130,19 @@ describe('runSnapshot at its limits', () => {
     expect((await jobsOf('schedule_react')).map((j) => j.payload)).toEqual([{ snapshotId: scheduled.snapshot.id }]);
   });
 
+  it('PAUSE_SCHEDULE: a snapshot every destination holds is READY; one a destination failed is FAILED', async () => {
+    await rt.db.environmentSettings.update({ where: { environmentId: env.id }, data: { failurePolicy: 'PAUSE_SCHEDULE' } });
+    try {
+      const whole = await takeSnapshot(['DB']);
+      expect(whole.snapshot.status).toBe('READY');
+      expect(whole.snapshot.copies.map((c) => c.status)).toEqual(['READY', 'READY']);
+      const partial = await withBroken([second.id], () => takeSnapshot(['DB']));
+      expect(partial.snapshot).toMatchObject({ status: 'FAILED', error: expect.stringContaining('1 of 2 destinations failed') });
+    } finally {
+      await rt.db.environmentSettings.update({ where: { environmentId: env.id }, data: { failurePolicy: 'ALERT_ONLY' } });
+    }
+  });
+
   it("RETRY queues the failed copy after the environment's retry backoff", async () => {
     await rt.db.environmentSettings.update({ where: { environmentId: env.id }, data: { failurePolicy: 'RETRY', retryBackoffSeconds: 90 } });
     try {

@@ -89,6 +89,18 @@ describe('createSnapshot records the snapshot', () => {
     expect((await rt.db.operation.findUniqueOrThrow({ where: { id: operationId } })).input).toEqual({ includes: ['DB'] });
   });
 
+  it("a manual or pre-deploy snapshot expires after the environment's retentionDays; without them, never", async () => {
+    const { org, env } = await world();
+    const now = new Date('2026-03-01T12:00:00Z');
+    const at = { ...deps, clock: { now: () => now } };
+    const expiresAt = async (kind: 'MANUAL' | 'PRE_DEPLOY') =>
+      (await rt.db.snapshot.findUniqueOrThrow({ where: { id: (await createSnapshot(at, viewerOf(org.id), { environmentId: env.id, kind })).snapshotId } })).expiresAt;
+    expect(await expiresAt('MANUAL')).toBeNull();
+    await rt.db.environmentSettings.update({ where: { environmentId: env.id }, data: { retentionDays: 3 } });
+    expect(await expiresAt('MANUAL')).toEqual(new Date('2026-03-04T12:00:00Z'));
+    expect(await expiresAt('PRE_DEPLOY')).toEqual(new Date('2026-03-04T12:00:00Z'));
+  });
+
   it("a schedule's snapshot: its kind, its schedule and its own destinations", async () => {
     const { org, env, d1 } = await world();
     const schedule = await rt.db.schedule.create({ data: { environmentId: env.id, dbCron: '0 * * * *', dbRetention: {}, fullRetention: {} } });
