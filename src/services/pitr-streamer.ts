@@ -6,7 +6,7 @@ import path from 'node:path';
 import { Cron } from 'croner';
 import { backup, type BackupSource } from '../engine/api.ts';
 import type { Tool } from '../sources/child.ts';
-import { dropSlot, ensureSlot, formatLsn, HISTORY_NAME, identifySystem, parseLsn, PARTIAL_NAME, SEGMENT_NAME, segmentStart, slotState, startReceiveWal } from '../sources/wal.ts';
+import { dropSlot, ensureSlot, formatLsn, HISTORY_NAME, identifySystem, parseLsn, PARTIAL_NAME, SEGMENT_NAME, segmentStart, slotState, startReceiveWal, walMark } from '../sources/wal.ts';
 import type { Deps } from './deps.ts';
 import { enqueueBaseBackup } from './pitr-base-backups.ts';
 import { applyPitrRetention } from './pitr-retention.ts';
@@ -21,9 +21,11 @@ import { openRepository } from './repositories.ts';
  * (the layout's `pitr-wal` snapshots): completed segments and history files as they appear, and
  * the current `.partial` at least every archive interval, each snapshot holding only files new or
  * changed since that repository's previous one. Before reading the spool it asks the server for
- * its current WAL position and time, and waits until the slot (which pg_receivewal --synchronous
- * advances as it flushes) has passed it: so every commit up to that time is in the upload, and
- * that time becomes the cluster's `coveredUntil` — the recovery window's end.
+ * its time and a flushed WAL position past every commit acknowledged before it (`walMark`: not the
+ * written position, which lags asynchronous commits), and waits until the slot (which
+ * pg_receivewal --synchronous advances as it flushes) has passed it: so every commit up to that
+ * time is in the upload, and that time becomes the cluster's `coveredUntil` — the recovery
+ * window's end.
  *
  * The slot keeps WAL on the source while nobody streams; past `slotWarnBytes` an alert says so,
  * past `slotCapBytes` the slot is dropped (the user's disk matters more), a gap recorded from the
@@ -265,10 +267,10 @@ class ClusterStreamer {
     if (!ctx?.databaseUrl || !this.started) return;
     const { cluster } = ctx;
     const { spool, stage } = this.dirs();
-    // The server's position and time first; once the slot (our flush position) passes it, the
-    // spool holds every commit made up to that time.
-    const mark = await slotState(ctx.databaseUrl, cluster.slotName);
-    const reached = await this.waitForFlush(ctx, parseLsn(mark.currentLsn));
+    // The server's time and a position past every commit acknowledged before it (walMark); once
+    // the slot (our flush position) passes it, the spool holds every commit made up to that time.
+    const mark = await walMark(ctx.databaseUrl);
+    const reached = await this.waitForFlush(ctx, parseLsn(mark.lsn));
     const names = (await fs.readdir(spool)).sort();
     const complete = new Set(names.filter((n) => SEGMENT_NAME.test(n)));
     const partial = names.filter((n) => PARTIAL_NAME.test(n) && !complete.has(n.slice(0, 24))).pop() ?? null;

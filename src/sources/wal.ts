@@ -293,6 +293,37 @@ export async function slotState(databaseUrl: string, slotName: string): Promise<
   });
 }
 
+/**
+ * A moment the archive can promise, read on the server: its clock, and a WAL position that every
+ * commit acknowledged before that moment lies before, flushed (what a walsender sends). Not
+ * pg_current_wal_lsn(), the *written* position: with synchronous_commit off a commit is
+ * acknowledged once its record is in the WAL buffers and written by the WAL writer up to
+ * 3 × wal_writer_delay later (measured with the default 200 ms: 150 ms median, 480 ms at most
+ * under load), so a time taken beside it claimed commits the archive did not hold. WAL inserted
+ * but not yet flushed is flushed here by a transaction of our own that writes one record (a
+ * logical message, which physical recovery ignores) and commits with synchronous_commit = local:
+ * its commit flushes everything before it. That commit, stamped after the moment, also gives a
+ * recovery to any time up to the moment a transaction past its target to stop at. A server with
+ * nothing unflushed gets no write, so an idle one stays idle.
+ */
+export async function walMark(databaseUrl: string): Promise<{ lsn: string; serverTime: Date }> {
+  return withClient(databaseUrl, async (c) => {
+    // Evaluated in this order: the clock before the positions.
+    const r = (await c.query<{ now: Date; inserted: string; flushed: boolean }>('SELECT clock_timestamp() AS now, pg_current_wal_insert_lsn()::text AS inserted, pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn() AS flushed')).rows[0];
+    if (r.flushed) return { lsn: r.inserted, serverTime: r.now };
+    await c.query('BEGIN READ WRITE');
+    try {
+      await c.query('SET LOCAL synchronous_commit = local');
+      await c.query("SELECT pg_logical_emit_message(true, 'backplane', 'WAL archive mark')");
+      await c.query('COMMIT');
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    }
+    return { lsn: (await c.query<{ lsn: string }>('SELECT pg_current_wal_flush_lsn()::text AS lsn')).rows[0].lsn, serverTime: r.now };
+  });
+}
+
 /** Creates the physical slot, reserving WAL from now on, unless it exists. Returns whether it made it. */
 export async function ensureSlot(databaseUrl: string, slotName: string): Promise<boolean> {
   return withClient(databaseUrl, async (c) => {
