@@ -6,7 +6,7 @@ import path from 'node:path';
 import { Cron } from 'croner';
 import { backup, type BackupSource } from '../engine/api.ts';
 import type { Tool } from '../sources/child.ts';
-import { dropSlot, ensureSlot, formatLsn, HISTORY_NAME, identifySystem, parseLsn, PARTIAL_NAME, SEGMENT_NAME, segmentStart, slotState, startReceiveWal, walMark } from '../sources/wal.ts';
+import { dropSlot, ensureSlot, formatLsn, HISTORY_NAME, identifySystem, parseLsn, PARTIAL_NAME, releaseSlot, SEGMENT_NAME, segmentStart, slotState, startReceiveWal, walMark } from '../sources/wal.ts';
 import type { Deps } from './deps.ts';
 import { enqueueBaseBackup } from './pitr-base-backups.ts';
 import { applyPitrRetention } from './pitr-retention.ts';
@@ -231,6 +231,11 @@ class ClusterStreamer {
 
   private async startReceiver(ctx: ClusterContext): Promise<void> {
     await ensureSlot(ctx.databaseUrl!, ctx.cluster.slotName);
+    // We hold the lease and run no pg_receivewal, so one still on the slot belongs to a worker
+    // that lost the lease or died: a SIGKILLed worker's goes on (it runs in a process group of its
+    // own) and would keep the slot, so ours could never start.
+    const orphan = await releaseSlot(ctx.databaseUrl!, ctx.cluster.slotName);
+    if (orphan) this.deps.logger.warn({ clusterId: this.clusterId, walsenderPid: orphan }, "PITR: ended another streamer's connection on the slot");
     const tool = startReceiveWal(ctx.databaseUrl!, { dir: this.dirs().spool, slot: ctx.cluster.slotName });
     this.receiver = tool;
     this.deps.logger.info({ clusterId: this.clusterId, pid: tool.child.pid }, 'PITR: pg_receivewal started');

@@ -343,18 +343,30 @@ export async function ensureSlot(databaseUrl: string, slotName: string): Promise
 /** Drops the slot, first ending the streamer that holds it. */
 export async function dropSlot(databaseUrl: string, slotName: string): Promise<void> {
   await withClient(databaseUrl, async (c) => {
-    await c.query('SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL', [slotName]);
-    for (let i = 0; i < 50; i++) {
-      try {
-        await c.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1', [slotName]);
-        return;
-      } catch (err) {
-        // 55006: still active for a moment after its walsender was told to end.
-        if ((err as { code?: string }).code !== '55006') throw err;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
+    await endSlotHolder(c, slotName);
+    await c.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1', [slotName]);
   });
+}
+
+/**
+ * Ends whatever streams on the slot (its walsender, and so the pg_receivewal at the other end,
+ * which runs with --no-loop) and waits until the slot is free. Returns the walsender's pid, or
+ * null when nobody held it.
+ */
+export async function releaseSlot(databaseUrl: string, slotName: string): Promise<number | null> {
+  return withClient(databaseUrl, (c) => endSlotHolder(c, slotName));
+}
+
+async function endSlotHolder(c: pg.Client, slotName: string): Promise<number | null> {
+  const held = await c.query<{ pid: number }>('SELECT active_pid AS pid, pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL', [slotName]);
+  if (!held.rowCount) return null;
+  // Still active for a moment after its walsender was told to end.
+  for (let i = 0; i < 100; i++) {
+    const r = await c.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL', [slotName]);
+    if (!r.rowCount) break;
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  return held.rows[0].pid;
 }
 
 /**
