@@ -6,6 +6,7 @@ import path from 'node:path';
 import { Cron } from 'croner';
 import { backup, type BackupSource } from '../engine/api.ts';
 import type { Tool } from '../sources/child.ts';
+import { parseHistory } from '../sources/pitr-layout.ts';
 import { dropSlot, ensureSlot, formatLsn, HISTORY_NAME, identifySystem, parseLsn, PARTIAL_NAME, releaseSlot, SEGMENT_NAME, segmentStart, slotState, startReceiveWal, walMark } from '../sources/wal.ts';
 import type { Deps } from './deps.ts';
 import { enqueueBaseBackup } from './pitr-base-backups.ts';
@@ -499,16 +500,6 @@ export function archiveBreak(error: string): { reason: BreakReason; detail: stri
   // that had not received all of it): the spool's WAL after the fork is on no timeline it serves.
   if (/is not in this server's history/.test(error)) return { reason: 'TIMELINE_SWITCH', detail: error };
   return null;
-}
-
-/** A timeline history file's entries: each parent timeline and where its child left it. */
-export function parseHistory(text: string): { parent: number; switchLsn: string }[] {
-  const entries: { parent: number; switchLsn: string }[] = [];
-  for (const line of text.split('\n')) {
-    const m = /^\s*(\d+)\s+([0-9A-Fa-f]+\/[0-9A-Fa-f]+)/.exec(line);
-    if (m) entries.push({ parent: Number(m[1]), switchLsn: m[2].toUpperCase() });
-  }
-  return entries;
 }
 
 async function digestOf(file: string): Promise<string> {
