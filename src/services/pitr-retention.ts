@@ -1,5 +1,6 @@
 import { forgetSnapshots, prune } from '../engine/api.ts';
 import type { BaseBackup, WalUpload } from '../generated/prisma/client.ts';
+import { parseSegment } from '../sources/pitr-layout.ts';
 import { HISTORY_NAME } from '../sources/wal.ts';
 import type { Deps } from './deps.ts';
 import { openRepository } from './repositories.ts';
@@ -8,8 +9,8 @@ import { openRepository } from './repositories.ts';
  * PITR retention: a cluster keeps every base backup that finished within the longest
  * `walRetentionDays` of its environments, plus the newest one before that (recovery to the start
  * of the period starts from it); older base backups go, and so do WAL snapshots that hold only
- * segments before the oldest kept base backup's start-wal. Timeline history files are small and
- * every recovery may need them: a WAL snapshot holding one stays. An environment without
+ * segments before the oldest kept base backup's start-wal and history files of timelines before
+ * its own (the newer history files list them): `walFileBefore`. An environment without
  * `walRetentionDays` keeps the cluster's whole archive. The plan is pure catalog reading, so
  * previewRetention shows exactly what applying removes of it; applying also forgets superseded
  * partial segments (supersededPartialUploads), which no recovery reads, whatever the days.
@@ -48,8 +49,26 @@ export async function planPitrRetention(deps: Deps, clusterId: string, now: Date
   const oldestKept = older[0];
   const walBefore = oldestKept.startWal!;
   const uploads = await deps.db.walUpload.findMany({ where: { clusterId, createdAt: { lt: oldestKept.startedAt } } });
-  const walUploads = uploads.filter((u) => u.files.length > 0 && u.files.every((f) => !HISTORY_NAME.test(f) && f.slice(0, 24) < walBefore));
+  const walUploads = uploads.filter((u) => u.files.length > 0 && u.files.every((f) => walFileBefore(f, walBefore)));
   return { baseBackups: older.slice(1), walUploads, walBefore };
+}
+
+/**
+ * Whether no recovery from the base backup starting at segment `startWal` (or a later one) reads
+ * WAL file `name`, by (timeline, segment number), never by name: segment numbers go on across a
+ * timeline switch, and the names sort by timeline first. A segment (or `.partial`) is before when
+ * its number is lower, or when it is of a timeline older than the base backup's, which replaced it
+ * from the switch on, before the base backup began (as names, `000000020000000000000003` sorted
+ * after `000000010000000000000009` and stayed, and the old timeline's segments numbered past the
+ * start went only by luck of the digits). A history file lists every ancestor of its timeline, so
+ * one of a timeline older than the base backup's is superseded; newer ones stay.
+ */
+export function walFileBefore(name: string, startWal: string): boolean {
+  const start = parseSegment(startWal);
+  if (!start) return false;
+  if (HISTORY_NAME.test(name)) return parseInt(name.slice(0, 8), 16) < start.timeline;
+  const s = parseSegment(name);
+  return s !== null && (s.timeline < start.timeline || s.number < start.number);
 }
 
 /**

@@ -6,7 +6,8 @@ import path from 'node:path';
 import { Cron } from 'croner';
 import { backup, type BackupSource } from '../engine/api.ts';
 import type { Tool } from '../sources/child.ts';
-import { dropSlot, ensureSlot, formatLsn, HISTORY_NAME, identifySystem, parseLsn, PARTIAL_NAME, SEGMENT_NAME, segmentStart, slotState, startReceiveWal } from '../sources/wal.ts';
+import { parseHistory } from '../sources/pitr-layout.ts';
+import { dropSlot, ensureSlot, formatLsn, HISTORY_NAME, identifySystem, parseLsn, PARTIAL_NAME, releaseSlot, SEGMENT_NAME, segmentStart, slotState, startReceiveWal, walMark } from '../sources/wal.ts';
 import type { Deps } from './deps.ts';
 import { enqueueBaseBackup } from './pitr-base-backups.ts';
 import { applyPitrRetention } from './pitr-retention.ts';
@@ -21,9 +22,11 @@ import { openRepository } from './repositories.ts';
  * (the layout's `pitr-wal` snapshots): completed segments and history files as they appear, and
  * the current `.partial` at least every archive interval, each snapshot holding only files new or
  * changed since that repository's previous one. Before reading the spool it asks the server for
- * its current WAL position and time, and waits until the slot (which pg_receivewal --synchronous
- * advances as it flushes) has passed it: so every commit up to that time is in the upload, and
- * that time becomes the cluster's `coveredUntil` — the recovery window's end.
+ * its time and a flushed WAL position past every commit acknowledged before it (`walMark`: not the
+ * written position, which lags asynchronous commits), and waits until the slot (which
+ * pg_receivewal --synchronous advances as it flushes) has passed it: so every commit up to that
+ * time is in the upload, and that time becomes the cluster's `coveredUntil` — the recovery
+ * window's end.
  *
  * The slot keeps WAL on the source while nobody streams; past `slotWarnBytes` an alert says so,
  * past `slotCapBytes` the slot is dropped (the user's disk matters more), a gap recorded from the
@@ -229,6 +232,11 @@ class ClusterStreamer {
 
   private async startReceiver(ctx: ClusterContext): Promise<void> {
     await ensureSlot(ctx.databaseUrl!, ctx.cluster.slotName);
+    // We hold the lease and run no pg_receivewal, so one still on the slot belongs to a worker
+    // that lost the lease or died: a SIGKILLed worker's goes on (it runs in a process group of its
+    // own) and would keep the slot, so ours could never start.
+    const orphan = await releaseSlot(ctx.databaseUrl!, ctx.cluster.slotName);
+    if (orphan) this.deps.logger.warn({ clusterId: this.clusterId, walsenderPid: orphan }, "PITR: ended another streamer's connection on the slot");
     const tool = startReceiveWal(ctx.databaseUrl!, { dir: this.dirs().spool, slot: ctx.cluster.slotName });
     this.receiver = tool;
     this.deps.logger.info({ clusterId: this.clusterId, pid: tool.child.pid }, 'PITR: pg_receivewal started');
@@ -265,10 +273,10 @@ class ClusterStreamer {
     if (!ctx?.databaseUrl || !this.started) return;
     const { cluster } = ctx;
     const { spool, stage } = this.dirs();
-    // The server's position and time first; once the slot (our flush position) passes it, the
-    // spool holds every commit made up to that time.
-    const mark = await slotState(ctx.databaseUrl, cluster.slotName);
-    const reached = await this.waitForFlush(ctx, parseLsn(mark.currentLsn));
+    // The server's time and a position past every commit acknowledged before it (walMark); once
+    // the slot (our flush position) passes it, the spool holds every commit made up to that time.
+    const mark = await walMark(ctx.databaseUrl);
+    const reached = await this.waitForFlush(ctx, parseLsn(mark.lsn));
     const names = (await fs.readdir(spool)).sort();
     const complete = new Set(names.filter((n) => SEGMENT_NAME.test(n)));
     const partial = names.filter((n) => PARTIAL_NAME.test(n) && !complete.has(n.slice(0, 24))).pop() ?? null;
@@ -492,16 +500,6 @@ export function archiveBreak(error: string): { reason: BreakReason; detail: stri
   // that had not received all of it): the spool's WAL after the fork is on no timeline it serves.
   if (/is not in this server's history/.test(error)) return { reason: 'TIMELINE_SWITCH', detail: error };
   return null;
-}
-
-/** A timeline history file's entries: each parent timeline and where its child left it. */
-export function parseHistory(text: string): { parent: number; switchLsn: string }[] {
-  const entries: { parent: number; switchLsn: string }[] = [];
-  for (const line of text.split('\n')) {
-    const m = /^\s*(\d+)\s+([0-9A-Fa-f]+\/[0-9A-Fa-f]+)/.exec(line);
-    if (m) entries.push({ parent: Number(m[1]), switchLsn: m[2].toUpperCase() });
-  }
-  return entries;
 }
 
 async function digestOf(file: string): Promise<string> {

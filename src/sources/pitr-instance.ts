@@ -19,7 +19,8 @@ import { systemPgBinaries, type PgBinaries } from '../db/pg-binaries.ts';
 import { freePort, pgRunAs, processAlive } from '../db/pg-server.ts';
 import { AbortedError, SourceError } from './errors.ts';
 import { restoreSuffix } from './names.ts';
-import { parseSegment } from './pitr-layout.ts';
+import { lastSegmentOnPath, parseSegment } from './pitr-layout.ts';
+import { HISTORY_NAME } from './wal.ts';
 
 /** Prefix of a work folder under the home; the rest is the restore's suffix (names.ts). */
 export const PITR_WORK_PREFIX = 'pitr-restore-';
@@ -250,7 +251,9 @@ export async function recoverInstance(
         if (opts.signal?.aborted) throw again;
         throw new SourceError(RECOVERY_FAILED, `recovery failed: ${lastLines(await fs.readFile(log, 'utf8').catch(() => ''), 6)}`, { cause: again });
       }
-      const lastArchived = segments.map((s) => parseSegment(s)!.number).reduce((a, b) => Math.max(a, b), 0);
+      const histories = new Map<number, string>();
+      for (const n of (await fs.readdir(dirs.wal)).filter((f) => HISTORY_NAME.test(f))) histories.set(parseInt(n.slice(0, 8), 16), await fs.readFile(path.join(dirs.wal, n), 'utf8'));
+      const lastArchived = lastSegmentOnPath(segments, histories);
       const reached = await currentSegment(url('postgres', 'postgres'), dirs, url);
       if (reached < lastArchived) {
         throw new SourceError(RECOVERY_FAILED, 'recovery stopped before the end of the archived WAL: a segment in the middle is missing or damaged');

@@ -41,3 +41,29 @@ export function tagValue(tags: readonly string[] | undefined, name: string): str
   const prefix = `${name}:`;
   return tags?.find((t) => t.startsWith(prefix))?.slice(prefix.length);
 }
+
+/** A timeline history file's entries: each parent timeline and where its child left it. */
+export function parseHistory(text: string): { parent: number; switchLsn: string }[] {
+  const entries: { parent: number; switchLsn: string }[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^\s*(\d+)\s+([0-9A-Fa-f]+\/[0-9A-Fa-f]+)/.exec(line);
+    if (m) entries.push({ parent: Number(m[1]), switchLsn: m[2].toUpperCase() });
+  }
+  return entries;
+}
+
+/**
+ * The highest segment number among `segments` that a recovery replaying them to their end reads
+ * (`recovery_target_timeline` latest): the newest timeline with a history file in `histories`
+ * (timeline → its file's text), else the segments' oldest, and the ancestors its history names,
+ * each only up to the segment where its child left it. Segments of an ancestor past that point
+ * (commits the new timeline never had) and of other branches are never replayed, so they are not
+ * WAL the recovery stopped short of.
+ */
+export function lastSegmentOnPath(segments: string[], histories: Map<number, string>): number {
+  const parsed = segments.map(parseSegment).filter((s) => s !== null);
+  const target = histories.size ? Math.max(...histories.keys()) : Math.min(...parsed.map((s) => s.timeline));
+  const upTo = new Map<number, number>([[target, Infinity]]);
+  for (const e of parseHistory(histories.get(target) ?? '')) upTo.set(e.parent, parseSegment(segmentOfLsn(e.parent, e.switchLsn))!.number);
+  return parsed.filter((s) => s.number <= (upTo.get(s.timeline) ?? -1)).reduce((last, s) => Math.max(last, s.number), 0);
+}

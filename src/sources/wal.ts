@@ -293,6 +293,37 @@ export async function slotState(databaseUrl: string, slotName: string): Promise<
   });
 }
 
+/**
+ * A moment the archive can promise, read on the server: its clock, and a WAL position that every
+ * commit acknowledged before that moment lies before, flushed (what a walsender sends). Not
+ * pg_current_wal_lsn(), the *written* position: with synchronous_commit off a commit is
+ * acknowledged once its record is in the WAL buffers and written by the WAL writer up to
+ * 3 × wal_writer_delay later (measured with the default 200 ms: 150 ms median, 480 ms at most
+ * under load), so a time taken beside it claimed commits the archive did not hold. WAL inserted
+ * but not yet flushed is flushed here by a transaction of our own that writes one record (a
+ * logical message, which physical recovery ignores) and commits with synchronous_commit = local:
+ * its commit flushes everything before it. That commit, stamped after the moment, also gives a
+ * recovery to any time up to the moment a transaction past its target to stop at. A server with
+ * nothing unflushed gets no write, so an idle one stays idle.
+ */
+export async function walMark(databaseUrl: string): Promise<{ lsn: string; serverTime: Date }> {
+  return withClient(databaseUrl, async (c) => {
+    // Evaluated in this order: the clock before the positions.
+    const r = (await c.query<{ now: Date; inserted: string; flushed: boolean }>('SELECT clock_timestamp() AS now, pg_current_wal_insert_lsn()::text AS inserted, pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn() AS flushed')).rows[0];
+    if (r.flushed) return { lsn: r.inserted, serverTime: r.now };
+    await c.query('BEGIN READ WRITE');
+    try {
+      await c.query('SET LOCAL synchronous_commit = local');
+      await c.query("SELECT pg_logical_emit_message(true, 'backplane', 'WAL archive mark')");
+      await c.query('COMMIT');
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    }
+    return { lsn: (await c.query<{ lsn: string }>('SELECT pg_current_wal_flush_lsn()::text AS lsn')).rows[0].lsn, serverTime: r.now };
+  });
+}
+
 /** Creates the physical slot, reserving WAL from now on, unless it exists. Returns whether it made it. */
 export async function ensureSlot(databaseUrl: string, slotName: string): Promise<boolean> {
   return withClient(databaseUrl, async (c) => {
@@ -312,18 +343,30 @@ export async function ensureSlot(databaseUrl: string, slotName: string): Promise
 /** Drops the slot, first ending the streamer that holds it. */
 export async function dropSlot(databaseUrl: string, slotName: string): Promise<void> {
   await withClient(databaseUrl, async (c) => {
-    await c.query('SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL', [slotName]);
-    for (let i = 0; i < 50; i++) {
-      try {
-        await c.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1', [slotName]);
-        return;
-      } catch (err) {
-        // 55006: still active for a moment after its walsender was told to end.
-        if ((err as { code?: string }).code !== '55006') throw err;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
+    await endSlotHolder(c, slotName);
+    await c.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1', [slotName]);
   });
+}
+
+/**
+ * Ends whatever streams on the slot (its walsender, and so the pg_receivewal at the other end,
+ * which runs with --no-loop) and waits until the slot is free. Returns the walsender's pid, or
+ * null when nobody held it.
+ */
+export async function releaseSlot(databaseUrl: string, slotName: string): Promise<number | null> {
+  return withClient(databaseUrl, (c) => endSlotHolder(c, slotName));
+}
+
+async function endSlotHolder(c: pg.Client, slotName: string): Promise<number | null> {
+  const held = await c.query<{ pid: number }>('SELECT active_pid AS pid, pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL', [slotName]);
+  if (!held.rowCount) return null;
+  // Still active for a moment after its walsender was told to end.
+  for (let i = 0; i < 100; i++) {
+    const r = await c.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL', [slotName]);
+    if (!r.rowCount) break;
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  return held.rows[0].pid;
 }
 
 /**

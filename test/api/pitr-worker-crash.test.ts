@@ -3,6 +3,7 @@
  * stale operation sweep of the next worker ends it. Like worker-crash.test.ts for snapshots, the
  * test ages the dead worker's heartbeat itself rather than wait out OPERATION_STALE_MS.
  */
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -10,12 +11,14 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startScratchPostgres, type ScratchPostgres } from '../../src/db/pg-server.ts';
+import { startPitrSupervisor } from '../../src/services/pitr-streamer.ts';
 import { CreateBaseBackupDocument, UpsertScheduleDocument } from '../generated/graphql.ts';
 import { startTestApp, testEnv, type TestApp } from '../harness/app.ts';
 import { gid } from '../harness/factories.ts';
 import { repositoryPassword, sql } from '../harness/live-environment.ts';
 import { makePitrEnvironment } from '../harness/pitr-fixture.ts';
 import { startServerProcess, until, type ServerProcess } from '../harness/process.ts';
+import { waitFor } from '../harness/schedule-helpers.ts';
 import { restic } from '../harness/snapshot-helpers.ts';
 
 let app: TestApp;
@@ -111,5 +114,49 @@ describe('a base backup whose worker dies with no attempts left', () => {
     expect(alert!.message).toContain('stopped responding');
     expect(await tagged(bb.id)).toEqual([]);
     await restic(repoPath, await repositoryPassword(app, destinationId), 'check');
+  });
+});
+
+/** The pg_receivewal a worker process started, by its pid (its children). */
+function receiverOf(parent: number): Promise<number | null> {
+  return new Promise((resolve, reject) =>
+    execFile('ps', ['-o', 'pid=,comm=', '--ppid', String(parent)], (err, out) => {
+      // ps exits 1 when the process has no children.
+      if (err && (err as { code?: number }).code !== 1) return reject(err);
+      const line = out.split('\n').find((l) => l.trim().endsWith('pg_receivewal'));
+      resolve(line ? Number(line.trim().split(/\s+/)[0]) : null);
+    }),
+  );
+}
+
+/** Whether process `pid` runs (an orphan's zombie, which nobody may reap here, does not). */
+async function running(pid: number): Promise<boolean> {
+  const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => null);
+  return stat !== null && stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+}
+
+describe('a worker killed while it streams', () => {
+  it('its pg_receivewal, orphaned and still holding the slot, is ended by the streamer that takes the lease over, which then archives', { timeout: 300_000 }, async () => {
+    const receivers = async () => Number((await sql(source.adminUrl, "SELECT count(*)::int AS n FROM pg_stat_replication WHERE application_name = 'backplane-receivewal' AND state = 'streaming'")).rows[0].n);
+    const w = await worker();
+    const orphan = await until(() => receiverOf(w.child.pid!), (p) => p !== null, "the worker's pg_receivewal", 120_000);
+    await until(receivers, (n) => n === 1, 'it streaming', 60_000);
+    await kill(w);
+    expect(await running(orphan!)).toBe(true);
+    // The dead worker's lease, aged rather than waited out.
+    await db().pitrCluster.updateMany({ data: { leaseExpiresAt: new Date(Date.now() - 1_000) } });
+    const heir = startPitrSupervisor(app.runtime.deps, { home, workerId: 'heir', tickMs: 200, leaseMs: 3_000 });
+    try {
+      await waitFor(() => running(orphan!), (alive) => !alive, 'the orphaned pg_receivewal to end', 60_000);
+      // The heir streams: a segment completed now reaches the catalog.
+      await sql(source.url('app'), "INSERT INTO t (pad) SELECT md5(i::text) FROM generate_series(1, 1000) i");
+      const name = (await sql(source.adminUrl, 'SELECT pg_walfile_name(pg_current_wal_lsn()) AS n')).rows[0].n as string;
+      await sql(source.adminUrl, 'SELECT pg_switch_wal()');
+      await waitFor(async () => (await db().walUpload.findMany()).flatMap((u) => u.files), (f) => f.includes(name), `segment ${name} archived by the heir`, 120_000);
+      expect(await receivers()).toBe(1);
+    } finally {
+      await heir.stop();
+      if (await running(orphan!)) process.kill(orphan!, 'SIGKILL');
+    }
   });
 });

@@ -1,91 +1,58 @@
 /**
- * PITR retention's superseded partial segments: which uploads go (only `.partial` copies of
- * segments the same destination holds complete), and, in a real repository filled as the
- * streamer fills it (the growing current segment sent again and again, then complete), that
- * forgetting them and pruning gives their stored bytes back while the complete segment still
- * restores byte for byte, checked by restic as the outside reader.
+ * The PITR retention plan on a migrated catalog, across timeline switches: which WAL snapshots go
+ * is decided by (timeline, segment number) against the oldest kept base backup's start, never by
+ * comparing file names. (The plan applied to real repositories: test/api/pitr-archive.test.ts.)
  */
-import fs from 'node:fs/promises';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { forgetSnapshots, prune } from '../../src/engine/api.ts';
-import { supersededPartialUploads } from '../../src/services/pitr-retention.ts';
-import { cleanupTempDirs, newRepo, restic, tempDir } from '../engine/helpers.ts';
-import { sql } from '../harness/live-environment.ts';
-import { startPitrCluster, startWorkload, type PitrCluster } from '../harness/pitr-fixture.ts';
+import type { Runtime } from '../../src/app/runtime.ts';
+import { planPitrRetention } from '../../src/services/pitr-retention.ts';
+import { createSecretBox, makeEnvironment, makeOrganization, makeProject } from '../harness/factories.ts';
+import { startServiceRuntime } from '../harness/service-runtime.ts';
 
-const seg = (n: number) => `0000000100000000000000${n.toString(16).toUpperCase().padStart(2, '0')}`;
+let rt: Runtime;
+const NOW = new Date('2026-06-15T12:00:00Z');
+const DAY = 86_400_000;
+const secrets = createSecretBox(Buffer.alloc(32, 9));
+const seg = (tli: number, n: number) => [tli, Math.floor(n / 256), n % 256].map((x) => x.toString(16).toUpperCase().padStart(8, '0')).join('');
 
-describe('supersededPartialUploads', () => {
-  it('takes uploads of only partials whose segment the same destination holds complete; keeps the rest whole', () => {
-    const u = (id: string, files: string[], destinationId = 'd1') => ({ id, destinationId, files });
-    const uploads = [
-      u('a', [`${seg(3)}.partial`]),
-      u('b', [`${seg(3)}.partial`]),
-      u('c', [seg(3), `${seg(4)}.partial`]),
-      u('d', [`${seg(4)}.partial`, '00000002.history']),
-      u('e', [`${seg(4)}.partial`]),
-      u('f', [`${seg(3)}.partial`], 'd2'),
-      u('g', []),
-    ];
-    // c holds a complete segment, d a history file, e the current segment (not complete anywhere),
-    // f a partial whose segment only another destination holds complete.
-    expect(supersededPartialUploads(uploads).map((x) => x.id)).toEqual(['a', 'b']);
-  });
+beforeAll(async () => {
+  rt = await startServiceRuntime('pitr_retention');
 });
+afterAll(() => rt?.close());
 
-describe('forgetting superseded partials in a repository', () => {
-  let cluster: PitrCluster;
-  beforeAll(async () => {
-    cluster = await startPitrCluster();
-    await sql(cluster.url(), 'CREATE DATABASE shop');
-  }, 120_000);
-  afterAll(async () => {
-    await cluster?.stop();
-    await cleanupTempDirs();
-  });
-
-  const dataBytes = async (dir: string) => {
-    let n = 0;
-    for (const sub of await fs.readdir(path.join(dir, 'data'))) {
-      for (const f of await fs.readdir(path.join(dir, 'data', sub))) n += (await fs.stat(path.join(dir, 'data', sub, f))).size;
+describe('planPitrRetention across timelines', () => {
+  it('drops WAL snapshots holding only what the oldest kept base backup (timeline 3, segment 9) never reads, and keeps the rest', async () => {
+    const org = await makeOrganization(rt.db);
+    const env = await makeEnvironment(rt.db, secrets, await makeProject(rt.db, org.id));
+    const cluster = await rt.db.pitrCluster.create({ data: { systemIdentifier: '7001', slotName: 'backplane_7001', timeline: 3 } });
+    await rt.db.environment.update({ where: { id: env.id }, data: { walEnabled: true, walRetentionDays: 7, pitrClusterId: cluster.id } });
+    const base = (daysAgo: number, startWal: string) =>
+      rt.db.baseBackup.create({ data: { clusterId: cluster.id, status: 'READY', startWal, endWal: startWal, startedAt: new Date(NOW.getTime() - daysAgo * DAY), finishedAt: new Date(NOW.getTime() - daysAgo * DAY + 60_000) } });
+    await base(30, seg(1, 2));
+    const oldestKept = await base(20, seg(3, 9));
+    await base(1, seg(3, 20));
+    const uploads = new Map<string, string[]>([
+      ['timeline 1 before the switches', [seg(1, 2), seg(1, 3)]],
+      ['the switch to timeline 2', ['00000002.history', `${seg(2, 4)}.partial`]],
+      ['timeline 1 past its fork, numbered past the start', [seg(1, 10)]],
+      ['the switch to timeline 3, before the start', ['00000003.history', seg(3, 8)]],
+      ['timeline 2 past its fork', [seg(2, 12)]],
+      ['from the start on', [seg(3, 9), `${seg(3, 10)}.partial`]],
+      ['a later timeline', ['00000004.history', `${seg(4, 5)}.partial`]],
+    ]);
+    const ids = new Map<string, string>();
+    for (const [what, files] of uploads) {
+      const u = await rt.db.walUpload.create({
+        data: { clusterId: cluster.id, destinationId: 'd', repoSnapshotId: what, files, timeline: 1, coversUntil: NOW, createdAt: new Date(oldestKept.startedAt.getTime() - 3_600_000) },
+      });
+      ids.set(u.id, what);
     }
-    return n;
-  };
 
-  it('gives back what the repeated partial copies stored, and the complete segment still restores whole', { timeout: 300_000 }, async () => {
-    const { repo, dir } = await newRepo();
-    const workload = startWorkload(cluster.url('shop'), { intervalMs: 5 });
-    const uploads: { id: string; destinationId: string; files: string[]; snapshotId: string }[] = [];
-    try {
-      await cluster.archiveWal(repo, { switchSegment: true });
-      for (let i = 0; i < 8; i++) {
-        const from = workload.committed();
-        while (workload.committed() < from + 20) await new Promise((r) => setTimeout(r, 10));
-        const w = await cluster.archiveWal(repo);
-        uploads.push({ id: w.snapshotId, destinationId: 'd', files: w.files, snapshotId: w.snapshotId });
-      }
-    } finally {
-      await workload.stop();
-    }
-    const w = await cluster.archiveWal(repo, { switchSegment: true });
-    uploads.push({ id: w.snapshotId, destinationId: 'd', files: w.files, snapshotId: w.snapshotId });
-    const superseded = supersededPartialUploads(uploads);
-    // The eight copies of the growing segment, all superseded by the complete one.
-    expect(superseded.length).toBeGreaterThanOrEqual(7);
-    const completed = w.files.find((f) => !f.endsWith('.partial'))!;
-    expect(superseded.every((u) => u.files.every((f) => f === `${completed}.partial`))).toBe(true);
-
-    const before = await dataBytes(dir);
-    await forgetSnapshots(repo, superseded.map((u) => u.snapshotId));
-    await prune(repo);
-    const after = await dataBytes(dir);
-    expect(after).toBeLessThan(before);
-
-    const out = await tempDir('bp-pitr-retention-');
-    await restic(dir, ['restore', w.snapshotId, '--target', out]);
-    const restored = await fs.readFile(path.join(out, 'pitr', cluster.sysid, 'wal', completed));
-    expect(restored.equals(await fs.readFile(path.join(cluster.walDir, completed)))).toBe(true);
-    await restic(dir, ['check', '--read-data']);
+    const plan = await planPitrRetention(rt.deps, cluster.id, NOW);
+    expect(plan.walBefore).toBe(seg(3, 9));
+    expect(plan.baseBackups.map((b) => b.startWal)).toEqual([seg(1, 2)]);
+    expect(plan.walUploads.map((u) => ids.get(u.id)).sort()).toEqual(
+      ['timeline 1 before the switches', 'the switch to timeline 2', 'timeline 1 past its fork, numbered past the start', 'timeline 2 past its fork'].sort(),
+    );
   });
 });
