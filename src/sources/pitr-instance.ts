@@ -210,7 +210,7 @@ export async function recoverInstance(
   await fs.chmod(dirs.data, 0o700);
   const port = await freePort();
   const env = { ...process.env, ...binaries.env, LC_MESSAGES: 'C' };
-  const pgCtl = (args: string[], signal = opts.signal) => runTool(path.join(binaries.binDir, 'pg_ctl'), args, env, runAs, signal);
+  const pgCtl = (args: string[], signal: AbortSignal | undefined) => runTool(path.join(binaries.binDir, 'pg_ctl'), args, env, runAs, signal);
   const log = path.join(dirs.root, 'server.log');
   const url = (database: string, user: string) =>
     // The socket folder as the host, percent-encoded: libpq's and node-pg's spelling of a socket.
@@ -218,7 +218,7 @@ export async function recoverInstance(
   // With hot standby off, pg_ctl -w returns once recovery starts; the instance is ours when it
   // accepts connections and is promoted, and a recovery that fails ends the postmaster.
   const start = async () => {
-    await pgCtl(['start', '-D', dirs.data, '-w', '-t', '600', '-l', log, '-o', `-p ${port} -c listen_addresses='' -c unix_socket_directories='${dirs.socket}'`]);
+    await pgCtl(['start', '-D', dirs.data, '-w', '-t', '600', '-l', log, '-o', `-p ${port} -c listen_addresses='' -c unix_socket_directories='${dirs.socket}'`], opts.signal);
     const pid = Number((await fs.readFile(path.join(dirs.data, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0]);
     for (;;) {
       if (opts.signal?.aborted) throw new AbortedError({ cause: opts.signal.reason });
@@ -229,7 +229,9 @@ export async function recoverInstance(
     }
   };
   const stop = async () => {
-    // Never cut short: a server left running would hold the work folder.
+    // Never cut short, whatever became of opts.signal (the job's fetch aborts it as soon as the
+    // replay ends): a server left running would hold the work folder. (`undefined` given to a
+    // parameter that defaulted to opts.signal got opts.signal: stop() ran no pg_ctl at all.)
     await pgCtl(['stop', '-D', dirs.data, '-m', 'fast', '-w', '-t', '120'], undefined).catch(() => undefined);
   };
   let toEndOfArchive = false;

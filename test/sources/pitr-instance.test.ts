@@ -98,7 +98,9 @@ describe('recoverInstance with WAL fetched on demand', () => {
   it('starts replaying from the base alone, waits for each WAL file as it is placed, and recovers exactly the rows committed by the time', { timeout: 240_000 }, async () => {
     const { id, dirs } = await workFolder();
     let settled = false;
-    const recovering = recoverInstance(dirs, target.t, { wal });
+    // As the job does: the fetch's signal, aborted once the replay needs no more WAL.
+    const fetch = new AbortController();
+    const recovering = recoverInstance(dirs, target.t, { wal, signal: fetch.signal });
     recovering.then(() => (settled = true), () => (settled = true));
     await until(() => waiting(dirs.root), (p) => p.length > 0, 'the replay to wait for WAL', 120_000);
     expect(settled).toBe(false);
@@ -108,11 +110,16 @@ describe('recoverInstance with WAL fetched on demand', () => {
       await placeWal(dirs, staged, name);
     }
     const instance = await recovering;
+    fetch.abort();
     try {
       expect(instance.toEndOfArchive).toBe(false);
       const [row] = (await sql(instance.url('shop', cluster.server.user), 'SELECT count(*)::int AS n, max(stamped) AS newest FROM pitr_rows')).rows as { n: number; newest: Date }[];
       expect(row.n).toBe(target.expected);
       expect(row.newest.getTime()).toBeLessThanOrEqual(target.t.getTime());
+      // stop() shuts the instance down whatever became of the signal it recovered under.
+      await instance.stop();
+      await expect(fs.access(path.join(dirs.data, 'postmaster.pid'))).rejects.toMatchObject({ code: 'ENOENT' });
+      expect(await fs.readFile(path.join(dirs.root, 'server.log'), 'utf8')).toContain('database system is shut down');
     } finally {
       await instance.stop();
       await discardPitrWorkDir(home, id);
