@@ -17,8 +17,7 @@ import { LocalBackend } from '../../src/destinations/local.ts';
 import { findSnapshot, Repository, resolvePath } from '../../src/engine/api.ts';
 import type { Deps } from '../../src/services/deps.ts';
 import { restoreIdOf } from '../../src/services/restore-leftovers.ts';
-import { restoreSnapshot, runRestore } from '../../src/services/restores.ts';
-import { createSnapshot, runSnapshot } from '../../src/services/snapshots.ts';
+import { restoreSnapshot } from '../../src/services/restores.ts';
 import type { Viewer } from '../../src/services/viewer.ts';
 import { restoreDirectoryPaths } from '../../src/sources/files.ts';
 import { restoreDatabaseNames } from '../../src/sources/postgres.ts';
@@ -26,7 +25,7 @@ import { adminUrl } from '../harness/database.ts';
 import { makeOrganization } from '../harness/factories.ts';
 import { databaseDigest, filesDigest, makeLiveEnvironment, repositoryPassword, sql, type LiveEnvironment } from '../harness/live-environment.ts';
 import { waitFor } from '../harness/schedule-helpers.ts';
-import { startServiceRuntime, viewerOf } from '../harness/service-runtime.ts';
+import { envState, runRestoreJob, snapshotByJob, startServiceRuntime, viewerOf, type EnvState } from '../harness/service-runtime.ts';
 
 let rt: Runtime;
 let deps: Deps;
@@ -40,28 +39,15 @@ const NOW = new Date();
 
 const PHOTO = '/files/uploads/photo ü.jpg';
 
-type State = { db: Record<string, string>; files: Record<string, string> };
-const state = async (env: LiveEnvironment): Promise<State> => ({ db: await databaseDigest(env.databaseUrl), files: await filesDigest(env.filesPath) });
+type State = EnvState;
+const state = envState;
+const snapshot = (env: LiveEnvironment, includes?: ('DB' | 'FILES')[]) => snapshotByJob(deps, viewer, env.id, includes);
 const databaseName = (env: LiveEnvironment) => new URL(env.databaseUrl).pathname.slice(1);
 const urlOf = (env: LiveEnvironment, database: string) => Object.assign(new URL(env.databaseUrl), { pathname: `/${database}` }).toString();
 
-async function snapshot(env: LiveEnvironment, includes: ('DB' | 'FILES')[] = ['DB', 'FILES']): Promise<string> {
-  const s = await createSnapshot(deps, viewer, { environmentId: env.id, includes });
-  await runSnapshot(deps, s.operationId);
-  const row = await rt.db.snapshot.findUniqueOrThrow({ where: { id: s.snapshotId } });
-  if (row.status !== 'READY') throw new Error(`snapshot failed: ${row.error}`);
-  return s.snapshotId;
-}
-
 /** Runs the job of a requested restore; returns what it recorded. */
-async function run(operationId: string, restoreLogId: string) {
-  const thrown = await runRestore(deps, operationId).then(() => null, (err: unknown) => err);
-  return {
-    thrown,
-    log: await rt.db.restoreLog.findUniqueOrThrow({ where: { id: restoreLogId } }),
-    op: await rt.db.operation.findUniqueOrThrow({ where: { id: operationId } }),
-    alerts: await rt.db.alert.findMany({ where: { operationId } }),
-  };
+function run(operationId: string, restoreLogId: string) {
+  return runRestoreJob(deps, operationId, restoreLogId);
 }
 
 /** Databases and folders named after one restore beside `env`: temp, previous, staging. */

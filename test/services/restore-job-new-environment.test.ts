@@ -14,8 +14,8 @@ import { restoreSnapshot, runRestore } from '../../src/services/restores.ts';
 import { createSnapshot, runSnapshot } from '../../src/services/snapshots.ts';
 import type { Viewer } from '../../src/services/viewer.ts';
 import { makeOrganization } from '../harness/factories.ts';
-import { databaseDigest, filesDigest, makeLiveEnvironment, sql, type LiveEnvironment } from '../harness/live-environment.ts';
-import { startServiceRuntime, viewerOf } from '../harness/service-runtime.ts';
+import { makeLiveEnvironment, sql, type LiveEnvironment } from '../harness/live-environment.ts';
+import { envState, startServiceRuntime, viewerOf, type EnvState } from '../harness/service-runtime.ts';
 
 let rt: Runtime;
 let deps: Deps;
@@ -26,8 +26,8 @@ let atSnapshot: State;
 let prodNow: State;
 const NOW = new Date();
 
-type State = { db: Record<string, string>; files: Record<string, string> };
-const state = async (env: { databaseUrl: string; filesPath: string }): Promise<State> => ({ db: await databaseDigest(env.databaseUrl), files: await filesDigest(env.filesPath) });
+type State = EnvState;
+const state = envState;
 const sourceDb = () => new URL(prod.databaseUrl).pathname.slice(1);
 const onServer = (name: string) => Object.assign(new URL(prod.databaseUrl), { pathname: `/${name}` }).toString();
 

@@ -12,12 +12,11 @@ import type { Runtime } from '../../src/app/runtime.ts';
 import type { Deps } from '../../src/services/deps.ts';
 import { HANDED_BACK_MESSAGE } from '../../src/services/operations.ts';
 import { restoreSnapshot, runRestore } from '../../src/services/restores.ts';
-import { createSnapshot, runSnapshot } from '../../src/services/snapshots.ts';
 import type { Viewer } from '../../src/services/viewer.ts';
 import { adminUrl } from '../harness/database.ts';
 import { makeOrganization } from '../harness/factories.ts';
-import { databaseDigest, filesDigest, makeLiveEnvironment, sql, type LiveEnvironment } from '../harness/live-environment.ts';
-import { startServiceRuntime, viewerOf } from '../harness/service-runtime.ts';
+import { makeLiveEnvironment, sql, type LiveEnvironment } from '../harness/live-environment.ts';
+import { envState, runRestoreJob, snapshotByJob, startServiceRuntime, viewerOf, type EnvState } from '../harness/service-runtime.ts';
 
 let rt: Runtime;
 let deps: Deps;
@@ -30,28 +29,14 @@ let prodNow: State;
 const NOW = new Date();
 const DAY = 86_400_000;
 
-type State = { db: Record<string, string>; files: Record<string, string> };
-const state = async (env: LiveEnvironment): Promise<State> => ({ db: await databaseDigest(env.databaseUrl), files: await filesDigest(env.filesPath) });
-
-/** Takes a snapshot of `env` with the job itself; returns its id. */
-async function snapshot(env: LiveEnvironment, includes: ('DB' | 'FILES')[] = ['DB', 'FILES']): Promise<string> {
-  const s = await createSnapshot(deps, viewer, { environmentId: env.id, includes });
-  await runSnapshot(deps, s.operationId);
-  const row = await rt.db.snapshot.findUniqueOrThrow({ where: { id: s.snapshotId } });
-  if (row.status !== 'READY') throw new Error(`snapshot failed: ${row.error}`);
-  return s.snapshotId;
-}
+type State = EnvState;
+const state = envState;
+const snapshot = (env: LiveEnvironment, includes?: ('DB' | 'FILES')[]) => snapshotByJob(deps, viewer, env.id, includes);
 
 /** Requests a restore and runs its job; returns the log, the operation and the target's alerts about it. */
 async function restore(input: Parameters<typeof restoreSnapshot>[2], jobSignal?: AbortSignal) {
   const { operationId, restoreLogId } = await restoreSnapshot(deps, viewer, input);
-  const thrown = await runRestore(deps, operationId, jobSignal).then(() => null, (err: unknown) => err);
-  return {
-    thrown,
-    log: await rt.db.restoreLog.findUniqueOrThrow({ where: { id: restoreLogId } }),
-    op: await rt.db.operation.findUniqueOrThrow({ where: { id: operationId } }),
-    alerts: await rt.db.alert.findMany({ where: { operationId } }),
-  };
+  return runRestoreJob(deps, operationId, restoreLogId, jobSignal);
 }
 
 /** What a restore may leave beside a target: temp or previous databases, staging folders. */

@@ -16,7 +16,7 @@ import { createSnapshot, runSnapshot } from '../../src/services/snapshots.ts';
 import type { Viewer } from '../../src/services/viewer.ts';
 import { makeOrganization } from '../harness/factories.ts';
 import { makeLiveEnvironment, repositoryPassword, type LiveEnvironment } from '../harness/live-environment.ts';
-import { startServiceRuntime, viewerOf } from '../harness/service-runtime.ts';
+import { addSecondDestination, startServiceRuntime, viewerOf } from '../harness/service-runtime.ts';
 import { restic } from '../harness/snapshot-helpers.ts';
 
 let rt: Runtime;
@@ -64,10 +64,7 @@ beforeAll(async () => {
   const org = await makeOrganization(rt.db);
   viewer = viewerOf(org.id);
   env = await makeLiveEnvironment({ runtime: rt }, { organizationId: org.id, name: 'production', rows: 80 });
-  const secondPath = path.join(path.dirname(env.filesPath), 'second-repository');
-  const d = await rt.db.destination.create({ data: { organizationId: org.id, name: 'second', provider: 'LOCAL', config: { path: secondPath } } });
-  second = { id: d.id, path: secondPath };
-  await rt.db.environmentDestination.create({ data: { environmentId: env.id, destinationId: d.id, createdAt: new Date(Date.now() + 1000) } });
+  second = await addSecondDestination(rt, org.id, env);
 });
 afterAll(() => rt?.close());
 
