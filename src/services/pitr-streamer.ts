@@ -59,7 +59,7 @@ export interface PitrSupervisor {
   readonly workerId: string;
   /** The clusters this worker streams, with pg_receivewal's pid when it runs. */
   streaming(): { clusterId: string; receiverPid: number | null }[];
-  /** Uploads what the spool holds now (tests and shutdown use it; the tick calls it on its own). */
+  /** Uploads what the spool holds, with a mark taken after the call: every commit acknowledged before it is covered (tests use it; the tick uploads on its own). */
   archiveNow(clusterId: string): Promise<void>;
   stop(): Promise<void>;
 }
@@ -114,7 +114,7 @@ export function startPitrSupervisor(deps: Deps, opts: PitrSupervisorOptions): Pi
     archiveNow: async (clusterId) => {
       const s = streamers.get(clusterId);
       if (!s) throw new Error(`this worker does not stream cluster ${clusterId}`);
-      await s.archive();
+      await s.archive(true);
     },
     async stop() {
       stopped = true;
@@ -263,7 +263,14 @@ class ClusterStreamer {
   }
 
   /** One upload round: what the spool holds that each repository lacks. Serialized. */
-  archive(): Promise<void> {
+  /**
+   * Uploads what the spool holds. `fresh`: an upload whose mark is taken after this call, so it
+   * covers every commit acknowledged before it; one already running took its mark earlier, so it
+   * is waited for and another one runs.
+   */
+  archive(fresh = false): Promise<void> {
+    const running = this.archiving;
+    if (fresh && running) return running.catch(() => undefined).then(() => this.archive(true));
     this.archiving ??= this.archiveOnce().finally(() => (this.archiving = null));
     return this.archiving;
   }
