@@ -267,10 +267,10 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
           await files?.undo();
           throw err;
         }
+        if (db?.previousName) await deps.db.restoreLog.update({ where: { id: log.id }, data: { previousDatabaseName: db.previousName } });
       }
       timings.swappedMs = Date.now() - started;
       deps.logger.info({ operationId, ...timings }, 'restore swapped in');
-      if (db?.previousName) await deps.db.restoreLog.update({ where: { id: log.id }, data: { previousDatabaseName: db.previousName } });
     });
     await progress.flush();
     await deps.db.$transaction([
