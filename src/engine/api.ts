@@ -47,7 +47,7 @@ export {
 export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult } from './restorer.ts';
 export { CodecPool, defaultCodecThreads } from './codec-pool.ts';
 export { resolvePath, walk, fileStream, contentWriter, type ContentWriter, type WalkEntry } from './walker.ts';
-export { Lock, withLock, removeStaleLocks, isStale, STALE_LOCK_MS, REFRESH_LOCK_MS, type LockJson } from './lock.ts';
+export { Lock, withLock, acquireLock, removeStaleLocks, isStale, STALE_LOCK_MS, REFRESH_LOCK_MS, type LockJson, type LockWait } from './lock.ts';
 export {
   EngineError,
   WrongPasswordError,

@@ -7,6 +7,7 @@
  * writing a new file and deleting the old one, as restic does.
  */
 import { hostname as osHostname } from 'node:os';
+import { setTimeout as delay } from 'node:timers/promises';
 import { RepositoryLockedError } from './errors.ts';
 import type { Id } from './ids.ts';
 import { currentOwner } from './owner.ts';
@@ -110,9 +111,38 @@ function nowTime(): string {
   return formatTime(BigInt(Date.now()) * 1_000_000n);
 }
 
-/** Runs fn while holding a lock. */
+/**
+ * How long taking a lock waits for a conflicting one to go (restic's `--retry-lock`), and what it
+ * tells meanwhile. Zero, the default, fails at once as restic does.
+ */
+export interface LockWait {
+  ms: number;
+  /** Called before each pause, with what holds the repository. */
+  onWait?: (holder: string) => void;
+  /** Called once the lock is taken after a wait. */
+  onTaken?: () => void;
+}
+
+/** Takes a lock, trying again with growing pauses while a conflicting lock lasts, up to `wait.ms`. */
+export async function acquireLock(repo: Repository, exclusive: boolean, wait: LockWait, signal?: AbortSignal): Promise<Lock> {
+  const until = Date.now() + wait.ms;
+  for (let pause = 500; ; pause = Math.min(pause * 2, 10_000)) {
+    try {
+      const lock = await Lock.acquire(repo, exclusive, signal);
+      if (pause > 500) wait.onTaken?.();
+      return lock;
+    } catch (err) {
+      const left = until - Date.now();
+      if (!(err instanceof RepositoryLockedError) || left <= 0) throw err;
+      wait.onWait?.(err.message);
+      await delay(Math.min(pause, left), undefined, { signal });
+    }
+  }
+}
+
+/** Runs fn while holding a lock, waiting for a conflicting one as long as the repository's lockWait says. */
 export async function withLock<T>(repo: Repository, exclusive: boolean, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-  const lock = await Lock.acquire(repo, exclusive, signal);
+  const lock = await acquireLock(repo, exclusive, repo.lockWait, signal);
   try {
     return await fn();
   } finally {

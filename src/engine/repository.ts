@@ -28,6 +28,7 @@ import { DEFAULT_PACK_SIZE, PackWriter, keepPackBuffer, packBufferBytes, takePac
 import { MasterIndex, indexFromJson, indexToJson, type IndexEntry, type PackList } from './master-index.ts';
 import { decodeBlob, encodeBlob } from './blob-codec.ts';
 import { decodeTree, encodeTree, formatTime, type Tree } from './tree.ts';
+import type { LockWait } from './lock.ts';
 
 /** The repository config as stored (JSON). */
 export interface RepoConfig {
@@ -94,6 +95,8 @@ export class Repository {
   /** Chunker parameters named in the config. */
   readonly chunkerParams: ChunkerParams;
   readonly packSize: number;
+  /** How long taking a lock waits for a conflicting one (none by default, as restic). */
+  lockWait: LockWait = { ms: 0 };
   private readonly uploadConcurrency: number;
 
   private readonly writers = new Map<BlobType, PackWriter>();

@@ -68,7 +68,7 @@ export interface Progress {
   phase?: string;
   bytesDone?: number | bigint;
   bytesTotal?: number | bigint | null;
-  message?: string;
+  message?: string | null;
 }
 
 /** Throttled progress: at most one write and event per interval, and always the last one on flush. */

@@ -49,6 +49,9 @@ export interface OpenedRepository {
   close(): Promise<void>;
 }
 
+/** How long a job waits for a conflicting repository lock before it fails (restic's --retry-lock). */
+export const REPOSITORY_LOCK_WAIT_MS = 30 * 60_000;
+
 /** Opens a destination's repository, initialising it the first time. */
 export async function openRepository(deps: Deps, destinationId: string, signal?: AbortSignal): Promise<OpenedRepository> {
   const destination = await deps.db.destination.findUniqueOrThrow({ where: { id: destinationId } });
@@ -89,6 +92,16 @@ export async function openRepository(deps: Deps, destinationId: string, signal?:
       );
     }
     await clearStaleLocks(deps, destination.id, repo, signal);
+    // A job meeting another's lock (a prune's exclusive one, or a prune meeting running backups)
+    // waits for it rather than failing; the job that opened the repository may say so too.
+    let logged = false;
+    repo.lockWait = {
+      ms: REPOSITORY_LOCK_WAIT_MS,
+      onWait: (holder) => {
+        if (!logged) deps.logger.info({ destinationId, holder }, 'waiting for the repository lock');
+        logged = true;
+      },
+    };
     return { repo, backend, close: () => repo.close() };
   } catch (err) {
     await backend.close().catch(() => undefined);

@@ -181,6 +181,13 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
       opened = source.opened;
       readFrom = { destinationId: source.destinationId, repoSnapshotId: source.repoSnapshotId };
       const repo = source.opened.repo;
+      // A prune (a snapshot deleted, retention) holds the repository for a while: the restore
+      // waits for it and says so.
+      repo.lockWait = {
+        ...repo.lockWait,
+        onWait: (holder) => progress.report({ message: `Waiting for the repository lock: ${holder}` }),
+        onTaken: () => progress.report({ message: null }),
+      };
       const snapshotRow = await deps.db.snapshot.findUniqueOrThrow({ where: { id: log.snapshotId! } });
       const total = Number(snapshotRow.sizeBytes);
       let filesDone = 0;
