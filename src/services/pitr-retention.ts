@@ -88,7 +88,8 @@ export async function applyPitrRetention(deps: Deps, clusterId: string, signal?:
     try {
       await forgetSnapshots(opened.repo, ids, signal);
       // Forgotten is enough for recovery to ignore them; the space comes back with prune, which
-      // waits for no one: a repository busy now is pruned next time.
+      // waits for no one (the streamer's uploads wait behind it): a repository busy now is pruned next time.
+      opened.repo.lockWait = { ms: 0 };
       await prune(opened.repo, { signal }).catch((err) => deps.logger.warn({ err, destinationId }, 'PITR retention: prune postponed'));
     } finally {
       await opened.close().catch(() => undefined);
