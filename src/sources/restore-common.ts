@@ -170,6 +170,16 @@ function feed(dump: Readable, stdin: Writable): Promise<Error | null> {
       stdin.end();
       resolve(null);
     });
+    // pg_restore stops reading at the archive's last byte, which may come before the dump says it
+    // ended (startDump's stream ends once pg_dump's exit is seen; the engine's after its last
+    // read). Node closes a tool's stdin when the tool exits, and pipe() then unpipes and pauses
+    // the dump, which with no reader would never emit 'end': drain it, so its end or its own
+    // error still comes. A tool that failed does not wait for it (runRestore discards it).
+    stdin.once('close', () => {
+      if (dump.readableEnded) return;
+      dump.unpipe(stdin);
+      dump.resume();
+    });
     dump.pipe(stdin, { end: false });
   });
 }

@@ -672,3 +672,30 @@ describe('restoreDatabase IN_PLACE', () => {
     await expect(again.undo()).rejects.toMatchObject({ code: 'UNDO_NOT_POSSIBLE' });
   });
 });
+
+describe('a dump whose end comes after pg_restore has exited', () => {
+  // pg_restore stops reading at the archive's last byte, and a dump stream may say it ended only
+  // later: startDump's ends once pg_dump's exit is seen, which under load comes after
+  // pg_restore's; the engine's stream after its last read. Node closes a tool's stdin when the
+  // tool exits, which unpipes the dump: an IN_PLACE point-in-time restore then waited for the
+  // dump's end forever, with psql idle in its transaction.
+  it.each(['SWAP', 'IN_PLACE'] as const)('%s: the restore finishes', async (strategy) => {
+    const url = await seeded(`src_late_end_${strategy.toLowerCase()}`);
+    const before = await contents(url);
+    const dump = await dumpBytes(url);
+    await query(url, MUTATE);
+    const feed = new PassThrough();
+    let restoreRunning: boolean | null = null;
+    // Its consumer gone, the stream is paused: only then does the dump end.
+    feed.once('pause', () => {
+      restoreRunning = children().some((c) => /pg_restore/.test(c.args));
+      feed.end();
+    });
+    feed.write(dump);
+    await restoreDatabase(url, feed, { strategy, restoreId: `late_${strategy.toLowerCase()}`, keepPrevious: false });
+    // The order this test is about: the pause came from pg_restore's exit, not from backpressure.
+    expect(restoreRunning).toBe(false);
+    expect({ ...(await contents(url)), tables: null }).toEqual({ ...before, tables: null });
+    expect(await databasesLike(`${nameOf(url)}__bp_%`)).toEqual([]);
+  }, 30_000);
+});
