@@ -170,12 +170,37 @@ function feed(dump: Readable, stdin: Writable): Promise<Error | null> {
       stdin.end();
       resolve(null);
     });
+    // pg_restore stops reading at the archive's last byte, which may come before the dump says it
+    // ended (startDump's stream ends once pg_dump's exit is seen; the engine's after its last
+    // read). Node closes a tool's stdin when the tool exits, and pipe() then unpipes and pauses
+    // the dump, which with no reader would never emit 'end': drain it, so its end or its own
+    // error still comes. A tool that failed does not wait for it (runRestore discards it).
+    stdin.once('close', () => {
+      if (dump.readableEnded) return;
+      dump.unpipe(stdin);
+      dump.resume();
+    });
     dump.pipe(stdin, { end: false });
   });
 }
 
 export function abortError(signal: AbortSignal | undefined): AbortedError | null {
   return signal?.aborted ? new AbortedError({ cause: signal.reason }) : null;
+}
+
+/**
+ * Settles as `wait` does, or rejects with AbortedError once `signal` aborts: for a wait on
+ * something that no process of ours ends (a dump's end after pg_restore exited), which killing
+ * the tools on abort would not end.
+ */
+export function orAbort<T>(wait: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return wait;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(abortError(signal));
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    wait.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 /** Runs pg_restore to completion, fed from `dump`; throws abort, dump, or tool errors in that order. */
@@ -205,7 +230,7 @@ export async function runRestore(
     // A failed tool no longer reads its stdin, so 'end' may never come: only wait for the dump
     // when the tool succeeded (it then read to the end).
     const failure = tool.failure(exit);
-    if (!failure) dumpError = await fed;
+    if (!failure) dumpError = await orAbort(fed, signal);
     if (dumpError) throw new SourceError('DUMP_STREAM_FAILED', `reading the dump failed: ${(dumpError as Error).message}`, { cause: dumpError });
     if (failure) throw failure;
   } catch (err) {

@@ -63,6 +63,14 @@ export async function prepareInPlace(databaseUrl: string, target: PgTarget, dump
     await Promise.all([psql.exited, restore.exited]);
   };
 
+  // Past runRestore nothing else stops psql on abort, and psql may wait for a lock for as long
+  // as the application holds it.
+  const onAbort = () => {
+    psql.kill();
+    restore.kill();
+  };
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  if (opts.signal?.aborted) onAbort();
   try {
     psqlIn.write('BEGIN;\n');
     restore.child.stdout!.pipe(psqlIn, { end: false });
@@ -73,7 +81,9 @@ export async function prepareInPlace(databaseUrl: string, target: PgTarget, dump
       return exit;
     });
     await runRestore(restore, dump, opts.signal, [psql]);
-    await scriptEnded;
+    // A psql that stopped (an error in the script's last statements, its session ended) closes
+    // its stdin, which unpipes pg_restore's output: what is left of it then never ends.
+    await Promise.race([scriptEnded, psqlExited]);
     psqlIn.write(`\\echo ${marker}\n`);
     const ok = await Promise.race([ready, psqlExited.then(() => false)]);
     const aborted = abortError(opts.signal);
@@ -85,6 +95,8 @@ export async function prepareInPlace(databaseUrl: string, target: PgTarget, dump
     await abandon();
     if (err instanceof AbortedError || !psqlFailure) throw err;
     throw psqlFailure;
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
   }
 
   let state: 'prepared' | 'committed' | 'rolledBack' = 'prepared';
