@@ -22,6 +22,7 @@ import { abortError, restoreInput, type DumpSource, type PrepareDatabaseOptions,
 import { prepareInPlace } from './restore-in-place.ts';
 import { prepareSwap, restoreDatabaseNames, undoSwap } from './restore-swap.ts';
 import { openPipe, PipeReader } from './pipe.ts';
+import type { ContentWriter } from '../engine/api.ts';
 
 export { dropDatabase } from './pg-admin.ts';
 export { MAX_IDENTIFIER_BYTES, restoreDatabaseNames } from './restore-swap.ts';
@@ -101,6 +102,66 @@ export function startDump(databaseUrl: string, opts: { signal?: AbortSignal } = 
   // The caller may only watch the stream; its failure must not become an unhandled rejection.
   done.catch(() => {});
   return { stream, done, pid: tool.child.pid, args: DUMP_ARGS };
+}
+
+/** A pg_dump that restores itself: a DumpSource for prepareDatabase, and when it ended. */
+export interface DumpWriter extends ContentWriter {
+  /** Settles once pg_dump has exited (or never started, when the writer was given up): its server is no longer read. */
+  readonly ended: Promise<void>;
+}
+
+/**
+ * `pg_dump -Fc -Z0` of the database at `databaseUrl` as a dump that writes itself into
+ * pg_restore's stdin (prepareDatabase gives it the write end of the pipe pg_restore reads): pg_dump
+ * writes there directly, so a database moved between servers (a restore to a point in time) never
+ * passes through this thread, which relayed each of its bytes before. writeTo rejects when pg_dump
+ * fails (its error) or is aborted; where no pipe can be made, `stream()` is startDump's stream.
+ */
+export function dumpWriter(databaseUrl: string, opts: { signal?: AbortSignal } = {}): DumpWriter {
+  let tool: Tool | null = null;
+  let given = false;
+  let ended!: () => void;
+  const endedP = new Promise<void>((r) => (ended = r));
+  const start = () => {
+    if (given) throw new SourceError('DUMP_STREAM_CLOSED', 'the dump was given up before pg_dump started');
+    given = true;
+  };
+  return {
+    ended: endedP,
+    async writeTo(fd) {
+      start();
+      if (opts.signal?.aborted) {
+        ended();
+        throw new AbortedError({ cause: opts.signal.reason });
+      }
+      const target = pgTarget(databaseUrl);
+      const t = startTool('pg_dump', DUMP_ARGS, { env: toolEnv(target, { PGAPPNAME: 'backplane-dump' }), stdin: 'ignore', stdout: fd });
+      tool = t;
+      const onAbort = () => t.kill();
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      try {
+        const exit = await t.exited;
+        const failure = opts.signal?.aborted ? new AbortedError({ cause: opts.signal.reason }) : t.failure(exit);
+        if (failure) throw failure;
+      } finally {
+        opts.signal?.removeEventListener('abort', onAbort);
+        ended();
+      }
+    },
+    stream() {
+      start();
+      const dump = startDump(databaseUrl, opts);
+      void dump.done.then(ended, ended);
+      return dump.stream;
+    },
+    destroy() {
+      if (tool) tool.kill();
+      else {
+        given = true;
+        ended();
+      }
+    },
+  };
 }
 
 /** A running pg_dump writing into a pipe (see startDumpToPipe). */
