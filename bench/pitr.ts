@@ -497,13 +497,19 @@ async function main() {
     const target = tLoadEnd;
     const expectedRows = Number((await one<{ n: string }>(appUrl, 'SELECT count(*) AS n FROM pitr_rows WHERE stamped <= $1', [target])).n);
     log(`recovery to ${target.toISOString()} (${expectedRows} stamped rows by then)`);
-    const recoverOnce = async () => {
+    const recoverOnce = async (attempt = 0): Promise<{ seconds: number; untilReplayedSeconds: number | null; phases: Record<string, number>; rows: number; loadAverage: number[]; retries: number }> => {
       await sql(srcAdmin, 'CHECKPOINT');
       execFileSync('sync');
       const tOurRestore = Date.now();
       const restored = await gql<{ restoreToPointInTime: { __typename: string; operation?: { id: string } } }>(server!.url, key, RESTORE_TO_TIME, { input: { environmentId: envGid, pointInTime: target.toISOString(), cloneDatabaseName: 'app_at_t' } });
       if (!restored.restoreToPointInTime.operation) throw new Error(`restoreToPointInTime: ${JSON.stringify(restored.restoreToPointInTime)}`);
       const op = await waitOperation(restored.restoreToPointInTime.operation.id);
+      // A server just started applies PITR retention (prune, an exclusive lock) at once; a restore
+      // meanwhile fails to lock the repository rather than waiting: start over.
+      if (op.status === 'FAILED' && /locked exclusively/.test(op.error ?? '') && attempt < 10) {
+        await sleep(2000);
+        return recoverOnce(attempt + 1);
+      }
       if (op.status !== 'SUCCEEDED') throw new Error(`our restore: ${op.status} ${op.error}`);
       const ourEnd = op.finishedAt!.getTime();
       const ph = op.phases;
@@ -514,6 +520,7 @@ async function main() {
         phases: Object.fromEntries(Object.entries(ph).map(([k, v]) => [k, round((v - tOurRestore) / 1000)])),
         rows: Number((await one<{ n: string }>(src.url('app_at_t'), 'SELECT count(*) AS n FROM pitr_rows')).n),
         loadAverage: loadavg(),
+        retries: attempt,
       };
       await sql(srcAdmin, 'DROP DATABASE app_at_t');
       if (r.rows !== expectedRows) throw new Error(`our restore has ${r.rows} stamped rows, not ${expectedRows}`);
