@@ -134,17 +134,11 @@ export function dumpWriter(databaseUrl: string, opts: { signal?: AbortSignal } =
         ended();
         throw new AbortedError({ cause: opts.signal.reason });
       }
-      const target = pgTarget(databaseUrl);
-      const t = startTool('pg_dump', DUMP_ARGS, { env: toolEnv(target, { PGAPPNAME: 'backplane-dump' }), stdin: 'ignore', stdout: fd });
-      tool = t;
-      const onAbort = () => t.kill();
-      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      const started = dumpInto(databaseUrl, fd, opts.signal);
+      tool = started.tool;
       try {
-        const exit = await t.exited;
-        const failure = opts.signal?.aborted ? new AbortedError({ cause: opts.signal.reason }) : t.failure(exit);
-        if (failure) throw failure;
+        await started.done;
       } finally {
-        opts.signal?.removeEventListener('abort', onAbort);
         ended();
       }
     },
@@ -184,30 +178,40 @@ export interface PipedDump {
 export async function startDumpToPipe(databaseUrl: string, opts: { signal?: AbortSignal } = {}): Promise<PipedDump | null> {
   const ends = await openPipe();
   if (!ends) return null;
-  const target = pgTarget(databaseUrl);
-  let tool: Tool;
+  let started: ReturnType<typeof dumpInto>;
   try {
-    tool = startTool('pg_dump', DUMP_ARGS, { env: toolEnv(target, { PGAPPNAME: 'backplane-dump' }), stdin: 'ignore', stdout: ends.writeFd });
+    started = dumpInto(databaseUrl, ends.writeFd, opts.signal);
   } catch (err) {
     closeSync(ends.readFd);
     throw err;
   } finally {
     closeSync(ends.writeFd); // pg_dump holds its own copy: the pipe ends when pg_dump exits
   }
+  const { tool, done } = started;
+  return { pipe: new PipeReader(ends.readFd, done, () => tool.kill()), done, pid: tool.child.pid, args: DUMP_ARGS };
+}
+
+/**
+ * Starts pg_dump writing into descriptor `fd`. `done` resolves when it exited 0 and rejects with
+ * PgToolError, or AbortedError when `signal` stopped it; it is never an unhandled rejection (the
+ * caller may learn of a failure through the reader of `fd` first).
+ */
+function dumpInto(databaseUrl: string, fd: number, signal?: AbortSignal): { tool: Tool; done: Promise<void> } {
+  const tool = startTool('pg_dump', DUMP_ARGS, { env: toolEnv(pgTarget(databaseUrl), { PGAPPNAME: 'backplane-dump' }), stdin: 'ignore', stdout: fd });
   const onAbort = () => tool.kill();
-  opts.signal?.addEventListener('abort', onAbort, { once: true });
-  if (opts.signal?.aborted) tool.kill();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  if (signal?.aborted) tool.kill();
   const done = (async () => {
     try {
       const exit = await tool.exited;
-      const failure = opts.signal?.aborted ? new AbortedError({ cause: opts.signal.reason }) : tool.failure(exit);
+      const failure = signal?.aborted ? new AbortedError({ cause: signal.reason }) : tool.failure(exit);
       if (failure) throw failure;
     } finally {
-      opts.signal?.removeEventListener('abort', onAbort);
+      signal?.removeEventListener('abort', onAbort);
     }
   })();
-  done.catch(() => {}); // the caller may learn of a failure through the pipe's reader first
-  return { pipe: new PipeReader(ends.readFd, done, () => tool.kill()), done, pid: tool.child.pid, args: DUMP_ARGS };
+  done.catch(() => {});
+  return { tool, done };
 }
 
 /** Size on disk of the database the URL names (pg_database_size). */
