@@ -29,6 +29,8 @@
  * BENCH_PITR_LOAD_S (default 180; 900 for "15 minutes of WAL"), BENCH_PITR_TPS (default 150),
  * BENCH_PITR_ARCHIVE_S (our archive interval and pgBackRest's archive_timeout, default 5),
  * BENCH_PITR_BURST_MB (default 256), BENCH_PITR_CRASHES (default 5), BENCH_PITR_SEED (default 1),
+ * BENCH_PITR_RECOVERIES (step 5's runs, default 1), BENCH_PITR_BASELINE_ROOT (another checkout,
+ * built: step 5 then alternates a server from it and ours, for an A/B in the same run),
  * BENCH_KEEP=1 keeps the work folder. Results: a summary on stdout and bench/results/pitr.json.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -59,6 +61,8 @@ const ARCHIVE_S = Number(process.env.BENCH_PITR_ARCHIVE_S ?? 5);
 const BURST_MB = Number(process.env.BENCH_PITR_BURST_MB ?? 256);
 const CRASHES = Number(process.env.BENCH_PITR_CRASHES ?? 5);
 const KEEP = process.env.BENCH_KEEP === '1';
+const RECOVERIES = Number(process.env.BENCH_PITR_RECOVERIES ?? 1);
+const BASELINE_ROOT = process.env.BENCH_PITR_BASELINE_ROOT || undefined;
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
 
@@ -493,51 +497,98 @@ async function main() {
     const target = tLoadEnd;
     const expectedRows = Number((await one<{ n: string }>(appUrl, 'SELECT count(*) AS n FROM pitr_rows WHERE stamped <= $1', [target])).n);
     log(`recovery to ${target.toISOString()} (${expectedRows} stamped rows by then)`);
-    await sql(srcAdmin, 'CHECKPOINT');
-    execFileSync('sync');
-    const tOurRestore = Date.now();
-    const restored = await gql<{ restoreToPointInTime: { __typename: string; operation?: { id: string } } }>(server.url, key, RESTORE_TO_TIME, { input: { environmentId: envGid, pointInTime: target.toISOString(), cloneDatabaseName: 'app_at_t' } });
-    if (!restored.restoreToPointInTime.operation) throw new Error(`restoreToPointInTime: ${JSON.stringify(restored.restoreToPointInTime)}`);
-    const op = await waitOperation(restored.restoreToPointInTime.operation.id);
-    if (op.status !== 'SUCCEEDED') throw new Error(`our restore: ${op.status} ${op.error}`);
-    const ourEnd = op.finishedAt!.getTime();
-    const ph = op.phases;
-    const ourRecovery = {
-      seconds: round((ourEnd - tOurRestore) / 1000),
-      // Until the instance has replayed to the time: what pgBackRest's figure covers.
-      untilReplayedSeconds: ph['moving-database'] ? round((ph['moving-database'] - tOurRestore) / 1000) : null,
-      phases: Object.fromEntries(Object.entries(ph).map(([k, v]) => [k, round((v - tOurRestore) / 1000)])),
-      rows: Number((await one<{ n: string }>(src.url('app_at_t'), 'SELECT count(*) AS n FROM pitr_rows')).n),
+    const recoverOnce = async (attempt = 0): Promise<{ seconds: number; untilReplayedSeconds: number | null; phases: Record<string, number>; rows: number; loadAverage: number[]; retries: number }> => {
+      await sql(srcAdmin, 'CHECKPOINT');
+      execFileSync('sync');
+      const tOurRestore = Date.now();
+      const restored = await gql<{ restoreToPointInTime: { __typename: string; operation?: { id: string } } }>(server!.url, key, RESTORE_TO_TIME, { input: { environmentId: envGid, pointInTime: target.toISOString(), cloneDatabaseName: 'app_at_t' } });
+      if (!restored.restoreToPointInTime.operation) throw new Error(`restoreToPointInTime: ${JSON.stringify(restored.restoreToPointInTime)}`);
+      const op = await waitOperation(restored.restoreToPointInTime.operation.id);
+      // A server just started applies PITR retention (prune, an exclusive lock) at once; a restore
+      // meanwhile fails to lock the repository rather than waiting: start over.
+      if (op.status === 'FAILED' && /locked exclusively/.test(op.error ?? '') && attempt < 10) {
+        await sleep(2000);
+        return recoverOnce(attempt + 1);
+      }
+      if (op.status !== 'SUCCEEDED') throw new Error(`our restore: ${op.status} ${op.error}`);
+      const ourEnd = op.finishedAt!.getTime();
+      const ph = op.phases;
+      const r = {
+        seconds: round((ourEnd - tOurRestore) / 1000),
+        // Until the instance has replayed to the time: what pgBackRest's figure covers.
+        untilReplayedSeconds: ph['moving-database'] ? round((ph['moving-database'] - tOurRestore) / 1000) : null,
+        phases: Object.fromEntries(Object.entries(ph).map(([k, v]) => [k, round((v - tOurRestore) / 1000)])),
+        rows: Number((await one<{ n: string }>(src.url('app_at_t'), 'SELECT count(*) AS n FROM pitr_rows')).n),
+        loadAverage: loadavg(),
+        retries: attempt,
+      };
+      await sql(srcAdmin, 'DROP DATABASE app_at_t');
+      // Rows are stamped before their commit: under load one stamped by the time may commit after
+      // it, and no recovery to the time holds it. Compared across runs (and with pgBackRest's) instead.
+      if (r.rows !== expectedRows) log(`  (${r.rows} stamped rows, ${expectedRows} stamped by the time)`);
+      return r;
     };
-    log(`  ours: ${ourRecovery.seconds} s (replayed after ${ourRecovery.untilReplayedSeconds} s), ${ourRecovery.rows} rows`);
-    await sql(srcAdmin, 'DROP DATABASE app_at_t');
-
-    await sql(srcAdmin, 'CHECKPOINT');
-    execFileSync('sync');
-    const restoreDir = path.join(root, 'pgbr-restore');
-    await fs.mkdir(restoreDir, { mode: 0o700 });
-    await chownPg(restoreDir);
-    const restorePort = await freePort();
-    const tPgbrRestore = Date.now();
-    const pgTime = target.toISOString().replace('T', ' ').replace('Z', '+00');
-    await pgbackrest(['restore', `--pg1-path=${restoreDir}`, '--type=time', `--target=${pgTime}`, '--target-action=promote']);
-    const tFetched = Date.now();
-    // Archiving off: this copy must not push its new timeline into the source's stanza.
-    await run(path.join(PG_BIN, 'pg_ctl'), ['start', '-D', restoreDir, '-w', '-t', '3600', '-l', path.join(restoreDir, 'restore.log'), '-o', `-p ${restorePort} -c archive_mode=off -c listen_addresses=127.0.0.1 -c unix_socket_directories=''`], { ...asPg, env: { ...process.env, LC_MESSAGES: 'C' } });
-    const restoredUrl = `postgresql://${src.user}:${encodeURIComponent(src.password)}@127.0.0.1:${restorePort}`;
-    for (;;) {
-      const r = await one<{ r: boolean }>(`${restoredUrl}/postgres`, 'SELECT pg_is_in_recovery() AS r').catch(() => ({ r: true }));
-      if (!r.r) break;
-      await sleep(100);
+    // Each run from a server of its own (the build under test, or BENCH_PITR_BASELINE_ROOT's),
+    // alternating baseline and ours, so both meet the same machine state on a shared machine.
+    const ourRuns: Awaited<ReturnType<typeof recoverOnce>>[] = [];
+    const baselineRuns: Awaited<ReturnType<typeof recoverOnce>>[] = [];
+    for (let i = 0; i < RECOVERIES; i++) {
+      for (const which of BASELINE_ROOT ? (['baseline', 'ours'] as const) : (['ours'] as const)) {
+        if (BASELINE_ROOT) {
+          await server?.stop();
+          server = await startServer({ databaseUrl: catalogUrl, secretKey, logFile: serverLog, env: { BACKPLANE_HOME: home }, root: which === 'baseline' ? BASELINE_ROOT : undefined });
+        }
+        const r = await recoverOnce();
+        (which === 'ours' ? ourRuns : baselineRuns).push(r);
+        log(`  ${which}: ${r.seconds} s (replayed after ${r.untilReplayedSeconds} s), ${r.rows} rows; phases ${JSON.stringify(r.phases)}; load ${r.loadAverage[0]}`);
+      }
     }
-    const pgbrRecovery = {
-      seconds: round((Date.now() - tPgbrRestore) / 1000),
-      restoreCommandSeconds: round((tFetched - tPgbrRestore) / 1000),
-      rows: Number((await one<{ n: string }>(`${restoredUrl}/app`, 'SELECT count(*) AS n FROM pitr_rows')).n),
+    const ourRecovery = {
+      seconds: stats(ourRuns.map((r) => r.seconds)).median,
+      untilReplayedSeconds: stats(ourRuns.map((r) => r.untilReplayedSeconds ?? NaN)).median,
+      rows: ourRuns[0].rows,
+      secondsStats: stats(ourRuns.map((r) => r.seconds)),
+      untilReplayedStats: stats(ourRuns.map((r) => r.untilReplayedSeconds ?? NaN)),
+      runs: ourRuns,
+      ...(baselineRuns.length
+        ? { baseline: { root: BASELINE_ROOT, secondsStats: stats(baselineRuns.map((r) => r.seconds)), untilReplayedStats: stats(baselineRuns.map((r) => r.untilReplayedSeconds ?? NaN)), runs: baselineRuns } }
+        : {}),
     };
-    log(`  pgBackRest: ${pgbrRecovery.seconds} s (restore ${pgbrRecovery.restoreCommandSeconds} s, then replay), ${pgbrRecovery.rows} rows`);
-    await run(path.join(PG_BIN, 'pg_ctl'), ['stop', '-D', restoreDir, '-m', 'fast', '-w'], { ...asPg });
-    await fs.rm(restoreDir, { recursive: true, force: true });
+    if (BASELINE_ROOT) log(`  medians: ours ${ourRecovery.secondsStats.median} s (${ourRecovery.secondsStats.min}-${ourRecovery.secondsStats.max}), baseline ${ourRecovery.baseline!.secondsStats.median} s (${ourRecovery.baseline!.secondsStats.min}-${ourRecovery.baseline!.secondsStats.max})`);
+
+    const pgbrRuns: { seconds: number; restoreCommandSeconds: number; rows: number }[] = [];
+    for (let i = 0; i < RECOVERIES; i++) {
+      await sql(srcAdmin, 'CHECKPOINT');
+      execFileSync('sync');
+      const restoreDir = path.join(root, 'pgbr-restore');
+      await fs.mkdir(restoreDir, { mode: 0o700 });
+      await chownPg(restoreDir);
+      const restorePort = await freePort();
+      const tPgbrRestore = Date.now();
+      const pgTime = target.toISOString().replace('T', ' ').replace('Z', '+00');
+      await pgbackrest(['restore', `--pg1-path=${restoreDir}`, '--type=time', `--target=${pgTime}`, '--target-action=promote']);
+      const tFetched = Date.now();
+      // Archiving off: this copy must not push its new timeline into the source's stanza.
+      await run(path.join(PG_BIN, 'pg_ctl'), ['start', '-D', restoreDir, '-w', '-t', '3600', '-l', path.join(restoreDir, 'restore.log'), '-o', `-p ${restorePort} -c archive_mode=off -c listen_addresses=127.0.0.1 -c unix_socket_directories=''`], { ...asPg, env: { ...process.env, LC_MESSAGES: 'C' } });
+      const restoredUrl = `postgresql://${src.user}:${encodeURIComponent(src.password)}@127.0.0.1:${restorePort}`;
+      for (;;) {
+        const r = await one<{ r: boolean }>(`${restoredUrl}/postgres`, 'SELECT pg_is_in_recovery() AS r').catch(() => ({ r: true }));
+        if (!r.r) break;
+        await sleep(100);
+      }
+      const r = {
+        seconds: round((Date.now() - tPgbrRestore) / 1000),
+        restoreCommandSeconds: round((tFetched - tPgbrRestore) / 1000),
+        rows: Number((await one<{ n: string }>(`${restoredUrl}/app`, 'SELECT count(*) AS n FROM pitr_rows')).n),
+      };
+      log(`  pgBackRest: ${r.seconds} s (restore ${r.restoreCommandSeconds} s, then replay), ${r.rows} rows; load ${loadavg()[0]}`);
+      await run(path.join(PG_BIN, 'pg_ctl'), ['stop', '-D', restoreDir, '-m', 'fast', '-w'], { ...asPg });
+      await fs.rm(restoreDir, { recursive: true, force: true });
+      pgbrRuns.push(r);
+    }
+    const pgbrRecovery = { seconds: stats(pgbrRuns.map((r) => r.seconds)).median, secondsStats: stats(pgbrRuns.map((r) => r.seconds)), rows: pgbrRuns[0].rows, runs: pgbrRuns };
+    const rowCounts = [...new Set([...ourRuns, ...baselineRuns, ...pgbrRuns].map((r) => r.rows))];
+    if (rowCounts.length > 1) log(`  the recoveries disagree: ${rowCounts.join(', ')} rows`);
 
     // --- 6. RPO: crash the source at random moments under the load
     log(`RPO: ${CRASHES} crashes under the load`);
@@ -651,6 +702,7 @@ async function main() {
       recovery: {
         targetTime: target.toISOString(),
         expectedRows,
+        rowCountsSeen: rowCounts,
         walToReplayMiB: round(Number(lsnLoadEnd - lsnEnable) / MiB, 1),
         ours: ourRecovery,
         pgbackrest: pgbrRecovery,

@@ -34,13 +34,15 @@ export interface ServerProcess {
  * Starts `backplane start` on a free port. Without `databaseUrl` it runs as `npm start` does by
  * default: the embedded PostgreSQL and demo under `home` (its first start runs initdb).
  */
-export async function startServer(opts: { databaseUrl?: string; home?: string; secretKey?: string; logFile: string; env?: Record<string, string> }): Promise<ServerProcess> {
+export async function startServer(opts: { databaseUrl?: string; home?: string; secretKey?: string; logFile: string; env?: Record<string, string>; root?: string }): Promise<ServerProcess> {
   const port = await freePort();
   const log = openSync(opts.logFile, 'a');
   // BENCH_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", to look inside a step.
   const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, path.join(ROOT, 'bin', 'backplane.js'), 'start'], {
-    cwd: ROOT,
+  // `root`: another checkout's build (an A/B against an earlier commit in the same run).
+  const root = opts.root ?? ROOT;
+  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, path.join(root, 'bin', 'backplane.js'), 'start'], {
+    cwd: root,
     env: {
       ...process.env,
       // Empty counts as unset (config.ts).

@@ -8,7 +8,7 @@ import { publishInTransaction } from '../events/bus.ts';
 import { prepareDirectory, type PreparedDirectory } from '../sources/files.ts';
 import { walPath } from '../sources/pitr-layout.ts';
 import { extractTar, makePitrWorkDir, placeWal, recoverInstance, walFetchFailed, type pitrWorkDir, type RecoveredInstance } from '../sources/pitr-instance.ts';
-import { canCreateDatabase, MAX_IDENTIFIER_BYTES, prepareDatabase, startDump, type PreparedDatabase } from '../sources/postgres.ts';
+import { canCreateDatabase, dumpWriter, MAX_IDENTIFIER_BYTES, prepareDatabase, type PreparedDatabase } from '../sources/postgres.ts';
 import { pgTarget } from '../sources/connection.ts';
 import { withAdmin, withClient } from '../sources/pg-admin.ts';
 import { raiseAlert } from './alerts.ts';
@@ -296,11 +296,14 @@ export async function runPitrRestore(deps: Deps, operationId: string, jobSignal?
         const sourceUrl = await environmentDatabaseUrl(deps, log.sourceEnvironmentId);
         const targetUrl = await environmentDatabaseUrl(deps, target.id);
         const recovered = pgTarget(sourceUrl);
-        const dump = startDump(instance.url(recovered.database, recovered.env.PGUSER ?? 'postgres'), { signal });
+        const dump = dumpWriter(instance.url(recovered.database, recovered.env.PGUSER ?? 'postgres'), { signal });
+        // The instance is done with once pg_dump is: stopped while pg_restore still builds indexes.
+        const running = instance;
+        const stopped = dump.ended.then(() => running.stop());
         const clone = log.cloneDatabaseName;
         // As a snapshot restore: a role that may not create databases restores in place.
         const strategy = clone ? 'SWAP' : opInput.strategy === 'IN_PLACE' || !(await canCreateDatabase(targetUrl)) ? 'IN_PLACE' : 'SWAP';
-        const preparingDb = prepareDatabase(targetUrl, dump.stream, { strategy, restoreId, signal });
+        const preparingDb = prepareDatabase(targetUrl, dump, { strategy, restoreId, signal });
         const preparingFiles: Promise<PreparedDirectory | null> = files && log.includes.includes('FILES')
           ? (async () => {
               const copy = await openReadableCopy(deps, files.id, signal);
@@ -321,7 +324,7 @@ export async function runPitrRestore(deps: Deps, operationId: string, jobSignal?
         }
         const db: PreparedDatabase = dbResult.value;
         const dir = filesResult.value;
-        await instance.stop();
+        await stopped;
         instance = undefined;
         if (signal.aborted) {
           await dir?.rollback().catch(() => undefined);

@@ -153,7 +153,7 @@ export interface RecoveredInstance {
   endedAt: string;
   /** Recovered to the end of the archive: nothing was committed between the last archived transaction and the target. */
   toEndOfArchive: boolean;
-  /** Stops it (fast) and waits until it has exited. */
+  /** Stops it (immediate: nothing in it is kept) and waits until it has exited. */
   stop(): Promise<void>;
 }
 
@@ -192,6 +192,16 @@ export async function recoverInstance(
       'hot_standby = off',
       // The source's own archiving must not run here.
       "archive_mode = 'off'",
+      // A one-off instance, dumped and then removed with its folder: nothing in it has to survive
+      // a crash, so it never waits for a disk (the end-of-recovery checkpoint, which a
+      // recovery_target_action promote waits for, included); no restartpoint while it replays;
+      // and nothing vacuumed or analyzed while pg_dump reads it.
+      'fsync = off',
+      'full_page_writes = off',
+      'synchronous_commit = off',
+      "checkpoint_timeout = '1d'",
+      "max_wal_size = '100GB'",
+      'autovacuum = off',
       '',
     ].join('\n');
   const autoConf = path.join(dirs.data, 'postgresql.auto.conf');
@@ -232,7 +242,9 @@ export async function recoverInstance(
     // Never cut short, whatever became of opts.signal (the job's fetch aborts it as soon as the
     // replay ends): a server left running would hold the work folder. (`undefined` given to a
     // parameter that defaulted to opts.signal got opts.signal: stop() ran no pg_ctl at all.)
-    await pgCtl(['stop', '-D', dirs.data, '-m', 'fast', '-w', '-t', '120'], undefined).catch(() => undefined);
+    // Immediate: its folder goes next, so the shutdown checkpoint a fast stop writes (the hint
+    // bits pg_dump set on every page it read) would be work thrown away.
+    await pgCtl(['stop', '-D', dirs.data, '-m', 'immediate', '-w', '-t', '120'], undefined).catch(() => undefined);
   };
   let toEndOfArchive = false;
   try {

@@ -22,6 +22,7 @@ import { abortError, restoreInput, type DumpSource, type PrepareDatabaseOptions,
 import { prepareInPlace } from './restore-in-place.ts';
 import { prepareSwap, restoreDatabaseNames, undoSwap } from './restore-swap.ts';
 import { openPipe, PipeReader } from './pipe.ts';
+import type { ContentWriter } from '../engine/api.ts';
 
 export { dropDatabase } from './pg-admin.ts';
 export { MAX_IDENTIFIER_BYTES, restoreDatabaseNames } from './restore-swap.ts';
@@ -103,6 +104,60 @@ export function startDump(databaseUrl: string, opts: { signal?: AbortSignal } = 
   return { stream, done, pid: tool.child.pid, args: DUMP_ARGS };
 }
 
+/** A pg_dump that restores itself: a DumpSource for prepareDatabase, and when it ended. */
+export interface DumpWriter extends ContentWriter {
+  /** Settles once pg_dump has exited (or never started, when the writer was given up): its server is no longer read. */
+  readonly ended: Promise<void>;
+}
+
+/**
+ * `pg_dump -Fc -Z0` of the database at `databaseUrl` as a dump that writes itself into
+ * pg_restore's stdin (prepareDatabase gives it the write end of the pipe pg_restore reads): pg_dump
+ * writes there directly, so a database moved between servers (a restore to a point in time) never
+ * passes through this thread, which relayed each of its bytes before. writeTo rejects when pg_dump
+ * fails (its error) or is aborted; where no pipe can be made, `stream()` is startDump's stream.
+ */
+export function dumpWriter(databaseUrl: string, opts: { signal?: AbortSignal } = {}): DumpWriter {
+  let tool: Tool | null = null;
+  let given = false;
+  let ended!: () => void;
+  const endedP = new Promise<void>((r) => (ended = r));
+  const start = () => {
+    if (given) throw new SourceError('DUMP_STREAM_CLOSED', 'the dump was given up before pg_dump started');
+    given = true;
+  };
+  return {
+    ended: endedP,
+    async writeTo(fd) {
+      start();
+      if (opts.signal?.aborted) {
+        ended();
+        throw new AbortedError({ cause: opts.signal.reason });
+      }
+      const started = dumpInto(databaseUrl, fd, opts.signal);
+      tool = started.tool;
+      try {
+        await started.done;
+      } finally {
+        ended();
+      }
+    },
+    stream() {
+      start();
+      const dump = startDump(databaseUrl, opts);
+      void dump.done.then(ended, ended);
+      return dump.stream;
+    },
+    destroy() {
+      if (tool) tool.kill();
+      else {
+        given = true;
+        ended();
+      }
+    },
+  };
+}
+
 /** A running pg_dump writing into a pipe (see startDumpToPipe). */
 export interface PipedDump {
   /** The pipe's read end; its `complete` is `done`. */
@@ -123,30 +178,40 @@ export interface PipedDump {
 export async function startDumpToPipe(databaseUrl: string, opts: { signal?: AbortSignal } = {}): Promise<PipedDump | null> {
   const ends = await openPipe();
   if (!ends) return null;
-  const target = pgTarget(databaseUrl);
-  let tool: Tool;
+  let started: ReturnType<typeof dumpInto>;
   try {
-    tool = startTool('pg_dump', DUMP_ARGS, { env: toolEnv(target, { PGAPPNAME: 'backplane-dump' }), stdin: 'ignore', stdout: ends.writeFd });
+    started = dumpInto(databaseUrl, ends.writeFd, opts.signal);
   } catch (err) {
     closeSync(ends.readFd);
     throw err;
   } finally {
     closeSync(ends.writeFd); // pg_dump holds its own copy: the pipe ends when pg_dump exits
   }
+  const { tool, done } = started;
+  return { pipe: new PipeReader(ends.readFd, done, () => tool.kill()), done, pid: tool.child.pid, args: DUMP_ARGS };
+}
+
+/**
+ * Starts pg_dump writing into descriptor `fd`. `done` resolves when it exited 0 and rejects with
+ * PgToolError, or AbortedError when `signal` stopped it; it is never an unhandled rejection (the
+ * caller may learn of a failure through the reader of `fd` first).
+ */
+function dumpInto(databaseUrl: string, fd: number, signal?: AbortSignal): { tool: Tool; done: Promise<void> } {
+  const tool = startTool('pg_dump', DUMP_ARGS, { env: toolEnv(pgTarget(databaseUrl), { PGAPPNAME: 'backplane-dump' }), stdin: 'ignore', stdout: fd });
   const onAbort = () => tool.kill();
-  opts.signal?.addEventListener('abort', onAbort, { once: true });
-  if (opts.signal?.aborted) tool.kill();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  if (signal?.aborted) tool.kill();
   const done = (async () => {
     try {
       const exit = await tool.exited;
-      const failure = opts.signal?.aborted ? new AbortedError({ cause: opts.signal.reason }) : tool.failure(exit);
+      const failure = signal?.aborted ? new AbortedError({ cause: signal.reason }) : tool.failure(exit);
       if (failure) throw failure;
     } finally {
-      opts.signal?.removeEventListener('abort', onAbort);
+      signal?.removeEventListener('abort', onAbort);
     }
   })();
-  done.catch(() => {}); // the caller may learn of a failure through the pipe's reader first
-  return { pipe: new PipeReader(ends.readFd, done, () => tool.kill()), done, pid: tool.child.pid, args: DUMP_ARGS };
+  done.catch(() => {});
+  return { tool, done };
 }
 
 /** Size on disk of the database the URL names (pg_database_size). */

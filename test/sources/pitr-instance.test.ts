@@ -116,6 +116,9 @@ describe('recoverInstance with WAL fetched on demand', () => {
       const [row] = (await sql(instance.url('shop', cluster.server.user), 'SELECT count(*)::int AS n, max(stamped) AS newest FROM pitr_rows')).rows as { n: number; newest: Date }[];
       expect(row.n).toBe(target.expected);
       expect(row.newest.getTime()).toBeLessThanOrEqual(target.t.getTime());
+      // A one-off instance: it never waits for a disk, and vacuums nothing while it is dumped.
+      const settings = (await sql(instance.url('shop', cluster.server.user), "SELECT name, setting FROM pg_settings WHERE name IN ('autovacuum', 'fsync', 'full_page_writes') ORDER BY name")).rows;
+      expect(settings).toEqual([{ name: 'autovacuum', setting: 'off' }, { name: 'fsync', setting: 'off' }, { name: 'full_page_writes', setting: 'off' }]);
       // stop() shuts the instance down whatever became of the signal it recovered under.
       await instance.stop();
       await expect(fs.access(path.join(dirs.data, 'postmaster.pid'))).rejects.toMatchObject({ code: 'ENOENT' });

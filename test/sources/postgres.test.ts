@@ -11,6 +11,7 @@ import {
   canCreateDatabase,
   databaseSize,
   dropDatabase,
+  dumpWriter,
   MAX_IDENTIFIER_BYTES,
   prepareDatabase,
   restoreDatabase,
@@ -253,6 +254,35 @@ describe('startDumpToPipe', () => {
       closeSync(fd);
     }
     dump.pipe.close(); // taken already: nothing left to close
+  });
+});
+
+describe('dumpWriter', () => {
+  it('moves a database into a prepared restore with pg_dump writing straight into pg_restore, and tells when pg_dump ended', async () => {
+    const from = await seeded('src_writer');
+    const before = await contents(from);
+    const into = await seeded('dst_writer');
+    await query(into, MUTATE);
+    const dump = dumpWriter(from);
+    let ended = false;
+    void dump.ended.then(() => (ended = true));
+    const prepared = await prepareDatabase(into, dump, { strategy: 'SWAP', restoreId: 'writer1' });
+    expect(ended).toBe(true);
+    expect(children().filter((c) => /pg_dump|pg_restore/.test(c.args))).toEqual([]);
+    await prepared.commit();
+    expect(await contents(into)).toEqual(before);
+  });
+
+  it("fails the restore with pg_dump's own error, leaving the target as it was and no temp database", async () => {
+    const into = await seeded('dst_writer_err');
+    const mutated = await contents(into);
+    const dump = dumpWriter(databaseUrl(`missing_${randomBytes(4).toString('hex')}`));
+    const err = await prepareDatabase(into, dump, { strategy: 'SWAP', restoreId: 'writer2' }).then(() => null, (e: unknown) => e);
+    expect(err).toMatchObject({ code: 'DUMP_STREAM_FAILED' });
+    expect((err as Error).message).toMatch(/does not exist/);
+    await dump.ended;
+    expect(await contents(into)).toEqual(mutated);
+    expect(await databasesLike(`${nameOf(into)}__bp_%`)).toEqual([]);
   });
 });
 
