@@ -24,6 +24,8 @@ async function main(): Promise<void> {
     process.exitCode = await clientMain(process.argv.slice(2));
     return;
   }
+  // Before the server's modules load: their start-up would grow the young generation for good.
+  if (command === 'start' || command === 'serve' || command === 'worker') (await import('../app/young-generation.ts')).holdYoungGeneration();
   const { serverMain, USAGE } = await import('./server.ts');
   if (!command || command === '--help' || command === '-h' || command === 'help') {
     const { CLIENT_USAGE } = await import('./client/main.ts');

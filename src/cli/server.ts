@@ -9,6 +9,7 @@ import { ensureDemo } from '../app/bootstrap.ts';
 import { loadConfig, type Config } from '../app/config.ts';
 import { createLogger, type Logger } from '../app/logger.ts';
 import { createRuntime, type Runtime } from '../app/runtime.ts';
+import { releaseYoungGeneration } from '../app/young-generation.ts';
 import { startJobThread, startJobs, type Jobs } from '../app/job-host.ts';
 import { createDb } from '../db/client.ts';
 import { withLiftoffOnly } from '../db/liftoff.ts';
@@ -104,7 +105,9 @@ async function serveCommand(config: Config, logger: Logger, opts: { worker: bool
       logger.info({ port, host: config.HOST }, 'listening');
     }
     if (demo && port !== undefined) printBanner(config, port, demo);
+    releaseYoungGeneration();
   } catch (err) {
+    releaseYoungGeneration();
     await stop().catch(() => undefined);
     throw err;
   }

@@ -6,11 +6,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { BackendAccessError, type Backend } from './backend.ts';
 import { LocalBackend } from './local.ts';
-import { S3Backend } from './s3.ts';
-import { DEFAULT_RETRY_POLICY, withRetries } from './s3-retry.ts';
 
 export type ProbeStepName = 'WRITE' | 'READ' | 'LIST' | 'DELETE';
 export type ProbeErrorKind = BackendAccessError['kind'];
@@ -52,34 +49,11 @@ export function explainAccessError(err: unknown): { kind: ProbeErrorKind; messag
   return { kind: 'IO', message: (err as Error)?.message ?? String(err) };
 }
 
-interface ProbeOps {
+export interface ProbeOps {
   write(name: string, body: Buffer): Promise<void>;
   read(name: string): Promise<Buffer>;
   list(): Promise<string[]>;
   remove(name: string): Promise<void>;
-}
-
-function s3Ops(b: S3Backend, signal?: AbortSignal): ProbeOps {
-  const key = (name: string) => `${b.prefix ? `${b.prefix}/` : ''}${name}`;
-  const ctx = (what: string) => ({ what, location: b.location, bucket: b.bucket, policy: DEFAULT_RETRY_POLICY, signal });
-  const opt = { abortSignal: signal };
-  return {
-    write: async (name, body) => {
-      await withRetries(ctx(`write ${name}`), () => b.client.send(new PutObjectCommand({ Bucket: b.bucket, Key: key(name), Body: body, ContentLength: body.length }), opt));
-    },
-    read: (name) =>
-      withRetries(ctx(`read ${name}`), async () => {
-        const res = await b.client.send(new GetObjectCommand({ Bucket: b.bucket, Key: key(name) }), opt);
-        return Buffer.from(await res.Body!.transformToByteArray());
-      }),
-    list: async () => {
-      const res = await withRetries(ctx('list'), () => b.client.send(new ListObjectsV2Command({ Bucket: b.bucket, Prefix: key(PROBE_PREFIX) }), opt));
-      return (res.Contents ?? []).map((o) => o.Key!.slice(key('').length));
-    },
-    remove: async (name) => {
-      await withRetries(ctx(`delete ${name}`), () => b.client.send(new DeleteObjectCommand({ Bucket: b.bucket, Key: key(name) }), opt));
-    },
-  };
 }
 
 /**
@@ -188,7 +162,9 @@ export async function probeBackend(backend: Backend, signal?: AbortSignal, opts:
   const name = `${PROBE_PREFIX}${randomBytes(8).toString('hex')}`;
   const body = randomBytes(1024);
   if (backend instanceof LocalBackend) return probeLocal(backend, name, body, opts.timeoutMs ?? LOCAL_PROBE_TIMEOUT_MS, signal);
-  const ops = backend instanceof S3Backend ? s3Ops(backend, signal) : null;
+  // Only here does a probe need the AWS SDK: loaded then, so a server using local destinations
+  // never holds it (each thread that loads it keeps a few MiB of its code).
+  const ops = (await import('./s3-probe.ts')).s3ProbeOps(backend, PROBE_PREFIX, signal);
   if (!ops) throw new TypeError(`no probe for ${backend.location}`);
   const steps: ProbeStep[] = [];
   const run = async (step: ProbeStepName, fn: () => Promise<void>): Promise<boolean> => {

@@ -161,8 +161,38 @@ function addSpare(): void {
   spares.push(spare);
 }
 
-function refillSpares(): void {
-  while (spares.length < sparesWanted) addSpare();
+/** Pools whose threads are running, and the most threads one of them had since spares were last started. */
+let poolsRunning = 0;
+let replaceUpTo = 0;
+
+/**
+ * A pool's threads start: with idleMs, the spares it did not take are stopped, since they would
+ * wait idle through the job (two threads' memory at a backup's peak) and the last pool to close
+ * starts replacements anyway.
+ */
+function poolStarted(): void {
+  poolsRunning++;
+  if (sparesIdleMs === undefined) return;
+  clearTimeout(sparesTimer);
+  void stopSpares(0);
+}
+
+/**
+ * A pool that had `threads` closed. Replacements start once no pool runs, as many as the
+ * largest of those pools had: a one-thread pool (a WAL upload, every archive interval) keeps
+ * one thread warm, not a backup's worth.
+ */
+function poolClosed(threads: number): void {
+  poolsRunning--;
+  replaceUpTo = Math.max(replaceUpTo, threads);
+  if (poolsRunning > 0) return;
+  refillSpares(replaceUpTo);
+  replaceUpTo = 0;
+}
+
+/** Starts spares up to the number wanted, or up to `upTo` when that is fewer. */
+function refillSpares(upTo = sparesWanted): void {
+  while (spares.length < Math.min(sparesWanted, upTo)) addSpare();
   if (sparesIdleMs === undefined || spares.length === 0) return;
   clearTimeout(sparesTimer);
   // Counted from when they are ready: a start-up slowed down by load does not eat the wait.
@@ -316,6 +346,7 @@ export class CodecPool {
       this.workers.push(w);
       this.load.push(0);
     }
+    poolStarted();
   }
 
   private fail(err: Error): void {
@@ -608,7 +639,7 @@ export class CodecPool {
     const started = this.workers.length > 0;
     await Promise.all(this.workers.map((w) => w.terminate()));
     this.workers.length = 0;
-    if (started) refillSpares();
+    if (started) poolClosed(this.size);
     await Promise.all(this.chains); // handlers still running finish before the pool is gone
     this.fail(new Error('codec pool is closed')); // jobs still waiting never get an answer
   }

@@ -204,7 +204,7 @@ export function resticLocation(d: Pick<Destination, 'provider' | 'config'>): str
  */
 export async function testDestination(deps: Deps, viewer: Viewer, id: string, signal?: AbortSignal, opts: { timeoutMs?: number } = {}): Promise<ProbeResult> {
   const d = await getDestination(deps, viewer, id);
-  const backend = backendFor(deps, d);
+  const backend = await backendFor(deps, d);
   let result: ProbeResult;
   try {
     result = await probeBackend(backend, signal, opts);

@@ -195,7 +195,7 @@ async function fetchSource(deps: Deps, input: ImportJobInput, file: string, sign
     }
   } else if (input.source.kind === 'destination') {
     const destination = await deps.db.destination.findUniqueOrThrow({ where: { id: input.source.destinationId } });
-    const backend = backendFor(deps, destination);
+    const backend = await backendFor(deps, destination);
     try {
       if (!backend.openObject) throw new ImportError(ErrorCode.IMPORT_SOURCE_UNREADABLE, `${destination.provider} destinations cannot serve files`);
       let opened: { stream: Readable; size: number | null };

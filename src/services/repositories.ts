@@ -3,7 +3,8 @@ import { BackendAccessError, type Backend } from '../destinations/backend.ts';
 import { countingBackend } from '../destinations/io-tally.ts';
 import { pseudoFilesystemProblem } from '../destinations/local-path.ts';
 import { LocalBackend } from '../destinations/local.ts';
-import { S3Backend, s3ConnectionFor, type S3BackendOptions, type S3ProviderSettings } from '../destinations/s3.ts';
+import type { S3BackendOptions } from '../destinations/s3.ts';
+import { s3ConnectionFor, type S3ProviderSettings } from '../destinations/s3-config.ts';
 import { repositoryKdf } from '../domain/test-kdf.ts';
 import { removeStaleLocks, Repository, RepositoryNotFoundError } from '../engine/api.ts';
 import type { Destination } from '../generated/prisma/client.ts';
@@ -16,8 +17,11 @@ import type { Deps } from './deps.ts';
  */
 
 
-/** The storage backend a destination row describes. */
-export function backendFor(deps: Deps, destination: Destination, extra: Partial<S3BackendOptions> = {}): Backend {
+/**
+ * The storage backend a destination row describes. The S3 backend (and with it the AWS SDK, a
+ * few MiB of code in every thread that loads it) is loaded only for a destination that needs it.
+ */
+export async function backendFor(deps: Deps, destination: Destination, extra: Partial<S3BackendOptions> = {}): Promise<Backend> {
   const config = destination.config as Record<string, unknown>;
   if (destination.provider === 'LOCAL') return new LocalBackend(String(config.path));
   const credentials = destination.credentialsEncrypted
@@ -26,6 +30,7 @@ export function backendFor(deps: Deps, destination: Destination, extra: Partial<
   const connection = s3ConnectionFor({ ...(config as unknown as S3ProviderSettings), provider: destination.provider });
   // A self-hosted endpoint (MINIO, CUSTOM) may use a private CA, kept in the config as PEM.
   const ca = typeof config.caCertificate === 'string' ? config.caCertificate : undefined;
+  const { S3Backend } = await import('../destinations/s3.ts');
   return new S3Backend({ ...connection, credentials, ca, ...extra });
 }
 
@@ -60,7 +65,7 @@ export async function openRepository(deps: Deps, destinationId: string, signal?:
     const problem = await pseudoFilesystemProblem(String((destination.config as { path?: unknown }).path));
     if (problem) throw new BackendAccessError('UNREACHABLE', `The directory of destination ${destination.name} ${problem}`);
   }
-  const backend = countingBackend(backendFor(deps, destination), destination.id);
+  const backend = countingBackend(await backendFor(deps, destination), destination.id);
   try {
     const { password } = await repositoryPassword(deps, destination);
     const openOrInit = async (): Promise<Repository> => {

@@ -404,6 +404,42 @@ describe('codec pool priority', () => {
     }
   });
 
+  // Spares are for the job that comes next: one running does not keep idle ones beside it (at
+  // a backup's peak they were two threads' memory), and a small pool (a WAL upload, every archive
+  // interval) is replaced by as many threads as it had, not by a backup's worth kept for ever.
+  it.runIf(process.platform === 'linux')('with idleMs, a pool stops the spares it does not take and is replaced by as many threads as it had', async () => {
+    const atSeven = () => threadNiceness().filter((n) => n === 7).length;
+    const key = newRandomKey();
+    const plain = Buffer.from('few '.repeat(5000));
+    const id = hashId(plain);
+    const blob = encodeBlob(key, 'data', id, plain);
+    setBackgroundNice(7);
+    try {
+      await keepCodecThreadsWarm(2, { idleMs: 60_000 });
+      const big = new CodecPool(key, 2);
+      try {
+        expect((await big.decode(id, Buffer.from(blob.data), plain.length)).equals(plain)).toBe(true);
+      } finally {
+        await big.close();
+      }
+      expect(await spareCodecThreads()).toBe(2);
+      const small = new CodecPool(key, 1);
+      try {
+        expect((await small.decode(id, Buffer.from(blob.data), plain.length)).equals(plain)).toBe(true);
+        expect(await spareCodecThreads()).toBe(0);
+        await vi.waitFor(() => expect(atSeven()).toBe(1), { timeout: 10_000, interval: 50 });
+      } finally {
+        await small.close();
+      }
+      expect(await spareCodecThreads()).toBe(1);
+      await vi.waitFor(() => expect(atSeven()).toBe(1), { timeout: 10_000, interval: 50 });
+    } finally {
+      setBackgroundNice(0);
+      await keepCodecThreadsWarm(0);
+    }
+    expect(await spareCodecThreads()).toBe(0);
+  });
+
   it('refuses a pool without threads', () => {
     expect(() => new CodecPool(newRandomKey(), 0)).toThrow(RangeError);
   });
