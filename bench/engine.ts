@@ -286,7 +286,7 @@ async function benchRestore(tool: Tool, repo: string, repoBytes: number, data: D
  * their inodes. On ext4 without a journal (this machine's root), creating a file skips each free
  * inode of its group deleted in the last 60 s (360 s while its inode table block is dirty),
  * reading that block to learn when: with a restore's 20,000-25,000 files just deleted, that scan
- * took 15-30% of a restore's CPU samples (perf: __ext4_new_inode → find_inode_bit →
+ * took 13-33% of a restore's CPU samples (perf: __ext4_new_inode → find_inode_bit →
  * recently_deleted), for whichever tool came next, and a run after another run's delete took up
  * to 1.8x as long as the first run. So no restore has a bench's own deletions behind it.
  */
