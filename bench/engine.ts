@@ -24,7 +24,7 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,6 +42,13 @@ const PASSWORD = 'bench password';
 const STEP_TIMEOUT_MS = 30 * 60 * 1000;
 /** Whole runs per tool (fresh repositories each); each step reports its median run. */
 const RUNS = Math.max(1, Number(process.env.BENCH_RUNS ?? 3));
+/** Restored trees go here, deleted only after the last restore (see emptyTrash). */
+const TRASH = join(WORK, 'trash');
+/**
+ * How long ext4 keeps a deleted inode from being reused, once its inode table block is written
+ * (60 s, RECENTCY_MIN in fs/ext4/ialloc.c; 360 s while the block is dirty), plus a margin.
+ */
+const INODE_RECENTCY_MS = 61_000;
 
 type Step = 'files-first' | 'files-unchanged' | 'files-1pct' | 'files-restore' | 'stream-first' | 'stream-next';
 const FILES_STEPS: Step[] = ['files-first', 'files-unchanged', 'files-1pct', 'files-restore'];
@@ -171,6 +178,9 @@ const borg: Tool = {
 /** Runs argv under /usr/bin/time -v; stdin from a file through a real pipe when given. */
 async function timed(argv: string[], env: NodeJS.ProcessEnv, stdinFile?: string, cwd = ROOT): Promise<{ stdout: string; wallSeconds: number; peakRssMB: number; user: number; sys: number }> {
   const timeFile = join(WORK, 'time.txt');
+  // What the steps before wrote is on disk before the clock starts: its writeback is not
+  // charged to whichever step happens to run next.
+  await run('sync');
   const started = process.hrtime.bigint();
   const child = spawn('/usr/bin/time', ['-v', '-o', timeFile, ...argv], { cwd, env, stdio: [stdinFile ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
   let stdout = '';
@@ -264,8 +274,28 @@ async function benchRestore(tool: Tool, repo: string, repoBytes: number, data: D
     log(`  ${tool.name.padEnd(9)} files-restore   ${m.wallSeconds.toFixed(1).padStart(7)} s ${m.throughputMBs.toFixed(1).padStart(7)} MB/s  peak ${m.peakRssMB.toFixed(0)} MB`);
     return m;
   } finally {
-    await rm(target, { recursive: true, force: true });
+    // Not deleted now: the next restore would create its files among tens of thousands of
+    // just-deleted inodes, which ext4 skips one by one (see emptyTrash).
+    await mkdir(TRASH, { recursive: true });
+    await rename(target, join(TRASH, `${tool.name}-${Date.now()}`));
   }
+}
+
+/**
+ * Deletes the restored trees kept in TRASH; with `settle`, then waits until ext4 would reuse
+ * their inodes. On ext4 without a journal (this machine's root), creating a file skips each free
+ * inode of its group deleted in the last 60 s (360 s while its inode table block is dirty),
+ * reading that block to learn when: with a restore's 20,000-25,000 files just deleted, that scan
+ * took 13-33% of a restore's CPU samples (perf: __ext4_new_inode → find_inode_bit →
+ * recently_deleted), for whichever tool came next, and a run after another run's delete took up
+ * to 1.8x as long as the first run. So no restore has a bench's own deletions behind it.
+ */
+async function emptyTrash(settle: boolean, log: (s: string) => void): Promise<void> {
+  await rm(TRASH, { recursive: true, force: true });
+  await run('sync');
+  if (!settle) return;
+  log(`(restored trees of an earlier run deleted; waiting ${INODE_RECENTCY_MS / 1000} s until ext4 reuses their inodes)`);
+  await new Promise((resolve) => setTimeout(resolve, INODE_RECENTCY_MS));
 }
 
 function round(n: number, digits: number): number {
@@ -498,10 +528,13 @@ async function main(): Promise<void> {
     data.set(shape, d);
   }
 
+  // A bench that stopped early left its restored trees behind.
+  if (await stat(TRASH).then(() => true, () => false)) await emptyTrash(true, log);
   const loadBefore = loadavg()[0];
   const started = Date.now();
   const reports: ShapeReport[] = [];
   for (const shape of shapes) reports.push(await benchShape(shape, data.get(shape)!, tools, log));
+  await emptyTrash(false, log);
   log('cli-ready:');
   const ready = await cliReady(log);
   log(`(${((Date.now() - started) / 1000).toFixed(0)} s measuring)`);
