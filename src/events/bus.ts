@@ -62,8 +62,14 @@ export interface EventBus {
   publish<T extends Topic>(topic: T, key: string, payload: Topics[T]): Promise<void>;
   /** Events of one topic and key, from the moment of the call, until the signal aborts or return() is called. */
   subscribe<T extends Topic>(topic: T, key: string, signal?: AbortSignal): AsyncIterableIterator<Topics[T]>;
-  /** As subscribe, with each event's publication time (for subscriptions that show when something happened). */
-  subscribePublished<T extends Topic>(topic: T, key: string, signal?: AbortSignal): AsyncIterableIterator<Published<T>>;
+  /**
+   * As subscribe, with each event's publication time (for subscriptions that show when something
+   * happened). `latestOnly`: an event still unread when the next one arrives is dropped, for a
+   * subscriber that re-reads the current state on each event (an operation's watcher): a slow one
+   * then skips to the newest state instead of working through states already past, and never
+   * misses the last (a terminal state is the last event).
+   */
+  subscribePublished<T extends Topic>(topic: T, key: string, signal?: AbortSignal, opts?: { latestOnly?: boolean }): AsyncIterableIterator<Published<T>>;
   /** Live local subscriptions, of one topic or all (for /metrics, and for tests to know a subscriber is in place). */
   subscriberCount(topic?: Topic): number;
   /** The backend pid of the LISTEN connection (null while it reconnects). */
@@ -150,12 +156,13 @@ export async function createEventBus(databaseUrl: string, logger: Logger): Promi
 
   await connect();
 
-  const subscribePublished = <T extends Topic>(topic: T, key: string, signal?: AbortSignal): AsyncIterableIterator<Published<T>> => {
+  const subscribePublished = <T extends Topic>(topic: T, key: string, signal?: AbortSignal, opts: { latestOnly?: boolean } = {}): AsyncIterableIterator<Published<T>> => {
     const id = `${topic}:${key}`;
     const queue: Published<T>[] = [];
     let wake: (() => void) | null = null;
     let done = false;
     const listener: Listener = (p, at) => {
+      if (opts.latestOnly) queue.length = 0;
       queue.push({ payload: p as Topics[T], at: new Date(at) });
       wake?.();
     };

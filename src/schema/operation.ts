@@ -159,8 +159,9 @@ builder.subscriptionFields((t) => ({
       } catch (err) {
         throw new GraphQLError((err as Error).message, { extensions: { code: 'BAD_USER_INPUT' } });
       }
-      // Listen first, then read: a change between the two is seen either way.
-      const events = liveEvents(ctx, track, 'operation', opId);
+      // Listen first, then read: a change between the two is seen either way. Each event re-reads
+      // the operation, so one that waited behind a newer one would only show an older state.
+      const events = liveEvents(ctx, track, 'operation', opId, { latestOnly: true });
       try {
         let op: OperationRow = await getOperation(ctx.deps, viewerOf(ctx), opId).catch(() => {
           throw new GraphQLError('Operation not found', { extensions: { code: 'OPERATION_NOT_FOUND' } });
