@@ -91,6 +91,17 @@ export function notifyStatement<T extends Topic>(topic: T, key: string, payload:
 }
 
 /**
+ * SQL that publishes one event per row of `rows` (a CTE, e.g. an UPDATE … RETURNING): the payload
+ * is built by the SQL expression `payload` over the row, the key by `key`, the time is the
+ * parameter `$<atParam>` (ms since the epoch). For a write whose watchers should hear of it in the
+ * same statement, so with no round trip of the writer's between the change and its event.
+ */
+export function notifyRowsSql(topic: Topic, rows: string, key: string, payload: string, atParam: number): string {
+  const envelope = `json_build_object('t', '${topic}', 'k', ${key}, 'p', ${payload}, 'at', $${atParam}::bigint)::text`;
+  return `SELECT count(*)::int AS sent FROM (SELECT pg_notify('${CHANNEL}', ${envelope}) FROM ${rows}) AS n`;
+}
+
+/**
  * Publishes from inside a Prisma transaction: PostgreSQL delivers NOTIFY only on commit, so a
  * subscriber never hears of a change that was rolled back.
  */
