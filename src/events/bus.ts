@@ -54,6 +54,10 @@ export interface Published<T extends Topic> {
   at: Date;
 }
 
+export interface SubscribeOptions<T extends Topic> {
+  replaces?: (unread: Topics[T], next: Topics[T]) => boolean;
+}
+
 /** Something that can run a parameterised SQL statement: a pool, a client, or a Prisma transaction adapter. */
 export type SqlRunner = (sql: string, params: unknown[]) => Promise<unknown>;
 
@@ -64,12 +68,12 @@ export interface EventBus {
   subscribe<T extends Topic>(topic: T, key: string, signal?: AbortSignal): AsyncIterableIterator<Topics[T]>;
   /**
    * As subscribe, with each event's publication time (for subscriptions that show when something
-   * happened). `latestOnly`: an event still unread when the next one arrives is dropped, for a
-   * subscriber that re-reads the current state on each event (an operation's watcher): a slow one
-   * then skips to the newest state instead of working through states already past, and never
-   * misses the last (a terminal state is the last event).
+   * happened). `replaces(unread, next)`: the last unread event is dropped when it says the next one
+   * replaces it, for a subscriber that re-reads the current state on each event (an operation's
+   * watcher, for progress of the same status): a slow one then skips states already past instead
+   * of working through them.
    */
-  subscribePublished<T extends Topic>(topic: T, key: string, signal?: AbortSignal, opts?: { latestOnly?: boolean }): AsyncIterableIterator<Published<T>>;
+  subscribePublished<T extends Topic>(topic: T, key: string, signal?: AbortSignal, opts?: SubscribeOptions<T>): AsyncIterableIterator<Published<T>>;
   /** Live local subscriptions, of one topic or all (for /metrics, and for tests to know a subscriber is in place). */
   subscriberCount(topic?: Topic): number;
   /** The backend pid of the LISTEN connection (null while it reconnects). */
@@ -167,14 +171,16 @@ export async function createEventBus(databaseUrl: string, logger: Logger): Promi
 
   await connect();
 
-  const subscribePublished = <T extends Topic>(topic: T, key: string, signal?: AbortSignal, opts: { latestOnly?: boolean } = {}): AsyncIterableIterator<Published<T>> => {
+  const subscribePublished = <T extends Topic>(topic: T, key: string, signal?: AbortSignal, opts: SubscribeOptions<T> = {}): AsyncIterableIterator<Published<T>> => {
     const id = `${topic}:${key}`;
     const queue: Published<T>[] = [];
     let wake: (() => void) | null = null;
     let done = false;
     const listener: Listener = (p, at) => {
-      if (opts.latestOnly) queue.length = 0;
-      queue.push({ payload: p as Topics[T], at: new Date(at) });
+      const event = { payload: p as Topics[T], at: new Date(at) };
+      const unread = queue.at(-1);
+      if (unread && opts.replaces?.(unread.payload, event.payload)) queue[queue.length - 1] = event;
+      else queue.push(event);
       wake?.();
     };
     const finish = () => {

@@ -7,7 +7,7 @@
  * subscription with UNAUTHENTICATED as soon as its key is revoked.
  */
 import { GraphQLError } from 'graphql';
-import { ALL, type Published, type Topic } from '../events/bus.ts';
+import { ALL, type Published, type SubscribeOptions, type Topic } from '../events/bus.ts';
 import type { Context } from './builder.ts';
 import { viewerOf } from './viewer-of.ts';
 
@@ -39,9 +39,9 @@ const revokedError = () => new GraphQLError('API key has been revoked', { extens
  * A subscription's events of one topic and key, registered with `track` (endsPromptly). When the
  * viewer's key is revoked (through any process: the revocation is published on the bus as it
  * commits) the iterator throws UNAUTHENTICATED, before the events that were still queued.
- * `latestOnly`: see EventBus.subscribePublished.
+ * `opts`: see EventBus.subscribePublished.
  */
-export function liveEvents<T extends Topic>(ctx: Context, track: Track, topic: T, key: string, opts: { latestOnly?: boolean } = {}): LiveEvents<T> {
+export function liveEvents<T extends Topic>(ctx: Context, track: Track, topic: T, key: string, opts: SubscribeOptions<T> = {}): LiveEvents<T> {
   const viewer = viewerOf(ctx);
   const stop = new AbortController();
   let revoked = false;

@@ -13,20 +13,23 @@ beforeAll(async () => {
 });
 afterAll(() => rt?.close());
 
-describe('subscribePublished with latestOnly', () => {
-  it('hands a subscriber that fell behind only the newest event, the last (terminal) one included, while others hear every one', async () => {
+describe('subscribePublished with replaces', () => {
+  it('hands a subscriber that fell behind the newest of each run of replaceable events, every other one kept, while others hear every one', async () => {
     const id = randomUUID();
-    const latest = rt.events.subscribePublished('operation', id, undefined, { latestOnly: true });
+    const slow = rt.events.subscribePublished('operation', id, undefined, { replaces: (unread, next) => unread.status === next.status });
     const every = rt.events.subscribe('operation', id);
-    for (const status of ['RUNNING', 'CANCELLING', 'CANCELLED']) await rt.events.publish('operation', id, { operationId: id, status });
+    const sent = ['RUNNING', 'RUNNING', 'QUEUED', 'RUNNING', 'RUNNING', 'RUNNING', 'SUCCEEDED'];
+    for (const status of sent) await rt.events.publish('operation', id, { operationId: id, status });
     // Every event has been handed out once the other subscriber has read the last.
-    const heard = [];
-    for (let i = 0; i < 3; i++) heard.push((await every.next()).value?.status);
-    expect(heard).toEqual(['RUNNING', 'CANCELLING', 'CANCELLED']);
-    expect((await latest.next()).value?.payload).toEqual({ operationId: id, status: 'CANCELLED' });
-    // Nothing older is left behind it: the next read waits for the next event.
-    await rt.events.publish('operation', id, { operationId: id, status: 'QUEUED' });
-    expect((await latest.next()).value?.payload).toEqual({ operationId: id, status: 'QUEUED' });
-    await Promise.all([latest.return?.(), every.return?.()]);
+    const heard: (string | undefined)[] = [];
+    for (const _ of sent) heard.push((await every.next()).value?.status);
+    expect(heard).toEqual(sent);
+    const got: (string | undefined)[] = [];
+    for (let i = 0; i < 4; i++) got.push((await slow.next()).value?.payload.status);
+    expect(got).toEqual(['RUNNING', 'QUEUED', 'RUNNING', 'SUCCEEDED']);
+    // Nothing is left behind the last: the next read waits for the next event.
+    await rt.events.publish('operation', id, { operationId: id, status: 'FAILED' });
+    expect((await slow.next()).value?.payload).toEqual({ operationId: id, status: 'FAILED' });
+    await Promise.all([slow.return?.(), every.return?.()]);
   });
 });
