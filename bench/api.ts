@@ -16,7 +16,8 @@
  *   to show whether the count grows with the page) and sequential scans of large tables.
  * - jobs: BENCH_JOBS small environments each snapshotted once, with one worker process and
  *   with two: jobs per minute.
- * BENCH_PARTS=subscriptions,catalog,jobs picks parts. Output: bench/results/api.json.
+ * BENCH_PARTS=subscriptions,catalog,jobs picks parts; BENCH_TRANSPORTS=ws,sse the subscribers' transports
+ * (one alone for an A/B of a change to one path). Output: bench/results/api.json.
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -52,6 +53,7 @@ const QPS = num('BENCH_QPS', 5);
 const QUERY_REQUESTS = num('BENCH_QUERY_REQUESTS', 100);
 const JOBS = num('BENCH_JOBS', 200);
 const PARTS = new Set((process.env.BENCH_PARTS ?? 'subscriptions,catalog,jobs').split(','));
+const TRANSPORTS = new Set((process.env.BENCH_TRANSPORTS ?? 'ws,sse').split(','));
 /** Tables this large must not be read by a sequential scan on a request's path. */
 const BIG_TABLE_ROWS = 10_000;
 
@@ -706,8 +708,8 @@ async function main() {
       const envIds = await makeEnvironments(s, 'live', LIVE_ENVS, LIVE_DB_MB, 2048);
       result.subscriptions = {
         environmentDbMB: LIVE_DB_MB,
-        ws: { ...(await subscribers(s, envIds, 'ws', 1)), loadavgAfter: load() },
-        sse: { ...(await subscribers(s, envIds, 'sse', 2)), loadavgAfter: load() },
+        ...(TRANSPORTS.has('ws') ? { ws: { ...(await subscribers(s, envIds, 'ws', 1)), loadavgAfter: load() } } : {}),
+        ...(TRANSPORTS.has('sse') ? { sse: { ...(await subscribers(s, envIds, 'sse', 2)), loadavgAfter: load() } } : {}),
       };
     }
     if (PARTS.has('jobs')) result.jobs = await jobsPart(s);

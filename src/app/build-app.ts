@@ -3,6 +3,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { GraphQLError, type ExecutionArgs } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
+import { sharedSubscriptionEvents } from './shared-events.ts';
 import { createYoga, type Plugin } from 'graphql-yoga';
 import { WebSocketServer } from 'ws';
 import type { Db } from '../db/client.ts';
@@ -152,6 +153,7 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
       codeRequestErrors,
       oneMutationPerIdempotencyHeader(schema),
       metrics.graphqlPlugin,
+      sharedSubscriptionEvents,
     ],
     context: async ({ request, requestId, viewer, uploads }) => ({
       deps,

@@ -54,6 +54,10 @@ export interface Published<T extends Topic> {
   at: Date;
 }
 
+export interface SubscribeOptions<T extends Topic> {
+  replaces?: (unread: Topics[T], next: Topics[T]) => boolean;
+}
+
 /** Something that can run a parameterised SQL statement: a pool, a client, or a Prisma transaction adapter. */
 export type SqlRunner = (sql: string, params: unknown[]) => Promise<unknown>;
 
@@ -62,8 +66,14 @@ export interface EventBus {
   publish<T extends Topic>(topic: T, key: string, payload: Topics[T]): Promise<void>;
   /** Events of one topic and key, from the moment of the call, until the signal aborts or return() is called. */
   subscribe<T extends Topic>(topic: T, key: string, signal?: AbortSignal): AsyncIterableIterator<Topics[T]>;
-  /** As subscribe, with each event's publication time (for subscriptions that show when something happened). */
-  subscribePublished<T extends Topic>(topic: T, key: string, signal?: AbortSignal): AsyncIterableIterator<Published<T>>;
+  /**
+   * As subscribe, with each event's publication time (for subscriptions that show when something
+   * happened). `replaces(unread, next)`: the last unread event is dropped when it says the next one
+   * replaces it, for a subscriber that re-reads the current state on each event (an operation's
+   * watcher, for progress of the same status): a slow one then skips states already past instead
+   * of working through them.
+   */
+  subscribePublished<T extends Topic>(topic: T, key: string, signal?: AbortSignal, opts?: SubscribeOptions<T>): AsyncIterableIterator<Published<T>>;
   /** Live local subscriptions, of one topic or all (for /metrics, and for tests to know a subscriber is in place). */
   subscriberCount(topic?: Topic): number;
   /** The backend pid of the LISTEN connection (null while it reconnects). */
@@ -82,6 +92,17 @@ export function notifyStatement<T extends Topic>(topic: T, key: string, payload:
   const body = JSON.stringify({ t: topic, k: key, p: payload, at: Date.now() } satisfies Envelope);
   // Wrapped so the statement returns a plain row: drivers cannot decode pg_notify's void result.
   return ['SELECT count(*)::int AS sent FROM (SELECT pg_notify($1, $2)) AS n', [CHANNEL, body]];
+}
+
+/**
+ * SQL that publishes one event per row of `rows` (a CTE, e.g. an UPDATE … RETURNING): the payload
+ * is built by the SQL expression `payload` over the row, the key by `key`, the time is the
+ * parameter `$<atParam>` (ms since the epoch). For a write whose watchers should hear of it in the
+ * same statement, so with no round trip of the writer's between the change and its event.
+ */
+export function notifyRowsSql(topic: Topic, rows: string, key: string, payload: string, atParam: number): string {
+  const envelope = `json_build_object('t', '${topic}', 'k', ${key}, 'p', ${payload}, 'at', $${atParam}::bigint)::text`;
+  return `SELECT count(*)::int AS sent FROM (SELECT pg_notify('${CHANNEL}', ${envelope}) FROM ${rows}) AS n`;
 }
 
 /**
@@ -150,13 +171,16 @@ export async function createEventBus(databaseUrl: string, logger: Logger): Promi
 
   await connect();
 
-  const subscribePublished = <T extends Topic>(topic: T, key: string, signal?: AbortSignal): AsyncIterableIterator<Published<T>> => {
+  const subscribePublished = <T extends Topic>(topic: T, key: string, signal?: AbortSignal, opts: SubscribeOptions<T> = {}): AsyncIterableIterator<Published<T>> => {
     const id = `${topic}:${key}`;
     const queue: Published<T>[] = [];
     let wake: (() => void) | null = null;
     let done = false;
     const listener: Listener = (p, at) => {
-      queue.push({ payload: p as Topics[T], at: new Date(at) });
+      const event = { payload: p as Topics[T], at: new Date(at) };
+      const unread = queue.at(-1);
+      if (unread && opts.replaces?.(unread.payload, event.payload)) queue[queue.length - 1] = event;
+      else queue.push(event);
       wake?.();
     };
     const finish = () => {

@@ -272,7 +272,8 @@ builder.subscriptionFields((t) => ({
         await getEnvironment(ctx.deps, viewerOf(ctx), id).catch(() => {
           throw new GraphQLError('Environment not found', { extensions: { code: 'ENVIRONMENT_NOT_FOUND' } });
         });
-        for await (const e of events) yield { ...e.payload, at: e.at, event: e.payload };
+        // The same object for every subscriber of the event, so that its execution is shared too (app/shared-events.ts).
+        for await (const e of events) yield readOnce(e.payload, 'activity', (): ActivityShape => ({ ...e.payload, at: e.at, event: e.payload }));
       } finally {
         await events.return?.();
       }

@@ -7,22 +7,22 @@
  * subscription with UNAUTHENTICATED as soon as its key is revoked.
  */
 import { GraphQLError } from 'graphql';
-import { ALL, type Published, type Topic } from '../events/bus.ts';
+import { ALL, type Published, type SubscribeOptions, type Topic } from '../events/bus.ts';
 import type { Context } from './builder.ts';
 import { viewerOf } from './viewer-of.ts';
 
-const reads = new WeakMap<object, Map<string, Promise<unknown>>>();
+const reads = new WeakMap<object, Map<string, unknown>>();
 
 /**
  * The result of `read` for this event, read once for every subscriber that asks under `what`.
  * Read after the event arrived, so it shows at least the change the event announced; kept only as
  * long as the event object lives.
  */
-export function readOnce<T>(event: object, what: string, read: () => Promise<T>): Promise<T> {
+export function readOnce<T>(event: object, what: string, read: () => T): T {
   let mine = reads.get(event);
   if (!mine) reads.set(event, (mine = new Map()));
-  let answer = mine.get(what) as Promise<T> | undefined;
-  if (!answer) mine.set(what, (answer = read()));
+  let answer = mine.get(what) as T;
+  if (!mine.has(what)) mine.set(what, (answer = read()));
   return answer;
 }
 
@@ -39,8 +39,9 @@ const revokedError = () => new GraphQLError('API key has been revoked', { extens
  * A subscription's events of one topic and key, registered with `track` (endsPromptly). When the
  * viewer's key is revoked (through any process: the revocation is published on the bus as it
  * commits) the iterator throws UNAUTHENTICATED, before the events that were still queued.
+ * `opts`: see EventBus.subscribePublished.
  */
-export function liveEvents<T extends Topic>(ctx: Context, track: Track, topic: T, key: string): LiveEvents<T> {
+export function liveEvents<T extends Topic>(ctx: Context, track: Track, topic: T, key: string, opts: SubscribeOptions<T> = {}): LiveEvents<T> {
   const viewer = viewerOf(ctx);
   const stop = new AbortController();
   let revoked = false;
@@ -52,7 +53,7 @@ export function liveEvents<T extends Topic>(ctx: Context, track: Track, topic: T
       stop.abort();
     }
   })();
-  const events = ctx.deps.events.subscribePublished(topic, key, stop.signal);
+  const events = ctx.deps.events.subscribePublished(topic, key, stop.signal, opts);
   const assertLive = () => {
     if (revoked) throw revokedError();
   };

@@ -159,8 +159,10 @@ builder.subscriptionFields((t) => ({
       } catch (err) {
         throw new GraphQLError((err as Error).message, { extensions: { code: 'BAD_USER_INPUT' } });
       }
-      // Listen first, then read: a change between the two is seen either way.
-      const events = liveEvents(ctx, track, 'operation', opId);
+      // Listen first, then read: a change between the two is seen either way. Each event re-reads
+      // the operation, so progress that waited behind newer progress would only show an older
+      // state; a change of status is never skipped (a takeover's QUEUED, the terminal state).
+      const events = liveEvents(ctx, track, 'operation', opId, { replaces: (unread, next) => unread.status === next.status });
       try {
         let op: OperationRow = await getOperation(ctx.deps, viewerOf(ctx), opId).catch(() => {
           throw new GraphQLError('Operation not found', { extensions: { code: 'OPERATION_NOT_FOUND' } });

@@ -1,5 +1,5 @@
 import { ConflictError, ErrorCode, NotFoundError } from '../domain/errors.ts';
-import { publishInTransaction } from '../events/bus.ts';
+import { notifyRowsSql, publishInTransaction } from '../events/bus.ts';
 import type { Operation, OperationStatus, Prisma } from '../generated/prisma/client.ts';
 import type { Deps } from './deps.ts';
 import { raiseAlert } from './alerts.ts';
@@ -94,19 +94,31 @@ export function progressReporter(deps: Deps, operationId: string, intervalMs = 2
   let pending: Progress | null = null;
   let last = 0;
   let writing: Promise<void> = Promise.resolve();
+  // One statement writes the row and publishes its event (stamped with the row's updatedAt): a
+  // worker busy with the job's bytes took a turn of its event loop and a second round trip
+  // between the two, which watchers saw as lag.
   const write = (p: Progress) => {
     writing = writing.then(async () => {
-      const op = await deps.db.operation.update({
-        where: { id: operationId },
-        data: {
-          ...(p.phase !== undefined ? { phase: p.phase } : {}),
-          ...(p.bytesDone !== undefined ? { bytesDone: BigInt(p.bytesDone) } : {}),
-          ...(p.bytesTotal !== undefined ? { bytesTotal: p.bytesTotal === null ? null : BigInt(p.bytesTotal) } : {}),
-          ...(p.message !== undefined ? { message: p.message } : {}),
-          heartbeatAt: deps.clock.now(),
-        },
-      });
-      await announce(deps, op, false);
+      const params: unknown[] = [operationId];
+      const sets: string[] = [];
+      const set = (column: string, value: unknown, sql: (param: string) => string) => {
+        params.push(value);
+        sets.push(`"${column}" = ${sql(`$${params.length}`)}`);
+      };
+      const text = (x: string) => `${x}::text`;
+      const bigint = (x: string) => `${x}::bigint`;
+      // DateTime columns are timestamp(3) holding UTC, as Prisma writes them.
+      const utc = (x: string) => `(${x}::timestamptz AT TIME ZONE 'UTC')`;
+      if (p.phase !== undefined) set('phase', p.phase, text);
+      if (p.bytesDone !== undefined) set('bytesDone', String(p.bytesDone), bigint);
+      if (p.bytesTotal !== undefined) set('bytesTotal', p.bytesTotal === null ? null : String(p.bytesTotal), bigint);
+      if (p.message !== undefined) set('message', p.message, text);
+      set('heartbeatAt', deps.clock.now().toISOString(), utc);
+      const at = Date.now();
+      set('updatedAt', new Date(at).toISOString(), utc);
+      params.push(String(at));
+      const publish = notifyRowsSql('operation', 'op', 'op.id', "json_build_object('operationId', op.id, 'status', op.status)", params.length);
+      await deps.db.$queryRawUnsafe(`WITH op AS (UPDATE operations SET ${sets.join(', ')} WHERE id = $1 RETURNING id, status) ${publish}`, ...params);
     }).catch((err) => deps.logger.warn({ err, operationId }, 'progress update failed'));
   };
   return {

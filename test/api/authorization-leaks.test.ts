@@ -157,6 +157,37 @@ describe('a restore across projects', () => {
   });
 });
 
+describe('a restore across projects watched live', () => {
+  it("gives each watcher of one event its own key's answer: the other project's snapshot only to the key that may see it", async () => {
+    const { db, events } = app.runtime.deps;
+    const snapshotB = await db.snapshot.create({ data: { organizationId: orgId, projectId: envB.projectId, environmentId: envB.id, kind: 'MANUAL', status: 'READY', includes: ['DB'], label: 'label-of-b' } });
+    const op = await db.operation.create({ data: { organizationId: orgId, environmentId: envA.id, type: 'RESTORE', status: 'QUEUED', snapshotId: snapshotB.id } });
+    // One document for both keys: the server executes an event once per viewer, never once for all.
+    const query = `subscription ($id: ID!) { operation(id: $id) { status snapshot { label } } }`;
+    const watch = (key: string) => {
+      const seen: unknown[] = [];
+      let heard = () => {};
+      const client = app.ws(key);
+      client.subscribe({ query, variables: { id: gid('Operation', op.id) } }, { next: (m) => (seen.push(m), heard()), error: (e) => (seen.push({ error: e }), heard()), complete: () => undefined });
+      return { seen, count: (n: number) => new Promise<void>((r) => (heard = () => seen.length >= n && r())()) };
+    };
+    const [limited, full] = [watch(keys.readA), watch(keys.read)];
+    await Promise.all([limited.count(1), full.count(1)]);
+    await db.operation.update({ where: { id: op.id }, data: { status: 'RUNNING' } });
+    await events.publish('operation', op.id, { operationId: op.id, status: 'RUNNING' });
+    await Promise.all([limited.count(2), full.count(2)]);
+    // The event's answer is the one each key got on subscribing, whichever of the two was executed first.
+    const status = (m: unknown) => (m as { data?: { operation?: { status?: string } } }).data?.operation?.status;
+    expect(limited.seen.map(status)).toEqual(['QUEUED', 'RUNNING']);
+    expect(full.seen.map(status)).toEqual(['QUEUED', 'RUNNING']);
+    expect(JSON.stringify(limited.seen)).not.toContain('label-of-b');
+    expect(full.seen).toEqual([
+      { data: { operation: { status: 'QUEUED', snapshot: { label: 'label-of-b' } } } },
+      { data: { operation: { status: 'RUNNING', snapshot: { label: 'label-of-b' } } } },
+    ]);
+  });
+});
+
 describe('a copy on a destination the environment no longer uses', () => {
   it("is shown with its destination to the snapshot's keys, and to no one else", async () => {
     const { db } = app.runtime.deps;

@@ -174,6 +174,19 @@ describe('an operation through its run', () => {
     expect((await rt.db.operation.findUniqueOrThrow({ where: { id: op.id } })).bytesDone).toBe(7n);
   });
 
+  it("progressReporter writes the row and publishes its event in one statement: the event's time is the row's updatedAt", async () => {
+    const { op } = await world('RUNNING');
+    const events = rt.events.subscribePublished('operation', op.id);
+    const progress = progressReporter(deps, op.id, 60_000);
+    progress.report({ phase: 'uploading', bytesDone: 5 });
+    await progress.flush();
+    const heard = (await events.next()).value;
+    await events.return?.();
+    const row = await rt.db.operation.findUniqueOrThrow({ where: { id: op.id } });
+    expect(row).toMatchObject({ phase: 'uploading', bytesDone: 5n, heartbeatAt: NOW });
+    expect(heard).toEqual({ payload: { operationId: op.id, status: 'RUNNING' }, at: row.updatedAt });
+  });
+
   it('watchCancellation aborts with CancelledError on a cancel recorded before it started, or heard while it runs; never for other news', async () => {
     const before = await world('RUNNING');
     await rt.db.operation.update({ where: { id: before.op.id }, data: { cancelRequestedAt: NOW } });
