@@ -16,7 +16,8 @@
  *   to show whether the count grows with the page) and sequential scans of large tables.
  * - jobs: BENCH_JOBS small environments each snapshotted once, with one worker process and
  *   with two: jobs per minute.
- * BENCH_PARTS=subscriptions,catalog,jobs picks parts. Output: bench/results/api.json.
+ * BENCH_PARTS=subscriptions,catalog,jobs picks parts, BENCH_QUERIES=overview,… the catalog's request
+ * types. Output: bench/results/api.json (BENCH_OUT names another file there).
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -52,6 +53,8 @@ const QPS = num('BENCH_QPS', 5);
 const QUERY_REQUESTS = num('BENCH_QUERY_REQUESTS', 100);
 const JOBS = num('BENCH_JOBS', 200);
 const PARTS = new Set((process.env.BENCH_PARTS ?? 'subscriptions,catalog,jobs').split(','));
+/** Catalog request types to run, by name (all when unset): `BENCH_QUERIES=overview` for one. */
+const QUERY_NAMES = process.env.BENCH_QUERIES ? new Set(process.env.BENCH_QUERIES.split(',')) : null;
 /** Tables this large must not be read by a sequential scan on a request's path. */
 const BIG_TABLE_ROWS = 10_000;
 
@@ -499,7 +502,7 @@ async function catalogPart(s: Setup) {
   const snaps = (await c.query<{ id: string }>(`SELECT id FROM snapshots WHERE "environmentId" = $1 AND status = 'READY' ORDER BY id DESC OFFSET 500 LIMIT 5`, [bigEnvironmentId])).rows.map((r) => r.id);
   const opIds = (await c.query<{ id: string }>(`SELECT id FROM operations WHERE "environmentId" = $1 ORDER BY id DESC OFFSET 100 LIMIT 3`, [small.id])).rows.map((r) => r.id);
   const deep = (await c.query<{ id: string }>(`SELECT id FROM snapshots WHERE "environmentId" = $1 ORDER BY id DESC OFFSET $2 LIMIT 1`, [bigEnvironmentId, Math.floor(SNAPSHOTS / 5 * 0.75)])).rows[0].id;
-  const queries = catalogQueries({ big: bigEnvironmentId, small: small.id, project: small.projectId, snapshots: snaps, operations: opIds, deepCursor: encodeBase64(`GPC:${encodeCursorChunk(deep)}`) });
+  const queries = catalogQueries({ big: bigEnvironmentId, small: small.id, project: small.projectId, snapshots: snaps, operations: opIds, deepCursor: encodeBase64(`GPC:${encodeCursorChunk(deep)}`) }).filter((q) => !QUERY_NAMES || QUERY_NAMES.has(q.name));
 
   const api = await startBackplane('serve', { DATABASE_URL: url, BACKPLANE_SECRET_KEY: s.secretKey, BACKPLANE_HOME: path.join(s.work, 'home') }, path.join(s.work, 'serve-catalog.log'));
   try {

@@ -1,7 +1,7 @@
 import { PitrGapReason } from '../generated/prisma/enums.ts';
 import { createBaseBackup } from '../services/pitr-base-backups.ts';
 import { planPitrRetention } from '../services/pitr-retention.ts';
-import { recoveryWindow, type RecoveryGap, type RecoveryWindow } from '../services/pitr-window.ts';
+import { recoveryWindow, windowWithoutArchive, type RecoveryGap, type RecoveryWindow } from '../services/pitr-window.ts';
 import { typeAccess } from './access.ts';
 import { builder } from './builder.ts';
 import { allErrors } from './errors.ts';
@@ -80,7 +80,7 @@ builder.prismaObjectFields('Environment', (t) => ({
   pointInTimeRecovery: t.field({
     type: PointInTimeRecovery,
     select: { id: true, walEnabled: true, pitrClusterId: true, walArchiveIntervalSeconds: true },
-    resolve: (env, _a, ctx) => recoveryWindow(ctx.deps, env.id, env),
+    resolve: (env, _a, ctx) => (env.pitrClusterId ? recoveryWindow(ctx.deps, env.id, env) : windowWithoutArchive(env)),
   }),
 }));
 

@@ -41,13 +41,21 @@ export interface RecoveryWindow {
 export type WindowSettings = { walEnabled: boolean; pitrClusterId: string | null; walArchiveIntervalSeconds: number };
 
 /**
+ * The window of an environment whose WAL no cluster archives (`pitrClusterId` null): nothing to
+ * read, so a list of environments answers it without a promise each.
+ */
+export function windowWithoutArchive(env: WindowSettings): RecoveryWindow {
+  return { enabled: env.walEnabled, status: 'OFF', clusterId: env.pitrClusterId, systemIdentifier: null, earliest: null, latest: null, lagSeconds: null, archivedBytes: 0n, baseBackups: [], gaps: [], timelineSwitches: [] };
+}
+
+/**
  * `settings`: the environment's row when the caller has it (a list of environments in the API),
  * which spares a read; an environment without PITR then costs nothing.
  */
 export async function recoveryWindow(deps: Deps, environmentId: string, settings?: WindowSettings): Promise<RecoveryWindow> {
   const env = settings ?? (await deps.db.environment.findUnique({ where: { id: environmentId }, select: { walEnabled: true, pitrClusterId: true, walArchiveIntervalSeconds: true } }));
   if (!env) throw NotFoundError.environment();
-  const empty: RecoveryWindow = { enabled: env.walEnabled, status: 'OFF', clusterId: env.pitrClusterId, systemIdentifier: null, earliest: null, latest: null, lagSeconds: null, archivedBytes: 0n, baseBackups: [], gaps: [], timelineSwitches: [] };
+  const empty = windowWithoutArchive(env);
   if (!env.pitrClusterId) return empty;
   const cluster = await deps.db.pitrCluster.findUniqueOrThrow({ where: { id: env.pitrClusterId } });
   const [baseBackups, gapRows, bytes, timelineSwitches] = await Promise.all([
