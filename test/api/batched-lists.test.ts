@@ -54,10 +54,10 @@ beforeAll(async () => {
 afterAll(() => app?.stop());
 
 const LIST = `query($filter: SnapshotFilter) { environments(first: 10) { edges { node { id
-  snapshots(first: 2, filter: $filter) { totalCount edges { node { id label status } } }
+  snapshots(first: 2, filter: $filter) { totalCount edges { node { id label status kind includes sizeBytes createdAt expiresAt metadata } } }
   restoreDrillStats { count failures medianRtoSeconds lastRtoSeconds } } } } }`;
 const ONE = `query($id: ID!, $filter: SnapshotFilter) { environment(id: $id) { id
-  snapshots(first: 2, filter: $filter) { totalCount edges { node { id label status } } }
+  snapshots(first: 2, filter: $filter) { totalCount edges { node { id label status kind includes sizeBytes createdAt expiresAt metadata } } }
   restoreDrillStats { count failures medianRtoSeconds lastRtoSeconds } } }`;
 
 type Env = { id: string; snapshots: { totalCount: number; edges: { node: { label: string; status: string } }[] } };
