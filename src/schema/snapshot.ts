@@ -3,7 +3,7 @@ import type { Prisma } from '../generated/prisma/client.ts';
 import { createDownload, DOWNLOAD_VARIANTS } from '../services/downloads.ts';
 import { deleteSnapshot, estimateSnapshotSize, pinSnapshot, unpinSnapshot } from '../services/snapshot-lifecycle.ts';
 import { createSnapshot } from '../services/snapshots.ts';
-import { isSimpleSnapshotFilter, newestSnapshotIds, newestSnapshots } from '../services/snapshot-pages.ts';
+import { isSimpleSnapshotFilter, newestSnapshotIds, newestSnapshots, snapshotCounts } from '../services/snapshot-pages.ts';
 import { inProjectWhere, restoreLogWhere } from '../services/viewer.ts';
 import { typeAccess } from './access.ts';
 import { batched } from './batch.ts';
@@ -147,6 +147,7 @@ builder.prismaObjectFields('Environment', (t) => ({
     // snapshots in one statement each, not one per environment.
     totalCount: (env, args, ctx) =>
       batched(ctx, `Environment.snapshots.totalCount ${JSON.stringify(args.filter ?? null)}`, env.id, async (ids) => {
+        if (isSimpleSnapshotFilter(args.filter)) return snapshotCounts(ctx.deps, viewerOf(ctx), ids, args.filter);
         const rows = await ctx.deps.db.snapshot.groupBy({ by: ['environmentId'], where: inProjectWhere(viewerOf(ctx), { AND: [{ environmentId: { in: ids } }, snapshotFilterWhere(args.filter)] }), _count: { _all: true } });
         return new Map(rows.map((r) => [r.environmentId, r._count._all]));
       }).then((n) => n ?? 0),

@@ -50,8 +50,24 @@ export async function newestSnapshots(deps: Deps, viewer: Viewer, environmentIds
   return byEnvironment;
 }
 
-async function newest<R>(deps: Deps, viewer: Viewer, environmentIds: readonly string[], filter: SimpleSnapshotFilter | null | undefined, take: number, columns: string): Promise<R[]> {
-  const params: unknown[] = [[...environmentIds], viewer.organizationId, take];
+/**
+ * How many snapshots of each environment match `filter` and are visible to the viewer (DELETED
+ * ones only when `statuses` asks for them): one GROUP BY over the (environmentId,
+ * organizationId, status) index, the environments bound as one array rather than one parameter each.
+ */
+export async function snapshotCounts(deps: Deps, viewer: Viewer, environmentIds: readonly string[], filter: SimpleSnapshotFilter | null | undefined): Promise<Map<string, number>> {
+  const params: unknown[] = [[...environmentIds], viewer.organizationId];
+  const rows = await deps.db.$queryRawUnsafe<{ environmentId: string; n: number }[]>(
+    `SELECT s."environmentId", count(*)::int AS n FROM snapshots s
+     WHERE s."environmentId" = ANY($1::text[]) AND s."organizationId" = $2 AND ${conditions(viewer, filter, params)}
+     GROUP BY s."environmentId"`,
+    ...params,
+  );
+  return new Map(rows.map((r) => [r.environmentId, r.n]));
+}
+
+/** The SQL conditions on `snapshots s` of the viewer's projects and `filter`, their values appended to `params`. */
+function conditions(viewer: Viewer, filter: SimpleSnapshotFilter | null | undefined, params: unknown[]): string {
   const cond: string[] = [];
   const param = (v: unknown) => (params.push(v), `$${params.length}`);
   if (viewer.projectIds) cond.push(`s."projectId" = ANY(${param([...viewer.projectIds])}::text[])`);
@@ -61,12 +77,17 @@ async function newest<R>(deps: Deps, viewer: Viewer, environmentIds: readonly st
   if (filter?.pinned != null) cond.push(`s.pinned = ${param(filter.pinned)}`);
   if (filter?.createdAfter) cond.push(`s."createdAt" >= ${param(filter.createdAfter)}`);
   if (filter?.createdBefore) cond.push(`s."createdAt" < ${param(filter.createdBefore)}`);
+  return cond.join(' AND ');
+}
+
+async function newest<R>(deps: Deps, viewer: Viewer, environmentIds: readonly string[], filter: SimpleSnapshotFilter | null | undefined, take: number, columns: string): Promise<R[]> {
+  const params: unknown[] = [[...environmentIds], viewer.organizationId, take];
   // e.ord keeps each environment's rows in their index order (newest first) in the result.
   return deps.db.$queryRawUnsafe<R[]>(
     `SELECT s.* FROM unnest($1::text[]) WITH ORDINALITY AS e(id, ord)
      CROSS JOIN LATERAL (
        SELECT ${columns} FROM snapshots s
-       WHERE s."environmentId" = e.id AND s."organizationId" = $2 AND ${cond.join(' AND ')}
+       WHERE s."environmentId" = e.id AND s."organizationId" = $2 AND ${conditions(viewer, filter, params)}
        ORDER BY s.id DESC LIMIT $3
      ) s
      ORDER BY e.ord, s.id DESC`,

@@ -2,11 +2,12 @@
  * The newest snapshots of many environments in one statement (src/services/snapshot-pages.ts):
  * whole rows read by raw SQL must be the rows the Prisma client returns, column for column, and
  * the same snapshots as each environment's own query: newest first, `take` of them, DELETED only
- * when asked for, and only the projects a limited key may see.
+ * when asked for, and only the projects a limited key may see; and each environment's count of
+ * them is what the client's count says.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Prisma } from '../../src/generated/prisma/client.ts';
-import { newestSnapshotIds, newestSnapshots } from '../../src/services/snapshot-pages.ts';
+import { newestSnapshotIds, newestSnapshots, snapshotCounts } from '../../src/services/snapshot-pages.ts';
 import { makeEnvironment, makeOrganization, makeProject } from '../harness/factories.ts';
 import { startServiceRuntime, viewerOf } from '../harness/service-runtime.ts';
 
@@ -85,5 +86,19 @@ describe('newestSnapshots', () => {
     const rows = await newestSnapshots(runtime.deps, viewerOf(orgId), envIds, null, 2);
     const ids = await newestSnapshotIds(runtime.deps, viewerOf(orgId), envIds, null, 2);
     expect(new Map([...rows].map(([env, list]) => [env, list.map((r) => r.id)]))).toEqual(ids);
+  });
+});
+
+describe('snapshotCounts', () => {
+  const count = (environmentId: string, viewerProjects: string[] | null, statuses?: ('READY' | 'DELETED' | 'FAILED')[], kinds?: ('MANUAL' | 'SCHEDULED')[]) =>
+    runtime.db.snapshot.count({ where: { environmentId, organizationId: orgId, status: statuses ? { in: statuses } : { not: 'DELETED' }, ...(kinds ? { kind: { in: kinds } } : {}), ...(viewerProjects ? { projectId: { in: viewerProjects } } : {}) } });
+
+  it("counts each environment's snapshots as the client does, with filters and a limited key; an environment with none is absent", async () => {
+    const cases: [string[] | null, ('READY' | 'DELETED' | 'FAILED')[] | undefined, ('MANUAL' | 'SCHEDULED')[] | undefined][] = [[null, undefined, undefined], [null, ['DELETED', 'FAILED'], undefined], [null, undefined, ['MANUAL']], [[projectIds[1]], undefined, undefined]];
+    for (const [viewerProjects, statuses, kinds] of cases) {
+      const got = await snapshotCounts(runtime.deps, viewerOf(orgId, viewerProjects), envIds, { statuses, kinds });
+      for (const environmentId of envIds) expect(got.get(environmentId) ?? 0, JSON.stringify({ viewerProjects, statuses, kinds })).toBe(await count(environmentId, viewerProjects, statuses, kinds));
+    }
+    expect((await snapshotCounts(runtime.deps, viewerOf(orgId), envIds, null)).has(envIds[0])).toBe(false);
   });
 });
