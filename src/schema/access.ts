@@ -151,8 +151,13 @@ class VisibilityBatch {
 
 const batches = new WeakMap<Context, VisibilityBatch>();
 
-/** Whether the viewer's rule for the model lets it see this row (the `visible` scope loader). */
-export async function isVisible(ctx: Context, model: AccessModel, row: Record<string, unknown>): Promise<boolean> {
+/**
+ * Whether the viewer's rule for the model lets it see this row (the `visible` scope loader).
+ * Answered at once when the row decides (`fast`): scope-auth then checks the object without a
+ * promise, which for a list of 1,000 environments with their latest snapshots is most of the
+ * check's cost.
+ */
+export function isVisible(ctx: Context, model: AccessModel, row: Record<string, unknown>): boolean | Promise<boolean> {
   const viewer = ctx.viewer;
   if (!viewer) return false;
   const rule = ACCESS[model] as AccessRule;

@@ -1,8 +1,9 @@
 import { PitrGapReason } from '../generated/prisma/enums.ts';
 import { createBaseBackup } from '../services/pitr-base-backups.ts';
 import { planPitrRetention } from '../services/pitr-retention.ts';
-import { recoveryWindow, type RecoveryGap, type RecoveryWindow } from '../services/pitr-window.ts';
+import { clusterArchives, windowOf, windowWithoutArchive, type RecoveryGap, type RecoveryWindow } from '../services/pitr-window.ts';
 import { typeAccess } from './access.ts';
+import { batched } from './batch.ts';
 import { builder } from './builder.ts';
 import { allErrors } from './errors.ts';
 import { parseId } from './ids.ts';
@@ -80,7 +81,16 @@ builder.prismaObjectFields('Environment', (t) => ({
   pointInTimeRecovery: t.field({
     type: PointInTimeRecovery,
     select: { id: true, walEnabled: true, pitrClusterId: true, walArchiveIntervalSeconds: true },
-    resolve: (env, _a, ctx) => recoveryWindow(ctx.deps, env.id, env),
+    // A list of environments (the console's overview) reads the archives of all their clusters in
+    // one batch of five statements, not five per environment.
+    resolve: (env, _a, ctx) => {
+      const clusterId = env.pitrClusterId;
+      if (!clusterId) return windowWithoutArchive(env);
+      return batched(ctx, 'Environment.pointInTimeRecovery', clusterId, (ids) => clusterArchives(ctx.deps, ids)).then((archive) => {
+        if (!archive) throw new Error(`PITR cluster ${clusterId} of environment ${env.id} not found`);
+        return windowOf(env, archive, ctx.deps.clock.now());
+      });
+    },
   }),
 }));
 

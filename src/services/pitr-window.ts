@@ -41,27 +41,53 @@ export interface RecoveryWindow {
 export type WindowSettings = { walEnabled: boolean; pitrClusterId: string | null; walArchiveIntervalSeconds: number };
 
 /**
- * `settings`: the environment's row when the caller has it (a list of environments in the API),
- * which spares a read; an environment without PITR then costs nothing.
+ * The window of an environment whose WAL no cluster archives (`pitrClusterId` null): nothing to
+ * read, so a list of environments answers it without a promise each.
  */
-export async function recoveryWindow(deps: Deps, environmentId: string, settings?: WindowSettings): Promise<RecoveryWindow> {
-  const env = settings ?? (await deps.db.environment.findUnique({ where: { id: environmentId }, select: { walEnabled: true, pitrClusterId: true, walArchiveIntervalSeconds: true } }));
-  if (!env) throw NotFoundError.environment();
-  const empty: RecoveryWindow = { enabled: env.walEnabled, status: 'OFF', clusterId: env.pitrClusterId, systemIdentifier: null, earliest: null, latest: null, lagSeconds: null, archivedBytes: 0n, baseBackups: [], gaps: [], timelineSwitches: [] };
-  if (!env.pitrClusterId) return empty;
-  const cluster = await deps.db.pitrCluster.findUniqueOrThrow({ where: { id: env.pitrClusterId } });
-  const [baseBackups, gapRows, bytes, timelineSwitches] = await Promise.all([
-    deps.db.baseBackup.findMany({ where: { clusterId: cluster.id }, orderBy: { startedAt: 'desc' } }),
-    deps.db.pitrGap.findMany({ where: { clusterId: cluster.id }, orderBy: { fromTime: 'asc' } }),
-    deps.db.walUpload.aggregate({ where: { clusterId: cluster.id }, _sum: { bytes: true } }),
-    deps.db.pitrTimelineSwitch.findMany({ where: { clusterId: cluster.id }, orderBy: { timeline: 'asc' } }),
+export function windowWithoutArchive(env: WindowSettings): RecoveryWindow {
+  return { enabled: env.walEnabled, status: 'OFF', clusterId: env.pitrClusterId, systemIdentifier: null, earliest: null, latest: null, lagSeconds: null, archivedBytes: 0n, baseBackups: [], gaps: [], timelineSwitches: [] };
+}
+
+/** What the catalog holds of one cluster's archive: all a window is computed from. */
+export interface ClusterArchive {
+  cluster: { id: string; systemIdentifier: string; coveredUntil: Date | null };
+  baseBackups: BaseBackup[];
+  gaps: RecoveryGap[];
+  archivedBytes: bigint;
+  timelineSwitches: PitrTimelineSwitch[];
+}
+
+/**
+ * The archives of several clusters in five statements whatever their number: a list of
+ * environments (the console's overview) shows each one's window, and many share a cluster.
+ */
+export async function clusterArchives(deps: Deps, clusterIds: readonly string[]): Promise<Map<string, ClusterArchive>> {
+  const ids = [...new Set(clusterIds)];
+  const [clusters, baseBackups, gapRows, bytes, timelineSwitches] = await Promise.all([
+    deps.db.pitrCluster.findMany({ where: { id: { in: ids } }, select: { id: true, systemIdentifier: true, coveredUntil: true } }),
+    deps.db.baseBackup.findMany({ where: { clusterId: { in: ids } }, orderBy: { startedAt: 'desc' } }),
+    deps.db.pitrGap.findMany({ where: { clusterId: { in: ids } }, orderBy: { fromTime: 'asc' } }),
+    deps.db.walUpload.groupBy({ by: ['clusterId'], where: { clusterId: { in: ids } }, _sum: { bytes: true } }),
+    deps.db.pitrTimelineSwitch.findMany({ where: { clusterId: { in: ids } }, orderBy: { timeline: 'asc' } }),
   ]);
-  const gaps = gapRows.map((g) => ({ reason: g.reason, from: g.fromTime, to: g.toTime, detail: g.detail }));
+  const archives = new Map<string, ClusterArchive>(clusters.map((cluster) => [cluster.id, { cluster, baseBackups: [], gaps: [], archivedBytes: 0n, timelineSwitches: [] }]));
+  for (const b of baseBackups) archives.get(b.clusterId)?.baseBackups.push(b);
+  for (const g of gapRows) archives.get(g.clusterId)?.gaps.push({ reason: g.reason, from: g.fromTime, to: g.toTime, detail: g.detail });
+  for (const s of timelineSwitches) archives.get(s.clusterId)?.timelineSwitches.push(s);
+  for (const b of bytes) {
+    const a = archives.get(b.clusterId);
+    if (a) a.archivedBytes = b._sum.bytes ?? 0n;
+  }
+  return archives;
+}
+
+/** The window of an environment whose cluster's archive is `archive`, at `now`. */
+export function windowOf(env: WindowSettings, archive: ClusterArchive, now: Date): RecoveryWindow {
+  const { cluster, baseBackups, gaps } = archive;
   const open = gaps.find((g) => g.to === null);
   const latest = cluster.coveredUntil && open && open.from < cluster.coveredUntil ? open.from : cluster.coveredUntil;
   const ready = baseBackups.filter((b) => b.status === 'READY' && b.finishedAt && latest && b.finishedAt <= latest);
   const earliest = ready.length ? ready.reduce((a, b) => (a.finishedAt! < b.finishedAt! ? a : b)).finishedAt : null;
-  const now = deps.clock.now();
   const lagMs = cluster.coveredUntil ? Math.max(0, now.getTime() - cluster.coveredUntil.getTime()) : null;
   const lagSeconds = lagMs === null ? null : Math.round(lagMs / 1000);
   const status: PitrStatus = !env.walEnabled
@@ -72,17 +98,30 @@ export async function recoveryWindow(deps: Deps, environmentId: string, settings
         ? 'LAGGING'
         : 'ARCHIVING';
   return {
-    ...empty,
+    ...windowWithoutArchive(env),
     status,
     systemIdentifier: cluster.systemIdentifier,
     earliest: earliest && latest ? earliest : null,
     latest: earliest ? latest : null,
     lagSeconds,
-    archivedBytes: bytes._sum.bytes ?? 0n,
+    archivedBytes: archive.archivedBytes,
     baseBackups,
     gaps,
-    timelineSwitches,
+    timelineSwitches: archive.timelineSwitches,
   };
+}
+
+/**
+ * `settings`: the environment's row when the caller has it, which spares a read; an environment
+ * without PITR then costs nothing.
+ */
+export async function recoveryWindow(deps: Deps, environmentId: string, settings?: WindowSettings): Promise<RecoveryWindow> {
+  const env = settings ?? (await deps.db.environment.findUnique({ where: { id: environmentId }, select: { walEnabled: true, pitrClusterId: true, walArchiveIntervalSeconds: true } }));
+  if (!env) throw NotFoundError.environment();
+  if (!env.pitrClusterId) return windowWithoutArchive(env);
+  const archive = (await clusterArchives(deps, [env.pitrClusterId])).get(env.pitrClusterId);
+  if (!archive) throw new Error(`PITR cluster ${env.pitrClusterId} of environment ${environmentId} not found`);
+  return windowOf(env, archive, deps.clock.now());
 }
 
 /** Refuses a time the archive cannot reach: outside the window, or inside a gap. */

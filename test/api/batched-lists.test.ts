@@ -1,7 +1,7 @@
 /**
  * Fields of list items that are read for the whole list at once (src/schema/batch.ts):
- * environments' snapshots(first: n) with totalCount, restoreDrillStats, and restore logs'
- * snapshot and sourceEnvironment. A list must answer, item for item, what each item asked alone
+ * environments' snapshots(first: n) with totalCount, restoreDrillStats, pointInTimeRecovery, and
+ * restore logs' snapshot and sourceEnvironment. A list must answer, item for item, what each item asked alone
  * answers — newest first, DELETED only when asked for, filters applied per environment, and a key
  * limited to a project sees only that project's rows.
  */
@@ -54,10 +54,10 @@ beforeAll(async () => {
 afterAll(() => app?.stop());
 
 const LIST = `query($filter: SnapshotFilter) { environments(first: 10) { edges { node { id
-  snapshots(first: 2, filter: $filter) { totalCount edges { node { id label status } } }
+  snapshots(first: 2, filter: $filter) { totalCount edges { node { id label status kind includes sizeBytes createdAt expiresAt metadata } } }
   restoreDrillStats { count failures medianRtoSeconds lastRtoSeconds } } } } }`;
 const ONE = `query($id: ID!, $filter: SnapshotFilter) { environment(id: $id) { id
-  snapshots(first: 2, filter: $filter) { totalCount edges { node { id label status } } }
+  snapshots(first: 2, filter: $filter) { totalCount edges { node { id label status kind includes sizeBytes createdAt expiresAt metadata } } }
   restoreDrillStats { count failures medianRtoSeconds lastRtoSeconds } } }`;
 
 type Env = { id: string; snapshots: { totalCount: number; edges: { node: { label: string; status: string } }[] } };
@@ -89,6 +89,38 @@ describe('fields read for a whole list at once', () => {
     const list = await query<{ environments: { edges: { node: Env }[] } }>(LIST, { filter: null }, limitedKey);
     expect(list.environments.edges.map((e) => e.node.id).sort()).toEqual([envIds[1], envIds[3]].map((id) => gid('Environment', id)).sort());
     expect(list.environments.edges.find((e) => e.node.id === gid('Environment', envIds[3]))!.node.snapshots.totalCount).toBe(3);
+  });
+
+  it("environments' point-in-time recovery windows match each environment read alone, clusters shared or not", async () => {
+    const db = app.runtime.db;
+    const now = Date.now();
+    const at = (secondsAgo: number) => new Date(now - secondsAgo * 1000);
+    // Cluster a (env-0 and env-2): archiving, a closed gap, a timeline switch, WAL uploaded twice. Cluster b (env-3): nothing archived yet.
+    const a = await db.pitrCluster.create({ data: { systemIdentifier: '7101', slotName: 'backplane_7101', timeline: 2, coveredUntil: at(5) } });
+    const b = await db.pitrCluster.create({ data: { systemIdentifier: '7102', slotName: 'backplane_7102' } });
+    await db.baseBackup.create({ data: { clusterId: a.id, status: 'READY', startWal: '000000010000000000000002', startedAt: at(3600), finishedAt: at(3500) } });
+    await db.baseBackup.create({ data: { clusterId: a.id, status: 'READY', startWal: '000000020000000000000009', startedAt: at(600), finishedAt: at(550) } });
+    await db.baseBackup.create({ data: { clusterId: b.id, status: 'CREATING', startedAt: at(60) } });
+    await db.pitrGap.create({ data: { clusterId: a.id, reason: 'SLOT_DROPPED', fromTime: at(2000), toTime: at(550), detail: 'slot over the cap' } });
+    await db.pitrTimelineSwitch.create({ data: { clusterId: a.id, timeline: 2, parentTimeline: 1, switchLsn: '0/9000000', seenAt: at(900) } });
+    for (const bytes of [1000n, 2500n]) await db.walUpload.create({ data: { clusterId: a.id, destinationId: 'd', repoSnapshotId: `wal-${bytes}`, files: ['000000020000000000000009'], timeline: 2, bytes, coversUntil: at(5) } });
+    for (const [i, cluster] of [[0, a], [2, a], [3, b]] as const) await db.environment.update({ where: { id: envIds[i] }, data: { walEnabled: true, pitrClusterId: cluster.id } });
+
+    const fields = `pointInTimeRecovery { enabled status systemIdentifier earliestRecoveryTime latestRecoveryTime archivedBytes baseBackups { id status finishedAt } gaps { reason from to detail } timelineSwitches { timeline parentTimeline } }`;
+    type Pitr = { id: string; pointInTimeRecovery: { status: string; systemIdentifier: string | null; earliestRecoveryTime: string | null; archivedBytes: string; baseBackups: unknown[]; gaps: unknown[] } };
+    const list = await query<{ environments: { edges: { node: Pitr }[] } }>(`{ environments(first: 10) { edges { node { id ${fields} } } } }`);
+    const nodes = new Map(list.environments.edges.map((e) => [e.node.id, e.node]));
+    for (const node of nodes.values()) {
+      const alone = await query<{ environment: Pitr }>(`query($id: ID!) { environment(id: $id) { id ${fields} } }`, { id: node.id });
+      expect(node).toEqual(alone.environment);
+    }
+    const env0 = nodes.get(gid('Environment', envIds[0]))!.pointInTimeRecovery;
+    expect(env0).toMatchObject({ status: 'ARCHIVING', systemIdentifier: '7101', earliestRecoveryTime: at(3500).toISOString(), archivedBytes: '3500' });
+    expect(env0.baseBackups).toHaveLength(2);
+    expect(env0.gaps).toHaveLength(1);
+    expect(nodes.get(gid('Environment', envIds[2]))!.pointInTimeRecovery).toEqual(env0);
+    expect(nodes.get(gid('Environment', envIds[3]))!.pointInTimeRecovery).toMatchObject({ status: 'STARTING', systemIdentifier: '7102', earliestRecoveryTime: null, archivedBytes: '0', gaps: [] });
+    expect(nodes.get(gid('Environment', envIds[1]))!.pointInTimeRecovery).toMatchObject({ status: 'OFF', systemIdentifier: null, baseBackups: [] });
   });
 
   it("a page of restore logs names each log's own snapshot and source environment, and hides those of a project the key may not see", async () => {
