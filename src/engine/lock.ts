@@ -95,7 +95,8 @@ export class Lock {
     const newId = await this.repo.saveJson('locks', json);
     const old = this.id;
     this.id = newId;
-    await this.repo.backend.remove({ type: 'locks', name: old });
+    // Named by its content: a refresh within the same millisecond wrote the very same file.
+    if (newId !== old) await this.repo.backend.remove({ type: 'locks', name: old });
   }
 
   /** Removes the lock file. */

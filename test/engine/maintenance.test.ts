@@ -19,7 +19,7 @@ import {
   restore,
   tarStream,
 } from '../../src/engine/api.ts';
-import { formatTime } from '../../src/engine/tree.ts';
+import { formatTime, parseTime } from '../../src/engine/tree.ts';
 import { cleanupTempDirs, describeTree, makeFixtureTree, newRepo, restic, seededBytes, tempDir } from './helpers.ts';
 
 const run = promisify(execFile);
@@ -128,12 +128,15 @@ describe('lock refresh and stale locks', () => {
       const lock = await Lock.acquire(repo, false);
       const [first] = await repo.listIds('locks');
       const before = (await repo.loadJson<{ time: string }>('locks', first)).time;
+      // The refresh must carry a later time than the lock's, which has millisecond resolution.
+      for (const t = Date.now(); Date.now() <= t; );
       vi.advanceTimersByTime(REFRESH_LOCK_MS);
       let ids = await repo.listIds('locks');
       for (let i = 0; i < 1000 && (ids.length !== 1 || ids[0] === first); i++) ids = await repo.listIds('locks');
       expect(ids).toHaveLength(1);
       expect(ids[0]).not.toBe(first);
-      expect((await repo.loadJson<{ time: string }>('locks', ids[0])).time > before).toBe(true);
+      // Compared as times: the text trims trailing zeros ('05.5Z' is later than '05.53Z' as text).
+      expect(parseTime((await repo.loadJson<{ time: string }>('locks', ids[0])).time) > parseTime(before)).toBe(true);
       // A live lock of this process stays; one of this host's process that is gone, and one too old, go.
       await repo.saveJson('locks', { time: formatTime(BigInt(Date.now()) * 1_000_000n), exclusive: false, hostname: (await import('node:os')).hostname(), username: 'x', pid: 2 ** 22 + 12345 });
       await repo.saveJson('locks', { time: formatTime(BigInt(Date.now() - 31 * 60 * 1000) * 1_000_000n), exclusive: false, hostname: 'elsewhere', username: 'x', pid: 1 });
