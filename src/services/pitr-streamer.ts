@@ -262,9 +262,9 @@ class ClusterStreamer {
     return u;
   }
 
-  /** One upload round: what the spool holds that each repository lacks. Serialized. */
   /**
-   * Uploads what the spool holds. `fresh`: an upload whose mark is taken after this call, so it
+   * One upload round, serialized: what the spool holds that each repository lacks. `fresh`: an
+   * upload whose mark is taken after this call, so it
    * covers every commit acknowledged before it; one already running took its mark earlier, so it
    * is waited for and another one runs.
    */
