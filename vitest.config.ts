@@ -19,6 +19,7 @@ export default defineConfig({
         test: {
           name: 'engine',
           include: ['test/engine/**/*.test.ts', 'test/destinations/**/*.test.ts', 'test/cli/**/*.test.ts'],
+          globalSetup: ['test/harness/run-temp.ts'],
           testTimeout: 120_000,
           hookTimeout: 120_000,
         },

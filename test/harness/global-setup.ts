@@ -1,9 +1,11 @@
 /**
  * vitest globalSetup of the `api` project: one PostgreSQL for the whole run, its migrated
- * template, and the admin URL handed to test files through `inject()` (see database.ts).
+ * template, and the admin URL handed to test files through `inject()` (see database.ts); the
+ * run's temporary folder (run-temp.ts).
  */
 import type { TestProject } from 'vitest/node';
 import { startTestPostgres } from './postgres.ts';
+import { useRunTempDir } from './run-temp.ts';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -15,8 +17,15 @@ declare module 'vitest' {
 }
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const removeTemp = await useRunTempDir();
   const pg = await startTestPostgres();
   project.provide('pgAdminUrl', pg.adminUrl);
   project.provide('pgTemplateDatabase', pg.templateDatabase);
-  return () => pg.stop();
+  return async () => {
+    try {
+      await pg.stop();
+    } finally {
+      await removeTemp();
+    }
+  };
 }
