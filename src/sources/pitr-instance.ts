@@ -25,17 +25,38 @@ import { HISTORY_NAME } from './wal.ts';
 /** Prefix of a work folder under the home; the rest is the restore's suffix (names.ts). */
 export const PITR_WORK_PREFIX = 'pitr-restore-';
 
-/** The work folder of restore `restoreId` under `home`, and its parts. */
+/** The longest socket path Linux binds (sun_path holds 108 bytes with its terminating NUL). */
+const SOCKET_PATH_MAX = 107;
+/** The name PostgreSQL gives its socket in the socket folder, with the longest port. */
+const SOCKET_NAME = '.s.PGSQL.65535';
+
+/**
+ * The work folder of restore `restoreId` under `home`, and its parts. The socket folder is the
+ * work folder's own unless the socket's path would be too long to bind (a home deeper than about
+ * 60 characters): then it is a folder of /tmp named after the restore, found by the same name
+ * when the work folder is discarded.
+ */
 export function pitrWorkDir(home: string, restoreId: string): { root: string; data: string; wal: string; socket: string } {
-  const root = path.join(home, `${PITR_WORK_PREFIX}${restoreSuffix(restoreId)}`);
-  return { root, data: path.join(root, 'data'), wal: path.join(root, 'wal'), socket: path.join(root, 'socket') };
+  const suffix = restoreSuffix(restoreId);
+  const root = path.join(home, `${PITR_WORK_PREFIX}${suffix}`);
+  let socket = path.join(root, 'socket');
+  if (Buffer.byteLength(path.join(socket, SOCKET_NAME)) > SOCKET_PATH_MAX) socket = path.join('/tmp', `backplane-${PITR_WORK_PREFIX}${suffix}`);
+  return { root, data: path.join(root, 'data'), wal: path.join(root, 'wal'), socket };
 }
 
 /** Makes an empty work folder (whatever an earlier attempt of this restore left goes first). */
 export async function makePitrWorkDir(home: string, restoreId: string): Promise<ReturnType<typeof pitrWorkDir>> {
   const dirs = pitrWorkDir(home, restoreId);
   await discardPitrWorkDir(home, restoreId);
-  for (const d of [dirs.data, dirs.wal, dirs.socket]) await fs.mkdir(d, { recursive: true, mode: 0o700 });
+  for (const d of [dirs.data, dirs.wal]) await fs.mkdir(d, { recursive: true, mode: 0o700 });
+  if (dirs.socket.startsWith(dirs.root + path.sep)) await fs.mkdir(dirs.socket, { mode: 0o700 });
+  else {
+    // In /tmp under a name anyone could take first: made here and now (EEXIST otherwise, since the
+    // discard removed ours), so it is ours and 0700, and nobody else reaches the instance.
+    await fs.mkdir(dirs.socket, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+      throw new SourceError(RECOVERY_FAILED, `the recovery's socket folder ${dirs.socket} exists and is not this restore's (${err.code})`);
+    });
+  }
   return dirs;
 }
 
@@ -44,7 +65,7 @@ export async function makePitrWorkDir(home: string, restoreId: string): Promise<
  * anyone needs) and removes its work folder. Returns whether there was one.
  */
 export async function discardPitrWorkDir(home: string, restoreId: string): Promise<boolean> {
-  const { root, data } = pitrWorkDir(home, restoreId);
+  const { root, data, socket } = pitrWorkDir(home, restoreId);
   if (!existsSync(root)) return false;
   const pid = Number((await fs.readFile(path.join(data, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0]);
   if (pid > 0 && processAlive(pid)) {
@@ -57,6 +78,8 @@ export async function discardPitrWorkDir(home: string, restoreId: string): Promi
     const deadline = Date.now() + 30_000;
     while (processAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   }
+  // The socket folder first when it is outside: made after the work folder, so removed before it.
+  if (!socket.startsWith(root + path.sep)) await fs.rm(socket, { recursive: true, force: true });
   await fs.rm(root, { recursive: true, force: true });
   return true;
 }
@@ -215,6 +238,7 @@ export async function recoverInstance(
   const runAs = await pgRunAs();
   if (runAs.uid !== undefined) {
     await chownTree(dirs.root, runAs.uid, runAs.gid!);
+    if (!dirs.socket.startsWith(dirs.root + path.sep)) await chownTree(dirs.socket, runAs.uid, runAs.gid!);
     await searchableParents(dirs.root);
   }
   await fs.chmod(dirs.data, 0o700);

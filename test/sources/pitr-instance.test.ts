@@ -151,6 +151,31 @@ describe('recoverInstance with WAL fetched on demand', () => {
     expect(await discardPitrWorkDir(home, id)).toBe(true);
   });
 
+  it('a home too deep for a socket under it: the socket folder is a short one of /tmp, the recovery works, and the discard removes it', { timeout: 240_000 }, async () => {
+    // Linux binds socket paths of at most 107 bytes; under this home the work folder's would be longer.
+    const deep = path.join(home, 'a-home-folder-as-deep-as-a-team-might-keep-it'.repeat(2));
+    const id = `deep${++restores}`;
+    const dirs = await makePitrWorkDir(deep, id);
+    expect(path.dirname(dirs.socket)).toBe('/tmp');
+    expect(Buffer.byteLength(path.join(dirs.root, 'socket', '.s.PGSQL.65535'))).toBeGreaterThan(107);
+    expect((await fs.stat(dirs.socket)).mode & 0o777).toBe(0o700);
+    await fs.cp(base, dirs.data, { recursive: true });
+    for (const name of wal) {
+      const staged = path.join(dirs.root, `staged-${name}`);
+      await fs.copyFile(path.join(cluster.walDir, name), staged);
+      await placeWal(dirs, staged, name);
+    }
+    const instance = await recoverInstance(dirs, target.t, { wal });
+    try {
+      const [row] = (await sql(instance.url('shop', cluster.server.user), 'SELECT count(*)::int AS n FROM pitr_rows')).rows as { n: number }[];
+      expect(row.n).toBe(target.expected);
+    } finally {
+      await instance.stop();
+    }
+    expect(await discardPitrWorkDir(deep, id)).toBe(true);
+    for (const gone of [dirs.root, dirs.socket]) expect(await fs.stat(gone).then(() => true, () => false)).toBe(false);
+  });
+
   it('the work folder removed while the replay waits (the sweep after a killed worker): no instance, no waiting restore_command, no folder left', { timeout: 240_000 }, async () => {
     const { id, dirs } = await workFolder();
     const recovering = recoverInstance(dirs, target.t, { wal });
