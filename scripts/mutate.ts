@@ -13,7 +13,7 @@ import path from 'node:path';
 const TARGETS: Record<string, string[]> = {
   'src/services/viewer.ts': ['test/services/viewer.test.ts', 'test/api/auth.test.ts'],
   'src/services/retention.ts': ['test/services/retention-plan.test.ts', 'test/services/retention-apply.test.ts'],
-  'src/services/restores.ts': ['test/services/restore-request.test.ts', 'test/services/restore-job.test.ts', 'test/services/restore-job-failures.test.ts', 'test/services/restore-job-new-environment.test.ts'],
+  'src/services/restores.ts': ['test/services/restore-request.test.ts', 'test/services/restore-job.test.ts', 'test/services/restore-job-failures.test.ts', 'test/services/restore-job-new-environment.test.ts', 'test/services/restore-lock-wait.test.ts'],
   'src/services/snapshots.ts': ['test/services/snapshot-request.test.ts', 'test/services/snapshot-job.test.ts', 'test/services/snapshot-job-limits.test.ts'],
   'src/services/operations.ts': ['test/services/operations.test.ts', 'test/services/operations-scope.test.ts', 'test/services/steady-total.test.ts'],
 };

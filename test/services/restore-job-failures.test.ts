@@ -368,6 +368,46 @@ describe('a damaged pack', () => {
     expect((await run(again.operationId, again.restoreLogId)).op.status).toBe('SUCCEEDED');
   });
 
+  it('the heal also reads the safety snapshot’s own packs: one leaning on another damaged pack, which the failed read never met, is taken again', async () => {
+    const env = await makeLiveEnvironment({ runtime: rt }, { organizationId: prod.organizationId, name: 'damaged-elsewhere', rows: 20 });
+    const damagedId = await snapshot(env, ['FILES']);
+    // The target moves on: the photo changes (the safety snapshot will not hold its old blob) and
+    // a new file lands in a later snapshot's pack, which the safety snapshot deduplicates against.
+    await fs.writeFile(path.join(env.filesPath, 'uploads/photo ü.jpg'), 'another photo');
+    await fs.writeFile(path.join(env.filesPath, 'later.bin'), Buffer.alloc(64 * 1024, 7));
+    const laterId = await snapshot(env, ['FILES']);
+    await corruptFileBlob(env, damagedId, PHOTO);
+    await corruptFileBlob(env, laterId, '/files/later.bin');
+    expect((await blobsOf(env, laterId, '/files/later.bin'))[0].file).not.toBe((await blobsOf(env, damagedId, PHOTO))[0].file);
+    const before = await state(env);
+    const { operationId, restoreLogId } = await restoreSnapshot(deps, viewer, { snapshotId: damagedId, includes: ['FILES'] });
+    const { log, op } = await run(operationId, restoreLogId);
+    expect(op.status).toBe('FAILED');
+    // The restored snapshot, the later one and the first safety snapshot: all three lean on a lost blob.
+    expect(op.error!.endsWith(' (2 damaged pack(s) dropped from the index; 3 snapshot(s) marked damaged; the safety snapshot used damaged data and was taken again)')).toBe(true);
+    const safety = await rt.db.snapshot.findMany({ where: { environmentId: env.id, kind: 'SAFETY' }, orderBy: { createdAt: 'asc' } });
+    expect(safety).toHaveLength(2);
+    expect(log.safetySnapshotId).toBe(safety[1].id);
+    expect(safety[1]).toMatchObject({ status: 'READY', includes: ['FILES'] });
+    expect(await state(env)).toEqual(before);
+  });
+
+  it('a safety snapshot that leans on no damaged data is kept, not taken again', async () => {
+    const env = await makeLiveEnvironment({ runtime: rt }, { organizationId: prod.organizationId, name: 'damaged-alone', rows: 20 });
+    const damagedId = await snapshot(env, ['FILES']);
+    // The target's photo changes, so its safety snapshot does not hold the blob that gets damaged.
+    await fs.writeFile(path.join(env.filesPath, 'uploads/photo ü.jpg'), 'another photo');
+    await corruptFileBlob(env, damagedId, PHOTO);
+    const before = await state(env);
+    const { operationId, restoreLogId } = await restoreSnapshot(deps, viewer, { snapshotId: damagedId, includes: ['FILES'] });
+    const { log, op } = await run(operationId, restoreLogId);
+    expect(op.status).toBe('FAILED');
+    expect(op.error!.endsWith(' (1 damaged pack(s) dropped from the index; 1 snapshot(s) marked damaged)')).toBe(true);
+    const safety = await rt.db.snapshot.findMany({ where: { environmentId: env.id, kind: 'SAFETY' } });
+    expect(safety).toMatchObject([{ id: log.safetySnapshotId, status: 'READY' }]);
+    expect(await state(env)).toEqual(before);
+  });
+
   it('without a safety snapshot: the note says what was dropped and marked, nothing is taken again', async () => {
     const env = await makeLiveEnvironment({ runtime: rt }, { organizationId: prod.organizationId, name: 'damaged-plain', rows: 20 });
     const damagedId = await snapshot(env);

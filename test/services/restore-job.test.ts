@@ -9,13 +9,16 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import '../../src/services/schedules.ts';
 import type { Runtime } from '../../src/app/runtime.ts';
+import { Lock } from '../../src/engine/api.ts';
 import type { Deps } from '../../src/services/deps.ts';
 import { HANDED_BACK_MESSAGE } from '../../src/services/operations.ts';
+import { openRepository } from '../../src/services/repositories.ts';
 import { restoreSnapshot, runRestore } from '../../src/services/restores.ts';
 import type { Viewer } from '../../src/services/viewer.ts';
 import { adminUrl } from '../harness/database.ts';
 import { makeOrganization } from '../harness/factories.ts';
 import { makeLiveEnvironment, sql, type LiveEnvironment } from '../harness/live-environment.ts';
+import { waitFor } from '../harness/schedule-helpers.ts';
 import { envState, runRestoreJob, snapshotByJob, startServiceRuntime, viewerOf, type EnvState } from '../harness/service-runtime.ts';
 
 let rt: Runtime;
@@ -197,6 +200,33 @@ describe('runRestore', () => {
     expect(log).toMatchObject({ status: 'QUEUED', error: null, safetySnapshotId: null, completedAt: null });
     expect(alerts).toEqual([]);
     expect(await rt.db.snapshot.count({ where: { environmentId: staging.id, kind: 'SAFETY' } })).toBe(safetyBefore);
+    expect(await state(staging)).toEqual(before);
+    expect(await leftovers(staging)).toEqual([]);
+  });
+
+  it('a worker stopping while the restore runs (waiting for a prune’s lock) hands it back: log and operation QUEUED, the target as it was', async () => {
+    const before = await state(staging);
+    const opened = await openRepository(deps, prod.destinationId);
+    const prune = await Lock.acquire(opened.repo, true);
+    const stopping = new AbortController();
+    const { operationId, restoreLogId } = await restoreSnapshot(deps, viewer, { snapshotId, targetEnvironmentId: staging.id, createSafetySnapshot: false });
+    const job = runRestoreJob(deps, operationId, restoreLogId, stopping.signal);
+    try {
+      await waitFor(() => rt.db.operation.findUniqueOrThrow({ where: { id: operationId } }), (o) => o.message !== null || ['SUCCEEDED', 'FAILED', 'CANCELLED'].includes(o.status), 'the restore to wait for the lock');
+      expect(await rt.db.restoreLog.findUniqueOrThrow({ where: { id: restoreLogId } })).toMatchObject({ status: 'RUNNING' });
+      stopping.abort(new Error('worker stopping'));
+      await job;
+    } finally {
+      await prune.release();
+      await opened.close();
+    }
+    const { log, op, alerts, thrown } = await job;
+    // Out of the way of the other cases: no worker will run it again here.
+    await rt.db.operation.update({ where: { id: op.id }, data: { status: 'CANCELLED' } });
+    expect(thrown).toBeInstanceOf(Error);
+    expect(op).toMatchObject({ status: 'QUEUED', message: HANDED_BACK_MESSAGE, error: null });
+    expect(log).toMatchObject({ status: 'QUEUED', error: null, completedAt: null });
+    expect(alerts).toEqual([]);
     expect(await state(staging)).toEqual(before);
     expect(await leftovers(staging)).toEqual([]);
   });

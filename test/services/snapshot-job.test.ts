@@ -210,11 +210,14 @@ describe('runSnapshot', () => {
     expect(copied.map((s) => s.id)).toEqual([copyOn(after, second.id).repoSnapshotId]);
   });
 
-  it('a scheduled snapshot queues retention for its environment when it succeeds', async () => {
-    const { operationId } = await createSnapshot(deps, viewer, { environmentId: env.id, includes: ['DB'] }, { kind: 'SCHEDULED' });
+  it('a scheduled snapshot queues retention for its environment when it succeeds; a manual one does not', async () => {
+    const retentionJobs = () => rt.db.$queryRawUnsafe<{ task_identifier: string }[]>('SELECT task_identifier FROM graphile_worker.jobs WHERE key = $1', `retention:${env.id}`);
     await rt.db.$queryRawUnsafe('DELETE FROM graphile_worker._private_jobs WHERE key = $1', `retention:${env.id}`);
+    const manual = await takeSnapshot(['DB']);
+    expect(manual.snapshot.status).toBe('READY');
+    expect(await retentionJobs()).toEqual([]);
+    const { operationId } = await createSnapshot(deps, viewer, { environmentId: env.id, includes: ['DB'] }, { kind: 'SCHEDULED' });
     await runSnapshot(deps, operationId);
-    const jobs = await rt.db.$queryRawUnsafe<{ task_identifier: string }[]>('SELECT task_identifier FROM graphile_worker.jobs WHERE key = $1', `retention:${env.id}`);
-    expect(jobs).toEqual([{ task_identifier: 'retention_apply' }]);
+    expect(await retentionJobs()).toEqual([{ task_identifier: 'retention_apply' }]);
   });
 });
