@@ -70,7 +70,7 @@ const JOB_BUILDS = (process.env.BENCH_JOB_BUILDS ?? `this=${ROOT}`).split(',').m
   return { label, root: path.resolve(root) };
 });
 const JOB_REPEAT = num('BENCH_JOB_REPEAT', 1);
-/** Node options for the started worker processes, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`. */
+/** Node options for the started worker processes, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof/{build}` ({build}: the build's label). */
 const WORKER_NODE_ARGS = (process.env.BENCH_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean);
 const TRANSPORTS = new Set((process.env.BENCH_TRANSPORTS ?? 'ws,sse').split(','));
 /** Catalog request types to run, by name (all when unset): `BENCH_QUERIES=overview` for one. */
@@ -91,8 +91,9 @@ interface Proc {
 }
 
 /** `backplane serve` or `worker` from the build, ready once it logged 'listening' / 'worker started'; its log goes to a file. */
-async function startBackplane(command: 'serve' | 'worker', env: Record<string, string>, logFile: string, root = ROOT): Promise<Proc> {
-  const child = spawn(process.execPath, [...(command === 'worker' ? WORKER_NODE_ARGS : []), path.join(root, 'bin/backplane.js'), command], {
+async function startBackplane(command: 'serve' | 'worker', env: Record<string, string>, logFile: string, build = { label: 'this', root: ROOT }): Promise<Proc> {
+  const nodeArgs = command === 'worker' ? WORKER_NODE_ARGS.map((a) => a.replaceAll('{build}', build.label)) : [];
+  const child = spawn(process.execPath, [...nodeArgs, path.join(build.root, 'bin/backplane.js'), command], {
     cwd: ROOT,
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', OPERATION_STALE_MS: '3600000', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -657,7 +658,7 @@ async function jobsPart(s: Setup) {
       await createSnapshots(api.url, s.key, envIds, ['DB', 'FILES']);
       const procs: Proc[] = [];
       try {
-        const started = await Promise.all(Array.from({ length: workers }, (_, i) => startBackplane('worker', env, path.join(s.work, `worker-jobs-${n}-${workers}-${i}.log`), build.root)));
+        const started = await Promise.all(Array.from({ length: workers }, (_, i) => startBackplane('worker', env, path.join(s.work, `worker-jobs-${n}-${workers}-${i}.log`), build)));
         procs.push(...started);
         const t0 = performance.now();
         const cpu0 = procs.reduce((a, p) => a + processCpuSeconds(p.child.pid!), 0);
