@@ -18,6 +18,9 @@
  *   with two: jobs per minute.
  * BENCH_PARTS=subscriptions,catalog,jobs picks parts; BENCH_TRANSPORTS=ws,sse the subscribers' transports
  * (one alone for an A/B of a change to one path); BENCH_QUERIES=overview,… the catalog's request types.
+ * The jobs part: BENCH_JOB_WORKERS=1 one round only; BENCH_JOB_BUILDS=old=/path,new=/path with
+ * BENCH_JOB_REPEAT=2 compares builds' workers interleaved (old, new, old, new); worker CPU seconds
+ * are the measure that a shared machine's load moves least. BENCH_WORKER_NODE_ARGS=--cpu-prof….
  * Output: bench/results/api.json (BENCH_OUT names another file there).
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
@@ -54,6 +57,21 @@ const QPS = num('BENCH_QPS', 5);
 const QUERY_REQUESTS = num('BENCH_QUERY_REQUESTS', 100);
 const JOBS = num('BENCH_JOBS', 200);
 const PARTS = new Set((process.env.BENCH_PARTS ?? 'subscriptions,catalog,jobs').split(','));
+/** Worker process counts the jobs part runs, one round each. */
+const JOB_WORKERS = (process.env.BENCH_JOB_WORKERS ?? '1,2').split(',').map(Number);
+/**
+ * Builds whose workers the jobs part runs, `label=checkout` with a built dist/, comma-separated
+ * (this checkout when unset): each round runs every build in turn, BENCH_JOB_REPEAT times, so
+ * an old and a new build are compared interleaved, under the same load and with the same
+ * environments. The serve process (which only enqueues) is always this checkout's.
+ */
+const JOB_BUILDS = (process.env.BENCH_JOB_BUILDS ?? `this=${ROOT}`).split(',').map((b) => {
+  const [label, root] = b.split('=');
+  return { label, root: path.resolve(root) };
+});
+const JOB_REPEAT = num('BENCH_JOB_REPEAT', 1);
+/** Node options for the started worker processes, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof/{build}` ({build}: the build's label). */
+const WORKER_NODE_ARGS = (process.env.BENCH_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean);
 const TRANSPORTS = new Set((process.env.BENCH_TRANSPORTS ?? 'ws,sse').split(','));
 /** Catalog request types to run, by name (all when unset): `BENCH_QUERIES=overview` for one. */
 const QUERY_NAMES = process.env.BENCH_QUERIES ? new Set(process.env.BENCH_QUERIES.split(',')) : null;
@@ -73,8 +91,9 @@ interface Proc {
 }
 
 /** `backplane serve` or `worker` from the build, ready once it logged 'listening' / 'worker started'; its log goes to a file. */
-async function startBackplane(command: 'serve' | 'worker', env: Record<string, string>, logFile: string): Promise<Proc> {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin/backplane.js'), command], {
+async function startBackplane(command: 'serve' | 'worker', env: Record<string, string>, logFile: string, build = { label: 'this', root: ROOT }): Promise<Proc> {
+  const nodeArgs = command === 'worker' ? WORKER_NODE_ARGS.map((a) => a.replaceAll('{build}', build.label)) : [];
+  const child = spawn(process.execPath, [...nodeArgs, path.join(build.root, 'bin/backplane.js'), command], {
     cwd: ROOT,
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', OPERATION_STALE_MS: '3600000', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -632,21 +651,22 @@ async function jobsPart(s: Setup) {
   const api = await startBackplane('serve', env, path.join(s.work, 'serve-jobs.log'));
   const rounds = [];
   try {
-    for (const workers of [1, 2]) {
-      await freshDestinations(s, envIds, `jobs-${workers}`, false);
+    const plan = Array.from({ length: JOB_REPEAT }, () => JOB_BUILDS.flatMap((build) => JOB_WORKERS.map((workers) => ({ build, workers })))).flat();
+    for (const [n, { build, workers }] of plan.entries()) {
+      await freshDestinations(s, envIds, `jobs-${n}-${workers}`, false);
       const since = new Date();
       await createSnapshots(api.url, s.key, envIds, ['DB', 'FILES']);
       const procs: Proc[] = [];
       try {
-        const started = await Promise.all(Array.from({ length: workers }, (_, i) => startBackplane('worker', env, path.join(s.work, `worker-jobs-${workers}-${i}.log`))));
+        const started = await Promise.all(Array.from({ length: workers }, (_, i) => startBackplane('worker', env, path.join(s.work, `worker-jobs-${n}-${workers}-${i}.log`), build)));
         procs.push(...started);
         const t0 = performance.now();
         const cpu0 = procs.reduce((a, p) => a + processCpuSeconds(p.child.pid!), 0);
         const done = await until(() => opStatuses(catalog, since), (rows) => rows.filter((r) => ['SUCCEEDED', 'FAILED', 'CANCELLED'].includes(r.status)).reduce((a, r) => a + r.n, 0) >= JOBS, `${JOBS} snapshots`, 1_800_000, 250);
         const seconds = (performance.now() - t0) / 1000;
         const cpu = procs.reduce((a, p) => a + processCpuSeconds(p.child.pid!), 0) - cpu0;
-        const r = { workerProcesses: workers, workerConcurrency: 2, jobs: JOBS, seconds: round(seconds), jobsPerMinute: round((JOBS / seconds) * 60), statuses: Object.fromEntries(done.map((x) => [x.status, x.n])), workerCpuSeconds: round(cpu), loadavg: load() };
-        log(`  ${workers} worker process(es): ${r.jobsPerMinute} jobs/min (${r.seconds} s), ${JSON.stringify(r.statuses)}`);
+        const r = { ...(JOB_BUILDS.length > 1 ? { build: build.label } : {}), workerProcesses: workers, workerConcurrency: 2, jobs: JOBS, seconds: round(seconds), jobsPerMinute: round((JOBS / seconds) * 60), statuses: Object.fromEntries(done.map((x) => [x.status, x.n])), workerCpuSeconds: round(cpu), loadavg: load() };
+        log(`  ${JOB_BUILDS.length > 1 ? `${build.label}: ` : ''}${workers} worker process(es): ${r.jobsPerMinute} jobs/min (${r.seconds} s), worker CPU ${r.workerCpuSeconds} s, ${JSON.stringify(r.statuses)}, load ${r.loadavg.join(' ')}`);
         rounds.push(r);
       } finally {
         await Promise.all(procs.map((p) => p.stop()));

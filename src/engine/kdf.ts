@@ -3,7 +3,7 @@
  * for the MAC's k, 16 for its r), exactly as restic does. The parameters are stored in each key
  * file, so tests can use cheap ones without changing the format.
  */
-import { scrypt } from 'node:crypto';
+import { createHash, scrypt } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import type { Key } from './crypto.ts';
 import { backgroundNice } from './priority.ts';
@@ -57,4 +57,41 @@ export function deriveKey(password: string, salt: Uint8Array, params: KdfParams)
   return new Promise((resolve, reject) => {
     scrypt(password, salt, 64, options, (err, buf) => (err ? reject(err) : resolve(toKey(buf))));
   });
+}
+
+/** Derived keys kept per process (deriveKeyCached): enough for the destinations one worker uses. */
+const CACHED_KEYS = 64;
+const cached = new Map<string, Promise<Key>>();
+let derivations = 0;
+
+/**
+ * deriveKey through a small per-process cache, for opening a repository: scrypt is a pure
+ * function of password, salt and parameters, and every job opens its destination's repository
+ * anew, so without this each job paid a restic-strength run (about 0.2 s of a core, and a thread
+ * started for it) for the key it derived the job before. Concurrent opens share one run. The
+ * entry is named by a hash, not by the password; it holds only what the password already gives.
+ */
+export function deriveKeyCached(password: string, salt: Uint8Array, params: KdfParams): Promise<Key> {
+  const name = createHash('sha256').update(password).update('\0').update(salt).update(`\0${params.N},${params.r},${params.p}`).digest('hex');
+  let key = cached.get(name);
+  if (key) {
+    cached.delete(name); // most recently used last: the oldest goes first
+  } else {
+    derivations++;
+    key = deriveKey(password, salt, params);
+    key.catch(() => cached.delete(name));
+  }
+  cached.set(name, key);
+  if (cached.size > CACHED_KEYS) cached.delete(cached.keys().next().value!);
+  return key.then(copyKey);
+}
+
+/** How many derivations deriveKeyCached has started in this process (for tests). */
+export function cachedKeyDerivations(): number {
+  return derivations;
+}
+
+/** A caller's own copy, so none can change another's key. */
+function copyKey(k: Key): Key {
+  return { encrypt: Buffer.from(k.encrypt), macK: Buffer.from(k.macK), macR: Buffer.from(k.macR) };
 }

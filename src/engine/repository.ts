@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { BackendNotFoundError, type Backend, type FileType } from '../destinations/backend.ts';
 import { decrypt, encrypt, keyFromJson, keyToJson, newRandomKey, type Key, type KeyJson } from './crypto.ts';
 import { compressUnpacked, decompressUnpacked } from './compress.ts';
-import { DEFAULT_KDF_PARAMS, deriveKey, type KdfParams } from './kdf.ts';
+import { DEFAULT_KDF_PARAMS, deriveKey, deriveKeyCached, type KdfParams } from './kdf.ts';
 import { chunkerName, DEFAULT_CHUNKER_PARAMS, parseChunkerName, type ChunkerParams } from './chunker.ts';
 import { hashId, randomId, type Id } from './ids.ts';
 import {
@@ -486,7 +486,7 @@ async function findKey(backend: Backend, password: string, signal?: AbortSignal)
       continue;
     }
     if (file.kdf !== 'scrypt') continue;
-    const user = await deriveKey(password, Buffer.from(file.salt, 'base64'), { N: file.N, r: file.r, p: file.p });
+    const user = await deriveKeyCached(password, Buffer.from(file.salt, 'base64'), { N: file.N, r: file.r, p: file.p });
     let plain: Buffer;
     try {
       plain = decrypt(user, Buffer.from(file.data, 'base64'));

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { LocalBackend } from '../../src/destinations/local.ts';
 import { Repository } from '../../src/engine/api.ts';
-import { deriveKey } from '../../src/engine/kdf.ts';
+import { cachedKeyDerivations, deriveKey } from '../../src/engine/kdf.ts';
 import { setBackgroundNice } from '../../src/engine/priority.ts';
 import { cleanupTempDirs, PASSWORD, TEST_KDF, tempDir } from './helpers.ts';
 
@@ -31,4 +31,25 @@ describe('deriveKey', () => {
     await repo.close();
     await expect(Repository.open(new LocalBackend(dir, { fsync: false }), 'wrong')).rejects.toThrow(/password/i);
   });
+
+  it('derives a repository key once per process for opening it again, and still refuses a wrong password', async () => {
+    const dir = await tempDir();
+    await (await Repository.init(new LocalBackend(dir, { fsync: false }), PASSWORD, { kdf: TEST_KDF })).close();
+    const before = cachedKeyDerivations();
+    const opened = await Promise.all([Repository.open(new LocalBackend(dir, { fsync: false }), PASSWORD), Repository.open(new LocalBackend(dir, { fsync: false }), PASSWORD)]);
+    const again = await Repository.open(new LocalBackend(dir, { fsync: false }), PASSWORD);
+    expect(cachedKeyDerivations() - before).toBe(1);
+    // The key is the repository's all the same: what one open wrote, another reads.
+    const id = await opened[0].saveJson('snapshots', { probe: 1 });
+    expect(await again.loadJson('snapshots', id)).toEqual({ probe: 1 });
+    await expect(Repository.open(new LocalBackend(dir, { fsync: false }), 'wrong')).rejects.toThrow(/password/i);
+    await expect(Repository.open(new LocalBackend(dir, { fsync: false }), 'wrong')).rejects.toThrow(/password/i);
+    // Another repository with the same password has its own salt, so its own derivation.
+    const other = await tempDir();
+    await (await Repository.init(new LocalBackend(other, { fsync: false }), PASSWORD, { kdf: TEST_KDF })).close();
+    await (await Repository.open(new LocalBackend(other, { fsync: false }), PASSWORD)).close();
+    expect(cachedKeyDerivations() - before).toBe(3);
+    for (const r of [...opened, again]) await r.close();
+  });
 });
+
