@@ -181,6 +181,12 @@ interface Counters {
 
 /** Names per scan batch: enough to amortize a message, few enough to spread over threads. */
 const SCAN_BATCH_NAMES = 64;
+/**
+ * Names per scan batch of a directory the files cache recorded: its files are likely unchanged,
+ * so a thread only lstats them, and one message per directory costs the main thread less than
+ * spreading a few microseconds of work each over the threads gains.
+ */
+const SCAN_BATCH_NAMES_CACHED = 512;
 /** Scan batches in flight on all threads together; bounds the walk's bookkeeping. */
 const SCAN_BATCHES_IN_FLIGHT = 8;
 /**
@@ -757,9 +763,10 @@ class Archiver {
       void p.finally(() => this.scans.delete(p)).catch(() => {});
     };
     // File batches go to the threads first and run while the subdirectories are walked.
-    for (let b = 0; b < fileIdx.length; b += SCAN_BATCH_NAMES) {
+    const perBatch = prior?.cached ? SCAN_BATCH_NAMES_CACHED : SCAN_BATCH_NAMES;
+    for (let b = 0; b < fileIdx.length; b += perBatch) {
       this.check();
-      const idx = fileIdx.slice(b, b + SCAN_BATCH_NAMES);
+      const idx = fileIdx.slice(b, b + perBatch);
       const batchNames = idx.map((i) => names[i]);
       await this.takeScanSlot();
       track(

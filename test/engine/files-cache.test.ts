@@ -101,6 +101,28 @@ describe('files cache', () => {
     await restic(dir, ['check', '--read-data']);
   });
 
+  // A folder the cache recorded is scanned in batches of up to 512 names: changes in each of
+  // them, and on both sides of the boundary, are found.
+  it('finds changed files throughout a large folder the cache recorded', async () => {
+    const { repo } = await newRepo();
+    const files = await tempDir();
+    const cacheDir = await tempDir();
+    const when = new Date('2022-02-02T02:02:02Z');
+    const names = Array.from({ length: 1100 }, (_, i) => `f${String(i).padStart(4, '0')}.txt`);
+    for (const n of names) {
+      await writeFile(join(files, n), seededBytes(n, 100));
+      await utimes(join(files, n), when, when);
+    }
+    const opts = { filesCache: { dir: cacheDir }, clock: later };
+    await backup(repo, { '/files': files }, opts);
+    const changed = [3, 511, 512, 700, 1023, 1024, 1099].map((i) => names[i]);
+    for (const n of changed) await rewriteKeepingTimes(join(files, n), `changed ${n}`);
+    const r = await backup(repo, { '/files': files }, opts);
+    expect(r.files).toBe(names.length);
+    expect(r.filesUnmodified).toBe(names.length - changed.length);
+    await expectSnapshotEqualsDisk(repo, r.snapshotId, files);
+  });
+
   it('reads a file whose content changed under the same size and mtime, in place (new ctime) or replaced (new inode)', async () => {
     const { repo } = await newRepo();
     const files = await tempDir();
