@@ -12,8 +12,8 @@
  * unchanged reuses the parent's blob list without being read.
  * An abort leaves no snapshot; packs uploaded before it are harmless and prune removes them.
  */
-import type { BigIntStats } from 'node:fs';
-import { lstat, readdir } from 'node:fs/promises';
+import { lstatSync, readdirSync, type BigIntStats } from 'node:fs';
+import { lstat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { CodecPool, defaultCodecThreads, type StreamFd } from './codec-pool.ts';
@@ -205,6 +205,11 @@ async function lstatOrNull(path: string): Promise<BigIntStats | null> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
   }
+}
+
+/** lstatOrNull, synchronous (see walkDir). */
+function lstatNowOrNull(path: string): BigIntStats | null {
+  return lstatSync(path, { bigint: true, throwIfNoEntry: false }) ?? null;
 }
 
 /** An error a thread reported for one entry, as the fs call would have thrown it. */
@@ -734,16 +739,19 @@ class Archiver {
     prior: PriorDir | null,
     vpath: string,
   ): Promise<{ stat: BigIntStats; finish: () => Promise<Id> } | 'gone' | 'not a directory'> {
+    // Synchronous, as the lstat after it: from the page cache each takes microseconds, less than
+    // an async call's round trip through the thread pool and a promise, which was a tenth of
+    // the main thread's time in an unchanged re-backup (two such calls per directory).
     let listed;
     try {
-      listed = await readdir(path, { withFileTypes: true });
+      listed = readdirSync(path, { withFileTypes: true });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') return 'gone';
       if (code === 'ENOTDIR') return 'not a directory';
       throw err;
     }
-    const dirStat = await lstatOrNull(path);
+    const dirStat = lstatNowOrNull(path);
     if (!dirStat) return 'gone';
     if (!dirStat.isDirectory()) return 'not a directory';
     // The entries' types come with the names (d_type), so only directories are statted here.
