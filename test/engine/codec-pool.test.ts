@@ -315,6 +315,18 @@ function threadNiceness(): number[] {
   });
 }
 
+/** Has the pool decode a blob of `text` twice at once (on two threads); true when both come back whole. */
+async function decodesTwiceAtOnce(pool: CodecPool, key: ReturnType<typeof newRandomKey>, text: string): Promise<boolean> {
+  const plain = Buffer.from(text.repeat(5000));
+  const id = hashId(plain);
+  const blob = encodeBlob(key, 'data', id, plain);
+  const [a, b] = await Promise.all([
+    pool.decode(id, Buffer.from(blob.data), plain.length),
+    pool.decode(id, Buffer.from(blob.data), plain.length),
+  ]);
+  return a.equals(plain) && b.equals(plain);
+}
+
 describe('codec pool priority', () => {
   it.runIf(process.platform === 'linux')('runs its threads at the background niceness and leaves the rest of the process alone', async () => {
     const before = threadNiceness().filter((n) => n === 7).length;
@@ -347,11 +359,7 @@ describe('codec pool priority', () => {
       expect(atNine()).toBe(2);
       const pool = new CodecPool(key, 2);
       try {
-        const [a, b] = await Promise.all([
-          pool.decode(id, Buffer.from(blob.data), plain.length),
-          pool.decode(id, Buffer.from(blob.data), plain.length),
-        ]);
-        expect(a.equals(plain) && b.equals(plain)).toBe(true);
+        expect(await decodesTwiceAtOnce(pool, key, 'spare ')).toBe(true);
         expect(await spareCodecThreads()).toBe(0);
         expect(atNine()).toBe(2); // the spares themselves, no new threads
       } finally {
@@ -381,9 +389,6 @@ describe('codec pool priority', () => {
   it.runIf(process.platform === 'linux')('prestarted threads go to the next pool and are not replaced', async () => {
     const atSix = () => threadNiceness().filter((n) => n === 6).length;
     const key = newRandomKey();
-    const plain = Buffer.from('early '.repeat(5000));
-    const id = hashId(plain);
-    const blob = encodeBlob(key, 'data', id, plain);
     setBackgroundNice(6);
     try {
       prestartCodecThreads(2);
@@ -391,11 +396,7 @@ describe('codec pool priority', () => {
       expect(atSix()).toBe(2);
       const pool = new CodecPool(key, 2);
       try {
-        const [a, b] = await Promise.all([
-          pool.decode(id, Buffer.from(blob.data), plain.length),
-          pool.decode(id, Buffer.from(blob.data), plain.length),
-        ]);
-        expect(a.equals(plain) && b.equals(plain)).toBe(true);
+        expect(await decodesTwiceAtOnce(pool, key, 'early ')).toBe(true);
         expect(await spareCodecThreads()).toBe(0);
         expect(atSix()).toBe(2); // the prestarted threads, no others
       } finally {
