@@ -10,6 +10,7 @@ import {
   findSnapshot,
   forgetSnapshots,
   listSnapshots,
+  prestartCodecThreads,
   prune,
   removeStaleLocks,
   withLock,
@@ -117,6 +118,8 @@ export const backupCommand: Command = {
     }
     const hostname = str(ctx.values, 'host') ?? osHostname();
     const tags = tagList(ctx);
+    // The backup's threads start while the key is derived (scrypt leaves this thread idle).
+    prestartCodecThreads();
     const repo = await ctx.open();
     let parent = str(ctx.values, 'parent');
     if (parent !== undefined) snapshotRef(parent);

@@ -45,7 +45,7 @@ export {
   type PipeSource,
 } from './archiver.ts';
 export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult } from './restorer.ts';
-export { CodecPool, defaultCodecThreads } from './codec-pool.ts';
+export { CodecPool, defaultCodecThreads, prestartCodecThreads } from './codec-pool.ts';
 export { resolvePath, walk, fileStream, contentWriter, type ContentWriter, type WalkEntry } from './walker.ts';
 export { Lock, withLock, acquireLock, removeStaleLocks, isStale, STALE_LOCK_MS, REFRESH_LOCK_MS, type LockJson, type LockWait } from './lock.ts';
 export {

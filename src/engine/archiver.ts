@@ -12,8 +12,8 @@
  * unchanged reuses the parent's blob list without being read.
  * An abort leaves no snapshot; packs uploaded before it are harmless and prune removes them.
  */
-import type { BigIntStats } from 'node:fs';
-import { lstat, readdir } from 'node:fs/promises';
+import { lstatSync, readdirSync, type BigIntStats } from 'node:fs';
+import { lstat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { CodecPool, defaultCodecThreads, type StreamFd } from './codec-pool.ts';
@@ -181,6 +181,12 @@ interface Counters {
 
 /** Names per scan batch: enough to amortize a message, few enough to spread over threads. */
 const SCAN_BATCH_NAMES = 64;
+/**
+ * Names per scan batch of a directory the files cache recorded: its files are likely unchanged,
+ * so a thread only lstats them, and one message per directory costs the main thread less than
+ * spreading a few microseconds of work each over the threads gains.
+ */
+const SCAN_BATCH_NAMES_CACHED = 512;
 /** Scan batches in flight on all threads together; bounds the walk's bookkeeping. */
 const SCAN_BATCHES_IN_FLIGHT = 8;
 /**
@@ -199,6 +205,11 @@ async function lstatOrNull(path: string): Promise<BigIntStats | null> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
   }
+}
+
+/** lstatOrNull, synchronous (see walkDir). */
+function lstatNowOrNull(path: string): BigIntStats | null {
+  return lstatSync(path, { bigint: true, throwIfNoEntry: false }) ?? null;
 }
 
 /** An error a thread reported for one entry, as the fs call would have thrown it. */
@@ -728,16 +739,19 @@ class Archiver {
     prior: PriorDir | null,
     vpath: string,
   ): Promise<{ stat: BigIntStats; finish: () => Promise<Id> } | 'gone' | 'not a directory'> {
+    // Synchronous, as the lstat after it: from the page cache each takes microseconds, less than
+    // an async call's round trip through the thread pool and a promise, which was a tenth of
+    // the main thread's time in an unchanged re-backup (two such calls per directory).
     let listed;
     try {
-      listed = await readdir(path, { withFileTypes: true });
+      listed = readdirSync(path, { withFileTypes: true });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') return 'gone';
       if (code === 'ENOTDIR') return 'not a directory';
       throw err;
     }
-    const dirStat = await lstatOrNull(path);
+    const dirStat = lstatNowOrNull(path);
     if (!dirStat) return 'gone';
     if (!dirStat.isDirectory()) return 'not a directory';
     // The entries' types come with the names (d_type), so only directories are statted here.
@@ -757,9 +771,10 @@ class Archiver {
       void p.finally(() => this.scans.delete(p)).catch(() => {});
     };
     // File batches go to the threads first and run while the subdirectories are walked.
-    for (let b = 0; b < fileIdx.length; b += SCAN_BATCH_NAMES) {
+    const perBatch = prior?.cached ? SCAN_BATCH_NAMES_CACHED : SCAN_BATCH_NAMES;
+    for (let b = 0; b < fileIdx.length; b += perBatch) {
       this.check();
-      const idx = fileIdx.slice(b, b + SCAN_BATCH_NAMES);
+      const idx = fileIdx.slice(b, b + perBatch);
       const batchNames = idx.map((i) => names[i]);
       await this.takeScanSlot();
       track(

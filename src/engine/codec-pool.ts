@@ -240,6 +240,18 @@ export async function keepCodecThreadsWarm(count: number, opts: { idleMs?: numbe
   if (sparesIdleMs === undefined) refillSpares();
 }
 
+/**
+ * Starts codec threads now for the next pool to take, up to `count` spares (default: a
+ * default pool's worth). For a short-lived process that knows a pool comes: `backplane repo
+ * backup` starts them before it derives the repository key, so that their start-up (tens of
+ * milliseconds of a core each) runs while the main thread waits for scrypt, not after it. Unlike
+ * keepCodecThreadsWarm's, they are not replaced once taken, and one not taken keeps no process
+ * alive.
+ */
+export function prestartCodecThreads(count = defaultCodecThreads()): void {
+  while (spares.length < count) addSpare();
+}
+
 /** Resolves once every spare thread has loaded its modules; how many are warm. */
 export async function spareCodecThreads(): Promise<number> {
   await Promise.all(spares.map((s) => s.warm));

@@ -4,7 +4,7 @@ import { closeSync, fstatSync, readdirSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { CodecPool, keepCodecThreadsWarm, spareCodecThreads } from '../../src/engine/codec-pool.ts';
+import { CodecPool, keepCodecThreadsWarm, prestartCodecThreads, spareCodecThreads } from '../../src/engine/codec-pool.ts';
 import { decodeBlob, encodeBlob } from '../../src/engine/blob-codec.ts';
 import { IntegrityError } from '../../src/engine/errors.ts';
 import { newRandomKey } from '../../src/engine/crypto.ts';
@@ -315,6 +315,18 @@ function threadNiceness(): number[] {
   });
 }
 
+/** Has the pool decode a blob of `text` twice at once (on two threads); true when both come back whole. */
+async function decodesTwiceAtOnce(pool: CodecPool, key: ReturnType<typeof newRandomKey>, text: string): Promise<boolean> {
+  const plain = Buffer.from(text.repeat(5000));
+  const id = hashId(plain);
+  const blob = encodeBlob(key, 'data', id, plain);
+  const [a, b] = await Promise.all([
+    pool.decode(id, Buffer.from(blob.data), plain.length),
+    pool.decode(id, Buffer.from(blob.data), plain.length),
+  ]);
+  return a.equals(plain) && b.equals(plain);
+}
+
 describe('codec pool priority', () => {
   it.runIf(process.platform === 'linux')('runs its threads at the background niceness and leaves the rest of the process alone', async () => {
     const before = threadNiceness().filter((n) => n === 7).length;
@@ -347,11 +359,7 @@ describe('codec pool priority', () => {
       expect(atNine()).toBe(2);
       const pool = new CodecPool(key, 2);
       try {
-        const [a, b] = await Promise.all([
-          pool.decode(id, Buffer.from(blob.data), plain.length),
-          pool.decode(id, Buffer.from(blob.data), plain.length),
-        ]);
-        expect(a.equals(plain) && b.equals(plain)).toBe(true);
+        expect(await decodesTwiceAtOnce(pool, key, 'spare ')).toBe(true);
         expect(await spareCodecThreads()).toBe(0);
         expect(atNine()).toBe(2); // the spares themselves, no new threads
       } finally {
@@ -374,6 +382,32 @@ describe('codec pool priority', () => {
     }
     expect(await spareCodecThreads()).toBe(0);
     expect(atNine()).toBe(0);
+  });
+
+  // A command line starts its backup's threads before it derives the key; the pool takes them,
+  // and once it closes none start again (the process is about to end).
+  it.runIf(process.platform === 'linux')('prestarted threads go to the next pool and are not replaced', async () => {
+    const atSix = () => threadNiceness().filter((n) => n === 6).length;
+    const key = newRandomKey();
+    setBackgroundNice(6);
+    try {
+      prestartCodecThreads(2);
+      expect(await spareCodecThreads()).toBe(2);
+      expect(atSix()).toBe(2);
+      const pool = new CodecPool(key, 2);
+      try {
+        expect(await decodesTwiceAtOnce(pool, key, 'early ')).toBe(true);
+        expect(await spareCodecThreads()).toBe(0);
+        expect(atSix()).toBe(2); // the prestarted threads, no others
+      } finally {
+        await pool.close();
+      }
+      expect(await spareCodecThreads()).toBe(0);
+      await vi.waitFor(() => expect(atSix()).toBe(0), { timeout: 10_000, interval: 50 });
+    } finally {
+      setBackgroundNice(0);
+      await keepCodecThreadsWarm(0);
+    }
   });
 
   // A server's spares exist only between jobs that follow one another: none before the first

@@ -77,6 +77,52 @@ describe('files cache', () => {
     await restic(dir, ['check']);
   });
 
+  // A cache written after some directories changed holds their records re-encoded beside the
+  // others' kept as they were stored: the next backup must read that mix as well as a fresh one.
+  it('after a change in one directory, the cache it writes serves every directory of the next backup', async () => {
+    const { repo, dir } = await newRepo();
+    const files = await tempDir();
+    const cacheDir = await tempDir();
+    await makeFixtureTree(files);
+    const opts = { filesCache: { dir: cacheDir }, clock: later };
+    await backup(repo, { '/files': files }, opts);
+    await backup(repo, { '/files': files }, opts);
+    await writeFile(join(files, 'sub dir', 'deeper', 'new.txt'), 'new\n');
+    const changed = await backup(repo, { '/files': files }, opts);
+    // 'sub dir/deeper' and its two ancestors changed; the empty and the unicode folder did not.
+    expect(changed.treesReused).toBe(2);
+    expect(changed.filesUnmodified).toBe(changed.files - 1);
+    const next = await backup(repo, { '/files': files }, opts);
+    expect(next.treesReused).toBe(5);
+    expect(next.filesUnmodified).toBe(next.files);
+    expect(next.dataBlobsAdded).toBe(0);
+    expect(next.treeId).toBe(changed.treeId);
+    await expectSnapshotEqualsDisk(repo, next.snapshotId, files);
+    await restic(dir, ['check', '--read-data']);
+  });
+
+  // A folder the cache recorded is scanned in batches of up to 512 names: changes in each of
+  // them, and on both sides of the boundary, are found.
+  it('finds changed files throughout a large folder the cache recorded', async () => {
+    const { repo } = await newRepo();
+    const files = await tempDir();
+    const cacheDir = await tempDir();
+    const when = new Date('2022-02-02T02:02:02Z');
+    const names = Array.from({ length: 1100 }, (_, i) => `f${String(i).padStart(4, '0')}.txt`);
+    for (const n of names) {
+      await writeFile(join(files, n), seededBytes(n, 100));
+      await utimes(join(files, n), when, when);
+    }
+    const opts = { filesCache: { dir: cacheDir }, clock: later };
+    await backup(repo, { '/files': files }, opts);
+    const changed = [3, 511, 512, 700, 1023, 1024, 1099].map((i) => names[i]);
+    for (const n of changed) await rewriteKeepingTimes(join(files, n), `changed ${n}`);
+    const r = await backup(repo, { '/files': files }, opts);
+    expect(r.files).toBe(names.length);
+    expect(r.filesUnmodified).toBe(names.length - changed.length);
+    await expectSnapshotEqualsDisk(repo, r.snapshotId, files);
+  });
+
   it('reads a file whose content changed under the same size and mtime, in place (new ctime) or replaced (new inode)', async () => {
     const { repo } = await newRepo();
     const files = await tempDir();
