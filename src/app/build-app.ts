@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { GraphQLError, type ExecutionArgs } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import { sharedSubscriptionEvents } from './shared-events.ts';
+import { sseStreams, writeEventStream, type SseSlot } from './sse-responses.ts';
 import { createYoga, type Plugin } from 'graphql-yoga';
 import { WebSocketServer } from 'ws';
 import type { Db } from '../db/client.ts';
@@ -122,7 +123,7 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
     }
   }
 
-  const yoga = createYoga<{ requestId: string; viewer?: Viewer | null; uploads?: Map<string, UploadedDump> }, Context>({
+  const yoga = createYoga<{ requestId: string; viewer?: Viewer | null; uploads?: Map<string, UploadedDump>; sse?: SseSlot }, Context>({
     schema,
     graphqlEndpoint: '/graphql',
     landingPage: false,
@@ -154,6 +155,7 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
       oneMutationPerIdempotencyHeader(schema),
       metrics.graphqlPlugin,
       sharedSubscriptionEvents,
+      sseStreams,
     ],
     context: async ({ request, requestId, viewer, uploads }) => ({
       deps,
@@ -206,14 +208,16 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
       }
       const url = new URL(req.url ?? '/', `http://${req.headers.host ?? 'localhost'}`);
       const init: RequestInit = { method: req.method, headers, body: body ? new Uint8Array(body) : undefined, signal: ac.signal };
-      const response = await yoga.fetch(url, init, { requestId, uploads: received?.uploads });
+      const sse: SseSlot = {};
+      const response = await yoga.fetch(url, init, { requestId, uploads: received?.uploads, sse });
       // Before the answer goes out: a client that reads it may look for the file at once.
       await received?.cleanup();
       const out: Record<string, string> = { 'x-request-id': requestId };
       response.headers.forEach((v, k) => (out[k] = v));
       res.writeHead(response.status, out);
       if (out['content-type']?.startsWith('text/event-stream')) streams.add(ac);
-      if (response.body) {
+      if (sse.results) await writeEventStream(res, sse.results, ac.signal);
+      else if (response.body) {
         for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
           if (!res.write(chunk)) await new Promise((r) => res.once('drain', r));
         }
