@@ -37,6 +37,8 @@ type AppConfig = Pick<Config, 'PUBLIC_URL' | 'BODY_LIMIT_BYTES' | 'BATCH_LIMIT' 
 
 class PayloadTooLargeError extends Error {}
 
+const LISTEN_BACKLOG = 4096;
+
 interface EnvelopedRoot {
   execute: (a: ExecutionArgs) => unknown;
   subscribe: (a: ExecutionArgs) => unknown;
@@ -396,7 +398,12 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
     start(port = 0, host = '127.0.0.1') {
       return new Promise((resolve, reject) => {
         server.once('error', reject);
-        server.listen(port, host, () => {
+        // The kernel's queue of connections not yet accepted: Node's default of 511 overflows when
+        // more clients connect at once than the event loop accepts meanwhile (1,000 SSE clients
+        // are 2,000 connections), and Linux then drops the handshakes beyond it: those clients
+        // wait for SYN retries and fail with ETIMEDOUT or ECONNRESET when the queue stays full.
+        // Capped by net.core.somaxconn (4096 by default since Linux 5.4).
+        server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
           server.off('error', reject);
           resolve((server.address() as AddressInfo).port);
         });
