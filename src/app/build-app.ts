@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { GraphQLError, type ExecutionArgs } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import { sharedSubscriptionEvents } from './shared-events.ts';
+import { sseStreams, writeEventStream, type SseSlot } from './sse-responses.ts';
 import { createYoga, type Plugin } from 'graphql-yoga';
 import { WebSocketServer } from 'ws';
 import type { Db } from '../db/client.ts';
@@ -35,6 +36,8 @@ export interface App {
 type AppConfig = Pick<Config, 'PUBLIC_URL' | 'BODY_LIMIT_BYTES' | 'BATCH_LIMIT' | 'MAX_DEPTH' | 'MAX_ALIASES' | 'MAX_COST' | 'MAX_TOKENS' | 'SHUTDOWN_GRACE_MS' | 'METRICS_TOKEN'>;
 
 class PayloadTooLargeError extends Error {}
+
+const LISTEN_BACKLOG = 4096;
 
 interface EnvelopedRoot {
   execute: (a: ExecutionArgs) => unknown;
@@ -122,7 +125,7 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
     }
   }
 
-  const yoga = createYoga<{ requestId: string; viewer?: Viewer | null; uploads?: Map<string, UploadedDump> }, Context>({
+  const yoga = createYoga<{ requestId: string; viewer?: Viewer | null; uploads?: Map<string, UploadedDump>; sse?: SseSlot }, Context>({
     schema,
     graphqlEndpoint: '/graphql',
     landingPage: false,
@@ -154,6 +157,7 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
       oneMutationPerIdempotencyHeader(schema),
       metrics.graphqlPlugin,
       sharedSubscriptionEvents,
+      sseStreams,
     ],
     context: async ({ request, requestId, viewer, uploads }) => ({
       deps,
@@ -206,14 +210,16 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
       }
       const url = new URL(req.url ?? '/', `http://${req.headers.host ?? 'localhost'}`);
       const init: RequestInit = { method: req.method, headers, body: body ? new Uint8Array(body) : undefined, signal: ac.signal };
-      const response = await yoga.fetch(url, init, { requestId, uploads: received?.uploads });
+      const sse: SseSlot = {};
+      const response = await yoga.fetch(url, init, { requestId, uploads: received?.uploads, sse });
       // Before the answer goes out: a client that reads it may look for the file at once.
       await received?.cleanup();
       const out: Record<string, string> = { 'x-request-id': requestId };
       response.headers.forEach((v, k) => (out[k] = v));
       res.writeHead(response.status, out);
       if (out['content-type']?.startsWith('text/event-stream')) streams.add(ac);
-      if (response.body) {
+      if (sse.results) await writeEventStream(res, sse.results, ac.signal);
+      else if (response.body) {
         for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
           if (!res.write(chunk)) await new Promise((r) => res.once('drain', r));
         }
@@ -392,7 +398,12 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
     start(port = 0, host = '127.0.0.1') {
       return new Promise((resolve, reject) => {
         server.once('error', reject);
-        server.listen(port, host, () => {
+        // The kernel's queue of connections not yet accepted: Node's default of 511 overflows when
+        // more clients connect at once than the event loop accepts meanwhile (1,000 SSE clients
+        // are 2,000 connections), and Linux then drops the handshakes beyond it: those clients
+        // wait for SYN retries and fail with ETIMEDOUT or ECONNRESET when the queue stays full.
+        // Capped by net.core.somaxconn (4096 by default since Linux 5.4).
+        server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
           server.off('error', reject);
           resolve((server.address() as AddressInfo).port);
         });

@@ -60,7 +60,6 @@ async function rename(name: string) {
   expect(res.status).toBe(200);
 }
 
-// First: the server ends the SSE test's subscription (below) only some time after its client has gone.
 describe('a revoked key', () => {
   it('ends its open subscriptions with UNAUTHENTICATED and hears no event after the revocation', async () => {
     const watcher = await makeApiKey(db, (await db.environment.findUniqueOrThrow({ where: { id: envId } })).organizationId, { scopes: ['backups:read'] });
@@ -160,5 +159,91 @@ describe('environmentActivity across processes', () => {
     const it = foreign.iterate({ query: print(EnvironmentActivityDocument), variables: { environmentId: gid('Environment', envId) } });
     await expect(it.next()).rejects.toMatchObject([{ extensions: { code: 'ENVIRONMENT_NOT_FOUND' } }]);
     await foreign.dispose();
+  });
+});
+
+/** A raw SSE subscription on `a` (graphql-yoga's distinct-connections mode): its text as it arrives, and a way to close it. */
+function sse(k: string, query: string, variables: Record<string, unknown>) {
+  const ac = new AbortController();
+  let text = '';
+  const arrived: (() => void)[] = [];
+  const done = (async () => {
+    const res = await fetch(a.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'text/event-stream', authorization: `Bearer ${k}` },
+      body: JSON.stringify({ query, variables }),
+      signal: ac.signal,
+    });
+    expect(res.headers.get('content-type')).toBe('text/event-stream');
+    const decoder = new TextDecoder();
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      text += decoder.decode(chunk, { stream: true });
+      arrived.splice(0).forEach((f) => f());
+    }
+  })().catch((err: unknown) => {
+    if (!ac.signal.aborted) throw err;
+  });
+  /** The `event: next` data so far (the pings, `:` lines, left out). */
+  const events = () => [...text.matchAll(/^event: next\ndata: (.*)\n\n/gm)].map((m) => JSON.parse(m[1]) as unknown);
+  return {
+    done,
+    text: () => text,
+    events,
+    async until(n: number) {
+      while (events().length < n) await new Promise<void>((r) => arrived.push(r));
+      return events();
+    },
+    close: () => ac.abort(),
+  };
+}
+
+describe('subscriptions over SSE', () => {
+  it('keep yoga\'s event-stream format: a ping first, one `event: next` block per event, `event: complete` when the operation ends', async () => {
+    const env = await db.environment.findUniqueOrThrow({ where: { id: envId } });
+    const op = await db.operation.create({ data: { organizationId: env.organizationId, environmentId: envId, type: 'SNAPSHOT' } });
+    const s = sse(key, 'subscription($id: ID!) { operation(id: $id) { id status } }', { id: gid('Operation', op.id) });
+    await s.until(1);
+    await subscribed('the operation subscription');
+    await db.operation.update({ where: { id: op.id }, data: { status: 'RUNNING' } });
+    await publishInTransaction(db, 'operation', op.id, { operationId: op.id, status: 'RUNNING' });
+    await s.until(2);
+    await db.operation.update({ where: { id: op.id }, data: { status: 'SUCCEEDED' } });
+    await publishInTransaction(db, 'operation', op.id, { operationId: op.id, status: 'SUCCEEDED' });
+    await s.done;
+    const id = gid('Operation', op.id);
+    expect(s.text().startsWith(':\n\n')).toBe(true);
+    // Pings (`:` lines, every 300 ms under NODE_ENV=test) may fall between events, never inside one.
+    expect(s.text().replace(/^:\n\n/gm, '')).toBe(
+      ['QUEUED', 'RUNNING', 'SUCCEEDED'].map((status) => `event: next\ndata: ${JSON.stringify({ data: { operation: { id, status } } })}\n\n`).join('') + 'event: complete\ndata:\n\n',
+    );
+    await unsubscribed();
+  });
+
+  it('show each subscriber of one event what its own rule shows', async () => {
+    const env = await db.environment.findUniqueOrThrow({ where: { id: envId } });
+    const elsewhere = await makeEnvironment(db, createSecretBox(randomBytes(32)), await makeProject(db, env.organizationId));
+    const limited = (await makeApiKey(db, env.organizationId, { scopes: ['backups:read'], projectIds: [env.projectId] })).secret;
+    const foreign = await db.operation.create({ data: { organizationId: env.organizationId, environmentId: elsewhere.id, type: 'SNAPSHOT' } });
+    const query = 'subscription($id: ID!) { environmentActivity(environmentId: $id) { operation { id } } }';
+    // Two admin streams (one group: one execution, one encoding) and one limited to the environment's project.
+    const streams = [key, key, limited].map((k) => sse(k, query, { id: gid('Environment', envId) }));
+    await until(() => a.metric('backplane_event_subscribers'), (n) => n === idle + 3, 'the three subscriptions');
+    await publishInTransaction(db, 'environmentActivity', envId, { kind: 'OPERATION', environmentId: envId, subjectId: foreign.id });
+    const seen = await Promise.all(streams.map((s) => s.until(1)));
+    const shown = { data: { environmentActivity: { operation: { id: gid('Operation', foreign.id) } } } };
+    expect(seen).toEqual([[shown], [shown], [{ data: { environmentActivity: { operation: null } } }]]);
+    for (const s of streams) s.close();
+    await Promise.all(streams.map((s) => s.done));
+    await unsubscribed();
+  });
+
+  it('end on the server when the client leaves', async () => {
+    // The relay of yoga's web stream never cancelled it when the socket closed: the subscription
+    // and its bus listeners stayed until the process stopped.
+    const s = sse(key, 'subscription($id: ID!) { environmentActivity(environmentId: $id) { kind } }', { id: gid('Environment', envId) });
+    await subscribed('the subscription');
+    s.close();
+    await s.done;
+    await unsubscribed();
   });
 });
