@@ -73,7 +73,8 @@ export interface OpenOptions {
    * besides the one being filled). Default: 1 for a backend of local files (`localPath`), whose
    * save is done with the bytes once they are written, before its fsync, so a second buffer
    * would rarely be in use yet always be allocated; uploadConcurrency for others (S3 reads them
-   * until the upload ends).
+   * until the upload ends). Only the caller that finished a pack waits: another caller adding
+   * blobs meanwhile (a second source of the same backup) opens a new pack, and its buffer.
    */
   heldUploads?: number;
   signal?: AbortSignal;
