@@ -68,6 +68,15 @@ export interface OpenOptions {
   packSize?: number;
   /** Packs uploaded at the same time (default 2). */
   uploadConcurrency?: number;
+  /**
+   * Of those, how many may still hold their pack's bytes (a buffer of the pack's size each,
+   * besides the one being filled). Default: 1 for a backend of local files (`localPath`), whose
+   * save is done with the bytes once they are written, before its fsync, so a second buffer
+   * would rarely be in use yet always be allocated; uploadConcurrency for others (S3 reads them
+   * until the upload ends). Only the caller that finished a pack waits: another caller adding
+   * blobs meanwhile (a second source of the same backup) opens a new pack, and its buffer.
+   */
+  heldUploads?: number;
   signal?: AbortSignal;
 }
 
@@ -98,10 +107,13 @@ export class Repository {
   /** How long taking a lock waits for a conflicting one (none by default, as restic). */
   lockWait: LockWait = { ms: 0 };
   private readonly uploadConcurrency: number;
+  private readonly heldUploads: number;
 
   private readonly writers = new Map<BlobType, PackWriter>();
   private readonly pendingBlobs = new Set<string>();
   private readonly uploads = new Set<Promise<void>>();
+  /** Of the uploads, those whose backend may still read the pack's bytes: settle once it no longer does. */
+  private readonly held = new Set<Promise<void>>();
   private unindexed: PackList[] = [];
   private unindexedBlobs = 0;
   private writeError: unknown = null;
@@ -118,6 +130,7 @@ export class Repository {
     this.chunkerParams = config.backplane_chunker ? parseChunkerName(config.backplane_chunker) : DEFAULT_CHUNKER_PARAMS;
     this.packSize = opts.packSize ?? DEFAULT_PACK_SIZE;
     this.uploadConcurrency = opts.uploadConcurrency ?? 2;
+    this.heldUploads = Math.min(this.uploadConcurrency, opts.heldUploads ?? (backend.localPath ? 1 : this.uploadConcurrency));
   }
 
   /** Creates a new repository in an empty backend and returns it opened. */
@@ -356,15 +369,23 @@ export class Repository {
   }
 
   private async startUpload(pack: FinishedPack): Promise<void> {
-    while (this.uploads.size >= this.uploadConcurrency) await Promise.race(this.uploads);
+    while (this.uploads.size >= this.uploadConcurrency || this.held.size >= this.heldUploads) await Promise.race([...this.uploads, ...this.held]);
     this.throwIfWriteFailed();
     let recycled = false;
+    let released!: () => void;
+    const held = new Promise<void>((resolve) => (released = resolve));
+    const release = () => {
+      this.held.delete(held);
+      released();
+    };
+    this.held.add(held);
     // The backend is done with the bytes when it says so (the local one before its fsync), or
     // else when save() resolves: from then on the buffer can take the next pack.
     const recycle = () => {
       if (recycled) return;
       recycled = true;
       if (pack.buffer.length >= this.packSize) keepPackBuffer(pack.buffer);
+      release();
     };
     const p = this.backend
       .save({ type: 'data', name: pack.id }, pack.bytes, { dataConsumed: recycle })
@@ -379,7 +400,10 @@ export class Repository {
       .catch((err) => {
         this.writeError ??= err;
       })
-      .finally(() => this.uploads.delete(p));
+      .finally(() => {
+        release();
+        this.uploads.delete(p);
+      });
     this.uploads.add(p);
     if (this.unindexed.length >= INDEX_EVERY_PACKS || this.unindexedBlobs >= INDEX_MAX_BLOBS) await this.writeIndex();
   }
