@@ -128,6 +128,14 @@ async function metric(url: string, name: string): Promise<number> {
   return line ? Number(line.split(' ')[1]) : NaN;
 }
 
+/** The server's garbage collection time so far, in ms, by kind (major, minor, incremental, weakcb), from prom-client's default metrics. */
+async function gcMs(url: string): Promise<Record<string, number>> {
+  const text = await (await fetch(url.replace(/\/graphql$/, '/metrics'))).text();
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(/^nodejs_gc_duration_seconds_sum\{kind="(\w+)"\} ([\d.e+-]+)$/gm)) out[m[1]] = Number(m[2]) * 1000;
+  return out;
+}
+
 async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, what: string, timeoutMs: number, everyMs = 200): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -565,18 +573,26 @@ async function catalogPart(s: Setup) {
     // so that both see the same machine load.
     const timings: Record<string, ReturnType<typeof summarize>> = {};
     const baselineTimings: Record<string, ReturnType<typeof summarize>> = {};
+    // Garbage collection in the server while each type was timed: a type timed after one that
+    // leaves much garbage (the overview) may pay for its collection.
+    const gcWhileTimed: Record<string, Record<string, number>> = {};
     const firstError: Record<string, string> = {};
     let cpuSeconds = 0;
     for (const q of queries) {
       const runs = { current: { lat: [] as number[], errors: 0 }, baseline: { lat: [] as number[], errors: 0 } };
       const rounds = baseline ? BASELINE_ROUNDS : 1;
-      for (let round = 0; round < rounds; round++) {
-        const order = !baseline ? (['current'] as const) : round % 2 === 0 ? (['baseline', 'current'] as const) : (['current', 'baseline'] as const);
+      for (let turn = 0; turn < rounds; turn++) {
+        const order = !baseline ? (['current'] as const) : turn % 2 === 0 ? (['baseline', 'current'] as const) : (['current', 'baseline'] as const);
         for (const which of order) {
           const server = which === 'current' ? api : baseline!;
           const cpu0 = processCpuSeconds(api.child.pid!);
+          const gc0 = which === 'current' ? await gcMs(api.url) : {};
           const r = await timeRequests(server.url, key, q, Math.ceil(QUERY_REQUESTS / rounds));
-          if (which === 'current') cpuSeconds += processCpuSeconds(api.child.pid!) - cpu0;
+          if (which === 'current') {
+            cpuSeconds += processCpuSeconds(api.child.pid!) - cpu0;
+            const gc = (gcWhileTimed[q.name] ??= {});
+            for (const [kind, ms] of Object.entries(await gcMs(api.url))) gc[kind] = round((gc[kind] ?? 0) + ms - (gc0[kind] ?? 0));
+          }
           runs[which].lat.push(...r.lat);
           runs[which].errors += r.errors;
           if (r.firstError && which === 'current') firstError[q.name] ??= r.firstError;
@@ -584,7 +600,7 @@ async function catalogPart(s: Setup) {
       }
       const t = (timings[q.name] = summarize(runs.current.lat, runs.current.errors, QPS));
       const b = baseline ? (baselineTimings[q.name] = summarize(runs.baseline.lat, runs.baseline.errors, QPS)) : null;
-      log(`  ${q.name.padEnd(30)} p50 ${t.p50Ms} ms  p99 ${t.p99Ms} ms${runs.current.errors ? `  ${runs.current.errors} errors` : ''}${b ? `   baseline p50 ${b.p50Ms} ms  p99 ${b.p99Ms} ms${runs.baseline.errors ? `  ${runs.baseline.errors} errors` : ''}   (load ${load().join(' ')})` : ''}`);
+      log(`  ${q.name.padEnd(30)} p50 ${t.p50Ms} ms  p99 ${t.p99Ms} ms  gc ${JSON.stringify(gcWhileTimed[q.name])}${runs.current.errors ? `  ${runs.current.errors} errors` : ''}${b ? `   baseline p50 ${b.p50Ms} ms  p99 ${b.p99Ms} ms${runs.baseline.errors ? `  ${runs.baseline.errors} errors` : ''}   (load ${load().join(' ')})` : ''}`);
     }
 
     // Plans and statement counts: auto_explain logs every statement's plan (with row counts, no timing) while each request runs once, alone.
@@ -637,6 +653,7 @@ async function catalogPart(s: Setup) {
         name: q.name,
         what: q.what,
         latency: timings[q.name],
+        serverGcMsWhileTimed: gcWhileTimed[q.name] ?? {},
         firstError: firstError[q.name] ?? null,
         meetsLatencyAim: timings[q.name].p99Ms < 50,
         statementsPerRequest: ch.statements,
