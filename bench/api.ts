@@ -18,6 +18,8 @@
  *   with two: jobs per minute.
  * BENCH_PARTS=subscriptions,catalog,jobs picks parts; BENCH_TRANSPORTS=ws,sse the subscribers' transports
  * (one alone for an A/B of a change to one path); BENCH_QUERIES=overview,… the catalog's request types.
+ * BENCH_BASELINE_ROOT=<built checkout> times the catalog's requests on that build's server too, in
+ * alternating rounds, for an A/B under the same load.
  * Output: bench/results/api.json (BENCH_OUT names another file there).
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
