@@ -578,6 +578,7 @@ async function catalogPart(s: Setup) {
     // Garbage collection in the server while each type was timed: a type timed after one that
     // leaves much garbage (the overview) may pay for its collection.
     const gcWhileTimed: Record<string, Record<string, number>> = {};
+    const baselineGcWhileTimed: Record<string, Record<string, number>> = {};
     const firstError: Record<string, string> = {};
     let cpuSeconds = 0;
     for (const q of queries) {
@@ -588,13 +589,11 @@ async function catalogPart(s: Setup) {
         for (const which of order) {
           const server = which === 'current' ? api : baseline!;
           const cpu0 = processCpuSeconds(api.child.pid!);
-          const gc0 = which === 'current' ? await gcMs(api.url) : {};
+          const gc0 = await gcMs(server.url);
           const r = await timeRequests(server.url, key, q, Math.ceil(QUERY_REQUESTS / rounds));
-          if (which === 'current') {
-            cpuSeconds += processCpuSeconds(api.child.pid!) - cpu0;
-            const gc = (gcWhileTimed[q.name] ??= {});
-            for (const [kind, ms] of Object.entries(await gcMs(api.url))) gc[kind] = round((gc[kind] ?? 0) + ms - (gc0[kind] ?? 0));
-          }
+          if (which === 'current') cpuSeconds += processCpuSeconds(api.child.pid!) - cpu0;
+          const gc = ((which === 'current' ? gcWhileTimed : baselineGcWhileTimed)[q.name] ??= {});
+          for (const [kind, ms] of Object.entries(await gcMs(server.url))) gc[kind] = round((gc[kind] ?? 0) + ms - (gc0[kind] ?? 0));
           runs[which].lat.push(...r.lat);
           runs[which].errors += r.errors;
           if (r.firstError && which === 'current') firstError[q.name] ??= r.firstError;
@@ -602,7 +601,7 @@ async function catalogPart(s: Setup) {
       }
       const t = (timings[q.name] = summarize(runs.current.lat, runs.current.errors, QPS));
       const b = baseline ? (baselineTimings[q.name] = summarize(runs.baseline.lat, runs.baseline.errors, QPS)) : null;
-      log(`  ${q.name.padEnd(30)} p50 ${t.p50Ms} ms  p99 ${t.p99Ms} ms  gc ${JSON.stringify(gcWhileTimed[q.name])}${runs.current.errors ? `  ${runs.current.errors} errors` : ''}${b ? `   baseline p50 ${b.p50Ms} ms  p99 ${b.p99Ms} ms${runs.baseline.errors ? `  ${runs.baseline.errors} errors` : ''}   (load ${load().join(' ')})` : ''}`);
+      log(`  ${q.name.padEnd(30)} p50 ${t.p50Ms} ms  p99 ${t.p99Ms} ms  gc ${JSON.stringify(gcWhileTimed[q.name])}${runs.current.errors ? `  ${runs.current.errors} errors` : ''}${b ? `   baseline p50 ${b.p50Ms} ms  p99 ${b.p99Ms} ms  gc ${JSON.stringify(baselineGcWhileTimed[q.name])}${runs.baseline.errors ? `  ${runs.baseline.errors} errors` : ''}   (load ${load().join(' ')})` : ''}`);
     }
 
     // Plans and statement counts: auto_explain logs every statement's plan (with row counts, no timing) while each request runs once, alone.
@@ -668,7 +667,7 @@ async function catalogPart(s: Setup) {
     for (const r of requests) log(`  ${r.name.padEnd(30)} statements ${JSON.stringify(r.statementsPerRequest)}${r.statementCountGrowsWithPage ? ' GROWS WITH PAGE' : ''}${r.seqScansOfBigTables.length ? ` SEQ SCAN: ${r.seqScansOfBigTables.join('; ')}` : ''}${r.scansFilteringOver1000Rows.length ? ` FILTERED: ${r.scansFilteringOver1000Rows.length}` : ''}`);
     return {
       rows: counts, seedSeconds: round(seedSeconds), ratePerSecond: QPS, requestsEach: QUERY_REQUESTS, serverCpuSecondsWhileTimed: round(cpuSeconds, 2), serverRssMB: round(procStatusKB(api.child.pid!, 'VmRSS') / 1024), requests,
-      ...(baseline ? { baseline: { root: BASELINE_ROOT, rounds: BASELINE_ROUNDS, latency: baselineTimings } } : {}),
+      ...(baseline ? { baseline: { root: BASELINE_ROOT, rounds: BASELINE_ROUNDS, latency: baselineTimings, serverGcMsWhileTimed: baselineGcWhileTimed } } : {}),
     };
   } finally {
     await api.stop();
