@@ -21,6 +21,8 @@
  * The jobs part: BENCH_JOB_WORKERS=1 one round only; BENCH_JOB_BUILDS=old=/path,new=/path with
  * BENCH_JOB_REPEAT=2 compares builds' workers interleaved (old, new, old, new); worker CPU seconds
  * are the measure that a shared machine's load moves least. BENCH_WORKER_NODE_ARGS=--cpu-prof….
+ * BENCH_BASELINE_ROOT=<built checkout> times the catalog's requests on that build's server too, in
+ * alternating rounds, for an A/B under the same load.
  * Output: bench/results/api.json (BENCH_OUT names another file there).
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
@@ -75,6 +77,13 @@ const WORKER_NODE_ARGS = (process.env.BENCH_WORKER_NODE_ARGS ?? '').split(' ').f
 const TRANSPORTS = new Set((process.env.BENCH_TRANSPORTS ?? 'ws,sse').split(','));
 /** Catalog request types to run, by name (all when unset): `BENCH_QUERIES=overview` for one. */
 const QUERY_NAMES = process.env.BENCH_QUERIES ? new Set(process.env.BENCH_QUERIES.split(',')) : null;
+/**
+ * A checkout of another commit, built (`npm run build` there): the catalog's requests are then
+ * timed on its server and on this one, in BENCH_BASELINE_ROUNDS rounds of alternating order, for an
+ * A/B under the same machine load (plans and statement counts stay this build's).
+ */
+const BASELINE_ROOT = process.env.BENCH_BASELINE_ROOT ? path.resolve(process.env.BENCH_BASELINE_ROOT) : null;
+const BASELINE_ROUNDS = num('BENCH_BASELINE_ROUNDS', 4);
 /** Tables this large must not be read by a sequential scan on a request's path. */
 const BIG_TABLE_ROWS = 10_000;
 
@@ -94,7 +103,7 @@ interface Proc {
 async function startBackplane(command: 'serve' | 'worker', env: Record<string, string>, logFile: string, build = { label: 'this', root: ROOT }): Promise<Proc> {
   const nodeArgs = command === 'worker' ? WORKER_NODE_ARGS.map((a) => a.replaceAll('{build}', build.label)) : [];
   const child = spawn(process.execPath, [...nodeArgs, path.join(build.root, 'bin/backplane.js'), command], {
-    cwd: ROOT,
+    cwd: build.root,
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', OPERATION_STALE_MS: '3600000', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -138,6 +147,14 @@ async function metric(url: string, name: string): Promise<number> {
   const text = await (await fetch(url.replace(/\/graphql$/, '/metrics'))).text();
   const line = text.split('\n').find((l) => l.startsWith(`${name} `));
   return line ? Number(line.split(' ')[1]) : NaN;
+}
+
+/** The server's garbage collection time so far, in ms, by kind (major, minor, incremental, weakcb), from prom-client's default metrics. */
+async function gcMs(url: string): Promise<Record<string, number>> {
+  const text = await (await fetch(url.replace(/\/graphql$/, '/metrics'))).text();
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(/^nodejs_gc_duration_seconds_sum\{kind="(\w+)"\} ([\d.e+-]+)$/gm)) out[m[1]] = Number(m[2]) * 1000;
+  return out;
 }
 
 async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, what: string, timeoutMs: number, everyMs = 200): Promise<T> {
@@ -500,7 +517,47 @@ function walk(node: PlanNode, visit: (n: PlanNode) => void): void {
   for (const c of node.Plans ?? []) walk(c, visit);
 }
 
+/**
+ * `n` requests of one type at QPS (open loop: sent on schedule, not after the previous answer).
+ * A request that falls far behind its schedule is not waited for past 30 s (an error), and a run
+ * that has taken three times its planned duration stops sending: an overloaded server would
+ * otherwise take the whole run. At most 8 requests are outstanding: one the server cannot keep up
+ * with is counted as an error instead of piling up a backlog that the next run would wait behind.
+ */
+async function timeRequests(url: string, key: string, q: CatalogQuery, n: number): Promise<{ lat: number[]; errors: number; firstError?: string }> {
+  const first = Math.max(...q.pages);
+  const lat: number[] = [];
+  let errors = 0;
+  let firstError: string | undefined;
+  const inflight: Promise<void>[] = [];
+  let outstanding = 0;
+  const start = performance.now();
+  const planned = (n * 1000) / QPS;
+  for (let i = 0; i < n; i++) {
+    if (performance.now() - start > 3 * planned) {
+      errors += n - i;
+      break;
+    }
+    const due = start + (i * 1000) / QPS;
+    const wait = due - performance.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    if (outstanding >= 8) {
+      errors++;
+      firstError ??= 'not sent: 8 requests of this type were still outstanding';
+      continue;
+    }
+    outstanding++;
+    const t0 = performance.now();
+    inflight.push(post(url, key, q.body(first), 30_000).finally(() => outstanding--).then(() => void lat.push(performance.now() - t0), (err: Error) => void (errors++, (firstError ??= err.message.slice(0, 300)))));
+  }
+  await Promise.all(inflight);
+  // Requests given up on may still run in the server: the next run starts once it answers again.
+  await post(url, key, { query: '{ viewer { scopes } }' }, 600_000);
+  return { lat, errors, firstError };
+}
+
 async function catalogPart(s: Setup) {
+
   log(`catalog: ${SNAPSHOTS} snapshots over ${CATALOG_ENVS} environments in ${PROJECTS} projects`);
   const url = s.server.url('catalog');
   await createDatabase(s.server.adminUrl, 'catalog');
@@ -525,52 +582,46 @@ async function catalogPart(s: Setup) {
   const deep = (await c.query<{ id: string }>(`SELECT id FROM snapshots WHERE "environmentId" = $1 ORDER BY id DESC OFFSET $2 LIMIT 1`, [bigEnvironmentId, Math.floor(SNAPSHOTS / 5 * 0.75)])).rows[0].id;
   const queries = catalogQueries({ big: bigEnvironmentId, small: small.id, project: small.projectId, snapshots: snaps, operations: opIds, deepCursor: encodeBase64(`GPC:${encodeCursorChunk(deep)}`) }).filter((q) => !QUERY_NAMES || QUERY_NAMES.has(q.name));
 
-  const api = await startBackplane('serve', { DATABASE_URL: url, BACKPLANE_SECRET_KEY: s.secretKey, BACKPLANE_HOME: path.join(s.work, 'home') }, path.join(s.work, 'serve-catalog.log'));
+  const serveEnv = { DATABASE_URL: url, BACKPLANE_SECRET_KEY: s.secretKey, BACKPLANE_HOME: path.join(s.work, 'home') };
+  const api = await startBackplane('serve', serveEnv, path.join(s.work, 'serve-catalog.log'));
+  const baseline = BASELINE_ROOT ? await startBackplane('serve', serveEnv, path.join(s.work, 'serve-catalog-baseline.log'), { label: 'baseline', root: BASELINE_ROOT }) : null;
   try {
     // Warm: every request a few times, so no measured one compiles code paths.
-    for (let i = 0; i < 3; i++) for (const q of queries) for (const p of q.pages) await post(api.url, key, q.body(p));
+    for (const server of baseline ? [baseline, api] : [api]) for (let i = 0; i < 3; i++) for (const q of queries) for (const p of q.pages) await post(server.url, key, q.body(p));
 
-    // Timings: each request alone at a steady rate (open loop: sent on schedule, not after the previous answer).
+    // Timings: each request alone at a steady rate. With a baseline server, each type is timed on
+    // both in BASELINE_ROUNDS rounds whose order alternates (baseline, current, current, baseline…),
+    // so that both see the same machine load.
     const timings: Record<string, ReturnType<typeof summarize>> = {};
+    const baselineTimings: Record<string, ReturnType<typeof summarize>> = {};
+    // Garbage collection in the server while each type was timed: a type timed after one that
+    // leaves much garbage (the overview) may pay for its collection.
+    const gcWhileTimed: Record<string, Record<string, number>> = {};
+    const baselineGcWhileTimed: Record<string, Record<string, number>> = {};
     const firstError: Record<string, string> = {};
-    const cpu0 = processCpuSeconds(api.child.pid!);
+    let cpuSeconds = 0;
     for (const q of queries) {
-      const first = Math.max(...q.pages);
-      const lat: number[] = [];
-      let errors = 0;
-      const inflight: Promise<void>[] = [];
-      let outstanding = 0;
-      const start = performance.now();
-      // A request that falls far behind its schedule is not waited for past 30 s (an error), and a
-      // type that has taken three times its planned duration stops sending: an overloaded
-      // server would otherwise take the whole run.
-      const planned = (QUERY_REQUESTS * 1000) / QPS;
-      for (let i = 0; i < QUERY_REQUESTS; i++) {
-        if (performance.now() - start > 3 * planned) {
-          errors += QUERY_REQUESTS - i;
-          break;
+      const runs = { current: { lat: [] as number[], errors: 0 }, baseline: { lat: [] as number[], errors: 0 } };
+      const rounds = baseline ? BASELINE_ROUNDS : 1;
+      for (let turn = 0; turn < rounds; turn++) {
+        const order = !baseline ? (['current'] as const) : turn % 2 === 0 ? (['baseline', 'current'] as const) : (['current', 'baseline'] as const);
+        for (const which of order) {
+          const server = which === 'current' ? api : baseline!;
+          const cpu0 = processCpuSeconds(api.child.pid!);
+          const gc0 = await gcMs(server.url);
+          const r = await timeRequests(server.url, key, q, Math.ceil(QUERY_REQUESTS / rounds));
+          if (which === 'current') cpuSeconds += processCpuSeconds(api.child.pid!) - cpu0;
+          const gc = ((which === 'current' ? gcWhileTimed : baselineGcWhileTimed)[q.name] ??= {});
+          for (const [kind, ms] of Object.entries(await gcMs(server.url))) gc[kind] = round((gc[kind] ?? 0) + ms - (gc0[kind] ?? 0));
+          runs[which].lat.push(...r.lat);
+          runs[which].errors += r.errors;
+          if (r.firstError && which === 'current') firstError[q.name] ??= r.firstError;
         }
-        const due = start + (i * 1000) / QPS;
-        const wait = due - performance.now();
-        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-        // At most 8 requests outstanding: one the server cannot keep up with is counted as an
-        // error instead of piling up a backlog that the next request type would wait behind.
-        if (outstanding >= 8) {
-          errors++;
-          firstError[q.name] ??= 'not sent: 8 requests of this type were still outstanding';
-          continue;
-        }
-        outstanding++;
-        const t0 = performance.now();
-        inflight.push(post(api.url, key, q.body(first), 30_000).finally(() => outstanding--).then(() => void lat.push(performance.now() - t0), (err: Error) => void (errors++, (firstError[q.name] ??= err.message.slice(0, 300)))));
       }
-      await Promise.all(inflight);
-      // Requests given up on may still run in the server: the next type starts once it answers again.
-      await post(api.url, key, { query: '{ viewer { scopes } }' }, 600_000);
-      timings[q.name] = summarize(lat, errors, QPS);
-      log(`  ${q.name.padEnd(30)} p50 ${timings[q.name].p50Ms} ms  p99 ${timings[q.name].p99Ms} ms${errors ? `  ${errors} errors` : ''}`);
+      const t = (timings[q.name] = summarize(runs.current.lat, runs.current.errors, QPS));
+      const b = baseline ? (baselineTimings[q.name] = summarize(runs.baseline.lat, runs.baseline.errors, QPS)) : null;
+      log(`  ${q.name.padEnd(30)} p50 ${t.p50Ms} ms  p99 ${t.p99Ms} ms  gc ${JSON.stringify(gcWhileTimed[q.name])}${runs.current.errors ? `  ${runs.current.errors} errors` : ''}${b ? `   baseline p50 ${b.p50Ms} ms  p99 ${b.p99Ms} ms  gc ${JSON.stringify(baselineGcWhileTimed[q.name])}${runs.baseline.errors ? `  ${runs.baseline.errors} errors` : ''}   (load ${load().join(' ')})` : ''}`);
     }
-    const cpuSeconds = processCpuSeconds(api.child.pid!) - cpu0;
 
     // Plans and statement counts: auto_explain logs every statement's plan (with row counts, no timing) while each request runs once, alone.
     const logPath = path.join(s.server.dataDir, 'log', 'postgresql.json');
@@ -622,6 +673,7 @@ async function catalogPart(s: Setup) {
         name: q.name,
         what: q.what,
         latency: timings[q.name],
+        serverGcMsWhileTimed: gcWhileTimed[q.name] ?? {},
         firstError: firstError[q.name] ?? null,
         meetsLatencyAim: timings[q.name].p99Ms < 50,
         statementsPerRequest: ch.statements,
@@ -632,9 +684,13 @@ async function catalogPart(s: Setup) {
       };
     });
     for (const r of requests) log(`  ${r.name.padEnd(30)} statements ${JSON.stringify(r.statementsPerRequest)}${r.statementCountGrowsWithPage ? ' GROWS WITH PAGE' : ''}${r.seqScansOfBigTables.length ? ` SEQ SCAN: ${r.seqScansOfBigTables.join('; ')}` : ''}${r.scansFilteringOver1000Rows.length ? ` FILTERED: ${r.scansFilteringOver1000Rows.length}` : ''}`);
-    return { rows: counts, seedSeconds: round(seedSeconds), ratePerSecond: QPS, requestsEach: QUERY_REQUESTS, serverCpuSecondsWhileTimed: round(cpuSeconds, 2), serverRssMB: round(procStatusKB(api.child.pid!, 'VmRSS') / 1024), requests };
+    return {
+      rows: counts, seedSeconds: round(seedSeconds), ratePerSecond: QPS, requestsEach: QUERY_REQUESTS, serverCpuSecondsWhileTimed: round(cpuSeconds, 2), serverRssMB: round(procStatusKB(api.child.pid!, 'VmRSS') / 1024), requests,
+      ...(baseline ? { baseline: { root: BASELINE_ROOT, rounds: BASELINE_ROUNDS, latency: baselineTimings, serverGcMsWhileTimed: baselineGcWhileTimed } } : {}),
+    };
   } finally {
     await api.stop();
+    await baseline?.stop();
     await c.end();
   }
 }

@@ -56,24 +56,34 @@ export async function newestSnapshots(deps: Deps, viewer: Viewer, environmentIds
  * organizationId, status) index, the environments bound as one array rather than one parameter each.
  */
 export async function snapshotCounts(deps: Deps, viewer: Viewer, environmentIds: readonly string[], filter: SimpleSnapshotFilter | null | undefined): Promise<Map<string, number>> {
-  const params: unknown[] = [[...environmentIds], viewer.organizationId];
-  const rows = await deps.db.$queryRawUnsafe<{ environmentId: string; n: number }[]>(
-    `SELECT s."environmentId", count(*)::int AS n FROM snapshots s
-     WHERE s."environmentId" = ANY($1::text[]) AND s."organizationId" = $2 AND ${conditions(viewer, filter, params)}
-     GROUP BY s."environmentId"`,
-    ...params,
-  );
+  const { sql, params } = snapshotCountsStatement(viewer, environmentIds, filter);
+  const rows = await deps.db.$queryRawUnsafe<{ environmentId: string; n: number }[]>(sql, ...params);
   return new Map(rows.map((r) => [r.environmentId, r.n]));
 }
 
-/** The SQL conditions on `snapshots s` of the viewer's projects and `filter`, their values appended to `params`. */
+/** The statement snapshotCounts runs (exported for the test that checks its plan). */
+export function snapshotCountsStatement(viewer: Viewer, environmentIds: readonly string[], filter: SimpleSnapshotFilter | null | undefined): { sql: string; params: unknown[] } {
+  const params: unknown[] = [[...environmentIds], viewer.organizationId];
+  const sql = `SELECT s."environmentId", count(*)::int AS n FROM snapshots s
+     WHERE s."environmentId" = ANY($1::text[]) AND s."organizationId" = $2 AND ${conditions(viewer, filter, params)}
+     GROUP BY s."environmentId"`;
+  return { sql, params };
+}
+
+/**
+ * The SQL conditions on `snapshots s` of the viewer's projects and `filter`, their values appended
+ * to `params`. Statuses and kinds are compared as the columns' enum types: compared as text
+ * (`status::text = ANY(…)`), PostgreSQL has no statistics for the expression and estimated one
+ * row where the bench's environment page counts 18,560, then sorted them all for a GroupAggregate
+ * (47 ms against 20 ms at load ~35).
+ */
 function conditions(viewer: Viewer, filter: SimpleSnapshotFilter | null | undefined, params: unknown[]): string {
   const cond: string[] = [];
   const param = (v: unknown) => (params.push(v), `$${params.length}`);
   if (viewer.projectIds) cond.push(`s."projectId" = ANY(${param([...viewer.projectIds])}::text[])`);
-  if (filter?.statuses?.length) cond.push(`s.status::text = ANY(${param([...filter.statuses])}::text[])`);
+  if (filter?.statuses?.length) cond.push(`s.status = ANY(${param([...filter.statuses])}::"SnapshotStatus"[])`);
   else cond.push(`s.status <> 'DELETED'`);
-  if (filter?.kinds?.length) cond.push(`s.kind::text = ANY(${param([...filter.kinds])}::text[])`);
+  if (filter?.kinds?.length) cond.push(`s.kind = ANY(${param([...filter.kinds])}::"SnapshotKind"[])`);
   if (filter?.pinned != null) cond.push(`s.pinned = ${param(filter.pinned)}`);
   if (filter?.createdAfter) cond.push(`s."createdAt" >= ${param(filter.createdAfter)}`);
   if (filter?.createdBefore) cond.push(`s."createdAt" < ${param(filter.createdBefore)}`);
