@@ -14,11 +14,12 @@ import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
 import pg from 'pg';
 import { systemPgBinaries, type PgBinaries } from '../db/pg-binaries.ts';
 import { freePort, pgRunAs, processAlive } from '../db/pg-server.ts';
-import { AbortedError, SourceError } from './errors.ts';
+import { startTool } from './child.ts';
+import { AbortedError, PgToolError, SourceError } from './errors.ts';
+import { restoreInput, runRestore, type DumpSource } from './restore-common.ts';
 import { restoreSuffix } from './names.ts';
 import { lastSegmentOnPath, parseSegment } from './pitr-layout.ts';
 import { HISTORY_NAME } from './wal.ts';
@@ -68,30 +69,22 @@ export async function listPitrWorkDirs(home: string): Promise<string[]> {
   return names.filter((n) => n.startsWith(PITR_WORK_PREFIX)).map((n) => n.slice(PITR_WORK_PREFIX.length));
 }
 
-/** Extracts a tar stream (base.tar) into `dir`. */
-export function extractTar(tar: Readable, dir: string, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('tar', ['-x', '-C', dir], { stdio: ['pipe', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const onAbort = () => child.kill('SIGKILL');
-    signal?.addEventListener('abort', onAbort, { once: true });
-    let failed: Error | null = null;
-    tar.on('error', (err) => {
-      failed = err;
-      child.kill('SIGKILL');
-    });
-    child.stdin.on('error', () => {});
-    tar.pipe(child.stdin);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      signal?.removeEventListener('abort', onAbort);
-      if (signal?.aborted) return reject(new AbortedError({ cause: signal.reason }));
-      if (failed) return reject(failed);
-      if (code !== 0) return reject(new SourceError('BASE_BACKUP_EXTRACT_FAILED', `extracting the base backup failed: ${stderr.trim()}`));
-      resolve();
-    });
-  });
+/**
+ * Extracts a tar (base.tar) into `dir`: a stream, or content that writes itself into tar's stdin
+ * from a codec thread (the engine's contentWriter), so that none of the base backup's bytes pass
+ * through this thread, which the WAL fetch and the job share meanwhile. Rejects with the
+ * content's own error when reading it failed, else BASE_BACKUP_EXTRACT_FAILED when tar did.
+ */
+export async function extractTar(tar: DumpSource, dir: string, signal?: AbortSignal): Promise<void> {
+  const input = await restoreInput(tar);
+  const tool = startTool('tar', ['-x', '-C', dir], { env: process.env, stdin: input.stdin, stdout: 'ignore' });
+  try {
+    await runRestore(tool, input, signal);
+  } catch (err) {
+    if (err instanceof SourceError && err.code === 'DUMP_STREAM_FAILED') throw err.cause;
+    if (err instanceof PgToolError) throw new SourceError('BASE_BACKUP_EXTRACT_FAILED', `extracting the base backup failed: ${err.message}`, { cause: err });
+    throw err;
+  }
 }
 
 /**
