@@ -255,19 +255,34 @@ export async function recoverInstance(
     try {
       await pgCtl(['start', '-D', dirs.data, '-w', '-t', '600', '-l', log, '-o', `-p ${port} -c listen_addresses='' -c unix_socket_directories='${dirs.socket}'`], opts.signal);
       const pid = Number((await fs.readFile(path.join(dirs.data, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0]);
-      for (;;) {
-        if (opts.signal?.aborted) throw new AbortedError({ cause: opts.signal.reason });
-        const state = await withAnyRole(dirs, url, async (c) =>
-          (await c.query<{ r: boolean; p: string | null }>('SELECT pg_is_in_recovery() AS r, CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() END AS p')).rows[0],
-        ).catch(() => null);
-        if (state && !state.r) return 'ready';
-        if (state?.p === 'paused' && mode === 'pause') {
-          // The pause at the target logs this before it pauses; a pause for a setting the source
-          // raised (insufficient parameter settings) does not.
-          return (await logSince(logFrom)).includes('pausing at the end of recovery') ? 'ready' : 'early';
+      // One connection for the whole wait, once one is let in (hot standby: as soon as the replay
+      // is consistent): a new backend every 50 ms took a share of the CPU the replay needs.
+      let c: pg.Client | null = null;
+      try {
+        for (;;) {
+          if (opts.signal?.aborted) throw new AbortedError({ cause: opts.signal.reason });
+          c ??= await connectAnyRole(dirs, url).catch(() => null);
+          const state = c
+            ? await c.query<{ r: boolean; p: string | null }>('SELECT pg_is_in_recovery() AS r, CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() END AS p').then(
+                (r) => r.rows[0],
+                () => {
+                  void c?.end().catch(() => undefined);
+                  c = null;
+                  return null;
+                },
+              )
+            : null;
+          if (state && !state.r) return 'ready';
+          if (state?.p === 'paused' && mode === 'pause') {
+            // The pause at the target logs this before it pauses; a pause for a setting the source
+            // raised (insufficient parameter settings) does not.
+            return (await logSince(logFrom)).includes('pausing at the end of recovery') ? 'ready' : 'early';
+          }
+          if (!(pid > 0 && processAlive(pid))) throw new Error('the recovery instance stopped');
+          await new Promise((r) => setTimeout(r, 50));
         }
-        if (!(pid > 0 && processAlive(pid))) throw new Error('the recovery instance stopped');
-        await new Promise((r) => setTimeout(r, 50));
+      } finally {
+        await (c as pg.Client | null)?.end().catch(() => undefined);
       }
     } catch (err) {
       if (opts.signal?.aborted) throw err;
@@ -367,20 +382,25 @@ async function currentSegment(dirs: ReturnType<typeof pitrWorkDir>, url: Recover
  * trying the usual names (the OS user's name is what a socket connection defaults to).
  */
 async function withAnyRole<T>(dirs: ReturnType<typeof pitrWorkDir>, url: RecoveredInstance['url'], fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = await connectAnyRole(dirs, url);
+  try {
+    return await fn(c);
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
+/** A connection to the instance as its bootstrap superuser (see withAnyRole); the caller ends it. */
+async function connectAnyRole(dirs: ReturnType<typeof pitrWorkDir>, url: RecoveredInstance['url']): Promise<pg.Client> {
   let lastError: unknown;
   for (const user of ['postgres', process.env.USER ?? 'root']) {
     const c = new pg.Client({ connectionString: url('template1', user) });
     c.on('error', () => {});
     try {
       await c.connect();
+      return c;
     } catch (err) {
       lastError = err;
-      continue;
-    }
-    try {
-      return await fn(c);
-    } finally {
-      await c.end().catch(() => undefined);
     }
   }
   throw new SourceError(RECOVERY_FAILED, `could not connect to the recovered instance in ${dirs.root}`, { cause: lastError });
