@@ -3,7 +3,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { ConflictError, ErrorCode, ValidationError } from '../domain/errors.ts';
 import { parseInput } from '../domain/validation.ts';
-import { CodecPool, defaultCodecThreads, fileStream, findSnapshot, resolvePath, restore as restoreFiles } from '../engine/api.ts';
+import { CodecPool, contentWriter, defaultCodecThreads, findSnapshot, resolvePath, restore as restoreFiles } from '../engine/api.ts';
 import { publishInTransaction } from '../events/bus.ts';
 import { prepareDirectory, type PreparedDirectory } from '../sources/files.ts';
 import { walPath } from '../sources/pitr-layout.ts';
@@ -192,8 +192,8 @@ interface ArchiveFetch {
 function fetchArchive(opened: OpenedRepository, sysid: string, plan: RecoveryPlan, dirs: ReturnType<typeof pitrWorkDir>, signal: AbortSignal): ArchiveFetch {
   const repo = opened.repo;
   const toFetch = walFilesToFetch(plan);
-  // The base's blobs are decoded on this thread, the WAL's in the pool's threads. The first
-  // failure stops the other part and a replay waiting for WAL.
+  // The base's blobs are decoded and written into tar by a codec thread of its own, the WAL's in
+  // the pool's threads. The first failure stops the other part and a replay waiting for WAL.
   const both = new AbortController();
   const stop = () => both.abort(signal.reason);
   signal.addEventListener('abort', stop, { once: true });
@@ -207,7 +207,7 @@ function fetchArchive(opened: OpenedRepository, sysid: string, plan: RecoveryPla
   const base = failFast((async () => {
     const sn = await findSnapshot(repo, plan.base.snapshotId, undefined, both.signal);
     const tar = await resolvePath(repo, sn, baseTarPath(sysid), both.signal);
-    await extractTar(fileStream(repo, tar, both.signal), dirs.data, both.signal);
+    await extractTar(contentWriter(repo, tar, { signal: both.signal }), dirs.data, both.signal);
   })());
   const wal = failFast((async () => {
     // One pool for every WAL snapshot: starting threads per snapshot took most of the fetch.

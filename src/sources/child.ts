@@ -75,3 +75,16 @@ export function startTool(
     },
   };
 }
+
+/**
+ * Kills `tools` when `signal` aborts (at once when it already has); returns the remover, to call
+ * once the tools are done with, so a long-lived job signal does not keep them listed.
+ */
+export function killOnAbort(signal: AbortSignal | undefined, tools: readonly Tool[]): () => void {
+  if (!signal) return () => {};
+  const onAbort = () => tools.forEach((t) => t.kill());
+  signal.addEventListener('abort', onAbort, { once: true });
+  // Aborted before we listened: the listener above will never fire.
+  if (signal.aborted) onAbort();
+  return () => signal.removeEventListener('abort', onAbort);
+}

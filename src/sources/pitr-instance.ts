@@ -12,12 +12,14 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
 import pg from 'pg';
 import { systemPgBinaries, type PgBinaries } from '../db/pg-binaries.ts';
 import { freePort, pgRunAs, processAlive } from '../db/pg-server.ts';
-import { AbortedError, SourceError } from './errors.ts';
+import { startTool } from './child.ts';
+import { AbortedError, PgToolError, SourceError } from './errors.ts';
+import { restoreInput, runRestore, type DumpSource } from './restore-common.ts';
 import { restoreSuffix } from './names.ts';
 import { lastSegmentOnPath, parseSegment } from './pitr-layout.ts';
 import { HISTORY_NAME } from './wal.ts';
@@ -90,30 +92,22 @@ export async function listPitrWorkDirs(home: string): Promise<string[]> {
   return names.filter((n) => n.startsWith(PITR_WORK_PREFIX)).map((n) => n.slice(PITR_WORK_PREFIX.length));
 }
 
-/** Extracts a tar stream (base.tar) into `dir`. */
-export function extractTar(tar: Readable, dir: string, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('tar', ['-x', '-C', dir], { stdio: ['pipe', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const onAbort = () => child.kill('SIGKILL');
-    signal?.addEventListener('abort', onAbort, { once: true });
-    let failed: Error | null = null;
-    tar.on('error', (err) => {
-      failed = err;
-      child.kill('SIGKILL');
-    });
-    child.stdin.on('error', () => {});
-    tar.pipe(child.stdin);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      signal?.removeEventListener('abort', onAbort);
-      if (signal?.aborted) return reject(new AbortedError({ cause: signal.reason }));
-      if (failed) return reject(failed);
-      if (code !== 0) return reject(new SourceError('BASE_BACKUP_EXTRACT_FAILED', `extracting the base backup failed: ${stderr.trim()}`));
-      resolve();
-    });
-  });
+/**
+ * Extracts a tar (base.tar) into `dir`: a stream, or content that writes itself into tar's stdin
+ * from a codec thread (the engine's contentWriter), so that none of the base backup's bytes pass
+ * through this thread, which the WAL fetch and the job share meanwhile. Rejects with the
+ * content's own error when reading it failed, else BASE_BACKUP_EXTRACT_FAILED when tar did.
+ */
+export async function extractTar(tar: DumpSource, dir: string, signal?: AbortSignal): Promise<void> {
+  const input = await restoreInput(tar);
+  const tool = startTool('tar', ['-x', '-C', dir], { env: process.env, stdin: input.stdin, stdout: 'ignore' });
+  try {
+    await runRestore(tool, input, signal);
+  } catch (err) {
+    if (err instanceof SourceError && err.code === 'DUMP_STREAM_FAILED') throw err.cause;
+    if (err instanceof PgToolError) throw new SourceError('BASE_BACKUP_EXTRACT_FAILED', `extracting the base backup failed: ${err.message}`, { cause: err });
+    throw err;
+  }
 }
 
 /**
@@ -163,12 +157,19 @@ function restoreScript(root: string): string {
     `  if [ -e "$root/${WAL_FAILED}" ] || [ ! -d "$root/wal" ]; then exit 126; fi`,
     '  sleep 0.05',
     'done',
-    'cp "$root/wal/$1" "$2" || exit 126',
+    // A hard link, not a copy: the startup process waits for this script, and copying 16 MiB per
+    // segment was on the replay's path. Recovery only reads the file and renames it into pg_wal;
+    // wal/ keeps its name for a later start. Only a promoted instance, which no start follows,
+    // may recycle (overwrite) segments.
+    'ln "$root/wal/$1" "$2" 2>/dev/null || cp "$root/wal/$1" "$2" || exit 126',
     '',
   ].join('\n');
 }
 
-/** A recovered, promoted instance. */
+/**
+ * A recovered instance: paused at the target in hot standby (read-only, which is all pg_dump
+ * needs), or promoted (recovered to the end of the archive, or where hot standby was not to be had).
+ */
 export interface RecoveredInstance {
   /** A URL of `database` on the instance, as `user` (through its socket, no password). */
   url(database: string, user: string): string;
@@ -176,6 +177,8 @@ export interface RecoveredInstance {
   endedAt: string;
   /** Recovered to the end of the archive: nothing was committed between the last archived transaction and the target. */
   toEndOfArchive: boolean;
+  /** Paused at the target in hot standby rather than promoted. */
+  paused: boolean;
   /** Stops it (immediate: nothing in it is kept) and waits until it has exited. */
   stop(): Promise<void>;
 }
@@ -183,10 +186,20 @@ export interface RecoveredInstance {
 const RECOVERY_FAILED = 'PITR_RECOVERY_FAILED';
 
 /**
+ * How a start recovers: `pause` at the target in hot standby, `promote` at the target, or `to-end`
+ * of the archive (no target) and promote.
+ */
+type RecoveryMode = 'pause' | 'promote' | 'to-end';
+
+/**
  * Recovers the base backup in `dirs.data` to `targetTime` with the WAL files named `wal` (their
  * names as recovery reads them, recoveryWalName), which the caller places into `dirs.wal`
- * (placeWal) before or while the replay runs: each is waited for when the replay reaches it. Then
- * it promotes the instance. When the archive ends before a transaction later than the target (nothing was
+ * (placeWal) before or while the replay runs: each is waited for when the replay reaches it.
+ * It pauses there in hot standby: promoting would first write an end-of-recovery checkpoint (every
+ * page the replay dirtied) and switch timelines, which a read-only pg_dump has no use for. Hot
+ * standby needs the settings the source had (hotStandbySettings); where they cannot be read, or
+ * the replay pauses before its target because the source raised one later, it recovers again and
+ * promotes. When the archive ends before a transaction later than the target (nothing was
  * committed between the last archived one and the target, which the caller checked the archive
  * covers), PostgreSQL refuses to stop short of its target; the state it reached is then the state
  * at the target, so it recovers again without one, and checks that it did replay every archived
@@ -203,16 +216,19 @@ export async function recoverInstance(
   await fs.writeFile(path.join(dirs.root, WAL_EXPECTED), opts.wal.map((n) => `${recoveryWalName(n)}\n`).join(''));
   const script = path.join(dirs.root, 'restore-wal.sh');
   await fs.writeFile(script, restoreScript(dirs.root), { mode: 0o755 });
+  const env = { ...process.env, ...binaries.env, LC_MESSAGES: 'C' };
+  const standby = await hotStandbySettings(binaries, dirs.data, env);
   const quoted = (s: string) => s.replace(/'/g, "''");
-  const settings = (withTarget: boolean) =>
+  const settings = (mode: RecoveryMode) =>
     [
       '',
       '# Backplane: recovery to a point in time',
       `restore_command = '"${quoted(script)}" "%f" "%p"'`,
-      withTarget ? `recovery_target_time = '${targetTime.toISOString().replace('T', ' ').replace('Z', '+00')}'` : '',
-      `recovery_target_action = 'promote'`,
-      // No hot standby: nothing (max_connections...) has to match the source's settings.
-      'hot_standby = off',
+      mode === 'to-end' ? '' : `recovery_target_time = '${targetTime.toISOString().replace('T', ' ').replace('Z', '+00')}'`,
+      ...(mode === 'pause' && standby
+        ? ["recovery_target_action = 'pause'", 'hot_standby = on', ...Object.entries(standby).map(([k, v]) => `${k} = ${v}`)]
+        : // No hot standby: nothing (max_connections...) has to match the source's settings.
+          ["recovery_target_action = 'promote'", 'hot_standby = off']),
       // The source's own archiving must not run here.
       "archive_mode = 'off'",
       // A one-off instance, dumped and then removed with its folder: nothing in it has to survive
@@ -225,15 +241,21 @@ export async function recoverInstance(
       "checkpoint_timeout = '1d'",
       "max_wal_size = '100GB'",
       'autovacuum = off',
+      // Replay and then pg_dump go through the buffer cache: with the default 128 MB a database
+      // larger than that has its pages written out and read back again while the replay runs.
+      `shared_buffers = '${recoverySharedBuffersMiB()}MB'`,
       '',
     ].join('\n');
   const autoConf = path.join(dirs.data, 'postgresql.auto.conf');
   const original = await fs.readFile(autoConf, 'utf8').catch(() => '');
-  await fs.writeFile(autoConf, original + settings(true));
-  await fs.writeFile(path.join(dirs.data, 'recovery.signal'), '');
+  const configure = async (mode: RecoveryMode) => {
+    await fs.writeFile(autoConf, original + settings(mode));
+    await fs.writeFile(path.join(dirs.data, 'recovery.signal'), '');
+  };
   await fs.writeFile(path.join(dirs.data, 'pg_hba.conf'), 'local all all trust\n');
   // Files of a base backup that would stop the start or confuse it.
   for (const f of ['postmaster.pid', 'postmaster.opts']) await fs.rm(path.join(dirs.data, f), { force: true });
+  await configure(standby ? 'pause' : 'promote');
 
   const runAs = await pgRunAs();
   if (runAs.uid !== undefined) {
@@ -243,23 +265,57 @@ export async function recoverInstance(
   }
   await fs.chmod(dirs.data, 0o700);
   const port = await freePort();
-  const env = { ...process.env, ...binaries.env, LC_MESSAGES: 'C' };
   const pgCtl = (args: string[], signal: AbortSignal | undefined) => runTool(path.join(binaries.binDir, 'pg_ctl'), args, env, runAs, signal);
   const log = path.join(dirs.root, 'server.log');
   const url = (database: string, user: string) =>
     // The socket folder as the host, percent-encoded: libpq's and node-pg's spelling of a socket.
     `postgresql://${encodeURIComponent(user)}@${encodeURIComponent(dirs.socket)}:${port}/${encodeURIComponent(database)}`;
-  // With hot standby off, pg_ctl -w returns once recovery starts; the instance is ours when it
-  // accepts connections and is promoted, and a recovery that fails ends the postmaster.
-  const start = async () => {
-    await pgCtl(['start', '-D', dirs.data, '-w', '-t', '600', '-l', log, '-o', `-p ${port} -c listen_addresses='' -c unix_socket_directories='${dirs.socket}'`], opts.signal);
-    const pid = Number((await fs.readFile(path.join(dirs.data, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0]);
-    for (;;) {
-      if (opts.signal?.aborted) throw new AbortedError({ cause: opts.signal.reason });
-      const promoted = await withAnyRole(dirs, url, async (c) => (await c.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0].r === false).catch(() => false);
-      if (promoted) return;
-      if (!(pid > 0 && processAlive(pid))) throw new Error('the recovery instance stopped');
-      await new Promise((r) => setTimeout(r, 200));
+  const logSince = async (offset: number) => (await fs.readFile(log).catch(() => Buffer.alloc(0))).subarray(offset).toString('utf8');
+  // pg_ctl -w returns once recovery starts (hot standby off) or the instance is consistent (on);
+  // the instance is ours when it is promoted, or paused at its target; a recovery that fails
+  // ends the postmaster. 'early' is a pause before the target (see recoverInstance).
+  const start = async (mode: RecoveryMode): Promise<'ready' | 'early' | 'end-of-archive'> => {
+    const logFrom = (await fs.stat(log).catch(() => null))?.size ?? 0;
+    try {
+      await pgCtl(['start', '-D', dirs.data, '-w', '-t', '600', '-l', log, '-o', `-p ${port} -c listen_addresses='' -c unix_socket_directories='${dirs.socket}'`], opts.signal);
+      const pid = Number((await fs.readFile(path.join(dirs.data, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0]);
+      // One connection for the whole wait, once one is let in (hot standby: as soon as the replay
+      // is consistent): a new backend every 50 ms took a share of the CPU the replay needs.
+      let c: pg.Client | null = null;
+      try {
+        for (;;) {
+          if (opts.signal?.aborted) throw new AbortedError({ cause: opts.signal.reason });
+          c ??= await connectAnyRole(dirs, url).catch(() => null);
+          const state = c
+            ? await c.query<{ r: boolean; p: string | null }>('SELECT pg_is_in_recovery() AS r, CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() END AS p').then(
+                (r) => r.rows[0],
+                () => {
+                  void c?.end().catch(() => undefined);
+                  c = null;
+                  return null;
+                },
+              )
+            : null;
+          if (state && !state.r) return 'ready';
+          if (state?.p === 'paused' && mode === 'pause') {
+            // The pause at the target logs this before it pauses; a pause for a setting the source
+            // raised (insufficient parameter settings) does not.
+            return (await logSince(logFrom)).includes('pausing at the end of recovery') ? 'ready' : 'early';
+          }
+          if (!(pid > 0 && processAlive(pid))) throw new Error('the recovery instance stopped');
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      } finally {
+        await (c as pg.Client | null)?.end().catch(() => undefined);
+      }
+    } catch (err) {
+      if (opts.signal?.aborted) throw err;
+      const text = await logSince(logFrom);
+      if (mode !== 'to-end' && text.includes('recovery ended before configured recovery target was reached')) return 'end-of-archive';
+      // The source raised a setting hot standby checks before this replay was consistent: that
+      // ends the instance rather than pausing it.
+      if (mode === 'pause' && text.includes('insufficient parameter settings')) return 'early';
+      throw new SourceError(RECOVERY_FAILED, `recovery failed: ${lastLines(text, 6)}`, { cause: err });
     }
   };
   const stop = async () => {
@@ -270,43 +326,75 @@ export async function recoverInstance(
     // bits pg_dump set on every page it read) would be work thrown away.
     await pgCtl(['stop', '-D', dirs.data, '-m', 'immediate', '-w', '-t', '120'], undefined).catch(() => undefined);
   };
-  let toEndOfArchive = false;
+  let mode: RecoveryMode = standby ? 'pause' : 'promote';
   try {
-    try {
-      await start();
-    } catch (err) {
-      if (opts.signal?.aborted) throw err;
-      const text = await fs.readFile(log, 'utf8').catch(() => '');
-      if (!text.includes('recovery ended before configured recovery target was reached')) {
-        throw new SourceError(RECOVERY_FAILED, `recovery failed: ${lastLines(text, 6)}`, { cause: err });
-      }
-      toEndOfArchive = true;
-      await fs.writeFile(autoConf, original + settings(false));
-      await fs.writeFile(path.join(dirs.data, 'recovery.signal'), '');
-      try {
-        await start();
-      } catch (again) {
-        if (opts.signal?.aborted) throw again;
-        throw new SourceError(RECOVERY_FAILED, `recovery failed: ${lastLines(await fs.readFile(log, 'utf8').catch(() => ''), 6)}`, { cause: again });
-      }
+    let outcome = await start(mode);
+    if (outcome === 'early') {
+      await stop();
+      mode = 'promote';
+      await configure(mode);
+      outcome = await start(mode);
+    }
+    if (outcome === 'end-of-archive') {
+      mode = 'to-end';
+      await configure(mode);
+      await start(mode);
       const histories = new Map<number, string>();
       for (const n of (await fs.readdir(dirs.wal)).filter((f) => HISTORY_NAME.test(f))) histories.set(parseInt(n.slice(0, 8), 16), await fs.readFile(path.join(dirs.wal, n), 'utf8'));
       const lastArchived = lastSegmentOnPath(segments, histories);
-      const reached = await currentSegment(url('postgres', 'postgres'), dirs, url);
+      const reached = await currentSegment(dirs, url);
       if (reached < lastArchived) {
         throw new SourceError(RECOVERY_FAILED, 'recovery stopped before the end of the archived WAL: a segment in the middle is missing or damaged');
       }
     }
-    const endedAt = await withAnyRole(dirs, url, async (c) => (await c.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0].lsn);
-    return { url, endedAt, toEndOfArchive, stop };
+    const endedAt = await withAnyRole(dirs, url, async (c) =>
+      (await c.query<{ lsn: string }>('SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS lsn')).rows[0].lsn,
+    );
+    return { url, endedAt, toEndOfArchive: mode === 'to-end', paused: mode === 'pause', stop };
   } catch (err) {
     await stop();
     throw err;
   }
 }
 
+/**
+ * The settings hot standby needs at least as high as the source had them, from the base backup's
+ * control file (pg_controldata); null where they cannot be read (no pg_controldata beside pg_ctl).
+ */
+async function hotStandbySettings(binaries: PgBinaries, dataDir: string, env: NodeJS.ProcessEnv): Promise<Record<string, number> | null> {
+  const tool = path.join(binaries.binDir, 'pg_controldata');
+  if (!existsSync(tool)) return null;
+  const text = await new Promise<string | null>((resolve) => {
+    const child = spawn(tool, ['-D', dataDir], { env, stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('error', () => resolve(null));
+    child.on('close', (code) => resolve(code === 0 ? out : null));
+  });
+  if (text === null) return null;
+  const names: Record<string, string> = {
+    max_connections: 'max_connections',
+    max_worker_processes: 'max_worker_processes',
+    max_wal_senders: 'max_wal_senders',
+    max_prepared_xacts: 'max_prepared_transactions',
+    max_locks_per_xact: 'max_locks_per_transaction',
+  };
+  const settings: Record<string, number> = {};
+  for (const [label, setting] of Object.entries(names)) {
+    const m = new RegExp(`^${label} setting:\\s+(\\d+)$`, 'm').exec(text);
+    if (!m) return null;
+    settings[setting] = Number(m[1]);
+  }
+  return settings;
+}
+
+/** The recovery instance's shared_buffers: an eighth of the machine's memory, from 128 MB (PostgreSQL's default) to 1 GB. */
+function recoverySharedBuffersMiB(): number {
+  return Math.max(128, Math.min(1024, Math.floor(os.totalmem() / 8 / 2 ** 20)));
+}
+
 /** Segment number the promoted instance writes in now: where its replay ended. */
-async function currentSegment(_u: string, dirs: ReturnType<typeof pitrWorkDir>, url: RecoveredInstance['url']): Promise<number> {
+async function currentSegment(dirs: ReturnType<typeof pitrWorkDir>, url: RecoveredInstance['url']): Promise<number> {
   return withAnyRole(dirs, url, async (c) => {
     const name = (await c.query<{ f: string }>('SELECT pg_walfile_name(pg_current_wal_lsn()) AS f')).rows[0].f;
     return parseSegment(name)!.number;
@@ -318,20 +406,25 @@ async function currentSegment(_u: string, dirs: ReturnType<typeof pitrWorkDir>, 
  * trying the usual names (the OS user's name is what a socket connection defaults to).
  */
 async function withAnyRole<T>(dirs: ReturnType<typeof pitrWorkDir>, url: RecoveredInstance['url'], fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = await connectAnyRole(dirs, url);
+  try {
+    return await fn(c);
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
+/** A connection to the instance as its bootstrap superuser (see withAnyRole); the caller ends it. */
+async function connectAnyRole(dirs: ReturnType<typeof pitrWorkDir>, url: RecoveredInstance['url']): Promise<pg.Client> {
   let lastError: unknown;
   for (const user of ['postgres', process.env.USER ?? 'root']) {
     const c = new pg.Client({ connectionString: url('template1', user) });
     c.on('error', () => {});
     try {
       await c.connect();
+      return c;
     } catch (err) {
       lastError = err;
-      continue;
-    }
-    try {
-      return await fn(c);
-    } finally {
-      await c.end().catch(() => undefined);
     }
   }
   throw new SourceError(RECOVERY_FAILED, `could not connect to the recovered instance in ${dirs.root}`, { cause: lastError });

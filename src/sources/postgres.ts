@@ -14,7 +14,7 @@
 import type { Readable } from 'node:stream';
 import { PassThrough } from 'node:stream';
 import { closeSync } from 'node:fs';
-import { startTool, type Tool } from './child.ts';
+import { killOnAbort, startTool, type Tool } from './child.ts';
 import { pgTarget, toolEnv } from './connection.ts';
 import { AbortedError, SourceError } from './errors.ts';
 import { withAdmin, withClient } from './pg-admin.ts';
@@ -66,8 +66,7 @@ export function startDump(databaseUrl: string, opts: { signal?: AbortSignal } = 
   let settled = false;
   let consumerClosed = false;
 
-  const onAbort = () => tool.kill();
-  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  const stopKilling = killOnAbort(opts.signal, [tool]);
   stdout.pipe(stream, { end: false });
   stream.once('close', () => {
     if (settled) return;
@@ -96,7 +95,7 @@ export function startDump(databaseUrl: string, opts: { signal?: AbortSignal } = 
       stream.destroy(stream.listenerCount('error') > 0 ? (err as Error) : undefined);
       throw err;
     } finally {
-      opts.signal?.removeEventListener('abort', onAbort);
+      stopKilling();
     }
   })();
   // The caller may only watch the stream; its failure must not become an unhandled rejection.
@@ -198,16 +197,14 @@ export async function startDumpToPipe(databaseUrl: string, opts: { signal?: Abor
  */
 function dumpInto(databaseUrl: string, fd: number, signal?: AbortSignal): { tool: Tool; done: Promise<void> } {
   const tool = startTool('pg_dump', DUMP_ARGS, { env: toolEnv(pgTarget(databaseUrl), { PGAPPNAME: 'backplane-dump' }), stdin: 'ignore', stdout: fd });
-  const onAbort = () => tool.kill();
-  signal?.addEventListener('abort', onAbort, { once: true });
-  if (signal?.aborted) tool.kill();
+  const stopKilling = killOnAbort(signal, [tool]);
   const done = (async () => {
     try {
       const exit = await tool.exited;
       const failure = signal?.aborted ? new AbortedError({ cause: signal.reason }) : tool.failure(exit);
       if (failure) throw failure;
     } finally {
-      signal?.removeEventListener('abort', onAbort);
+      stopKilling();
     }
   })();
   done.catch(() => {});

@@ -5,7 +5,7 @@
 import { closeSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import type { ContentWriter } from '../engine/api.ts';
-import type { Tool } from './child.ts';
+import { killOnAbort, type Tool } from './child.ts';
 import { AbortedError, SourceError } from './errors.ts';
 import { openPipe } from './pipe.ts';
 
@@ -211,17 +211,16 @@ export async function runRestore(
   extraTools: Tool[] = [],
 ): Promise<void> {
   const all = [tool, ...extraTools];
-  const onAbort = () => all.forEach((t) => t.kill());
-  signal?.addEventListener('abort', onAbort, { once: true });
-  // Aborted while the temp database was being made: the listener above will never fire.
-  if (signal?.aborted) onAbort();
+  const killAll = () => all.forEach((t) => t.kill());
+  // Aborted while the temp database was being made: killOnAbort kills at once.
+  const stopKilling = killOnAbort(signal, all);
   try {
     const fed = dump.feed(tool.child.stdin);
     let dumpError: Error | null = null;
     void fed.then((err) => {
       if (err) {
         dumpError = err;
-        all.forEach((t) => t.kill());
+        killAll();
       }
     });
     const exit = await tool.exited;
@@ -234,11 +233,11 @@ export async function runRestore(
     if (dumpError) throw new SourceError('DUMP_STREAM_FAILED', `reading the dump failed: ${(dumpError as Error).message}`, { cause: dumpError });
     if (failure) throw failure;
   } catch (err) {
-    onAbort();
+    killAll();
     dump.discard();
     throw err;
   } finally {
-    signal?.removeEventListener('abort', onAbort);
+    stopKilling();
   }
 }
 

@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { startTool } from './child.ts';
+import { killOnAbort, startTool } from './child.ts';
 import { toolEnv, type PgTarget } from './connection.ts';
 import { AbortedError, SourceError } from './errors.ts';
 import { isSuperuser, withClient } from './pg-admin.ts';
@@ -65,12 +65,7 @@ export async function prepareInPlace(databaseUrl: string, target: PgTarget, dump
 
   // Past runRestore nothing else stops psql on abort, and psql may wait for a lock for as long
   // as the application holds it.
-  const onAbort = () => {
-    psql.kill();
-    restore.kill();
-  };
-  opts.signal?.addEventListener('abort', onAbort, { once: true });
-  if (opts.signal?.aborted) onAbort();
+  const stopKilling = killOnAbort(opts.signal, [psql, restore]);
   try {
     psqlIn.write('BEGIN;\n');
     restore.child.stdout!.pipe(psqlIn, { end: false });
@@ -96,7 +91,7 @@ export async function prepareInPlace(databaseUrl: string, target: PgTarget, dump
     if (err instanceof AbortedError || !psqlFailure) throw err;
     throw psqlFailure;
   } finally {
-    opts.signal?.removeEventListener('abort', onAbort);
+    stopKilling();
   }
 
   let state: 'prepared' | 'committed' | 'rolledBack' = 'prepared';

@@ -143,6 +143,16 @@ async function createTwin(c: pg.Client, info: TargetInfo, temp: string): Promise
   }
 }
 
+/**
+ * pg_restore's session settings (after the URL's own options): no commit waits for its WAL to
+ * reach the disk, since the temp database is dropped whatever a crash leaves of it, and the swap's
+ * commit, in a session of its own, flushes every WAL record before it; and enough memory that
+ * the index builds sort in memory (PostgreSQL's default of 64 MB spills a few million keys to disk).
+ */
+function restoreSessionOptions(target: PgTarget): string {
+  return [target.env.PGOPTIONS, '-c synchronous_commit=off', '-c maintenance_work_mem=256MB'].filter(Boolean).join(' ');
+}
+
 /** Prepares a SWAP restore (see PreparedDatabase); on failure the temp database is gone. */
 export async function prepareSwap(databaseUrl: string, target: PgTarget, dump: RestoreInput, opts: PrepareDatabaseOptions): Promise<PreparedDatabase> {
   const targetName = target.database;
@@ -181,7 +191,7 @@ export async function prepareSwap(databaseUrl: string, target: PgTarget, dump: R
             stdout: 'ignore',
           })
         : startTool('pg_restore', args, {
-            env: toolEnv(target, { PGDATABASE: temp, PGAPPNAME: 'backplane-restore' }),
+            env: toolEnv(target, { PGDATABASE: temp, PGAPPNAME: 'backplane-restore', PGOPTIONS: restoreSessionOptions(target) }),
             stdin: dump.stdin,
             stdout: 'ignore',
           });
