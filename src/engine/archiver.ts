@@ -104,6 +104,11 @@ export interface BackupOptions {
   onProgress?: (p: BackupProgress) => void;
   /** Codec threads, at least 1 (default: one per core, at most four). */
   codecThreads?: number;
+  /**
+   * The zstd level of this backup's data blobs (default ZSTD_LEVEL, 3), where the repository
+   * compresses (version 2). Any level reads back the same: restic too.
+   */
+  compressionLevel?: number;
   /** Take a shared repository lock for the duration (default true). */
   lock?: boolean;
   /**
@@ -895,6 +900,9 @@ async function scanSize(root: VEntry, pool: CodecPool): Promise<number | undefin
  */
 export async function backup(repo: Repository, sources: Record<string, BackupSource>, opts: BackupOptions = {}): Promise<BackupResult> {
   const root = buildVirtualRoot(sources);
+  if (opts.compressionLevel !== undefined && !(Number.isInteger(opts.compressionLevel) && opts.compressionLevel >= 1 && opts.compressionLevel <= 22)) {
+    throw new RangeError(`zstd level ${opts.compressionLevel}: 1 to 22`);
+  }
   const run = async (): Promise<BackupResult> => {
     const started = Date.now();
     const startedAt = (opts.clock ?? Date.now)();
@@ -912,7 +920,7 @@ export async function backup(repo: Repository, sources: Record<string, BackupSou
       parentTree = await repo.loadTree(parent.tree, opts.signal);
       parentRacyNs = racyLimitNs(Number(parseTime(parent.time) / 1_000_000n));
     }
-    const pool = new CodecPool(repo.key, opts.codecThreads ?? defaultCodecThreads(), repo.compression);
+    const pool = new CodecPool(repo.key, opts.codecThreads ?? defaultCodecThreads(), repo.compression && (opts.compressionLevel ?? true));
     const archiver = new Archiver(repo, pool, opts, time, parentRacyNs, caches);
     // Where every disk source has a files cache, its byte count stands in for walking the tree twice.
     const cachedTotal = cachedBytes(root, caches);

@@ -78,7 +78,8 @@ export declare class Scanner {
     encKey: Uint8Array,
     macK: Uint8Array,
     macR: Uint8Array,
-    compression: boolean,
+    /** false, true (ZSTD_LEVEL) or a zstd level. */
+    compression: boolean | number,
     alloc: (n: number) => { view: Uint8Array; off?: number; cost?: number },
   );
   scanBatch(job: ScanJob, emit: (m: ScanMessage, transfer?: ArrayBuffer[]) => void): void;

@@ -153,3 +153,23 @@ describe('forced cut points', () => {
     }
   });
 });
+
+describe('compression level', () => {
+  it('stores blobs at the zstd level asked for, and restic reads them', async () => {
+    const { repo } = await newRepo();
+    const files = await tempDir();
+    // Text with some repetition, as WAL or a dump holds: higher levels find more of it.
+    const words = seededBytes('words', 64 * 1024).toString('hex').match(/.{1,7}/g)!;
+    const text = Buffer.from(Array.from({ length: 60_000 }, (_, i) => `${i} ${words[(i * 7919) % words.length]} ${words[(i * 104_729) % 997]}\n`).join(''));
+    await writeFile(join(files, 'a.txt'), text);
+    const atDefault = await backup(repo, { '/a/a.txt': join(files, 'a.txt') });
+    const other = await newRepo();
+    const atNineteen = await backup(other.repo, { '/a/a.txt': join(files, 'a.txt') }, { compressionLevel: 19 });
+    expect(atNineteen.bytesAdded).toBeLessThan(atDefault.bytesAdded * 0.95);
+    await restic(other.dir, ['check', '--read-data']);
+    const target = await tempDir();
+    await restic(other.dir, ['restore', atNineteen.snapshotId, '--target', target]);
+    expect((await readFile(join(target, 'a', 'a.txt'))).equals(text)).toBe(true);
+    await expect(backup(repo, { '/a/a.txt': join(files, 'a.txt') }, { compressionLevel: 0 })).rejects.toThrow(RangeError);
+  });
+});
