@@ -11,7 +11,7 @@ import { dropSlot, ensureSlot, formatLsn, HISTORY_NAME, identifySystem, parseLsn
 import type { Deps } from './deps.ts';
 import { enqueueBaseBackup } from './pitr-base-backups.ts';
 import { applyPitrRetention } from './pitr-retention.ts';
-import { alertCluster, archiveIntervalMs, clusterContext, type ClusterContext } from './pitr-cluster.ts';
+import { alertCluster, archiveIntervalMs, clusterContext, PITR_ZSTD_LEVEL, type ClusterContext } from './pitr-cluster.ts';
 import { openRepository } from './repositories.ts';
 
 /**
@@ -52,11 +52,6 @@ export interface PitrSupervisorOptions {
 
 export const DEFAULT_SLOT_CAP_BYTES = 5n << 30n;
 export const DEFAULT_SLOT_WARN_BYTES = 1n << 30n;
-/**
- * zstd level of WAL blobs: 6 stores pgbench's WAL 17% smaller than the default 3 (as
- * pgBackRest's zst level 3 does) for about 0.1 s more CPU per 16 MiB segment; 9 is no smaller.
- */
-const WAL_ZSTD_LEVEL = 6;
 /** After a failed automatic base backup, the next one waits this long. */
 const BASE_BACKUP_RETRY_MS = 10 * 60_000;
 
@@ -332,7 +327,7 @@ class ClusterStreamer {
         try {
           // Stamped with the time the WAL in it reaches (the layout's WAL snapshot time), not the
           // upload's: the recovery side takes a snapshot's time as how far it can replay.
-          const r = await backup(opened.repo, sources, { tags: ['backplane', 'pitr-wal', `cluster:${cluster.systemIdentifier}`], time: coversUntil, signal: this.abort.signal, codecThreads: 1, compressionLevel: WAL_ZSTD_LEVEL });
+          const r = await backup(opened.repo, sources, { tags: ['backplane', 'pitr-wal', `cluster:${cluster.systemIdentifier}`], time: coversUntil, signal: this.abort.signal, codecThreads: 1, compressionLevel: PITR_ZSTD_LEVEL });
           const all = [...files, ...(sendPartial ? [partialCopy!.name] : [])];
           await this.deps.db.walUpload.create({
             data: {
