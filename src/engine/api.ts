@@ -42,6 +42,7 @@ export {
   type BackupResult,
   type BackupSource,
   type StreamSource,
+  type FileSource,
   type PipeSource,
 } from './archiver.ts';
 export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult } from './restorer.ts';

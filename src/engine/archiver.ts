@@ -54,8 +54,19 @@ export type StreamSource = ({ stream: Readable } | { pipe: PipeSource }) & {
   mtime?: Date;
 };
 
-/** What one virtual path holds: a path on disk, a stream, or a stream with metadata. */
-export type BackupSource = string | Readable | StreamSource;
+/**
+ * A file on disk chunked with forced cut points (ascending byte offsets, see cutChunks in
+ * chunker-core.mjs): a chunk ends at each of them whatever the content. For a file stored again
+ * as it grows, cut where its earlier copies ended: the chunks before those points are the same
+ * blobs again, and only what was appended since is new.
+ */
+export interface FileSource {
+  path: string;
+  cuts: readonly number[];
+}
+
+/** What one virtual path holds: a path on disk (a file with forced cuts), a stream, or a stream with metadata. */
+export type BackupSource = string | FileSource | Readable | StreamSource;
 
 /** Progress of a backup; reported whenever bytes or files advance. */
 export interface BackupProgress {
@@ -93,6 +104,11 @@ export interface BackupOptions {
   onProgress?: (p: BackupProgress) => void;
   /** Codec threads, at least 1 (default: one per core, at most four). */
   codecThreads?: number;
+  /**
+   * The zstd level of this backup's data blobs (default ZSTD_LEVEL, 3), where the repository
+   * compresses (version 2). Any level reads back the same: restic too.
+   */
+  compressionLevel?: number;
   /** Take a shared repository lock for the duration (default true). */
   lock?: boolean;
   /**
@@ -136,7 +152,7 @@ export class InvalidSourceError extends EngineError {
 
 type VEntry =
   | { kind: 'vdir'; children: Map<string, VEntry> }
-  | { kind: 'disk'; path: string }
+  | { kind: 'disk'; path: string; cuts?: readonly number[] }
   | { kind: 'stream'; src: StreamSource };
 
 function isReadable(x: unknown): x is Readable {
@@ -163,7 +179,13 @@ function buildVirtualRoot(sources: Record<string, BackupSource>): VEntry & { kin
     const name = parts[parts.length - 1];
     if (dir.children.has(name)) throw new InvalidSourceError(`virtual path ${vpath} is given twice or contains another source`);
     const entry: VEntry =
-      typeof src === 'string' ? { kind: 'disk', path: src } : isReadable(src) ? { kind: 'stream', src: { stream: src } } : { kind: 'stream', src };
+      typeof src === 'string'
+        ? { kind: 'disk', path: src }
+        : isReadable(src)
+          ? { kind: 'stream', src: { stream: src } }
+          : 'path' in src
+            ? { kind: 'disk', path: src.path, cuts: src.cuts }
+            : { kind: 'stream', src };
     dir.children.set(name, entry);
   }
   return root;
@@ -482,7 +504,7 @@ class Archiver {
     const cache = this.caches.get(childPath)?.read;
     // With a files cache, the parent's trees of this source are not needed at all.
     const sub = cache ? Promise.resolve(CachePrior.of(cache, childPath)) : undefined;
-    const node = await (await this.walkEntry(entry.path, name, outer, childPath, sub))();
+    const node = await (await this.walkEntry(entry.path, name, outer, childPath, sub, false, entry.cuts))();
     if (!node) throw new InvalidSourceError(`source ${entry.path} (for ${childPath}) does not exist`);
     return node;
   }
@@ -576,6 +598,8 @@ class Archiver {
     vpath: string,
     priorSub?: Promise<PriorDir | null>,
     knownDir = false,
+    /** Forced cut points, when the entry is a file (FileSource). */
+    cuts?: readonly number[],
   ): Promise<() => Promise<Node | null>> {
     this.check();
     // readdir's entry types say which entries are directories; anything else is statted here.
@@ -584,7 +608,7 @@ class Archiver {
       if (!st) return async () => null; // vanished since readdir
       if (!st.isDirectory()) {
         await this.takeScanSlot();
-        const scanned = this.scanFiles(dirname(path), [basename(path)], [prior?.file(name) ?? null], prior?.racyNs ?? 0n, [name], `${vpath.slice(0, -name.length)}`);
+        const scanned = this.scanFiles(dirname(path), [basename(path)], [prior?.file(name) ?? null], prior?.racyNs ?? 0n, [name], `${vpath.slice(0, -name.length)}`, cuts && [cuts]);
         scanned.catch(() => {}); // awaited by the caller's finish
         return async () => {
           const e = (await scanned)[0];
@@ -592,6 +616,7 @@ class Archiver {
         };
       }
     }
+    if (cuts) throw new InvalidSourceError(`${path} is a directory: cut points are for a file`);
     const sub = await (priorSub ?? prior?.subdir(name) ?? null);
     const walked = await this.walkDir(path, sub, vpath);
     if (walked === 'gone') return async () => null;
@@ -622,7 +647,15 @@ class Archiver {
    * last backup stored (parents; racyNs: see PriorDir) but whose blobs the index lacks is
    * scanned again without it.
    */
-  private async scanFiles(dir: string, names: string[], parents: (PriorFile | null)[], racyNs: bigint, nodeNames: string[], vdir: string): Promise<(Node | SameEntry | null)[]> {
+  private async scanFiles(
+    dir: string,
+    names: string[],
+    parents: (PriorFile | null)[],
+    racyNs: bigint,
+    nodeNames: string[],
+    vdir: string,
+    cuts?: (readonly number[] | null)[],
+  ): Promise<(Node | SameEntry | null)[]> {
     const nodes: (Node | SameEntry | null)[] = new Array(names.length).fill(null);
     const again: number[] = [];
     const asDir: number[] = [];
@@ -693,7 +726,7 @@ class Archiver {
         }
         nodes[i] = node;
       };
-      const job = { dir, names, parents: scanParents, sigs, racyNs, params: this.repo.chunkerParams, maxBytes: SCAN_BATCH_BYTES };
+      const job = { dir, names, parents: scanParents, sigs, racyNs, params: this.repo.chunkerParams, maxBytes: SCAN_BATCH_BYTES, cuts };
       await this.pool.scan(job, { onBlob, onEntry });
     } catch (err) {
       failure ??= err;
@@ -716,14 +749,14 @@ class Archiver {
     const rescans = await Promise.allSettled(
       groups.map(async (g) => {
         await this.takeScanSlot();
-        const redone = await this.scanFiles(dir, g.map((i) => names[i]), g.map((i) => parents[i]), racyNs, g.map((i) => nodeNames[i]), vdir);
+        const redone = await this.scanFiles(dir, g.map((i) => names[i]), g.map((i) => parents[i]), racyNs, g.map((i) => nodeNames[i]), vdir, cuts && g.map((i) => cuts[i]));
         g.forEach((i, k) => (nodes[i] = redone[k]));
       }),
     );
     for (const r of rescans) if (r.status === 'rejected') throw r.reason;
     if (again.length > 0) {
       await this.takeScanSlot();
-      const redone = await this.scanFiles(dir, again.map((i) => names[i]), again.map(() => null), 0n, again.map((i) => nodeNames[i]), vdir);
+      const redone = await this.scanFiles(dir, again.map((i) => names[i]), again.map(() => null), 0n, again.map((i) => nodeNames[i]), vdir, cuts && again.map((i) => cuts[i]));
       again.forEach((i, k) => (nodes[i] = redone[k]));
     }
     for (const i of asDir) nodes[i] = await this.saveDiskEntry(join(dir, names[i]), nodeNames[i], null, `${vdir}${nodeNames[i]}`);
@@ -882,6 +915,9 @@ async function scanSize(root: VEntry, pool: CodecPool): Promise<number | undefin
  */
 export async function backup(repo: Repository, sources: Record<string, BackupSource>, opts: BackupOptions = {}): Promise<BackupResult> {
   const root = buildVirtualRoot(sources);
+  if (opts.compressionLevel !== undefined && !(Number.isInteger(opts.compressionLevel) && opts.compressionLevel >= 1 && opts.compressionLevel <= 22)) {
+    throw new RangeError(`zstd level ${opts.compressionLevel}: 1 to 22`);
+  }
   const run = async (): Promise<BackupResult> => {
     const started = Date.now();
     const startedAt = (opts.clock ?? Date.now)();
@@ -899,7 +935,7 @@ export async function backup(repo: Repository, sources: Record<string, BackupSou
       parentTree = await repo.loadTree(parent.tree, opts.signal);
       parentRacyNs = racyLimitNs(Number(parseTime(parent.time) / 1_000_000n));
     }
-    const pool = new CodecPool(repo.key, opts.codecThreads ?? defaultCodecThreads(), repo.compression);
+    const pool = new CodecPool(repo.key, opts.codecThreads ?? defaultCodecThreads(), repo.compression && (opts.compressionLevel ?? true));
     const archiver = new Archiver(repo, pool, opts, time, parentRacyNs, caches);
     // Where every disk source has a files cache, its byte count stands in for walking the tree twice.
     const cachedTotal = cachedBytes(root, caches);

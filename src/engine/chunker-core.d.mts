@@ -20,4 +20,5 @@ export declare function cutChunks(
   params: { min: number; avg: number; max: number },
   onChunk: (chunk: Buffer) => void,
   beforeMove: () => void,
+  cuts?: readonly number[],
 ): number;

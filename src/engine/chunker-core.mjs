@@ -96,14 +96,21 @@ export function cutBufferSize(params) {
  * Infinity for a stream). onChunk(view) gets each chunk in order, a view into buf that stays
  * valid until beforeMove() is called, just before the bytes after the last chunk are moved to
  * the front. Returns the number of bytes read.
+ *
+ * `cuts` (optional, ascending byte offsets) are *forced cut points*: a chunk also ends at each,
+ * as if the input ended there, and the next one starts afresh. Each chunk then depends only on
+ * the bytes from its start up to the next forced cut, so a file that grows at its end (a WAL
+ * segment stored again and again while it fills) and is cut where its earlier copies ended
+ * yields their chunks again for every byte before that point: only its new tail is new.
  */
-export function cutChunks(buf, read, knownSize, params, onChunk, beforeMove) {
+export function cutChunks(buf, read, knownSize, params, onChunk, beforeMove, cuts) {
   const masks = masksFor(params.avg);
   const resume = { rel: -1, h: 0 };
   let filled = 0;
   let pos = 0;
   let size = 0;
   let eof = false;
+  let next = 0;
   for (;;) {
     // At least READ_AHEAD new bytes per pass (or up to the end), so a chunk takes few passes.
     const target = Math.min(buf.length, filled + READ_AHEAD);
@@ -116,7 +123,18 @@ export function cutChunks(buf, read, knownSize, params, onChunk, beforeMove) {
       if (n === 0 || (n < want && size >= knownSize)) eof = true;
     }
     for (;;) {
-      const cut = findCut(buf, pos, filled, params, masks, eof, resume);
+      let end = filled;
+      let last = eof;
+      if (cuts) {
+        // buf[0] is the input's byte (size - filled).
+        const base = size - filled;
+        while (next < cuts.length && cuts[next] <= base + pos) next++;
+        if (next < cuts.length && cuts[next] - base <= filled) {
+          end = cuts[next] - base;
+          last = true;
+        }
+      }
+      const cut = findCut(buf, pos, end, params, masks, last, resume);
       if (cut <= pos) break;
       onChunk(buf.subarray(pos, cut));
       pos = cut;

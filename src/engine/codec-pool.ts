@@ -323,13 +323,13 @@ export class CodecPool {
 
   /**
    * size: threads, at least 1. compression: false for version 1 repositories, which cannot
-   * hold compressed blobs. The threads start with the first job, so a backup with nothing new
+   * hold compressed blobs; true for zstd at ZSTD_LEVEL, or another zstd level. The threads start with the first job, so a backup with nothing new
    * to encode starts none.
    */
   constructor(
     private readonly key: Key,
     readonly size = defaultCodecThreads(),
-    private readonly compression = true,
+    private readonly compression: boolean | number = true,
     /** Each scanning thread's ring (tests make it small to exercise wrapping and waiting). */
     private readonly ringBytes = RING_BYTES,
     /** The threads' niceness; default the background work's (priority.ts) at start. */

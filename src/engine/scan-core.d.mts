@@ -36,6 +36,8 @@ export interface ScanJob {
   /** Files whose mtime or ctime is at or after this (ns since the epoch) are read even when they match their parent; absent, every file is read. */
   racyNs?: bigint;
   params: { min: number; avg: number; max: number };
+  /** Forced cut points (ascending byte offsets) per name, null where none: see cutChunks in chunker-core.mjs. */
+  cuts?: (readonly number[] | null)[];
   /** Bytes of files a batch reads at most; a file past them (not the first read) is reported `later`. */
   maxBytes?: number;
 }
@@ -76,7 +78,8 @@ export declare class Scanner {
     encKey: Uint8Array,
     macK: Uint8Array,
     macR: Uint8Array,
-    compression: boolean,
+    /** false, true (ZSTD_LEVEL) or a zstd level. */
+    compression: boolean | number,
     alloc: (n: number) => { view: Uint8Array; off?: number; cost?: number },
   );
   scanBatch(job: ScanJob, emit: (m: ScanMessage, transfer?: ArrayBuffer[]) => void): void;

@@ -126,11 +126,11 @@ export class Scanner {
   }
 
   /**
-   * Processes one batch: `{ dir, names, parents, sigs?, racyNs, params }` where parents[i] is
-   * null or what the last backup recorded for names[i] ({ size, ino, dev, mtime, ctime }, times
-   * as trees store them), sigs[i] null or its signature in the files cache, and params the
-   * chunker's. A file matching either is not read unless its mtime or ctime is at or after
-   * racyNs (ns): it may have changed since without either moving. An entry whose signature is
+   * Processes one batch: `{ dir, names, parents, sigs?, racyNs, params, cuts? }` where
+   * parents[i] is null or what the last backup recorded for names[i] ({ size, ino, dev, mtime,
+   * ctime }, times as trees store them), sigs[i] null or its signature in the files cache,
+   * params the chunker's and cuts[i] null or the forced cut points of names[i] (cutChunks). A
+   * file matching either is not read unless its mtime or ctime is at or after racyNs (ns): it may have changed since without either moving. An entry whose signature is
    * unchanged is reported as `{ type: 'entry', index, same: true }`, without its lstat.
    * With `maxBytes`, a file to read that would take the bytes this batch has read past it is
    * left unread and reported as `{ type: 'entry', index, later: size }`: the caller scans it in
@@ -177,7 +177,7 @@ export class Scanner {
           } else if (job.maxBytes !== undefined && readBytes > 0 && readBytes + stat.size > job.maxBytes) {
             emit({ type: 'entry', index, later: stat.size });
           } else {
-            const { content, size } = this.readFile(path, stat.size, job.params, index, emit);
+            const { content, size } = this.readFile(path, stat.size, job.params, index, emit, job.cuts?.[index] ?? undefined);
             readBytes += size;
             emit({ type: 'entry', index, stat, sig: now, content, size });
           }
@@ -196,8 +196,8 @@ export class Scanner {
     return this.scratch;
   }
 
-  /** Reads, chunks and seals one file; returns its blob ids and the bytes read. */
-  readFile(path, statSize, params, index, emit) {
+  /** Reads, chunks (with forced cuts, if any: see cutChunks) and seals one file; returns its blob ids and the bytes read. */
+  readFile(path, statSize, params, index, emit, cuts) {
     const fd = openForReading(path);
     try {
       const content = [];
@@ -207,7 +207,7 @@ export class Scanner {
         this.sealChunk(chunk, { type: 'blob', index, id }, emit);
         content.push(id);
       };
-      const size = cutChunks(this.buffer(params), read, statSize, params, onChunk, () => {});
+      const size = cutChunks(this.buffer(params), read, statSize, params, onChunk, () => {}, cuts);
       return { content, size };
     } finally {
       closeSync(fd);

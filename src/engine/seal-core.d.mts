@@ -27,6 +27,7 @@ export declare function encodeBlobInto<S extends { view: Uint8Array }>(
   macK: Uint8Array,
   macR: Uint8Array,
   plain: Uint8Array,
-  allowCompression: boolean,
+  /** false, true (ZSTD_LEVEL) or a zstd level. */
+  allowCompression: boolean | number,
   alloc: (n: number) => S,
 ): { slot: S; uncompressedLength: number | undefined };

@@ -79,13 +79,15 @@ export function sealRaw(encKey, macK, macR, plaintext) {
  * fragmented (peak memory grew by tens of MiB per thread).
  */
 let cctx = null;
+let cctxLevel = 0;
 let cdest = null;
 
-/** Compresses into the reused buffer; the result is valid until the next call. */
-function compressReused(plain) {
-  if (!cctx) {
-    cctx = new zstd.CCtx();
-    cctx.setParameter(zstd.CParameter.compressionLevel, ZSTD_LEVEL);
+/** Compresses at `level` into the reused buffer; the result is valid until the next call. */
+function compressReused(plain, level) {
+  cctx ??= new zstd.CCtx();
+  if (cctxLevel !== level) {
+    cctx.setParameter(zstd.CParameter.compressionLevel, level);
+    cctxLevel = level;
   }
   const bound = zstd.compressBound(plain.length);
   if (!cdest || cdest.length < bound) cdest = Buffer.allocUnsafeSlow(Math.max(bound, 64 * 1024));
@@ -99,12 +101,13 @@ export const freshSlot = (n) => ({ view: Buffer.allocUnsafeSlow(n) });
  * Compresses a blob when allowed and worthwhile and seals it into memory from alloc(n), which
  * returns `{ view }` (n bytes; e.g. a slot of a ring shared with the main thread) plus whatever
  * the caller needs to find it again. Returns that slot and, when compressed, the plaintext length.
+ * allowCompression: false, true (at ZSTD_LEVEL) or the zstd level to compress at.
  */
 export function encodeBlobInto(encKey, macK, macR, plain, allowCompression, alloc) {
   let payload = plain;
   let uncompressedLength;
   if (allowCompression && plain.length >= 64) {
-    const packed = compressReused(plain);
+    const packed = compressReused(plain, allowCompression === true ? ZSTD_LEVEL : allowCompression);
     if (packed.length < plain.length) {
       payload = packed;
       uncompressedLength = plain.length;

@@ -9,7 +9,7 @@ import { getEnvironment } from './environments.ts';
 import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
 import { enqueueJob, operationJobKey } from './jobs.ts';
 import { beginOperation, CancelledError, finishOperation, HANDED_BACK_MESSAGE, progressReporter, requeueOperation } from './operations.ts';
-import { alertCluster, clusterContext } from './pitr-cluster.ts';
+import { alertCluster, clusterContext, PITR_ZSTD_LEVEL } from './pitr-cluster.ts';
 import { baseBackupTag } from './pitr-leftovers.ts';
 import { openRepository, type OpenedRepository } from './repositories.ts';
 import { messageOf, underLimits } from './snapshots.ts';
@@ -112,6 +112,7 @@ export async function runBaseBackup(deps: Deps, operationId: string, jobSignal?:
             tags: ['backplane', 'pitr-base', `cluster:${cluster.systemIdentifier}`, tag],
             parent: parent ?? undefined,
             signal,
+            compressionLevel: PITR_ZSTD_LEVEL,
             onProgress: (p) => progress.report({ bytesDone: p.bytesDone }),
             finish: async () => {
               range = await run.done;

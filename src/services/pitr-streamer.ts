@@ -11,7 +11,7 @@ import { dropSlot, ensureSlot, formatLsn, HISTORY_NAME, identifySystem, parseLsn
 import type { Deps } from './deps.ts';
 import { enqueueBaseBackup } from './pitr-base-backups.ts';
 import { applyPitrRetention } from './pitr-retention.ts';
-import { alertCluster, archiveIntervalMs, clusterContext, type ClusterContext } from './pitr-cluster.ts';
+import { alertCluster, archiveIntervalMs, clusterContext, PITR_ZSTD_LEVEL, type ClusterContext } from './pitr-cluster.ts';
 import { openRepository } from './repositories.ts';
 
 /**
@@ -141,6 +141,15 @@ class ClusterStreamer {
   private receiver: Tool | null = null;
   private ctx: ClusterContext | null = null;
   private uploaded = new Map<string, Uploaded>();
+  /**
+   * Where the `.partial` copies uploaded of each segment (by its 24-character name) ended,
+   * ascending: its later copies and the completed segment are cut there (forced cut points), so
+   * the chunks before each are the blobs an earlier copy stored, and each upload adds only the
+   * WAL written since the last one. Kept in memory: after a restart a segment's next copy is cut
+   * by content alone up to where it ends, and stores the stretch the last chunk before it
+   * shared with earlier copies once more.
+   */
+  private cutPoints = new Map<string, number[]>();
   private lastUploadAt = 0;
   private archiving: Promise<void> | null = null;
   private alerted = { lagging: false, retaining: false };
@@ -285,13 +294,20 @@ class ClusterStreamer {
     const mark = await walMark(ctx.databaseUrl);
     const reached = await this.waitForFlush(ctx, parseLsn(mark.lsn));
     const names = (await fs.readdir(spool)).sort();
+    // Segments gone from the spool (a break started it over) are never uploaded again.
+    for (const segment of this.cutPoints.keys()) if (!names.some((n) => n.startsWith(segment))) this.cutPoints.delete(segment);
     const complete = new Set(names.filter((n) => SEGMENT_NAME.test(n)));
     const partial = names.filter((n) => PARTIAL_NAME.test(n) && !complete.has(n.slice(0, 24))).pop() ?? null;
-    let partialCopy: { name: string; file: string; digest: string } | null = null;
+    let partialCopy: { name: string; file: string; digest: string; cuts: number[] } | null = null;
     if (partial) {
       const file = path.join(stage, partial);
       await fs.copyFile(path.join(spool, partial), file);
-      partialCopy = { name: partial, file, digest: await digestOf(file) };
+      const { digest, written } = await readCopy(file);
+      const segment = partial.slice(0, 24);
+      const earlier = (this.cutPoints.get(segment) ?? []).filter((c) => c < written);
+      const cuts = written > 0 ? [...earlier, written] : earlier;
+      this.cutPoints.set(segment, cuts);
+      partialCopy = { name: partial, file, digest, cuts };
     }
     const coversUntil = reached ? mark.serverTime : (cluster.coveredUntil ?? mark.serverTime);
     const tli = (partial ?? [...complete].pop()) ? segmentStart((partial ?? [...complete].pop())!, cluster.walSegmentSize).timeline : cluster.timeline;
@@ -301,14 +317,17 @@ class ClusterStreamer {
         const files = names.filter((n) => (SEGMENT_NAME.test(n) || HISTORY_NAME.test(n)) && !u.names.has(n));
         const sendPartial = partialCopy && (u.partial?.name !== partialCopy.name || u.partial.digest !== partialCopy.digest);
         const sources: Record<string, BackupSource> = {};
-        for (const n of files) sources[`/pitr/${cluster.systemIdentifier}/wal/${n}`] = path.join(spool, n);
-        if (sendPartial) sources[`/pitr/${cluster.systemIdentifier}/wal/${partialCopy!.name}`] = partialCopy!.file;
+        for (const n of files) {
+          const cuts = this.cutPoints.get(n);
+          sources[`/pitr/${cluster.systemIdentifier}/wal/${n}`] = cuts ? { path: path.join(spool, n), cuts } : path.join(spool, n);
+        }
+        if (sendPartial) sources[`/pitr/${cluster.systemIdentifier}/wal/${partialCopy!.name}`] = { path: partialCopy!.file, cuts: partialCopy!.cuts };
         if (!Object.keys(sources).length) continue;
         const opened = await openRepository(this.deps, destinationId, this.abort.signal);
         try {
           // Stamped with the time the WAL in it reaches (the layout's WAL snapshot time), not the
           // upload's: the recovery side takes a snapshot's time as how far it can replay.
-          const r = await backup(opened.repo, sources, { tags: ['backplane', 'pitr-wal', `cluster:${cluster.systemIdentifier}`], time: coversUntil, signal: this.abort.signal, codecThreads: 1 });
+          const r = await backup(opened.repo, sources, { tags: ['backplane', 'pitr-wal', `cluster:${cluster.systemIdentifier}`], time: coversUntil, signal: this.abort.signal, codecThreads: 1, compressionLevel: PITR_ZSTD_LEVEL });
           const all = [...files, ...(sendPartial ? [partialCopy!.name] : [])];
           await this.deps.db.walUpload.create({
             data: {
@@ -347,6 +366,7 @@ class ClusterStreamer {
     // Completed segments every repository holds leave the spool (the newest stays, so
     // pg_receivewal resumes after it rather than from the slot).
     const done = [...complete].filter((n) => this.everywhere(ctx, n));
+    for (const n of done) this.cutPoints.delete(n);
     for (const n of done.slice(0, -1)) await fs.rm(path.join(spool, n), { force: true });
   }
 
@@ -509,9 +529,27 @@ export function archiveBreak(error: string): { reason: BreakReason; detail: stri
   return null;
 }
 
-async function digestOf(file: string): Promise<string> {
+const ZEROS = Buffer.alloc(64 * 1024);
+
+/**
+ * A partial copy's digest, and how far WAL was written into it: the end of its last non-zero
+ * byte (a segment is pre-allocated with zeros; WAL written as zeros at its very end is taken as
+ * not written yet, which only places the cut a little early).
+ */
+async function readCopy(file: string): Promise<{ digest: string; written: number }> {
   const h = createHash('sha256');
-  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
-  return h.digest('hex');
+  let offset = 0;
+  let written = 0;
+  for await (const chunk of createReadStream(file, { highWaterMark: ZEROS.length })) {
+    const b = chunk as Buffer;
+    h.update(b);
+    if (!b.equals(ZEROS.subarray(0, b.length))) {
+      let i = b.length;
+      while (b[i - 1] === 0) i--;
+      written = offset + i;
+    }
+    offset += b.length;
+  }
+  return { digest: h.digest('hex'), written };
 }
 

@@ -8,6 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startScratchPostgres, type ScratchPostgres } from '../../src/db/pg-server.ts';
+import { LocalBackend } from '../../src/destinations/local.ts';
+import { findSnapshot, Repository, resolvePath } from '../../src/engine/api.ts';
 import { startPitrSupervisor, type PitrSupervisor } from '../../src/services/pitr-streamer.ts';
 import { CreateBaseBackupDocument, PitrRetentionPreviewDocument, PointInTimeRecoveryDocument, UpsertScheduleDocument } from '../generated/graphql.ts';
 import { startTestApp, type TestApp } from '../harness/app.ts';
@@ -129,6 +131,40 @@ describe('point-in-time recovery: archiving', () => {
     for (const sn of walSnaps.sort((x, y) => x.time.localeCompare(y.time))) await restic(repoPath, password, 'restore', sn.id, '--target', out);
     const restored = await fs.readFile(path.join(out, 'pitr', cluster.systemIdentifier, 'wal', name));
     expect(restored.equals(bytes)).toBe(true);
+  }, 120_000);
+
+  // The streamer uploads the growing segment's `.partial` at every archive interval, and the
+  // segment once complete: cut where the earlier copies ended, each copy's blobs up to its end
+  // are the next copy's too, so the segment's WAL is stored once, not again in each copy.
+  it('stores a segment once across its partial uploads and its completion: each copy adds only what was written since', async () => {
+    const holder = [a, b].find((s) => s.streaming().length)!;
+    const cluster = await clusterRow();
+    await completeCurrentSegment();
+    for (let i = 0; i < 3; i++) {
+      await sql(sourceUrl, 'INSERT INTO ticks (pad) SELECT md5(random()::text) || md5(random()::text) FROM generate_series(1, 500)');
+      await holder.archiveNow(cluster.id);
+    }
+    const { name } = await completeCurrentSegment();
+    await waitFor(uploadedNames, (s) => s.has(name), `segment ${name} in the catalog`, 60_000);
+    const uploads = (await db().walUpload.findMany({ where: { destinationId }, orderBy: { createdAt: 'asc' } })).filter((u) => u.files.includes(`${name}.partial`) || u.files.includes(name));
+    expect(uploads.filter((u) => u.files.includes(`${name}.partial`)).length).toBeGreaterThanOrEqual(3);
+    expect(uploads.at(-1)!.files).toContain(name);
+    const repo = await Repository.open(new LocalBackend(repoPath), await repositoryPassword(app, destinationId));
+    try {
+      const contents: string[][] = [];
+      for (const u of uploads) {
+        const file = u.files.includes(name) ? name : `${name}.partial`;
+        const node = await resolvePath(repo, await findSnapshot(repo, u.repoSnapshotId), `/pitr/${cluster.systemIdentifier}/wal/${file}`);
+        contents.push(node.content!);
+      }
+      for (let k = 1; k < contents.length; k++) {
+        const later = new Set(contents[k]);
+        // Of an earlier copy, only the zeros after where it ended may be stored differently.
+        for (const id of contents[k - 1].filter((id) => !later.has(id))) expect((await repo.loadBlob('data', id)).every((x) => x === 0)).toBe(true);
+      }
+    } finally {
+      await repo.close();
+    }
   }, 120_000);
 
   it('a pg_receivewal killed with SIGKILL is restarted and the archive has no gap', async () => {

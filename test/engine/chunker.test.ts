@@ -6,7 +6,7 @@ import { cutBufferSize, cutChunks, findCut, masksFor } from '../../src/engine/ch
 import { seededBytes } from './helpers.ts';
 
 /** Cuts data as the codec threads cut a stream whose reads return at most pieceSize bytes. */
-function chunkAll(data: Buffer, params: ChunkerParams, pieceSize: number): Buffer[] {
+function chunkAll(data: Buffer, params: ChunkerParams, pieceSize: number, cuts?: number[]): Buffer[] {
   const out: Buffer[] = [];
   let at = 0;
   const read = (buf: Buffer, off: number, want: number): number => {
@@ -19,7 +19,7 @@ function chunkAll(data: Buffer, params: ChunkerParams, pieceSize: number): Buffe
   const size = cutChunks(Buffer.alloc(cutBufferSize(params)), read, Infinity, params, (c) => handedOut.push(c), () => {
     out.push(...handedOut.map((c) => Buffer.from(c))); // views die when the buffer moves
     handedOut = [];
-  });
+  }, cuts);
   out.push(...handedOut.map((c) => Buffer.from(c)));
   expect(size).toBe(data.length);
   return out;
@@ -95,5 +95,42 @@ describe('FastCDC chunker', () => {
         expect(findCut(input, 0, Math.min(input.length, params.min), params, masks, false)).toBe(-1);
       }
     }
+  });
+
+  // A WAL segment is stored again as it fills (`.partial` copies, then the whole segment): cut
+  // where each earlier copy ended, every chunk before that point is an earlier copy's chunk.
+  it('ends chunks at forced cut points, so a growing file shares every chunk before them', () => {
+    const segment = data.subarray(0, 16 * 1024 * 1024);
+    const ends = [2_345_679, 5_000_001, 5_100_000, 9_876_543];
+    // Each copy: the bytes written so far, then zeros (a pre-allocated segment), cut where the
+    // copies before it ended and where it ends itself.
+    const copies = ends.map((end, i) => {
+      const copy = Buffer.alloc(segment.length);
+      segment.copy(copy, 0, 0, end);
+      return chunkAll(copy, DEFAULT_CHUNKER_PARAMS, 1 << 20, ends.slice(0, i + 1));
+    });
+    const whole = chunkAll(segment, DEFAULT_CHUNKER_PARAMS, 65_537, ends);
+    expect(Buffer.concat(whole).equals(segment)).toBe(true);
+    for (const [i, end] of ends.entries()) {
+      const offsets = [0];
+      for (const c of copies[i]) offsets.push(offsets.at(-1)! + c.length);
+      expect(offsets).toContain(end);
+      // Every chunk of this copy that ends by its own end is a chunk of the whole segment.
+      const before = copies[i].filter((_, k) => offsets[k + 1] <= end).map((c) => hashId(c));
+      const wholeIds = new Set(whole.map((c) => hashId(c)));
+      expect(before.filter((id) => !wholeIds.has(id))).toEqual([]);
+      expect(Buffer.concat(copies[i]).equals(Buffer.concat([segment.subarray(0, end), Buffer.alloc(segment.length - end)]))).toBe(true);
+    }
+    // Between forced cuts the content still decides: the same as cutting each stretch alone.
+    const masks = masksFor(DEFAULT_CHUNKER_PARAMS.avg);
+    const expected: number[] = [];
+    for (const [from, to] of [0, ...ends].map((e, k, a) => [e, a[k + 1] ?? segment.length])) {
+      for (let pos = from; pos < to; ) {
+        const cut = findCut(segment, pos, to, DEFAULT_CHUNKER_PARAMS, masks, true);
+        expected.push(cut - pos);
+        pos = cut;
+      }
+    }
+    expect(whole.map((c) => c.length)).toEqual(expected);
   });
 });

@@ -118,3 +118,58 @@ describe('we read what restic writes', () => {
     expect(await describeTree(join(target, 'files'))).toEqual(await describeTree(files));
   });
 });
+
+describe('forced cut points', () => {
+  // How the PITR streamer stores a WAL segment: its `.partial` copy at each upload (the bytes
+  // written so far, then the pre-allocated zeros), cut where the earlier copies ended, then the
+  // completed segment cut at all of them.
+  it('stores a growing file again for only its new tail, and restic restores every copy byte-identically', async () => {
+    const { repo, dir } = await newRepo();
+    const files = await tempDir();
+    const segment = seededBytes('segment', 2 * 1024 * 1024);
+    const ends = [300_001, 700_003, 1_234_567];
+    const copies: { snapshotId: string; name: string; bytes: Buffer }[] = [];
+    const added: number[] = [];
+    for (const [i, end] of [...ends, segment.length].entries()) {
+      const complete = end === segment.length;
+      const bytes = complete ? segment : Buffer.concat([segment.subarray(0, end), Buffer.alloc(segment.length - end)]);
+      const name = complete ? 'SEG' : 'SEG.partial';
+      const file = join(files, `copy-${i}`);
+      await writeFile(file, bytes);
+      const r = await backup(repo, { [`/wal/${name}`]: { path: file, cuts: ends.slice(0, i + 1) } });
+      copies.push({ snapshotId: r.snapshotId, name, bytes });
+      added.push(r.bytesAdded);
+      // Random bytes do not compress: what a copy adds is its new bytes, the zeros after them
+      // (compressed to almost nothing) and its tree, never again a stretch stored before.
+      const fresh = end - (ends[i - 1] ?? 0);
+      expect(r.bytesAdded).toBeGreaterThan(fresh);
+      expect(r.bytesAdded).toBeLessThan(fresh + 4096);
+    }
+    await restic(dir, ['check', '--read-data']);
+    for (const c of copies) {
+      const target = await tempDir();
+      await restic(dir, ['restore', c.snapshotId, '--target', target]);
+      expect((await readFile(join(target, 'wal', c.name))).equals(c.bytes)).toBe(true);
+    }
+  });
+});
+
+describe('compression level', () => {
+  it('stores blobs at the zstd level asked for, and restic reads them', async () => {
+    const { repo } = await newRepo();
+    const files = await tempDir();
+    // Text with some repetition, as WAL or a dump holds: higher levels find more of it.
+    const words = seededBytes('words', 64 * 1024).toString('hex').match(/.{1,7}/g)!;
+    const text = Buffer.from(Array.from({ length: 60_000 }, (_, i) => `${i} ${words[(i * 7919) % words.length]} ${words[(i * 104_729) % 997]}\n`).join(''));
+    await writeFile(join(files, 'a.txt'), text);
+    const atDefault = await backup(repo, { '/a/a.txt': join(files, 'a.txt') });
+    const other = await newRepo();
+    const atNineteen = await backup(other.repo, { '/a/a.txt': join(files, 'a.txt') }, { compressionLevel: 19 });
+    expect(atNineteen.bytesAdded).toBeLessThan(atDefault.bytesAdded * 0.95);
+    await restic(other.dir, ['check', '--read-data']);
+    const target = await tempDir();
+    await restic(other.dir, ['restore', atNineteen.snapshotId, '--target', target]);
+    expect((await readFile(join(target, 'a', 'a.txt'))).equals(text)).toBe(true);
+    await expect(backup(repo, { '/a/a.txt': join(files, 'a.txt') }, { compressionLevel: 0 })).rejects.toThrow(RangeError);
+  });
+});
