@@ -38,12 +38,13 @@ const SOCKET_NAME = '.s.PGSQL.65535';
  * 60 characters): then it is a folder of /tmp named after the restore, found by the same name
  * when the work folder is discarded.
  */
-export function pitrWorkDir(home: string, restoreId: string): { root: string; data: string; wal: string; socket: string } {
+export function pitrWorkDir(home: string, restoreId: string): { root: string; data: string; wal: string; socket: string; socketApart: boolean } {
   const suffix = restoreSuffix(restoreId);
   const root = path.join(home, `${PITR_WORK_PREFIX}${suffix}`);
-  let socket = path.join(root, 'socket');
-  if (Buffer.byteLength(path.join(socket, SOCKET_NAME)) > SOCKET_PATH_MAX) socket = path.join('/tmp', `backplane-${PITR_WORK_PREFIX}${suffix}`);
-  return { root, data: path.join(root, 'data'), wal: path.join(root, 'wal'), socket };
+  const inside = path.join(root, 'socket');
+  const socketApart = Buffer.byteLength(path.join(inside, SOCKET_NAME)) > SOCKET_PATH_MAX;
+  const socket = socketApart ? path.join('/tmp', `backplane-${PITR_WORK_PREFIX}${suffix}`) : inside;
+  return { root, data: path.join(root, 'data'), wal: path.join(root, 'wal'), socket, socketApart };
 }
 
 /** Makes an empty work folder (whatever an earlier attempt of this restore left goes first). */
@@ -51,7 +52,7 @@ export async function makePitrWorkDir(home: string, restoreId: string): Promise<
   const dirs = pitrWorkDir(home, restoreId);
   await discardPitrWorkDir(home, restoreId);
   for (const d of [dirs.data, dirs.wal]) await fs.mkdir(d, { recursive: true, mode: 0o700 });
-  if (dirs.socket.startsWith(dirs.root + path.sep)) await fs.mkdir(dirs.socket, { mode: 0o700 });
+  if (!dirs.socketApart) await fs.mkdir(dirs.socket, { mode: 0o700 });
   else {
     // In /tmp under a name anyone could take first: made here and now (EEXIST otherwise, since the
     // discard removed ours), so it is ours and 0700, and nobody else reaches the instance.
@@ -67,7 +68,7 @@ export async function makePitrWorkDir(home: string, restoreId: string): Promise<
  * anyone needs) and removes its work folder. Returns whether there was one.
  */
 export async function discardPitrWorkDir(home: string, restoreId: string): Promise<boolean> {
-  const { root, data, socket } = pitrWorkDir(home, restoreId);
+  const { root, data, socket, socketApart } = pitrWorkDir(home, restoreId);
   if (!existsSync(root)) return false;
   const pid = Number((await fs.readFile(path.join(data, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0]);
   if (pid > 0 && processAlive(pid)) {
@@ -81,7 +82,7 @@ export async function discardPitrWorkDir(home: string, restoreId: string): Promi
     while (processAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   }
   // The socket folder first when it is outside: made after the work folder, so removed before it.
-  if (!socket.startsWith(root + path.sep)) await fs.rm(socket, { recursive: true, force: true });
+  if (socketApart) await fs.rm(socket, { recursive: true, force: true });
   await fs.rm(root, { recursive: true, force: true });
   return true;
 }
@@ -260,7 +261,7 @@ export async function recoverInstance(
   const runAs = await pgRunAs();
   if (runAs.uid !== undefined) {
     await chownTree(dirs.root, runAs.uid, runAs.gid!);
-    if (!dirs.socket.startsWith(dirs.root + path.sep)) await chownTree(dirs.socket, runAs.uid, runAs.gid!);
+    if (dirs.socketApart) await chownTree(dirs.socket, runAs.uid, runAs.gid!);
     await searchableParents(dirs.root);
   }
   await fs.chmod(dirs.data, 0o700);
