@@ -8,6 +8,7 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { processAlive } from '../../src/db/pg-server.ts';
 
 const PREFIX = 'bp-test-run-';
 
@@ -23,20 +24,11 @@ interface RunTemp {
 const KEY = Symbol.for('backplane.test.runTemp');
 const registry = globalThis as { [KEY]?: RunTemp };
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Removes run folders whose process is gone (a run killed before its teardown). */
 async function sweep(parent: string): Promise<void> {
   for (const name of await fs.readdir(parent).catch(() => [] as string[])) {
     const pid = Number(name.startsWith(PREFIX) ? name.slice(PREFIX.length).split('-')[0] : NaN);
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && !alive(pid)) {
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && !processAlive(pid)) {
       await fs.rm(path.join(parent, name), { recursive: true, force: true });
     }
   }
