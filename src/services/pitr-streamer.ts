@@ -145,11 +145,14 @@ class ClusterStreamer {
    * Where the `.partial` copies uploaded of each segment (by its 24-character name) ended,
    * ascending: its later copies and the completed segment are cut there (forced cut points), so
    * the chunks before each are the blobs an earlier copy stored, and each upload adds only the
-   * WAL written since the last one. Kept in memory: after a restart a segment's next copy is cut
-   * by content alone up to where it ends, and stores the stretch the last chunk before it
-   * shared with earlier copies once more.
+   * WAL written since the last one. Each upload records its copy's cut points (`partialCuts`):
+   * a streamer meeting a segment for the first time (after a worker restart, or the lease moving)
+   * takes them from the catalog (`cutsOf`), else it would cut the next copy by content alone and
+   * store most of the segment's WAL again.
    */
   private cutPoints = new Map<string, number[]>();
+  /** Segments whose cut points `cutsOf` has looked up in the catalog. */
+  private cutsLookedUp = new Set<string>();
   private lastUploadAt = 0;
   private archiving: Promise<void> | null = null;
   private alerted = { lagging: false, retaining: false };
@@ -296,6 +299,7 @@ class ClusterStreamer {
     const names = (await fs.readdir(spool)).sort();
     // Segments gone from the spool (a break started it over) are never uploaded again.
     for (const segment of this.cutPoints.keys()) if (!names.some((n) => n.startsWith(segment))) this.cutPoints.delete(segment);
+    for (const segment of this.cutsLookedUp) if (!names.some((n) => n.startsWith(segment))) this.cutsLookedUp.delete(segment);
     const complete = new Set(names.filter((n) => SEGMENT_NAME.test(n)));
     const partial = names.filter((n) => PARTIAL_NAME.test(n) && !complete.has(n.slice(0, 24))).pop() ?? null;
     let partialCopy: { name: string; file: string; digest: string; cuts: number[] } | null = null;
@@ -304,7 +308,7 @@ class ClusterStreamer {
       await fs.copyFile(path.join(spool, partial), file);
       const { digest, written } = await readCopy(file);
       const segment = partial.slice(0, 24);
-      const earlier = (this.cutPoints.get(segment) ?? []).filter((c) => c < written);
+      const earlier = ((await this.cutsOf(segment)) ?? []).filter((c) => c < written);
       const cuts = written > 0 ? [...earlier, written] : earlier;
       this.cutPoints.set(segment, cuts);
       partialCopy = { name: partial, file, digest, cuts };
@@ -318,7 +322,7 @@ class ClusterStreamer {
         const sendPartial = partialCopy && (u.partial?.name !== partialCopy.name || u.partial.digest !== partialCopy.digest);
         const sources: Record<string, BackupSource> = {};
         for (const n of files) {
-          const cuts = this.cutPoints.get(n);
+          const cuts = SEGMENT_NAME.test(n) ? await this.cutsOf(n) : undefined;
           sources[`/pitr/${cluster.systemIdentifier}/wal/${n}`] = cuts ? { path: path.join(spool, n), cuts } : path.join(spool, n);
         }
         if (sendPartial) sources[`/pitr/${cluster.systemIdentifier}/wal/${partialCopy!.name}`] = { path: partialCopy!.file, cuts: partialCopy!.cuts };
@@ -341,6 +345,7 @@ class ClusterStreamer {
               bytes: BigInt(r.bytesProcessed),
               addedBytes: BigInt(r.bytesAdded),
               coversUntil,
+              partialCuts: sendPartial ? partialCopy!.cuts : [],
             },
           });
           for (const n of files) u.names.add(n);
@@ -368,6 +373,19 @@ class ClusterStreamer {
     const done = [...complete].filter((n) => this.everywhere(ctx, n));
     for (const n of done) this.cutPoints.delete(n);
     for (const n of done.slice(0, -1)) await fs.rm(path.join(spool, n), { force: true });
+  }
+
+  /**
+   * Where `segment`'s earlier copies were cut: in memory, or, the first time this streamer meets
+   * the segment, as the newest upload of a copy of it recorded them (whichever worker made it).
+   */
+  private async cutsOf(segment: string): Promise<number[] | undefined> {
+    if (!this.cutPoints.has(segment) && !this.cutsLookedUp.has(segment)) {
+      this.cutsLookedUp.add(segment);
+      const last = await this.deps.db.walUpload.findFirst({ where: { clusterId: this.clusterId, files: { has: `${segment}.partial` } }, orderBy: { createdAt: 'desc' }, select: { partialCuts: true } });
+      if (last?.partialCuts.length) this.cutPoints.set(segment, last.partialCuts);
+    }
+    return this.cutPoints.get(segment);
   }
 
   /**

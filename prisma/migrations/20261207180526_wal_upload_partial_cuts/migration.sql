@@ -1,0 +1,2 @@
+-- AlterTable
+ALTER TABLE "wal_uploads" ADD COLUMN     "partialCuts" INTEGER[] DEFAULT ARRAY[]::INTEGER[];
