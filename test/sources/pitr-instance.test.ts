@@ -94,6 +94,23 @@ async function waitingFor(root: string, name = ''): Promise<number[]> {
 
 const waiting = (root: string) => waitingFor(root);
 
+/** Whether process `pid` runs (a zombie, ended but not yet reaped by its parent, does not). */
+async function alive(pid: number): Promise<boolean> {
+  const status = await fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  return status !== '' && !/^State:\s+Z/m.test(status);
+}
+
+/** Processes whose command line names `dir` (and `name`, when given): pg_ctl, the postmaster, a restore_command. */
+async function running(dir: string, name = ''): Promise<number[]> {
+  const pids: number[] = [];
+  for (const p of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    const cmd = await fs.readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
+    if (cmd.includes(dir) && cmd.includes(name)) pids.push(Number(p));
+  }
+  return pids;
+}
+
 describe('recoverInstance with WAL fetched on demand', () => {
   it('starts replaying from the base alone, waits for each WAL file as it is placed, and recovers exactly the rows committed by the time', { timeout: 240_000 }, async () => {
     const { id, dirs } = await workFolder();
@@ -174,6 +191,36 @@ describe('recoverInstance with WAL fetched on demand', () => {
     }
     expect(await discardPitrWorkDir(deep, id)).toBe(true);
     for (const gone of [dirs.root, dirs.socket]) expect(await fs.stat(gone).then(() => true, () => false)).toBe(false);
+  });
+
+  it('aborted while pg_ctl start waits for the instance (a cancelled restore): the instance is stopped, and the discard leaves no folder, socket folder or process', { timeout: 240_000 }, async () => {
+    // Under a deep home, as in a real one: the socket folder is one of /tmp, which must go too.
+    const deep = path.join(home, 'a-home-folder-as-deep-as-a-team-might-keep-it'.repeat(2));
+    const id = `cancel${process.pid}x${++restores}`;
+    const dirs = await makePitrWorkDir(deep, id);
+    expect(dirs.socketApart).toBe(true);
+    await fs.cp(base, dirs.data, { recursive: true });
+    const job = new AbortController();
+    const recovering = recoverInstance(dirs, target.t, { wal, signal: job.signal });
+    recovering.catch(() => undefined);
+    // No WAL placed: the replay waits for the first file, so the hot standby never gets
+    // consistent and pg_ctl start -w is still waiting for it.
+    await until(() => waiting(dirs.root), (p) => p.length > 0, 'the replay to wait for WAL', 120_000);
+    const pgCtl = await running(dirs.data, 'pg_ctl');
+    expect(pgCtl).toHaveLength(1);
+    const pid = Number((await fs.readFile(path.join(dirs.data, 'postmaster.pid'), 'utf8')).split('\n')[0]);
+    job.abort(new Error('cancelled'));
+    await expect(recovering).rejects.toMatchObject({ code: 'ABORTED' });
+    try {
+      // Stopped before recoverInstance gave up: the job's discard that follows kills nothing.
+      expect(await alive(pid)).toBe(false);
+      expect(await alive(pgCtl[0])).toBe(false);
+      await expect(fs.access(path.join(dirs.data, 'postmaster.pid'))).rejects.toMatchObject({ code: 'ENOENT' });
+    } finally {
+      expect(await discardPitrWorkDir(deep, id)).toBe(true);
+    }
+    for (const gone of [dirs.root, dirs.socket]) expect(await fs.stat(gone).then(() => true, () => false)).toBe(false);
+    expect(await running(dirs.root)).toEqual([]);
   });
 
   it('the work folder removed while the replay waits (the sweep after a killed worker): no instance, no waiting restore_command, no folder left', { timeout: 240_000 }, async () => {

@@ -1,0 +1,117 @@
+/**
+ * A restore to a point in time cancelled while its recovery instance starts (pg_ctl start has
+ * launched the postmaster, which replays towards a consistent state), under a home deep enough
+ * that the instance's socket folder is a short one of /tmp: the operation ends CANCELLED and
+ * nothing is left: no postgres process, no work folder, no socket folder, no database, and the
+ * target as it was. (test/sources/pitr-instance.test.ts holds pg_ctl start waiting on purpose.)
+ */
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PITR_WORK_PREFIX } from '../../src/sources/pitr-instance.ts';
+import { CancelOperationDocument, RestoreToPointInTimeDocument } from '../generated/graphql.ts';
+import { startTestApp, type TestApp } from '../harness/app.ts';
+import { gid, makeApiKey, makeEnvironment, makeOrganization, makeProject } from '../harness/factories.ts';
+import { sql } from '../harness/live-environment.ts';
+import { startPitrCluster, startWorkload, timeBetweenCommits, type PitrCluster } from '../harness/pitr-fixture.ts';
+import { until } from '../harness/process.ts';
+import { follow } from '../harness/snapshot-helpers.ts';
+import { openRepository } from '../../src/services/repositories.ts';
+
+let app: TestApp;
+let key: string;
+let cluster: PitrCluster;
+let tmp: string;
+let home: string;
+let envId: string;
+let target: { t: Date; expected: number };
+
+const shop = () => cluster.url('shop');
+
+beforeAll(async () => {
+  tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'bp-pitr-cancel-'));
+  // Too deep for a socket under the work folder (Linux binds at most 107 bytes).
+  home = path.join(tmp, 'a-home-folder-as-deep-as-a-team-might-keep-it'.repeat(2));
+  await fs.mkdir(home, { recursive: true });
+  app = await startTestApp({ env: { BACKPLANE_HOME: home } });
+  await app.startWorker();
+  const org = await makeOrganization(app.runtime.db);
+  key = (await makeApiKey(app.runtime.db, org.id, { scopes: ['admin'] })).secret;
+  cluster = await startPitrCluster();
+  await sql(cluster.url(), 'CREATE DATABASE shop');
+  const project = await makeProject(app.runtime.db, org.id);
+  const env = await makeEnvironment(app.runtime.db, app.runtime.deps.secrets, project, { databaseUrl: shop(), filesPath: null });
+  envId = env.id;
+  const d = await app.runtime.db.destination.create({ data: { organizationId: org.id, name: 'local', provider: 'LOCAL', config: { path: path.join(tmp, 'repository') } } });
+  await app.runtime.db.environmentDestination.create({ data: { environmentId: env.id, destinationId: d.id } });
+  const opened = await openRepository(app.runtime.deps, d.id);
+  try {
+    const workload = startWorkload(shop());
+    await cluster.archiveWal(opened.repo);
+    await cluster.baseBackup(opened.repo);
+    const afterBase = new Date();
+    const from = workload.committed();
+    while (workload.committed() < from + 40) await new Promise((r) => setTimeout(r, 20));
+    const archivedUntil = (await cluster.archiveWal(opened.repo, { switchSegment: true })).time;
+    await workload.stop();
+    target = await timeBetweenCommits(shop(), new Date(afterBase.getTime() + 300), archivedUntil);
+  } finally {
+    await opened.close();
+  }
+}, 300_000);
+
+afterAll(async () => {
+  await app?.stop();
+  await cluster?.stop();
+  if (tmp) await fs.rm(tmp, { recursive: true, force: true });
+});
+
+/** Whether process `pid` runs (a zombie, ended but not yet reaped, does not). */
+async function alive(pid: number): Promise<boolean> {
+  const status = await fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  return status !== '' && !/^State:\s+Z/m.test(status);
+}
+
+/** Live processes whose command line names `dir` (pg_ctl, the postmaster, a restore_command). */
+async function running(dir: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const p of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    const cmd = await fs.readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
+    if (cmd.includes(dir) && (await alive(Number(p)))) pids.push(Number(p));
+  }
+  return pids;
+}
+
+const workFolders = async () => (await fs.readdir(home)).filter((n) => n.startsWith(PITR_WORK_PREFIX));
+
+describe('restoreToPointInTime cancelled while the recovery instance starts', () => {
+  it('ends CANCELLED; the instance is stopped, and its work folder and /tmp socket folder are gone', { timeout: 240_000 }, async () => {
+    const before = (await sql(shop(), 'SELECT count(*)::int AS n FROM pitr_rows')).rows[0].n as number;
+    const res = await app.gql(RestoreToPointInTimeDocument, { input: { environmentId: gid('Environment', envId), pointInTime: target.t.toISOString(), includes: ['DB'], createSafetySnapshot: false } as never }, { key });
+    const r = res.data?.restoreToPointInTime;
+    if (r?.__typename !== 'RestorePayload') throw new Error(JSON.stringify(res));
+    const operationId = r.operation.id;
+    await follow(app, key, operationId, (s) => s.phase === 'replaying-wal');
+    // The postmaster pg_ctl start launched has written its pid file: the instance is starting.
+    const [folder] = await until(workFolders, (l) => l.length === 1, 'the work folder');
+    const root = path.join(home, folder);
+    const socket = path.join('/tmp', `backplane-${folder}`);
+    const pidFile = path.join(root, 'data', 'postmaster.pid');
+    const pid = await until(async () => Number((await fs.readFile(pidFile, 'utf8').catch(() => '')).split('\n')[0]), (p) => p > 0, 'the postmaster to start', 120_000);
+    expect((await fs.stat(socket)).isDirectory()).toBe(true);
+    const cancel = await app.gql(CancelOperationDocument, { input: { id: operationId } }, { key });
+    expect(JSON.stringify(cancel)).not.toContain('"errors"');
+    const states = await follow(app, key, operationId);
+    expect(states.at(-1)?.status).toBe('CANCELLED');
+    // All gone by the time the operation says it ended.
+    expect(await alive(pid)).toBe(false);
+    expect(await running(root)).toEqual([]);
+    expect(await workFolders()).toEqual([]);
+    expect(await fs.stat(socket).then(() => true, () => false)).toBe(false);
+    expect((await fs.readdir('/tmp')).filter((n) => n === `backplane-${folder}`)).toEqual([]);
+    expect((await sql(cluster.url(), "SELECT datname FROM pg_database WHERE datname LIKE '%bp_restore%'")).rows).toEqual([]);
+    expect((await sql(shop(), 'SELECT count(*)::int AS n FROM pitr_rows')).rows[0].n).toBe(before);
+  });
+});
