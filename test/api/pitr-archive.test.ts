@@ -167,45 +167,6 @@ describe('point-in-time recovery: archiving', () => {
     }
   }, 120_000);
 
-  // The cut points of the growing segment's copies outlive the streamer that made them: a worker
-  // that stops (the lease goes to the other one) mid-segment leaves the next copy cut where the
-  // earlier ones ended, not by content alone (which would store the segment's WAL once more).
-  it('a streamer stopped and another started mid-segment cuts the next copy where the earlier ones ended: it adds only the new WAL', async () => {
-    const holder = [a, b].find((s) => s.streaming().length)!;
-    const heir = holder === a ? b : a;
-    const cluster = await clusterRow();
-    await completeCurrentSegment();
-    const name = (await sql(source.adminUrl, 'SELECT pg_walfile_name(pg_current_wal_lsn()) AS n')).rows[0].n as string;
-    for (let i = 0; i < 3; i++) {
-      await sql(sourceUrl, 'INSERT INTO ticks (pad) SELECT md5(random()::text) || md5(random()::text) FROM generate_series(1, 2000)');
-      await holder.archiveNow(cluster.id);
-    }
-    const copies = async () => (await db().walUpload.findMany({ where: { destinationId }, orderBy: { createdAt: 'asc' } })).filter((u) => u.files.includes(`${name}.partial`));
-    const before = await copies();
-    expect(before.length).toBeGreaterThanOrEqual(3);
-    await holder.stop();
-    await waitFor(async () => heir.streaming()[0]?.receiverPid ?? null, (p) => p !== null, 'the other worker streaming', 60_000);
-    await sql(sourceUrl, "INSERT INTO ticks (pad) SELECT repeat('n', 40) FROM generate_series(1, 100)");
-    await heir.archiveNow(cluster.id);
-    const after = (await copies()).slice(before.length);
-    expect(after.length).toBeGreaterThanOrEqual(1);
-    expect((await sql(source.adminUrl, 'SELECT pg_walfile_name(pg_current_wal_lsn()) AS n')).rows[0].n).toBe(name);
-    const repo = await Repository.open(new LocalBackend(repoPath), await repositoryPassword(app, destinationId));
-    try {
-      const content = async (u: { repoSnapshotId: string }) => (await resolvePath(repo, await findSnapshot(repo, u.repoSnapshotId), `/pitr/${cluster.systemIdentifier}/wal/${name}.partial`)).content!;
-      const last = await content(before.at(-1)!);
-      const next = new Set(await content(after[0]));
-      // Of the last copy before the stop, only the zeros after where it ended may be stored differently.
-      for (const id of last.filter((id) => !next.has(id))) expect((await repo.loadBlob('data', id)).every((x) => x === 0)).toBe(true);
-    } finally {
-      await repo.close();
-    }
-    // What the stopped streamer's copies stored of the segment is not stored again.
-    const storedBefore = before.reduce((n, u) => n + Number(u.addedBytes), 0);
-    expect(storedBefore).toBeGreaterThan(256 << 10);
-    expect(Number(after[0].addedBytes)).toBeLessThan(storedBefore / 4);
-  }, 120_000);
-
   it('a pg_receivewal killed with SIGKILL is restarted and the archive has no gap', async () => {
     const holder = [a, b].find((s) => s.streaming().length)!;
     const pid = holder.streaming()[0].receiverPid!;
