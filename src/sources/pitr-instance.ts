@@ -365,13 +365,7 @@ export async function recoverInstance(
 async function hotStandbySettings(binaries: PgBinaries, dataDir: string, env: NodeJS.ProcessEnv): Promise<Record<string, number> | null> {
   const tool = path.join(binaries.binDir, 'pg_controldata');
   if (!existsSync(tool)) return null;
-  const text = await new Promise<string | null>((resolve) => {
-    const child = spawn(tool, ['-D', dataDir], { env, stdio: ['ignore', 'pipe', 'ignore'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.on('error', () => resolve(null));
-    child.on('close', (code) => resolve(code === 0 ? out : null));
-  });
+  const text = await runTool(tool, ['-D', dataDir], env, {}).catch(() => null);
   if (text === null) return null;
   const names: Record<string, string> = {
     max_connections: 'max_connections',
@@ -435,12 +429,17 @@ function lastLines(text: string, n: number): string {
   return text.trim().split('\n').slice(-n).join('\n');
 }
 
-function runTool(cmd: string, args: string[], env: NodeJS.ProcessEnv, runAs: { uid?: number; gid?: number }, signal?: AbortSignal): Promise<void> {
+/** Runs a PostgreSQL tool to its end; resolves with its standard output, rejects with all its output. */
+function runTool(cmd: string, args: string[], env: NodeJS.ProcessEnv, runAs: { uid?: number; gid?: number }, signal?: AbortSignal): Promise<string> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(new AbortedError({ cause: signal.reason }));
     const child = spawn(cmd, args, { env, uid: runAs.uid, gid: runAs.gid, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    let stdout = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      out += d.toString();
+    });
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
     // pg_ctl -w only waits; the caller's cleanup stops the server itself.
     const onAbort = () => child.kill('SIGTERM');
@@ -449,7 +448,7 @@ function runTool(cmd: string, args: string[], env: NodeJS.ProcessEnv, runAs: { u
     child.on('close', (code) => {
       signal?.removeEventListener('abort', onAbort);
       if (signal?.aborted) return reject(new AbortedError({ cause: signal.reason }));
-      if (code === 0) resolve();
+      if (code === 0) resolve(stdout);
       else reject(new Error(`${path.basename(cmd)} ${args[0]} failed: ${out.trim()}`));
     });
   });
