@@ -132,6 +132,8 @@ export interface BackupResult {
   streamBytes: Record<string, number>;
   /** Stored bytes of new blobs (compressed and encrypted). */
   bytesAdded: number;
+  /** Bytes of the files this backup saved (packs with their headers, index, snapshot): see WriteStats. */
+  bytesStored: number;
   blobsAdded: number;
   /** Of blobsAdded, the data (file content) blobs; 0 when nothing new was read. */
   dataBlobsAdded: number;
@@ -981,6 +983,7 @@ export async function backup(repo: Repository, sources: Record<string, BackupSou
       bytesProcessed: archiver.counters.bytesDone,
       streamBytes: archiver.streamBytes,
       bytesAdded: after.bytesAdded - before.bytesAdded,
+      bytesStored: after.bytesStored - before.bytesStored,
       blobsAdded: after.blobsAdded - before.blobsAdded,
       dataBlobsAdded: after.dataBlobsAdded - before.dataBlobsAdded,
       filesUnmodified: archiver.counters.filesUnmodified,

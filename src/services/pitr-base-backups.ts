@@ -128,12 +128,14 @@ export async function runBaseBackup(deps: Deps, operationId: string, jobSignal?:
           written.push({ repo, id: result.snapshotId });
           first = { repo, snapshotId: result.snapshotId };
           sizeBytes = result.bytesProcessed;
-          copies.push({ destinationId, repoSnapshotId: result.snapshotId, addedBytes: result.bytesAdded });
+          // Everything the repository grew by (packs whole, index, snapshot), not the blobs alone.
+          copies.push({ destinationId, repoSnapshotId: result.snapshotId, addedBytes: result.bytesStored });
         } else {
           progress.report({ phase: 'copying' });
+          const stored = repo.repo.writeStats().bytesStored;
           const copied = await copySnapshot(first.repo.repo, repo.repo, first.snapshotId, { signal });
           written.push({ repo, id: copied.snapshotId });
-          copies.push({ destinationId, repoSnapshotId: copied.snapshotId, addedBytes: copied.bytesCopied });
+          copies.push({ destinationId, repoSnapshotId: copied.snapshotId, addedBytes: repo.repo.writeStats().bytesStored - stored });
         }
       }
       const r = range as { timeline: number; startLsn: string; endLsn: string } | null;

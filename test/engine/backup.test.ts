@@ -84,6 +84,26 @@ describe('backup', () => {
     expect(await countFiles(repo, 'locks')).toBe(0);
   });
 
+  it('reports as bytesStored what the repository grew by: packs with their headers, index and snapshot files', async () => {
+    const { repo, dir } = await newRepo();
+    const files = await tempDir();
+    await makeFixtureTree(files);
+    const sizes = async () => {
+      let n = 0;
+      for (const type of ['data', 'index', 'snapshots'] as const) {
+        for (const id of await repo.listIds(type)) n += (await stat(join(dir, type, ...(type === 'data' ? [id.slice(0, 2)] : []), id))).size;
+      }
+      return n;
+    };
+    const r1 = await backup(repo, { '/db/app.dump': Readable.from([seededBytes('stored-1', 700 * 1024)]), '/files': files });
+    expect(r1.bytesStored).toBe(await sizes());
+    // Pack headers (one entry per blob, encrypted), the index and the snapshot come on top of the blobs.
+    expect(r1.bytesStored).toBeGreaterThan(r1.bytesAdded + r1.blobsAdded * 37);
+    const before = await sizes();
+    const r2 = await backup(repo, { '/db/app.dump': Readable.from([seededBytes('stored-2', 300 * 1024)]), '/files': files }, { parent: r1.snapshotId });
+    expect(r2.bytesStored).toBe((await sizes()) - before);
+  });
+
   it("reports each stream's real size, and the total stops relying on a declared size once the stream ended", async () => {
     const { repo } = await newRepo();
     const files = await tempDir();
