@@ -52,6 +52,11 @@ export type StreamSource = ({ stream: Readable } | { pipe: PipeSource }) & {
   mode?: number;
   /** Default: the snapshot time. */
   mtime?: Date;
+  /**
+   * The stream is a tar archive (pg_basebackup's base.tar): besides content-defined cuts, a
+   * chunk ends where an entry ends, so each file of it deduplicates on its own.
+   */
+  tar?: boolean;
 };
 
 /**
@@ -436,6 +441,7 @@ class Archiver {
         return true;
       },
       onBlob: (m, data) => this.storeBlob(m, data),
+      tar: src.tar,
     }, pipeSignal);
     // A pipe's end of file also comes when its writer fails: only the writer can tell.
     if ('pipe' in src) await src.pipe.complete;

@@ -108,7 +108,7 @@ export async function runBaseBackup(deps: Deps, operationId: string, jobSignal?:
           progress.report({ phase: 'uploading' });
           const run = startBaseBackup(databaseUrl, { signal });
           const parent = await parentBaseBackup(deps, cluster.id, destinationId);
-          const result = await backup(repo.repo, { [baseBackupPath(cluster.systemIdentifier)]: { stream: run.stream } }, {
+          const result = await backup(repo.repo, { [baseBackupPath(cluster.systemIdentifier)]: { stream: run.stream, tar: true } }, {
             tags: ['backplane', 'pitr-base', `cluster:${cluster.systemIdentifier}`, tag],
             parent: parent ?? undefined,
             signal,
