@@ -14,7 +14,10 @@
  *   1. base backups: Backplane's first (taken when PITR is enabled), pgBackRest's full.
  *   2. steady load for BENCH_PITR_LOAD_S: the WAL rate it makes; each archiver's lag; how much
  *      each repository grew per GiB of that WAL, against `zstd -3` of the same segments.
- *   3. second base backups under the load: ours through createBaseBackup, pgBackRest's `incr`.
+ *   3. second base backups under the load: ours through createBaseBackup, pgBackRest's `incr`;
+ *      each side every byte it stored: ours BaseBackup.addedBytes (packs whole, index, snapshot),
+ *      pgBackRest the growth of the files under its backup/ (data files, backup.manifest and its
+ *      copy, the history manifest, backup.info and its copy).
  *   4. archive throughput: with Backplane stopped, a burst of WAL; pgBackRest archives it as it
  *      comes (each push timed); then Backplane starts and catches up: its time to cover the burst.
  *   5. recovery to the time the steady load ended (the first base backup plus all its WAL): ours
@@ -94,6 +97,12 @@ function stats(xs: number[]) {
 function percentile(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length ? round(s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]) : NaN;
+}
+
+/** Bytes of the regular files under dir (no directory entries: an object store has none). */
+function fileBytes(dir: string): number {
+  const out = execFileSync('find', [dir, '-type', 'f', '-printf', '%s\\n'], { encoding: 'utf8' });
+  return out.split('\n').reduce((n, l) => n + (Number(l) || 0), 0);
 }
 
 async function dirBytes(dir: string): Promise<number> {
@@ -386,10 +395,16 @@ async function main() {
     const ourBase1 = { sizeBytes: Number(firstBase.sizeBytes), addedBytes: Number(firstBase.addedBytes), seconds: (firstBase.finishedAt!.getTime() - firstBase.startedAt.getTime()) / 1000, sinceEnableSeconds: (firstBase.finishedAt!.getTime() - tEnable) / 1000 };
     log(`  ours: ${(ourBase1.addedBytes / MiB).toFixed(1)} MiB added of ${(ourBase1.sizeBytes / MiB).toFixed(0)} MiB in ${ourBase1.seconds.toFixed(1)} s`);
     const pgbrInfo = async () => JSON.parse((await pgbackrest(['info', '--output=json'])).stdout)[0].backup as { type: string; label: string; info: { size: number; delta: number; repository: { size: number; delta: number } }; timestamp: { start: number; stop: number } }[];
+    // What a pgBackRest backup adds is more than its info's repository.delta (its data files):
+    // also backup.manifest and its .copy, the manifest kept in backup.history and the grown
+    // backup.info (and .copy), all under backup/. Ours (addedBytes) counts packs whole, index and snapshot.
+    const pgbrBackupDir = path.join(pgbrRepo, 'backup');
+    const pgbrBytes0 = fileBytes(pgbrBackupDir);
     const pgbrFull = await pgbackrest(['backup', '--type=full']);
     const full = (await pgbrInfo()).at(-1)!;
-    const pgbrBase1 = { sizeBytes: full.info.size, addedBytes: full.info.repository.delta, seconds: round(pgbrFull.seconds) };
-    log(`  pgBackRest full: ${(pgbrBase1.addedBytes / MiB).toFixed(1)} MiB stored of ${(pgbrBase1.sizeBytes / MiB).toFixed(0)} MiB in ${pgbrBase1.seconds} s`);
+    const pgbrBytes1 = fileBytes(pgbrBackupDir);
+    const pgbrBase1 = { sizeBytes: full.info.size, addedBytes: pgbrBytes1 - pgbrBytes0, dataFilesBytes: full.info.repository.delta, seconds: round(pgbrFull.seconds) };
+    log(`  pgBackRest full: ${(pgbrBase1.addedBytes / MiB).toFixed(1)} MiB stored (${(pgbrBase1.dataFilesBytes / MiB).toFixed(1)} MiB of it data files) of ${(pgbrBase1.sizeBytes / MiB).toFixed(0)} MiB in ${pgbrBase1.seconds} s`);
 
     // --- 2. steady load
     await oursCovers(new Date());
@@ -446,8 +461,8 @@ async function main() {
     log(`  ours: ${(ourBase2.addedBytes / MiB).toFixed(1)} MiB added in ${ourBase2.seconds.toFixed(1)} s`);
     const pgbrIncr = await pgbackrest(['backup', '--type=incr']);
     const incr = (await pgbrInfo()).at(-1)!;
-    const pgbrBase2 = { sizeBytes: incr.info.size, addedBytes: incr.info.repository.delta, seconds: round(pgbrIncr.seconds), type: incr.type };
-    log(`  pgBackRest ${incr.type}: ${(pgbrBase2.addedBytes / MiB).toFixed(1)} MiB stored in ${pgbrBase2.seconds} s`);
+    const pgbrBase2 = { sizeBytes: incr.info.size, addedBytes: fileBytes(pgbrBackupDir) - pgbrBytes1, dataFilesBytes: incr.info.repository.delta, seconds: round(pgbrIncr.seconds), type: incr.type };
+    log(`  pgBackRest ${incr.type}: ${(pgbrBase2.addedBytes / MiB).toFixed(1)} MiB stored (${(pgbrBase2.dataFilesBytes / MiB).toFixed(1)} MiB of it data files) in ${pgbrBase2.seconds} s`);
     await stopLoad();
 
     // zstd -3 of the segments the steady load wrote (from the one after the switch before it to
@@ -716,7 +731,7 @@ async function main() {
     await fs.writeFile(path.join(BENCH, 'results', 'pitr.json'), `${JSON.stringify(result, null, 2)}\n`);
     log(`RPO median ours ${result.rpo.oursSeconds.median} s (${result.rpo.oursSeconds.min}-${result.rpo.oursSeconds.max}), pgBackRest ${result.rpo.pgbackrestSeconds.median} s (${result.rpo.pgbackrestSeconds.min}-${result.rpo.pgbackrestSeconds.max})`);
     log(`repository per GiB of WAL: ours ${result.repositoryPerGiBOfWal.oursMiB} MiB, pgBackRest ${result.repositoryPerGiBOfWal.pgbackrestMiB} MiB, zstd -3 ${result.repositoryPerGiBOfWal.zstd3MiB} MiB`);
-    log(`second base backup added: ours ${(ourBase2.addedBytes / MiB).toFixed(1)} MiB, pgBackRest ${pgbrBase2.type} ${(pgbrBase2.addedBytes / MiB).toFixed(1)} MiB`);
+    log(`second base backup added: ours ${ourBase2.addedBytes.toLocaleString('en')} bytes, pgBackRest ${pgbrBase2.type} ${pgbrBase2.addedBytes.toLocaleString('en')} (${(100 * (ourBase2.addedBytes / pgbrBase2.addedBytes - 1)).toFixed(1)} %)`);
     log(`recovery: ours ${ourRecovery.seconds} s (replayed at ${ourRecovery.untilReplayedSeconds} s), pgBackRest ${pgbrRecovery.seconds} s`);
     log(`repositories: ours ${result.repositoryTotalMiB.ours} MiB, pgBackRest ${result.repositoryTotalMiB.pgbackrest} MiB; load average ${loadAtStart.join(' ')} -> ${loadAtEnd.join(' ')}`);
     log('wrote bench/results/pitr.json');

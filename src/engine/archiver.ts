@@ -52,6 +52,11 @@ export type StreamSource = ({ stream: Readable } | { pipe: PipeSource }) & {
   mode?: number;
   /** Default: the snapshot time. */
   mtime?: Date;
+  /**
+   * The stream is a tar archive (pg_basebackup's base.tar): besides content-defined cuts, a
+   * chunk ends where an entry ends, so each file of it deduplicates on its own.
+   */
+  tar?: boolean;
 };
 
 /**
@@ -132,6 +137,8 @@ export interface BackupResult {
   streamBytes: Record<string, number>;
   /** Stored bytes of new blobs (compressed and encrypted). */
   bytesAdded: number;
+  /** Bytes of the files this backup saved (packs with their headers, index, snapshot): see WriteStats. */
+  bytesStored: number;
   blobsAdded: number;
   /** Of blobsAdded, the data (file content) blobs; 0 when nothing new was read. */
   dataBlobsAdded: number;
@@ -434,6 +441,7 @@ class Archiver {
         return true;
       },
       onBlob: (m, data) => this.storeBlob(m, data),
+      tar: src.tar,
     }, pipeSignal);
     // A pipe's end of file also comes when its writer fails: only the writer can tell.
     if ('pipe' in src) await src.pipe.complete;
@@ -981,6 +989,7 @@ export async function backup(repo: Repository, sources: Record<string, BackupSou
       bytesProcessed: archiver.counters.bytesDone,
       streamBytes: archiver.streamBytes,
       bytesAdded: after.bytesAdded - before.bytesAdded,
+      bytesStored: after.bytesStored - before.bytesStored,
       blobsAdded: after.blobsAdded - before.blobsAdded,
       dataBlobsAdded: after.dataBlobsAdded - before.dataBlobsAdded,
       filesUnmodified: archiver.counters.filesUnmodified,

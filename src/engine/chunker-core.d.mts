@@ -22,3 +22,4 @@ export declare function cutChunks(
   beforeMove: () => void,
   cuts?: readonly number[],
 ): number;
+export declare function tarEntryCuts(): { cuts: number[]; push: (bytes: Uint8Array) => void };

@@ -150,3 +150,70 @@ export function cutChunks(buf, read, knownSize, params, onChunk, beforeMove, cut
     }
   }
 }
+
+/** Tar entry types whose header is followed by another header of the same entry (GNU long names, pax). */
+const TAR_PREFIX_TYPES = new Set(['L', 'K', 'x', 'g'].map((c) => c.charCodeAt(0)));
+
+/**
+ * Forced cut points at the entries of a tar archive read as a stream (pg_basebackup's base.tar):
+ * a chunk never spans two entries, as restic chunks each file on its own, so an entry whose
+ * header and content did not change is the same blobs again whatever its neighbours did, and a
+ * changed small file costs itself, not the megabyte of unchanged neighbours content-defined
+ * chunking put in its chunk. push(bytes) is given every byte of the stream in order, before the
+ * chunker sees them; `cuts` (ascending, growing) then holds the offset of each entry's first
+ * header once the stream reached it, which is before cutChunks looks there. Stops at the
+ * archive's end (a zero block) or at anything that is not a ustar/GNU header: from there on the
+ * chunker cuts by content alone.
+ */
+export function tarEntryCuts() {
+  const cuts = [];
+  const head = Buffer.alloc(512);
+  let headFill = 0;
+  /** Offset of the next header. */
+  let at = 0;
+  /** Bytes pushed so far. */
+  let seen = 0;
+  let prefix = false;
+  let stopped = false;
+  const push = (bytes) => {
+    let i = 0;
+    while (!stopped && i < bytes.length) {
+      const pos = seen + i;
+      if (pos < at) {
+        i += Math.min(bytes.length - i, at - pos);
+        continue;
+      }
+      if (headFill === 0 && at > 0 && !prefix) cuts.push(at);
+      const take = Math.min(512 - headFill, bytes.length - i);
+      head.set(bytes.subarray(i, i + take), headFill);
+      headFill += take;
+      i += take;
+      if (headFill < 512) break;
+      headFill = 0;
+      const size = tarEntrySize(head);
+      if (size < 0) {
+        stopped = true;
+        break;
+      }
+      prefix = TAR_PREFIX_TYPES.has(head[156]);
+      at += 512 + Math.ceil(size / 512) * 512;
+    }
+    seen += bytes.length;
+  };
+  return { cuts, push };
+}
+
+/** The content size a tar header announces; -1 for a zero block or a header whose checksum is wrong. */
+function tarEntrySize(h) {
+  let sum = 0;
+  for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : h[i];
+  const stored = parseInt(h.toString('latin1', 148, 156).replace(/[\0 ]+$/, '').trim(), 8);
+  if (sum === 256 || sum !== stored) return -1;
+  // Base-256 (GNU) for sizes beyond the 11 octal digits' 8 GiB.
+  if (h[124] & 0x80) {
+    let n = h[124] & 0x7f;
+    for (let i = 125; i < 136; i++) n = n * 256 + h[i];
+    return n;
+  }
+  return parseInt(h.toString('latin1', 124, 136).replace(/[\0 ]+$/, '').trim() || '0', 8);
+}

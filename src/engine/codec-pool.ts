@@ -67,6 +67,8 @@ export interface StreamHandlers {
   onChunk: (m: StreamChunk) => boolean;
   /** A stored chunk's sealed bytes (index is the chunk's number), as for scans. */
   onBlob: ScanHandlers['onBlob'];
+  /** The stream is a tar archive: no chunk spans two of its entries (tarEntryCuts in chunker-core.mjs). */
+  tar?: boolean;
 }
 
 /** A pipe's read end, blocking, for stream(): a codec thread reads it to the end; stream() closes it. */
@@ -536,7 +538,7 @@ export class CodecPool {
     const onAbort = (): void => failed(signal!.reason);
     if (signal?.aborted) onAbort();
     signal?.addEventListener('abort', onAbort, { once: true });
-    const done = this.post({ op: 'stream', ...(fd === undefined ? { input: ring } : { fd }), cut, ctl: ctl.buffer, params }, [], items, cutter);
+    const done = this.post({ op: 'stream', ...(fd === undefined ? { input: ring } : { fd }), cut, ctl: ctl.buffer, params, tar: handlers.tar === true }, [], items, cutter);
     try {
       if (fd === undefined) await this.pump(source as AsyncIterable<Buffer | string>, Buffer.from(ring!), ctl, done, items);
       const m = await done;

@@ -8,7 +8,7 @@
  *   `{ seq, op: 'scan', job }` → `{ seq, type: 'batch', items }` with the messages of
  *     scan-core.mjs in order (a few hundred or about a MiB of blobs per batch), then
  *     `{ seq, type: 'done' }`
- *   `{ seq, op: 'stream', input | fd, cut, ctl, params }` → batches of `{ type: 'chunk', k, id, len,
+ *   `{ seq, op: 'stream', input | fd, cut, ctl, params, tar }` → batches of `{ type: 'chunk', k, id, len,
  *     off }` and `{ type: 'blob', index: k, … }` messages, then `{ seq, type: 'done', size }`
  *     (see streamJob below)
  *   `{ seq, op: 'sealShared', cut, off, len, id, k, ctl }` → a batch with the sealed blob,
@@ -178,7 +178,7 @@ function streamJob(msg) {
   batchSeq = msg.seq;
   let size;
   try {
-    size = scanner.readStream(Buffer.from(msg.cut), msg.fd === undefined ? fromRing : fromFd, msg.params, announce, decide, emit);
+    size = scanner.readStream(Buffer.from(msg.cut), msg.fd === undefined ? fromRing : fromFd, msg.params, announce, decide, emit, msg.tar === true);
   } finally {
     flush();
   }

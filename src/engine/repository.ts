@@ -95,6 +95,11 @@ export interface WriteStats {
   packsAdded: number;
   /** Stored (compressed, encrypted) bytes of new blobs. */
   bytesAdded: number;
+  /**
+   * Bytes of the files saved: packs whole (blobs, header, its encryption), index and snapshot
+   * files. What the repository grew by, where bytesAdded counts the blobs alone.
+   */
+  bytesStored: number;
 }
 
 /** An open repository. Create with Repository.init or Repository.open. */
@@ -117,7 +122,7 @@ export class Repository {
   private unindexed: PackList[] = [];
   private unindexedBlobs = 0;
   private writeError: unknown = null;
-  private readonly stats: WriteStats = { blobsAdded: 0, dataBlobsAdded: 0, packsAdded: 0, bytesAdded: 0 };
+  private readonly stats: WriteStats = { blobsAdded: 0, dataBlobsAdded: 0, packsAdded: 0, bytesAdded: 0, bytesStored: 0 };
 
   private constructor(
     readonly backend: Backend,
@@ -204,6 +209,8 @@ export class Repository {
     const raw = encrypt(this.key, body);
     const id = hashId(raw);
     await this.backend.save({ type, name: id }, raw, { signal });
+    // Lock files are removed again; the repository keeps the others.
+    if (type === 'index' || type === 'snapshots') this.stats.bytesStored += raw.length;
     return id;
   }
 
@@ -395,6 +402,7 @@ export class Repository {
         this.unindexedBlobs += pack.blobs.length;
         for (const b of pack.blobs) this.pendingBlobs.delete(b.type[0] + b.id);
         this.stats.packsAdded++;
+        this.stats.bytesStored += pack.bytes.length;
         recycle();
       })
       .catch((err) => {

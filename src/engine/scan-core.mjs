@@ -23,7 +23,7 @@
 import { closeSync, constants, lstatSync, openSync, readSync, readdirSync, readlinkSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { cutBufferSize, cutChunks } from './chunker-core.mjs';
+import { cutBufferSize, cutChunks, tarEntryCuts } from './chunker-core.mjs';
 import { encodeBlobInto } from './seal-core.mjs';
 import { formatTime } from './time.mjs';
 
@@ -223,9 +223,10 @@ export class Scanner {
    * or another thread sealed it) or, unless wait, undefined while unanswered. Answers may come
    * in any order; hashing goes on while they travel. read(buf, off, want, idle) delivers the
    * bytes as cutChunks() describes and calls idle() before it blocks, which seals what has been
-   * answered meanwhile. Returns the stream's size.
+   * answered meanwhile. `tar`: the stream is a tar archive, cut at its entries too
+   * (tarEntryCuts). Returns the stream's size.
    */
-  readStream(buf, read, params, announce, decide, emit) {
+  readStream(buf, read, params, announce, decide, emit, tar = false) {
     let pending = [];
     let k = 0;
     const settle = (wait) => {
@@ -244,7 +245,13 @@ export class Scanner {
       settle(pending.length >= MAX_UNANSWERED);
     };
     const idle = () => settle(false);
-    const size = cutChunks(buf, (b, off, want) => read(b, off, want, idle), Infinity, params, onChunk, () => settle(true));
+    const entries = tar ? tarEntryCuts() : null;
+    const readSome = (b, off, want) => {
+      const n = read(b, off, want, idle);
+      entries?.push(b.subarray(off, off + n));
+      return n;
+    };
+    const size = cutChunks(buf, readSome, Infinity, params, onChunk, () => settle(true), entries?.cuts);
     settle(true);
     return size;
   }

@@ -31,7 +31,7 @@ export const BaseBackup = builder.prismaObject('BaseBackup', {
     startLsn: t.exposeString('startLsn', { nullable: true }),
     endLsn: t.exposeString('endLsn', { nullable: true }),
     sizeBytes: t.expose('sizeBytes', { type: 'BigInt' }),
-    addedBytes: t.expose('addedBytes', { type: 'BigInt', description: 'New bytes stored, summed over destinations (chunks already stored are not counted)' }),
+    addedBytes: t.expose('addedBytes', { type: 'BigInt', description: 'Bytes the repositories grew by (new chunks in their packs, pack headers, index and snapshot files), summed over destinations; chunks already stored are not counted' }),
     startedAt: t.expose('startedAt', { type: 'DateTime' }),
     finishedAt: t.expose('finishedAt', { type: 'DateTime', nullable: true, description: 'The earliest time it can recover to' }),
   }),

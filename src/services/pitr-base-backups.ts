@@ -108,7 +108,7 @@ export async function runBaseBackup(deps: Deps, operationId: string, jobSignal?:
           progress.report({ phase: 'uploading' });
           const run = startBaseBackup(databaseUrl, { signal });
           const parent = await parentBaseBackup(deps, cluster.id, destinationId);
-          const result = await backup(repo.repo, { [baseBackupPath(cluster.systemIdentifier)]: { stream: run.stream } }, {
+          const result = await backup(repo.repo, { [baseBackupPath(cluster.systemIdentifier)]: { stream: run.stream, tar: true } }, {
             tags: ['backplane', 'pitr-base', `cluster:${cluster.systemIdentifier}`, tag],
             parent: parent ?? undefined,
             signal,
@@ -128,12 +128,14 @@ export async function runBaseBackup(deps: Deps, operationId: string, jobSignal?:
           written.push({ repo, id: result.snapshotId });
           first = { repo, snapshotId: result.snapshotId };
           sizeBytes = result.bytesProcessed;
-          copies.push({ destinationId, repoSnapshotId: result.snapshotId, addedBytes: result.bytesAdded });
+          // Everything the repository grew by (packs whole, index, snapshot), not the blobs alone.
+          copies.push({ destinationId, repoSnapshotId: result.snapshotId, addedBytes: result.bytesStored });
         } else {
           progress.report({ phase: 'copying' });
+          const stored = repo.repo.writeStats().bytesStored;
           const copied = await copySnapshot(first.repo.repo, repo.repo, first.snapshotId, { signal });
           written.push({ repo, id: copied.snapshotId });
-          copies.push({ destinationId, repoSnapshotId: copied.snapshotId, addedBytes: copied.bytesCopied });
+          copies.push({ destinationId, repoSnapshotId: copied.snapshotId, addedBytes: repo.repo.writeStats().bytesStored - stored });
         }
       }
       const r = range as { timeline: number; startLsn: string; endLsn: string } | null;

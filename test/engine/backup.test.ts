@@ -1,5 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { Readable } from 'node:stream';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { mkdir, readFile, stat, utimes, writeFile, open } from 'node:fs/promises';
 import { LocalBackend } from '../../src/destinations/local.ts';
@@ -22,6 +24,8 @@ import {
 import { PASSWORD, cleanupTempDirs, describeTree, makeFixtureTree, newRepo, restic, seededBytes, tempDir } from './helpers.ts';
 
 afterAll(cleanupTempDirs);
+
+const execFileAsync = promisify(execFile);
 
 /** Backup options that abort the backup once it has processed more than `bytes`. */
 function abortingAfter(bytes: number): { signal: AbortSignal; onProgress: (p: { bytesDone: number }) => void } {
@@ -82,6 +86,64 @@ describe('backup', () => {
     expect(seen[seen.length - 1]).toMatchObject({ bytesDone: dump.length, bytesTotal: dump.length });
     expect((await readFile(join(target2, 'app.dump'))).equals(dump)).toBe(true);
     expect(await countFiles(repo, 'locks')).toBe(0);
+  });
+
+  it('reports as bytesStored what the repository grew by: packs with their headers, index and snapshot files', async () => {
+    const { repo, dir } = await newRepo();
+    const files = await tempDir();
+    await makeFixtureTree(files);
+    const sizes = async () => {
+      let n = 0;
+      for (const type of ['data', 'index', 'snapshots'] as const) {
+        for (const id of await repo.listIds(type)) n += (await stat(join(dir, type, ...(type === 'data' ? [id.slice(0, 2)] : []), id))).size;
+      }
+      return n;
+    };
+    const r1 = await backup(repo, { '/db/app.dump': Readable.from([seededBytes('stored-1', 700 * 1024)]), '/files': files });
+    expect(r1.bytesStored).toBe(await sizes());
+    // Pack headers (one entry per blob, encrypted), the index and the snapshot come on top of the blobs.
+    expect(r1.bytesStored).toBeGreaterThan(r1.bytesAdded + r1.blobsAdded * 37);
+    const before = await sizes();
+    const r2 = await backup(repo, { '/db/app.dump': Readable.from([seededBytes('stored-2', 300 * 1024)]), '/files': files }, { parent: r1.snapshotId });
+    expect(r2.bytesStored).toBe((await sizes()) - before);
+  });
+
+  it('cuts a tar stream at its entries: a changed small file costs itself, not its neighbours', async () => {
+    const { repo } = await newRepo();
+    const dir = await tempDir();
+    const tarOf = async () => {
+      const tarFile = join(dir, `${Math.random()}.tar`);
+      await execFileAsync('tar', ['-cf', tarFile, '-C', join(dir, 'data'), 'a.bin', 'b.bin', 'c.bin']);
+      return readFile(tarFile);
+    };
+    // Odd pieces, so that headers arrive split across reads.
+    const pieces = (b: Buffer, n: number) => Readable.from(Array.from({ length: Math.ceil(b.length / n) }, (_, i) => b.subarray(i * n, (i + 1) * n)));
+    await mkdir(join(dir, 'data'));
+    await writeFile(join(dir, 'data', 'a.bin'), seededBytes('tar-a', 10 * 1024));
+    await writeFile(join(dir, 'data', 'b.bin'), seededBytes('tar-b', 300 * 1024));
+    await writeFile(join(dir, 'data', 'c.bin'), seededBytes('tar-c', 5 * 1024));
+    const r1 = await backup(repo, { '/base.tar': { stream: pieces(await tarOf(), 777), tar: true } });
+    // Content-defined chunking alone (16 KiB minimum in tests) would put a.bin and the start of b.bin in one chunk.
+    await writeFile(join(dir, 'data', 'a.bin'), seededBytes('tar-a2', 10 * 1024));
+    const second = await tarOf();
+    const r2 = await backup(repo, { '/base.tar': { stream: pieces(second, 777), tar: true } }, { parent: r1.snapshotId });
+    expect(r2.dataBlobsAdded).toBe(1);
+    expect(r2.bytesAdded).toBeLessThan(14 * 1024);
+    // The same archive in other pieces is the same chunks.
+    const r3 = await backup(repo, { '/base.tar': { stream: pieces(second, 65536), tar: true } }, { parent: r2.snapshotId });
+    expect(r3.dataBlobsAdded).toBe(0);
+    const target = await tempDir();
+    await restore(repo, r3.snapshotId, target, { path: '/base.tar' });
+    expect((await readFile(join(target, 'base.tar'))).equals(second)).toBe(true);
+  });
+
+  it('stores a stream declared a tar that is not one by its content alone', async () => {
+    const { repo } = await newRepo();
+    const bytes = seededBytes('not-a-tar', 200 * 1024);
+    const r = await backup(repo, { '/x.tar': { stream: Readable.from([bytes]), tar: true } });
+    const target = await tempDir();
+    await restore(repo, r.snapshotId, target, { path: '/x.tar' });
+    expect((await readFile(join(target, 'x.tar'))).equals(bytes)).toBe(true);
   });
 
   it("reports each stream's real size, and the total stops relying on a declared size once the stream ended", async () => {
