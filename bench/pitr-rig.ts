@@ -11,18 +11,16 @@
  * BENCH_KEEP=1), also when the benchmark fails half-way.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { decodeGlobalID, encodeGlobalID } from '@pothos/plugin-relay';
+import { decodeGlobalID } from '@pothos/plugin-relay';
 import { Logger, runMigrations as installWorkerSchema } from 'graphile-worker';
-import { createSecretBox, redactUrl } from '../src/app/secrets.ts';
 import { createDb } from '../src/db/client.ts';
 import { applyMigrations } from '../src/db/migrate.ts';
 import { defaultPgBinaries } from '../src/db/pg-binaries.ts';
 import { createDatabase, freePort, pgRunAs, startScratchPostgres, type ScratchPostgres } from '../src/db/pg-server.ts';
-import { issueApiKey } from '../src/services/api-keys.ts';
+import { seedEnvironment } from './catalog-seed.ts';
 import { sql } from './snapshot-data.ts';
 import { gql, startServer, type ServerProcess } from './snapshot-server.ts';
 
@@ -298,29 +296,10 @@ async function buildRig(o: RigOptions, held: Held) {
   await createDatabase(catalogServer.adminUrl, 'backplane');
   await applyMigrations(catalogUrl);
   await installWorkerSchema({ connectionString: catalogUrl, logger: new Logger(() => () => {}) });
-  const secretKey = randomBytes(32).toString('hex');
-  const secrets = createSecretBox(Buffer.from(secretKey, 'hex'));
   const db = createDb(catalogUrl);
   held.cleanups.push(async () => db.$disconnect());
-  const org = await db.organization.create({ data: { name: 'Bench' } });
-  const project = await db.project.create({ data: { organizationId: org.id, name: 'App' } });
   const repoPath = path.join(root, 'repository');
-  const dest = await db.destination.create({ data: { organizationId: org.id, name: 'local', provider: 'LOCAL', config: { path: repoPath } } });
-  const env = await db.environment.create({
-    data: {
-      organizationId: org.id,
-      projectId: project.id,
-      name: 'production',
-      type: 'PRODUCTION',
-      databaseUrlEncrypted: secrets.seal(appUrl),
-      databaseUrlRedacted: redactUrl(appUrl),
-      databaseName: 'app',
-      settings: { create: { timeoutSeconds: 6 * 3600 } },
-      destinations: { create: [{ destinationId: dest.id }] },
-    },
-  });
-  const key = (await issueApiKey(db, { organizationId: org.id, name: 'bench', scopes: ['admin'] })).secret;
-  const envGid = encodeGlobalID('Environment', env.id);
+  const { secretKey, envGid, key } = await seedEnvironment(db, { name: 'Bench', projectName: 'App', databaseUrl: appUrl, databaseName: 'app', repositoryPath: repoPath });
   const home = path.join(root, 'home');
   const serverLog = path.join(root, 'server.log');
   /** Starts `backplane start` on the catalog (from another checkout's build when `buildRoot` is given). */
