@@ -19,7 +19,7 @@
  * each round (their expiry) so the disk does not fill.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -27,10 +27,9 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { decodeGlobalID, encodeGlobalID } from '@pothos/plugin-relay';
 import pg from 'pg';
-import { createSecretBox, redactUrl } from '../src/app/secrets.ts';
 import { createDb } from '../src/db/client.ts';
 import { freePort } from '../src/db/pg-server.ts';
-import { issueApiKey } from '../src/services/api-keys.ts';
+import { seedEnvironment } from './catalog-seed.ts';
 import { sql } from './snapshot-data.ts';
 import { gql } from './snapshot-server.ts';
 
@@ -153,29 +152,18 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   const random = rng(o.seed);
   const aims = o.aims ?? DEFAULT_AIMS;
   const db = createDb(o.catalogUrl);
-  const secretKey = randomBytes(32).toString('hex');
-  const secrets = createSecretBox(Buffer.from(secretKey, 'hex'));
   const repositoryPath = path.join(o.workDir, 'repository');
   const logFile = path.join(o.workDir, 'server.log');
-  const org = await db.organization.create({ data: { name: 'Chaos' } });
-  const project = await db.project.create({ data: { organizationId: org.id, name: 'Chaos' } });
-  const env = await db.environment.create({
-    data: {
-      organizationId: org.id,
-      projectId: project.id,
-      name: 'production',
-      type: 'PRODUCTION',
-      databaseUrlEncrypted: secrets.seal(o.envUrl),
-      databaseUrlRedacted: redactUrl(o.envUrl),
-      databaseName: decodeURIComponent(new URL(o.envUrl).pathname.slice(1)),
-      filesPath: o.filesPath,
-      settings: { create: { timeoutSeconds: 6 * 3600 } },
-    },
+  const seeded = await seedEnvironment(db, {
+    name: 'Chaos',
+    projectName: 'Chaos',
+    databaseUrl: o.envUrl,
+    databaseName: decodeURIComponent(new URL(o.envUrl).pathname.slice(1)),
+    filesPath: o.filesPath,
+    repositoryPath,
   });
-  const destination = await db.destination.create({ data: { organizationId: org.id, name: 'local', provider: 'LOCAL', config: { path: repositoryPath } } });
-  await db.environmentDestination.create({ data: { environmentId: env.id, destinationId: destination.id } });
-  const key = (await issueApiKey(db, { organizationId: org.id, name: 'chaos', scopes: ['admin'] })).secret;
-  const envGid = encodeGlobalID('Environment', env.id);
+  const { secretKey, secrets, env, key, envGid } = seeded;
+  const destination = seeded.destination!;
 
   const result: ChaosResult = {
     seed: o.seed,

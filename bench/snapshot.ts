@@ -32,7 +32,6 @@
  * and bench/results/snapshot.json.
  */
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -40,11 +39,11 @@ import { fileURLToPath } from 'node:url';
 import { decodeGlobalID, encodeGlobalID } from '@pothos/plugin-relay';
 import { Logger, runMigrations as installWorkerSchema } from 'graphile-worker';
 import pg from 'pg';
-import { createSecretBox, redactUrl } from '../src/app/secrets.ts';
+import { redactUrl } from '../src/app/secrets.ts';
 import { createDb } from '../src/db/client.ts';
 import { applyMigrations } from '../src/db/migrate.ts';
 import { createDatabase, dropDatabase, startScratchPostgres, type ScratchPostgres } from '../src/db/pg-server.ts';
-import { issueApiKey } from '../src/services/api-keys.ts';
+import { seedEnvironment } from './catalog-seed.ts';
 import { machineInfo } from './machine.ts';
 import { changeOnePercent, databaseBytes, generateDatabase, generateFiles, sql, treeBytes } from './snapshot-data.ts';
 import { postmasterPid, runPipeline, samplePostgresPss, sampleTreeRss, startLoad, summarize, treePssKB, type CommandResult, type LatencySummary } from './snapshot-measure.ts';
@@ -176,25 +175,8 @@ async function main() {
     const totalBytes = dbBytes + files.bytes;
 
     // --- the catalog: organization, project, environment, LOCAL destination, admin key
-    const secretKey = randomBytes(32).toString('hex');
-    const secrets = createSecretBox(Buffer.from(secretKey, 'hex'));
     const db = createDb(catalogUrl);
-    const org = await db.organization.create({ data: { name: 'Bench' } });
-    const project = await db.project.create({ data: { organizationId: org.id, name: 'Shop' } });
-    const env = await db.environment.create({
-      data: {
-        organizationId: org.id,
-        projectId: project.id,
-        name: 'production',
-        type: 'PRODUCTION',
-        databaseUrlEncrypted: secrets.seal(envUrl),
-        databaseUrlRedacted: redactUrl(envUrl),
-        databaseName: 'shop',
-        filesPath,
-        settings: { create: { timeoutSeconds: 6 * 3600 } },
-      },
-    });
-    const key = (await issueApiKey(db, { organizationId: org.id, name: 'bench', scopes: ['admin'] })).secret;
+    const { secretKey, secrets, org, project, env, key } = await seedEnvironment(db, { name: 'Bench', projectName: 'Shop', databaseUrl: envUrl, databaseName: 'shop', filesPath });
     catalog.client = new pg.Client({ connectionString: catalogUrl });
     await catalog.client.connect();
 
