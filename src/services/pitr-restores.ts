@@ -8,7 +8,7 @@ import { publishInTransaction } from '../events/bus.ts';
 import { prepareDirectory, type PreparedDirectory } from '../sources/files.ts';
 import { walPath } from '../sources/pitr-layout.ts';
 import { extractTar, makePitrWorkDir, placeWal, recoverInstance, walFetchFailed, type pitrWorkDir, type RecoveredInstance } from '../sources/pitr-instance.ts';
-import { canCreateDatabase, dumpWriter, MAX_IDENTIFIER_BYTES, prepareDatabase, type PreparedDatabase } from '../sources/postgres.ts';
+import { canCreateDatabase, MAX_IDENTIFIER_BYTES, prepareMove, type PreparedDatabase } from '../sources/postgres.ts';
 import { pgTarget } from '../sources/connection.ts';
 import { withAdmin, withClient } from '../sources/pg-admin.ts';
 import { raiseAlert } from './alerts.ts';
@@ -296,14 +296,14 @@ export async function runPitrRestore(deps: Deps, operationId: string, jobSignal?
         const sourceUrl = await environmentDatabaseUrl(deps, log.sourceEnvironmentId);
         const targetUrl = await environmentDatabaseUrl(deps, target.id);
         const recovered = pgTarget(sourceUrl);
-        const dump = dumpWriter(instance.url(recovered.database, recovered.env.PGUSER ?? 'postgres'), { signal });
-        // The instance is done with once pg_dump is: stopped while pg_restore still builds indexes.
-        const running = instance;
-        const stopped = dump.ended.then(() => running.stop());
         const clone = log.cloneDatabaseName;
         // As a snapshot restore: a role that may not create databases restores in place.
         const strategy = clone ? 'SWAP' : opInput.strategy === 'IN_PLACE' || !(await canCreateDatabase(targetUrl)) ? 'IN_PLACE' : 'SWAP';
-        const preparingDb = prepareDatabase(targetUrl, dump, { strategy, restoreId, signal });
+        const move = prepareMove(targetUrl, instance.url(recovered.database, recovered.env.PGUSER ?? 'postgres'), { strategy, restoreId, signal });
+        // The instance is done with once it is no longer read: stopped while pg_restore still builds indexes.
+        const running = instance;
+        const stopped = move.sourceDone.then(() => running.stop());
+        const preparingDb = move.prepared;
         const preparingFiles: Promise<PreparedDirectory | null> = files && log.includes.includes('FILES')
           ? (async () => {
               const copy = await openReadableCopy(deps, files.id, signal);
