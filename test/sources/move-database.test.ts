@@ -1,20 +1,12 @@
 import { execFileSync } from 'node:child_process';
-import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { AbortedError } from '../../src/sources/errors.ts';
 import { prepareMove, restoreDatabaseNames } from '../../src/sources/postgres.ts';
 import { createScratchDatabase } from '../harness/database.ts';
+import { sql } from '../harness/live-environment.ts';
 import { waitFor } from '../harness/schedule-helpers.ts';
 
-async function query<T extends pg.QueryResultRow>(url: string, sql: string, params: unknown[] = []): Promise<T[]> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query<T>(sql, params)).rows;
-  } finally {
-    await client.end();
-  }
-}
+const query = async (url: string, text: string, params: unknown[] = []) => (await sql(url, text, params)).rows;
 
 const nameOf = (url: string) => decodeURIComponent(new URL(url).pathname.slice(1));
 
