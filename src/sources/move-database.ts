@@ -189,17 +189,18 @@ export interface MoveOptions {
 }
 
 /**
- * Moves the database at `sourceUrl` into the empty database `temp` on `target`'s server, restored
+ * Moves the database at `sourceAt` (once that is known) into the empty database `temp` on `target`'s server, restored
  * without owners when `noOwner`, with pg_restore's session settings `restoreOptions` (PGOPTIONS).
  * On failure the temp database holds part of it: the caller drops it.
  */
-export async function moveInto(sourceUrl: string, target: PgTarget, temp: string, noOwner: boolean, restoreOptions: string, opts: MoveOptions): Promise<void> {
+export async function moveInto(sourceAt: string | Promise<string>, target: PgTarget, temp: string, noOwner: boolean, restoreOptions: string, opts: MoveOptions): Promise<void> {
   let sourceDone = false;
   const doneWithSource = () => {
     if (!sourceDone) opts.onSourceDone?.();
     sourceDone = true;
   };
   try {
+    const sourceUrl = await sourceAt;
     const source = pgTarget(sourceUrl);
     const streams = opts.streams ?? defaultMoveStreams();
     const plan = streams > 1 ? await planMove(sourceUrl, opts.chunkBytes ?? MOVE_CHUNK_BYTES) : { excludeData: [], chunks: [], encoding: '' };

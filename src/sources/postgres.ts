@@ -292,10 +292,13 @@ export interface Move {
 /**
  * prepareDatabase with the database at `sourceUrl` (on another server, which nobody changes
  * meanwhile) as the dump: SWAP moves it in parallel streams (move-database.ts); IN_PLACE, one
- * transaction, through one pg_dump.
+ * transaction, through one pg_dump. A SWAP may be given the source as a promise: the temp database
+ * is made at once, and filled once the source is known (if the promise rejects, it is dropped and
+ * `prepared` rejects with that error).
  */
-export function prepareMove(databaseUrl: string, sourceUrl: string, opts: PrepareDatabaseOptions & Pick<MoveOptions, 'streams' | 'chunkBytes'>): Move {
+export function prepareMove(databaseUrl: string, sourceUrl: string | Promise<string>, opts: PrepareDatabaseOptions & Pick<MoveOptions, 'streams' | 'chunkBytes'>): Move {
   if ((opts.strategy ?? 'SWAP') === 'IN_PLACE') {
+    if (typeof sourceUrl !== 'string') throw new SourceError('INVALID_HANDLE_STATE', 'an IN_PLACE move starts once its source is known');
     const dump = dumpWriter(sourceUrl, { signal: opts.signal });
     return { prepared: prepareDatabase(databaseUrl, dump, opts), sourceDone: dump.ended };
   }
