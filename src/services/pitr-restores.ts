@@ -186,7 +186,7 @@ const WAL_FETCH_LANES = 3;
 
 /**
  * Starts filling the work folder: the base backup extracted into data/, and beside it the WAL
- * files the recovery reads placed into wal/ one snapshot after another in the plan's order, so
+ * files the recovery reads placed into wal/ a few snapshots at a time in the plan's order, so
  * the replay can start as soon as the base is there and finds each segment when it reaches it
  * (the restore_command waits for it; see recoverInstance), as pgBackRest's asynchronous
  * archive-get prefetches ahead of replay. Before, every WAL file was fetched before the replay
