@@ -22,6 +22,8 @@ import { openRepository } from '../../src/services/repositories.ts';
 import { restoreIdOf } from '../../src/services/restore-leftovers.ts';
 import { makePitrWorkDir } from '../../src/sources/pitr-instance.ts';
 import { until } from '../harness/process.ts';
+import { listSnapshots, packsOfSnapshots, resolvePath, walk } from '../../src/engine/api.ts';
+import { PITR_WAL_TAG, walPath } from '../../src/sources/pitr-layout.ts';
 
 let app: TestApp;
 let key: string;
@@ -211,6 +213,46 @@ describe('restoreToPointInTime', () => {
     expect(await rowsIn(shop())).toEqual(before);
     expect((await fs.readdir(home)).filter((n) => n.startsWith('pitr-restore-'))).toEqual([]);
     expect((await sql(cluster.url(), "SELECT datname FROM pg_database WHERE datname LIKE '%bp_restore%'")).rows).toEqual([]);
+  });
+
+  it('WAL that cannot be read (its packs gone from the repository): the restore fails with the fetch\'s error, the target is as it was, and no instance or work folder is left', async () => {
+    const link = await app.runtime.db.environmentDestination.findFirstOrThrow({ where: { environmentId: envId } });
+    const moved: string[] = [];
+    try {
+      const opened = await openRepository(app.runtime.deps, link.destinationId);
+      try {
+        const all = await listSnapshots(opened.repo);
+        const isWal = (s: (typeof all)[number]) => s.tags?.includes(PITR_WAL_TAG) ?? false;
+        const elsewhere = await packsOfSnapshots(opened.repo, all.filter((s) => !isWal(s)).map((s) => s.id));
+        // Packs of the WAL's content only: the planner reads the WAL snapshots' trees.
+        const walData = new Set<string>();
+        for (const sn of all.filter(isWal)) {
+          const dir = await resolvePath(opened.repo, sn, walPath(cluster.sysid));
+          for await (const e of walk(opened.repo, dir.subtree!, '')) {
+            for (const id of e.node.content ?? []) walData.add(opened.repo.lookupBlob('data', id)!.packId);
+          }
+        }
+        const walOnly = [...walData].filter((p) => !elsewhere.has(p));
+        expect(walOnly.length).toBeGreaterThan(0);
+        for (const p of walOnly) {
+          const f = path.join(home, 'repository', 'data', p.slice(0, 2), p);
+          await fs.rename(f, `${f}.away`);
+          moved.push(f);
+        }
+      } finally {
+        await opened.close();
+      }
+      const before = await rowsIn(shop());
+      const { operationId } = await started({ pointInTime: target.t.toISOString(), includes: ['DB'], createSafetySnapshot: false });
+      const states = await follow(app, key, operationId);
+      expect(states.at(-1)?.status).toBe('FAILED');
+      expect(states.at(-1)?.error).toMatch(new RegExp(moved.map((f) => path.basename(f)).join('|')));
+      expect(await rowsIn(shop())).toEqual(before);
+      expect((await fs.readdir(home)).filter((n) => n.startsWith('pitr-restore-'))).toEqual([]);
+      expect((await sql(cluster.url(), "SELECT datname FROM pg_database WHERE datname LIKE '%bp_restore%'")).rows).toEqual([]);
+    } finally {
+      for (const f of moved) await fs.rename(`${f}.away`, f);
+    }
   });
 
   it('a worker that died mid-recovery: the stale-operation sweep stops the instance it left and removes its work folder', async () => {
