@@ -114,6 +114,11 @@ export async function openRepository(deps: Deps, destinationId: string, signal?:
   }
 }
 
+/** Tells an operation's watchers while its job waits for another's repository lock (`null`: it got it). */
+export function reportLockWaits(repo: Repository, report: (message: string | null) => void): void {
+  repo.lockWait = { ...repo.lockWait, onWait: (holder) => report(`Waiting for the repository lock: ${holder}`), onTaken: () => report(null) };
+}
+
 /**
  * A killed process leaves its lock file behind, and stock restic then refuses the repository
  * (`check`, `prune`) until someone runs `restic unlock`, which would break disaster recovery
