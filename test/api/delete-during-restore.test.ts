@@ -61,7 +61,8 @@ describe('deleting a snapshot that a restore is reading', () => {
         'the delete to end or wait',
         60_000,
       );
-      const listedMeanwhile = await restic(source.repositoryPath, password, 'snapshots', '--json');
+      // --no-lock: the waiting delete writes and removes its exclusive lock file at every try.
+      const listedMeanwhile = await restic(source.repositoryPath, password, 'snapshots', '--no-lock', '--json');
 
       await holder.query('ROLLBACK');
       expect((await follow(app, key, restore.operationId)).at(-1)).toMatchObject({ status: 'SUCCEEDED' });
