@@ -9,26 +9,18 @@ import { describe, expect, it } from 'vitest';
 import { YOUNG_GENERATION_CAP_BYTES } from '../../src/app/young-generation.ts';
 import { startTestApp, testEnv } from '../harness/app.ts';
 import { startServerProcess, until } from '../harness/process.ts';
+import { CHURN } from '../harness/young-churn.ts';
 
 /**
  * Loaded into a started `backplane` process (NODE_OPTIONS): on SIGUSR2 its main thread allocates
- * as churn() does and logs the largest young generation it had, as a JSON line.
+ * (CHURN) and logs the largest young generation it had, as a JSON line.
  */
 const PROBE = `
 import { isMainThread } from 'node:worker_threads';
 import { getHeapSpaceStatistics } from 'node:v8';
 const young = () => getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size;
 if (isMainThread) process.on('SIGUSR2', async () => {
-  let keep = [];
-  let max = 0;
-  for (let turn = 0; turn < 300; turn++) {
-    for (let i = 0; i < 5000; i++) {
-      keep.push({ a: i, b: 'x' + i });
-      if (keep.length > 60000) keep = keep.slice(30000);
-    }
-    max = Math.max(max, young());
-    await new Promise((r) => setImmediate(r));
-  }
+  ${CHURN}
   process.stdout.write(JSON.stringify({ msg: 'young generation', max }) + '\\n');
 });
 `;
