@@ -98,9 +98,10 @@ export async function findSnapshot(repo: Repository, ref: string, filter?: Snaps
  * snapshots, and the one it reads must not vanish under it (nor its packs, in the prune that
  * usually follows), so forgetting waits for them (the repository's lockWait).
  */
-export async function forgetSnapshots(repo: Repository, ids: Id[], signal?: AbortSignal): Promise<void> {
+export async function forgetSnapshots(repo: Repository, ids: Id[], signal?: AbortSignal, opts: { /** false: the caller holds the exclusive lock already. */ lock?: boolean } = {}): Promise<void> {
   if (ids.length === 0) return;
-  await withLock(repo, true, async () => {
+  const run = async () => {
     for (const id of ids) await repo.backend.remove({ type: 'snapshots', name: id }, { signal });
-  }, signal);
+  };
+  await (opts.lock === false ? run() : withLock(repo, true, run, signal));
 }
