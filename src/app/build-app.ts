@@ -13,7 +13,6 @@ import type { EventBus } from '../events/bus.ts';
 import type { Context } from '../schema/builder.ts';
 import { schema } from '../schema/index.ts';
 import { AuthenticationError, authenticate, bearerToken } from '../services/api-keys.ts';
-import { contentDisposition, openDownload, verifyDownloadToken } from '../services/downloads.ts';
 import type { Deps } from '../services/deps.ts';
 import type { UploadedDump } from '../services/imports.ts';
 import type { Viewer } from '../services/viewer.ts';
@@ -22,6 +21,7 @@ import type { Logger } from './logger.ts';
 import { oneMutationPerIdempotencyHeader } from './idempotency-header.ts';
 import { isMultipart, MultipartError, receiveMultipart, type ReceivedMultipart } from './multipart-upload.ts';
 import { serveConsole } from './console-files.ts';
+import { serveDownload } from './download-route.ts';
 import { createMetrics } from './metrics.ts';
 import { queryLimitPlugins } from './query-limits.ts';
 
@@ -233,39 +233,6 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
   }
 
   /** Streams a signed download; an altered or expired link gets 403 and reveals nothing. */
-  async function serveDownload(req: http.IncomingMessage, res: http.ServerResponse, token: string) {
-    let decoded: string | null = null;
-    try {
-      decoded = decodeURIComponent(token);
-    } catch {
-      // A malformed escape is a bad link like any other, not a server error.
-    }
-    const payload = req.method === 'GET' && decoded !== null ? verifyDownloadToken(deps, decoded) : null;
-    if (!payload) {
-      res.writeHead(403, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'This download link is invalid or has expired' }));
-      return;
-    }
-    const ac = new AbortController();
-    res.on('close', () => ac.abort());
-    let opened;
-    try {
-      opened = await openDownload(deps, payload, ac.signal);
-    } catch (err) {
-      if (!(err instanceof AppError)) throw err;
-      res.writeHead(409, { 'content-type': 'application/json' }).end(JSON.stringify({ error: err.message, code: err.code }));
-      return;
-    }
-    const { stream, filename } = opened;
-    res.writeHead(200, { 'content-type': 'application/zstd', 'content-disposition': contentDisposition(filename), 'cache-control': 'no-store' });
-    stream.on('error', (err) => {
-      // The client leaving aborts the stream too; the request's own line says so.
-      if (ac.signal.aborted) logger.debug({ snapshotId: payload.s }, 'download cancelled by the client');
-      else logger.error({ err }, 'download stream failed');
-      res.destroy(err);
-    });
-    stream.pipe(res);
-  }
-
   // Compared as SHA-256 digests: equal lengths for timingSafeEqual, whatever the header holds.
   const metricsDigest = config.METRICS_TOKEN ? createHash('sha256').update(config.METRICS_TOKEN).digest() : null;
   function metricsAllowed(req: http.IncomingMessage): boolean {
@@ -321,7 +288,7 @@ export function buildApp(opts: { config: AppConfig; deps: Deps; logger: Logger }
       }
       metrics.render().then((text) => res.writeHead(200, { 'content-type': metrics.contentType }).end(text), fail);
     } else if (path.startsWith('/downloads/')) {
-      serveDownload(req, res, path.slice('/downloads/'.length)).catch(fail);
+      serveDownload(deps, logger, req, res, path.slice('/downloads/'.length)).catch(fail);
     } else if (path === '/graphql') {
       handleGraphql(req, res, requestId).catch(fail);
     } else if (path === '/' || path === '/index.html' || path.startsWith('/assets/')) {

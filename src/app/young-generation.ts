@@ -14,6 +14,11 @@
  * codec threads are held with the API thread. Until the server is up no thread's young
  * generation grows; after that the API thread's grows up to YOUNG_GENERATION_CAP_BYTES, watched
  * after each of its collections, and none grows while it is there.
+ *
+ * Only where the API is served (the memory aim is the idle API's). A worker process (`backplane
+ * worker`) runs its jobs on its main thread, whose garbage is a job's buffers and rows: held at
+ * 8 MiB it scavenged more often for the same jobs, so after start-up its young generation grows
+ * by V8's own rule (restoreYoungGeneration). Start-up is held there too: it keeps little.
  */
 import { PerformanceObserver, constants, type NodeGCPerformanceDetail } from 'node:perf_hooks';
 import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
@@ -43,6 +48,13 @@ export function holdYoungGeneration(): void {
   observer?.disconnect();
   observer = undefined;
   setGrowthFactor(1);
+}
+
+/** Young generations grow by V8's own rule again, without a cap: a process that serves no API. */
+export function restoreYoungGeneration(): void {
+  observer?.disconnect();
+  observer = undefined;
+  setGrowthFactor(GROWTH_FACTOR);
 }
 
 /**

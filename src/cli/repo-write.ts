@@ -192,7 +192,7 @@ export const forgetCommand: Command = {
           // listSnapshots is oldest first, so the tail of each group is what stays.
           for (const group of groups.values()) for (const sn of group.slice(0, Math.max(0, group.length - keepLast))) remove.add(sn.id);
         }
-        if (!dryRun) await forgetSnapshots(repo, [...remove], ctx.signal);
+        if (!dryRun) await forgetSnapshots(repo, [...remove], ctx.signal, { lock: false });
         return { removed: [...remove], kept: all.filter((s) => !remove.has(s.id)).map((s) => s.id) };
       },
       ctx.signal,

@@ -9,7 +9,7 @@ import { ensureDemo } from '../app/bootstrap.ts';
 import { loadConfig, type Config } from '../app/config.ts';
 import { createLogger, type Logger } from '../app/logger.ts';
 import { createRuntime, type Runtime } from '../app/runtime.ts';
-import { releaseYoungGeneration } from '../app/young-generation.ts';
+import { releaseYoungGeneration, restoreYoungGeneration } from '../app/young-generation.ts';
 import { startJobThread, startJobs, type Jobs } from '../app/job-host.ts';
 import { createDb } from '../db/client.ts';
 import { withLiftoffOnly } from '../db/liftoff.ts';
@@ -85,6 +85,8 @@ async function serveCommand(config: Config, logger: Logger, opts: { worker: bool
     await database.stop();
   };
   const fail = onShutdown(logger, stop);
+  // The cap is for the API's thread; a worker alone grows its young generation as V8 would.
+  const afterStart = opts.api ? () => releaseYoungGeneration() : restoreYoungGeneration;
   try {
     if (!config.DATABASE_URL) {
       // The schema engine is WebAssembly too; compiled with Liftoff only, as the query compiler is (db/liftoff.ts).
@@ -105,9 +107,9 @@ async function serveCommand(config: Config, logger: Logger, opts: { worker: bool
       logger.info({ port, host: config.HOST }, 'listening');
     }
     if (demo && port !== undefined) printBanner(config, port, demo);
-    releaseYoungGeneration();
+    afterStart();
   } catch (err) {
-    releaseYoungGeneration();
+    afterStart();
     await stop().catch(() => undefined);
     throw err;
   }

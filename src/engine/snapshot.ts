@@ -7,6 +7,7 @@ import { hostname as osHostname } from 'node:os';
 import type { Id } from './ids.ts';
 import { currentOwner } from './owner.ts';
 import { NotFoundInRepositoryError } from './errors.ts';
+import { withLock } from './lock.ts';
 import { mapLimit, type Repository } from './repository.ts';
 import { parseTime } from './tree.ts';
 
@@ -91,7 +92,16 @@ export async function findSnapshot(repo: Repository, ref: string, filter?: Snaps
   return loadSnapshot(repo, ids[0], signal);
 }
 
-/** Deletes snapshot files. Their data stays until prune. */
-export async function forgetSnapshots(repo: Repository, ids: Id[], signal?: AbortSignal): Promise<void> {
-  for (const id of ids) await repo.backend.remove({ type: 'snapshots', name: id }, { signal });
+/**
+ * Deletes snapshot files; their data stays until prune. Under the repository's exclusive lock, as
+ * restic's `forget` takes it: a restore, backup, copy or check holds a shared lock while it reads
+ * snapshots, and the one it reads must not vanish under it (nor its packs, in the prune that
+ * usually follows), so forgetting waits for them (the repository's lockWait).
+ */
+export async function forgetSnapshots(repo: Repository, ids: Id[], signal?: AbortSignal, opts: { /** false: the caller holds the exclusive lock already. */ lock?: boolean } = {}): Promise<void> {
+  if (ids.length === 0) return;
+  const run = async () => {
+    for (const id of ids) await repo.backend.remove({ type: 'snapshots', name: id }, { signal });
+  };
+  await (opts.lock === false ? run() : withLock(repo, true, run, signal));
 }

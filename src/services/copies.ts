@@ -9,7 +9,7 @@ import { getDestination, recordUse } from './destinations.ts';
 import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
 import { enqueueCopy } from './follow-ups.ts';
 import { beginOperation, CancelledError, finishOperation, HANDED_BACK_MESSAGE, progressReporter, requeueOperation, TimedOutError } from './operations.ts';
-import { openRepository, type OpenedRepository } from './repositories.ts';
+import { openRepository, type OpenedRepository, OWN_WRITES } from './repositories.ts';
 import { underLimits } from './job-limits.ts';
 import { messageOf } from './messages.ts';
 import { getSnapshot } from './snapshot-read.ts';
@@ -112,7 +112,7 @@ export async function runCopySnapshot(deps: Deps, operationId: string, jobSignal
       opened.push(target);
       // A retry after a crash may find the snapshot file the first run wrote: no second one.
       const orphans = (await listSnapshots(target.repo, signal)).filter((sn) => sn.tags?.includes(`snapshot:${snapshot.id}`));
-      await forgetSnapshots(target.repo, orphans.map((sn) => sn.id), signal);
+      await forgetSnapshots(target.repo, orphans.map((sn) => sn.id), signal, OWN_WRITES);
       await deps.db.snapshotCopy.update({ where: { id: copy.id }, data: { status: 'UPLOADING' } });
       progress.report({ phase: 'copying' });
       const result = await copyInRepository(source!.opened.repo, target.repo, source!.repoSnapshotId, {
@@ -133,7 +133,7 @@ export async function runCopySnapshot(deps: Deps, operationId: string, jobSignal
     await progress.flush();
     if (written) {
       const w = written as { target: OpenedRepository; id: string };
-      await forgetSnapshots(w.target.repo, [w.id]).catch(() => undefined);
+      await forgetSnapshots(w.target.repo, [w.id], undefined, OWN_WRITES).catch(() => undefined);
     }
     const shuttingDown = jobSignal?.aborted && !(err instanceof CancelledError) && !(err instanceof TimedOutError);
     if (shuttingDown) {

@@ -19,7 +19,7 @@ import type { Viewer } from './viewer.ts';
 export const DOWNLOAD_VARIANTS = ['DATABASE_AND_FILES', 'DATABASE_ONLY', 'FILES_ONLY'] as const;
 export type DownloadVariant = (typeof DOWNLOAD_VARIANTS)[number];
 
-interface TokenPayload {
+export interface TokenPayload {
   s: string;
   v: DownloadVariant;
   /** Expiry, seconds since the epoch. */
@@ -64,10 +64,73 @@ export function verifyDownloadToken(deps: Deps, token: string): TokenPayload | n
   }
 }
 
-/** The tar.zst stream of a verified download, reading from the first copy that opens. */
-export async function openDownload(deps: Deps, p: TokenPayload, signal: AbortSignal): Promise<{ stream: Readable; filename: string }> {
+/**
+ * What names the bytes of a download in its ETag: bump it when the archive a snapshot gives
+ * changes (its tar layout, the zstd settings), so that no client resumes across the change.
+ */
+const ARCHIVE_FORMAT = 1;
+
+/** A verified download's archive, with what HTTP needs to serve parts of it. */
+export interface DownloadArchive {
+  filename: string;
+  /** Strong ETag: the same snapshot and variant give the same bytes, every time (a test holds to it). */
+  etag: string;
+  lastModified: Date;
+  /** Its length in bytes when this process has made the whole archive before; null otherwise. */
+  knownLength: number | null;
+  /** The archive from its first byte. */
+  open(signal: AbortSignal): Promise<Readable>;
+}
+
+/**
+ * Archive lengths, by snapshot and variant, measured when an archive was made whole. A snapshot
+ * never changes, so a length stays true; a range request needs it before its first byte
+ * (Content-Range), and measuring means making the archive once more. Bounded: oldest go first.
+ */
+const lengths = new Map<string, number>();
+const LENGTHS_KEPT = 1000;
+const lengthKey = (p: TokenPayload) => `${p.s}:${p.v}`;
+
+function rememberLength(p: TokenPayload, bytes: number): void {
+  lengths.delete(lengthKey(p));
+  lengths.set(lengthKey(p), bytes);
+  if (lengths.size > LENGTHS_KEPT) lengths.delete(lengths.keys().next().value!);
+}
+
+/** A verified download: names and validators from the catalog; the bytes only when opened. */
+export async function prepareDownload(deps: Deps, p: TokenPayload): Promise<DownloadArchive> {
   const snapshot = await deps.db.snapshot.findUniqueOrThrow({ where: { id: p.s }, include: { environment: true } });
   throwIfDamaged(snapshot);
+  return {
+    filename: downloadFileName(snapshot.environment.name, snapshot.createdAt, p.v),
+    etag: `"${snapshot.id}.${VARIANT_SUFFIX[p.v]}.${ARCHIVE_FORMAT}"`,
+    lastModified: snapshot.createdAt,
+    knownLength: lengths.get(lengthKey(p)) ?? null,
+    open: (signal) => openDownload(deps, p, snapshot, signal),
+  };
+}
+
+/** The archive's length: known, or measured by making it (and remembered). */
+export async function downloadLength(archive: DownloadArchive, p: TokenPayload, signal: AbortSignal): Promise<number> {
+  if (archive.knownLength !== null) return archive.knownLength;
+  let n = 0;
+  for await (const chunk of await archive.open(signal)) n += (chunk as Buffer).length;
+  rememberLength(p, n);
+  return n;
+}
+
+/** The archive as it passes, counted: once it has ended whole, its length is remembered. */
+export async function* measuredWhole(stream: Readable, p: TokenPayload): AsyncGenerator<Buffer> {
+  let n = 0;
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    n += chunk.length;
+    yield chunk;
+  }
+  rememberLength(p, n);
+}
+
+/** The tar.zst stream of a verified download, reading from the first copy that opens. */
+async function openDownload(deps: Deps, p: TokenPayload, snapshot: { id: string; environmentId: string; includes: string[] }, signal: AbortSignal): Promise<Readable> {
   const { opened, repoSnapshotId, destinationId } = await openReadableCopy(deps, p.s, signal);
   const paths = p.v === 'DATABASE_ONLY' ? ['/db'] : p.v === 'FILES_ONLY' ? ['/files'] : snapshot.includes.map((i) => (i === 'DB' ? '/db' : '/files'));
   const tar = tarStream(opened.repo, repoSnapshotId, '/', signal, { only: paths });
@@ -81,7 +144,7 @@ export async function openDownload(deps: Deps, p: TokenPayload, signal: AbortSig
       }
     })
     .finally(() => void opened.close());
-  return { stream: out, filename: downloadFileName(snapshot.environment.name, snapshot.createdAt, p.v) };
+  return out;
 }
 
 const VARIANT_SUFFIX: Record<DownloadVariant, string> = { DATABASE_AND_FILES: 'full', DATABASE_ONLY: 'db', FILES_ONLY: 'files' };

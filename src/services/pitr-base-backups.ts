@@ -11,7 +11,7 @@ import { enqueueJob, operationJobKey } from './jobs.ts';
 import { beginOperation, CancelledError, finishOperation, HANDED_BACK_MESSAGE, progressReporter, requeueOperation } from './operations.ts';
 import { alertCluster, clusterContext, PITR_ZSTD_LEVEL } from './pitr-cluster.ts';
 import { baseBackupTag } from './pitr-leftovers.ts';
-import { openRepository, type OpenedRepository } from './repositories.ts';
+import { openRepository, type OpenedRepository, OWN_WRITES } from './repositories.ts';
 import { messageOf, underLimits } from './snapshots.ts';
 import type { Viewer } from './viewer.ts';
 
@@ -102,7 +102,7 @@ export async function runBaseBackup(deps: Deps, operationId: string, jobSignal?:
         opened.push(repo);
         if (op.attempts > 1) {
           const orphans = (await listSnapshots(repo.repo, signal)).filter((s) => s.tags?.includes(tag));
-          await forgetSnapshots(repo.repo, orphans.map((s) => s.id), signal);
+          await forgetSnapshots(repo.repo, orphans.map((s) => s.id), signal, OWN_WRITES);
         }
         if (!first) {
           progress.report({ phase: 'uploading' });
@@ -168,7 +168,7 @@ export async function runBaseBackup(deps: Deps, operationId: string, jobSignal?:
   } catch (err) {
     await progress.flush();
     // Nothing half-visible: a base backup is in every repository or in none.
-    for (const w of written) await forgetSnapshots(w.repo.repo, [w.id]).catch((e) => deps.logger.error({ err: e }, 'could not forget a partial base backup'));
+    for (const w of written) await forgetSnapshots(w.repo.repo, [w.id], undefined, OWN_WRITES).catch((e) => deps.logger.error({ err: e }, 'could not forget a partial base backup'));
     if (jobSignal?.aborted && !(err instanceof CancelledError)) {
       await requeueOperation(deps, operationId, HANDED_BACK_MESSAGE);
       throw err;

@@ -115,6 +115,18 @@ export async function openRepository(deps: Deps, destinationId: string, signal?:
 }
 
 /**
+ * For forgetting what a job itself wrote and no catalog row names yet (a partial or earlier
+ * attempt's snapshot): no one reads it, so no lock to wait for (a cancel's clean-up waiting on
+ * another environment's backup to the same repository would hold the cancel).
+ */
+export const OWN_WRITES = { lock: false } as const;
+
+/** Tells an operation's watchers while its job waits for another's repository lock (`null`: it got it). */
+export function reportLockWaits(repo: Repository, report: (message: string | null) => void): void {
+  repo.lockWait = { ...repo.lockWait, onWait: (holder) => report(`Waiting for the repository lock: ${holder}`), onTaken: () => report(null) };
+}
+
+/**
  * A killed process leaves its lock file behind, and stock restic then refuses the repository
  * (`check`, `prune`) until someone runs `restic unlock`, which would break disaster recovery
  * with restic alone. So every job clears the locks restic itself calls stale (not refreshed for

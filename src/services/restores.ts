@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { ConflictError, ErrorCode, NotFoundError, ValidationError } from '../domain/errors.ts';
 import { name, parseInput } from '../domain/validation.ts';
-import { contentWriter, findSnapshot, resolvePath, restore as restoreFiles, type Repository } from '../engine/api.ts';
+import { acquireLock, contentWriter, findSnapshot, resolvePath, restore as restoreFiles, type Repository } from '../engine/api.ts';
 import { publishInTransaction } from '../events/bus.ts';
 import { canCreateDatabase, prepareDatabase, type PreparedDatabase } from '../sources/postgres.ts';
 import { prepareNewDatabase } from '../sources/new-database.ts';
@@ -17,7 +17,7 @@ import { beginOperation, CancelledError, finishOperation, HANDED_BACK_MESSAGE, p
 import { openReadableCopy } from './copies.ts';
 import { refuseIfLocked } from './environment-lock.ts';
 import { discardRestoreLeftovers, restoreIdOf } from './restore-leftovers.ts';
-import type { OpenedRepository } from './repositories.ts';
+import { reportLockWaits, type OpenedRepository } from './repositories.ts';
 import { getSnapshot, INCLUDES, messageOf, runSnapshot, underLimits } from './snapshots.ts';
 import type { Viewer } from './viewer.ts';
 
@@ -183,11 +183,7 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
       const repo = source.opened.repo;
       // A prune (a snapshot deleted, retention) holds the repository for a while: the restore
       // waits for it and says so.
-      repo.lockWait = {
-        ...repo.lockWait,
-        onWait: (holder) => progress.report({ message: `Waiting for the repository lock: ${holder}` }),
-        onTaken: () => progress.report({ message: null }),
-      };
+      reportLockWaits(repo, (message) => progress.report({ message }));
       const snapshotRow = await deps.db.snapshot.findUniqueOrThrow({ where: { id: log.snapshotId! } });
       const total = Number(snapshotRow.sizeBytes);
       let filesDone = 0;
@@ -206,10 +202,16 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
           sides.abort(err);
           throw err;
         });
+      // One shared lock while either side reads, the database's too (its dump is read blob by
+      // blob as pg_restore takes it): a forget or prune of this snapshot (deleted, or retention
+      // on its environment's queue, which is not this target's) waits until the restore has
+      // read all it needs, instead of taking its snapshot and packs away halfway.
+      // Nothing between here and the sides' end throws: the lock is released there.
+      const reading = await acquireLock(repo, false, repo.lockWait, signal);
       const preparingFiles = log.includes.includes('FILES')
         ? failFast(
             prepareDirectory(target.filesPath!, restoreId, async (dir: string) => {
-              await restoreFiles(repo, source.repoSnapshotId, dir, { path: '/files', signal: sideSignal, onProgress: (p) => ((filesDone = p.bytesDone), report()) });
+              await restoreFiles(repo, source.repoSnapshotId, dir, { path: '/files', lock: false, signal: sideSignal, onProgress: (p) => ((filesDone = p.bytesDone), report()) });
             }, { signal: sideSignal }),
           )
         : Promise.resolve(null);
@@ -233,7 +235,9 @@ export async function runRestore(deps: Deps, operationId: string, jobSignal?: Ab
             });
           })())
         : Promise.resolve(null);
-      const [filesResult, dbResult] = await Promise.allSettled([timed('filesReadyMs', preparingFiles), timed('databaseReadyMs', preparingDb)]);
+      const [filesResult, dbResult] = await Promise.allSettled([timed('filesReadyMs', preparingFiles), timed('databaseReadyMs', preparingDb)]).finally(() =>
+        reading.release().catch((e: unknown) => deps.logger.warn({ err: e }, 'could not release the repository lock')),
+      );
       if (filesResult.status === 'rejected' || dbResult.status === 'rejected') {
         // Whichever side got ready is dropped again; the live target was never touched.
         if (filesResult.status === 'fulfilled') await filesResult.value?.rollback().catch((e: unknown) => deps.logger.error({ err: e }, 'files rollback failed'));

@@ -1,6 +1,6 @@
 import { forgetSnapshots, listSnapshots } from '../engine/api.ts';
 import type { Deps } from './deps.ts';
-import { openRepository } from './repositories.ts';
+import { openRepository, OWN_WRITES } from './repositories.ts';
 
 /**
  * What a snapshot job whose worker was killed may have written before it could record it: a
@@ -33,7 +33,7 @@ export async function forgetTagged(deps: Deps, tag: string, destinationIds: stri
     try {
       opened = await openRepository(deps, destinationId, signal);
       const tagged = (await listSnapshots(opened.repo, signal)).filter((sn) => sn.tags?.includes(tag)).map((sn) => sn.id);
-      await forgetSnapshots(opened.repo, tagged, signal);
+      await forgetSnapshots(opened.repo, tagged, signal, OWN_WRITES);
       forgotten.push(...tagged);
     } catch (err) {
       deps.logger.error({ err, tag, destinationId }, 'could not forget what a failed job wrote');

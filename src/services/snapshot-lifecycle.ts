@@ -9,7 +9,7 @@ import type { Deps } from './deps.ts';
 import { environmentDatabaseUrl, getEnvironment } from './environments.ts';
 import { enqueueJob, operationJobKey } from './jobs.ts';
 import { beginOperation, finishOperation, progressReporter } from './operations.ts';
-import { openRepository } from './repositories.ts';
+import { openRepository, reportLockWaits } from './repositories.ts';
 import { messageOf } from './messages.ts';
 import { getSnapshot } from './snapshot-read.ts';
 import type { Viewer } from './viewer.ts';
@@ -54,6 +54,9 @@ export async function runDeleteSnapshot(deps: Deps, operationId: string, jobSign
       progress.report({ phase: 'forgetting' });
       if (copy.repoSnapshotId) {
         const opened = await openRepository(deps, copy.destinationId, jobSignal);
+        // A restore reading this snapshot (into another environment: another queue) or a backup
+        // holds the repository: forgetting waits for it, and says so. The phase makes it written at once.
+        reportLockWaits(opened.repo, (message) => progress.report({ phase: 'forgetting', message }));
         try {
           await forgetSnapshots(opened.repo, [copy.repoSnapshotId], jobSignal);
           progress.report({ phase: 'pruning' });

@@ -14,7 +14,7 @@ import { enqueueJob, operationJobKey } from './jobs.ts';
 import { beginOperation, CancelledError, finishOperation, HANDED_BACK_MESSAGE, progressReporter, requeueOperation, steadyTotal, TimedOutError } from './operations.ts';
 import { underLimits } from './job-limits.ts';
 import { messageOf } from './messages.ts';
-import { openRepository, type OpenedRepository } from './repositories.ts';
+import { openRepository, type OpenedRepository, OWN_WRITES } from './repositories.ts';
 import { enqueueCopy, enqueueRetention, enqueueScheduleReaction } from './follow-ups.ts';
 import { recordUse } from './destinations.ts';
 import { requireVisibleDestinations } from './destination-choice.ts';
@@ -314,7 +314,7 @@ export async function runSnapshot(
   } catch (err) {
     await progress.flush();
     // Nothing half-visible: forget whatever this run managed to write before it stopped.
-    for (const w of written) await forgetSnapshots(w.opened.repo, [w.repoSnapshotId]).catch((e) => deps.logger.error({ err: e }, 'could not forget a partial snapshot'));
+    for (const w of written) await forgetSnapshots(w.opened.repo, [w.repoSnapshotId], undefined, OWN_WRITES).catch((e) => deps.logger.error({ err: e }, 'could not forget a partial snapshot'));
     const shuttingDown = jobSignal?.aborted && !(err instanceof CancelledError) && !(err instanceof TimedOutError);
     if (shuttingDown) {
       // The worker is stopping: put the operation back so the retry starts clean.
@@ -346,7 +346,7 @@ export async function runSnapshot(
  */
 async function forgetEarlierAttempt(opened: OpenedRepository, snapshotId: string, signal: AbortSignal): Promise<void> {
   const orphans = (await listSnapshots(opened.repo, signal)).filter((sn) => sn.tags?.includes(`snapshot:${snapshotId}`));
-  await forgetSnapshots(opened.repo, orphans.map((sn) => sn.id), signal);
+  await forgetSnapshots(opened.repo, orphans.map((sn) => sn.id), signal, OWN_WRITES);
 }
 
 const dumpPath = (databaseName: string) => `/db/${databaseName}.dump`;

@@ -196,6 +196,7 @@ describe('backplane snapshot / operation (client)', { timeout: 300_000 }, () => 
 
   describe('snapshot download', () => {
     let reference: Buffer;
+    let etag: string;
     let dir: string;
     beforeAll(async () => {
       // The archive as the API's own link serves it, fetched without the command line.
@@ -203,7 +204,9 @@ describe('backplane snapshot / operation (client)', { timeout: 300_000 }, () => 
       const res = await app.gql(SnapshotDownloadDocument, { id: snapshotId }, { key });
       const link = res.data!.snapshot!.download;
       if (link.__typename !== 'Download') throw new Error(JSON.stringify(res));
-      reference = Buffer.from(await (await fetch(new URL(link.url, app.url))).arrayBuffer());
+      const served = await fetch(new URL(link.url, app.url));
+      etag = served.headers.get('etag')!;
+      reference = Buffer.from(await served.arrayBuffer());
       expect(reference.length).toBeGreaterThan(200_000);
       dir = await fs.mkdtemp(path.join(os.tmpdir(), 'bp-cli-download-'));
     });
@@ -234,6 +237,26 @@ describe('backplane snapshot / operation (client)', { timeout: 300_000 }, () => 
       expect(again.code).toBe(0);
       expect(again.stderr).toContain('starting over');
       expect((await fs.readFile(other)).equals(reference)).toBe(true);
+    });
+
+    it('a part of the same archive (its ETag kept beside it) is resumed with a range; a whole one is only renamed', async () => {
+      const out = path.join(dir, 'ranged.tar.zst');
+      await fs.writeFile(`${out}.part`, reference.subarray(0, 150_000));
+      await fs.writeFile(`${out}.part.etag`, etag);
+      const r = await run(['snapshot', 'download', snapshotId, '-o', out], auth);
+      expect(r.code).toBe(0);
+      expect(r.stderr).toMatch(/resuming .* at /);
+      expect(r.stderr).not.toContain('compared');
+      expect((await fs.readFile(out)).equals(reference)).toBe(true);
+      await expect(fs.stat(`${out}.part.etag`)).rejects.toThrow();
+
+      const whole = path.join(dir, 'whole.tar.zst');
+      await fs.writeFile(`${whole}.part`, reference);
+      await fs.writeFile(`${whole}.part.etag`, etag);
+      const again = await run(['snapshot', 'download', snapshotId, '-o', whole], auth);
+      expect(again.code).toBe(0);
+      expect((await fs.readFile(whole)).equals(reference)).toBe(true);
+      await expect(fs.stat(`${whole}.part`)).rejects.toThrow();
     });
 
     it('a connection cut mid-download is retried and resumed (exit 0, the same bytes)', async () => {

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { YOUNG_GENERATION_CAP_BYTES } from '../../src/app/young-generation.ts';
+import { CHURN } from '../harness/young-churn.ts';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -14,19 +15,10 @@ const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
  */
 function churn(): number {
   const script = `
-    import { holdYoungGeneration, releaseYoungGeneration, youngGenerationBytes } from ${JSON.stringify(path.join(ROOT, 'src/app/young-generation.ts'))};
+    import { holdYoungGeneration, releaseYoungGeneration, youngGenerationBytes as young } from ${JSON.stringify(path.join(ROOT, 'src/app/young-generation.ts'))};
     holdYoungGeneration();
     releaseYoungGeneration();
-    let keep = [];
-    let max = 0;
-    for (let turn = 0; turn < 300; turn++) {
-      for (let i = 0; i < 5000; i++) {
-        keep.push({ a: i, b: 'x' + i });
-        if (keep.length > 60000) keep = keep.slice(30000);
-      }
-      max = Math.max(max, youngGenerationBytes());
-      await new Promise((r) => setImmediate(r));
-    }
+    ${CHURN}
     process.stdout.write(String(max));
   `;
   const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8' });

@@ -3,7 +3,8 @@
  *
  * Bytes go to `<file>.part`, renamed to `<file>` once complete, so a file under the final name is
  * always whole. A later run (or a retry after a lost connection) resumes from the part: with
- * `Range` when the server honours it (206), otherwise by reading the stream again up to the
+ * `Range` and `If-Range` (the archive's ETag, kept in `<file>.part.etag`) when the server honours
+ * it (206), otherwise by reading the stream again up to the
  * part's length and comparing it with what is on disk; bytes that differ mean the server produced
  * another archive, and the download starts over rather than splicing two.
  */
@@ -90,11 +91,26 @@ export async function downloadSnapshot(api: ApiClient, o: DownloadOptions): Prom
       if (link.__typename !== 'Download') refusedBy(link);
       const url = new URL(link.url, api.url);
       const have = target ? await sizeOf(`${target}.part`) : 0;
+      // A range only with the ETag of the archive the part came from (If-Range): another archive
+      // comes whole, and its first bytes are compared with the part's below.
+      const etag = have && target ? await fs.readFile(`${target}.part.etag`, 'utf8').catch(() => null) : null;
       let res: Response;
       try {
-        res = await fetch(url, { headers: have ? { range: `bytes=${have}-` } : {} });
+        res = await fetch(url, { headers: etag ? { range: `bytes=${have}-`, 'if-range': etag } : {} });
       } catch (err) {
         throw new ConnectionError(`download from ${url.origin} failed: ${(err as Error).message}`);
+      }
+      if (res.status === 416 && target) {
+        // The part holds the whole archive already: a run stopped before renaming it.
+        await res.body?.cancel();
+        if (res.headers.get('content-range') === `bytes */${have}`) {
+          await fs.rename(`${target}.part`, target);
+          await fs.rm(`${target}.part.etag`, { force: true });
+          show(have, true);
+          return path.resolve(target);
+        }
+        await fs.rm(`${target}.part.etag`, { force: true });
+        continue;
       }
       if (res.status !== 200 && res.status !== 206) {
         const body = (await res.json().catch(() => ({}))) as { error?: string; code?: string };
@@ -121,6 +137,9 @@ export async function downloadSnapshot(api: ApiClient, o: DownloadOptions): Prom
           continue;
         }
       }
+      const served = res.headers.get('etag');
+      if (served) await fs.writeFile(`${part}.etag`, served);
+      else await fs.rm(`${part}.etag`, { force: true });
       const file = await fs.open(part, 'a');
       try {
         for (const chunk of pending) {
@@ -145,6 +164,7 @@ export async function downloadSnapshot(api: ApiClient, o: DownloadOptions): Prom
         await file.close();
       }
       await fs.rename(part, target);
+      await fs.rm(`${part}.etag`, { force: true });
       show(offset, true);
       return path.resolve(target);
     } catch (err) {
