@@ -67,21 +67,21 @@ describe('repository locks held by another job', () => {
     expect(await envState(staging)).toEqual(expected);
   });
 
-  it('a prune waits for a running job’s lock and prunes once it ends', async () => {
+  it('a delete waits for a running job’s lock (its forget takes the exclusive lock, as restic’s does), says so, and deletes once it ends', async () => {
     const snapshotId = await snapshotByJob(deps, viewer, prod.id, ['DB']);
     const backup = await holdLock(snapshotId, false);
     const { operationId } = await deleteSnapshot(deps, viewer, snapshotId);
     const job = runDeleteSnapshot(deps, operationId).then(() => null, (err: unknown) => err);
     try {
-      await waitFor(() => rt.db.operation.findUniqueOrThrow({ where: { id: operationId } }), (o) => o.phase === 'pruning' || (o.status !== 'RUNNING' && o.status !== 'QUEUED'), 'the delete to reach its prune');
-      // Not ended by the held lock (a job that failed at once would have): still running beside it.
-      expect(await Promise.race([job, new Promise((r) => setTimeout(r, 1500, 'still waiting'))])).toBe('still waiting');
-      expect(await rt.db.operation.findUniqueOrThrow({ where: { id: operationId } })).toMatchObject({ status: 'RUNNING' });
+      const waiting = await waitFor(() => rt.db.operation.findUniqueOrThrow({ where: { id: operationId } }), (o) => o.message !== null || (o.status !== 'RUNNING' && o.status !== 'QUEUED'), 'the delete to say it waits');
+      // Not ended by the held lock (a job that failed at once would have): still running beside it, forgetting nothing yet.
+      expect(waiting).toMatchObject({ status: 'RUNNING', phase: 'forgetting', message: expect.stringMatching(/^Waiting for the repository lock: /) });
+      expect(await rt.db.snapshot.findUniqueOrThrow({ where: { id: snapshotId } })).not.toMatchObject({ status: 'DELETED' });
     } finally {
       await backup.release();
     }
     expect(await job).toBeNull();
-    expect(await rt.db.operation.findUniqueOrThrow({ where: { id: operationId } })).toMatchObject({ status: 'SUCCEEDED' });
+    expect(await rt.db.operation.findUniqueOrThrow({ where: { id: operationId } })).toMatchObject({ status: 'SUCCEEDED', message: null });
     expect(await rt.db.snapshot.findUniqueOrThrow({ where: { id: snapshotId } })).toMatchObject({ status: 'DELETED' });
   });
 });
