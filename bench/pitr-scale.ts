@@ -128,7 +128,8 @@ async function main() {
       const ours = {
         secondsStats: stats(ourRuns.map((r) => r.seconds)),
         untilReplayedStats: stats(ourRuns.map((r) => r.untilReplayedSeconds ?? NaN)),
-        phaseSecondsStats: Object.fromEntries(phaseNames.map((n) => [n, stats(ourRuns.map((r) => phaseSeconds(r)[n] ?? NaN))])),
+        // Over the runs whose 100 ms sampling saw the phase (a short one, such as queued, can slip between two samples).
+        phaseSecondsStats: Object.fromEntries(phaseNames.map((n) => [n, stats(ourRuns.flatMap((r) => (n in phaseSeconds(r) ? [phaseSeconds(r)[n]] : [])))])),
         runs: ourRuns.map((r) => ({ ...r, phaseSeconds: phaseSeconds(r) })),
       };
       const pgbackrest = {
