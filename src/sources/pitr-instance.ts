@@ -84,7 +84,23 @@ export async function discardPitrWorkDir(home: string, restoreId: string): Promi
   // The socket folder first when it is outside: made after the work folder, so removed before it.
   if (socketApart) await fs.rm(socket, { recursive: true, force: true });
   await fs.rm(root, { recursive: true, force: true });
+  // A restore_command the startup process was waiting on outlives it (orphaned by the immediate
+  // stop) until its next poll finds the folder gone (50 ms): wait for it, so nothing of the
+  // restore runs once the discard returns. Bounded; where /proc is missing there is nothing to see.
+  const deadline = Date.now() + 2_000;
+  while ((await processesNaming(root)).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   return true;
+}
+
+/** Live processes whose command line names `dir` (Linux /proc; none elsewhere). */
+async function processesNaming(dir: string): Promise<number[]> {
+  const found: number[] = [];
+  for (const p of await fs.readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(p)) continue;
+    const cmd = await fs.readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
+    if (cmd.includes(dir) && processAlive(Number(p))) found.push(Number(p));
+  }
+  return found;
 }
 
 /** The work folders under `home` (for a sweep), by restore suffix. */
