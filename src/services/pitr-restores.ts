@@ -8,7 +8,7 @@ import { publishInTransaction } from '../events/bus.ts';
 import { prepareDirectory, type PreparedDirectory } from '../sources/files.ts';
 import { walPath } from '../sources/pitr-layout.ts';
 import { extractTar, makePitrWorkDir, placeWal, recoverInstance, walFetchFailed, type pitrWorkDir, type RecoveredInstance } from '../sources/pitr-instance.ts';
-import { canCreateDatabase, MAX_IDENTIFIER_BYTES, prepareMove, type PreparedDatabase } from '../sources/postgres.ts';
+import { canCreateDatabase, dumpWriter, MAX_IDENTIFIER_BYTES, prepareDatabase, type PreparedDatabase } from '../sources/postgres.ts';
 import { pgTarget } from '../sources/connection.ts';
 import { withAdmin, withClient } from '../sources/pg-admin.ts';
 import { raiseAlert } from './alerts.ts';
@@ -277,9 +277,6 @@ export async function runPitrRestore(deps: Deps, operationId: string, jobSignal?
   const home = deps.home ?? path.resolve('.backplane');
   let opened: OpenedRepository | undefined;
   let instance: RecoveredInstance | undefined;
-  // A SWAP's temp database, made while the replay runs: how to give it up, and when it is gone.
-  let giveUpEarly: ((why: Error) => void) | undefined;
-  let earlySettled: Promise<void> | undefined;
   try {
     await underLimits(deps, operationId, target.settings?.timeoutSeconds ?? 3600, jobSignal, async (signal) => {
       try {
@@ -303,22 +300,6 @@ export async function runPitrRestore(deps: Deps, operationId: string, jobSignal?
           files ? `files from snapshot ${files.id} (finished ${files.completedAt?.toISOString()})` : null,
         ].filter(Boolean).join('; ');
         await deps.db.restoreLog.update({ where: { id: log.id }, data: { recoveredFrom } });
-        const sourceUrl = await environmentDatabaseUrl(deps, log.sourceEnvironmentId);
-        const targetUrl = await environmentDatabaseUrl(deps, target.id);
-        const recovered = pgTarget(sourceUrl);
-        const clone = log.cloneDatabaseName;
-        // As a snapshot restore: a role that may not create databases restores in place.
-        const strategy = clone ? 'SWAP' : opInput.strategy === 'IN_PLACE' || !(await canCreateDatabase(targetUrl)) ? 'IN_PLACE' : 'SWAP';
-        // A SWAP's temp database is made while the base is fetched and the WAL replayed (0.3-0.6 s
-        // that were the move's), and filled once the instance has reached the time.
-        let reached!: (url: string) => void;
-        const recoveredUrl = new Promise<string>((resolve, reject) => {
-          reached = resolve;
-          giveUpEarly = reject;
-        });
-        recoveredUrl.catch(() => undefined);
-        const early = strategy === 'SWAP' ? prepareMove(targetUrl, recoveredUrl, { strategy, restoreId, signal }) : null;
-        earlySettled = early?.prepared.then(() => undefined, () => undefined);
         const dirs = await makePitrWorkDir(home, restoreId);
         const fetch = fetchArchive(opened, sysid, plan, dirs, signal);
         try {
@@ -338,13 +319,17 @@ export async function runPitrRestore(deps: Deps, operationId: string, jobSignal?
         await deps.db.restoreLog.update({ where: { id: log.id }, data: { recoveredFrom: recoveredFrom + replay } });
 
         progress.report({ phase: 'moving-database' });
-        const instanceUrl = instance.url(recovered.database, recovered.env.PGUSER ?? 'postgres');
-        reached(instanceUrl);
-        const move = early ?? prepareMove(targetUrl, instanceUrl, { strategy, restoreId, signal });
-        // The instance is done with once it is no longer read: stopped while pg_restore still builds indexes.
+        const sourceUrl = await environmentDatabaseUrl(deps, log.sourceEnvironmentId);
+        const targetUrl = await environmentDatabaseUrl(deps, target.id);
+        const recovered = pgTarget(sourceUrl);
+        const dump = dumpWriter(instance.url(recovered.database, recovered.env.PGUSER ?? 'postgres'), { signal });
+        // The instance is done with once pg_dump is: stopped while pg_restore still builds indexes.
         const running = instance;
-        const stopped = move.sourceDone.then(() => running.stop());
-        const preparingDb = move.prepared;
+        const stopped = dump.ended.then(() => running.stop());
+        const clone = log.cloneDatabaseName;
+        // As a snapshot restore: a role that may not create databases restores in place.
+        const strategy = clone ? 'SWAP' : opInput.strategy === 'IN_PLACE' || !(await canCreateDatabase(targetUrl)) ? 'IN_PLACE' : 'SWAP';
+        const preparingDb = prepareDatabase(targetUrl, dump, { strategy, restoreId, signal });
         const preparingFiles: Promise<PreparedDirectory | null> = files && log.includes.includes('FILES')
           ? (async () => {
               const copy = await openReadableCopy(deps, files.id, signal);
@@ -402,9 +387,7 @@ export async function runPitrRestore(deps: Deps, operationId: string, jobSignal?
         }
       } finally {
         // Before the operation ends, so whoever sees it end finds the work folder (base backup,
-        // WAL, the instance) gone, and the temp database made early if the replay never ended.
-        giveUpEarly?.(new Error('the recovery ended before the database was moved'));
-        await earlySettled;
+        // WAL, the instance) gone.
         await instance?.stop().catch(() => undefined);
         instance = undefined;
         await discardRestoreLeftovers(deps, log.id, { workFolderOnly: true }).catch((err: unknown) => deps.logger.error({ err, operationId }, 'could not remove the recovery work folder'));

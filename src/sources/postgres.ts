@@ -20,8 +20,7 @@ import { AbortedError, SourceError } from './errors.ts';
 import { withAdmin, withClient } from './pg-admin.ts';
 import { abortError, restoreInput, type DumpSource, type PrepareDatabaseOptions, type PreparedDatabase } from './restore-common.ts';
 import { prepareInPlace } from './restore-in-place.ts';
-import { prepareSwap, prepareSwapWith, restoreDatabaseNames, restoreSessionOptions, undoSwap } from './restore-swap.ts';
-import { moveInto, type MoveOptions } from './move-database.ts';
+import { prepareSwap, restoreDatabaseNames, undoSwap } from './restore-swap.ts';
 import { openPipe, PipeReader } from './pipe.ts';
 import type { ContentWriter } from '../engine/api.ts';
 
@@ -279,42 +278,6 @@ export async function prepareDatabase(databaseUrl: string, dump: DumpSource, opt
   const target = pgTarget(databaseUrl);
   const input = await restoreInput(dump);
   return (opts.strategy ?? 'SWAP') === 'SWAP' ? prepareSwap(databaseUrl, target, input, opts) : prepareInPlace(databaseUrl, target, input, opts);
-}
-
-/** A database on its way from another server (prepareMove). */
-export interface Move {
-  /** As prepareDatabase's result. */
-  prepared: Promise<PreparedDatabase>;
-  /** Settles once the source is no longer read (its server may stop then), whatever the outcome. */
-  sourceDone: Promise<void>;
-}
-
-/**
- * prepareDatabase with the database at `sourceUrl` (on another server, which nobody changes
- * meanwhile) as the dump: SWAP moves it in parallel streams (move-database.ts); IN_PLACE, one
- * transaction, through one pg_dump. A SWAP may be given the source as a promise: the temp database
- * is made at once, and filled once the source is known (if the promise rejects, it is dropped and
- * `prepared` rejects with that error).
- */
-export function prepareMove(databaseUrl: string, sourceUrl: string | Promise<string>, opts: PrepareDatabaseOptions & Pick<MoveOptions, 'streams' | 'chunkBytes'>): Move {
-  if ((opts.strategy ?? 'SWAP') === 'IN_PLACE') {
-    if (typeof sourceUrl !== 'string') throw new SourceError('INVALID_HANDLE_STATE', 'an IN_PLACE move starts once its source is known');
-    const dump = dumpWriter(sourceUrl, { signal: opts.signal });
-    return { prepared: prepareDatabase(databaseUrl, dump, opts), sourceDone: dump.ended };
-  }
-  let sourceDone!: () => void;
-  const done = new Promise<void>((r) => (sourceDone = r));
-  const target = pgTarget(databaseUrl);
-  const signal = opts.signal ?? new AbortController().signal;
-  const aborted = abortError(opts.signal);
-  const prepared = aborted
-    ? Promise.reject(aborted)
-    : prepareSwapWith(databaseUrl, target, {
-        discard: sourceDone,
-        fill: (temp, noOwner) => moveInto(sourceUrl, target, temp, noOwner, restoreSessionOptions(target), { signal, streams: opts.streams, chunkBytes: opts.chunkBytes, onSourceDone: sourceDone }),
-      }, opts);
-  if (aborted) sourceDone();
-  return { prepared, sourceDone: done };
 }
 
 /** Options of restoreDatabase(). */

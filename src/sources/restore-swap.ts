@@ -149,46 +149,12 @@ async function createTwin(c: pg.Client, info: TargetInfo, temp: string): Promise
  * commit, in a session of its own, flushes every WAL record before it; and enough memory that
  * the index builds sort in memory (PostgreSQL's default of 64 MB spills a few million keys to disk).
  */
-export function restoreSessionOptions(target: PgTarget): string {
+function restoreSessionOptions(target: PgTarget): string {
   return [target.env.PGOPTIONS, '-c synchronous_commit=off', '-c maintenance_work_mem=256MB'].filter(Boolean).join(' ');
 }
 
 /** Prepares a SWAP restore (see PreparedDatabase); on failure the temp database is gone. */
 export async function prepareSwap(databaseUrl: string, target: PgTarget, dump: RestoreInput, opts: PrepareDatabaseOptions): Promise<PreparedDatabase> {
-  return prepareSwapWith(databaseUrl, target, {
-    discard: () => dump.discard(),
-    async fill(temp, noOwner) {
-      // pg_restore insists on -d; a conninfo holding only the name keeps it safe from names that
-      // look like conninfo themselves, and host, user and password still come from the environment.
-      const args = ['--exit-on-error', '--no-password', `--dbname=dbname=${conninfoQuote(temp)}`, ...(noOwner ? ['--no-owner'] : [])];
-      // Plain SQL (an import) runs through psql, stopping at its first error; ownership is as the SQL says.
-      const tool =
-        opts.format === 'plain'
-          ? startTool('psql', ['--no-psqlrc', '--quiet', '--no-password', '--set=ON_ERROR_STOP=1', '--output=/dev/null', `--dbname=dbname=${conninfoQuote(temp)}`], {
-              env: toolEnv(target, { PGDATABASE: temp, PGAPPNAME: 'backplane-import' }),
-              stdin: dump.stdin,
-              stdout: 'ignore',
-            })
-          : startTool('pg_restore', args, {
-              env: toolEnv(target, { PGDATABASE: temp, PGAPPNAME: 'backplane-restore', PGOPTIONS: restoreSessionOptions(target) }),
-              stdin: dump.stdin,
-              stdout: 'ignore',
-            });
-      await runRestore(tool, dump, opts.signal);
-    },
-  }, opts);
-}
-
-/** What fills a SWAP restore's temp database: pg_restore fed from a dump, or a move between servers. */
-export interface SwapFill {
-  /** Fills the empty database `temp`, without object owners when `noOwner`; the caller drops it on failure. */
-  fill(temp: string, noOwner: boolean): Promise<void>;
-  /** Gives the contents up before fill() was called (the temp database could not be made). */
-  discard(): void;
-}
-
-/** prepareSwap with the temp database filled by `fill`. */
-export async function prepareSwapWith(databaseUrl: string, target: PgTarget, fill: SwapFill, opts: PrepareDatabaseOptions): Promise<PreparedDatabase> {
   const targetName = target.database;
   const { temp, previous } = restoreDatabaseNames(targetName, opts.restoreId);
   let info: TargetInfo;
@@ -204,7 +170,7 @@ export async function prepareSwapWith(databaseUrl: string, target: PgTarget, fil
       return info;
     });
   } catch (err) {
-    fill.discard();
+    dump.discard();
     await dropDatabase(databaseUrl, temp).catch(() => {});
     throw err;
   }
@@ -212,7 +178,24 @@ export async function prepareSwapWith(databaseUrl: string, target: PgTarget, fil
   const dropTemp = () => dropDatabase(databaseUrl, temp);
   try {
     opts.onPhase?.('restoring');
-    await fill.fill(temp, opts.noOwner ?? !info.superuser);
+    const noOwner = opts.noOwner ?? !info.superuser;
+    // pg_restore insists on -d; a conninfo holding only the name keeps it safe from names that
+    // look like conninfo themselves, and host, user and password still come from the environment.
+    const args = ['--exit-on-error', '--no-password', `--dbname=dbname=${conninfoQuote(temp)}`, ...(noOwner ? ['--no-owner'] : [])];
+    // Plain SQL (an import) runs through psql, stopping at its first error; ownership is as the SQL says.
+    const tool =
+      opts.format === 'plain'
+        ? startTool('psql', ['--no-psqlrc', '--quiet', '--no-password', '--set=ON_ERROR_STOP=1', '--output=/dev/null', `--dbname=dbname=${conninfoQuote(temp)}`], {
+            env: toolEnv(target, { PGDATABASE: temp, PGAPPNAME: 'backplane-import' }),
+            stdin: dump.stdin,
+            stdout: 'ignore',
+          })
+        : startTool('pg_restore', args, {
+            env: toolEnv(target, { PGDATABASE: temp, PGAPPNAME: 'backplane-restore', PGOPTIONS: restoreSessionOptions(target) }),
+            stdin: dump.stdin,
+            stdout: 'ignore',
+          });
+    await runRestore(tool, dump, opts.signal);
     const aborted = abortError(opts.signal);
     if (aborted) throw aborted;
   } catch (err) {
