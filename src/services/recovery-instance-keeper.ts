@@ -47,11 +47,12 @@ export interface RecoveryInstanceKeeper {
 /** The statuses of an instance that may have a process and a folder. */
 export const LIVE_INSTANCE: RecoveryInstanceStatus[] = ['STARTING', 'READY'];
 
-const keepers = new WeakMap<Deps, RecoveryInstanceKeeper>();
+/** The keepers running with these deps (a worker's; tests start several workers on one runtime). */
+const keepers = new WeakMap<Deps, Set<RecoveryInstanceKeeper>>();
 
-/** The keeper running in this process with these deps (the worker's), if any: a job's instance is held by it. */
+/** The keeper running in this process with these deps (the newest, if several), if any: a job's instance is held by it. */
 export function keeperOf(deps: Deps): RecoveryInstanceKeeper | undefined {
-  return keepers.get(deps);
+  return [...(keepers.get(deps) ?? [])].at(-1);
 }
 
 /**
@@ -128,9 +129,10 @@ export function startRecoveryInstanceKeeper(deps: Deps, opts: RecoveryInstanceKe
       await ticking.catch(() => undefined);
       const mine = await deps.db.recoveryInstance.findMany({ where: { leaseOwner: workerId, status: { in: LIVE_INSTANCE } }, select: { id: true } });
       for (const i of mine) await endInstance(deps, opts.home, i.id, 'STOPPED', 'its worker stopped').catch((err: unknown) => deps.logger.error({ err, recoveryInstanceId: i.id }, 'could not stop a recovery instance'));
-      if (keepers.get(deps) === keeper) keepers.delete(deps);
+      keepers.get(deps)?.delete(keeper);
     },
   };
-  keepers.set(deps, keeper);
+  if (!keepers.has(deps)) keepers.set(deps, new Set());
+  keepers.get(deps)!.add(keeper);
   return keeper;
 }
