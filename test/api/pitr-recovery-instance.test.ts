@@ -27,8 +27,8 @@ import {
 import { startTestApp, type TestApp } from '../harness/app.ts';
 import { gid, makeApiKey, makeEnvironment, makeOrganization, makeProject } from '../harness/factories.ts';
 import { sql } from '../harness/live-environment.ts';
-import { startPitrCluster, startWorkload, timeBetweenCommits, type PitrCluster } from '../harness/pitr-fixture.ts';
-import { until } from '../harness/process.ts';
+import { archiveStampedRows, startPitrCluster, type PitrCluster } from '../harness/pitr-fixture.ts';
+import { alive, processesNaming as running, until } from '../harness/process.ts';
 import { follow } from '../harness/snapshot-helpers.ts';
 
 let app: TestApp;
@@ -61,15 +61,7 @@ beforeAll(async () => {
   await app.runtime.db.environmentDestination.create({ data: { environmentId: env.id, destinationId: d.id } });
   const opened = await openRepository(app.runtime.deps, d.id);
   try {
-    const workload = startWorkload(shop());
-    await cluster.archiveWal(opened.repo);
-    firstBase = (await cluster.baseBackup(opened.repo)).time;
-    const afterBase = new Date();
-    const from = workload.committed();
-    while (workload.committed() < from + 40) await new Promise((r) => setTimeout(r, 20));
-    const archivedUntil = (await cluster.archiveWal(opened.repo, { switchSegment: true })).time;
-    await workload.stop();
-    target = await timeBetweenCommits(shop(), new Date(afterBase.getTime() + 300), archivedUntil);
+    ({ firstBase, target } = await archiveStampedRows(cluster, opened.repo, shop()));
     totalRows = (await sql(shop(), 'SELECT count(*)::int AS n FROM pitr_rows')).rows[0].n;
     expect(totalRows).toBeGreaterThan(target.expected);
     // After the time, in another database: the instance holds the whole cluster as it was.
@@ -105,24 +97,6 @@ const instance = async (id: string) => {
 /** The postmaster of instance `rowId`, from its folder's pid file (0 if none). */
 async function postmasterPid(rowId: string): Promise<number> {
   return Number((await fs.readFile(path.join(instanceWorkDir(home, rowId).data, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0]);
-}
-
-/** Whether process `pid` runs (a zombie, ended but not yet reaped, does not). */
-async function alive(pid: number): Promise<boolean> {
-  const status = await fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
-  return status !== '' && !/^State:\s+Z/m.test(status);
-}
-
-/** Live processes whose command line names `dir` (pg_ctl, the postmaster, a restore_command). */
-async function running(dir: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const p of await fs.readdir('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    const cmd = await fs.readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
-    const status = await fs.readFile(`/proc/${p}/status`, 'utf8').catch(() => '');
-    if (cmd.includes(dir) && status !== '' && !/^State:\s+Z/m.test(status)) pids.push(Number(p));
-  }
-  return pids;
 }
 
 const instanceFolders = async () => (await fs.readdir(home)).filter((n) => n.startsWith(PITR_INSTANCE_PREFIX));

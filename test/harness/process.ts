@@ -115,3 +115,20 @@ export async function childrenOf(pid: number, comm: string): Promise<number[]> {
   }
   return out;
 }
+
+/** Whether process `pid` runs (a zombie, ended but not yet reaped, does not). */
+export async function alive(pid: number): Promise<boolean> {
+  const status = await fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  return status !== '' && !/^State:\s+Z/m.test(status);
+}
+
+/** Live processes whose command line names `dir` (pg_ctl, a postmaster, a restore_command). */
+export async function processesNaming(dir: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const p of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    const cmd = await fs.readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
+    if (cmd.includes(dir) && (await alive(Number(p)))) pids.push(Number(p));
+  }
+  return pids;
+}
