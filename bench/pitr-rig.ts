@@ -481,7 +481,7 @@ async function buildRig(o: RigOptions, held: Held) {
       retries: attempt,
     };
     const closed = await api<{ closeRecoveryInstance: { __typename: string } }>(CLOSE_INSTANCE, { input: { id: o.recoveryInstance.id } });
-    if (closed.closeRecoveryInstance.__typename !== 'CloseRecoveryInstancePayload') throw new Error(`closeRecoveryInstance: ${JSON.stringify(closed)}`);
+    if (closed.closeRecoveryInstance.__typename !== 'RecoveryInstanceChangePayload') throw new Error(`closeRecoveryInstance: ${JSON.stringify(closed)}`);
     for (;;) {
       const s = await db.recoveryInstance.findUniqueOrThrow({ where: { id } });
       if (s.status !== 'READY') {

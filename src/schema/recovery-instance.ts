@@ -1,5 +1,5 @@
 import { RecoveryInstanceStatus } from '../generated/prisma/enums.ts';
-import { closeRecoveryInstance, openRecoveryInstance } from '../services/recovery-instances.ts';
+import { closeRecoveryInstance, extendRecoveryInstance, openRecoveryInstance } from '../services/recovery-instances.ts';
 import { isVisible, typeAccess, visibleWhere } from './access.ts';
 import { builder } from './builder.ts';
 import { EnvironmentActivityEvent } from './environment.ts';
@@ -89,11 +89,18 @@ const RecoveryInstancePayload = builder.objectRef<{ operationId: string; recover
   }),
 });
 
-const CloseRecoveryInstancePayload = builder.objectRef<{ recoveryInstanceId: string }>('CloseRecoveryInstancePayload').implement({
+const ExtendRecoveryInstanceInput = builder.inputType('ExtendRecoveryInstanceInput', {
+  fields: (t) => ({
+    id: t.id({ required: true }),
+    ttlMinutes: t.int({ required: true, description: 'Minutes from now until the keeper stops it: 1 to 1440' }),
+  }),
+});
+
+const RecoveryInstanceChangePayload = builder.objectRef<{ recoveryInstanceId: string }>('RecoveryInstanceChangePayload').implement({
   fields: (t) => ({
     recoveryInstance: t.prismaField({
       type: 'RecoveryInstance',
-      description: 'As it is now: its keeper stops a READY instance within a second or so (STOPPED); watch environmentActivity',
+      description: 'As it is now (after a close, its keeper stops a READY instance within a second or so: STOPPED; watch environmentActivity)',
       resolve: (q, p, _a, ctx) => ctx.deps.db.recoveryInstance.findUniqueOrThrow({ ...q, where: { id: p.recoveryInstanceId } }),
     }),
   }),
@@ -120,13 +127,23 @@ builder.mutationFields((t) => ({
       ),
   }),
   closeRecoveryInstance: t.field({
-    type: CloseRecoveryInstancePayload,
+    type: RecoveryInstanceChangePayload,
     authScopes: { write: true },
     description: 'Stops a recovery instance (a STARTING one has its operation cancelled). Closing one that has ended changes nothing.',
     errors: { types: allErrors, directResult: true, union: { name: 'CloseRecoveryInstanceResult' } },
     args: { input: t.arg({ type: CloseRecoveryInstanceInput, required: true }) },
     resolve: async (_root, { input }, ctx) => ({
       recoveryInstanceId: await closeRecoveryInstance(ctx.deps, viewerOf(ctx), parseId(String(input.id), 'RecoveryInstance', ['input', 'id'])),
+    }),
+  }),
+  extendRecoveryInstance: t.field({
+    type: RecoveryInstanceChangePayload,
+    authScopes: { write: true },
+    description: 'Keeps a READY recovery instance ttlMinutes more from now (expiresAt moves).',
+    errors: { types: allErrors, directResult: true, union: { name: 'ExtendRecoveryInstanceResult' } },
+    args: { input: t.arg({ type: ExtendRecoveryInstanceInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => ({
+      recoveryInstanceId: await extendRecoveryInstance(ctx.deps, viewerOf(ctx), { id: parseId(String(input.id), 'RecoveryInstance', ['input', 'id']), ttlMinutes: input.ttlMinutes }),
     }),
   }),
 }));

@@ -23,12 +23,16 @@ import { recoveryInstanceWhere, type Viewer } from './viewer.ts';
  * (recovery-instance-keeper.ts).
  */
 
+const ttlMinutes = z.number().int().min(1, 'at least 1 minute').max(1440, 'at most 1440 minutes (a day)');
+
 export const openRecoveryInstanceInput = z.object({
   environmentId: z.string(),
   pointInTime: z.date(),
-  ttlMinutes: z.number().int().min(1, 'at least 1 minute').max(1440, 'at most 1440 minutes (a day)').default(60),
+  ttlMinutes: ttlMinutes.default(60),
   idempotencyKey: idempotencyKey.nullish(),
 });
+
+export const extendRecoveryInstanceInput = z.object({ id: z.string(), ttlMinutes });
 
 export async function openRecoveryInstance(
   deps: Deps,
@@ -87,6 +91,23 @@ export async function closeRecoveryInstance(deps: Deps, viewer: Viewer, id: stri
       await tx.operation.updateMany({ where: { id: row.operationId, status: { in: ['QUEUED', 'RUNNING'] }, cancelRequestedAt: null }, data: { cancelRequestedAt: now } });
       await publishInTransaction(tx, 'operation', row.operationId, { operationId: row.operationId, status: 'CANCELLING' });
     }
+  });
+  return row.id;
+}
+
+/**
+ * Gives a READY instance `ttlMinutes` more from now (its `expiresAt` moves; the keeper reads it
+ * each tick). Refused for one that is not READY.
+ */
+export async function extendRecoveryInstance(deps: Deps, viewer: Viewer, raw: z.input<typeof extendRecoveryInstanceInput>): Promise<string> {
+  const input = parseInput(extendRecoveryInstanceInput, raw);
+  const row = await deps.db.recoveryInstance.findFirst({ where: { AND: [recoveryInstanceWhere(viewer), { id: input.id }] } });
+  if (!row) throw new NotFoundError(ErrorCode.RECOVERY_INSTANCE_NOT_FOUND, 'Recovery instance not found');
+  const now = deps.clock.now();
+  await deps.db.$transaction(async (tx) => {
+    const r = await tx.recoveryInstance.updateMany({ where: { id: row.id, status: 'READY', closeRequestedAt: null }, data: { expiresAt: new Date(now.getTime() + input.ttlMinutes * 60_000), ttlMinutes: input.ttlMinutes } });
+    if (r.count === 0) throw new ConflictError(ErrorCode.RECOVERY_INSTANCE_NOT_READY, `The recovery instance is ${row.status.toLowerCase()}${row.closeRequestedAt ? ' and being closed' : ''}: only a READY one can be extended`);
+    await publishInTransaction(tx, 'environmentActivity', row.environmentId, { kind: 'RECOVERY_INSTANCE', environmentId: row.environmentId, subjectId: row.id });
   });
   return row.id;
 }

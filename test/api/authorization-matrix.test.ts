@@ -70,6 +70,7 @@ const EXPECT: Record<string, Expectation> = {
   'Query.webhooks': { scope: 'admin', object: false },
   'Mutation.cancelOperation': { scope: 'write', object: true },
   'Mutation.closeRecoveryInstance': { scope: 'write', object: true },
+  'Mutation.extendRecoveryInstance': { scope: 'write', object: true },
   'Mutation.copySnapshot': { scope: 'write', object: true },
   'Mutation.createBaseBackup': { scope: 'write', object: true },
   'Mutation.createApiKey': { scope: 'admin', object: true },

@@ -19,6 +19,7 @@ import { instanceWorkDir, PITR_INSTANCE_PREFIX } from '../../src/sources/pitr-in
 import {
   CancelOperationDocument,
   CloseRecoveryInstanceDocument,
+  ExtendRecoveryInstanceDocument,
   OpenRecoveryInstanceDocument,
   RecoveryInstanceActivityDocument,
   RecoveryInstanceDocument,
@@ -173,12 +174,21 @@ describe('openRecoveryInstance', () => {
     expect(await databasesOfSource()).toEqual(databases);
     expect((await sql(shop(), 'SELECT count(*)::int AS n FROM pitr_rows')).rows[0].n).toBe(totalRows);
 
+    // Extended: ttlMinutes more from now; 0 is refused.
+    const before = Date.now();
+    const extended = (await app.gql(ExtendRecoveryInstanceDocument, { input: { id: o.id, ttlMinutes: 120 } }, { key })).data?.extendRecoveryInstance;
+    if (extended?.__typename !== 'RecoveryInstanceChangePayload') throw new Error(JSON.stringify(extended));
+    expect(new Date(extended.recoveryInstance.expiresAt!).getTime()).toBeGreaterThanOrEqual(before + 120 * 60_000 - 1000);
+    expect(extended.recoveryInstance.ttlMinutes).toBe(120);
+    expect((await app.gql(ExtendRecoveryInstanceDocument, { input: { id: o.id, ttlMinutes: 0 } }, { key })).data?.extendRecoveryInstance).toMatchObject({ __typename: 'ValidationError' });
+
     const closed = await app.gql(CloseRecoveryInstanceDocument, { input: { id: o.id } }, { key });
-    expect(closed.data?.closeRecoveryInstance.__typename).toBe('CloseRecoveryInstancePayload');
+    expect(closed.data?.closeRecoveryInstance.__typename).toBe('RecoveryInstanceChangePayload');
     const ended = await until(() => instance(o.id), (x) => x.status !== 'READY', 'the instance to stop', 30_000);
     expect(ended).toMatchObject({ status: 'STOPPED', connectionUri: null });
     expect(ended.stoppedAt).not.toBeNull();
     await expectGone(o.rowId, o.pid);
+    expect((await app.gql(ExtendRecoveryInstanceDocument, { input: { id: o.id, ttlMinutes: 10 } }, { key })).data?.extendRecoveryInstance).toMatchObject({ __typename: 'ConflictError', code: 'RECOVERY_INSTANCE_NOT_READY' });
     // Closing it again changes nothing.
     expect((await app.gql(CloseRecoveryInstanceDocument, { input: { id: o.id } }, { key })).data?.closeRecoveryInstance).toMatchObject({ recoveryInstance: { status: 'STOPPED' } });
   });
