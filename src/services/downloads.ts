@@ -97,10 +97,16 @@ function rememberLength(p: TokenPayload, bytes: number): void {
   if (lengths.size > LENGTHS_KEPT) lengths.delete(lengths.keys().next().value!);
 }
 
+/** A link outlives its snapshot's READY state (deleted, damaged): a typed refusal, not a failed stream. */
+function throwUnlessReadable(snapshot: { status: string }): void {
+  throwIfDamaged(snapshot);
+  if (snapshot.status !== 'READY') throw new ConflictError(ErrorCode.SNAPSHOT_NOT_READY, `Snapshot is ${snapshot.status.toLowerCase()}, not ready`);
+}
+
 /** A verified download: names and validators from the catalog; the bytes only when opened. */
 export async function prepareDownload(deps: Deps, p: TokenPayload): Promise<DownloadArchive> {
   const snapshot = await deps.db.snapshot.findUniqueOrThrow({ where: { id: p.s }, include: { environment: true } });
-  throwIfDamaged(snapshot);
+  throwUnlessReadable(snapshot);
   return {
     filename: downloadFileName(snapshot.environment.name, snapshot.createdAt, p.v),
     etag: `"${snapshot.id}.${VARIANT_SUFFIX[p.v]}.${ARCHIVE_FORMAT}"`,
@@ -145,9 +151,7 @@ async function openDownload(deps: Deps, p: TokenPayload, snapshot: { id: string;
   try {
     reading = await acquireLock(opened.repo, false, opened.repo.lockWait, signal);
     // Deleted (or being deleted: its forget may be done) before the lock was ours: nothing to read.
-    const now = await deps.db.snapshot.findUniqueOrThrow({ where: { id: snapshot.id }, select: { status: true } });
-    throwIfDamaged(now);
-    if (now.status !== 'READY') throw new ConflictError(ErrorCode.SNAPSHOT_NOT_READY, `Snapshot is ${now.status.toLowerCase()}, not ready`);
+    throwUnlessReadable(await deps.db.snapshot.findUniqueOrThrow({ where: { id: snapshot.id }, select: { status: true } }));
   } catch (err) {
     await done();
     throw err;

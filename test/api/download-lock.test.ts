@@ -93,6 +93,10 @@ describe('a download and the repository lock', () => {
     const password = await repositoryPassword(app, env.destinationId);
     expect(await restic(env.repositoryPath, password, 'snapshots', '--json')).not.toContain(repoSnapshotId);
     expect(await locksHeld()).toBe(0);
+    // The link outlives the snapshot: a typed refusal before any byte.
+    const gone = await fetch(url);
+    expect(gone.status).toBe(409);
+    expect(await gone.json()).toMatchObject({ code: 'SNAPSHOT_NOT_READY' });
   });
 
   it('a client that leaves halfway leaves no lock behind, and a delete then goes through', async () => {
