@@ -1,5 +1,5 @@
 /**
- * `GET /downloads/<token>`: a signed download, streamed as it is made (services/downloads.ts).
+ * `GET /downloads/<token>` (and HEAD): a signed download, streamed as it is made (services/downloads.ts).
  * Resumable: `Range: bytes=N-` (`curl -C -`, a browser resuming) and `bytes=N-M` answer 206 with
  * that part, a range past the end 416, and `If-Range` with the ETag or Last-Modified we sent
  * keeps the range (anything else: the whole archive, 200). The archive is made as it is sent, so
@@ -21,7 +21,14 @@ export async function serveDownload(deps: Deps, logger: Logger, req: http.Incomi
   } catch {
     // A malformed escape is a bad link like any other, not a server error.
   }
-  const payload = req.method === 'GET' && decoded !== null ? verifyDownloadToken(deps, decoded) : null;
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'application/json' }).end(JSON.stringify({ error: 'A download link answers GET and HEAD' }));
+    return;
+  }
+  // HEAD answers what GET would, without the body (Node sends none for HEAD): its Content-Length
+  // too, so it measures the archive as a range request does when this process has not yet.
+  const head = req.method === 'HEAD';
+  const payload = decoded !== null ? verifyDownloadToken(deps, decoded) : null;
   if (!payload) {
     res.writeHead(403, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'This download link is invalid or has expired' }));
     return;
@@ -50,21 +57,30 @@ export async function serveDownload(deps: Deps, logger: Logger, req: http.Incomi
   // If-Range: the part only when the client holds these very bytes; else the whole archive.
   const ifRange = req.headers['if-range'];
   const rangeHeader = ifRange === undefined || ifRange === archive.etag || ifRange === lastModified ? req.headers.range : undefined;
-  let range: { bytes: ByteRange; length: number } | null = null;
-  if (isRangeRequest(rangeHeader)) {
-    let length: number;
+  let length = archive.knownLength;
+  if (length === null && (head || isRangeRequest(rangeHeader))) {
     try {
       length = await downloadLength(archive, payload, ac.signal);
     } catch (err) {
       if (ac.signal.aborted) return;
       return conflict(err);
     }
+  }
+  let range: ByteRange | null = null;
+  if (length !== null && isRangeRequest(rangeHeader)) {
     const bytes = parseRange(rangeHeader, length);
     if (bytes === 'unsatisfiable') {
       res.writeHead(416, { 'content-range': `bytes */${length}`, 'accept-ranges': 'bytes', etag: archive.etag, 'last-modified': lastModified }).end();
       return;
     }
-    if (bytes) range = { bytes, length };
+    range = bytes;
+  }
+  const [status, sent] = range
+    ? [206, { ...headers, 'content-range': `bytes ${range.start}-${range.end}/${length}`, 'content-length': String(range.end - range.start + 1) }]
+    : [200, { ...headers, ...(length !== null ? { 'content-length': String(length) } : {}) }];
+  if (head) {
+    res.writeHead(status, sent).end();
+    return;
   }
   let stream: Readable;
   try {
@@ -72,15 +88,8 @@ export async function serveDownload(deps: Deps, logger: Logger, req: http.Incomi
   } catch (err) {
     return conflict(err);
   }
-  let body: Readable;
-  if (range) {
-    const { start, end } = range.bytes;
-    res.writeHead(206, { ...headers, 'content-range': `bytes ${start}-${end}/${range.length}`, 'content-length': String(end - start + 1) });
-    body = Readable.from(byteWindow(stream, range.bytes), { objectMode: false });
-  } else {
-    res.writeHead(200, { ...headers, ...(archive.knownLength !== null ? { 'content-length': String(archive.knownLength) } : {}) });
-    body = Readable.from(measuredWhole(stream, payload), { objectMode: false });
-  }
+  res.writeHead(status, sent);
+  const body = Readable.from(range ? byteWindow(stream, range) : measuredWhole(stream, payload), { objectMode: false });
   body.on('error', (err) => {
     // The client leaving aborts the stream too; the request's own line says so.
     if (ac.signal.aborted) logger.debug({ snapshotId: payload.s }, 'download cancelled by the client');

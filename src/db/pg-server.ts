@@ -17,6 +17,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { defaultPgBinaries, type PgBinaries } from './pg-binaries.ts';
+import { processAlive } from '../engine/owner.ts';
 
 export type { PgBinaries } from './pg-binaries.ts';
 
@@ -247,14 +248,32 @@ async function readPidFile(dataDir: string): Promise<PidFile | undefined> {
   return { pid: Number(lines[0]), port: Number(lines[3]) };
 }
 
-/** Whether a process with this pid exists (EPERM: it exists but belongs to another user). */
-export function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+// One check for every caller (a lock's holder too): a zombie counts as gone.
+export { processAlive };
+
+/** A process seen in /proc, with what a filter may ask of it (read only when asked). */
+export interface ProcessEntry {
+  pid: number;
+  /** Its working directory; undefined when unreadable (another user's, or gone). */
+  cwd(): Promise<string | undefined>;
+  /** A file of /proc/<pid> (`cmdline`, `comm`); empty when unreadable. */
+  read(file: 'cmdline' | 'comm'): Promise<string>;
+}
+
+/** Live processes (Linux /proc; none elsewhere) that `keep` accepts. */
+export async function scanProcesses(keep: (p: ProcessEntry) => Promise<boolean>): Promise<number[]> {
+  const pids: number[] = [];
+  for (const name of await fs.readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(name)) continue;
+    const pid = Number(name);
+    const entry: ProcessEntry = {
+      pid,
+      cwd: () => fs.readlink(`/proc/${name}/cwd`).catch(() => undefined),
+      read: (file) => fs.readFile(`/proc/${name}/${file}`, 'utf8').catch(() => ''),
+    };
+    if ((await keep(entry)) && processAlive(pid)) pids.push(pid);
   }
+  return pids;
 }
 
 /**
@@ -263,15 +282,7 @@ export function processAlive(pid: number): boolean {
  */
 async function clusterProcesses(dataDir: string): Promise<number[]> {
   const real = await fs.realpath(dataDir);
-  const pids: number[] = [];
-  for (const name of await fs.readdir('/proc').catch(() => [] as string[])) {
-    if (!/^\d+$/.test(name)) continue;
-    const cwd = await fs.readlink(`/proc/${name}/cwd`).catch(() => undefined);
-    if (cwd !== real) continue;
-    const comm = await fs.readFile(`/proc/${name}/comm`, 'utf8').catch(() => '');
-    if (comm.trim() === 'postgres') pids.push(Number(name));
-  }
-  return pids;
+  return scanProcesses(async (p) => (await p.cwd()) === real && (await p.read('comm')).trim() === 'postgres');
 }
 
 async function waitFor(cond: () => Promise<boolean> | boolean, timeoutMs: number, what: string): Promise<void> {

@@ -21,6 +21,7 @@
  */
 export { Repository, type InitOptions, type OpenOptions, type RepoConfig, type WriteStats } from './repository.ts';
 export { DEFAULT_KDF_PARAMS, type KdfParams } from './kdf.ts';
+export { processAlive } from './owner.ts';
 export { DEFAULT_CHUNKER_PARAMS, chunkerName, type ChunkerParams } from './chunker.ts';
 export type { Id } from './ids.ts';
 export type { Node, NodeType, Tree } from './tree.ts';

@@ -10,7 +10,7 @@ import { hostname as osHostname } from 'node:os';
 import { setTimeout as delay } from 'node:timers/promises';
 import { RepositoryLockedError } from './errors.ts';
 import type { Id } from './ids.ts';
-import { currentOwner } from './owner.ts';
+import { currentOwner, processAlive } from './owner.ts';
 import type { Repository } from './repository.ts';
 import { formatTime, parseTime } from './tree.ts';
 
@@ -29,15 +29,6 @@ export interface LockJson {
 export const STALE_LOCK_MS = 30 * 60 * 1000;
 /** How often a held lock is rewritten. */
 export const REFRESH_LOCK_MS = 5 * 60 * 1000;
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** True when a lock no longer counts: too old, or its process on this host is gone. */
 export function isStale(lock: LockJson, now = Date.now()): boolean {

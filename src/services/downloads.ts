@@ -3,7 +3,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { CompressStream } from 'zstd-napi';
 import { ConflictError, ErrorCode, ValidationError } from '../domain/errors.ts';
-import { tarStream } from '../engine/api.ts';
+import { acquireLock, tarStream, type Lock } from '../engine/api.ts';
 import { enqueueHeal, isDamage, throwIfDamaged } from './damage.ts';
 import type { Deps } from './deps.ts';
 import { openReadableCopy } from './copies.ts';
@@ -97,10 +97,16 @@ function rememberLength(p: TokenPayload, bytes: number): void {
   if (lengths.size > LENGTHS_KEPT) lengths.delete(lengths.keys().next().value!);
 }
 
+/** A link outlives its snapshot's READY state (deleted, damaged): a typed refusal, not a failed stream. */
+function throwUnlessReadable(snapshot: { status: string }): void {
+  throwIfDamaged(snapshot);
+  if (snapshot.status !== 'READY') throw new ConflictError(ErrorCode.SNAPSHOT_NOT_READY, `Snapshot is ${snapshot.status.toLowerCase()}, not ready`);
+}
+
 /** A verified download: names and validators from the catalog; the bytes only when opened. */
 export async function prepareDownload(deps: Deps, p: TokenPayload): Promise<DownloadArchive> {
   const snapshot = await deps.db.snapshot.findUniqueOrThrow({ where: { id: p.s }, include: { environment: true } });
-  throwIfDamaged(snapshot);
+  throwUnlessReadable(snapshot);
   return {
     filename: downloadFileName(snapshot.environment.name, snapshot.createdAt, p.v),
     etag: `"${snapshot.id}.${VARIANT_SUFFIX[p.v]}.${ARCHIVE_FORMAT}"`,
@@ -129,12 +135,32 @@ export async function* measuredWhole(stream: Readable, p: TokenPayload): AsyncGe
   rememberLength(p, n);
 }
 
-/** The tar.zst stream of a verified download, reading from the first copy that opens. */
+/**
+ * The tar.zst stream of a verified download, reading from the first copy that opens. It holds the
+ * repository's shared lock while it reads, as a restore does: a delete's forget and prune (which
+ * take the exclusive lock) wait until the stream has ended, failed or been cancelled, instead of
+ * taking packs away from under it. Meeting a prune's lock, it waits as a restore does.
+ */
 async function openDownload(deps: Deps, p: TokenPayload, snapshot: { id: string; environmentId: string; includes: string[] }, signal: AbortSignal): Promise<Readable> {
   const { opened, repoSnapshotId, destinationId } = await openReadableCopy(deps, p.s, signal);
+  let reading: Lock | null = null;
+  const done = async () => {
+    await reading?.release().catch((e: unknown) => deps.logger.warn({ err: e }, 'could not release the repository lock'));
+    await opened.close().catch((e: unknown) => deps.logger.warn({ err: e }, 'could not close the repository'));
+  };
+  try {
+    reading = await acquireLock(opened.repo, false, opened.repo.lockWait, signal);
+    // Deleted (or being deleted: its forget may be done) before the lock was ours: nothing to read.
+    throwUnlessReadable(await deps.db.snapshot.findUniqueOrThrow({ where: { id: snapshot.id }, select: { status: true } }));
+  } catch (err) {
+    await done();
+    throw err;
+  }
   const paths = p.v === 'DATABASE_ONLY' ? ['/db'] : p.v === 'FILES_ONLY' ? ['/files'] : snapshot.includes.map((i) => (i === 'DB' ? '/db' : '/files'));
   const tar = tarStream(opened.repo, repoSnapshotId, '/', signal, { only: paths });
   const out = new PassThrough();
+  // Ends however the response ends: read whole, failed, or stopped by the client leaving (the
+  // signal) or by a reader that took what it needed and destroyed `out` (a range).
   void pipeline(tar, new CompressStream(), out, { signal })
     .catch(async (err: unknown) => {
       out.destroy(err as Error);
@@ -143,7 +169,7 @@ async function openDownload(deps: Deps, p: TokenPayload, snapshot: { id: string;
         await enqueueHeal(deps, { destinationId, snapshotId: snapshot.id, environmentId: snapshot.environmentId }).catch((e: unknown) => deps.logger.error({ err: e }, 'could not enqueue a repository heal'));
       }
     })
-    .finally(() => void opened.close());
+    .finally(done);
   return out;
 }
 

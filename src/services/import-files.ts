@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { processAlive } from '../engine/api.ts';
 import type { Deps } from './deps.ts';
 
 /**
@@ -23,15 +24,6 @@ export function importFile(dir: string, token: string): string {
 
 export function uploadFile(dir: string): string {
   return path.join(dir, `upload-${process.pid}-${randomBytes(8).toString('hex')}.part`);
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Removes the dump of one import (after it ended, whichever way). */

@@ -17,7 +17,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { systemPgBinaries, type PgBinaries } from '../db/pg-binaries.ts';
-import { freePort, pgRunAs, processAlive } from '../db/pg-server.ts';
+import { freePort, pgRunAs, processAlive, scanProcesses } from '../db/pg-server.ts';
 import { startTool } from './child.ts';
 import { AbortedError, PgToolError, SourceError } from './errors.ts';
 import { restoreInput, runRestore, type DumpSource } from './restore-common.ts';
@@ -126,14 +126,8 @@ export async function discardWorkDir(dirs: PitrWorkDir): Promise<boolean> {
 }
 
 /** Live processes whose command line names `dir` (Linux /proc; none elsewhere). */
-async function processesNaming(dir: string): Promise<number[]> {
-  const found: number[] = [];
-  for (const p of await fs.readdir('/proc').catch(() => [] as string[])) {
-    if (!/^\d+$/.test(p)) continue;
-    const cmd = await fs.readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
-    if (cmd.includes(dir) && processAlive(Number(p))) found.push(Number(p));
-  }
-  return found;
+export function processesNaming(dir: string): Promise<number[]> {
+  return scanProcesses(async (p) => (await p.read('cmdline')).includes(dir));
 }
 
 /** The work folders under `home` (for a sweep), by restore suffix. */

@@ -12,7 +12,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SnapshotDownloadDocument } from '../generated/graphql.ts';
 import type { TestApp } from '../harness/app.ts';
-import { sql } from '../harness/live-environment.ts';
+import { sql, type LiveEnvironment } from '../harness/live-environment.ts';
 import { startSnapshotSuite, takeSnapshot } from '../harness/snapshot-helpers.ts';
 
 const exec = promisify(execFile);
@@ -21,9 +21,9 @@ let app: TestApp;
 let key: string;
 let snapshotId: string;
 let dir: string;
+let env: LiveEnvironment;
 
 beforeAll(async () => {
-  let env;
   ({ app, key, env } = await startSnapshotSuite());
   // Some hundreds of KB of archive that compresses little: parts well inside it.
   await sql(env.databaseUrl, "CREATE TABLE noise (id int PRIMARY KEY, data bytea); INSERT INTO noise SELECT g, decode(string_agg(md5(g::text || h::text), ''), 'hex') FROM generate_series(1, 50) g, generate_series(1, 400) h GROUP BY g");
@@ -35,8 +35,8 @@ afterAll(async () => {
   if (dir) await fs.rm(dir, { recursive: true, force: true });
 });
 
-async function downloadUrl(variant: string): Promise<string> {
-  const d = (await app.gql(SnapshotDownloadDocument, { id: snapshotId, variant: variant as never }, { key })).data!.snapshot!.download;
+async function downloadUrl(variant: string, id = snapshotId): Promise<string> {
+  const d = (await app.gql(SnapshotDownloadDocument, { id, variant: variant as never }, { key })).data!.snapshot!.download;
   if (d.__typename !== 'Download') throw new Error(JSON.stringify(d));
   return d.url;
 }
@@ -112,5 +112,32 @@ describe('download ranges', () => {
     const { stderr } = await exec('curl', ['-sS', '--fail', '-C', '-', '-o', file, url]);
     expect(stderr).toBe('');
     expect((await fs.readFile(file)).equals(whole.body)).toBe(true);
+  });
+
+  it('HEAD answers as GET would, without the body: the length measured when not yet known, a range, its validators', async () => {
+    // A snapshot of its own: no download of it has run in this process, so its length is unknown.
+    const { snapshotId: fresh } = await takeSnapshot(app, key, env.id);
+    const url = await downloadUrl('DATABASE_AND_FILES', fresh);
+    const head = await fetch(url, { method: 'HEAD' });
+    const whole = await get(url);
+    expect(head.status).toBe(200);
+    expect(head.headers.get('content-length')).toBe(String(whole.body.length));
+    for (const name of ['content-length', 'etag', 'accept-ranges', 'last-modified', 'content-type', 'content-disposition']) {
+      expect(head.headers.get(name), name).toBe(whole.headers.get(name));
+    }
+    expect((await head.arrayBuffer()).byteLength).toBe(0);
+
+    const n = whole.body.length;
+    const part = await fetch(url, { method: 'HEAD', headers: { range: 'bytes=100-199', 'if-range': whole.headers.get('etag')! } });
+    expect(part.status).toBe(206);
+    expect(part.headers.get('content-range')).toBe(`bytes 100-199/${n}`);
+    expect(part.headers.get('content-length')).toBe('100');
+    expect((await fetch(url, { method: 'HEAD', headers: { range: `bytes=${n}-` } })).status).toBe(416);
+
+    // A bad link is refused alike; a method a link does not answer says which ones it does.
+    expect((await fetch(`${url}x`, { method: 'HEAD' })).status).toBe(403);
+    const post = await fetch(url, { method: 'POST' });
+    expect(post.status).toBe(405);
+    expect(post.headers.get('allow')).toBe('GET, HEAD');
   });
 });

@@ -5,58 +5,34 @@
  * once more). Against a PostgreSQL source of its own with the real pg_receivewal, measured in
  * the repository's blobs and the uploads' added bytes.
  */
-import fs from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startScratchPostgres, type ScratchPostgres } from '../../src/db/pg-server.ts';
+import type { ScratchPostgres } from '../../src/db/pg-server.ts';
 import { LocalBackend } from '../../src/destinations/local.ts';
 import { findSnapshot, Repository, resolvePath } from '../../src/engine/api.ts';
-import { startPitrSupervisor, type PitrSupervisor } from '../../src/services/pitr-streamer.ts';
-import { UpsertScheduleDocument } from '../generated/graphql.ts';
-import { startTestApp, type TestApp } from '../harness/app.ts';
-import { gid } from '../harness/factories.ts';
+import type { PitrSupervisor } from '../../src/services/pitr-streamer.ts';
+import type { TestApp } from '../harness/app.ts';
 import { repositoryPassword, sql } from '../harness/live-environment.ts';
-import { makePitrEnvironment } from '../harness/pitr-fixture.ts';
+import { startWalArchivingSuite, type WalArchivingSuite } from '../harness/pitr-fixture.ts';
 import { waitFor } from '../harness/schedule-helpers.ts';
 
+let suite: WalArchivingSuite;
 let app: TestApp;
 let source: ScratchPostgres;
 let sourceUrl: string;
 let envId: string;
 let destinationId: string;
 let repoPath: string;
-let tmp: string;
-const supervisors: PitrSupervisor[] = [];
 
 const db = () => app.runtime.db;
 
 beforeAll(async () => {
-  tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'bp-pitr-cuts-'));
-  source = await startScratchPostgres();
-  await sql(source.adminUrl, 'CREATE DATABASE app');
-  sourceUrl = source.url('app');
-  await sql(sourceUrl, 'CREATE TABLE ticks (id serial PRIMARY KEY, pad text)');
-  app = await startTestApp();
-  repoPath = path.join(tmp, 'repo');
-  let key: string;
-  ({ key, destinationId, envId } = await makePitrEnvironment(app, { sourceUrl, databaseName: 'app', repoPath, name: 'pitr', scope: 'backups:write' }));
-  const res = await app.gql(UpsertScheduleDocument, { input: { environmentId: gid('Environment', envId), walEnabled: true, walArchiveIntervalSeconds: 5 } as never }, { key });
-  expect(res.data?.upsertSchedule.__typename).toBe('SchedulePayload');
+  suite = await startWalArchivingSuite({ name: 'pitr-cuts', walArchiveIntervalSeconds: 5, seed: (url) => sql(url, 'CREATE TABLE ticks (id serial PRIMARY KEY, pad text)') });
+  ({ app, source, sourceUrl, envId, destinationId, repoPath } = suite);
 }, 120_000);
 
-afterAll(async () => {
-  for (const s of supervisors) await s.stop().catch(() => undefined);
-  await app?.stop();
-  await source?.stop();
-  await fs.rm(tmp, { recursive: true, force: true });
-});
+afterAll(() => suite?.stop());
 
-const supervise = (name: string) => {
-  const s = startPitrSupervisor(app.runtime.deps, { home: path.join(tmp, 'home'), workerId: name, tickMs: 200, leaseMs: 3_000 });
-  supervisors.push(s);
-  return s;
-};
+const supervise = (name: string) => suite.supervise(name);
 const streaming = (s: PitrSupervisor, what: string) => waitFor(async () => s.streaming()[0]?.receiverPid ?? null, (p) => p !== null, what, 60_000);
 /** The segment WAL goes into now (the insert position: the scratch server commits asynchronously, so the written one lags). */
 const currentSegment = async () => (await sql(source.adminUrl, 'SELECT pg_walfile_name(pg_current_wal_insert_lsn()) AS n')).rows[0].n as string;

@@ -4,20 +4,18 @@
  * (restoreToPointInTime through the API), on a PostgreSQL cluster of its own, while a workload
  * commits rows stamped with clock_timestamp(). Nothing here writes the archive by hand.
  */
-import fs from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Worker } from '../../src/app/worker.ts';
-import { startScratchPostgres, type ScratchPostgres } from '../../src/db/pg-server.ts';
-import { PointInTimeRecoveryDocument, RestoreToPointInTimeDocument, UpsertScheduleDocument } from '../generated/graphql.ts';
-import { startTestApp, type TestApp } from '../harness/app.ts';
+import type { ScratchPostgres } from '../../src/db/pg-server.ts';
+import { PointInTimeRecoveryDocument, RestoreToPointInTimeDocument } from '../generated/graphql.ts';
+import type { TestApp } from '../harness/app.ts';
 import { gid } from '../harness/factories.ts';
 import { repositoryPassword, sql } from '../harness/live-environment.ts';
-import { makePitrEnvironment, startWorkload, timeBetweenCommits } from '../harness/pitr-fixture.ts';
+import { startWalArchivingSuite, startWorkload, timeBetweenCommits, type WalArchivingSuite } from '../harness/pitr-fixture.ts';
 import { waitFor } from '../harness/schedule-helpers.ts';
 import { follow, restic } from '../harness/snapshot-helpers.ts';
 
+let suite: WalArchivingSuite;
 let app: TestApp;
 let key: string;
 let source: ScratchPostgres;
@@ -25,32 +23,22 @@ let sourceUrl: string;
 let envId: string;
 let destinationId: string;
 let repoPath: string;
-let home: string;
 let worker: Worker;
 let workload: ReturnType<typeof startWorkload>;
 
 const db = () => app.runtime.db;
-const pitrOptions = () => ({ home, tickMs: 200, leaseMs: 3_000 });
+const pitrOptions = () => ({ home: suite.tmp, tickMs: 200, leaseMs: 3_000 });
 
 beforeAll(async () => {
-  home = await fs.mkdtemp(path.join(os.tmpdir(), 'bp-pitr-e2e-'));
-  source = await startScratchPostgres();
-  await sql(source.adminUrl, 'CREATE DATABASE app');
-  sourceUrl = source.url('app');
-  app = await startTestApp({ env: { BACKPLANE_HOME: home } });
-  repoPath = path.join(home, 'repo');
-  ({ key, destinationId, envId } = await makePitrEnvironment(app, { sourceUrl, databaseName: 'app', repoPath, name: 'pitr-e2e', scope: 'admin' }));
+  suite = await startWalArchivingSuite({ name: 'pitr-e2e', scope: 'admin', walArchiveIntervalSeconds: 5, home: true });
+  ({ app, key, source, sourceUrl, envId, destinationId, repoPath } = suite);
   workload = startWorkload(sourceUrl);
-  const res = await app.gql(UpsertScheduleDocument, { input: { environmentId: gid('Environment', envId), walEnabled: true, walArchiveIntervalSeconds: 5 } as never }, { key });
-  expect(res.data?.upsertSchedule.__typename).toBe('SchedulePayload');
   worker = await app.startWorker({ pitr: pitrOptions() });
 }, 120_000);
 
 afterAll(async () => {
   await workload?.stop();
-  await app?.stop();
-  await source?.stop();
-  if (home) await fs.rm(home, { recursive: true, force: true });
+  await suite?.stop();
 });
 
 const pitrWindow = async () => {

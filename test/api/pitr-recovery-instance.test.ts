@@ -25,13 +25,14 @@ import {
   RecoveryInstanceDocument,
   RestoreToPointInTimeDocument,
 } from '../generated/graphql.ts';
-import { startTestApp, type TestApp } from '../harness/app.ts';
-import { gid, makeApiKey, makeEnvironment, makeOrganization, makeProject } from '../harness/factories.ts';
+import type { TestApp } from '../harness/app.ts';
+import { gid } from '../harness/factories.ts';
 import { sql } from '../harness/live-environment.ts';
-import { archiveStampedRows, startPitrCluster, type PitrCluster } from '../harness/pitr-fixture.ts';
+import { archiveStampedRows, startPitrRestoreSuite, type PitrCluster, type PitrRestoreSuite } from '../harness/pitr-fixture.ts';
 import { alive, processesNaming as running, until } from '../harness/process.ts';
 import { follow } from '../harness/snapshot-helpers.ts';
 
+let suite: PitrRestoreSuite;
 let app: TestApp;
 let key: string;
 let cluster: PitrCluster;
@@ -46,21 +47,12 @@ const shop = () => cluster.url('shop');
 
 beforeAll(async () => {
   home = await fs.mkdtemp(path.join(os.tmpdir(), 'bp-pitr-instance-'));
-  app = await startTestApp({ env: { BACKPLANE_HOME: home } });
-  await app.startWorker({ instances: { tickMs: 200 } });
-  const org = await makeOrganization(app.runtime.db);
-  orgId = org.id;
-  key = (await makeApiKey(app.runtime.db, org.id, { scopes: ['admin'] })).secret;
-  cluster = await startPitrCluster();
-  await sql(cluster.url(), 'CREATE DATABASE shop');
+  suite = await startPitrRestoreSuite({ home, repository: path.join(home, 'repository') });
+  ({ app, key, cluster, envId } = suite);
+  orgId = (await app.runtime.db.environment.findUniqueOrThrow({ where: { id: envId } })).organizationId;
   await sql(cluster.url(), 'CREATE DATABASE other');
   await sql(cluster.url('other'), "CREATE TABLE t (v text); INSERT INTO t VALUES ('before')");
-  const project = await makeProject(app.runtime.db, org.id);
-  const env = await makeEnvironment(app.runtime.db, app.runtime.deps.secrets, project, { databaseUrl: shop(), filesPath: null });
-  envId = env.id;
-  const d = await app.runtime.db.destination.create({ data: { organizationId: org.id, name: 'local', provider: 'LOCAL', config: { path: path.join(home, 'repository') } } });
-  await app.runtime.db.environmentDestination.create({ data: { environmentId: env.id, destinationId: d.id } });
-  const opened = await openRepository(app.runtime.deps, d.id);
+  const opened = await openRepository(app.runtime.deps, suite.destinationId);
   try {
     ({ firstBase, target } = await archiveStampedRows(cluster, opened.repo, shop()));
     totalRows = (await sql(shop(), 'SELECT count(*)::int AS n FROM pitr_rows')).rows[0].n;
@@ -73,8 +65,7 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
-  await app?.stop();
-  await cluster?.stop();
+  await suite?.stop();
   if (home) await fs.rm(home, { recursive: true, force: true });
 });
 

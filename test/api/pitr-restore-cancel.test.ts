@@ -11,14 +11,15 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PITR_WORK_PREFIX } from '../../src/sources/pitr-instance.ts';
 import { CancelOperationDocument, RestoreToPointInTimeDocument } from '../generated/graphql.ts';
-import { startTestApp, type TestApp } from '../harness/app.ts';
-import { gid, makeApiKey, makeEnvironment, makeOrganization, makeProject } from '../harness/factories.ts';
+import type { TestApp } from '../harness/app.ts';
+import { gid } from '../harness/factories.ts';
 import { sql } from '../harness/live-environment.ts';
-import { archiveStampedRows, startPitrCluster, type PitrCluster } from '../harness/pitr-fixture.ts';
+import { archiveStampedRows, startPitrRestoreSuite, type PitrCluster, type PitrRestoreSuite } from '../harness/pitr-fixture.ts';
 import { alive, processesNaming as running, until } from '../harness/process.ts';
 import { follow } from '../harness/snapshot-helpers.ts';
 import { openRepository } from '../../src/services/repositories.ts';
 
+let suite: PitrRestoreSuite;
 let app: TestApp;
 let key: string;
 let cluster: PitrCluster;
@@ -34,18 +35,9 @@ beforeAll(async () => {
   // Too deep for a socket under the work folder (Linux binds at most 107 bytes).
   home = path.join(tmp, 'a-home-folder-as-deep-as-a-team-might-keep-it'.repeat(2));
   await fs.mkdir(home, { recursive: true });
-  app = await startTestApp({ env: { BACKPLANE_HOME: home } });
-  await app.startWorker();
-  const org = await makeOrganization(app.runtime.db);
-  key = (await makeApiKey(app.runtime.db, org.id, { scopes: ['admin'] })).secret;
-  cluster = await startPitrCluster();
-  await sql(cluster.url(), 'CREATE DATABASE shop');
-  const project = await makeProject(app.runtime.db, org.id);
-  const env = await makeEnvironment(app.runtime.db, app.runtime.deps.secrets, project, { databaseUrl: shop(), filesPath: null });
-  envId = env.id;
-  const d = await app.runtime.db.destination.create({ data: { organizationId: org.id, name: 'local', provider: 'LOCAL', config: { path: path.join(tmp, 'repository') } } });
-  await app.runtime.db.environmentDestination.create({ data: { environmentId: env.id, destinationId: d.id } });
-  const opened = await openRepository(app.runtime.deps, d.id);
+  suite = await startPitrRestoreSuite({ home, repository: path.join(tmp, 'repository') });
+  ({ app, key, cluster, envId } = suite);
+  const opened = await openRepository(app.runtime.deps, suite.destinationId);
   try {
     target = (await archiveStampedRows(cluster, opened.repo, shop())).target;
   } finally {
@@ -54,8 +46,7 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
-  await app?.stop();
-  await cluster?.stop();
+  await suite?.stop();
   if (tmp) await fs.rm(tmp, { recursive: true, force: true });
 });
 

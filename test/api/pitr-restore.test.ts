@@ -10,10 +10,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CancelOperationDocument, PitrRestoreLogDocument, RestoreToPointInTimeDocument, SwitchDatabaseDocument } from '../generated/graphql.ts';
-import { startTestApp, type TestApp } from '../harness/app.ts';
-import { gid, makeApiKey, makeEnvironment, makeOrganization, makeProject } from '../harness/factories.ts';
+import type { TestApp } from '../harness/app.ts';
+import { gid } from '../harness/factories.ts';
 import { sql } from '../harness/live-environment.ts';
-import { startPitrCluster, startWorkload, timeBetweenCommits, type PitrCluster } from '../harness/pitr-fixture.ts';
+import { startPitrRestoreSuite, startWorkload, timeBetweenCommits, type PitrCluster, type PitrRestoreSuite } from '../harness/pitr-fixture.ts';
 import { follow, takeSnapshot } from '../harness/snapshot-helpers.ts';
 import { spawn } from 'node:child_process';
 import { processAlive } from '../../src/db/pg-server.ts';
@@ -25,6 +25,7 @@ import { until } from '../harness/process.ts';
 import { listSnapshots, packsOfSnapshots, resolvePath, walk } from '../../src/engine/api.ts';
 import { PITR_WAL_TAG, walPath } from '../../src/sources/pitr-layout.ts';
 
+let suite: PitrRestoreSuite;
 let app: TestApp;
 let key: string;
 let cluster: PitrCluster;
@@ -44,31 +45,22 @@ const shop = () => cluster.url('shop');
 
 beforeAll(async () => {
   home = await fs.mkdtemp(path.join(os.tmpdir(), 'bp-pitr-home-'));
-  app = await startTestApp({ env: { BACKPLANE_HOME: home } });
-  await app.startWorker();
-  const org = await makeOrganization(app.runtime.db);
-  key = (await makeApiKey(app.runtime.db, org.id, { scopes: ['admin'] })).secret;
-  cluster = await startPitrCluster();
-  await sql(cluster.url(), 'CREATE DATABASE shop');
-  await sql(cluster.url(), 'CREATE DATABASE other');
-  await sql(cluster.url('other'), "CREATE TABLE t (v text); INSERT INTO t VALUES ('before')");
   filesPath = path.join(home, 'files');
   await fs.mkdir(filesPath);
   await fs.writeFile(path.join(filesPath, 'a.txt'), 'as snapshotted\n');
-  const project = await makeProject(app.runtime.db, org.id);
-  const env = await makeEnvironment(app.runtime.db, app.runtime.deps.secrets, project, { databaseUrl: shop(), filesPath });
-  envId = env.id;
-  const d = await app.runtime.db.destination.create({ data: { organizationId: org.id, name: 'local', provider: 'LOCAL', config: { path: path.join(home, 'repository') } } });
-  await app.runtime.db.environmentDestination.create({ data: { environmentId: env.id, destinationId: d.id } });
+  suite = await startPitrRestoreSuite({ home, repository: path.join(home, 'repository'), filesPath });
+  ({ app, key, cluster, envId } = suite);
+  await sql(cluster.url(), 'CREATE DATABASE other');
+  await sql(cluster.url('other'), "CREATE TABLE t (v text); INSERT INTO t VALUES ('before')");
 
-  const opened = await openRepository(app.runtime.deps, d.id);
+  const opened = await openRepository(app.runtime.deps, suite.destinationId);
   try {
     const workload = startWorkload(shop());
     await cluster.archiveWal(opened.repo);
     firstBase = (await cluster.baseBackup(opened.repo)).time;
     await cluster.archiveWal(opened.repo, { switchSegment: true });
     // A files snapshot finished before the point in time (files come from the newest such one).
-    filesSnapshotId = (await takeSnapshot(app, key, env.id, { includes: ['FILES'] })).snapshotId;
+    filesSnapshotId = (await takeSnapshot(app, key, envId, { includes: ['FILES'] })).snapshotId;
     await fs.writeFile(path.join(filesPath, 'a.txt'), 'changed after the snapshot\n');
     const afterBase = new Date();
     while (workload.committed() < 40) await new Promise((r) => setTimeout(r, 20));
@@ -86,8 +78,7 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
-  await app?.stop();
-  await cluster?.stop();
+  await suite?.stop();
   if (home) await fs.rm(home, { recursive: true, force: true });
 });
 

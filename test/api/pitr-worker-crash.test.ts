@@ -6,21 +6,21 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startScratchPostgres, type ScratchPostgres } from '../../src/db/pg-server.ts';
+import type { ScratchPostgres } from '../../src/db/pg-server.ts';
 import { startPitrSupervisor } from '../../src/services/pitr-streamer.ts';
-import { CreateBaseBackupDocument, UpsertScheduleDocument } from '../generated/graphql.ts';
-import { startTestApp, testEnv, type TestApp } from '../harness/app.ts';
+import { CreateBaseBackupDocument } from '../generated/graphql.ts';
+import { testEnv, type TestApp } from '../harness/app.ts';
 import { gid } from '../harness/factories.ts';
 import { repositoryPassword, sql } from '../harness/live-environment.ts';
-import { makePitrEnvironment } from '../harness/pitr-fixture.ts';
+import { startWalArchivingSuite, type WalArchivingSuite } from '../harness/pitr-fixture.ts';
 import { startServerProcess, until, type ServerProcess } from '../harness/process.ts';
 import { waitFor } from '../harness/schedule-helpers.ts';
 import { restic } from '../harness/snapshot-helpers.ts';
 
+let suite: WalArchivingSuite;
 let app: TestApp;
 let key: string;
 let source: ScratchPostgres;
@@ -33,27 +33,20 @@ const workers: ServerProcess[] = [];
 const db = () => app.runtime.db;
 
 beforeAll(async () => {
-  home = await fs.mkdtemp(path.join(os.tmpdir(), 'bp-pitr-crash-'));
-  source = await startScratchPostgres();
-  await sql(source.adminUrl, 'CREATE DATABASE app');
-  const sourceUrl = source.url('app');
-  await sql(sourceUrl, 'CREATE TABLE t (id serial PRIMARY KEY, pad text); INSERT INTO t (pad) SELECT md5(i::text) FROM generate_series(1, 10000) i');
-  app = await startTestApp({ secretKey, env: { BACKPLANE_HOME: home } });
-  repoPath = path.join(home, 'repo');
-  ({ key, destinationId, envId } = await makePitrEnvironment(app, { sourceUrl, databaseName: 'app', repoPath, name: 'pitr-crash', scope: 'backups:write' }));
-  const res = await app.gql(UpsertScheduleDocument, { input: { environmentId: gid('Environment', envId), walEnabled: true } as never }, { key });
-  expect(res.data?.upsertSchedule.__typename).toBe('SchedulePayload');
+  suite = await startWalArchivingSuite({
+    name: 'pitr-crash',
+    home: true,
+    secretKey,
+    seed: (url) => sql(url, 'CREATE TABLE t (id serial PRIMARY KEY, pad text); INSERT INTO t (pad) SELECT md5(i::text) FROM generate_series(1, 10000) i'),
+  });
+  ({ app, key, source, envId, destinationId, repoPath, tmp: home } = suite);
 }, 120_000);
 
 afterEach(async () => {
   for (const w of workers.splice(0)) await w.stop();
 });
 
-afterAll(async () => {
-  await app?.stop();
-  await source?.stop();
-  if (home) await fs.rm(home, { recursive: true, force: true });
-});
+afterAll(() => suite?.stop());
 
 function worker() {
   return startServerProcess(testEnv(app.databaseUrl, secretKey, { OPERATION_HEARTBEAT_MS: '500', BACKPLANE_HOME: home }), 'worker').then((w) => (workers.push(w), w));

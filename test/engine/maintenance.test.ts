@@ -1,6 +1,7 @@
 import { afterAll, describe, expect, it, vi } from 'vitest';
-import { execFile } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { createWriteStream, readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -8,6 +9,8 @@ import { promisify } from 'node:util';
 import {
   Lock,
   REFRESH_LOCK_MS,
+  isStale,
+  processAlive,
   RepositoryLockedError,
   removeStaleLocks,
   backup,
@@ -147,6 +150,23 @@ describe('lock refresh and stale locks', () => {
     } finally {
       vi.useRealTimers();
     }
+  });
+});
+
+describe('a lock held by a zombie', () => {
+  it('is stale: an exited process of this host that no one reaped answers kill 0, but is gone', () => {
+    // Our own child, which this thread's event loop would reap: everything below runs in one
+    // synchronous stretch, so it cannot until the test returns (then it does, leaving nothing).
+    const child = spawn('true', { stdio: 'ignore' });
+    const pid = child.pid!;
+    const state = () => /^State:\s*(\S)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+    for (const deadline = Date.now() + 10_000; state() !== 'Z'; ) if (Date.now() > deadline) throw new Error('the child never exited');
+    expect(() => process.kill(pid, 0)).not.toThrow();
+    expect(processAlive(pid)).toBe(false);
+    expect(isStale({ time: formatTime(BigInt(Date.now()) * 1_000_000n), exclusive: true, hostname: hostname(), username: 'x', pid })).toBe(true);
+    // A live process of this host (this one) is not.
+    expect(processAlive(process.pid)).toBe(true);
+    expect(isStale({ time: formatTime(BigInt(Date.now()) * 1_000_000n), exclusive: true, hostname: hostname(), username: 'x', pid: process.pid })).toBe(false);
   });
 });
 

@@ -5,7 +5,10 @@
  * repository with the engine's `backup()`, exactly as the PITR repository layout says (see
  * src/sources/pitr-layout.ts): `/pitr/<sysid>/base.tar` tagged pitr-base, and
  * `/pitr/<sysid>/wal/<name>` tagged pitr-wal holding only what is new or changed since the
- * previous WAL snapshot, the current segment as `<segment>.partial`.
+ * previous WAL snapshot, the current segment as `<segment>.partial`. Also the two worlds PITR
+ * API tests start from: the archiving side's (startWalArchivingSuite: a source cluster, an app,
+ * a PITR environment with WAL archiving on) and the recovery side's (startPitrRestoreSuite: an
+ * app with a worker, this fixture's cluster and an environment on its database `shop`).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -13,13 +16,16 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { expect } from 'vitest';
 import { redactUrl } from '../../src/app/secrets.ts';
 import { backup, type Repository } from '../../src/engine/api.ts';
 import { startScratchPostgres, type ScratchPostgres } from '../../src/db/pg-server.ts';
 import type { Scope } from '../../src/domain/scopes.ts';
+import { startPitrSupervisor, type PitrSupervisor } from '../../src/services/pitr-streamer.ts';
 import { segmentOfLsn } from '../../src/sources/pitr-layout.ts';
-import type { TestApp } from './app.ts';
-import { makeApiKey, makeOrganization, makeProject } from './factories.ts';
+import { UpsertScheduleDocument } from '../generated/graphql.ts';
+import { startTestApp, type TestApp } from './app.ts';
+import { gid, makeApiKey, makeEnvironment, makeOrganization, makeProject } from './factories.ts';
 
 const PG_BIN = '/usr/lib/postgresql/15/bin';
 
@@ -282,4 +288,124 @@ export async function makePitrEnvironment(
     },
   });
   return { key, destinationId: d.id, envId: env.id };
+}
+
+/** The archiving side's world (startWalArchivingSuite). */
+export interface WalArchivingSuite {
+  app: TestApp;
+  key: string;
+  /** The source cluster, and its database `app` the environment captures. */
+  source: ScratchPostgres;
+  sourceUrl: string;
+  envId: string;
+  destinationId: string;
+  /** The LOCAL destination's repository: `<tmp>/repo`. */
+  repoPath: string;
+  /** The test's own folder, removed by stop(). */
+  tmp: string;
+  /** A streamer supervisor standing for a worker process (its home `<tmp>/home`), stopped by stop() if the test did not. */
+  supervise(workerId: string, extra?: Partial<Parameters<typeof startPitrSupervisor>[1]>): PitrSupervisor;
+  /** Stops the supervisors started so far. */
+  stopSupervisors(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * A source cluster of its own with database `app` (filled by `seed` before the app starts), a
+ * test app, a PITR environment `name` on it (makePitrEnvironment, repository `<tmp>/repo`) and WAL
+ * archiving on in its schedule (every `walArchiveIntervalSeconds` when given). `home` makes
+ * `<tmp>` the app's BACKPLANE_HOME.
+ */
+export async function startWalArchivingSuite(opts: {
+  name: string;
+  scope?: Scope;
+  seed?: (sourceUrl: string, adminUrl: string) => Promise<unknown>;
+  walArchiveIntervalSeconds?: number;
+  home?: boolean;
+  secretKey?: string;
+}): Promise<WalArchivingSuite> {
+  const tmp = await fs.mkdtemp(path.join(os.tmpdir(), `bp-${opts.name}-`));
+  const source = await startScratchPostgres();
+  const stop = async () => {
+    await suite.stopSupervisors();
+    await app?.stop();
+    await source.stop();
+    await fs.rm(tmp, { recursive: true, force: true });
+  };
+  let app: TestApp | undefined;
+  const supervisors: PitrSupervisor[] = [];
+  const suite = {
+    tmp,
+    source,
+    stop,
+    supervise: (workerId: string, extra: Partial<Parameters<typeof startPitrSupervisor>[1]> = {}) => {
+      const s = startPitrSupervisor(app!.runtime.deps, { home: path.join(tmp, 'home'), workerId, tickMs: 200, leaseMs: 3_000, ...extra });
+      supervisors.push(s);
+      return s;
+    },
+    async stopSupervisors() {
+      for (const s of supervisors.splice(0)) await s.stop().catch(() => undefined);
+    },
+  };
+  try {
+    await query(source.adminUrl, 'CREATE DATABASE app');
+    const sourceUrl = source.url('app');
+    await opts.seed?.(sourceUrl, source.adminUrl);
+    app = await startTestApp({ secretKey: opts.secretKey, env: opts.home ? { BACKPLANE_HOME: tmp } : undefined });
+    const repoPath = path.join(tmp, 'repo');
+    const { key, destinationId, envId } = await makePitrEnvironment(app, { sourceUrl, databaseName: 'app', repoPath, name: opts.name, scope: opts.scope ?? 'backups:write' });
+    const input = { environmentId: gid('Environment', envId), walEnabled: true, ...(opts.walArchiveIntervalSeconds ? { walArchiveIntervalSeconds: opts.walArchiveIntervalSeconds } : {}) };
+    const res = await app.gql(UpsertScheduleDocument, { input: input as never }, { key });
+    expect(res.data?.upsertSchedule.__typename).toBe('SchedulePayload');
+    return Object.assign(suite, { app, key, sourceUrl, envId, destinationId, repoPath });
+  } catch (err) {
+    await stop().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** The recovery side's world (startPitrRestoreSuite). */
+export interface PitrRestoreSuite {
+  app: TestApp;
+  /** An admin key of the environment's organization. */
+  key: string;
+  cluster: PitrCluster;
+  /** URL of database `shop` on the cluster, the one the environment holds. */
+  shop(): string;
+  envId: string;
+  destinationId: string;
+  /** Stops the app and the cluster; the test's folders are its own to remove. */
+  stop(): Promise<void>;
+}
+
+/**
+ * A test app with a worker (BACKPLANE_HOME `home`), an organization and an admin key, a fixture
+ * cluster (startPitrCluster) with database `shop`, and an environment on `shop` (files at
+ * `filesPath`, if given) with a LOCAL destination whose repository is `repository`. What the
+ * archive holds is the test's to write (cluster.baseBackup, cluster.archiveWal).
+ */
+export async function startPitrRestoreSuite(opts: { home: string; repository: string; filesPath?: string }): Promise<PitrRestoreSuite> {
+  const app = await startTestApp({ env: { BACKPLANE_HOME: opts.home } });
+  let cluster: PitrCluster | undefined;
+  const stop = async () => {
+    await app.stop();
+    await cluster?.stop();
+  };
+  try {
+    await app.startWorker();
+    const db = app.runtime.db;
+    const org = await makeOrganization(db);
+    const key = (await makeApiKey(db, org.id, { scopes: ['admin'] })).secret;
+    cluster = await startPitrCluster();
+    await query(cluster.url(), 'CREATE DATABASE shop');
+    const shop = () => cluster!.url('shop');
+    const project = await makeProject(db, org.id);
+    const env = await makeEnvironment(db, app.runtime.deps.secrets, project, { databaseUrl: shop(), filesPath: opts.filesPath ?? null });
+    const d = await db.destination.create({ data: { organizationId: org.id, name: 'local', provider: 'LOCAL', config: { path: opts.repository } } });
+    await db.environmentDestination.create({ data: { environmentId: env.id, destinationId: d.id } });
+    return { app, key, cluster, shop, envId: env.id, destinationId: d.id, stop };
+  } catch (err) {
+    await stop().catch(() => undefined);
+    throw err;
+  }
 }

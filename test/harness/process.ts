@@ -7,6 +7,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { processAlive } from '../../src/db/pg-server.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -116,19 +117,10 @@ export async function childrenOf(pid: number, comm: string): Promise<number[]> {
   return out;
 }
 
-/** Whether process `pid` runs (a zombie, ended but not yet reaped, does not). */
+/** Whether process `pid` runs (a zombie, ended but not yet reaped, does not): for tests that wait on /proc. */
 export async function alive(pid: number): Promise<boolean> {
-  const status = await fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
-  return status !== '' && !/^State:\s+Z/m.test(status);
+  return processAlive(pid);
 }
 
-/** Live processes whose command line names `dir` (pg_ctl, a postmaster, a restore_command). */
-export async function processesNaming(dir: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const p of await fs.readdir('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    const cmd = await fs.readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
-    if (cmd.includes(dir) && (await alive(Number(p)))) pids.push(Number(p));
-  }
-  return pids;
-}
+/** Live processes whose command line names a folder (pg_ctl, a postmaster, a restore_command). */
+export { processesNaming } from '../../src/sources/pitr-instance.ts';
