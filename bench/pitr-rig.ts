@@ -99,6 +99,9 @@ const PITR_WINDOW = `query($id: ID!) { environment(id: $id) { pointInTimeRecover
   baseBackups { id status sizeBytes addedBytes startedAt finishedAt } gaps { reason from to } } } }`;
 const RESTORE_TO_TIME = `mutation($input: RestoreToPointInTimeInput!) { restoreToPointInTime(input: $input) {
   __typename ... on RestorePayload { operation { id } } ... on Error { code message } } }`;
+const OPEN_INSTANCE = `mutation($input: OpenRecoveryInstanceInput!) { openRecoveryInstance(input: $input) {
+  __typename ... on RecoveryInstancePayload { operation { id } recoveryInstance { id } } ... on Error { code message } } }`;
+const CLOSE_INSTANCE = `mutation($input: CloseRecoveryInstanceInput!) { closeRecoveryInstance(input: $input) { __typename ... on Error { code message } } }`;
 
 interface PitrWindow {
   status: string;
@@ -447,6 +450,50 @@ async function buildRig(o: RigOptions, held: Held) {
   };
 
   /**
+   * Ours, as a recovery instance: openRecoveryInstance at `target`, from the mutation until it is
+   * READY (the whole cluster recovered to the time, read-only, on a TCP port: what pgBackRest's
+   * restore also produces); rows counted over TCP with the source's role and password, then
+   * closed and waited for until STOPPED (not timed). `phases`: seconds from the mutation.
+   */
+  const recoverOursInstance = async (target: Date, attempt = 0): Promise<{ seconds: number; phases: Record<string, number>; loadAverage: number[]; retries: number } & RecoveredRows> => {
+    await sql(srcAdmin, 'CHECKPOINT');
+    execFileSync('sync');
+    const t0 = Date.now();
+    const opened = await api<{ openRecoveryInstance: { __typename: string; operation?: { id: string }; recoveryInstance?: { id: string } } }>(OPEN_INSTANCE, { input: { environmentId: envGid, pointInTime: target.toISOString(), ttlMinutes: 10 } });
+    const o = opened.openRecoveryInstance;
+    if (!o.operation || !o.recoveryInstance) throw new Error(`openRecoveryInstance: ${JSON.stringify(o)}`);
+    const op = await waitOperation(o.operation.id);
+    const id = decodeGlobalID(o.recoveryInstance.id).id;
+    if (op.status === 'FAILED' && /locked exclusively/.test(op.error ?? '') && attempt < 10) {
+      await sleep(2000);
+      return recoverOursInstance(target, attempt + 1);
+    }
+    if (op.status !== 'SUCCEEDED') throw new Error(`our recovery instance: ${op.status} ${op.error}`);
+    const inst = await db.recoveryInstance.findUniqueOrThrow({ where: { id } });
+    if (inst.status !== 'READY') throw new Error(`our recovery instance is ${inst.status}: ${inst.error}`);
+    const ph = op.phases;
+    const r = {
+      // READY is written before the operation ends: from the mutation to readyAt.
+      seconds: round((inst.readyAt!.getTime() - t0) / 1000),
+      phases: Object.fromEntries(Object.entries(ph).map(([k, v]) => [k, round((v - t0) / 1000)])),
+      ...(await recoveredRows(`postgresql://${src.user}:${encodeURIComponent(src.password)}@${inst.host}:${inst.port}/app`, target)),
+      loadAverage: loadavg(),
+      retries: attempt,
+    };
+    const closed = await api<{ closeRecoveryInstance: { __typename: string } }>(CLOSE_INSTANCE, { input: { id: o.recoveryInstance.id } });
+    if (closed.closeRecoveryInstance.__typename !== 'RecoveryInstanceChangePayload') throw new Error(`closeRecoveryInstance: ${JSON.stringify(closed)}`);
+    for (;;) {
+      const s = await db.recoveryInstance.findUniqueOrThrow({ where: { id } });
+      if (s.status !== 'READY') {
+        if (s.status !== 'STOPPED') throw new Error(`our recovery instance ended ${s.status}: ${s.error}`);
+        break;
+      }
+      await sleep(100);
+    }
+    return r;
+  };
+
+  /**
    * pgBackRest: `restore --type=time` of the whole cluster into a folder of its own, then the
    * server's replay until it is promoted; stopped and removed after counting.
    */
@@ -516,6 +563,7 @@ async function buildRig(o: RigOptions, held: Held) {
     lsnEnable,
     firstBaseBackups,
     recoverOurs,
+    recoverOursInstance,
     recoverPgbr,
   };
 }

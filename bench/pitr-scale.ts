@@ -114,16 +114,20 @@ async function main() {
       log(`recovery to ${target.toISOString()} (${stampedByTarget} rows stamped by then; ~${(walToReplay / MiB).toFixed(0)} MiB of WAL after our base backup began)`);
       const ourRuns: OurRun[] = [];
       const pgbrRuns: Awaited<ReturnType<PitrRig['recoverPgbr']>>[] = [];
+      const instanceRuns: Awaited<ReturnType<PitrRig['recoverOursInstance']>>[] = [];
       for (let i = 0; i < RECOVERIES; i++) {
         const o = await rig.recoverOurs(target);
         ourRuns.push(o);
         log(`  ours ${i + 1}/${RECOVERIES}: ${o.seconds} s (replayed after ${o.untilReplayedSeconds} s), ${o.rows} rows, ${o.exact ? 'exact' : `NOT EXACT (newest ${o.maxStamped}, ${o.rowsBeforeMargin}/${o.expectedBeforeMargin} rows before the margin)`}; phases ${JSON.stringify(phaseSeconds(o))}; load ${o.loadAverage[0]}`);
+        const n = await rig.recoverOursInstance(target);
+        instanceRuns.push(n);
+        log(`  ours, instance ${i + 1}/${RECOVERIES}: READY after ${n.seconds} s, ${n.rows} rows, ${n.exact ? 'exact' : `NOT EXACT (newest ${n.maxStamped}, ${n.rowsBeforeMargin}/${n.expectedBeforeMargin} rows before the margin)`}; phases ${JSON.stringify(n.phases)}; load ${n.loadAverage[0]}`);
         const p = await rig.recoverPgbr(target);
         pgbrRuns.push(p);
         log(`  pgBackRest ${i + 1}/${RECOVERIES}: ${p.seconds} s (restore ${p.restoreCommandSeconds} s, then replay), ${p.rows} rows, ${p.exact ? 'exact' : `NOT EXACT (newest ${p.maxStamped}, ${p.rowsBeforeMargin}/${p.expectedBeforeMargin} rows before the margin)`}; load ${p.loadAverage[0]}`);
       }
-      const exact = [...ourRuns, ...pgbrRuns].every((r) => r.exact);
-      const rowCounts = [...new Set([...ourRuns, ...pgbrRuns].map((r) => r.rows))];
+      const exact = [...ourRuns, ...instanceRuns, ...pgbrRuns].every((r) => r.exact);
+      const rowCounts = [...new Set([...ourRuns, ...instanceRuns, ...pgbrRuns].map((r) => r.rows))];
       const phaseNames = [...new Set(ourRuns.flatMap((r) => Object.keys(phaseSeconds(r))))];
       const ours = {
         secondsStats: stats(ourRuns.map((r) => r.seconds)),
@@ -132,6 +136,7 @@ async function main() {
         phaseSecondsStats: Object.fromEntries(phaseNames.map((n) => [n, stats(ourRuns.flatMap((r) => (n in phaseSeconds(r) ? [phaseSeconds(r)[n]] : [])))])),
         runs: ourRuns.map((r) => ({ ...r, phaseSeconds: phaseSeconds(r) })),
       };
+      const oursInstance = { secondsStats: stats(instanceRuns.map((r) => r.seconds)), runs: instanceRuns };
       const pgbackrest = {
         secondsStats: stats(pgbrRuns.map((r) => r.seconds)),
         restoreCommandStats: stats(pgbrRuns.map((r) => r.restoreCommandSeconds)),
@@ -161,9 +166,11 @@ async function main() {
           rowCountsSeen: rowCounts,
           allExact: exact,
           oursOverPgbackrestMedian: round(ours.secondsStats.median / pgbackrest.secondsStats.median, 2),
+          oursInstanceOverPgbackrestMedian: round(oursInstance.secondsStats.median / pgbackrest.secondsStats.median, 2),
           ours,
+          oursInstance,
           pgbackrest,
-          note: 'interleaved ours, pgBackRest. Ours: restoreToPointInTime as a clone, from the mutation to the operation\'s finish; untilReplayed ends when moving-database starts; phaseSeconds are each phase\'s own duration. pgBackRest: restore --type=time of the whole cluster plus PostgreSQL\'s replay until promoted. Exact: no row stamped after the time, and every row stamped 2 s before it present.',
+          note: 'interleaved ours, ours as an instance, pgBackRest. Ours: restoreToPointInTime as a clone, from the mutation to the operation\'s finish; oursInstance: openRecoveryInstance, from the mutation until the instance is READY (the whole cluster at the time, read-only, on a TCP port, as pgBackRest\'s restore gives it), closed after counting; untilReplayed ends when moving-database starts; phaseSeconds are each phase\'s own duration. pgBackRest: restore --type=time of the whole cluster plus PostgreSQL\'s replay until promoted. Exact: no row stamped after the time, and every row stamped 2 s before it present.',
         },
         note: atScale ? 'at the issue\'s scale (1 GiB plus 15 minutes of WAL)' : `smaller than the issue's "1 GiB plus 15 minutes of WAL": ${round(rig.dbBytes / MiB)} MiB database, ${LOAD_S} s of load`,
       };
@@ -171,7 +178,7 @@ async function main() {
       await fs.writeFile(path.join(BENCH, 'results', 'pitr-scale.json'), `${JSON.stringify(result, null, 2)}\n`);
       const s = (x: { median: number; min: number; max: number }) => `${x.median} s (${x.min}-${x.max})`;
       log(`database ${result.source.appDatabaseMiB} MiB (${result.source.appDatabaseMiBAtEnd} at the end), ${result.load.walMiB} MiB of WAL in ${result.load.seconds} s`);
-      log(`recovery, median of ${RECOVERIES}: ours ${s(ours.secondsStats)}, replayed at ${s(ours.untilReplayedStats)}; pgBackRest ${s(pgbackrest.secondsStats)} (restore ${s(pgbackrest.restoreCommandStats)}); ours/pgBackRest ${result.recovery.oursOverPgbackrestMedian}`);
+      log(`recovery, median of ${RECOVERIES}: ours ${s(ours.secondsStats)}, replayed at ${s(ours.untilReplayedStats)}; ours as an instance ${s(oursInstance.secondsStats)}; pgBackRest ${s(pgbackrest.secondsStats)} (restore ${s(pgbackrest.restoreCommandStats)}); ours/pgBackRest ${result.recovery.oursOverPgbackrestMedian}, instance/pgBackRest ${result.recovery.oursInstanceOverPgbackrestMedian}`);
       log(`our phases (median s): ${Object.entries(ours.phaseSecondsStats).map(([n, x]) => `${n} ${x.median}`).join(', ')}`);
       log(`${exact ? 'every recovery exact' : 'SOME RECOVERY NOT EXACT'}; rows seen ${rowCounts.join(', ')}; least free disk ${result.disk.leastFreeMiB} MiB; load average ${loadAtStart.join(' ')} -> ${loadAtEnd.join(' ')}`);
       log('wrote bench/results/pitr-scale.json');

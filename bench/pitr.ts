@@ -191,6 +191,7 @@ async function main() {
     // alternating baseline and ours, so both meet the same machine state on a shared machine.
     const ourRuns: Awaited<ReturnType<typeof rig.recoverOurs>>[] = [];
     const baselineRuns: Awaited<ReturnType<typeof rig.recoverOurs>>[] = [];
+    const instanceRuns: Awaited<ReturnType<typeof rig.recoverOursInstance>>[] = [];
     for (let i = 0; i < RECOVERIES; i++) {
       for (const which of BASELINE_ROOT ? (['baseline', 'ours'] as const) : (['ours'] as const)) {
         if (BASELINE_ROOT) {
@@ -203,8 +204,15 @@ async function main() {
         if (r.rows !== expectedRows) log(`  (${r.rows} stamped rows, ${expectedRows} stamped by the time)`);
         (which === 'ours' ? ourRuns : baselineRuns).push(r);
         log(`  ${which}: ${r.seconds} s (replayed after ${r.untilReplayedSeconds} s), ${r.rows} rows; phases ${JSON.stringify(r.phases)}; load ${r.loadAverage[0]}`);
+        if (which === 'ours') {
+          // The whole cluster at the time, read-only, kept (what pgBackRest's restore gives), right after the clone.
+          const n = await rig.recoverOursInstance(target);
+          instanceRuns.push(n);
+          log(`  ours, instance: READY after ${n.seconds} s, ${n.rows} rows; phases ${JSON.stringify(n.phases)}; load ${n.loadAverage[0]}`);
+        }
       }
     }
+    const oursInstance = { seconds: stats(instanceRuns.map((r) => r.seconds)).median, secondsStats: stats(instanceRuns.map((r) => r.seconds)), rows: instanceRuns[0].rows, runs: instanceRuns };
     const ourRecovery = {
       seconds: stats(ourRuns.map((r) => r.seconds)).median,
       untilReplayedSeconds: stats(ourRuns.map((r) => r.untilReplayedSeconds ?? NaN)).median,
@@ -225,7 +233,7 @@ async function main() {
       pgbrRuns.push(r);
     }
     const pgbrRecovery = { seconds: stats(pgbrRuns.map((r) => r.seconds)).median, secondsStats: stats(pgbrRuns.map((r) => r.seconds)), rows: pgbrRuns[0].rows, runs: pgbrRuns };
-    const rowCounts = [...new Set([...ourRuns, ...baselineRuns, ...pgbrRuns].map((r) => r.rows))];
+    const rowCounts = [...new Set([...ourRuns, ...baselineRuns, ...instanceRuns, ...pgbrRuns].map((r) => r.rows))];
     if (rowCounts.length > 1) log(`  the recoveries disagree: ${rowCounts.join(', ')} rows`);
 
 
@@ -344,8 +352,9 @@ async function main() {
         rowCountsSeen: rowCounts,
         walToReplayMiB: round(Number(lsnLoadEnd - lsnEnable) / MiB, 1),
         ours: ourRecovery,
+        oursInstance,
         pgbackrest: pgbrRecovery,
-        note: 'ours: restoreToPointInTime as a clone, from the mutation to the operation\'s finish (fetching the base, replaying in a temporary instance, moving the one database into a new database); untilReplayedSeconds ends when moving-database starts. pgBackRest: restore --type=time of the whole cluster plus PostgreSQL\'s replay until promoted.',
+        note: 'ours: restoreToPointInTime as a clone, from the mutation to the operation\'s finish (fetching the base, replaying in a temporary instance, moving the one database into a new database); untilReplayedSeconds ends when moving-database starts. oursInstance: openRecoveryInstance, from the mutation until READY (the whole cluster at the time, read-only, on a TCP port), run right after each clone and closed after counting. pgBackRest: restore --type=time of the whole cluster plus PostgreSQL\'s replay until promoted.',
       },
       repositoryTotalMiB: { ours: round(totals.ours / MiB, 1), pgbackrest: round(totals.pgbr / MiB, 1) },
       window: { earliest: window.earliestRecoveryTime, latest: window.latestRecoveryTime, gaps: window.gaps.length },
@@ -356,7 +365,7 @@ async function main() {
     log(`RPO median ours ${result.rpo.oursSeconds.median} s (${result.rpo.oursSeconds.min}-${result.rpo.oursSeconds.max}), pgBackRest ${result.rpo.pgbackrestSeconds.median} s (${result.rpo.pgbackrestSeconds.min}-${result.rpo.pgbackrestSeconds.max})`);
     log(`repository per GiB of WAL: ours ${result.repositoryPerGiBOfWal.oursMiB} MiB, pgBackRest ${result.repositoryPerGiBOfWal.pgbackrestMiB} MiB, zstd -3 ${result.repositoryPerGiBOfWal.zstd3MiB} MiB`);
     log(`second base backup added: ours ${ourBase2.addedBytes.toLocaleString('en')} bytes, pgBackRest ${pgbrBase2.type} ${pgbrBase2.addedBytes.toLocaleString('en')} (${(100 * (ourBase2.addedBytes / pgbrBase2.addedBytes - 1)).toFixed(1)} %)`);
-    log(`recovery: ours ${ourRecovery.seconds} s (replayed at ${ourRecovery.untilReplayedSeconds} s), pgBackRest ${pgbrRecovery.seconds} s`);
+    log(`recovery: ours ${ourRecovery.seconds} s (replayed at ${ourRecovery.untilReplayedSeconds} s), ours as an instance ${oursInstance.seconds} s, pgBackRest ${pgbrRecovery.seconds} s`);
     log(`repositories: ours ${result.repositoryTotalMiB.ours} MiB, pgBackRest ${result.repositoryTotalMiB.pgbackrest} MiB; load average ${loadAtStart.join(' ')} -> ${loadAtEnd.join(' ')}`);
     log('wrote bench/results/pitr.json');
   });

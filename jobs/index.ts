@@ -9,6 +9,7 @@ import { destinationVerify } from './destination-verify.ts';
 import { pitrRestore } from './pitr-restore.ts';
 import { dumpImport } from './dump-import.ts';
 import { pitrBaseBackup } from './pitr-base-backup.ts';
+import { pitrInstanceOpen } from './pitr-instance-open.ts';
 import { repositoryHeal } from './repository-heal.ts';
 import { restoreDrill } from './restore-drill.ts';
 import { retentionApply } from './retention-apply.ts';
@@ -44,5 +45,6 @@ export function taskList(deps: Deps): TaskList & Record<TaskName, unknown> {
     repository_heal: repositoryHeal(deps),
     restore_drill: restoreDrill(deps),
     pitr_base_backup: pitrBaseBackup(deps),
+    pitr_instance_open: pitrInstanceOpen(deps),
   };
 }

@@ -75,6 +75,13 @@ export const configSchema = z.object({
   PITR_SLOT_WARN_BYTES: z.coerce.bigint().positive().default(1n << 30n),
   /** Drop a WAL slot that keeps more than this on the source, rather than fill its disk (bytes). */
   PITR_SLOT_CAP_BYTES: z.coerce.bigint().positive().default(5n << 30n),
+  /**
+   * Point-in-time recovery instances (openRecoveryInstance): the address they listen on (one
+   * address, IPv4 or IPv6; password authentication only over TCP).
+   */
+  PITR_INSTANCE_LISTEN: z.union([z.ipv4(), z.ipv6()]).default('127.0.0.1'),
+  /** At most this many recovery instances starting or running per worker process. */
+  PITR_INSTANCE_MAX: z.coerce.number().int().min(0).default(2),
 });
 
 export type Config = z.infer<typeof configSchema> & { home: string };

@@ -31,6 +31,7 @@ export async function createRuntime(config: Config, databaseUrl: string, logger:
     logger,
     heartbeatMs: config.OPERATION_HEARTBEAT_MS,
     home: config.home,
+    recoveryInstances: { listen: config.PITR_INSTANCE_LISTEN, max: config.PITR_INSTANCE_MAX },
     viewerCache: new ViewerCache(config.API_KEY_CACHE_MS),
     imports: {
       dir: path.join(config.home, 'imports'),

@@ -1,3 +1,4 @@
+import path from 'node:path';
 import { Logger as WorkerLogger, run, type Job, type Runner, type Task, type TaskList } from 'graphile-worker';
 import { taskList } from '../../jobs/index.ts';
 import { takeIoTally } from '../destinations/io-tally.ts';
@@ -5,6 +6,7 @@ import { ALL } from '../events/bus.ts';
 import type { Deps } from '../services/deps.ts';
 import { handBackJob } from '../services/jobs.ts';
 import { startPitrSupervisor, type PitrSupervisorOptions } from '../services/pitr-streamer.ts';
+import { startRecoveryInstanceKeeper, type RecoveryInstanceKeeperOptions } from '../services/recovery-instance-keeper.ts';
 import { recoverStaleOperations } from '../services/operations.ts';
 import { clearStaleLocksEverywhere } from '../services/repositories.ts';
 import { reconcileSchedules } from '../services/schedules.ts';
@@ -90,6 +92,8 @@ export async function startWorker(opts: {
   shutdownGraceMs?: number;
   /** Point-in-time recovery's WAL streamers (one per cluster across all workers, by lease); unset: none here. */
   pitr?: PitrSupervisorOptions;
+  /** The recovery instances' keeper (lease, tick); home, address and cap default to the deps'. */
+  instances?: Partial<RecoveryInstanceKeeperOptions>;
 }): Promise<Worker> {
   const graceMs = opts.shutdownGraceMs ?? 5_000;
   const stopController = new AbortController();
@@ -130,6 +134,13 @@ export async function startWorker(opts: {
     (err: unknown) => opts.logger.warn({ err }, 'clearing stale repository locks failed'),
   );
   const pitr = opts.pitr ? startPitrSupervisor(opts.deps, opts.pitr) : null;
+  // Every worker keeps the recovery instances its jobs open (and sweeps what a dead one left).
+  const keeper = startRecoveryInstanceKeeper(opts.deps, {
+    home: opts.deps.home ?? path.resolve('.backplane'),
+    listen: opts.deps.recoveryInstances?.listen ?? '127.0.0.1',
+    max: opts.deps.recoveryInstances?.max ?? 2,
+    ...opts.instances,
+  });
   opts.logger.info({ concurrency: opts.concurrency }, 'worker started');
   const describe = () => [...running.values()].map((j) => ({ jobId: j.id, task: j.task_identifier, payload: j.payload }));
   return {
@@ -149,6 +160,8 @@ export async function startWorker(opts: {
         await runner.stop();
       } finally {
         clearTimeout(grace);
+        // After the jobs: one still recovering an instance ends it itself.
+        await keeper.stop();
       }
       opts.logger.info('worker stopped');
     },

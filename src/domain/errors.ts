@@ -57,6 +57,11 @@ export const ErrorCode = {
   /** A time outside the recovery window or inside a gap of it. */
   PITR_TIME_NOT_RECOVERABLE: 'PITR_TIME_NOT_RECOVERABLE',
   BASE_BACKUP_RUNNING: 'BASE_BACKUP_RUNNING',
+  RECOVERY_INSTANCE_NOT_FOUND: 'RECOVERY_INSTANCE_NOT_FOUND',
+  /** As many recovery instances as PITR_INSTANCE_MAX allows are starting or running already. */
+  RECOVERY_INSTANCE_LIMIT: 'RECOVERY_INSTANCE_LIMIT',
+  /** The recovery instance is not READY (starting, or ended): it cannot be extended. */
+  RECOVERY_INSTANCE_NOT_READY: 'RECOVERY_INSTANCE_NOT_READY',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -13,9 +13,9 @@ import type { Logger } from '../app/logger.ts';
 /** The typed topic map: topic name → payload. */
 export interface Topics {
   environmentActivity: {
-    kind: 'ENVIRONMENT_UPDATED' | 'ENVIRONMENT_DELETED' | 'SNAPSHOT' | 'RESTORE' | 'OPERATION';
+    kind: 'ENVIRONMENT_UPDATED' | 'ENVIRONMENT_DELETED' | 'SNAPSHOT' | 'RESTORE' | 'OPERATION' | 'RECOVERY_INSTANCE';
     environmentId: string;
-    /** The entity the event is about (environment, snapshot, restore log, operation). */
+    /** The entity the event is about (environment, snapshot, restore log, operation, recovery instance). */
     subjectId: string;
   };
   operation: { operationId: string; status: string };

@@ -2,7 +2,7 @@ import { alertWhere } from '../services/alerts.ts';
 import { apiKeyWhere } from '../services/api-keys.ts';
 import { auditEventWhere } from '../services/audit.ts';
 import { operationWhere } from '../services/operations.ts';
-import { destinationWhere, inProjectWhere, projectWhere, restoreLogWhere, type Viewer } from '../services/viewer.ts';
+import { destinationWhere, inProjectWhere, projectWhere, recoveryInstanceWhere, restoreLogWhere, type Viewer } from '../services/viewer.ts';
 import type { Context } from './builder.ts';
 
 /**
@@ -65,6 +65,8 @@ export const ACCESS = {
   Operation: { scope: 'read', key: 'id', where: (v) => operationWhere(v), fast: inEnvironmentProject(false) },
   RestoreLog: { scope: 'read', key: 'id', where: (v) => restoreLogWhere(v) },
   RestoreDrill: { scope: 'read', key: 'id', where: (v) => ({ organizationId: v.organizationId, environment: inProjectWhere(v) }) },
+  // Where a recovered copy of the cluster listens: for the keys that may restore the environment.
+  RecoveryInstance: { scope: 'write', key: 'id', where: (v) => recoveryInstanceWhere(v) },
   Schedule: { scope: 'read', key: 'id', where: (v) => ({ environment: inProjectWhere(v) }) },
   // A cluster's base backups serve every environment on it: visible with any one of them.
   BaseBackup: { scope: 'read', key: 'id', where: (v) => ({ cluster: { environments: { some: inProjectWhere(v) } } }) },

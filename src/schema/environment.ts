@@ -223,11 +223,11 @@ builder.mutationFields((t) => ({
 // ---------------------------------------------------------------- live activity
 
 const ActivityKind = builder.enumType('EnvironmentActivityKind', {
-  values: ['ENVIRONMENT_UPDATED', 'ENVIRONMENT_DELETED', 'SNAPSHOT', 'RESTORE', 'OPERATION'] as const,
+  values: ['ENVIRONMENT_UPDATED', 'ENVIRONMENT_DELETED', 'SNAPSHOT', 'RESTORE', 'OPERATION', 'RECOVERY_INSTANCE'] as const,
 });
 
 export interface ActivityShape {
-  kind: 'ENVIRONMENT_UPDATED' | 'ENVIRONMENT_DELETED' | 'SNAPSHOT' | 'RESTORE' | 'OPERATION';
+  kind: 'ENVIRONMENT_UPDATED' | 'ENVIRONMENT_DELETED' | 'SNAPSHOT' | 'RESTORE' | 'OPERATION' | 'RECOVERY_INSTANCE';
   environmentId: string;
   subjectId: string;
   at: Date;

@@ -21,6 +21,7 @@ import './settings.ts';
 import './alert.ts';
 import './audit.ts';
 import './pitr.ts';
+import './recovery-instance.ts';
 
 export const schema = builder.toSchema({ sortSchema: true });
 

@@ -25,6 +25,8 @@ export interface Deps {
    * (default ./.backplane, as the config's).
    */
   home?: string;
+  /** Recovery instances (PITR_INSTANCE_LISTEN, PITR_INSTANCE_MAX); unset: 127.0.0.1 and 2. */
+  recoveryInstances?: { listen: string; max: number };
   /** Where and how importDump reads dumps (see imports.ts); unset, imports are refused. */
   imports?: ImportSettings;
   /** Authenticated keys, remembered for a few seconds (see ViewerCache); unset, every request looks its key up. */

@@ -20,7 +20,7 @@ export interface EnqueueOptions {
 /** Every task name, so a typo is a type error rather than a job nobody runs. */
 export type TaskName = 'snapshot_create' | 'snapshot_restore' | 'pitr_restore' | 'dump_import' | 'snapshot_delete' | 'snapshot_copy' | 'snapshot_verify' | 'destination_verify'
   | 'schedule_fire' | 'schedule_retry' | 'schedule_react' | 'schedule_watch' | 'retention_apply' | 'retention_sweep' | 'webhook_deliver'
-  | 'repository_heal' | 'restore_drill' | 'pitr_base_backup';
+  | 'repository_heal' | 'restore_drill' | 'pitr_base_backup' | 'pitr_instance_open';
 
 export async function enqueueJob(tx: SqlTx, task: TaskName, payload: Record<string, unknown>, opts: EnqueueOptions = {}): Promise<void> {
   await tx.$queryRawUnsafe(

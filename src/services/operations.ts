@@ -198,6 +198,10 @@ async function cancelledBeforeStart(tx: Parameters<Parameters<Deps['db']['$trans
     // A new environment whose restore will never run (again) never becomes usable.
     if (op.environmentId) await tx.environment.updateMany({ where: { id: op.environmentId, status: 'PROVISIONING' }, data: { status: 'FAILED' } });
   }
+  // Never started, or its worker died while it recovered: the keepers sweep any folder it left.
+  if (op.type === 'RECOVERY_INSTANCE') {
+    await tx.recoveryInstance.updateMany({ where: { operationId: op.id, status: 'STARTING' }, data: { status: reason ? 'FAILED' : 'STOPPED', error: reason ?? 'Cancelled before it started', stoppedAt: at ?? new Date() } });
+  }
   if (op.type === 'RESTORE_DRILL') {
     await tx.restoreDrill.updateMany({ where: { operationId: op.id }, data: { status: reason ? 'FAILED' : 'CANCELLED', error: reason ?? 'Cancelled before it started', ...(at ? { completedAt: at } : {}) } });
   }

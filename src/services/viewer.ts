@@ -62,3 +62,8 @@ export function destinationWhere<W extends object>(viewer: Viewer, where?: W) {
         };
   return { AND: [visible, where ?? {}] };
 }
+
+/** Prisma `where` for recovery instances visible to the viewer: those of the environments it sees (ACCESS.RecoveryInstance adds the write scope). */
+export function recoveryInstanceWhere(viewer: Viewer) {
+  return { environment: inProjectWhere(viewer) };
+}

@@ -12,6 +12,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -26,31 +27,58 @@ import { HISTORY_NAME } from './wal.ts';
 
 /** Prefix of a work folder under the home; the rest is the restore's suffix (names.ts). */
 export const PITR_WORK_PREFIX = 'pitr-restore-';
+/**
+ * Prefix of a recovery instance's folder (openRecoveryInstance) under the home; the rest is the
+ * instance's id without its dashes. Kept after its job ends, unlike a restore's work folder, and
+ * removed by the keeper (services/recovery-instance-keeper.ts), never by a restore's clean-up.
+ */
+export const PITR_INSTANCE_PREFIX = 'pitr-instance-';
 
 /** The longest socket path Linux binds (sun_path holds 108 bytes with its terminating NUL). */
 const SOCKET_PATH_MAX = 107;
 /** The name PostgreSQL gives its socket in the socket folder, with the longest port. */
 const SOCKET_NAME = '.s.PGSQL.65535';
 
+/** A work folder and its parts (pitrWorkDir, instanceWorkDir). */
+export interface PitrWorkDir {
+  root: string;
+  data: string;
+  wal: string;
+  socket: string;
+  socketApart: boolean;
+}
+
 /**
- * The work folder of restore `restoreId` under `home`, and its parts. The socket folder is the
- * work folder's own unless the socket's path would be too long to bind (a home deeper than about
- * 60 characters): then it is a folder of /tmp named after the restore, found by the same name
- * when the work folder is discarded.
+ * The folder `<home>/<prefix><suffix>` and its parts. The socket folder is the work folder's own
+ * unless the socket's path would be too long to bind (a home deeper than about 60 characters):
+ * then it is a folder of /tmp with the same name, found by that name when the folder is discarded.
  */
-export function pitrWorkDir(home: string, restoreId: string): { root: string; data: string; wal: string; socket: string; socketApart: boolean } {
-  const suffix = restoreSuffix(restoreId);
-  const root = path.join(home, `${PITR_WORK_PREFIX}${suffix}`);
+function workDirOf(home: string, name: string): PitrWorkDir {
+  const root = path.join(home, name);
   const inside = path.join(root, 'socket');
   const socketApart = Buffer.byteLength(path.join(inside, SOCKET_NAME)) > SOCKET_PATH_MAX;
-  const socket = socketApart ? path.join('/tmp', `backplane-${PITR_WORK_PREFIX}${suffix}`) : inside;
+  const socket = socketApart ? path.join('/tmp', `backplane-${name}`) : inside;
   return { root, data: path.join(root, 'data'), wal: path.join(root, 'wal'), socket, socketApart };
 }
 
-/** Makes an empty work folder (whatever an earlier attempt of this restore left goes first). */
-export async function makePitrWorkDir(home: string, restoreId: string): Promise<ReturnType<typeof pitrWorkDir>> {
-  const dirs = pitrWorkDir(home, restoreId);
-  await discardPitrWorkDir(home, restoreId);
+/** The work folder of restore `restoreId` under `home`, and its parts. */
+export function pitrWorkDir(home: string, restoreId: string): PitrWorkDir {
+  return workDirOf(home, `${PITR_WORK_PREFIX}${restoreSuffix(restoreId)}`);
+}
+
+/** The folder of recovery instance `instanceId` under `home`, and its parts. */
+export function instanceWorkDir(home: string, instanceId: string): PitrWorkDir {
+  return workDirOf(home, `${PITR_INSTANCE_PREFIX}${instanceId.replace(/-/g, '')}`);
+}
+
+/** Makes an empty work folder of restore `restoreId` (whatever an earlier attempt left goes first). */
+export async function makePitrWorkDir(home: string, restoreId: string): Promise<PitrWorkDir> {
+  return makeWorkDir(pitrWorkDir(home, restoreId));
+}
+
+/** Makes the empty work folder `dirs` (whatever was there goes first). */
+export async function makeWorkDir(dirs: PitrWorkDir): Promise<PitrWorkDir> {
+  await discardWorkDir(dirs);
   for (const d of [dirs.data, dirs.wal]) await fs.mkdir(d, { recursive: true, mode: 0o700 });
   if (!dirs.socketApart) await fs.mkdir(dirs.socket, { mode: 0o700 });
   else {
@@ -68,7 +96,12 @@ export async function makePitrWorkDir(home: string, restoreId: string): Promise<
  * anyone needs) and removes its work folder. Returns whether there was one.
  */
 export async function discardPitrWorkDir(home: string, restoreId: string): Promise<boolean> {
-  const { root, data, socket, socketApart } = pitrWorkDir(home, restoreId);
+  return discardWorkDir(pitrWorkDir(home, restoreId));
+}
+
+/** Stops the instance in `dirs` if one still runs (immediate) and removes the folder. Returns whether there was one. */
+export async function discardWorkDir(dirs: PitrWorkDir): Promise<boolean> {
+  const { root, data, socket, socketApart } = dirs;
   if (!existsSync(root)) return false;
   const pid = Number((await fs.readFile(path.join(data, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0]);
   if (pid > 0 && processAlive(pid)) {
@@ -93,7 +126,7 @@ export async function discardPitrWorkDir(home: string, restoreId: string): Promi
 }
 
 /** Live processes whose command line names `dir` (Linux /proc; none elsewhere). */
-function processesNaming(dir: string): Promise<number[]> {
+export function processesNaming(dir: string): Promise<number[]> {
   return scanProcesses(async (p) => (await p.read('cmdline')).includes(dir));
 }
 
@@ -101,6 +134,14 @@ function processesNaming(dir: string): Promise<number[]> {
 export async function listPitrWorkDirs(home: string): Promise<string[]> {
   const names = await fs.readdir(home).catch(() => [] as string[]);
   return names.filter((n) => n.startsWith(PITR_WORK_PREFIX)).map((n) => n.slice(PITR_WORK_PREFIX.length));
+}
+
+/** The recovery instances' folders under `home` (for the keeper's sweep), by instance id. */
+export async function listInstanceWorkDirs(home: string): Promise<string[]> {
+  const names = await fs.readdir(home).catch(() => [] as string[]);
+  return names
+    .filter((n) => n.startsWith(PITR_INSTANCE_PREFIX) && /^[0-9a-f]{32}$/.test(n.slice(PITR_INSTANCE_PREFIX.length)))
+    .map((n) => n.slice(PITR_INSTANCE_PREFIX.length).replace(/^(.{8})(.{4})(.{4})(.{4})(.{12})$/, '$1-$2-$3-$4-$5'));
 }
 
 /**
@@ -136,14 +177,14 @@ export function recoveryWalName(name: string): string {
  * never sees it half written or unreadable, whether recoverInstance has given the folder to that
  * user yet or not.
  */
-export async function placeWal(dirs: ReturnType<typeof pitrWorkDir>, from: string, name: string): Promise<void> {
+export async function placeWal(dirs: PitrWorkDir, from: string, name: string): Promise<void> {
   const runAs = await pgRunAs();
   if (runAs.uid !== undefined) await fs.chown(from, runAs.uid, runAs.gid!);
   await fs.rename(from, path.join(dirs.wal, recoveryWalName(name)));
 }
 
 /** Tells a waiting restore_command that no more WAL comes (the fetch failed): the recovery aborts. */
-export async function walFetchFailed(dirs: ReturnType<typeof pitrWorkDir>): Promise<void> {
+export async function walFetchFailed(dirs: PitrWorkDir): Promise<void> {
   await fs.writeFile(path.join(dirs.root, WAL_FAILED), '').catch(() => undefined);
 }
 
@@ -190,6 +231,8 @@ export interface RecoveredInstance {
   toEndOfArchive: boolean;
   /** Paused at the target in hot standby rather than promoted. */
   paused: boolean;
+  /** The port it listens on (on its socket, and on TCP at `listen` when it was given one). */
+  port: number;
   /** Stops it (immediate: nothing in it is kept) and waits until it has exited. */
   stop(): Promise<void>;
 }
@@ -217,9 +260,19 @@ type RecoveryMode = 'pause' | 'promote' | 'to-end';
  * segment (else WAL is missing in the middle, which is an error, never a silently older state).
  */
 export async function recoverInstance(
-  dirs: ReturnType<typeof pitrWorkDir>,
+  dirs: PitrWorkDir,
   targetTime: Date,
-  opts: { wal: string[]; signal?: AbortSignal; binaries?: PgBinaries },
+  opts: {
+    wal: string[];
+    signal?: AbortSignal;
+    binaries?: PgBinaries;
+    /**
+     * Also listen on TCP at this address (a recovery instance that users reach), where only
+     * password authentication is accepted: `md5`, which takes SCRAM-stored passwords too. Without
+     * it, the socket alone.
+     */
+    listen?: string;
+  },
 ): Promise<RecoveredInstance> {
   const binaries = opts.binaries ?? systemPgBinaries();
   if (!binaries) throw new SourceError(RECOVERY_FAILED, 'no local PostgreSQL 15 server binaries (/usr/lib/postgresql/15/bin, or BACKPLANE_PG_BIN_DIR) to recover in');
@@ -239,7 +292,7 @@ export async function recoverInstance(
       ...(mode === 'pause' && standby
         ? ["recovery_target_action = 'pause'", 'hot_standby = on', ...Object.entries(standby).map(([k, v]) => `${k} = ${v}`)]
         : // No hot standby: nothing (max_connections...) has to match the source's settings.
-          ["recovery_target_action = 'promote'", 'hot_standby = off']),
+          ["recovery_target_action = 'promote'", 'hot_standby = off', ...(opts.listen ? ['default_transaction_read_only = on'] : [])]),
       // The source's own archiving must not run here.
       "archive_mode = 'off'",
       // A one-off instance, dumped and then removed with its folder: nothing in it has to survive
@@ -263,7 +316,8 @@ export async function recoverInstance(
     await fs.writeFile(autoConf, original + settings(mode));
     await fs.writeFile(path.join(dirs.data, 'recovery.signal'), '');
   };
-  await fs.writeFile(path.join(dirs.data, 'pg_hba.conf'), 'local all all trust\n');
+  // Trust only on the socket, in a 0700 folder of ours; over TCP a password, never trust.
+  await fs.writeFile(path.join(dirs.data, 'pg_hba.conf'), ['local all all trust', ...(opts.listen ? ['host all all 0.0.0.0/0 md5', 'host all all ::/0 md5'] : []), ''].join('\n'));
   // Files of a base backup that would stop the start or confuse it.
   for (const f of ['postmaster.pid', 'postmaster.opts']) await fs.rm(path.join(dirs.data, f), { force: true });
   await configure(standby ? 'pause' : 'promote');
@@ -275,7 +329,8 @@ export async function recoverInstance(
     await searchableParents(dirs.root);
   }
   await fs.chmod(dirs.data, 0o700);
-  const port = await freePort();
+  const port = opts.listen ? await freePortOn(opts.listen) : await freePort();
+  const listenAddresses = opts.listen ?? '';
   const pgCtl = (args: string[], signal: AbortSignal | undefined) => runTool(path.join(binaries.binDir, 'pg_ctl'), args, env, runAs, signal);
   const log = path.join(dirs.root, 'server.log');
   const url = (database: string, user: string) =>
@@ -288,7 +343,7 @@ export async function recoverInstance(
   const start = async (mode: RecoveryMode): Promise<'ready' | 'early' | 'end-of-archive'> => {
     const logFrom = (await fs.stat(log).catch(() => null))?.size ?? 0;
     try {
-      await pgCtl(['start', '-D', dirs.data, '-w', '-t', '600', '-l', log, '-o', `-p ${port} -c listen_addresses='' -c unix_socket_directories='${dirs.socket}'`], opts.signal);
+      await pgCtl(['start', '-D', dirs.data, '-w', '-t', '600', '-l', log, '-o', `-p ${port} -c listen_addresses='${listenAddresses}' -c unix_socket_directories='${dirs.socket}'`], opts.signal);
       const pid = Number((await fs.readFile(path.join(dirs.data, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0]);
       // One connection for the whole wait, once one is let in (hot standby: as soon as the replay
       // is consistent): a new backend every 50 ms took a share of the CPU the replay needs.
@@ -361,7 +416,7 @@ export async function recoverInstance(
     const endedAt = await withAnyRole(dirs, url, async (c) =>
       (await c.query<{ lsn: string }>('SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS lsn')).rows[0].lsn,
     );
-    return { url, endedAt, toEndOfArchive: mode === 'to-end', paused: mode === 'pause', stop };
+    return { url, endedAt, toEndOfArchive: mode === 'to-end', paused: mode === 'pause', port, stop };
   } catch (err) {
     await stop();
     throw err;
@@ -399,7 +454,7 @@ function recoverySharedBuffersMiB(): number {
 }
 
 /** Segment number the promoted instance writes in now: where its replay ended. */
-async function currentSegment(dirs: ReturnType<typeof pitrWorkDir>, url: RecoveredInstance['url']): Promise<number> {
+async function currentSegment(dirs: PitrWorkDir, url: RecoveredInstance['url']): Promise<number> {
   return withAnyRole(dirs, url, async (c) => {
     const name = (await c.query<{ f: string }>('SELECT pg_walfile_name(pg_current_wal_lsn()) AS f')).rows[0].f;
     return parseSegment(name)!.number;
@@ -410,7 +465,7 @@ async function currentSegment(dirs: ReturnType<typeof pitrWorkDir>, url: Recover
  * A connection to the instance as its bootstrap superuser: the role owning template1, found by
  * trying the usual names (the OS user's name is what a socket connection defaults to).
  */
-async function withAnyRole<T>(dirs: ReturnType<typeof pitrWorkDir>, url: RecoveredInstance['url'], fn: (c: pg.Client) => Promise<T>): Promise<T> {
+async function withAnyRole<T>(dirs: PitrWorkDir, url: RecoveredInstance['url'], fn: (c: pg.Client) => Promise<T>): Promise<T> {
   const c = await connectAnyRole(dirs, url);
   try {
     return await fn(c);
@@ -420,7 +475,7 @@ async function withAnyRole<T>(dirs: ReturnType<typeof pitrWorkDir>, url: Recover
 }
 
 /** A connection to the instance as its bootstrap superuser (see withAnyRole); the caller ends it. */
-async function connectAnyRole(dirs: ReturnType<typeof pitrWorkDir>, url: RecoveredInstance['url']): Promise<pg.Client> {
+async function connectAnyRole(dirs: PitrWorkDir, url: RecoveredInstance['url']): Promise<pg.Client> {
   let lastError: unknown;
   for (const user of ['postgres', process.env.USER ?? 'root']) {
     const c = new pg.Client({ connectionString: url('template1', user) });
@@ -437,6 +492,19 @@ async function connectAnyRole(dirs: ReturnType<typeof pitrWorkDir>, url: Recover
 
 function lastLines(text: string, n: number): string {
   return text.trim().split('\n').slice(-n).join('\n');
+}
+
+/** A port free on `address` now (the instance binds it a moment later; a clash fails its start). */
+function freePortOn(address: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, address, () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
 }
 
 /** Runs a PostgreSQL tool to its end; resolves with its standard output, rejects with all its output. */

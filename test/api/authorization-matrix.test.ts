@@ -69,6 +69,8 @@ const EXPECT: Record<string, Expectation> = {
   'Query.viewer': { scope: 'authenticated', object: false },
   'Query.webhooks': { scope: 'admin', object: false },
   'Mutation.cancelOperation': { scope: 'write', object: true },
+  'Mutation.closeRecoveryInstance': { scope: 'write', object: true },
+  'Mutation.extendRecoveryInstance': { scope: 'write', object: true },
   'Mutation.copySnapshot': { scope: 'write', object: true },
   'Mutation.createBaseBackup': { scope: 'write', object: true },
   'Mutation.createApiKey': { scope: 'admin', object: true },
@@ -92,6 +94,7 @@ const EXPECT: Record<string, Expectation> = {
   'Mutation.pinSnapshot': { scope: 'write', object: true },
   'Mutation.restoreSnapshot': { scope: 'write', object: true },
   'Mutation.restoreToPointInTime': { scope: 'write', object: true },
+  'Mutation.openRecoveryInstance': { scope: 'write', object: true },
   'Mutation.resumeSchedule': { scope: 'write', object: true },
   'Mutation.revealRepositoryPassword': { scope: 'admin', object: true },
   'Mutation.revokeApiKey': { scope: 'admin', object: true },
@@ -123,6 +126,8 @@ const NODE_SCOPE: Record<string, Scope> = {
   Operation: 'read',
   Organization: 'authenticated',
   Project: 'read',
+  // Where a recovered copy of the cluster listens: for the keys that may restore.
+  RecoveryInstance: 'write',
   RestoreDrill: 'read',
   RestoreLog: 'read',
   Schedule: 'read',
@@ -171,6 +176,10 @@ async function seed(organizationId: string, tag: string, opts: { webhook: boolea
   });
   const drillOp = await db.operation.create({ data: { organizationId, environmentId: env.id, snapshotId: snapshot.id, type: 'RESTORE_DRILL', status: 'FAILED' } });
   const drill = await db.restoreDrill.create({ data: { organizationId, environmentId: env.id, snapshotId: snapshot.id, operationId: drillOp.id, status: 'FAILED', error: `${tag}-drill`, rtoMs: 1234 } });
+  const instanceOp = await db.operation.create({ data: { organizationId, environmentId: env.id, type: 'RECOVERY_INSTANCE', status: 'SUCCEEDED' } });
+  const instance = await db.recoveryInstance.create({
+    data: { organizationId, environmentId: env.id, operationId: instanceOp.id, pointInTime: new Date(), ttlMinutes: 60, status: 'READY', host: `${tag}.instance.example`, port: 54321 },
+  });
   const schedule = await db.schedule.create({ data: { environmentId: env.id, dbCron: '0 3 * * *', dbRetention: {}, fullRetention: {} } });
   await db.scheduleDestination.create({ data: { scheduleId: schedule.id, destinationId: dest.id } });
   const alert = await db.alert.create({ data: { organizationId, environmentId: env.id, type: 'SNAPSHOT_FAILED', severity: 'WARNING', message: `${tag}-alert` } });
@@ -183,6 +192,7 @@ async function seed(organizationId: string, tag: string, opts: { webhook: boolea
     Operation: { id: operation.id, name: `${tag}-opmsg` },
     RestoreLog: { id: restoreLog.id, name: `${tag}-restore` },
     RestoreDrill: { id: drill.id, name: `${tag}-drill` },
+    RecoveryInstance: { id: instance.id, name: `${tag}.instance.example` },
     Schedule: { id: schedule.id },
     Alert: { id: alert.id, name: `${tag}-alert` },
     ApiKey: { id: apiKey.id, name: `${tag}-key` },
@@ -556,6 +566,23 @@ describe('authorization matrix (generated from the schema)', () => {
           }
         }
         await client.dispose();
+      }
+    }
+  });
+
+  it('a key that may not restore learns nothing of its own environment’s recovery instances (host, port); one that may, does', async () => {
+    const query = `query($id: ID!) { environment(id: $id) { recoveryInstances(first: 5) { totalCount edges { node { id host port connectionUri } } } } }`;
+    for (const c of callers.filter((x) => x.level !== null && !x.limited)) {
+      const res = await post(c, query, { id: gid('Environment', own.Environment.id) });
+      const text = JSON.stringify(res);
+      const list = (res.data?.environment as { recoveryInstances: { totalCount: number } }).recoveryInstances;
+      if (c.level === 'read') {
+        expect(list.totalCount, c.name).toBe(0);
+        expect(text, c.name).not.toContain(own.RecoveryInstance.name!);
+        expect(text, c.name).not.toContain('54321');
+      } else {
+        expect(list.totalCount, c.name).toBe(1);
+        expect(text, c.name).toContain(`postgresql://${own.RecoveryInstance.name}:54321/`);
       }
     }
   });

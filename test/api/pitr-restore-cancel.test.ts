@@ -14,8 +14,8 @@ import { CancelOperationDocument, RestoreToPointInTimeDocument } from '../genera
 import type { TestApp } from '../harness/app.ts';
 import { gid } from '../harness/factories.ts';
 import { sql } from '../harness/live-environment.ts';
-import { startPitrRestoreSuite, startWorkload, timeBetweenCommits, type PitrCluster, type PitrRestoreSuite } from '../harness/pitr-fixture.ts';
-import { until } from '../harness/process.ts';
+import { archiveStampedRows, startPitrRestoreSuite, type PitrCluster, type PitrRestoreSuite } from '../harness/pitr-fixture.ts';
+import { alive, processesNaming as running, until } from '../harness/process.ts';
 import { follow } from '../harness/snapshot-helpers.ts';
 import { openRepository } from '../../src/services/repositories.ts';
 
@@ -39,15 +39,7 @@ beforeAll(async () => {
   ({ app, key, cluster, envId } = suite);
   const opened = await openRepository(app.runtime.deps, suite.destinationId);
   try {
-    const workload = startWorkload(shop());
-    await cluster.archiveWal(opened.repo);
-    await cluster.baseBackup(opened.repo);
-    const afterBase = new Date();
-    const from = workload.committed();
-    while (workload.committed() < from + 40) await new Promise((r) => setTimeout(r, 20));
-    const archivedUntil = (await cluster.archiveWal(opened.repo, { switchSegment: true })).time;
-    await workload.stop();
-    target = await timeBetweenCommits(shop(), new Date(afterBase.getTime() + 300), archivedUntil);
+    target = (await archiveStampedRows(cluster, opened.repo, shop())).target;
   } finally {
     await opened.close();
   }
@@ -57,23 +49,6 @@ afterAll(async () => {
   await suite?.stop();
   if (tmp) await fs.rm(tmp, { recursive: true, force: true });
 });
-
-/** Whether process `pid` runs (a zombie, ended but not yet reaped, does not). */
-async function alive(pid: number): Promise<boolean> {
-  const status = await fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
-  return status !== '' && !/^State:\s+Z/m.test(status);
-}
-
-/** Live processes whose command line names `dir` (pg_ctl, the postmaster, a restore_command). */
-async function running(dir: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const p of await fs.readdir('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    const cmd = await fs.readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
-    if (cmd.includes(dir) && (await alive(Number(p)))) pids.push(Number(p));
-  }
-  return pids;
-}
 
 const workFolders = async () => (await fs.readdir(home)).filter((n) => n.startsWith(PITR_WORK_PREFIX));
 

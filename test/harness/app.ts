@@ -7,6 +7,7 @@
  * const res = await app.gql(ProjectsDocument, {}, { key });
  * ```
  */
+import type { RecoveryInstanceKeeperOptions } from '../../src/services/recovery-instance-keeper.ts';
 import { randomBytes } from 'node:crypto';
 import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
 import { print, type ExecutionResult } from 'graphql';
@@ -36,7 +37,7 @@ export interface TestApp {
   /** A graphql-ws client authenticated with the key. */
   ws(key?: string): Client;
   /** Starts a job worker in this process on the app's database (stopped with the app). */
-  startWorker(opts?: { staleAfterMs?: number; pitr?: PitrSupervisorOptions }): Promise<Worker>;
+  startWorker(opts?: { staleAfterMs?: number; pitr?: PitrSupervisorOptions; instances?: Partial<RecoveryInstanceKeeperOptions> }): Promise<Worker>;
   stop(): Promise<void>;
 }
 
@@ -88,7 +89,7 @@ export async function startTestApp(opts: { databaseUrl?: string; secretKey?: str
       return client;
     },
     async startWorker(o = {}) {
-      const w = await startWorker({ deps: runtime.deps, databaseUrl, concurrency: 2, logger, staleAfterMs: o.staleAfterMs, pitr: o.pitr });
+      const w = await startWorker({ deps: runtime.deps, databaseUrl, concurrency: 2, logger, staleAfterMs: o.staleAfterMs, pitr: o.pitr, instances: o.instances });
       // Once: a test that stops a worker itself leaves app.stop() nothing to stop twice.
       const stopOnce = w.stop.bind(w);
       let stopped: ReturnType<Worker['stop']> | null = null;

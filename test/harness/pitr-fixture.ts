@@ -240,6 +240,28 @@ export async function timeBetweenCommits(url: string, after: Date, before: Date,
 }
 
 /**
+ * The archive most recovery tests stand on: the workload committing into `url`'s pitr_rows, WAL
+ * archived, a base backup, 40 more commits, the WAL up to a closed segment archived. Returns when
+ * the base backup finished, what the archive reaches, and a time between two commits after the
+ * base backup (timeBetweenCommits) with the rows committed by then.
+ */
+export async function archiveStampedRows(cluster: PitrCluster, repo: Repository, url: string): Promise<{ firstBase: Date; archivedUntil: Date; target: { t: Date; expected: number } }> {
+  const workload = startWorkload(url);
+  try {
+    await cluster.archiveWal(repo);
+    const firstBase = (await cluster.baseBackup(repo)).time;
+    const afterBase = new Date();
+    const from = workload.committed();
+    while (workload.committed() < from + 40) await new Promise((r) => setTimeout(r, 20));
+    const archivedUntil = (await cluster.archiveWal(repo, { switchSegment: true })).time;
+    await workload.stop();
+    return { firstBase, archivedUntil, target: await timeBetweenCommits(url, new Date(afterBase.getTime() + 300), archivedUntil) };
+  } finally {
+    await workload.stop();
+  }
+}
+
+/**
  * What a PITR test's world needs in the catalog: an organization, a key of `scope`, a project, a
  * LOCAL destination at `repoPath`, and environment `name` on the source database `sourceUrl`
  * (named `databaseName`) with that destination. WAL archiving is left for the test to enable.

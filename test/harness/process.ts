@@ -7,6 +7,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { processAlive } from '../../src/db/pg-server.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -115,3 +116,11 @@ export async function childrenOf(pid: number, comm: string): Promise<number[]> {
   }
   return out;
 }
+
+/** Whether process `pid` runs (a zombie, ended but not yet reaped, does not): for tests that wait on /proc. */
+export async function alive(pid: number): Promise<boolean> {
+  return processAlive(pid);
+}
+
+/** Live processes whose command line names a folder (pg_ctl, a postmaster, a restore_command). */
+export { processesNaming } from '../../src/sources/pitr-instance.ts';

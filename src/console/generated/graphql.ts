@@ -89,6 +89,7 @@ export type EnvironmentActivityKind =
   | 'ENVIRONMENT_DELETED'
   | 'ENVIRONMENT_UPDATED'
   | 'OPERATION'
+  | 'RECOVERY_INSTANCE'
   | 'RESTORE'
   | 'SNAPSHOT';
 
@@ -136,6 +137,9 @@ export type ErrorCode =
   | 'PITR_TIME_NOT_RECOVERABLE'
   | 'PROJECT_NOT_EMPTY'
   | 'PROJECT_NOT_FOUND'
+  | 'RECOVERY_INSTANCE_LIMIT'
+  | 'RECOVERY_INSTANCE_NOT_FOUND'
+  | 'RECOVERY_INSTANCE_NOT_READY'
   | 'RESTORE_RUNNING'
   | 'SCHEDULE_NOT_FOUND'
   | 'SNAPSHOT_DAMAGED'
@@ -164,6 +168,7 @@ export type OperationType =
   | 'COPY_SNAPSHOT'
   | 'DELETE_SNAPSHOT'
   | 'IMPORT'
+  | 'RECOVERY_INSTANCE'
   | 'RESTORE'
   | 'RESTORE_DRILL'
   | 'RETENTION'
@@ -429,6 +434,7 @@ export type ConsoleOperationsQuery = { nodes: Array<
     | { __typename: 'Operation', id: string, type: OperationType, status: OperationStatus, phase: string | null, percent: number | null, bytesDone: string, bytesTotal: string | null, message: string | null, error: string | null, cancelRequested: boolean, createdAt: string, startedAt: string | null, finishedAt: string | null, environment: { id: string, name: string } | null, snapshot: { id: string, label: string | null, status: SnapshotStatus } | null }
     | { __typename: 'Organization' }
     | { __typename: 'Project' }
+    | { __typename: 'RecoveryInstance' }
     | { __typename: 'RestoreDrill' }
     | { __typename: 'RestoreLog' }
     | { __typename: 'Schedule' }
