@@ -12,6 +12,7 @@ import type { Deps } from './deps.ts';
  * - renews the leases of its own instances (STARTING while their job recovers them, READY after);
  * - stops its READY instances past `expiresAt` (EXPIRED) or asked to close (STOPPED): the
  *   postmaster stopped immediately and the folder removed, then the row updated;
+ * and, every fifth tick,
  * - marks LOST every live instance whose lease lapsed, whoever held it (its worker died or hangs);
  * - sweeps the home: an instance folder (`pitr-instance-<id>`) is removed unless its row is
  *   STARTING or READY under a lease that has not lapsed. So a live instance is never removed,
@@ -39,7 +40,7 @@ export interface RecoveryInstanceKeeper {
   readonly listen: string;
   readonly max: number;
   readonly leaseMs: number;
-  /** One tick now (tests use it; the timer ticks on its own). */
+  /** One whole tick now, lapsed leases and folders included (tests use it; the timer ticks on its own). */
   tick(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -78,6 +79,8 @@ export async function endInstance(
   });
 }
 
+const SWEEP_EVERY = 5;
+
 export function startRecoveryInstanceKeeper(deps: Deps, opts: RecoveryInstanceKeeperOptions): RecoveryInstanceKeeper {
   const workerId = opts.workerId ?? `${os.hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
   const leaseMs = opts.leaseMs ?? 30_000;
@@ -85,14 +88,20 @@ export function startRecoveryInstanceKeeper(deps: Deps, opts: RecoveryInstanceKe
   let stopped = false;
   let ticking: Promise<void> = Promise.resolve();
 
-  const tick = async () => {
+  // The lapsed leases and the folders are looked at every SWEEP_EVERY ticks: a worker with no
+  // instance then asks the catalog one question per tick, not three.
+  let ticks = 0;
+  const tick = async (full: boolean) => {
     const now = deps.clock.now();
-    await deps.db.recoveryInstance.updateMany({ where: { leaseOwner: workerId, status: { in: LIVE_INSTANCE } }, data: { leaseExpiresAt: new Date(now.getTime() + leaseMs) } });
-    const mine = await deps.db.recoveryInstance.findMany({ where: { leaseOwner: workerId, status: 'READY' } });
-    for (const i of mine) {
-      if (i.closeRequestedAt) await endInstance(deps, opts.home, i.id, 'STOPPED', null, ['READY']);
-      else if (i.expiresAt && i.expiresAt.getTime() <= now.getTime()) await endInstance(deps, opts.home, i.id, 'EXPIRED', null, ['READY']);
+    const renewed = await deps.db.recoveryInstance.updateMany({ where: { leaseOwner: workerId, status: { in: LIVE_INSTANCE } }, data: { leaseExpiresAt: new Date(now.getTime() + leaseMs) } });
+    if (renewed.count > 0) {
+      const mine = await deps.db.recoveryInstance.findMany({ where: { leaseOwner: workerId, status: 'READY' } });
+      for (const i of mine) {
+        if (i.closeRequestedAt) await endInstance(deps, opts.home, i.id, 'STOPPED', null, ['READY']);
+        else if (i.expiresAt && i.expiresAt.getTime() <= now.getTime()) await endInstance(deps, opts.home, i.id, 'EXPIRED', null, ['READY']);
+      }
     }
+    if (!full && ticks++ % SWEEP_EVERY !== 0) return;
     const lapsed = await deps.db.recoveryInstance.findMany({ where: { status: { in: LIVE_INSTANCE }, leaseExpiresAt: { lt: now } }, select: { id: true, leaseOwner: true } });
     for (const i of lapsed) {
       deps.logger.warn({ recoveryInstanceId: i.id, leaseOwner: i.leaseOwner, workerId }, 'recovery instance lost: its worker stopped renewing its lease');
@@ -112,7 +121,7 @@ export function startRecoveryInstanceKeeper(deps: Deps, opts: RecoveryInstanceKe
     }
   };
   const timer = setInterval(() => {
-    ticking = ticking.then(() => (stopped ? undefined : tick().catch((err: unknown) => deps.logger.error({ err }, 'recovery instance keeper: tick failed'))));
+    ticking = ticking.then(() => (stopped ? undefined : tick(false).catch((err: unknown) => deps.logger.error({ err }, 'recovery instance keeper: tick failed'))));
   }, tickMs);
   timer.unref();
 
@@ -122,7 +131,7 @@ export function startRecoveryInstanceKeeper(deps: Deps, opts: RecoveryInstanceKe
     listen: opts.listen,
     max: opts.max,
     leaseMs,
-    tick: () => (ticking = ticking.then(tick)),
+    tick: () => (ticking = ticking.then(() => tick(true))),
     async stop() {
       stopped = true;
       clearInterval(timer);
