@@ -112,7 +112,11 @@ export function checkRecoverable(archive: PitrArchive, time: Date, now: Date, wi
     throw new ConflictError(ErrorCode.PITR_BEFORE_FIRST_BASE_BACKUP, `${time.toISOString()} is before the first base backup, which finished at ${archive.bases[0].time.toISOString()}`);
   }
   const newestWal = archive.wal.at(-1);
-  if (!newestWal || newestWal.time.getTime() < time.getTime()) {
+  // The catalog's window may end past the newest WAL snapshot: an upload that finds every file
+  // already in the repository (nothing written since: an idle server) stores no snapshot, yet
+  // moves the window's end, and the WAL there holds every commit up to it.
+  const catalogCovers = !!window?.latestRecoveryTime && time.getTime() <= window.latestRecoveryTime.getTime();
+  if (!newestWal || (newestWal.time.getTime() < time.getTime() && !catalogCovers)) {
     throw new ConflictError(
       ErrorCode.PITR_AFTER_ARCHIVED_WAL,
       newestWal ? `${time.toISOString()} is after the newest archived WAL, which reaches ${newestWal.time.toISOString()}` : 'No WAL is archived yet',
@@ -120,7 +124,7 @@ export function checkRecoverable(archive: PitrArchive, time: Date, now: Date, wi
   }
   // WAL up to the first snapshot that reaches `time` is all the recovery may need.
   const upTo = archive.wal.findIndex((w) => w.time.getTime() >= time.getTime());
-  const wal = archive.wal.slice(0, upTo + 1);
+  const wal = upTo === -1 ? archive.wal : archive.wal.slice(0, upTo + 1);
   // Segment numbers continue across a timeline switch, so continuity is checked on the numbers.
   const names = new Map<number, string>();
   for (const w of wal) for (const f of w.files) {

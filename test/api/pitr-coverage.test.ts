@@ -55,6 +55,9 @@ describe('the end of the recovery window', () => {
     expect(base!.status, base!.error ?? '').toBe('READY');
     await waitFor(async () => supervisor!.streaming()[0]?.receiverPid ?? null, (p) => p !== null, 'pg_receivewal', 60_000);
     const cluster = await db().pitrCluster.findFirstOrThrow({ where: { environments: { some: { id: envId } } } });
+    // The streamer's own first upload, if one is under way, ends first: else it can take the
+    // commit below and leave the upload under test nothing new (CI saw that once).
+    await supervisor!.archiveNow(cluster.id);
 
     const row = (await sql(source.url('app'), 'INSERT INTO pitr_rows (stamped) VALUES (clock_timestamp()) RETURNING id, stamped')).rows[0] as { id: string; stamped: Date };
     // The setting this test is about: the commit is acknowledged, its record not yet written.
@@ -76,5 +79,35 @@ describe('the end of the recovery window', () => {
     // The archive reaches a commit past the time, so the recovery stopped at the time itself.
     const log = await db().restoreLog.findFirstOrThrow({ where: { cloneDatabaseName: 'app_at_end' } });
     expect(log.recoveredFrom).toContain('replayed to the time');
+  }, 600_000);
+
+  it('an idle server: an upload with nothing new stores no snapshot but moves the window’s end, and a restore to that end is not refused', async () => {
+    const cluster = await db().pitrCluster.findFirstOrThrow({ where: { environments: { some: { id: envId } } } });
+    // Everything written is flushed, and stays so: nothing commits on the source from here on.
+    await sql(source.adminUrl, 'CHECKPOINT');
+    await supervisor!.archiveNow(cluster.id);
+    // An upload with nothing new; the server may still log a record of its own in between (a
+    // standby snapshot), so until one such upload happened (a few tries).
+    let idle = false;
+    let before = new Date(0);
+    for (let i = 0; i < 5 && !idle; i++) {
+      const uploads = await db().walUpload.count({ where: { clusterId: cluster.id } });
+      before = (await db().pitrCluster.findUniqueOrThrow({ where: { id: cluster.id } })).coveredUntil!;
+      await supervisor!.archiveNow(cluster.id);
+      idle = (await db().walUpload.count({ where: { clusterId: cluster.id } })) === uploads;
+    }
+    expect(idle).toBe(true);
+    const covered = (await db().pitrCluster.findUniqueOrThrow({ where: { id: cluster.id } })).coveredUntil!;
+    expect(covered.getTime()).toBeGreaterThan(before.getTime());
+    const w = (await app.gql(PointInTimeRecoveryDocument, { id: gid('Environment', envId) }, { key })).data!.environment!.pointInTimeRecovery;
+    expect(new Date(w.latestRecoveryTime as string).getTime()).toBe(covered.getTime());
+
+    const res = await app.gql(RestoreToPointInTimeDocument, { input: { environmentId: gid('Environment', envId), pointInTime: covered.toISOString(), createSafetySnapshot: false, cloneDatabaseName: 'app_idle_end' } as never }, { key });
+    const r = res.data?.restoreToPointInTime;
+    if (r?.__typename !== 'RestorePayload') throw new Error(JSON.stringify(res));
+    const states = await follow(app, key, r.operation.id);
+    expect(states.at(-1), states.at(-1)?.error ?? '').toMatchObject({ status: 'SUCCEEDED' });
+    const want = (await sql(source.url('app'), 'SELECT count(*)::int AS n, max(id)::text AS top FROM pitr_rows')).rows[0];
+    expect((await sql(source.url('app_idle_end'), 'SELECT count(*)::int AS n, max(id)::text AS top FROM pitr_rows')).rows[0]).toEqual(want);
   }, 600_000);
 });
