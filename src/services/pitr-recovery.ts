@@ -3,7 +3,7 @@ import path from 'node:path';
 import { ConflictError, ErrorCode } from '../domain/errors.ts';
 import { CodecPool, contentWriter, defaultCodecThreads, findSnapshot, loadSnapshot, resolvePath, restore as restoreFiles, withLock } from '../engine/api.ts';
 import { walPath } from '../sources/pitr-layout.ts';
-import { extractTar, placeWal, walFetchFailed, type PitrWorkDir } from '../sources/pitr-instance.ts';
+import { extractTar, placeWal, recoverInstance, walFetchFailed, type PitrWorkDir, type RecoveredInstance } from '../sources/pitr-instance.ts';
 import { withClient } from '../sources/pg-admin.ts';
 import type { Deps } from './deps.ts';
 import { environmentDatabaseUrl } from './environments.ts';
@@ -55,7 +55,7 @@ export async function planRecovery(deps: Deps, environmentId: string, time: Date
 }
 
 /** The work folder being filled from the repository (fetchArchive). */
-export interface ArchiveFetch {
+interface ArchiveFetch {
   /** The WAL files the recovery reads (walFilesToFetch), in the plan's order. */
   wal: string[];
   /** Settles once the base backup is extracted into data/ (throws the fetch's first failure). */
@@ -79,7 +79,7 @@ const WAL_FETCH_LANES = 3;
  * archive-get prefetches ahead of replay. Before, every WAL file was fetched before the replay
  * started: bench:pitr spent 17.6 s fetching and then 10.2 s replaying 691 MiB of WAL.
  */
-export function fetchArchive(opened: OpenedRepository, sysid: string, plan: RecoveryPlan, dirs: PitrWorkDir, signal: AbortSignal): ArchiveFetch {
+function fetchArchive(opened: OpenedRepository, sysid: string, plan: RecoveryPlan, dirs: PitrWorkDir, signal: AbortSignal): ArchiveFetch {
   const repo = opened.repo;
   const toFetch = walFilesToFetch(plan);
   // The base's blobs are decoded and written into tar by a codec thread of its own, the WAL's in
@@ -153,3 +153,28 @@ export function fetchArchive(opened: OpenedRepository, sysid: string, plan: Reco
   };
 }
 
+/**
+ * Fills `dirs` from the repository (fetchArchive) and recovers the instance there to the plan's
+ * time (recoverInstance), calling `onReplaying` once the base is in place. A replay stopped by a
+ * failed fetch fails with the fetch's failure; WAL still on its way once the replay reached the
+ * time is past it, and its fetch is stopped.
+ */
+export async function recoverFromArchive(
+  opened: OpenedRepository,
+  planned: { plan: RecoveryPlan; sysid: string },
+  dirs: PitrWorkDir,
+  opts: { signal: AbortSignal; listen?: string; onReplaying?: () => void },
+): Promise<RecoveredInstance> {
+  const fetch = fetchArchive(opened, planned.sysid, planned.plan, dirs, opts.signal);
+  let instance: RecoveredInstance;
+  try {
+    await fetch.base;
+    opts.onReplaying?.();
+    instance = await recoverInstance(dirs, planned.plan.time, { wal: fetch.wal, signal: fetch.signal, listen: opts.listen });
+  } catch (err) {
+    await fetch.stop();
+    throw fetch.failure() ?? err;
+  }
+  await fetch.stop();
+  return instance;
+}

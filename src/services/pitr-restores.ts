@@ -5,8 +5,8 @@ import { parseInput } from '../domain/validation.ts';
 import { restore as restoreFiles } from '../engine/api.ts';
 import { publishInTransaction } from '../events/bus.ts';
 import { prepareDirectory, type PreparedDirectory } from '../sources/files.ts';
-import { makePitrWorkDir, recoverInstance, type RecoveredInstance } from '../sources/pitr-instance.ts';
-import { fetchArchive, planRecovery } from './pitr-recovery.ts';
+import { makePitrWorkDir, type RecoveredInstance } from '../sources/pitr-instance.ts';
+import { planRecovery, recoverFromArchive } from './pitr-recovery.ts';
 import { canCreateDatabase, dumpWriter, MAX_IDENTIFIER_BYTES, prepareDatabase, type PreparedDatabase } from '../sources/postgres.ts';
 import { pgTarget } from '../sources/connection.ts';
 import { withAdmin } from '../sources/pg-admin.ts';
@@ -163,18 +163,7 @@ export async function runPitrRestore(deps: Deps, operationId: string, jobSignal?
         ].filter(Boolean).join('; ');
         await deps.db.restoreLog.update({ where: { id: log.id }, data: { recoveredFrom } });
         const dirs = await makePitrWorkDir(home, restoreId);
-        const fetch = fetchArchive(opened, sysid, plan, dirs, signal);
-        try {
-          await fetch.base;
-          progress.report({ phase: 'replaying-wal' });
-          instance = await recoverInstance(dirs, log.pointInTime!, { wal: fetch.wal, signal: fetch.signal });
-        } catch (err) {
-          await fetch.stop();
-          // A replay stopped by a failed fetch reports the fetch's failure.
-          throw fetch.failure() ?? err;
-        }
-        // Replay ended at the time: WAL still on its way is past it.
-        await fetch.stop();
+        instance = await recoverFromArchive(opened, planned, dirs, { signal, onReplaying: () => progress.report({ phase: 'replaying-wal' }) });
         const replay = instance.toEndOfArchive
           ? `; replayed to the end of the archive (${instance.endedAt}): nothing was committed between its last transaction and the time`
           : `; replayed to the time (${instance.endedAt})`;

@@ -2,13 +2,13 @@ import { z } from 'zod';
 import { ConflictError, ErrorCode, NotFoundError, ValidationError } from '../domain/errors.ts';
 import { parseInput } from '../domain/validation.ts';
 import { publishInTransaction } from '../events/bus.ts';
-import { instanceWorkDir, makeWorkDir, recoverInstance, type RecoveredInstance } from '../sources/pitr-instance.ts';
+import { instanceWorkDir, makeWorkDir, type RecoveredInstance } from '../sources/pitr-instance.ts';
 import type { Deps } from './deps.ts';
 import { getEnvironment } from './environments.ts';
 import { idempotencyKey, inputHash, remember, replayed } from './idempotency.ts';
 import { enqueueJob, operationJobKey } from './jobs.ts';
 import { beginOperation, CancelledError, finishOperation, progressReporter } from './operations.ts';
-import { fetchArchive, planRecovery } from './pitr-recovery.ts';
+import { planRecovery, recoverFromArchive } from './pitr-recovery.ts';
 import { endInstance, keeperOf, LIVE_INSTANCE } from './recovery-instance-keeper.ts';
 import type { OpenedRepository } from './repositories.ts';
 import { messageOf, underLimits } from './snapshots.ts';
@@ -141,16 +141,7 @@ export async function runOpenRecoveryInstance(deps: Deps, operationId: string, j
       const planned = await planRecovery(deps, row.environmentId, row.pointInTime, signal);
       opened = planned.opened;
       await makeWorkDir(dirs);
-      const fetch = fetchArchive(opened, planned.sysid, planned.plan, dirs, signal);
-      try {
-        await fetch.base;
-        progress.report({ phase: 'replaying-wal' });
-        instance = await recoverInstance(dirs, row.pointInTime, { wal: fetch.wal, signal: fetch.signal, listen: keeper.listen });
-      } catch (err) {
-        await fetch.stop();
-        throw fetch.failure() ?? err;
-      }
-      await fetch.stop();
+      instance = await recoverFromArchive(opened, planned, dirs, { signal, listen: keeper.listen, onReplaying: () => progress.report({ phase: 'replaying-wal' }) });
       progress.report({ phase: 'starting-instance' });
       if (signal.aborted) throw signal.reason;
       const now = deps.clock.now();

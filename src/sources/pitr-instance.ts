@@ -12,7 +12,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -329,7 +328,7 @@ export async function recoverInstance(
     await searchableParents(dirs.root);
   }
   await fs.chmod(dirs.data, 0o700);
-  const port = opts.listen ? await freePortOn(opts.listen) : await freePort();
+  const port = await freePort(opts.listen);
   const listenAddresses = opts.listen ?? '';
   const pgCtl = (args: string[], signal: AbortSignal | undefined) => runTool(path.join(binaries.binDir, 'pg_ctl'), args, env, runAs, signal);
   const log = path.join(dirs.root, 'server.log');
@@ -492,19 +491,6 @@ async function connectAnyRole(dirs: PitrWorkDir, url: RecoveredInstance['url']):
 
 function lastLines(text: string, n: number): string {
   return text.trim().split('\n').slice(-n).join('\n');
-}
-
-/** A port free on `address` now (the instance binds it a moment later; a clash fails its start). */
-function freePortOn(address: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, address, () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 /** Runs a PostgreSQL tool to its end; resolves with its standard output, rejects with all its output. */
